@@ -1,0 +1,54 @@
+# sa - StreamAdapter as Unix tools.
+#   make            build lib/libsa.a and the tools in bin/
+#   make check      run every test (C unit tests and bats suites)
+#   make bench      speed benchmarks (never part of check)
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN     = -Wall -Wextra -Wno-unused-parameter
+ALLCFLAGS = -std=c11 -D_GNU_SOURCE -pthread -Ilib $(WARN) $(CFLAGS)
+LDLIBS   = -lopenblas -lz -lm -lpthread
+
+LIB_SRC  = $(sort $(wildcard lib/*.c))
+LIB_OBJ  = $(LIB_SRC:.c=.o)
+TOOLS    = $(patsubst %.c,%,$(sort $(wildcard bin/sa-*.c)))
+UNIT     = $(patsubst %.c,%,$(sort $(wildcard tests/unit/test_*.c)))
+HELPERS  = $(patsubst %.c,%,$(sort $(wildcard tests/helpers/*.c)))
+
+PREFIX  ?= /usr/local
+
+all: $(TOOLS)
+
+lib/%.o: lib/%.c lib/sa.h $(wildcard lib/*_impl.h)
+	$(CC) $(ALLCFLAGS) -c -o $@ $<
+
+lib/libsa.a: $(LIB_OBJ)
+	rm -f $@
+	ar rcs $@ $(LIB_OBJ)
+
+bin/sa-%: bin/sa-%.c bin/tool.h lib/libsa.a
+	$(CC) $(ALLCFLAGS) -o $@ $< lib/libsa.a $(LDFLAGS) $(LDLIBS)
+
+tests/unit/test_%: tests/unit/test_%.c tests/unit/t.h lib/libsa.a
+	$(CC) $(ALLCFLAGS) -Itests/unit -o $@ $< lib/libsa.a $(LDFLAGS) $(LDLIBS)
+
+tests/helpers/%: tests/helpers/%.c lib/libsa.a
+	$(CC) $(ALLCFLAGS) -o $@ $< lib/libsa.a $(LDFLAGS) $(LDLIBS)
+
+# Every test: bats counts the C unit programs as tests too (tests/unit.bats).
+check: $(TOOLS) $(UNIT) $(HELPERS)
+	bats --print-output-on-failure tests/
+
+lint-man:
+	mandoc -Tlint -W warning man/*.[0-9]
+
+install: all
+	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
+	cp $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+	cp man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	cp man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+
+clean:
+	rm -f lib/*.o lib/libsa.a $(TOOLS) $(UNIT) $(HELPERS)
+
+.PHONY: all check clean install lint-man

@@ -1,0 +1,503 @@
+/*
+ * sa.h - libsa, the one public header of the StreamAdapter tools.
+ *
+ * Every function that can fail returns a status code (SA_OK or a sysexits
+ * value) and leaves a one-line message in sa_error(); nothing here exits or
+ * prints.  Messages name the file they concern ("model.gguf: not a GGUF
+ * file") and carry no tool prefix: the tool adds "sa-run: ".
+ *
+ * Sections: errors and output files, hashing, tensor types, GGUF, tokenizer,
+ * model and forward pass, threads, JSON, adapter, delta, encoder.
+ */
+#ifndef SA_H
+#define SA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define SA_VERSION "0.1.0"
+
+/* ---------------------------------------------------------------- errors */
+
+/* Status codes are sysexits(3) values, so a tool can exit with them as-is. */
+enum {
+	SA_OK = 0,
+	SA_EUSAGE = 64,     /* EX_USAGE: bad arguments */
+	SA_EDATA = 65,      /* EX_DATAERR: malformed input, CRC, mismatched fingerprints */
+	SA_ENOINPUT = 66,   /* EX_NOINPUT: cannot open an input */
+	SA_EINTERNAL = 70,  /* EX_SOFTWARE: a bug, or out of memory */
+	SA_ECANTCREAT = 73, /* EX_CANTCREAT: cannot create an output */
+	SA_EIO = 74,        /* EX_IOERR: read or write failed */
+};
+
+/* The message of the last failure in this thread ("" if none). */
+const char *sa_error(void);
+/* Set the message (printf-style) and return code, so: return sa_fail(SA_EDATA, ...). */
+int sa_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* malloc/calloc that set SA_EINTERNAL "out of memory" on failure (return NULL). */
+void *sa_malloc(size_t n);
+void *sa_calloc(size_t n, size_t size);
+
+/* --------------------------------------------------------- output files */
+
+/*
+ * An output written to a temporary file in the target's directory and
+ * renamed into place on commit, so an interrupted run leaves either the old
+ * file or the new one, never half of one.  Path "-" is stdout (no rename).
+ * Temporary names are registered so that sa_outfile_install_signals() can
+ * unlink them on SIGINT/SIGTERM/SIGHUP before the process dies.
+ */
+typedef struct sa_outfile {
+	FILE *fp;
+	char *path;  /* final name (NULL for stdout) */
+	char *tmp;   /* temporary name (NULL for stdout) */
+} sa_outfile;
+
+int sa_outfile_open(sa_outfile *o, const char *path);   /* SA_ECANTCREAT */
+int sa_outfile_commit(sa_outfile *o);                   /* SA_EIO; closes */
+void sa_outfile_abort(sa_outfile *o);                   /* unlink tmp; closes */
+void sa_outfile_install_signals(void);
+/* fflush+fclose(stdout) with error check; SA_EIO "stdout: ..." on failure. */
+int sa_stdout_close(void);
+
+/* Read a whole file ("-" = stdin) into memory, NUL-terminated (not counted in *len). */
+int sa_file_read(const char *path, char **data, size_t *len);
+
+/* --------------------------------------------------------------- hashing */
+
+/* 64-bit FNV-1a, chainable: h = sa_hash64(h, p, n); start with SA_HASH64_INIT. */
+#define SA_HASH64_INIT 0xcbf29ce484222325ULL
+uint64_t sa_hash64(uint64_t h, const void *p, size_t n);
+/* CRC-32 (zlib's polynomial), chainable from 0. */
+uint32_t sa_crc32(uint32_t crc, const void *p, size_t n);
+
+/* ---------------------------------------------------------- tensor types */
+
+/* ggml type ids, as stored in GGUF. */
+enum {
+	SA_TYPE_F32 = 0,
+	SA_TYPE_F16 = 1,
+	SA_TYPE_Q8_0 = 8,
+	SA_TYPE_BF16 = 30,
+};
+
+/* "F32", "F16", "Q4_K", ... for any ggml id (for messages); "type 77" if unknown. */
+const char *sa_type_name(int type);
+/* 1 if this build can compute with the type (F32, F16, BF16, Q8_0). */
+int sa_type_supported(int type);
+/* Bytes of one row of n elements; 0 if unsupported or n not a block multiple. */
+size_t sa_type_row_size(int type, int64_t n);
+
+float sa_fp16_to_fp32(uint16_t h);
+uint16_t sa_fp32_to_fp16(float f);   /* round to nearest even */
+float sa_bf16_to_fp32(uint16_t h);
+uint16_t sa_fp32_to_bf16(float f);   /* round to nearest even */
+
+/* Convert one row of n elements between F32 and a supported type. */
+void sa_row_to_f32(int type, const void *src, float *dst, int64_t n);
+void sa_row_from_f32(int type, const float *src, void *dst, int64_t n);
+
+/* ------------------------------------------------------------------ GGUF */
+
+enum {
+	SA_GGUF_U8 = 0, SA_GGUF_I8 = 1, SA_GGUF_U16 = 2, SA_GGUF_I16 = 3,
+	SA_GGUF_U32 = 4, SA_GGUF_I32 = 5, SA_GGUF_F32 = 6, SA_GGUF_BOOL = 7,
+	SA_GGUF_STR = 8, SA_GGUF_ARR = 9, SA_GGUF_U64 = 10, SA_GGUF_I64 = 11,
+	SA_GGUF_F64 = 12,
+};
+
+/* A string inside a mapped file: not NUL-terminated. */
+typedef struct sa_str {
+	const char *s;
+	uint64_t n;
+} sa_str;
+
+typedef struct sa_tensor_info {
+	char *name;            /* NUL-terminated copy */
+	int type;              /* SA_TYPE_* (or another ggml id) */
+	int n_dims;
+	int64_t ne[4];         /* innermost first; unused dims are 1 */
+	uint64_t offset;       /* relative to the data section */
+	const void *data;      /* into the mapping */
+	size_t nbytes;
+} sa_tensor_info;
+
+typedef struct sa_gguf sa_gguf;
+
+/*
+ * Open and map a GGUF v2/v3 file read-only.  Every count, length and offset is
+ * checked against the file size before use; a bad file gives SA_EDATA with a
+ * message such as "x.gguf: not a GGUF file" or "x.gguf: truncated".
+ * Tensors of unsupported types are listed; callers check sa_type_supported().
+ */
+int sa_gguf_open(sa_gguf **out, const char *path);
+void sa_gguf_close(sa_gguf *g);
+const char *sa_gguf_path(const sa_gguf *g);
+uint32_t sa_gguf_version(const sa_gguf *g);
+
+/* Metadata: typed getters.  Missing key: SA_EDATA, "x.gguf: missing key K".
+ * Integer getters accept any integer type whose value fits. */
+int sa_gguf_has(const sa_gguf *g, const char *key);
+int sa_gguf_get_u32(const sa_gguf *g, const char *key, uint32_t *v);
+int sa_gguf_get_u64(const sa_gguf *g, const char *key, uint64_t *v);
+int sa_gguf_get_i64(const sa_gguf *g, const char *key, int64_t *v);
+int sa_gguf_get_f32(const sa_gguf *g, const char *key, float *v);   /* F32 or F64 */
+int sa_gguf_get_bool(const sa_gguf *g, const char *key, int *v);
+int sa_gguf_get_str(const sa_gguf *g, const char *key, sa_str *v);
+/* A NUL-terminated malloc'd copy of a string value. */
+int sa_gguf_get_strdup(const sa_gguf *g, const char *key, char **v);
+/* Array of a fixed-size element type: raw little-endian elements in the mapping. */
+int sa_gguf_get_arr(const sa_gguf *g, const char *key, int *elem_type, uint64_t *n, const void **data);
+/* Array of strings: *v is a malloc'd array of n sa_str (caller frees the array only). */
+int sa_gguf_get_strs(const sa_gguf *g, const char *key, uint64_t *n, sa_str **v);
+
+/* Iterate metadata (for dumping): key i, its type, and for arrays the element type/count. */
+uint64_t sa_gguf_n_kv(const sa_gguf *g);
+sa_str sa_gguf_kv_key(const sa_gguf *g, uint64_t i);
+int sa_gguf_kv_type(const sa_gguf *g, uint64_t i);
+
+uint64_t sa_gguf_n_tensors(const sa_gguf *g);
+const sa_tensor_info *sa_gguf_tensor_at(const sa_gguf *g, uint64_t i);
+const sa_tensor_info *sa_gguf_tensor(const sa_gguf *g, const char *name);  /* NULL if absent */
+
+/* Writer: collects metadata and tensors, then writes GGUF v3 in one pass
+ * (works on a pipe).  Tensor data is not copied: it must live until write. */
+typedef struct sa_gguf_writer sa_gguf_writer;
+sa_gguf_writer *sa_gguf_writer_new(void);
+void sa_gguf_writer_free(sa_gguf_writer *w);
+int sa_gguf_writer_set_u32(sa_gguf_writer *w, const char *key, uint32_t v);
+int sa_gguf_writer_set_i32(sa_gguf_writer *w, const char *key, int32_t v);
+int sa_gguf_writer_set_u64(sa_gguf_writer *w, const char *key, uint64_t v);
+int sa_gguf_writer_set_f32(sa_gguf_writer *w, const char *key, float v);
+int sa_gguf_writer_set_bool(sa_gguf_writer *w, const char *key, int v);
+int sa_gguf_writer_set_str(sa_gguf_writer *w, const char *key, const char *v);
+/* Fixed-size elements (data copied). */
+int sa_gguf_writer_set_arr(sa_gguf_writer *w, const char *key, int elem_type, uint64_t n, const void *data);
+/* Strings of given lengths (copied). */
+int sa_gguf_writer_set_strs(sa_gguf_writer *w, const char *key, uint64_t n, const sa_str *v);
+/* Copy one metadata entry (any type) from an open file, e.g. the tokenizer. */
+int sa_gguf_writer_copy_kv(sa_gguf_writer *w, const sa_gguf *g, const char *key);
+int sa_gguf_writer_add_tensor(sa_gguf_writer *w, const char *name, int type,
+    int n_dims, const int64_t *ne, const void *data);
+int sa_gguf_writer_write(sa_gguf_writer *w, FILE *fp, const char *name_for_errors);
+/* Write to a path ("-" = stdout) through sa_outfile. */
+int sa_gguf_writer_save(sa_gguf_writer *w, const char *path);
+
+/* ------------------------------------------------------------- tokenizer */
+
+typedef struct sa_vocab sa_vocab;
+
+/* Build from tokenizer.ggml.* metadata: model "llama" (SentencePiece BPE with
+ * scores and byte fallback) or "gpt2" (byte-level BPE with merges; pre
+ * "default"/"gpt-2", "llama-bpe", "qwen2" ...). */
+int sa_vocab_load(sa_vocab **out, const sa_gguf *g);
+void sa_vocab_free(sa_vocab *v);
+int sa_vocab_size(const sa_vocab *v);
+int sa_vocab_bos(const sa_vocab *v);     /* -1 if none */
+int sa_vocab_eos(const sa_vocab *v);     /* -1 if none */
+int sa_vocab_add_bos(const sa_vocab *v); /* tokenizer.ggml.add_bos_token, or the model type's default */
+/* 1 for end-of-generation tokens (eos, eot, ...). */
+int sa_vocab_is_eog(const sa_vocab *v, int tok);
+
+/*
+ * Text -> ids, as llama.cpp's llama_tokenize(text, add_special, parse_special=false):
+ * with add_special, BOS is prepended when the vocab says so.  *toks is malloc'd.
+ */
+int sa_tokenize(const sa_vocab *v, const char *text, size_t len, int add_special,
+    int **toks, int *n);
+/*
+ * The bytes of one token as text (SPM "▁" -> ' ', <0xNN> -> the byte, gpt2
+ * byte-level unicode -> bytes).  Returns the byte count (may exceed cap: then
+ * only cap bytes were written).  Control tokens (BOS/EOS) give 0 bytes.
+ */
+int sa_token_to_piece(const sa_vocab *v, int tok, char *buf, int cap);
+/* ids -> text; drops the SPM leading space after BOS like llama.cpp's detokenizer.
+ * *text is malloc'd, NUL-terminated. */
+int sa_detokenize(const sa_vocab *v, const int *toks, int n, char **text, size_t *len);
+
+/* ---------------------------------------------------------------- model */
+
+enum { SA_ARCH_LLAMA = 0, SA_ARCH_QWEN2 = 1 };
+
+/* The adaptable linear maps of a layer, in GGUF tensor-name order. */
+enum {
+	SA_MAT_Q = 0,     /* attn_q:      d_model -> H*d_h     */
+	SA_MAT_K,         /* attn_k:      d_model -> D_kv      */
+	SA_MAT_V,         /* attn_v:      d_model -> D_kv      */
+	SA_MAT_O,         /* attn_output: H*d_h   -> d_model   */
+	SA_MAT_GATE,      /* ffn_gate:    d_model -> d_ff      */
+	SA_MAT_UP,        /* ffn_up:      d_model -> d_ff      */
+	SA_MAT_DOWN,      /* ffn_down:    d_ff    -> d_model   */
+	SA_NMAT
+};
+/* "attn_q", ... ; and the inverse (-1 if unknown). */
+const char *sa_mat_name(int m);
+int sa_mat_from_name(const char *name);
+
+typedef struct sa_config {
+	int arch;             /* SA_ARCH_* */
+	int n_layer;
+	int d_model;
+	int n_head;
+	int n_head_kv;
+	int d_head;           /* d_model / n_head */
+	int d_ff;
+	int n_vocab;
+	int n_ctx;            /* context_length from metadata */
+	int rope_dim;         /* rope.dimension_count, default d_head */
+	int rope_neox;        /* 1 for qwen2 (rotate halves), 0 for llama (pairs) */
+	float rope_base;      /* rope.freq_base, default 10000 */
+	float norm_eps;       /* attention.layer_norm_rms_epsilon, default 1e-5 */
+} sa_config;
+
+/* A weight matrix W of shape [rows=d_out][cols=d_in] (GGUF ne = {cols, rows}),
+ * each row stored in `type` (row-major, rows contiguous).  Vectors have rows=1. */
+typedef struct sa_matrix {
+	int type;
+	int64_t rows, cols;
+	const void *data;
+} sa_matrix;
+
+typedef struct sa_layer {
+	sa_matrix attn_norm;              /* [d_model] F32 */
+	sa_matrix w[SA_NMAT];             /* by SA_MAT_* */
+	sa_matrix bq, bk, bv;             /* qwen2 biases; data NULL for llama */
+	sa_matrix ffn_norm;               /* [d_model] */
+} sa_layer;
+
+/* A low-rank side path for one matrix: y += B (A x), B [d_out][rank], A [rank][d_in], F32. */
+typedef struct sa_lowrank {
+	int rank;
+	float *A;
+	float *B;
+} sa_lowrank;
+
+typedef struct sa_model {
+	sa_config cfg;
+	sa_gguf *gguf;
+	sa_vocab *vocab;
+	char *name;                       /* general.name or the file's basename */
+	uint64_t fingerprint;             /* see sa_model_fingerprint */
+	sa_matrix tok_embd;               /* [n_vocab][d_model] */
+	sa_matrix out_norm;               /* [d_model] */
+	sa_matrix output;                 /* [n_vocab][d_model]; = tok_embd when tied */
+	sa_layer *layers;                 /* [n_layer] */
+	/* Set by merge/side calls: owned F32 copies replacing mapped matrices
+	 * (internal), and side paths [n_layer * SA_NMAT] (NULL when none). */
+	void *merged;
+	sa_lowrank *side;
+} sa_model;
+
+/*
+ * Load a model: maps the file, reads the config, binds every tensor, checks
+ * every shape, loads the tokenizer.  Unknown architecture, missing tensor,
+ * wrong shape, unsupported tensor type: SA_EDATA naming the tensor.
+ */
+int sa_model_load(sa_model **out, const char *path);
+void sa_model_free(sa_model *m);
+
+/*
+ * Identity of a base model, for binding adapters and deltas to it: a hash of
+ * the architecture, every hyperparameter, every tensor's name, type and shape,
+ * and a sample of each tensor's data (first, last and 14 evenly spaced 4 KiB
+ * blocks; all of it when smaller than 64 KiB).
+ */
+uint64_t sa_model_fingerprint(const sa_model *m);
+
+/* Per-layer input/output width of matrix m (d_in = cols, d_out = rows). */
+int sa_model_mat_dims(const sa_model *m, int mat, int *d_out, int *d_in);
+
+/* Add s*B*A to matrix (layer, mat): merged into an owned F32 copy of W. */
+int sa_model_merge_lowrank(sa_model *m, int layer, int mat, int rank,
+    const float *B, const float *A);
+/* Or keep it on the side: y = W x + B (A x).  Several calls add up (ranks concatenate). */
+int sa_model_add_side(sa_model *m, int layer, int mat, int rank,
+    const float *B, const float *A);
+/* Drop side paths and owned copies: back to the mapped base weights. */
+void sa_model_reset_weights(sa_model *m);
+
+/* ----------------------------------------------------------- forward pass */
+
+/* KV cache and scratch for one sequence. */
+typedef struct sa_state sa_state;
+
+/* Called once per layer during sa_forward with the layer's keys before RoPE
+ * and values for the n new tokens: k and v are [n][n_head_kv*d_head]. */
+typedef void (*sa_kv_hook)(void *ctx, int layer, int n, const float *k, const float *v);
+
+int sa_state_new(sa_state **out, const sa_model *m, int n_ctx);  /* n_ctx <= 0: model's */
+void sa_state_free(sa_state *s);
+int sa_state_pos(const sa_state *s);        /* tokens in the cache */
+int sa_state_ctx(const sa_state *s);
+void sa_state_truncate(sa_state *s, int pos);   /* forget tokens at >= pos */
+void sa_state_set_hook(sa_state *s, sa_kv_hook hook, void *ctx);
+/* Bytes of KV cache in use (for reports). */
+size_t sa_state_kv_bytes(const sa_state *s);
+
+/*
+ * Run n tokens at positions pos..pos+n-1 and append them to the cache.
+ * logits: NULL, or [n_vocab] for the last token (all_logits = 0), or
+ * [n][n_vocab] for every token (all_logits = 1).  Prompt longer than the
+ * remaining context: SA_EDATA "prompt of N tokens exceeds the context of C".
+ * n > 1 goes through sgemm (prefill); n == 1 through matrix-vector kernels.
+ */
+int sa_forward(sa_state *s, const int *toks, int n, float *logits, int all_logits);
+
+/* ---------------------------------------------------------------- threads */
+
+/* Threads for kernels and BLAS (0 = number of online CPUs).  BLAS and the
+ * library's own threads never run at once, so the total stays n. */
+void sa_set_threads(int n);
+int sa_get_threads(void);
+
+/* ------------------------------------------------------------- sampling */
+
+typedef struct sa_sampler {
+	float temp;       /* 0 = greedy */
+	int top_k;        /* 0 = off */
+	float top_p;      /* 1 = off */
+	float min_p;      /* 0 = off */
+	uint64_t rng;     /* state, from --seed */
+} sa_sampler;
+
+void sa_sampler_init(sa_sampler *s, float temp, int top_k, float top_p, float min_p, uint64_t seed);
+int sa_sample(sa_sampler *s, const float *logits, int n_vocab);
+/* log-softmax of logits[tok]. */
+double sa_logprob(const float *logits, int n_vocab, int tok);
+
+/* ------------------------------------------------------------------ JSON */
+
+/* A small JSON value tree (RFC 8259), enough for JSON Lines requests. */
+enum { SA_JSON_NULL, SA_JSON_BOOL, SA_JSON_NUM, SA_JSON_STR, SA_JSON_ARR, SA_JSON_OBJ };
+typedef struct sa_json {
+	int type;
+	double num;              /* NUM, BOOL (0/1) */
+	char *str;               /* STR, NUL-terminated UTF-8 (may contain NUL: see len) */
+	size_t len;
+	struct sa_json *items;   /* ARR elements, OBJ values */
+	char **keys;             /* OBJ keys */
+	size_t n;
+} sa_json;
+
+/* Parse one complete JSON text; SA_EDATA with "column N: ..." on error. */
+int sa_json_parse(const char *text, size_t len, sa_json *out);
+void sa_json_free(sa_json *j);
+const sa_json *sa_json_get(const sa_json *obj, const char *key);  /* NULL if absent */
+/* Write s as a JSON string literal (quotes, escapes; invalid UTF-8 -> U+FFFD). */
+void sa_json_put_str(FILE *fp, const char *s, size_t len);
+
+/* --------------------------------------------------------------- adapter */
+
+/*
+ * The learned StreamAdapter mapping of one base model (sa-adapter(5)).
+ * For layer l and adapted matrix m (bit m of mats set), with Hk = n_head_kv,
+ * r = rank, dh = d_head, Dkv = Hk*dh:
+ *   Q  [Hk][r][dh]   learned queries
+ *   g  [Hk][dh]      gate weights
+ *   b  [Hk][r]       gate biases
+ *   W1 [d_out][Dkv]  zero-initialised
+ *   W2 [r][d_in]
+ */
+typedef struct sa_adapter_mat {
+	float *Q, *g, *b, *W1, *W2;
+	int d_out, d_in;
+} sa_adapter_mat;
+
+typedef struct sa_adapter {
+	int n_layer, n_head_kv, d_head, rank, chunk;
+	uint32_t mats;                 /* bitmask of SA_MAT_* */
+	uint64_t model_fingerprint;    /* of the base model */
+	uint64_t fingerprint;          /* of this adapter's config and data */
+	char *path;                    /* where it was loaded from, or NULL */
+	sa_adapter_mat *mat;           /* [n_layer * SA_NMAT]; unused entries zero */
+	void *arena;                   /* internal: one block for all tensors */
+} sa_adapter;
+
+#define SA_ADAPTER_MAT(a, l, m) (&(a)->mat[(size_t)(l) * SA_NMAT + (m)])
+
+/* A new adapter for model: Q, g random from seed (scaled), b = bias_init,
+ * W2 random, W1 = 0 unless w1_scale != 0 (random, for tests). */
+int sa_adapter_init(sa_adapter **out, const sa_model *model, int rank, int chunk,
+    uint32_t mats, uint64_t seed, float w1_scale);
+int sa_adapter_load(sa_adapter **out, const char *path);
+int sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path);
+void sa_adapter_free(sa_adapter *a);
+/* SA_EDATA "adapter.gguf was made for another model (fingerprint X, model has Y)". */
+int sa_adapter_check(const sa_adapter *a, const sa_model *model);
+
+/* ----------------------------------------------------------------- delta */
+
+/* A source absorbed into a delta. */
+typedef struct sa_source {
+	char *name;
+	uint64_t hash;           /* sa_hash64 of its bytes */
+} sa_source;
+
+/*
+ * A context state (sa-delta(5)): for every (l, m) in mats, in order of l then m,
+ *   h [Hk][r][dh] and P [Hk][r].
+ */
+typedef struct sa_delta {
+	uint64_t model_fingerprint, adapter_fingerprint;
+	int n_layer, n_head_kv, d_head, rank, chunk;
+	uint32_t mats;
+	uint64_t n_tokens, n_demos;
+	char *adapter_path;      /* as recorded by sa-encode, or NULL */
+	char *params;            /* encode parameters, free text (template, ...) */
+	int n_sources;
+	sa_source *sources;
+	float *h;                /* n_used * Hk*r*dh */
+	float *P;                /* n_used * Hk*r */
+} sa_delta;
+
+/* Number of (l, m) pairs stored; offsets of pair i's h and P. */
+int sa_delta_n_used(const sa_delta *d);
+float *sa_delta_h(const sa_delta *d, int layer, int mat);   /* NULL if m not in mats */
+float *sa_delta_P(const sa_delta *d, int layer, int mat);
+
+/* An empty state for adapter a: h = 0, P = 1. */
+int sa_delta_new(sa_delta **out, const sa_adapter *a);
+void sa_delta_free(sa_delta *d);
+int sa_delta_clone(sa_delta **out, const sa_delta *d);
+/* Stream I/O, no seeking (pipes work).  name is for messages. */
+int sa_delta_read(sa_delta **out, FILE *fp, const char *name);
+int sa_delta_write(const sa_delta *d, FILE *fp, const char *name);
+int sa_delta_load(sa_delta **out, const char *path);   /* "-" = stdin */
+int sa_delta_save(const sa_delta *d, const char *path); /* "-" = stdout; tmp+rename */
+/* SA_EDATA unless a and b share model and adapter fingerprints and shapes. */
+int sa_delta_compatible(const sa_delta *a, const char *name_a, const sa_delta *b, const char *name_b);
+/* a := a then b (h = P_b*h_a + h_b, P = P_a*P_b); sources and counts append. */
+int sa_delta_chain(sa_delta *a, const sa_delta *b);
+/* out := sum_i w_i * d_i (h and P both; with weights 1/n this is the mean). */
+int sa_delta_combine(sa_delta **out, sa_delta *const *d, const double *w, int n);
+
+/* Header as text (human) or one JSON object (json = 1), newline-terminated. */
+void sa_delta_print(const sa_delta *d, FILE *fp, int json);
+
+/*
+ * Low-rank factors of (layer, mat) for delta d through adapter a at scale s:
+ * B = s * W1 H^T  [d_out][r],  A = W2  [r][d_in]  (A points into the adapter).
+ * B is malloc'd.
+ */
+int sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
+    float s, float **B, const float **A);
+/* Apply to the model: merged (default) or as side paths. */
+int sa_delta_apply(sa_model *m, const sa_adapter *a, const sa_delta *d, float s, int merged);
+
+/* --------------------------------------------------------------- encoder */
+
+typedef struct sa_encoder sa_encoder;
+
+/* Encoder over model (run without any delta) into adapter a's state.
+ * start: NULL for an empty state, or a delta to continue (--append). */
+int sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_delta *start);
+void sa_encoder_free(sa_encoder *e);
+/* Absorb one segment of tokens (at most the context length); the KV cache is
+ * reset before it, so positions start at 0.  n_demos counts what it holds. */
+int sa_encoder_feed(sa_encoder *e, const int *toks, int n, int n_demos);
+/* The state so far (owned by the encoder; clone to keep). */
+sa_delta *sa_encoder_delta(sa_encoder *e);
+
+#endif
