@@ -148,12 +148,28 @@ int
 sa_outfile_open(sa_outfile *o, const char *path)
 {
 	const char *slash, *base;
+	struct stat st;
 	size_t dirlen, n;
 	int fd;
 
 	memset(o, 0, sizeof *o);
 	if (strcmp(path, "-") == 0) {
 		o->fp = stdout;
+		return SA_OK;
+	}
+	/* A device or fifo (/dev/null, a named pipe) is written in place:
+	 * renaming over it would replace it with a regular file. */
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		if (S_ISDIR(st.st_mode))
+			return sa_fail(SA_ECANTCREAT, "%s: %s", path, strerror(EISDIR));
+		if (!(o->path = strdup(path)))
+			return sa_fail(SA_EINTERNAL, "out of memory");
+		if (!(o->fp = fopen(path, "wb"))) {
+			int e = errno;
+			free(o->path);
+			o->path = NULL;
+			return sa_fail(SA_ECANTCREAT, "%s: %s", path, strerror(e));
+		}
 		return SA_OK;
 	}
 	slash = strrchr(path, '/');
@@ -197,7 +213,7 @@ sa_outfile_commit(sa_outfile *o)
 
 	if (!o->fp)
 		return sa_fail(SA_EINTERNAL, "outfile committed twice");
-	if (!o->tmp) {
+	if (!o->path) {
 		/* stdout stays open: close_stdout() checks and closes it at exit. */
 		errno = 0;
 		bad = fflush(o->fp) != 0 || ferror(o->fp);
@@ -223,6 +239,11 @@ sa_outfile_commit(sa_outfile *o)
 		sa_outfile_abort(o);
 		return rc;
 	}
+	if (!o->tmp) {
+		free(o->path);
+		memset(o, 0, sizeof *o);
+		return SA_OK;
+	}
 	if (rename(o->tmp, o->path) != 0) {
 		int rc = sa_fail(SA_ECANTCREAT, "%s: %s", o->path, strerror(errno));
 		sa_outfile_abort(o);
@@ -238,7 +259,7 @@ sa_outfile_commit(sa_outfile *o)
 void
 sa_outfile_abort(sa_outfile *o)
 {
-	if (!o->tmp) {
+	if (!o->path) {
 		if (o->fp)
 			fflush(o->fp);
 		o->fp = NULL;
@@ -246,8 +267,10 @@ sa_outfile_abort(sa_outfile *o)
 	}
 	if (o->fp)
 		fclose(o->fp);
-	unlink(o->tmp);
-	tmp_unregister(o->tmp);
+	if (o->tmp) {
+		unlink(o->tmp);
+		tmp_unregister(o->tmp);
+	}
 	free(o->tmp);
 	free(o->path);
 	memset(o, 0, sizeof *o);
