@@ -36,8 +36,12 @@ tests/helpers/%: tests/helpers/%.c lib/libsa.a
 	$(CC) $(ALLCFLAGS) -o $@ $< lib/libsa.a $(LDFLAGS) $(LDLIBS)
 
 # Every test: bats counts the C unit programs as tests too (tests/unit.bats).
-check: $(TOOLS) $(UNIT) $(HELPERS)
-	bats --print-output-on-failure tests/
+check: deps
+	$(MAKE) $(TOOLS) $(UNIT) $(HELPERS)
+	bats --tap --print-output-on-failure tests/
+
+deps:
+	@sh scripts/deps.sh
 
 lint-man:
 	mandoc -Tlint -W warning man/*.[0-9]
@@ -51,4 +55,4 @@ install: all
 clean:
 	rm -f lib/*.o lib/libsa.a $(TOOLS) $(UNIT) $(HELPERS)
 
-.PHONY: all check clean install lint-man
+.PHONY: all check clean deps install lint-man
