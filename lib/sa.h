@@ -363,6 +363,9 @@ typedef struct sa_sampler {
 } sa_sampler;
 
 void sa_sampler_init(sa_sampler *s, float temp, int top_k, float top_p, float min_p, uint64_t seed);
+/* A token id: the argmax (lowest id on ties) at temp 0, else top-k, top-p,
+ * min-p, temperature, then a draw from a SplitMix64 stream (the same seed
+ * gives the same tokens everywhere).  -1 if out of memory. */
 int sa_sample(sa_sampler *s, const float *logits, int n_vocab);
 /* log-softmax of logits[tok]. */
 double sa_logprob(const float *logits, int n_vocab, int tok);
@@ -381,12 +384,18 @@ typedef struct sa_json {
 	size_t n;
 } sa_json;
 
-/* Parse one complete JSON text; SA_EDATA with "column N: ..." on error. */
+/* Parse one complete JSON text; SA_EDATA with "column N: ..." on error
+ * (also: invalid UTF-8, unpaired surrogates, nesting deeper than 64). */
 int sa_json_parse(const char *text, size_t len, sa_json *out);
 void sa_json_free(sa_json *j);
-const sa_json *sa_json_get(const sa_json *obj, const char *key);  /* NULL if absent */
+/* NULL if absent; with duplicate keys, the last one. */
+const sa_json *sa_json_get(const sa_json *obj, const char *key);
 /* Write s as a JSON string literal (quotes, escapes; invalid UTF-8 -> U+FFFD). */
 void sa_json_put_str(FILE *fp, const char *s, size_t len);
+/* Write a number in the shortest form that reads back the same (NaN, inf: null). */
+void sa_json_put_num(FILE *fp, double v);
+/* Write any value, compact, on one line. */
+void sa_json_put(FILE *fp, const sa_json *j);
 
 /* --------------------------------------------------------------- adapter */
 
@@ -499,5 +508,164 @@ void sa_encoder_free(sa_encoder *e);
 int sa_encoder_feed(sa_encoder *e, const int *toks, int n, int n_demos);
 /* The state so far (owned by the encoder; clone to keep). */
 sa_delta *sa_encoder_delta(sa_encoder *e);
+/* Record a source (name and sa_hash64 of its bytes) in the state's list. */
+int sa_encoder_add_source(sa_encoder *e, const char *name, uint64_t hash);
+
+/*
+ * The context mapping of one (layer, matrix) over one segment of n tokens,
+ * the kernel sa_encoder_feed runs in its forward hook:
+ *   k, v [n][Hk*dh]     keys (before RoPE) and values, head h at h*dh
+ *   h    [Hk][r][dh]    state, updated in place: chunks of the adapter's C,
+ *   P    [Hk][r]        S = softmax(Q K^T/sqrt(dh)) V, a = sigmoid(g.S + b),
+ *                       h = a*h + S, P = P*a
+ * Computed in double in a fixed order: the result does not depend on the
+ * number of threads or the CPU's vector extensions.  SA_EINTERNAL on OOM.
+ */
+int sa_context_map(const sa_adapter *a, int layer, int mat, const float *k,
+    const float *v, int n, double *h, double *P);
+
+/* -------------------------------------------------------- demonstrations */
+
+/* Input formats of sa-encode(1). */
+enum { SA_DEMOS_TEXT = 0, SA_DEMOS_TSV = 1, SA_DEMOS_JSONL = 2 };
+
+/* Default record template, in the template language (escapes unexpanded). */
+#define SA_DEMOS_TEMPLATE "{input} -> {label}\\n"
+
+typedef struct sa_demo {
+	char *text;          /* rendered, NUL-terminated (may contain NUL: see len) */
+	size_t len;
+	long line;           /* line of the record in its source (1 for plain text) */
+} sa_demo;
+
+/* The demonstrations of one input file, rendered. */
+typedef struct sa_demos {
+	sa_source source;    /* name ("stdin" for "-") and sa_hash64 of the bytes */
+	int format;          /* SA_DEMOS_*; plain text is one stream, not records */
+	int n;
+	sa_demo *demo;
+} sa_demos;
+
+/* "text", "tsv", "jsonl"; and back (-1 if unknown). */
+const char *sa_demos_format_name(int format);
+int sa_demos_format_from_name(const char *name);
+/* The format a path's extension implies: .tsv, .jsonl, else text. */
+int sa_demos_format_of_path(const char *path);
+
+/* {field} substitution with \n \t \r \\ \{ \} escapes; SA_EUSAGE
+ * "template: ..." if malformed. */
+int sa_template_check(const char *tmpl);
+
+/*
+ * Parse a file's bytes.  TSV: a header row names the fields; JSON Lines: one
+ * object per line.  Each record is rendered through tmpl (NULL: the default);
+ * blank lines are skipped.  A bad record or one missing a field the template
+ * uses: SA_EDATA "name:LINE: ...".  Plain text: one demo holding all of it.
+ */
+int sa_demos_parse(sa_demos **out, const char *name, const char *data, size_t len,
+    int format, const char *tmpl);
+/* Read path ("-" = stdin) and parse it. */
+int sa_demos_read(sa_demos **out, const char *path, int format, const char *tmpl);
+void sa_demos_free(sa_demos *d);
+
+/* Tokens the encoder takes in one forward pass from position 0. */
+typedef struct sa_segment {
+	int *toks;
+	int n;               /* <= n_ctx, BOS included */
+	int n_demos;         /* records it holds (0 for plain text) */
+	long line;           /* source line where it starts */
+} sa_segment;
+
+/*
+ * Tokenize and pack into segments of at most n_ctx tokens, each starting
+ * with BOS when the vocab adds one.  Records are tokenized one by one and
+ * packed greedily in order, never split; one that alone exceeds n_ctx is
+ * SA_EDATA "name:LINE: ...".  Plain text is tokenized whole and cut at the
+ * last line boundary that fits (at a token boundary inside an over-long line).
+ */
+int sa_demos_segment(const sa_demos *d, const sa_vocab *v, int n_ctx,
+    sa_segment **segs, int *n_segs);
+void sa_segments_free(sa_segment *segs, int n);
+
+/* -------------------------------------------------------------- training */
+
+/*
+ * A Llama model held entirely in F32 for training: every parameter in one
+ * block, in the order tok_embd, per layer (attn_norm, attn_q, attn_k, attn_v,
+ * attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down), out_norm, output (absent
+ * when tied).  grads mirrors params (NULL when the model is frozen).
+ */
+typedef struct sa_tlayer {
+	float *attn_norm;                 /* [d] */
+	float *w[SA_NMAT];                /* by SA_MAT_*, [d_out][d_in] */
+	float *ffn_norm;                  /* [d] */
+} sa_tlayer;
+
+typedef struct sa_tmodel {
+	sa_config cfg;
+	int tied;
+	size_t n_params;
+	float *params, *grads;
+	float *tok_embd, *out_norm, *output;   /* views; output == tok_embd when tied */
+	sa_tlayer *layers;
+	sa_tlayer *glayers;                    /* the same views into grads */
+	float *gtok_embd, *gout_norm, *goutput;
+} sa_tmodel;
+
+/* A new model with scaled random weights (std 0.02, output projections
+ * scaled down by sqrt(2 n_layer)), norms 1.  cfg.arch must be SA_ARCH_LLAMA. */
+int sa_tmodel_new(sa_tmodel **out, const sa_config *cfg, int tied, uint64_t seed);
+/* An F32 copy of a loaded model (any supported tensor types). */
+int sa_tmodel_from_model(sa_tmodel **out, const sa_model *m);
+/* Allocate (zeroed) or drop gradient buffers. */
+int sa_tmodel_want_grads(sa_tmodel *t, int on);
+void sa_tmodel_free(sa_tmodel *t);
+/* d_out and d_in of matrix SA_MAT_* under config c. */
+void sa_tmodel_mat_dims(const sa_config *c, int mat, int *d_out, int *d_in);
+/* Write as a GGUF llama model (type F32, F16 or Q8_0 for 2-D weights), with
+ * the tokenizer.* metadata copied from vocab_src; name goes to general.name. */
+int sa_tmodel_save(const sa_tmodel *t, const sa_gguf *vocab_src, int type,
+    const char *name, const char *path);
+
+/* A low-rank side path on one adapted matrix during training:
+ * y = W x + W1 (H^T (W2 x)); W1 [d_out][Dkv], H [r][Dkv], W2 [r][d_in].
+ * The d* pointers receive gradients (accumulated); NULL skips that one. */
+typedef struct sa_tside {
+	int rank;
+	const float *W1, *H, *W2;
+	float *dW1, *dH, *dW2;
+} sa_tside;
+
+/* Activations of one forward pass over B sequences of T tokens, kept for backward. */
+typedef struct sa_tact sa_tact;
+
+int sa_tact_new(sa_tact **out, const sa_config *cfg, int B, int T);
+void sa_tact_free(sa_tact *a);
+
+/*
+ * Forward over tokens [B][T] (positions 0..T-1 in each row).  targets [B][T]:
+ * the next-token id to score at each position, or -1 to skip it; *loss is the
+ * mean cross-entropy over scored positions (0 scored: loss 0).  side: NULL, or
+ * [n_layer * SA_NMAT] entries (rank 0 = none).  B and T at most the sizes
+ * the activations were made for.  Keys before RoPE stay in the activations
+ * (sa_tact_keys/values) for the context pass.
+ */
+int sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
+    const int *tokens, const int *targets, int B, int T, float *loss);
+/* Backward of the last forward: accumulates into t->grads (if allocated and
+ * weight_grads) and into the side paths' gradient pointers. */
+int sa_tmodel_backward(sa_tmodel *t, sa_tact *a, const sa_tside *side, int weight_grads);
+/* Layer l's keys before RoPE and values of the last forward: [B*T][Dkv]. */
+const float *sa_tact_keys(const sa_tact *a, int layer);
+const float *sa_tact_values(const sa_tact *a, int layer);
+/* Logits of the last forward: [B*T][n_vocab]. */
+const float *sa_tact_logits(const sa_tact *a);
+
+/* AdamW over n parameters: m and v are the moment buffers (zeroed at step 0),
+ * step counts from 1; wd is decoupled weight decay (call per tensor group). */
+void sa_adamw(float *p, const float *g, float *m, float *v, size_t n, int step,
+    float lr, float beta1, float beta2, float eps, float wd);
+/* Global L2 norm of n values. */
+double sa_l2norm(const float *x, size_t n);
 
 #endif

@@ -1,0 +1,852 @@
+/*
+ * train.c - forward and backward of the Llama model in F32, for training.
+ *
+ * One clear data flow, as in llm.c's train_gpt2.c: parameters in one block,
+ * activations of a whole batch kept for the backward pass, each kernel's
+ * forward beside its backward, big products through sgemm.  Row-major
+ * everywhere: a linear map W is [d_out][d_in] and y = x W^T.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "sa.h"
+
+/* ------------------------------------------------------------ the model */
+
+static size_t
+layer_size(const sa_config *c)
+{
+	size_t d = c->d_model, hd = (size_t)c->n_head * c->d_head;
+	size_t kv = (size_t)c->n_head_kv * c->d_head, ff = c->d_ff;
+
+	return d + hd * d + 2 * kv * d + d * hd + d + 3 * ff * d;
+}
+
+/* Point the views of t (params or grads block) into base. */
+static void
+carve(const sa_tmodel *t, float *base, float **tok_embd, float **out_norm,
+    float **output, sa_tlayer *layers)
+{
+	const sa_config *c = &t->cfg;
+	size_t d = c->d_model, hd = (size_t)c->n_head * c->d_head;
+	size_t kv = (size_t)c->n_head_kv * c->d_head, ff = c->d_ff;
+	float *p = base;
+
+	*tok_embd = p; p += (size_t)c->n_vocab * d;
+	for (int l = 0; l < c->n_layer; l++) {
+		sa_tlayer *L = &layers[l];
+		L->attn_norm = p; p += d;
+		L->w[SA_MAT_Q] = p; p += hd * d;
+		L->w[SA_MAT_K] = p; p += kv * d;
+		L->w[SA_MAT_V] = p; p += kv * d;
+		L->w[SA_MAT_O] = p; p += d * hd;
+		L->ffn_norm = p; p += d;
+		L->w[SA_MAT_GATE] = p; p += ff * d;
+		L->w[SA_MAT_UP] = p; p += ff * d;
+		L->w[SA_MAT_DOWN] = p; p += d * ff;
+	}
+	*out_norm = p; p += d;
+	*output = t->tied ? *tok_embd : p;
+}
+
+static int
+check_config(const sa_config *c)
+{
+	if (c->n_layer < 1 || c->d_model < 1 || c->n_head < 1 || c->n_head_kv < 1 ||
+	    c->d_head < 2 || c->d_ff < 1 || c->n_vocab < 1 || c->n_head % c->n_head_kv ||
+	    c->rope_dim > c->d_head || c->rope_dim % 2)
+		return sa_fail(SA_EUSAGE, "invalid model shape");
+	return SA_OK;
+}
+
+static int
+tmodel_alloc(sa_tmodel **out, const sa_config *cfg, int tied)
+{
+	sa_tmodel *t;
+	int rc;
+
+	*out = NULL;
+	if ((rc = check_config(cfg)) != SA_OK)
+		return rc;
+	if (!(t = sa_calloc(1, sizeof *t)))
+		return SA_EINTERNAL;
+	t->cfg = *cfg;
+	t->tied = tied;
+	t->n_params = (size_t)cfg->n_vocab * cfg->d_model * (tied ? 1 : 2) +
+	    (size_t)cfg->n_layer * layer_size(cfg) + cfg->d_model;
+	t->params = sa_malloc(t->n_params * sizeof(float));
+	t->layers = sa_calloc(cfg->n_layer, sizeof *t->layers);
+	t->glayers = sa_calloc(cfg->n_layer, sizeof *t->glayers);
+	if (!t->params || !t->layers || !t->glayers) {
+		sa_tmodel_free(t);
+		return SA_EINTERNAL;
+	}
+	carve(t, t->params, &t->tok_embd, &t->out_norm, &t->output, t->layers);
+	*out = t;
+	return SA_OK;
+}
+
+void
+sa_tmodel_free(sa_tmodel *t)
+{
+	if (!t)
+		return;
+	free(t->params);
+	free(t->grads);
+	free(t->layers);
+	free(t->glayers);
+	free(t);
+}
+
+int
+sa_tmodel_want_grads(sa_tmodel *t, int on)
+{
+	if (!on) {
+		free(t->grads);
+		t->grads = NULL;
+		return SA_OK;
+	}
+	if (!t->grads && !(t->grads = sa_calloc(t->n_params, sizeof(float))))
+		return SA_EINTERNAL;
+	carve(t, t->grads, &t->gtok_embd, &t->gout_norm, &t->goutput, t->glayers);
+	return SA_OK;
+}
+
+/* splitmix64 and Box-Muller: the same numbers on every machine. */
+static uint64_t
+next_u64(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static double
+next_gauss(uint64_t *s)
+{
+	double u1 = ((next_u64(s) >> 11) + 1.0) / 9007199254740993.0;
+	double u2 = (next_u64(s) >> 11) / 9007199254740992.0;
+	return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static void
+fill_gauss(float *p, size_t n, double std, uint64_t *s)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (float)(std * next_gauss(s));
+}
+
+int
+sa_tmodel_new(sa_tmodel **out, const sa_config *cfg, int tied, uint64_t seed)
+{
+	sa_tmodel *t;
+	uint64_t s = seed;
+	int rc;
+
+	if (cfg->arch != SA_ARCH_LLAMA)
+		return sa_fail(SA_EUSAGE, "training supports the llama architecture only");
+	if ((rc = tmodel_alloc(&t, cfg, tied)) != SA_OK)
+		return rc;
+	const sa_config *c = &t->cfg;
+	/* GPT-2's init: std 0.02, the maps that write into the residual stream
+	 * scaled by 1/sqrt(2 L) so the stream's variance does not grow with depth. */
+	double std = 0.02, res_std = 0.02 / sqrt(2.0 * c->n_layer);
+	fill_gauss(t->tok_embd, (size_t)c->n_vocab * c->d_model, std, &s);
+	for (int l = 0; l < c->n_layer; l++) {
+		sa_tlayer *L = &t->layers[l];
+		for (int m = 0; m < SA_NMAT; m++) {
+			int dout, din;
+			sa_tmodel_mat_dims(c, m, &dout, &din);
+			fill_gauss(L->w[m], (size_t)dout * din,
+			    (m == SA_MAT_O || m == SA_MAT_DOWN) ? res_std : std, &s);
+		}
+		for (int i = 0; i < c->d_model; i++)
+			L->attn_norm[i] = L->ffn_norm[i] = 1.0f;
+	}
+	for (int i = 0; i < c->d_model; i++)
+		t->out_norm[i] = 1.0f;
+	if (!tied)
+		fill_gauss(t->output, (size_t)c->n_vocab * c->d_model, std, &s);
+	*out = t;
+	return SA_OK;
+}
+
+void
+sa_tmodel_mat_dims(const sa_config *c, int m, int *d_out, int *d_in)
+{
+	int hd = c->n_head * c->d_head, kv = c->n_head_kv * c->d_head;
+
+	switch (m) {
+	case SA_MAT_Q: *d_out = hd; *d_in = c->d_model; break;
+	case SA_MAT_K: case SA_MAT_V: *d_out = kv; *d_in = c->d_model; break;
+	case SA_MAT_O: *d_out = c->d_model; *d_in = hd; break;
+	case SA_MAT_GATE: case SA_MAT_UP: *d_out = c->d_ff; *d_in = c->d_model; break;
+	default: *d_out = c->d_model; *d_in = c->d_ff; break;
+	}
+}
+
+static void
+matrix_to_f32(const sa_matrix *src, float *dst)
+{
+	size_t rs = sa_type_row_size(src->type, src->cols);
+
+	for (int64_t r = 0; r < src->rows; r++)
+		sa_row_to_f32(src->type, (const char *)src->data + r * rs,
+		    dst + r * src->cols, src->cols);
+}
+
+int
+sa_tmodel_from_model(sa_tmodel **out, const sa_model *m)
+{
+	sa_tmodel *t;
+	int rc, tied = m->output.data == m->tok_embd.data;
+
+	if (m->cfg.arch != SA_ARCH_LLAMA)
+		return sa_fail(SA_EDATA, "%s: training supports the llama architecture only", m->name);
+	if ((rc = tmodel_alloc(&t, &m->cfg, tied)) != SA_OK)
+		return rc;
+	matrix_to_f32(&m->tok_embd, t->tok_embd);
+	matrix_to_f32(&m->out_norm, t->out_norm);
+	if (!tied)
+		matrix_to_f32(&m->output, t->output);
+	for (int l = 0; l < m->cfg.n_layer; l++) {
+		matrix_to_f32(&m->layers[l].attn_norm, t->layers[l].attn_norm);
+		matrix_to_f32(&m->layers[l].ffn_norm, t->layers[l].ffn_norm);
+		for (int j = 0; j < SA_NMAT; j++)
+			matrix_to_f32(&m->layers[l].w[j], t->layers[l].w[j]);
+	}
+	*out = t;
+	return SA_OK;
+}
+
+/* ---------------------------------------------------------- activations */
+
+typedef struct tlayer_act {
+	float *res;        /* [N][d]   residual stream entering the layer */
+	float *xn1;        /* [N][d]   attn_norm output */
+	float *rstd1;      /* [N] */
+	float *q;          /* [N][Hd]  after RoPE */
+	float *kraw;       /* [N][Dkv] before RoPE (the context pass reads these) */
+	float *k;          /* [N][Dkv] after RoPE */
+	float *v;          /* [N][Dkv] */
+	float *att;        /* [B][H][T][T] softmax probabilities */
+	float *ao;         /* [N][Hd]  attention output, before attn_output */
+	float *mid;        /* [N][d]   residual after attention */
+	float *xn2;        /* [N][d] */
+	float *rstd2;      /* [N] */
+	float *gate;       /* [N][ff]  before SiLU */
+	float *up;         /* [N][ff] */
+	float *act;        /* [N][ff]  silu(gate) * up */
+	float *side_t1[SA_NMAT];   /* [N][r]   W2 x, per adapted matrix */
+	float *side_t2[SA_NMAT];   /* [N][Dkv] H^T (W2 x) */
+} tlayer_act;
+
+struct sa_tact {
+	sa_config cfg;
+	int Bmax, Tmax, B, T;
+	tlayer_act *L;
+	float *res_out;    /* [N][d]  residual after the last layer */
+	float *xnf;        /* [N][d] */
+	float *rstdf;      /* [N] */
+	float *logits;     /* [N][V]  logits, then d(loss)/d(logits) after backward */
+	int *tokens;       /* [N] */
+	int *targets;      /* [N] */
+	int n_scored;
+	float *rope_cos, *rope_sin;    /* [T][rope_dim/2] */
+	/* backward scratch */
+	float *dres, *dx, *dxn, *dq, *dk, *dv, *dao, *datt, *dff1, *dff2, *dff3;
+	float *side_dt1, *side_dt2;    /* [N][rmax], [N][Dkv]: sized at first use */
+	int side_rmax;
+	void *block;
+};
+
+int
+sa_tact_new(sa_tact **out, const sa_config *c, int B, int T)
+{
+	sa_tact *a;
+	size_t N = (size_t)B * T, d = c->d_model, hd = (size_t)c->n_head * c->d_head;
+	size_t kv = (size_t)c->n_head_kv * c->d_head, ff = c->d_ff, V = c->n_vocab;
+	size_t att = (size_t)B * c->n_head * T * T, half = c->rope_dim / 2;
+	size_t per_layer = N * (3 * d + 2 * d + hd + 3 * kv + hd + 3 * ff) + 2 * N + att;
+	size_t total = c->n_layer * per_layer + N * (2 * d + V) + N +
+	    2 * (size_t)T * half +
+	    N * (d + d + d + hd + kv + kv + hd + 3 * (ff > hd ? ff : hd)) + (size_t)T * T;
+	float *p;
+
+	*out = NULL;
+	if (B < 1 || T < 1)
+		return sa_fail(SA_EUSAGE, "empty batch");
+	if (!(a = sa_calloc(1, sizeof *a)))
+		return SA_EINTERNAL;
+	a->cfg = *c;
+	a->Bmax = B;
+	a->Tmax = T;
+	a->L = sa_calloc(c->n_layer, sizeof *a->L);
+	a->block = p = sa_malloc(total * sizeof(float));
+	a->tokens = sa_malloc(N * sizeof(int));
+	a->targets = sa_malloc(N * sizeof(int));
+	if (!a->L || !a->block || !a->tokens || !a->targets) {
+		sa_tact_free(a);
+		return SA_EINTERNAL;
+	}
+#define TAKE(ptr, n) do { (ptr) = p; p += (n); } while (0)
+	for (int l = 0; l < c->n_layer; l++) {
+		tlayer_act *L = &a->L[l];
+		TAKE(L->res, N * d); TAKE(L->xn1, N * d); TAKE(L->rstd1, N);
+		TAKE(L->q, N * hd); TAKE(L->kraw, N * kv); TAKE(L->k, N * kv);
+		TAKE(L->v, N * kv); TAKE(L->att, att); TAKE(L->ao, N * hd);
+		TAKE(L->mid, N * d); TAKE(L->xn2, N * d); TAKE(L->rstd2, N);
+		TAKE(L->gate, N * ff); TAKE(L->up, N * ff); TAKE(L->act, N * ff);
+	}
+	TAKE(a->res_out, N * d); TAKE(a->xnf, N * d); TAKE(a->rstdf, N);
+	TAKE(a->logits, N * V);
+	TAKE(a->rope_cos, (size_t)T * half); TAKE(a->rope_sin, (size_t)T * half);
+	size_t big = ff > hd ? ff : hd;
+	TAKE(a->dres, N * d); TAKE(a->dx, N * d); TAKE(a->dxn, N * d);
+	TAKE(a->dq, N * hd); TAKE(a->dk, N * kv); TAKE(a->dv, N * kv);
+	TAKE(a->dao, N * hd); TAKE(a->dff1, N * big); TAKE(a->dff2, N * big);
+	TAKE(a->dff3, N * big); TAKE(a->datt, (size_t)T * T);
+#undef TAKE
+	/* RoPE as llama.cpp's normal mode: adjacent pairs (2i, 2i+1), angle
+	 * pos * base^(-2i/rope_dim). */
+	for (int t = 0; t < T; t++)
+		for (size_t i = 0; i < half; i++) {
+			double th = t * pow(c->rope_base, -2.0 * i / c->rope_dim);
+			a->rope_cos[t * half + i] = (float)cos(th);
+			a->rope_sin[t * half + i] = (float)sin(th);
+		}
+	*out = a;
+	return SA_OK;
+}
+
+static void
+free_side_bufs(sa_tact *a)
+{
+	for (int l = 0; l < a->cfg.n_layer; l++)
+		for (int m = 0; m < SA_NMAT; m++) {
+			free(a->L[l].side_t1[m]);
+			free(a->L[l].side_t2[m]);
+			a->L[l].side_t1[m] = a->L[l].side_t2[m] = NULL;
+		}
+	free(a->side_dt1);
+	free(a->side_dt2);
+	a->side_dt1 = a->side_dt2 = NULL;
+	a->side_rmax = 0;
+}
+
+void
+sa_tact_free(sa_tact *a)
+{
+	if (!a)
+		return;
+	if (a->L)
+		free_side_bufs(a);
+	free(a->L);
+	free(a->block);
+	free(a->tokens);
+	free(a->targets);
+	free(a);
+}
+
+const float *sa_tact_keys(const sa_tact *a, int l) { return a->L[l].kraw; }
+const float *sa_tact_values(const sa_tact *a, int l) { return a->L[l].v; }
+const float *sa_tact_logits(const sa_tact *a) { return a->logits; }
+
+/* ---------------------------------------------------------------- kernels */
+
+/* y [N][dout] = x [N][din] W^T, W [dout][din]. */
+static void
+matmul_forward(float *y, const float *x, const float *W, int N, int din, int dout)
+{
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, dout, din,
+	    1.0f, x, din, W, din, 0.0f, y, dout);
+}
+
+/* dx [N][din] (+)= dy [N][dout] W;  dW [dout][din] += dy^T x. */
+static void
+matmul_backward(float *dx, float *dW, const float *dy, const float *x,
+    const float *W, int N, int din, int dout, int accumulate_dx)
+{
+	if (dx)
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, din, dout,
+		    1.0f, dy, dout, W, din, accumulate_dx ? 1.0f : 0.0f, dx, din);
+	if (dW)
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, N,
+		    1.0f, dy, dout, x, din, 1.0f, dW, din);
+}
+
+/*
+ * The side path: t1 [N][r] = x W2^T;  t2 [N][Dkv] = t1 H;  y [N][dout] += t2 W1^T.
+ * W2 [r][din], H [r][Dkv], W1 [dout][Dkv].
+ */
+static void
+side_forward(float *y, float *t1, float *t2, const float *x, const sa_tside *s,
+    int N, int din, int dout, int Dkv)
+{
+	int r = s->rank;
+
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, din,
+	    1.0f, x, din, s->W2, din, 0.0f, t1, r);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Dkv, r,
+	    1.0f, t1, r, s->H, Dkv, 0.0f, t2, Dkv);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, dout, Dkv,
+	    1.0f, t2, Dkv, s->W1, Dkv, 1.0f, y, dout);
+}
+
+/* Backward of side_forward: dx += ...; dW1, dH, dW2 accumulate. */
+static void
+side_backward(float *dx, float *dt1, float *dt2, const float *dy, const float *x,
+    const float *t1, const float *t2, const sa_tside *s, int N, int din, int dout, int Dkv)
+{
+	int r = s->rank;
+
+	/* dt2 [N][Dkv] = dy W1;  dW1 [dout][Dkv] += dy^T t2 */
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Dkv, dout,
+	    1.0f, dy, dout, s->W1, Dkv, 0.0f, dt2, Dkv);
+	if (s->dW1)
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, Dkv, N,
+		    1.0f, dy, dout, t2, Dkv, 1.0f, s->dW1, Dkv);
+	/* dt1 [N][r] = dt2 H^T;  dH [r][Dkv] += t1^T dt2 */
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, Dkv,
+	    1.0f, dt2, Dkv, s->H, Dkv, 0.0f, dt1, r);
+	if (s->dH)
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, Dkv, N,
+		    1.0f, t1, r, dt2, Dkv, 1.0f, s->dH, Dkv);
+	/* dx [N][din] += dt1 W2;  dW2 [r][din] += dt1^T x */
+	if (dx)
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, din, r,
+		    1.0f, dt1, r, s->W2, din, 1.0f, dx, din);
+	if (s->dW2)
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, din, N,
+		    1.0f, dt1, r, x, din, 1.0f, s->dW2, din);
+}
+
+/* y [N][d] = x * rstd * w;  rstd [N] = 1/sqrt(mean(x^2) + eps). */
+static void
+rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int N, int d, float eps)
+{
+	for (int n = 0; n < N; n++) {
+		const float *xn = x + (size_t)n * d;
+		float *yn = y + (size_t)n * d;
+		double ss = 0;
+		for (int i = 0; i < d; i++)
+			ss += (double)xn[i] * xn[i];
+		float r = (float)(1.0 / sqrt(ss / d + eps));
+		rstd[n] = r;
+		for (int i = 0; i < d; i++)
+			yn[i] = xn[i] * r * w[i];
+	}
+}
+
+/* dx [N][d] += rstd (dxh - xh mean(dxh xh)) with xh = x rstd, dxh = dy w;  dw += sum dy xh. */
+static void
+rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
+    const float *rstd, const float *w, int N, int d)
+{
+	for (int n = 0; n < N; n++) {
+		const float *xn = x + (size_t)n * d, *dyn = dy + (size_t)n * d;
+		float *dxn = dx + (size_t)n * d;
+		float r = rstd[n];
+		double dot = 0;
+		for (int i = 0; i < d; i++)
+			dot += (double)dyn[i] * w[i] * xn[i] * r;
+		float mean = (float)(dot / d);
+		for (int i = 0; i < d; i++) {
+			float xh = xn[i] * r;
+			dxn[i] += r * (dyn[i] * w[i] - xh * mean);
+			if (dw)
+				dw[i] += dyn[i] * xh;
+		}
+	}
+}
+
+/* In place on x [B*T][nh][dh]: rotate pairs (2i, 2i+1) of the first rope_dim
+ * dims of each head by pos*theta_i; dir -1 applies the inverse (backward). */
+static void
+rope(float *x, const sa_tact *a, int B, int T, int nh, int dh, int dir)
+{
+	int half = a->cfg.rope_dim / 2;
+
+	for (int b = 0; b < B; b++)
+		for (int t = 0; t < T; t++) {
+			const float *c = a->rope_cos + (size_t)t * half;
+			const float *s = a->rope_sin + (size_t)t * half;
+			float *row = x + ((size_t)b * T + t) * nh * dh;
+			for (int h = 0; h < nh; h++) {
+				float *v = row + (size_t)h * dh;
+				for (int i = 0; i < half; i++) {
+					float x0 = v[2 * i], x1 = v[2 * i + 1], sn = dir * s[i];
+					v[2 * i] = x0 * c[i] - x1 * sn;
+					v[2 * i + 1] = x0 * sn + x1 * c[i];
+				}
+			}
+		}
+}
+
+/*
+ * Causal attention for one layer.  q [B*T][H][dh], k, v [B*T][Hk][dh];
+ * att [B][H][T][T] probabilities; out [B*T][H][dh].  Query head h reads KV head
+ * h / (H/Hk).
+ */
+static void
+attention_forward(float *out, float *att, const float *q, const float *k,
+    const float *v, int B, int T, int H, int Hk, int dh)
+{
+	int hd = H * dh, kvd = Hk * dh, group = H / Hk;
+	float scale = 1.0f / sqrtf((float)dh);
+
+	for (int b = 0; b < B; b++)
+		for (int h = 0; h < H; h++) {
+			const float *qb = q + (size_t)b * T * hd + h * dh;
+			const float *kb = k + (size_t)b * T * kvd + (h / group) * dh;
+			const float *vb = v + (size_t)b * T * kvd + (h / group) * dh;
+			float *P = att + ((size_t)b * H + h) * T * T;
+			/* P [T][T] = q k^T * scale, then a causal softmax per row */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh,
+			    scale, qb, hd, kb, kvd, 0.0f, P, T);
+			for (int i = 0; i < T; i++) {
+				float *row = P + (size_t)i * T, mx = row[0];
+				double sum = 0;
+				for (int j = 1; j <= i; j++)
+					if (row[j] > mx)
+						mx = row[j];
+				for (int j = 0; j <= i; j++) {
+					row[j] = expf(row[j] - mx);
+					sum += row[j];
+				}
+				float inv = (float)(1.0 / sum);
+				for (int j = 0; j <= i; j++)
+					row[j] *= inv;
+				for (int j = i + 1; j < T; j++)
+					row[j] = 0.0f;
+			}
+			/* out [T][dh] = P v */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T,
+			    1.0f, P, T, vb, kvd, 0.0f, out + (size_t)b * T * hd + h * dh, hd);
+		}
+}
+
+/* dq [B*T][H][dh] = ...; dk, dv [B*T][Hk][dh] zeroed here then accumulated
+ * over the heads of each group.  datt is [T][T] scratch. */
+static void
+attention_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,
+    const float *att, const float *q, const float *k, const float *v,
+    int B, int T, int H, int Hk, int dh)
+{
+	int hd = H * dh, kvd = Hk * dh, group = H / Hk;
+	float scale = 1.0f / sqrtf((float)dh);
+
+	memset(dk, 0, (size_t)B * T * kvd * sizeof(float));
+	memset(dv, 0, (size_t)B * T * kvd * sizeof(float));
+	for (int b = 0; b < B; b++)
+		for (int h = 0; h < H; h++) {
+			size_t qo = (size_t)b * T * hd + h * dh;
+			size_t ko = (size_t)b * T * kvd + (h / group) * dh;
+			const float *P = att + ((size_t)b * H + h) * T * T;
+			/* dP [T][T] = dout v^T;  dv += P^T dout */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh,
+			    1.0f, dout + qo, hd, v + ko, kvd, 0.0f, datt, T);
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T,
+			    1.0f, P, T, dout + qo, hd, 1.0f, dv + ko, kvd);
+			/* softmax backward: dS = P (dP - sum_j P dP), causal part only */
+			for (int i = 0; i < T; i++) {
+				const float *p = P + (size_t)i * T;
+				float *d = datt + (size_t)i * T;
+				double dot = 0;
+				for (int j = 0; j <= i; j++)
+					dot += (double)p[j] * d[j];
+				for (int j = 0; j <= i; j++)
+					d[j] = p[j] * (d[j] - (float)dot);
+				for (int j = i + 1; j < T; j++)
+					d[j] = 0.0f;
+			}
+			/* dq = dS k * scale;  dk += dS^T q * scale */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T,
+			    scale, datt, T, k + ko, kvd, 0.0f, dq + qo, hd);
+			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T,
+			    scale, datt, T, q + qo, hd, 1.0f, dk + ko, kvd);
+		}
+}
+
+static float
+silu(float x)
+{
+	return x / (1.0f + expf(-x));
+}
+
+/* act [N][ff] = silu(gate) * up */
+static void
+swiglu_forward(float *act, const float *gate, const float *up, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		act[i] = silu(gate[i]) * up[i];
+}
+
+/* dgate, dup [N][ff] from dact */
+static void
+swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
+    const float *up, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		float sg = 1.0f / (1.0f + expf(-gate[i]));
+		dup[i] = dact[i] * gate[i] * sg;
+		dgate[i] = dact[i] * up[i] * sg * (1.0f + gate[i] * (1.0f - sg));
+	}
+}
+
+/* ---------------------------------------------------------- the model */
+
+static const sa_tside *
+side_at(const sa_tside *side, int l, int m)
+{
+	if (!side || side[(size_t)l * SA_NMAT + m].rank <= 0)
+		return NULL;
+	return &side[(size_t)l * SA_NMAT + m];
+}
+
+/* Buffers for the side paths in use, sized for the largest rank seen. */
+static int
+side_bufs(sa_tact *a, const sa_tside *side)
+{
+	const sa_config *c = &a->cfg;
+	size_t N = (size_t)a->Bmax * a->Tmax, Dkv = (size_t)c->n_head_kv * c->d_head;
+	int rmax = 0;
+
+	if (!side)
+		return SA_OK;
+	for (size_t i = 0; i < (size_t)c->n_layer * SA_NMAT; i++)
+		if (side[i].rank > rmax)
+			rmax = side[i].rank;
+	if (rmax > a->side_rmax) {
+		free_side_bufs(a);
+		a->side_rmax = rmax;
+	}
+	for (int l = 0; l < c->n_layer; l++)
+		for (int m = 0; m < SA_NMAT; m++) {
+			tlayer_act *L = &a->L[l];
+			if (!side_at(side, l, m) || L->side_t1[m])
+				continue;
+			L->side_t1[m] = sa_malloc(N * a->side_rmax * sizeof(float));
+			L->side_t2[m] = sa_malloc(N * Dkv * sizeof(float));
+			if (!L->side_t1[m] || !L->side_t2[m])
+				return SA_EINTERNAL;
+		}
+	if (rmax && !a->side_dt1) {
+		a->side_dt1 = sa_malloc(N * a->side_rmax * sizeof(float));
+		a->side_dt2 = sa_malloc(N * Dkv * sizeof(float));
+		if (!a->side_dt1 || !a->side_dt2)
+			return SA_EINTERNAL;
+	}
+	return SA_OK;
+}
+
+/* y = x W^T (+ side path of (l, m)) */
+static void
+linear_forward(sa_tact *a, const sa_tside *side, int l, int m, float *y,
+    const float *x, const float *W, int N, int din, int dout)
+{
+	const sa_tside *s = side_at(side, l, m);
+
+	matmul_forward(y, x, W, N, din, dout);
+	if (s)
+		side_forward(y, a->L[l].side_t1[m], a->L[l].side_t2[m], x, s, N, din, dout,
+		    a->cfg.n_head_kv * a->cfg.d_head);
+}
+
+/* dx (+)= dy W (+ side); dW += dy^T x when dW != NULL */
+static void
+linear_backward(sa_tact *a, const sa_tside *side, int l, int m, float *dx, float *dW,
+    const float *dy, const float *x, const float *W, int N, int din, int dout, int acc)
+{
+	const sa_tside *s = side_at(side, l, m);
+
+	matmul_backward(dx, dW, dy, x, W, N, din, dout, acc);
+	if (s)
+		side_backward(dx, a->side_dt1, a->side_dt2, dy, x, a->L[l].side_t1[m],
+		    a->L[l].side_t2[m], s, N, din, dout, a->cfg.n_head_kv * a->cfg.d_head);
+}
+
+int
+sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
+    const int *tokens, const int *targets, int B, int T, float *loss)
+{
+	const sa_config *c = &t->cfg;
+	int d = c->d_model, H = c->n_head, Hk = c->n_head_kv, dh = c->d_head;
+	int hd = H * dh, kv = Hk * dh, ff = c->d_ff, V = c->n_vocab;
+	int N = B * T, rc;
+
+	if (B < 1 || T < 1 || B > a->Bmax || T > a->Tmax)
+		return sa_fail(SA_EUSAGE, "batch %dx%d exceeds the activations' %dx%d", B, T, a->Bmax, a->Tmax);
+	if ((rc = side_bufs(a, side)) != SA_OK)
+		return rc;
+	a->B = B;
+	a->T = T;
+	for (int n = 0; n < N; n++) {
+		if (tokens[n] < 0 || tokens[n] >= V || (targets && targets[n] >= V))
+			return sa_fail(SA_EDATA, "token id out of range");
+		a->tokens[n] = tokens[n];
+		a->targets[n] = targets ? targets[n] : -1;
+	}
+	/* embedding */
+	for (int n = 0; n < N; n++)
+		memcpy(a->L[0].res + (size_t)n * d, t->tok_embd + (size_t)tokens[n] * d, d * sizeof(float));
+	for (int l = 0; l < c->n_layer; l++) {
+		tlayer_act *L = &a->L[l];
+		const sa_tlayer *W = &t->layers[l];
+		float *res_next = l + 1 < c->n_layer ? a->L[l + 1].res : a->res_out;
+
+		rmsnorm_forward(L->xn1, L->rstd1, L->res, W->attn_norm, N, d, c->norm_eps);
+		linear_forward(a, side, l, SA_MAT_Q, L->q, L->xn1, W->w[SA_MAT_Q], N, d, hd);
+		linear_forward(a, side, l, SA_MAT_K, L->kraw, L->xn1, W->w[SA_MAT_K], N, d, kv);
+		linear_forward(a, side, l, SA_MAT_V, L->v, L->xn1, W->w[SA_MAT_V], N, d, kv);
+		memcpy(L->k, L->kraw, (size_t)N * kv * sizeof(float));
+		rope(L->q, a, B, T, H, dh, 1);
+		rope(L->k, a, B, T, Hk, dh, 1);
+		attention_forward(L->ao, L->att, L->q, L->k, L->v, B, T, H, Hk, dh);
+		linear_forward(a, side, l, SA_MAT_O, L->mid, L->ao, W->w[SA_MAT_O], N, hd, d);
+		for (size_t i = 0; i < (size_t)N * d; i++)
+			L->mid[i] += L->res[i];
+		rmsnorm_forward(L->xn2, L->rstd2, L->mid, W->ffn_norm, N, d, c->norm_eps);
+		linear_forward(a, side, l, SA_MAT_GATE, L->gate, L->xn2, W->w[SA_MAT_GATE], N, d, ff);
+		linear_forward(a, side, l, SA_MAT_UP, L->up, L->xn2, W->w[SA_MAT_UP], N, d, ff);
+		swiglu_forward(L->act, L->gate, L->up, (size_t)N * ff);
+		linear_forward(a, side, l, SA_MAT_DOWN, res_next, L->act, W->w[SA_MAT_DOWN], N, ff, d);
+		for (size_t i = 0; i < (size_t)N * d; i++)
+			res_next[i] += L->mid[i];
+	}
+	rmsnorm_forward(a->xnf, a->rstdf, a->res_out, t->out_norm, N, d, c->norm_eps);
+	matmul_forward(a->logits, a->xnf, t->output, N, d, V);
+
+	/* mean cross-entropy over the scored positions */
+	double sum = 0;
+	a->n_scored = 0;
+	for (int n = 0; n < N; n++) {
+		int y = a->targets[n];
+		if (y < 0)
+			continue;
+		const float *lg = a->logits + (size_t)n * V;
+		float mx = lg[0];
+		for (int i = 1; i < V; i++)
+			if (lg[i] > mx)
+				mx = lg[i];
+		double z = 0;
+		for (int i = 0; i < V; i++)
+			z += exp((double)lg[i] - mx);
+		sum += log(z) + mx - lg[y];
+		a->n_scored++;
+	}
+	if (loss)
+		*loss = a->n_scored ? (float)(sum / a->n_scored) : 0.0f;
+	return SA_OK;
+}
+
+int
+sa_tmodel_backward(sa_tmodel *t, sa_tact *a, const sa_tside *side, int weight_grads)
+{
+	const sa_config *c = &t->cfg;
+	int d = c->d_model, H = c->n_head, Hk = c->n_head_kv, dh = c->d_head;
+	int hd = H * dh, kv = Hk * dh, ff = c->d_ff, V = c->n_vocab;
+	int B = a->B, T = a->T, N = B * T;
+	int wg = weight_grads && t->grads;
+
+	/* dlogits = (softmax - onehot) / n_scored on scored rows, 0 elsewhere;
+	 * written over the logits, which backward no longer needs. */
+	for (int n = 0; n < N; n++) {
+		float *lg = a->logits + (size_t)n * V;
+		int y = a->targets[n];
+		if (y < 0 || !a->n_scored) {
+			memset(lg, 0, V * sizeof(float));
+			continue;
+		}
+		float mx = lg[0];
+		for (int i = 1; i < V; i++)
+			if (lg[i] > mx)
+				mx = lg[i];
+		double z = 0;
+		for (int i = 0; i < V; i++)
+			z += exp((double)lg[i] - mx);
+		float inv = 1.0f / a->n_scored;
+		for (int i = 0; i < V; i++)
+			lg[i] = (float)(exp((double)lg[i] - mx) / z) * inv;
+		lg[y] -= inv;
+	}
+	/* output projection and final norm */
+	memset(a->dxn, 0, (size_t)N * d * sizeof(float));
+	matmul_backward(a->dxn, wg ? t->goutput : NULL, a->logits, a->xnf, t->output, N, d, V, 0);
+	memset(a->dres, 0, (size_t)N * d * sizeof(float));
+	rmsnorm_backward(a->dres, wg ? t->gout_norm : NULL, a->dxn, a->res_out, a->rstdf,
+	    t->out_norm, N, d);
+
+	for (int l = c->n_layer - 1; l >= 0; l--) {
+		tlayer_act *L = &a->L[l];
+		const sa_tlayer *W = &t->layers[l];
+		sa_tlayer *G = wg ? &t->glayers[l] : NULL;
+#define GW(m) (G ? G->w[m] : NULL)
+		/* FFN: res_next = mid + down(act); dres holds d(res_next) */
+		float *dact = a->dff1, *dgate = a->dff2, *dup = a->dff3;
+		linear_backward(a, side, l, SA_MAT_DOWN, dact, GW(SA_MAT_DOWN), a->dres, L->act,
+		    W->w[SA_MAT_DOWN], N, ff, d, 0);
+		swiglu_backward(dgate, dup, dact, L->gate, L->up, (size_t)N * ff);
+		linear_backward(a, side, l, SA_MAT_GATE, a->dxn, GW(SA_MAT_GATE), dgate, L->xn2,
+		    W->w[SA_MAT_GATE], N, d, ff, 0);
+		linear_backward(a, side, l, SA_MAT_UP, a->dxn, GW(SA_MAT_UP), dup, L->xn2,
+		    W->w[SA_MAT_UP], N, d, ff, 1);
+		/* dres now becomes d(mid): the residual passes straight through */
+		rmsnorm_backward(a->dres, G ? G->ffn_norm : NULL, a->dxn, L->mid, L->rstd2,
+		    W->ffn_norm, N, d);
+		/* attention: mid = res + o(ao) */
+		linear_backward(a, side, l, SA_MAT_O, a->dao, GW(SA_MAT_O), a->dres, L->ao,
+		    W->w[SA_MAT_O], N, hd, d, 0);
+		attention_backward(a->dq, a->dk, a->dv, a->datt, a->dao, L->att, L->q, L->k, L->v,
+		    B, T, H, Hk, dh);
+		rope(a->dq, a, B, T, H, dh, -1);
+		rope(a->dk, a, B, T, Hk, dh, -1);
+		linear_backward(a, side, l, SA_MAT_Q, a->dxn, GW(SA_MAT_Q), a->dq, L->xn1,
+		    W->w[SA_MAT_Q], N, d, hd, 0);
+		linear_backward(a, side, l, SA_MAT_K, a->dxn, GW(SA_MAT_K), a->dk, L->xn1,
+		    W->w[SA_MAT_K], N, d, kv, 1);
+		linear_backward(a, side, l, SA_MAT_V, a->dxn, GW(SA_MAT_V), a->dv, L->xn1,
+		    W->w[SA_MAT_V], N, d, kv, 1);
+		rmsnorm_backward(a->dres, G ? G->attn_norm : NULL, a->dxn, L->res, L->rstd1,
+		    W->attn_norm, N, d);
+#undef GW
+	}
+	if (wg)
+		for (int n = 0; n < N; n++) {
+			float *g = t->gtok_embd + (size_t)a->tokens[n] * d;
+			const float *dr = a->dres + (size_t)n * d;
+			for (int i = 0; i < d; i++)
+				g[i] += dr[i];
+		}
+	return SA_OK;
+}
+
+/* ------------------------------------------------------------- optimizer */
+
+void
+sa_adamw(float *p, const float *g, float *m, float *v, size_t n, int step,
+    float lr, float beta1, float beta2, float eps, float wd)
+{
+	double c1 = 1.0 - pow(beta1, step), c2 = 1.0 - pow(beta2, step);
+
+	for (size_t i = 0; i < n; i++) {
+		m[i] = beta1 * m[i] + (1 - beta1) * g[i];
+		v[i] = beta2 * v[i] + (1 - beta2) * g[i] * g[i];
+		double mh = m[i] / c1, vh = v[i] / c2;
+		p[i] -= (float)(lr * (mh / (sqrt(vh) + eps) + wd * p[i]));
+	}
+}
+
+double
+sa_l2norm(const float *x, size_t n)
+{
+	double s = 0;
+
+	for (size_t i = 0; i < n; i++)
+		s += (double)x[i] * x[i];
+	return sqrt(s);
+}
