@@ -433,6 +433,9 @@ int sa_adapter_init(sa_adapter **out, const sa_model *model, int rank, int chunk
 int sa_adapter_load(sa_adapter **out, const char *path);
 int sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path);
 void sa_adapter_free(sa_adapter *a);
+/* Hash of the config, model fingerprint and every tensor: what a->fingerprint
+ * must hold.  Code that changes the tensors (training) stores it again. */
+uint64_t sa_adapter_fingerprint(const sa_adapter *a);
 /* SA_EDATA "adapter.gguf was made for another model (fingerprint X, model has Y)". */
 int sa_adapter_check(const sa_adapter *a, const sa_model *model);
 
@@ -667,5 +670,23 @@ void sa_adamw(float *p, const float *g, float *m, float *v, size_t n, int step,
     float lr, float beta1, float beta2, float eps, float wd);
 /* Global L2 norm of n values. */
 double sa_l2norm(const float *x, size_t n);
+
+/* The context mapping for training (forward with saved intermediates, and
+ * backward to Q, g, b).  A stream is reset, then fed segment by segment with
+ * the base model's keys (before RoPE) and values of every layer. */
+typedef struct sa_tctx sa_tctx;
+int sa_tctx_new(sa_tctx **out, int n_layer, int n_head_kv, int d_head, int rank,
+    int chunk, uint32_t mats, int max_tokens);
+void sa_tctx_free(sa_tctx *c);
+void sa_tctx_reset(sa_tctx *c);
+int sa_tctx_n_tokens(const sa_tctx *c);
+/* K[l], V[l]: [n][Hk*dh] for every layer l. */
+int sa_tctx_add_segment(sa_tctx *c, const float *const *K, const float *const *V, int n);
+/* State of (l, m) over the stream: Q [Hk][r][dh], g [Hk][dh], b [Hk][r]. */
+int sa_tctx_forward(sa_tctx *c, int l, int m, const float *Q, const float *g, const float *b);
+const float *sa_tctx_state(const sa_tctx *c, int l, int m);   /* [Hk][r][dh] */
+/* Accumulate dQ, dg, db from d(loss)/d(state). */
+int sa_tctx_backward(sa_tctx *c, int l, int m, const float *Q, const float *g,
+    const float *dh_final, float *dQ, float *dg, float *db);
 
 #endif

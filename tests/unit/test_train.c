@@ -220,6 +220,65 @@ test_side(void)
 	free_problem(&p);
 }
 
+/* The context mapping: loss = <R, state> for a random R, through two
+ * segments (the second ends in a partial chunk). */
+static double ctx_loss(sa_tctx *c, const float *Q, const float *g, const float *b, const float *R, size_t n)
+{
+	sa_tctx_forward(c, 0, SA_MAT_V, Q, g, b);
+	const float *h = sa_tctx_state(c, 0, SA_MAT_V);
+	double s = 0;
+	for (size_t i = 0; i < n; i++)
+		s += (double)R[i] * h[i];
+	return s;
+}
+
+static void
+test_ctx(void)
+{
+	const int Hk = 2, dh = 4, r = 3, C = 4, L = 1, n1 = 10, n2 = 7;
+	sa_tctx *c;
+	float K1[10 * 8], V1[10 * 8], K2[7 * 8], V2[7 * 8];
+	float Q[2 * 3 * 4], g[2 * 4], b[2 * 3], R[2 * 3 * 4];
+	float dQ[2 * 3 * 4] = {0}, dg[2 * 4] = {0}, db[2 * 3] = {0};
+	float *params[3] = { Q, g, b }, *grad[3] = { dQ, dg, db };
+	size_t sizes[3] = { sizeof Q / 4, sizeof g / 4, sizeof b / 4 };
+	const char *names[3] = { "Q", "g", "b" };
+
+	CHECK_OK(sa_tctx_new(&c, L, Hk, dh, r, C, 1u << SA_MAT_V, 64));
+	fill(K1, sizeof K1 / 4, 1, 0); fill(V1, sizeof V1 / 4, 1, 0);
+	fill(K2, sizeof K2 / 4, 1, 0); fill(V2, sizeof V2 / 4, 1, 0);
+	fill(Q, sizeof Q / 4, 1, 0); fill(g, sizeof g / 4, 1, 0); fill(b, sizeof b / 4, 1, 1);
+	fill(R, sizeof R / 4, 1, 0);
+	const float *k1[1] = { K1 }, *v1[1] = { V1 }, *k2[1] = { K2 }, *v2[1] = { V2 };
+	CHECK_OK(sa_tctx_add_segment(c, k1, v1, n1));
+	CHECK_OK(sa_tctx_add_segment(c, k2, v2, n2));
+	CHECK(sa_tctx_n_tokens(c) == n1 + n2);
+	ctx_loss(c, Q, g, b, R, sizeof R / 4);
+	CHECK_OK(sa_tctx_backward(c, 0, SA_MAT_V, Q, g, R, dQ, dg, db));
+	for (int p = 0; p < 3; p++) {
+		/* directional derivative, as check_direction but with this loss */
+		size_t n = sizes[p];
+		float u[32], x0[32];
+		double gu = 0, un = 0;
+		for (size_t i = 0; i < n; i++) { u[i] = (float)urand(); un += u[i] * u[i]; }
+		for (size_t i = 0; i < n; i++) { u[i] /= (float)sqrt(un); gu += grad[p][i] * u[i]; }
+		memcpy(x0, params[p], n * 4);
+		double h = 1e-2;
+		for (size_t i = 0; i < n; i++) params[p][i] = x0[i] + (float)h * u[i];
+		double lp = ctx_loss(c, Q, g, b, R, sizeof R / 4);
+		for (size_t i = 0; i < n; i++) params[p][i] = x0[i] - (float)h * u[i];
+		double lm = ctx_loss(c, Q, g, b, R, sizeof R / 4);
+		memcpy(params[p], x0, n * 4);
+		double fd = (lp - lm) / (2 * h), err = fabs(fd - gu) / fmax(fabs(fd) + fabs(gu), 1e-3);
+		t_checked++;
+		if (!(err < TOL)) {
+			t_failed++;
+			fprintf(stderr, "gradient of context %s: analytic %.6g, numeric %.6g\n", names[p], gu, fd);
+		}
+	}
+	sa_tctx_free(c);
+}
+
 int
 main(void)
 {
@@ -228,5 +287,6 @@ main(void)
 	test_base(1, 2);
 	test_base(0, 1);
 	test_side();
+	test_ctx();
 	return t_done();
 }

@@ -1,0 +1,301 @@
+/*
+ * train_ctx.c - the context mapping of StreamAdapter, forward and backward,
+ * for training the adapter.
+ *
+ * Forward (per layer l, adapted matrix m, KV head h, chunk i of C tokens):
+ *   A_i[h] = softmax(Q[h] K_i[h]^T / sqrt(dh))         [r][c]
+ *   S_i[h] = A_i[h] V_i[h]                             [r][dh]
+ *   a_i[h,j] = sigmoid(<g[h], S_i[h,j,:]> + b[h,j])     [r]
+ *   h_i = a_i (.) h_{i-1} + S_i                        [r][dh]
+ * The keys and values come from the frozen base over the context; no
+ * gradient flows into them.  Backward runs the chunks in reverse, from
+ * d(loss)/d(h_final) down to Q, g and b.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sa.h"
+
+struct sa_tctx {
+	int n_layer, Hk, dh, r, C;
+	uint32_t mats;
+	int max_tokens;
+	int n_tokens;                 /* in the stream so far */
+	int n_seg;
+	int *seg_start;               /* [max_tokens] (at most one segment per token) */
+	float **K, **V;               /* per layer: [max_tokens][Hk*dh] */
+	int n_chunks;                 /* of the whole stream */
+	int *chunk_start, *chunk_len; /* [max chunks] */
+	/* per (l, m) in use, chunk-major: */
+	float **A;                    /* [chunks][Hk][r][C] */
+	float **S;                    /* [chunks][Hk][r][dh] */
+	float **gate;                 /* [chunks][Hk][r] */
+	float **hprev;                /* [chunks][Hk][r][dh]: state before chunk i */
+	float **hfinal;               /* [Hk][r][dh] */
+};
+
+static int
+max_chunks(const sa_tctx *c)
+{
+	/* each segment adds at most one partial chunk */
+	return c->max_tokens / c->C + c->max_tokens;
+}
+
+void
+sa_tctx_free(sa_tctx *c)
+{
+	if (!c)
+		return;
+	size_t n = (size_t)c->n_layer * SA_NMAT;
+	for (int l = 0; l < c->n_layer; l++) {
+		if (c->K)
+			free(c->K[l]);
+		if (c->V)
+			free(c->V[l]);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (c->A) free(c->A[i]);
+		if (c->S) free(c->S[i]);
+		if (c->gate) free(c->gate[i]);
+		if (c->hprev) free(c->hprev[i]);
+		if (c->hfinal) free(c->hfinal[i]);
+	}
+	free(c->K); free(c->V); free(c->A); free(c->S); free(c->gate);
+	free(c->hprev); free(c->hfinal);
+	free(c->seg_start); free(c->chunk_start); free(c->chunk_len);
+	free(c);
+}
+
+int
+sa_tctx_new(sa_tctx **out, int n_layer, int n_head_kv, int d_head, int rank,
+    int chunk, uint32_t mats, int max_tokens)
+{
+	sa_tctx *c;
+	size_t n = (size_t)n_layer * SA_NMAT, kv = (size_t)n_head_kv * d_head;
+
+	*out = NULL;
+	if (n_layer < 1 || n_head_kv < 1 || d_head < 1 || rank < 1 || chunk < 1 || max_tokens < 1)
+		return sa_fail(SA_EUSAGE, "invalid context-state shape");
+	if (!(c = sa_calloc(1, sizeof *c)))
+		return SA_EINTERNAL;
+	c->n_layer = n_layer; c->Hk = n_head_kv; c->dh = d_head;
+	c->r = rank; c->C = chunk; c->mats = mats; c->max_tokens = max_tokens;
+	int mc = max_chunks(c);
+	c->seg_start = sa_malloc((size_t)max_tokens * sizeof(int));
+	c->chunk_start = sa_malloc((size_t)mc * sizeof(int));
+	c->chunk_len = sa_malloc((size_t)mc * sizeof(int));
+	c->K = sa_calloc(n_layer, sizeof(float *));
+	c->V = sa_calloc(n_layer, sizeof(float *));
+	c->A = sa_calloc(n, sizeof(float *));
+	c->S = sa_calloc(n, sizeof(float *));
+	c->gate = sa_calloc(n, sizeof(float *));
+	c->hprev = sa_calloc(n, sizeof(float *));
+	c->hfinal = sa_calloc(n, sizeof(float *));
+	if (!c->seg_start || !c->chunk_start || !c->chunk_len || !c->K || !c->V ||
+	    !c->A || !c->S || !c->gate || !c->hprev || !c->hfinal)
+		goto oom;
+	for (int l = 0; l < n_layer; l++) {
+		if (!(c->K[l] = sa_malloc((size_t)max_tokens * kv * sizeof(float))) ||
+		    !(c->V[l] = sa_malloc((size_t)max_tokens * kv * sizeof(float))))
+			goto oom;
+		for (int m = 0; m < SA_NMAT; m++) {
+			size_t i = (size_t)l * SA_NMAT + m, hr = (size_t)n_head_kv * rank;
+			if (!(mats >> m & 1))
+				continue;
+			if (!(c->A[i] = sa_malloc((size_t)mc * hr * chunk * sizeof(float))) ||
+			    !(c->S[i] = sa_malloc((size_t)mc * hr * d_head * sizeof(float))) ||
+			    !(c->gate[i] = sa_malloc((size_t)mc * hr * sizeof(float))) ||
+			    !(c->hprev[i] = sa_malloc((size_t)mc * hr * d_head * sizeof(float))) ||
+			    !(c->hfinal[i] = sa_malloc(hr * d_head * sizeof(float))))
+				goto oom;
+		}
+	}
+	*out = c;
+	return SA_OK;
+oom:
+	sa_tctx_free(c);
+	return SA_EINTERNAL;
+}
+
+void
+sa_tctx_reset(sa_tctx *c)
+{
+	c->n_tokens = c->n_seg = c->n_chunks = 0;
+}
+
+int
+sa_tctx_n_tokens(const sa_tctx *c)
+{
+	return c->n_tokens;
+}
+
+/*
+ * Append one segment of n tokens: K, V [layer] point to [n][Hk*dh] for each
+ * layer (keys before RoPE), e.g. sa_tact_keys/values of a forward over it.
+ */
+int
+sa_tctx_add_segment(sa_tctx *c, const float *const *K, const float *const *V, int n)
+{
+	size_t kv = (size_t)c->Hk * c->dh;
+
+	if (n < 1)
+		return SA_OK;
+	if (c->n_tokens + n > c->max_tokens)
+		return sa_fail(SA_EUSAGE, "context of %d tokens exceeds %d", c->n_tokens + n, c->max_tokens);
+	for (int l = 0; l < c->n_layer; l++) {
+		memcpy(c->K[l] + (size_t)c->n_tokens * kv, K[l], (size_t)n * kv * sizeof(float));
+		memcpy(c->V[l] + (size_t)c->n_tokens * kv, V[l], (size_t)n * kv * sizeof(float));
+	}
+	for (int s = 0; s < n; s += c->C) {
+		c->chunk_start[c->n_chunks] = c->n_tokens + s;
+		c->chunk_len[c->n_chunks] = n - s < c->C ? n - s : c->C;
+		c->n_chunks++;
+	}
+	c->seg_start[c->n_seg++] = c->n_tokens;
+	c->n_tokens += n;
+	return SA_OK;
+}
+
+static float
+sigmoidf_(float x)
+{
+	return 1.0f / (1.0f + expf(-x));
+}
+
+/*
+ * The state of (l, m) over the whole stream.  Q [Hk][r][dh], g [Hk][dh],
+ * b [Hk][r]; result in sa_tctx_state().  Saves A, S, gate, h_prev per chunk.
+ */
+int
+sa_tctx_forward(sa_tctx *c, int l, int m, const float *Q, const float *g, const float *b)
+{
+	size_t i = (size_t)l * SA_NMAT + m;
+	int Hk = c->Hk, r = c->r, dh = c->dh, C = c->C, kvd = Hk * dh;
+	float scale = 1.0f / sqrtf((float)dh);
+	float *h = c->hfinal[i];
+
+	if (!(c->mats >> m & 1))
+		return sa_fail(SA_EUSAGE, "matrix %s is not adapted", sa_mat_name(m));
+	memset(h, 0, (size_t)Hk * r * dh * sizeof(float));
+	for (int ci = 0; ci < c->n_chunks; ci++) {
+		int t0 = c->chunk_start[ci], n = c->chunk_len[ci];
+		for (int hh = 0; hh < Hk; hh++) {
+			size_t o = (size_t)ci * Hk + hh;
+			float *A = c->A[i] + o * r * C;          /* [r][C] */
+			float *S = c->S[i] + o * r * dh;         /* [r][dh] */
+			float *a = c->gate[i] + o * r;           /* [r] */
+			float *hp = c->hprev[i] + o * r * dh;    /* [r][dh] */
+			float *hs = h + (size_t)hh * r * dh;     /* [r][dh] */
+			const float *Kc = c->K[l] + (size_t)t0 * kvd + hh * dh;
+			const float *Vc = c->V[l] + (size_t)t0 * kvd + hh * dh;
+			for (int j = 0; j < r; j++) {
+				const float *q = Q + ((size_t)hh * r + j) * dh;
+				float *Aj = A + (size_t)j * C, mx = -INFINITY;
+				for (int t = 0; t < n; t++) {
+					float s = 0;
+					for (int d = 0; d < dh; d++)
+						s += q[d] * Kc[(size_t)t * kvd + d];
+					Aj[t] = s * scale;
+					if (Aj[t] > mx)
+						mx = Aj[t];
+				}
+				float sum = 0;
+				for (int t = 0; t < n; t++) {
+					Aj[t] = expf(Aj[t] - mx);
+					sum += Aj[t];
+				}
+				for (int t = 0; t < n; t++)
+					Aj[t] /= sum;
+				float *Sj = S + (size_t)j * dh;
+				memset(Sj, 0, dh * sizeof(float));
+				for (int t = 0; t < n; t++)
+					for (int d = 0; d < dh; d++)
+						Sj[d] += Aj[t] * Vc[(size_t)t * kvd + d];
+				float z = b[(size_t)hh * r + j];
+				for (int d = 0; d < dh; d++)
+					z += g[(size_t)hh * dh + d] * Sj[d];
+				a[j] = sigmoidf_(z);
+				for (int d = 0; d < dh; d++) {
+					hp[(size_t)j * dh + d] = hs[(size_t)j * dh + d];
+					hs[(size_t)j * dh + d] = a[j] * hs[(size_t)j * dh + d] + Sj[d];
+				}
+			}
+		}
+	}
+	return SA_OK;
+}
+
+const float *
+sa_tctx_state(const sa_tctx *c, int l, int m)
+{
+	return c->hfinal[(size_t)l * SA_NMAT + m];
+}
+
+/*
+ * Backward of sa_tctx_forward: dh [Hk][r][dh] is d(loss)/d(h_final); the
+ * gradients of Q, g, b are accumulated into dQ, dg, db (same shapes as Q, g, b).
+ */
+int
+sa_tctx_backward(sa_tctx *c, int l, int m, const float *Q, const float *g,
+    const float *dh_final, float *dQ, float *dg, float *db)
+{
+	size_t i = (size_t)l * SA_NMAT + m;
+	int Hk = c->Hk, r = c->r, dh = c->dh, C = c->C, kvd = Hk * dh;
+	float scale = 1.0f / sqrtf((float)dh);
+	float *dhs = sa_malloc((size_t)r * dh * sizeof(float));
+	float *dS = sa_malloc((size_t)dh * sizeof(float));
+	float *dA = sa_malloc((size_t)C * sizeof(float));
+
+	if (!dhs || !dS || !dA) {
+		free(dhs); free(dS); free(dA);
+		return SA_EINTERNAL;
+	}
+	for (int hh = 0; hh < Hk; hh++) {
+		memcpy(dhs, dh_final + (size_t)hh * r * dh, (size_t)r * dh * sizeof(float));
+		for (int ci = c->n_chunks - 1; ci >= 0; ci--) {
+			int t0 = c->chunk_start[ci], n = c->chunk_len[ci];
+			size_t o = (size_t)ci * Hk + hh;
+			const float *A = c->A[i] + o * r * C;
+			const float *S = c->S[i] + o * r * dh;
+			const float *a = c->gate[i] + o * r;
+			const float *hp = c->hprev[i] + o * r * dh;
+			const float *Kc = c->K[l] + (size_t)t0 * kvd + hh * dh;
+			const float *Vc = c->V[l] + (size_t)t0 * kvd + hh * dh;
+			for (int j = 0; j < r; j++) {
+				float *dhj = dhs + (size_t)j * dh;
+				const float *Sj = S + (size_t)j * dh, *hpj = hp + (size_t)j * dh;
+				/* h = a h_prev + S: dS = dh, da = <dh, h_prev>, dh_prev = a dh */
+				float da = 0;
+				for (int d = 0; d < dh; d++)
+					da += dhj[d] * hpj[d];
+				float dz = da * a[j] * (1 - a[j]);
+				db[(size_t)hh * r + j] += dz;
+				for (int d = 0; d < dh; d++) {
+					dS[d] = dhj[d] + dz * g[(size_t)hh * dh + d];
+					dg[(size_t)hh * dh + d] += dz * Sj[d];
+					dhj[d] *= a[j];
+				}
+				/* S = A V: dA = dS V^T; softmax backward; dQ += dlogits K * scale */
+				const float *Aj = A + (size_t)j * C;
+				float dot = 0;
+				for (int t = 0; t < n; t++) {
+					float s = 0;
+					for (int d = 0; d < dh; d++)
+						s += dS[d] * Vc[(size_t)t * kvd + d];
+					dA[t] = s;
+					dot += s * Aj[t];
+				}
+				float *dq = dQ + ((size_t)hh * r + j) * dh;
+				for (int t = 0; t < n; t++) {
+					float dl = Aj[t] * (dA[t] - dot) * scale;
+					for (int d = 0; d < dh; d++)
+						dq[d] += dl * Kc[(size_t)t * kvd + d];
+				}
+			}
+		}
+	}
+	(void)Q;
+	free(dhs); free(dS); free(dA);
+	return SA_OK;
+}
