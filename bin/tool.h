@@ -17,14 +17,14 @@
 
 static const char *argv0 = "sa";
 
-static void
+static void __attribute__((unused))
 setprogname_(const char *a)
 {
 	const char *s = strrchr(a, '/');
 	argv0 = s ? s + 1 : a;
 }
 
-static void
+static void __attribute__((unused))
 warnx_(const char *fmt, ...)
 {
 	va_list ap;
@@ -57,7 +57,7 @@ die_sa(int rc)
 
 #define TRY(expr) do { int try_rc_ = (expr); if (try_rc_ != SA_OK) die_sa(try_rc_); } while (0)
 
-static long
+static long __attribute__((unused))
 parse_long(const char *opt, const char *s, long lo, long hi)
 {
 	char *end;
@@ -70,7 +70,7 @@ parse_long(const char *opt, const char *s, long lo, long hi)
 	return v;
 }
 
-static double
+static double __attribute__((unused))
 parse_double(const char *opt, const char *s, double lo, double hi)
 {
 	char *end;
@@ -84,7 +84,7 @@ parse_double(const char *opt, const char *s, double lo, double hi)
 }
 
 /* Flush and close stdout; a failure (disk full, closed pipe) is an I/O error. */
-static void
+static void __attribute__((unused))
 close_stdout(void)
 {
 	if (sa_stdout_close() != SA_OK)

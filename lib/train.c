@@ -850,3 +850,92 @@ sa_l2norm(const float *x, size_t n)
 		s += (double)x[i] * x[i];
 	return sqrt(s);
 }
+
+/* ------------------------------------------------------------- saving */
+
+/* A tensor converted to `type` row by row; the buffer lives until the write. */
+static int
+add_tensor(sa_gguf_writer *w, void **bufs, int *nbufs, const char *name, int type,
+    const float *data, int64_t rows, int64_t cols)
+{
+	int64_t ne[2] = { cols, rows };
+	int nd = rows > 1 ? 2 : 1;
+
+	if (nd == 1 || type == SA_TYPE_F32)
+		return sa_gguf_writer_add_tensor(w, name, SA_TYPE_F32, nd, ne, data);
+	size_t rs = sa_type_row_size(type, cols);
+	if (!rs)   /* a width that is not a block multiple stays F32 */
+		return sa_gguf_writer_add_tensor(w, name, SA_TYPE_F32, nd, ne, data);
+	char *buf = sa_malloc(rs * rows);
+	if (!buf)
+		return SA_EINTERNAL;
+	bufs[(*nbufs)++] = buf;
+	for (int64_t r = 0; r < rows; r++)
+		sa_row_from_f32(type, data + r * cols, buf + r * rs, cols);
+	return sa_gguf_writer_add_tensor(w, name, type, nd, ne, buf);
+}
+
+int
+sa_tmodel_save(const sa_tmodel *t, const sa_gguf *vocab_src, int type,
+    const char *name, const char *path)
+{
+	const sa_config *c = &t->cfg;
+	sa_gguf_writer *w = sa_gguf_writer_new();
+	void **bufs = sa_calloc((size_t)c->n_layer * SA_NMAT + 4, sizeof(void *));
+	int nbufs = 0, rc = SA_OK;
+	char key[96];
+
+	if (!w || !bufs) {
+		sa_gguf_writer_free(w);
+		free(bufs);
+		return SA_EINTERNAL;
+	}
+#define OK(x) do { if ((rc = (x)) != SA_OK) goto out; } while (0)
+	OK(sa_gguf_writer_set_str(w, "general.architecture", "llama"));
+	OK(sa_gguf_writer_set_str(w, "general.name", name ? name : "sa"));
+	OK(sa_gguf_writer_set_u32(w, "general.file_type", type == SA_TYPE_F32 ? 0 :
+	    type == SA_TYPE_F16 ? 1 : type == SA_TYPE_Q8_0 ? 7 : 0));
+	OK(sa_gguf_writer_set_u32(w, "llama.context_length", c->n_ctx));
+	OK(sa_gguf_writer_set_u32(w, "llama.embedding_length", c->d_model));
+	OK(sa_gguf_writer_set_u32(w, "llama.block_count", c->n_layer));
+	OK(sa_gguf_writer_set_u32(w, "llama.feed_forward_length", c->d_ff));
+	OK(sa_gguf_writer_set_u32(w, "llama.attention.head_count", c->n_head));
+	OK(sa_gguf_writer_set_u32(w, "llama.attention.head_count_kv", c->n_head_kv));
+	OK(sa_gguf_writer_set_u32(w, "llama.rope.dimension_count", c->rope_dim));
+	OK(sa_gguf_writer_set_f32(w, "llama.rope.freq_base", c->rope_base));
+	OK(sa_gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps));
+	OK(sa_gguf_writer_set_u32(w, "llama.vocab_size", c->n_vocab));
+	for (uint64_t i = 0; i < sa_gguf_n_kv(vocab_src); i++) {
+		sa_str k = sa_gguf_kv_key(vocab_src, i);
+		if (k.n >= sizeof key || k.n < 10 || memcmp(k.s, "tokenizer.", 10))
+			continue;
+		memcpy(key, k.s, k.n);
+		key[k.n] = 0;
+		OK(sa_gguf_writer_copy_kv(w, vocab_src, key));
+	}
+	OK(add_tensor(w, bufs, &nbufs, "token_embd.weight", type, t->tok_embd, c->n_vocab, c->d_model));
+	for (int l = 0; l < c->n_layer; l++) {
+		const sa_tlayer *L = &t->layers[l];
+		snprintf(key, sizeof key, "blk.%d.attn_norm.weight", l);
+		OK(add_tensor(w, bufs, &nbufs, key, SA_TYPE_F32, L->attn_norm, 1, c->d_model));
+		snprintf(key, sizeof key, "blk.%d.ffn_norm.weight", l);
+		OK(add_tensor(w, bufs, &nbufs, key, SA_TYPE_F32, L->ffn_norm, 1, c->d_model));
+		for (int m = 0; m < SA_NMAT; m++) {
+			int dout, din;
+			sa_tmodel_mat_dims(c, m, &dout, &din);
+			snprintf(key, sizeof key, "blk.%d.%s.weight", l, sa_mat_name(m));
+			OK(add_tensor(w, bufs, &nbufs, key, type, L->w[m], dout, din));
+		}
+	}
+	OK(add_tensor(w, bufs, &nbufs, "output_norm.weight", SA_TYPE_F32, t->out_norm, 1, c->d_model));
+	if (!t->tied)
+		OK(add_tensor(w, bufs, &nbufs, "output.weight", type, t->output, c->n_vocab, c->d_model));
+	rc = sa_gguf_writer_save(w, path);
+out:
+#undef OK
+	sa_gguf_writer_free(w);
+	for (int i = 0; i < nbufs; i++)
+		free(bufs[i]);
+	free(bufs);
+	return rc;
+}

@@ -1,0 +1,1391 @@
+/*
+ * sa-train - pretrain a small base model, or train the StreamAdapter mapping
+ * of a frozen base model, on text and task episodes.
+ *
+ * Both modes share one loop: draw episodes, run forward and backward over
+ * micro-batches until the step's token budget is met, clip, AdamW with warmup
+ * and cosine decay, log, evaluate, checkpoint.  A checkpoint holds the
+ * parameters, both Adam moments, the step and the data stream's RNG, so a
+ * resumed run continues exactly where the stopped one was.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tool.h"
+
+static const char usage_text[] =
+    "usage: sa-train --pretrain --vocab FILE -o MODEL [options] [--text FILE]... [--task DIR]...\n"
+    "       sa-train --adapter -m MODEL -o ADAPTER [options] [--task DIR]... [--text FILE]...\n";
+
+static const char help_text[] =
+    "Pretrain a base model, or train a StreamAdapter mapping for one.\n"
+    "\n"
+    "Mode and files:\n"
+    "  --pretrain            train every weight of a new model (needs --vocab)\n"
+    "  --adapter             train an adapter for the frozen model of -m\n"
+    "  -m, --model FILE      base model (--adapter)\n"
+    "  --vocab FILE          tokenizer: a GGUF with tokenizer.* keys, or a TSV\n"
+    "                        (id, piece, score, type) (--pretrain)\n"
+    "  --init FILE           start from these weights (model or adapter GGUF)\n"
+    "  -o, --output FILE     result, rewritten at every checkpoint\n"
+    "  --text FILE           plain text for language-model episodes (repeatable)\n"
+    "  --valid FILE          held-out text for the validation loss\n"
+    "  --task DIR            a task: DIR/train.tsv and DIR/dev.tsv with columns\n"
+    "                        input and label (repeatable)\n"
+    "  --pool DIR            words.txt and labels.txt for random-mapping episodes\n"
+    "\n"
+    "Model shape (--pretrain):\n"
+    "  --dim N (256)  --layers N (6)  --heads N (8)  --kv-heads N (4)\n"
+    "  --ff N (4*dim*2/3 rounded to 64)  --ctx N (512)  --rope-base X (10000)\n"
+    "  --tied / --untied     output shares the embedding (default tied)\n"
+    "  --type T              saved weights: f32, f16 (default), q8_0\n"
+    "\n"
+    "Adapter (--adapter):\n"
+    "  -r, --rank N (16)  -C, --chunk N (64)  --mats LIST (attn_q,attn_k,attn_v,attn_output)\n"
+    "  --kmin N (1)  --kmax N (64)   demonstrations per episode (log-uniform)\n"
+    "  --queries N (8)               held-out queries per episode\n"
+    "\n"
+    "Optimisation:\n"
+    "  --steps N (1000)  --batch-tokens N (16384)  --seq N (ctx)  --micro N (8)\n"
+    "  --lr X (1e-3)  --min-lr X (lr/10)  --warmup N (100)  --wd X (0.1)\n"
+    "  --clip X (1.0)  -s, --seed N (1)\n"
+    "  --mix T,K,M           shares of text, task and random-mapping episodes\n"
+    "                        (pretrain default 0.5,0.25,0.25; adapter 0,0.5,0.5)\n"
+    "\n"
+    "Runs:\n"
+    "  --ckpt DIR            checkpoint directory (default: OUTPUT.ckpt)\n"
+    "  --ckpt-every N (100)  --resume   continue from DIR's checkpoint\n"
+    "  --run-steps N         stop after N steps of this run (checkpointed; exit 0)\n"
+    "  --eval-every N (100)  --log FILE  JSON Lines log (default DIR/log.jsonl)\n"
+    "  -t, --threads N  -q, --quiet  -v, --verbose  -h, --help  --version\n";
+
+/* ------------------------------------------------------------ options */
+
+enum { PRETRAIN = 1, ADAPTER = 2 };
+
+static struct {
+	int mode;
+	const char *model, *vocab, *init, *out, *valid, *pool, *ckpt, *log;
+	const char **texts, **tasks;
+	int n_texts, n_tasks;
+	int dim, layers, heads, kv_heads, ff, ctx, tied, save_type;
+	float rope_base;
+	int rank, chunk, kmin, kmax, queries;
+	uint32_t mats;
+	long steps, batch_tokens, ckpt_every, eval_every, run_steps;
+	int seq, micro;
+	double lr, min_lr, wd, clip;
+	long warmup;
+	uint64_t seed;
+	double mix[3];
+	int have_mix, resume, threads, quiet, verbose;
+} opt = {
+	.dim = 256, .layers = 6, .heads = 8, .kv_heads = 4, .ctx = 512, .tied = 1,
+	.save_type = SA_TYPE_F16, .rope_base = 10000, .rank = 16, .chunk = 64,
+	.kmin = 1, .kmax = 64, .queries = 8,
+	.mats = 1u << SA_MAT_Q | 1u << SA_MAT_K | 1u << SA_MAT_V | 1u << SA_MAT_O,
+	.steps = 1000, .batch_tokens = 16384, .micro = 8, .lr = 1e-3, .min_lr = -1,
+	.warmup = 100, .wd = 0.1, .clip = 1.0, .seed = 1, .ckpt_every = 100,
+	.eval_every = 100,
+};
+
+static volatile sig_atomic_t stop_signal;
+
+static void
+on_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+static void __attribute__((noreturn))
+usage(void)
+{
+	fputs(usage_text, stderr);
+	exit(SA_EUSAGE);
+}
+
+/* ---------------------------------------------------------------- RNG */
+
+typedef struct rng { uint64_t s; } rng;
+
+static uint64_t
+rng_u64(rng *r)
+{
+	uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static double
+rng_unif(rng *r)
+{
+	return (rng_u64(r) >> 11) / 9007199254740992.0;
+}
+
+static long
+rng_below(rng *r, long n)
+{
+	return n > 0 ? (long)(rng_unif(r) * n) : 0;
+}
+
+/* ------------------------------------------------------------ token data */
+
+typedef struct toks { int *t; int n, cap; } toks;
+
+static void
+toks_push(toks *a, const int *t, int n)
+{
+	if (a->n + n > a->cap) {
+		int cap = a->cap ? a->cap : 64;
+		while (cap < a->n + n)
+			cap *= 2;
+		int *p = realloc(a->t, (size_t)cap * sizeof *p);
+		if (!p)
+			die(SA_EINTERNAL, "out of memory");
+		a->t = p;
+		a->cap = cap;
+	}
+	memcpy(a->t + a->n, t, (size_t)n * sizeof *t);
+	a->n += n;
+}
+
+static sa_vocab *vocab;
+
+static toks
+tokenize(const char *s, size_t n)
+{
+	toks r = { 0 };
+	TRY(sa_tokenize(vocab, s, n, 0, &r.t, &r.n));
+	r.cap = r.n;
+	return r;
+}
+
+/* One labelled example: the whole demonstration, and where its answer starts. */
+typedef struct example {
+	toks demo;        /* "{input} -> {label}\n" */
+	int answer_at;    /* tokens before the answer (common prefix with "{input} ->") */
+	int label;        /* index into the task's label list */
+} example;
+
+typedef struct task {
+	char *name;
+	example *train, *dev;
+	int n_train, n_dev;
+	char **labels;
+	int n_labels;
+} task;
+
+static task *tasks;
+static int n_tasks;
+
+static int
+label_index(task *t, const char *label)
+{
+	for (int i = 0; i < t->n_labels; i++)
+		if (!strcmp(t->labels[i], label))
+			return i;
+	char **p = realloc(t->labels, (t->n_labels + 1) * sizeof *p);
+	if (!p || !(p[t->n_labels] = strdup(label)))
+		die(SA_EINTERNAL, "out of memory");
+	t->labels = p;
+	return t->n_labels++;
+}
+
+static example
+make_example(task *t, const char *input, const char *label)
+{
+	example e = { 0 };
+	size_t ni = strlen(input), nl = strlen(label);
+	char *full = malloc(ni + nl + 6);
+
+	if (!full)
+		die(SA_EINTERNAL, "out of memory");
+	memcpy(full, input, ni);
+	memcpy(full + ni, " -> ", 4);
+	memcpy(full + ni + 4, label, nl);
+	memcpy(full + ni + 4 + nl, "\n", 2);
+	e.demo = tokenize(full, ni + nl + 5);
+	toks prefix = tokenize(full, ni + 3);   /* "{input} ->" */
+	int k = 0;
+	while (k < prefix.n && k < e.demo.n && prefix.t[k] == e.demo.t[k])
+		k++;
+	e.answer_at = k;
+	e.label = label_index(t, label);
+	free(prefix.t);
+	free(full);
+	return e;
+}
+
+/* Read DIR/split.tsv with a header naming columns input and label. */
+static void
+load_split(task *t, const char *dir, const char *split, example **out, int *n)
+{
+	char path[4096];
+	char *data;
+	size_t len;
+	sa_demos *d;
+
+	snprintf(path, sizeof path, "%s/%s.tsv", dir, split);
+	TRY(sa_file_read(path, &data, &len));
+	TRY(sa_demos_parse(&d, path, data, len, SA_DEMOS_TSV, "{input}\\t{label}"));
+	*out = calloc(d->n ? d->n : 1, sizeof **out);
+	if (!*out)
+		die(SA_EINTERNAL, "out of memory");
+	*n = 0;
+	for (int i = 0; i < d->n; i++) {
+		char *tab = memchr(d->demo[i].text, '\t', d->demo[i].len);
+		if (!tab)
+			continue;
+		*tab = 0;
+		(*out)[(*n)++] = make_example(t, d->demo[i].text, tab + 1);
+	}
+	sa_demos_free(d);
+	free(data);
+}
+
+static void
+load_tasks(void)
+{
+	tasks = calloc(opt.n_tasks ? opt.n_tasks : 1, sizeof *tasks);
+	for (int i = 0; i < opt.n_tasks; i++) {
+		task *t = &tasks[i];
+		const char *s = strrchr(opt.tasks[i], '/');
+		t->name = strdup(s && s[1] ? s + 1 : opt.tasks[i]);
+		load_split(t, opt.tasks[i], "train", &t->train, &t->n_train);
+		load_split(t, opt.tasks[i], "dev", &t->dev, &t->n_dev);
+		if (t->n_train < 2)
+			die(SA_EDATA, "%s: fewer than 2 training examples", opt.tasks[i]);
+	}
+	n_tasks = opt.n_tasks;
+}
+
+/* Word pools for random mappings: each entry pre-tokenized. */
+typedef struct pool { toks *w; int n; } pool;
+static pool pool_words, pool_labels;
+static toks arrow_nl[2];   /* " ->" is part of the word's tokens; see map_line */
+
+static void
+load_pool(pool *p, const char *dir, const char *file)
+{
+	char path[4096], *data, *line, *save = NULL;
+	size_t len;
+
+	snprintf(path, sizeof path, "%s/%s", dir, file);
+	TRY(sa_file_read(path, &data, &len));
+	for (line = strtok_r(data, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (!*line)
+			continue;
+		toks *w = realloc(p->w, (p->n + 1) * sizeof *w);
+		if (!w)
+			die(SA_EINTERNAL, "out of memory");
+		p->w = w;
+		p->w[p->n++] = tokenize(line, strlen(line));
+	}
+	free(data);
+	if (p->n < 4)
+		die(SA_EDATA, "%s: fewer than 4 entries", path);
+}
+
+/* The text corpus, tokenized line by line. */
+static toks corpus, valid;
+
+static void
+load_text(toks *dst, const char *path)
+{
+	char *data;
+	size_t len, start = 0;
+
+	TRY(sa_file_read(path, &data, &len));
+	for (size_t i = 0; i <= len; i++) {
+		if (i < len && data[i] != '\n')
+			continue;
+		if (i > start) {
+			toks t = tokenize(data + start, i - start + (i < len));
+			toks_push(dst, t.t, t.n);
+			free(t.t);
+		}
+		start = i + 1;
+	}
+	free(data);
+}
+
+/* ------------------------------------------------------------ episodes */
+
+/*
+ * A sequence of T+1 tokens for pretraining: inputs are [0, T), targets
+ * [1, T].  tgt_mask marks positions whose target is scored.  Task and
+ * random-mapping episodes repeat demonstrations of one mapping, so that later
+ * answers can be read from earlier ones: that is what teaches the model to
+ * learn in context.
+ */
+static void
+episode_text(rng *r, const toks *src, int *seq, int T)
+{
+	long s = rng_below(r, src->n - T - 1);
+	memcpy(seq, src->t + s, (size_t)(T + 1) * sizeof *seq);
+}
+
+static int
+fill_seq(int *seq, int n, int T, const toks *t)
+{
+	for (int i = 0; i < t->n && n <= T; i++)
+		seq[n++] = t->t[i];
+	return n;
+}
+
+static void
+episode_task(rng *r, int *seq, int T)
+{
+	task *t = &tasks[rng_below(r, n_tasks)];
+	int n = 0, bos = sa_vocab_bos(vocab);
+
+	if (bos >= 0)
+		seq[n++] = bos;
+	while (n <= T)
+		n = fill_seq(seq, n, T, &t->train[rng_below(r, t->n_train)].demo);
+}
+
+/* "word -> label\n" lines of a fresh random mapping of a few words. */
+static void
+episode_map(rng *r, int *seq, int T, int n_keys)
+{
+	int keys[64], vals[64], n = 0, bos = sa_vocab_bos(vocab);
+
+	if (n_keys > 64)
+		n_keys = 64;
+	for (int i = 0; i < n_keys; i++) {
+		keys[i] = rng_below(r, pool_words.n);
+		vals[i] = rng_below(r, pool_labels.n);
+	}
+	if (bos >= 0)
+		seq[n++] = bos;
+	while (n <= T) {
+		int k = rng_below(r, n_keys);
+		n = fill_seq(seq, n, T, &pool_words.w[keys[k]]);
+		n = fill_seq(seq, n, T, &arrow_nl[0]);
+		n = fill_seq(seq, n, T, &pool_labels.w[vals[k]]);
+		n = fill_seq(seq, n, T, &arrow_nl[1]);
+	}
+}
+
+static int
+pick_kind(rng *r)
+{
+	double u = rng_unif(r) * (opt.mix[0] + opt.mix[1] + opt.mix[2]);
+	if (u < opt.mix[0])
+		return 0;
+	return u < opt.mix[0] + opt.mix[1] ? 1 : 2;
+}
+
+/* ---------------------------------------------------------- parameters */
+
+/*
+ * What the optimizer sees: one block of trainable floats with its gradient
+ * and moments, and which ranges get weight decay.
+ */
+typedef struct trainable {
+	float *p, *g, *m, *v;
+	size_t n;
+	size_t *decay_lo, *decay_hi;   /* ranges of 2-D weights */
+	int n_decay;
+} trainable;
+
+static void
+add_decay(trainable *tr, const float *start, size_t n)
+{
+	tr->decay_lo = realloc(tr->decay_lo, (tr->n_decay + 1) * sizeof(size_t));
+	tr->decay_hi = realloc(tr->decay_hi, (tr->n_decay + 1) * sizeof(size_t));
+	tr->decay_lo[tr->n_decay] = start - tr->p;
+	tr->decay_hi[tr->n_decay] = start - tr->p + n;
+	tr->n_decay++;
+}
+
+/* One AdamW step: decayed ranges with wd, the rest without. */
+static void
+optimizer_step(trainable *tr, int step, float lr)
+{
+	size_t at = 0;
+
+	for (int i = 0; i <= tr->n_decay; i++) {
+		size_t lo = i < tr->n_decay ? tr->decay_lo[i] : tr->n;
+		if (lo > at)
+			sa_adamw(tr->p + at, tr->g + at, tr->m + at, tr->v + at, lo - at,
+			    step, lr, 0.9f, 0.95f, 1e-8f, 0);
+		if (i < tr->n_decay) {
+			size_t hi = tr->decay_hi[i];
+			sa_adamw(tr->p + lo, tr->g + lo, tr->m + lo, tr->v + lo, hi - lo,
+			    step, lr, 0.9f, 0.95f, 1e-8f, (float)opt.wd);
+			at = hi;
+		}
+	}
+}
+
+static float
+lr_at(long step)
+{
+	double min_lr = opt.min_lr >= 0 ? opt.min_lr : opt.lr / 10;
+	if (step < opt.warmup)
+		return (float)(opt.lr * (step + 1) / opt.warmup);
+	double p = (double)(step - opt.warmup) / fmax(1, opt.steps - opt.warmup);
+	if (p > 1)
+		p = 1;
+	return (float)(min_lr + 0.5 * (opt.lr - min_lr) * (1 + cos(M_PI * p)));
+}
+
+/* ------------------------------------------------------------- state */
+
+static sa_gguf *vocab_gguf;
+static sa_tmodel *tm;            /* the model (trained, or frozen base) */
+static sa_tact *act;
+static sa_model *base;           /* --adapter: the loaded base */
+static sa_adapter *adapter;      /* --adapter: holds the trained tensors */
+static trainable tr;
+static rng data_rng;
+static long step;
+static FILE *logfp;
+static char *ckpt_path;
+
+/* Adapter tensors live in one block so AdamW and checkpoints see one array. */
+typedef struct amat { float *Q, *g, *b, *W1, *W2; size_t nQ, ng, nb, nW1, nW2; } amat;
+static amat *ap, *ag;            /* views into tr.p and tr.g, [n_layer*SA_NMAT] */
+
+static void
+build_adapter_block(void)
+{
+	const sa_config *c = &base->cfg;
+	int Hk = c->n_head_kv, dh = c->d_head, r = adapter->rank, Dkv = Hk * dh;
+	size_t n = 0;
+
+	ap = calloc((size_t)c->n_layer * SA_NMAT, sizeof *ap);
+	ag = calloc((size_t)c->n_layer * SA_NMAT, sizeof *ag);
+	for (int pass = 0; pass < 2; pass++) {
+		size_t at = 0;
+		for (int l = 0; l < c->n_layer; l++)
+			for (int m = 0; m < SA_NMAT; m++) {
+				if (!(adapter->mats >> m & 1))
+					continue;
+				int dout, din;
+				sa_model_mat_dims(base, m, &dout, &din);
+				size_t sz[5] = { (size_t)Hk * r * dh, (size_t)Hk * dh, (size_t)Hk * r,
+				    (size_t)dout * Dkv, (size_t)r * din };
+				if (pass == 1) {
+					amat *P = &ap[l * SA_NMAT + m], *G = &ag[l * SA_NMAT + m];
+					float **pp[5] = { &P->Q, &P->g, &P->b, &P->W1, &P->W2 };
+					float **gp[5] = { &G->Q, &G->g, &G->b, &G->W1, &G->W2 };
+					size_t *np[5] = { &P->nQ, &P->ng, &P->nb, &P->nW1, &P->nW2 };
+					const sa_adapter_mat *A = SA_ADAPTER_MAT(adapter, l, m);
+					const float *src[5] = { A->Q, A->g, A->b, A->W1, A->W2 };
+					size_t o = at;
+					for (int k = 0; k < 5; k++) {
+						*pp[k] = tr.p + o;
+						*gp[k] = tr.g + o;
+						*np[k] = sz[k];
+						memcpy(tr.p + o, src[k], sz[k] * sizeof(float));
+						if (k >= 3)
+							add_decay(&tr, tr.p + o, sz[k]);
+						o += sz[k];
+					}
+				}
+				at += sz[0] + sz[1] + sz[2] + sz[3] + sz[4];
+			}
+		if (pass == 0) {
+			n = at;
+			tr.n = n;
+			tr.p = calloc(n, sizeof(float));
+			tr.g = calloc(n, sizeof(float));
+			tr.m = calloc(n, sizeof(float));
+			tr.v = calloc(n, sizeof(float));
+			if (!tr.p || !tr.g || !tr.m || !tr.v)
+				die(SA_EINTERNAL, "out of memory");
+		}
+	}
+}
+
+/* Copy the block back into the adapter (for saving). */
+static void
+sync_adapter(void)
+{
+	for (int l = 0; l < adapter->n_layer; l++)
+		for (int m = 0; m < SA_NMAT; m++) {
+			if (!(adapter->mats >> m & 1))
+				continue;
+			amat *P = &ap[l * SA_NMAT + m];
+			sa_adapter_mat *A = SA_ADAPTER_MAT(adapter, l, m);
+			memcpy(A->Q, P->Q, P->nQ * sizeof(float));
+			memcpy(A->g, P->g, P->ng * sizeof(float));
+			memcpy(A->b, P->b, P->nb * sizeof(float));
+			memcpy(A->W1, P->W1, P->nW1 * sizeof(float));
+			memcpy(A->W2, P->W2, P->nW2 * sizeof(float));
+		}
+}
+
+static void
+build_pretrain_block(void)
+{
+	const sa_config *c = &tm->cfg;
+
+	TRY(sa_tmodel_want_grads(tm, 1));
+	tr.p = tm->params;
+	tr.g = tm->grads;
+	tr.n = tm->n_params;
+	tr.m = calloc(tr.n, sizeof(float));
+	tr.v = calloc(tr.n, sizeof(float));
+	if (!tr.m || !tr.v)
+		die(SA_EINTERNAL, "out of memory");
+	add_decay(&tr, tm->tok_embd, (size_t)c->n_vocab * c->d_model);
+	for (int l = 0; l < c->n_layer; l++)
+		for (int m = 0; m < SA_NMAT; m++) {
+			int dout, din;
+			sa_tmodel_mat_dims(c, m, &dout, &din);
+			add_decay(&tr, tm->layers[l].w[m], (size_t)dout * din);
+		}
+	if (!tm->tied)
+		add_decay(&tr, tm->output, (size_t)c->n_vocab * c->d_model);
+}
+
+/* ---------------------------------------------------------- checkpoints */
+
+static void
+save_result(void)
+{
+	if (opt.mode == PRETRAIN) {
+		TRY(sa_tmodel_save(tm, vocab_gguf, opt.save_type, "sa-base", opt.out));
+	} else {
+		sync_adapter();
+		TRY(sa_adapter_save(adapter, base, opt.out));
+	}
+}
+
+static void
+save_checkpoint(void)
+{
+	sa_gguf_writer *w = sa_gguf_writer_new();
+	int64_t ne[1] = { (int64_t)tr.n };
+
+	if (!w)
+		die(SA_EINTERNAL, "out of memory");
+	TRY(sa_gguf_writer_set_str(w, "general.type", "sa-checkpoint"));
+	TRY(sa_gguf_writer_set_u32(w, "sa.train.mode", opt.mode));
+	TRY(sa_gguf_writer_set_u64(w, "sa.train.step", (uint64_t)step));
+	TRY(sa_gguf_writer_set_u64(w, "sa.train.rng", data_rng.s));
+	TRY(sa_gguf_writer_set_u64(w, "sa.train.n", (uint64_t)tr.n));
+	TRY(sa_gguf_writer_add_tensor(w, "params", SA_TYPE_F32, 1, ne, tr.p));
+	TRY(sa_gguf_writer_add_tensor(w, "adam.m", SA_TYPE_F32, 1, ne, tr.m));
+	TRY(sa_gguf_writer_add_tensor(w, "adam.v", SA_TYPE_F32, 1, ne, tr.v));
+	TRY(sa_gguf_writer_save(w, ckpt_path));
+	sa_gguf_writer_free(w);
+	save_result();
+}
+
+static int
+load_checkpoint(void)
+{
+	sa_gguf *g;
+	uint32_t mode;
+	uint64_t st, rs, n;
+	const sa_tensor_info *t[3];
+
+	if (access(ckpt_path, F_OK) != 0)
+		return 0;
+	TRY(sa_gguf_open(&g, ckpt_path));
+	TRY(sa_gguf_get_u32(g, "sa.train.mode", &mode));
+	TRY(sa_gguf_get_u64(g, "sa.train.step", &st));
+	TRY(sa_gguf_get_u64(g, "sa.train.rng", &rs));
+	TRY(sa_gguf_get_u64(g, "sa.train.n", &n));
+	t[0] = sa_gguf_tensor(g, "params");
+	t[1] = sa_gguf_tensor(g, "adam.m");
+	t[2] = sa_gguf_tensor(g, "adam.v");
+	if (mode != (uint32_t)opt.mode || n != tr.n)
+		die(SA_EDATA, "%s: checkpoint of another run (mode or size differs)", ckpt_path);
+	float *dst[3] = { tr.p, tr.m, tr.v };
+	for (int i = 0; i < 3; i++) {
+		if (!t[i] || t[i]->type != SA_TYPE_F32 || t[i]->nbytes != n * sizeof(float))
+			die(SA_EDATA, "%s: checkpoint tensors missing or of the wrong size", ckpt_path);
+		memcpy(dst[i], t[i]->data, t[i]->nbytes);
+	}
+	step = (long)st;
+	data_rng.s = rs;
+	sa_gguf_close(g);
+	return 1;
+}
+
+/* ------------------------------------------------------------- pretrain */
+
+/* One micro-batch of B sequences; returns the summed loss * scored count. */
+static double
+pretrain_micro(int *seq, int *in, int *tgt, int B, int T, long *n_tok)
+{
+	float loss;
+
+	for (int b = 0; b < B; b++) {
+		int *s = seq + (size_t)b * (T + 1);
+		switch (pick_kind(&data_rng)) {
+		case 0: episode_text(&data_rng, &corpus, s, T); break;
+		case 1: episode_task(&data_rng, s, T); break;
+		default: episode_map(&data_rng, s, T, 2 + rng_below(&data_rng, 15)); break;
+		}
+		for (int i = 0; i < T; i++) {
+			in[b * T + i] = s[i];
+			tgt[b * T + i] = s[i + 1];
+		}
+	}
+	TRY(sa_tmodel_forward(tm, act, NULL, in, tgt, B, T, &loss));
+	TRY(sa_tmodel_backward(tm, act, NULL, 1));
+	*n_tok += (long)B * T;
+	return loss;
+}
+
+/*
+ * Evaluation: validation loss on fixed windows, and in-context accuracy on
+ * fixed random-mapping episodes: at each label's first token, whether the
+ * model's top prediction is right, split into the first time a word appears
+ * (chance) and later times (readable from the context).
+ */
+static void
+evaluate_pretrain(int *seq, int *in, int *tgt, int B, int T)
+{
+	rng r = { 12345 };
+	float loss;
+	double vloss = 0;
+	int nv = 0, seen_ok = 0, seen_n = 0, first_ok = 0, first_n = 0;
+	const toks *vsrc = valid.n > T + 1 ? &valid : &corpus;
+
+	for (int rep = 0; rep < 2 && vsrc->n > T + 1; rep++) {
+		for (int b = 0; b < B; b++) {
+			episode_text(&r, vsrc, seq + (size_t)b * (T + 1), T);
+			for (int i = 0; i < T; i++) {
+				in[b * T + i] = seq[(size_t)b * (T + 1) + i];
+				tgt[b * T + i] = seq[(size_t)b * (T + 1) + i + 1];
+			}
+		}
+		TRY(sa_tmodel_forward(tm, act, NULL, in, tgt, B, T, &loss));
+		vloss += loss;
+		nv++;
+	}
+	if (pool_words.n) {
+		/* rebuild the episodes here to know where each label starts */
+		for (int b = 0; b < B; b++) {
+			int keys[8], vals[8], n = 0, bos = sa_vocab_bos(vocab), seen[8] = { 0 };
+			int *s = seq + (size_t)b * (T + 1);
+			for (int i = 0; i < 8; i++) {
+				keys[i] = rng_below(&r, pool_words.n);
+				vals[i] = rng_below(&r, pool_labels.n);
+			}
+			if (bos >= 0)
+				s[n++] = bos;
+			for (int i = 0; i < T; i++)
+				tgt[b * T + i] = -1;
+			while (n <= T) {
+				int k = rng_below(&r, 8);
+				n = fill_seq(s, n, T, &pool_words.w[keys[k]]);
+				n = fill_seq(s, n, T, &arrow_nl[0]);
+				if (n < T) {
+					/* position n-1 predicts the label's first token */
+					tgt[b * T + n - 1] = pool_labels.w[vals[k]].t[0] | (seen[k] ? 0 : 1 << 30);
+					seen[k] = 1;
+				}
+				n = fill_seq(s, n, T, &pool_labels.w[vals[k]]);
+				n = fill_seq(s, n, T, &arrow_nl[1]);
+			}
+			for (int i = 0; i < T; i++)
+				in[b * T + i] = s[i];
+		}
+		int *flags = malloc((size_t)B * T * sizeof *flags);
+		for (int i = 0; i < B * T; i++) {
+			flags[i] = tgt[i] >= 0 && (tgt[i] & 1 << 30);
+			if (tgt[i] >= 0)
+				tgt[i] &= ~(1 << 30);
+		}
+		TRY(sa_tmodel_forward(tm, act, NULL, in, tgt, B, T, &loss));
+		const float *lg = sa_tact_logits(act);
+		int V = tm->cfg.n_vocab;
+		for (int i = 0; i < B * T; i++) {
+			if (tgt[i] < 0)
+				continue;
+			const float *row = lg + (size_t)i * V;
+			int best = 0;
+			for (int j = 1; j < V; j++)
+				if (row[j] > row[best])
+					best = j;
+			if (flags[i]) {
+				first_n++;
+				first_ok += best == tgt[i];
+			} else {
+				seen_n++;
+				seen_ok += best == tgt[i];
+			}
+		}
+		free(flags);
+	}
+	double va = nv ? vloss / nv : NAN;
+	double acc_seen = seen_n ? (double)seen_ok / seen_n : NAN;
+	double acc_first = first_n ? (double)first_ok / first_n : NAN;
+	if (!opt.quiet)
+		fprintf(stderr, "sa-train: step %ld: valid loss %.4f, in-context copy accuracy %.3f (first sight %.3f)\n",
+		    step, va, acc_seen, acc_first);
+	if (logfp) {
+		fprintf(logfp, "{\"step\":%ld,\"valid_loss\":%.6g,\"map_acc\":%.6g,\"map_acc_first\":%.6g}\n",
+		    step, va, acc_seen, acc_first);
+		fflush(logfp);
+	}
+}
+
+/* -------------------------------------------------------------- adapter */
+
+static sa_tctx *tctx;
+static sa_tside *side;
+static float **Hbuf, **dHbuf;     /* per (l, m): [r][Dkv] */
+
+/* Context pass: the frozen base over the demonstrations, segment by segment
+ * (seg [i] is where segment i starts in ctx; each starts from position 0). */
+static void
+context_pass(const int *ctx, int n, const int *seg, int n_seg)
+{
+	const sa_config *c = &tm->cfg;
+	const float *K[256], *V[256];
+
+	if (c->n_layer > 256)
+		die(SA_EDATA, "too many layers");
+	sa_tctx_reset(tctx);
+	for (int i = 0; i < n_seg; i++) {
+		int at = seg[i], len = (i + 1 < n_seg ? seg[i + 1] : n) - at;
+		TRY(sa_tmodel_forward(tm, act, NULL, ctx + at, NULL, 1, len, NULL));
+		for (int l = 0; l < c->n_layer; l++) {
+			K[l] = sa_tact_keys(act, l);
+			V[l] = sa_tact_values(act, l);
+		}
+		TRY(sa_tctx_add_segment(tctx, K, V, len));
+	}
+	/* H [r][Dkv] is the state h [Hk][r][dh] with heads side by side */
+	int Hk = c->n_head_kv, dh = c->d_head, r = adapter->rank;
+	for (int l = 0; l < c->n_layer; l++)
+		for (int m = 0; m < SA_NMAT; m++) {
+			if (!(adapter->mats >> m & 1))
+				continue;
+			amat *P = &ap[l * SA_NMAT + m];
+			TRY(sa_tctx_forward(tctx, l, m, P->Q, P->g, P->b));
+			const float *h = sa_tctx_state(tctx, l, m);
+			float *H = Hbuf[l * SA_NMAT + m];
+			for (int hh = 0; hh < Hk; hh++)
+				for (int j = 0; j < r; j++)
+					memcpy(H + (size_t)j * Hk * dh + hh * dh, h + ((size_t)hh * r + j) * dh,
+					    dh * sizeof(float));
+		}
+}
+
+/* Backward from dH into the context mapping's Q, g, b. */
+static void
+context_backward(void)
+{
+	const sa_config *c = &tm->cfg;
+	int Hk = c->n_head_kv, dh = c->d_head, r = adapter->rank;
+	float *dh_buf = malloc((size_t)Hk * r * dh * sizeof(float));
+
+	for (int l = 0; l < c->n_layer; l++)
+		for (int m = 0; m < SA_NMAT; m++) {
+			if (!(adapter->mats >> m & 1))
+				continue;
+			const float *dH = dHbuf[l * SA_NMAT + m];
+			for (int hh = 0; hh < Hk; hh++)
+				for (int j = 0; j < r; j++)
+					memcpy(dh_buf + ((size_t)hh * r + j) * dh, dH + (size_t)j * Hk * dh + hh * dh,
+					    dh * sizeof(float));
+			amat *P = &ap[l * SA_NMAT + m], *G = &ag[l * SA_NMAT + m];
+			TRY(sa_tctx_backward(tctx, l, m, P->Q, P->g, dh_buf, G->Q, G->g, G->b));
+		}
+	free(dh_buf);
+}
+
+static void
+build_adapter_training(void)
+{
+	const sa_config *c = &tm->cfg;
+	size_t n = (size_t)c->n_layer * SA_NMAT;
+	int Dkv = c->n_head_kv * c->d_head;
+
+	side = calloc(n, sizeof *side);
+	Hbuf = calloc(n, sizeof *Hbuf);
+	dHbuf = calloc(n, sizeof *dHbuf);
+	for (int l = 0; l < c->n_layer; l++)
+		for (int m = 0; m < SA_NMAT; m++) {
+			if (!(adapter->mats >> m & 1))
+				continue;
+			size_t i = (size_t)l * SA_NMAT + m;
+			Hbuf[i] = calloc((size_t)adapter->rank * Dkv, sizeof(float));
+			dHbuf[i] = calloc((size_t)adapter->rank * Dkv, sizeof(float));
+			side[i].rank = adapter->rank;
+			side[i].W1 = ap[i].W1;
+			side[i].W2 = ap[i].W2;
+			side[i].H = Hbuf[i];
+			side[i].dW1 = ag[i].W1;
+			side[i].dW2 = ag[i].W2;
+			side[i].dH = dHbuf[i];
+		}
+	/* a context of up to kmax demonstrations, several segments long */
+	TRY(sa_tctx_new(&tctx, c->n_layer, c->n_head_kv, c->d_head, adapter->rank,
+	    adapter->chunk, adapter->mats, opt.seq * 16));
+}
+
+/*
+ * One adapter episode: k demonstrations of a task (or a random mapping) form
+ * the context; `queries` other examples run alone through the adapted model,
+ * scored on their answer tokens only.
+ */
+static double
+adapter_episode(int *in, int *tgt, int T, long *n_tok, int *n_scored)
+{
+	const sa_config *c = &tm->cfg;
+	int bos = sa_vocab_bos(vocab), Q = opt.queries;
+	double lk = log(opt.kmin), hk = log(opt.kmax);
+	int k = (int)floor(exp(lk + rng_unif(&data_rng) * (hk - lk)) + 0.5);
+	toks ctx = { 0 };
+	int kind = pick_kind(&data_rng);
+	float loss;
+	static int seg[4096];
+	int n_seg = 1;
+
+	if (k < 1)
+		k = 1;
+	/* the context must fit the context-state buffers: 16 segments */
+	seg[0] = 0;
+	if (bos >= 0)
+		toks_push(&ctx, &bos, 1);
+	for (int i = 0; i < Q * T; i++) {
+		in[i] = 0;
+		tgt[i] = -1;
+	}
+	if (kind == 0 && corpus.n > 2 * T + 2) {
+		/* language modelling: context = a text segment, target = the next one */
+		int len = T - 1;
+		long s = rng_below(&data_rng, corpus.n - 2 * len - 1);
+		toks_push(&ctx, corpus.t + s, len);
+		Q = 1;
+		in[0] = bos >= 0 ? bos : corpus.t[s + len];
+		for (int i = 0; i < len; i++) {
+			if (i + 1 < T)
+				in[i + 1] = corpus.t[s + len + i];
+			tgt[i] = corpus.t[s + len + i];
+		}
+		tgt[T - 1] = -1;
+	} else if (kind == 1 && n_tasks) {
+		task *t = &tasks[rng_below(&data_rng, n_tasks)];
+		int len = ctx.n;
+		for (int i = 0; i < k; i++) {
+			const toks *d = &t->train[rng_below(&data_rng, t->n_train)].demo;
+			if (d->n + (bos >= 0) > opt.seq)
+				continue;
+			if (len + d->n > opt.seq) {  /* a new segment: BOS again */
+				if (n_seg == 16)
+					break;
+				seg[n_seg++] = ctx.n;
+				if (bos >= 0)
+					toks_push(&ctx, &bos, 1);
+				len = bos >= 0;
+			}
+			toks_push(&ctx, d->t, d->n);
+			len += d->n;
+		}
+		for (int q = 0; q < Q; q++) {
+			const example *e = &t->train[rng_below(&data_rng, t->n_train)];
+			int n = 0;
+			if (bos >= 0)
+				in[q * T + n++] = bos;
+			for (int i = 0; i < e->demo.n && n < T; i++) {
+				in[q * T + n] = e->demo.t[i];
+				if (i >= e->answer_at && n > 0)
+					tgt[q * T + n - 1] = e->demo.t[i];
+				n++;
+			}
+		}
+	} else {
+		/* random mapping: the answers exist only in the context */
+		int nk = 2 + rng_below(&data_rng, k < 62 ? k : 62), keys[64], vals[64], len = ctx.n;
+		for (int i = 0; i < nk; i++) {
+			keys[i] = rng_below(&data_rng, pool_words.n);
+			vals[i] = rng_below(&data_rng, pool_labels.n);
+		}
+		for (int i = 0; i < k + nk; i++) {
+			int j = i < nk ? i : rng_below(&data_rng, nk);
+			int n = pool_words.w[keys[j]].n + arrow_nl[0].n + pool_labels.w[vals[j]].n + arrow_nl[1].n;
+			if (len + n > opt.seq) {
+				if (n_seg == 16)
+					break;
+				seg[n_seg++] = ctx.n;
+				if (bos >= 0)
+					toks_push(&ctx, &bos, 1);
+				len = bos >= 0;
+			}
+			toks_push(&ctx, pool_words.w[keys[j]].t, pool_words.w[keys[j]].n);
+			toks_push(&ctx, arrow_nl[0].t, arrow_nl[0].n);
+			toks_push(&ctx, pool_labels.w[vals[j]].t, pool_labels.w[vals[j]].n);
+			toks_push(&ctx, arrow_nl[1].t, arrow_nl[1].n);
+			len += n;
+		}
+		for (int q = 0; q < Q; q++) {
+			int j = rng_below(&data_rng, nk), n = 0;
+			if (bos >= 0)
+				in[q * T + n++] = bos;
+			toks parts[4] = { pool_words.w[keys[j]], arrow_nl[0], pool_labels.w[vals[j]], arrow_nl[1] };
+			for (int p = 0; p < 4; p++)
+				for (int i = 0; i < parts[p].n && n < T; i++) {
+					in[q * T + n] = parts[p].t[i];
+					if (p >= 2 && n > 0)
+						tgt[q * T + n - 1] = parts[p].t[i];
+					n++;
+				}
+		}
+	}
+	context_pass(ctx.t, ctx.n, seg, n_seg);
+	*n_tok += ctx.n;
+	free(ctx.t);
+	/* queries: shortest T that holds them all */
+	int Tq = 1;
+	for (int q = 0; q < Q; q++)
+		for (int i = 0; i < T; i++)
+			if (in[q * T + i] || tgt[q * T + i] >= 0)
+				Tq = i + 2 > Tq ? i + 2 : Tq;
+	if (Tq > T)
+		Tq = T;
+	for (int q = 0; q < Q; q++)
+		for (int i = 0; i < Tq; i++) {
+			in[q * Tq + i] = in[q * T + i];
+			tgt[q * Tq + i] = tgt[q * T + i];
+		}
+	for (int l = 0; l < c->n_layer; l++)
+		for (int m = 0; m < SA_NMAT; m++)
+			if (dHbuf[l * SA_NMAT + m])
+				memset(dHbuf[l * SA_NMAT + m], 0,
+				    (size_t)adapter->rank * c->n_head_kv * c->d_head * sizeof(float));
+	TRY(sa_tmodel_forward(tm, act, side, in, tgt, Q, Tq, &loss));
+	TRY(sa_tmodel_backward(tm, act, side, 0));
+	context_backward();
+	*n_tok += (long)Q * Tq;
+	int ns = 0;
+	for (int i = 0; i < Q * Tq; i++)
+		ns += tgt[i] >= 0;
+	*n_scored = ns;
+	return loss;
+}
+
+/* ----------------------------------------------------------------- main */
+
+static void
+parse_mats(const char *s)
+{
+	char buf[256], *tok, *save = NULL;
+
+	snprintf(buf, sizeof buf, "%s", s);
+	opt.mats = 0;
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		int m = sa_mat_from_name(tok);
+		if (m < 0)
+			die(SA_EUSAGE, "--mats: unknown matrix '%s'", tok);
+		opt.mats |= 1u << m;
+	}
+	if (!opt.mats)
+		die(SA_EUSAGE, "--mats: empty");
+}
+
+static void
+push_arg(const char ***list, int *n, const char *s)
+{
+	*list = realloc(*list, (*n + 1) * sizeof **list);
+	(*list)[(*n)++] = s;
+}
+
+/* A vocab GGUF from a TSV of id, piece, score, type (SentencePiece order). */
+static const char *
+vocab_from_tsv(const char *tsv, const char *dir)
+{
+	static char path[4096];
+	char *data, *line, *save = NULL;
+	size_t len;
+	sa_str *pieces = NULL;
+	float *scores = NULL;
+	int32_t *types = NULL;
+	uint64_t n = 0, cap = 0;
+
+	TRY(sa_file_read(tsv, &data, &len));
+	for (line = strtok_r(data, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *f[4];
+		int nf = 0;
+		for (char *p = line; nf < 4; nf++) {
+			f[nf] = p;
+			char *tab = strchr(p, '\t');
+			if (!tab) {
+				nf++;
+				break;
+			}
+			*tab = 0;
+			p = tab + 1;
+		}
+		if (nf < 4 || !strcmp(f[0], "id"))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 1024;
+			pieces = realloc(pieces, cap * sizeof *pieces);
+			scores = realloc(scores, cap * sizeof *scores);
+			types = realloc(types, cap * sizeof *types);
+		}
+		if (strtoull(f[0], NULL, 10) != n)
+			die(SA_EDATA, "%s: ids must count from 0 in order", tsv);
+		pieces[n].s = f[1];
+		pieces[n].n = strlen(f[1]);
+		scores[n] = strtof(f[2], NULL);
+		types[n] = (int32_t)strtol(f[3], NULL, 10);
+		n++;
+	}
+	if (n < 4)
+		die(SA_EDATA, "%s: not a vocabulary", tsv);
+	sa_gguf_writer *w = sa_gguf_writer_new();
+	TRY(sa_gguf_writer_set_str(w, "general.architecture", "llama"));
+	TRY(sa_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama"));
+	TRY(sa_gguf_writer_set_strs(w, "tokenizer.ggml.tokens", n, pieces));
+	TRY(sa_gguf_writer_set_arr(w, "tokenizer.ggml.scores", SA_GGUF_F32, n, scores));
+	TRY(sa_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", SA_GGUF_I32, n, types));
+	TRY(sa_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 0));
+	TRY(sa_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1));
+	TRY(sa_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2));
+	TRY(sa_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 1));
+	TRY(sa_gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", 0));
+	snprintf(path, sizeof path, "%s/vocab.gguf", dir);
+	TRY(sa_gguf_writer_save(w, path));
+	sa_gguf_writer_free(w);
+	free(pieces);
+	free(scores);
+	free(types);
+	free(data);
+	return path;
+}
+
+int
+main(int argc, char **argv)
+{
+	enum { O_PRETRAIN = 256, O_ADAPTER, O_VOCAB, O_INIT, O_TEXT, O_VALID, O_TASK,
+	    O_POOL, O_DIM, O_LAYERS, O_HEADS, O_KVHEADS, O_FF, O_CTX, O_ROPE, O_TIED,
+	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_STEPS, O_BATCH,
+	    O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_MIX, O_CKPT,
+	    O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS, O_VERSION };
+	static const struct option longopts[] = {
+		{ "pretrain", no_argument, NULL, O_PRETRAIN },
+		{ "adapter", no_argument, NULL, O_ADAPTER },
+		{ "model", required_argument, NULL, 'm' },
+		{ "vocab", required_argument, NULL, O_VOCAB },
+		{ "init", required_argument, NULL, O_INIT },
+		{ "output", required_argument, NULL, 'o' },
+		{ "text", required_argument, NULL, O_TEXT },
+		{ "valid", required_argument, NULL, O_VALID },
+		{ "task", required_argument, NULL, O_TASK },
+		{ "pool", required_argument, NULL, O_POOL },
+		{ "dim", required_argument, NULL, O_DIM },
+		{ "layers", required_argument, NULL, O_LAYERS },
+		{ "heads", required_argument, NULL, O_HEADS },
+		{ "kv-heads", required_argument, NULL, O_KVHEADS },
+		{ "ff", required_argument, NULL, O_FF },
+		{ "ctx", required_argument, NULL, O_CTX },
+		{ "rope-base", required_argument, NULL, O_ROPE },
+		{ "tied", no_argument, NULL, O_TIED },
+		{ "untied", no_argument, NULL, O_UNTIED },
+		{ "type", required_argument, NULL, O_TYPE },
+		{ "rank", required_argument, NULL, 'r' },
+		{ "chunk", required_argument, NULL, 'C' },
+		{ "mats", required_argument, NULL, O_MATS },
+		{ "kmin", required_argument, NULL, O_KMIN },
+		{ "kmax", required_argument, NULL, O_KMAX },
+		{ "queries", required_argument, NULL, O_QUERIES },
+		{ "steps", required_argument, NULL, O_STEPS },
+		{ "batch-tokens", required_argument, NULL, O_BATCH },
+		{ "seq", required_argument, NULL, O_SEQ },
+		{ "micro", required_argument, NULL, O_MICRO },
+		{ "lr", required_argument, NULL, O_LR },
+		{ "min-lr", required_argument, NULL, O_MINLR },
+		{ "warmup", required_argument, NULL, O_WARMUP },
+		{ "wd", required_argument, NULL, O_WD },
+		{ "clip", required_argument, NULL, O_CLIP },
+		{ "seed", required_argument, NULL, 's' },
+		{ "mix", required_argument, NULL, O_MIX },
+		{ "ckpt", required_argument, NULL, O_CKPT },
+		{ "ckpt-every", required_argument, NULL, O_CKPTEVERY },
+		{ "resume", no_argument, NULL, O_RESUME },
+		{ "run-steps", required_argument, NULL, O_RUNSTEPS },
+		{ "eval-every", required_argument, NULL, O_EVALEVERY },
+		{ "log", required_argument, NULL, O_LOG },
+		{ "threads", required_argument, NULL, 't' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, O_VERSION },
+		{ NULL, 0, NULL, 0 },
+	};
+	int ch;
+
+	setprogname_(argv[0]);
+	while ((ch = getopt_long(argc, argv, "m:o:r:C:s:t:qvh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case O_PRETRAIN: opt.mode = PRETRAIN; break;
+		case O_ADAPTER: opt.mode = ADAPTER; break;
+		case 'm': opt.model = optarg; break;
+		case O_VOCAB: opt.vocab = optarg; break;
+		case O_INIT: opt.init = optarg; break;
+		case 'o': opt.out = optarg; break;
+		case O_TEXT: push_arg(&opt.texts, &opt.n_texts, optarg); break;
+		case O_VALID: opt.valid = optarg; break;
+		case O_TASK: push_arg(&opt.tasks, &opt.n_tasks, optarg); break;
+		case O_POOL: opt.pool = optarg; break;
+		case O_DIM: opt.dim = parse_long("--dim", optarg, 8, 16384); break;
+		case O_LAYERS: opt.layers = parse_long("--layers", optarg, 1, 256); break;
+		case O_HEADS: opt.heads = parse_long("--heads", optarg, 1, 1024); break;
+		case O_KVHEADS: opt.kv_heads = parse_long("--kv-heads", optarg, 1, 1024); break;
+		case O_FF: opt.ff = parse_long("--ff", optarg, 1, 1 << 20); break;
+		case O_CTX: opt.ctx = parse_long("--ctx", optarg, 8, 1 << 16); break;
+		case O_ROPE: opt.rope_base = parse_double("--rope-base", optarg, 1, 1e9); break;
+		case O_TIED: opt.tied = 1; break;
+		case O_UNTIED: opt.tied = 0; break;
+		case O_TYPE:
+			if (!strcmp(optarg, "f32")) opt.save_type = SA_TYPE_F32;
+			else if (!strcmp(optarg, "f16")) opt.save_type = SA_TYPE_F16;
+			else if (!strcmp(optarg, "q8_0")) opt.save_type = SA_TYPE_Q8_0;
+			else die(SA_EUSAGE, "--type: want f32, f16 or q8_0");
+			break;
+		case 'r': opt.rank = parse_long("--rank", optarg, 1, 4096); break;
+		case 'C': opt.chunk = parse_long("--chunk", optarg, 1, 1 << 16); break;
+		case O_MATS: parse_mats(optarg); break;
+		case O_KMIN: opt.kmin = parse_long("--kmin", optarg, 1, 1 << 20); break;
+		case O_KMAX: opt.kmax = parse_long("--kmax", optarg, 1, 1 << 20); break;
+		case O_QUERIES: opt.queries = parse_long("--queries", optarg, 1, 4096); break;
+		case O_STEPS: opt.steps = parse_long("--steps", optarg, 1, LONG_MAX); break;
+		case O_BATCH: opt.batch_tokens = parse_long("--batch-tokens", optarg, 1, LONG_MAX); break;
+		case O_SEQ: opt.seq = parse_long("--seq", optarg, 2, 1 << 16); break;
+		case O_MICRO: opt.micro = parse_long("--micro", optarg, 1, 4096); break;
+		case O_LR: opt.lr = parse_double("--lr", optarg, 0, 10); break;
+		case O_MINLR: opt.min_lr = parse_double("--min-lr", optarg, 0, 10); break;
+		case O_WARMUP: opt.warmup = parse_long("--warmup", optarg, 0, LONG_MAX); break;
+		case O_WD: opt.wd = parse_double("--wd", optarg, 0, 10); break;
+		case O_CLIP: opt.clip = parse_double("--clip", optarg, 0, 1e9); break;
+		case 's': opt.seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
+		case O_MIX:
+			if (sscanf(optarg, "%lf,%lf,%lf", &opt.mix[0], &opt.mix[1], &opt.mix[2]) != 3 ||
+			    opt.mix[0] < 0 || opt.mix[1] < 0 || opt.mix[2] < 0 ||
+			    opt.mix[0] + opt.mix[1] + opt.mix[2] <= 0)
+				die(SA_EUSAGE, "--mix: want three non-negative shares, e.g. 0.5,0.25,0.25");
+			opt.have_mix = 1;
+			break;
+		case O_CKPT: opt.ckpt = optarg; break;
+		case O_CKPTEVERY: opt.ckpt_every = parse_long("--ckpt-every", optarg, 1, LONG_MAX); break;
+		case O_RESUME: opt.resume = 1; break;
+		case O_RUNSTEPS: opt.run_steps = parse_long("--run-steps", optarg, 1, LONG_MAX); break;
+		case O_EVALEVERY: opt.eval_every = parse_long("--eval-every", optarg, 0, LONG_MAX); break;
+		case O_LOG: opt.log = optarg; break;
+		case 't': opt.threads = parse_long("--threads", optarg, 0, 1024); break;
+		case 'q': opt.quiet = 1; break;
+		case 'v': opt.verbose = 1; break;
+		case 'h': fputs(usage_text, stdout); fputs(help_text, stdout); close_stdout(); return 0;
+		case O_VERSION: puts("sa-train " SA_VERSION); close_stdout(); return 0;
+		default: usage();
+		}
+	}
+	if (optind != argc || !opt.mode || !opt.out)
+		usage();
+	if (opt.mode == PRETRAIN && !opt.vocab && !opt.init)
+		die(SA_EUSAGE, "--pretrain needs --vocab (or --init)");
+	if (opt.mode == ADAPTER && !opt.model)
+		die(SA_EUSAGE, "--adapter needs -m MODEL");
+	if (!opt.have_mix) {
+		double pre[3] = { 0.5, 0.25, 0.25 }, ad[3] = { 0, 0.5, 0.5 };
+		memcpy(opt.mix, opt.mode == PRETRAIN ? pre : ad, sizeof opt.mix);
+	}
+	if (opt.mix[0] > 0 && !opt.n_texts)
+		opt.mix[0] = 0;
+	if (opt.mix[1] > 0 && !opt.n_tasks)
+		opt.mix[1] = 0;
+	if (opt.mix[2] > 0 && !opt.pool)
+		opt.mix[2] = 0;
+	if (opt.mix[0] + opt.mix[1] + opt.mix[2] <= 0)
+		die(SA_EUSAGE, "no training data: give --text, --task or --pool");
+	if (opt.kmin > opt.kmax)
+		die(SA_EUSAGE, "--kmin exceeds --kmax");
+	sa_set_threads(opt.threads);
+
+	/* checkpoint directory */
+	char dirbuf[4096];
+	if (!opt.ckpt) {
+		snprintf(dirbuf, sizeof dirbuf, "%s.ckpt", opt.out);
+		opt.ckpt = dirbuf;
+	}
+	if (mkdir(opt.ckpt, 0777) != 0 && errno != EEXIST)
+		die(SA_ECANTCREAT, "%s: %s", opt.ckpt, strerror(errno));
+	ckpt_path = malloc(strlen(opt.ckpt) + 16);
+	sprintf(ckpt_path, "%s/state.gguf", opt.ckpt);
+
+	/* model, vocabulary */
+	if (opt.mode == PRETRAIN) {
+		sa_config c = { 0 };
+		const char *vpath = opt.vocab;
+		if (opt.init) {
+			TRY(sa_model_load(&base, opt.init));
+			TRY(sa_tmodel_from_model(&tm, base));
+			c = tm->cfg;
+			vpath = opt.init;
+		} else {
+			size_t n = strlen(vpath);
+			if (n > 4 && !strcmp(vpath + n - 4, ".tsv"))
+				vpath = vocab_from_tsv(vpath, opt.ckpt);
+		}
+		TRY(sa_gguf_open(&vocab_gguf, vpath));
+		TRY(sa_vocab_load(&vocab, vocab_gguf));
+		if (!opt.init) {
+			c.arch = SA_ARCH_LLAMA;
+			c.n_layer = opt.layers;
+			c.d_model = opt.dim;
+			c.n_head = opt.heads;
+			c.n_head_kv = opt.kv_heads;
+			if (opt.dim % opt.heads || opt.heads % opt.kv_heads)
+				die(SA_EUSAGE, "--dim must divide by --heads, and --heads by --kv-heads");
+			c.d_head = opt.dim / opt.heads;
+			c.d_ff = opt.ff ? opt.ff : (opt.dim * 8 / 3 + 63) / 64 * 64;
+			c.n_vocab = sa_vocab_size(vocab);
+			c.n_ctx = opt.ctx;
+			c.rope_dim = c.d_head;
+			c.rope_base = opt.rope_base;
+			c.norm_eps = 1e-5f;
+			TRY(sa_tmodel_new(&tm, &c, opt.tied, opt.seed));
+		}
+		build_pretrain_block();
+	} else {
+		TRY(sa_model_load(&base, opt.model));
+		vocab = base->vocab;
+		TRY(sa_tmodel_from_model(&tm, base));
+		if (opt.init) {
+			TRY(sa_adapter_load(&adapter, opt.init));
+			TRY(sa_adapter_check(adapter, base));
+		} else {
+			TRY(sa_adapter_init(&adapter, base, opt.rank, opt.chunk, opt.mats, opt.seed, 0));
+		}
+		build_adapter_block();
+	}
+	if (!opt.seq)
+		opt.seq = tm->cfg.n_ctx;
+	if (opt.seq > tm->cfg.n_ctx)
+		die(SA_EUSAGE, "--seq %d exceeds the model's context of %d", opt.seq, tm->cfg.n_ctx);
+
+	/* data */
+	for (int i = 0; i < opt.n_texts; i++)
+		load_text(&corpus, opt.texts[i]);
+	if (opt.valid)
+		load_text(&valid, opt.valid);
+	if (opt.mix[0] > 0 && corpus.n < 2 * opt.seq + 2)
+		die(SA_EDATA, "the text is shorter than two sequences");
+	load_tasks();
+	if (opt.pool) {
+		load_pool(&pool_words, opt.pool, "words.txt");
+		load_pool(&pool_labels, opt.pool, "labels.txt");
+	}
+	/* the separators of random mappings, tokenized as they appear mid-line */
+	{
+		toks a = tokenize("x ->", 4), b = tokenize("x\n", 2), x = tokenize("x", 1);
+		int skip = 0;
+		while (skip < x.n && skip < a.n && x.t[skip] == a.t[skip])
+			skip++;
+		arrow_nl[0].n = a.n - skip;
+		arrow_nl[0].t = a.t + skip;
+		skip = 0;
+		while (skip < x.n && skip < b.n && x.t[skip] == b.t[skip])
+			skip++;
+		arrow_nl[1].n = b.n - skip;
+		arrow_nl[1].t = b.t + skip;
+	}
+
+	int T = opt.seq;
+	int B = opt.mode == PRETRAIN ? opt.micro : opt.queries;
+	TRY(sa_tact_new(&act, &tm->cfg, B, T));
+	if (opt.mode == ADAPTER)
+		build_adapter_training();
+	data_rng.s = opt.seed * 0x9e3779b97f4a7c15ULL + 1;
+	if (opt.resume && load_checkpoint()) {
+		if (!opt.quiet)
+			fprintf(stderr, "sa-train: resumed from %s at step %ld\n", ckpt_path, step);
+	} else if (opt.resume && !opt.quiet) {
+		fprintf(stderr, "sa-train: no checkpoint in %s: starting\n", opt.ckpt);
+	}
+	if (!opt.log) {
+		static char lp[4096];
+		snprintf(lp, sizeof lp, "%s/log.jsonl", opt.ckpt);
+		opt.log = lp;
+	}
+	if (!(logfp = fopen(opt.log, "a")))
+		die(SA_ECANTCREAT, "%s: %s", opt.log, strerror(errno));
+
+	struct sigaction sa = { 0 };
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	int *seq = malloc((size_t)B * (T + 1) * sizeof *seq);
+	int *in = malloc((size_t)B * T * sizeof *in), *tgt = malloc((size_t)B * T * sizeof *tgt);
+	struct timespec t0, t1;
+	if (!seq || !in || !tgt)
+		die(SA_EINTERNAL, "out of memory");
+	if (opt.mode == PRETRAIN && opt.eval_every && step == 0)
+		evaluate_pretrain(seq, in, tgt, B, T);
+	long first_step = step;
+	while (step < opt.steps && !stop_signal &&
+	    (!opt.run_steps || step - first_step < opt.run_steps)) {
+		long n_tok = 0;
+		double loss_sum = 0;
+		int n_micro = 0;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		memset(tr.g, 0, tr.n * sizeof(float));
+		while (n_tok < opt.batch_tokens) {
+			int ns = 1;
+			if (opt.mode == PRETRAIN)
+				loss_sum += pretrain_micro(seq, in, tgt, B, T, &n_tok);
+			else
+				loss_sum += adapter_episode(in, tgt, T, &n_tok, &ns);
+			n_micro++;
+		}
+		/* each micro-batch's loss is a mean: average the gradients */
+		for (size_t i = 0; i < tr.n; i++)
+			tr.g[i] /= n_micro;
+		double gnorm = sa_l2norm(tr.g, tr.n);
+		if (!isfinite(gnorm))
+			die(SA_EINTERNAL, "step %ld: gradient is not finite", step);
+		if (opt.clip > 0 && gnorm > opt.clip)
+			for (size_t i = 0; i < tr.n; i++)
+				tr.g[i] *= (float)(opt.clip / gnorm);
+		float lr = lr_at(step);
+		optimizer_step(&tr, (int)step + 1, lr);
+		step++;
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		double dt = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+		double loss = loss_sum / n_micro;
+		fprintf(logfp, "{\"step\":%ld,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens\":%ld,\"tok_per_s\":%.1f}\n",
+		    step, loss, lr, gnorm, n_tok, n_tok / dt);
+		fflush(logfp);
+		if (opt.verbose || (!opt.quiet && isatty(2)))
+			fprintf(stderr, "sa-train: step %ld/%ld loss %.4f lr %.2e |g| %.3f %.0f tok/s\n",
+			    step, opt.steps, loss, lr, gnorm, n_tok / dt);
+		if (opt.mode == PRETRAIN && opt.eval_every && step % opt.eval_every == 0)
+			evaluate_pretrain(seq, in, tgt, B, T);
+		if (step % opt.ckpt_every == 0 || step == opt.steps ||
+		    (opt.run_steps && step - first_step == opt.run_steps))
+			save_checkpoint();
+	}
+	if (stop_signal) {
+		save_checkpoint();
+		if (!opt.quiet)
+			fprintf(stderr, "sa-train: stopped at step %ld; checkpoint saved in %s\n", step, opt.ckpt);
+		fclose(logfp);
+		return 128 + stop_signal;
+	}
+	if (fclose(logfp) != 0)
+		die(SA_EIO, "%s: %s", opt.log, strerror(errno));
+	if (!opt.quiet)
+		fprintf(stderr, "sa-train: done after %ld steps; wrote %s\n", step, opt.out);
+	close_stdout();
+	return 0;
+}
