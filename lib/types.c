@@ -59,6 +59,8 @@ static const struct {
 };
 #define N_TYPES ((int)(sizeof type_table / sizeof type_table[0]))
 
+_Static_assert(sizeof(sa_block_q8_0) == 34, "block_q8_0 is 34 bytes in GGUF");
+
 int
 sa_type_block(int type, int64_t *block_elems, size_t *block_bytes)
 {
@@ -250,33 +252,41 @@ f32_to_f16(const float *src, uint16_t *dst, int64_t n)
 		dst[i] = sa_fp32_to_fp16(src[i]);
 }
 
-/* Q8_0 block [32] -> f32 [32]: x = d * q. */
+/* Q8_0 blocks -> f32 [n]: x = d * q.  Blocks are read bytewise: a row
+ * may start at any address (34-byte blocks keep only 2-byte alignment). */
 static void
-q8_0_to_f32(const sa_block_q8_0 *b, float *dst, int64_t n)
+q8_0_to_f32(const uint8_t *src, float *dst, int64_t n)
 {
 	for (int64_t i = 0; i < n / SA_QK8_0; i++) {
-		float d = sa_fp16_to_fp32(b[i].d);
+		const uint8_t *blk = src + i * sizeof(sa_block_q8_0);
+		const int8_t *qs = (const int8_t *)(blk + 2);
+		uint16_t d16;
+		memcpy(&d16, blk, 2);
+		float d = sa_fp16_to_fp32(d16);
 		for (int j = 0; j < SA_QK8_0; j++)
-			dst[i * SA_QK8_0 + j] = d * (float)b[i].qs[j];
+			dst[i * SA_QK8_0 + j] = d * (float)qs[j];
 	}
 }
 
-/* f32 [32] -> Q8_0 block: d = amax/127, q = round(x/d).  The quotient is
+/* f32 [n] -> Q8_0 blocks: d = amax/127, q = round(x/d).  The quotient is
  * taken as x * (1/d) with the unrounded d, as ggml does, so the bytes match
  * what llama.cpp's quantizer writes. */
 static void
-f32_to_q8_0(const float *src, sa_block_q8_0 *b, int64_t n)
+f32_to_q8_0(const float *src, uint8_t *dst, int64_t n)
 {
 	for (int64_t i = 0; i < n / SA_QK8_0; i++) {
 		const float *x = src + i * SA_QK8_0;
+		uint8_t *blk = dst + i * sizeof(sa_block_q8_0);
+		int8_t *qs = (int8_t *)(blk + 2);
 		float amax = 0;
 		for (int j = 0; j < SA_QK8_0; j++)
 			amax = fmaxf(amax, fabsf(x[j]));
 		float d = amax / 127;
 		float id = d != 0 ? 1 / d : 0;
-		b[i].d = sa_fp32_to_fp16(d);
+		uint16_t d16 = sa_fp32_to_fp16(d);
+		memcpy(blk, &d16, 2);
 		for (int j = 0; j < SA_QK8_0; j++)
-			b[i].qs[j] = (int8_t)roundf(x[j] * id);
+			qs[j] = (int8_t)roundf(x[j] * id);
 	}
 }
 
