@@ -1,0 +1,296 @@
+#!/usr/bin/env bats
+# sa-run: generation, scoring, choices, batch requests, deltas, usage.
+
+bats_require_minimum_version 1.5.0
+bats_load_library bats-support
+bats_load_library bats-assert
+
+setup_file() {
+	ROOT="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
+	"$ROOT/tests/helpers/mkmodel" --seed 3 -o "$BATS_FILE_TMPDIR/m.gguf"
+	"$ROOT/tests/helpers/mkmodel" --arch qwen2 --kv-heads 2 --tied --seed 4 \
+	    -o "$BATS_FILE_TMPDIR/q.gguf"
+}
+
+setup() {
+	ROOT="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
+	RUN="$ROOT/bin/sa-run"
+	M="$BATS_FILE_TMPDIR/m.gguf"
+	Q="$BATS_FILE_TMPDIR/q.gguf"
+	T="$BATS_TEST_TMPDIR"
+	unset SA_MODEL
+}
+
+# Field $2 of the line starting with $1 in $output ("choice 0 logprob X ...").
+field() {
+	awk -v k="$1" -v f="$2" '$0 ~ "^" k " " { print $f; exit }' <<<"$output"
+}
+
+@test "--help and --version print to stdout and exit 0" {
+	run --separate-stderr "$RUN" --help
+	assert_success
+	assert_output --partial "usage: sa-run"
+	assert_output --partial "--choice"
+	[ -z "$stderr" ]
+	run --separate-stderr "$RUN" --version
+	assert_success
+	assert_output --regexp '^sa-run [0-9]+\.[0-9]+\.[0-9]+$'
+}
+
+@test "usage errors exit 64 with the synopsis" {
+	run -64 --separate-stderr "$RUN" -m "$M" --bogus
+	[[ "$stderr" == *"usage: sa-run"* ]]
+	run -64 "$RUN" -m "$M" -n abc -p x
+	assert_output --partial "-n: invalid value 'abc'"
+	run -64 "$RUN" -m "$M" --temp -1 -p x
+	run -64 "$RUN" -m "$M" --top-p 1.5 -p x
+	run -64 "$RUN" -m "$M" -n -2 -p x
+	run -64 "$RUN" -m "$M" --seed -5 -p x
+	run -64 "$RUN" -m "$M" -p x -f /dev/null
+	run -64 "$RUN" -m "$M" --score --choice a -p x
+	run -64 "$RUN" -m "$M" --batch - -p x
+	run -64 "$RUN" -m "$M" -p x stray
+	assert_output --partial "unexpected argument 'stray'"
+	run -64 "$RUN" -m "$M" -a adapter.gguf -p x
+	run -64 "$RUN" -m "$M" -d - -f -
+	# No usage error ever reaches the standard output.
+	run --separate-stderr -64 "$RUN" -m "$M" --top-k x -p x
+	[ -z "$output" ]
+}
+
+@test "without -m: SA_MODEL, then data/model.gguf above the executable, else a usage error" {
+	mkdir -p "$T/inst/bin"
+	cp "$RUN" "$T/inst/bin/sa-run"
+	run -64 "$T/inst/bin/sa-run" -p x -n 1
+	assert_output --partial "give -m MODEL"
+	SA_MODEL="$M" run -0 "$T/inst/bin/sa-run" --temp 0 -n 8 -p "Hello"
+	want="$output"
+	mkdir -p "$T/inst/data"
+	cp "$M" "$T/inst/data/model.gguf"
+	run -0 "$T/inst/bin/sa-run" --temp 0 -n 8 -p "Hello"
+	assert_output "$want"
+}
+
+@test "generation is deterministic for a seed, and varies with it" {
+	run -0 "$RUN" -m "$M" -n 24 --seed 11 -p "The quick brown fox"
+	a="$output"
+	[ -n "$a" ]
+	run -0 "$RUN" -m "$M" -n 24 --seed 11 -p "The quick brown fox"
+	assert_output "$a"
+	run -0 "$RUN" -m "$M" -n 24 --seed 12 -p "The quick brown fox"
+	[ "$output" != "$a" ]
+	# The same with the other architecture and a thread count of one.
+	run -0 "$RUN" -m "$Q" -n 24 --seed 11 -t 1 -p "The quick brown fox"
+	b="$output"
+	run -0 "$RUN" -m "$Q" -n 24 --seed 11 -t 2 -p "The quick brown fox"
+	assert_output "$b"
+}
+
+@test "--temp 0 is greedy: independent of the seed and the other sampling options" {
+	run -0 "$RUN" -m "$M" -n 16 --temp 0 --seed 1 -p "abc"
+	a="$output"
+	run -0 "$RUN" -m "$M" -n 16 --temp 0 --seed 99 --top-k 3 --top-p 0.5 -p "abc"
+	assert_output "$a"
+	# top-k 1 at any temperature picks the same tokens.
+	run -0 "$RUN" -m "$M" -n 16 --temp 1.5 --top-k 1 --seed 5 -p "abc"
+	assert_output "$a"
+}
+
+@test "-n is honoured, and a shorter run is a prefix of a longer one" {
+	run -0 --separate-stderr "$RUN" -m "$M" -n 5 --temp 0 -v -p "Once upon"
+	short="$output"
+	[[ "$stderr" == *"generation: 5 tokens"* ]]
+	run -0 --separate-stderr "$RUN" -m "$M" -n 12 --seed 4 -v -p "Once upon"
+	[[ "$stderr" == *"generation: 12 tokens"* ]]
+	[[ "$stderr" == *"prompt: "*" tokens/s"* ]]
+	run -0 "$RUN" -m "$M" -n 12 --temp 0 -p "Once upon"
+	[[ "$output" == "$short"* ]]
+	[ "${#output}" -gt "${#short}" ]
+	run -0 --separate-stderr "$RUN" -m "$M" -n 0 -v -p "Once upon"
+	[ -z "$output" ]
+	# Until the end of a small context: every position is filled, and one
+	# more token comes from the logits of the last.
+	run -0 --separate-stderr "$RUN" -m "$M" -n -1 -c 20 --temp 0 -v -p "Once upon"
+	[[ "$stderr" =~ prompt:\ ([0-9]+)\ tokens ]]
+	n_prompt="${BASH_REMATCH[1]}"
+	[[ "$stderr" =~ generation:\ ([0-9]+)\ tokens ]]
+	[ "${BASH_REMATCH[1]}" -eq $((20 - n_prompt + 1)) ]
+}
+
+@test "-p, -f FILE, -f - and standard input give the same text" {
+	run -0 "$RUN" -m "$M" -n 10 --seed 3 -p "hello world"
+	a="$output"
+	printf 'hello world\n' > "$T/p.txt"
+	run -0 "$RUN" -m "$M" -n 10 --seed 3 -f "$T/p.txt"
+	assert_output "$a"
+	run -0 bash -c "'$RUN' -m '$M' -n 10 --seed 3 < '$T/p.txt'"
+	assert_output "$a"
+	run -0 bash -c "printf 'hello world' | '$RUN' -m '$M' -n 10 --seed 3 -f -"
+	assert_output "$a"
+	run -0 "$RUN" -m "$M" -n 10 --seed 3 --echo -p "hello world"
+	assert_output "hello world$a"
+	run -0 "$RUN" -m "$M" -n 10 --seed 3 --json -p "hello world"
+	[[ "$output" == '{"text":'* ]]
+	run -66 "$RUN" -m "$M" -f "$T/absent.txt"
+}
+
+@test "--score agrees with --choice: score(prompt+choice) - score(prompt) = choice" {
+	run -0 "$RUN" -m "$M" --score -p "the cat sat"
+	whole=$(field logprob 2)
+	n_whole=$(field logprob 4)
+	run -0 "$RUN" -m "$M" --score -p "the cat"
+	part=$(field logprob 2)
+	n_part=$(field logprob 4)
+	ppl=$(field logprob 6)
+	# ppl = exp(-logprob / tokens)
+	awk -v l="$part" -v n="$n_part" -v p="$ppl" 'BEGIN { d = exp(-l / n) - p; exit !(d < 1e-3 * p && d > -1e-3 * p) }'
+	run -0 "$RUN" -m "$M" -p "the cat" --choice " sat" --choice " on the mat" --choice "s"
+	sat=$(field "choice 0" 4)
+	n_sat=$(field "choice 0" 6)
+	mean=$(field "choice 0" 8)
+	echo "whole $whole part $part sat $sat" >&2
+	awk -v w="$whole" -v p="$part" -v c="$sat" 'BEGIN { d = w - p - c; exit !(d < 1e-3 && d > -1e-3) }'
+	[ "$n_sat" -eq $((n_whole - n_part)) ]
+	awk -v c="$sat" -v n="$n_sat" -v m="$mean" 'BEGIN { d = c / n - m; exit !(d < 1e-5 && d > -1e-5) }'
+	# best names the largest log-likelihood.
+	best=$(field best 2)
+	l0=$(field "choice 0" 4); l1=$(field "choice 1" 4); l2=$(field "choice 2" 4)
+	top=$(printf '%s\n' "0 $l0" "1 $l1" "2 $l2" | sort -k2 -g -r | head -1 | cut -d' ' -f1)
+	[ "$best" = "$top" ]
+}
+
+@test "choices share the prompt's cache without changing the scores" {
+	run -0 "$RUN" -m "$M" -p "one two three" --choice " four" --choice " five six"
+	both="$output"
+	run -0 "$RUN" -m "$M" -p "one two three" --choice " five six"
+	alone=$(field "choice 0" 4)
+	output="$both"
+	shared=$(field "choice 1" 4)
+	awk -v a="$alone" -v b="$shared" 'BEGIN { d = a - b; exit !(d < 1e-4 && d > -1e-4) }'
+	run -0 "$RUN" -m "$M" --json -p "one two three" --choice " four" --choice " five six"
+	assert_output --regexp '^\{"logprobs":\[-[0-9.e+-]+,-[0-9.e+-]+\],"mean_logprobs":\[[^]]*\],"best":[01]\}$'
+	run -0 "$RUN" -m "$M" --json --score -p "one two three"
+	assert_output --regexp '^\{"logprob":-[0-9.e+-]+,"tokens":[0-9]+,"ppl":[0-9.e+-]+\}$'
+	# A choice that adds nothing is bad data.
+	run -65 "$RUN" -m "$M" -p "one two" --choice ""
+	assert_output --partial "choice 0 adds no tokens"
+}
+
+@test "batch: one line out per request, ids kept, a bad line reported and the next served" {
+	cat > "$T/req.jsonl" <<-'EOF'
+	{"id": 1, "prompt": "hello world", "n_predict": 10, "seed": 3}
+	{"id": "two", "prompt": "the cat", "choices": [" sat", " on the mat"]}
+	{"id": [3], "text": "the cat sat", "score": true}
+	{"id": 4, "prompt": "broken
+	{"id": 5, "n_predict": 3}
+	{"id": 6, "prompt": "x", "temp": "hot"}
+	{"id": {"k": 7}, "prompt": "hello world", "n_predict": 10, "seed": 3, "temp": 0}
+
+	[1, 2]
+	EOF
+	run -65 --separate-stderr "$RUN" -m "$M" --batch "$T/req.jsonl"
+	batch=("${lines[@]}")
+	[ "${#lines[@]}" -eq 8 ]
+	[[ "${lines[0]}" == '{"id":1,"text":'* ]]
+	[[ "${lines[1]}" == '{"id":"two","logprobs":['* ]]
+	[[ "${lines[2]}" == '{"id":[3],"logprob":'* ]]
+	[[ "${lines[3]}" == '{"id":null,"error":"line 4: column '*'unterminated string"}' ]]
+	[ "${lines[4]}" = '{"id":5,"error":"line 5: missing \"prompt\""}' ]
+	[[ "${lines[5]}" == '{"id":6,"error":"line 6: \"temp\" must be a number'* ]]
+	[[ "${lines[6]}" == '{"id":{"k":7},"text":'* ]]
+	[ "${lines[7]}" = '{"id":null,"error":"line 9: a request must be a JSON object"}' ]
+
+	# The same requests on the command line give the same results.
+	run -0 "$RUN" -m "$M" -n 10 --seed 3 --json -p "hello world"
+	[ "${batch[0]}" = "{\"id\":1,${output#\{}" ]
+	run -0 "$RUN" -m "$M" -n 10 --temp 0 --json -p "hello world"
+	[ "${batch[6]}" = "{\"id\":{\"k\":7},${output#\{}" ]
+	run -0 "$RUN" -m "$M" --score --json -p "the cat sat"
+	score_cli="$output"
+	run -0 --separate-stderr "$RUN" -m "$M" --batch - < <(sed -n 3p "$T/req.jsonl")
+	[ "$output" = "{\"id\":[3],${score_cli#\{}" ]
+}
+
+@test "batch: all good lines exit 0; the command line's sampling is the default" {
+	printf '%s\n' '{"prompt": "abc", "n_predict": 6}' '{"id": 2, "prompt": "abc"}' > "$T/ok.jsonl"
+	run -0 "$RUN" -m "$M" --batch "$T/ok.jsonl" -n 6 --temp 0
+	[ "${#lines[@]}" -eq 2 ]
+	[[ "${lines[0]}" == '{"id":null,"text":'* ]]
+	first="${lines[0]#\{\"id\":null,}"
+	[ "${lines[1]}" = "{\"id\":2,$first" ]
+	run -0 "$RUN" -m "$M" -n 6 --temp 0 --json -p abc
+	assert_output "{$first"
+}
+
+@test "a prompt longer than the context is bad data" {
+	long=$(printf 'word %.0s' $(seq 40))
+	run -65 "$RUN" -m "$M" -c 16 -p "$long"
+	assert_output --partial "exceeds the context of 16"
+	run -65 "$RUN" -m "$M" -c 16 --score -p "$long"
+	printf '{"id":1,"prompt":"%s"}\n{"id":2,"prompt":"ok","n_predict":2}\n' "$long" > "$T/long.jsonl"
+	run -65 --separate-stderr "$RUN" -m "$M" -c 16 --batch "$T/long.jsonl"
+	[[ "${lines[0]}" == '{"id":1,"error":"line 1: prompt of '*' tokens exceeds the context of 16"}' ]]
+	[[ "${lines[1]}" == '{"id":2,"text":'* ]]
+}
+
+@test "JSON output is valid UTF-8 whatever bytes the model makes" {
+	run -0 "$RUN" -m "$M" -n 64 --temp 2 --top-k 0 --top-p 1 --min-p 0 --seed 9 --json -p "é"
+	printf '%s' "$output" | iconv -f UTF-8 -t UTF-8 > /dev/null
+}
+
+@test "a full standard output is an I/O error" {
+	[ -w /dev/full ] || skip "no /dev/full"
+	run -74 bash -c "'$RUN' -m '$M' -n 4 -p hi > /dev/full"
+	assert_output --partial "sa-run: stdout"
+}
+
+@test "deltas: -d changes the model, scale 0 does not, scales add, --unmerged agrees" {
+	"$ROOT/bin/sa-init" -m "$M" --w1-scale 0.05 --seed 3 -o "$T/a.gguf"
+	printf 'input\tlabel\ngreat film\tpos\ndull\tneg\nthe cat sat\tyes\n' > "$T/train.tsv"
+	"$ROOT/bin/sa-encode" -m "$M" -a "$T/a.gguf" -o "$T/d.delta" "$T/train.tsv"
+	text="the cat sat on the mat"
+	close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; exit !(d < t && d > -t) }'; }
+
+	run -0 "$RUN" -m "$M" --score -p "$text"; base=$(field logprob 2)
+	# The adapter comes from the path the delta records, or from -a.
+	run -0 "$RUN" -m "$M" -d "$T/d.delta" --score -p "$text"; one=$(field logprob 2)
+	recorded="$output"
+	run -0 "$RUN" -m "$M" -d "$T/d.delta" -a "$T/a.gguf" --score -p "$text"
+	assert_output "$recorded"
+	! close "$base" "$one" 0.01
+	run -0 "$RUN" -m "$M" -d "$T/d.delta:0" --score -p "$text"
+	close "$base" "$(field logprob 2)" 1e-4
+	run -0 "$RUN" -m "$M" -d "$T/d.delta:0.5" -d "$T/d.delta:0.5" --score -p "$text"
+	close "$one" "$(field logprob 2)" 1e-3
+	run -0 "$RUN" -m "$M" -d "$T/d.delta" --unmerged --score -p "$text"
+	close "$one" "$(field logprob 2)" 1e-3
+	run -0 "$RUN" -m "$M" -d "$T/d.delta:2" --score -p "$text"; two=$(field logprob 2)
+	! close "$one" "$two" 0.01
+	# A colon not followed by a number is part of the file name.
+	cp "$T/d.delta" "$T/x:y.delta"
+	run -0 "$RUN" -m "$M" -d "$T/x:y.delta" --score -p "$text"
+	close "$one" "$(field logprob 2)" 1e-6
+	run -0 "$RUN" -m "$M" -d "$T/x:y.delta:1e0" --score -p "$text"
+	close "$one" "$(field logprob 2)" 1e-6
+	run -66 "$RUN" -m "$M" -d "$T/d.delta:x" --score -p "$text"
+	assert_output --partial "d.delta:x"
+	# Generation and batch requests see the delta too.
+	run -0 "$RUN" -m "$M" --temp 0 -n 12 -p "$text"; plain="$output"
+	run -0 "$RUN" -m "$M" -d "$T/d.delta:4" --temp 0 -n 12 -p "$text"
+	[ "$output" != "$plain" ]
+}
+
+@test "deltas: another model's adapter, a broken delta, a missing adapter" {
+	"$ROOT/bin/sa-init" -m "$M" --w1-scale 0.05 -o "$T/a.gguf"
+	"$ROOT/bin/sa-init" -m "$Q" --w1-scale 0.05 -o "$T/qa.gguf"
+	printf 'some text to absorb\n' > "$T/t.txt"
+	"$ROOT/bin/sa-encode" -m "$M" -a "$T/a.gguf" -o "$T/d.delta" "$T/t.txt"
+	run -65 "$RUN" -m "$Q" -d "$T/d.delta" -p x -n 1
+	run -65 "$RUN" -m "$M" -d "$T/d.delta" -a "$T/qa.gguf" -p x -n 1
+	head -c 100 "$T/d.delta" > "$T/cut.delta"
+	run -65 "$RUN" -m "$M" -d "$T/cut.delta" -p x -n 1
+	assert_output --partial "cut.delta"
+	rm "$T/a.gguf"
+	run -66 "$RUN" -m "$M" -d "$T/d.delta" -p x -n 1
+	assert_output --partial "a.gguf"
+}
