@@ -371,6 +371,31 @@ tensor_dims(const sa_adapter *a, const sa_adapter_mat *am, int t, int64_t ne[4])
 	}
 }
 
+static int
+check_finite(const sa_adapter *a, const char *name)
+{
+	size_t n[T_N];
+
+	for (int l = 0; l < a->n_layer; l++)
+		for (int m = 0; m < SA_NMAT; m++) {
+			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
+			if (!(a->mats >> m & 1))
+				continue;
+			tensor_sizes(a, am->d_out, am->d_in, n);
+			for (int t = 0; t < T_N; t++) {
+				const float *x = *tensor_ptr(am, t);
+				for (size_t i = 0; i < n[t]; i++)
+					if (!isfinite(x[i])) {
+						char tn[64];
+						tensor_name(tn, sizeof tn, l, m, t);
+						return sa_fail(SA_EDATA, "%s: tensor %s holds a non-finite value",
+						    name, tn);
+					}
+			}
+		}
+	return SA_OK;
+}
+
 static void
 hex64(char buf[17], uint64_t v)
 {
@@ -391,6 +416,9 @@ sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path)
 	if (a->fingerprint != sa_adapter_fingerprint(a))
 		return sa_fail(SA_EINTERNAL, "%s: adapter changed since its fingerprint was set",
 		    strcmp(path, "-") ? path : "stdout");
+	/* A file that sa_adapter_load would refuse is not written at all. */
+	if ((rc = check_finite(a, strcmp(path, "-") ? path : "stdout")) != SA_OK)
+		return rc;
 	for (int m = 0; m < SA_NMAT; m++)
 		if (a->mats >> m & 1) {
 			names[nm].s = sa_mat_name(m);
@@ -641,16 +669,10 @@ sa_adapter_load(sa_adapter **out, const char *path)
 					goto done;
 				}
 				memcpy(dst, ti->data, sz[t] * sizeof(float));
-				for (size_t i = 0; i < sz[t]; i++)
-					if (!isfinite(dst[i])) {
-						char name[64];
-						tensor_name(name, sizeof name, l, m, t);
-						rc = sa_fail(SA_EDATA, "%s: tensor %s holds a non-finite value",
-						    path, name);
-						goto done;
-					}
 			}
 		}
+	if ((rc = check_finite(a, path)) != SA_OK)
+		goto done;
 	a->fingerprint = sa_adapter_fingerprint(a);
 	if (a->fingerprint != fp) {
 		rc = sa_fail(SA_EDATA, "%s: fingerprint mismatch (the file says %016llx, its data "

@@ -1040,7 +1040,7 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 		return;
 	}
 
-#define KEY(k) fprintf(fp, "%-20s", k ":")
+#define KEY(k) fprintf(fp, "%-21s", k ":")
 	KEY("kind");                fputs("delta\n", fp);
 	KEY("version");             fprintf(fp, "%u\n", DELTA_VERSION);
 	KEY("model fingerprint");   fprintf(fp, "%016llx\n", (unsigned long long)d->model_fingerprint);
