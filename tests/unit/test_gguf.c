@@ -962,9 +962,64 @@ test_type_names(void)
 	CHECK(sa_type_row_size(12, 256) == 0);
 }
 
-int
-main(void)
+/* test_gguf --dump FILE: what the reader sees, one line per entry, for the
+ * bats suite to check files made by other programs. */
+static int
+dump(const char *path)
 {
+	static const char *tn[] = { "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool",
+		"str", "arr", "u64", "i64", "f64" };
+	sa_gguf *g;
+
+	if (sa_gguf_open(&g, path) != SA_OK) {
+		fprintf(stderr, "test_gguf: %s\n", sa_error());
+		return 1;
+	}
+	printf("version %u\n", sa_gguf_version(g));
+	for (uint64_t i = 0; i < sa_gguf_n_kv(g); i++) {
+		sa_str k = sa_gguf_kv_key(g, i);
+		char key[256];
+		int type = sa_gguf_kv_type(g, i), et, b;
+		uint64_t n;
+		int64_t v;
+		float f;
+		sa_str str;
+		const void *data;
+
+		snprintf(key, sizeof key, "%.*s", (int)k.n, k.s);
+		printf("kv %s %s", key, type >= 0 && type <= 12 ? tn[type] : "?");
+		if (type == SA_GGUF_ARR && sa_gguf_get_arr(g, key, &et, &n, &data) == SA_OK)
+			printf(" %s %llu", et >= 0 && et <= 12 ? tn[et] : "?", (unsigned long long)n);
+		else if (type == SA_GGUF_STR && sa_gguf_get_str(g, key, &str) == SA_OK)
+			printf(" %.*s", (int)str.n, str.s);
+		else if (sa_gguf_get_i64(g, key, &v) == SA_OK)
+			printf(" %lld", (long long)v);
+		else if (sa_gguf_get_f32(g, key, &f) == SA_OK)
+			printf(" %g", f);
+		else if (sa_gguf_get_bool(g, key, &b) == SA_OK)
+			printf(" %s", b ? "true" : "false");
+		putchar('\n');
+	}
+	for (uint64_t i = 0; i < sa_gguf_n_tensors(g); i++) {
+		const sa_tensor_info *t = sa_gguf_tensor_at(g, i);
+		printf("tensor %s %s", t->name, sa_type_name(t->type));
+		for (int d = 0; d < t->n_dims; d++)
+			printf(" %lld", (long long)t->ne[d]);
+		printf(" %016llx\n", (unsigned long long)sa_hash64(SA_HASH64_INIT, t->data, t->nbytes));
+	}
+	sa_gguf_close(g);
+	return sa_stdout_close() == SA_OK ? 0 : 1;
+}
+
+int
+main(int argc, char **argv)
+{
+	if (argc == 3 && strcmp(argv[1], "--dump") == 0)
+		return dump(argv[2]);
+	if (argc != 1) {
+		fprintf(stderr, "usage: test_gguf [--dump FILE]\n");
+		return 64;
+	}
 	if (!mkdtemp(tmpdir)) {
 		perror("mkdtemp");
 		return 2;
