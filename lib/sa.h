@@ -148,7 +148,9 @@ int sa_gguf_get_bool(const sa_gguf *g, const char *key, int *v);
 int sa_gguf_get_str(const sa_gguf *g, const char *key, sa_str *v);
 /* A NUL-terminated malloc'd copy of a string value. */
 int sa_gguf_get_strdup(const sa_gguf *g, const char *key, char **v);
-/* Array of a fixed-size element type: raw little-endian elements in the mapping. */
+/* Array of a fixed-size element type: raw little-endian elements in the mapping.
+ * Arrays of strings or arrays also succeed: *data is then their encoding as
+ * stored, and *elem_type tells the caller to use sa_gguf_get_strs instead. */
 int sa_gguf_get_arr(const sa_gguf *g, const char *key, int *elem_type, uint64_t *n, const void **data);
 /* Array of strings: *v is a malloc'd array of n sa_str (caller frees the array only). */
 int sa_gguf_get_strs(const sa_gguf *g, const char *key, uint64_t *n, sa_str **v);
