@@ -215,7 +215,9 @@ int sa_tokenize(const sa_vocab *v, const char *text, size_t len, int add_special
  * only cap bytes were written).  Control tokens (BOS/EOS) give 0 bytes.
  */
 int sa_token_to_piece(const sa_vocab *v, int tok, char *buf, int cap);
-/* ids -> text; drops the SPM leading space after BOS like llama.cpp's detokenizer.
+/* ids -> text; drops the SPM leading space after BOS like llama.cpp's detokenizer
+ * (the one sa_tokenize puts at the start and after a user-defined token, so
+ * that decode(encode(x)) == x; no other clean-up of spaces).
  * *text is malloc'd, NUL-terminated. */
 int sa_detokenize(const sa_vocab *v, const int *toks, int n, char **text, size_t *len);
 
