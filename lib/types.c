@@ -10,6 +10,7 @@
 #include "types_impl.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define HAVE_X86 1
 #endif
@@ -219,10 +220,15 @@ f32_to_f16_f16c(const float *src, uint16_t *dst, int64_t n)
 		dst[i] = sa_fp32_to_fp16(src[i]);
 }
 
+/* F16C is CPUID.1:ECX bit 29; some compilers' __builtin_cpu_supports does
+ * not know it, while its "avx" also checks that the OS saves YMM state. */
 static int
 have_f16c(void)
 {
-	return __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+	unsigned a, b, c, d;
+
+	return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) &&
+	    (c & (1u << 29));
 }
 #endif
 
