@@ -1,0 +1,159 @@
+/*
+ * sa-merge - combine deltas of one adapter: in sequence (--chain, exact:
+ * the state one encoder would reach over all the inputs in order), or as a
+ * weighted mean or sum of their states.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <unistd.h>
+
+#include "tool.h"
+
+static const char usage_text[] =
+    "usage: sa-merge [--chain | --mean | --sum] [-qv] [-o OUT] [FILE[:W] ...]\n";
+
+enum { CHAIN, MEAN, SUM };
+
+static void __attribute__((noreturn))
+usage(void)
+{
+	fputs(usage_text, stderr);
+	exit(SA_EUSAGE);
+}
+
+static void
+help(void)
+{
+	fputs(usage_text, stdout);
+	fputs("\n"
+	    "Combine deltas made with the same adapter into one.\n\n"
+	    "      --chain         the inputs one after the other, as if encoded in one\n"
+	    "                      stream (default; exact)\n"
+	    "      --mean          mean of the states; FILE:W gives weights, divided by\n"
+	    "                      their sum\n"
+	    "      --sum           weighted sum of the states (weights default to 1)\n"
+	    "  -o, --output FILE   write the result here (default: stdout)\n"
+	    "  -q, --quiet         no messages but errors\n"
+	    "  -v, --verbose       say what was merged\n"
+	    "  -h, --help          this help\n"
+	    "  -V, --version       version\n"
+	    "\nFILE '-' is stdin (once); weighted, after \"--\": -- -:W.  With no FILE,\n"
+	    "read stdin.\n", stdout);
+}
+
+/*
+ * "name:W" is a weighted operand when what follows the last ':' is a finite
+ * number; otherwise the whole operand is a file name (so "a:b.delta" is a
+ * file, and "a:1.delta:1" is the file "a:1.delta" with weight 1).
+ */
+static int
+split_weight(char *arg, double *w)
+{
+	char *colon = strrchr(arg, ':'), *end;
+	double v;
+
+	if (!colon || colon == arg || !colon[1])
+		return 0;
+	errno = 0;
+	v = strtod(colon + 1, &end);
+	if (errno || *end || !isfinite(v))
+		return 0;
+	*colon = '\0';
+	*w = v;
+	return 1;
+}
+
+int
+main(int argc, char **argv)
+{
+	enum { O_CHAIN = 256, O_MEAN, O_SUM };
+	static const struct option longopts[] = {
+		{ "chain", no_argument, NULL, O_CHAIN },
+		{ "mean", no_argument, NULL, O_MEAN },
+		{ "sum", no_argument, NULL, O_SUM },
+		{ "output", required_argument, NULL, 'o' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static char *stdin_only[] = { "-" };
+	const char *out = "-";
+	char **files;
+	double *w, wsum = 0;
+	sa_delta **d, *res;
+	int mode = CHAIN, nmode = 0, verbose = 0, n, weighted = 0, seen_stdin = 0, c, rc;
+
+	setprogname_(argv[0]);
+	while ((c = getopt_long(argc, argv, "o:qvhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_CHAIN: mode = CHAIN; nmode++; break;
+		case O_MEAN: mode = MEAN; nmode++; break;
+		case O_SUM: mode = SUM; nmode++; break;
+		case 'o': out = optarg; break;
+		case 'q': verbose = -1; break;
+		case 'v': verbose = 1; break;
+		case 'h': help(); close_stdout(); return 0;
+		case 'V': puts("sa-merge " SA_VERSION); close_stdout(); return 0;
+		default: usage();
+		}
+	}
+	if (nmode > 1) {
+		warnx_("--chain, --mean and --sum exclude each other");
+		usage();
+	}
+	files = optind < argc ? argv + optind : stdin_only;
+	n = optind < argc ? argc - optind : 1;
+	if (!(w = calloc((size_t)n, sizeof *w)) || !(d = calloc((size_t)n, sizeof *d)))
+		die(SA_EINTERNAL, "out of memory");
+	for (int i = 0; i < n; i++) {
+		w[i] = 1;
+		if (split_weight(files[i], &w[i]))
+			weighted = 1;
+		if (strcmp(files[i], "-") == 0 && seen_stdin++)
+			die(SA_EUSAGE, "stdin ('-') given more than once");
+		wsum += w[i];
+	}
+	if (weighted && mode == CHAIN)
+		die(SA_EUSAGE, "weights (FILE:W) need --mean or --sum");
+	if (mode == MEAN) {
+		if (wsum == 0 || !isfinite(wsum))
+			die(SA_EUSAGE, "the weights of --mean sum to %g", wsum);
+		for (int i = 0; i < n; i++)
+			w[i] /= wsum;
+	}
+	if (strcmp(out, "-") == 0 && isatty(1))
+		die(SA_EUSAGE, "refusing to write a binary delta to a terminal (use -o FILE)");
+
+	for (int i = 0; i < n; i++) {
+		const char *name = strcmp(files[i], "-") ? files[i] : "stdin";
+		TRY(sa_delta_load(&d[i], files[i]));
+		if (i > 0 && (rc = sa_delta_compatible(d[0], strcmp(files[0], "-") ? files[0] : "stdin",
+		    d[i], name)) != SA_OK)
+			die_sa(rc);
+	}
+
+	if (mode == CHAIN) {
+		res = d[0];
+		d[0] = NULL;
+		for (int i = 1; i < n; i++)
+			TRY(sa_delta_chain(res, d[i]));
+	} else {
+		TRY(sa_delta_combine(&res, d, w, n));
+	}
+	sa_outfile_install_signals();
+	TRY(sa_delta_save(res, out));
+	if (verbose > 0)
+		warnx_("%s %d delta%s (%llu tokens, %llu demonstrations) into %s",
+		    mode == CHAIN ? "chained" : mode == MEAN ? "averaged" : "summed", n, n == 1 ? "" : "s",
+		    (unsigned long long)res->n_tokens, (unsigned long long)res->n_demos,
+		    strcmp(out, "-") ? out : "stdout");
+	for (int i = 0; i < n; i++)
+		sa_delta_free(d[i]);
+	sa_delta_free(res);
+	free(d);
+	free(w);
+	close_stdout();
+	return 0;
+}
