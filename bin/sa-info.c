@@ -83,7 +83,14 @@ put_str(out *o, const char *k, const char *v, size_t n)
 	if (json)
 		sa_json_put_str(o->fp, v, n);
 	else
-		fwrite(v, 1, n, o->fp);
+		/* One line per key, whatever the file holds. */
+		for (size_t i = 0; i < n; i++) {
+			unsigned char ch = (unsigned char)v[i];
+			if (ch < 0x20 || ch == 0x7f)
+				fprintf(o->fp, "\\x%02x", ch);
+			else
+				fputc(ch, o->fp);
+		}
 	end_value(o);
 }
 

@@ -1002,6 +1002,22 @@ json_str_or_null(FILE *fp, const char *s)
 		fputs("null", fp);
 }
 
+/* Text on one line: control bytes escaped, so each key stays one line. */
+static void
+put_line_text(FILE *fp, const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '\n')
+			fputs("\\n", fp);
+		else if (*p == '\t')
+			fputs("\\t", fp);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(fp, "\\x%02x", *p);
+		else
+			fputc(*p, fp);
+	}
+}
+
 void
 sa_delta_print(const sa_delta *d, FILE *fp, int json)
 {
@@ -1045,7 +1061,7 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 	KEY("version");             fprintf(fp, "%u\n", DELTA_VERSION);
 	KEY("model fingerprint");   fprintf(fp, "%016llx\n", (unsigned long long)d->model_fingerprint);
 	KEY("adapter fingerprint"); fprintf(fp, "%016llx\n", (unsigned long long)d->adapter_fingerprint);
-	KEY("adapter");             fprintf(fp, "%s\n", d->adapter_path ? d->adapter_path : "-");
+	KEY("adapter");             put_line_text(fp, d->adapter_path ? d->adapter_path : "-"); fputc('\n', fp);
 	KEY("layers");              fprintf(fp, "%d\n", d->n_layer);
 	KEY("kv heads");            fprintf(fp, "%d\n", d->n_head_kv);
 	KEY("head size");           fprintf(fp, "%d\n", d->d_head);
@@ -1054,14 +1070,16 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 	KEY("matrices");            mats_list(fp, d->mats, 0); fputc('\n', fp);
 	KEY("tokens");              fprintf(fp, "%llu\n", (unsigned long long)d->n_tokens);
 	KEY("demonstrations");      fprintf(fp, "%llu\n", (unsigned long long)d->n_demos);
-	KEY("params");              fprintf(fp, "%s\n", d->params && *d->params ? d->params : "-");
+	KEY("params");              put_line_text(fp, d->params && *d->params ? d->params : "-"); fputc('\n', fp);
 	KEY("state bytes");         fprintf(fp, "%llu\n", (unsigned long long)payload_bytes(d));
 	KEY("h norm");              fprintf(fp, "%.6g\n", sqrt(hss));
 	KEY("P mean");              fprintf(fp, "%.6g\n", np ? psum / np : 0.0);
 	KEY("sources");             fprintf(fp, "%d\n", d->n_sources);
 	for (int i = 0; i < d->n_sources; i++) {
 		KEY("source");
-		fprintf(fp, "%016llx %s\n", (unsigned long long)d->sources[i].hash, d->sources[i].name);
+		fprintf(fp, "%016llx ", (unsigned long long)d->sources[i].hash);
+		put_line_text(fp, d->sources[i].name);
+		fputc('\n', fp);
 	}
 #undef KEY
 }

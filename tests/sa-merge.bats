@@ -181,3 +181,22 @@ setup() {
 	assert_success
 	[[ "$stderr" == "sa-merge: summed 2 deltas (30 tokens, 3 demonstrations) into $T/s.delta" ]]
 }
+
+@test "shards encoded apart and chained equal one encoding of all of them" {
+	[ -x "$ROOT/bin/sa-encode" ] || skip "sa-encode not built"
+	printf 'input\tlabel\nthe cat sat\tanimal\na red car\tthing\n' >"$T/a.tsv"
+	printf 'input\tlabel\nthe dog ran\tanimal\na big house\tthing\nsome fish\tanimal\n' >"$T/b.tsv"
+	enc() { "$ROOT/bin/sa-encode" -m "$D/m.gguf" -a "$D/a1.gguf" "$@"; }
+	enc -o "$T/a.delta" "$T/a.tsv"
+	enc -o "$T/b.delta" "$T/b.tsv"
+	enc -o "$T/ab.delta" "$T/a.tsv" "$T/b.tsv"
+	"$MERGE" "$T/a.delta" "$T/b.delta" -o "$T/chained.delta"
+	run "$ROOT/tests/helpers/delta-diff" -t 1e-5 "$T/ab.delta" "$T/chained.delta"
+	assert_success
+	# In the other order they differ: chaining is not commutative.
+	"$MERGE" "$T/b.delta" "$T/a.delta" -o "$T/ba.delta"
+	run "$ROOT/tests/helpers/delta-diff" -t 1e-5 "$T/ab.delta" "$T/ba.delta"
+	assert_failure
+	diff=$(awk '/^max difference:/ { print $3 }' <<<"$output")
+	awk -v d="$diff" 'BEGIN { exit !(d > 1e-3) }'
+}
