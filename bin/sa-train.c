@@ -510,6 +510,7 @@ build_adapter_block(void)
 static void
 sync_adapter(void)
 {
+	/* the fingerprint covers the tensors: set it anew after copying them */
 	for (int l = 0; l < adapter->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			if (!(adapter->mats >> m & 1))
@@ -522,6 +523,7 @@ sync_adapter(void)
 			memcpy(A->W1, P->W1, P->nW1 * sizeof(float));
 			memcpy(A->W2, P->W2, P->nW2 * sizeof(float));
 		}
+	adapter->fingerprint = sa_adapter_fingerprint(adapter);
 }
 
 static void
@@ -836,15 +838,20 @@ build_adapter_training(void)
  * the context; `queries` other examples run alone through the adapted model,
  * scored on their answer tokens only.
  */
+/*
+ * With acc != NULL nothing is trained: acc[0] counts answers whose first
+ * token the adapted model ranks first, acc[1] the same for the base alone
+ * (zero-shot), acc[2] the answers seen.
+ */
 static double
-adapter_episode(int *in, int *tgt, int T, long *n_tok, int *n_scored)
+adapter_episode(rng *r, int *in, int *tgt, int T, long *n_tok, int *acc)
 {
 	const sa_config *c = &tm->cfg;
 	int bos = sa_vocab_bos(vocab), Q = opt.queries;
 	double lk = log(opt.kmin), hk = log(opt.kmax);
-	int k = (int)floor(exp(lk + rng_unif(&data_rng) * (hk - lk)) + 0.5);
+	int k = (int)floor(exp(lk + rng_unif(r) * (hk - lk)) + 0.5);
 	toks ctx = { 0 };
-	int kind = pick_kind(&data_rng);
+	int kind = pick_kind(r);
 	float loss;
 	static int seg[4096];
 	int n_seg = 1;
@@ -862,7 +869,7 @@ adapter_episode(int *in, int *tgt, int T, long *n_tok, int *n_scored)
 	if (kind == 0 && corpus.n > 2 * T + 2) {
 		/* language modelling: context = a text segment, target = the next one */
 		int len = T - 1;
-		long s = rng_below(&data_rng, corpus.n - 2 * len - 1);
+		long s = rng_below(r, corpus.n - 2 * len - 1);
 		toks_push(&ctx, corpus.t + s, len);
 		Q = 1;
 		in[0] = bos >= 0 ? bos : corpus.t[s + len];
@@ -873,10 +880,10 @@ adapter_episode(int *in, int *tgt, int T, long *n_tok, int *n_scored)
 		}
 		tgt[T - 1] = -1;
 	} else if (kind == 1 && n_tasks) {
-		task *t = &tasks[rng_below(&data_rng, n_tasks)];
+		task *t = &tasks[rng_below(r, n_tasks)];
 		int len = ctx.n;
 		for (int i = 0; i < k; i++) {
-			const toks *d = &t->train[rng_below(&data_rng, t->n_train)].demo;
+			const toks *d = &t->train[rng_below(r, t->n_train)].demo;
 			if (d->n + (bos >= 0) > opt.seq)
 				continue;
 			if (len + d->n > opt.seq) {  /* a new segment: BOS again */
@@ -891,7 +898,7 @@ adapter_episode(int *in, int *tgt, int T, long *n_tok, int *n_scored)
 			len += d->n;
 		}
 		for (int q = 0; q < Q; q++) {
-			const example *e = &t->train[rng_below(&data_rng, t->n_train)];
+			const example *e = &t->train[rng_below(r, t->n_train)];
 			int n = 0;
 			if (bos >= 0)
 				in[q * T + n++] = bos;
@@ -904,13 +911,13 @@ adapter_episode(int *in, int *tgt, int T, long *n_tok, int *n_scored)
 		}
 	} else {
 		/* random mapping: the answers exist only in the context */
-		int nk = 2 + rng_below(&data_rng, k < 62 ? k : 62), keys[64], vals[64], len = ctx.n;
+		int nk = 1 + rng_below(r, k < 63 ? k : 63), keys[64], vals[64], len = ctx.n;
 		for (int i = 0; i < nk; i++) {
-			keys[i] = rng_below(&data_rng, pool_words.n);
-			vals[i] = rng_below(&data_rng, pool_labels.n);
+			keys[i] = rng_below(r, pool_words.n);
+			vals[i] = rng_below(r, pool_labels.n);
 		}
 		for (int i = 0; i < k + nk; i++) {
-			int j = i < nk ? i : rng_below(&data_rng, nk);
+			int j = i < nk ? i : rng_below(r, nk);
 			int n = pool_words.w[keys[j]].n + arrow_nl[0].n + pool_labels.w[vals[j]].n + arrow_nl[1].n;
 			if (len + n > opt.seq) {
 				if (n_seg == 16)
@@ -927,7 +934,7 @@ adapter_episode(int *in, int *tgt, int T, long *n_tok, int *n_scored)
 			len += n;
 		}
 		for (int q = 0; q < Q; q++) {
-			int j = rng_below(&data_rng, nk), n = 0;
+			int j = rng_below(r, nk), n = 0;
 			if (bos >= 0)
 				in[q * T + n++] = bos;
 			toks parts[4] = { pool_words.w[keys[j]], arrow_nl[0], pool_labels.w[vals[j]], arrow_nl[1] };
@@ -962,15 +969,56 @@ adapter_episode(int *in, int *tgt, int T, long *n_tok, int *n_scored)
 				memset(dHbuf[l * SA_NMAT + m], 0,
 				    (size_t)adapter->rank * c->n_head_kv * c->d_head * sizeof(float));
 	TRY(sa_tmodel_forward(tm, act, side, in, tgt, Q, Tq, &loss));
-	TRY(sa_tmodel_backward(tm, act, side, 0));
-	context_backward();
 	*n_tok += (long)Q * Tq;
-	int ns = 0;
-	for (int i = 0; i < Q * Tq; i++)
-		ns += tgt[i] >= 0;
-	*n_scored = ns;
+	if (!acc) {
+		TRY(sa_tmodel_backward(tm, act, side, 0));
+		context_backward();
+		return loss;
+	}
+	/* the first answer token of each query: with the delta, then without */
+	for (int pass = 0; pass < 2; pass++) {
+		if (pass == 1)
+			TRY(sa_tmodel_forward(tm, act, NULL, in, tgt, Q, Tq, NULL));
+		const float *lg = sa_tact_logits(act);
+		int V = tm->cfg.n_vocab;
+		for (int q = 0; q < Q; q++)
+			for (int i = 0; i < Tq; i++) {
+				int y = tgt[q * Tq + i];
+				if (y < 0)
+					continue;
+				const float *row = lg + ((size_t)q * Tq + i) * V;
+				int best = 0;
+				for (int j = 1; j < V; j++)
+					if (row[j] > row[best])
+						best = j;
+				acc[pass] += best == y;
+				acc[2] += pass == 0;
+				break;
+			}
+	}
 	return loss;
 }
+
+/* StreamAdapter against zero-shot on fixed episodes of every kind in the mix. */
+static void
+evaluate_adapter(int *in, int *tgt, int T)
+{
+	rng r = { 777 };
+	int acc[3] = { 0 };
+	long n_tok = 0;
+
+	for (int e = 0; e < 32; e++)
+		adapter_episode(&r, in, tgt, T, &n_tok, acc);
+	double sa = acc[2] ? (double)acc[0] / acc[2] : NAN, zs = acc[2] ? (double)acc[1] / acc[2] : NAN;
+	if (!opt.quiet)
+		fprintf(stderr, "sa-train: step %ld: answer accuracy with delta %.3f, zero-shot %.3f (%d answers)\n",
+		    step, sa, zs, acc[2]);
+	fprintf(logfp, "{\"step\":%ld,\"sa_acc\":%.6g,\"zero_shot_acc\":%.6g,\"answers\":%d}\n",
+	    step, sa, zs, acc[2]);
+	fflush(logfp);
+}
+
+
 
 /* ----------------------------------------------------------------- main */
 
@@ -1191,6 +1239,8 @@ main(int argc, char **argv)
 	}
 	if (optind != argc || !opt.mode || !opt.out)
 		usage();
+	if (opt.verbose)   /* the later of -q and -v is not tracked: -v wins */
+		opt.quiet = 0;
 	if (opt.mode == PRETRAIN && !opt.vocab && !opt.init)
 		die(SA_EUSAGE, "--pretrain needs --vocab (or --init)");
 	if (opt.mode == ADAPTER && !opt.model)
@@ -1330,8 +1380,8 @@ main(int argc, char **argv)
 	struct timespec t0, t1;
 	if (!seq || !in || !tgt)
 		die(SA_EINTERNAL, "out of memory");
-	if (opt.mode == PRETRAIN && opt.eval_every && step == 0)
-		evaluate_pretrain(seq, in, tgt, B, T);
+	if (opt.eval_every && step == 0)
+		opt.mode == PRETRAIN ? evaluate_pretrain(seq, in, tgt, B, T) : evaluate_adapter(in, tgt, T);
 	long first_step = step;
 	while (step < opt.steps && !stop_signal &&
 	    (!opt.run_steps || step - first_step < opt.run_steps)) {
@@ -1341,11 +1391,10 @@ main(int argc, char **argv)
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		memset(tr.g, 0, tr.n * sizeof(float));
 		while (n_tok < opt.batch_tokens) {
-			int ns = 1;
 			if (opt.mode == PRETRAIN)
 				loss_sum += pretrain_micro(seq, in, tgt, B, T, &n_tok);
 			else
-				loss_sum += adapter_episode(in, tgt, T, &n_tok, &ns);
+				loss_sum += adapter_episode(&data_rng, in, tgt, T, &n_tok, NULL);
 			n_micro++;
 		}
 		/* each micro-batch's loss is a mean: average the gradients */
@@ -1369,8 +1418,8 @@ main(int argc, char **argv)
 		if (opt.verbose || (!opt.quiet && isatty(2)))
 			fprintf(stderr, "sa-train: step %ld/%ld loss %.4f lr %.2e |g| %.3f %.0f tok/s\n",
 			    step, opt.steps, loss, lr, gnorm, n_tok / dt);
-		if (opt.mode == PRETRAIN && opt.eval_every && step % opt.eval_every == 0)
-			evaluate_pretrain(seq, in, tgt, B, T);
+		if (opt.eval_every && step % opt.eval_every == 0)
+			opt.mode == PRETRAIN ? evaluate_pretrain(seq, in, tgt, B, T) : evaluate_adapter(in, tgt, T);
 		if (step % opt.ckpt_every == 0 || step == opt.steps ||
 		    (opt.run_steps && step - first_step == opt.run_steps))
 			save_checkpoint();

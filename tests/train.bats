@@ -1,16 +1,110 @@
 #!/usr/bin/env bats
-# Training: gradients, and sa-train runs on tiny models.
+# Training: gradients, agreement with the inference engine, and sa-train runs
+# on tiny models (loss goes down, resume is exact, signals checkpoint, an
+# adapter learns to carry context into the weights).
 
 bats_require_minimum_version 1.5.0
+
+setup_file() {
+	cd "$BATS_TEST_DIRNAME/.."
+	export D="$BATS_FILE_TMPDIR"
+	tests/helpers/mkmodel -o "$D/vocab.gguf"
+	# a small text of random sentences over a few words
+	awk 'BEGIN { srand(1); split("the cat sat on a mat and dog ran to big red house with blue car", w, " ");
+		for (i = 0; i < 3000; i++) { s = w[int(rand() * 16) + 1];
+			for (j = 1; j < 12; j++) s = s " " w[int(rand() * 16) + 1]; print s } }' > "$D/text.txt"
+	mkdir -p "$D/pool"
+	printf 'apple\nbread\nchair\ndoor\neagle\nfrost\ngrape\nhill\n' > "$D/pool/words.txt"
+	printf 'red\nblue\ngreen\nbig\nsmall\n' > "$D/pool/labels.txt"
+}
 
 setup() {
 	bats_load_library bats-support
 	bats_load_library bats-assert
 	cd "$BATS_TEST_DIRNAME/.."
+	D="$BATS_FILE_TMPDIR"
+	TINY="--pretrain --vocab $D/vocab.gguf --text $D/text.txt --pool $D/pool --dim 32 --layers 2 --heads 4 --kv-heads 2 --ctx 32 --batch-tokens 512 --micro 4 --eval-every 0 -t 1 -q"
 }
 
-@test "training gradients match finite differences (every op, whole model, side path)" {
+@test "training gradients match finite differences (every op, whole model, side path, context mapping)" {
 	run tests/unit/test_train
 	assert_success
 	assert_output --partial " 0 failed"
+}
+
+@test "the training forward and the inference engine give the same logits" {
+	run tests/unit/test_trainsave "$D/vocab.gguf" "$BATS_TEST_TMPDIR"
+	assert_success
+}
+
+@test "sa-train --pretrain lowers the loss by more than 1.5 nats in 30 steps" {
+	run bin/sa-train $TINY --steps 30 --lr 3e-3 --warmup 5 -o "$BATS_TEST_TMPDIR/m.gguf"
+	assert_success
+	log="$BATS_TEST_TMPDIR/m.gguf.ckpt/log.jsonl"
+	first=$(grep -m1 '"loss"' "$log" | sed 's/.*"loss":\([^,]*\).*/\1/')
+	last=$(grep '"loss"' "$log" | tail -1 | sed 's/.*"loss":\([^,]*\).*/\1/')
+	awk -v a="$first" -v b="$last" 'BEGIN { exit !(a - b > 1.5) }'
+	# the result loads and runs in the engine
+	run bin/sa-run -m "$BATS_TEST_TMPDIR/m.gguf" -p "the cat" --score
+	assert_success
+}
+
+@test "sa-train is deterministic for a seed, and a stopped and resumed run equals an uninterrupted one" {
+	cd "$BATS_TEST_TMPDIR"
+	A="$TINY --steps 12 --ckpt-every 4"
+	"$OLDPWD"/bin/sa-train $A -o a.gguf
+	"$OLDPWD"/bin/sa-train $A -o a2.gguf
+	cmp a.gguf a2.gguf
+	"$OLDPWD"/bin/sa-train $A -o b.gguf --run-steps 6
+	! cmp -s a.gguf b.gguf
+	"$OLDPWD"/bin/sa-train $A -o b.gguf --resume
+	cmp a.gguf b.gguf
+}
+
+@test "SIGTERM saves a checkpoint, leaves no temporary file, and the run resumes" {
+	cd "$BATS_TEST_TMPDIR"
+	"$OLDPWD"/bin/sa-train $TINY --steps 100000 --ckpt-every 100000 -o s.gguf &
+	pid=$!
+	for i in $(seq 50); do [ -s s.gguf.ckpt/log.jsonl ] && break; sleep 0.1; done
+	kill -TERM $pid
+	st=0
+	wait $pid || st=$?
+	assert_equal "$st" 143
+	[ -s s.gguf.ckpt/state.gguf ]
+	[ -s s.gguf ]
+	[ -z "$(find . -name '.*.*' -newer s.gguf.ckpt/log.jsonl -type f)" ]
+	steps=$(grep -c '"loss"' s.gguf.ckpt/log.jsonl)
+	run "$OLDPWD"/bin/sa-train $TINY --steps $((steps + 2)) --ckpt-every 100000 -o s.gguf --resume -v
+	assert_success
+	assert_output --partial "resumed from"
+	[ "$(grep -c '"loss"' s.gguf.ckpt/log.jsonl)" -eq $((steps + 2)) ]
+}
+
+@test "sa-train --adapter: the delta carries the context's answer, zero-shot cannot" {
+	cd "$BATS_TEST_TMPDIR"
+	"$OLDPWD"/bin/sa-train --pretrain --vocab "$D/vocab.gguf" --text "$D/text.txt" --pool "$D/pool" \
+	    --dim 64 --layers 2 --heads 4 --kv-heads 2 --ctx 64 --steps 60 --batch-tokens 2048 --micro 8 \
+	    --eval-every 0 --lr 3e-3 --warmup 10 --mix 0.2,0,0.8 -t 2 -q -o base.gguf
+	"$OLDPWD"/bin/sa-train --adapter -m base.gguf -o ad.gguf --pool "$D/pool" --mix 0,0,1 \
+	    --kmin 1 --kmax 1 --rank 8 --chunk 16 --steps 160 --batch-tokens 512 --eval-every 160 \
+	    --lr 1e-2 --warmup 10 -t 2 -q
+	last=$(grep '"sa_acc"' ad.gguf.ckpt/log.jsonl | tail -1)
+	sa=$(echo "$last" | sed 's/.*"sa_acc":\([^,]*\).*/\1/')
+	zs=$(echo "$last" | sed 's/.*"zero_shot_acc":\([^,]*\).*/\1/')
+	echo "with delta $sa, zero-shot $zs"
+	awk -v a="$sa" -v b="$zs" 'BEGIN { exit !(a >= b + 0.3) }'
+}
+
+@test "sa-train: usage errors exit 64" {
+	run -64 bin/sa-train
+	run -64 bin/sa-train --pretrain -o x.gguf
+	run -64 bin/sa-train --adapter -o x.gguf
+	run -64 bin/sa-train --pretrain --vocab v -o x --mix 1,2
+	run -64 bin/sa-train --bogus
+	run bin/sa-train --help
+	assert_success
+	assert_output --partial "--pretrain"
+	run bin/sa-train --version
+	assert_success
+	assert_output --partial "sa-train"
 }
