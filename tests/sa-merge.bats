@@ -183,7 +183,8 @@ setup() {
 }
 
 @test "shards encoded apart and chained equal one encoding of all of them" {
-	[ -x "$ROOT/bin/sa-encode" ] || skip "sa-encode not built"
+	[ -x "$ROOT/bin/sa-encode" ] && [ -x "$ROOT/tests/helpers/delta-diff" ] ||
+	    skip "sa-encode or delta-diff not built"
 	printf 'input\tlabel\nthe cat sat\tanimal\na red car\tthing\n' >"$T/a.tsv"
 	printf 'input\tlabel\nthe dog ran\tanimal\na big house\tthing\nsome fish\tanimal\n' >"$T/b.tsv"
 	enc() { "$ROOT/bin/sa-encode" -m "$D/m.gguf" -a "$D/a1.gguf" "$@"; }
