@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "tool.h"
 
 static const char usage_text[] =
@@ -291,8 +293,37 @@ load_pool(pool *p, const char *dir, const char *file)
 		die(SA_EDATA, "%s: fewer than 4 entries", path);
 }
 
-/* The text corpus, tokenized line by line. */
+/* The text corpus, tokenized line by line; FILE.gz is read through zlib. */
 static toks corpus, valid;
+
+static void
+read_text(const char *path, char **data, size_t *len)
+{
+	size_t n = strlen(path), cap = 1 << 20, used = 0;
+	gzFile gz;
+	char *buf;
+	int got;
+
+	if (n < 3 || strcmp(path + n - 3, ".gz")) {
+		TRY(sa_file_read(path, data, len));
+		return;
+	}
+	if (!(gz = gzopen(path, "rb")))
+		die(SA_ENOINPUT, "%s: %s", path, strerror(errno));
+	if (!(buf = malloc(cap)))
+		die(SA_EINTERNAL, "out of memory");
+	while ((got = gzread(gz, buf + used, (unsigned)(cap - used - 1))) > 0) {
+		used += got;
+		if (cap - used < 2 && !(buf = realloc(buf, cap *= 2)))
+			die(SA_EINTERNAL, "out of memory");
+	}
+	if (got < 0)
+		die(SA_EDATA, "%s: not a valid gzip file", path);
+	gzclose(gz);
+	buf[used] = 0;
+	*data = buf;
+	*len = used;
+}
 
 static void
 load_text(toks *dst, const char *path)
@@ -300,7 +331,7 @@ load_text(toks *dst, const char *path)
 	char *data;
 	size_t len, start = 0;
 
-	TRY(sa_file_read(path, &data, &len));
+	read_text(path, &data, &len);
 	for (size_t i = 0; i <= len; i++) {
 		if (i < len && data[i] != '\n')
 			continue;
