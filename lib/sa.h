@@ -693,4 +693,32 @@ const float *sa_tctx_state(const sa_tctx *c, int l, int m);   /* [Hk][r][dh] */
 int sa_tctx_backward(sa_tctx *c, int l, int m, const float *Q, const float *g,
     const float *dh_final, float *dQ, float *dg, float *db);
 
+/* ---------------------------------------------------------------- export */
+
+/*
+ * Deltas as a plain LoRA adapter for other tools (sa-export(1)).  Several
+ * deltas of one adapter are summed in the state space first, h = sum_i s_i
+ * h_i, so that each matrix gets exactly Delta W = W1 h^T W2 = B A with
+ * B = W1 h^T [d_out][r] and A = W2 [r][d_in]; factors are never scaled and
+ * added separately.  Every check of sa_delta_apply applies.
+ */
+
+/* llama.cpp LoRA GGUF: blk.L.<mat>.weight.lora_a (ne {d_in, r}) and .lora_b
+ * (ne {r, d_out}), F32, adapter.lora.alpha = 0, which llama.cpp reads as
+ * "no alpha/rank factor": its scale is then exactly the user's.  "-" = stdout. */
+int sa_export_llama(const sa_model *m, const sa_adapter *a, sa_delta *const *d,
+    const double *scale, int n, const char *path);
+/* PEFT directory: adapter_config.json (lora_alpha = r: scaling 1) and
+ * adapter_model.safetensors (F32), written to a temporary directory and
+ * renamed into place.  For llama, the rows of q and k lora_B are put back
+ * in Hugging Face order (see sa_rows_gguf_to_hf). */
+int sa_export_peft(const sa_model *m, const sa_adapter *a, sa_delta *const *d,
+    const double *scale, int n, const char *base_model, const char *dir);
+/* Rows [n_head*d_head][cols] of a llama q or k projection: llama.cpp's
+ * converter interleaves the two halves of every head for its RoPE
+ * (HF row h*dh + j*dh/2 + i becomes GGUF row h*dh + 2*i + j); these undo
+ * and redo that.  src and dst must not overlap. */
+void sa_rows_gguf_to_hf(const float *src, float *dst, int n_head, int d_head, int cols);
+void sa_rows_hf_to_gguf(const float *src, float *dst, int n_head, int d_head, int cols);
+
 #endif

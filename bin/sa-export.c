@@ -1,0 +1,190 @@
+/*
+ * sa-export - write deltas as a plain LoRA adapter: llama.cpp's LoRA GGUF or
+ * a PEFT directory.  Several deltas are summed in the state space first,
+ * exactly as sa-run applies several -d.
+ */
+#include <getopt.h>
+#include <math.h>
+#include <unistd.h>
+
+#include "tool.h"
+
+static const char usage_text[] =
+    "usage: sa-export -m MODEL [-a ADAPTER] [-f llama|peft] [--base-model NAME]\n"
+    "                 [-o OUT] [-q | -v] DELTA[:SCALE] ...\n";
+
+enum { LLAMA, PEFT };
+
+static void __attribute__((noreturn))
+usage(void)
+{
+	fputs(usage_text, stderr);
+	exit(SA_EUSAGE);
+}
+
+static void
+help(void)
+{
+	fputs(usage_text, stdout);
+	fputs("\n"
+	    "Write the low-rank update of deltas as a LoRA adapter for other tools.\n"
+	    "Several deltas are summed as sum_i SCALE_i * state_i (SCALE default 1),\n"
+	    "as sa-run -d does.\n\n"
+	    "  -m, --model FILE        base model (GGUF)\n"
+	    "  -a, --adapter FILE      adapter of the deltas (default: the one they record)\n"
+	    "  -f, --format FMT        llama: llama.cpp LoRA GGUF (default); peft: a PEFT\n"
+	    "                          directory (adapter_config.json, adapter_model.safetensors)\n"
+	    "      --base-model NAME   PEFT base_model_name_or_path (default: the model's name)\n"
+	    "  -o, --output OUT        the GGUF file (default: stdout) or the PEFT directory\n"
+	    "  -q, --quiet             no messages but errors\n"
+	    "  -v, --verbose           say what was written\n"
+	    "  -h, --help              this help\n"
+	    "  -V, --version           version\n"
+	    "\nDELTA '-' is stdin (once); with a scale after \"--\": -- -:S.\n", stdout);
+}
+
+/* "name:S" when what follows the last ':' is a finite number, as sa-run -d. */
+static void
+split_scale(char *arg, double *s)
+{
+	char *colon = strrchr(arg, ':'), *end;
+	double v;
+
+	*s = 1;
+	if (!colon || colon == arg || !colon[1])
+		return;
+	errno = 0;
+	v = strtod(colon + 1, &end);
+	if (errno || *end || !isfinite(v))
+		return;
+	*colon = '\0';
+	*s = v;
+}
+
+/* The adapter a delta records, as given or beside the delta (as sa-run). */
+static char *
+recorded_adapter(const sa_delta *d, const char *delta_path)
+{
+	const char *slash;
+	char *p;
+
+	if (!d->adapter_path || !*d->adapter_path)
+		return NULL;
+	if (d->adapter_path[0] == '/' || access(d->adapter_path, R_OK) == 0 ||
+	    !(slash = strrchr(delta_path, '/')))
+		return strdup(d->adapter_path);
+	if (asprintf(&p, "%.*s/%s", (int)(slash - delta_path), delta_path, d->adapter_path) < 0)
+		return NULL;
+	if (access(p, R_OK) == 0)
+		return p;
+	free(p);
+	return strdup(d->adapter_path);
+}
+
+int
+main(int argc, char **argv)
+{
+	enum { O_BASE = 256 };
+	static const struct option longopts[] = {
+		{ "model", required_argument, NULL, 'm' },
+		{ "adapter", required_argument, NULL, 'a' },
+		{ "format", required_argument, NULL, 'f' },
+		{ "base-model", required_argument, NULL, O_BASE },
+		{ "output", required_argument, NULL, 'o' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *model_path = NULL, *adapter_arg = NULL, *out = NULL, *base_model = NULL;
+	char *apath, **files;
+	double *scale;
+	int format = LLAMA, verbose = 0, n, seen_stdin = 0, c;
+	sa_model *model;
+	sa_adapter *a;
+	sa_delta **d;
+
+	setprogname_(argv[0]);
+	while ((c = getopt_long(argc, argv, "m:a:f:o:qvhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'm': model_path = optarg; break;
+		case 'a': adapter_arg = optarg; break;
+		case 'f':
+			if (!strcmp(optarg, "llama") || !strcmp(optarg, "gguf"))
+				format = LLAMA;
+			else if (!strcmp(optarg, "peft"))
+				format = PEFT;
+			else
+				die(SA_EUSAGE, "--format: unknown format '%s' (llama, peft)", optarg);
+			break;
+		case O_BASE: base_model = optarg; break;
+		case 'o': out = optarg; break;
+		case 'q': verbose = -1; break;
+		case 'v': verbose = 1; break;
+		case 'h': help(); close_stdout(); return 0;
+		case 'V': puts("sa-export " SA_VERSION); close_stdout(); return 0;
+		default: usage();
+		}
+	}
+	if (!model_path) {
+		warnx_("-m MODEL is required");
+		usage();
+	}
+	if (optind >= argc) {
+		warnx_("no delta to export");
+		usage();
+	}
+	if (format == PEFT && (!out || !strcmp(out, "-")))
+		die(SA_EUSAGE, "a PEFT adapter is a directory: give it with -o DIR");
+	if (base_model && format != PEFT)
+		die(SA_EUSAGE, "--base-model is for --format peft");
+	if (!out)
+		out = "-";
+	if (format == LLAMA && !strcmp(out, "-") && isatty(1))
+		die(SA_EUSAGE, "refusing to write a binary adapter to a terminal (use -o FILE)");
+
+	files = argv + optind;
+	n = argc - optind;
+	if (!(scale = calloc((size_t)n, sizeof *scale)) || !(d = calloc((size_t)n, sizeof *d)))
+		die(SA_EINTERNAL, "out of memory");
+	for (int i = 0; i < n; i++) {
+		split_scale(files[i], &scale[i]);
+		if (!strcmp(files[i], "-") && seen_stdin++)
+			die(SA_EUSAGE, "stdin ('-') given more than once");
+	}
+	for (int i = 0; i < n; i++) {
+		TRY(sa_delta_load(&d[i], files[i]));
+		if (i > 0)
+			TRY(sa_delta_compatible(d[0], files[0], d[i], files[i]));
+	}
+
+	TRY(sa_model_load(&model, model_path));
+	if (adapter_arg)
+		apath = strdup(adapter_arg);
+	else if (!(apath = recorded_adapter(d[0], files[0])))
+		die(SA_EUSAGE, "%s records no adapter: give -a ADAPTER", files[0]);
+	if (!apath)
+		die(SA_EINTERNAL, "out of memory");
+	TRY(sa_adapter_load(&a, apath));
+
+	sa_outfile_install_signals();
+	if (format == LLAMA)
+		TRY(sa_export_llama(model, a, d, scale, n, out));
+	else
+		TRY(sa_export_peft(model, a, d, scale, n, base_model, out));
+	if (verbose > 0)
+		warnx_("%d delta%s, rank %d, %d layers: %s LoRA adapter written to %s", n,
+		    n == 1 ? "" : "s", a->rank, a->n_layer, format == LLAMA ? "llama.cpp" : "PEFT",
+		    strcmp(out, "-") ? out : "stdout");
+
+	for (int i = 0; i < n; i++)
+		sa_delta_free(d[i]);
+	free(d);
+	free(scale);
+	free(apath);
+	sa_adapter_free(a);
+	sa_model_free(model);
+	close_stdout();
+	return 0;
+}
