@@ -31,12 +31,29 @@ sa_fail(int code, const char *fmt, ...)
 	/* Format into a scratch buffer first: callers may pass sa_error() itself
 	 * as an argument to extend the previous message. */
 	char tmp[sizeof errbuf];
+	size_t o = 0;
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(tmp, sizeof tmp, fmt, ap);
 	va_end(ap);
-	memcpy(errbuf, tmp, sizeof errbuf);
+	/* Messages quote names and values from untrusted files: a control
+	 * byte there would break the one-line message or drive the terminal,
+	 * so each is shown as an escape. */
+	for (const unsigned char *p = (const unsigned char *)tmp; *p; p++) {
+		char esc[5];
+		size_t n = 1;
+		if (*p < 0x20 || *p == 0x7f)
+			n = (size_t)snprintf(esc, sizeof esc, *p == '\n' ? "\\n" : *p == '\t' ? "\\t"
+			    : "\\x%02x", *p);
+		else
+			esc[0] = (char)*p;
+		if (o + n >= sizeof errbuf)
+			break;
+		memcpy(errbuf + o, esc, n);
+		o += n;
+	}
+	errbuf[o] = '\0';
 	return code;
 }
 

@@ -112,6 +112,14 @@ test_errors(void)
 	big[sizeof big - 1] = '\0';
 	sa_fail(SA_EDATA, "%s", big);
 	CHECK(strlen(sa_error()) > 100 && strlen(sa_error()) < sizeof big);
+	/* bytes from a file cannot break the line or reach the terminal */
+	sa_fail(SA_EDATA, "%s: key %s", "x.gguf", "a\nb\tc\x1b[2Jd\x7f");
+	CHECK(strcmp(sa_error(), "x.gguf: key a\\nb\\tc\\x1b[2Jd\\x7f") == 0);
+	sa_fail(SA_EDATA, "%s!", sa_error());
+	CHECK(strcmp(sa_error(), "x.gguf: key a\\nb\\tc\\x1b[2Jd\\x7f!") == 0);
+	memset(big, '\n', sizeof big - 1);
+	sa_fail(SA_EDATA, "%s", big);
+	CHECK(strlen(sa_error()) > 100 && !strchr(sa_error(), '\n'));
 
 	void *p = sa_malloc(0);
 	CHECK(p != NULL);
