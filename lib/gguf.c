@@ -439,6 +439,44 @@ out:
 	return rc;
 }
 
+static int
+by_offset(const void *a, const void *b, void *ctx)
+{
+	const sa_tensor_info *t = ctx;
+	uint64_t x = t[*(const uint64_t *)a].offset, y = t[*(const uint64_t *)b].offset;
+
+	return x < y ? -1 : x > y;
+}
+
+/* No two tensors may share bytes (llama.cpp requires them back to back).
+ * Besides, readers copy tensors: with shared bytes, a small file could
+ * name the same megabyte a thousand times and have them allocate a
+ * gigabyte.  Disjoint tensors keep every copy within the file's size. */
+static int
+check_overlap(sa_gguf *g)
+{
+	uint64_t *order;
+
+	if (g->n_tensors < 2)
+		return SA_OK;
+	if (!(order = sa_malloc((size_t)g->n_tensors * sizeof *order)))
+		return SA_EINTERNAL;
+	for (uint64_t i = 0; i < g->n_tensors; i++)
+		order[i] = i;
+	qsort_r(order, (size_t)g->n_tensors, sizeof *order, by_offset, g->tensors);
+	for (uint64_t i = 1; i < g->n_tensors; i++) {
+		const sa_tensor_info *a = &g->tensors[order[i - 1]], *b = &g->tensors[order[i]];
+		if (b->offset - a->offset < a->nbytes) {
+			int rc = sa_fail(SA_EDATA, "%s: tensors %s and %s overlap", g->path,
+			    a->name, b->name);
+			free(order);
+			return rc;
+		}
+	}
+	free(order);
+	return SA_OK;
+}
+
 /* The data section starts at the next multiple of the alignment; each
  * tensor's bytes must lie inside it. */
 static int
@@ -461,7 +499,7 @@ bind_tensor_data(sa_gguf *g, uint64_t end_of_infos)
 			return sa_fail(SA_EDATA, "%s: tensor %s: data out of bounds", g->path, t->name);
 		t->data = g->base + g->data_offset + t->offset;
 	}
-	return SA_OK;
+	return check_overlap(g);
 }
 
 static int

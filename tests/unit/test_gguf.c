@@ -575,6 +575,13 @@ test_bad_files(void)
 	EXPECT_BAD(b, "duplicate tensor t");
 	RESET(); header(&b, 3, 1, 0); tensor_info(&b, "", 1, ne1, 0, 0); pad(&b, 32); put(&b, t_f32, 32);
 	EXPECT_BAD(b, "bad name");
+	/* tensors sharing bytes: a small file must not stand for many copies */
+	RESET(); header(&b, 3, 2, 0); tensor_info(&b, "a", 1, ne1, 0, 0);
+	tensor_info(&b, "b", 1, ne1, 0, 0); pad(&b, 32); put(&b, t_f32, 32);
+	EXPECT_BAD(b, "tensors a and b overlap");
+	RESET(); header(&b, 3, 2, 0); tensor_info(&b, "b", 1, ne1, 0, 64);
+	tensor_info(&b, "a", 2, ne2, 0, 32); pad(&b, 32); put(&b, t_f32, 96);
+	EXPECT_BAD(b, "tensors a and b overlap");
 	RESET();
 #undef RESET
 }
