@@ -355,6 +355,10 @@ int sa_forward(sa_state *s, const int *toks, int n, float *logits, int all_logit
  * library's own threads never run at once, so the total stays n. */
 void sa_set_threads(int n);
 int sa_get_threads(void);
+/* The OPENBLAS_CORETYPE this CPU should use when OpenBLAS fell back to its
+ * slowest kernels (it knows the CPU model only by name), or NULL when
+ * nothing needs to change or the variable is already set. */
+const char *sa_blas_coretype(void);
 
 /* ------------------------------------------------------------- sampling */
 
@@ -720,5 +724,161 @@ int sa_export_peft(const sa_model *m, const sa_adapter *a, sa_delta *const *d,
  * and redo that.  src and dst must not overlap. */
 void sa_rows_gguf_to_hf(const float *src, float *dst, int n_head, int d_head, int cols);
 void sa_rows_hf_to_gguf(const float *src, float *dst, int n_head, int d_head, int cols);
+
+/* ----------------------------------------------------------------- cache */
+
+/*
+ * A content-addressed cache of encodings (sa-cache(1)).  An entry is the
+ * delta DIR/KEY.delta, KEY 32 hex digits of a SHA-256 over what the state
+ * depends on: the library version, the model and adapter fingerprints, the
+ * model's tokenizer.* metadata, the segment length, the template, and each
+ * input's format and bytes (not its name).  Entries are written through a
+ * temporary file renamed into place: processes encoding one key at once
+ * leave one whole entry.
+ */
+#define SA_CACHE_KEY_LEN 32
+
+/* dir if given, else $SA_CACHE_DIR if set, else NULL: no cache. */
+const char *sa_cache_dir(const char *dir);
+/* $SA_CACHE_DIR, else $XDG_CACHE_HOME/sa, else $HOME/.cache/sa (malloc'd). */
+char *sa_cache_default_dir(void);
+/* 1 for an entry's file name, 2 for an entry's temporary file, 0 otherwise. */
+int sa_cache_name_kind(const char *name);
+
+/*
+ * The key of encoding files (formats[i] each, "-" = stdin) through model m
+ * and adapter a, with template tmpl, in segments of n_ctx tokens.  Files
+ * are read as a stream; stdin is kept whole in *stdin_data (malloc'd; NULL
+ * without "-") for the encoder, which cannot read it again.
+ */
+int sa_cache_key(char key[SA_CACHE_KEY_LEN + 1], const sa_model *m, const sa_adapter *a,
+    int n_ctx, const char *tmpl, char *const *files, const int *formats, int n,
+    char **stdin_data, size_t *stdin_len);
+/*
+ * Look key up in dir.  Hit: SA_OK, and *d with its sources named after
+ * files, params and adapter_path NULL (the caller's to set); the entry's
+ * time becomes its last use (sa-cache prune).  Miss: SA_ENOINPUT.  Entry
+ * damaged (sa_delta_load fails: CRC, truncation) or of other inputs:
+ * SA_EDATA "cache entry PATH: ..."; encoding again and sa_cache_put
+ * replace it.
+ */
+int sa_cache_get(const char *dir, const char *key, const sa_model *m, const sa_adapter *a,
+    char *const *files, int n, sa_delta **d);
+/* Store d as the entry of key (dir made if missing). */
+int sa_cache_put(const char *dir, const char *key, const sa_delta *d);
+
+/* Receives what the caller may want to report: a damaged entry replaced,
+ * an entry that could not be stored (neither fails the encoding). */
+typedef void (*sa_cache_note)(void *ctx, const char *msg);
+/*
+ * The delta "sa-encode -m M -a A FILE..." makes with its defaults (formats
+ * from the names, the default template, the model's context), through the
+ * cache in dir: *hit = 1 when it came from the cache.
+ */
+int sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *a,
+    char *const *files, int n, int *hit, sa_cache_note note, void *ctx);
+
+/* ------------------------------------------------------------ evaluation */
+
+/*
+ * A task of sa-eval(1): a directory with train.tsv, dev.tsv and test.tsv,
+ * each headed by a row naming (at least) the columns input and label.
+ */
+typedef struct sa_example {
+	char *input, *label;
+	long line;               /* in its file */
+} sa_example;
+
+typedef struct sa_task {
+	char *name;              /* the directory's last component */
+	char *dir;
+	sa_example *train;       /* DIR/train.tsv: where demonstrations come from */
+	sa_example *eval;        /* DIR/<split>.tsv: the queries */
+	int n_train, n_eval;
+	char **labels;           /* distinct labels of train, in order of first use */
+	int n_labels;
+} sa_task;
+
+/* No such directory or file: SA_ENOINPUT; a file without both columns, or
+ * without rows: SA_EDATA "DIR/x.tsv:LINE: ...". */
+int sa_task_load(sa_task **out, const char *dir, const char *split);
+void sa_task_free(sa_task *t);
+
+/* How a task is scored: candidate labels by likelihood, or greedy decoding. */
+enum { SA_KIND_AUTO = -1, SA_KIND_CLASS = 0, SA_KIND_GEN = 1 };
+
+/* One task's entry in a split file. */
+typedef struct sa_split_entry {
+	char *task;
+	int seen;                /* 1: the adapter was trained on it; 0: unseen */
+	int kind;                /* SA_KIND_*; AUTO when the file does not say */
+} sa_split_entry;
+
+/*
+ * A split file.  TSV: lines "task<TAB>seen|unseen[<TAB>class|gen]", or
+ * columns named by a header row "task<TAB>...", of which "split" (or "set")
+ * and "kind" are read.  Markdown: table rows whose first cell is the task
+ * and another cell "seen" or "unseen" (else the set is the one the last
+ * heading names, as in "## Unseen tasks"); a cell starting "class" or "gen"
+ * gives the kind.  Other lines are prose.  A TSV row without a set or with
+ * an unknown kind: SA_EDATA "path:LINE: ...".
+ */
+int sa_split_read(const char *path, sa_split_entry **out, int *n);
+void sa_split_free(sa_split_entry *s, int n);
+
+/*
+ * The demonstrations ex[idx[0..n)] through the default template, as
+ * sa_demos_parse gives them (for sa_demos_segment).  name: the source.
+ */
+int sa_demos_from_examples(sa_demos **out, const char *name, const sa_example *ex,
+    const int *idx, int n);
+
+/*
+ * An example under the default template, tokenized as sa-encode and
+ * sa-train do it (no BOS): the query "{input} ->" and, per candidate label,
+ * the record "{input} -> {label}\n".  A prompt ends with the query's first
+ * n_prefix tokens (the part every record shares with the query), and
+ * candidate i's answer is its record's tokens after them.
+ */
+typedef struct sa_qa {
+	int *query;              /* [n_query] */
+	int n_query, n_prefix;
+	int n_cand;
+	int **answer;            /* [n_cand][n_answer[i]] */
+	int *n_answer;
+} sa_qa;
+
+int sa_qa_build(sa_qa *q, const sa_vocab *v, const char *input,
+    const char *const *labels, int n_labels);
+void sa_qa_free(sa_qa *q);
+
+/*
+ * Scoring and greedy decoding over one KV cache of a model, with whatever
+ * delta is merged into the model at the time of the call.  Every call runs
+ * its prompt from position 0.
+ */
+typedef struct sa_evaluator sa_evaluator;
+
+int sa_evaluator_new(sa_evaluator **out, sa_model *m, int n_ctx);  /* n_ctx <= 0: model's */
+void sa_evaluator_free(sa_evaluator *e);
+int sa_evaluator_ctx(const sa_evaluator *e);
+/* KV-cache bytes at the fullest point of the last call (sa_state_kv_bytes). */
+size_t sa_evaluator_kv_peak(const sa_evaluator *e);
+/*
+ * logprob[i] = sum over cand[i]'s tokens of log p(token | prompt, the
+ * candidate's earlier tokens).  The prompt (at least one token) runs once;
+ * the cache is cut back to it for each candidate.  Prompt and candidate
+ * longer than the context: SA_EDATA.
+ */
+int sa_eval_continuations(sa_evaluator *e, const int *prompt, int n_prompt,
+    int *const *cand, const int *n_cand, int n, double *logprob);
+/*
+ * Greedy decoding (argmax, lowest id on ties) after prompt, until a token
+ * whose text holds a newline, an end-of-generation token, max_new tokens or
+ * the end of the context.  *text (malloc'd, NUL-terminated) is the text
+ * before the newline.
+ */
+int sa_eval_generate(sa_evaluator *e, const int *prompt, int n_prompt, int max_new,
+    char **text, size_t *len);
 
 #endif
