@@ -16,7 +16,8 @@
 #include "tool.h"
 
 static const char synopsis[] =
-    "usage: sa-run [-m model] [-d delta[:scale]]... [-a adapter] [options] [-p text | -f file]\n"
+    "usage: sa-run [-m model] [-d delta[:scale]]... [-a adapter] [--demos file]...\n"
+    "              [options] [-p text | -f file]\n"
     "       sa-run [-m model] ... --score [-p text | -f file]\n"
     "       sa-run [-m model] ... --choice text... [-p text | -f file]\n"
     "       sa-run [-m model] ... --batch file\n";
@@ -34,6 +35,9 @@ help(void)
 	    "  -d, --delta FILE[:S]   apply a delta at scale S (default 1); repeatable, they add\n"
 	    "  -a, --adapter FILE     adapter of the deltas (default: the one they record)\n"
 	    "      --unmerged         keep deltas as side paths instead of merging them\n"
+	    "      --demos FILE       encode FILE as sa-encode does (through the cache) and\n"
+	    "                         apply it too; repeatable, one stream; needs the adapter\n"
+	    "      --cache-dir DIR    cache of --demos (default: $SA_CACHE_DIR, ~/.cache/sa)\n"
 	    "  -p, --prompt TEXT      prompt text\n"
 	    "  -f, --file FILE        read the prompt from FILE ('-' = stdin)\n"
 	    "  -n, --n-predict N      tokens to generate (default 128, -1 = until the end)\n"
@@ -100,6 +104,8 @@ typedef struct opts {
 	int n_deltas;
 	const char **choices;
 	int n_choices;
+	const char **demos, *cache_dir;
+	int n_demos;
 	int score, json, echo, no_bos, unmerged, verbose;
 	long n_ctx, threads;
 	sampling smp;
@@ -788,9 +794,35 @@ recorded_adapter(const sa_delta *d, const char *delta_path)
 }
 
 static void
+cache_note(void *ctx, const char *msg)
+{
+	warnx_("%s", msg);
+}
+
+/* --demos: the delta sa-encode would make, through the cache; encoded
+ * before any delta is applied, over the base model. */
+static sa_delta *
+encode_demos(sa_model *model, const sa_adapter *a, const opts *o)
+{
+	char *dir = o->cache_dir ? strdup(o->cache_dir) : sa_cache_default_dir();
+	sa_delta *d;
+	int hit;
+
+	if (!dir)
+		die(SA_EUSAGE, "%s", sa_error());
+	TRY(sa_cache_encode(&d, dir, model, a, (char *const *)o->demos, o->n_demos, &hit,
+	    cache_note, NULL));
+	if (o->verbose)
+		warnx_("demonstrations: %s, %llu tokens, %llu demonstrations", hit ? "cache hit" : "encoded",
+		    (unsigned long long)d->n_tokens, (unsigned long long)d->n_demos);
+	free(dir);
+	return d;
+}
+
+static void
 apply_deltas(sa_model *model, const opts *o)
 {
-	sa_delta **d = calloc((size_t)o->n_deltas, sizeof *d);
+	sa_delta **d = calloc((size_t)o->n_deltas + 1, sizeof *d), *demos;
 	sa_adapter *a;
 	char *apath;
 
@@ -807,11 +839,16 @@ apply_deltas(sa_model *model, const opts *o)
 		die(SA_EUSAGE, "%s records no adapter: give -a ADAPTER", o->deltas[0].path);
 	TRY(sa_adapter_load(&a, apath));
 	TRY(sa_adapter_check(a, model));
+	demos = o->n_demos ? encode_demos(model, a, o) : NULL;
 	for (int i = 0; i < o->n_deltas; i++) {
 		if (d[i]->adapter_fingerprint != a->fingerprint)
 			die(SA_EDATA, "%s was made with another adapter than %s", o->deltas[i].path, apath);
 		TRY(sa_delta_apply(model, a, d[i], (float)o->deltas[i].scale, !o->unmerged));
 		sa_delta_free(d[i]);
+	}
+	if (demos) {
+		TRY(sa_delta_apply(model, a, demos, 1.0f, !o->unmerged));
+		sa_delta_free(demos);
 	}
 	sa_adapter_free(a);
 	free(apath);
@@ -822,7 +859,7 @@ apply_deltas(sa_model *model, const opts *o)
 
 enum {
 	OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_NO_BOS, OPT_SCORE,
-	OPT_CHOICE, OPT_JSON, OPT_BATCH, OPT_UNMERGED, OPT_ECHO,
+	OPT_CHOICE, OPT_JSON, OPT_BATCH, OPT_UNMERGED, OPT_ECHO, OPT_DEMOS, OPT_CACHE_DIR,
 };
 
 static const struct option longopts[] = {
@@ -830,6 +867,8 @@ static const struct option longopts[] = {
 	{ "delta", required_argument, NULL, 'd' },
 	{ "adapter", required_argument, NULL, 'a' },
 	{ "unmerged", no_argument, NULL, OPT_UNMERGED },
+	{ "demos", required_argument, NULL, OPT_DEMOS },
+	{ "cache-dir", required_argument, NULL, OPT_CACHE_DIR },
 	{ "prompt", required_argument, NULL, 'p' },
 	{ "file", required_argument, NULL, 'f' },
 	{ "n-predict", required_argument, NULL, 'n' },
@@ -872,6 +911,12 @@ parse_args(int argc, char **argv, opts *o)
 			parse_delta_arg(optarg, &o->deltas[o->n_deltas++]);
 			break;
 		case OPT_UNMERGED: o->unmerged = 1; break;
+		case OPT_DEMOS:
+			if (!(o->demos = realloc(o->demos, (size_t)(o->n_demos + 1) * sizeof *o->demos)))
+				die(SA_EINTERNAL, "out of memory");
+			o->demos[o->n_demos++] = optarg;
+			break;
+		case OPT_CACHE_DIR: o->cache_dir = optarg; break;
 		case 'p': o->prompt = optarg; break;
 		case 'f': o->file = optarg; break;
 		case 'n': o->smp.n_predict = parse_long("-n", optarg, -1, INT_MAX); break;
@@ -908,14 +953,18 @@ parse_args(int argc, char **argv, opts *o)
 		usage("give --score or --choice, not both");
 	if (o->echo && (o->score || o->n_choices || o->json))
 		usage("--echo is for plain generation");
-	if (o->adapter && !o->n_deltas)
-		usage("-a needs a delta (-d)");
+	if (o->adapter && !o->n_deltas && !o->n_demos)
+		usage("-a needs a delta (-d) or demonstrations (--demos)");
+	if (o->n_demos && !o->adapter && !o->n_deltas)
+		usage("--demos needs the adapter: give -a ADAPTER");
 	if (o->batch)
 		stdin_users = strcmp(o->batch, "-") == 0;
 	else
 		stdin_users = !o->prompt && (!o->file || strcmp(o->file, "-") == 0);
 	for (int i = 0; i < o->n_deltas; i++)
 		stdin_users += strcmp(o->deltas[i].path, "-") == 0;
+	for (int i = 0; i < o->n_demos; i++)
+		stdin_users += strcmp(o->demos[i], "-") == 0;
 	if (stdin_users > 1)
 		usage("only one input can come from standard input");
 }
@@ -967,7 +1016,7 @@ main(int argc, char **argv)
 	sa_set_threads((int)o.threads);
 	t0 = now();
 	TRY(sa_model_load(&model, model_path));
-	if (o.n_deltas)
+	if (o.n_deltas || o.n_demos)
 		apply_deltas(model, &o);
 	n_ctx = (int)o.n_ctx;
 	if (n_ctx < 0)
@@ -1058,5 +1107,6 @@ main(int argc, char **argv)
 		free(o.deltas[i].path);
 	free(o.deltas);
 	free(o.choices);
+	free(o.demos);
 	return status;
 }

@@ -1,0 +1,332 @@
+/*
+ * sa-cache - list, prune and clear the cache of encodings that sa-encode
+ * --cache-dir and sa-run --demos keep.  Only the cache's own files are
+ * ever touched: KEY.delta entries and their temporary files.
+ */
+#include <dirent.h>
+#include <getopt.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tool.h"
+
+static const char usage_text[] =
+    "usage: sa-cache [-jqv] list [DIR]\n"
+    "       sa-cache [-nqv] prune [--max-size SIZE] [--max-age AGE] [DIR]\n"
+    "       sa-cache [-qv] clear [DIR]\n";
+
+/* A temporary file older than this belongs to a process that died. */
+#define STALE_TMP_SECONDS 3600
+
+static void __attribute__((noreturn))
+usage(void)
+{
+	fputs(usage_text, stderr);
+	exit(SA_EUSAGE);
+}
+
+static void
+help(void)
+{
+	fputs(usage_text, stdout);
+	fputs("\n"
+	    "The cache of encodings of sa-encode --cache-dir and sa-run --demos.\n"
+	    "DIR defaults to $SA_CACHE_DIR, else $XDG_CACHE_HOME/sa, else ~/.cache/sa.\n\n"
+	    "  list                  one line per entry: key, bytes, last use (UTC)\n"
+	    "  prune                 drop entries unused for AGE, then the least recently\n"
+	    "                        used until the rest fits SIZE; and dead temporary files\n"
+	    "  clear                 drop every entry\n\n"
+	    "      --cache-dir DIR   the cache (as the operand DIR)\n"
+	    "      --max-age AGE     N followed by s, m, h, d or w (30d)\n"
+	    "      --max-size SIZE   bytes, or N followed by K, M, G or T (powers of 1024)\n"
+	    "  -n, --dry-run         print what prune would drop, drop nothing\n"
+	    "  -j, --json            list as JSON Lines\n"
+	    "  -q, --quiet           no messages but errors\n"
+	    "  -v, --verbose         list: tokens, demonstrations and sources of each entry\n"
+	    "                        (and damaged ones); prune, clear: what was dropped\n"
+	    "  -h, --help            this help\n"
+	    "  -V, --version         version\n", stdout);
+}
+
+/* N with a unit from units (each unit's multiplier in mult); a bare number
+ * takes bare (0: not allowed). */
+static double
+parse_unit(const char *opt, const char *s, const char *units, const double *mult, double bare)
+{
+	char *end;
+	double v;
+	const char *u;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || !(v >= 0) || v > 1e18)
+		die(SA_EUSAGE, "%s: invalid value '%s'", opt, s);
+	if (!*end && bare > 0)
+		return v * bare;
+	if (*end && !end[1] && (u = strchr(units, *end)))
+		return v * mult[u - units];
+	die(SA_EUSAGE, "%s: invalid value '%s' (a number and one of %s)", opt, s, units);
+}
+
+typedef struct entry {
+	char *name;
+	off_t size;
+	time_t mtime;
+	int kind;          /* 1 entry, 2 temporary file */
+} entry;
+
+static int
+by_age(const void *x, const void *y)
+{
+	const entry *a = x, *b = y;
+
+	if (a->mtime != b->mtime)
+		return a->mtime < b->mtime ? -1 : 1;
+	return strcmp(a->name, b->name);
+}
+
+/* The cache's files in dir, oldest use first.  A missing dir is empty. */
+static entry *
+scan(const char *dir, int *n, int must_exist)
+{
+	DIR *dp = opendir(dir);
+	struct dirent *e;
+	entry *v = NULL;
+	int cap = 0;
+
+	*n = 0;
+	if (!dp) {
+		if (errno == ENOENT && !must_exist)
+			return NULL;
+		die(SA_ENOINPUT, "%s: %s", dir, strerror(errno));
+	}
+	while ((errno = 0, e = readdir(dp))) {
+		int kind = sa_cache_name_kind(e->d_name);
+		char path[4096];
+		struct stat st;
+
+		if (!kind)
+			continue;
+		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+		if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
+			continue;   /* gone meanwhile, or not ours */
+		if (*n == cap && !(v = realloc(v, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *v)))
+			die(SA_EINTERNAL, "out of memory");
+		if (!(v[*n].name = strdup(e->d_name)))
+			die(SA_EINTERNAL, "out of memory");
+		v[*n].size = st.st_size;
+		v[*n].mtime = st.st_mtime;
+		v[*n].kind = kind;
+		(*n)++;
+	}
+	if (errno)
+		die(SA_EIO, "%s: %s", dir, strerror(errno));
+	closedir(dp);
+	qsort(v, (size_t)*n, sizeof *v, by_age);
+	return v;
+}
+
+static void
+free_entries(entry *v, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(v[i].name);
+	free(v);
+}
+
+static void
+iso_time(time_t t, char *buf, size_t n)
+{
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static int
+cmd_list(const char *dir, int must_exist, int json, int verbose)
+{
+	long long total = 0;
+	int n, count = 0;
+	entry *v = scan(dir, &n, must_exist);
+
+	for (int i = 0; i < n; i++) {
+		char when[32], key[SA_CACHE_KEY_LEN + 1], path[4096];
+		sa_delta *d = NULL;
+		int rc = SA_OK;
+
+		if (v[i].kind != 1)
+			continue;
+		count++;
+		total += v[i].size;
+		memcpy(key, v[i].name, SA_CACHE_KEY_LEN);
+		key[SA_CACHE_KEY_LEN] = 0;
+		iso_time(v[i].mtime, when, sizeof when);
+		snprintf(path, sizeof path, "%s/%s", dir, v[i].name);
+		if (verbose > 0 && (rc = sa_delta_load(&d, path)) != SA_OK)
+			warnx_("%s", sa_error());
+		if (json) {
+			printf("{\"key\":\"%s\",\"path\":", key);
+			sa_json_put_str(stdout, path, strlen(path));
+			printf(",\"bytes\":%lld,\"used\":\"%s\"", (long long)v[i].size, when);
+			if (d)
+				printf(",\"tokens\":%llu,\"demonstrations\":%llu,\"sources\":%d",
+				    (unsigned long long)d->n_tokens, (unsigned long long)d->n_demos, d->n_sources);
+			if (verbose > 0)
+				printf(",\"ok\":%s", d ? "true" : "false");
+			puts("}");
+		} else {
+			printf("%s %10lld %s", key, (long long)v[i].size, when);
+			if (d)
+				printf(" %llu tokens, %llu demonstrations, %d sources",
+				    (unsigned long long)d->n_tokens, (unsigned long long)d->n_demos, d->n_sources);
+			else if (verbose > 0)
+				fputs(" damaged", stdout);
+			putchar('\n');
+		}
+		sa_delta_free(d);
+	}
+	if (verbose > 0)
+		warnx_("%s: %d entr%s, %lld bytes", dir, count, count == 1 ? "y" : "ies", total);
+	free_entries(v, n);
+	return SA_OK;
+}
+
+/*
+ * Drop what prune or clear selects: every file (clear), or temporary files
+ * older than STALE_TMP_SECONDS, entries unused for max_age, then the least
+ * recently used until the entries fit max_size (negative: no limit).
+ */
+static int
+cmd_prune(const char *dir, int must_exist, int all, double max_age, double max_size,
+    int dry_run, int verbose)
+{
+	time_t now = time(NULL);
+	long long total = 0, freed = 0, left = 0;
+	int n, dropped = 0, status = SA_OK;
+	entry *v = scan(dir, &n, must_exist);
+	char *drop = calloc((size_t)(n ? n : 1), 1);
+
+	if (!drop)
+		die(SA_EINTERNAL, "out of memory");
+	for (int i = 0; i < n; i++) {
+		double age = difftime(now, v[i].mtime);
+		if (all)
+			drop[i] = 1;
+		else if (v[i].kind == 2)
+			drop[i] = age > STALE_TMP_SECONDS;
+		else if (max_age >= 0 && age > max_age)
+			drop[i] = 1;
+		if (v[i].kind == 1 && !drop[i])
+			total += v[i].size;
+	}
+	/* Oldest use first: v is in that order. */
+	for (int i = 0; max_size >= 0 && total > max_size && i < n; i++)
+		if (v[i].kind == 1 && !drop[i]) {
+			drop[i] = 1;
+			total -= v[i].size;
+		}
+	for (int i = 0; i < n; i++) {
+		char path[4096];
+
+		if (!drop[i]) {
+			left += v[i].kind == 1 ? v[i].size : 0;
+			continue;
+		}
+		snprintf(path, sizeof path, "%s/%s", dir, v[i].name);
+		if (dry_run) {
+			puts(path);
+		} else if (unlink(path) != 0 && errno != ENOENT) {
+			warnx_("%s: %s", path, strerror(errno));
+			status = SA_EIO;
+			continue;
+		} else if (verbose > 0) {
+			warnx_("dropped %s (%lld bytes)", path, (long long)v[i].size);
+		}
+		dropped++;
+		freed += v[i].size;
+	}
+	if (verbose > 0)
+		warnx_("%s: %s %d file%s, %lld bytes; %lld bytes of entries left", dir,
+		    dry_run ? "would drop" : "dropped", dropped, dropped == 1 ? "" : "s", freed, left);
+	free(drop);
+	free_entries(v, n);
+	return status;
+}
+
+int
+main(int argc, char **argv)
+{
+	enum { O_MAX_SIZE = 256, O_MAX_AGE, O_CACHE_DIR };
+	static const struct option longopts[] = {
+		{ "cache-dir", required_argument, NULL, O_CACHE_DIR },
+		{ "max-size", required_argument, NULL, O_MAX_SIZE },
+		{ "max-age", required_argument, NULL, O_MAX_AGE },
+		{ "dry-run", no_argument, NULL, 'n' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static const double size_mult[] = { 1024.0, 1024.0, 1048576.0, 1073741824.0, 1099511627776.0 };
+	static const double age_mult[] = { 1, 60, 3600, 86400, 604800 };
+	const char *dir_opt = NULL, *cmd;
+	double max_age = -1, max_size = -1;
+	int json = 0, verbose = 0, dry_run = 0, must_exist, c, rc;
+	char *dir;
+
+	setprogname_(argv[0]);
+	while ((c = getopt_long(argc, argv, "njqvhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case O_CACHE_DIR: dir_opt = optarg; break;
+		case O_MAX_SIZE: max_size = parse_unit("--max-size", optarg, "kKMGT", size_mult, 1); break;
+		case O_MAX_AGE: max_age = parse_unit("--max-age", optarg, "smhdw", age_mult, 0); break;
+		case 'n': dry_run = 1; break;
+		case 'j': json = 1; break;
+		case 'q': verbose = -1; break;
+		case 'v': verbose = 1; break;
+		case 'h': help(); close_stdout(); return 0;
+		case 'V': puts("sa-cache " SA_VERSION); close_stdout(); return 0;
+		default: usage();
+		}
+	}
+	if (optind >= argc) {
+		warnx_("no command (list, prune, clear)");
+		usage();
+	}
+	cmd = argv[optind++];
+	if (optind < argc) {
+		if (dir_opt)
+			die(SA_EUSAGE, "give the cache as --cache-dir or as DIR, not both");
+		dir_opt = argv[optind++];
+	}
+	if (optind < argc) {
+		warnx_("unexpected argument '%s'", argv[optind]);
+		usage();
+	}
+	if (strcmp(cmd, "list") && strcmp(cmd, "prune") && strcmp(cmd, "clear")) {
+		warnx_("unknown command '%s' (list, prune, clear)", cmd);
+		usage();
+	}
+	if ((max_age >= 0 || max_size >= 0 || dry_run) && strcmp(cmd, "prune"))
+		die(SA_EUSAGE, "--max-age, --max-size and --dry-run are for prune");
+	if (json && strcmp(cmd, "list"))
+		die(SA_EUSAGE, "--json is for list");
+	/* A cache named on the command line must exist; the default one may
+	 * not have been made yet. */
+	must_exist = dir_opt != NULL;
+	if (!(dir = dir_opt ? strdup(dir_opt) : sa_cache_default_dir()))
+		die(SA_EUSAGE, "%s", sa_error());
+
+	if (!strcmp(cmd, "list"))
+		rc = cmd_list(dir, must_exist, json, verbose);
+	else
+		rc = cmd_prune(dir, must_exist, !strcmp(cmd, "clear"), max_age, max_size, dry_run, verbose);
+	free(dir);
+	close_stdout();
+	return rc;
+}
