@@ -1,0 +1,758 @@
+/*
+ * forward.c - the forward pass of a llama/qwen2 decoder over a KV cache.
+ *
+ * One data flow for any number of tokens n, layer by layer:
+ *   x = embed(toks)                                   [n][d]
+ *   per layer: xn = rmsnorm(x) * attn_norm
+ *              q, k, v = xn Wq^T (+bq), xn Wk^T (+bk), xn Wv^T (+bv)
+ *              hook(k, v); rope(q, k); cache <- k, v
+ *              x += attention(q, cache) Wo^T
+ *              xn = rmsnorm(x) * ffn_norm
+ *              x += (silu(xn Wgate^T) * (xn Wup^T)) Wdown^T
+ *   logits = (rmsnorm(x) * out_norm) Wout^T
+ * A linear map with n > 1 rows goes through sgemm (weights other than F32
+ * are converted to F32 a tile of rows at a time); one row goes through the
+ * pool's row kernels, which read each weight once: decoding is bound by
+ * memory bandwidth.
+ *
+ * The input of every linear map is first rounded to the weight's type, as
+ * llama.cpp does (F16 -> F16, BF16 -> BF16, Q8_0 -> Q8_0 blocks): the same
+ * values then enter sgemm and the row kernels, and the results stay close
+ * to llama.cpp's.  Low-rank side paths see that rounded input too.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cblas.h>
+
+#include "sa.h"
+#include "kernels_impl.h"
+#include "model_impl.h"
+
+#define QBLK 256              /* query rows per attention sgemm */
+#define FBLK 512              /* tokens per FFN block (bounds its scratch) */
+#define ATT_GEMM_MIN 32       /* queries from which attention uses sgemm */
+#define TILE_FLOATS (1 << 20) /* weights converted per sgemm tile */
+
+struct sa_state {
+	const sa_model *m;
+	int n_ctx;
+	int pos;                  /* tokens in the cache */
+	float **kc, **vc;         /* [n_layer] -> [n_ctx][kvd], keys after RoPE */
+	sa_kv_hook hook;
+	void *hook_ctx;
+
+	int cap;                  /* tokens the scratch below holds */
+	float *x;                 /* [cap][d] residual stream */
+	float *xn;                /* [cap][d] normalised input of a block */
+	float *xr;                /* [cap][max(d,qd)] input rounded to a weight type */
+	float *q, *k, *v;         /* [cap][qd], [cap][kvd], [cap][kvd] */
+	float *ao;                /* [cap][qd] attention output */
+	float *tmp;               /* [cap][d] output of attn_output and ffn_down */
+	float *rope;              /* [cap][rope_dim/2][2] cos, sin */
+	float *hb, *hb2, *hr;     /* [min(cap,FBLK)][d_ff] gate, up, rounded hidden */
+	float *tile;              /* [max(TILE_FLOATS, widest row)] converted weights */
+	float *vr[3];             /* [maxw] one input rounded to F16, BF16, Q8_0 */
+	void *xq;                 /* one row of maxw in any type (Q8_0 blocks for the kernels) */
+	float *lr;                /* [cap][lr_cap] low-rank intermediate A x */
+	size_t lr_cap;
+	float *sc;                /* attention scores */
+	size_t sc_cap;
+	char *rowbuf;             /* per thread: one row in a weight type */
+	size_t rowbuf_cap;
+};
+
+static int
+max3(int a, int b, int c)
+{
+	int m = a > b ? a : b;
+	return m > c ? m : c;
+}
+
+/* --------------------------------------------------------------- state */
+
+static void
+free_scratch(sa_state *s)
+{
+	free(s->x); free(s->xn); free(s->xr); free(s->q); free(s->k); free(s->v);
+	free(s->ao); free(s->tmp); free(s->rope); free(s->hb); free(s->hb2); free(s->hr);
+	s->x = s->xn = s->xr = s->q = s->k = s->v = s->ao = s->tmp = s->rope = NULL;
+	s->hb = s->hb2 = s->hr = NULL;
+	s->cap = 0;
+}
+
+/* Scratch for n tokens at once. */
+static int
+build_scratch(sa_state *s, int n)
+{
+	const sa_config *c = &s->m->cfg;
+	size_t d = c->d_model, qd = (size_t)c->n_head * c->d_head;
+	size_t kvd = (size_t)c->n_head_kv * c->d_head, ff = c->d_ff;
+	size_t fb = n < FBLK ? n : FBLK, N = n;
+
+	if (n <= s->cap)
+		return SA_OK;
+	free_scratch(s);
+	s->x = sa_malloc(N * d * sizeof(float));
+	s->xn = sa_malloc(N * d * sizeof(float));
+	s->xr = sa_malloc(N * (d > qd ? d : qd) * sizeof(float));
+	s->q = sa_malloc(N * qd * sizeof(float));
+	s->k = sa_malloc(N * kvd * sizeof(float));
+	s->v = sa_malloc(N * kvd * sizeof(float));
+	s->ao = sa_malloc(N * qd * sizeof(float));
+	s->tmp = sa_malloc(N * d * sizeof(float));
+	s->rope = sa_malloc(N * c->rope_dim * sizeof(float));
+	s->hb = sa_malloc(fb * ff * sizeof(float));
+	s->hb2 = sa_malloc(fb * ff * sizeof(float));
+	s->hr = sa_malloc(fb * ff * sizeof(float));
+	if (!s->x || !s->xn || !s->xr || !s->q || !s->k || !s->v || !s->ao || !s->tmp ||
+	    !s->rope || !s->hb || !s->hb2 || !s->hr) {
+		free_scratch(s);
+		return SA_EINTERNAL;
+	}
+	s->cap = n;
+	return SA_OK;
+}
+
+int
+sa_state_new(sa_state **out, const sa_model *m, int n_ctx)
+{
+	const sa_config *c = &m->cfg;
+	size_t kvd = (size_t)c->n_head_kv * c->d_head;
+	size_t maxw = (size_t)max3(c->d_model, c->n_head * c->d_head, c->d_ff);
+	size_t widest = maxw > (size_t)c->d_model ? maxw : (size_t)c->d_model;
+	sa_state *s;
+
+	*out = NULL;
+	if (!(s = sa_calloc(1, sizeof *s)))
+		return SA_EINTERNAL;
+	s->m = m;
+	s->n_ctx = n_ctx <= 0 || n_ctx > c->n_ctx ? c->n_ctx : n_ctx;
+	/* One block per layer: untouched pages of a long context cost nothing. */
+	if (!(s->kc = sa_calloc((size_t)c->n_layer, sizeof *s->kc)) ||
+	    !(s->vc = sa_calloc((size_t)c->n_layer, sizeof *s->vc)))
+		goto oom;
+	for (int l = 0; l < c->n_layer; l++)
+		if (!(s->kc[l] = sa_calloc((size_t)s->n_ctx * kvd, sizeof(float))) ||
+		    !(s->vc[l] = sa_calloc((size_t)s->n_ctx * kvd, sizeof(float))))
+			goto oom;
+	for (int i = 0; i < 3; i++)
+		if (!(s->vr[i] = sa_malloc(maxw * sizeof(float))))
+			goto oom;
+	if (!(s->xq = sa_malloc(maxw * sizeof(float))) ||
+	    !(s->tile = sa_malloc((widest > TILE_FLOATS ? widest : TILE_FLOATS) * sizeof(float))))
+		goto oom;
+	*out = s;
+	return SA_OK;
+oom:
+	sa_state_free(s);
+	return SA_EINTERNAL;
+}
+
+void
+sa_state_free(sa_state *s)
+{
+	if (!s)
+		return;
+	for (int l = 0; s->kc && l < s->m->cfg.n_layer; l++)
+		free(s->kc[l]);
+	for (int l = 0; s->vc && l < s->m->cfg.n_layer; l++)
+		free(s->vc[l]);
+	free(s->kc);
+	free(s->vc);
+	free_scratch(s);
+	for (int i = 0; i < 3; i++)
+		free(s->vr[i]);
+	free(s->xq);
+	free(s->tile);
+	free(s->lr);
+	free(s->sc);
+	free(s->rowbuf);
+	free(s);
+}
+
+int
+sa_state_pos(const sa_state *s)
+{
+	return s->pos;
+}
+
+int
+sa_state_ctx(const sa_state *s)
+{
+	return s->n_ctx;
+}
+
+void
+sa_state_truncate(sa_state *s, int pos)
+{
+	if (pos < 0)
+		pos = 0;
+	if (pos < s->pos)
+		s->pos = pos;
+}
+
+void
+sa_state_set_hook(sa_state *s, sa_kv_hook hook, void *ctx)
+{
+	s->hook = hook;
+	s->hook_ctx = ctx;
+}
+
+size_t
+sa_state_kv_bytes(const sa_state *s)
+{
+	const sa_config *c = &s->m->cfg;
+	return (size_t)s->pos * c->n_layer * c->n_head_kv * c->d_head * 2 * sizeof(float);
+}
+
+/* ------------------------------------------------------- small helpers */
+
+static void
+sgemm(CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A, int lda,
+    const float *B, int ldb, float beta, float *C, int ldc)
+{
+	sa_pool_quiet();
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* out [n] = x / rms(x) * w, the sum of squares in double as ggml does. */
+static void
+rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+{
+	double ss = 0;
+	for (int i = 0; i < n; i++)
+		ss += (double)(x[i] * x[i]);
+	float scale = 1.0f / sqrtf((float)(ss / n) + eps);
+	for (int i = 0; i < n; i++)
+		out[i] = (x[i] * scale) * w[i];
+}
+
+/* In place over n values. */
+static void
+softmax(float *x, int n)
+{
+	float max = x[0];
+	double sum = 0;
+	for (int i = 1; i < n; i++)
+		if (x[i] > max)
+			max = x[i];
+	for (int i = 0; i < n; i++) {
+		x[i] = expf(x[i] - max);
+		sum += x[i];
+	}
+	float inv = (float)(1.0 / sum);
+	for (int i = 0; i < n; i++)
+		x[i] *= inv;
+}
+
+/*
+ * cos and sin of every rotated pair for positions pos..pos+n-1:
+ * theta_j = p * base^(-2j/rope_dim) [/ freqs[j]] * freq_scale, the power
+ * built by repeated multiplication in float, as ggml builds it.
+ */
+static void
+rope_table(sa_state *s, int n)
+{
+	const sa_config *c = &s->m->cfg;
+	const sa_model_impl *x = sa_model_impl_of(s->m);
+	int half = c->rope_dim / 2;
+	float theta_scale = powf(c->rope_base, -2.0f / c->rope_dim);
+
+	for (int i = 0; i < n; i++) {
+		float theta = (float)(s->pos + i);
+		float *cs = s->rope + (size_t)i * c->rope_dim;
+		for (int j = 0; j < half; j++) {
+			float t = theta;
+			if (x->rope_freqs)
+				t /= x->rope_freqs[j];
+			t *= x->rope_freq_scale;
+			cs[2 * j] = cosf(t);
+			cs[2 * j + 1] = sinf(t);
+			theta *= theta_scale;
+		}
+	}
+}
+
+/* Rotate the heads of one token's vector v [nh][d_head]: llama rotates
+ * adjacent pairs (2j, 2j+1), NeoX-style models the halves (j, j+rope_dim/2). */
+static void
+rope_apply(const sa_config *c, const float *cs, float *v, int nh)
+{
+	int half = c->rope_dim / 2;
+	int stride = c->rope_neox ? 1 : 2, off = c->rope_neox ? half : 1;
+
+	for (int h = 0; h < nh; h++) {
+		float *hv = v + (size_t)h * c->d_head;
+		for (int j = 0; j < half; j++) {
+			float *p0 = hv + j * stride, *p1 = p0 + off;
+			float x0 = *p0, x1 = *p1, co = cs[2 * j], si = cs[2 * j + 1];
+			*p0 = x0 * co - x1 * si;
+			*p1 = x0 * si + x1 * co;
+		}
+	}
+}
+
+/* -------------------------------------------------------- linear maps */
+
+/* One linear map y [n][rows] = x [n][cols] W^T (+ bias) (+ B (A x)). */
+typedef struct lin {
+	const sa_matrix *w;       /* the weights used: mapped or a merged F32 copy */
+	int act;                  /* type the input is rounded to */
+	const float *bias;        /* [rows] or NULL */
+	const sa_lowrank *side;   /* or NULL */
+	float *y;                 /* [n][rows] */
+} lin;
+
+static lin
+layer_lin(const sa_model *m, int l, int mat, const float *bias, float *y)
+{
+	size_t i = (size_t)l * SA_NMAT + mat;
+	lin L = {
+		&m->layers[l].w[mat], sa_model_impl_of(m)->base[i].type, bias,
+		m->side && m->side[i].rank ? &m->side[i] : NULL, y,
+	};
+	return L;
+}
+
+/* Round rows through a type and back to F32, in parallel. */
+struct round_task {
+	int type;
+	const float *src;
+	float *dst;
+	int64_t n, cols;
+	char *buf;          /* per thread: one row in the type */
+	size_t buf_stride;
+};
+
+static void
+round_rows_task(void *arg, int ith, int nth)
+{
+	struct round_task *t = arg;
+	char *buf = t->buf + (size_t)ith * t->buf_stride;
+	int64_t lo, hi;
+
+	sa_split(t->n, ith, nth, &lo, &hi);
+	for (int64_t i = lo; i < hi; i++) {
+		sa_row_from_f32(t->type, t->src + i * t->cols, buf, t->cols);
+		sa_row_to_f32(t->type, buf, t->dst + i * t->cols, t->cols);
+	}
+}
+
+/* X [n][cols] rounded to type, in dst (or X itself for F32). */
+static const float *
+round_rows(sa_state *s, int type, const float *X, int n, int64_t cols, float *dst, int *rc)
+{
+	size_t stride = (size_t)cols * sizeof(float), need = stride * sa_get_threads();
+	struct round_task t = { type, X, dst, n, cols, NULL, stride };
+
+	if (type == SA_TYPE_F32)
+		return X;
+	if (need > s->rowbuf_cap) {
+		free(s->rowbuf);
+		s->rowbuf_cap = 0;
+		if (!(s->rowbuf = sa_malloc(need))) {
+			*rc = SA_EINTERNAL;
+			return NULL;
+		}
+		s->rowbuf_cap = need;
+	}
+	t.buf = s->rowbuf;
+	sa_pool_run(round_rows_task, &t);
+	return dst;
+}
+
+/* Weights converted to F32 a tile of rows at a time, in parallel. */
+struct tile_task {
+	const sa_matrix *w;
+	int64_t r0, nr;
+	float *dst;
+};
+
+static void
+tile_task(void *arg, int ith, int nth)
+{
+	struct tile_task *t = arg;
+	int64_t lo, hi;
+
+	sa_split(t->nr, ith, nth, &lo, &hi);
+	sa_rows_to_f32(t->w, t->r0 + lo, t->r0 + hi, t->dst + lo * t->w->cols);
+}
+
+static int
+want_lr(sa_state *s, int n, int rank)
+{
+	size_t need = (size_t)n * rank;
+	if (need <= s->lr_cap)
+		return SA_OK;
+	free(s->lr);
+	if (!(s->lr = sa_malloc(need * sizeof(float)))) {
+		s->lr_cap = 0;
+		return SA_EINTERNAL;
+	}
+	s->lr_cap = need;
+	return SA_OK;
+}
+
+/* Y [n][rows] = Xr [n][cols] W^T through sgemm; Xr already rounded. */
+static int
+matmul(sa_state *s, const lin *L, const float *Xr, int n, int ldy)
+{
+	const sa_matrix *w = L->w;
+	int rows = (int)w->rows, cols = (int)w->cols;
+
+	if (w->type == SA_TYPE_F32) {
+		sgemm(CblasTrans, n, rows, cols, 1.0f, Xr, cols, w->data, cols, 0.0f, L->y, ldy);
+	} else {
+		int64_t tr = TILE_FLOATS / cols;
+		if (tr < 1)
+			tr = 1;
+		for (int64_t r0 = 0; r0 < rows; r0 += tr) {
+			struct tile_task t = { w, r0, rows - r0 < tr ? rows - r0 : tr, s->tile };
+			sa_pool_run(tile_task, &t);
+			sgemm(CblasTrans, n, (int)t.nr, cols, 1.0f, Xr, cols, s->tile, cols, 0.0f,
+			    L->y + r0, ldy);
+		}
+	}
+	if (L->bias)
+		for (int i = 0; i < n; i++)
+			for (int r = 0; r < rows; r++)
+				L->y[(size_t)i * ldy + r] += L->bias[r];
+	if (L->side) {
+		/* T [n][rank] = Xr A^T;  Y += T B^T */
+		int rank = L->side->rank;
+		if (want_lr(s, n, rank))
+			return SA_EINTERNAL;
+		sgemm(CblasTrans, n, rank, cols, 1.0f, Xr, cols, L->side->A, cols, 0.0f, s->lr, rank);
+		sgemm(CblasTrans, n, rows, rank, 1.0f, s->lr, rank, L->side->B, rank, 1.0f, L->y, ldy);
+	}
+	return SA_OK;
+}
+
+/* The rows of several matrices sharing one input, split over the pool. */
+struct mv_task {
+	const lin *ls;
+	int nl;
+	const float *xf[SA_NMAT];   /* input per lin, rounded for its act type */
+	const void *xq;             /* Q8_0 blocks of the input */
+	int64_t total;
+};
+
+static void
+mv_task(void *arg, int ith, int nth)
+{
+	struct mv_task *t = arg;
+	int64_t lo, hi, base = 0;
+
+	sa_split(t->total, ith, nth, &lo, &hi);
+	for (int j = 0; j < t->nl && lo < hi; j++) {
+		int64_t rows = t->ls[j].w->rows;
+		if (lo < base + rows) {
+			int64_t end = hi < base + rows ? hi : base + rows;
+			sa_rows_dot(t->ls[j].w, lo - base, end - base, t->xf[j], t->xq, t->ls[j].y);
+			lo = end;
+		}
+		base += rows;
+	}
+}
+
+/* y = W x for one input vector x [cols], through the row kernels. */
+static int
+matvec(sa_state *s, const lin *ls, int nl, const float *x)
+{
+	int64_t cols = ls[0].w->cols;
+	struct mv_task t = { ls, nl, { 0 }, s->xq, 0 };
+	int have[3] = { 0, 0, 0 };
+
+	for (int j = 0; j < nl; j++) {
+		int a = ls[j].act, k = a == SA_TYPE_F16 ? 0 : a == SA_TYPE_BF16 ? 1 : 2;
+		t.total += ls[j].w->rows;
+		if (a == SA_TYPE_F32) {
+			t.xf[j] = x;
+			continue;
+		}
+		if (!have[k]) {
+			/* xq keeps the Q8_0 blocks the Q8_0 kernel reads; F16 and
+			 * BF16 pass through the tile, free while decoding */
+			void *buf = a == SA_TYPE_Q8_0 ? s->xq : (void *)s->tile;
+			sa_row_from_f32(a, x, buf, cols);
+			sa_row_to_f32(a, buf, s->vr[k], cols);
+			have[k] = 1;
+		}
+		t.xf[j] = s->vr[k];
+	}
+	/* a Q8_0 weight whose input is not rounded to Q8_0 (never from a GGUF
+	 * file) would read stale blocks: the kernel needs them */
+	for (int j = 0; j < nl; j++)
+		if (ls[j].w->type == SA_TYPE_Q8_0 && ls[j].act != SA_TYPE_Q8_0)
+			return sa_fail(SA_EINTERNAL, "Q8_0 weights with a %s input", sa_type_name(ls[j].act));
+	sa_pool_run(mv_task, &t);
+
+	for (int j = 0; j < nl; j++) {
+		const lin *L = &ls[j];
+		int64_t rows = L->w->rows;
+		if (L->bias)
+			for (int64_t r = 0; r < rows; r++)
+				L->y[r] += L->bias[r];
+		if (L->side) {
+			int rank = L->side->rank;
+			if (want_lr(s, 1, rank))
+				return SA_EINTERNAL;
+			for (int r = 0; r < rank; r++)
+				s->lr[r] = sa_dot_f32(L->side->A + (size_t)r * cols, t.xf[j], cols);
+			for (int64_t o = 0; o < rows; o++)
+				L->y[o] += sa_dot_f32(L->side->B + (size_t)o * rank, s->lr, rank);
+		}
+	}
+	return SA_OK;
+}
+
+/* Several maps over the same input X [n][cols]; rbuf [n][cols] scratch for
+ * the rounded input.  Outputs have row stride rows (their width). */
+static int
+linear(sa_state *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
+{
+	int64_t cols = ls[0].w->cols;
+	const float *xr = NULL;
+	int xr_type = -1, rc = SA_OK;
+
+	if (n == 1)
+		return matvec(s, ls, nl, X);
+	for (int j = 0; j < nl; j++) {
+		if (ls[j].act != xr_type) {
+			if (!(xr = round_rows(s, ls[j].act, X, n, cols, rbuf, &rc)))
+				return rc;
+			xr_type = ls[j].act;
+		}
+		if ((rc = matmul(s, &ls[j], xr, n, (int)ls[j].w->rows)) != SA_OK)
+			return rc;
+	}
+	return SA_OK;
+}
+
+/* ---------------------------------------------------------- attention */
+
+/* Rows i0..n-1 of this call, one (row, head) pair at a time: the kernel
+ * path, for decoding and short batches. */
+struct att_task {
+	sa_state *s;
+	int l, i0, n;
+	float scale;
+};
+
+static void
+att_task(void *arg, int ith, int nth)
+{
+	struct att_task *t = arg;
+	sa_state *s = t->s;
+	const sa_config *c = &s->m->cfg;
+	int H = c->n_head, dh = c->d_head, grp = c->n_head / c->n_head_kv;
+	size_t qd = (size_t)H * dh, kvd = (size_t)c->n_head_kv * dh;
+	float *sc = s->sc + (size_t)ith * s->n_ctx;
+	const float *kc = s->kc[t->l], *vc = s->vc[t->l];
+	int64_t lo, hi;
+
+	sa_split((int64_t)(t->n - t->i0) * H, ith, nth, &lo, &hi);
+	for (int64_t task = lo; task < hi; task++) {
+		int i = t->i0 + (int)(task / H), h = (int)(task % H), g = h / grp;
+		int len = s->pos + i + 1;
+		const float *q = s->q + i * qd + (size_t)h * dh;
+		float *out = s->ao + i * qd + (size_t)h * dh;
+
+		for (int p = 0; p < len; p++)
+			sc[p] = sa_dot_f32(q, kc + p * kvd + (size_t)g * dh, dh) * t->scale;
+		softmax(sc, len);
+		memset(out, 0, (size_t)dh * sizeof(float));
+		for (int p = 0; p < len; p++)
+			sa_axpy_f32(sc[p], vc + p * kvd + (size_t)g * dh, out, dh);
+	}
+}
+
+/* Softmax of score rows [nq][kvn], row r seeing keys up to base + r. */
+struct smax_task {
+	float *sc;
+	int nq, kvn, base;
+};
+
+static void
+smax_task(void *arg, int ith, int nth)
+{
+	struct smax_task *t = arg;
+	int64_t lo, hi;
+
+	sa_split(t->nq, ith, nth, &lo, &hi);
+	for (int64_t r = lo; r < hi; r++) {
+		float *row = t->sc + r * t->kvn;
+		int len = t->base + (int)r + 1;
+		softmax(row, len);
+		memset(row + len, 0, (size_t)(t->kvn - len) * sizeof(float));
+	}
+}
+
+static int
+want_sc(sa_state *s, size_t n)
+{
+	if (n <= s->sc_cap)
+		return SA_OK;
+	free(s->sc);
+	if (!(s->sc = sa_malloc(n * sizeof(float)))) {
+		s->sc_cap = 0;
+		return SA_EINTERNAL;
+	}
+	s->sc_cap = n;
+	return SA_OK;
+}
+
+/* ao rows i0..n-1 = causal attention of q over the cache of layer l. */
+static int
+attention(sa_state *s, int l, int i0, int n)
+{
+	const sa_config *c = &s->m->cfg;
+	const sa_model_impl *x = sa_model_impl_of(s->m);
+	int H = c->n_head, dh = c->d_head, grp = c->n_head / c->n_head_kv;
+	int qd = H * dh, kvd = c->n_head_kv * dh;
+	float scale = x->kq_scale != 0 ? x->kq_scale : 1.0f / sqrtf((float)dh);
+
+	if (n - i0 < ATT_GEMM_MIN) {
+		struct att_task t = { s, l, i0, n, scale };
+		if (want_sc(s, (size_t)sa_get_threads() * s->n_ctx))
+			return SA_EINTERNAL;
+		sa_pool_run(att_task, &t);
+		return SA_OK;
+	}
+	if (want_sc(s, (size_t)QBLK * s->n_ctx))
+		return SA_EINTERNAL;
+	for (int h = 0; h < H; h++) {
+		const float *kg = s->kc[l] + (size_t)(h / grp) * dh;
+		const float *vg = s->vc[l] + (size_t)(h / grp) * dh;
+		for (int qb = i0; qb < n; qb += QBLK) {
+			int nq = n - qb < QBLK ? n - qb : QBLK;
+			int kvn = s->pos + qb + nq;
+			struct smax_task t = { s->sc, nq, kvn, s->pos + qb };
+			/* S [nq][kvn] = scale * Q_h K_g^T;  O_h = softmax(S) V_g */
+			sgemm(CblasTrans, nq, kvn, dh, scale, s->q + (size_t)qb * qd + (size_t)h * dh, qd,
+			    kg, kvd, 0.0f, s->sc, kvn);
+			sa_pool_run(smax_task, &t);
+			sgemm(CblasNoTrans, nq, dh, kvn, 1.0f, s->sc, kvn, vg, kvd, 0.0f,
+			    s->ao + (size_t)qb * qd + (size_t)h * dh, qd);
+		}
+	}
+	return SA_OK;
+}
+
+/* ------------------------------------------------------------ forward */
+
+static void
+add_rows(float *x, const float *y, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] += y[i];
+}
+
+/* x rows i0..n-1 += ffn(rmsnorm(x)), FBLK rows at a time. */
+static int
+ffn(sa_state *s, int l, int i0, int n)
+{
+	const sa_model *m = s->m;
+	const sa_config *c = &m->cfg;
+	const sa_layer *L = &m->layers[l];
+	size_t d = c->d_model, ff = c->d_ff;
+	int rc;
+
+	for (int b0 = i0; b0 < n; b0 += FBLK) {
+		int nb = n - b0 < FBLK ? n - b0 : FBLK;
+		float *x = s->x + b0 * d, *xn = s->xn + b0 * d;
+		for (int i = 0; i < nb; i++)
+			rmsnorm(xn + i * d, x + i * d, L->ffn_norm.data, (int)d, c->norm_eps);
+		lin gu[2] = {
+			layer_lin(m, l, SA_MAT_GATE, NULL, s->hb),
+			layer_lin(m, l, SA_MAT_UP, NULL, s->hb2),
+		};
+		if ((rc = linear(s, gu, 2, xn, nb, s->xr)) != SA_OK)
+			return rc;
+		/* silu(gate) * up */
+		for (size_t i = 0; i < (size_t)nb * ff; i++) {
+			float g = s->hb[i];
+			s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];
+		}
+		lin down = layer_lin(m, l, SA_MAT_DOWN, NULL, s->tmp);
+		if ((rc = linear(s, &down, 1, s->hb, nb, s->hr)) != SA_OK)
+			return rc;
+		add_rows(x, s->tmp, (size_t)nb * d);
+	}
+	return SA_OK;
+}
+
+int
+sa_forward(sa_state *s, const int *toks, int n, float *logits, int all_logits)
+{
+	const sa_model *m = s->m;
+	const sa_config *c = &m->cfg;
+	size_t d = c->d_model, qd = (size_t)c->n_head * c->d_head;
+	size_t kvd = (size_t)c->n_head_kv * c->d_head;
+	int rc, i0 = 0;
+
+	if (n < 1)
+		return sa_fail(SA_EUSAGE, "no tokens to run");
+	if (n > s->n_ctx - s->pos)
+		return sa_fail(SA_EDATA, "prompt of %lld tokens exceeds the context of %d",
+		    (long long)s->pos + n, s->n_ctx);
+	for (int i = 0; i < n; i++)
+		if (toks[i] < 0 || toks[i] >= c->n_vocab)
+			return sa_fail(SA_EDATA, "token %d out of range (the vocabulary has %d)",
+			    toks[i], c->n_vocab);
+	if ((rc = build_scratch(s, n)) != SA_OK)
+		return rc;
+
+	for (int i = 0; i < n; i++)
+		sa_rows_to_f32(&m->tok_embd, toks[i], toks[i] + 1, s->x + i * d);
+	rope_table(s, n);
+
+	for (int l = 0; l < c->n_layer; l++) {
+		const sa_layer *L = &m->layers[l];
+		int last = l == c->n_layer - 1;
+
+		for (int i = 0; i < n; i++)
+			rmsnorm(s->xn + i * d, s->x + i * d, L->attn_norm.data, (int)d, c->norm_eps);
+		lin qkv[3] = {
+			layer_lin(m, l, SA_MAT_Q, L->bq.data, s->q),
+			layer_lin(m, l, SA_MAT_K, L->bk.data, s->k),
+			layer_lin(m, l, SA_MAT_V, L->bv.data, s->v),
+		};
+		if ((rc = linear(s, qkv, 3, s->xn, n, s->xr)) != SA_OK)
+			return rc;
+		if (s->hook)
+			s->hook(s->hook_ctx, l, n, s->k, s->v);
+		for (int i = 0; i < n; i++) {
+			const float *cs = s->rope + (size_t)i * c->rope_dim;
+			rope_apply(c, cs, s->q + i * qd, c->n_head);
+			rope_apply(c, cs, s->k + i * kvd, c->n_head_kv);
+		}
+		memcpy(s->kc[l] + (size_t)s->pos * kvd, s->k, (size_t)n * kvd * sizeof(float));
+		memcpy(s->vc[l] + (size_t)s->pos * kvd, s->v, (size_t)n * kvd * sizeof(float));
+
+		/* Past the last layer's cache only the rows wanted for logits matter. */
+		if (last) {
+			if (!logits)
+				break;
+			if (!all_logits)
+				i0 = n - 1;
+		}
+		if ((rc = attention(s, l, i0, n)) != SA_OK)
+			return rc;
+		lin o = layer_lin(m, l, SA_MAT_O, NULL, s->tmp + i0 * d);
+		if ((rc = linear(s, &o, 1, s->ao + i0 * qd, n - i0, s->xr)) != SA_OK)
+			return rc;
+		add_rows(s->x + i0 * d, s->tmp + i0 * d, (size_t)(n - i0) * d);
+		if ((rc = ffn(s, l, i0, n)) != SA_OK)
+			return rc;
+	}
+	s->pos += n;
+	if (!logits)
+		return SA_OK;
+
+	for (int i = i0; i < n; i++)
+		rmsnorm(s->xn + i * d, s->x + i * d, m->out_norm.data, (int)d, c->norm_eps);
+	lin out = { &m->output, m->output.type, NULL, NULL, logits };
+	return linear(s, &out, 1, s->xn + i0 * d, n - i0, s->xr);
+}

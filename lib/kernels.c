@@ -1,0 +1,417 @@
+/*
+ * kernels.c - dot products over weight rows in F32, F16, BF16 and Q8_0, and
+ * the conversions of rows to F32 for the sgemm path.
+ *
+ * Each kernel exists twice: an AVX2/FMA/F16C version compiled with a target
+ * attribute, and a portable one.  The first call picks one set for the CPU
+ * the program runs on.
+ *
+ * The inputs of a row dot product are already rounded the way llama.cpp
+ * rounds them (F16 weights see F16 activations, Q8_0 weights see Q8_0
+ * activations), so the products of the fast kernels equal those of the
+ * sgemm path; only the order of the sums differs.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sa.h"
+#include "kernels_impl.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_X86 1
+#endif
+
+/* y[i] = row i of w (n columns) . x, for nr rows starting at w. */
+typedef void rows_fn(const void *w, size_t row_bytes, int64_t n, const float *x,
+    const void *xq, float *y, int64_t nr);
+/* dst [nr][n] = rows as F32. */
+typedef void deq_fn(const void *w, size_t row_bytes, int64_t n, float *dst, int64_t nr);
+
+static struct kernels {
+	const char *name;
+	rows_fn *rows_f32, *rows_f16, *rows_bf16, *rows_q8_0;
+	deq_fn *deq_f16, *deq_bf16, *deq_q8_0;
+	float (*dot)(const float *, const float *, int64_t);
+	void (*axpy)(float, const float *, float *, int64_t);
+} K;
+
+/* ------------------------------------------------------------ portable */
+
+static float dot_generic(const float *a, const float *b, int64_t n)
+{
+	float s[8] = {0};
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++)
+			s[j] += a[i + j] * b[i + j];
+	for (; i < n; i++)
+		s[0] += a[i] * b[i];
+	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+static void axpy_generic(float a, const float *x, float *y, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		y[i] += a * x[i];
+}
+
+static void rows_f32_generic(const void *w, size_t rb, int64_t n, const float *x,
+    const void *xq, float *y, int64_t nr)
+{
+	for (int64_t r = 0; r < nr; r++)
+		y[r] = dot_generic((const float *)((const char *)w + r * rb), x, n);
+}
+
+/* F16 and BF16 rows in the lane order of dot_generic, so a row gives the
+ * same sum as its F32 copy does. */
+static void rows_half_generic(float (*cvt)(uint16_t), const void *w, size_t rb, int64_t n,
+    const float *x, float *y, int64_t nr)
+{
+	for (int64_t r = 0; r < nr; r++) {
+		const uint16_t *row = (const uint16_t *)((const char *)w + r * rb);
+		float s[8] = {0};
+		int64_t i = 0;
+		for (; i + 8 <= n; i += 8)
+			for (int j = 0; j < 8; j++)
+				s[j] += cvt(row[i + j]) * x[i + j];
+		for (; i < n; i++)
+			s[0] += cvt(row[i]) * x[i];
+		y[r] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+	}
+}
+
+static void rows_f16_generic(const void *w, size_t rb, int64_t n, const float *x,
+    const void *xq, float *y, int64_t nr)
+{
+	rows_half_generic(sa_fp16_to_fp32, w, rb, n, x, y, nr);
+}
+
+static void rows_bf16_generic(const void *w, size_t rb, int64_t n, const float *x,
+    const void *xq, float *y, int64_t nr)
+{
+	rows_half_generic(sa_bf16_to_fp32, w, rb, n, x, y, nr);
+}
+
+static void rows_q8_0_generic(const void *w, size_t rb, int64_t n, const float *x,
+    const void *xq, float *y, int64_t nr)
+{
+	const sa_block_q8_0 *bx = xq;
+	int64_t nb = n / SA_QK8_0;
+	for (int64_t r = 0; r < nr; r++) {
+		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb);
+		float s = 0;
+		for (int64_t b = 0; b < nb; b++) {
+			int32_t is = 0;
+			for (int j = 0; j < SA_QK8_0; j++)
+				is += bw[b].qs[j] * bx[b].qs[j];
+			s += sa_fp16_to_fp32(bw[b].d) * sa_fp16_to_fp32(bx[b].d) * (float)is;
+		}
+		y[r] = s;
+	}
+}
+
+static void deq_generic(int type, const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+{
+	for (int64_t r = 0; r < nr; r++)
+		sa_row_to_f32(type, (const char *)w + r * rb, dst + r * n, n);
+}
+
+static void deq_f16_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+{
+	deq_generic(SA_TYPE_F16, w, rb, n, dst, nr);
+}
+
+static void deq_bf16_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+{
+	deq_generic(SA_TYPE_BF16, w, rb, n, dst, nr);
+}
+
+static void deq_q8_0_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+{
+	deq_generic(SA_TYPE_Q8_0, w, rb, n, dst, nr);
+}
+
+/* ---------------------------------------------------------------- AVX2 */
+
+#ifdef HAVE_X86
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline float hsum8(__m256 v)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+/* 8 BF16 values -> 8 floats: bf16 is the high half of an fp32. */
+AVX2 static inline __m256 load_bf16(const uint16_t *p)
+{
+	__m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+	return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+AVX2 static inline __m256 load_f16(const uint16_t *p)
+{
+	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+AVX2 static float dot_avx2(const float *a, const float *b, int64_t n)
+{
+	__m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+	int64_t i = 0;
+	for (; i + 16 <= n; i += 16) {
+		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+		s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+	}
+	for (; i + 8 <= n; i += 8)
+		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+	float s = hsum8(_mm256_add_ps(s0, s1));
+	for (; i < n; i++)
+		s += a[i] * b[i];
+	return s;
+}
+
+AVX2 static void axpy_avx2(float a, const float *x, float *y, int64_t n)
+{
+	__m256 va = _mm256_set1_ps(a);
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+	for (; i < n; i++)
+		y[i] += a * x[i];
+}
+
+/*
+ * The row kernels keep four independent accumulators over 32 columns so
+ * the FMA latency hides behind the loads; a row is read once, front to
+ * back, which is what the hardware prefetcher likes.
+ */
+AVX2 static void rows_f32_avx2(const void *w, size_t rb, int64_t n, const float *x,
+    const void *xq, float *y, int64_t nr)
+{
+	for (int64_t r = 0; r < nr; r++) {
+		const float *row = (const float *)((const char *)w + r * rb);
+		__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+		int64_t i = 0;
+		for (; i + 32 <= n; i += 32) {
+			s0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i), _mm256_loadu_ps(x + i), s0);
+			s1 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+			s2 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i + 16), _mm256_loadu_ps(x + i + 16), s2);
+			s3 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i + 24), _mm256_loadu_ps(x + i + 24), s3);
+		}
+		for (; i + 8 <= n; i += 8)
+			s0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i), _mm256_loadu_ps(x + i), s0);
+		float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+		for (; i < n; i++)
+			s += row[i] * x[i];
+		y[r] = s;
+	}
+}
+
+AVX2 static void rows_f16_avx2(const void *w, size_t rb, int64_t n, const float *x,
+    const void *xq, float *y, int64_t nr)
+{
+	for (int64_t r = 0; r < nr; r++) {
+		const uint16_t *row = (const uint16_t *)((const char *)w + r * rb);
+		__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+		int64_t i = 0;
+		for (; i + 32 <= n; i += 32) {
+			s0 = _mm256_fmadd_ps(load_f16(row + i), _mm256_loadu_ps(x + i), s0);
+			s1 = _mm256_fmadd_ps(load_f16(row + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+			s2 = _mm256_fmadd_ps(load_f16(row + i + 16), _mm256_loadu_ps(x + i + 16), s2);
+			s3 = _mm256_fmadd_ps(load_f16(row + i + 24), _mm256_loadu_ps(x + i + 24), s3);
+		}
+		for (; i + 8 <= n; i += 8)
+			s0 = _mm256_fmadd_ps(load_f16(row + i), _mm256_loadu_ps(x + i), s0);
+		float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+		for (; i < n; i++)
+			s += _cvtsh_ss(row[i]) * x[i];
+		y[r] = s;
+	}
+}
+
+AVX2 static void rows_bf16_avx2(const void *w, size_t rb, int64_t n, const float *x,
+    const void *xq, float *y, int64_t nr)
+{
+	for (int64_t r = 0; r < nr; r++) {
+		const uint16_t *row = (const uint16_t *)((const char *)w + r * rb);
+		__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+		int64_t i = 0;
+		for (; i + 32 <= n; i += 32) {
+			s0 = _mm256_fmadd_ps(load_bf16(row + i), _mm256_loadu_ps(x + i), s0);
+			s1 = _mm256_fmadd_ps(load_bf16(row + i + 8), _mm256_loadu_ps(x + i + 8), s1);
+			s2 = _mm256_fmadd_ps(load_bf16(row + i + 16), _mm256_loadu_ps(x + i + 16), s2);
+			s3 = _mm256_fmadd_ps(load_bf16(row + i + 24), _mm256_loadu_ps(x + i + 24), s3);
+		}
+		for (; i + 8 <= n; i += 8)
+			s0 = _mm256_fmadd_ps(load_bf16(row + i), _mm256_loadu_ps(x + i), s0);
+		float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+		for (; i < n; i++)
+			s += sa_bf16_to_fp32(row[i]) * x[i];
+		y[r] = s;
+	}
+}
+
+/* 32 int8 products of one block pair, summed to 8 int32 lanes, as floats.
+ * maddubs wants unsigned x signed: move w's sign onto x. */
+AVX2 static inline __m256 block_dot_q8(const int8_t *w, const int8_t *x)
+{
+	__m256i qw = _mm256_loadu_si256((const __m256i *)w);
+	__m256i qx = _mm256_loadu_si256((const __m256i *)x);
+	__m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
+	return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+AVX2 static void rows_q8_0_avx2(const void *w, size_t rb, int64_t n, const float *x,
+    const void *xq, float *y, int64_t nr)
+{
+	const sa_block_q8_0 *bx = xq;
+	int64_t nb = n / SA_QK8_0;
+	for (int64_t r = 0; r < nr; r++) {
+		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb);
+		__m256 s0 = _mm256_setzero_ps(), s1 = s0;
+		int64_t b = 0;
+		for (; b + 2 <= nb; b += 2) {
+			__m256 d0 = _mm256_set1_ps(_cvtsh_ss(bw[b].d) * _cvtsh_ss(bx[b].d));
+			__m256 d1 = _mm256_set1_ps(_cvtsh_ss(bw[b + 1].d) * _cvtsh_ss(bx[b + 1].d));
+			s0 = _mm256_fmadd_ps(d0, block_dot_q8(bw[b].qs, bx[b].qs), s0);
+			s1 = _mm256_fmadd_ps(d1, block_dot_q8(bw[b + 1].qs, bx[b + 1].qs), s1);
+		}
+		for (; b < nb; b++) {
+			__m256 d0 = _mm256_set1_ps(_cvtsh_ss(bw[b].d) * _cvtsh_ss(bx[b].d));
+			s0 = _mm256_fmadd_ps(d0, block_dot_q8(bw[b].qs, bx[b].qs), s0);
+		}
+		y[r] = hsum8(_mm256_add_ps(s0, s1));
+	}
+}
+
+AVX2 static void deq_f16_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+{
+	for (int64_t r = 0; r < nr; r++, dst += n) {
+		const uint16_t *row = (const uint16_t *)((const char *)w + r * rb);
+		int64_t i = 0;
+		for (; i + 8 <= n; i += 8)
+			_mm256_storeu_ps(dst + i, load_f16(row + i));
+		for (; i < n; i++)
+			dst[i] = _cvtsh_ss(row[i]);
+	}
+}
+
+AVX2 static void deq_bf16_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+{
+	for (int64_t r = 0; r < nr; r++, dst += n) {
+		const uint16_t *row = (const uint16_t *)((const char *)w + r * rb);
+		int64_t i = 0;
+		for (; i + 8 <= n; i += 8)
+			_mm256_storeu_ps(dst + i, load_bf16(row + i));
+		for (; i < n; i++)
+			dst[i] = sa_bf16_to_fp32(row[i]);
+	}
+}
+
+AVX2 static void deq_q8_0_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+{
+	int64_t nb = n / SA_QK8_0;
+	for (int64_t r = 0; r < nr; r++) {
+		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb);
+		for (int64_t b = 0; b < nb; b++, dst += SA_QK8_0) {
+			__m256 d = _mm256_set1_ps(_cvtsh_ss(bw[b].d));
+			for (int j = 0; j < SA_QK8_0; j += 8) {
+				__m128i q = _mm_loadl_epi64((const __m128i *)(bw[b].qs + j));
+				__m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+				_mm256_storeu_ps(dst + j, _mm256_mul_ps(d, f));
+			}
+		}
+	}
+}
+#endif /* HAVE_X86 */
+
+/* ------------------------------------------------------------ dispatch */
+
+static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
+
+static void kernels_init(void)
+{
+	K = (struct kernels){
+		"generic",
+		rows_f32_generic, rows_f16_generic, rows_bf16_generic, rows_q8_0_generic,
+		deq_f16_generic, deq_bf16_generic, deq_q8_0_generic,
+		dot_generic, axpy_generic,
+	};
+	/* SA_KERNELS=generic forces the portable kernels (for tests) */
+	const char *want = getenv("SA_KERNELS");
+	if (want && !strcmp(want, "generic"))
+		return;
+#ifdef HAVE_X86
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+	    __builtin_cpu_supports("f16c"))
+		K = (struct kernels){
+			"avx2",
+			rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_0_avx2,
+			deq_f16_avx2, deq_bf16_avx2, deq_q8_0_avx2,
+			dot_avx2, axpy_avx2,
+		};
+#endif
+}
+
+static inline const struct kernels *kernels(void)
+{
+	pthread_once(&kernels_once, kernels_init);
+	return &K;
+}
+
+const char *sa_kernels_name(void)
+{
+	return kernels()->name;
+}
+
+void sa_rows_dot(const sa_matrix *w, int64_t r0, int64_t r1, const float *x,
+    const void *xq, float *y)
+{
+	const struct kernels *k = kernels();
+	size_t rb = sa_type_row_size(w->type, w->cols);
+	const char *p = (const char *)w->data + (size_t)r0 * rb;
+	rows_fn *f;
+
+	if (r1 <= r0)
+		return;
+	switch (w->type) {
+	case SA_TYPE_F32: f = k->rows_f32; break;
+	case SA_TYPE_F16: f = k->rows_f16; break;
+	case SA_TYPE_BF16: f = k->rows_bf16; break;
+	case SA_TYPE_Q8_0: f = k->rows_q8_0; break;
+	default: return;
+	}
+	f(p, rb, w->cols, x, xq, y + r0, r1 - r0);
+}
+
+void sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst)
+{
+	const struct kernels *k = kernels();
+	size_t rb = sa_type_row_size(w->type, w->cols);
+	const char *p = (const char *)w->data + (size_t)r0 * rb;
+
+	if (r1 <= r0)
+		return;
+	switch (w->type) {
+	case SA_TYPE_F32: memcpy(dst, p, (size_t)(r1 - r0) * rb); break;
+	case SA_TYPE_F16: k->deq_f16(p, rb, w->cols, dst, r1 - r0); break;
+	case SA_TYPE_BF16: k->deq_bf16(p, rb, w->cols, dst, r1 - r0); break;
+	case SA_TYPE_Q8_0: k->deq_q8_0(p, rb, w->cols, dst, r1 - r0); break;
+	}
+}
+
+float sa_dot_f32(const float *a, const float *b, int64_t n)
+{
+	return kernels()->dot(a, b, n);
+}
+
+void sa_axpy_f32(float a, const float *x, float *y, int64_t n)
+{
+	kernels()->axpy(a, x, y, n);
+}

@@ -1,0 +1,52 @@
+/*
+ * kernels_impl.h - compute kernels and the worker pool, shared by model.c
+ * and forward.c.  Not part of the public API.
+ */
+#ifndef KERNELS_IMPL_H
+#define KERNELS_IMPL_H
+
+#include <stdint.h>
+#include "sa.h"
+#include "types_impl.h"    /* sa_block_q8_0 */
+
+/* ---------------------------------------------------------------- pool */
+
+/* A task runs on every thread of the pool at once: thread ith of nth
+ * (the caller is thread 0). */
+typedef void (*sa_task_fn)(void *arg, int ith, int nth);
+
+/* Run fn on all threads and wait for all of them. */
+void sa_pool_run(sa_task_fn fn, void *arg);
+/* Call before BLAS: idle workers stop spinning and sleep, so BLAS threads
+ * get the cores to themselves. */
+void sa_pool_quiet(void);
+
+/* The share [lo, hi) of thread ith among nth of n items. */
+static inline void sa_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)
+{
+	*lo = n * ith / nth;
+	*hi = n * (ith + 1) / nth;
+}
+
+/* ------------------------------------------------------------- kernels */
+
+/*
+ * y[r] = W[r,:] . x for rows r0 <= r < r1 of W [rows][cols].
+ * x [cols] F32; for a Q8_0 W, xq holds x quantized to Q8_0 blocks
+ * [cols/32] and x is not read.
+ */
+void sa_rows_dot(const sa_matrix *w, int64_t r0, int64_t r1, const float *x,
+    const void *xq, float *y);
+
+/* dst [r1-r0][cols] = rows r0..r1-1 of W as F32. */
+void sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst);
+
+/* a . b over n floats. */
+float sa_dot_f32(const float *a, const float *b, int64_t n);
+/* y += a * x over n floats. */
+void sa_axpy_f32(float a, const float *x, float *y, int64_t n);
+
+/* Name of the kernel set chosen for this CPU ("avx2" or "generic"). */
+const char *sa_kernels_name(void);
+
+#endif

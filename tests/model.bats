@@ -1,0 +1,64 @@
+#!/usr/bin/env bats
+# The model loader and the forward pass: tests/unit/test_model compares
+# sa_forward with a naive reference on mkmodel models; here it also makes
+# broken copies of a model and loads them.
+
+bats_require_minimum_version 1.5.0
+bats_load_library bats-support
+bats_load_library bats-assert
+
+setup() {
+	cd "$BATS_TEST_DIRNAME/.."
+	export TMPDIR="$BATS_TEST_TMPDIR"
+	model="$BATS_TEST_TMPDIR/m.gguf"
+	tests/helpers/mkmodel --layers 2 --dim 64 --heads 4 --kv-heads 2 -o "$model"
+}
+
+@test "model: forward pass matches the reference (llama, qwen2, GQA, tied, all types)" {
+	run tests/unit/test_model
+	assert_success
+	assert_output --partial 'qwen2-tied-q8_0'
+}
+
+@test "model: the portable kernels give the same results" {
+	SA_KERNELS=generic run tests/unit/test_model
+	assert_success
+}
+
+@test "model: a good model loads" {
+	run tests/unit/test_model --load "$model"
+	assert_success
+	assert_output 'mkmodel-llama: 2 layers'
+}
+
+@test "model: unknown architecture" {
+	tests/unit/test_model --make-bad arch "$model" "$TMPDIR/bad.gguf"
+	run -65 tests/unit/test_model --load "$TMPDIR/bad.gguf"
+	assert_output "$TMPDIR/bad.gguf: unknown architecture 'gptj' (llama and qwen2 are supported)"
+}
+
+@test "model: missing tensor" {
+	tests/unit/test_model --make-bad missing "$model" "$TMPDIR/bad.gguf"
+	run -65 tests/unit/test_model --load "$TMPDIR/bad.gguf"
+	assert_output "$TMPDIR/bad.gguf: missing tensor blk.1.attn_k.weight"
+}
+
+@test "model: unsupported tensor type" {
+	tests/helpers/mkmodel --layers 2 --dim 256 --heads 4 -o "$model"
+	tests/unit/test_model --make-bad type "$model" "$TMPDIR/bad.gguf"
+	run -65 tests/unit/test_model --load "$TMPDIR/bad.gguf"
+	assert_output "$TMPDIR/bad.gguf: tensor blk.1.attn_k.weight has type Q4_K, which is not supported (F32, F16, BF16, Q8_0 are)"
+}
+
+@test "model: wrong shape" {
+	tests/unit/test_model --make-bad shape "$model" "$TMPDIR/bad.gguf"
+	run -65 tests/unit/test_model --load "$TMPDIR/bad.gguf"
+	assert_output "$TMPDIR/bad.gguf: tensor blk.1.attn_k.weight has shape [64, 33], expected [64, 32]"
+}
+
+@test "model: not a model" {
+	printf 'hello' > "$TMPDIR/x.gguf"
+	run -65 tests/unit/test_model --load "$TMPDIR/x.gguf"
+	assert_output --partial "$TMPDIR/x.gguf"
+	run -66 tests/unit/test_model --load "$TMPDIR/nonexistent.gguf"
+}
