@@ -56,3 +56,10 @@ clean:
 	rm -f lib/*.o lib/libsa.a $(TOOLS) $(UNIT) $(HELPERS)
 
 .PHONY: all check clean deps install lint-man
+
+# Speed of the forward pass (not a test): models made on the fly by mkmodel,
+# prefill and decode tokens/s, and decode's share of the copy bandwidth.
+bench: tests/helpers/bench tests/helpers/mkmodel
+	tests/helpers/bench
+
+.PHONY: bench
