@@ -69,6 +69,15 @@ max3(int a, int b, int c)
 	return m > c ? m : c;
 }
 
+/* Chunks for a job of n items: a few per thread, so a thread the system
+ * runs late leaves its share to the others. */
+static int
+chunks_for(int64_t n)
+{
+	int64_t c = 4 * (int64_t)sa_get_threads();
+	return (int)(n < 1 ? 1 : n < c ? n : c);
+}
+
 /* --------------------------------------------------------------- state */
 
 static void
@@ -326,13 +335,13 @@ struct round_task {
 };
 
 static void
-round_rows_task(void *arg, int ith, int nth)
+round_rows_task(void *arg, int ith, int chunk, int nchunks)
 {
 	struct round_task *t = arg;
 	char *buf = t->buf + (size_t)ith * t->buf_stride;
 	int64_t lo, hi;
 
-	sa_split(t->n, ith, nth, &lo, &hi);
+	sa_split(t->n, chunk, nchunks, &lo, &hi);
 	for (int64_t i = lo; i < hi; i++) {
 		sa_row_from_f32(t->type, t->src + i * t->cols, buf, t->cols);
 		sa_row_to_f32(t->type, buf, t->dst + i * t->cols, t->cols);
@@ -358,7 +367,7 @@ round_rows(sa_state *s, int type, const float *X, int n, int64_t cols, float *ds
 		s->rowbuf_cap = need;
 	}
 	t.buf = s->rowbuf;
-	sa_pool_run(round_rows_task, &t);
+	sa_pool_run_chunks(round_rows_task, &t, chunks_for(n));
 	return dst;
 }
 
@@ -370,12 +379,12 @@ struct tile_task {
 };
 
 static void
-tile_task(void *arg, int ith, int nth)
+tile_task(void *arg, int ith, int chunk, int nchunks)
 {
 	struct tile_task *t = arg;
 	int64_t lo, hi;
 
-	sa_split(t->nr, ith, nth, &lo, &hi);
+	sa_split(t->nr, chunk, nchunks, &lo, &hi);
 	sa_rows_to_f32(t->w, t->r0 + lo, t->r0 + hi, t->dst + lo * t->w->cols);
 }
 
@@ -409,7 +418,7 @@ matmul(sa_state *s, const lin *L, const float *Xr, int n, int ldy)
 			tr = 1;
 		for (int64_t r0 = 0; r0 < rows; r0 += tr) {
 			struct tile_task t = { w, r0, rows - r0 < tr ? rows - r0 : tr, s->tile };
-			sa_pool_run(tile_task, &t);
+			sa_pool_run_chunks(tile_task, &t, chunks_for(t.nr));
 			sgemm(CblasTrans, n, (int)t.nr, cols, 1.0f, Xr, cols, s->tile, cols, 0.0f,
 			    L->y + r0, ldy);
 		}
@@ -439,12 +448,12 @@ struct mv_task {
 };
 
 static void
-mv_task(void *arg, int ith, int nth)
+mv_task(void *arg, int ith, int chunk, int nchunks)
 {
 	struct mv_task *t = arg;
 	int64_t lo, hi, base = 0;
 
-	sa_split(t->total, ith, nth, &lo, &hi);
+	sa_split(t->total, chunk, nchunks, &lo, &hi);
 	for (int j = 0; j < t->nl && lo < hi; j++) {
 		int64_t rows = t->ls[j].w->rows;
 		if (lo < base + rows) {
@@ -486,7 +495,7 @@ matvec(sa_state *s, const lin *ls, int nl, const float *x)
 	for (int j = 0; j < nl; j++)
 		if (ls[j].w->type == SA_TYPE_Q8_0 && ls[j].act != SA_TYPE_Q8_0)
 			return sa_fail(SA_EINTERNAL, "Q8_0 weights with a %s input", sa_type_name(ls[j].act));
-	sa_pool_run(mv_task, &t);
+	sa_pool_run_chunks(mv_task, &t, chunks_for(t.total / 16));
 
 	for (int j = 0; j < nl; j++) {
 		const lin *L = &ls[j];
@@ -541,7 +550,7 @@ struct att_task {
 };
 
 static void
-att_task(void *arg, int ith, int nth)
+att_task(void *arg, int ith, int chunk, int nchunks)
 {
 	struct att_task *t = arg;
 	sa_state *s = t->s;
@@ -552,7 +561,7 @@ att_task(void *arg, int ith, int nth)
 	const float *kc = s->kc[t->l], *vc = s->vc[t->l];
 	int64_t lo, hi;
 
-	sa_split((int64_t)(t->n - t->i0) * H, ith, nth, &lo, &hi);
+	sa_split((int64_t)(t->n - t->i0) * H, chunk, nchunks, &lo, &hi);
 	for (int64_t task = lo; task < hi; task++) {
 		int i = t->i0 + (int)(task / H), h = (int)(task % H), g = h / grp;
 		int len = s->pos + i + 1;
@@ -575,12 +584,12 @@ struct smax_task {
 };
 
 static void
-smax_task(void *arg, int ith, int nth)
+smax_task(void *arg, int ith, int chunk, int nchunks)
 {
 	struct smax_task *t = arg;
 	int64_t lo, hi;
 
-	sa_split(t->nq, ith, nth, &lo, &hi);
+	sa_split(t->nq, chunk, nchunks, &lo, &hi);
 	for (int64_t r = lo; r < hi; r++) {
 		float *row = t->sc + r * t->kvn;
 		int len = t->base + (int)r + 1;
@@ -617,7 +626,7 @@ attention(sa_state *s, int l, int i0, int n)
 		struct att_task t = { s, l, i0, n, scale };
 		if (want_sc(s, (size_t)sa_get_threads() * s->n_ctx))
 			return SA_EINTERNAL;
-		sa_pool_run(att_task, &t);
+		sa_pool_run_chunks(att_task, &t, chunks_for((int64_t)(n - i0) * c->n_head));
 		return SA_OK;
 	}
 	if (want_sc(s, (size_t)QBLK * s->n_ctx))
@@ -632,7 +641,7 @@ attention(sa_state *s, int l, int i0, int n)
 			/* S [nq][kvn] = scale * Q_h K_g^T;  O_h = softmax(S) V_g */
 			sgemm(CblasTrans, nq, kvn, dh, scale, s->q + (size_t)qb * qd + (size_t)h * dh, qd,
 			    kg, kvd, 0.0f, s->sc, kvn);
-			sa_pool_run(smax_task, &t);
+			sa_pool_run_chunks(smax_task, &t, chunks_for(nq));
 			sgemm(CblasNoTrans, nq, dh, kvn, 1.0f, s->sc, kvn, vg, kvd, 0.0f,
 			    s->ao + (size_t)qb * qd + (size_t)h * dh, qd);
 		}

@@ -11,17 +11,24 @@
 
 /* ---------------------------------------------------------------- pool */
 
-/* A task runs on every thread of the pool at once: thread ith of nth
- * (the caller is thread 0). */
-typedef void (*sa_task_fn)(void *arg, int ith, int nth);
+/* A job is cut into nchunks chunks; fn runs chunk `chunk` on thread ith
+ * (0 <= ith < sa_get_threads(), the caller is 0: for per-thread scratch).
+ * Which thread runs which chunk varies from run to run: results must depend
+ * on the chunk only. */
+typedef void (*sa_chunk_fn)(void *arg, int ith, int chunk, int nchunks);
 
-/* Run fn on all threads and wait for all of them. */
+/* Run all chunks of a job (nchunks <= 0: one per thread) and wait. */
+void sa_pool_run_chunks(sa_chunk_fn fn, void *arg, int nchunks);
+
+/* The simple form: fn(arg, part, nparts) for each of nparts = threads parts,
+ * concurrently (a part may use scratch of its own, indexed by part). */
+typedef void (*sa_task_fn)(void *arg, int part, int nparts);
 void sa_pool_run(sa_task_fn fn, void *arg);
 /* Call before BLAS: idle workers stop spinning and sleep, so BLAS threads
  * get the cores to themselves. */
 void sa_pool_quiet(void);
 
-/* The share [lo, hi) of thread ith among nth of n items. */
+/* The share [lo, hi) of chunk ith among nth of n items. */
 static inline void sa_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)
 {
 	*lo = n * ith / nth;

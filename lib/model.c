@@ -545,12 +545,12 @@ struct deq_task {
 };
 
 static void
-deq_rows(void *arg, int ith, int nth)
+deq_rows(void *arg, int ith, int chunk, int nchunks)
 {
 	struct deq_task *t = arg;
 	int64_t lo, hi;
 
-	sa_split(t->w->rows, ith, nth, &lo, &hi);
+	sa_split(t->w->rows, chunk, nchunks, &lo, &hi);
 	sa_rows_to_f32(t->w, lo, hi, t->dst + lo * t->w->cols);
 }
 
@@ -579,7 +579,7 @@ sa_model_merge_lowrank(sa_model *m, int layer, int mat, int rank,
 		struct deq_task t = { &x->base[i], NULL };
 		if (!(t.dst = sa_malloc((size_t)w->rows * w->cols * sizeof(float))))
 			return SA_EINTERNAL;
-		sa_pool_run(deq_rows, &t);
+		sa_pool_run_chunks(deq_rows, &t, 0);
 		x->owned[i] = t.dst;
 		*w = (sa_matrix){ SA_TYPE_F32, w->rows, w->cols, t.dst };
 	}

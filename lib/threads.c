@@ -1,14 +1,21 @@
 /*
  * threads.c - a small persistent pool of worker threads for the kernels.
  *
- * A decoded token runs a few hundred short parallel steps, so waking
- * sleeping threads through the kernel each time would cost more than the
- * steps themselves: idle workers spin for a while on a generation counter,
- * then fall asleep on a condition variable.  Before a BLAS call the caller
- * sends them to sleep at once (sa_pool_quiet), so the pool and BLAS never
- * compete for the cores.
+ * A job is cut into chunks that the caller and the workers take from one
+ * atomic counter, so a worker the kernel has not scheduled yet never holds
+ * the caller up: whoever is running takes the next chunk.  The counter
+ * carries the job's number in its high half, so a worker that wakes late
+ * cannot take a chunk of a later job by mistake.
+ *
+ * A decoded token runs a few hundred short jobs, so waking sleeping threads
+ * through the kernel every time would cost more than the jobs: idle workers
+ * spin for a while (yielding the CPU after a moment, for machines with more
+ * runnable threads than cores), then sleep on a condition variable.  Before
+ * a BLAS call the caller sends them to sleep at once (sa_pool_quiet), so the
+ * pool and BLAS never compete for the cores.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -25,21 +32,25 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* Spin iterations before a worker sleeps (about 0.1 ms to a few ms,
- * depending on how long the CPU's pause is). */
-#define SPIN_MAX 20000
+/* Waiting: SPIN_PAUSE rounds of pause (tens of microseconds), then
+ * SPIN_YIELD rounds of sched_yield, then sleep. */
+#define SPIN_PAUSE 2000
+#define SPIN_YIELD 200
 
 static struct pool {
 	int nth;                /* threads including the caller */
 	pthread_t *tid;         /* [nth - 1] workers */
 	pthread_mutex_t mu;
 	pthread_cond_t wake;    /* new job or stop */
-	pthread_cond_t done;    /* last worker finished */
-	atomic_uint gen;        /* incremented for every job */
-	atomic_int pending;     /* workers still in the current job */
+	pthread_cond_t done;    /* last chunk finished */
+	atomic_uint gen;        /* number of the current job */
+	atomic_uint_fast64_t next;  /* gen << 32 | next chunk to take */
+	atomic_int left;        /* chunks not finished yet */
 	atomic_int quiet;       /* 1: idle workers go to sleep at once */
+	atomic_int sleeping;    /* the caller sleeps on done */
 	int stop;
-	sa_task_fn fn;
+	atomic_int nchunks;
+	sa_chunk_fn fn;
 	void *arg;
 } pool = {
 	.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -50,13 +61,36 @@ static struct pool {
 static int threads_wanted;   /* 0: not set yet */
 static int pool_running;     /* threads exist for pool.nth */
 
-static int online_cpus(void)
+static int
+online_cpus(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 	return n < 1 ? 1 : n > 256 ? 256 : (int)n;
 }
 
-static void *worker(void *p)
+/* Take and run chunks of job gen until none is left; 1 if this thread
+ * finished the job's last chunk. */
+static int
+run_chunks(unsigned gen, int ith)
+{
+	uint64_t v = atomic_load(&pool.next);
+	int last = 0;
+
+	for (;;) {
+		int n = atomic_load_explicit(&pool.nchunks, memory_order_relaxed);
+		if ((unsigned)(v >> 32) != gen || (int64_t)(uint32_t)v >= n)
+			return last;
+		if (!atomic_compare_exchange_weak(&pool.next, &v, v + 1))
+			continue;
+		/* the job's fields are stable while it has chunks unfinished */
+		pool.fn(pool.arg, ith, (int)(uint32_t)v, atomic_load(&pool.nchunks));
+		last = atomic_fetch_sub(&pool.left, 1) == 1;
+		v = atomic_load(&pool.next);
+	}
+}
+
+static void *
+worker(void *p)
 {
 	int ith = (int)(intptr_t)p;
 	unsigned seen = 0;
@@ -65,10 +99,12 @@ static void *worker(void *p)
 		unsigned g;
 		int spins = 0;
 
-		while ((g = atomic_load_explicit(&pool.gen, memory_order_acquire)) == seen &&
-		    spins < SPIN_MAX && !atomic_load_explicit(&pool.quiet, memory_order_relaxed)) {
-			cpu_relax();
-			spins++;
+		while ((g = atomic_load(&pool.gen)) == seen && spins < SPIN_PAUSE + SPIN_YIELD &&
+		    !atomic_load_explicit(&pool.quiet, memory_order_relaxed)) {
+			if (spins++ < SPIN_PAUSE)
+				cpu_relax();
+			else
+				sched_yield();
 		}
 		if (g == seen) {
 			pthread_mutex_lock(&pool.mu);
@@ -79,8 +115,7 @@ static void *worker(void *p)
 		seen = g;
 		if (pool.stop)
 			break;
-		pool.fn(pool.arg, ith, pool.nth);
-		if (atomic_fetch_sub(&pool.pending, 1) == 1) {
+		if (run_chunks(g, ith) && atomic_load(&pool.sleeping)) {
 			pthread_mutex_lock(&pool.mu);
 			pthread_cond_signal(&pool.done);
 			pthread_mutex_unlock(&pool.mu);
@@ -89,7 +124,8 @@ static void *worker(void *p)
 	return NULL;
 }
 
-static void pool_stop(void)
+static void
+pool_stop(void)
 {
 	if (!pool_running)
 		return;
@@ -108,10 +144,12 @@ static void pool_stop(void)
 }
 
 /* Start nth - 1 workers; on failure the pool runs with those it got. */
-static void pool_start(int nth)
+static void
+pool_start(int nth)
 {
 	pool.nth = 1;
 	atomic_store(&pool.gen, 0);
+	atomic_store(&pool.next, 0);
 	atomic_store(&pool.quiet, 0);
 	pool.stop = 0;
 	pool_running = 1;
@@ -124,7 +162,8 @@ static void pool_start(int nth)
 	}
 }
 
-void sa_set_threads(int n)
+void
+sa_set_threads(int n)
 {
 	if (n <= 0)
 		n = online_cpus();
@@ -138,45 +177,83 @@ void sa_set_threads(int n)
 	}
 }
 
-int sa_get_threads(void)
+int
+sa_get_threads(void)
 {
 	return threads_wanted ? threads_wanted : online_cpus();
 }
 
-void sa_pool_quiet(void)
+void
+sa_pool_quiet(void)
 {
 	atomic_store_explicit(&pool.quiet, 1, memory_order_relaxed);
 }
 
-void sa_pool_run(sa_task_fn fn, void *arg)
+void
+sa_pool_run_chunks(sa_chunk_fn fn, void *arg, int nchunks)
 {
+	unsigned gen;
+
 	if (!pool_running) {
 		if (!threads_wanted)
 			sa_set_threads(0);
 		pool_start(threads_wanted);
 	}
-	if (pool.nth == 1) {
-		fn(arg, 0, 1);
+	if (nchunks <= 0)
+		nchunks = pool.nth;
+	if (pool.nth == 1 || nchunks == 1) {
+		for (int c = 0; c < nchunks; c++)
+			fn(arg, 0, c, nchunks);
 		return;
 	}
+	/* shut late takers of the last job out before touching its fields */
+	gen = atomic_load(&pool.gen) + 1;
+	atomic_store(&pool.next, (uint64_t)gen << 32 | UINT32_MAX);
 	pool.fn = fn;
 	pool.arg = arg;
-	atomic_store(&pool.pending, pool.nth - 1);
+	atomic_store(&pool.nchunks, nchunks);
+	atomic_store(&pool.left, nchunks);
 	atomic_store_explicit(&pool.quiet, 0, memory_order_relaxed);
 	pthread_mutex_lock(&pool.mu);
-	atomic_fetch_add_explicit(&pool.gen, 1, memory_order_release);
+	atomic_store(&pool.next, (uint64_t)gen << 32);
+	atomic_store(&pool.gen, gen);
 	pthread_cond_broadcast(&pool.wake);
 	pthread_mutex_unlock(&pool.mu);
 
-	fn(arg, 0, pool.nth);
+	run_chunks(gen, 0);
 
-	for (int spins = 0; atomic_load_explicit(&pool.pending, memory_order_acquire) &&
-	    spins < SPIN_MAX; spins++)
-		cpu_relax();
-	if (atomic_load(&pool.pending)) {
+	/* only chunks a running worker took remain */
+	for (int spins = 0; atomic_load(&pool.left) && spins < SPIN_PAUSE + SPIN_YIELD; spins++) {
+		if (spins < SPIN_PAUSE)
+			cpu_relax();
+		else
+			sched_yield();
+	}
+	if (atomic_load(&pool.left)) {
 		pthread_mutex_lock(&pool.mu);
-		while (atomic_load(&pool.pending))
+		atomic_store(&pool.sleeping, 1);
+		while (atomic_load(&pool.left))
 			pthread_cond_wait(&pool.done, &pool.mu);
+		atomic_store(&pool.sleeping, 0);
 		pthread_mutex_unlock(&pool.mu);
 	}
+}
+
+struct simple_task {
+	sa_task_fn fn;
+	void *arg;
+};
+
+static void
+simple_chunk(void *arg, int ith, int chunk, int nchunks)
+{
+	struct simple_task *t = arg;
+	t->fn(t->arg, chunk, nchunks);
+}
+
+void
+sa_pool_run(sa_task_fn fn, void *arg)
+{
+	struct simple_task t = { fn, arg };
+	sa_pool_run_chunks(simple_chunk, &t, sa_get_threads());
 }
