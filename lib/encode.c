@@ -6,21 +6,26 @@
  *
  * The state is kept in double and written to the float delta on demand: the
  * recurrence runs over many chunks, and double keeps its rounding far below
- * what the delta file can show.  Every sum runs in a fixed order on one
- * thread, so the result is the same bit for bit whatever the thread count
- * and whatever vector unit the CPU has.
+ * what the delta file can show.  Every sum runs in a fixed order, and each
+ * (matrix, head) of a layer runs whole on one thread of the pool, so the
+ * mapping gives the same bits whatever the thread count and whatever vector
+ * unit the CPU has.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sa.h"
+#include "kernels_impl.h"
 
 /* Products of two floats are exact in double; keep the compiler from fusing
  * the other multiply-adds, so every build rounds the same way. */
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #endif
+
+typedef struct rowkern rowkern;
 
 struct sa_encoder {
 	sa_model *model;
@@ -31,27 +36,108 @@ struct sa_encoder {
 	sa_state *st;
 	int seg_n;            /* tokens of the segment being fed */
 	int rc;               /* first failure inside the hook */
+	const rowkern *kern;
 };
 
 /* ------------------------------------------------------------------ kernels */
 
-/* <a, b> over n floats, in double with four running sums (one per lane of
- * a vector unit that has them; the order is fixed either way). */
-static double
-dot_ff(const float *a, const float *b, int n)
-{
-	double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-	int j = 0;
+/*
+ * The two inner loops of the chunk attention, for one query row:
+ *   scores: sc [c]  = K [c][ld] . q [dh]          (sc[t] = <q, K[t]>)
+ *   mix:    S  [dh] += sum_t w[t] V [c][ld][t]    (in order of t)
+ * in double.  The generic and AVX2 versions round identically: a product of
+ * two floats is exact in double, every sum keeps the same order (eight
+ * running sums, element j into sum j mod 8, folded as an AVX2 register
+ * pair would fold them), and nothing is fused into a multiply-add.
+ */
+struct rowkern {
+	void (*scores)(const float *q, const float *K, int ld, int c, int dh, double *sc);
+	void (*mix)(const double *w, const float *V, int ld, int c, int dh, double *S);
+};
 
-	for (; j + 4 <= n; j += 4) {
-		s0 += (double)a[j] * b[j];
-		s1 += (double)a[j + 1] * b[j + 1];
-		s2 += (double)a[j + 2] * b[j + 2];
-		s3 += (double)a[j + 3] * b[j + 3];
+static void
+scores_generic(const float *q, const float *K, int ld, int c, int dh, double *sc)
+{
+	for (int t = 0; t < c; t++) {
+		const float *k = K + (size_t)t * ld;
+		double p[8] = { 0 }, s;
+		int j = 0;
+
+		for (; j + 8 <= dh; j += 8)
+			for (int l = 0; l < 8; l++)
+				p[l] += (double)q[j + l] * k[j + l];
+		s = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
+		for (; j < dh; j++)
+			s += (double)q[j] * k[j];
+		sc[t] = s;
 	}
-	for (; j < n; j++)
-		s0 += (double)a[j] * b[j];
-	return (s0 + s1) + (s2 + s3);
+}
+
+static void
+mix_generic(const double *w, const float *V, int ld, int c, int dh, double *S)
+{
+	for (int t = 0; t < c; t++) {
+		const float *v = V + (size_t)t * ld;
+		for (int j = 0; j < dh; j++)
+			S[j] += w[t] * v[j];
+	}
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+__attribute__((target("avx2"))) static void
+scores_avx2(const float *q, const float *K, int ld, int c, int dh, double *sc)
+{
+	for (int t = 0; t < c; t++) {
+		const float *k = K + (size_t)t * ld;
+		__m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+		double f[4], s;
+		int j = 0;
+
+		for (; j + 8 <= dh; j += 8) {
+			__m256 a = _mm256_loadu_ps(q + j), b = _mm256_loadu_ps(k + j);
+			lo = _mm256_add_pd(lo, _mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(a)),
+			    _mm256_cvtps_pd(_mm256_castps256_ps128(b))));
+			hi = _mm256_add_pd(hi, _mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)),
+			    _mm256_cvtps_pd(_mm256_extractf128_ps(b, 1))));
+		}
+		_mm256_storeu_pd(f, _mm256_add_pd(lo, hi));
+		s = (f[0] + f[1]) + (f[2] + f[3]);
+		for (; j < dh; j++)
+			s += (double)q[j] * k[j];
+		sc[t] = s;
+	}
+}
+
+__attribute__((target("avx2"))) static void
+mix_avx2(const double *w, const float *V, int ld, int c, int dh, double *S)
+{
+	for (int t = 0; t < c; t++) {
+		const float *v = V + (size_t)t * ld;
+		__m256d wt = _mm256_set1_pd(w[t]);
+		int j = 0;
+
+		for (; j + 4 <= dh; j += 4) {
+			__m256d x = _mm256_cvtps_pd(_mm_loadu_ps(v + j));
+			_mm256_storeu_pd(S + j, _mm256_add_pd(_mm256_loadu_pd(S + j), _mm256_mul_pd(wt, x)));
+		}
+		for (; j < dh; j++)
+			S[j] += w[t] * v[j];
+	}
+}
+#endif
+
+static const rowkern *
+rowkern_get(void)
+{
+	static const rowkern generic = { scores_generic, mix_generic };
+#if defined(__x86_64__)
+	static const rowkern avx2 = { scores_avx2, mix_avx2 };
+	if (__builtin_cpu_supports("avx2"))
+		return &avx2;
+#endif
+	return &generic;
 }
 
 /*
@@ -60,22 +146,22 @@ dot_ff(const float *a, const float *b, int n)
  *   g  [dh], b [r]        gate weights and biases of the head
  *   k, v [c][ld]          the chunk's keys and values, this head's columns
  *   h  [r][dh], P [r]     state: h = a*h + S, P = P*a
- *   sc [c], S [r][dh]     scratch
+ *   sc [c], S [dh]        scratch
  * S[i] = softmax_t(Q[i].k[t] / sqrt(dh)) v,  a[i] = sigmoid(g.S[i] + b[i]).
  */
 static void
-chunk_head(const float *Q, const float *g, const float *b, const float *k,
-    const float *v, int ld, int c, int r, int dh, double *h, double *P,
-    double *sc, double *S)
+chunk_head(const rowkern *kern, const float *Q, const float *g, const float *b,
+    const float *k, const float *v, int ld, int c, int r, int dh, double *h,
+    double *P, double *sc, double *S)
 {
 	double scale = 1.0 / sqrt((double)dh);
 
 	for (int i = 0; i < r; i++) {
-		const float *q = Q + (size_t)i * dh;
-		double *Si = S + (size_t)i * dh, mx = -HUGE_VAL, sum = 0, z, a;
+		double *hi = h + (size_t)i * dh, mx = -HUGE_VAL, sum = 0, z, a;
 
+		kern->scores(Q + (size_t)i * dh, k, ld, c, dh, sc);
 		for (int t = 0; t < c; t++) {
-			sc[t] = dot_ff(q, k + (size_t)t * ld, dh) * scale;
+			sc[t] *= scale;
 			if (sc[t] > mx)
 				mx = sc[t];
 		}
@@ -83,75 +169,116 @@ chunk_head(const float *Q, const float *g, const float *b, const float *k,
 			sc[t] = exp(sc[t] - mx);
 			sum += sc[t];
 		}
-		memset(Si, 0, (size_t)dh * sizeof *Si);
-		for (int t = 0; t < c; t++) {
-			const float *vt = v + (size_t)t * ld;
-			double p = sc[t] / sum;
-			for (int j = 0; j < dh; j++)
-				Si[j] += p * vt[j];
-		}
+		for (int t = 0; t < c; t++)
+			sc[t] /= sum;
+		memset(S, 0, (size_t)dh * sizeof *S);
+		kern->mix(sc, v, ld, c, dh, S);
 		z = b[i];
 		for (int j = 0; j < dh; j++)
-			z += g[j] * Si[j];
+			z += g[j] * S[j];
 		a = 1.0 / (1.0 + exp(-z));
 		for (int j = 0; j < dh; j++)
-			h[(size_t)i * dh + j] = a * h[(size_t)i * dh + j] + Si[j];
+			hi[j] = a * hi[j] + S[j];
 		P[i] *= a;
+	}
+}
+
+/*
+ * Head hd of matrix (layer, mat) over a segment of n tokens:
+ *   k, v [n][Hk*dh], h [r][dh] and P [r] of the head.
+ * Chunks of C tokens from the segment's start, the last one shorter, in order.
+ * Scratch: sc [C], S [dh].
+ */
+static void
+map_head(const rowkern *kern, const sa_adapter *a, const sa_adapter_mat *am, int hd,
+    const float *k, const float *v, int n, double *h, double *P, double *sc, double *S)
+{
+	int Hk = a->n_head_kv, dh = a->d_head, r = a->rank, C = a->chunk, ld = Hk * dh;
+	const float *Q = am->Q + (size_t)hd * r * dh;
+	const float *g = am->g + (size_t)hd * dh;
+	const float *b = am->b + (size_t)hd * r;
+
+	for (int t0 = 0; t0 < n; t0 += C) {
+		int c = n - t0 < C ? n - t0 : C;
+		chunk_head(kern, Q, g, b, k + (size_t)t0 * ld + (size_t)hd * dh,
+		    v + (size_t)t0 * ld + (size_t)hd * dh, ld, c, r, dh, h, P, sc, S);
 	}
 }
 
 /*
  * A segment of n tokens for matrix (layer, mat):
  *   k, v [n][Hk*dh], h [Hk][r][dh], P [Hk][r]
- * Chunks of C tokens from the segment's start, the last one shorter; heads
- * are independent, chunks run in order.
+ * Heads are independent; one after the other here.
  */
 int
 sa_context_map(const sa_adapter *a, int layer, int mat, const float *k,
     const float *v, int n, double *h, double *P)
 {
-	const sa_adapter_mat *am;
-	int Hk = a->n_head_kv, dh = a->d_head, r = a->rank, C = a->chunk;
-	int ld = Hk * dh;
+	const rowkern *kern = rowkern_get();
+	int Hk = a->n_head_kv, dh = a->d_head, r = a->rank;
 	double *sc, *S;
 
 	if (layer < 0 || layer >= a->n_layer || mat < 0 || mat >= SA_NMAT ||
 	    !(a->mats & (1u << mat)))
 		return sa_fail(SA_EINTERNAL, "context map: layer %d %s is not adapted",
 		    layer, mat >= 0 && mat < SA_NMAT ? sa_mat_name(mat) : "?");
-	am = SA_ADAPTER_MAT(a, layer, mat);
-	if (!(sc = sa_malloc((size_t)C * sizeof *sc)))
+	if (!(sc = sa_malloc((size_t)(a->chunk + dh) * sizeof *sc)))
 		return SA_EINTERNAL;
-	if (!(S = sa_malloc((size_t)r * dh * sizeof *S))) {
-		free(sc);
-		return SA_EINTERNAL;
-	}
-	for (int hd = 0; hd < Hk; hd++) {
-		const float *Q = am->Q + (size_t)hd * r * dh;
-		const float *g = am->g + (size_t)hd * dh;
-		const float *b = am->b + (size_t)hd * r;
-		double *hh = h + (size_t)hd * r * dh, *PP = P + (size_t)hd * r;
-
-		for (int t0 = 0; t0 < n; t0 += C) {
-			int c = n - t0 < C ? n - t0 : C;
-			chunk_head(Q, g, b, k + (size_t)t0 * ld + (size_t)hd * dh,
-			    v + (size_t)t0 * ld + (size_t)hd * dh, ld, c, r, dh, hh, PP, sc, S);
-		}
-	}
+	S = sc + a->chunk;
+	for (int hd = 0; hd < Hk; hd++)
+		map_head(kern, a, SA_ADAPTER_MAT(a, layer, mat), hd, k, v, n,
+		    h + (size_t)hd * r * dh, P + (size_t)hd * r, sc, S);
 	free(sc);
-	free(S);
 	return SA_OK;
 }
 
 /* ------------------------------------------------------------------ encoder */
+
+/* One layer's work for the pool: items are (matrix, head) pairs, each run
+ * whole by one thread, so which thread runs it changes nothing. */
+typedef struct layer_job {
+	sa_encoder *e;
+	int layer, n, n_items;
+	int mat[SA_NMAT];          /* adapted matrices of the layer */
+	const float *k, *v;
+	atomic_int failed;
+} layer_job;
+
+static void
+layer_task(void *arg, int ith, int nth)
+{
+	layer_job *job = arg;
+	const sa_adapter *a = job->e->a;
+	int Hk = a->n_head_kv, r = a->rank, dh = a->d_head;
+	size_t hs = (size_t)Hk * r * dh, ps = (size_t)Hk * r;
+	int64_t lo, hi;
+	double *sc;
+
+	sa_split(job->n_items, ith, nth, &lo, &hi);
+	if (lo == hi)
+		return;
+	if (!(sc = malloc((size_t)(a->chunk + dh) * sizeof *sc))) {
+		atomic_store(&job->failed, 1);
+		return;
+	}
+	for (int64_t it = lo; it < hi; it++) {
+		int m = job->mat[it / Hk], hd = (int)(it % Hk);
+		int p = job->e->pair[(size_t)job->layer * SA_NMAT + m];
+
+		map_head(job->e->kern, a, SA_ADAPTER_MAT(a, job->layer, m), hd, job->k, job->v,
+		    job->n, job->e->h + (size_t)p * hs + (size_t)hd * r * dh,
+		    job->e->P + (size_t)p * ps + (size_t)hd * r, sc, sc + a->chunk);
+	}
+	free(sc);
+}
 
 static void
 encode_hook(void *ctx, int layer, int n, const float *k, const float *v)
 {
 	sa_encoder *e = ctx;
 	const sa_adapter *a = e->a;
-	size_t hs = (size_t)a->n_head_kv * a->rank * a->d_head;
-	size_t ps = (size_t)a->n_head_kv * a->rank;
+	layer_job job = { .e = e, .layer = layer, .n = n, .k = k, .v = v };
+	int n_mats = 0;
 
 	if (e->rc != SA_OK)
 		return;
@@ -162,12 +289,14 @@ encode_hook(void *ctx, int layer, int n, const float *k, const float *v)
 		    layer, n, e->seg_n);
 		return;
 	}
-	for (int m = 0; m < SA_NMAT && e->rc == SA_OK; m++) {
-		int p = e->pair[(size_t)layer * SA_NMAT + m];
-		if (p >= 0)
-			e->rc = sa_context_map(a, layer, m, k, v, n, e->h + (size_t)p * hs,
-			    e->P + (size_t)p * ps);
-	}
+	for (int m = 0; m < SA_NMAT; m++)
+		if (e->pair[(size_t)layer * SA_NMAT + m] >= 0)
+			job.mat[n_mats++] = m;
+	job.n_items = n_mats * a->n_head_kv;
+	atomic_init(&job.failed, 0);
+	sa_pool_run(layer_task, &job);
+	if (atomic_load(&job.failed))
+		e->rc = sa_fail(SA_EINTERNAL, "out of memory");
 }
 
 static int
@@ -208,6 +337,7 @@ sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_
 		return SA_EINTERNAL;
 	e->model = model;
 	e->a = a;
+	e->kern = rowkern_get();
 	if (!(e->pair = sa_malloc((size_t)a->n_layer * SA_NMAT * sizeof *e->pair))) {
 		rc = SA_EINTERNAL;
 		goto fail;

@@ -1,0 +1,302 @@
+/*
+ * sa-encode - turn demonstrations into a delta: the base model reads them,
+ * the adapter maps their keys and values into a context state.
+ */
+#include <getopt.h>
+#include <limits.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tool.h"
+
+static const char usage_text[] =
+    "usage: sa-encode -m MODEL -a ADAPTER [-o OUT] [--append OLD] [-f text|tsv|jsonl]\n"
+    "                 [-T TEMPLATE] [-c N] [-t N] [--cache-dir DIR] [-q | -v] [FILE ...]\n"
+    "       sa-encode --dump [-f FORMAT] [-T TEMPLATE] [FILE ...]\n";
+
+static void __attribute__((noreturn))
+usage(void)
+{
+	fputs(usage_text, stderr);
+	exit(SA_EUSAGE);
+}
+
+static void
+help(void)
+{
+	fputs(usage_text, stdout);
+	fputs("\n"
+	    "  -m, --model FILE      base model (GGUF)\n"
+	    "  -a, --adapter FILE    adapter made for that model (sa-init, sa-train)\n"
+	    "  -o, --output FILE     write the delta here (default: stdout)\n"
+	    "      --append OLD      continue the state of delta OLD with the inputs\n"
+	    "  -f, --format FMT      text, tsv or jsonl (default: from each file's extension)\n"
+	    "  -T, --template T      how a record reads (default: '" SA_DEMOS_TEMPLATE "')\n"
+	    "  -c, --ctx-size N      tokens per segment (default: the model's context)\n"
+	    "  -t, --threads N       threads (default: all CPUs)\n"
+	    "      --cache-dir DIR   reuse and keep encodings in DIR (default: $SA_CACHE_DIR)\n"
+	    "      --dump            print the rendered demonstrations as JSON Lines, encode nothing\n"
+	    "  -q, --quiet           no progress\n"
+	    "  -v, --verbose         report every segment\n"
+	    "  -h, --help            this help\n"
+	    "  -V, --version         version\n", stdout);
+}
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int
+format_of(const char *path, int forced)
+{
+	if (forced >= 0)
+		return forced;
+	return strcmp(path, "-") == 0 ? SA_DEMOS_TEXT : sa_demos_format_of_path(path);
+}
+
+static void
+dump(char **files, int n_files, int forced, const char *tmpl)
+{
+	for (int f = 0; f < n_files; f++) {
+		sa_demos *d;
+
+		TRY(sa_demos_read(&d, files[f], format_of(files[f], forced), tmpl));
+		for (int i = 0; i < d->n; i++) {
+			fputs("{\"source\":", stdout);
+			sa_json_put_str(stdout, d->source.name, strlen(d->source.name));
+			printf(",\"line\":%ld,\"text\":", d->demo[i].line);
+			sa_json_put_str(stdout, d->demo[i].text, d->demo[i].len);
+			fputs("}\n", stdout);
+		}
+		sa_demos_free(d);
+	}
+}
+
+/* "format=tsv context=N template=..." with each input format once, in order. */
+static char *
+make_params(const int *formats, int n_files, int n_ctx, const char *tmpl)
+{
+	char fmts[64] = "";
+	int seen = 0, records = 0;
+	char *p;
+	size_t n;
+
+	for (int f = 0; f < n_files; f++) {
+		if (seen & (1 << formats[f]))
+			continue;
+		seen |= 1 << formats[f];
+		if (*fmts)
+			strcat(fmts, ",");
+		strcat(fmts, sa_demos_format_name(formats[f]));
+		records |= formats[f] != SA_DEMOS_TEXT;
+	}
+	n = strlen(fmts) + strlen(tmpl) + 64;
+	if (!(p = malloc(n)))
+		die(SA_EINTERNAL, "out of memory");
+	if (records)
+		snprintf(p, n, "format=%s context=%d template=\"%s\"", fmts, n_ctx, tmpl);
+	else
+		snprintf(p, n, "format=%s context=%d", fmts, n_ctx);
+	return p;
+}
+
+/* old params, then "; new" unless the same (as sa_delta_chain joins them). */
+static void
+set_params(sa_delta *d, char *params)
+{
+	char *j;
+	size_t n;
+
+	if (!d->params || !*d->params || strcmp(d->params, params) == 0) {
+		free(d->params);
+		d->params = params;
+		return;
+	}
+	n = strlen(d->params) + 2 + strlen(params) + 1;
+	if (!(j = malloc(n)))
+		die(SA_EINTERNAL, "out of memory");
+	snprintf(j, n, "%s; %s", d->params, params);
+	free(d->params);
+	free(params);
+	d->params = j;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "model", required_argument, NULL, 'm' },
+		{ "adapter", required_argument, NULL, 'a' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "append", required_argument, NULL, 'A' },
+		{ "format", required_argument, NULL, 'f' },
+		{ "template", required_argument, NULL, 'T' },
+		{ "ctx-size", required_argument, NULL, 'c' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "dump", no_argument, NULL, 'D' },
+		{ "cache-dir", required_argument, NULL, 'K' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *model_path = NULL, *adapter_path = NULL, *out = "-", *append = NULL;
+	const char *tmpl = SA_DEMOS_TEMPLATE, *cache = NULL;
+	char key[SA_CACHE_KEY_LEN + 1], *stdin_data = NULL;
+	size_t stdin_len = 0;
+	sa_delta *cached = NULL;
+	char *stdin_only[] = { "-" }, **files, abspath[PATH_MAX];
+	int forced = -1, n_ctx = 0, quiet = 0, verbose = 0, do_dump = 0, n_files, n_stdin = 0, c;
+	int progress, *formats;
+	sa_model *model;
+	sa_adapter *adapter;
+	sa_delta *start = NULL, *d;
+	sa_encoder *enc;
+	double t0;
+	long fed = 0;
+
+	setprogname_(argv[0]);
+	while ((c = getopt_long(argc, argv, "m:a:o:f:T:c:t:qvhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'm': model_path = optarg; break;
+		case 'a': adapter_path = optarg; break;
+		case 'o': out = optarg; break;
+		case 'A': append = optarg; break;
+		case 'f':
+			if ((forced = sa_demos_format_from_name(optarg)) < 0)
+				die(SA_EUSAGE, "--format: unknown format '%s' (text, tsv, jsonl)", optarg);
+			break;
+		case 'T': tmpl = optarg; break;
+		case 'c': n_ctx = (int)parse_long("--ctx-size", optarg, 2, INT_MAX / 2); break;
+		case 't': sa_set_threads((int)parse_long("--threads", optarg, 1, 1024)); break;
+		case 'D': do_dump = 1; break;
+		case 'K': cache = optarg; break;
+		case 'q': quiet = 1; verbose = 0; break;
+		case 'v': verbose = 1; quiet = 0; break;
+		case 'h': help(); close_stdout(); return 0;
+		case 'V': puts("sa-encode " SA_VERSION); close_stdout(); return 0;
+		default: usage();
+		}
+	}
+	files = optind < argc ? argv + optind : stdin_only;
+	n_files = optind < argc ? argc - optind : 1;
+	for (int f = 0; f < n_files; f++)
+		n_stdin += strcmp(files[f], "-") == 0;
+	if (n_stdin > 1 || (n_stdin && append && strcmp(append, "-") == 0))
+		die(SA_EUSAGE, "standard input can be read only once");
+	if (sa_template_check(tmpl) != SA_OK)
+		die(SA_EUSAGE, "%s", sa_error());
+	if (do_dump) {
+		dump(files, n_files, forced, tmpl);
+		close_stdout();
+		return 0;
+	}
+	if (!model_path || !adapter_path) {
+		warnx_("-m MODEL and -a ADAPTER are required");
+		usage();
+	}
+	if (strcmp(out, "-") == 0 && isatty(1))
+		die(SA_EUSAGE, "refusing to write a binary delta to a terminal (use -o FILE)");
+	progress = !quiet && isatty(2);
+
+	TRY(sa_model_load(&model, model_path));
+	TRY(sa_adapter_load(&adapter, adapter_path));
+	TRY(sa_adapter_check(adapter, model));
+	if (append)
+		TRY(sa_delta_load(&start, append));
+	if (n_ctx == 0)
+		n_ctx = model->cfg.n_ctx;
+	if (n_ctx > model->cfg.n_ctx)
+		die(SA_EUSAGE, "--ctx-size %d exceeds the model's context of %d", n_ctx, model->cfg.n_ctx);
+	if (start && start->model_fingerprint != model->fingerprint)
+		die(SA_EDATA, "%s was made for another model (fingerprint %016llx, model has %016llx)",
+		    append, (unsigned long long)start->model_fingerprint,
+		    (unsigned long long)model->fingerprint);
+	if (start && start->adapter_fingerprint != adapter->fingerprint)
+		die(SA_EDATA, "%s was made with another adapter (fingerprint %016llx, adapter has %016llx)",
+		    append, (unsigned long long)start->adapter_fingerprint,
+		    (unsigned long long)adapter->fingerprint);
+	TRY(sa_encoder_new(&enc, model, adapter, start));
+	if (!(formats = calloc((size_t)n_files, sizeof *formats)))
+		die(SA_EINTERNAL, "out of memory");
+	for (int f = 0; f < n_files; f++)
+		formats[f] = format_of(files[f], forced);
+	/* The cache holds encodings from an empty state. */
+	if ((cache = sa_cache_dir(cache)) && append)
+		cache = NULL;
+	if (cache) {
+		int rc;
+		TRY(sa_cache_key(key, model, adapter, n_ctx, tmpl, files, formats, n_files,
+		    &stdin_data, &stdin_len));
+		if ((rc = sa_cache_get(cache, key, model, adapter, files, n_files, &cached)) == SA_EDATA)
+			warnx_("%s; encoding again", sa_error());
+		else if (rc != SA_OK && rc != SA_ENOINPUT)
+			die_sa(rc);
+		if (verbose)
+			warnx_("cache %s: %s/%s.delta", cached ? "hit" : "miss", cache, key);
+	}
+
+	t0 = now();
+	for (int f = 0; !cached && f < n_files; f++) {
+		sa_demos *demos;
+		sa_segment *segs;
+		int n_segs;
+		long total = 0, done = 0;
+
+		if (stdin_data && !strcmp(files[f], "-"))
+			TRY(sa_demos_parse(&demos, "stdin", stdin_data, stdin_len, formats[f], tmpl));
+		else
+			TRY(sa_demos_read(&demos, files[f], formats[f], tmpl));
+		TRY(sa_demos_segment(demos, model->vocab, n_ctx, &segs, &n_segs));
+		for (int s = 0; s < n_segs; s++)
+			total += segs[s].n;
+		for (int s = 0; s < n_segs; s++) {
+			TRY(sa_encoder_feed(enc, segs[s].toks, segs[s].n, segs[s].n_demos));
+			done += segs[s].n;
+			fed += segs[s].n;
+			if (verbose)
+				warnx_("%s:%ld: segment of %d tokens, %d demonstrations",
+				    demos->source.name, segs[s].line, segs[s].n, segs[s].n_demos);
+			else if (progress)
+				fprintf(stderr, "\r%s: %s: %ld/%ld tokens, %.0f tokens/s ", argv0,
+				    demos->source.name, done, total,
+				    fed / (now() - t0 + 1e-9));
+		}
+		if (progress && !verbose && n_segs > 0)
+			fputc('\n', stderr);
+		TRY(sa_encoder_add_source(enc, demos->source.name, demos->source.hash));
+		sa_segments_free(segs, n_segs);
+		sa_demos_free(demos);
+	}
+
+	d = cached ? cached : sa_encoder_delta(enc);
+	if (realpath(adapter_path, abspath)) {
+		free(d->adapter_path);
+		if (!(d->adapter_path = strdup(abspath)))
+			die(SA_EINTERNAL, "out of memory");
+	}
+	set_params(d, make_params(formats, n_files, n_ctx, tmpl));
+	if (verbose)
+		warnx_("%ld tokens in %.2f s", fed, now() - t0);
+	sa_outfile_install_signals();
+	if (cache && !cached && sa_cache_put(cache, key, d) != SA_OK)
+		warnx_("%s (not cached)", sa_error());
+	TRY(sa_delta_save(d, out));
+
+	free(formats);
+	free(stdin_data);
+	sa_delta_free(cached);
+	sa_encoder_free(enc);
+	sa_delta_free(start);
+	sa_adapter_free(adapter);
+	sa_model_free(model);
+	close_stdout();
+	return 0;
+}

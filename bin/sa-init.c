@@ -1,0 +1,118 @@
+/*
+ * sa-init - a new, untrained adapter for a base model.  With W1 = 0 it
+ * changes nothing, whatever delta goes through it; training starts there.
+ */
+#include <getopt.h>
+#include <unistd.h>
+
+#include "tool.h"
+
+static const char usage_text[] =
+    "usage: sa-init -m MODEL [-r RANK] [-C CHUNK] [--mats LIST] [--seed N]\n"
+    "               [--w1-scale X] [-o OUT]\n";
+
+static void __attribute__((noreturn))
+usage(void)
+{
+	fputs(usage_text, stderr);
+	exit(SA_EUSAGE);
+}
+
+static void
+help(void)
+{
+	fputs(usage_text, stdout);
+	fputs("\n"
+	    "  -m, --model FILE      base model (GGUF)\n"
+	    "  -r, --rank N          learned query slots per KV head (default 16)\n"
+	    "  -C, --chunk N         tokens per chunk of the context mapping (default 64)\n"
+	    "      --mats LIST       adapted matrices, comma-separated, or 'all'\n"
+	    "                        (default attn_q,attn_k,attn_v,attn_output)\n"
+	    "      --seed N          seed of the random initialisation (default 0)\n"
+	    "      --w1-scale X      random W1 of this scale instead of zero\n"
+	    "  -o, --output FILE     write the adapter here (default: stdout)\n"
+	    "  -h, --help            this help\n"
+	    "  -V, --version         version\n", stdout);
+}
+
+static uint32_t
+parse_mats(const char *list)
+{
+	uint32_t mats = 0;
+	char *copy, *tok, *save;
+
+	if (strcmp(list, "all") == 0)
+		return (1u << SA_NMAT) - 1;
+	if (!(copy = strdup(list)))
+		die(SA_EINTERNAL, "out of memory");
+	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		int m = sa_mat_from_name(tok);
+		if (m < 0)
+			die(SA_EUSAGE, "--mats: unknown matrix '%s' (attn_q, attn_k, attn_v, "
+			    "attn_output, ffn_gate, ffn_up, ffn_down)", tok);
+		mats |= 1u << m;
+	}
+	free(copy);
+	if (!mats)
+		die(SA_EUSAGE, "--mats: empty list");
+	return mats;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "model", required_argument, NULL, 'm' },
+		{ "rank", required_argument, NULL, 'r' },
+		{ "chunk", required_argument, NULL, 'C' },
+		{ "mats", required_argument, NULL, 'M' },
+		{ "seed", required_argument, NULL, 'S' },
+		{ "w1-scale", required_argument, NULL, 'W' },
+		{ "output", required_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *model_path = NULL, *out = "-";
+	int rank = 16, chunk = 64, c;
+	uint32_t mats = (1u << SA_MAT_Q) | (1u << SA_MAT_K) | (1u << SA_MAT_V) | (1u << SA_MAT_O);
+	uint64_t seed = 0;
+	float w1_scale = 0;
+	sa_model *model;
+	sa_adapter *a;
+
+	setprogname_(argv[0]);
+	while ((c = getopt_long(argc, argv, "m:r:C:o:hV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'm': model_path = optarg; break;
+		case 'r': rank = (int)parse_long("--rank", optarg, 1, 4096); break;
+		case 'C': chunk = (int)parse_long("--chunk", optarg, 1, 1 << 20); break;
+		case 'M': mats = parse_mats(optarg); break;
+		case 'S': seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
+		case 'W': w1_scale = (float)parse_double("--w1-scale", optarg, -1e6, 1e6); break;
+		case 'o': out = optarg; break;
+		case 'h': help(); close_stdout(); return 0;
+		case 'V': puts("sa-init " SA_VERSION); close_stdout(); return 0;
+		default: usage();
+		}
+	}
+	if (optind < argc) {
+		warnx_("unexpected argument '%s'", argv[optind]);
+		usage();
+	}
+	if (!model_path) {
+		warnx_("-m MODEL is required");
+		usage();
+	}
+	if (strcmp(out, "-") == 0 && isatty(1))
+		die(SA_EUSAGE, "refusing to write a binary adapter to a terminal (use -o FILE)");
+
+	TRY(sa_model_load(&model, model_path));
+	TRY(sa_adapter_init(&a, model, rank, chunk, mats, seed, w1_scale));
+	sa_outfile_install_signals();
+	TRY(sa_adapter_save(a, model, out));
+	sa_adapter_free(a);
+	sa_model_free(model);
+	close_stdout();
+	return 0;
+}

@@ -1,0 +1,387 @@
+/*
+ * test_encode - the context mapping against a plain reference, its generic
+ * and AVX2 kernels against each other, the encoder against the reference on
+ * a real forward pass, chain composition, and determinism.
+ * usage: test_encode MODEL.gguf (a small random model).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The kernels are static: take them from the source.  The program then
+ * defines every symbol of encode.o, so the linker never pulls that member
+ * from libsa.a. */
+#include "../../lib/encode.c"
+#include "t.h"
+
+static uint64_t rng_state = 42;
+
+static double
+urand(void)
+{
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	z ^= z >> 31;
+	return (double)(z >> 11) / 9007199254740992.0;
+}
+
+static void
+fill(float *x, size_t n, double lo, double hi)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = (float)(lo + (hi - lo) * urand());
+}
+
+/*
+ * The mapping as streamadapter.md writes it, one chunk, head, slot and
+ * element at a time: k, v [n][Hk*dh]; h [Hk][r][dh]; P [Hk][r].
+ */
+static void
+reference_map(const sa_adapter_mat *am, int Hk, int dh, int r, int C,
+    const float *k, const float *v, int n, double *h, double *P)
+{
+	int ld = Hk * dh;
+
+	for (int t0 = 0; t0 < n; t0 += C) {
+		int c = n - t0 < C ? n - t0 : C;
+		for (int hd = 0; hd < Hk; hd++) {
+			for (int i = 0; i < r; i++) {
+				double w[4096], mx = -1e300, sum = 0, S[256], z, a;
+				for (int t = 0; t < c; t++) {
+					double s = 0;
+					for (int j = 0; j < dh; j++)
+						s += (double)am->Q[(hd * r + i) * dh + j] * k[(t0 + t) * ld + hd * dh + j];
+					w[t] = s / sqrt((double)dh);
+					if (w[t] > mx)
+						mx = w[t];
+				}
+				for (int t = 0; t < c; t++)
+					sum += w[t] = exp(w[t] - mx);
+				for (int j = 0; j < dh; j++) {
+					S[j] = 0;
+					for (int t = 0; t < c; t++)
+						S[j] += w[t] / sum * v[(t0 + t) * ld + hd * dh + j];
+				}
+				z = am->b[hd * r + i];
+				for (int j = 0; j < dh; j++)
+					z += am->g[hd * dh + j] * S[j];
+				a = 1 / (1 + exp(-z));
+				for (int j = 0; j < dh; j++)
+					h[(hd * r + i) * dh + j] = a * h[(hd * r + i) * dh + j] + S[j];
+				P[hd * r + i] *= a;
+			}
+		}
+	}
+}
+
+static double
+max_diff(const double *a, const double *b, size_t n)
+{
+	double m = 0;
+	for (size_t i = 0; i < n; i++)
+		if (fabs(a[i] - b[i]) > m || a[i] != a[i] || b[i] != b[i])
+			m = a[i] != a[i] || b[i] != b[i] ? INFINITY : fabs(a[i] - b[i]);
+	return m;
+}
+
+/* sa_context_map on random keys and values, against the reference, for
+ * segment lengths around the chunk size. */
+static void
+test_kernel(void)
+{
+	enum { Hk = 2, dh = 12, r = 3, C = 5, NMAX = 23 };
+	sa_adapter a;
+	sa_adapter_mat mats[2 * SA_NMAT];
+	float Q[Hk * r * dh], g[Hk * dh], b[Hk * r], k[NMAX * Hk * dh], v[NMAX * Hk * dh];
+	static const int lens[] = { 1, 4, 5, 6, 10, 23 };
+
+	memset(&a, 0, sizeof a);
+	memset(mats, 0, sizeof mats);
+	a.n_layer = 2;
+	a.n_head_kv = Hk;
+	a.d_head = dh;
+	a.rank = r;
+	a.chunk = C;
+	a.mats = 1u << SA_MAT_V;
+	a.mat = mats;
+	fill(Q, sizeof Q / sizeof *Q, -1, 1);
+	fill(g, sizeof g / sizeof *g, -0.5, 0.5);
+	fill(b, sizeof b / sizeof *b, -1, 1);
+	SA_ADAPTER_MAT(&a, 1, SA_MAT_V)->Q = Q;
+	SA_ADAPTER_MAT(&a, 1, SA_MAT_V)->g = g;
+	SA_ADAPTER_MAT(&a, 1, SA_MAT_V)->b = b;
+
+	for (size_t L = 0; L < sizeof lens / sizeof *lens; L++) {
+		int n = lens[L];
+		double h[Hk * r * dh], P[Hk * r], hr[Hk * r * dh], Pr[Hk * r], hmax = 0;
+
+		fill(k, (size_t)n * Hk * dh, -2, 2);
+		fill(v, (size_t)n * Hk * dh, -1, 1);
+		/* A state carried in from an earlier segment. */
+		for (int i = 0; i < Hk * r * dh; i++)
+			h[i] = hr[i] = urand() - 0.5;
+		for (int i = 0; i < Hk * r; i++)
+			P[i] = Pr[i] = 0.5 + 0.5 * urand();
+		CHECK_OK(sa_context_map(&a, 1, SA_MAT_V, k, v, n, h, P));
+		reference_map(SA_ADAPTER_MAT(&a, 1, SA_MAT_V), Hk, dh, r, C, k, v, n, hr, Pr);
+		CHECK(max_diff(h, hr, Hk * r * dh) < 1e-12);
+		CHECK(max_diff(P, Pr, Hk * r) < 1e-12);
+		for (int i = 0; i < Hk * r * dh; i++)
+			hmax = fmax(hmax, fabs(hr[i]));
+		CHECK(hmax > 0.1);
+	}
+	/* A matrix the adapter does not adapt is refused. */
+	{
+		double h[Hk * r * dh] = { 0 }, P[Hk * r];
+		CHECK(sa_context_map(&a, 1, SA_MAT_Q, k, v, 3, h, P) == SA_EINTERNAL);
+		CHECK(sa_context_map(&a, 2, SA_MAT_V, k, v, 3, h, P) == SA_EINTERNAL);
+	}
+}
+
+/* The AVX2 kernels give the generic kernels' bits, tails included. */
+static void
+test_kernels_agree(void)
+{
+#if defined(__x86_64__)
+	static const int dhs[] = { 64, 13, 8, 3 };
+	enum { c = 7, ld = 70 };
+	float q[64], K[c * ld], V[c * ld];
+	double w[c], s1[c], s2[c], S1[64], S2[64];
+
+	if (!__builtin_cpu_supports("avx2")) {
+		fprintf(stderr, "test_encode: no AVX2 on this CPU, kernel comparison skipped\n");
+		return;
+	}
+	for (size_t i = 0; i < sizeof dhs / sizeof *dhs; i++) {
+		int dh = dhs[i];
+		fill(q, 64, -3, 3);
+		fill(K, c * ld, -3, 3);
+		fill(V, c * ld, -3, 3);
+		for (int t = 0; t < c; t++)
+			w[t] = urand();
+		for (int j = 0; j < 64; j++)
+			S1[j] = S2[j] = urand() - 0.5;
+		scores_generic(q, K, ld, c, dh, s1);
+		scores_avx2(q, K, ld, c, dh, s2);
+		CHECK(memcmp(s1, s2, sizeof s1) == 0);
+		mix_generic(w, V, ld, c, dh, S1);
+		mix_avx2(w, V, ld, c, dh, S2);
+		CHECK(memcmp(S1, S2, sizeof S1) == 0);
+		CHECK(s1[0] != 0 && S1[0] != 0);
+	}
+#endif
+}
+
+/* ------------------------------------------------------- on a real model */
+
+typedef struct capture {
+	int n_layer, dkv, n;
+	float **k, **v;
+} capture;
+
+static void
+capture_hook(void *ctx, int layer, int n, const float *k, const float *v)
+{
+	capture *c = ctx;
+
+	c->n = n;
+	memcpy(c->k[layer], k, (size_t)n * c->dkv * sizeof(float));
+	memcpy(c->v[layer], v, (size_t)n * c->dkv * sizeof(float));
+}
+
+static void
+random_tokens(int *toks, int n, int n_vocab, int bos)
+{
+	for (int i = 0; i < n; i++)
+		toks[i] = (int)(urand() * n_vocab);
+	if (bos >= 0)
+		toks[0] = bos;
+}
+
+static sa_delta *
+encode(sa_model *m, sa_adapter *a, const sa_delta *start, const int *const *segs,
+    const int *lens, int n_segs)
+{
+	sa_encoder *e;
+	sa_delta *d = NULL;
+
+	CHECK_OK(sa_encoder_new(&e, m, a, start));
+	if (!e)
+		return NULL;
+	for (int s = 0; s < n_segs; s++)
+		CHECK_OK(sa_encoder_feed(e, segs[s], lens[s], 1));
+	CHECK_OK(sa_delta_clone(&d, sa_encoder_delta(e)));
+	sa_encoder_free(e);
+	return d;
+}
+
+static double
+delta_diff(const sa_delta *a, const sa_delta *b)
+{
+	size_t nh = (size_t)sa_delta_n_used(a) * a->n_head_kv * a->rank * a->d_head;
+	size_t np = (size_t)sa_delta_n_used(a) * a->n_head_kv * a->rank;
+	double m = 0;
+
+	for (size_t i = 0; i < nh; i++)
+		m = fmax(m, fabs((double)a->h[i] - b->h[i]));
+	for (size_t i = 0; i < np; i++)
+		m = fmax(m, fabs((double)a->P[i] - b->P[i]));
+	return m;
+}
+
+static char *
+delta_bytes(const sa_delta *d, size_t *len)
+{
+	char *buf = NULL;
+	FILE *fp = open_memstream(&buf, len);
+
+	CHECK_OK(sa_delta_write(d, fp, "memory"));
+	fclose(fp);
+	return buf;
+}
+
+static void
+test_model(const char *path)
+{
+	sa_model *m;
+	sa_adapter *a;
+	sa_delta *ab, *da, *db, *again, *t1, *t2;
+	capture cap;
+	sa_state *st;
+	int bos, nA = 37, nB = 20, *A, *B, Hk, dh, r;
+	const int *both[2];
+	int lens[2];
+	uint32_t mats = 1u << SA_MAT_Q | 1u << SA_MAT_V | 1u << SA_MAT_DOWN;
+	size_t la, lb;
+	char *ba, *bb;
+
+	CHECK_OK(sa_model_load(&m, path));
+	if (!m)
+		return;
+	CHECK_OK(sa_adapter_init(&a, m, 4, 8, mats, 7, 0));
+	if (!a)
+		return;
+	Hk = a->n_head_kv;
+	dh = a->d_head;
+	r = a->rank;
+	bos = sa_vocab_add_bos(m->vocab) ? sa_vocab_bos(m->vocab) : -1;
+	A = malloc(nA * sizeof *A);
+	B = malloc(nB * sizeof *B);
+	random_tokens(A, nA, m->cfg.n_vocab, bos);
+	random_tokens(B, nB, m->cfg.n_vocab, bos);
+	both[0] = A, both[1] = B;
+	lens[0] = nA, lens[1] = nB;
+
+	/* The encoder's state equals the reference over the keys and values
+	 * of a plain forward pass, for every adapted (layer, matrix). */
+	cap.n_layer = m->cfg.n_layer;
+	cap.dkv = Hk * dh;
+	cap.k = calloc(cap.n_layer, sizeof *cap.k);
+	cap.v = calloc(cap.n_layer, sizeof *cap.v);
+	for (int l = 0; l < cap.n_layer; l++) {
+		cap.k[l] = malloc((size_t)nA * cap.dkv * sizeof(float));
+		cap.v[l] = malloc((size_t)nA * cap.dkv * sizeof(float));
+	}
+	CHECK_OK(sa_state_new(&st, m, 0));
+	sa_state_set_hook(st, capture_hook, &cap);
+	CHECK_OK(sa_forward(st, A, nA, NULL, 0));
+	CHECK(cap.n == nA);
+	da = encode(m, a, NULL, both, lens, 1);
+	for (int l = 0; l < m->cfg.n_layer; l++) {
+		for (int mt = 0; mt < SA_NMAT; mt++) {
+			size_t nh = (size_t)Hk * r * dh;
+			double *h, *P, worst = 0, scale = 0;
+			const float *eh = sa_delta_h(da, l, mt), *eP = sa_delta_P(da, l, mt);
+
+			if (!(mats & 1u << mt)) {
+				CHECK(eh == NULL);
+				continue;
+			}
+			h = calloc(nh, sizeof *h);
+			P = malloc(Hk * r * sizeof *P);
+			for (int i = 0; i < Hk * r; i++)
+				P[i] = 1;
+			reference_map(SA_ADAPTER_MAT(a, l, mt), Hk, dh, r, a->chunk,
+			    cap.k[l], cap.v[l], nA, h, P);
+			for (size_t i = 0; i < nh; i++) {
+				worst = fmax(worst, fabs(h[i] - eh[i]));
+				scale = fmax(scale, fabs(h[i]));
+			}
+			for (int i = 0; i < Hk * r; i++)
+				worst = fmax(worst, fabs(P[i] - eP[i]));
+			CHECK(worst <= 1e-6 * fmax(1, scale));
+			CHECK(scale > 1e-3);
+			free(h);
+			free(P);
+		}
+	}
+	CHECK(da->n_tokens == (uint64_t)nA && da->n_demos == 1);
+
+	/* Two segments in one encoder = the chain of two encodes. */
+	ab = encode(m, a, NULL, both, lens, 2);
+	db = encode(m, a, NULL, both + 1, lens + 1, 1);
+	CHECK(delta_diff(ab, da) > 1e-3);   /* B moved the state */
+	CHECK_OK(sa_delta_chain(da, db));
+	CHECK(delta_diff(ab, da) < 1e-5);
+	CHECK(da->n_tokens == ab->n_tokens);
+	/* Starting from A's delta (--append) = encoding both. */
+	t1 = encode(m, a, NULL, both, lens, 1);
+	again = encode(m, a, t1, both + 1, lens + 1, 1);
+	CHECK(delta_diff(ab, again) < 1e-5);
+	sa_delta_free(again);
+
+	/* Bit for bit: the same inputs and thread count give the same bytes.
+	 * (The mapping itself runs on one thread in a fixed order; the forward
+	 * pass may round differently with another thread count, so across
+	 * thread counts only closeness is asked.) */
+	again = encode(m, a, NULL, both, lens, 2);
+	ba = delta_bytes(ab, &la);
+	bb = delta_bytes(again, &lb);
+	CHECK(la == lb && memcmp(ba, bb, la) == 0);
+	free(ba);
+	free(bb);
+	sa_delta_free(again);
+	sa_set_threads(1);
+	t2 = encode(m, a, NULL, both, lens, 2);
+	again = encode(m, a, NULL, both, lens, 2);
+	ba = delta_bytes(t2, &la);
+	bb = delta_bytes(again, &lb);
+	CHECK(la == lb && memcmp(ba, bb, la) == 0);
+	fprintf(stderr, "1 thread vs default: largest difference %.3g\n", delta_diff(t2, ab));
+	CHECK(delta_diff(t2, ab) < 1e-5);
+	sa_set_threads(0);
+	free(ba);
+	free(bb);
+	sa_delta_free(t2);
+
+	sa_delta_free(again);
+	sa_delta_free(t1);
+	sa_delta_free(ab);
+	sa_delta_free(da);
+	sa_delta_free(db);
+	sa_state_free(st);
+	for (int l = 0; l < cap.n_layer; l++) {
+		free(cap.k[l]);
+		free(cap.v[l]);
+	}
+	free(cap.k);
+	free(cap.v);
+	free(A);
+	free(B);
+	sa_adapter_free(a);
+	sa_model_free(m);
+}
+
+int
+main(int argc, char **argv)
+{
+	test_kernel();
+	test_kernels_agree();
+	if (argc > 1)
+		test_model(argv[1]);
+	else
+		fprintf(stderr, "test_encode: no model given, kernel tests only\n");
+	return t_done();
+}
