@@ -492,6 +492,8 @@ sa_qa_free(sa_qa *q)
  * every position's logits come back ([n][n_vocab] floats). */
 #define PREFILL_CHUNK 512
 #define LOGITS_CHUNK 64
+/* Answers of at most this many tokens to run go one token per call. */
+#define SHORT_ANSWER 8
 
 struct sa_evaluator {
 	sa_model *model;
@@ -599,9 +601,15 @@ sa_eval_continuations(sa_evaluator *e, const int *prompt, int n_prompt,
 			    n_prompt, n_cand[i], sa_state_ctx(e->st));
 		sa_state_truncate(e->st, n_prompt);
 		lp = sa_logprob(e->last, V, c[0]);
-		/* rows [a, b) of the candidate predict tokens a+1 .. b */
-		for (int a = 0; a < n_cand[i] - 1; a += LOGITS_CHUNK) {
-			int b = a + LOGITS_CHUNK < n_cand[i] - 1 ? a + LOGITS_CHUNK : n_cand[i] - 1;
+		/*
+		 * Rows [a, b) of the candidate predict tokens a+1 .. b.  A
+		 * short answer (a label's few tokens) goes a token at a time:
+		 * the matrix-vector kernels read quantized weights as they
+		 * are, where a batch of n > 1 pays for converting every weight.
+		 */
+		int step = n_cand[i] - 1 <= SHORT_ANSWER ? 1 : LOGITS_CHUNK;
+		for (int a = 0; a < n_cand[i] - 1; a += step) {
+			int b = a + step < n_cand[i] - 1 ? a + step : n_cand[i] - 1;
 			if ((rc = sa_forward(e->st, c + a, b - a, e->rows, 1)) != SA_OK)
 				return rc;
 			for (int t = a; t < b; t++)
