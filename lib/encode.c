@@ -12,7 +12,6 @@
  * unit the CPU has.
  */
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -234,42 +233,30 @@ sa_context_map(const sa_adapter *a, int layer, int mat, const float *k,
 
 /* ------------------------------------------------------------------ encoder */
 
-/* One layer's work for the pool: items are (matrix, head) pairs, each run
- * whole by one thread, so which thread runs it changes nothing. */
+/* One layer's work for the pool: a chunk of the job is one (matrix, head)
+ * pair, run whole by one thread, so which thread runs it changes nothing. */
 typedef struct layer_job {
 	sa_encoder *e;
-	int layer, n, n_items;
+	int layer, n;
 	int mat[SA_NMAT];          /* adapted matrices of the layer */
 	const float *k, *v;
-	atomic_int failed;
+	double *scratch;           /* [threads][C + dh] */
 } layer_job;
 
 static void
-layer_task(void *arg, int ith, int nth)
+layer_task(void *arg, int ith, int item, int n_items)
 {
 	layer_job *job = arg;
 	const sa_adapter *a = job->e->a;
 	int Hk = a->n_head_kv, r = a->rank, dh = a->d_head;
-	size_t hs = (size_t)Hk * r * dh, ps = (size_t)Hk * r;
-	int64_t lo, hi;
-	double *sc;
+	int m = job->mat[item / Hk], hd = item % Hk;
+	int p = job->e->pair[(size_t)job->layer * SA_NMAT + m];
+	double *sc = job->scratch + (size_t)ith * (a->chunk + dh);
 
-	sa_split(job->n_items, ith, nth, &lo, &hi);
-	if (lo == hi)
-		return;
-	if (!(sc = malloc((size_t)(a->chunk + dh) * sizeof *sc))) {
-		atomic_store(&job->failed, 1);
-		return;
-	}
-	for (int64_t it = lo; it < hi; it++) {
-		int m = job->mat[it / Hk], hd = (int)(it % Hk);
-		int p = job->e->pair[(size_t)job->layer * SA_NMAT + m];
-
-		map_head(job->e->kern, a, SA_ADAPTER_MAT(a, job->layer, m), hd, job->k, job->v,
-		    job->n, job->e->h + (size_t)p * hs + (size_t)hd * r * dh,
-		    job->e->P + (size_t)p * ps + (size_t)hd * r, sc, sc + a->chunk);
-	}
-	free(sc);
+	(void)n_items;
+	map_head(job->e->kern, a, SA_ADAPTER_MAT(a, job->layer, m), hd, job->k, job->v,
+	    job->n, job->e->h + (size_t)p * Hk * r * dh + (size_t)hd * r * dh,
+	    job->e->P + (size_t)p * Hk * r + (size_t)hd * r, sc, sc + a->chunk);
 }
 
 static void
@@ -292,11 +279,15 @@ encode_hook(void *ctx, int layer, int n, const float *k, const float *v)
 	for (int m = 0; m < SA_NMAT; m++)
 		if (e->pair[(size_t)layer * SA_NMAT + m] >= 0)
 			job.mat[n_mats++] = m;
-	job.n_items = n_mats * a->n_head_kv;
-	atomic_init(&job.failed, 0);
-	sa_pool_run(layer_task, &job);
-	if (atomic_load(&job.failed))
-		e->rc = sa_fail(SA_EINTERNAL, "out of memory");
+	if (n_mats == 0)
+		return;
+	if (!(job.scratch = sa_malloc((size_t)sa_get_threads() * (a->chunk + a->d_head) *
+	    sizeof *job.scratch))) {
+		e->rc = SA_EINTERNAL;
+		return;
+	}
+	sa_pool_run_chunks(layer_task, &job, n_mats * a->n_head_kv);
+	free(job.scratch);
 }
 
 static int
