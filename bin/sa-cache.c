@@ -14,7 +14,7 @@
 
 static const char usage_text[] =
     "usage: sa-cache [-jqv] list [DIR]\n"
-    "       sa-cache [-nqv] prune [--max-size SIZE] [--max-age AGE] [DIR]\n"
+    "       sa-cache [-qv] prune [--max-size SIZE] [--max-age AGE] [--dry-run] [DIR]\n"
     "       sa-cache [-qv] clear [DIR]\n";
 
 /* A temporary file older than this belongs to a process that died. */
@@ -41,7 +41,7 @@ help(void)
 	    "      --cache-dir DIR   the cache (as the operand DIR)\n"
 	    "      --max-age AGE     N followed by s, m, h, d or w (30d)\n"
 	    "      --max-size SIZE   bytes, or N followed by K, M, G or T (powers of 1024)\n"
-	    "  -n, --dry-run         print what prune would drop, drop nothing\n"
+	    "      --dry-run         print what prune would drop, drop nothing\n"
 	    "  -j, --json            list as JSON Lines\n"
 	    "  -q, --quiet           no messages but errors\n"
 	    "  -v, --verbose         list: tokens, demonstrations and sources of each entry\n"
@@ -259,12 +259,12 @@ cmd_prune(const char *dir, int must_exist, int all, double max_age, double max_s
 int
 main(int argc, char **argv)
 {
-	enum { O_MAX_SIZE = 256, O_MAX_AGE, O_CACHE_DIR };
+	enum { O_MAX_SIZE = 256, O_MAX_AGE, O_CACHE_DIR, O_DRY_RUN };
 	static const struct option longopts[] = {
 		{ "cache-dir", required_argument, NULL, O_CACHE_DIR },
 		{ "max-size", required_argument, NULL, O_MAX_SIZE },
 		{ "max-age", required_argument, NULL, O_MAX_AGE },
-		{ "dry-run", no_argument, NULL, 'n' },
+		{ "dry-run", no_argument, NULL, O_DRY_RUN },
 		{ "json", no_argument, NULL, 'j' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -280,12 +280,12 @@ main(int argc, char **argv)
 	char *dir;
 
 	setprogname_(argv[0]);
-	while ((c = getopt_long(argc, argv, "njqvhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "jqvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case O_CACHE_DIR: dir_opt = optarg; break;
 		case O_MAX_SIZE: max_size = parse_unit("--max-size", optarg, "kKMGT", size_mult, 1); break;
 		case O_MAX_AGE: max_age = parse_unit("--max-age", optarg, "smhdw", age_mult, 0); break;
-		case 'n': dry_run = 1; break;
+		case O_DRY_RUN: dry_run = 1; break;
 		case 'j': json = 1; break;
 		case 'q': verbose = -1; break;
 		case 'v': verbose = 1; break;

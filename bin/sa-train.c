@@ -63,7 +63,7 @@ static const char help_text[] =
     "  --ckpt-every N (100)  --resume   continue from DIR's checkpoint\n"
     "  --run-steps N         stop after N steps of this run (checkpointed; exit 0)\n"
     "  --eval-every N (100)  --log FILE  JSON Lines log (default DIR/log.jsonl)\n"
-    "  -t, --threads N  -q, --quiet  -v, --verbose  -h, --help  --version\n";
+    "  -t, --threads N  -q, --quiet  -v, --verbose  -h, --help  -V, --version\n";
 
 /* ------------------------------------------------------------ options */
 
@@ -1149,7 +1149,7 @@ main(int argc, char **argv)
 	    O_POOL, O_DIM, O_LAYERS, O_HEADS, O_KVHEADS, O_FF, O_CTX, O_ROPE, O_TIED,
 	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_STEPS, O_BATCH,
 	    O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_MIX, O_CKPT,
-	    O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS, O_VERSION };
+	    O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS };
 	static const struct option longopts[] = {
 		{ "pretrain", no_argument, NULL, O_PRETRAIN },
 		{ "adapter", no_argument, NULL, O_ADAPTER },
@@ -1198,13 +1198,13 @@ main(int argc, char **argv)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, O_VERSION },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	int ch;
 
 	setprogname_(argv[0]);
-	while ((ch = getopt_long(argc, argv, "m:o:r:C:s:t:qvh", longopts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "m:o:r:C:s:t:qvhV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case O_PRETRAIN: opt.mode = PRETRAIN; break;
 		case O_ADAPTER: opt.mode = ADAPTER; break;
@@ -1264,7 +1264,7 @@ main(int argc, char **argv)
 		case 'q': opt.quiet = 1; break;
 		case 'v': opt.verbose = 1; break;
 		case 'h': fputs(usage_text, stdout); fputs(help_text, stdout); close_stdout(); return 0;
-		case O_VERSION: puts("sa-train " SA_VERSION); close_stdout(); return 0;
+		case 'V': puts("sa-train " SA_VERSION); close_stdout(); return 0;
 		default: usage();
 		}
 	}

@@ -263,7 +263,7 @@ fill_cache() {
 	# a hit makes the oldest entry the most recently used
 	"$ENC" --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" -o /dev/null "$D/x.tsv"
 	[ "$OLD" -nt "$NEW" ]
-	run "$CACHE" prune -n --max-size "$size" "$C"
+	run "$CACHE" prune --dry-run --max-size "$size" "$C"
 	assert_success
 	assert_output --partial "$MID"
 	assert_output --partial "$NEW"
