@@ -636,19 +636,31 @@ sa_adapter_load(sa_adapter **out, const char *path)
 			}
 			d_out[(size_t)l * SA_NMAT + m] = (int)w1->ne[1];
 			d_in[(size_t)l * SA_NMAT + m] = (int)w2->ne[0];
+			/* Every tensor in the file with its shape before anything is
+			 * allocated: the header alone (rank 65536 of heads of 4096)
+			 * could ask for gigabytes, and tensors never share bytes, so
+			 * what is checked here is no larger than the file. */
+			am.d_out = d_out[(size_t)l * SA_NMAT + m];
+			am.d_in = d_in[(size_t)l * SA_NMAT + m];
+			for (int t = T_Q; t <= T_B; t++) {
+				const sa_tensor_info *ti;
+				nd = tensor_dims(&shape, &am, t, ne);
+				if ((rc = find_tensor(g, path, l, m, t, ne, nd, &ti)) != SA_OK)
+					goto done;
+			}
 			n_expect += T_N;
 		}
+	if (sa_gguf_n_tensors(g) != n_expect) {
+		rc = sa_fail(SA_EDATA, "%s: %llu tensors, the configuration has %llu", path,
+		    (unsigned long long)sa_gguf_n_tensors(g), (unsigned long long)n_expect);
+		goto done;
+	}
 	if ((rc = sa_adapter_alloc(&a, n_layer, n_head_kv, d_head, rank, chunk, mats, d_out, d_in)) != SA_OK) {
 		if (rc == SA_EDATA)
 			rc = sa_fail(SA_EDATA, "%s: %s", path, sa_error());
 		goto done;
 	}
 	a->model_fingerprint = model_fp;
-	if (sa_gguf_n_tensors(g) != n_expect) {
-		rc = sa_fail(SA_EDATA, "%s: %llu tensors, the configuration has %llu", path,
-		    (unsigned long long)sa_gguf_n_tensors(g), (unsigned long long)n_expect);
-		goto done;
-	}
 	for (int l = 0; l < n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
