@@ -280,7 +280,8 @@ typedef struct buf {
 static void
 buf_put(buf *b, const void *p, size_t n)
 {
-	if (b->oom)
+	/* n = 0 comes with p = NULL (an absent string): memcpy must not see it */
+	if (b->oom || n == 0)
 		return;
 	if (b->n + n > b->cap) {
 		size_t cap = b->cap ? b->cap : 256;
