@@ -20,6 +20,7 @@
 #include "kernels_impl.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define HAVE_X86 1
 #endif
@@ -347,9 +348,12 @@ static void kernels_init(void)
 	if (want && !strcmp(want, "generic"))
 		return;
 #ifdef HAVE_X86
+	/* F16C by CPUID leaf 1, ECX bit 29: not every compiler's
+	 * __builtin_cpu_supports knows it */
+	unsigned a, b, c, d;
 	__builtin_cpu_init();
 	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-	    __builtin_cpu_supports("f16c"))
+	    __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1))
 		K = (struct kernels){
 			"avx2",
 			rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_0_avx2,
