@@ -39,8 +39,8 @@ help(void)
 	    "      --seen LIST       comma-separated names of tasks the adapter was trained on\n"
 	    "      --unseen LIST     names of tasks it never saw\n"
 	    "      --split-file FILE seen/unseen (and kind) per task: see sa-eval(1)\n"
-	    "  -k N                  demonstrations for ICL and the delta (default 16)\n"
-	    "  -K N                  demonstrations for the large delta (default: 4 times\n"
+	    "  -k, --shots N         demonstrations for ICL and the delta (default 16)\n"
+	    "  -K, --many-shots N    demonstrations for the large delta (default: 4 times\n"
 	    "                        those that fit in the context)\n"
 	    "      --split NAME      queries from test (default) or dev\n"
 	    "      --limit N         at most N queries per task (passages, queries per episode)\n"
@@ -1252,6 +1252,8 @@ main(int argc, char **argv)
 		{ "max-labels", required_argument, NULL, O_MAXLABELS },
 		{ "max-new", required_argument, NULL, O_MAXNEW },
 		{ "seed", required_argument, NULL, 's' },
+		{ "shots", required_argument, NULL, 'k' },
+		{ "many-shots", required_argument, NULL, 'K' },
 		{ "scale", required_argument, NULL, O_SCALE },
 		{ "jsonl", required_argument, NULL, O_JSONL },
 		{ "text", required_argument, NULL, O_TEXT },
@@ -1287,8 +1289,8 @@ main(int argc, char **argv)
 				usage("--split: want test or dev, not '%s'", optarg);
 			opt.split = optarg;
 			break;
-		case 'k': opt.k = parse_long("-k", optarg, 1, 1 << 20); break;
-		case 'K': opt.K = parse_long("-K", optarg, 1, 1 << 24); break;
+		case 'k': opt.k = parse_long("--shots", optarg, 1, 1 << 20); break;
+		case 'K': opt.K = parse_long("--many-shots", optarg, 1, 1 << 24); break;
 		case O_LIMIT: opt.limit = parse_long("--limit", optarg, 1, INT_MAX); break;
 		case O_MAXLABELS: opt.max_labels = parse_long("--max-labels", optarg, 1, 1 << 16); break;
 		case O_MAXNEW: opt.max_new = parse_long("--max-new", optarg, 1, 1 << 16); break;
