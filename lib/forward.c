@@ -29,7 +29,8 @@
 #include "kernels_impl.h"
 #include "model_impl.h"
 
-#define QBLK 256              /* query rows per attention sgemm */
+#define QBLK 256              /* most query rows per attention block */
+#define SC_FLOATS (16 << 20)  /* aim for attention scores within 64 MiB */
 #define FBLK 512              /* tokens per FFN block (bounds its scratch) */
 #define ATT_GEMM_MIN 32       /* queries from which attention uses sgemm */
 #define TILE_FLOATS (1 << 20) /* weights converted per sgemm tile */
@@ -577,10 +578,11 @@ att_task(void *arg, int ith, int chunk, int nchunks)
 	}
 }
 
-/* Softmax of score rows [nq][kvn], row r seeing keys up to base + r. */
+/* Softmax of the score rows of every head, [H][nq][kvn]: row r of a head
+ * sees keys up to base + r. */
 struct smax_task {
 	float *sc;
-	int nq, kvn, base;
+	int H, nq, kvn, base;
 };
 
 static void
@@ -589,10 +591,10 @@ smax_task(void *arg, int ith, int chunk, int nchunks)
 	struct smax_task *t = arg;
 	int64_t lo, hi;
 
-	sa_split(t->nq, chunk, nchunks, &lo, &hi);
-	for (int64_t r = lo; r < hi; r++) {
-		float *row = t->sc + r * t->kvn;
-		int len = t->base + (int)r + 1;
+	sa_split((int64_t)t->H * t->nq, chunk, nchunks, &lo, &hi);
+	for (int64_t hr = lo; hr < hi; hr++) {
+		float *row = t->sc + hr * t->kvn;
+		int len = t->base + (int)(hr % t->nq) + 1;
 		softmax(row, len);
 		memset(row + len, 0, (size_t)(t->kvn - len) * sizeof(float));
 	}
@@ -612,39 +614,47 @@ want_sc(sa_state *s, size_t n)
 	return SA_OK;
 }
 
-/* ao rows i0..n-1 = causal attention of q over the cache of layer l. */
+/*
+ * ao rows i0..n-1 = causal attention of q over the cache of layer l.
+ * Short batches go through the kernels one (row, head) at a time; longer
+ * ones through sgemm, a block of query rows for all heads at once, so
+ * BLAS and the pool take turns only twice per block.
+ */
 static int
 attention(sa_state *s, int l, int i0, int n)
 {
 	const sa_config *c = &s->m->cfg;
 	const sa_model_impl *x = sa_model_impl_of(s->m);
 	int H = c->n_head, dh = c->d_head, grp = c->n_head / c->n_head_kv;
-	int qd = H * dh, kvd = c->n_head_kv * dh;
+	int qd = H * dh, kvd = c->n_head_kv * dh, qblk;
 	float scale = x->kq_scale != 0 ? x->kq_scale : 1.0f / sqrtf((float)dh);
 
 	if (n - i0 < ATT_GEMM_MIN) {
 		struct att_task t = { s, l, i0, n, scale };
 		if (want_sc(s, (size_t)sa_get_threads() * s->n_ctx))
 			return SA_EINTERNAL;
-		sa_pool_run_chunks(att_task, &t, chunks_for((int64_t)(n - i0) * c->n_head));
+		sa_pool_run_chunks(att_task, &t, chunks_for((int64_t)(n - i0) * H));
 		return SA_OK;
 	}
-	if (want_sc(s, (size_t)QBLK * s->n_ctx))
+	/* scores [H][qblk][kvn] within SC_FLOATS */
+	qblk = (int)(SC_FLOATS / ((size_t)H * (s->pos + n)));
+	qblk = qblk < 16 ? 16 : qblk > QBLK ? QBLK : qblk;
+	if (want_sc(s, (size_t)H * qblk * (s->pos + n)))
 		return SA_EINTERNAL;
-	for (int h = 0; h < H; h++) {
-		const float *kg = s->kc[l] + (size_t)(h / grp) * dh;
-		const float *vg = s->vc[l] + (size_t)(h / grp) * dh;
-		for (int qb = i0; qb < n; qb += QBLK) {
-			int nq = n - qb < QBLK ? n - qb : QBLK;
-			int kvn = s->pos + qb + nq;
-			struct smax_task t = { s->sc, nq, kvn, s->pos + qb };
-			/* S [nq][kvn] = scale * Q_h K_g^T;  O_h = softmax(S) V_g */
+	for (int qb = i0; qb < n; qb += qblk) {
+		int nq = n - qb < qblk ? n - qb : qblk;
+		int kvn = s->pos + qb + nq;
+		struct smax_task t = { s->sc, H, nq, kvn, s->pos + qb };
+		/* S_h [nq][kvn] = scale * Q_h K_g^T;  O_h = softmax(S_h) V_g */
+		for (int h = 0; h < H; h++)
 			sgemm(CblasTrans, nq, kvn, dh, scale, s->q + (size_t)qb * qd + (size_t)h * dh, qd,
-			    kg, kvd, 0.0f, s->sc, kvn);
-			sa_pool_run_chunks(smax_task, &t, chunks_for(nq));
-			sgemm(CblasNoTrans, nq, dh, kvn, 1.0f, s->sc, kvn, vg, kvd, 0.0f,
+			    s->kc[l] + (size_t)(h / grp) * dh, kvd, 0.0f,
+			    s->sc + (size_t)h * nq * kvn, kvn);
+		sa_pool_run_chunks(smax_task, &t, chunks_for((int64_t)H * nq));
+		for (int h = 0; h < H; h++)
+			sgemm(CblasNoTrans, nq, dh, kvn, 1.0f, s->sc + (size_t)h * nq * kvn, kvn,
+			    s->vc[l] + (size_t)(h / grp) * dh, kvd, 0.0f,
 			    s->ao + (size_t)qb * qd + (size_t)h * dh, qd);
-		}
 	}
 	return SA_OK;
 }
