@@ -33,6 +33,7 @@
 #define SC_FLOATS (16 << 20)  /* aim for attention scores within 64 MiB */
 #define FBLK 512              /* tokens per FFN block (bounds its scratch) */
 #define ATT_GEMM_MIN 32       /* queries from which attention uses sgemm */
+#define SMALL_N 16            /* tokens up to which linear maps skip sgemm */
 #define TILE_FLOATS (1 << 20) /* weights converted per sgemm tile */
 
 struct sa_state {
@@ -53,8 +54,9 @@ struct sa_state {
 	float *rope;              /* [cap][rope_dim/2][2] cos, sin */
 	float *hb, *hb2, *hr;     /* [min(cap,FBLK)][d_ff] gate, up, rounded hidden */
 	float *tile;              /* [max(TILE_FLOATS, widest row)] converted weights */
-	float *vr[3];             /* [maxw] one input rounded to F16, BF16, Q8_0 */
-	void *xq;                 /* one row of maxw in any type (Q8_0 blocks for the kernels) */
+	int maxw;                 /* widest matrix input: max(d, qd, d_ff) */
+	float *vr[3];             /* [SMALL_N][maxw] inputs rounded to F16, BF16, Q8_0 */
+	void *xq;                 /* [SMALL_N] rows of maxw floats' room: Q8_0 blocks of them */
 	float *lr;                /* [cap][lr_cap] low-rank intermediate A x */
 	size_t lr_cap;
 	float *sc;                /* attention scores */
@@ -146,10 +148,11 @@ sa_state_new(sa_state **out, const sa_model *m, int n_ctx)
 		if (!(s->kc[l] = sa_calloc((size_t)s->n_ctx * kvd, sizeof(float))) ||
 		    !(s->vc[l] = sa_calloc((size_t)s->n_ctx * kvd, sizeof(float))))
 			goto oom;
+	s->maxw = (int)maxw;
 	for (int i = 0; i < 3; i++)
-		if (!(s->vr[i] = sa_malloc(maxw * sizeof(float))))
+		if (!(s->vr[i] = sa_malloc(SMALL_N * maxw * sizeof(float))))
 			goto oom;
-	if (!(s->xq = sa_malloc(maxw * sizeof(float))) ||
+	if (!(s->xq = sa_malloc(SMALL_N * maxw * sizeof(float))) ||
 	    !(s->tile = sa_malloc((widest > TILE_FLOATS ? widest : TILE_FLOATS) * sizeof(float))))
 		goto oom;
 	*out = s;
@@ -439,12 +442,13 @@ matmul(sa_state *s, const lin *L, const float *Xr, int n, int ldy)
 	return SA_OK;
 }
 
-/* The rows of several matrices sharing one input, split over the pool. */
+/* The rows of several matrices sharing the same inputs, split over the pool. */
 struct mv_task {
 	const lin *ls;
-	int nl;
-	const float *xf[SA_NMAT];   /* input per lin, rounded for its act type */
-	const void *xq;             /* Q8_0 blocks of the input */
+	int nl, nx;
+	const float *xf[SA_NMAT];   /* inputs per lin [nx][cols], rounded for its act type */
+	const void *xq;             /* Q8_0 blocks of the inputs, xq_stride bytes apart */
+	size_t x_stride, xq_stride;
 	int64_t total;
 };
 
@@ -456,62 +460,71 @@ mv_task(void *arg, int ith, int chunk, int nchunks)
 
 	sa_split(t->total, chunk, nchunks, &lo, &hi);
 	for (int j = 0; j < t->nl && lo < hi; j++) {
-		int64_t rows = t->ls[j].w->rows;
-		if (lo < base + rows) {
-			int64_t end = hi < base + rows ? hi : base + rows;
-			sa_rows_dot(t->ls[j].w, lo - base, end - base, t->xf[j], t->xq, t->ls[j].y);
+		const sa_matrix *w = t->ls[j].w;
+		if (lo < base + w->rows) {
+			int64_t end = hi < base + w->rows ? hi : base + w->rows;
+			sa_rows_dot_n(w, lo - base, end - base, t->nx, t->xf[j], t->x_stride,
+			    t->xq, t->xq_stride, t->ls[j].y, (size_t)w->rows);
 			lo = end;
 		}
-		base += rows;
+		base += w->rows;
 	}
 }
 
-/* y = W x for one input vector x [cols], through the row kernels. */
+/*
+ * Y = X W^T for a few inputs X [nx][cols] through the row kernels, which
+ * read each weight once for all of them: decoding (nx = 1) and short
+ * batches, where converting weights for sgemm would cost more than it saves.
+ */
 static int
-matvec(sa_state *s, const lin *ls, int nl, const float *x)
+matvec(sa_state *s, const lin *ls, int nl, const float *X, int nx)
 {
 	int64_t cols = ls[0].w->cols;
-	struct mv_task t = { ls, nl, { 0 }, s->xq, 0 };
+	size_t stride = (size_t)s->maxw;
+	struct mv_task t = { ls, nl, nx, { 0 }, s->xq, (size_t)cols, stride * sizeof(float), 0 };
 	int have[3] = { 0, 0, 0 };
 
 	for (int j = 0; j < nl; j++) {
 		int a = ls[j].act, k = a == SA_TYPE_F16 ? 0 : a == SA_TYPE_BF16 ? 1 : 2;
 		t.total += ls[j].w->rows;
 		if (a == SA_TYPE_F32) {
-			t.xf[j] = x;
+			t.xf[j] = X;
 			continue;
 		}
+		/* a Q8_0 weight reads the Q8_0 blocks of its input from xq */
+		if (ls[j].w->type == SA_TYPE_Q8_0 && a != SA_TYPE_Q8_0)
+			return sa_fail(SA_EINTERNAL, "Q8_0 weights with a %s input", sa_type_name(a));
 		if (!have[k]) {
-			/* xq keeps the Q8_0 blocks the Q8_0 kernel reads; F16 and
-			 * BF16 pass through the tile, free while decoding */
-			void *buf = a == SA_TYPE_Q8_0 ? s->xq : (void *)s->tile;
-			sa_row_from_f32(a, x, buf, cols);
-			sa_row_to_f32(a, buf, s->vr[k], cols);
+			/* F16 and BF16 pass through the tile, free here */
+			for (int i = 0; i < nx; i++) {
+				void *buf = a == SA_TYPE_Q8_0 ? (char *)s->xq + i * t.xq_stride : (void *)s->tile;
+				sa_row_from_f32(a, X + i * cols, buf, cols);
+				sa_row_to_f32(a, buf, s->vr[k] + i * cols, cols);
+			}
 			have[k] = 1;
 		}
 		t.xf[j] = s->vr[k];
 	}
-	/* a Q8_0 weight whose input is not rounded to Q8_0 (never from a GGUF
-	 * file) would read stale blocks: the kernel needs them */
-	for (int j = 0; j < nl; j++)
-		if (ls[j].w->type == SA_TYPE_Q8_0 && ls[j].act != SA_TYPE_Q8_0)
-			return sa_fail(SA_EINTERNAL, "Q8_0 weights with a %s input", sa_type_name(ls[j].act));
 	sa_pool_run_chunks(mv_task, &t, chunks_for(t.total / 16));
 
 	for (int j = 0; j < nl; j++) {
 		const lin *L = &ls[j];
 		int64_t rows = L->w->rows;
-		if (L->bias)
-			for (int64_t r = 0; r < rows; r++)
-				L->y[r] += L->bias[r];
-		if (L->side) {
-			int rank = L->side->rank;
-			if (want_lr(s, 1, rank))
-				return SA_EINTERNAL;
-			for (int r = 0; r < rank; r++)
-				s->lr[r] = sa_dot_f32(L->side->A + (size_t)r * cols, t.xf[j], cols);
-			for (int64_t o = 0; o < rows; o++)
-				L->y[o] += sa_dot_f32(L->side->B + (size_t)o * rank, s->lr, rank);
+		for (int i = 0; i < nx; i++) {
+			const float *xi = t.xf[j] + i * cols;
+			float *y = L->y + i * rows;
+			if (L->bias)
+				for (int64_t r = 0; r < rows; r++)
+					y[r] += L->bias[r];
+			if (L->side) {
+				int rank = L->side->rank;
+				if (want_lr(s, 1, rank))
+					return SA_EINTERNAL;
+				for (int r = 0; r < rank; r++)
+					s->lr[r] = sa_dot_f32(L->side->A + (size_t)r * cols, xi, cols);
+				for (int64_t o = 0; o < rows; o++)
+					y[o] += sa_dot_f32(L->side->B + (size_t)o * rank, s->lr, rank);
+			}
 		}
 	}
 	return SA_OK;
@@ -526,8 +539,8 @@ linear(sa_state *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
 	const float *xr = NULL;
 	int xr_type = -1, rc = SA_OK;
 
-	if (n == 1)
-		return matvec(s, ls, nl, X);
+	if (n <= SMALL_N)
+		return matvec(s, ls, nl, X, n);
 	for (int j = 0; j < nl; j++) {
 		if (ls[j].act != xr_type) {
 			if (!(xr = round_rows(s, ls[j].act, X, n, cols, rbuf, &rc)))

@@ -28,12 +28,16 @@
 /* y[i] = row i of w (n columns) . x, for nr rows starting at w. */
 typedef void rows_fn(const void *w, size_t row_bytes, int64_t n, const float *x,
     const void *xq, float *y, int64_t nr);
+/* The same for two inputs x and z at once, into y and yz. */
+typedef void rows2_fn(const void *w, size_t row_bytes, int64_t n, const float *x,
+    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr);
 /* dst [nr][n] = rows as F32. */
 typedef void deq_fn(const void *w, size_t row_bytes, int64_t n, float *dst, int64_t nr);
 
 static struct kernels {
 	const char *name;
 	rows_fn *rows_f32, *rows_f16, *rows_bf16, *rows_q8_0;
+	rows2_fn *rows2_f32, *rows2_f16, *rows2_bf16, *rows2_q8_0;
 	deq_fn *deq_f16, *deq_bf16, *deq_q8_0;
 	float (*dot)(const float *, const float *, int64_t);
 	void (*axpy)(float, const float *, float *, int64_t);
@@ -114,6 +118,19 @@ static void rows_q8_0_generic(const void *w, size_t rb, int64_t n, const float *
 	}
 }
 
+/* Two inputs: one after the other, which gives the same sums. */
+#define ROWS2_GENERIC(T) \
+static void rows2_##T##_generic(const void *w, size_t rb, int64_t n, const float *x, \
+    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr) \
+{ \
+	rows_##T##_generic(w, rb, n, x, xq, y, nr); \
+	rows_##T##_generic(w, rb, n, z, zq, yz, nr); \
+}
+ROWS2_GENERIC(f32)
+ROWS2_GENERIC(f16)
+ROWS2_GENERIC(bf16)
+ROWS2_GENERIC(q8_0)
+
 static void deq_generic(int type, const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 {
 	for (int64_t r = 0; r < nr; r++)
@@ -187,86 +204,102 @@ AVX2 static void axpy_avx2(float a, const float *x, float *y, int64_t n)
 }
 
 /*
- * The row kernels keep four independent accumulators over 32 columns so
- * the FMA latency hides behind the loads; a row is read once, front to
- * back, which is what the hardware prefetcher likes.
+ * Row dot products.  Four independent accumulators over 32 columns hide the
+ * FMA latency behind the loads; a row is read once, front to back, which is
+ * what the hardware prefetcher likes.  dot2 does two inputs per pass over
+ * the weights in the same order as dot1, so a row gives the same sum for an
+ * input whichever kernel computes it.  ld converts 8 weights from column i.
  */
-AVX2 static void rows_f32_avx2(const void *w, size_t rb, int64_t n, const float *x,
-    const void *xq, float *y, int64_t nr)
+typedef __m256 (*ld8_fn)(const void *, int64_t);
+typedef float (*ld1_fn)(const void *, int64_t);
+
+AVX2 static inline __m256 ld8_f32(const void *p, int64_t i) { return _mm256_loadu_ps((const float *)p + i); }
+AVX2 static inline __m256 ld8_f16(const void *p, int64_t i) { return load_f16((const uint16_t *)p + i); }
+AVX2 static inline __m256 ld8_bf16(const void *p, int64_t i) { return load_bf16((const uint16_t *)p + i); }
+AVX2 static inline float ld1_f32(const void *p, int64_t i) { return ((const float *)p)[i]; }
+AVX2 static inline float ld1_f16(const void *p, int64_t i) { return _cvtsh_ss(((const uint16_t *)p)[i]); }
+AVX2 static inline float ld1_bf16(const void *p, int64_t i) { return sa_bf16_to_fp32(((const uint16_t *)p)[i]); }
+
+#define ALWAYS_INLINE AVX2 static inline __attribute__((always_inline))
+
+ALWAYS_INLINE float dot1(ld8_fn ld8, ld1_fn ld1, const void *row, const float *x, int64_t n)
 {
-	for (int64_t r = 0; r < nr; r++) {
-		const float *row = (const float *)((const char *)w + r * rb);
-		__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-		int64_t i = 0;
-		for (; i + 32 <= n; i += 32) {
-			s0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i), _mm256_loadu_ps(x + i), s0);
-			s1 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i + 8), _mm256_loadu_ps(x + i + 8), s1);
-			s2 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i + 16), _mm256_loadu_ps(x + i + 16), s2);
-			s3 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i + 24), _mm256_loadu_ps(x + i + 24), s3);
-		}
-		for (; i + 8 <= n; i += 8)
-			s0 = _mm256_fmadd_ps(_mm256_loadu_ps(row + i), _mm256_loadu_ps(x + i), s0);
-		float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-		for (; i < n; i++)
-			s += row[i] * x[i];
-		y[r] = s;
+	__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+	int64_t i = 0;
+	for (; i + 32 <= n; i += 32) {
+		s0 = _mm256_fmadd_ps(ld8(row, i), _mm256_loadu_ps(x + i), s0);
+		s1 = _mm256_fmadd_ps(ld8(row, i + 8), _mm256_loadu_ps(x + i + 8), s1);
+		s2 = _mm256_fmadd_ps(ld8(row, i + 16), _mm256_loadu_ps(x + i + 16), s2);
+		s3 = _mm256_fmadd_ps(ld8(row, i + 24), _mm256_loadu_ps(x + i + 24), s3);
 	}
+	for (; i + 8 <= n; i += 8)
+		s0 = _mm256_fmadd_ps(ld8(row, i), _mm256_loadu_ps(x + i), s0);
+	float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+	for (; i < n; i++)
+		s += ld1(row, i) * x[i];
+	return s;
 }
 
-AVX2 static void rows_f16_avx2(const void *w, size_t rb, int64_t n, const float *x,
-    const void *xq, float *y, int64_t nr)
+ALWAYS_INLINE void dot2(ld8_fn ld8, ld1_fn ld1, const void *row, const float *x, const float *z,
+    int64_t n, float *rx, float *rz)
 {
-	for (int64_t r = 0; r < nr; r++) {
-		const uint16_t *row = (const uint16_t *)((const char *)w + r * rb);
-		__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-		int64_t i = 0;
-		for (; i + 32 <= n; i += 32) {
-			s0 = _mm256_fmadd_ps(load_f16(row + i), _mm256_loadu_ps(x + i), s0);
-			s1 = _mm256_fmadd_ps(load_f16(row + i + 8), _mm256_loadu_ps(x + i + 8), s1);
-			s2 = _mm256_fmadd_ps(load_f16(row + i + 16), _mm256_loadu_ps(x + i + 16), s2);
-			s3 = _mm256_fmadd_ps(load_f16(row + i + 24), _mm256_loadu_ps(x + i + 24), s3);
-		}
-		for (; i + 8 <= n; i += 8)
-			s0 = _mm256_fmadd_ps(load_f16(row + i), _mm256_loadu_ps(x + i), s0);
-		float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-		for (; i < n; i++)
-			s += _cvtsh_ss(row[i]) * x[i];
-		y[r] = s;
+	__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+	__m256 t0 = s0, t1 = s0, t2 = s0, t3 = s0;
+	int64_t i = 0;
+	for (; i + 32 <= n; i += 32) {
+		__m256 w0 = ld8(row, i), w1 = ld8(row, i + 8), w2 = ld8(row, i + 16), w3 = ld8(row, i + 24);
+		s0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), s0);
+		t0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(z + i), t0);
+		s1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), s1);
+		t1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(z + i + 8), t1);
+		s2 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + i + 16), s2);
+		t2 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(z + i + 16), t2);
+		s3 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + i + 24), s3);
+		t3 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(z + i + 24), t3);
 	}
+	for (; i + 8 <= n; i += 8) {
+		__m256 w0 = ld8(row, i);
+		s0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), s0);
+		t0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(z + i), t0);
+	}
+	float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+	float t = hsum8(_mm256_add_ps(_mm256_add_ps(t0, t1), _mm256_add_ps(t2, t3)));
+	for (; i < n; i++) {
+		float wi = ld1(row, i);
+		s += wi * x[i];
+		t += wi * z[i];
+	}
+	*rx = s;
+	*rz = t;
 }
 
-AVX2 static void rows_bf16_avx2(const void *w, size_t rb, int64_t n, const float *x,
-    const void *xq, float *y, int64_t nr)
-{
-	for (int64_t r = 0; r < nr; r++) {
-		const uint16_t *row = (const uint16_t *)((const char *)w + r * rb);
-		__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-		int64_t i = 0;
-		for (; i + 32 <= n; i += 32) {
-			s0 = _mm256_fmadd_ps(load_bf16(row + i), _mm256_loadu_ps(x + i), s0);
-			s1 = _mm256_fmadd_ps(load_bf16(row + i + 8), _mm256_loadu_ps(x + i + 8), s1);
-			s2 = _mm256_fmadd_ps(load_bf16(row + i + 16), _mm256_loadu_ps(x + i + 16), s2);
-			s3 = _mm256_fmadd_ps(load_bf16(row + i + 24), _mm256_loadu_ps(x + i + 24), s3);
-		}
-		for (; i + 8 <= n; i += 8)
-			s0 = _mm256_fmadd_ps(load_bf16(row + i), _mm256_loadu_ps(x + i), s0);
-		float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-		for (; i < n; i++)
-			s += sa_bf16_to_fp32(row[i]) * x[i];
-		y[r] = s;
-	}
+#define FLOAT_ROWS(T) \
+AVX2 static void rows_##T##_avx2(const void *w, size_t rb, int64_t n, const float *x, \
+    const void *xq, float *y, int64_t nr) \
+{ \
+	for (int64_t r = 0; r < nr; r++) \
+		y[r] = dot1(ld8_##T, ld1_##T, (const char *)w + r * rb, x, n); \
+} \
+AVX2 static void rows2_##T##_avx2(const void *w, size_t rb, int64_t n, const float *x, \
+    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr) \
+{ \
+	for (int64_t r = 0; r < nr; r++) \
+		dot2(ld8_##T, ld1_##T, (const char *)w + r * rb, x, z, n, &y[r], &yz[r]); \
 }
+FLOAT_ROWS(f32)
+FLOAT_ROWS(f16)
+FLOAT_ROWS(bf16)
 
 /* 32 int8 products of one block pair, summed to 8 int32 lanes, as floats.
  * maddubs wants unsigned x signed: move w's sign onto x. */
-AVX2 static inline __m256 block_dot_q8(const int8_t *w, const int8_t *x)
+AVX2 static inline __m256 block_dot_q8(__m256i qw, const int8_t *x)
 {
-	__m256i qw = _mm256_loadu_si256((const __m256i *)w);
 	__m256i qx = _mm256_loadu_si256((const __m256i *)x);
 	__m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
 	return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
+/* Even and odd blocks go to two accumulators. */
 AVX2 static void rows_q8_0_avx2(const void *w, size_t rb, int64_t n, const float *x,
     const void *xq, float *y, int64_t nr)
 {
@@ -277,16 +310,48 @@ AVX2 static void rows_q8_0_avx2(const void *w, size_t rb, int64_t n, const float
 		__m256 s0 = _mm256_setzero_ps(), s1 = s0;
 		int64_t b = 0;
 		for (; b + 2 <= nb; b += 2) {
+			__m256i q0 = _mm256_loadu_si256((const __m256i *)bw[b].qs);
+			__m256i q1 = _mm256_loadu_si256((const __m256i *)bw[b + 1].qs);
 			__m256 d0 = _mm256_set1_ps(_cvtsh_ss(bw[b].d) * _cvtsh_ss(bx[b].d));
 			__m256 d1 = _mm256_set1_ps(_cvtsh_ss(bw[b + 1].d) * _cvtsh_ss(bx[b + 1].d));
-			s0 = _mm256_fmadd_ps(d0, block_dot_q8(bw[b].qs, bx[b].qs), s0);
-			s1 = _mm256_fmadd_ps(d1, block_dot_q8(bw[b + 1].qs, bx[b + 1].qs), s1);
+			s0 = _mm256_fmadd_ps(d0, block_dot_q8(q0, bx[b].qs), s0);
+			s1 = _mm256_fmadd_ps(d1, block_dot_q8(q1, bx[b + 1].qs), s1);
 		}
-		for (; b < nb; b++) {
+		if (b < nb) {
+			__m256i q0 = _mm256_loadu_si256((const __m256i *)bw[b].qs);
 			__m256 d0 = _mm256_set1_ps(_cvtsh_ss(bw[b].d) * _cvtsh_ss(bx[b].d));
-			s0 = _mm256_fmadd_ps(d0, block_dot_q8(bw[b].qs, bx[b].qs), s0);
+			s0 = _mm256_fmadd_ps(d0, block_dot_q8(q0, bx[b].qs), s0);
 		}
 		y[r] = hsum8(_mm256_add_ps(s0, s1));
+	}
+}
+
+AVX2 static void rows2_q8_0_avx2(const void *w, size_t rb, int64_t n, const float *x,
+    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr)
+{
+	const sa_block_q8_0 *bx = xq, *bz = zq;
+	int64_t nb = n / SA_QK8_0;
+	for (int64_t r = 0; r < nr; r++) {
+		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb);
+		__m256 s0 = _mm256_setzero_ps(), s1 = s0, t0 = s0, t1 = s0;
+		int64_t b = 0;
+		for (; b + 2 <= nb; b += 2) {
+			__m256i q0 = _mm256_loadu_si256((const __m256i *)bw[b].qs);
+			__m256i q1 = _mm256_loadu_si256((const __m256i *)bw[b + 1].qs);
+			float w0 = _cvtsh_ss(bw[b].d), w1 = _cvtsh_ss(bw[b + 1].d);
+			s0 = _mm256_fmadd_ps(_mm256_set1_ps(w0 * _cvtsh_ss(bx[b].d)), block_dot_q8(q0, bx[b].qs), s0);
+			s1 = _mm256_fmadd_ps(_mm256_set1_ps(w1 * _cvtsh_ss(bx[b + 1].d)), block_dot_q8(q1, bx[b + 1].qs), s1);
+			t0 = _mm256_fmadd_ps(_mm256_set1_ps(w0 * _cvtsh_ss(bz[b].d)), block_dot_q8(q0, bz[b].qs), t0);
+			t1 = _mm256_fmadd_ps(_mm256_set1_ps(w1 * _cvtsh_ss(bz[b + 1].d)), block_dot_q8(q1, bz[b + 1].qs), t1);
+		}
+		if (b < nb) {
+			__m256i q0 = _mm256_loadu_si256((const __m256i *)bw[b].qs);
+			float w0 = _cvtsh_ss(bw[b].d);
+			s0 = _mm256_fmadd_ps(_mm256_set1_ps(w0 * _cvtsh_ss(bx[b].d)), block_dot_q8(q0, bx[b].qs), s0);
+			t0 = _mm256_fmadd_ps(_mm256_set1_ps(w0 * _cvtsh_ss(bz[b].d)), block_dot_q8(q0, bz[b].qs), t0);
+		}
+		y[r] = hsum8(_mm256_add_ps(s0, s1));
+		yz[r] = hsum8(_mm256_add_ps(t0, t1));
 	}
 }
 
@@ -340,6 +405,7 @@ static void kernels_init(void)
 	K = (struct kernels){
 		"generic",
 		rows_f32_generic, rows_f16_generic, rows_bf16_generic, rows_q8_0_generic,
+		rows2_f32_generic, rows2_f16_generic, rows2_bf16_generic, rows2_q8_0_generic,
 		deq_f16_generic, deq_bf16_generic, deq_q8_0_generic,
 		dot_generic, axpy_generic,
 	};
@@ -357,6 +423,7 @@ static void kernels_init(void)
 		K = (struct kernels){
 			"avx2",
 			rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_0_avx2,
+			rows2_f32_avx2, rows2_f16_avx2, rows2_bf16_avx2, rows2_q8_0_avx2,
 			deq_f16_avx2, deq_bf16_avx2, deq_q8_0_avx2,
 			dot_avx2, axpy_avx2,
 		};
@@ -374,24 +441,38 @@ const char *sa_kernels_name(void)
 	return kernels()->name;
 }
 
-void sa_rows_dot(const sa_matrix *w, int64_t r0, int64_t r1, const float *x,
-    const void *xq, float *y)
+void sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x,
+    size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy)
 {
 	const struct kernels *k = kernels();
 	size_t rb = sa_type_row_size(w->type, w->cols);
 	const char *p = (const char *)w->data + (size_t)r0 * rb;
+	const char *q = xq;
 	rows_fn *f;
+	rows2_fn *f2;
+	int j = 0;
 
 	if (r1 <= r0)
 		return;
 	switch (w->type) {
-	case SA_TYPE_F32: f = k->rows_f32; break;
-	case SA_TYPE_F16: f = k->rows_f16; break;
-	case SA_TYPE_BF16: f = k->rows_bf16; break;
-	case SA_TYPE_Q8_0: f = k->rows_q8_0; break;
+	case SA_TYPE_F32: f = k->rows_f32; f2 = k->rows2_f32; break;
+	case SA_TYPE_F16: f = k->rows_f16; f2 = k->rows2_f16; break;
+	case SA_TYPE_BF16: f = k->rows_bf16; f2 = k->rows2_bf16; break;
+	case SA_TYPE_Q8_0: f = k->rows_q8_0; f2 = k->rows2_q8_0; break;
 	default: return;
 	}
-	f(p, rb, w->cols, x, xq, y + r0, r1 - r0);
+	/* xq is NULL but for Q8_0 */
+	for (; j + 2 <= nx; j += 2)
+		f2(p, rb, w->cols, x + j * ldx, x + (j + 1) * ldx, q ? q + j * ldxq : NULL,
+		    q ? q + (j + 1) * ldxq : NULL, y + j * ldy + r0, y + (j + 1) * ldy + r0, r1 - r0);
+	if (j < nx)
+		f(p, rb, w->cols, x + j * ldx, q ? q + j * ldxq : NULL, y + j * ldy + r0, r1 - r0);
+}
+
+void sa_rows_dot(const sa_matrix *w, int64_t r0, int64_t r1, const float *x,
+    const void *xq, float *y)
+{
+	sa_rows_dot_n(w, r0, r1, 1, x, 0, xq, 0, y, 0);
 }
 
 void sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst)

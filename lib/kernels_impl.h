@@ -45,6 +45,12 @@ static inline void sa_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *h
 void sa_rows_dot(const sa_matrix *w, int64_t r0, int64_t r1, const float *x,
     const void *xq, float *y);
 
+/* The same for nx inputs at once, each weight row read once for all:
+ * input j at x + j*ldx (and xq + j*ldxq bytes), output y[j*ldy + r].  An
+ * input gets the same sums as from sa_rows_dot. */
+void sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x,
+    size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy);
+
 /* dst [r1-r0][cols] = rows r0..r1-1 of W as F32. */
 void sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst);
 

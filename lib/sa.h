@@ -345,7 +345,9 @@ size_t sa_state_kv_bytes(const sa_state *s);
  * logits: NULL, or [n_vocab] for the last token (all_logits = 0), or
  * [n][n_vocab] for every token (all_logits = 1).  Prompt longer than the
  * remaining context: SA_EDATA "prompt of N tokens exceeds the context of C".
- * n > 1 goes through sgemm (prefill); n == 1 through matrix-vector kernels.
+ * Up to 16 tokens go through the matrix-vector kernels, which read each
+ * weight once for all of them (each token's results are bit for bit those
+ * of running it alone); longer prompts through sgemm (prefill).
  */
 int sa_forward(sa_state *s, const int *toks, int n, float *logits, int all_logits);
 

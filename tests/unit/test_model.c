@@ -17,7 +17,8 @@
  * exact arithmetic that costs up to a few percent for Q8_0 (tol_of); against
  * the reference that rounds the same way (tol_round), only roundings that
  * fall the other way after a 1-ulp difference remain.  Both are about three
- * times the worst error seen on these models.
+ * times the worst error seen on these models over ten token draws
+ * (TEST_MODEL_SEED=1..10).
  */
 #include <math.h>
 #include <stdio.h>
@@ -48,9 +49,9 @@ tol_round(int type)
 {
 	switch (type) {
 	case SA_TYPE_F32: return 1e-4;
-	case SA_TYPE_F16: return 2e-3;
-	case SA_TYPE_BF16: return 2e-3;
-	case SA_TYPE_Q8_0: return 3e-2;
+	case SA_TYPE_F16: return 4e-3;
+	case SA_TYPE_BF16: return 1e-2;
+	case SA_TYPE_Q8_0: return 4e-2;
 	}
 	return 0;
 }
@@ -509,6 +510,23 @@ test_pieces(sa_model *m, const ref *r, const int *cuts, int ncuts, int n)
 	free(toks); free(want); free(got);
 }
 
+/* A batch short enough for the row kernels computes each token exactly as
+ * decoding it alone does. */
+static void
+test_short_batch(sa_model *m)
+{
+	enum { N = 9 };
+	int V = m->cfg.n_vocab, toks[N];
+	float *a = malloc((size_t)N * V * sizeof *a), *b = malloc((size_t)N * V * sizeof *b);
+
+	random_toks(toks, N, V);
+	CHECK_OK(run_prefill(m, toks, N, a));
+	CHECK_OK(run_decode(m, toks, N, b));
+	CHECK(!memcmp(a, b, (size_t)N * V * sizeof *a));
+	free(a);
+	free(b);
+}
+
 /* A shared prompt, then continuations: truncate + re-run == fresh run. */
 static void
 test_truncate(sa_model *m)
@@ -732,6 +750,7 @@ test_model(const char *name, const char *args, int n, int heavy)
 	test_against_ref(m, &r, n, name);
 	if (heavy) {
 		int cuts[2] = { 7, 20 };
+		test_short_batch(m);
 		test_pieces(m, &r, cuts, 2, 60);
 		test_truncate(m);
 		test_lowrank(m, &r);
@@ -876,6 +895,8 @@ main(int argc, char **argv)
 
 	snprintf(tmpdir, sizeof tmpdir, "%s/test_model.XXXXXX",
 	    getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	if (getenv("TEST_MODEL_SEED"))     /* to try other token draws */
+		rng ^= strtoull(getenv("TEST_MODEL_SEED"), NULL, 0) * 0x2545f4914f6cdd1dULL;
 	if (!mkdtemp(tmpdir)) {
 		perror("mkdtemp");
 		return 1;
