@@ -177,7 +177,7 @@ if [ -n "$sweep" ]; then
 	tests/unit/test_oracle -v "$out"/*.ref > "$tmp/sweep.txt" 2>&1 || :
 	grep -v '^FAIL' "$tmp/sweep.txt"
 	grep '^FAIL' "$tmp/sweep.txt" || :
-	grep -v '^FAIL' "$tmp/sweep.txt" | awk 'NF > 6 { t = $2; e = $6 + 0; if (e > max[t]) max[t] = e; n[t]++
+	grep -v '^FAIL' "$tmp/sweep.txt" | awk '/smallest gap/ { t = $2; e = $6 + 0; if (e > max[t]) max[t] = e; n[t]++
 		if ($0 ~ /DIVERGED/) div[t]++ }
 	    END { for (t in n) printf "%-5s %3d models: max rel err %.3g, greedy diverged in %d\n",
 		t, n[t], max[t], div[t] + 0 }'
