@@ -10,10 +10,10 @@
  *              xn = rmsnorm(x) * ffn_norm
  *              x += (silu(xn Wgate^T) * (xn Wup^T)) Wdown^T
  *   logits = (rmsnorm(x) * out_norm) Wout^T
- * A linear map with n > 1 rows goes through sgemm (weights other than F32
- * are converted to F32 a tile of rows at a time); one row goes through the
- * pool's row kernels, which read each weight once: decoding is bound by
- * memory bandwidth.
+ * A linear map over more than SMALL_N rows goes through sgemm (weights
+ * other than F32 are converted to F32 a tile of rows at a time); fewer rows
+ * go through the pool's row kernels, which read each weight once for all of
+ * them: decoding is bound by memory bandwidth.
  *
  * The input of every linear map is first rounded to the weight's type, as
  * llama.cpp does (F16 -> F16, BF16 -> BF16, Q8_0 -> Q8_0 blocks): the same
@@ -57,7 +57,7 @@ struct sa_state {
 	int maxw;                 /* widest matrix input: max(d, qd, d_ff) */
 	float *vr[3];             /* [SMALL_N][maxw] inputs rounded to F16, BF16, Q8_0 */
 	void *xq;                 /* [SMALL_N] rows of maxw floats' room: Q8_0 blocks of them */
-	float *lr;                /* [cap][lr_cap] low-rank intermediate A x */
+	float *lr;                /* [lr_cap] low-rank intermediate A x */
 	size_t lr_cap;
 	float *sc;                /* attention scores */
 	size_t sc_cap;

@@ -25,8 +25,11 @@ void sa_pool_run_chunks(sa_chunk_fn fn, void *arg, int nchunks);
 typedef void (*sa_task_fn)(void *arg, int part, int nparts);
 void sa_pool_run(sa_task_fn fn, void *arg);
 /* Call before BLAS: idle workers stop spinning and sleep, so BLAS threads
- * get the cores to themselves. */
+ * get the cores to themselves.  Also makes sure of sa_blas_init. */
 void sa_pool_quiet(void);
+/* Once, before the first BLAS call: let OpenBLAS use the kernels the CPU
+ * can run when it failed to recognise it (see threads.c). */
+void sa_blas_init(void);
 
 /* The share [lo, hi) of chunk ith among nth of n items. */
 static inline void sa_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)

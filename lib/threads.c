@@ -19,6 +19,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <cblas.h>
 
@@ -59,6 +61,50 @@ static struct pool {
 };
 
 static int threads_wanted;   /* 0: not set yet */
+
+/*
+ * OpenBLAS 0.3.21 (Debian 12) does not know recent Intel cores (Sapphire
+ * Rapids and later) and falls back to its Prescott kernels, which are 4
+ * times slower here.  When it did so on a CPU with AVX2 or AVX-512, and the
+ * user did not choose with OPENBLAS_CORETYPE, pick the right kernels again
+ * before the first BLAS call, through the entry points of OpenBLAS builds
+ * with DYNAMIC_ARCH (weak: other builds just lack them).
+ */
+char *openblas_get_corename(void);
+extern void gotoblas_dynamic_init(void) __attribute__((weak));
+extern void gotoblas_dynamic_quit(void) __attribute__((weak));
+
+static void
+blas_pick_core(void)
+{
+	const char *core = NULL, *now = openblas_get_corename();
+
+	if (getenv("OPENBLAS_CORETYPE") || !gotoblas_dynamic_init || !gotoblas_dynamic_quit ||
+	    !now || strcasecmp(now, "prescott"))
+		return;
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+	    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+		core = "SkylakeX";
+	else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+		core = "Haswell";
+#endif
+	if (!core)
+		return;
+	setenv("OPENBLAS_CORETYPE", core, 0);
+	gotoblas_dynamic_quit();
+	gotoblas_dynamic_init();
+	unsetenv("OPENBLAS_CORETYPE");
+}
+
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+
+void
+sa_blas_init(void)
+{
+	pthread_once(&blas_once, blas_pick_core);
+}
 static int pool_running;     /* threads exist for pool.nth */
 
 static int
@@ -170,6 +216,7 @@ sa_set_threads(int n)
 	if (n > 256)
 		n = 256;
 	threads_wanted = n;
+	sa_blas_init();
 	openblas_set_num_threads(n);
 	if (pool_running && pool.nth != n) {
 		pool_stop();
@@ -186,6 +233,7 @@ sa_get_threads(void)
 void
 sa_pool_quiet(void)
 {
+	sa_blas_init();
 	atomic_store_explicit(&pool.quiet, 1, memory_order_relaxed);
 }
 

@@ -26,6 +26,8 @@
 
 #include "sa.h"
 
+char *openblas_get_corename(void);
+
 static double
 now(void)
 {
@@ -226,8 +228,10 @@ main(int argc, char **argv)
 	argc -= optind;
 	argv += optind;
 
+	sa_set_threads(sa_get_threads());
 	bw = copy_bandwidth(sa_get_threads());
-	printf("threads %d, copy bandwidth (read + write) %.2f GB/s\n", sa_get_threads(), bw / 1e9);
+	printf("threads %d, OpenBLAS core %s, copy bandwidth (read + write) %.2f GB/s\n",
+	    sa_get_threads(), openblas_get_corename(), bw / 1e9);
 	fflush(stdout);
 	if (argc) {
 		for (int i = 0; i < argc; i++)
