@@ -40,6 +40,11 @@ check: deps
 	$(MAKE) $(TOOLS) $(UNIT) $(HELPERS)
 	bats --tap --print-output-on-failure tests/
 
+# The main job on the shipped model (or a toy one when none is shipped).
+demo: deps
+	$(MAKE) $(TOOLS) tests/helpers/mkmodel
+	sh scripts/demo.sh
+
 deps:
 	@sh scripts/deps.sh
 
@@ -55,7 +60,32 @@ install: all
 clean:
 	rm -f lib/*.o lib/libsa.a $(TOOLS) $(UNIT) $(HELPERS)
 
-.PHONY: all check clean deps install lint-man
+.PHONY: all check clean demo deps install lint-man
+
+# Hardening (doc/hardening.md).
+#   make fuzz        libFuzzer harnesses build-fuzz/fuzz_<name> from
+#                    tests/fuzz/fuzz_<name>.c (clang); see tests/fuzz/README
+#   make check-asan  every test against a build with AddressSanitizer and
+#                    UBSan, made in build-asan/ (a copy of the sources)
+FUZZ_CC    = clang
+FUZZ_FLAGS = -std=c11 -D_GNU_SOURCE -pthread -Ilib -O1 -g -fno-omit-frame-pointer \
+             -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ       = $(patsubst tests/fuzz/%.c,build-fuzz/%,$(sort $(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_OBJ   = $(patsubst lib/%.c,build-fuzz/lib/%.o,$(LIB_SRC))
+
+fuzz: $(FUZZ)
+
+build-fuzz/lib/%.o: lib/%.c lib/sa.h $(wildcard lib/*_impl.h)
+	@mkdir -p build-fuzz/lib
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(LDLIBS)
+
+check-asan:
+	sh scripts/check-asan.sh
+
+.PHONY: fuzz check-asan
 
 # Speed of the forward pass (not a test): models made on the fly by mkmodel,
 # prefill and decode tokens/s, and decode's share of the copy bandwidth.
