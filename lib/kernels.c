@@ -290,68 +290,104 @@ FLOAT_ROWS(f32)
 FLOAT_ROWS(f16)
 FLOAT_ROWS(bf16)
 
-/* 32 int8 products of one block pair, summed to 8 int32 lanes, as floats.
- * maddubs wants unsigned x signed: move w's sign onto x. */
-AVX2 static inline __m256 block_dot_q8(__m256i qw, const int8_t *x)
+/*
+ * Q8_0 rows against Q8_0 inputs.  A block's 32 int8 products sum exactly in
+ * int32 (maddubs wants unsigned x signed: w's sign moves onto x); the sums
+ * of 8 blocks are folded into one vector, one lane per block, and scaled by
+ * the 8 blocks' dw*dx with a single FMA.  The input's scales are converted
+ * to float once per call.
+ */
+AVX2 static inline __m256i block_isum(const int8_t *w, const int8_t *x)
 {
+	__m256i qw = _mm256_loadu_si256((const __m256i *)w);
 	__m256i qx = _mm256_loadu_si256((const __m256i *)x);
 	__m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
-	return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+	return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
 
-/* Even and odd blocks go to two accumulators. */
+/* 8 vectors of 8 int32 -> one vector of their 8 horizontal sums, as floats */
+AVX2 static inline __m256 fold8(const __m256i *p)
+{
+	__m256i t0 = _mm256_hadd_epi32(p[0], p[1]), t1 = _mm256_hadd_epi32(p[2], p[3]);
+	__m256i t2 = _mm256_hadd_epi32(p[4], p[5]), t3 = _mm256_hadd_epi32(p[6], p[7]);
+	__m256i u0 = _mm256_hadd_epi32(t0, t1), u1 = _mm256_hadd_epi32(t2, t3);
+	__m256i v = _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20),
+	    _mm256_permute2x128_si256(u0, u1, 0x31));
+	return _mm256_cvtepi32_ps(v);
+}
+
+/* the fp16 scales of blocks b..b+7, as floats */
+AVX2 static inline __m256 scales8(const sa_block_q8_0 *b)
+{
+	return _mm256_cvtph_ps(_mm_set_epi16((short)b[7].d, (short)b[6].d, (short)b[5].d,
+	    (short)b[4].d, (short)b[3].d, (short)b[2].d, (short)b[1].d, (short)b[0].d));
+}
+
+#define Q8_MAXB 2048     /* blocks of an input whose scales fit the stack */
+
+/* dot of one row with one input whose scales are xd; blocks past the
+ * last multiple of 8 one at a time */
+AVX2 static inline __attribute__((always_inline)) float
+q8_row(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_t nb)
+{
+	__m256 acc = _mm256_setzero_ps();
+	__m256i p[8];
+	int64_t b = 0;
+	float s;
+
+	for (; b + 8 <= nb; b += 8) {
+		for (int k = 0; k < 8; k++)
+			p[k] = block_isum(bw[b + k].qs, bx[b + k].qs);
+		acc = _mm256_fmadd_ps(_mm256_mul_ps(scales8(bw + b), _mm256_loadu_ps(xd + b)), fold8(p), acc);
+	}
+	s = hsum8(acc);
+	for (; b < nb; b++) {
+		__m256i i = block_isum(bw[b].qs, bx[b].qs);
+		__m128i h = _mm_add_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+		h = _mm_hadd_epi32(h, h);
+		h = _mm_hadd_epi32(h, h);
+		s += _cvtsh_ss(bw[b].d) * xd[b] * (float)_mm_cvtsi128_si32(h);
+	}
+	return s;
+}
+
 AVX2 static void rows_q8_0_avx2(const void *w, size_t rb, int64_t n, const float *x,
     const void *xq, float *y, int64_t nr)
 {
 	const sa_block_q8_0 *bx = xq;
 	int64_t nb = n / SA_QK8_0;
-	for (int64_t r = 0; r < nr; r++) {
-		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb);
-		__m256 s0 = _mm256_setzero_ps(), s1 = s0;
-		int64_t b = 0;
-		for (; b + 2 <= nb; b += 2) {
-			__m256i q0 = _mm256_loadu_si256((const __m256i *)bw[b].qs);
-			__m256i q1 = _mm256_loadu_si256((const __m256i *)bw[b + 1].qs);
-			__m256 d0 = _mm256_set1_ps(_cvtsh_ss(bw[b].d) * _cvtsh_ss(bx[b].d));
-			__m256 d1 = _mm256_set1_ps(_cvtsh_ss(bw[b + 1].d) * _cvtsh_ss(bx[b + 1].d));
-			s0 = _mm256_fmadd_ps(d0, block_dot_q8(q0, bx[b].qs), s0);
-			s1 = _mm256_fmadd_ps(d1, block_dot_q8(q1, bx[b + 1].qs), s1);
-		}
-		if (b < nb) {
-			__m256i q0 = _mm256_loadu_si256((const __m256i *)bw[b].qs);
-			__m256 d0 = _mm256_set1_ps(_cvtsh_ss(bw[b].d) * _cvtsh_ss(bx[b].d));
-			s0 = _mm256_fmadd_ps(d0, block_dot_q8(q0, bx[b].qs), s0);
-		}
-		y[r] = hsum8(_mm256_add_ps(s0, s1));
+	float xd[Q8_MAXB];
+
+	if (nb > Q8_MAXB) {
+		rows_q8_0_generic(w, rb, n, x, xq, y, nr);
+		return;
 	}
+	for (int64_t b = 0; b < nb; b++)
+		xd[b] = _cvtsh_ss(bx[b].d);
+	for (int64_t r = 0; r < nr; r++)
+		y[r] = q8_row((const sa_block_q8_0 *)((const char *)w + r * rb), bx, xd, nb);
 }
 
+/* Two inputs: the row is read from memory once, then from L1. */
 AVX2 static void rows2_q8_0_avx2(const void *w, size_t rb, int64_t n, const float *x,
     const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr)
 {
 	const sa_block_q8_0 *bx = xq, *bz = zq;
 	int64_t nb = n / SA_QK8_0;
+	float xd[Q8_MAXB], zd[Q8_MAXB];
+
+	if (nb > Q8_MAXB) {
+		rows2_q8_0_generic(w, rb, n, x, z, xq, zq, y, yz, nr);
+		return;
+	}
+	for (int64_t b = 0; b < nb; b++) {
+		xd[b] = _cvtsh_ss(bx[b].d);
+		zd[b] = _cvtsh_ss(bz[b].d);
+	}
 	for (int64_t r = 0; r < nr; r++) {
 		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb);
-		__m256 s0 = _mm256_setzero_ps(), s1 = s0, t0 = s0, t1 = s0;
-		int64_t b = 0;
-		for (; b + 2 <= nb; b += 2) {
-			__m256i q0 = _mm256_loadu_si256((const __m256i *)bw[b].qs);
-			__m256i q1 = _mm256_loadu_si256((const __m256i *)bw[b + 1].qs);
-			float w0 = _cvtsh_ss(bw[b].d), w1 = _cvtsh_ss(bw[b + 1].d);
-			s0 = _mm256_fmadd_ps(_mm256_set1_ps(w0 * _cvtsh_ss(bx[b].d)), block_dot_q8(q0, bx[b].qs), s0);
-			s1 = _mm256_fmadd_ps(_mm256_set1_ps(w1 * _cvtsh_ss(bx[b + 1].d)), block_dot_q8(q1, bx[b + 1].qs), s1);
-			t0 = _mm256_fmadd_ps(_mm256_set1_ps(w0 * _cvtsh_ss(bz[b].d)), block_dot_q8(q0, bz[b].qs), t0);
-			t1 = _mm256_fmadd_ps(_mm256_set1_ps(w1 * _cvtsh_ss(bz[b + 1].d)), block_dot_q8(q1, bz[b + 1].qs), t1);
-		}
-		if (b < nb) {
-			__m256i q0 = _mm256_loadu_si256((const __m256i *)bw[b].qs);
-			float w0 = _cvtsh_ss(bw[b].d);
-			s0 = _mm256_fmadd_ps(_mm256_set1_ps(w0 * _cvtsh_ss(bx[b].d)), block_dot_q8(q0, bx[b].qs), s0);
-			t0 = _mm256_fmadd_ps(_mm256_set1_ps(w0 * _cvtsh_ss(bz[b].d)), block_dot_q8(q0, bz[b].qs), t0);
-		}
-		y[r] = hsum8(_mm256_add_ps(s0, s1));
-		yz[r] = hsum8(_mm256_add_ps(t0, t1));
+		y[r] = q8_row(bw, bx, xd, nb);
+		yz[r] = q8_row(bw, bz, zd, nb);
 	}
 }
 
