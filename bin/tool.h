@@ -12,49 +12,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "sa.h"
 
 static const char *argv0 = "sa";
-
-/*
- * Run again with OPENBLAS_CORETYPE set when OpenBLAS chose kernels far
- * slower than the CPU allows (see sa_blas_coretype).  Called first thing in
- * main, before any input is read, so the new image sees the same state.
- */
-static void
-blas_reexec(void)
-{
-	const char *core = sa_blas_coretype();
-	char *args[256], buf[65536];
-	FILE *fp;
-	size_t n;
-	int argc = 0;
-
-	if (!core || getenv("SA_NO_REEXEC") || !(fp = fopen("/proc/self/cmdline", "rb")))
-		return;
-	n = fread(buf, 1, sizeof buf - 1, fp);
-	fclose(fp);
-	if (n == 0 || n == sizeof buf - 1)
-		return;
-	buf[n] = 0;
-	for (size_t i = 0; i < n && argc < 255; i += strlen(buf + i) + 1)
-		args[argc++] = buf + i;
-	if (argc == 255)
-		return;
-	args[argc] = NULL;
-	setenv("OPENBLAS_CORETYPE", core, 1);
-	execv("/proc/self/exe", args);
-	unsetenv("OPENBLAS_CORETYPE");   /* exec failed: go on as we are */
-}
 
 static void __attribute__((unused))
 setprogname_(const char *a)
 {
 	const char *s = strrchr(a, '/');
 	argv0 = s ? s + 1 : a;
-	blas_reexec();
 }
 
 static void __attribute__((unused))

@@ -357,10 +357,6 @@ int sa_forward(sa_state *s, const int *toks, int n, float *logits, int all_logit
  * library's own threads never run at once, so the total stays n. */
 void sa_set_threads(int n);
 int sa_get_threads(void);
-/* The OPENBLAS_CORETYPE this CPU should use when OpenBLAS fell back to its
- * slowest kernels (it knows the CPU model only by name), or NULL when
- * nothing needs to change or the variable is already set. */
-const char *sa_blas_coretype(void);
 
 /* ------------------------------------------------------------- sampling */
 
