@@ -62,6 +62,8 @@ static const char help_text[] =
     "  --ckpt DIR            checkpoint directory (default: OUTPUT.ckpt)\n"
     "  --ckpt-every N (100)  --resume   continue from DIR's checkpoint\n"
     "  --run-steps N         stop after N steps of this run (checkpointed; exit 0)\n"
+    "  --start-step N        with --init and no checkpoint: where in the schedule to\n"
+    "                        begin (the weights' step; the optimizer starts afresh)\n"
     "  --eval-every N (100)  --log FILE  JSON Lines log (default DIR/log.jsonl)\n"
     "  -t, --threads N  -q, --quiet  -v, --verbose  -h, --help  -V, --version\n";
 
@@ -78,7 +80,7 @@ static struct {
 	float rope_base;
 	int rank, chunk, kmin, kmax, queries;
 	uint32_t mats;
-	long steps, batch_tokens, ckpt_every, eval_every, run_steps;
+	long steps, batch_tokens, ckpt_every, eval_every, run_steps, start_step;
 	int seq, micro;
 	double lr, min_lr, wd, clip;
 	long warmup;
@@ -1149,7 +1151,7 @@ main(int argc, char **argv)
 	    O_POOL, O_DIM, O_LAYERS, O_HEADS, O_KVHEADS, O_FF, O_CTX, O_ROPE, O_TIED,
 	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_STEPS, O_BATCH,
 	    O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_MIX, O_CKPT,
-	    O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS };
+	    O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS, O_STARTSTEP };
 	static const struct option longopts[] = {
 		{ "pretrain", no_argument, NULL, O_PRETRAIN },
 		{ "adapter", no_argument, NULL, O_ADAPTER },
@@ -1192,6 +1194,7 @@ main(int argc, char **argv)
 		{ "ckpt-every", required_argument, NULL, O_CKPTEVERY },
 		{ "resume", no_argument, NULL, O_RESUME },
 		{ "run-steps", required_argument, NULL, O_RUNSTEPS },
+		{ "start-step", required_argument, NULL, O_STARTSTEP },
 		{ "eval-every", required_argument, NULL, O_EVALEVERY },
 		{ "log", required_argument, NULL, O_LOG },
 		{ "threads", required_argument, NULL, 't' },
@@ -1258,6 +1261,7 @@ main(int argc, char **argv)
 		case O_CKPTEVERY: opt.ckpt_every = parse_long("--ckpt-every", optarg, 1, LONG_MAX); break;
 		case O_RESUME: opt.resume = 1; break;
 		case O_RUNSTEPS: opt.run_steps = parse_long("--run-steps", optarg, 1, LONG_MAX); break;
+		case O_STARTSTEP: opt.start_step = parse_long("--start-step", optarg, 0, LONG_MAX); break;
 		case O_EVALEVERY: opt.eval_every = parse_long("--eval-every", optarg, 0, LONG_MAX); break;
 		case O_LOG: opt.log = optarg; break;
 		case 't': opt.threads = parse_long("--threads", optarg, 0, 1024); break;
@@ -1387,6 +1391,7 @@ main(int argc, char **argv)
 	if (opt.mode == ADAPTER)
 		build_adapter_training();
 	data_rng.s = opt.seed * 0x9e3779b97f4a7c15ULL + 1;
+	step = opt.start_step;
 	if (opt.resume && load_checkpoint()) {
 		if (!opt.quiet)
 			fprintf(stderr, "sa-train: resumed from %s at step %ld\n", ckpt_path, step);
