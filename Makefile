@@ -60,7 +60,7 @@ install: all
 clean:
 	rm -f lib/*.o lib/libsa.a $(TOOLS) $(UNIT) $(HELPERS)
 
-.PHONY: all check clean demo deps install lint-man
+.PHONY: all bench-train check clean demo deps install lint-man
 
 # Hardening (doc/hardening.md).
 #   make fuzz        libFuzzer harnesses build-fuzz/fuzz_<name> from
@@ -93,3 +93,7 @@ bench: tests/helpers/bench tests/helpers/mkmodel
 	tests/helpers/bench
 
 .PHONY: bench
+
+# Training speed against the machine's sgemm rate (see sa-train(1)).
+bench-train: $(TOOLS) tests/helpers/bench-sgemm
+	sh scripts/bench-train.sh

@@ -115,3 +115,11 @@ setup() {
 	assert_success
 	assert_output --partial "sa-train"
 }
+
+@test "the training benchmark works (dry run on a tiny model)" {
+	run sh scripts/bench-train.sh --dry-run
+	assert_success
+	assert_output --partial "pretraining:"
+	assert_output --partial "of sgemm"
+	assert_output --partial "adapter training:"
+}
