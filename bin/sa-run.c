@@ -412,6 +412,16 @@ utf8_need(unsigned char c)
 	return c >= 0xf0 && c <= 0xf7 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
 }
 
+/* Only the streamed text (stdout) is flushed.  A failed write stops the
+ * run there, with its reason: generating on into a full disk or a closed
+ * pipe would only waste time, and the error would be lost by the end. */
+static void
+text_flush(textout *t)
+{
+	if (t->flush && (fflush(t->fp) == EOF || ferror(t->fp)))
+		die(SA_EIO, "stdout: %s", strerror(errno ? errno : EIO));
+}
+
 static void
 text_put(textout *t, const char *s, size_t n)
 {
@@ -437,8 +447,7 @@ text_put(textout *t, const char *s, size_t n)
 	memcpy(t->pend, all + cut, (size_t)t->npend);
 	if (all != buf)
 		free(all);
-	if (t->flush)
-		fflush(t->fp);
+	text_flush(t);
 }
 
 static void
@@ -446,8 +455,7 @@ text_end(textout *t)
 {
 	fwrite(t->pend, 1, (size_t)t->npend, t->fp);
 	t->npend = 0;
-	if (t->flush)
-		fflush(t->fp);
+	text_flush(t);
 }
 
 static void
@@ -1091,7 +1099,7 @@ main(int argc, char **argv)
 
 		if (o.echo) {
 			fwrite(text, 1, len, stdout);
-			fflush(stdout);
+			text_flush(&out);
 		}
 		TRY(generate(&r, text, len, &o.smp, &out));
 	}
