@@ -61,6 +61,8 @@ static struct pool {
 };
 
 static int threads_wanted;   /* 0: not set yet */
+/* One job at a time: callers on several threads take turns. */
+static pthread_mutex_t run_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /*
  * OpenBLAS 0.3.21 (Debian 12) does not know recent Intel cores (Sapphire
@@ -215,6 +217,7 @@ sa_set_threads(int n)
 		n = online_cpus();
 	if (n > 256)
 		n = 256;
+	pthread_mutex_lock(&run_mu);
 	threads_wanted = n;
 	sa_blas_init();
 	openblas_set_num_threads(n);
@@ -222,6 +225,7 @@ sa_set_threads(int n)
 		pool_stop();
 		pool_start(n);
 	}
+	pthread_mutex_unlock(&run_mu);
 }
 
 int
@@ -242,16 +246,17 @@ sa_pool_run_chunks(sa_chunk_fn fn, void *arg, int nchunks)
 {
 	unsigned gen;
 
-	if (!pool_running) {
-		if (!threads_wanted)
-			sa_set_threads(0);
+	if (!threads_wanted)
+		sa_set_threads(0);
+	pthread_mutex_lock(&run_mu);
+	if (!pool_running)
 		pool_start(threads_wanted);
-	}
 	if (nchunks <= 0)
 		nchunks = pool.nth;
 	if (pool.nth == 1 || nchunks == 1) {
 		for (int c = 0; c < nchunks; c++)
 			fn(arg, 0, c, nchunks);
+		pthread_mutex_unlock(&run_mu);
 		return;
 	}
 	/* shut late takers of the last job out before touching its fields */
@@ -285,6 +290,7 @@ sa_pool_run_chunks(sa_chunk_fn fn, void *arg, int nchunks)
 		atomic_store(&pool.sleeping, 0);
 		pthread_mutex_unlock(&pool.mu);
 	}
+	pthread_mutex_unlock(&run_mu);
 }
 
 struct simple_task {
