@@ -346,10 +346,8 @@ round_rows_task(void *arg, int ith, int chunk, int nchunks)
 	int64_t lo, hi;
 
 	sa_split(t->n, chunk, nchunks, &lo, &hi);
-	for (int64_t i = lo; i < hi; i++) {
-		sa_row_from_f32(t->type, t->src + i * t->cols, buf, t->cols);
-		sa_row_to_f32(t->type, buf, t->dst + i * t->cols, t->cols);
-	}
+	for (int64_t i = lo; i < hi; i++)
+		sa_round_row(t->type, t->src + i * t->cols, t->dst + i * t->cols, buf, t->cols);
 }
 
 /* X [n][cols] rounded to type, in dst (or X itself for F32). */
@@ -498,8 +496,7 @@ matvec(sa_state *s, const lin *ls, int nl, const float *X, int nx)
 			/* F16 and BF16 pass through the tile, free here */
 			for (int i = 0; i < nx; i++) {
 				void *buf = a == SA_TYPE_Q8_0 ? (char *)s->xq + i * t.xq_stride : (void *)s->tile;
-				sa_row_from_f32(a, X + i * cols, buf, cols);
-				sa_row_to_f32(a, buf, s->vr[k] + i * cols, cols);
+				sa_round_row(a, X + i * cols, s->vr[k] + i * cols, buf, cols);
 			}
 			have[k] = 1;
 		}

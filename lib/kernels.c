@@ -39,6 +39,8 @@ static struct kernels {
 	rows_fn *rows_f32, *rows_f16, *rows_bf16, *rows_q8_0;
 	rows2_fn *rows2_f32, *rows2_f16, *rows2_bf16, *rows2_q8_0;
 	deq_fn *deq_f16, *deq_bf16, *deq_q8_0;
+	void (*round_f16)(const float *, float *, void *, int64_t);
+	void (*round_q8_0)(const float *, float *, void *, int64_t);
 	float (*dot)(const float *, const float *, int64_t);
 	void (*axpy)(float, const float *, float *, int64_t);
 } K;
@@ -130,6 +132,23 @@ ROWS2_GENERIC(f32)
 ROWS2_GENERIC(f16)
 ROWS2_GENERIC(bf16)
 ROWS2_GENERIC(q8_0)
+
+/* Through the type and back, with the conversions of types.c. */
+static void round_generic(int type, const float *src, float *dst, void *buf, int64_t n)
+{
+	sa_row_from_f32(type, src, buf, n);
+	sa_row_to_f32(type, buf, dst, n);
+}
+
+static void round_q8_0_generic(const float *src, float *dst, void *buf, int64_t n)
+{
+	round_generic(SA_TYPE_Q8_0, src, dst, buf, n);
+}
+
+static void round_f16_generic(const float *src, float *dst, void *buf, int64_t n)
+{
+	round_generic(SA_TYPE_F16, src, dst, buf, n);
+}
 
 static void deq_generic(int type, const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 {
@@ -430,6 +449,59 @@ AVX2 static void deq_q8_0_avx2(const void *w, size_t rb, int64_t n, float *dst, 
 		}
 	}
 }
+/*
+ * Rounding of matrix inputs through a type, the same values as
+ * sa_row_from_f32 then sa_row_to_f32 give.  Q8_0: d = amax/127 and
+ * q = roundf(x * (1/d)), half away from zero; the blocks go to buf.
+ */
+AVX2 static void round_q8_0_avx2(const float *src, float *dst, void *buf, int64_t n)
+{
+	sa_block_q8_0 *b = buf;
+	const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+
+	for (int64_t i = 0; i < n / SA_QK8_0; i++, src += SA_QK8_0, dst += SA_QK8_0) {
+		__m256 v[4], m;
+		for (int k = 0; k < 4; k++)
+			v[k] = _mm256_loadu_ps(src + 8 * k);
+		m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v[0], absmask), _mm256_and_ps(v[1], absmask)),
+		    _mm256_max_ps(_mm256_and_ps(v[2], absmask), _mm256_and_ps(v[3], absmask)));
+		__m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+		m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+		m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+		float amax = _mm_cvtss_f32(m4), d = amax / 127, id = d != 0 ? 1 / d : 0;
+		uint16_t dh = sa_fp32_to_fp16(d);
+		__m256 vid = _mm256_set1_ps(id), vd = _mm256_set1_ps(_cvtsh_ss(dh));
+		__m256i qi[4];
+		b[i].d = dh;
+		for (int k = 0; k < 4; k++) {
+			__m256 x = _mm256_mul_ps(v[k], vid);
+			__m256 t = _mm256_round_ps(x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+			__m256 up = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(x, t), absmask), half, _CMP_GE_OQ);
+			/* +-1 with the sign of x where the fraction is at least a half */
+			__m256 adj = _mm256_and_ps(up, _mm256_or_ps(one, _mm256_andnot_ps(absmask, x)));
+			t = _mm256_add_ps(t, adj);
+			_mm256_storeu_ps(dst + 8 * k, _mm256_mul_ps(vd, t));
+			qi[k] = _mm256_cvtps_epi32(t);
+		}
+		/* int32 -> int8, in order */
+		__m256i p01 = _mm256_packs_epi32(qi[0], qi[1]), p23 = _mm256_packs_epi32(qi[2], qi[3]);
+		__m256i p = _mm256_packs_epi16(p01, p23);
+		p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+		_mm256_storeu_si256((__m256i *)b[i].qs, p);
+	}
+}
+
+/* F16: the hardware conversion rounds to nearest even, as sa_fp32_to_fp16. */
+AVX2 static void round_f16_avx2(const float *src, float *dst, void *buf, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(src + i),
+		    _MM_FROUND_TO_NEAREST_INT)));
+	for (; i < n; i++)
+		dst[i] = sa_fp16_to_fp32(sa_fp32_to_fp16(src[i]));
+}
 #endif /* HAVE_X86 */
 
 /* ------------------------------------------------------------ dispatch */
@@ -443,6 +515,7 @@ static void kernels_init(void)
 		rows_f32_generic, rows_f16_generic, rows_bf16_generic, rows_q8_0_generic,
 		rows2_f32_generic, rows2_f16_generic, rows2_bf16_generic, rows2_q8_0_generic,
 		deq_f16_generic, deq_bf16_generic, deq_q8_0_generic,
+		round_f16_generic, round_q8_0_generic,
 		dot_generic, axpy_generic,
 	};
 	/* SA_KERNELS=generic forces the portable kernels (for tests) */
@@ -461,6 +534,7 @@ static void kernels_init(void)
 			rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_0_avx2,
 			rows2_f32_avx2, rows2_f16_avx2, rows2_bf16_avx2, rows2_q8_0_avx2,
 			deq_f16_avx2, deq_bf16_avx2, deq_q8_0_avx2,
+			round_f16_avx2, round_q8_0_avx2,
 			dot_avx2, axpy_avx2,
 		};
 #endif
@@ -524,6 +598,18 @@ void sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst)
 	case SA_TYPE_F16: k->deq_f16(p, rb, w->cols, dst, r1 - r0); break;
 	case SA_TYPE_BF16: k->deq_bf16(p, rb, w->cols, dst, r1 - r0); break;
 	case SA_TYPE_Q8_0: k->deq_q8_0(p, rb, w->cols, dst, r1 - r0); break;
+	}
+}
+
+void sa_round_row(int type, const float *src, float *dst, void *buf, int64_t n)
+{
+	const struct kernels *k = kernels();
+
+	switch (type) {
+	case SA_TYPE_F16: k->round_f16(src, dst, buf, n); break;
+	case SA_TYPE_Q8_0: k->round_q8_0(src, dst, buf, n); break;
+	case SA_TYPE_F32: if (dst != src) memcpy(dst, src, (size_t)n * sizeof(float)); break;
+	default: round_generic(type, src, dst, buf, n); break;
 	}
 }
 

@@ -57,6 +57,11 @@ void sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const flo
 /* dst [r1-r0][cols] = rows r0..r1-1 of W as F32. */
 void sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst);
 
+/* dst [n] = src rounded through type (the values sa_row_from_f32 then
+ * sa_row_to_f32 give); buf receives the row in the type, for Q8_0 the
+ * blocks the Q8_0 kernels read (room for n floats is always enough). */
+void sa_round_row(int type, const float *src, float *dst, void *buf, int64_t n);
+
 /* a . b over n floats. */
 float sa_dot_f32(const float *a, const float *b, int64_t n);
 /* y += a * x over n floats. */

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "sa.h"
+#include "kernels_impl.h"
 #include "t.h"
 
 static char tmpdir[256];
@@ -816,6 +817,38 @@ test_config(void)
 	sa_model_free(m);
 }
 
+/* The forward pass rounds matrix inputs with its own vector code: the same
+ * values and Q8_0 blocks as the conversions of types.c, ties included. */
+static void
+test_round(void)
+{
+	enum { N = 1024 };
+	static const int types[] = { SA_TYPE_F16, SA_TYPE_BF16, SA_TYPE_Q8_0 };
+	float *x = malloc(N * sizeof *x), *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
+	char *qa = malloc(N * sizeof(float)), *qb = malloc(N * sizeof(float));
+	int bad = 0;
+
+	for (int rep = 0; rep < 300; rep++) {
+		double scale = rep % 7 == 0 ? 1e-6 : rep % 5 == 0 ? 300 : 3;
+		for (int i = 0; i < N; i++) {
+			x[i] = (float)(scale * frand());
+			if (rep % 3 == 0 && i % 9 == 0)    /* halves: ties of the rounding */
+				x[i] = (float)(int)(x[i] * 2) / 2;
+			if (rep % 13 == 0 && i % 32 < 31)  /* blocks of nearly all zeros */
+				x[i] = 0;
+		}
+		for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+			sa_row_from_f32(types[t], x, qa, N);
+			sa_row_to_f32(types[t], qa, a, N);
+			sa_round_row(types[t], x, b, qb, N);
+			bad += memcmp(a, b, N * sizeof *a) != 0;
+			bad += types[t] == SA_TYPE_Q8_0 && memcmp(qa, qb, sa_type_row_size(types[t], N));
+		}
+	}
+	CHECK(bad == 0);
+	free(x); free(a); free(b); free(qa); free(qb);
+}
+
 /* ------------------------------------------------- load-error fixtures */
 
 /* Copy in to out, changing one thing (kind: arch, missing, type, shape). */
@@ -902,6 +935,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 
+	test_round();
 	test_config();
 	test_model("llama-mha-untied", "--arch llama --layers 2 --dim 64 --heads 4", 20, 1);
 	test_model("llama-gqa-tied", "--arch llama --layers 3 --dim 64 --heads 8 --kv-heads 2 --tied -s 2", 20, 1);
