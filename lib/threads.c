@@ -50,7 +50,7 @@ static struct pool {
 	atomic_int left;        /* chunks not finished yet */
 	atomic_int quiet;       /* 1: idle workers go to sleep at once */
 	atomic_int sleeping;    /* the caller sleeps on done */
-	int stop;
+	atomic_int stop;
 	atomic_int nchunks;
 	sa_chunk_fn fn;
 	void *arg;
@@ -156,12 +156,12 @@ worker(void *p)
 		}
 		if (g == seen) {
 			pthread_mutex_lock(&pool.mu);
-			while ((g = atomic_load(&pool.gen)) == seen && !pool.stop)
+			while ((g = atomic_load(&pool.gen)) == seen && !atomic_load(&pool.stop))
 				pthread_cond_wait(&pool.wake, &pool.mu);
 			pthread_mutex_unlock(&pool.mu);
 		}
 		seen = g;
-		if (pool.stop)
+		if (atomic_load(&pool.stop))
 			break;
 		if (run_chunks(g, ith) && atomic_load(&pool.sleeping)) {
 			pthread_mutex_lock(&pool.mu);
@@ -178,7 +178,7 @@ pool_stop(void)
 	if (!pool_running)
 		return;
 	pthread_mutex_lock(&pool.mu);
-	pool.stop = 1;
+	atomic_store(&pool.stop, 1);
 	atomic_fetch_add(&pool.gen, 1);
 	pthread_cond_broadcast(&pool.wake);
 	pthread_mutex_unlock(&pool.mu);
@@ -187,7 +187,7 @@ pool_stop(void)
 	free(pool.tid);
 	pool.tid = NULL;
 	pool.nth = 1;
-	pool.stop = 0;
+	atomic_store(&pool.stop, 0);
 	pool_running = 0;
 }
 
@@ -199,7 +199,7 @@ pool_start(int nth)
 	atomic_store(&pool.gen, 0);
 	atomic_store(&pool.next, 0);
 	atomic_store(&pool.quiet, 0);
-	pool.stop = 0;
+	atomic_store(&pool.stop, 0);
 	pool_running = 1;
 	if (nth <= 1 || !(pool.tid = calloc((size_t)nth - 1, sizeof *pool.tid)))
 		return;
