@@ -97,3 +97,15 @@ bench: tests/helpers/bench tests/helpers/mkmodel
 # Training speed against the machine's sgemm rate (see sa-train(1)).
 bench-train: $(TOOLS) tests/helpers/bench-sgemm
 	sh scripts/bench-train.sh
+
+# Speed against llama.cpp, and ICL against deltas as k grows (doc/speed.md):
+# scripts that anyone can run again; BENCH_ARGS passes options, e.g.
+#   make bench-compare BENCH_ARGS='-t 1 -s f16'
+#   make bench-icl BENCH_ARGS='-s default bench-out'
+bench-compare: tests/helpers/bench tests/helpers/mkmodel bin/sa-info
+	sh scripts/bench-compare.sh $(BENCH_ARGS)
+
+bench-icl: tests/helpers/bench-icl tests/helpers/mkmodel
+	sh scripts/bench-icl.sh $(BENCH_ARGS)
+
+.PHONY: bench-compare bench-icl
