@@ -33,6 +33,8 @@
 
 static char tmpdir[256];
 
+static int make_bad(const char *kind, const char *in, const char *out);
+
 static double
 tol_of(int type)
 {
@@ -817,6 +819,51 @@ test_config(void)
 	sa_model_free(m);
 }
 
+/* Llama 3's rope_freqs.weight divides the rotation angles, linear rope
+ * scaling multiplies them: ones change nothing, twos equal a factor of 2. */
+static void
+test_rope_variants(void)
+{
+	enum { N = 24 };
+	const char *kinds[] = { "", "freqs1", "freqs2", "scale2" };
+	char base[512], path[512];
+	int toks[N], V = 0;
+	float *lg[4] = { 0 };
+
+	snprintf(base, sizeof base, "%s/rope.gguf", tmpdir);
+	if (make_model(base, "--arch llama --layers 2 --dim 64 --heads 4 -s 12") != 0) {
+		CHECK(0);
+		return;
+	}
+	for (int k = 0; k < 4; k++) {
+		sa_model *m;
+		snprintf(path, sizeof path, "%s/rope-%d.gguf", tmpdir, k);
+		if (k)
+			CHECK_OK(make_bad(kinds[k], base, path));
+		CHECK_OK(sa_model_load(&m, k ? path : base));
+		if (!m)
+			return;
+		if (!k) {
+			V = m->cfg.n_vocab;
+			random_toks(toks, N, V);
+		}
+		lg[k] = malloc((size_t)N * V * sizeof(float));
+		CHECK_OK(run_prefill(m, toks, N, lg[k]));
+		sa_model_free(m);
+	}
+	CHECK(!memcmp(lg[0], lg[1], (size_t)N * V * sizeof(float)));
+	CHECK(!memcmp(lg[2], lg[3], (size_t)N * V * sizeof(float)));
+	CHECK(rel_errf(lg[2], lg[0], N * V) > 1e-3);
+	for (int k = 0; k < 4; k++)
+		free(lg[k]);
+
+	sa_model *m = NULL;
+	snprintf(path, sizeof path, "%s/rope-yarn.gguf", tmpdir);
+	CHECK_OK(make_bad("yarn", base, path));
+	CHECK(sa_model_load(&m, path) == SA_EDATA);
+	CHECK(strstr(sa_error(), "rope scaling type yarn is not supported") != NULL);
+}
+
 /* The forward pass rounds matrix inputs with its own vector code: the same
  * values and Q8_0 blocks as the conversions of types.c, ties included. */
 static void
@@ -851,13 +898,18 @@ test_round(void)
 
 /* ------------------------------------------------- load-error fixtures */
 
-/* Copy in to out, changing one thing (kind: arch, missing, type, shape). */
+/*
+ * Copy in to out, changing one thing.  Defects: arch, missing, type, shape,
+ * yarn (rope scaling of a kind not supported).  Variants: freqs1, freqs2
+ * (a rope_freqs.weight of ones, of twos), scale2 (linear rope scaling by 2).
+ */
 static int
 make_bad(const char *kind, const char *in, const char *out)
 {
 	sa_gguf *g;
 	sa_gguf_writer *w;
 	void *zeros = calloc(1, 1 << 24);
+	float freqs[512];
 	int rc;
 
 	if ((rc = sa_gguf_open(&g, in)) != SA_OK)
@@ -874,6 +926,22 @@ make_bad(const char *kind, const char *in, const char *out)
 	}
 	if (!strcmp(kind, "arch"))
 		sa_gguf_writer_set_str(w, "general.architecture", "gptj");
+	if (!strcmp(kind, "yarn"))
+		sa_gguf_writer_set_str(w, "llama.rope.scaling.type", "yarn");
+	if (!strcmp(kind, "scale2")) {
+		sa_gguf_writer_set_str(w, "llama.rope.scaling.type", "linear");
+		sa_gguf_writer_set_f32(w, "llama.rope.scaling.factor", 2.0f);
+	}
+	if (!strcmp(kind, "freqs1") || !strcmp(kind, "freqs2")) {
+		uint32_t rope_dim;
+		if ((rc = sa_gguf_get_u32(g, "llama.rope.dimension_count", &rope_dim)) != SA_OK)
+			return rc;
+		int64_t ne[1] = { rope_dim / 2 };
+		for (int i = 0; i < 512; i++)
+			freqs[i] = kind[5] == '1' ? 1.0f : 2.0f;
+		if ((rc = sa_gguf_writer_add_tensor(w, "rope_freqs.weight", SA_TYPE_F32, 1, ne, freqs)) != SA_OK)
+			return rc;
+	}
 	for (uint64_t i = 0; i < sa_gguf_n_tensors(g); i++) {
 		const sa_tensor_info *t = sa_gguf_tensor_at(g, i);
 		int64_t ne[4] = { t->ne[0], t->ne[1], t->ne[2], t->ne[3] };
@@ -937,6 +1005,7 @@ main(int argc, char **argv)
 
 	test_round();
 	test_config();
+	test_rope_variants();
 	test_model("llama-mha-untied", "--arch llama --layers 2 --dim 64 --heads 4", 20, 1);
 	test_model("llama-gqa-tied", "--arch llama --layers 3 --dim 64 --heads 8 --kv-heads 2 --tied -s 2", 20, 1);
 	test_model("qwen2-gqa-untied", "--arch qwen2 --layers 2 --dim 64 --heads 8 --kv-heads 2 -s 3", 20, 1);
