@@ -47,7 +47,8 @@ static struct kernels {
 
 /* ------------------------------------------------------------ portable */
 
-static float dot_generic(const float *a, const float *b, int64_t n)
+static float
+dot_generic(const float *a, const float *b, int64_t n)
 {
 	float s[8] = {0};
 	int64_t i = 0;
@@ -59,13 +60,15 @@ static float dot_generic(const float *a, const float *b, int64_t n)
 	return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
-static void axpy_generic(float a, const float *x, float *y, int64_t n)
+static void
+axpy_generic(float a, const float *x, float *y, int64_t n)
 {
 	for (int64_t i = 0; i < n; i++)
 		y[i] += a * x[i];
 }
 
-static void rows_f32_generic(const void *w, size_t rb, int64_t n, const float *x,
+static void
+rows_f32_generic(const void *w, size_t rb, int64_t n, const float *x,
     const void *xq, float *y, int64_t nr)
 {
 	for (int64_t r = 0; r < nr; r++)
@@ -74,7 +77,8 @@ static void rows_f32_generic(const void *w, size_t rb, int64_t n, const float *x
 
 /* F16 and BF16 rows in the lane order of dot_generic, so a row gives the
  * same sum as its F32 copy does. */
-static void rows_half_generic(float (*cvt)(uint16_t), const void *w, size_t rb, int64_t n,
+static void
+rows_half_generic(float (*cvt)(uint16_t), const void *w, size_t rb, int64_t n,
     const float *x, float *y, int64_t nr)
 {
 	for (int64_t r = 0; r < nr; r++) {
@@ -90,19 +94,22 @@ static void rows_half_generic(float (*cvt)(uint16_t), const void *w, size_t rb, 
 	}
 }
 
-static void rows_f16_generic(const void *w, size_t rb, int64_t n, const float *x,
+static void
+rows_f16_generic(const void *w, size_t rb, int64_t n, const float *x,
     const void *xq, float *y, int64_t nr)
 {
 	rows_half_generic(sa_fp16_to_fp32, w, rb, n, x, y, nr);
 }
 
-static void rows_bf16_generic(const void *w, size_t rb, int64_t n, const float *x,
+static void
+rows_bf16_generic(const void *w, size_t rb, int64_t n, const float *x,
     const void *xq, float *y, int64_t nr)
 {
 	rows_half_generic(sa_bf16_to_fp32, w, rb, n, x, y, nr);
 }
 
-static void rows_q8_0_generic(const void *w, size_t rb, int64_t n, const float *x,
+static void
+rows_q8_0_generic(const void *w, size_t rb, int64_t n, const float *x,
     const void *xq, float *y, int64_t nr)
 {
 	const sa_block_q8_0 *bx = xq;
@@ -134,39 +141,46 @@ ROWS2_GENERIC(bf16)
 ROWS2_GENERIC(q8_0)
 
 /* Through the type and back, with the conversions of types.c. */
-static void round_generic(int type, const float *src, float *dst, void *buf, int64_t n)
+static void
+round_generic(int type, const float *src, float *dst, void *buf, int64_t n)
 {
 	sa_row_from_f32(type, src, buf, n);
 	sa_row_to_f32(type, buf, dst, n);
 }
 
-static void round_q8_0_generic(const float *src, float *dst, void *buf, int64_t n)
+static void
+round_q8_0_generic(const float *src, float *dst, void *buf, int64_t n)
 {
 	round_generic(SA_TYPE_Q8_0, src, dst, buf, n);
 }
 
-static void round_f16_generic(const float *src, float *dst, void *buf, int64_t n)
+static void
+round_f16_generic(const float *src, float *dst, void *buf, int64_t n)
 {
 	round_generic(SA_TYPE_F16, src, dst, buf, n);
 }
 
-static void deq_generic(int type, const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+static void
+deq_generic(int type, const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 {
 	for (int64_t r = 0; r < nr; r++)
 		sa_row_to_f32(type, (const char *)w + r * rb, dst + r * n, n);
 }
 
-static void deq_f16_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+static void
+deq_f16_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 {
 	deq_generic(SA_TYPE_F16, w, rb, n, dst, nr);
 }
 
-static void deq_bf16_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+static void
+deq_bf16_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 {
 	deq_generic(SA_TYPE_BF16, w, rb, n, dst, nr);
 }
 
-static void deq_q8_0_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+static void
+deq_q8_0_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 {
 	deq_generic(SA_TYPE_Q8_0, w, rb, n, dst, nr);
 }
@@ -176,7 +190,8 @@ static void deq_q8_0_generic(const void *w, size_t rb, int64_t n, float *dst, in
 #ifdef HAVE_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
-AVX2 static inline float hsum8(__m256 v)
+AVX2 static inline float
+hsum8(__m256 v)
 {
 	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
 	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -185,18 +200,21 @@ AVX2 static inline float hsum8(__m256 v)
 }
 
 /* 8 BF16 values -> 8 floats: bf16 is the high half of an fp32. */
-AVX2 static inline __m256 load_bf16(const uint16_t *p)
+AVX2 static inline __m256
+load_bf16(const uint16_t *p)
 {
 	__m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
 	return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
-AVX2 static inline __m256 load_f16(const uint16_t *p)
+AVX2 static inline __m256
+load_f16(const uint16_t *p)
 {
 	return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
-AVX2 static float dot_avx2(const float *a, const float *b, int64_t n)
+AVX2 static float
+dot_avx2(const float *a, const float *b, int64_t n)
 {
 	__m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
 	int64_t i = 0;
@@ -212,7 +230,8 @@ AVX2 static float dot_avx2(const float *a, const float *b, int64_t n)
 	return s;
 }
 
-AVX2 static void axpy_avx2(float a, const float *x, float *y, int64_t n)
+AVX2 static void
+axpy_avx2(float a, const float *x, float *y, int64_t n)
 {
 	__m256 va = _mm256_set1_ps(a);
 	int64_t i = 0;
@@ -241,7 +260,8 @@ AVX2 static inline float ld1_bf16(const void *p, int64_t i) { return sa_bf16_to_
 
 #define ALWAYS_INLINE AVX2 static inline __attribute__((always_inline))
 
-ALWAYS_INLINE float dot1(ld8_fn ld8, ld1_fn ld1, const void *row, const float *x, int64_t n)
+ALWAYS_INLINE float
+dot1(ld8_fn ld8, ld1_fn ld1, const void *row, const float *x, int64_t n)
 {
 	__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
 	int64_t i = 0;
@@ -259,7 +279,8 @@ ALWAYS_INLINE float dot1(ld8_fn ld8, ld1_fn ld1, const void *row, const float *x
 	return s;
 }
 
-ALWAYS_INLINE void dot2(ld8_fn ld8, ld1_fn ld1, const void *row, const float *x, const float *z,
+ALWAYS_INLINE void
+dot2(ld8_fn ld8, ld1_fn ld1, const void *row, const float *x, const float *z,
     int64_t n, float *rx, float *rz)
 {
 	__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
@@ -316,7 +337,8 @@ FLOAT_ROWS(bf16)
  * the 8 blocks' dw*dx with a single FMA.  The input's scales are converted
  * to float once per call.
  */
-AVX2 static inline __m256i block_isum(const int8_t *w, const int8_t *x)
+AVX2 static inline __m256i
+block_isum(const int8_t *w, const int8_t *x)
 {
 	__m256i qw = _mm256_loadu_si256((const __m256i *)w);
 	__m256i qx = _mm256_loadu_si256((const __m256i *)x);
@@ -325,7 +347,8 @@ AVX2 static inline __m256i block_isum(const int8_t *w, const int8_t *x)
 }
 
 /* 8 vectors of 8 int32 -> one vector of their 8 horizontal sums, as floats */
-AVX2 static inline __m256 fold8(const __m256i *p)
+AVX2 static inline __m256
+fold8(const __m256i *p)
 {
 	__m256i t0 = _mm256_hadd_epi32(p[0], p[1]), t1 = _mm256_hadd_epi32(p[2], p[3]);
 	__m256i t2 = _mm256_hadd_epi32(p[4], p[5]), t3 = _mm256_hadd_epi32(p[6], p[7]);
@@ -336,7 +359,8 @@ AVX2 static inline __m256 fold8(const __m256i *p)
 }
 
 /* the fp16 scales of blocks b..b+7, as floats */
-AVX2 static inline __m256 scales8(const sa_block_q8_0 *b)
+AVX2 static inline __m256
+scales8(const sa_block_q8_0 *b)
 {
 	return _mm256_cvtph_ps(_mm_set_epi16((short)b[7].d, (short)b[6].d, (short)b[5].d,
 	    (short)b[4].d, (short)b[3].d, (short)b[2].d, (short)b[1].d, (short)b[0].d));
@@ -370,7 +394,8 @@ q8_row(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_
 	return s;
 }
 
-AVX2 static void rows_q8_0_avx2(const void *w, size_t rb, int64_t n, const float *x,
+AVX2 static void
+rows_q8_0_avx2(const void *w, size_t rb, int64_t n, const float *x,
     const void *xq, float *y, int64_t nr)
 {
 	const sa_block_q8_0 *bx = xq;
@@ -388,7 +413,8 @@ AVX2 static void rows_q8_0_avx2(const void *w, size_t rb, int64_t n, const float
 }
 
 /* Two inputs: the row is read from memory once, then from L1. */
-AVX2 static void rows2_q8_0_avx2(const void *w, size_t rb, int64_t n, const float *x,
+AVX2 static void
+rows2_q8_0_avx2(const void *w, size_t rb, int64_t n, const float *x,
     const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr)
 {
 	const sa_block_q8_0 *bx = xq, *bz = zq;
@@ -410,7 +436,8 @@ AVX2 static void rows2_q8_0_avx2(const void *w, size_t rb, int64_t n, const floa
 	}
 }
 
-AVX2 static void deq_f16_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+AVX2 static void
+deq_f16_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 {
 	for (int64_t r = 0; r < nr; r++, dst += n) {
 		const uint16_t *row = (const uint16_t *)((const char *)w + r * rb);
@@ -422,7 +449,8 @@ AVX2 static void deq_f16_avx2(const void *w, size_t rb, int64_t n, float *dst, i
 	}
 }
 
-AVX2 static void deq_bf16_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+AVX2 static void
+deq_bf16_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 {
 	for (int64_t r = 0; r < nr; r++, dst += n) {
 		const uint16_t *row = (const uint16_t *)((const char *)w + r * rb);
@@ -434,7 +462,8 @@ AVX2 static void deq_bf16_avx2(const void *w, size_t rb, int64_t n, float *dst, 
 	}
 }
 
-AVX2 static void deq_q8_0_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+AVX2 static void
+deq_q8_0_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 {
 	int64_t nb = n / SA_QK8_0;
 	for (int64_t r = 0; r < nr; r++) {
@@ -454,7 +483,8 @@ AVX2 static void deq_q8_0_avx2(const void *w, size_t rb, int64_t n, float *dst, 
  * sa_row_from_f32 then sa_row_to_f32 give.  Q8_0: d = amax/127 and
  * q = roundf(x * (1/d)), half away from zero; the blocks go to buf.
  */
-AVX2 static void round_q8_0_avx2(const float *src, float *dst, void *buf, int64_t n)
+AVX2 static void
+round_q8_0_avx2(const float *src, float *dst, void *buf, int64_t n)
 {
 	sa_block_q8_0 *b = buf;
 	const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
@@ -493,7 +523,8 @@ AVX2 static void round_q8_0_avx2(const float *src, float *dst, void *buf, int64_
 }
 
 /* F16: the hardware conversion rounds to nearest even, as sa_fp32_to_fp16. */
-AVX2 static void round_f16_avx2(const float *src, float *dst, void *buf, int64_t n)
+AVX2 static void
+round_f16_avx2(const float *src, float *dst, void *buf, int64_t n)
 {
 	int64_t i = 0;
 	for (; i + 8 <= n; i += 8)
@@ -508,7 +539,8 @@ AVX2 static void round_f16_avx2(const float *src, float *dst, void *buf, int64_t
 
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
 
-static void kernels_init(void)
+static void
+kernels_init(void)
 {
 	K = (struct kernels){
 		"generic",
@@ -540,18 +572,21 @@ static void kernels_init(void)
 #endif
 }
 
-static inline const struct kernels *kernels(void)
+static inline const struct kernels *
+kernels(void)
 {
 	pthread_once(&kernels_once, kernels_init);
 	return &K;
 }
 
-const char *sa_kernels_name(void)
+const char *
+sa_kernels_name(void)
 {
 	return kernels()->name;
 }
 
-void sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x,
+void
+sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x,
     size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy)
 {
 	const struct kernels *k = kernels();
@@ -579,13 +614,15 @@ void sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const flo
 		f(p, rb, w->cols, x + j * ldx, q ? q + j * ldxq : NULL, y + j * ldy + r0, r1 - r0);
 }
 
-void sa_rows_dot(const sa_matrix *w, int64_t r0, int64_t r1, const float *x,
+void
+sa_rows_dot(const sa_matrix *w, int64_t r0, int64_t r1, const float *x,
     const void *xq, float *y)
 {
 	sa_rows_dot_n(w, r0, r1, 1, x, 0, xq, 0, y, 0);
 }
 
-void sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst)
+void
+sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst)
 {
 	const struct kernels *k = kernels();
 	size_t rb = sa_type_row_size(w->type, w->cols);
@@ -601,7 +638,8 @@ void sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst)
 	}
 }
 
-void sa_round_row(int type, const float *src, float *dst, void *buf, int64_t n)
+void
+sa_round_row(int type, const float *src, float *dst, void *buf, int64_t n)
 {
 	const struct kernels *k = kernels();
 
@@ -613,12 +651,14 @@ void sa_round_row(int type, const float *src, float *dst, void *buf, int64_t n)
 	}
 }
 
-float sa_dot_f32(const float *a, const float *b, int64_t n)
+float
+sa_dot_f32(const float *a, const float *b, int64_t n)
 {
 	return kernels()->dot(a, b, n);
 }
 
-void sa_axpy_f32(float a, const float *x, float *y, int64_t n)
+void
+sa_axpy_f32(float a, const float *x, float *y, int64_t n)
 {
 	kernels()->axpy(a, x, y, n);
 }
