@@ -1406,10 +1406,15 @@ main(int argc, char **argv)
 	if (!(logfp = fopen(opt.log, "a")))
 		die(SA_ECANTCREAT, "%s: %s", opt.log, strerror(errno));
 
-	struct sigaction sa = { 0 };
+	struct sigaction sa = { 0 }, old;
 	sa.sa_handler = on_signal;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	/* A hangup (the terminal went away) stops the run the same way; left
+	 * to its default it killed the run in the middle of a checkpoint and
+	 * left the temporary file.  Under nohup it stays ignored. */
+	if (sigaction(SIGHUP, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+		sigaction(SIGHUP, &sa, NULL);
 
 	int *seq = malloc((size_t)B * (T + 1) * sizeof *seq);
 	int *in = malloc((size_t)B * T * sizeof *in), *tgt = malloc((size_t)B * T * sizeof *tgt);
