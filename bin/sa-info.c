@@ -493,7 +493,9 @@ main(int argc, char **argv)
 			if (!json && printed++)
 				putchar('\n');
 			fwrite(buf, 1, len, stdout);
-			fflush(stdout);
+			/* stop at the first failed write, with its reason */
+			if (fflush(stdout) == EOF)
+				die(SA_EIO, "stdout: %s", strerror(errno));
 		}
 		free(buf);
 		if (rc != SA_OK) {
