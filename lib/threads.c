@@ -107,6 +107,14 @@ sa_blas_init(void)
 {
 	pthread_once(&blas_once, blas_pick_core);
 }
+
+/* At start-up, before any BLAS call of any module: a switch later on would
+ * give the same product different bits before and after. */
+__attribute__((constructor)) static void
+blas_init_early(void)
+{
+	sa_blas_init();
+}
 static int pool_running;     /* threads exist for pool.nth */
 
 static int
