@@ -21,6 +21,8 @@
  * to llama.cpp's.  Low-rank side paths see that rounded input too.
  */
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
@@ -241,22 +243,158 @@ rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 		out[i] = (x[i] * scale) * w[i];
 }
 
-/* In place over n values. */
+/*
+ * exp(x) for x <= 0 in float, to a few ulp, 0 below -87 (where 2^k would
+ * leave the normal range): x = k ln2 + r with |r| <= ln2/2 (ln2 in two
+ * parts, the first exact in k * ln2_hi), the Taylor polynomial of degree 7
+ * in r, then 2^k through the exponent bits.  Written once as scalar code
+ * and once for AVX2 with the same operations in the same order, so both
+ * give the same bits; libm's expf, one call per score, was a third of a
+ * small model's prefill.
+ */
+#define EXPF_MIN (-87.0f)
+static const float expf_log2e = 1.44269504088896341f;
+static const float expf_ln2_hi = 0.693359375f;        /* 355/512 */
+static const float expf_ln2_lo = -2.12194440e-4f;
+static const float expf_c[8] = {
+	1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040,
+};
+
+static float
+expf_neg(float x)
+{
+	float k, r, p;
+	uint32_t bits;
+
+	if (!(x >= EXPF_MIN))
+		return x != x ? x : 0.0f;
+	k = nearbyintf(x * expf_log2e);
+	r = x - k * expf_ln2_hi;
+	r = r - k * expf_ln2_lo;
+	p = expf_c[7];
+	for (int i = 6; i >= 0; i--)
+		p = p * r + expf_c[i];
+	bits = (uint32_t)((int32_t)k + 127) << 23;
+	memcpy(&k, &bits, sizeof k);
+	return p * k;
+}
+
+/* x [n] := exp(x - max(x)) / sum, in place.  The sum in double, element i
+ * into running sum i mod 8, folded in pairs, the tail after. */
+static void
+softmax_generic(float *x, int n)
+{
+	float max = x[0], inv;
+	double p[8] = { 0 }, sum;
+	int i = 0;
+
+	for (int j = 1; j < n; j++)
+		if (x[j] > max)
+			max = x[j];
+	for (int j = 0; j < n; j++)
+		x[j] = expf_neg(x[j] - max);
+	for (; i + 8 <= n; i += 8)
+		for (int l = 0; l < 8; l++)
+			p[l] += x[i + l];
+	sum = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
+	for (; i < n; i++)
+		sum += x[i];
+	inv = (float)(1.0 / sum);
+	for (int j = 0; j < n; j++)
+		x[j] *= inv;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define AVX2 __attribute__((target("avx2")))
+
+AVX2 static __m256
+expf_neg_avx2(__m256 x)
+{
+	__m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(expf_log2e)),
+	    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m256 r = _mm256_sub_ps(x, _mm256_mul_ps(k, _mm256_set1_ps(expf_ln2_hi)));
+	__m256 p = _mm256_set1_ps(expf_c[7]), two_k;
+
+	r = _mm256_sub_ps(r, _mm256_mul_ps(k, _mm256_set1_ps(expf_ln2_lo)));
+	for (int i = 6; i >= 0; i--)
+		p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(expf_c[i]));
+	two_k = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k),
+	    _mm256_set1_epi32(127)), 23));
+	p = _mm256_mul_ps(p, two_k);
+	/* below EXPF_MIN: 0; NaN stays NaN through p */
+	return _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(EXPF_MIN), _CMP_LT_OQ), p);
+}
+
+AVX2 static void
+softmax_avx2(float *x, int n)
+{
+	float max = x[0], inv;
+	__m256d lo = _mm256_setzero_pd(), hi = lo;
+	__m256 vm = _mm256_set1_ps(max);
+	double sum;
+	int i = 0, n8 = n & ~7;
+
+	/* the maximum does not depend on the order: eight lanes at a time,
+	 * not one long chain of dependent compares */
+	for (int j = 0; j < n8; j += 8)
+		vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + j));
+	{
+		float m8[8];
+		_mm256_storeu_ps(m8, vm);
+		for (int l = 0; l < 8; l++)
+			if (m8[l] > max)
+				max = m8[l];
+	}
+	for (int j = n8; j < n; j++)
+		if (x[j] > max)
+			max = x[j];
+	vm = _mm256_set1_ps(max);
+	for (; i < n8; i += 8) {
+		__m256 e = expf_neg_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+		_mm256_storeu_ps(x + i, e);
+		lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+		hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+	}
+	for (int j = n8; j < n; j++)
+		x[j] = expf_neg(x[j] - max);
+	{
+		double d[4];
+		_mm256_storeu_pd(d, _mm256_add_pd(lo, hi));
+		sum = (d[0] + d[1]) + (d[2] + d[3]);
+	}
+	for (; i < n; i++)
+		sum += x[i];
+	inv = (float)(1.0 / sum);
+	for (i = 0; i < n8; i += 8)
+		_mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(inv)));
+	for (; i < n; i++)
+		x[i] *= inv;
+}
+#endif
+
+static void (*softmax_fn)(float *x, int n);
+
+/* With the kernels' choice, so SA_KERNELS=generic holds here too. */
+static void
+softmax_pick(void)
+{
+	softmax_fn = softmax_generic;
+#if defined(__x86_64__)
+	if (!strcmp(sa_kernels_name(), "avx2"))
+		softmax_fn = softmax_avx2;
+#endif
+}
+
+static pthread_once_t softmax_once = PTHREAD_ONCE_INIT;
+
+/* In place over n values: the same bits with or without AVX2. */
 static void
 softmax(float *x, int n)
 {
-	float max = x[0];
-	double sum = 0;
-	for (int i = 1; i < n; i++)
-		if (x[i] > max)
-			max = x[i];
-	for (int i = 0; i < n; i++) {
-		x[i] = expf(x[i] - max);
-		sum += x[i];
-	}
-	float inv = (float)(1.0 / sum);
-	for (int i = 0; i < n; i++)
-		x[i] *= inv;
+	pthread_once(&softmax_once, softmax_pick);
+	softmax_fn(x, n);
 }
 
 /*
