@@ -304,6 +304,17 @@ softmax_generic(float *x, int n)
 		x[j] *= inv;
 }
 
+/* g [n] := silu(g) * u = g * sigmoid(g) * u, sigmoid through exp(-|g|)
+ * (which stays within expf_neg's range): 1/(1+e) for g >= 0, e/(1+e) below. */
+static void
+silu_mul_generic(float *g, const float *u, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		float e = expf_neg(-fabsf(g[i]));
+		g[i] = g[i] * ((g[i] >= 0 ? 1.0f : e) / (1.0f + e)) * u[i];
+	}
+}
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -372,29 +383,57 @@ softmax_avx2(float *x, int n)
 	for (; i < n; i++)
 		x[i] *= inv;
 }
+
+AVX2 static void
+silu_mul_avx2(float *g, const float *u, size_t n)
+{
+	const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		__m256 x = _mm256_loadu_ps(g + i);
+		__m256 e = expf_neg_avx2(_mm256_or_ps(x, sign));   /* -|x| */
+		__m256 num = _mm256_blendv_ps(e, one, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
+		__m256 sig = _mm256_div_ps(num, _mm256_add_ps(one, e));
+		_mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_mul_ps(x, sig), _mm256_loadu_ps(u + i)));
+	}
+	silu_mul_generic(g + i, u + i, n - i);
+}
 #endif
 
 static void (*softmax_fn)(float *x, int n);
+static void (*silu_mul_fn)(float *g, const float *u, size_t n);
 
-/* With the kernels' choice, so SA_KERNELS=generic holds here too. */
+/* Softmax and SiLU with the kernels' choice, so SA_KERNELS=generic holds
+ * here too. */
 static void
-softmax_pick(void)
+exp_fns_pick(void)
 {
 	softmax_fn = softmax_generic;
+	silu_mul_fn = silu_mul_generic;
 #if defined(__x86_64__)
-	if (!strcmp(sa_kernels_name(), "avx2"))
+	if (!strcmp(sa_kernels_name(), "avx2")) {
 		softmax_fn = softmax_avx2;
+		silu_mul_fn = silu_mul_avx2;
+	}
 #endif
 }
 
-static pthread_once_t softmax_once = PTHREAD_ONCE_INIT;
+static pthread_once_t exp_fns_once = PTHREAD_ONCE_INIT;
 
 /* In place over n values: the same bits with or without AVX2. */
 static void
 softmax(float *x, int n)
 {
-	pthread_once(&softmax_once, softmax_pick);
+	pthread_once(&exp_fns_once, exp_fns_pick);
 	softmax_fn(x, n);
+}
+
+static void
+silu_mul(float *g, const float *u, size_t n)
+{
+	pthread_once(&exp_fns_once, exp_fns_pick);
+	silu_mul_fn(g, u, n);
 }
 
 /*
@@ -837,11 +876,7 @@ ffn(sa_state *s, int l, int i0, int n)
 		};
 		if ((rc = linear(s, gu, 2, xn, nb, s->xr)) != SA_OK)
 			return rc;
-		/* silu(gate) * up */
-		for (size_t i = 0; i < (size_t)nb * ff; i++) {
-			float g = s->hb[i];
-			s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];
-		}
+		silu_mul(s->hb, s->hb2, (size_t)nb * ff);
 		lin down = layer_lin(m, l, SA_MAT_DOWN, NULL, s->tmp);
 		if ((rc = linear(s, &down, 1, s->hb, nb, s->hr)) != SA_OK)
 			return rc;
