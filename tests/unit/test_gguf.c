@@ -580,7 +580,7 @@ test_bad_files(void)
 	tensor_info(&b, "b", 1, ne1, 0, 0); pad(&b, 32); put(&b, t_f32, 32);
 	EXPECT_BAD(b, "tensors a and b overlap");
 	RESET(); header(&b, 3, 2, 0); tensor_info(&b, "b", 1, ne1, 0, 64);
-	tensor_info(&b, "a", 2, ne2, 0, 32); pad(&b, 32); put(&b, t_f32, 96);
+	tensor_info(&b, "a", 2, ne2, 0, 32); pad(&b, 32); put(&b, t_f32, 64); put(&b, t_f32, 32);
 	EXPECT_BAD(b, "tensors a and b overlap");
 	RESET();
 #undef RESET
