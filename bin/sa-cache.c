@@ -124,7 +124,8 @@ scan(const char *dir, int *n, int must_exist)
 	if (errno)
 		die(SA_EIO, "%s: %s", dir, strerror(errno));
 	closedir(dp);
-	qsort(v, (size_t)*n, sizeof *v, by_age);
+	if (*n > 0)   /* an empty directory leaves v NULL, which qsort must not see */
+		qsort(v, (size_t)*n, sizeof *v, by_age);
 	return v;
 }
 
