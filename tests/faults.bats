@@ -155,6 +155,12 @@ bg_default() {
 			assert_output --regexp "^sa-$t: .*out: (Read-only file system|Operation not permitted|Permission denied|Not a directory)$"
 			[ ! -d "$dir" ] || [ -z "$(ls -A "$dir")" ]
 		done
+		# the cache is only a help: a read-only one is a warning
+		run --separate-stderr "$ROOT/bin/sa-encode" -q -m "$D/m.gguf" -a "$D/a.gguf" \
+		    --cache-dir "$dir/cache" -o "$T/cached.delta" "$D/d.tsv"
+		assert_success
+		[[ "$stderr" == *"(not cached)" ]]
+		cmp "$T/cached.delta" "$D/d.delta"
 	done
 	[ "${#dirs[@]}" -ge 2 ]
 }
