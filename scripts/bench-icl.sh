@@ -4,7 +4,7 @@
 #
 #   scripts/bench-icl.sh [-t threads] [-r reps] [-q queries] [-s sets]
 #                        [-D model.gguf] [-a adapter.gguf] [-T task_dir]
-#                        [--dry-run] [dir]
+#                        [--dry-run | --plot] [dir]
 #   make bench-icl [BENCH_ARGS='...']
 #
 # For k = 0, 1, 2, 4, ... : time per query and KV cache of ICL with the
@@ -28,15 +28,17 @@
 # (when gnuplot is installed).
 #
 # --dry-run: a tiny model, context 128, one query, one repetition: checks
-# the script in seconds.
+# the script in seconds.  --plot: measure nothing, plot the icl-*.csv files
+# already in dir (the first two, by name) into dir/icl-cost.png.
 set -eu
 
 prog=bench-icl
-threads= reps=3 nq=4 sets=default,tinyllama outdir=bench-out dry=0 adapter= task=
+threads= reps=3 nq=4 sets=default,tinyllama outdir=bench-out dry=0 adapter= task= plot_only=0
 default_model=data/model.gguf
 usage() {
 	echo "usage: scripts/bench-icl.sh [-t threads] [-r reps] [-q queries] [-s default,tinyllama]" >&2
-	echo "                            [-D model.gguf] [-a adapter.gguf] [-T task_dir] [--dry-run] [dir]" >&2
+	echo "                            [-D model.gguf] [-a adapter.gguf] [-T task_dir]" >&2
+	echo "                            [--dry-run | --plot] [dir]" >&2
 	exit 64
 }
 while [ $# -gt 0 ]; do
@@ -49,6 +51,7 @@ while [ $# -gt 0 ]; do
 	-a) adapter=${2:?}; shift ;;
 	-T) task=${2:?}; shift ;;
 	--dry-run) dry=1 ;;
+	--plot) plot_only=1 ;;
 	-h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	-*) usage ;;
 	*) outdir=$1 ;;
@@ -80,6 +83,7 @@ trap 'rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM HUP
 
 [ $dry = 0 ] || sets=tiny
+[ $plot_only = 0 ] || sets=
 
 # run NAME MODEL HELPER-ARGS...
 run() {
@@ -117,6 +121,10 @@ for s in $(echo "$sets" | tr , ' '); do
 	esac
 done
 
+if [ $plot_only = 1 ]; then
+	csvs=$(ls "$outdir"/icl-*.csv 2>/dev/null | head -2)
+	[ -n "$csvs" ] || { echo "$prog: no icl-*.csv in $outdir" >&2; exit 66; }
+fi
 for c in $csvs; do
 	echo "== $c"
 	column -s, -t <"$c" 2>/dev/null || cat "$c"

@@ -18,13 +18,13 @@ if (!exists("png")) png = 'icl-cost.png'
 rows = (csv2 eq '') ? 1 : 2
 
 set datafile separator ','
-set terminal pngcairo size 1200,(rows * 330 + 40) noenhanced font ',10'
+set terminal pngcairo size 1200,(rows * 380 + 40) noenhanced font ',10'
 set output png
 set logscale xy 2
 set format x '%g'
 set format y '%g'
 set grid
-set key top left font ',9'
+set key below maxrows 2 font ',9'
 MiB = 1048576.0
 k(c) = column(1) > 0 ? column(1) : NaN
 

@@ -35,7 +35,10 @@
  * variant holds the same), delta_kv that of a query alone; merged_bytes are
  * the F32 copies a merged delta adds, side_bytes the factors of side paths.
  * With no adapter (-a), one is made as sa-init makes it by default (rank 16,
- * chunk 64, attn_q/k/v/output): the costs do not depend on trained values.
+ * chunk 64, attn_q/k/v/output) but with a small random W1 in place of the
+ * zeros of an untrained one: a zero update is skipped, not merged, and
+ * would show no cost.  The costs do not depend on trained values.  At k = 0
+ * the state is empty and the delta changes nothing (no cost either).
  */
 #include <time.h>
 #include <unistd.h>
@@ -150,7 +153,7 @@ main(int argc, char **argv)
 		TRY(sa_adapter_check(a, m));
 	} else {
 		uint32_t mats = 1u << SA_MAT_Q | 1u << SA_MAT_K | 1u << SA_MAT_V | 1u << SA_MAT_O;
-		TRY(sa_adapter_init(&a, m, 16, 64, mats, 0, 0));
+		TRY(sa_adapter_init(&a, m, 16, 64, mats, 0, 1e-3f));
 	}
 	for (int mat = 0; mat < SA_NMAT; mat++) {
 		int d_out, d_in;
