@@ -3,6 +3,12 @@
  * pipe).  A delta that reads must print as text and as JSON that parses,
  * write back to bytes that read as the same state, write the same bytes
  * twice, and survive the algebra (clone, chain, mean).
+ *
+ * An input whose first byte is 'S' is not a file but the recipe of one:
+ * shapes, strings and state taken from its bytes, written by the library,
+ * then one byte changed and the stream cut where the input says.  Its CRCs
+ * are right, so the reader gets past the header into the payload, which
+ * mutations of raw files (whose header CRC breaks at once) seldom do.
  */
 #include "fuzz.h"
 
@@ -79,16 +85,95 @@ delta_print(const sa_delta *d)
 	free(buf);
 }
 
+static void
+delta_recipe(const uint8_t *data, size_t size)
+{
+	static const char *const names[3] = { "a.tsv", "b\tc.jsonl", "" };
+	sa_delta d, *r;
+	sa_source src[3];
+	char *buf = NULL, params[8];
+	size_t len = 0, nh, np, k = 16, pos, cut;
+	FILE *fp;
+	int rc;
+
+	if (size < 17)   /* 16 bytes of recipe, at least one of state */
+		return;
+	memset(&d, 0, sizeof d);
+	d.model_fingerprint = data[1];
+	d.adapter_fingerprint = data[2];
+	d.n_layer = 1 + data[3] % 3;
+	d.n_head_kv = 1 + data[4] % 3;
+	d.d_head = 1 + data[5] % 8;
+	d.rank = 1 + data[6] % 4;
+	d.chunk = 1 + data[7];
+	d.mats = 1 + data[8] % 127;
+	d.n_tokens = data[9];
+	d.n_demos = data[10];
+	d.n_sources = data[11] % 4;
+	for (int i = 0; i < d.n_sources; i++) {
+		src[i].name = (char *)names[(i + (data[11] >> 2)) % 3];
+		src[i].hash = (uint64_t)i * data[12];
+	}
+	d.sources = d.n_sources ? src : NULL;
+	snprintf(params, sizeof params, "p=%u", data[12]);
+	d.params = data[12] & 1 ? params : NULL;
+	d.adapter_path = data[12] & 2 ? "ad.gguf" : NULL;
+	nh = (size_t)sa_delta_n_used(&d) * d.n_head_kv * d.rank * d.d_head;
+	np = (size_t)sa_delta_n_used(&d) * d.n_head_kv * d.rank;
+	if (!(d.h = malloc(nh * sizeof(float))) || !(d.P = malloc(np * sizeof(float))))
+		abort();
+	/* small exact values from the input, repeating: compressible */
+	for (size_t i = 0; i < nh + np; i++) {
+		float v = (float)(int8_t)data[k] / 16;
+		k = k + 1 < size ? k + 1 : 16;
+		if (i < nh)
+			d.h[i] = v;
+		else
+			d.P[i - nh] = v;
+	}
+	if (!(fp = open_memstream(&buf, &len)))
+		abort();
+	if (sa_delta_write(&d, fp, "recipe") != SA_OK)
+		abort();
+	fclose(fp);
+	/* damage: one byte xor-ed (none if 0), then a cut (none if past the end) */
+	pos = ((size_t)data[13] << 8 | data[14]) % len;
+	buf[pos] ^= (char)data[15];
+	cut = (size_t)data[13] * 7 + data[14];
+	if (cut > len)
+		cut = len;
+	if (!(fp = delta_stream((const uint8_t *)buf, cut)))
+		abort();
+	rc = sa_delta_read(&r, fp, "recipe");
+	fclose(fp);
+	fuzz_check_status(rc, SA_EDATA, "sa_delta_read (recipe)");
+	if (rc == SA_OK) {
+		if (data[15] == 0 && cut == len)
+			delta_same(&d, r);
+		sa_delta_free(r);
+	} else if (data[15] == 0 && cut == len) {
+		fprintf(stderr, "an undamaged delta does not read: %s\n", sa_error());
+		abort();
+	}
+	free(d.h);
+	free(d.P);
+	free(buf);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	sa_delta *d, *e, *c, *m;
-	FILE *fp = delta_stream(data, size);
+	FILE *fp;
 	char *b1 = NULL, *b2 = NULL;
 	size_t n1 = 0, n2 = 0;
 	int rc;
 
-	if (!fp)
+	if (size > 0 && data[0] == 'S') {
+		delta_recipe(data, size);
+		return 0;
+	}
+	if (!(fp = delta_stream(data, size)))
 		return 0;
 	rc = sa_delta_read(&d, fp, "fuzz.delta");
 	fclose(fp);
