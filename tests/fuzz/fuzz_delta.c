@@ -4,7 +4,7 @@
  * write back to bytes that read as the same state, write the same bytes
  * twice, and survive the algebra (clone, chain, mean).
  *
- * An input whose first byte is 'S' is not a file but the recipe of one:
+ * An input whose first byte is 'R' (never the first of a delta) is not a file but the recipe of one:
  * shapes, strings and state taken from its bytes, written by the library,
  * then one byte changed and the stream cut where the input says.  Its CRCs
  * are right, so the reader gets past the header into the payload, which
@@ -169,7 +169,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t n1 = 0, n2 = 0;
 	int rc;
 
-	if (size > 0 && data[0] == 'S') {
+	if (size > 0 && data[0] == 'R') {
 		delta_recipe(data, size);
 		return 0;
 	}
