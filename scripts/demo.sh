@@ -34,8 +34,8 @@ if [ ! -f "$out/toy-adapter.gguf" ]; then
 	say "train an adapter for it (random mappings; a few seconds)"
 	rm -rf "$out/toy-adapter.gguf.ckpt"
 	$bin/sa-train --adapter -m "$out/toy.gguf" -o "$out/toy-adapter.gguf" --pool "$out/pool" \
-	    --mix 0,0,1 --kmin 1 --kmax 1 --rank 8 --chunk 16 --steps 500 --batch-tokens 512 \
-	    --eval-every 500 --lr 1e-2 --warmup 10 -t 1
+	    --mix 0,0,1 --kmin 1 --kmax 1 --rank 8 --chunk 16 --steps 800 --batch-tokens 512 \
+	    --eval-every 800 --lr 1e-2 --warmup 10 -t 1
 fi
 say "demonstrations (data/demo/toy.tsv)"
 cat data/demo/toy.tsv
