@@ -260,12 +260,31 @@ AVX2 static inline float ld1_bf16(const void *p, int64_t i) { return sa_bf16_to_
 
 #define ALWAYS_INLINE AVX2 static inline __attribute__((always_inline))
 
+/*
+ * Bytes ahead of the weights being read that the row kernels ask for.  One
+ * thread streaming rows one after another got a third of what it could
+ * read with the hardware prefetcher alone (TinyLlama-shaped F16 decoding,
+ * one thread: 1.4x with 4 KiB ahead; 512 B gave 1.1x, 2 KiB 1.3x).
+ */
+#define PREFETCH_AHEAD 4096
+
+/* es: bytes per element of the row (4 or 2); 32 elements per step. */
+ALWAYS_INLINE void
+prefetch32(const void *row, int64_t i, int es)
+{
+	const char *p = (const char *)row + i * es + PREFETCH_AHEAD;
+	_mm_prefetch(p, _MM_HINT_T0);
+	if (es == 4)
+		_mm_prefetch(p + 64, _MM_HINT_T0);
+}
+
 ALWAYS_INLINE float
-dot1(ld8_fn ld8, ld1_fn ld1, const void *row, const float *x, int64_t n)
+dot1(ld8_fn ld8, ld1_fn ld1, int es, const void *row, const float *x, int64_t n)
 {
 	__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
 	int64_t i = 0;
 	for (; i + 32 <= n; i += 32) {
+		prefetch32(row, i, es);
 		s0 = _mm256_fmadd_ps(ld8(row, i), _mm256_loadu_ps(x + i), s0);
 		s1 = _mm256_fmadd_ps(ld8(row, i + 8), _mm256_loadu_ps(x + i + 8), s1);
 		s2 = _mm256_fmadd_ps(ld8(row, i + 16), _mm256_loadu_ps(x + i + 16), s2);
@@ -280,13 +299,14 @@ dot1(ld8_fn ld8, ld1_fn ld1, const void *row, const float *x, int64_t n)
 }
 
 ALWAYS_INLINE void
-dot2(ld8_fn ld8, ld1_fn ld1, const void *row, const float *x, const float *z,
+dot2(ld8_fn ld8, ld1_fn ld1, int es, const void *row, const float *x, const float *z,
     int64_t n, float *rx, float *rz)
 {
 	__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
 	__m256 t0 = s0, t1 = s0, t2 = s0, t3 = s0;
 	int64_t i = 0;
 	for (; i + 32 <= n; i += 32) {
+		prefetch32(row, i, es);
 		__m256 w0 = ld8(row, i), w1 = ld8(row, i + 8), w2 = ld8(row, i + 16), w3 = ld8(row, i + 24);
 		s0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), s0);
 		t0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(z + i), t0);
@@ -313,22 +333,22 @@ dot2(ld8_fn ld8, ld1_fn ld1, const void *row, const float *x, const float *z,
 	*rz = t;
 }
 
-#define FLOAT_ROWS(T) \
+#define FLOAT_ROWS(T, ES) \
 AVX2 static void rows_##T##_avx2(const void *w, size_t rb, int64_t n, const float *x, \
     const void *xq, float *y, int64_t nr) \
 { \
 	for (int64_t r = 0; r < nr; r++) \
-		y[r] = dot1(ld8_##T, ld1_##T, (const char *)w + r * rb, x, n); \
+		y[r] = dot1(ld8_##T, ld1_##T, ES, (const char *)w + r * rb, x, n); \
 } \
 AVX2 static void rows2_##T##_avx2(const void *w, size_t rb, int64_t n, const float *x, \
     const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr) \
 { \
 	for (int64_t r = 0; r < nr; r++) \
-		dot2(ld8_##T, ld1_##T, (const char *)w + r * rb, x, z, n, &y[r], &yz[r]); \
+		dot2(ld8_##T, ld1_##T, ES, (const char *)w + r * rb, x, z, n, &y[r], &yz[r]); \
 }
-FLOAT_ROWS(f32)
-FLOAT_ROWS(f16)
-FLOAT_ROWS(bf16)
+FLOAT_ROWS(f32, 4)
+FLOAT_ROWS(f16, 2)
+FLOAT_ROWS(bf16, 2)
 
 /*
  * Q8_0 rows against Q8_0 inputs.  A block's 32 int8 products sum exactly in
@@ -379,6 +399,9 @@ q8_row(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_
 	float s;
 
 	for (; b + 8 <= nb; b += 8) {
+		/* 8 blocks are 272 bytes: every line of them, PREFETCH_AHEAD on */
+		for (int o = 0; o < 8 * (int)sizeof *bw; o += 64)
+			_mm_prefetch((const char *)(bw + b) + PREFETCH_AHEAD + o, _MM_HINT_T0);
 		for (int k = 0; k < 8; k++)
 			p[k] = block_isum(bw[b + k].qs, bx[b + k].qs);
 		acc = _mm256_fmadd_ps(_mm256_mul_ps(scales8(bw + b), _mm256_loadu_ps(xd + b)), fold8(p), acc);
