@@ -422,6 +422,126 @@ sa_model_fingerprint(const sa_model *m)
 	return m->fingerprint;
 }
 
+/* ------------------------------------------------------ finite weights */
+
+/*
+ * A NaN or Inf weight poisons every logit it reaches, and what comes out
+ * looks like a model's output ("logprob -nan").  Finding them costs one
+ * pass over the weights, which the first forward pass makes anyway.  Only
+ * exponent bits are looked at: all ones is Inf or NaN in every float type.
+ */
+static int64_t
+first_nonfinite_row(const sa_matrix *w, int64_t r0, int64_t r1)
+{
+	size_t rb = sa_type_row_size(w->type, w->cols);
+
+	for (int64_t r = r0; r < r1; r++) {
+		const unsigned char *row = (const unsigned char *)w->data + (size_t)r * rb;
+		unsigned bad = 0;
+
+		switch (w->type) {
+		case SA_TYPE_F32: {
+			const uint32_t *u = (const uint32_t *)row;
+			for (int64_t i = 0; i < w->cols; i++)
+				bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+			break;
+		}
+		case SA_TYPE_F16: {
+			const uint16_t *h = (const uint16_t *)row;
+			for (int64_t i = 0; i < w->cols; i++)
+				bad |= (h[i] & 0x7c00u) == 0x7c00u;
+			break;
+		}
+		case SA_TYPE_BF16: {
+			const uint16_t *h = (const uint16_t *)row;
+			for (int64_t i = 0; i < w->cols; i++)
+				bad |= (h[i] & 0x7f80u) == 0x7f80u;
+			break;
+		}
+		case SA_TYPE_Q8_0: {
+			/* the int8 quants are always finite; only the scale can be not */
+			const sa_block_q8_0 *b = (const sa_block_q8_0 *)row;
+			for (int64_t i = 0; i < w->cols / SA_QK8_0; i++)
+				bad |= (b[i].d & 0x7c00u) == 0x7c00u;
+			break;
+		}
+		}
+		if (bad)
+			return r;
+	}
+	return -1;
+}
+
+struct finite_task {
+	const sa_matrix *w;
+	int64_t *first_bad;    /* [nchunks], -1 where the chunk is clean */
+};
+
+static void
+finite_rows(void *arg, int ith, int chunk, int nchunks)
+{
+	struct finite_task *t = arg;
+	int64_t lo, hi;
+
+	(void)ith;
+	sa_split(t->w->rows, chunk, nchunks, &lo, &hi);
+	t->first_bad[chunk] = first_nonfinite_row(t->w, lo, hi);
+}
+
+/* SA_EDATA naming the tensor and the first row of w holding a NaN or Inf. */
+static int
+check_finite(const sa_model *m, const char *name, const sa_matrix *w)
+{
+	enum { NCHUNKS = 64 };
+	int64_t first_bad[NCHUNKS];
+	struct finite_task t = { w, first_bad };
+	int nchunks = w->rows < NCHUNKS ? (int)w->rows : NCHUNKS;
+
+	if (!w->data)
+		return SA_OK;
+	if (nchunks <= 1)
+		first_bad[0] = first_nonfinite_row(w, 0, w->rows), nchunks = 1;
+	else
+		sa_pool_run_chunks(finite_rows, &t, nchunks);
+	for (int c = 0; c < nchunks; c++)
+		if (first_bad[c] >= 0)
+			return sa_fail(SA_EDATA, "%s: tensor %s holds a non-finite value in row %lld",
+			    sa_gguf_path(m->gguf), name, (long long)first_bad[c]);
+	return SA_OK;
+}
+
+static int
+check_all_finite(const sa_model *m)
+{
+	char name[96];
+	int rc;
+
+	if ((rc = check_finite(m, "token_embd.weight", &m->tok_embd)) ||
+	    (rc = check_finite(m, "output_norm.weight", &m->out_norm)))
+		return rc;
+	if (m->output.data != m->tok_embd.data &&
+	    (rc = check_finite(m, "output.weight", &m->output)))
+		return rc;
+	for (int l = 0; l < m->cfg.n_layer; l++) {
+		const sa_layer *L = &m->layers[l];
+		const struct { const char *suffix; const sa_matrix *w; } vec[] = {
+			{ "attn_norm.weight", &L->attn_norm }, { "ffn_norm.weight", &L->ffn_norm },
+			{ "attn_q.bias", &L->bq }, { "attn_k.bias", &L->bk }, { "attn_v.bias", &L->bv },
+		};
+		for (int i = 0; i < SA_NMAT; i++) {
+			snprintf(name, sizeof name, "blk.%d.%s.weight", l, mat_names[i]);
+			if ((rc = check_finite(m, name, &L->w[i])))
+				return rc;
+		}
+		for (size_t i = 0; i < sizeof vec / sizeof *vec; i++) {
+			snprintf(name, sizeof name, "blk.%d.%s", l, vec[i].suffix);
+			if ((rc = check_finite(m, name, vec[i].w)))
+				return rc;
+		}
+	}
+	return SA_OK;
+}
+
 /* ------------------------------------------------------------- load, free */
 
 int
@@ -450,7 +570,8 @@ sa_model_load(sa_model **out, const char *path)
 		goto fail;
 	}
 	if ((rc = read_config(m, &full->impl, arch)) != SA_OK ||
-	    (rc = bind_all(m, &full->impl)) != SA_OK)
+	    (rc = bind_all(m, &full->impl)) != SA_OK ||
+	    (rc = check_all_finite(m)) != SA_OK)
 		goto fail;
 	if ((rc = sa_vocab_load(&m->vocab, m->gguf)) != SA_OK)
 		goto fail;

@@ -296,8 +296,9 @@ typedef struct sa_model {
 
 /*
  * Load a model: maps the file, reads the config, binds every tensor, checks
- * every shape, loads the tokenizer.  Unknown architecture, missing tensor,
- * wrong shape, unsupported tensor type: SA_EDATA naming the tensor.
+ * every shape, loads the tokenizer, and reads every weight once for NaN and
+ * Inf.  Unknown architecture, missing tensor, wrong shape, unsupported tensor
+ * type, a non-finite weight: SA_EDATA naming the tensor.
  */
 int sa_model_load(sa_model **out, const char *path);
 void sa_model_free(sa_model *m);

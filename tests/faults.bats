@@ -298,6 +298,26 @@ signal_mid_write() {
 	done
 }
 
+@test "NaN or infinity in a model's weights is bad data (65)" {
+	"$ROOT/tests/helpers/mkmodel" -t f16 --layers 1 -o "$T/m16.gguf"
+	# F32 NaN and -Inf, F16 +Inf, in the last tensor of the file
+	for case in "m.gguf \000\000\300\177" "m.gguf \000\000\200\377" "m16.gguf \000\174"; do
+		set -- $case
+		[ "$1" = m.gguf ] && cp "$D/m.gguf" "$T/bad.gguf" || cp "$T/m16.gguf" "$T/bad.gguf"
+		sz=$(stat -c %s "$T/bad.gguf")
+		printf "$2" | dd of="$T/bad.gguf" bs=1 seek=$((sz - 400)) conv=notrunc status=none
+		run -65 "$ROOT/bin/sa-run" -m "$T/bad.gguf" -p hi
+		assert_output --regexp "^sa-run: $T/bad.gguf: tensor [a-z_.0-9]+ holds a non-finite value in row [0-9]+$"
+		run -65 "$ROOT/bin/sa-info" "$T/bad.gguf"
+		run -65 "$ROOT/bin/sa-encode" -m "$T/bad.gguf" -a "$D/a.gguf" -o "$T/x.delta" "$D/d.tsv"
+		[ ! -e "$T/x.delta" ]
+	done
+	# the same bytes with a finite value load
+	cp "$T/m16.gguf" "$T/bad.gguf"
+	printf '\000\074' | dd of="$T/bad.gguf" bs=1 seek=$((sz - 400)) conv=notrunc status=none
+	run -0 "$ROOT/bin/sa-info" "$T/bad.gguf"
+}
+
 @test "two processes writing one output at once: one whole result, no temporary" {
 	"$ROOT/bin/sa-merge" -q -o "$T/one.delta" "$D/mid1.delta"
 	"$ROOT/bin/sa-merge" -q -o "$T/two.delta" "$D/mid2.delta"
