@@ -43,15 +43,6 @@ help(void)
 	    "  -V, --version         version\n", stdout);
 }
 
-static double
-now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int
 format_of(const char *path, int forced)
 {

@@ -71,30 +71,6 @@ help(void)
 	    "  -V, --version         version\n", stdout);
 }
 
-static void __attribute__((noreturn))
-usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	if (fmt) {
-		fprintf(stderr, "%s: ", argv0);
-		va_start(ap, fmt);
-		vfprintf(stderr, fmt, ap);
-		va_end(ap);
-		fputc('\n', stderr);
-	}
-	fputs(synopsis, stderr);
-	exit(SA_EUSAGE);
-}
-
-static double
-now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void *
 xcalloc(size_t n, size_t size)
@@ -159,7 +135,7 @@ parse_pairs(const char *s)
 		p[opt.n_pairs++] = parse_long("--pairs", tok, 1, 1 << 20);
 	}
 	if (!opt.n_pairs)
-		usage("--pairs: empty list");
+		usage_die(synopsis, "--pairs: empty list");
 	free(copy);
 }
 
@@ -495,7 +471,7 @@ check_list(const char *opt_name, const char *list, sa_task **tasks, int n)
 		for (int i = 0; i < n && !found; i++)
 			found = strcmp(tasks[i]->name, tok) == 0;
 		if (!found)
-			usage("%s: no --task named '%s'", opt_name, tok);
+			usage_die(synopsis, "%s: no --task named '%s'", opt_name, tok);
 	}
 	free(copy);
 }
@@ -922,7 +898,7 @@ text_mode(void)
 	const char *names[N_TEXT];
 
 	if (N + nb > n_ctx)
-		usage("--segment %d: a segment%s must fit the context of %d", N, nb ? " and BOS" : "", n_ctx);
+		usage_die(synopsis, "--segment %d: a segment%s must fit the context of %d", N, nb ? " and BOS" : "", n_ctx);
 	snprintf(head[T_NONE], sizeof head[0], "no context");
 	snprintf(head[T_PREV], sizeof head[0], "previous in prompt");
 	snprintf(head[T_DPREV], sizeof head[0], "delta of previous");
@@ -1077,7 +1053,7 @@ map_mode(void)
 	}
 	for (int i = 0; i < opt.n_pairs; i++)
 		if (opt.pairs[i] > words.n)
-			usage("--pairs: %ld pairs need %ld words; %s/words.txt has %d", opt.pairs[i],
+			usage_die(synopsis, "--pairs: %ld pairs need %ld words; %s/words.txt has %d", opt.pairs[i],
 			    opt.pairs[i], opt.pool, words.n);
 	printf("| pairs | records | tokens |");
 	for (int c = 0; c < n_cols; c++)
@@ -1286,7 +1262,7 @@ main(int argc, char **argv)
 		case O_SPLITFILE: opt.split_file = optarg; break;
 		case O_SPLIT:
 			if (strcmp(optarg, "test") && strcmp(optarg, "dev"))
-				usage("--split: want test or dev, not '%s'", optarg);
+				usage_die(synopsis, "--split: want test or dev, not '%s'", optarg);
 			opt.split = optarg;
 			break;
 		case 'k': opt.k = parse_long("--shots", optarg, 1, 1 << 20); break;
@@ -1311,32 +1287,32 @@ main(int argc, char **argv)
 		case 'v': opt.verbose = 1; opt.quiet = 0; break;
 		case 'h': help(); close_stdout(); return 0;
 		case 'V': puts("sa-eval " SA_VERSION); close_stdout(); return 0;
-		default: usage(NULL);
+		default: usage_die(synopsis, NULL);
 		}
 	}
 	for (int i = optind; i < argc; i++)
 		push(&opt.tasks, &opt.n_tasks, argv[i]);
 	modes = (opt.n_tasks > 0) + (opt.n_texts > 0) + opt.map;
 	if (modes != 1)
-		usage(modes ? "--task, --text and --map are separate runs" : "nothing to evaluate: give --task, --text or --map");
+		usage_die(synopsis, modes ? "--task, --text and --map are separate runs" : "nothing to evaluate: give --task, --text or --map");
 	if (!opt.n_adapters)
-		usage("-a ADAPTER is required");
+		usage_die(synopsis, "-a ADAPTER is required");
 	if (!opt.map && opt.n_adapters > 1)
-		usage("several adapters are compared only with --map");
+		usage_die(synopsis, "several adapters are compared only with --map");
 	if (opt.map && !opt.pool)
-		usage("--map needs --pool DIR");
+		usage_die(synopsis, "--map needs --pool DIR");
 	if (opt.csv && !opt.map)
-		usage("--csv goes with --map");
+		usage_die(synopsis, "--csv goes with --map");
 	if (opt.jsonl && strcmp(opt.jsonl, "-") == 0)
-		usage("--jsonl: give a file name (the standard output holds the tables)");
+		usage_die(synopsis, "--jsonl: give a file name (the standard output holds the tables)");
 	if (opt.csv && strcmp(opt.csv, "-") == 0)
-		usage("--csv: give a file name (the standard output holds the tables)");
+		usage_die(synopsis, "--csv: give a file name (the standard output holds the tables)");
 	if (opt.n_adapters > 64)
-		usage("at most 64 adapters");
+		usage_die(synopsis, "at most 64 adapters");
 	if (opt.map && !opt.n_pairs)
 		parse_pairs("1,2,4,8,16,32,64,128,256");
 	if (!model_path && !(model_path = default_model()))
-		usage("-m MODEL is required (no $SA_MODEL, no data/model.gguf)");
+		usage_die(synopsis, "-m MODEL is required (no $SA_MODEL, no data/model.gguf)");
 	opt.progress = !opt.quiet && isatty(2);
 
 	TRY(sa_model_load(&model, model_path));

@@ -59,30 +59,6 @@ help(void)
 	    "  -V, --version          version\n", stdout);
 }
 
-static void __attribute__((noreturn))
-usage(const char *fmt, ...)
-{
-	va_list ap;
-
-	if (fmt) {
-		fprintf(stderr, "%s: ", argv0);
-		va_start(ap, fmt);
-		vfprintf(stderr, fmt, ap);
-		va_end(ap);
-		fputc('\n', stderr);
-	}
-	fputs(synopsis, stderr);
-	exit(SA_EUSAGE);
-}
-
-static double
-now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ------------------------------------------------------------ options */
 
@@ -125,7 +101,7 @@ parse_delta_arg(const char *s, delta_arg *d)
 		v = strtod(colon + 1, &end);
 		if (!*end && !errno && isfinite(v)) {
 			if (colon == s)
-				usage("-d: missing file name in '%s'", s);
+				usage_die(synopsis, "-d: missing file name in '%s'", s);
 			d->path = strndup(s, (size_t)(colon - s));
 			d->scale = v;
 			return;
@@ -146,7 +122,7 @@ parse_seed(const char *s)
 	errno = 0;
 	v = strtoull(s, &end, 10);
 	if (errno || end == s || *end || s[0] == '-' || s[0] == '+')
-		usage("--seed: invalid value '%s' (want -1 or an integer from 0 to 2^64-1)", s);
+		usage_die(synopsis, "--seed: invalid value '%s' (want -1 or an integer from 0 to 2^64-1)", s);
 	return v;
 }
 
@@ -948,23 +924,23 @@ parse_args(int argc, char **argv, opts *o)
 		case 'v': o->verbose = 1; break;
 		case 'h': help(); close_stdout(); exit(0);
 		case 'V': puts("sa-run " SA_VERSION); close_stdout(); exit(0);
-		default: usage(NULL);
+		default: usage_die(synopsis, NULL);
 		}
 	}
 	if (optind < argc)
-		usage("unexpected argument '%s'", argv[optind]);
+		usage_die(synopsis, "unexpected argument '%s'", argv[optind]);
 	if (o->prompt && o->file)
-		usage("give -p or -f, not both");
+		usage_die(synopsis, "give -p or -f, not both");
 	if (o->batch && (o->prompt || o->file || o->score || o->n_choices || o->echo))
-		usage("--batch takes its prompts from its file: no -p, -f, --score, --choice or --echo");
+		usage_die(synopsis, "--batch takes its prompts from its file: no -p, -f, --score, --choice or --echo");
 	if (o->score && o->n_choices)
-		usage("give --score or --choice, not both");
+		usage_die(synopsis, "give --score or --choice, not both");
 	if (o->echo && (o->score || o->n_choices || o->json))
-		usage("--echo is for plain generation");
+		usage_die(synopsis, "--echo is for plain generation");
 	if (o->adapter && !o->n_deltas && !o->n_demos)
-		usage("-a needs a delta (-d) or demonstrations (--demos)");
+		usage_die(synopsis, "-a needs a delta (-d) or demonstrations (--demos)");
 	if (o->n_demos && !o->adapter && !o->n_deltas)
-		usage("--demos needs the adapter: give -a ADAPTER");
+		usage_die(synopsis, "--demos needs the adapter: give -a ADAPTER");
 	if (o->batch)
 		stdin_users = strcmp(o->batch, "-") == 0;
 	else
@@ -974,7 +950,7 @@ parse_args(int argc, char **argv, opts *o)
 	for (int i = 0; i < o->n_demos; i++)
 		stdin_users += strcmp(o->demos[i], "-") == 0;
 	if (stdin_users > 1)
-		usage("only one input can come from standard input");
+		usage_die(synopsis, "only one input can come from standard input");
 }
 
 static void
@@ -1005,7 +981,7 @@ main(int argc, char **argv)
 	if (o.model)
 		model_path = strdup(o.model);
 	else if (!(model_path = default_model()))
-		usage("no model: give -m MODEL or set SA_MODEL");
+		usage_die(synopsis, "no model: give -m MODEL or set SA_MODEL");
 
 	/* The prompt is read before the model loads, so bad input fails fast. */
 	if (!o.batch) {

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sa.h"
 
@@ -81,6 +82,33 @@ parse_double(const char *opt, const char *s, double lo, double hi)
 	if (errno || end == s || *end || !(v >= lo && v <= hi))
 		die(SA_EUSAGE, "%s: invalid value '%s' (want a number from %g to %g)", opt, s, lo, hi);
 	return v;
+}
+
+/* A usage error: the message (if any), the tool's synopsis, exit 64. */
+static void __attribute__((noreturn, unused))
+usage_die(const char *synopsis, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (fmt) {
+		fprintf(stderr, "%s: ", argv0);
+		va_start(ap, fmt);
+		vfprintf(stderr, fmt, ap);
+		va_end(ap);
+		fputc('\n', stderr);
+	}
+	fputs(synopsis, stderr);
+	exit(SA_EUSAGE);
+}
+
+/* Seconds on the monotonic clock, for rates and timings. */
+static double __attribute__((unused))
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* Flush and close stdout; a failure (disk full, closed pipe) is an I/O error. */
