@@ -8,7 +8,7 @@
 #include "tool.h"
 
 static const char usage_text[] =
-    "usage: sa-init -m MODEL [-r RANK] [-C CHUNK] [--mats LIST] [--seed N]\n"
+    "usage: sa-init -m MODEL [-r RANK] [-C CHUNK] [--mats LIST] [-s N]\n"
     "               [--w1-scale X] [-o OUT]\n";
 
 static void __attribute__((noreturn))
@@ -28,7 +28,7 @@ help(void)
 	    "  -C, --chunk N         tokens per chunk of the context mapping (default 64)\n"
 	    "      --mats LIST       adapted matrices, comma-separated, or 'all'\n"
 	    "                        (default attn_q,attn_k,attn_v,attn_output)\n"
-	    "      --seed N          seed of the random initialisation (default 0)\n"
+	    "  -s, --seed N          seed of the random initialisation (default 0)\n"
 	    "      --w1-scale X      random W1 of this scale instead of zero\n"
 	    "  -o, --output FILE     write the adapter here (default: stdout)\n"
 	    "  -h, --help            this help\n"
@@ -66,7 +66,7 @@ main(int argc, char **argv)
 		{ "rank", required_argument, NULL, 'r' },
 		{ "chunk", required_argument, NULL, 'C' },
 		{ "mats", required_argument, NULL, 'M' },
-		{ "seed", required_argument, NULL, 'S' },
+		{ "seed", required_argument, NULL, 's' },
 		{ "w1-scale", required_argument, NULL, 'W' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
@@ -82,13 +82,13 @@ main(int argc, char **argv)
 	sa_adapter *a;
 
 	setprogname_(argv[0]);
-	while ((c = getopt_long(argc, argv, "m:r:C:o:hV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:r:C:o:s:hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': model_path = optarg; break;
 		case 'r': rank = (int)parse_long("--rank", optarg, 1, 4096); break;
 		case 'C': chunk = (int)parse_long("--chunk", optarg, 1, 1 << 20); break;
 		case 'M': mats = parse_mats(optarg); break;
-		case 'S': seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
+		case 's': seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
 		case 'W': w1_scale = (float)parse_double("--w1-scale", optarg, -1e6, 1e6); break;
 		case 'o': out = optarg; break;
 		case 'h': help(); close_stdout(); return 0;

@@ -19,7 +19,6 @@ KNOWN=(
 	"sa-eval: -K has no long form"
 	"sa-run: -f is --file, elsewhere --format"
 	"sa-train: --adapter has no short form -a"
-	"sa-train: no man page"
 )
 
 setup_file() {
