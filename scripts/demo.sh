@@ -13,15 +13,33 @@ out=${SA_DEMO_DIR:-run/demo}
 mkdir -p "$out"
 say() { printf '\n== %s\n' "$*"; }
 
-if [ -f data/model.gguf ] && [ -f data/adapter.gguf ]; then
-	model=data/model.gguf adapter=data/adapter.gguf task=data/tasks/first-letter
-	say "encode 16 demonstrations of $task into a delta"
+model=${SA_MODEL:-data/model.gguf} adapter=${SA_ADAPTER:-data/adapter.gguf}
+if [ -f "$model" ] && [ -f "$adapter" ]; then
+	task=${SA_DEMO_TASK:-data/tasks/antonym}
+	say "16 demonstrations of $(basename "$task") (an unseen task: the model and the adapter never trained on it)"
 	head -17 "$task/train.tsv" > "$out/demos.tsv"
-	cat "$out/demos.tsv"
-	$bin/sa-encode -q -m $model -a $adapter -o "$out/demos.delta" "$out/demos.tsv"
+	sed 1d "$out/demos.tsv" | sed 's/\t/ -> /'
+	say "encode them into a delta"
+	$bin/sa-encode -q -m "$model" -a "$adapter" -o "$out/demos.delta" "$out/demos.tsv"
 	$bin/sa-info "$out/demos.delta"
-	say "accuracy on 20 test queries: zero-shot, ICL (demonstrations in the prompt), StreamAdapter (delta)"
-	$bin/sa-eval -q -m $model -a $adapter -k 16 --limit 20 "$task"
+	sed 1d "$out/demos.tsv" | sed 's/\t/ -> /' > "$out/demos.txt"
+	say "greedy answers to test queries: alone, after the demonstrations (ICL), alone with the delta"
+	printf '%-16s %-14s %-14s %-14s %s\n' query zero-shot ICL StreamAdapter expected
+	sed -n 2,9p "$task/test.tsv" | while IFS="$(printf '\t')" read -r input label; do
+		for how in zero ICL SA; do
+			case $how in
+			zero) set -- -p "$input ->" ;;
+			ICL) set -- -p "$(cat "$out/demos.txt")
+$input ->" ;;
+			SA) set -- -d "$out/demos.delta" -p "$input ->" ;;
+			esac
+			$bin/sa-run -m "$model" "$@" -n 6 --temp 0 | head -1 | sed 's/^ //' | cut -c1-14 > "$out/$how.txt"
+		done
+		printf '%-16s %-14s %-14s %-14s %s\n' "$input" "$(cat "$out/zero.txt")" \
+		    "$(cat "$out/ICL.txt")" "$(cat "$out/SA.txt")" "$label"
+	done
+	say "accuracy on 50 test queries (sa-eval)"
+	$bin/sa-eval -q -m "$model" -a "$adapter" -k 16 --limit 50 --task "$task"
 	exit 0
 fi
 
