@@ -474,7 +474,6 @@ lr_at(long step)
 
 static sa_gguf *vocab_gguf;
 static sa_tmodel *tm;            /* the model (trained, or frozen base) */
-static sa_tact *act;
 static sa_model *base;           /* --adapter: the loaded base */
 static sa_adapter *adapter;      /* --adapter: holds the trained tensors */
 static trainable tr;
@@ -485,7 +484,7 @@ static char *ckpt_path;
 
 /* Adapter tensors live in one block so AdamW and checkpoints see one array. */
 typedef struct amat { float *Q, *g, *b, *W1, *W2; size_t nQ, ng, nb, nW1, nW2; } amat;
-static amat *ap, *ag;            /* views into tr.p and tr.g, [n_layer*SA_NMAT] */
+static amat *ap;                 /* views into tr.p, [n_layer*SA_NMAT] */
 
 static void
 build_adapter_block(void)
@@ -495,7 +494,6 @@ build_adapter_block(void)
 	size_t n = 0;
 
 	ap = calloc((size_t)c->n_layer * SA_NMAT, sizeof *ap);
-	ag = calloc((size_t)c->n_layer * SA_NMAT, sizeof *ag);
 	for (int pass = 0; pass < 2; pass++) {
 		size_t at = 0;
 		for (int l = 0; l < c->n_layer; l++)
@@ -507,16 +505,14 @@ build_adapter_block(void)
 				size_t sz[5] = { (size_t)Hk * r * dh, (size_t)Hk * dh, (size_t)Hk * r,
 				    (size_t)dout * Dkv, (size_t)r * din };
 				if (pass == 1) {
-					amat *P = &ap[l * SA_NMAT + m], *G = &ag[l * SA_NMAT + m];
+					amat *P = &ap[l * SA_NMAT + m];
 					float **pp[5] = { &P->Q, &P->g, &P->b, &P->W1, &P->W2 };
-					float **gp[5] = { &G->Q, &G->g, &G->b, &G->W1, &G->W2 };
 					size_t *np[5] = { &P->nQ, &P->ng, &P->nb, &P->nW1, &P->nW2 };
 					const sa_adapter_mat *A = SA_ADAPTER_MAT(adapter, l, m);
 					const float *src[5] = { A->Q, A->g, A->b, A->W1, A->W2 };
 					size_t o = at;
 					for (int k = 0; k < 5; k++) {
 						*pp[k] = tr.p + o;
-						*gp[k] = tr.g + o;
 						*np[k] = sz[k];
 						memcpy(tr.p + o, src[k], sz[k] * sizeof(float));
 						if (k >= 3)
@@ -649,30 +645,138 @@ load_checkpoint(void)
 	return 1;
 }
 
+/* ------------------------------------------------------------- workers */
+
+/*
+ * The items of a step (micro-batches, adapter episodes) run on sa_tworkers:
+ * all data of the step is drawn first, on this thread and in the order a
+ * single thread would draw it, so the data stream does not depend on the
+ * number of threads, and neither do the sums (see sa_tworkers_run).
+ */
+typedef struct worker {
+	sa_tact *act;
+	/* --adapter */
+	sa_tctx *tctx;
+	sa_tside *side;      /* [n_layer*SA_NMAT]: W1, W2 shared, H and dH its own,
+	                      * dW1 and dW2 into the gradient of the item it runs */
+	float **H, **dH;     /* per adapted (l, m): [r][Dkv] */
+	float *dh_buf;       /* [Hk][r][dh] */
+} worker;
+
+static sa_tworkers *team;
+static worker *workers;
+static int n_workers;
+
 /* ------------------------------------------------------------- pretrain */
 
-/* One micro-batch of B sequences; returns the summed loss * scored count. */
-static double
-pretrain_micro(int *seq, int *in, int *tgt, int B, int T, long *n_tok)
-{
-	float loss;
+/* Micro-batches of B sequences of T tokens, drawn before they run. */
+typedef struct micro_batches {
+	int B, T, cap;
+	int *in, *tgt;       /* [cap][B][T] inputs and next-token targets */
+	float *loss;         /* [cap] mean loss of each */
+	int *seq;            /* [B][T+1] scratch for drawing */
+	/* evaluation of in-context copying: which micro-batch, and the counts */
+	int map_item, *first_sight;   /* first_sight [B][T]: 1 where a word is new */
+	int seen_ok, seen_n, first_ok, first_n;
+} micro_batches;
 
-	for (int b = 0; b < B; b++) {
-		int *s = seq + (size_t)b * (T + 1);
-		switch (pick_kind(&data_rng)) {
-		case 0: episode_text(&data_rng, &corpus, s, T); break;
-		case 1: episode_task(&data_rng, s, T); break;
-		default: episode_map(&data_rng, s, T, 2 + rng_below(&data_rng, 15)); break;
+static micro_batches mb;
+
+/* Room for n micro-batches. */
+static void
+micro_reserve(micro_batches *m, int n)
+{
+	size_t bt = (size_t)m->B * m->T;
+
+	if (n <= m->cap)
+		return;
+	if (!(m->in = realloc(m->in, n * bt * sizeof *m->in)) ||
+	    !(m->tgt = realloc(m->tgt, n * bt * sizeof *m->tgt)) ||
+	    !(m->loss = realloc(m->loss, n * sizeof *m->loss)))
+		die(SA_EINTERNAL, "out of memory");
+	m->cap = n;
+}
+
+/* Inputs and targets of micro-batch i from the B sequences in m->seq. */
+static void
+micro_from_seq(micro_batches *m, int i)
+{
+	int B = m->B, T = m->T;
+	int *in = m->in + (size_t)i * B * T, *tgt = m->tgt + (size_t)i * B * T;
+
+	for (int b = 0; b < B; b++)
+		for (int t = 0; t < T; t++) {
+			in[b * T + t] = m->seq[(size_t)b * (T + 1) + t];
+			tgt[b * T + t] = m->seq[(size_t)b * (T + 1) + t + 1];
 		}
-		for (int i = 0; i < T; i++) {
-			in[b * T + i] = s[i];
-			tgt[b * T + i] = s[i + 1];
+}
+
+/* Draw the next micro-batch of the data stream as number i. */
+static void
+pretrain_draw(micro_batches *m, int i)
+{
+	for (int b = 0; b < m->B; b++) {
+		int *s = m->seq + (size_t)b * (m->T + 1);
+		switch (pick_kind(&data_rng)) {
+		case 0: episode_text(&data_rng, &corpus, s, m->T); break;
+		case 1: episode_task(&data_rng, s, m->T); break;
+		default: episode_map(&data_rng, s, m->T, 2 + rng_below(&data_rng, 15)); break;
 		}
 	}
-	TRY(sa_tmodel_forward(tm, act, NULL, in, tgt, B, T, &loss));
-	TRY(sa_tmodel_backward(tm, act, NULL, 1));
-	*n_tok += (long)B * T;
-	return loss;
+	micro_from_seq(m, i);
+}
+
+/* sa_titem_fn: forward (and backward, with grads) of micro-batch item. */
+static int
+run_micro(void *ctx, int wi, int item, float *grads)
+{
+	micro_batches *m = ctx;
+	size_t at = (size_t)item * m->B * m->T;
+	sa_tact *a = workers[wi].act;
+	int rc;
+
+	rc = sa_tmodel_forward(tm, a, NULL, m->in + at, m->tgt + at, m->B, m->T, &m->loss[item]);
+	if (rc == SA_OK && grads)
+		rc = sa_tmodel_backward_into(tm, a, NULL, grads);
+	if (rc != SA_OK || item != m->map_item)
+		return rc;
+	/* the copying test: is the label's first token the top prediction */
+	const float *lg = sa_tact_logits(a);
+	int V = tm->cfg.n_vocab;
+	for (int i = 0; i < m->B * m->T; i++) {
+		int y = m->tgt[at + i];
+		if (y < 0)
+			continue;
+		const float *row = lg + (size_t)i * V;
+		int best = 0;
+		for (int j = 1; j < V; j++)
+			if (row[j] > row[best])
+				best = j;
+		if (m->first_sight[i]) {
+			m->first_n++;
+			m->first_ok += best == y;
+		} else {
+			m->seen_n++;
+			m->seen_ok += best == y;
+		}
+	}
+	return SA_OK;
+}
+
+/* One step's micro-batches until its token budget is met; their gradients
+ * summed into tr.g.  Returns how many, their losses in mb.loss. */
+static int
+pretrain_step(long *n_tok)
+{
+	int n = 0;
+
+	mb.map_item = -1;
+	for (*n_tok = 0; *n_tok < opt.batch_tokens; *n_tok += (long)mb.B * mb.T) {
+		micro_reserve(&mb, n + 1);
+		pretrain_draw(&mb, n++);
+	}
+	TRY(sa_tworkers_run(team, run_micro, &mb, n, tr.g));
+	return n;
 }
 
 /*
@@ -682,84 +786,62 @@ pretrain_micro(int *seq, int *in, int *tgt, int B, int T, long *n_tok)
  * (chance) and later times (readable from the context).
  */
 static void
-evaluate_pretrain(int *seq, int *in, int *tgt, int B, int T)
+evaluate_pretrain(void)
 {
 	rng r = { 12345 };
-	float loss;
-	double vloss = 0;
-	int nv = 0, seen_ok = 0, seen_n = 0, first_ok = 0, first_n = 0;
+	int B = mb.B, T = mb.T, n = 0, nv = 0;
 	const toks *vsrc = valid.n > T + 1 ? &valid : &corpus;
 
+	micro_reserve(&mb, 3);
 	for (int rep = 0; rep < 2 && vsrc->n > T + 1; rep++) {
-		for (int b = 0; b < B; b++) {
-			episode_text(&r, vsrc, seq + (size_t)b * (T + 1), T);
-			for (int i = 0; i < T; i++) {
-				in[b * T + i] = seq[(size_t)b * (T + 1) + i];
-				tgt[b * T + i] = seq[(size_t)b * (T + 1) + i + 1];
-			}
-		}
-		TRY(sa_tmodel_forward(tm, act, NULL, in, tgt, B, T, &loss));
-		vloss += loss;
+		for (int b = 0; b < B; b++)
+			episode_text(&r, vsrc, mb.seq + (size_t)b * (T + 1), T);
+		micro_from_seq(&mb, n++);
 		nv++;
 	}
+	mb.map_item = -1;
+	mb.seen_ok = mb.seen_n = mb.first_ok = mb.first_n = 0;
 	if (pool_words.n) {
+		int *in = mb.in + (size_t)n * B * T, *tgt = mb.tgt + (size_t)n * B * T;
 		/* rebuild the episodes here to know where each label starts */
 		for (int b = 0; b < B; b++) {
-			int keys[8], vals[8], n = 0, bos = sa_vocab_bos(vocab), seen[8] = { 0 };
-			int *s = seq + (size_t)b * (T + 1);
+			int keys[8], vals[8], k = 0, bos = sa_vocab_bos(vocab), seen[8] = { 0 };
+			int *s = mb.seq + (size_t)b * (T + 1);
 			for (int i = 0; i < 8; i++) {
 				keys[i] = rng_below(&r, pool_words.n);
 				vals[i] = rng_below(&r, pool_labels.n);
 			}
 			if (bos >= 0)
-				s[n++] = bos;
-			for (int i = 0; i < T; i++)
+				s[k++] = bos;
+			for (int i = 0; i < T; i++) {
 				tgt[b * T + i] = -1;
-			while (n <= T) {
-				int k = rng_below(&r, 8);
-				n = fill_seq(s, n, T, &pool_words.w[keys[k]]);
-				n = fill_seq(s, n, T, &arrow_nl[0]);
-				if (n < T) {
-					/* position n-1 predicts the label's first token */
-					tgt[b * T + n - 1] = pool_labels.w[vals[k]].t[0] | (seen[k] ? 0 : 1 << 30);
-					seen[k] = 1;
+				mb.first_sight[b * T + i] = 0;
+			}
+			while (k <= T) {
+				int j = rng_below(&r, 8);
+				k = fill_seq(s, k, T, &pool_words.w[keys[j]]);
+				k = fill_seq(s, k, T, &arrow_nl[0]);
+				if (k < T) {
+					/* position k-1 predicts the label's first token */
+					tgt[b * T + k - 1] = pool_labels.w[vals[j]].t[0];
+					mb.first_sight[b * T + k - 1] = !seen[j];
+					seen[j] = 1;
 				}
-				n = fill_seq(s, n, T, &pool_labels.w[vals[k]]);
-				n = fill_seq(s, n, T, &arrow_nl[1]);
+				k = fill_seq(s, k, T, &pool_labels.w[vals[j]]);
+				k = fill_seq(s, k, T, &arrow_nl[1]);
 			}
 			for (int i = 0; i < T; i++)
 				in[b * T + i] = s[i];
 		}
-		int *flags = malloc((size_t)B * T * sizeof *flags);
-		for (int i = 0; i < B * T; i++) {
-			flags[i] = tgt[i] >= 0 && (tgt[i] & 1 << 30);
-			if (tgt[i] >= 0)
-				tgt[i] &= ~(1 << 30);
-		}
-		TRY(sa_tmodel_forward(tm, act, NULL, in, tgt, B, T, &loss));
-		const float *lg = sa_tact_logits(act);
-		int V = tm->cfg.n_vocab;
-		for (int i = 0; i < B * T; i++) {
-			if (tgt[i] < 0)
-				continue;
-			const float *row = lg + (size_t)i * V;
-			int best = 0;
-			for (int j = 1; j < V; j++)
-				if (row[j] > row[best])
-					best = j;
-			if (flags[i]) {
-				first_n++;
-				first_ok += best == tgt[i];
-			} else {
-				seen_n++;
-				seen_ok += best == tgt[i];
-			}
-		}
-		free(flags);
+		mb.map_item = n++;
 	}
+	TRY(sa_tworkers_run(team, run_micro, &mb, n, NULL));
+	double vloss = 0;
+	for (int i = 0; i < nv; i++)
+		vloss += mb.loss[i];
 	double va = nv ? vloss / nv : NAN;
-	double acc_seen = seen_n ? (double)seen_ok / seen_n : NAN;
-	double acc_first = first_n ? (double)first_ok / first_n : NAN;
+	double acc_seen = mb.seen_n ? (double)mb.seen_ok / mb.seen_n : NAN;
+	double acc_first = mb.first_n ? (double)mb.first_ok / mb.first_n : NAN;
 	if (!opt.quiet)
 		fprintf(stderr, "sa-train: step %ld: valid loss %.4f, in-context copy accuracy %.3f (first sight %.3f)\n",
 		    step, va, acc_seen, acc_first);
@@ -772,29 +854,57 @@ evaluate_pretrain(int *seq, int *in, int *tgt, int B, int T)
 
 /* -------------------------------------------------------------- adapter */
 
-static sa_tctx *tctx;
-static sa_tside *side;
-static float **Hbuf, **dHbuf;     /* per (l, m): [r][Dkv] */
+/* One adapter episode, drawn before it runs. */
+typedef struct episode {
+	toks ctx;            /* the demonstrations, segment after segment */
+	int seg[16], n_seg;  /* where each segment starts in ctx (each from position 0) */
+	int *in, *tgt;       /* [Q][Tq] the queries and their targets (-1: not scored) */
+	int Q, Tq;
+	float loss;
+	int acc[3];          /* evaluation: see run_episode */
+} episode;
 
-/* Context pass: the frozen base over the demonstrations, segment by segment
- * (seg [i] is where segment i starts in ctx; each starts from position 0). */
+static episode *eps;     /* one step's episodes */
+static int eps_cap;
+
+/* Room for n episodes. */
 static void
-context_pass(const int *ctx, int n, const int *seg, int n_seg)
+episodes_reserve(int n)
+{
+	if (n <= eps_cap)
+		return;
+	if (!(eps = realloc(eps, n * sizeof *eps)))
+		die(SA_EINTERNAL, "out of memory");
+	for (int i = eps_cap; i < n; i++) {
+		memset(&eps[i], 0, sizeof eps[i]);
+		eps[i].in = malloc((size_t)opt.queries * opt.seq * sizeof(int));
+		eps[i].tgt = malloc((size_t)opt.queries * opt.seq * sizeof(int));
+		if (!eps[i].in || !eps[i].tgt)
+			die(SA_EINTERNAL, "out of memory");
+	}
+	eps_cap = n;
+}
+
+/* Context pass: the frozen base over the demonstrations, segment by segment,
+ * then the context mapping's state of every adapted matrix into w->H. */
+static int
+context_pass(worker *w, const episode *e)
 {
 	const sa_config *c = &tm->cfg;
 	const float *K[256], *V[256];
+	int rc;
 
-	if (c->n_layer > 256)
-		die(SA_EDATA, "too many layers");
-	sa_tctx_reset(tctx);
-	for (int i = 0; i < n_seg; i++) {
-		int at = seg[i], len = (i + 1 < n_seg ? seg[i + 1] : n) - at;
-		TRY(sa_tmodel_forward(tm, act, NULL, ctx + at, NULL, 1, len, NULL));
+	sa_tctx_reset(w->tctx);
+	for (int i = 0; i < e->n_seg; i++) {
+		int at = e->seg[i], len = (i + 1 < e->n_seg ? e->seg[i + 1] : e->ctx.n) - at;
+		if ((rc = sa_tmodel_forward(tm, w->act, NULL, e->ctx.t + at, NULL, 1, len, NULL)) != SA_OK)
+			return rc;
 		for (int l = 0; l < c->n_layer; l++) {
-			K[l] = sa_tact_keys(act, l);
-			V[l] = sa_tact_values(act, l);
+			K[l] = sa_tact_keys(w->act, l);
+			V[l] = sa_tact_values(w->act, l);
 		}
-		TRY(sa_tctx_add_segment(tctx, K, V, len));
+		if ((rc = sa_tctx_add_segment(w->tctx, K, V, len)) != SA_OK)
+			return rc;
 	}
 	/* H [r][Dkv] is the state h [Hk][r][dh] with heads side by side */
 	int Hk = c->n_head_kv, dh = c->d_head, r = adapter->rank;
@@ -803,98 +913,111 @@ context_pass(const int *ctx, int n, const int *seg, int n_seg)
 			if (!(adapter->mats >> m & 1))
 				continue;
 			amat *P = &ap[l * SA_NMAT + m];
-			TRY(sa_tctx_forward(tctx, l, m, P->Q, P->g, P->b));
-			const float *h = sa_tctx_state(tctx, l, m);
-			float *H = Hbuf[l * SA_NMAT + m];
+			if ((rc = sa_tctx_forward(w->tctx, l, m, P->Q, P->g, P->b)) != SA_OK)
+				return rc;
+			const float *h = sa_tctx_state(w->tctx, l, m);
+			float *H = w->H[l * SA_NMAT + m];
 			for (int hh = 0; hh < Hk; hh++)
 				for (int j = 0; j < r; j++)
 					memcpy(H + (size_t)j * Hk * dh + hh * dh, h + ((size_t)hh * r + j) * dh,
 					    dh * sizeof(float));
 		}
+	return SA_OK;
 }
 
-/* Backward from dH into the context mapping's Q, g, b. */
-static void
-context_backward(void)
+/* The gradient of adapter tensor x (a view into tr.p) in grads, laid out as tr.p. */
+static float *
+grad_in(float *grads, const float *x)
+{
+	return grads + (x - tr.p);
+}
+
+/* Backward from w->dH into the context mapping's Q, g, b. */
+static int
+context_backward(worker *w, float *grads)
 {
 	const sa_config *c = &tm->cfg;
-	int Hk = c->n_head_kv, dh = c->d_head, r = adapter->rank;
-	float *dh_buf = malloc((size_t)Hk * r * dh * sizeof(float));
+	int Hk = c->n_head_kv, dh = c->d_head, r = adapter->rank, rc;
 
 	for (int l = 0; l < c->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			if (!(adapter->mats >> m & 1))
 				continue;
-			const float *dH = dHbuf[l * SA_NMAT + m];
+			const float *dH = w->dH[l * SA_NMAT + m];
 			for (int hh = 0; hh < Hk; hh++)
 				for (int j = 0; j < r; j++)
-					memcpy(dh_buf + ((size_t)hh * r + j) * dh, dH + (size_t)j * Hk * dh + hh * dh,
+					memcpy(w->dh_buf + ((size_t)hh * r + j) * dh, dH + (size_t)j * Hk * dh + hh * dh,
 					    dh * sizeof(float));
-			amat *P = &ap[l * SA_NMAT + m], *G = &ag[l * SA_NMAT + m];
-			TRY(sa_tctx_backward(tctx, l, m, P->Q, P->g, dh_buf, G->Q, G->g, G->b));
+			amat *P = &ap[l * SA_NMAT + m];
+			rc = sa_tctx_backward(w->tctx, l, m, P->Q, P->g, w->dh_buf, grad_in(grads, P->Q),
+			    grad_in(grads, P->g), grad_in(grads, P->b));
+			if (rc != SA_OK)
+				return rc;
 		}
-	free(dh_buf);
+	return SA_OK;
 }
 
+/* Each worker's side paths, mapping state and buffers for it. */
 static void
-build_adapter_training(void)
+build_adapter_workers(void)
 {
 	const sa_config *c = &tm->cfg;
 	size_t n = (size_t)c->n_layer * SA_NMAT;
 	int Dkv = c->n_head_kv * c->d_head;
 
-	side = calloc(n, sizeof *side);
-	Hbuf = calloc(n, sizeof *Hbuf);
-	dHbuf = calloc(n, sizeof *dHbuf);
-	for (int l = 0; l < c->n_layer; l++)
-		for (int m = 0; m < SA_NMAT; m++) {
-			if (!(adapter->mats >> m & 1))
-				continue;
-			size_t i = (size_t)l * SA_NMAT + m;
-			Hbuf[i] = calloc((size_t)adapter->rank * Dkv, sizeof(float));
-			dHbuf[i] = calloc((size_t)adapter->rank * Dkv, sizeof(float));
-			side[i].rank = adapter->rank;
-			side[i].W1 = ap[i].W1;
-			side[i].W2 = ap[i].W2;
-			side[i].H = Hbuf[i];
-			side[i].dW1 = ag[i].W1;
-			side[i].dW2 = ag[i].W2;
-			side[i].dH = dHbuf[i];
-		}
-	/* a context of up to kmax demonstrations, several segments long */
-	TRY(sa_tctx_new(&tctx, c->n_layer, c->n_head_kv, c->d_head, adapter->rank,
-	    adapter->chunk, adapter->mats, opt.seq * 16));
+	if (c->n_layer > 256)
+		die(SA_EDATA, "too many layers");
+	for (int wi = 0; wi < n_workers; wi++) {
+		worker *w = &workers[wi];
+		w->side = calloc(n, sizeof *w->side);
+		w->H = calloc(n, sizeof *w->H);
+		w->dH = calloc(n, sizeof *w->dH);
+		w->dh_buf = malloc((size_t)adapter->rank * Dkv * sizeof(float));
+		if (!w->side || !w->H || !w->dH || !w->dh_buf)
+			die(SA_EINTERNAL, "out of memory");
+		for (int l = 0; l < c->n_layer; l++)
+			for (int m = 0; m < SA_NMAT; m++) {
+				if (!(adapter->mats >> m & 1))
+					continue;
+				size_t i = (size_t)l * SA_NMAT + m;
+				if (!(w->H[i] = calloc((size_t)adapter->rank * Dkv, sizeof(float))) ||
+				    !(w->dH[i] = calloc((size_t)adapter->rank * Dkv, sizeof(float))))
+					die(SA_EINTERNAL, "out of memory");
+				w->side[i].rank = adapter->rank;
+				w->side[i].W1 = ap[i].W1;
+				w->side[i].W2 = ap[i].W2;
+				w->side[i].H = w->H[i];
+				w->side[i].dH = w->dH[i];
+			}
+		/* a context of up to kmax demonstrations, several segments long */
+		TRY(sa_tctx_new(&w->tctx, c->n_layer, c->n_head_kv, c->d_head, adapter->rank,
+		    adapter->chunk, adapter->mats, opt.seq * 16));
+	}
 }
 
 /*
- * One adapter episode: k demonstrations of a task (or a random mapping) form
- * the context; `queries` other examples run alone through the adapted model,
- * scored on their answer tokens only.
+ * Draw one adapter episode: k demonstrations of a task (or a random
+ * mapping) form the context; `queries` other examples run alone through the
+ * adapted model, scored on their answer tokens only.  *n_tok counts the
+ * context and query tokens.
  */
-/*
- * With acc != NULL nothing is trained: acc[0] counts answers whose first
- * token the adapted model ranks first, acc[1] the same for the base alone
- * (zero-shot), acc[2] the answers seen.
- */
-static double
-adapter_episode(rng *r, int *in, int *tgt, int T, long *n_tok, int *acc)
+static void
+draw_episode(rng *r, episode *e, int T, long *n_tok)
 {
-	const sa_config *c = &tm->cfg;
 	int bos = sa_vocab_bos(vocab), Q = opt.queries;
 	double lk = log(opt.kmin), hk = log(opt.kmax);
 	int k = (int)floor(exp(lk + rng_unif(r) * (hk - lk)) + 0.5);
-	toks ctx = { 0 };
 	int kind = pick_kind(r);
-	float loss;
-	static int seg[4096];
-	int n_seg = 1;
+	int *in = e->in, *tgt = e->tgt;
 
 	if (k < 1)
 		k = 1;
 	/* the context must fit the context-state buffers: 16 segments */
-	seg[0] = 0;
+	e->ctx.n = 0;
+	e->seg[0] = 0;
+	e->n_seg = 1;
 	if (bos >= 0)
-		toks_push(&ctx, &bos, 1);
+		toks_push(&e->ctx, &bos, 1);
 	for (int i = 0; i < Q * T; i++) {
 		in[i] = 0;
 		tgt[i] = -1;
@@ -903,7 +1026,7 @@ adapter_episode(rng *r, int *in, int *tgt, int T, long *n_tok, int *acc)
 		/* language modelling: context = a text segment, target = the next one */
 		int len = T - 1;
 		long s = rng_below(r, corpus.n - 2 * len - 1);
-		toks_push(&ctx, corpus.t + s, len);
+		toks_push(&e->ctx, corpus.t + s, len);
 		Q = 1;
 		in[0] = bos >= 0 ? bos : corpus.t[s + len];
 		for (int i = 0; i < len; i++) {
@@ -914,37 +1037,37 @@ adapter_episode(rng *r, int *in, int *tgt, int T, long *n_tok, int *acc)
 		tgt[T - 1] = -1;
 	} else if (kind == 1 && n_tasks) {
 		task *t = &tasks[rng_below(r, n_tasks)];
-		int len = ctx.n;
+		int len = e->ctx.n;
 		for (int i = 0; i < k; i++) {
 			const toks *d = &t->train[rng_below(r, t->n_train)].demo;
 			if (d->n + (bos >= 0) > opt.seq)
 				continue;
 			if (len + d->n > opt.seq) {  /* a new segment: BOS again */
-				if (n_seg == 16)
+				if (e->n_seg == 16)
 					break;
-				seg[n_seg++] = ctx.n;
+				e->seg[e->n_seg++] = e->ctx.n;
 				if (bos >= 0)
-					toks_push(&ctx, &bos, 1);
+					toks_push(&e->ctx, &bos, 1);
 				len = bos >= 0;
 			}
-			toks_push(&ctx, d->t, d->n);
+			toks_push(&e->ctx, d->t, d->n);
 			len += d->n;
 		}
 		for (int q = 0; q < Q; q++) {
-			const example *e = &t->train[rng_below(r, t->n_train)];
+			const example *x = &t->train[rng_below(r, t->n_train)];
 			int n = 0;
 			if (bos >= 0)
 				in[q * T + n++] = bos;
-			for (int i = 0; i < e->demo.n && n < T; i++) {
-				in[q * T + n] = e->demo.t[i];
-				if (i >= e->answer_at && n > 0)
-					tgt[q * T + n - 1] = e->demo.t[i];
+			for (int i = 0; i < x->demo.n && n < T; i++) {
+				in[q * T + n] = x->demo.t[i];
+				if (i >= x->answer_at && n > 0)
+					tgt[q * T + n - 1] = x->demo.t[i];
 				n++;
 			}
 		}
 	} else {
 		/* random mapping: the answers exist only in the context */
-		int nk = 1 + rng_below(r, k < 63 ? k : 63), keys[64], vals[64], len = ctx.n;
+		int nk = 1 + rng_below(r, k < 63 ? k : 63), keys[64], vals[64], len = e->ctx.n;
 		for (int i = 0; i < nk; i++) {
 			keys[i] = rng_below(r, pool_words.n);
 			vals[i] = rng_below(r, pool_labels.n);
@@ -953,17 +1076,17 @@ adapter_episode(rng *r, int *in, int *tgt, int T, long *n_tok, int *acc)
 			int j = i < nk ? i : rng_below(r, nk);
 			int n = pool_words.w[keys[j]].n + arrow_nl[0].n + pool_labels.w[vals[j]].n + arrow_nl[1].n;
 			if (len + n > opt.seq) {
-				if (n_seg == 16)
+				if (e->n_seg == 16)
 					break;
-				seg[n_seg++] = ctx.n;
+				e->seg[e->n_seg++] = e->ctx.n;
 				if (bos >= 0)
-					toks_push(&ctx, &bos, 1);
+					toks_push(&e->ctx, &bos, 1);
 				len = bos >= 0;
 			}
-			toks_push(&ctx, pool_words.w[keys[j]].t, pool_words.w[keys[j]].n);
-			toks_push(&ctx, arrow_nl[0].t, arrow_nl[0].n);
-			toks_push(&ctx, pool_labels.w[vals[j]].t, pool_labels.w[vals[j]].n);
-			toks_push(&ctx, arrow_nl[1].t, arrow_nl[1].n);
+			toks_push(&e->ctx, pool_words.w[keys[j]].t, pool_words.w[keys[j]].n);
+			toks_push(&e->ctx, arrow_nl[0].t, arrow_nl[0].n);
+			toks_push(&e->ctx, pool_labels.w[vals[j]].t, pool_labels.w[vals[j]].n);
+			toks_push(&e->ctx, arrow_nl[1].t, arrow_nl[1].n);
 			len += n;
 		}
 		for (int q = 0; q < Q; q++) {
@@ -980,9 +1103,6 @@ adapter_episode(rng *r, int *in, int *tgt, int T, long *n_tok, int *acc)
 				}
 		}
 	}
-	context_pass(ctx.t, ctx.n, seg, n_seg);
-	*n_tok += ctx.n;
-	free(ctx.t);
 	/* queries: shortest T that holds them all */
 	int Tq = 1;
 	for (int q = 0; q < Q; q++)
@@ -996,52 +1116,100 @@ adapter_episode(rng *r, int *in, int *tgt, int T, long *n_tok, int *acc)
 			in[q * Tq + i] = in[q * T + i];
 			tgt[q * Tq + i] = tgt[q * T + i];
 		}
+	e->Q = Q;
+	e->Tq = Tq;
+	*n_tok += e->ctx.n + (long)Q * Tq;
+}
+
+/*
+ * sa_titem_fn: run episode `item` of eps on worker wi.  With grads, train:
+ * the loss's gradient goes into grads.  Without, evaluate: acc[0] counts
+ * answers whose first token the adapted model ranks first, acc[1] the same
+ * for the base alone (zero-shot), acc[2] the answers seen.
+ */
+static int
+run_episode(void *ctx, int wi, int item, float *grads)
+{
+	const sa_config *c = &tm->cfg;
+	worker *w = &workers[wi];
+	episode *e = &eps[item];
+	int rc;
+
+	(void)ctx;
+	if ((rc = context_pass(w, e)) != SA_OK)
+		return rc;
 	for (int l = 0; l < c->n_layer; l++)
-		for (int m = 0; m < SA_NMAT; m++)
-			if (dHbuf[l * SA_NMAT + m])
-				memset(dHbuf[l * SA_NMAT + m], 0,
-				    (size_t)adapter->rank * c->n_head_kv * c->d_head * sizeof(float));
-	TRY(sa_tmodel_forward(tm, act, side, in, tgt, Q, Tq, &loss));
-	*n_tok += (long)Q * Tq;
-	if (!acc) {
-		TRY(sa_tmodel_backward(tm, act, side, 0));
-		context_backward();
-		return loss;
+		for (int m = 0; m < SA_NMAT; m++) {
+			size_t i = (size_t)l * SA_NMAT + m;
+			if (!w->dH[i])
+				continue;
+			memset(w->dH[i], 0, (size_t)adapter->rank * c->n_head_kv * c->d_head * sizeof(float));
+			w->side[i].dW1 = grads ? grad_in(grads, ap[i].W1) : NULL;
+			w->side[i].dW2 = grads ? grad_in(grads, ap[i].W2) : NULL;
+		}
+	if ((rc = sa_tmodel_forward(tm, w->act, w->side, e->in, e->tgt, e->Q, e->Tq, &e->loss)) != SA_OK)
+		return rc;
+	if (grads) {
+		if ((rc = sa_tmodel_backward_into(tm, w->act, w->side, NULL)) != SA_OK)
+			return rc;
+		return context_backward(w, grads);
 	}
 	/* the first answer token of each query: with the delta, then without */
+	memset(e->acc, 0, sizeof e->acc);
 	for (int pass = 0; pass < 2; pass++) {
-		if (pass == 1)
-			TRY(sa_tmodel_forward(tm, act, NULL, in, tgt, Q, Tq, NULL));
-		const float *lg = sa_tact_logits(act);
+		if (pass == 1 &&
+		    (rc = sa_tmodel_forward(tm, w->act, NULL, e->in, e->tgt, e->Q, e->Tq, NULL)) != SA_OK)
+			return rc;
+		const float *lg = sa_tact_logits(w->act);
 		int V = tm->cfg.n_vocab;
-		for (int q = 0; q < Q; q++)
-			for (int i = 0; i < Tq; i++) {
-				int y = tgt[q * Tq + i];
+		for (int q = 0; q < e->Q; q++)
+			for (int i = 0; i < e->Tq; i++) {
+				int y = e->tgt[q * e->Tq + i];
 				if (y < 0)
 					continue;
-				const float *row = lg + ((size_t)q * Tq + i) * V;
+				const float *row = lg + ((size_t)q * e->Tq + i) * V;
 				int best = 0;
 				for (int j = 1; j < V; j++)
 					if (row[j] > row[best])
 						best = j;
-				acc[pass] += best == y;
-				acc[2] += pass == 0;
+				e->acc[pass] += best == y;
+				e->acc[2] += pass == 0;
 				break;
 			}
 	}
-	return loss;
+	return SA_OK;
+}
+
+/* One step's episodes until its token budget is met; their gradients summed
+ * into tr.g.  Returns how many, their losses in eps[i].loss. */
+static int
+adapter_step(long *n_tok)
+{
+	int n = 0;
+
+	for (*n_tok = 0; *n_tok < opt.batch_tokens; n++) {
+		episodes_reserve(n + 1);
+		draw_episode(&data_rng, &eps[n], opt.seq, n_tok);
+	}
+	TRY(sa_tworkers_run(team, run_episode, NULL, n, tr.g));
+	return n;
 }
 
 /* StreamAdapter against zero-shot on fixed episodes of every kind in the mix. */
 static void
-evaluate_adapter(int *in, int *tgt, int T)
+evaluate_adapter(void)
 {
 	rng r = { 777 };
-	int acc[3] = { 0 };
+	int acc[3] = { 0 }, n = 32;
 	long n_tok = 0;
 
-	for (int e = 0; e < 32; e++)
-		adapter_episode(&r, in, tgt, T, &n_tok, acc);
+	episodes_reserve(n);
+	for (int e = 0; e < n; e++)
+		draw_episode(&r, &eps[e], opt.seq, &n_tok);
+	TRY(sa_tworkers_run(team, run_episode, NULL, n, NULL));
+	for (int e = 0; e < n; e++)
+		for (int i = 0; i < 3; i++)
+			acc[i] += eps[e].acc[i];
 	double sa = acc[2] ? (double)acc[0] / acc[2] : NAN, zs = acc[2] ? (double)acc[1] / acc[2] : NAN;
 	if (!opt.quiet)
 		fprintf(stderr, "sa-train: step %ld: answer accuracy with delta %.3f, zero-shot %.3f (%d answers)\n",
@@ -1050,7 +1218,6 @@ evaluate_adapter(int *in, int *tgt, int T)
 	    step, sa, zs, acc[2]);
 	fflush(logfp);
 }
-
 
 
 /* ----------------------------------------------------------------- main */
@@ -1385,11 +1552,30 @@ main(int argc, char **argv)
 		arrow_nl[1].t = b.t + skip;
 	}
 
+	/* workers, each with activations for a micro-batch or an episode's
+	 * queries; pretraining has no use for more than a step's micro-batches */
 	int T = opt.seq;
 	int B = opt.mode == PRETRAIN ? opt.micro : opt.queries;
-	TRY(sa_tact_new(&act, &tm->cfg, B, T));
+	n_workers = sa_get_threads();
+	if (opt.mode == PRETRAIN) {
+		long per_step = (opt.batch_tokens + (long)B * T - 1) / ((long)B * T);
+		if (n_workers > per_step)
+			n_workers = (int)per_step;
+	}
+	TRY(sa_tworkers_new(&team, n_workers, tr.n));
+	n_workers = sa_tworkers_count(team);
+	if (!(workers = calloc(n_workers, sizeof *workers)))
+		die(SA_EINTERNAL, "out of memory");
+	for (int i = 0; i < n_workers; i++)
+		TRY(sa_tact_new(&workers[i].act, &tm->cfg, B, T));
+	mb.B = B;
+	mb.T = T;
+	mb.seq = malloc((size_t)B * (T + 1) * sizeof *mb.seq);
+	mb.first_sight = malloc((size_t)B * T * sizeof *mb.first_sight);
+	if (!mb.seq || !mb.first_sight)
+		die(SA_EINTERNAL, "out of memory");
 	if (opt.mode == ADAPTER)
-		build_adapter_training();
+		build_adapter_workers();
 	data_rng.s = opt.seed * 0x9e3779b97f4a7c15ULL + 1;
 	step = opt.start_step;
 	if (opt.resume && load_checkpoint()) {
@@ -1416,27 +1602,25 @@ main(int argc, char **argv)
 	if (sigaction(SIGHUP, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
 		sigaction(SIGHUP, &sa, NULL);
 
-	int *seq = malloc((size_t)B * (T + 1) * sizeof *seq);
-	int *in = malloc((size_t)B * T * sizeof *in), *tgt = malloc((size_t)B * T * sizeof *tgt);
 	struct timespec t0, t1;
-	if (!seq || !in || !tgt)
-		die(SA_EINTERNAL, "out of memory");
 	if (opt.eval_every && step == 0)
-		opt.mode == PRETRAIN ? evaluate_pretrain(seq, in, tgt, B, T) : evaluate_adapter(in, tgt, T);
+		opt.mode == PRETRAIN ? evaluate_pretrain() : evaluate_adapter();
 	long first_step = step;
 	while (step < opt.steps && !stop_signal &&
 	    (!opt.run_steps || step - first_step < opt.run_steps)) {
 		long n_tok = 0;
 		double loss_sum = 0;
-		int n_micro = 0;
+		int n_micro;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		memset(tr.g, 0, tr.n * sizeof(float));
-		while (n_tok < opt.batch_tokens) {
-			if (opt.mode == PRETRAIN)
-				loss_sum += pretrain_micro(seq, in, tgt, B, T, &n_tok);
-			else
-				loss_sum += adapter_episode(&data_rng, in, tgt, T, &n_tok, NULL);
-			n_micro++;
+		if (opt.mode == PRETRAIN) {
+			n_micro = pretrain_step(&n_tok);
+			for (int i = 0; i < n_micro; i++)
+				loss_sum += mb.loss[i];
+		} else {
+			n_micro = adapter_step(&n_tok);
+			for (int i = 0; i < n_micro; i++)
+				loss_sum += eps[i].loss;
 		}
 		/* each micro-batch's loss is a mean: average the gradients */
 		for (size_t i = 0; i < tr.n; i++)
@@ -1460,7 +1644,7 @@ main(int argc, char **argv)
 			fprintf(stderr, "sa-train: step %ld/%ld loss %.4f lr %.2e |g| %.3f %.0f tok/s\n",
 			    step, opt.steps, loss, lr, gnorm, n_tok / dt);
 		if (opt.eval_every && step % opt.eval_every == 0)
-			opt.mode == PRETRAIN ? evaluate_pretrain(seq, in, tgt, B, T) : evaluate_adapter(in, tgt, T);
+			opt.mode == PRETRAIN ? evaluate_pretrain() : evaluate_adapter();
 		if (step % opt.ckpt_every == 0 || step == opt.steps ||
 		    (opt.run_steps && step - first_step == opt.run_steps))
 			save_checkpoint();

@@ -665,11 +665,33 @@ int sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
 /* Backward of the last forward: accumulates into t->grads (if allocated and
  * weight_grads) and into the side paths' gradient pointers. */
 int sa_tmodel_backward(sa_tmodel *t, sa_tact *a, const sa_tside *side, int weight_grads);
+/* The same into grads ([n_params], laid out as t->params; NULL: no weight
+ * gradients) instead of t->grads.  t is only read: threads may share it. */
+int sa_tmodel_backward_into(const sa_tmodel *t, sa_tact *a, const sa_tside *side, float *grads);
 /* Layer l's keys before RoPE and values of the last forward: [B*T][Dkv]. */
 const float *sa_tact_keys(const sa_tact *a, int layer);
 const float *sa_tact_values(const sa_tact *a, int layer);
 /* Logits of the last forward: [B*T][n_vocab]. */
 const float *sa_tact_logits(const sa_tact *a);
+
+/*
+ * Data parallelism: n workers (0 = sa_get_threads()), the caller being the
+ * first, run the items of a training step (micro-batches, episodes) whole,
+ * each with single-threaded BLAS (a run sets BLAS to one thread, and to
+ * sa_get_threads() again when it ends).  fn(ctx, worker, item, g) runs an item on
+ * one worker (0 <= worker < n, for per-worker activations) and accumulates
+ * its gradient into g, n_grads floats zeroed for it.  sa_tworkers_run adds
+ * the items' gradients into grads one by one in item order, so the sum has
+ * the same bits for any number of workers; grads NULL (or n_grads 0): g is
+ * NULL, for runs without gradients.  Returns the first failure of an item
+ * (later items may then not run).
+ */
+typedef struct sa_tworkers sa_tworkers;
+typedef int (*sa_titem_fn)(void *ctx, int worker, int item, float *grads);
+int sa_tworkers_new(sa_tworkers **out, int n, size_t n_grads);
+void sa_tworkers_free(sa_tworkers *w);
+int sa_tworkers_count(const sa_tworkers *w);
+int sa_tworkers_run(sa_tworkers *w, sa_titem_fn fn, void *ctx, int n_items, float *grads);
 
 /* AdamW over n parameters: m and v are the moment buffers (zeroed at step 0),
  * step counts from 1; wd is decoupled weight decay (call per tensor group). */

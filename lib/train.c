@@ -7,12 +7,20 @@
  * everywhere: a linear map W is [d_out][d_in] and y = x W^T.
  */
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cblas.h>
 
 #include "sa.h"
+#include "kernels_impl.h"     /* sa_kernels_name */
+#include "train_impl.h"
+
+/* Queries per block of the causal attention (see attention_forward). */
+#define ATT_BLOCK 64
 
 /* ------------------------------------------------------------ the model */
 
@@ -252,7 +260,10 @@ struct sa_tact {
 	float *res_out;    /* [N][d]  residual after the last layer */
 	float *xnf;        /* [N][d] */
 	float *rstdf;      /* [N] */
-	float *logits;     /* [N][V]  logits, then d(loss)/d(logits) after backward */
+	float *logits;     /* [N][V] */
+	float *dlogits;    /* [N][V]  exp(logit - row max) of scored rows after forward,
+	                    * d(loss)/d(logits) after backward */
+	float *expsum;     /* [N]     sum of a scored row's exp(logit - row max) */
 	int *tokens;       /* [N] */
 	int *targets;      /* [N] */
 	int n_scored;
@@ -272,9 +283,10 @@ sa_tact_new(sa_tact **out, const sa_config *c, int B, int T)
 	size_t kv = (size_t)c->n_head_kv * c->d_head, ff = c->d_ff, V = c->n_vocab;
 	size_t att = (size_t)B * c->n_head * T * T, half = c->rope_dim / 2;
 	size_t per_layer = N * (3 * d + 2 * d + hd + 3 * kv + hd + 3 * ff) + 2 * N + att;
-	size_t total = c->n_layer * per_layer + N * (2 * d + V) + N +
+	size_t total = c->n_layer * per_layer + N * (2 * d + 2 * V) + 2 * N +
 	    2 * (size_t)T * half +
-	    N * (d + d + d + hd + kv + kv + hd + 3 * (ff > hd ? ff : hd)) + (size_t)T * T;
+	    N * (d + d + d + hd + kv + kv + hd + 3 * (ff > hd ? ff : hd)) +
+	    (size_t)(T < ATT_BLOCK ? T : ATT_BLOCK) * T;
 	float *p;
 
 	*out = NULL;
@@ -303,13 +315,13 @@ sa_tact_new(sa_tact **out, const sa_config *c, int B, int T)
 		TAKE(L->gate, N * ff); TAKE(L->up, N * ff); TAKE(L->act, N * ff);
 	}
 	TAKE(a->res_out, N * d); TAKE(a->xnf, N * d); TAKE(a->rstdf, N);
-	TAKE(a->logits, N * V);
+	TAKE(a->logits, N * V); TAKE(a->dlogits, N * V); TAKE(a->expsum, N);
 	TAKE(a->rope_cos, (size_t)T * half); TAKE(a->rope_sin, (size_t)T * half);
 	size_t big = ff > hd ? ff : hd;
 	TAKE(a->dres, N * d); TAKE(a->dx, N * d); TAKE(a->dxn, N * d);
 	TAKE(a->dq, N * hd); TAKE(a->dk, N * kv); TAKE(a->dv, N * kv);
 	TAKE(a->dao, N * hd); TAKE(a->dff1, N * big); TAKE(a->dff2, N * big);
-	TAKE(a->dff3, N * big); TAKE(a->datt, (size_t)T * T);
+	TAKE(a->dff3, N * big); TAKE(a->datt, (size_t)(T < ATT_BLOCK ? T : ATT_BLOCK) * T);
 #undef TAKE
 	/* RoPE as llama.cpp's normal mode: adjacent pairs (2i, 2i+1), angle
 	 * pos * base^(-2i/rope_dim). */
@@ -488,9 +500,321 @@ rope(float *x, const sa_tact *a, int B, int T, int nh, int dh, int dir)
 }
 
 /*
+ * The exponentials of training: attention's softmax rows, the rows of the
+ * cross-entropy, SiLU.  exp(x) for x <= 0 in float, to a few ulp, 0 below
+ * -87 (where 2^k would leave the normal range): x = k ln2 + r with
+ * |r| <= ln2/2 (ln2 in two parts, the first exact in k * ln2_hi), the Taylor
+ * polynomial of degree 7 in r, then 2^k through the exponent bits; the same
+ * scheme as the inference engine's.  Each kernel is written once as scalar
+ * code and once for AVX2 with the same operations in the same order (sums
+ * in eight running lanes, folded in pairs), so both give the same bits.
+ * libm's expf, one call per value, took 7% of a pretraining step.
+ */
+#define EXPF_MIN (-87.0f)
+static const float expf_log2e = 1.44269504088896341f;
+static const float expf_ln2_hi = 0.693359375f;        /* 355/512 */
+static const float expf_ln2_lo = -2.12194440e-4f;
+static const float expf_c[8] = {
+	1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040,
+};
+
+static float
+expf_neg(float x)
+{
+	float k, r, p;
+	uint32_t bits;
+
+	if (!(x >= EXPF_MIN))
+		return x != x ? x : 0.0f;
+	k = nearbyintf(x * expf_log2e);
+	r = x - k * expf_ln2_hi;
+	r = r - k * expf_ln2_lo;
+	p = expf_c[7];
+	for (int i = 6; i >= 0; i--)
+		p = p * r + expf_c[i];
+	bits = (uint32_t)((int32_t)k + 127) << 23;
+	memcpy(&k, &bits, sizeof k);
+	return p * k;
+}
+
+/* The largest of x [n], n >= 1. */
+static float
+max_generic(const float *x, int n)
+{
+	float mx = x[0];
+	for (int i = 1; i < n; i++)
+		if (x[i] > mx)
+			mx = x[i];
+	return mx;
+}
+
+/* y [n] = exp(x - mx) for x <= mx (y may be x); returns the sum of y in double. */
+static double
+exp_sum_generic(float *y, const float *x, int n, float mx)
+{
+	double p[8] = { 0 }, sum;
+	int i = 0;
+
+	for (int j = 0; j < n; j++)
+		y[j] = expf_neg(x[j] - mx);
+	for (; i + 8 <= n; i += 8)
+		for (int l = 0; l < 8; l++)
+			p[l] += y[i + l];
+	sum = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
+	for (; i < n; i++)
+		sum += y[i];
+	return sum;
+}
+
+/* a . b over n floats, in double. */
+static double
+dot_generic(const float *a, const float *b, int n)
+{
+	double p[8] = { 0 }, sum;
+	int i = 0;
+
+	for (; i + 8 <= n; i += 8)
+		for (int l = 0; l < 8; l++)
+			p[l] += (double)a[i + l] * b[i + l];
+	sum = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
+	for (; i < n; i++)
+		sum += (double)a[i] * b[i];
+	return sum;
+}
+
+/* sigmoid(g) through e = exp(-|g|), in expf_neg's range: 1/(1+e) for g >= 0,
+ * e/(1+e) below. */
+static float
+sigmoid_generic(float g)
+{
+	float e = expf_neg(-fabsf(g));
+	return (g >= 0 ? 1.0f : e) / (1.0f + e);
+}
+
+/* act [n] = silu(gate) * up = gate * sigmoid(gate) * up */
+static void
+swiglu_forward_generic(float *act, const float *gate, const float *up, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		act[i] = gate[i] * sigmoid_generic(gate[i]) * up[i];
+}
+
+/* dgate, dup [n] from dact [n] */
+static void
+swiglu_backward_generic(float *dgate, float *dup, const float *dact, const float *gate,
+    const float *up, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		float sg = sigmoid_generic(gate[i]);
+		dup[i] = dact[i] * gate[i] * sg;
+		dgate[i] = dact[i] * up[i] * sg * (1.0f + gate[i] * (1.0f - sg));
+	}
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define AVX2 __attribute__((target("avx2")))
+/* inlined into the loops: a call per eight values cost as much as the work */
+#define AVX2_INLINE __attribute__((target("avx2"), always_inline)) inline
+
+AVX2_INLINE static __m256
+expf_neg_avx2(__m256 x)
+{
+	__m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(expf_log2e)),
+	    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m256 r = _mm256_sub_ps(x, _mm256_mul_ps(k, _mm256_set1_ps(expf_ln2_hi)));
+	__m256 p = _mm256_set1_ps(expf_c[7]), two_k;
+
+	r = _mm256_sub_ps(r, _mm256_mul_ps(k, _mm256_set1_ps(expf_ln2_lo)));
+	for (int i = 6; i >= 0; i--)
+		p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(expf_c[i]));
+	two_k = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k),
+	    _mm256_set1_epi32(127)), 23));
+	p = _mm256_mul_ps(p, two_k);
+	/* below EXPF_MIN: 0; NaN stays NaN through p */
+	return _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(EXPF_MIN), _CMP_LT_OQ), p);
+}
+
+/* The eight lanes' double sums lo (lanes 0-3) and hi (4-7), folded as the
+ * generic kernels fold them. */
+AVX2 static double
+fold8_avx2(__m256d lo, __m256d hi)
+{
+	double d[4];
+	_mm256_storeu_pd(d, _mm256_add_pd(lo, hi));
+	return (d[0] + d[1]) + (d[2] + d[3]);
+}
+
+AVX2 static float
+max_avx2(const float *x, int n)
+{
+	float mx = x[0], m8[8];
+	int n8 = n & ~7;
+	__m256 vm = _mm256_set1_ps(mx);
+
+	for (int i = 0; i < n8; i += 8)
+		vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+	_mm256_storeu_ps(m8, vm);
+	for (int l = 0; l < 8; l++)
+		if (m8[l] > mx)
+			mx = m8[l];
+	for (int i = n8; i < n; i++)
+		if (x[i] > mx)
+			mx = x[i];
+	return mx;
+}
+
+AVX2 static double
+exp_sum_avx2(float *y, const float *x, int n, float mx)
+{
+	__m256d lo = _mm256_setzero_pd(), hi = lo;
+	__m256 vm = _mm256_set1_ps(mx);
+	int i = 0, n8 = n & ~7;
+	double sum;
+
+	for (; i < n8; i += 8) {
+		__m256 e = expf_neg_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+		_mm256_storeu_ps(y + i, e);
+		lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+		hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+	}
+	sum = fold8_avx2(lo, hi);
+	for (; i < n; i++) {
+		y[i] = expf_neg(x[i] - mx);
+		sum += y[i];
+	}
+	return sum;
+}
+
+AVX2 static double
+dot_avx2(const float *a, const float *b, int n)
+{
+	__m256d lo = _mm256_setzero_pd(), hi = lo;
+	int i = 0, n8 = n & ~7;
+	double sum;
+
+	for (; i < n8; i += 8) {
+		__m256 va = _mm256_loadu_ps(a + i), vb = _mm256_loadu_ps(b + i);
+		lo = _mm256_add_pd(lo, _mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(va)),
+		    _mm256_cvtps_pd(_mm256_castps256_ps128(vb))));
+		hi = _mm256_add_pd(hi, _mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(va, 1)),
+		    _mm256_cvtps_pd(_mm256_extractf128_ps(vb, 1))));
+	}
+	sum = fold8_avx2(lo, hi);
+	for (; i < n; i++)
+		sum += (double)a[i] * b[i];
+	return sum;
+}
+
+AVX2_INLINE static __m256
+sigmoid_avx2(__m256 g)
+{
+	const __m256 one = _mm256_set1_ps(1.0f);
+	__m256 e = expf_neg_avx2(_mm256_or_ps(g, _mm256_set1_ps(-0.0f)));   /* exp(-|g|) */
+	__m256 num = _mm256_blendv_ps(e, one, _mm256_cmp_ps(g, _mm256_setzero_ps(), _CMP_GE_OQ));
+	return _mm256_div_ps(num, _mm256_add_ps(one, e));
+}
+
+AVX2 static void
+swiglu_forward_avx2(float *act, const float *gate, const float *up, size_t n)
+{
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		__m256 g = _mm256_loadu_ps(gate + i);
+		_mm256_storeu_ps(act + i, _mm256_mul_ps(_mm256_mul_ps(g, sigmoid_avx2(g)),
+		    _mm256_loadu_ps(up + i)));
+	}
+	swiglu_forward_generic(act + i, gate + i, up + i, n - i);
+}
+
+AVX2 static void
+swiglu_backward_avx2(float *dgate, float *dup, const float *dact, const float *gate,
+    const float *up, size_t n)
+{
+	const __m256 one = _mm256_set1_ps(1.0f);
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		__m256 g = _mm256_loadu_ps(gate + i), da = _mm256_loadu_ps(dact + i);
+		__m256 sg = sigmoid_avx2(g);
+		_mm256_storeu_ps(dup + i, _mm256_mul_ps(_mm256_mul_ps(da, g), sg));
+		__m256 t = _mm256_add_ps(one, _mm256_mul_ps(g, _mm256_sub_ps(one, sg)));
+		_mm256_storeu_ps(dgate + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(da,
+		    _mm256_loadu_ps(up + i)), sg), t));
+	}
+	swiglu_backward_generic(dgate + i, dup + i, dact + i, gate + i, up + i, n - i);
+}
+#endif
+
+static struct {
+	float (*max)(const float *x, int n);
+	double (*exp_sum)(float *y, const float *x, int n, float mx);
+	double (*dot)(const float *a, const float *b, int n);
+	void (*swiglu_forward)(float *act, const float *gate, const float *up, size_t n);
+	void (*swiglu_backward)(float *dgate, float *dup, const float *dact, const float *gate,
+	    const float *up, size_t n);
+} kern;
+
+/* The kernels' choice of vector extensions, so SA_KERNELS=generic holds here too. */
+static void
+kern_pick(void)
+{
+	kern.max = max_generic;
+	kern.exp_sum = exp_sum_generic;
+	kern.dot = dot_generic;
+	kern.swiglu_forward = swiglu_forward_generic;
+	kern.swiglu_backward = swiglu_backward_generic;
+#if defined(__x86_64__)
+	if (!strcmp(sa_kernels_name(), "avx2")) {
+		kern.max = max_avx2;
+		kern.exp_sum = exp_sum_avx2;
+		kern.dot = dot_avx2;
+		kern.swiglu_forward = swiglu_forward_avx2;
+		kern.swiglu_backward = swiglu_backward_avx2;
+	}
+#endif
+}
+
+static pthread_once_t kern_once = PTHREAD_ONCE_INIT;
+
+static void
+kern_init(void)
+{
+	pthread_once(&kern_once, kern_pick);
+}
+
+float
+sa_train_max(const float *x, int n)
+{
+	kern_init();
+	return kern.max(x, n);
+}
+
+double
+sa_train_exp_sum(float *y, const float *x, int n, float mx)
+{
+	kern_init();
+	return kern.exp_sum(y, x, n, mx);
+}
+
+double
+sa_train_dot(const float *a, const float *b, int n)
+{
+	kern_init();
+	return kern.dot(a, b, n);
+}
+
+/*
  * Causal attention for one layer.  q [B*T][H][dh], k, v [B*T][Hk][dh];
- * att [B][H][T][T] probabilities; out [B*T][H][dh].  Query head h reads KV head
- * h / (H/Hk).
+ * out [B*T][H][dh]; query head h reads KV head h / (H/Hk).  att [B][H][T][T]
+ * keeps the probabilities: query row i of block [i0, i1) (see ATT_BLOCK)
+ * over keys 0..i1-1, zero past i; the rest of the row is not used.
+ *
+ * The queries go in blocks of ATT_BLOCK, and block [i0, i1) multiplies with
+ * keys 0..i1-1 only: the products skip the masked upper triangle but for the
+ * blocks on the diagonal (at T = 512, 56% of the full T x T work).
  */
 static void
 attention_forward(float *out, float *att, const float *q, const float *k,
@@ -504,34 +828,33 @@ attention_forward(float *out, float *att, const float *q, const float *k,
 			const float *qb = q + (size_t)b * T * hd + h * dh;
 			const float *kb = k + (size_t)b * T * kvd + (h / group) * dh;
 			const float *vb = v + (size_t)b * T * kvd + (h / group) * dh;
+			float *ob = out + (size_t)b * T * hd + h * dh;
 			float *P = att + ((size_t)b * H + h) * T * T;
-			/* P [T][T] = q k^T * scale, then a causal softmax per row */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh,
-			    scale, qb, hd, kb, kvd, 0.0f, P, T);
-			for (int i = 0; i < T; i++) {
-				float *row = P + (size_t)i * T, mx = row[0];
-				double sum = 0;
-				for (int j = 1; j <= i; j++)
-					if (row[j] > mx)
-						mx = row[j];
-				for (int j = 0; j <= i; j++) {
-					row[j] = expf(row[j] - mx);
-					sum += row[j];
+			for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+				int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, nb = i1 - i0;
+				float *Pb = P + (size_t)i0 * T;
+				/* Pb [nb][i1] = q [i0:i1] k [0:i1]^T * scale, then a causal
+				 * softmax per row */
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, i1, dh,
+				    scale, qb + (size_t)i0 * hd, hd, kb, kvd, 0.0f, Pb, T);
+				for (int i = i0; i < i1; i++) {
+					float *row = P + (size_t)i * T;
+					float mx = kern.max(row, i + 1);
+					float inv = (float)(1.0 / kern.exp_sum(row, row, i + 1, mx));
+					for (int j = 0; j <= i; j++)
+						row[j] *= inv;
+					for (int j = i + 1; j < i1; j++)
+						row[j] = 0.0f;
 				}
-				float inv = (float)(1.0 / sum);
-				for (int j = 0; j <= i; j++)
-					row[j] *= inv;
-				for (int j = i + 1; j < T; j++)
-					row[j] = 0.0f;
+				/* out [i0:i1] = Pb v [0:i1] */
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, i1,
+				    1.0f, Pb, T, vb, kvd, 0.0f, ob + (size_t)i0 * hd, hd);
 			}
-			/* out [T][dh] = P v */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T,
-			    1.0f, P, T, vb, kvd, 0.0f, out + (size_t)b * T * hd + h * dh, hd);
 		}
 }
 
 /* dq [B*T][H][dh] = ...; dk, dv [B*T][Hk][dh] zeroed here then accumulated
- * over the heads of each group.  datt is [T][T] scratch. */
+ * over the heads of each group.  datt is [ATT_BLOCK][T] scratch. */
 static void
 attention_backward(float *dq, float *dk, float *dv, float *datt, const float *dout,
     const float *att, const float *q, const float *k, const float *v,
@@ -547,54 +870,78 @@ attention_backward(float *dq, float *dk, float *dv, float *datt, const float *do
 			size_t qo = (size_t)b * T * hd + h * dh;
 			size_t ko = (size_t)b * T * kvd + (h / group) * dh;
 			const float *P = att + ((size_t)b * H + h) * T * T;
-			/* dP [T][T] = dout v^T;  dv += P^T dout */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, dh,
-			    1.0f, dout + qo, hd, v + ko, kvd, 0.0f, datt, T);
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T,
-			    1.0f, P, T, dout + qo, hd, 1.0f, dv + ko, kvd);
-			/* softmax backward: dS = P (dP - sum_j P dP), causal part only */
-			for (int i = 0; i < T; i++) {
-				const float *p = P + (size_t)i * T;
-				float *d = datt + (size_t)i * T;
-				double dot = 0;
-				for (int j = 0; j <= i; j++)
-					dot += (double)p[j] * d[j];
-				for (int j = 0; j <= i; j++)
-					d[j] = p[j] * (d[j] - (float)dot);
-				for (int j = i + 1; j < T; j++)
-					d[j] = 0.0f;
+			for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+				int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, nb = i1 - i0;
+				const float *Pb = P + (size_t)i0 * T;
+				size_t qi = qo + (size_t)i0 * hd;
+				/* dP [nb][i1] = dout [i0:i1] v [0:i1]^T;  dv [0:i1] += Pb^T dout [i0:i1] */
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, i1, dh,
+				    1.0f, dout + qi, hd, v + ko, kvd, 0.0f, datt, T);
+				cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, dh, nb,
+				    1.0f, Pb, T, dout + qi, hd, 1.0f, dv + ko, kvd);
+				/* softmax backward: dS = P (dP - sum_j P dP), causal part only */
+				for (int i = i0; i < i1; i++) {
+					const float *p = P + (size_t)i * T;
+					float *d = datt + (size_t)(i - i0) * T;
+					float dot = (float)kern.dot(p, d, i + 1);
+					for (int j = 0; j <= i; j++)
+						d[j] = p[j] * (d[j] - dot);
+					for (int j = i + 1; j < i1; j++)
+						d[j] = 0.0f;
+				}
+				/* dq [i0:i1] = dS k [0:i1] * scale;  dk [0:i1] += dS^T q [i0:i1] * scale */
+				cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, dh, i1,
+				    scale, datt, T, k + ko, kvd, 0.0f, dq + qi, hd);
+				cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, dh, nb,
+				    scale, datt, T, q + qi, hd, 1.0f, dk + ko, kvd);
 			}
-			/* dq = dS k * scale;  dk += dS^T q * scale */
-			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, dh, T,
-			    scale, datt, T, k + ko, kvd, 0.0f, dq + qo, hd);
-			cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, dh, T,
-			    scale, datt, T, q + qo, hd, 1.0f, dk + ko, kvd);
 		}
 }
 
-static float
-silu(float x)
+/*
+ * Cross-entropy forward over logits [N][V]: for each row n with a target
+ * (targets[n] >= 0), e [n][V] = exp(logits - row max) and expsum [n] = its sum,
+ * kept for the backward, so each logit's exp is taken once.  Returns the sum
+ * of the scored rows' losses, log(expsum) + max - logit of the target.
+ * Float exp, double sum: the loss of a row of 4096 logits to 1e-7.
+ */
+static double
+cross_entropy_forward(float *e, float *expsum, const float *logits, const int *targets,
+    int N, int V, int *n_scored)
 {
-	return x / (1.0f + expf(-x));
+	double sum = 0;
+
+	for (int n = 0; n < N; n++) {
+		int y = targets[n];
+		if (y < 0)
+			continue;
+		const float *lg = logits + (size_t)n * V;
+		float mx = kern.max(lg, V);
+		double z = kern.exp_sum(e + (size_t)n * V, lg, V, mx);
+		expsum[n] = (float)z;
+		sum += log(z) + mx - lg[y];
+		(*n_scored)++;
+	}
+	return sum;
 }
 
-/* act [N][ff] = silu(gate) * up */
+/* d(mean loss)/d(logits) [N][V] in place over e of the forward:
+ * (softmax - onehot) / n_scored on scored rows, 0 elsewhere. */
 static void
-swiglu_forward(float *act, const float *gate, const float *up, size_t n)
+cross_entropy_backward(float *e, const float *expsum, const int *targets, int N, int V,
+    int n_scored)
 {
-	for (size_t i = 0; i < n; i++)
-		act[i] = silu(gate[i]) * up[i];
-}
-
-/* dgate, dup [N][ff] from dact */
-static void
-swiglu_backward(float *dgate, float *dup, const float *dact, const float *gate,
-    const float *up, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		float sg = 1.0f / (1.0f + expf(-gate[i]));
-		dup[i] = dact[i] * gate[i] * sg;
-		dgate[i] = dact[i] * up[i] * sg * (1.0f + gate[i] * (1.0f - sg));
+	for (int n = 0; n < N; n++) {
+		float *dl = e + (size_t)n * V;
+		int y = targets[n];
+		if (y < 0 || !n_scored) {
+			memset(dl, 0, V * sizeof(float));
+			continue;
+		}
+		float inv = 1.0f / n_scored, scale = inv / expsum[n];
+		for (int i = 0; i < V; i++)
+			dl[i] *= scale;
+		dl[y] -= inv;
 	}
 }
 
@@ -683,6 +1030,7 @@ sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
 		return sa_fail(SA_EUSAGE, "batch %dx%d exceeds the activations' %dx%d", B, T, a->Bmax, a->Tmax);
 	if ((rc = side_bufs(a, side)) != SA_OK)
 		return rc;
+	kern_init();
 	a->B = B;
 	a->T = T;
 	for (int n = 0; n < N; n++) {
@@ -713,7 +1061,7 @@ sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
 		rmsnorm_forward(L->xn2, L->rstd2, L->mid, W->ffn_norm, N, d, c->norm_eps);
 		linear_forward(a, side, l, SA_MAT_GATE, L->gate, L->xn2, W->w[SA_MAT_GATE], N, d, ff);
 		linear_forward(a, side, l, SA_MAT_UP, L->up, L->xn2, W->w[SA_MAT_UP], N, d, ff);
-		swiglu_forward(L->act, L->gate, L->up, (size_t)N * ff);
+		kern.swiglu_forward(L->act, L->gate, L->up, (size_t)N * ff);
 		linear_forward(a, side, l, SA_MAT_DOWN, res_next, L->act, W->w[SA_MAT_DOWN], N, ff, d);
 		for (size_t i = 0; i < (size_t)N * d; i++)
 			res_next[i] += L->mid[i];
@@ -722,81 +1070,60 @@ sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
 	matmul_forward(a->logits, a->xnf, t->output, N, d, V);
 
 	/* mean cross-entropy over the scored positions */
-	double sum = 0;
 	a->n_scored = 0;
-	for (int n = 0; n < N; n++) {
-		int y = a->targets[n];
-		if (y < 0)
-			continue;
-		const float *lg = a->logits + (size_t)n * V;
-		float mx = lg[0];
-		for (int i = 1; i < V; i++)
-			if (lg[i] > mx)
-				mx = lg[i];
-		double z = 0;
-		for (int i = 0; i < V; i++)
-			z += exp((double)lg[i] - mx);
-		sum += log(z) + mx - lg[y];
-		a->n_scored++;
-	}
+	double sum = cross_entropy_forward(a->dlogits, a->expsum, a->logits, a->targets, N, V,
+	    &a->n_scored);
 	if (loss)
 		*loss = a->n_scored ? (float)(sum / a->n_scored) : 0.0f;
 	return SA_OK;
 }
 
+/* The gradient of parameter x in grads, a block laid out as t->params. */
+static float *
+grad_of(const sa_tmodel *t, float *grads, const float *x)
+{
+	return grads ? grads + (x - t->params) : NULL;
+}
+
 int
 sa_tmodel_backward(sa_tmodel *t, sa_tact *a, const sa_tside *side, int weight_grads)
+{
+	return sa_tmodel_backward_into(t, a, side, weight_grads ? t->grads : NULL);
+}
+
+int
+sa_tmodel_backward_into(const sa_tmodel *t, sa_tact *a, const sa_tside *side, float *grads)
 {
 	const sa_config *c = &t->cfg;
 	int d = c->d_model, H = c->n_head, Hk = c->n_head_kv, dh = c->d_head;
 	int hd = H * dh, kv = Hk * dh, ff = c->d_ff, V = c->n_vocab;
 	int B = a->B, T = a->T, N = B * T;
-	int wg = weight_grads && t->grads;
 
-	/* dlogits = (softmax - onehot) / n_scored on scored rows, 0 elsewhere;
-	 * written over the logits, which backward no longer needs. */
-	for (int n = 0; n < N; n++) {
-		float *lg = a->logits + (size_t)n * V;
-		int y = a->targets[n];
-		if (y < 0 || !a->n_scored) {
-			memset(lg, 0, V * sizeof(float));
-			continue;
-		}
-		float mx = lg[0];
-		for (int i = 1; i < V; i++)
-			if (lg[i] > mx)
-				mx = lg[i];
-		double z = 0;
-		for (int i = 0; i < V; i++)
-			z += exp((double)lg[i] - mx);
-		float inv = 1.0f / a->n_scored;
-		for (int i = 0; i < V; i++)
-			lg[i] = (float)(exp((double)lg[i] - mx) / z) * inv;
-		lg[y] -= inv;
-	}
+	kern_init();
+	cross_entropy_backward(a->dlogits, a->expsum, a->targets, N, V, a->n_scored);
 	/* output projection and final norm */
 	memset(a->dxn, 0, (size_t)N * d * sizeof(float));
-	matmul_backward(a->dxn, wg ? t->goutput : NULL, a->logits, a->xnf, t->output, N, d, V, 0);
+	matmul_backward(a->dxn, grad_of(t, grads, t->output), a->dlogits, a->xnf, t->output,
+	    N, d, V, 0);
 	memset(a->dres, 0, (size_t)N * d * sizeof(float));
-	rmsnorm_backward(a->dres, wg ? t->gout_norm : NULL, a->dxn, a->res_out, a->rstdf,
+	rmsnorm_backward(a->dres, grad_of(t, grads, t->out_norm), a->dxn, a->res_out, a->rstdf,
 	    t->out_norm, N, d);
 
 	for (int l = c->n_layer - 1; l >= 0; l--) {
 		tlayer_act *L = &a->L[l];
 		const sa_tlayer *W = &t->layers[l];
-		sa_tlayer *G = wg ? &t->glayers[l] : NULL;
-#define GW(m) (G ? G->w[m] : NULL)
+#define GW(m) grad_of(t, grads, W->w[m])
 		/* FFN: res_next = mid + down(act); dres holds d(res_next) */
 		float *dact = a->dff1, *dgate = a->dff2, *dup = a->dff3;
 		linear_backward(a, side, l, SA_MAT_DOWN, dact, GW(SA_MAT_DOWN), a->dres, L->act,
 		    W->w[SA_MAT_DOWN], N, ff, d, 0);
-		swiglu_backward(dgate, dup, dact, L->gate, L->up, (size_t)N * ff);
+		kern.swiglu_backward(dgate, dup, dact, L->gate, L->up, (size_t)N * ff);
 		linear_backward(a, side, l, SA_MAT_GATE, a->dxn, GW(SA_MAT_GATE), dgate, L->xn2,
 		    W->w[SA_MAT_GATE], N, d, ff, 0);
 		linear_backward(a, side, l, SA_MAT_UP, a->dxn, GW(SA_MAT_UP), dup, L->xn2,
 		    W->w[SA_MAT_UP], N, d, ff, 1);
 		/* dres now becomes d(mid): the residual passes straight through */
-		rmsnorm_backward(a->dres, G ? G->ffn_norm : NULL, a->dxn, L->mid, L->rstd2,
+		rmsnorm_backward(a->dres, grad_of(t, grads, W->ffn_norm), a->dxn, L->mid, L->rstd2,
 		    W->ffn_norm, N, d);
 		/* attention: mid = res + o(ao) */
 		linear_backward(a, side, l, SA_MAT_O, a->dao, GW(SA_MAT_O), a->dres, L->ao,
@@ -811,13 +1138,13 @@ sa_tmodel_backward(sa_tmodel *t, sa_tact *a, const sa_tside *side, int weight_gr
 		    W->w[SA_MAT_K], N, d, kv, 1);
 		linear_backward(a, side, l, SA_MAT_V, a->dxn, GW(SA_MAT_V), a->dv, L->xn1,
 		    W->w[SA_MAT_V], N, d, kv, 1);
-		rmsnorm_backward(a->dres, G ? G->attn_norm : NULL, a->dxn, L->res, L->rstd1,
+		rmsnorm_backward(a->dres, grad_of(t, grads, W->attn_norm), a->dxn, L->res, L->rstd1,
 		    W->attn_norm, N, d);
 #undef GW
 	}
-	if (wg)
+	if (grads)
 		for (int n = 0; n < N; n++) {
-			float *g = t->gtok_embd + (size_t)a->tokens[n] * d;
+			float *g = grad_of(t, grads, t->tok_embd) + (size_t)a->tokens[n] * d;
 			const float *dr = a->dres + (size_t)n * d;
 			for (int i = 0; i < d; i++)
 				g[i] += dr[i];
@@ -849,6 +1176,269 @@ sa_l2norm(const float *x, size_t n)
 	for (size_t i = 0; i < n; i++)
 		s += (double)x[i] * x[i];
 	return sqrt(s);
+}
+
+/* --------------------------------------------------- data parallelism */
+
+/*
+ * Workers that take whole items (micro-batches, episodes) of a training step
+ * in turn, each with single-threaded BLAS.  With BLAS splitting each product
+ * instead, the loops between products (softmax, norms, RoPE, SwiGLU, the
+ * cross-entropy) ran on one core while BLAS's threads spun on the others,
+ * and the many small products (attention per head, an episode's queries)
+ * split badly.
+ *
+ * Items are taken in order.  Each computes into a zeroed gradient buffer,
+ * which is added into the step's gradient once every earlier item's has
+ * been: the sum is ((g0 + g1) + g2) + ... whatever the number of workers
+ * and whoever ran what, so the result does not depend on it.  There are
+ * two buffers per worker, so a worker that finished ahead of an earlier
+ * item can go on with the next one.
+ */
+struct sa_tworkers {
+	int n_workers;
+	size_t n_grads;
+	pthread_t *tid;            /* [n_workers - 1]; the caller is worker 0 */
+	pthread_mutex_t mu;
+	pthread_cond_t wake;       /* a run starts, or the workers stop */
+	pthread_cond_t changed;    /* an item was added, or a worker left the run */
+	unsigned run;              /* number of the current run */
+	int stop;
+	float **bufs;              /* [n_bufs][n_grads], two per worker */
+	float **free_bufs;         /* [n_bufs]: the first n_free are unused */
+	int n_bufs, n_free;
+	/* the current run */
+	sa_titem_fn fn;
+	void *ctx;
+	int n_items, next_item, next_add, adding, in_run;
+	float *sum;                /* [n_grads] the step's gradient; NULL: none */
+	float **done;              /* [n_items]: finished items' buffers, until added */
+	int done_cap;
+	int rc;                    /* the first failure */
+	char msg[1024];
+};
+
+typedef struct worker_arg {
+	sa_tworkers *w;
+	int worker;
+} worker_arg;
+
+static void
+add_floats(float *sum, const float *x, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		sum[i] += x[i];
+}
+
+/* Add finished items to the sum in item order, as far as they go.  One
+ * thread adds at a time; the others leave theirs to it.  Called and
+ * returns with w->mu held. */
+static void
+add_done(sa_tworkers *w)
+{
+	while (!w->adding && w->next_add < w->n_items && w->done[w->next_add]) {
+		float *buf = w->done[w->next_add];
+		w->adding = 1;
+		pthread_mutex_unlock(&w->mu);
+		add_floats(w->sum, buf, w->n_grads);
+		pthread_mutex_lock(&w->mu);
+		w->done[w->next_add++] = NULL;
+		w->free_bufs[w->n_free++] = buf;
+		w->adding = 0;
+		pthread_cond_broadcast(&w->changed);
+	}
+}
+
+/* Take and run items until none is left or one failed.  With w->mu held. */
+static void
+work(sa_tworkers *w, int worker)
+{
+	for (;;) {
+		float *buf = NULL;
+		while (w->rc == SA_OK && w->next_item < w->n_items && w->sum && !w->n_free)
+			pthread_cond_wait(&w->changed, &w->mu);
+		if (w->rc != SA_OK || w->next_item == w->n_items)
+			return;
+		if (w->sum)
+			buf = w->free_bufs[--w->n_free];
+		int item = w->next_item++;
+		pthread_mutex_unlock(&w->mu);
+		if (buf)
+			memset(buf, 0, w->n_grads * sizeof(float));
+		int rc = w->fn(w->ctx, worker, item, buf);
+		pthread_mutex_lock(&w->mu);
+		if (rc != SA_OK) {
+			if (w->rc == SA_OK) {
+				w->rc = rc;
+				snprintf(w->msg, sizeof w->msg, "%s", sa_error());
+			}
+			if (buf)
+				w->free_bufs[w->n_free++] = buf;
+			pthread_cond_broadcast(&w->changed);
+			return;
+		}
+		if (buf) {
+			w->done[item] = buf;
+			add_done(w);
+		}
+	}
+}
+
+static void *
+worker_main(void *p)
+{
+	worker_arg *arg = p;
+	sa_tworkers *w = arg->w;
+	unsigned seen = 0;
+
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (w->run == seen && !w->stop)
+			pthread_cond_wait(&w->wake, &w->mu);
+		if (w->stop)
+			break;
+		seen = w->run;
+		work(w, arg->worker);
+		w->in_run--;
+		pthread_cond_broadcast(&w->changed);
+	}
+	pthread_mutex_unlock(&w->mu);
+	free(arg);
+	return NULL;
+}
+
+int
+sa_tworkers_new(sa_tworkers **out, int n_workers, size_t n_grads)
+{
+	sa_tworkers *w;
+	sigset_t all, old;
+
+	*out = NULL;
+	if (n_workers <= 0)
+		n_workers = sa_get_threads();
+	if (!(w = sa_calloc(1, sizeof *w)))
+		return SA_EINTERNAL;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->wake, NULL);
+	pthread_cond_init(&w->changed, NULL);
+	w->n_workers = 1;
+	w->n_grads = n_grads;
+	if (n_grads) {
+		int nb = 2 * n_workers;
+		if (!(w->bufs = sa_calloc(nb, sizeof *w->bufs)) ||
+		    !(w->free_bufs = sa_calloc(nb, sizeof *w->free_bufs)))
+			goto oom;
+		w->n_bufs = nb;
+		for (int i = 0; i < nb; i++) {
+			if (!(w->bufs[i] = sa_malloc(n_grads * sizeof(float))))
+				goto oom;
+			w->free_bufs[w->n_free++] = w->bufs[i];
+		}
+	}
+	if (n_workers > 1 && !(w->tid = sa_calloc(n_workers - 1, sizeof *w->tid)))
+		goto oom;
+	/* signals go to the caller's thread, where the tools handle them */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	for (int i = 1; i < n_workers; i++) {
+		worker_arg *arg = malloc(sizeof *arg);
+		if (!arg)
+			break;
+		arg->w = w;
+		arg->worker = i;
+		if (pthread_create(&w->tid[i - 1], NULL, worker_main, arg)) {
+			free(arg);
+			break;
+		}
+		w->n_workers++;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (w->n_workers < n_workers) {
+		sa_tworkers_free(w);
+		return sa_fail(SA_EINTERNAL, "cannot start %d training threads", n_workers);
+	}
+	*out = w;
+	return SA_OK;
+oom:
+	sa_tworkers_free(w);
+	return SA_EINTERNAL;
+}
+
+void
+sa_tworkers_free(sa_tworkers *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->mu);
+	w->stop = 1;
+	pthread_cond_broadcast(&w->wake);
+	pthread_mutex_unlock(&w->mu);
+	for (int i = 0; i < w->n_workers - 1; i++)
+		pthread_join(w->tid[i], NULL);
+	for (int i = 0; i < w->n_bufs; i++)
+		free(w->bufs[i]);
+	free(w->bufs);
+	free(w->free_bufs);
+	free(w->done);
+	free(w->tid);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->wake);
+	pthread_cond_destroy(&w->changed);
+	free(w);
+}
+
+int
+sa_tworkers_count(const sa_tworkers *w)
+{
+	return w->n_workers;
+}
+
+int
+sa_tworkers_run(sa_tworkers *w, sa_titem_fn fn, void *ctx, int n_items, float *grads)
+{
+	int rc;
+
+	if (n_items <= 0)
+		return SA_OK;
+	if (!w->n_grads)
+		grads = NULL;
+	if (n_items > w->done_cap) {
+		float **done = sa_calloc(n_items, sizeof *done);
+		if (!done)
+			return SA_EINTERNAL;
+		free(w->done);
+		w->done = done;
+		w->done_cap = n_items;
+	}
+	/* each worker's products on its own core; BLAS gets the threads back after */
+	openblas_set_num_threads(1);
+	pthread_mutex_lock(&w->mu);
+	w->fn = fn;
+	w->ctx = ctx;
+	w->n_items = n_items;
+	w->next_item = w->next_add = 0;
+	w->sum = grads;
+	w->rc = SA_OK;
+	w->in_run = w->n_workers;
+	w->run++;
+	pthread_cond_broadcast(&w->wake);
+	work(w, 0);
+	w->in_run--;
+	while (w->in_run)
+		pthread_cond_wait(&w->changed, &w->mu);
+	/* every finished item is added by now (the adding thread takes the ones
+	 * finished while it added); after a failure, some may be left */
+	rc = w->rc;
+	for (int i = 0; i < n_items; i++)
+		if (w->done[i]) {
+			w->free_bufs[w->n_free++] = w->done[i];
+			w->done[i] = NULL;
+		}
+	pthread_mutex_unlock(&w->mu);
+	openblas_set_num_threads(sa_get_threads());
+	if (rc != SA_OK)
+		return sa_fail(rc, "%s", w->msg);
+	return SA_OK;
 }
 
 /* ------------------------------------------------------------- saving */

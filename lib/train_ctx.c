@@ -15,7 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "sa.h"
+#include "train_impl.h"
 
 struct sa_tctx {
 	int n_layer, Hk, dh, r, C;
@@ -166,6 +169,7 @@ sigmoidf_(float x)
 /*
  * The state of (l, m) over the whole stream.  Q [Hk][r][dh], g [Hk][dh],
  * b [Hk][r]; result in sa_tctx_state().  Saves A, S, gate, h_prev per chunk.
+ * The r queries of a head meet a chunk's keys and values in two products.
  */
 int
 sa_tctx_forward(sa_tctx *c, int l, int m, const float *Q, const float *g, const float *b)
@@ -182,36 +186,28 @@ sa_tctx_forward(sa_tctx *c, int l, int m, const float *Q, const float *g, const 
 		int t0 = c->chunk_start[ci], n = c->chunk_len[ci];
 		for (int hh = 0; hh < Hk; hh++) {
 			size_t o = (size_t)ci * Hk + hh;
-			float *A = c->A[i] + o * r * C;          /* [r][C] */
+			float *A = c->A[i] + o * r * C;          /* [r][C], n used */
 			float *S = c->S[i] + o * r * dh;         /* [r][dh] */
 			float *a = c->gate[i] + o * r;           /* [r] */
 			float *hp = c->hprev[i] + o * r * dh;    /* [r][dh] */
 			float *hs = h + (size_t)hh * r * dh;     /* [r][dh] */
-			const float *Kc = c->K[l] + (size_t)t0 * kvd + hh * dh;
+			const float *Qh = Q + (size_t)hh * r * dh;
+			const float *Kc = c->K[l] + (size_t)t0 * kvd + hh * dh;   /* [n][dh], rows kvd apart */
 			const float *Vc = c->V[l] + (size_t)t0 * kvd + hh * dh;
+			/* A [r][n] = softmax(Qh Kc^T * scale) by rows */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r, n, dh,
+			    scale, Qh, dh, Kc, kvd, 0.0f, A, C);
 			for (int j = 0; j < r; j++) {
-				const float *q = Q + ((size_t)hh * r + j) * dh;
-				float *Aj = A + (size_t)j * C, mx = -INFINITY;
-				for (int t = 0; t < n; t++) {
-					float s = 0;
-					for (int d = 0; d < dh; d++)
-						s += q[d] * Kc[(size_t)t * kvd + d];
-					Aj[t] = s * scale;
-					if (Aj[t] > mx)
-						mx = Aj[t];
-				}
-				float sum = 0;
-				for (int t = 0; t < n; t++) {
-					Aj[t] = expf(Aj[t] - mx);
-					sum += Aj[t];
-				}
+				float *Aj = A + (size_t)j * C;
+				float inv = (float)(1.0 / sa_train_exp_sum(Aj, Aj, n, sa_train_max(Aj, n)));
 				for (int t = 0; t < n; t++)
-					Aj[t] /= sum;
-				float *Sj = S + (size_t)j * dh;
-				memset(Sj, 0, dh * sizeof(float));
-				for (int t = 0; t < n; t++)
-					for (int d = 0; d < dh; d++)
-						Sj[d] += Aj[t] * Vc[(size_t)t * kvd + d];
+					Aj[t] *= inv;
+			}
+			/* S [r][dh] = A Vc */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, dh, n,
+			    1.0f, A, C, Vc, kvd, 0.0f, S, dh);
+			for (int j = 0; j < r; j++) {
+				const float *Sj = S + (size_t)j * dh;
 				float z = b[(size_t)hh * r + j];
 				for (int d = 0; d < dh; d++)
 					z += g[(size_t)hh * dh + d] * Sj[d];
@@ -243,15 +239,16 @@ sa_tctx_backward(sa_tctx *c, int l, int m, const float *Q, const float *g,
 	size_t i = (size_t)l * SA_NMAT + m;
 	int Hk = c->Hk, r = c->r, dh = c->dh, C = c->C, kvd = Hk * dh;
 	float scale = 1.0f / sqrtf((float)dh);
-	float *dhs = sa_malloc((size_t)r * dh * sizeof(float));
-	float *dS = sa_malloc((size_t)dh * sizeof(float));
-	float *dA = sa_malloc((size_t)C * sizeof(float));
+	float *dhs = sa_malloc((size_t)r * dh * sizeof(float));   /* [r][dh] d(state) */
+	float *dS = sa_malloc((size_t)r * dh * sizeof(float));    /* [r][dh] */
+	float *dA = sa_malloc((size_t)r * C * sizeof(float));     /* [r][C] */
 
 	if (!dhs || !dS || !dA) {
 		free(dhs); free(dS); free(dA);
 		return SA_EINTERNAL;
 	}
 	for (int hh = 0; hh < Hk; hh++) {
+		float *dQh = dQ + (size_t)hh * r * dh;
 		memcpy(dhs, dh_final + (size_t)hh * r * dh, (size_t)r * dh * sizeof(float));
 		for (int ci = c->n_chunks - 1; ci >= 0; ci--) {
 			int t0 = c->chunk_start[ci], n = c->chunk_len[ci];
@@ -263,7 +260,7 @@ sa_tctx_backward(sa_tctx *c, int l, int m, const float *Q, const float *g,
 			const float *Kc = c->K[l] + (size_t)t0 * kvd + hh * dh;
 			const float *Vc = c->V[l] + (size_t)t0 * kvd + hh * dh;
 			for (int j = 0; j < r; j++) {
-				float *dhj = dhs + (size_t)j * dh;
+				float *dhj = dhs + (size_t)j * dh, *dSj = dS + (size_t)j * dh;
 				const float *Sj = S + (size_t)j * dh, *hpj = hp + (size_t)j * dh;
 				/* h = a h_prev + S: dS = dh, da = <dh, h_prev>, dh_prev = a dh */
 				float da = 0;
@@ -272,27 +269,25 @@ sa_tctx_backward(sa_tctx *c, int l, int m, const float *Q, const float *g,
 				float dz = da * a[j] * (1 - a[j]);
 				db[(size_t)hh * r + j] += dz;
 				for (int d = 0; d < dh; d++) {
-					dS[d] = dhj[d] + dz * g[(size_t)hh * dh + d];
+					dSj[d] = dhj[d] + dz * g[(size_t)hh * dh + d];
 					dg[(size_t)hh * dh + d] += dz * Sj[d];
 					dhj[d] *= a[j];
 				}
-				/* S = A V: dA = dS V^T; softmax backward; dQ += dlogits K * scale */
-				const float *Aj = A + (size_t)j * C;
-				float dot = 0;
-				for (int t = 0; t < n; t++) {
-					float s = 0;
-					for (int d = 0; d < dh; d++)
-						s += dS[d] * Vc[(size_t)t * kvd + d];
-					dA[t] = s;
-					dot += s * Aj[t];
-				}
-				float *dq = dQ + ((size_t)hh * r + j) * dh;
-				for (int t = 0; t < n; t++) {
-					float dl = Aj[t] * (dA[t] - dot) * scale;
-					for (int d = 0; d < dh; d++)
-						dq[d] += dl * Kc[(size_t)t * kvd + d];
-				}
 			}
+			/* S = A V: dA [r][n] = dS Vc^T, then the softmax backward to
+			 * d(logits) * scale in place */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r, n, dh,
+			    1.0f, dS, dh, Vc, kvd, 0.0f, dA, C);
+			for (int j = 0; j < r; j++) {
+				const float *Aj = A + (size_t)j * C;
+				float *dAj = dA + (size_t)j * C;
+				float dot = (float)sa_train_dot(dAj, Aj, n);
+				for (int t = 0; t < n; t++)
+					dAj[t] = Aj[t] * (dAj[t] - dot) * scale;
+			}
+			/* dQh [r][dh] += dA Kc */
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, dh, n,
+			    1.0f, dA, C, Kc, kvd, 1.0f, dQh, dh);
 		}
 	}
 	(void)Q;

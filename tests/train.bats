@@ -61,6 +61,29 @@ setup() {
 	cmp a.gguf b.gguf
 }
 
+@test "a data-parallel step gives the same gradient bits on 1, 2 or 3 workers" {
+	run tests/unit/test_trainworkers
+	assert_success
+	assert_output --partial " 0 failed"
+}
+
+@test "sa-train gives the same bytes with 1 and 2 threads (pretraining and adapter training)" {
+	cd "$BATS_TEST_TMPDIR"
+	P="${TINY% -t 1 -q} --steps 6 --eval-every 3 -q"
+	"$OLDPWD"/bin/sa-train $P -t 1 -o p1.gguf
+	"$OLDPWD"/bin/sa-train $P -t 2 -o p2.gguf
+	cmp p1.gguf p2.gguf
+	cmp p1.gguf.ckpt/state.gguf p2.gguf.ckpt/state.gguf
+	# the evaluations too: the logs differ in speed only
+	diff <(sed 's/,"tok_per_s".*//' p1.gguf.ckpt/log.jsonl) <(sed 's/,"tok_per_s".*//' p2.gguf.ckpt/log.jsonl)
+	"$OLDPWD"/tests/helpers/mkmodel --dim 32 --layers 2 --heads 4 --kv-heads 2 --ctx 32 -o base.gguf
+	A="--adapter -m base.gguf --pool $D/pool --text $D/text.txt --mix 0.2,0,0.8 --kmin 2 --kmax 12 --rank 4 --chunk 8 --steps 4 --batch-tokens 512 --eval-every 2 -q"
+	"$OLDPWD"/bin/sa-train $A -t 1 -o a1.gguf
+	"$OLDPWD"/bin/sa-train $A -t 2 -o a2.gguf
+	cmp a1.gguf a2.gguf
+	diff <(sed 's/,"tok_per_s".*//' a1.gguf.ckpt/log.jsonl) <(sed 's/,"tok_per_s".*//' a2.gguf.ckpt/log.jsonl)
+}
+
 @test "SIGTERM saves a checkpoint, leaves no temporary file, and the run resumes" {
 	cd "$BATS_TEST_TMPDIR"
 	"$OLDPWD"/bin/sa-train $TINY --steps 100000 --ckpt-every 100000 -o s.gguf &

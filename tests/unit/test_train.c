@@ -35,7 +35,7 @@ typedef struct problem {
 	sa_tmodel *t;
 	sa_tact *a;
 	sa_tside *side;
-	int tokens[2 * 7], targets[2 * 7];
+	int tokens[150], targets[150];
 	int B, T;
 } problem;
 
@@ -87,17 +87,18 @@ check_direction(problem *p, float *x, const float *g, size_t n, const char *what
 	free(x0);
 }
 
+/* B sequences of T tokens, B * T <= 150 */
 static void
-build(problem *p, int tied, int Hk)
+build_bt(problem *p, int tied, int Hk, int B, int T)
 {
 	sa_config c = {
 		.arch = SA_ARCH_LLAMA, .n_layer = 2, .d_model = 16, .n_head = 4,
-		.n_head_kv = Hk, .d_head = 4, .d_ff = 24, .n_vocab = 37, .n_ctx = 16,
+		.n_head_kv = Hk, .d_head = 4, .d_ff = 24, .n_vocab = 37, .n_ctx = 160,
 		.rope_dim = 4, .rope_base = 10000, .norm_eps = 1e-5f,
 	};
 	memset(p, 0, sizeof *p);
-	p->B = 2;
-	p->T = 7;
+	p->B = B;
+	p->T = T;
 	CHECK_OK(sa_tmodel_new(&p->t, &c, tied, 7));
 	CHECK_OK(sa_tact_new(&p->a, &c, p->B, p->T));
 	/* larger weights than the training init, so the loss has curvature to test */
@@ -111,6 +112,12 @@ build(problem *p, int tied, int Hk)
 		p->tokens[i] = (int)((urand() + 1) * 18) % 37;
 		p->targets[i] = i % 3 == 0 ? -1 : (int)((urand() + 1) * 18) % 37;
 	}
+}
+
+static void
+build(problem *p, int tied, int Hk)
+{
+	build_bt(p, tied, Hk, 2, 7);
 }
 
 static void
@@ -154,6 +161,29 @@ test_base(int tied, int Hk)
 	}
 	/* the whole model at once */
 	check_direction(&p, p.t->params, p.t->grads, p.t->n_params, "all parameters");
+	free_problem(&p);
+}
+
+/* One sequence longer than two blocks of the causal attention: the
+ * projections that feed it and the whole model. */
+static void
+test_long(void)
+{
+	problem p;
+	char what[64];
+
+	build_bt(&p, 1, 2, 1, 150);
+	CHECK_OK(sa_tmodel_want_grads(p.t, 1));
+	grads(&p, 1);
+	const sa_config *c = &p.t->cfg;
+	for (int l = 0; l < c->n_layer; l++)
+		for (int m = SA_MAT_Q; m <= SA_MAT_O; m++) {
+			int dout, din;
+			sa_tmodel_mat_dims(c, m, &dout, &din);
+			snprintf(what, sizeof what, "layer %d %s (150 tokens)", l, sa_mat_name(m));
+			check_direction(&p, p.t->layers[l].w[m], p.t->glayers[l].w[m], (size_t)dout * din, what);
+		}
+	check_direction(&p, p.t->params, p.t->grads, p.t->n_params, "all parameters (150 tokens)");
 	free_problem(&p);
 }
 
@@ -286,6 +316,7 @@ main(void)
 	test_base(0, 4);
 	test_base(1, 2);
 	test_base(0, 1);
+	test_long();
 	test_side();
 	test_ctx();
 	return t_done();

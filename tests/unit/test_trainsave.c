@@ -1,7 +1,8 @@
 /*
  * test_trainsave.c - the training forward and the inference engine compute
  * the same model: a random sa_tmodel saved as F32 GGUF, loaded with
- * sa_model_load, gives the same logits through sa_forward.
+ * sa_model_load, gives the same logits through sa_forward, for a short
+ * prompt and for one longer than two blocks of the causal attention.
  * usage: test_trainsave VOCAB.gguf TMPDIR
  */
 #include <string.h>
@@ -10,11 +11,11 @@
 #include "t.h"
 
 static void
-compare(const char *vocab_path, const char *dir, int tied, int Hk)
+compare(const char *vocab_path, const char *dir, int tied, int Hk, int n)
 {
 	sa_config c = {
 		.arch = SA_ARCH_LLAMA, .n_layer = 2, .d_model = 32, .n_head = 4,
-		.n_head_kv = Hk, .d_head = 8, .d_ff = 48, .n_ctx = 32,
+		.n_head_kv = Hk, .d_head = 8, .d_ff = 48, .n_ctx = 160,
 		.rope_dim = 8, .rope_base = 10000, .norm_eps = 1e-5f,
 	};
 	sa_gguf *vg;
@@ -24,7 +25,7 @@ compare(const char *vocab_path, const char *dir, int tied, int Hk)
 	sa_model *m;
 	sa_state *s;
 	char path[4096];
-	int toks[12];
+	int toks[160];
 	uint64_t r = 9;
 
 	CHECK_OK(sa_gguf_open(&vg, vocab_path));
@@ -39,16 +40,16 @@ compare(const char *vocab_path, const char *dir, int tied, int Hk)
 	snprintf(path, sizeof path, "%s/trained-%d-%d.gguf", dir, tied, Hk);
 	CHECK_OK(sa_tmodel_save(t, vg, SA_TYPE_F32, "t", path));
 	CHECK_OK(sa_model_load(&m, path));
-	for (int i = 0; i < 12; i++)
+	for (int i = 0; i < n; i++)
 		toks[i] = (i * 37 + 5) % c.n_vocab;
-	CHECK_OK(sa_tact_new(&a, &c, 1, 12));
-	CHECK_OK(sa_tmodel_forward(t, a, NULL, toks, NULL, 1, 12, NULL));
+	CHECK_OK(sa_tact_new(&a, &c, 1, n));
+	CHECK_OK(sa_tmodel_forward(t, a, NULL, toks, NULL, 1, n, NULL));
 	const float *ref = sa_tact_logits(a);
-	float *got = malloc((size_t)12 * c.n_vocab * sizeof(float));
+	float *got = malloc((size_t)n * c.n_vocab * sizeof(float));
 	CHECK_OK(sa_state_new(&s, m, 0));
-	CHECK_OK(sa_forward(s, toks, 12, got, 1));
+	CHECK_OK(sa_forward(s, toks, n, got, 1));
 	double maxdiff = 0, maxref = 0;
-	for (size_t i = 0; i < (size_t)12 * c.n_vocab; i++) {
+	for (size_t i = 0; i < (size_t)n * c.n_vocab; i++) {
 		maxdiff = fmax(maxdiff, fabs(got[i] - ref[i]));
 		maxref = fmax(maxref, fabs(ref[i]));
 	}
@@ -70,7 +71,8 @@ main(int argc, char **argv)
 		fprintf(stderr, "usage: test_trainsave VOCAB.gguf TMPDIR\n");
 		return 2;
 	}
-	compare(argv[1], argv[2], 1, 2);
-	compare(argv[1], argv[2], 0, 4);
+	compare(argv[1], argv[2], 1, 2, 12);
+	compare(argv[1], argv[2], 0, 4, 12);
+	compare(argv[1], argv[2], 1, 2, 150);
 	return t_done();
 }
