@@ -45,15 +45,6 @@
 
 #include "../../bin/tool.h"
 
-static double
-now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int
 cmp_double(const void *a, const void *b)
 {
