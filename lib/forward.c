@@ -28,6 +28,7 @@
 #include <cblas.h>
 
 #include "sa.h"
+#include "expf_impl.h"
 #include "kernels_impl.h"
 #include "model_impl.h"
 
@@ -243,42 +244,6 @@ rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 		out[i] = (x[i] * scale) * w[i];
 }
 
-/*
- * exp(x) for x <= 0 in float, to a few ulp, 0 below -87 (where 2^k would
- * leave the normal range): x = k ln2 + r with |r| <= ln2/2 (ln2 in two
- * parts, the first exact in k * ln2_hi), the Taylor polynomial of degree 7
- * in r, then 2^k through the exponent bits.  Written once as scalar code
- * and once for AVX2 with the same operations in the same order, so both
- * give the same bits; libm's expf, one call per score, was a third of a
- * small model's prefill.
- */
-#define EXPF_MIN (-87.0f)
-static const float expf_log2e = 1.44269504088896341f;
-static const float expf_ln2_hi = 0.693359375f;        /* 355/512 */
-static const float expf_ln2_lo = -2.12194440e-4f;
-static const float expf_c[8] = {
-	1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040,
-};
-
-static float
-expf_neg(float x)
-{
-	float k, r, p;
-	uint32_t bits;
-
-	if (!(x >= EXPF_MIN))
-		return x != x ? x : 0.0f;
-	k = nearbyintf(x * expf_log2e);
-	r = x - k * expf_ln2_hi;
-	r = r - k * expf_ln2_lo;
-	p = expf_c[7];
-	for (int i = 6; i >= 0; i--)
-		p = p * r + expf_c[i];
-	bits = (uint32_t)((int32_t)k + 127) << 23;
-	memcpy(&k, &bits, sizeof k);
-	return p * k;
-}
-
 /* x [n] := exp(x - max(x)) / sum, in place.  The sum in double, element i
  * into running sum i mod 8, folded in pairs, the tail after. */
 static void
@@ -319,24 +284,6 @@ silu_mul_generic(float *g, const float *u, size_t n)
 #include <immintrin.h>
 
 #define AVX2 __attribute__((target("avx2")))
-
-AVX2 static __m256
-expf_neg_avx2(__m256 x)
-{
-	__m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(expf_log2e)),
-	    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-	__m256 r = _mm256_sub_ps(x, _mm256_mul_ps(k, _mm256_set1_ps(expf_ln2_hi)));
-	__m256 p = _mm256_set1_ps(expf_c[7]), two_k;
-
-	r = _mm256_sub_ps(r, _mm256_mul_ps(k, _mm256_set1_ps(expf_ln2_lo)));
-	for (int i = 6; i >= 0; i--)
-		p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(expf_c[i]));
-	two_k = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k),
-	    _mm256_set1_epi32(127)), 23));
-	p = _mm256_mul_ps(p, two_k);
-	/* below EXPF_MIN: 0; NaN stays NaN through p */
-	return _mm256_andnot_ps(_mm256_cmp_ps(x, _mm256_set1_ps(EXPF_MIN), _CMP_LT_OQ), p);
-}
 
 AVX2 static void
 softmax_avx2(float *x, int n)
