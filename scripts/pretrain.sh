@@ -3,8 +3,8 @@
 # Long: run it in the background and again with the same arguments to go on
 # from the last checkpoint (run/base.gguf.ckpt).  On a machine without that
 # checkpoint, go on from the last milestone weights in data/train (see its
-# README), e.g. scripts/pretrain.sh --init data/train/base-step203.gguf
-# --start-step 203.  See sa-train(1).
+# README), e.g. scripts/pretrain.sh --init data/train/base-step675.gguf
+# --start-step 675.  See sa-train(1).
 set -e
 cd "$(dirname "$0")/.."
 seen=$(awk -F '\t' 'NR > 1 && $2 == "seen" { printf " --task data/tasks/%s", $1 }' data/tasks/TASKS.tsv)
