@@ -33,6 +33,8 @@ static const char help_text[] =
     "  --vocab FILE          tokenizer: a GGUF with tokenizer.* keys, or a TSV\n"
     "                        (id, piece, score, type) (--pretrain)\n"
     "  --init FILE           start from these weights (model or adapter GGUF)\n"
+    "  --rebind              --init's adapter was made for another model of the\n"
+    "                        same shape (an earlier base): train it for -m\n"
     "  -o, --output FILE     result, rewritten at every checkpoint\n"
     "  --text FILE           plain text for language-model episodes (repeatable)\n"
     "  --valid FILE          held-out text for the validation loss\n"
@@ -74,6 +76,7 @@ enum { PRETRAIN = 1, ADAPTER = 2 };
 static struct {
 	int mode;
 	const char *model, *vocab, *init, *out, *valid, *pool, *ckpt, *log;
+	int rebind;                 /* --init adapter of another model */
 	const char **texts, **tasks;
 	int n_texts, n_tasks;
 	int dim, layers, heads, kv_heads, ff, ctx, tied, save_type;
@@ -1318,13 +1321,14 @@ main(int argc, char **argv)
 	    O_POOL, O_DIM, O_LAYERS, O_HEADS, O_KVHEADS, O_FF, O_CTX, O_ROPE, O_TIED,
 	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_STEPS, O_BATCH,
 	    O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_MIX, O_CKPT,
-	    O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS, O_STARTSTEP };
+	    O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS, O_STARTSTEP, O_REBIND };
 	static const struct option longopts[] = {
 		{ "pretrain", no_argument, NULL, O_PRETRAIN },
 		{ "adapter", no_argument, NULL, O_ADAPTER },
 		{ "model", required_argument, NULL, 'm' },
 		{ "vocab", required_argument, NULL, O_VOCAB },
 		{ "init", required_argument, NULL, O_INIT },
+		{ "rebind", no_argument, NULL, O_REBIND },
 		{ "output", required_argument, NULL, 'o' },
 		{ "text", required_argument, NULL, O_TEXT },
 		{ "valid", required_argument, NULL, O_VALID },
@@ -1381,6 +1385,7 @@ main(int argc, char **argv)
 		case 'm': opt.model = optarg; break;
 		case O_VOCAB: opt.vocab = optarg; break;
 		case O_INIT: opt.init = optarg; break;
+		case O_REBIND: opt.rebind = 1; break;
 		case 'o': opt.out = optarg; break;
 		case O_TEXT: push_arg(&opt.texts, &opt.n_texts, optarg); break;
 		case O_VALID: opt.valid = optarg; break;
@@ -1447,6 +1452,8 @@ main(int argc, char **argv)
 		die(SA_EUSAGE, "--pretrain needs --vocab (or --init)");
 	if (opt.mode == ADAPTER && !opt.model)
 		die(SA_EUSAGE, "--adapter needs -m MODEL");
+	if (opt.rebind && (opt.mode != ADAPTER || !opt.init))
+		die(SA_EUSAGE, "--rebind goes with --adapter and --init");
 	if (!opt.have_mix) {
 		double pre[3] = { 0.5, 0.25, 0.25 }, ad[3] = { 0, 0.5, 0.5 };
 		memcpy(opt.mix, opt.mode == PRETRAIN ? pre : ad, sizeof opt.mix);
@@ -1514,6 +1521,10 @@ main(int argc, char **argv)
 		TRY(sa_tmodel_from_model(&tm, base));
 		if (opt.init) {
 			TRY(sa_adapter_load(&adapter, opt.init));
+			/* the shapes are still checked below; the fingerprint is set
+			 * anew from the tensors once they are copied in */
+			if (opt.rebind)
+				adapter->model_fingerprint = base->fingerprint;
 			TRY(sa_adapter_check(adapter, base));
 		} else {
 			TRY(sa_adapter_init(&adapter, base, opt.rank, opt.chunk, opt.mats, opt.seed, 0));

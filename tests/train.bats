@@ -125,6 +125,28 @@ setup() {
 	awk -v a="$with" -v b="$without" 'BEGIN { exit !(a > b + 3) }'
 }
 
+@test "sa-train --adapter --init --rebind: an adapter of an earlier base goes on for the new one" {
+	cd "$BATS_TEST_TMPDIR"
+	shape="--dim 32 --layers 2 --heads 4 --kv-heads 2 --ctx 32"
+	"$OLDPWD"/tests/helpers/mkmodel $shape --seed 1 -o old.gguf
+	"$OLDPWD"/tests/helpers/mkmodel $shape --seed 2 -o new.gguf
+	A="--adapter --pool $D/pool --mix 0,0,1 --kmin 1 --kmax 1 --rank 4 --chunk 8 --batch-tokens 256 --eval-every 0 -t 1 -q"
+	"$OLDPWD"/bin/sa-train $A -m old.gguf -o old-ad.gguf --steps 20 --lr 1e-2 --warmup 2
+	run -65 "$OLDPWD"/bin/sa-train $A -m new.gguf --init old-ad.gguf -o new-ad.gguf --steps 1
+	assert_output --partial "old-ad.gguf was made for another model"
+	# a learning rate of almost nothing: the result is the old adapter's weights
+	run -0 "$OLDPWD"/bin/sa-train $A -m new.gguf --init old-ad.gguf --rebind -o new-ad.gguf --steps 1 --lr 1e-30
+	printf 'input\tlabel\nchair\tgreen\n' > demo.tsv
+	"$OLDPWD"/bin/sa-encode -q -m new.gguf -a new-ad.gguf -o d.delta demo.tsv
+	run -65 "$OLDPWD"/bin/sa-encode -q -m old.gguf -a new-ad.gguf -o x.delta demo.tsv
+	# the trained W1 came along: the delta changes the new model's scores (an
+	# untrained adapter's W1 is zero and would not)
+	with=$("$OLDPWD"/bin/sa-run -m new.gguf -d d.delta -p "chair ->" --choice " green" | awk '/^choice/ { print $4 }')
+	without=$("$OLDPWD"/bin/sa-run -m new.gguf -p "chair ->" --choice " green" | awk '/^choice/ { print $4 }')
+	[ "$with" != "$without" ]
+	run -64 "$OLDPWD"/bin/sa-train $A -m new.gguf --rebind -o x.gguf --steps 1
+}
+
 @test "sa-train: usage errors exit 64" {
 	run -64 bin/sa-train
 	run -64 bin/sa-train --pretrain -o x.gguf
