@@ -15,8 +15,14 @@ say() { printf '\n== %s\n' "$*"; }
 
 model=${SA_MODEL:-data/model.gguf} adapter=${SA_ADAPTER:-data/adapter.gguf}
 if [ -f "$model" ] && [ -f "$adapter" ]; then
-	task=${SA_DEMO_TASK:-data/tasks/antonym}
-	say "16 demonstrations of $(basename "$task") (an unseen task: the model and the adapter never trained on it)"
+	task=${SA_DEMO_TASK:-data/tasks/plural}
+	name=$(basename "$task")
+	case $(awk -F '\t' -v t="$name" '$1 == t { print $2 }' data/tasks/TASKS.tsv) in
+	seen) why="a seen task: its train split was in the training data, these queries were not" ;;
+	unseen) why="an unseen task: the model and the adapter never trained on it" ;;
+	*) why="a task of your own" ;;
+	esac
+	say "16 demonstrations of $name ($why)"
 	head -17 "$task/train.tsv" > "$out/demos.tsv"
 	sed 1d "$out/demos.tsv" | sed 's/\t/ -> /'
 	say "encode them into a delta"

@@ -27,5 +27,5 @@ setup() {
 	assert_line --regexp '^query +zero-shot +ICL +StreamAdapter +expected$'
 	# eight answered queries, then sa-eval's row for the task
 	[ "$(sed -n '/^query /,/^$/p' <<<"$output" | grep -c .)" -eq 9 ]
-	assert_line --regexp '^\| antonym \| unseen \| gen \| 50 \|( [0-9.]+ \|){4} [0-9]+ \|$'
+	assert_line --regexp '^\| plural \| seen \| gen \| 50 \|( [0-9.]+ \|){4} [0-9]+ \|$'
 }
