@@ -2,9 +2,9 @@
 # Pretrain the default base model (data/model.gguf) on the project's data.
 # Long: run it in the background and again with the same arguments to go on
 # from the last checkpoint (run/base.gguf.ckpt).  On a machine without that
-# checkpoint, go on from the last milestone weights in data/train (see its
-# README), e.g. scripts/pretrain.sh --init data/train/base-step675.gguf
-# --start-step 675.  See sa-train(1).
+# checkpoint, go on from saved weights: data/model.gguf is step 1449 (see
+# data/train/README.md), e.g. scripts/pretrain.sh --init data/model.gguf
+# --start-step 0 --steps N for a new schedule of N steps.  See sa-train(1).
 set -e
 cd "$(dirname "$0")/.."
 seen=$(awk -F '\t' 'NR > 1 && $2 == "seen" { printf " --task data/tasks/%s", $1 }' data/tasks/TASKS.tsv)
