@@ -244,31 +244,6 @@ rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 		out[i] = (x[i] * scale) * w[i];
 }
 
-/* x [n] := exp(x - max(x)) / sum, in place.  The sum in double, element i
- * into running sum i mod 8, folded in pairs, the tail after. */
-static void
-softmax_generic(float *x, int n)
-{
-	float max = x[0], inv;
-	double p[8] = { 0 }, sum;
-	int i = 0;
-
-	for (int j = 1; j < n; j++)
-		if (x[j] > max)
-			max = x[j];
-	for (int j = 0; j < n; j++)
-		x[j] = expf_neg(x[j] - max);
-	for (; i + 8 <= n; i += 8)
-		for (int l = 0; l < 8; l++)
-			p[l] += x[i + l];
-	sum = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
-	for (; i < n; i++)
-		sum += x[i];
-	inv = (float)(1.0 / sum);
-	for (int j = 0; j < n; j++)
-		x[j] *= inv;
-}
-
 /* g [n] := silu(g) * u = g * sigmoid(g) * u, sigmoid through exp(-|g|)
  * (which stays within expf_neg's range): 1/(1+e) for g >= 0, e/(1+e) below. */
 static void
@@ -284,52 +259,6 @@ silu_mul_generic(float *g, const float *u, size_t n)
 #include <immintrin.h>
 
 #define AVX2 __attribute__((target("avx2")))
-
-AVX2 static void
-softmax_avx2(float *x, int n)
-{
-	float max = x[0], inv;
-	__m256d lo = _mm256_setzero_pd(), hi = lo;
-	__m256 vm = _mm256_set1_ps(max);
-	double sum;
-	int i = 0, n8 = n & ~7;
-
-	/* the maximum does not depend on the order: eight lanes at a time,
-	 * not one long chain of dependent compares */
-	for (int j = 0; j < n8; j += 8)
-		vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + j));
-	{
-		float m8[8];
-		_mm256_storeu_ps(m8, vm);
-		for (int l = 0; l < 8; l++)
-			if (m8[l] > max)
-				max = m8[l];
-	}
-	for (int j = n8; j < n; j++)
-		if (x[j] > max)
-			max = x[j];
-	vm = _mm256_set1_ps(max);
-	for (; i < n8; i += 8) {
-		__m256 e = expf_neg_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
-		_mm256_storeu_ps(x + i, e);
-		lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-		hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-	}
-	for (int j = n8; j < n; j++)
-		x[j] = expf_neg(x[j] - max);
-	{
-		double d[4];
-		_mm256_storeu_pd(d, _mm256_add_pd(lo, hi));
-		sum = (d[0] + d[1]) + (d[2] + d[3]);
-	}
-	for (; i < n; i++)
-		sum += x[i];
-	inv = (float)(1.0 / sum);
-	for (i = 0; i < n8; i += 8)
-		_mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(inv)));
-	for (; i < n; i++)
-		x[i] *= inv;
-}
 
 AVX2 static void
 silu_mul_avx2(float *g, const float *u, size_t n)
@@ -348,19 +277,15 @@ silu_mul_avx2(float *g, const float *u, size_t n)
 }
 #endif
 
-static void (*softmax_fn)(float *x, int n);
 static void (*silu_mul_fn)(float *g, const float *u, size_t n);
 
-/* Softmax and SiLU with the kernels' choice, so SA_KERNELS=generic holds
- * here too. */
+/* SiLU with the kernels' choice, so SA_KERNELS=generic holds here too. */
 static void
 exp_fns_pick(void)
 {
-	softmax_fn = softmax_generic;
 	silu_mul_fn = silu_mul_generic;
 #if defined(__x86_64__)
 	if (!strcmp(sa_kernels_name(), "avx2")) {
-		softmax_fn = softmax_avx2;
 		silu_mul_fn = silu_mul_avx2;
 	}
 #endif
@@ -368,12 +293,15 @@ exp_fns_pick(void)
 
 static pthread_once_t exp_fns_once = PTHREAD_ONCE_INIT;
 
-/* In place over n values: the same bits with or without AVX2. */
+/* x [n] := exp(x - max(x)) / sum, in place: the same bits with or without
+ * AVX2. */
 static void
 softmax(float *x, int n)
 {
-	pthread_once(&exp_fns_once, exp_fns_pick);
-	softmax_fn(x, n);
+	float inv = (float)(1.0 / sa_exp_sum_f32(x, x, n, sa_max_f32(x, n)));
+
+	for (int j = 0; j < n; j++)
+		x[j] *= inv;
 }
 
 static void

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "sa.h"
+#include "expf_impl.h"
 #include "kernels_impl.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -43,6 +44,8 @@ static struct kernels {
 	void (*round_q8_0)(const float *, float *, void *, int64_t);
 	float (*dot)(const float *, const float *, int64_t);
 	void (*axpy)(float, const float *, float *, int64_t);
+	float (*max)(const float *, int64_t);
+	double (*exp_sum)(float *, const float *, int64_t, float);
 } K;
 
 /* ------------------------------------------------------------ portable */
@@ -186,6 +189,33 @@ deq_q8_0_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 }
 
 /* ---------------------------------------------------------------- AVX2 */
+
+static float
+max_generic(const float *x, int64_t n)
+{
+	float mx = x[0];
+	for (int64_t i = 1; i < n; i++)
+		if (x[i] > mx)
+			mx = x[i];
+	return mx;
+}
+
+static double
+exp_sum_generic(float *y, const float *x, int64_t n, float mx)
+{
+	double p[8] = { 0 }, sum;
+	int64_t i = 0;
+
+	for (int64_t j = 0; j < n; j++)
+		y[j] = expf_neg(x[j] - mx);
+	for (; i + 8 <= n; i += 8)
+		for (int l = 0; l < 8; l++)
+			p[l] += y[i + l];
+	sum = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
+	for (; i < n; i++)
+		sum += y[i];
+	return sum;
+}
 
 #ifdef HAVE_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -556,6 +586,50 @@ round_f16_avx2(const float *src, float *dst, void *buf, int64_t n)
 	for (; i < n; i++)
 		dst[i] = sa_fp16_to_fp32(sa_fp32_to_fp16(src[i]));
 }
+/* Plain AVX2 (no FMA): the same operations in the same order as the
+ * generic forms, for the same bits. */
+__attribute__((target("avx2"))) static float
+max_avx2(const float *x, int64_t n)
+{
+	float mx = x[0], m8[8];
+	int64_t n8 = n & ~(int64_t)7;
+	__m256 vm = _mm256_set1_ps(mx);
+
+	for (int64_t i = 0; i < n8; i += 8)
+		vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+	_mm256_storeu_ps(m8, vm);
+	for (int l = 0; l < 8; l++)
+		if (m8[l] > mx)
+			mx = m8[l];
+	for (int64_t i = n8; i < n; i++)
+		if (x[i] > mx)
+			mx = x[i];
+	return mx;
+}
+
+__attribute__((target("avx2"))) static double
+exp_sum_avx2(float *y, const float *x, int64_t n, float mx)
+{
+	__m256d lo = _mm256_setzero_pd(), hi = lo;
+	__m256 vm = _mm256_set1_ps(mx);
+	int64_t i = 0, n8 = n & ~(int64_t)7;
+	double d[4], sum;
+
+	for (; i < n8; i += 8) {
+		__m256 e = expf_neg_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+		_mm256_storeu_ps(y + i, e);
+		lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+		hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+	}
+	/* lanes l and l + 4 first, then in pairs, as the generic form folds */
+	_mm256_storeu_pd(d, _mm256_add_pd(lo, hi));
+	sum = (d[0] + d[1]) + (d[2] + d[3]);
+	for (; i < n; i++) {
+		y[i] = expf_neg(x[i] - mx);
+		sum += y[i];
+	}
+	return sum;
+}
 #endif /* HAVE_X86 */
 
 /* ------------------------------------------------------------ dispatch */
@@ -571,7 +645,7 @@ kernels_init(void)
 		rows2_f32_generic, rows2_f16_generic, rows2_bf16_generic, rows2_q8_0_generic,
 		deq_f16_generic, deq_bf16_generic, deq_q8_0_generic,
 		round_f16_generic, round_q8_0_generic,
-		dot_generic, axpy_generic,
+		dot_generic, axpy_generic, max_generic, exp_sum_generic,
 	};
 	/* SA_KERNELS=generic forces the portable kernels (for tests) */
 	const char *want = getenv("SA_KERNELS");
@@ -590,7 +664,7 @@ kernels_init(void)
 			rows2_f32_avx2, rows2_f16_avx2, rows2_bf16_avx2, rows2_q8_0_avx2,
 			deq_f16_avx2, deq_bf16_avx2, deq_q8_0_avx2,
 			round_f16_avx2, round_q8_0_avx2,
-			dot_avx2, axpy_avx2,
+			dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2,
 		};
 #endif
 }
@@ -684,4 +758,16 @@ void
 sa_axpy_f32(float a, const float *x, float *y, int64_t n)
 {
 	kernels()->axpy(a, x, y, n);
+}
+
+float
+sa_max_f32(const float *x, int64_t n)
+{
+	return kernels()->max(x, n);
+}
+
+double
+sa_exp_sum_f32(float *y, const float *x, int64_t n, float mx)
+{
+	return kernels()->exp_sum(y, x, n, mx);
 }

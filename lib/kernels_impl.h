@@ -66,6 +66,12 @@ void sa_round_row(int type, const float *src, float *dst, void *buf, int64_t n);
 float sa_dot_f32(const float *a, const float *b, int64_t n);
 /* y += a * x over n floats. */
 void sa_axpy_f32(float a, const float *x, float *y, int64_t n);
+/* The largest of x [n], n >= 1. */
+float sa_max_f32(const float *x, int64_t n);
+/* y [n] = exp(x - mx) for x <= mx (y may be x); returns the sum of y in
+ * double: element i into running sum i mod 8, folded in pairs, the tail
+ * after.  The rows of softmax in attention and of the cross-entropy. */
+double sa_exp_sum_f32(float *y, const float *x, int64_t n, float mx);
 
 /* Name of the kernel set chosen for this CPU ("avx2" or "generic"). */
 const char *sa_kernels_name(void);

@@ -507,35 +507,6 @@ rope(float *x, const sa_tact *a, int B, int T, int nh, int dh, int dir)
  * the same order (sums in eight running lanes, folded in pairs), so both
  * give the same bits.
  */
-/* The largest of x [n], n >= 1. */
-static float
-max_generic(const float *x, int n)
-{
-	float mx = x[0];
-	for (int i = 1; i < n; i++)
-		if (x[i] > mx)
-			mx = x[i];
-	return mx;
-}
-
-/* y [n] = exp(x - mx) for x <= mx (y may be x); returns the sum of y in double. */
-static double
-exp_sum_generic(float *y, const float *x, int n, float mx)
-{
-	double p[8] = { 0 }, sum;
-	int i = 0;
-
-	for (int j = 0; j < n; j++)
-		y[j] = expf_neg(x[j] - mx);
-	for (; i + 8 <= n; i += 8)
-		for (int l = 0; l < 8; l++)
-			p[l] += y[i + l];
-	sum = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
-	for (; i < n; i++)
-		sum += y[i];
-	return sum;
-}
-
 /* a . b over n floats, in double. */
 static double
 dot_generic(const float *a, const float *b, int n)
@@ -596,47 +567,6 @@ fold8_avx2(__m256d lo, __m256d hi)
 	double d[4];
 	_mm256_storeu_pd(d, _mm256_add_pd(lo, hi));
 	return (d[0] + d[1]) + (d[2] + d[3]);
-}
-
-AVX2 static float
-max_avx2(const float *x, int n)
-{
-	float mx = x[0], m8[8];
-	int n8 = n & ~7;
-	__m256 vm = _mm256_set1_ps(mx);
-
-	for (int i = 0; i < n8; i += 8)
-		vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
-	_mm256_storeu_ps(m8, vm);
-	for (int l = 0; l < 8; l++)
-		if (m8[l] > mx)
-			mx = m8[l];
-	for (int i = n8; i < n; i++)
-		if (x[i] > mx)
-			mx = x[i];
-	return mx;
-}
-
-AVX2 static double
-exp_sum_avx2(float *y, const float *x, int n, float mx)
-{
-	__m256d lo = _mm256_setzero_pd(), hi = lo;
-	__m256 vm = _mm256_set1_ps(mx);
-	int i = 0, n8 = n & ~7;
-	double sum;
-
-	for (; i < n8; i += 8) {
-		__m256 e = expf_neg_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
-		_mm256_storeu_ps(y + i, e);
-		lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-		hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-	}
-	sum = fold8_avx2(lo, hi);
-	for (; i < n; i++) {
-		y[i] = expf_neg(x[i] - mx);
-		sum += y[i];
-	}
-	return sum;
 }
 
 AVX2 static double
@@ -701,8 +631,6 @@ swiglu_backward_avx2(float *dgate, float *dup, const float *dact, const float *g
 #endif
 
 static struct {
-	float (*max)(const float *x, int n);
-	double (*exp_sum)(float *y, const float *x, int n, float mx);
 	double (*dot)(const float *a, const float *b, int n);
 	void (*swiglu_forward)(float *act, const float *gate, const float *up, size_t n);
 	void (*swiglu_backward)(float *dgate, float *dup, const float *dact, const float *gate,
@@ -713,15 +641,11 @@ static struct {
 static void
 kern_pick(void)
 {
-	kern.max = max_generic;
-	kern.exp_sum = exp_sum_generic;
 	kern.dot = dot_generic;
 	kern.swiglu_forward = swiglu_forward_generic;
 	kern.swiglu_backward = swiglu_backward_generic;
 #if defined(__x86_64__)
 	if (!strcmp(sa_kernels_name(), "avx2")) {
-		kern.max = max_avx2;
-		kern.exp_sum = exp_sum_avx2;
 		kern.dot = dot_avx2;
 		kern.swiglu_forward = swiglu_forward_avx2;
 		kern.swiglu_backward = swiglu_backward_avx2;
@@ -735,20 +659,6 @@ static void
 kern_init(void)
 {
 	pthread_once(&kern_once, kern_pick);
-}
-
-float
-sa_train_max(const float *x, int n)
-{
-	kern_init();
-	return kern.max(x, n);
-}
-
-double
-sa_train_exp_sum(float *y, const float *x, int n, float mx)
-{
-	kern_init();
-	return kern.exp_sum(y, x, n, mx);
 }
 
 double
@@ -791,8 +701,8 @@ attention_forward(float *out, float *att, const float *q, const float *k,
 				    scale, qb + (size_t)i0 * hd, hd, kb, kvd, 0.0f, Pb, T);
 				for (int i = i0; i < i1; i++) {
 					float *row = P + (size_t)i * T;
-					float mx = kern.max(row, i + 1);
-					float inv = (float)(1.0 / kern.exp_sum(row, row, i + 1, mx));
+					float mx = sa_max_f32(row, i + 1);
+					float inv = (float)(1.0 / sa_exp_sum_f32(row, row, i + 1, mx));
 					for (int j = 0; j <= i; j++)
 						row[j] *= inv;
 					for (int j = i + 1; j < i1; j++)
@@ -868,8 +778,8 @@ cross_entropy_forward(float *e, float *expsum, const float *logits, const int *t
 		if (y < 0)
 			continue;
 		const float *lg = logits + (size_t)n * V;
-		float mx = kern.max(lg, V);
-		double z = kern.exp_sum(e + (size_t)n * V, lg, V, mx);
+		float mx = sa_max_f32(lg, V);
+		double z = sa_exp_sum_f32(e + (size_t)n * V, lg, V, mx);
 		expsum[n] = (float)z;
 		sum += log(z) + mx - lg[y];
 		(*n_scored)++;
