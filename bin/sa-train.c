@@ -57,7 +57,8 @@ static const char help_text[] =
     "  --steps N (1000)  --batch-tokens N (16384)  --seq N (ctx)  --micro N (8)\n"
     "  --lr X (1e-3)  --min-lr X (lr/10)  --warmup N (100)  --wd X (0.1)\n"
     "  --clip X (1.0)  -s, --seed N (1)\n"
-    "  --mix T,K,M           shares of text, task and random-mapping episodes\n"
+    "  --mix T,K,M[,R]       shares of text, task, random-mapping and (--pretrain)\n"
+    "                        repeated-span episodes\n"
     "                        (pretrain default 0.5,0.25,0.25; adapter 0,0.5,0.5)\n"
     "\n"
     "Runs:\n"
@@ -88,8 +89,8 @@ static struct {
 	double lr, min_lr, wd, clip;
 	long warmup;
 	uint64_t seed;
-	double mix[3];
-	int have_mix, resume, threads, quiet, verbose;
+	double mix[4];   /* text, task, random mapping, repeated span */
+	int have_mix, have_rank, resume, threads, quiet, verbose;
 } opt = {
 	.dim = 256, .layers = 6, .heads = 8, .kv_heads = 4, .ctx = 512, .tied = 1,
 	.save_type = SA_TYPE_F16, .rope_base = 10000, .rank = 16, .chunk = 64,
@@ -409,13 +410,39 @@ episode_map(rng *r, int *seq, int T, int n_keys)
 	}
 }
 
+/*
+ * A span of text, repeated until the window is full.  Only the first copy
+ * can be predicted from language alone; the others must be read back from
+ * the context.  These induction episodes teach a small model to copy from
+ * context far sooner than random mappings do, whose only copyable tokens
+ * are the labels.
+ */
+static void
+episode_repeat(rng *r, const toks *src, int *seq, int T)
+{
+	int len = 8 << rng_below(r, 4), n = 0, bos = sa_vocab_bos(vocab);
+	long s;
+
+	len += rng_below(r, len);                 /* 8 to 127 tokens */
+	if (len > T / 2)                          /* at least two copies */
+		len = T / 2 > 1 ? T / 2 : 1;
+	s = rng_below(r, src->n - len);
+	if (bos >= 0)
+		seq[n++] = bos;
+	while (n <= T)
+		for (int i = 0; i < len && n <= T; i++)
+			seq[n++] = src->t[s + i];
+}
+
 static int
 pick_kind(rng *r)
 {
-	double u = rng_unif(r) * (opt.mix[0] + opt.mix[1] + opt.mix[2]);
+	double u = rng_unif(r) * (opt.mix[0] + opt.mix[1] + opt.mix[2] + opt.mix[3]);
 	if (u < opt.mix[0])
 		return 0;
-	return u < opt.mix[0] + opt.mix[1] ? 1 : 2;
+	if (u < opt.mix[0] + opt.mix[1])
+		return 1;
+	return u < opt.mix[0] + opt.mix[1] + opt.mix[2] ? 2 : 3;
 }
 
 /* ---------------------------------------------------------- parameters */
@@ -723,7 +750,8 @@ pretrain_draw(micro_batches *m, int i)
 		switch (pick_kind(&data_rng)) {
 		case 0: episode_text(&data_rng, &corpus, s, m->T); break;
 		case 1: episode_task(&data_rng, s, m->T); break;
-		default: episode_map(&data_rng, s, m->T, 2 + rng_below(&data_rng, 15)); break;
+		case 2: episode_map(&data_rng, s, m->T, 2 + rng_below(&data_rng, 15)); break;
+		default: episode_repeat(&data_rng, &corpus, s, m->T); break;
 		}
 	}
 	micro_from_seq(m, i);
@@ -1375,7 +1403,7 @@ main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int ch;
+	int ch, nc = 0;
 
 	setprogname_(argv[0]);
 	while ((ch = getopt_long(argc, argv, "m:o:r:C:s:t:qvhV", longopts, NULL)) != -1) {
@@ -1406,7 +1434,7 @@ main(int argc, char **argv)
 			else if (!strcmp(optarg, "q8_0")) opt.save_type = SA_TYPE_Q8_0;
 			else die(SA_EUSAGE, "--type: want f32, f16 or q8_0");
 			break;
-		case 'r': opt.rank = parse_long("--rank", optarg, 1, 4096); break;
+		case 'r': opt.rank = parse_long("--rank", optarg, 1, 4096); opt.have_rank = 1; break;
 		case 'C': opt.chunk = parse_long("--chunk", optarg, 1, 1 << 16); break;
 		case O_MATS: parse_mats(optarg); break;
 		case O_KMIN: opt.kmin = parse_long("--kmin", optarg, 1, 1 << 20); break;
@@ -1423,10 +1451,12 @@ main(int argc, char **argv)
 		case O_CLIP: opt.clip = parse_double("--clip", optarg, 0, 1e9); break;
 		case 's': opt.seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
 		case O_MIX:
-			if (sscanf(optarg, "%lf,%lf,%lf", &opt.mix[0], &opt.mix[1], &opt.mix[2]) != 3 ||
-			    opt.mix[0] < 0 || opt.mix[1] < 0 || opt.mix[2] < 0 ||
-			    opt.mix[0] + opt.mix[1] + opt.mix[2] <= 0)
-				die(SA_EUSAGE, "--mix: want three non-negative shares, e.g. 0.5,0.25,0.25");
+			opt.mix[3] = 0;
+			if (sscanf(optarg, "%lf,%lf,%lf%n,%lf%n", &opt.mix[0], &opt.mix[1], &opt.mix[2],
+			    &nc, &opt.mix[3], &nc) < 3 || optarg[nc] ||
+			    opt.mix[0] < 0 || opt.mix[1] < 0 || opt.mix[2] < 0 || opt.mix[3] < 0 ||
+			    opt.mix[0] + opt.mix[1] + opt.mix[2] + opt.mix[3] <= 0)
+				die(SA_EUSAGE, "--mix: want three or four non-negative shares, e.g. 0.5,0.25,0.25");
 			opt.have_mix = 1;
 			break;
 		case O_CKPT: opt.ckpt = optarg; break;
@@ -1455,7 +1485,7 @@ main(int argc, char **argv)
 	if (opt.rebind && (opt.mode != ADAPTER || !opt.init))
 		die(SA_EUSAGE, "--rebind goes with --adapter and --init");
 	if (!opt.have_mix) {
-		double pre[3] = { 0.5, 0.25, 0.25 }, ad[3] = { 0, 0.5, 0.5 };
+		double pre[4] = { 0.5, 0.25, 0.25, 0 }, ad[4] = { 0, 0.5, 0.5, 0 };
 		memcpy(opt.mix, opt.mode == PRETRAIN ? pre : ad, sizeof opt.mix);
 	}
 	if (opt.mix[0] > 0 && !opt.n_texts)
@@ -1464,7 +1494,11 @@ main(int argc, char **argv)
 		opt.mix[1] = 0;
 	if (opt.mix[2] > 0 && !opt.pool)
 		opt.mix[2] = 0;
-	if (opt.mix[0] + opt.mix[1] + opt.mix[2] <= 0)
+	if (opt.mix[3] > 0 && opt.mode != PRETRAIN)
+		die(SA_EUSAGE, "--mix: repeated-span episodes are for --pretrain");
+	if (opt.mix[3] > 0 && !opt.n_texts)
+		opt.mix[3] = 0;
+	if (opt.mix[0] + opt.mix[1] + opt.mix[2] + opt.mix[3] <= 0)
 		die(SA_EUSAGE, "no training data: give --text, --task or --pool");
 	if (opt.kmin > opt.kmax)
 		die(SA_EUSAGE, "--kmin exceeds --kmax");
@@ -1526,6 +1560,12 @@ main(int argc, char **argv)
 			if (opt.rebind)
 				adapter->model_fingerprint = base->fingerprint;
 			TRY(sa_adapter_check(adapter, base));
+			if (opt.have_rank && opt.rank != adapter->rank) {
+				sa_adapter *grown;
+				TRY(sa_adapter_grow(&grown, adapter, base, opt.rank, opt.seed));
+				sa_adapter_free(adapter);
+				adapter = grown;
+			}
 		} else {
 			TRY(sa_adapter_init(&adapter, base, opt.rank, opt.chunk, opt.mats, opt.seed, 0));
 		}
@@ -1541,7 +1581,7 @@ main(int argc, char **argv)
 		load_text(&corpus, opt.texts[i]);
 	if (opt.valid)
 		load_text(&valid, opt.valid);
-	if (opt.mix[0] > 0 && corpus.n < 2 * opt.seq + 2)
+	if ((opt.mix[0] > 0 || opt.mix[3] > 0) && corpus.n < 2 * opt.seq + 2)
 		die(SA_EDATA, "the text is shorter than two sequences");
 	load_tasks();
 	if (opt.pool) {

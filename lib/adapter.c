@@ -317,6 +317,48 @@ done:
 	return rc;
 }
 
+/*
+ * The new slots get fresh queries and biases but zero rows of W2, so that
+ * Delta W = W1 H^T W2 is the old one until training moves them: W2's new
+ * rows learn first (their gradient goes through the new rows of H), and the
+ * queries follow.
+ */
+int
+sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, int rank,
+    uint64_t seed)
+{
+	size_t r0 = a->rank, dh = a->d_head;
+	sa_adapter *g;
+	int rc;
+
+	*out = NULL;
+	if (rank < a->rank)
+		return sa_fail(SA_EUSAGE, "rank %d is below the adapter's %d", rank, a->rank);
+	if ((rc = sa_adapter_check(a, model)) != SA_OK)
+		return rc;
+	if ((rc = sa_adapter_init(&g, model, rank, a->chunk, a->mats, seed, 0)) != SA_OK)
+		return rc;
+	for (int l = 0; l < a->n_layer; l++)
+		for (int m = 0; m < SA_NMAT; m++) {
+			const sa_adapter_mat *src = SA_ADAPTER_MAT(a, l, m);
+			sa_adapter_mat *dst = SA_ADAPTER_MAT(g, l, m);
+			if (!(a->mats >> m & 1))
+				continue;
+			for (int h = 0; h < a->n_head_kv; h++) {
+				memcpy(dst->Q + (size_t)h * rank * dh, src->Q + h * r0 * dh,
+				    r0 * dh * sizeof(float));
+				memcpy(dst->b + (size_t)h * rank, src->b + h * r0, r0 * sizeof(float));
+			}
+			memcpy(dst->g, src->g, (size_t)a->n_head_kv * dh * sizeof(float));
+			memcpy(dst->W1, src->W1, (size_t)src->d_out * a->n_head_kv * dh * sizeof(float));
+			memcpy(dst->W2, src->W2, r0 * src->d_in * sizeof(float));
+			memset(dst->W2 + r0 * src->d_in, 0, (rank - r0) * src->d_in * sizeof(float));
+		}
+	g->fingerprint = sa_adapter_fingerprint(g);
+	*out = g;
+	return SA_OK;
+}
+
 int
 sa_adapter_check(const sa_adapter *a, const sa_model *model)
 {

@@ -437,6 +437,10 @@ typedef struct sa_adapter {
  * W2 random, W1 = 0 unless w1_scale != 0 (random, for tests). */
 int sa_adapter_init(sa_adapter **out, const sa_model *model, int rank, int chunk,
     uint32_t mats, uint64_t seed, float w1_scale);
+/* A copy of a (made for model) with rank slots, rank >= a->rank: the same
+ * deltas until trained, the new slots ready to learn. */
+int sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, int rank,
+    uint64_t seed);
 int sa_adapter_load(sa_adapter **out, const char *path);
 int sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path);
 void sa_adapter_free(sa_adapter *a);

@@ -147,6 +147,55 @@ setup() {
 	run -64 "$OLDPWD"/bin/sa-train $A -m new.gguf --rebind -o x.gguf --steps 1
 }
 
+@test "sa-train --adapter --init -r: a grown adapter makes the old deltas, then learns" {
+	cd "$BATS_TEST_TMPDIR"
+	"$OLDPWD"/tests/helpers/mkmodel --dim 32 --layers 2 --heads 4 --kv-heads 2 --ctx 32 -o m.gguf
+	A="--adapter -m m.gguf --pool $D/pool --mix 0,0,1 --kmin 1 --kmax 1 --chunk 8 --batch-tokens 256 --eval-every 0 -t 1 -q"
+	"$OLDPWD"/bin/sa-train $A --rank 4 -o r4.gguf --steps 20 --lr 1e-2 --warmup 2
+	"$OLDPWD"/bin/sa-train $A --init r4.gguf --rank 12 -o r12.gguf --steps 1 --lr 1e-30
+	run -0 "$OLDPWD"/bin/sa-info r12.gguf
+	assert_line --regexp '^rank: +12$'
+	printf 'input\tlabel\nchair\tgreen\n' > demo.tsv
+	for r in 4 12; do
+		"$OLDPWD"/bin/sa-encode -q -m m.gguf -a r$r.gguf -o d$r.delta demo.tsv
+		"$OLDPWD"/bin/sa-run -m m.gguf -d d$r.delta -p "chair ->" --choice " green" | awk '/^choice/ { print $4 }' > s$r
+	done
+	none=$("$OLDPWD"/bin/sa-run -m m.gguf -p "chair ->" --choice " green" | awk '/^choice/ { print $4 }')
+	echo "log-likelihood: rank 4 $(cat s4), grown to 12 $(cat s12), no delta $none"
+	awk -v a="$(cat s4)" -v b="$(cat s12)" -v z="$none" 'BEGIN { d = a - b; exit !(d < 1e-3 && d > -1e-3 && (a - z > 1e-2 || z - a > 1e-2)) }'
+	# training moves the new slots: W2's new rows leave zero
+	"$OLDPWD"/bin/sa-train $A --init r4.gguf --rank 12 -o g.gguf --steps 5 --lr 1e-2 --warmup 1
+	"$OLDPWD"/bin/sa-encode -q -m m.gguf -a g.gguf -o dg.delta demo.tsv
+	moved=$("$OLDPWD"/bin/sa-run -m m.gguf -d dg.delta -p "chair ->" --choice " green" | awk '/^choice/ { print $4 }')
+	[ "$moved" != "$(cat s12)" ]
+	run -64 "$OLDPWD"/bin/sa-train $A --init r12.gguf --rank 4 -o x.gguf --steps 1
+	assert_output --partial "rank 4 is below the adapter's 12"
+}
+
+@test "sa-train --mix: a fourth share of repeated spans, for pretraining only" {
+	cd "$BATS_TEST_TMPDIR"
+	# three shares and the same three with a zero fourth draw the same stream
+	"$OLDPWD"/bin/sa-train $TINY --steps 3 --mix 0.5,0.25,0.25 -o a.gguf
+	"$OLDPWD"/bin/sa-train $TINY --steps 3 --mix 0.5,0.25,0.25,0 -o b.gguf
+	cmp a.gguf b.gguf
+	# repeated spans teach copying: after them, the second copy of a line
+	# costs far less than the first; after as much plain text, it does not
+	for mix in 0,0,0,1 1,0,0; do
+		"$OLDPWD"/bin/sa-train $TINY --steps 150 --lr 1e-2 --warmup 10 --mix $mix -o m$mix.gguf
+		for s in "dog ran to the mat " "a big cat sat on "; do
+			one=$("$OLDPWD"/bin/sa-run -m m$mix.gguf --score -p "$s" | awk '{ print $2 }')
+			two=$("$OLDPWD"/bin/sa-run -m m$mix.gguf --score -p "$s$s" | awk '{ print $2 }')
+			echo "$one $two" | awk '{ print ($2 - $1) / $1 }' >> ratio$mix
+		done
+	done
+	echo "second copy / first: after repeats $(cat ratio0,0,0,1), after text $(cat ratio1,0,0)"
+	awk '$1 >= 0.8 { exit 1 }' ratio0,0,0,1
+	awk '$1 <= 0.9 { exit 1 }' ratio1,0,0
+	run -64 "$OLDPWD"/bin/sa-train $TINY --steps 1 --mix 0.5,0.25,0.25, -o x.gguf
+	run -64 "$OLDPWD"/bin/sa-train --adapter -m a.gguf --text $D/text.txt --mix 0,0,0,1 -o x.gguf
+	assert_output --partial "for --pretrain"
+}
+
 @test "sa-train: usage errors exit 64" {
 	run -64 bin/sa-train
 	run -64 bin/sa-train --pretrain -o x.gguf
