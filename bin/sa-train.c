@@ -52,6 +52,7 @@ static const char help_text[] =
     "  -r, --rank N (16)  -C, --chunk N (64)  --mats LIST (attn_q,attn_k,attn_v,attn_output)\n"
     "  --kmin N (1)  --kmax N (64)   demonstrations per episode (log-uniform)\n"
     "  --queries N (8)               held-out queries per episode\n"
+    "  --text-segs N (1)             text contexts of 1 to N segments (uniform)\n"
     "\n"
     "Optimisation:\n"
     "  --steps N (1000)  --batch-tokens N (16384)  --seq N (ctx)  --micro N (8)\n"
@@ -82,7 +83,7 @@ static struct {
 	int n_texts, n_tasks;
 	int dim, layers, heads, kv_heads, ff, ctx, tied, save_type;
 	float rope_base;
-	int rank, chunk, kmin, kmax, queries;
+	int rank, chunk, kmin, kmax, queries, text_segs;
 	uint32_t mats;
 	long steps, batch_tokens, ckpt_every, eval_every, run_steps, start_step;
 	int seq, micro;
@@ -94,7 +95,7 @@ static struct {
 } opt = {
 	.dim = 256, .layers = 6, .heads = 8, .kv_heads = 4, .ctx = 512, .tied = 1,
 	.save_type = SA_TYPE_F16, .rope_base = 10000, .rank = 16, .chunk = 64,
-	.kmin = 1, .kmax = 64, .queries = 8,
+	.kmin = 1, .kmax = 64, .queries = 8, .text_segs = 1,
 	.mats = 1u << SA_MAT_Q | 1u << SA_MAT_K | 1u << SA_MAT_V | 1u << SA_MAT_O,
 	.steps = 1000, .batch_tokens = 16384, .micro = 8, .lr = 1e-3, .min_lr = -1,
 	.warmup = 100, .wd = 0.1, .clip = 1.0, .seed = 1, .ckpt_every = 100,
@@ -1053,17 +1054,25 @@ draw_episode(rng *r, episode *e, int T, long *n_tok)
 		in[i] = 0;
 		tgt[i] = -1;
 	}
-	if (kind == 0 && corpus.n > 2 * T + 2) {
-		/* language modelling: context = a text segment, target = the next one */
-		int len = T - 1;
-		long s = rng_below(r, corpus.n - 2 * len - 1);
-		toks_push(&e->ctx, corpus.t + s, len);
+	if (kind == 0 && corpus.n > (opt.text_segs + 1) * T + 2) {
+		/* language modelling: context = one or more text segments (the
+		 * state must not blow up over long contexts), target = the next */
+		int len = T - 1, ns = opt.text_segs > 1 ? 1 + (int)rng_below(r, opt.text_segs) : 1;
+		long s = rng_below(r, corpus.n - (long)(ns + 1) * len - 1);
+		for (int j = 0; j < ns; j++, s += len) {
+			if (j) {
+				e->seg[e->n_seg++] = e->ctx.n;
+				if (bos >= 0)
+					toks_push(&e->ctx, &bos, 1);
+			}
+			toks_push(&e->ctx, corpus.t + s, len);
+		}
 		Q = 1;
-		in[0] = bos >= 0 ? bos : corpus.t[s + len];
+		in[0] = bos >= 0 ? bos : corpus.t[s];
 		for (int i = 0; i < len; i++) {
 			if (i + 1 < T)
-				in[i + 1] = corpus.t[s + len + i];
-			tgt[i] = corpus.t[s + len + i];
+				in[i + 1] = corpus.t[s + i];
+			tgt[i] = corpus.t[s + i];
 		}
 		tgt[T - 1] = -1;
 	} else if (kind == 1 && n_tasks) {
@@ -1347,7 +1356,7 @@ main(int argc, char **argv)
 {
 	enum { O_PRETRAIN = 256, O_ADAPTER, O_VOCAB, O_INIT, O_TEXT, O_VALID, O_TASK,
 	    O_POOL, O_DIM, O_LAYERS, O_HEADS, O_KVHEADS, O_FF, O_CTX, O_ROPE, O_TIED,
-	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_STEPS, O_BATCH,
+	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_TEXTSEGS, O_STEPS, O_BATCH,
 	    O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_MIX, O_CKPT,
 	    O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS, O_STARTSTEP, O_REBIND };
 	static const struct option longopts[] = {
@@ -1377,6 +1386,7 @@ main(int argc, char **argv)
 		{ "mats", required_argument, NULL, O_MATS },
 		{ "kmin", required_argument, NULL, O_KMIN },
 		{ "kmax", required_argument, NULL, O_KMAX },
+		{ "text-segs", required_argument, NULL, O_TEXTSEGS },
 		{ "queries", required_argument, NULL, O_QUERIES },
 		{ "steps", required_argument, NULL, O_STEPS },
 		{ "batch-tokens", required_argument, NULL, O_BATCH },
@@ -1439,6 +1449,7 @@ main(int argc, char **argv)
 		case O_MATS: parse_mats(optarg); break;
 		case O_KMIN: opt.kmin = parse_long("--kmin", optarg, 1, 1 << 20); break;
 		case O_KMAX: opt.kmax = parse_long("--kmax", optarg, 1, 1 << 20); break;
+		case O_TEXTSEGS: opt.text_segs = parse_long("--text-segs", optarg, 1, 16); break;
 		case O_QUERIES: opt.queries = parse_long("--queries", optarg, 1, 4096); break;
 		case O_STEPS: opt.steps = parse_long("--steps", optarg, 1, LONG_MAX); break;
 		case O_BATCH: opt.batch_tokens = parse_long("--batch-tokens", optarg, 1, LONG_MAX); break;

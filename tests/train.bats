@@ -77,11 +77,14 @@ setup() {
 	# the evaluations too: the logs differ in speed only
 	diff <(sed 's/,"tok_per_s".*//' p1.gguf.ckpt/log.jsonl) <(sed 's/,"tok_per_s".*//' p2.gguf.ckpt/log.jsonl)
 	"$OLDPWD"/tests/helpers/mkmodel --dim 32 --layers 2 --heads 4 --kv-heads 2 --ctx 32 -o base.gguf
-	A="--adapter -m base.gguf --pool $D/pool --text $D/text.txt --mix 0.2,0,0.8 --kmin 2 --kmax 12 --rank 4 --chunk 8 --steps 4 --batch-tokens 512 --eval-every 2 -q"
-	"$OLDPWD"/bin/sa-train $A -t 1 -o a1.gguf
-	"$OLDPWD"/bin/sa-train $A -t 2 -o a2.gguf
+	A="--adapter -m base.gguf --pool $D/pool --text $D/text.txt --mix 0.4,0,0.6 --kmin 2 --kmax 12 --rank 4 --chunk 8 --steps 4 --batch-tokens 512 --eval-every 2 -q"
+	"$OLDPWD"/bin/sa-train $A --text-segs 3 -t 1 -o a1.gguf
+	"$OLDPWD"/bin/sa-train $A --text-segs 3 -t 2 -o a2.gguf
 	cmp a1.gguf a2.gguf
 	diff <(sed 's/,"tok_per_s".*//' a1.gguf.ckpt/log.jsonl) <(sed 's/,"tok_per_s".*//' a2.gguf.ckpt/log.jsonl)
+	# text contexts of several segments are a different stream from one
+	"$OLDPWD"/bin/sa-train $A -t 2 -o a3.gguf
+	! cmp -s a1.gguf a3.gguf
 }
 
 @test "SIGTERM saves a checkpoint, leaves no temporary file, and the run resumes" {
