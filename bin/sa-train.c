@@ -53,6 +53,7 @@ static const char help_text[] =
     "  --kmin N (1)  --kmax N (64)   demonstrations per episode (log-uniform)\n"
     "  --queries N (8)               held-out queries per episode\n"
     "  --text-segs N (1)             text contexts of 1 to N segments (uniform)\n"
+    "  --gate-lr X (1)               learning-rate factor of the gates (g, b)\n"
     "\n"
     "Optimisation:\n"
     "  --steps N (1000)  --batch-tokens N (16384)  --seq N (ctx)  --micro N (8)\n"
@@ -87,7 +88,7 @@ static struct {
 	uint32_t mats;
 	long steps, batch_tokens, ckpt_every, eval_every, run_steps, start_step;
 	int seq, micro;
-	double lr, min_lr, wd, clip;
+	double lr, min_lr, wd, clip, gate_lr;
 	long warmup;
 	uint64_t seed;
 	double mix[4];   /* text, task, random mapping, repeated span */
@@ -98,7 +99,7 @@ static struct {
 	.kmin = 1, .kmax = 64, .queries = 8, .text_segs = 1,
 	.mats = 1u << SA_MAT_Q | 1u << SA_MAT_K | 1u << SA_MAT_V | 1u << SA_MAT_O,
 	.steps = 1000, .batch_tokens = 16384, .micro = 8, .lr = 1e-3, .min_lr = -1,
-	.warmup = 100, .wd = 0.1, .clip = 1.0, .seed = 1, .ckpt_every = 100,
+	.warmup = 100, .wd = 0.1, .clip = 1.0, .gate_lr = 1, .seed = 1, .ckpt_every = 100,
 	.eval_every = 100,
 };
 
@@ -455,35 +456,49 @@ pick_kind(rng *r)
 typedef struct trainable {
 	float *p, *g, *m, *v;
 	size_t n;
-	size_t *decay_lo, *decay_hi;   /* ranges of 2-D weights */
-	int n_decay;
+	size_t *range_lo, *range_hi;   /* ranges, in order, with their own */
+	float *range_wd, *range_lr;    /* weight decay and lr factor; the rest: 0 and 1 */
+	int n_range;
 } trainable;
 
 static void
-add_decay(trainable *tr, const float *start, size_t n)
+add_range(trainable *tr, const float *start, size_t n, float wd, float lr_factor)
 {
-	tr->decay_lo = realloc(tr->decay_lo, (tr->n_decay + 1) * sizeof(size_t));
-	tr->decay_hi = realloc(tr->decay_hi, (tr->n_decay + 1) * sizeof(size_t));
-	tr->decay_lo[tr->n_decay] = start - tr->p;
-	tr->decay_hi[tr->n_decay] = start - tr->p + n;
-	tr->n_decay++;
+	int i = tr->n_range;
+	size_t **ends[2] = { &tr->range_lo, &tr->range_hi };
+	float **props[2] = { &tr->range_wd, &tr->range_lr };
+
+	for (int k = 0; k < 2; k++) {
+		size_t *e = realloc(*ends[k], (i + 1) * sizeof *e);
+		float *p = realloc(*props[k], (i + 1) * sizeof *p);
+		if (!e || !p)
+			die(SA_EINTERNAL, "out of memory");
+		*ends[k] = e;
+		*props[k] = p;
+	}
+	tr->range_lo[i] = start - tr->p;
+	tr->range_hi[i] = start - tr->p + n;
+	tr->range_wd[i] = wd;
+	tr->range_lr[i] = lr_factor;
+	tr->n_range++;
 }
 
-/* One AdamW step: decayed ranges with wd, the rest without. */
+/* One AdamW step: each range with its decay and learning rate, the gaps
+ * between them with no decay at the base rate. */
 static void
 optimizer_step(trainable *tr, int step, float lr)
 {
 	size_t at = 0;
 
-	for (int i = 0; i <= tr->n_decay; i++) {
-		size_t lo = i < tr->n_decay ? tr->decay_lo[i] : tr->n;
+	for (int i = 0; i <= tr->n_range; i++) {
+		size_t lo = i < tr->n_range ? tr->range_lo[i] : tr->n;
 		if (lo > at)
 			sa_adamw(tr->p + at, tr->g + at, tr->m + at, tr->v + at, lo - at,
 			    step, lr, 0.9f, 0.95f, 1e-8f, 0);
-		if (i < tr->n_decay) {
-			size_t hi = tr->decay_hi[i];
+		if (i < tr->n_range) {
+			size_t hi = tr->range_hi[i];
 			sa_adamw(tr->p + lo, tr->g + lo, tr->m + lo, tr->v + lo, hi - lo,
-			    step, lr, 0.9f, 0.95f, 1e-8f, (float)opt.wd);
+			    step, lr * tr->range_lr[i], 0.9f, 0.95f, 1e-8f, tr->range_wd[i]);
 			at = hi;
 		}
 	}
@@ -547,7 +562,9 @@ build_adapter_block(void)
 						*np[k] = sz[k];
 						memcpy(tr.p + o, src[k], sz[k] * sizeof(float));
 						if (k >= 3)
-							add_decay(&tr, tr.p + o, sz[k]);
+							add_range(&tr, tr.p + o, sz[k], (float)opt.wd, 1);
+						else if (k >= 1 && opt.gate_lr != 1)
+							add_range(&tr, tr.p + o, sz[k], 0, (float)opt.gate_lr);
 						o += sz[k];
 					}
 				}
@@ -599,15 +616,15 @@ build_pretrain_block(void)
 	tr.v = calloc(tr.n, sizeof(float));
 	if (!tr.m || !tr.v)
 		die(SA_EINTERNAL, "out of memory");
-	add_decay(&tr, tm->tok_embd, (size_t)c->n_vocab * c->d_model);
+	add_range(&tr, tm->tok_embd, (size_t)c->n_vocab * c->d_model, (float)opt.wd, 1);
 	for (int l = 0; l < c->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			int dout, din;
 			sa_tmodel_mat_dims(c, m, &dout, &din);
-			add_decay(&tr, tm->layers[l].w[m], (size_t)dout * din);
+			add_range(&tr, tm->layers[l].w[m], (size_t)dout * din, (float)opt.wd, 1);
 		}
 	if (!tm->tied)
-		add_decay(&tr, tm->output, (size_t)c->n_vocab * c->d_model);
+		add_range(&tr, tm->output, (size_t)c->n_vocab * c->d_model, (float)opt.wd, 1);
 }
 
 /* ---------------------------------------------------------- checkpoints */
@@ -1031,10 +1048,11 @@ build_adapter_workers(void)
  * Draw one adapter episode: k demonstrations of a task (or a random
  * mapping) form the context; `queries` other examples run alone through the
  * adapted model, scored on their answer tokens only.  *n_tok counts the
- * context and query tokens.
+ * context and query tokens.  With held_out, a task's queries come from its
+ * dev split (when it has one), which training never reads.
  */
 static void
-draw_episode(rng *r, episode *e, int T, long *n_tok)
+draw_episode(rng *r, episode *e, int T, long *n_tok, int held_out)
 {
 	int bos = sa_vocab_bos(vocab), Q = opt.queries;
 	double lk = log(opt.kmin), hk = log(opt.kmax);
@@ -1093,8 +1111,10 @@ draw_episode(rng *r, episode *e, int T, long *n_tok)
 			toks_push(&e->ctx, d->t, d->n);
 			len += d->n;
 		}
+		int from_dev = held_out && t->n_dev > 0;
 		for (int q = 0; q < Q; q++) {
-			const example *x = &t->train[rng_below(r, t->n_train)];
+			const example *x = from_dev ? &t->dev[rng_below(r, t->n_dev)]
+			    : &t->train[rng_below(r, t->n_train)];
 			int n = 0;
 			if (bos >= 0)
 				in[q * T + n++] = bos;
@@ -1229,13 +1249,14 @@ adapter_step(long *n_tok)
 
 	for (*n_tok = 0; *n_tok < opt.batch_tokens; n++) {
 		episodes_reserve(n + 1);
-		draw_episode(&data_rng, &eps[n], opt.seq, n_tok);
+		draw_episode(&data_rng, &eps[n], opt.seq, n_tok, 0);
 	}
 	TRY(sa_tworkers_run(team, run_episode, NULL, n, tr.g));
 	return n;
 }
 
-/* StreamAdapter against zero-shot on fixed episodes of every kind in the mix. */
+/* StreamAdapter against zero-shot on fixed episodes of every kind in the
+ * mix, task queries from the dev splits. */
 static void
 evaluate_adapter(void)
 {
@@ -1245,7 +1266,7 @@ evaluate_adapter(void)
 
 	episodes_reserve(n);
 	for (int e = 0; e < n; e++)
-		draw_episode(&r, &eps[e], opt.seq, &n_tok);
+		draw_episode(&r, &eps[e], opt.seq, &n_tok, 1);
 	TRY(sa_tworkers_run(team, run_episode, NULL, n, NULL));
 	for (int e = 0; e < n; e++)
 		for (int i = 0; i < 3; i++)
@@ -1357,7 +1378,7 @@ main(int argc, char **argv)
 	enum { O_PRETRAIN = 256, O_ADAPTER, O_VOCAB, O_INIT, O_TEXT, O_VALID, O_TASK,
 	    O_POOL, O_DIM, O_LAYERS, O_HEADS, O_KVHEADS, O_FF, O_CTX, O_ROPE, O_TIED,
 	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_TEXTSEGS, O_STEPS, O_BATCH,
-	    O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_MIX, O_CKPT,
+	    O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_GATELR, O_MIX, O_CKPT,
 	    O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS, O_STARTSTEP, O_REBIND };
 	static const struct option longopts[] = {
 		{ "pretrain", no_argument, NULL, O_PRETRAIN },
@@ -1396,6 +1417,7 @@ main(int argc, char **argv)
 		{ "min-lr", required_argument, NULL, O_MINLR },
 		{ "warmup", required_argument, NULL, O_WARMUP },
 		{ "wd", required_argument, NULL, O_WD },
+		{ "gate-lr", required_argument, NULL, O_GATELR },
 		{ "clip", required_argument, NULL, O_CLIP },
 		{ "seed", required_argument, NULL, 's' },
 		{ "mix", required_argument, NULL, O_MIX },
@@ -1459,6 +1481,7 @@ main(int argc, char **argv)
 		case O_MINLR: opt.min_lr = parse_double("--min-lr", optarg, 0, 10); break;
 		case O_WARMUP: opt.warmup = parse_long("--warmup", optarg, 0, LONG_MAX); break;
 		case O_WD: opt.wd = parse_double("--wd", optarg, 0, 10); break;
+		case O_GATELR: opt.gate_lr = parse_double("--gate-lr", optarg, 0, 1000); break;
 		case O_CLIP: opt.clip = parse_double("--clip", optarg, 0, 1e9); break;
 		case 's': opt.seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
 		case O_MIX:

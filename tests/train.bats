@@ -175,6 +175,22 @@ setup() {
 	assert_output --partial "rank 4 is below the adapter's 12"
 }
 
+@test "sa-train --gate-lr: the gate biases move that much faster, the default changes nothing" {
+	cd "$BATS_TEST_TMPDIR"
+	"$OLDPWD"/tests/helpers/mkmodel --dim 32 --layers 2 --heads 4 --kv-heads 2 --ctx 32 -o m.gguf
+	A="--adapter -m m.gguf --pool $D/pool --mix 0,0,1 --kmin 1 --kmax 8 --rank 4 --chunk 8 --batch-tokens 256 --steps 10 --lr 1e-3 --warmup 1 --eval-every 0 -t 1 -q"
+	"$OLDPWD"/bin/sa-train $A -o d.gguf
+	"$OLDPWD"/bin/sa-train $A --gate-lr 1 -o g1.gguf
+	cmp d.gguf g1.gguf
+	"$OLDPWD"/bin/sa-train $A --gate-lr 30 -o g30.gguf
+	# biases start at 3; how far they went, on average
+	for g in 1 30; do
+		"$OLDPWD"/tests/helpers/adapter-stat g$g.gguf | awk '$1 == "b" { d = $3 - 3; print d < 0 ? -d : d }' > moved$g
+	done
+	echo "mean gate-bias move: factor 1 $(cat moved1), factor 30 $(cat moved30)"
+	awk -v a="$(cat moved1)" -v b="$(cat moved30)" 'BEGIN { exit !(a > 0 && b > 5 * a) }'
+}
+
 @test "sa-train --mix: a fourth share of repeated spans, for pretraining only" {
 	cd "$BATS_TEST_TMPDIR"
 	# three shares and the same three with a zero fourth draw the same stream
