@@ -54,6 +54,7 @@ static const char help_text[] =
     "  --queries N (8)               held-out queries per episode\n"
     "  --text-segs N (1)             text contexts of 1 to N segments (uniform)\n"
     "  --gate-lr X (1)               learning-rate factor of the gates (g, b)\n"
+    "  --gate-bias X (3)             gate bias of a new adapter: a = sigmoid(X)\n"
     "\n"
     "Optimisation:\n"
     "  --steps N (1000)  --batch-tokens N (16384)  --seq N (ctx)  --micro N (8)\n"
@@ -88,7 +89,7 @@ static struct {
 	uint32_t mats;
 	long steps, batch_tokens, ckpt_every, eval_every, run_steps, start_step;
 	int seq, micro;
-	double lr, min_lr, wd, clip, gate_lr;
+	double lr, min_lr, wd, clip, gate_lr, gate_bias;
 	long warmup;
 	uint64_t seed;
 	double mix[4];   /* text, task, random mapping, repeated span */
@@ -99,7 +100,7 @@ static struct {
 	.kmin = 1, .kmax = 64, .queries = 8, .text_segs = 1,
 	.mats = 1u << SA_MAT_Q | 1u << SA_MAT_K | 1u << SA_MAT_V | 1u << SA_MAT_O,
 	.steps = 1000, .batch_tokens = 16384, .micro = 8, .lr = 1e-3, .min_lr = -1,
-	.warmup = 100, .wd = 0.1, .clip = 1.0, .gate_lr = 1, .seed = 1, .ckpt_every = 100,
+	.warmup = 100, .wd = 0.1, .clip = 1.0, .gate_lr = 1, .gate_bias = NAN, .seed = 1, .ckpt_every = 100,
 	.eval_every = 100,
 };
 
@@ -581,6 +582,24 @@ build_adapter_block(void)
 				die(SA_EINTERNAL, "out of memory");
 		}
 	}
+}
+
+/*
+ * A gate of 0.95 (bias 3) keeps about 20 chunks, and the state of a long
+ * context grows to many times that of the short ones training mostly sees;
+ * a lower bias bounds it nearer their size.
+ */
+static void
+set_gate_bias(sa_adapter *a, float bias)
+{
+	for (int l = 0; l < a->n_layer; l++)
+		for (int m = 0; m < SA_NMAT; m++) {
+			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
+			if (a->mats >> m & 1)
+				for (int i = 0; i < a->n_head_kv * a->rank; i++)
+					am->b[i] = bias;
+		}
+	a->fingerprint = sa_adapter_fingerprint(a);
 }
 
 /* Copy the block back into the adapter (for saving). */
@@ -1378,7 +1397,7 @@ main(int argc, char **argv)
 	enum { O_PRETRAIN = 256, O_ADAPTER, O_VOCAB, O_INIT, O_TEXT, O_VALID, O_TASK,
 	    O_POOL, O_DIM, O_LAYERS, O_HEADS, O_KVHEADS, O_FF, O_CTX, O_ROPE, O_TIED,
 	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_TEXTSEGS, O_STEPS, O_BATCH,
-	    O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_GATELR, O_MIX, O_CKPT,
+	    O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_GATELR, O_GATEBIAS, O_MIX, O_CKPT,
 	    O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS, O_STARTSTEP, O_REBIND };
 	static const struct option longopts[] = {
 		{ "pretrain", no_argument, NULL, O_PRETRAIN },
@@ -1418,6 +1437,7 @@ main(int argc, char **argv)
 		{ "warmup", required_argument, NULL, O_WARMUP },
 		{ "wd", required_argument, NULL, O_WD },
 		{ "gate-lr", required_argument, NULL, O_GATELR },
+		{ "gate-bias", required_argument, NULL, O_GATEBIAS },
 		{ "clip", required_argument, NULL, O_CLIP },
 		{ "seed", required_argument, NULL, 's' },
 		{ "mix", required_argument, NULL, O_MIX },
@@ -1482,6 +1502,7 @@ main(int argc, char **argv)
 		case O_WARMUP: opt.warmup = parse_long("--warmup", optarg, 0, LONG_MAX); break;
 		case O_WD: opt.wd = parse_double("--wd", optarg, 0, 10); break;
 		case O_GATELR: opt.gate_lr = parse_double("--gate-lr", optarg, 0, 1000); break;
+		case O_GATEBIAS: opt.gate_bias = parse_double("--gate-bias", optarg, -20, 20); break;
 		case O_CLIP: opt.clip = parse_double("--clip", optarg, 0, 1e9); break;
 		case 's': opt.seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
 		case O_MIX:
@@ -1516,6 +1537,8 @@ main(int argc, char **argv)
 		die(SA_EUSAGE, "--pretrain needs --vocab (or --init)");
 	if (opt.mode == ADAPTER && !opt.model)
 		die(SA_EUSAGE, "--adapter needs -m MODEL");
+	if (!isnan(opt.gate_bias) && (opt.mode != ADAPTER || opt.init))
+		die(SA_EUSAGE, "--gate-bias sets the gates of a new adapter (--adapter, no --init)");
 	if (opt.rebind && (opt.mode != ADAPTER || !opt.init))
 		die(SA_EUSAGE, "--rebind goes with --adapter and --init");
 	if (!opt.have_mix) {
@@ -1602,6 +1625,8 @@ main(int argc, char **argv)
 			}
 		} else {
 			TRY(sa_adapter_init(&adapter, base, opt.rank, opt.chunk, opt.mats, opt.seed, 0));
+			if (!isnan(opt.gate_bias))
+				set_gate_bias(adapter, (float)opt.gate_bias);
 		}
 		build_adapter_block();
 	}

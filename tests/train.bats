@@ -189,6 +189,11 @@ setup() {
 	done
 	echo "mean gate-bias move: factor 1 $(cat moved1), factor 30 $(cat moved30)"
 	awk -v a="$(cat moved1)" -v b="$(cat moved30)" 'BEGIN { exit !(a > 0 && b > 5 * a) }'
+	# a new adapter's biases start where --gate-bias says
+	"$OLDPWD"/bin/sa-train ${A/--steps 10/--steps 1} --lr 1e-30 --gate-bias 0.5 -o b.gguf
+	run -0 "$OLDPWD"/tests/helpers/adapter-stat b.gguf
+	assert_line 'b mean 0.5 absmean 0.5'
+	run -64 "$OLDPWD"/bin/sa-train $A --init b.gguf --gate-bias 1 -o x.gguf
 }
 
 @test "sa-train --mix: a fourth share of repeated spans, for pretraining only" {
