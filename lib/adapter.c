@@ -318,10 +318,12 @@ done:
 }
 
 /*
- * The new slots get fresh queries and biases but zero rows of W2, so that
+ * The new slots get fresh queries but zero rows of W2, so that
  * Delta W = W1 H^T W2 is the old one until training moves them: W2's new
  * rows learn first (their gradient goes through the new rows of H), and the
- * queries follow.
+ * queries follow.  Their gate biases are the mean of the head's old ones: a
+ * new slot that kept more than the trained ones would hold a state many
+ * times larger, which W2 then learns to magnify.
  */
 int
 sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, int rank,
@@ -347,7 +349,13 @@ sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, in
 			for (int h = 0; h < a->n_head_kv; h++) {
 				memcpy(dst->Q + (size_t)h * rank * dh, src->Q + h * r0 * dh,
 				    r0 * dh * sizeof(float));
-				memcpy(dst->b + (size_t)h * rank, src->b + h * r0, r0 * sizeof(float));
+				float *b = dst->b + (size_t)h * rank;
+				double mean = 0;
+				memcpy(b, src->b + h * r0, r0 * sizeof(float));
+				for (size_t j = 0; j < r0; j++)
+					mean += b[j];
+				for (size_t j = r0; j < (size_t)rank; j++)
+					b[j] = (float)(mean / r0);
 			}
 			memcpy(dst->g, src->g, (size_t)a->n_head_kv * dh * sizeof(float));
 			memcpy(dst->W1, src->W1, (size_t)src->d_out * a->n_head_kv * dh * sizeof(float));

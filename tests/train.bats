@@ -158,6 +158,11 @@ setup() {
 	"$OLDPWD"/bin/sa-train $A --init r4.gguf --rank 12 -o r12.gguf --steps 1 --lr 1e-30
 	run -0 "$OLDPWD"/bin/sa-info r12.gguf
 	assert_line --regexp '^rank: +12$'
+	# new slots take the mean gate bias of their head's trained ones
+	b4=$("$OLDPWD"/tests/helpers/adapter-stat r4.gguf | awk '$1 == "b" { print $3 }')
+	b12=$("$OLDPWD"/tests/helpers/adapter-stat r12.gguf | awk '$1 == "b" { print $3 }')
+	echo "mean gate bias: rank 4 $b4, grown $b12"
+	awk -v a="$b4" -v b="$b12" 'BEGIN { d = a - b; exit !(a != 3 && d < 1e-4 && d > -1e-4) }'
 	printf 'input\tlabel\nchair\tgreen\n' > demo.tsv
 	for r in 4 12; do
 		"$OLDPWD"/bin/sa-encode -q -m m.gguf -a r$r.gguf -o d$r.delta demo.tsv
