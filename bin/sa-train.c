@@ -418,20 +418,19 @@ episode_map(rng *r, int *seq, int T, int n_keys)
  * can be predicted from language alone; the others must be read back from
  * the context.  These induction episodes teach a small model to copy from
  * context far sooner than random mappings do, whose only copyable tokens
- * are the labels.
+ * are the labels.  No BOS, as in text windows: a model that saw BOS before
+ * repeats alone comes to expect every prompt to repeat.
  */
 static void
 episode_repeat(rng *r, const toks *src, int *seq, int T)
 {
-	int len = 8 << rng_below(r, 4), n = 0, bos = sa_vocab_bos(vocab);
+	int len = 8 << rng_below(r, 4), n = 0;
 	long s;
 
 	len += rng_below(r, len);                 /* 8 to 127 tokens */
 	if (len > T / 2)                          /* at least two copies */
 		len = T / 2 > 1 ? T / 2 : 1;
 	s = rng_below(r, src->n - len);
-	if (bos >= 0)
-		seq[n++] = bos;
 	while (n <= T)
 		for (int i = 0; i < len && n <= T; i++)
 			seq[n++] = src->t[s + i];

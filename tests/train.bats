@@ -207,19 +207,17 @@ setup() {
 	"$OLDPWD"/bin/sa-train $TINY --steps 3 --mix 0.5,0.25,0.25 -o a.gguf
 	"$OLDPWD"/bin/sa-train $TINY --steps 3 --mix 0.5,0.25,0.25,0 -o b.gguf
 	cmp a.gguf b.gguf
-	# repeated spans teach copying: after them, the second copy of a line
-	# costs far less than the first; after as much plain text, it does not
+	# repeated spans teach copying: after them, a line costs less after
+	# itself than after another line, by more than after as much plain text
+	score() { "$OLDPWD"/bin/sa-run -m "$1" --score --no-bos -p "$2" | awk '{ print -$2 }'; }
 	for mix in 0,0,0,1 1,0,0; do
-		"$OLDPWD"/bin/sa-train $TINY --steps 150 --lr 1e-2 --warmup 10 --mix $mix -o m$mix.gguf
-		for s in "dog ran to the mat " "a big cat sat on "; do
-			one=$("$OLDPWD"/bin/sa-run -m m$mix.gguf --score -p "$s" | awk '{ print $2 }')
-			two=$("$OLDPWD"/bin/sa-run -m m$mix.gguf --score -p "$s$s" | awk '{ print $2 }')
-			echo "$one $two" | awk '{ print ($2 - $1) / $1 }' >> ratio$mix
-		done
+		"$OLDPWD"/bin/sa-train $TINY --steps 300 --lr 1e-2 --warmup 10 --mix $mix -o m$mix.gguf
+		s="dog ran to the mat " o="a big cat sat on "
+		echo "$(score m$mix.gguf "$s") $(score m$mix.gguf "$s$s") $(score m$mix.gguf "$o") $(score m$mix.gguf "$o$s")" |
+		    awk '{ print ($2 - $1) / ($4 - $3) }' > ratio$mix
 	done
-	echo "second copy / first: after repeats $(cat ratio0,0,0,1), after text $(cat ratio1,0,0)"
-	awk '$1 >= 0.8 { exit 1 }' ratio0,0,0,1
-	awk '$1 <= 0.9 { exit 1 }' ratio1,0,0
+	echo "cost of a line after itself / after another: after repeats $(cat ratio0,0,0,1), after text $(cat ratio1,0,0)"
+	awk -v r="$(cat ratio0,0,0,1)" -v t="$(cat ratio1,0,0)" 'BEGIN { exit !(r < t - 0.1) }'
 	run -64 "$OLDPWD"/bin/sa-train $TINY --steps 1 --mix 0.5,0.25,0.25, -o x.gguf
 	run -64 "$OLDPWD"/bin/sa-train --adapter -m a.gguf --text $D/text.txt --mix 0,0,0,1 -o x.gguf
 	assert_output --partial "for --pretrain"
