@@ -4,7 +4,10 @@
 # from the last checkpoint (run/base.gguf.ckpt).  On a machine without that
 # checkpoint, go on from saved weights: data/model.gguf is step 1449 (see
 # data/train/README.md), e.g. scripts/pretrain.sh --init data/model.gguf
-# --start-step 0 --steps N for a new schedule of N steps.  See sa-train(1).
+# --start-step 0 --steps N for a new schedule of N steps.  A base that also
+# copies repeated text, data/train/base-copy.gguf, came from adding
+# repeated-span episodes (--mix T,K,M,R); data/train/README.md has how.
+# See sa-train(1).
 set -e
 cd "$(dirname "$0")/.."
 seen=$(awk -F '\t' 'NR > 1 && $2 == "seen" { printf " --task data/tasks/%s", $1 }' data/tasks/TASKS.tsv)
