@@ -100,8 +100,8 @@ static struct {
 	.kmin = 1, .kmax = 64, .queries = 8, .text_segs = 1,
 	.mats = 1u << SA_MAT_Q | 1u << SA_MAT_K | 1u << SA_MAT_V | 1u << SA_MAT_O,
 	.steps = 1000, .batch_tokens = 16384, .micro = 8, .lr = 1e-3, .min_lr = -1,
-	.warmup = 100, .wd = 0.1, .clip = 1.0, .gate_lr = 1, .gate_bias = NAN, .seed = 1, .ckpt_every = 100,
-	.eval_every = 100,
+	.warmup = 100, .wd = 0.1, .clip = 1.0, .gate_lr = 1, .gate_bias = NAN, .seed = 1,
+	.ckpt_every = 100, .eval_every = 100,
 };
 
 static volatile sig_atomic_t stop_signal;
@@ -1395,9 +1395,10 @@ main(int argc, char **argv)
 {
 	enum { O_PRETRAIN = 256, O_ADAPTER, O_VOCAB, O_INIT, O_TEXT, O_VALID, O_TASK,
 	    O_POOL, O_DIM, O_LAYERS, O_HEADS, O_KVHEADS, O_FF, O_CTX, O_ROPE, O_TIED,
-	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_TEXTSEGS, O_STEPS, O_BATCH,
-	    O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_GATELR, O_GATEBIAS, O_MIX, O_CKPT,
-	    O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS, O_STARTSTEP, O_REBIND };
+	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_TEXTSEGS, O_STEPS,
+	    O_BATCH, O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_GATELR,
+	    O_GATEBIAS, O_MIX, O_CKPT, O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS,
+	    O_STARTSTEP, O_REBIND };
 	static const struct option longopts[] = {
 		{ "pretrain", no_argument, NULL, O_PRETRAIN },
 		{ "adapter", no_argument, NULL, O_ADAPTER },

@@ -347,10 +347,10 @@ sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, in
 			if (!(a->mats >> m & 1))
 				continue;
 			for (int h = 0; h < a->n_head_kv; h++) {
-				memcpy(dst->Q + (size_t)h * rank * dh, src->Q + h * r0 * dh,
-				    r0 * dh * sizeof(float));
 				float *b = dst->b + (size_t)h * rank;
 				double mean = 0;
+				memcpy(dst->Q + (size_t)h * rank * dh, src->Q + h * r0 * dh,
+				    r0 * dh * sizeof(float));
 				memcpy(b, src->b + h * r0, r0 * sizeof(float));
 				for (size_t j = 0; j < r0; j++)
 					mean += b[j];
