@@ -1,12 +1,11 @@
 #!/bin/sh
 # Pretrain the default base model (data/model.gguf) on the project's data.
 # Long: run it in the background and again with the same arguments to go on
-# from the last checkpoint (run/base.gguf.ckpt).  On a machine without that
-# checkpoint, go on from saved weights: data/model.gguf is step 1449 (see
-# data/train/README.md), e.g. scripts/pretrain.sh --init data/model.gguf
-# --start-step 0 --steps N for a new schedule of N steps.  A base that also
-# copies repeated text, data/train/base-copy.gguf, came from adding
-# repeated-span episodes (--mix T,K,M,R); data/train/README.md has how.
+# from the last checkpoint (run/base.gguf.ckpt).  These defaults are stage 1
+# of data/model.gguf; stages 2-4 went on with --init, --start-step 0, a new
+# --steps and a fourth --mix share of repeated spans, as data/train/README.md
+# lists.  To go on from the shipped weights:
+#   scripts/pretrain.sh --init data/model.gguf --start-step 0 --steps N ...
 # See sa-train(1).
 set -e
 cd "$(dirname "$0")/.."
