@@ -293,17 +293,6 @@ exp_fns_pick(void)
 
 static pthread_once_t exp_fns_once = PTHREAD_ONCE_INIT;
 
-/* x [n] := exp(x - max(x)) / sum, in place: the same bits with or without
- * AVX2. */
-static void
-softmax(float *x, int n)
-{
-	float inv = (float)(1.0 / sa_exp_sum_f32(x, x, n, sa_max_f32(x, n)));
-
-	for (int j = 0; j < n; j++)
-		x[j] *= inv;
-}
-
 static void
 silu_mul(float *g, const float *u, size_t n)
 {
@@ -633,7 +622,7 @@ att_task(void *arg, int ith, int chunk, int nchunks)
 
 		for (int p = 0; p < len; p++)
 			sc[p] = sa_dot_f32(q, kc + p * kvd + (size_t)g * dh, dh) * t->scale;
-		softmax(sc, len);
+		sa_softmax_f32(sc, len);
 		memset(out, 0, (size_t)dh * sizeof(float));
 		for (int p = 0; p < len; p++)
 			sa_axpy_f32(sc[p], vc + p * kvd + (size_t)g * dh, out, dh);
@@ -657,7 +646,7 @@ smax_task(void *arg, int ith, int chunk, int nchunks)
 	for (int64_t hr = lo; hr < hi; hr++) {
 		float *row = t->sc + hr * t->kvn;
 		int len = t->base + (int)(hr % t->nq) + 1;
-		softmax(row, len);
+		sa_softmax_f32(row, len);
 		memset(row + len, 0, (size_t)(t->kvn - len) * sizeof(float));
 	}
 }

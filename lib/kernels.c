@@ -188,8 +188,6 @@ deq_q8_0_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 	deq_generic(SA_TYPE_Q8_0, w, rb, n, dst, nr);
 }
 
-/* ---------------------------------------------------------------- AVX2 */
-
 static float
 max_generic(const float *x, int64_t n)
 {
@@ -216,6 +214,8 @@ exp_sum_generic(float *y, const float *x, int64_t n, float mx)
 		sum += y[i];
 	return sum;
 }
+
+/* ---------------------------------------------------------------- AVX2 */
 
 #ifdef HAVE_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -770,4 +770,13 @@ double
 sa_exp_sum_f32(float *y, const float *x, int64_t n, float mx)
 {
 	return kernels()->exp_sum(y, x, n, mx);
+}
+
+void
+sa_softmax_f32(float *x, int64_t n)
+{
+	float inv = (float)(1.0 / sa_exp_sum_f32(x, x, n, sa_max_f32(x, n)));
+
+	for (int64_t i = 0; i < n; i++)
+		x[i] *= inv;
 }

@@ -72,6 +72,8 @@ float sa_max_f32(const float *x, int64_t n);
  * double: element i into running sum i mod 8, folded in pairs, the tail
  * after.  The rows of softmax in attention and of the cross-entropy. */
 double sa_exp_sum_f32(float *y, const float *x, int64_t n, float mx);
+/* x [n] := exp(x - max(x)) / sum, in place, from the two above. */
+void sa_softmax_f32(float *x, int64_t n);
 
 /* Name of the kernel set chosen for this CPU ("avx2" or "generic"). */
 const char *sa_kernels_name(void);

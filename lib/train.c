@@ -501,8 +501,9 @@ rope(float *x, const sa_tact *a, int B, int T, int nh, int dh, int dir)
 }
 
 /*
- * The exponentials of training: attention's softmax rows, the rows of the
- * cross-entropy, SiLU, through expf_neg (expf_impl.h).  Each kernel is
+ * The kernels of training beside kernels.c's (whose sa_softmax_f32 and
+ * sa_exp_sum_f32 serve attention and the cross-entropy): SiLU through
+ * expf_neg (expf_impl.h), and a dot product in double.  Each kernel is
  * written once as scalar code and once for AVX2 with the same operations in
  * the same order (sums in eight running lanes, folded in pairs), so both
  * give the same bits.
@@ -701,10 +702,7 @@ attention_forward(float *out, float *att, const float *q, const float *k,
 				    scale, qb + (size_t)i0 * hd, hd, kb, kvd, 0.0f, Pb, T);
 				for (int i = i0; i < i1; i++) {
 					float *row = P + (size_t)i * T;
-					float mx = sa_max_f32(row, i + 1);
-					float inv = (float)(1.0 / sa_exp_sum_f32(row, row, i + 1, mx));
-					for (int j = 0; j <= i; j++)
-						row[j] *= inv;
+					sa_softmax_f32(row, i + 1);
 					for (int j = i + 1; j < i1; j++)
 						row[j] = 0.0f;
 				}

@@ -18,7 +18,7 @@
 #include <cblas.h>
 
 #include "sa.h"
-#include "kernels_impl.h"    /* sa_max_f32, sa_exp_sum_f32 */
+#include "kernels_impl.h"    /* sa_softmax_f32 */
 #include "train_impl.h"
 
 struct sa_tctx {
@@ -199,10 +199,7 @@ sa_tctx_forward(sa_tctx *c, int l, int m, const float *Q, const float *g, const 
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r, n, dh,
 			    scale, Qh, dh, Kc, kvd, 0.0f, A, C);
 			for (int j = 0; j < r; j++) {
-				float *Aj = A + (size_t)j * C;
-				float inv = (float)(1.0 / sa_exp_sum_f32(Aj, Aj, n, sa_max_f32(Aj, n)));
-				for (int t = 0; t < n; t++)
-					Aj[t] *= inv;
+				sa_softmax_f32(A + (size_t)j * C, n);
 			}
 			/* S [r][dh] = A Vc */
 			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, dh, n,
