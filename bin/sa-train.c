@@ -436,51 +436,42 @@ episode_repeat(rng *r, const toks *src, int *seq, int T)
 			seq[n++] = src->t[s + i];
 }
 
+/* An episode kind (the index into opt.mix) drawn by the shares. */
 static int
 pick_kind(rng *r)
 {
-	double u = rng_unif(r) * (opt.mix[0] + opt.mix[1] + opt.mix[2] + opt.mix[3]);
-	if (u < opt.mix[0])
-		return 0;
-	if (u < opt.mix[0] + opt.mix[1])
-		return 1;
-	return u < opt.mix[0] + opt.mix[1] + opt.mix[2] ? 2 : 3;
+	double u = rng_unif(r) * (opt.mix[0] + opt.mix[1] + opt.mix[2] + opt.mix[3]), below = 0;
+	int k;
+
+	for (k = 0; k < 3; k++)
+		if (u < (below += opt.mix[k]))
+			break;
+	return k;
 }
 
 /* ---------------------------------------------------------- parameters */
 
 /*
  * What the optimizer sees: one block of trainable floats with its gradient
- * and moments, and which ranges get weight decay.
+ * and moments, and ranges of it (in order) with their own weight decay and
+ * learning-rate factor; outside them, no decay and factor 1.
  */
 typedef struct trainable {
 	float *p, *g, *m, *v;
 	size_t n;
-	size_t *range_lo, *range_hi;   /* ranges, in order, with their own */
-	float *range_wd, *range_lr;    /* weight decay and lr factor; the rest: 0 and 1 */
+	struct range { size_t lo, hi; float wd, lr_factor; } *range;
 	int n_range;
 } trainable;
 
 static void
 add_range(trainable *tr, const float *start, size_t n, float wd, float lr_factor)
 {
-	int i = tr->n_range;
-	size_t **ends[2] = { &tr->range_lo, &tr->range_hi };
-	float **props[2] = { &tr->range_wd, &tr->range_lr };
+	struct range *r = realloc(tr->range, (tr->n_range + 1) * sizeof *r);
 
-	for (int k = 0; k < 2; k++) {
-		size_t *e = realloc(*ends[k], (i + 1) * sizeof *e);
-		float *p = realloc(*props[k], (i + 1) * sizeof *p);
-		if (!e || !p)
-			die(SA_EINTERNAL, "out of memory");
-		*ends[k] = e;
-		*props[k] = p;
-	}
-	tr->range_lo[i] = start - tr->p;
-	tr->range_hi[i] = start - tr->p + n;
-	tr->range_wd[i] = wd;
-	tr->range_lr[i] = lr_factor;
-	tr->n_range++;
+	if (!r)
+		die(SA_EINTERNAL, "out of memory");
+	tr->range = r;
+	r[tr->n_range++] = (struct range){ start - tr->p, start - tr->p + n, wd, lr_factor };
 }
 
 /* One AdamW step: each range with its decay and learning rate, the gaps
@@ -491,14 +482,14 @@ optimizer_step(trainable *tr, int step, float lr)
 	size_t at = 0;
 
 	for (int i = 0; i <= tr->n_range; i++) {
-		size_t lo = i < tr->n_range ? tr->range_lo[i] : tr->n;
+		size_t lo = i < tr->n_range ? tr->range[i].lo : tr->n;
 		if (lo > at)
 			sa_adamw(tr->p + at, tr->g + at, tr->m + at, tr->v + at, lo - at,
 			    step, lr, 0.9f, 0.95f, 1e-8f, 0);
 		if (i < tr->n_range) {
-			size_t hi = tr->range_hi[i];
+			size_t hi = tr->range[i].hi;
 			sa_adamw(tr->p + lo, tr->g + lo, tr->m + lo, tr->v + lo, hi - lo,
-			    step, lr * tr->range_lr[i], 0.9f, 0.95f, 1e-8f, tr->range_wd[i]);
+			    step, lr * tr->range[i].lr_factor, 0.9f, 0.95f, 1e-8f, tr->range[i].wd);
 			at = hi;
 		}
 	}
