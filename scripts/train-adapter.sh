@@ -14,7 +14,7 @@ set -e
 cd "$(dirname "$0")/.."
 seen=$(awk -F '\t' 'NR > 1 && $2 == "seen" { printf " --task data/tasks/%s", $1 }' data/tasks/TASKS.tsv)
 case " $* " in
-*" --init "*) gate= ;;
+*" --init "* | *" --init="*) gate= ;;
 *) gate="--gate-bias 1" ;;
 esac
 mkdir -p run
