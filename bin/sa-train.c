@@ -8,6 +8,7 @@
  * parameters, both Adam moments, the step and the data stream's RNG, so a
  * resumed run continues exactly where the stopped one was.
  */
+#include <ctype.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
@@ -41,6 +42,12 @@ static const char help_text[] =
     "  --task DIR            a task: DIR/train.tsv and DIR/dev.tsv with columns\n"
     "                        input and label (repeatable)\n"
     "  --pool DIR            words.txt and labels.txt for random-mapping episodes\n"
+    "  --map-vocab           random mappings of words of 1-3 tokens drawn from the\n"
+    "                        vocabulary and the text, held-out words excluded\n"
+    "  --rename X            share of classification-task episodes whose label\n"
+    "                        words are replaced by new words (0)\n"
+    "  --eval-pool DIR       words and labels of the copy evaluation (--pool)\n"
+    "  --show-data N         print the first N sequences as JSON Lines and exit\n"
     "\n"
     "Model shape (--pretrain):\n"
     "  --dim N (256)  --layers N (6)  --heads N (8)  --kv-heads N (4)\n"
@@ -81,13 +88,16 @@ static struct {
 	int mode;
 	const char *model, *vocab, *init, *out, *valid, *pool, *ckpt, *log;
 	int rebind;                 /* --init adapter of another model */
+	int map_vocab;              /* random mappings over the whole vocabulary */
+	double rename;              /* share of class-task episodes with new label words */
+	const char *eval_pool;      /* pool of the in-context copy evaluation */
 	const char **texts, **tasks;
 	int n_texts, n_tasks;
 	int dim, layers, heads, kv_heads, ff, ctx, tied, save_type;
 	float rope_base;
 	int rank, chunk, kmin, kmax, queries, text_segs;
 	uint32_t mats;
-	long steps, batch_tokens, ckpt_every, eval_every, run_steps, start_step;
+	long steps, batch_tokens, ckpt_every, eval_every, run_steps, start_step, show_data;
 	int seq, micro;
 	double lr, min_lr, wd, clip, gate_lr, gate_bias;
 	long warmup;
@@ -148,6 +158,9 @@ rng_below(rng *r, long n)
 
 typedef struct toks { int *t; int n, cap; } toks;
 
+/* The text corpus, tokenized line by line. */
+static toks corpus, valid;
+
 static void
 toks_push(toks *a, const int *t, int n)
 {
@@ -189,6 +202,7 @@ typedef struct task {
 	int n_train, n_dev;
 	char **labels;
 	int n_labels;
+	int renamable;    /* 2 to 16 labels, all words: a classification task */
 } task;
 
 static task *tasks;
@@ -271,13 +285,16 @@ load_tasks(void)
 		load_split(t, opt.tasks[i], "dev", &t->dev, &t->n_dev);
 		if (t->n_train < 2)
 			die(SA_EDATA, "%s: fewer than 2 training examples", opt.tasks[i]);
+		t->renamable = t->n_labels >= 2 && t->n_labels <= 16;
+		for (int j = 0; j < t->n_labels; j++)
+			t->renamable &= isalpha((unsigned char)t->labels[j][0]) != 0;
 	}
 	n_tasks = opt.n_tasks;
 }
 
 /* Word pools for random mappings: each entry pre-tokenized. */
 typedef struct pool { toks *w; int n; } pool;
-static pool pool_words, pool_labels;
+static pool pool_words, pool_labels, eval_words, eval_labels;
 static toks arrow_nl[2];   /* " ->" is part of the word's tokens; see map_line */
 
 static void
@@ -302,8 +319,129 @@ load_pool(pool *p, const char *dir, const char *file)
 		die(SA_EDATA, "%s: fewer than 4 entries", path);
 }
 
-/* The text corpus, tokenized line by line; FILE.gz is read through zlib. */
-static toks corpus, valid;
+/*
+ * Open-vocabulary words for random mappings (--map-vocab) and renamed task
+ * labels (--rename): one to three tokens, a word-start piece (" cat") and
+ * continuation pieces ("s"), half of them whole words of the corpus and half
+ * made-up compounds of pieces, so that the only way to answer is to read the
+ * context.  A word whose text hashes (FNV-1a) to 0 or 1 mod 10 is held out:
+ * scripts/make-pools.py draws the dev and test pools of data/pools from
+ * exactly those, so evaluation binds words no episode bound.
+ */
+typedef struct word { int t[3], n; } word;
+static int *word_start, n_word_start, *word_cont, n_word_cont;
+static signed char *piece_kind;   /* 1 word start, 2 continuation, 0 other */
+
+static int
+piece_letters(int tok, char *buf, int cap)
+{
+	int n = sa_token_to_piece(vocab, tok, buf, cap - 1);
+	return n < cap ? n : -1;
+}
+
+static void
+build_word_pieces(void)
+{
+	int V = sa_vocab_size(vocab);
+
+	if (!(piece_kind = calloc((size_t)V, 1)) || !(word_start = malloc(V * sizeof *word_start)) ||
+	    !(word_cont = malloc(V * sizeof *word_cont)))
+		die(SA_EINTERNAL, "out of memory");
+	for (int i = 0; i < V; i++) {
+		char b[64];
+		int n = piece_letters(i, b, sizeof b), lead = n > 0 && b[0] == ' ', k;
+		for (k = lead; k < n && b[k] >= 'a' && b[k] <= 'z'; k++)
+			;
+		if (n < 1 || k < n || n - lead < 1 + lead)
+			continue;
+		piece_kind[i] = lead ? 1 : 2;
+		if (lead)
+			word_start[n_word_start++] = i;
+		else
+			word_cont[n_word_cont++] = i;
+	}
+	if (n_word_start < 16 || n_word_cont < 16)
+		die(SA_EDATA, "--map-vocab: the vocabulary has too few word pieces");
+}
+
+/* 1 if the word's text (without its leading space) is held out. */
+static int
+word_held_out(const word *w)
+{
+	uint32_t h = 0x811c9dc5u;
+
+	for (int i = 0; i < w->n; i++) {
+		char b[64];
+		int n = piece_letters(w->t[i], b, sizeof b);
+		for (int k = i == 0; k < n; k++)
+			h = (h ^ (unsigned char)b[k]) * 0x01000193u;
+	}
+	return h % 10 < 2;
+}
+
+/* A word of n_tok tokens (1 to 3), not held out. */
+static word
+draw_word(rng *r, int n_tok)
+{
+	for (;;) {
+		word w = { .n = 0 };
+		if (rng_u64(r) & 1 && corpus.n > 64) {
+			/* the next whole word of the corpus from a random place */
+			long at = rng_below(r, corpus.n - 64), end = at + 60;
+			while (at < end && piece_kind[corpus.t[at]] != 1)
+				at++;
+			if (at == end)
+				continue;
+			w.t[w.n++] = corpus.t[at++];
+			while (w.n < 3 && piece_kind[corpus.t[at]] == 2)
+				w.t[w.n++] = corpus.t[at++];
+			if (w.n != n_tok || piece_kind[corpus.t[at]] == 2)
+				continue;
+		} else {
+			w.t[w.n++] = word_start[rng_below(r, n_word_start)];
+			while (w.n < n_tok)
+				w.t[w.n++] = word_cont[rng_below(r, n_word_cont)];
+		}
+		if (!word_held_out(&w))
+			return w;
+	}
+}
+
+/* One to three tokens: a label's length, or a key's. */
+static int
+draw_word_len(rng *r)
+{
+	return 1 + (int)rng_below(r, 3);
+}
+
+static int
+word_eq(const word *a, const word *b)
+{
+	return a->n == b->n && !memcmp(a->t, b->t, a->n * sizeof *a->t);
+}
+
+/* n distinct words. */
+static void
+draw_words(rng *r, word *w, int n)
+{
+	for (int i = 0; i < n; i++) {
+		int dup;
+		do {
+			w[i] = draw_word(r, draw_word_len(r));
+			dup = 0;
+			for (int j = 0; j < i && !dup; j++)
+				dup = word_eq(&w[i], &w[j]);
+		} while (dup);
+	}
+}
+
+static toks
+word_toks(word *w)
+{
+	return (toks){ .t = w->t, .n = w->n, .cap = w->n };
+}
+
+/* FILE.gz is read through zlib. */
 
 static void
 read_text(const char *path, char **data, size_t *len)
@@ -378,16 +516,84 @@ fill_seq(int *seq, int n, int T, const toks *t)
 	return n;
 }
 
+/*
+ * A task's demonstration, or with name, its label word replaced: "{input} ->"
+ * as it was, then the new word and the newline (buf holds cap tokens).  Seen tasks renamed per
+ * episode must be answered from the context, not from the task's labels.
+ */
+static toks
+demo_toks(const example *x, word *name, int *buf, int cap)
+{
+	toks d = { .t = buf };
+
+	if (!name)
+		return x->demo;
+	for (int i = 0; i < x->answer_at && d.n < cap; i++)
+		buf[d.n++] = x->demo.t[i];
+	for (int i = 0; i < name->n && d.n < cap; i++)
+		buf[d.n++] = name->t[i];
+	for (int i = 0; i < arrow_nl[1].n && d.n < cap; i++)
+		buf[d.n++] = arrow_nl[1].t[i];
+	return d;
+}
+
 static void
 episode_task(rng *r, int *seq, int T)
 {
 	task *t = &tasks[rng_below(r, n_tasks)];
 	int n = 0, bos = sa_vocab_bos(vocab);
+	word names[16];
+	int renamed = opt.rename > 0 && t->renamable && rng_unif(r) < opt.rename;
+	int *buf = malloc((size_t)(T + 8) * sizeof *buf);
 
+	if (!buf)
+		die(SA_EINTERNAL, "out of memory");
+	if (renamed)
+		draw_words(r, names, t->n_labels);
 	if (bos >= 0)
 		seq[n++] = bos;
-	while (n <= T)
-		n = fill_seq(seq, n, T, &t->train[rng_below(r, t->n_train)].demo);
+	while (n <= T) {
+		const example *x = &t->train[rng_below(r, t->n_train)];
+		toks d = demo_toks(x, renamed ? &names[x->label] : NULL, buf, T + 8);
+		n = fill_seq(seq, n, T, &d);
+	}
+	free(buf);
+}
+
+/*
+ * "word -> label\n" lines of a fresh mapping of open-vocabulary words: every
+ * pair once in a random order, then pairs again at random until the window
+ * is full, so that recall of pairs seen once is trained up to as many pairs
+ * as a window holds.
+ */
+static void
+episode_map_vocab(rng *r, int *seq, int T)
+{
+	enum { MAXK = 96 };
+	word keys[MAXK], vals[MAXK];
+	int order[MAXK], n = 0, bos = sa_vocab_bos(vocab);
+	int n_keys = (int)floor(exp(log(2) + rng_unif(r) * (log(MAXK) - log(2))));
+
+	draw_words(r, keys, n_keys);
+	for (int i = 0; i < n_keys; i++) {
+		vals[i] = draw_word(r, draw_word_len(r));
+		order[i] = i;
+	}
+	for (int i = n_keys - 1; i > 0; i--) {
+		int j = rng_below(r, i + 1), t = order[i];
+		order[i] = order[j];
+		order[j] = t;
+	}
+	if (bos >= 0)
+		seq[n++] = bos;
+	for (int i = 0; n <= T; i++) {
+		int k = i < n_keys ? order[i] : rng_below(r, n_keys);
+		toks kt = word_toks(&keys[k]), vt = word_toks(&vals[k]);
+		n = fill_seq(seq, n, T, &kt);
+		n = fill_seq(seq, n, T, &arrow_nl[0]);
+		n = fill_seq(seq, n, T, &vt);
+		n = fill_seq(seq, n, T, &arrow_nl[1]);
+	}
 }
 
 /* "word -> label\n" lines of a fresh random mapping of a few words. */
@@ -768,20 +974,56 @@ micro_from_seq(micro_batches *m, int i)
 		}
 }
 
+/* One pretraining sequence of T+1 tokens; returns its kind (see --mix). */
+static int
+draw_sequence(rng *r, int *s, int T)
+{
+	int kind = pick_kind(r);
+
+	switch (kind) {
+	case 0: episode_text(r, &corpus, s, T); break;
+	case 1: episode_task(r, s, T); break;
+	case 2:
+		if (opt.map_vocab)
+			episode_map_vocab(r, s, T);
+		else
+			episode_map(r, s, T, 2 + rng_below(r, 15));
+		break;
+	default: episode_repeat(r, &corpus, s, T); break;
+	}
+	return kind;
+}
+
 /* Draw the next micro-batch of the data stream as number i. */
 static void
 pretrain_draw(micro_batches *m, int i)
 {
-	for (int b = 0; b < m->B; b++) {
-		int *s = m->seq + (size_t)b * (m->T + 1);
-		switch (pick_kind(&data_rng)) {
-		case 0: episode_text(&data_rng, &corpus, s, m->T); break;
-		case 1: episode_task(&data_rng, s, m->T); break;
-		case 2: episode_map(&data_rng, s, m->T, 2 + rng_below(&data_rng, 15)); break;
-		default: episode_repeat(&data_rng, &corpus, s, m->T); break;
-		}
-	}
+	for (int b = 0; b < m->B; b++)
+		draw_sequence(&data_rng, m->seq + (size_t)b * (m->T + 1), m->T);
 	micro_from_seq(m, i);
+}
+
+/* --show-data: n sequences of the data stream as JSON Lines, the first
+ * step's, so that what training reads can be looked at. */
+static void
+show_data(long n, int T)
+{
+	static const char *kinds[] = { "text", "task", "map", "repeat" };
+	int *s = malloc((size_t)(T + 1) * sizeof *s);
+
+	if (!s)
+		die(SA_EINTERNAL, "out of memory");
+	for (long i = 0; i < n; i++) {
+		int kind = draw_sequence(&data_rng, s, T);
+		char *text;
+		size_t len;
+		TRY(sa_detokenize(vocab, s, T + 1, &text, &len));
+		printf("{\"kind\":\"%s\",\"text\":", kinds[kind]);
+		sa_json_put_str(stdout, text, len);
+		fputs("}\n", stdout);
+		free(text);
+	}
+	free(s);
 }
 
 /* sa_titem_fn: forward (and backward, with grads) of micro-batch item. */
@@ -859,15 +1101,17 @@ evaluate_pretrain(void)
 	}
 	mb.map_item = -1;
 	mb.seen_ok = mb.seen_n = mb.first_ok = mb.first_n = 0;
-	if (pool_words.n) {
+	const pool *ew = eval_words.n ? &eval_words : &pool_words;
+	const pool *el = eval_words.n ? &eval_labels : &pool_labels;
+	if (ew->n) {
 		int *in = mb.in + (size_t)n * B * T, *tgt = mb.tgt + (size_t)n * B * T;
 		/* rebuild the episodes here to know where each label starts */
 		for (int b = 0; b < B; b++) {
 			int keys[8], vals[8], k = 0, bos = sa_vocab_bos(vocab), seen[8] = { 0 };
 			int *s = mb.seq + (size_t)b * (T + 1);
 			for (int i = 0; i < 8; i++) {
-				keys[i] = rng_below(&r, pool_words.n);
-				vals[i] = rng_below(&r, pool_labels.n);
+				keys[i] = rng_below(&r, ew->n);
+				vals[i] = rng_below(&r, el->n);
 			}
 			if (bos >= 0)
 				s[k++] = bos;
@@ -877,15 +1121,15 @@ evaluate_pretrain(void)
 			}
 			while (k <= T) {
 				int j = rng_below(&r, 8);
-				k = fill_seq(s, k, T, &pool_words.w[keys[j]]);
+				k = fill_seq(s, k, T, &ew->w[keys[j]]);
 				k = fill_seq(s, k, T, &arrow_nl[0]);
 				if (k < T) {
 					/* position k-1 predicts the label's first token */
-					tgt[b * T + k - 1] = pool_labels.w[vals[j]].t[0];
+					tgt[b * T + k - 1] = el->w[vals[j]].t[0];
 					mb.first_sight[b * T + k - 1] = !seen[j];
 					seen[j] = 1;
 				}
-				k = fill_seq(s, k, T, &pool_labels.w[vals[j]]);
+				k = fill_seq(s, k, T, &el->w[vals[j]]);
 				k = fill_seq(s, k, T, &arrow_nl[1]);
 			}
 			for (int i = 0; i < T; i++)
@@ -1104,9 +1348,17 @@ draw_episode(rng *r, episode *e, int T, long *n_tok, int held_out)
 		tgt[T - 1] = -1;
 	} else if (kind == 1 && n_tasks) {
 		task *t = &tasks[rng_below(r, n_tasks)];
-		int len = e->ctx.n;
+		int len = e->ctx.n, *buf = malloc((size_t)(opt.seq + 8) * sizeof *buf);
+		word names[16];
+		int renamed = opt.rename > 0 && t->renamable && rng_unif(r) < opt.rename;
+		if (!buf)
+			die(SA_EINTERNAL, "out of memory");
+		if (renamed)
+			draw_words(r, names, t->n_labels);
 		for (int i = 0; i < k; i++) {
-			const toks *d = &t->train[rng_below(r, t->n_train)].demo;
+			const example *x = &t->train[rng_below(r, t->n_train)];
+			toks dt = demo_toks(x, renamed ? &names[x->label] : NULL, buf, opt.seq + 8);
+			const toks *d = &dt;
 			if (d->n + (bos >= 0) > opt.seq)
 				continue;
 			if (len + d->n > opt.seq) {  /* a new segment: BOS again */
@@ -1124,26 +1376,38 @@ draw_episode(rng *r, episode *e, int T, long *n_tok, int held_out)
 		for (int q = 0; q < Q; q++) {
 			const example *x = from_dev ? &t->dev[rng_below(r, t->n_dev)]
 			    : &t->train[rng_below(r, t->n_train)];
+			toks d = demo_toks(x, renamed ? &names[x->label] : NULL, buf, opt.seq + 8);
 			int n = 0;
 			if (bos >= 0)
 				in[q * T + n++] = bos;
-			for (int i = 0; i < x->demo.n && n < T; i++) {
-				in[q * T + n] = x->demo.t[i];
+			for (int i = 0; i < d.n && n < T; i++) {
+				in[q * T + n] = d.t[i];
 				if (i >= x->answer_at && n > 0)
-					tgt[q * T + n - 1] = x->demo.t[i];
+					tgt[q * T + n - 1] = d.t[i];
 				n++;
 			}
 		}
+		free(buf);
 	} else {
 		/* random mapping: the answers exist only in the context */
-		int nk = 1 + rng_below(r, k < 63 ? k : 63), keys[64], vals[64], len = e->ctx.n;
+		int nk = 1 + rng_below(r, k < 63 ? k : 63), len = e->ctx.n;
+		word wk[64], wv[64];
+		toks keys[64], vals[64];
+		if (opt.map_vocab)
+			draw_words(r, wk, nk);
 		for (int i = 0; i < nk; i++) {
-			keys[i] = rng_below(r, pool_words.n);
-			vals[i] = rng_below(r, pool_labels.n);
+			if (opt.map_vocab) {
+				wv[i] = draw_word(r, draw_word_len(r));
+				keys[i] = word_toks(&wk[i]);
+				vals[i] = word_toks(&wv[i]);
+			} else {
+				keys[i] = pool_words.w[rng_below(r, pool_words.n)];
+				vals[i] = pool_labels.w[rng_below(r, pool_labels.n)];
+			}
 		}
 		for (int i = 0; i < k + nk; i++) {
 			int j = i < nk ? i : rng_below(r, nk);
-			int n = pool_words.w[keys[j]].n + arrow_nl[0].n + pool_labels.w[vals[j]].n + arrow_nl[1].n;
+			int n = keys[j].n + arrow_nl[0].n + vals[j].n + arrow_nl[1].n;
 			if (len + n > opt.seq) {
 				if (e->n_seg == 16)
 					break;
@@ -1152,9 +1416,9 @@ draw_episode(rng *r, episode *e, int T, long *n_tok, int held_out)
 					toks_push(&e->ctx, &bos, 1);
 				len = bos >= 0;
 			}
-			toks_push(&e->ctx, pool_words.w[keys[j]].t, pool_words.w[keys[j]].n);
+			toks_push(&e->ctx, keys[j].t, keys[j].n);
 			toks_push(&e->ctx, arrow_nl[0].t, arrow_nl[0].n);
-			toks_push(&e->ctx, pool_labels.w[vals[j]].t, pool_labels.w[vals[j]].n);
+			toks_push(&e->ctx, vals[j].t, vals[j].n);
 			toks_push(&e->ctx, arrow_nl[1].t, arrow_nl[1].n);
 			len += n;
 		}
@@ -1162,7 +1426,7 @@ draw_episode(rng *r, episode *e, int T, long *n_tok, int held_out)
 			int j = rng_below(r, nk), n = 0;
 			if (bos >= 0)
 				in[q * T + n++] = bos;
-			toks parts[4] = { pool_words.w[keys[j]], arrow_nl[0], pool_labels.w[vals[j]], arrow_nl[1] };
+			toks parts[4] = { keys[j], arrow_nl[0], vals[j], arrow_nl[1] };
 			for (int p = 0; p < 4; p++)
 				for (int i = 0; i < parts[p].n && n < T; i++) {
 					in[q * T + n] = parts[p].t[i];
@@ -1389,7 +1653,7 @@ main(int argc, char **argv)
 	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_TEXTSEGS, O_STEPS,
 	    O_BATCH, O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_GATELR,
 	    O_GATEBIAS, O_MIX, O_CKPT, O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS,
-	    O_STARTSTEP, O_REBIND };
+	    O_STARTSTEP, O_REBIND, O_MAPVOCAB, O_RENAME, O_EVALPOOL, O_SHOWDATA };
 	static const struct option longopts[] = {
 		{ "pretrain", no_argument, NULL, O_PRETRAIN },
 		{ "adapter", no_argument, NULL, O_ADAPTER },
@@ -1402,6 +1666,10 @@ main(int argc, char **argv)
 		{ "valid", required_argument, NULL, O_VALID },
 		{ "task", required_argument, NULL, O_TASK },
 		{ "pool", required_argument, NULL, O_POOL },
+		{ "map-vocab", no_argument, NULL, O_MAPVOCAB },
+		{ "rename", required_argument, NULL, O_RENAME },
+		{ "eval-pool", required_argument, NULL, O_EVALPOOL },
+		{ "show-data", required_argument, NULL, O_SHOWDATA },
 		{ "dim", required_argument, NULL, O_DIM },
 		{ "layers", required_argument, NULL, O_LAYERS },
 		{ "heads", required_argument, NULL, O_HEADS },
@@ -1462,6 +1730,10 @@ main(int argc, char **argv)
 		case O_VALID: opt.valid = optarg; break;
 		case O_TASK: push_arg(&opt.tasks, &opt.n_tasks, optarg); break;
 		case O_POOL: opt.pool = optarg; break;
+		case O_MAPVOCAB: opt.map_vocab = 1; break;
+		case O_RENAME: opt.rename = parse_double("--rename", optarg, 0, 1); break;
+		case O_EVALPOOL: opt.eval_pool = optarg; break;
+		case O_SHOWDATA: opt.show_data = parse_long("--show-data", optarg, 1, LONG_MAX); break;
 		case O_DIM: opt.dim = parse_long("--dim", optarg, 8, 16384); break;
 		case O_LAYERS: opt.layers = parse_long("--layers", optarg, 1, 256); break;
 		case O_HEADS: opt.heads = parse_long("--heads", optarg, 1, 1024); break;
@@ -1540,14 +1812,16 @@ main(int argc, char **argv)
 		opt.mix[0] = 0;
 	if (opt.mix[1] > 0 && !opt.n_tasks)
 		opt.mix[1] = 0;
-	if (opt.mix[2] > 0 && !opt.pool)
+	if (opt.mix[2] > 0 && !opt.pool && !opt.map_vocab)
 		opt.mix[2] = 0;
 	if (opt.mix[3] > 0 && opt.mode != PRETRAIN)
 		die(SA_EUSAGE, "--mix: repeated-span episodes are for --pretrain");
 	if (opt.mix[3] > 0 && !opt.n_texts)
 		opt.mix[3] = 0;
 	if (opt.mix[0] + opt.mix[1] + opt.mix[2] + opt.mix[3] <= 0)
-		die(SA_EUSAGE, "no training data: give --text, --task or --pool");
+		die(SA_EUSAGE, "no training data: give --text, --task, --pool or --map-vocab");
+	if (opt.map_vocab && opt.mode == PRETRAIN && !opt.n_texts)
+		die(SA_EUSAGE, "--map-vocab draws words from the text: give --text");
 	if (opt.kmin > opt.kmax)
 		die(SA_EUSAGE, "--kmin exceeds --kmax");
 	sa_set_threads(opt.threads);
@@ -1638,6 +1912,12 @@ main(int argc, char **argv)
 		load_pool(&pool_words, opt.pool, "words.txt");
 		load_pool(&pool_labels, opt.pool, "labels.txt");
 	}
+	if (opt.eval_pool) {
+		load_pool(&eval_words, opt.eval_pool, "words.txt");
+		load_pool(&eval_labels, opt.eval_pool, "labels.txt");
+	}
+	if (opt.map_vocab || opt.rename > 0)
+		build_word_pieces();
 	/* the separators of random mappings, tokenized as they appear mid-line */
 	{
 		toks a = tokenize("x ->", 4), b = tokenize("x\n", 2), x = tokenize("x", 1);
@@ -1678,6 +1958,13 @@ main(int argc, char **argv)
 	if (opt.mode == ADAPTER)
 		build_adapter_workers();
 	data_rng.s = opt.seed * 0x9e3779b97f4a7c15ULL + 1;
+	if (opt.show_data) {
+		if (opt.mode != PRETRAIN)
+			die(SA_EUSAGE, "--show-data shows pretraining sequences (--pretrain)");
+		show_data(opt.show_data, T);
+		close_stdout();
+		return 0;
+	}
 	step = opt.start_step;
 	if (opt.resume && load_checkpoint()) {
 		if (!opt.quiet)

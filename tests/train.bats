@@ -223,6 +223,46 @@ setup() {
 	assert_output --partial "for --pretrain"
 }
 
+@test "sa-train --map-vocab: mappings of new words, never the held-out pools' words" {
+	cd "$BATS_TEST_TMPDIR"
+	V="--pretrain --vocab $OLDPWD/data/tokenizer/sa4k.tsv --dim 32 --layers 1 --heads 2 --kv-heads 1 --ctx 256 -o x.gguf -q"
+	zcat "$OLDPWD"/data/corpus/valid.txt.gz | head -4000 > text.txt
+	"$OLDPWD"/bin/sa-train $V --text text.txt --map-vocab --mix 0,0,1 --show-data 300 > map.jsonl
+	[ "$(grep -c '"kind":"map"' map.jsonl)" -eq 300 ]
+	# the words of every "key -> label" line, one a line
+	sed 's/\\n/\n/g' map.jsonl | sed -n 's/^[{"a-z:,]*\(text":"\)\{0,1\} *\([a-z]*\) -> \([a-z]*\)$/\2\n\3/p' | sort -u > seen
+	echo "$(wc -l < seen) distinct words in mappings"
+	[ "$(wc -l < seen)" -gt 3000 ]
+	# the held-out pools are words the trainer never draws
+	cat "$OLDPWD"/data/pools/{dev,test,dev-multi,test-multi}/*.txt | sort -u > held
+	run comm -12 seen held
+	assert_output ""
+	# and the check can fail: the old pool's words are drawn when present
+	[ "$(comm -12 seen <(sort -u "$OLDPWD"/data/pools/labels.txt) | wc -l)" -gt 0 ]
+	run -64 "$OLDPWD"/bin/sa-train $V --map-vocab --mix 0,0,1 --steps 1
+	assert_output --partial "give --text"
+}
+
+@test "sa-train --rename: classification episodes with new label words" {
+	cd "$BATS_TEST_TMPDIR"
+	V="--pretrain --vocab $OLDPWD/data/tokenizer/sa4k.tsv --dim 32 --layers 1 --heads 2 --kv-heads 1 --ctx 128 -o x.gguf -q"
+	zcat "$OLDPWD"/data/corpus/valid.txt.gz | head -2000 > text.txt
+	T="--text text.txt --task $OLDPWD/data/tasks/gender --task $OLDPWD/data/tasks/plural --mix 0,1,0"
+	"$OLDPWD"/bin/sa-train $V $T --show-data 200 > plain.jsonl
+	"$OLDPWD"/bin/sa-train $V $T --rename 1 --show-data 200 > renamed.jsonl
+	# gender's labels are gone; plural (not a classification) keeps its own
+	grep -q -- '-> \(fe\)\{0,1\}male' plain.jsonl
+	! grep -q -- '-> \(fe\)\{0,1\}male' renamed.jsonl
+	[ "$(grep -c -- '-> ' renamed.jsonl)" -eq 200 ]
+	grep -qE ' ([a-z]{3,}) -> \1(s|es)\\n' renamed.jsonl
+	# a renamed episode uses two label words, each for one gender throughout
+	"$OLDPWD"/bin/sa-train $V --text text.txt --task "$OLDPWD"/data/tasks/gender --mix 0,1,0 --rename 1 --show-data 20 |
+	    while read -r line; do
+		n=$(printf '%s\n' "$line" | sed 's/\\n/\n/g' | sed -n 's/.* -> \([a-z]*\)$/\1/p' | sort -u | wc -l)
+		[ "$n" -le 2 ] || { echo "$n labels in: $line"; exit 1; }
+	    done
+}
+
 @test "sa-train: usage errors exit 64" {
 	run -64 bin/sa-train
 	run -64 bin/sa-train --pretrain -o x.gguf

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Held-out word pools for random-mapping evaluation (data/pools/README.md).
+
+A word is held out when the FNV-1a hash of its text, mod 10, is 0 (dev) or
+1 (test); sa-train --map-vocab never draws such a word as a key or a label,
+so these pools measure binding of words the model never bound in training.
+Each pool directory has words.txt (keys: corpus words of 2-4 tokens) and
+labels.txt: single-token labels in dev/ and test/, labels of 2-3 tokens in
+dev-multi/ and test-multi/.  Tokens are counted with the sa4k vocabulary's
+own merges (SentencePiece BPE: merge the best-scoring adjacent pair).
+
+usage: scripts/make-pools.py   (from the top of the tree; deterministic)
+"""
+import collections, gzip, os, random, re
+
+def fnv1a(s):
+    h = 0x811C9DC5
+    for b in s.encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+rows = [l.rstrip('\n').split('\t') for l in open('data/tokenizer/sa4k.tsv', encoding='utf-8')][1:]
+score = {r[1]: float(r[2]) for r in rows if r[3] == '1'}
+
+def tokens(word):
+    parts = list('\u2581' + word)
+    while True:
+        best = None
+        for i in range(len(parts) - 1):
+            m = parts[i] + parts[i + 1]
+            if m in score and (best is None or score[m] > score[parts[best] + parts[best + 1]]):
+                best = i
+        if best is None:
+            return parts
+        parts[best:best + 2] = [parts[best] + parts[best + 1]]
+
+old = set()
+for f in ('data/pools/words.txt', 'data/pools/labels.txt'):
+    old |= set(open(f).read().split())
+freq = collections.Counter()
+with gzip.open('data/corpus/train.txt.gz', 'rt', encoding='utf-8') as f:
+    for line in f:
+        freq.update(re.findall(r"(?<![A-Za-z'])[a-z]{3,12}(?![A-Za-z'])", line))
+pieces = [p[1:] for p in score if re.fullmatch('\u2581[a-z]{3,}', p)]
+common = sorted((w for w, c in freq.items() if c >= 5 and w not in old), key=lambda w: (-freq[w], w))
+
+for cls, name in ((0, 'dev'), (1, 'test')):
+    mine = [w for w in common if fnv1a(w) % 10 == cls]
+    rng = random.Random(cls + 1)
+    ntok = {w: len(tokens(w)) for w in mine}
+    one = sorted(w for w in pieces if fnv1a(w) % 10 == cls and w not in old)
+    multi = [w for w in mine if ntok[w] in (2, 3)]
+    rng.shuffle(multi)
+    keys = multi[:300]
+    labels3 = multi[300:500]
+    rng.shuffle(one)
+    for d, labs in ((name, one), (name + '-multi', labels3)):
+        os.makedirs('data/pools/' + d, exist_ok=True)
+        open('data/pools/%s/words.txt' % d, 'w').write('\n'.join(sorted(keys)) + '\n')
+        open('data/pools/%s/labels.txt' % d, 'w').write('\n'.join(sorted(labs)) + '\n')
+        print(d, len(keys), 'words,', len(labs), 'labels')
