@@ -1,7 +1,7 @@
 /*
  * encode.c - the context mapping: the base model runs over a segment, and a
  * hook on its forward pass turns each layer's keys and values into the
- * adapter's context state (streamadapter.md, "Context mapping"), layer by
+ * adapter's context state (doc/design.md, "The context mapping"), layer by
  * layer as the pass goes, so no layer's K/V outlives its own hook call.
  *
  * The state is kept in double and written to the float delta on demand: the
