@@ -567,12 +567,14 @@ req_num(const sa_json *req, const char *key, double lo, double hi, int want_int,
 	return SA_OK;
 }
 
+/* The id as it was sent: read as a double, 10 would come back as 1e+01
+ * and an id above 2^53 as another number. */
 static void
 put_id(const sa_json *id)
 {
 	fputs("{\"id\":", stdout);
 	if (id)
-		sa_json_put(stdout, id);
+		fwrite(id->raw, 1, id->raw_len, stdout);
 	else
 		fputs("null", stdout);
 }

@@ -437,12 +437,11 @@ parse_object(parser *p, sa_json *out)
 }
 
 static int
-parse_value(parser *p, sa_json *out)
+parse_any(parser *p, sa_json *out)
 {
 	char what[16];
 	int rc;
 
-	skip_ws(p);
 	if (p->pos >= p->len)
 		return perr(p, p->pos, "value expected, found end of input");
 	switch (p->s[p->pos]) {
@@ -479,6 +478,22 @@ parse_value(parser *p, sa_json *out)
 		break;
 	}
 	return perr(p, p->pos, "value expected, found %s", describe(p, p->pos, what, sizeof what));
+}
+
+/* The value and, once it is whole, its source text. */
+static int
+parse_value(parser *p, sa_json *out)
+{
+	size_t start;
+	int rc;
+
+	skip_ws(p);
+	start = p->pos;
+	if ((rc = parse_any(p, out)) == SA_OK) {
+		out->raw = p->s + start;
+		out->raw_len = p->pos - start;
+	}
+	return rc;
 }
 
 int

@@ -197,18 +197,36 @@ field() {
 	[[ "${lines[3]}" == '{"id":null,"error":"line 4: column '*'unterminated string"}' ]]
 	[ "${lines[4]}" = '{"id":5,"error":"line 5: missing \"prompt\""}' ]
 	[[ "${lines[5]}" == '{"id":6,"error":"line 6: \"temp\" must be a number'* ]]
-	[[ "${lines[6]}" == '{"id":{"k":7},"text":'* ]]
+	[[ "${lines[6]}" == '{"id":{"k": 7},"text":'* ]]
 	[ "${lines[7]}" = '{"id":null,"error":"line 9: a request must be a JSON object"}' ]
 
 	# The same requests on the command line give the same results.
 	run -0 "$RUN" -m "$M" -n 10 --seed 3 --json -p "hello world"
 	[ "${batch[0]}" = "{\"id\":1,${output#\{}" ]
 	run -0 "$RUN" -m "$M" -n 10 --temp 0 --json -p "hello world"
-	[ "${batch[6]}" = "{\"id\":{\"k\":7},${output#\{}" ]
+	[ "${batch[6]}" = "{\"id\":{\"k\": 7},${output#\{}" ]
 	run -0 "$RUN" -m "$M" --score --json -p "the cat sat"
 	score_cli="$output"
 	run -0 --separate-stderr "$RUN" -m "$M" --batch - < <(sed -n 3p "$T/req.jsonl")
 	[ "$output" = "{\"id\":[3],${score_cli#\{}" ]
+}
+
+@test "batch: an id comes back exactly as it was sent, whatever JSON value it is" {
+	ids=(10 9007199254740993 -0 1.50 2E+3 '"a\u0041"' null true '[1, 2.0]' '{"k": [null, "x"]}' '""')
+	for id in "${ids[@]}"; do
+		printf '{"id": %s, "prompt": "ab", "n_predict": 1, "temp": 0}\n' "$id"
+		printf '{"id":%s, "prompt": "ab", "choices": [" c"]}\n' "$id"
+		printf '{"score": true, "id":\t%s\t, "text": "ab c"}\n' "$id"
+		printf '{"id": %s, "prompt": 1}\n' "$id"
+	done > "$T/ids.jsonl"
+	run -65 --separate-stderr "$RUN" -m "$M" --batch "$T/ids.jsonl"
+	[ "${#lines[@]}" -eq $((4 * ${#ids[@]})) ]
+	for i in "${!ids[@]}"; do
+		for k in 0 1 2 3; do
+			line="${lines[$((4 * i + k))]}"
+			[[ "$line" == "{\"id\":${ids[$i]},"* ]] || { echo "want id ${ids[$i]}: $line"; false; }
+		done
+	done
 }
 
 @test "batch: all good lines exit 0; the command line's sampling is the default" {

@@ -106,6 +106,17 @@ test_values(void)
 	CHECK((v = sa_json_get(&j, "a")) && v->num == 2);
 	sa_json_free(&j);
 
+	/* Every value keeps its source text, spaces inside and all. */
+	const char *t2 = "{\"id\": 9007199254740993, \"s\": \"a\\u0041\", \"o\": { \"k\" : [1.50, -0] } }";
+	CHECK_OK(sa_json_parse(t2, strlen(t2), &j));
+	CHECK(j.raw == t2 && j.raw_len == strlen(t2));
+	CHECK((v = sa_json_get(&j, "id")) && v->raw_len == 16 && memcmp(v->raw, "9007199254740993", 16) == 0);
+	CHECK((v = sa_json_get(&j, "s")) && v->raw_len == 9 && memcmp(v->raw, "\"a\\u0041\"", 9) == 0);
+	CHECK((v = sa_json_get(&j, "o")) && v->raw_len == 20 &&
+	    memcmp(v->raw, "{ \"k\" : [1.50, -0] }", 20) == 0);
+	CHECK(v->items[0].raw_len == 10 && memcmp(v->items[0].items[0].raw, "1.50", 4) == 0);
+	sa_json_free(&j);
+
 	/* The text need not be NUL-terminated: only len bytes are read. */
 	CHECK_OK(sa_json_parse("12345", 2, &j));
 	CHECK(j.type == SA_JSON_NUM && j.num == 12);
