@@ -728,6 +728,12 @@ run_batch(runner *r, const char *path, const sampling *def)
 			;
 		if (i == (size_t)len)
 			continue;   /* blank lines separate nothing and ask for nothing */
+		/* Without its terminator, a line cut short ends where its text
+		 * does, not at column 1 of a line after it. */
+		if (line[len - 1] == '\n')
+			len--;
+		if (line[len - 1] == '\r')
+			len--;
 		if ((rc = sa_json_parse(line, (size_t)len, &req)) == SA_OK) {
 			if (req.type != SA_JSON_OBJ)
 				rc = sa_fail(SA_EDATA, "a request must be a JSON object");

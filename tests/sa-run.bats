@@ -194,7 +194,7 @@ field() {
 	[[ "${lines[0]}" == '{"id":1,"text":'* ]]
 	[[ "${lines[1]}" == '{"id":"two","logprobs":['* ]]
 	[[ "${lines[2]}" == '{"id":[3],"logprob":'* ]]
-	[[ "${lines[3]}" == '{"id":null,"error":"line 4: column '*'unterminated string"}' ]]
+	[ "${lines[3]}" = '{"id":null,"error":"line 4: column 28: unterminated string"}' ]
 	[ "${lines[4]}" = '{"id":5,"error":"line 5: missing \"prompt\""}' ]
 	[[ "${lines[5]}" == '{"id":6,"error":"line 6: \"temp\" must be a number'* ]]
 	[[ "${lines[6]}" == '{"id":{"k": 7},"text":'* ]]
@@ -227,6 +227,17 @@ field() {
 			[[ "$line" == "{\"id\":${ids[$i]},"* ]] || { echo "want id ${ids[$i]}: $line"; false; }
 		done
 	done
+}
+
+@test "batch: an error names its line once, and its column where the line goes wrong" {
+	printf '%s\n' '{"id": 1,' '{"id": 2, "prompt": "cut' '{"id": 3, "prompt": "x", "echo": tru}' > "$T/cut.jsonl"
+	printf '{"id": 4, "prompt": nul\r\n[\n' >> "$T/cut.jsonl"
+	run -65 --separate-stderr "$RUN" -m "$M" --batch "$T/cut.jsonl"
+	[ "${lines[0]}" = '{"id":null,"error":"line 1: column 10: string key expected, found end of input"}' ]
+	[ "${lines[1]}" = '{"id":null,"error":"line 2: column 25: unterminated string"}' ]
+	[ "${lines[2]}" = '{"id":null,"error":"line 3: column 37: '"'true'"' expected, found '"'}'"'"}' ]
+	[ "${lines[3]}" = '{"id":null,"error":"line 4: column 24: '"'null'"' expected, found end of input"}' ]
+	[ "${lines[4]}" = '{"id":null,"error":"line 5: column 2: value expected, found end of input"}' ]
 }
 
 @test "batch: all good lines exit 0; the command line's sampling is the default" {

@@ -165,13 +165,15 @@ test_errors(void)
 	CHECK(FAILS("+1", "column 1: value expected"));
 	CHECK(FAILS("1e", "column 3: digit expected in exponent"));
 	CHECK(FAILS("1e400", "column 1: number out of range"));
-	CHECK(FAILS("tru", "column 1: value expected, found 't'"));
+	CHECK(FAILS("tru", "column 4: 'true' expected, found end of input"));
+	CHECK(FAILS("[nul]", "column 5: 'null' expected, found ']'"));
+	CHECK(FAILS("fals e", "column 5: 'false' expected"));
 	CHECK(FAILS("True", "column 1"));
 	CHECK(FAILS("NaN", "column 1"));
 	CHECK(FAILS("'a'", "column 1"));
 	CHECK(FAILS("[1,]", "column 4: value expected, found ']'"));
-	CHECK(FAILS("\"abc", "column 1: unterminated string"));
-	CHECK(FAILS("\"a\\\"", "column 1: unterminated string"));
+	CHECK(FAILS("\"abc", "column 5: unterminated string"));
+	CHECK(FAILS("\"a\\\"", "column 5: unterminated string"));
 	CHECK(FAILS("\"a\tb\"", "column 3: control character 0x09 in string"));
 	CHECK(FAILS("\"\\x\"", "column 2: invalid escape '\\x'"));
 	CHECK(FAILS("\"\\u12G4\"", "column 6: invalid \\u escape"));
