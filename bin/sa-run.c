@@ -110,6 +110,14 @@ parse_delta_arg(const char *s, delta_arg *d)
 	d->path = strdup(s);
 }
 
+/* Seed -1: one from the clock. */
+static uint64_t
+clock_seed(void)
+{
+	return (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid() ^
+	    (uint64_t)(now() * 1e9);
+}
+
 static uint64_t
 parse_seed(const char *s)
 {
@@ -117,8 +125,7 @@ parse_seed(const char *s)
 	unsigned long long v;
 
 	if (strcmp(s, "-1") == 0)
-		return (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid() ^
-		    (uint64_t)(now() * 1e9);
+		return clock_seed();
 	errno = 0;
 	v = strtoull(s, &end, 10);
 	if (errno || end == s || *end || s[0] == '-' || s[0] == '+')
@@ -596,11 +603,13 @@ batch_generate(runner *r, const sa_json *req, const sampling *def, const sa_json
 	    (rc = req_num(req, "top_k", 0, INT_MAX, 1, &top_k)) ||
 	    (rc = req_num(req, "top_p", 0, 1, 0, &p.top_p)) ||
 	    (rc = req_num(req, "min_p", 0, 1, 0, &p.min_p)) ||
-	    (rc = req_num(req, "seed", 0, 0x1p64, 1, &seed)))
+	    (rc = req_num(req, "seed", -1, 0x1p64, 1, &seed)))
 		return rc;
 	p.n_predict = (long)n_predict;
 	p.top_k = (long)top_k;
-	if (seed >= 0)
+	if (seed == -1)
+		p.seed = clock_seed();
+	else if (seed >= 0)
 		p.seed = seed >= 0x1p64 ? UINT64_MAX : (uint64_t)seed;
 	if (!(out.fp = open_memstream(&text, &tlen)))
 		return sa_fail(SA_EINTERNAL, "out of memory");

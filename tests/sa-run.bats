@@ -240,6 +240,20 @@ field() {
 	[ "${lines[4]}" = '{"id":null,"error":"line 5: column 2: value expected, found end of input"}' ]
 }
 
+@test "batch: \"seed\": -1 takes a seed from the clock, as -s -1 does" {
+	for i in 1 2 3; do
+		printf '{"id": %d, "prompt": "The quick brown fox", "n_predict": 24, "seed": -1}\n' "$i"
+	done > "$T/clock.jsonl"
+	run -0 --separate-stderr "$RUN" -m "$M" --batch "$T/clock.jsonl"
+	[ "${#lines[@]}" -eq 3 ]
+	[[ "${lines[0]}" == '{"id":1,"text":'* ]]
+	texts=$(printf '%s\n' "${lines[@]}" | sed 's/^{"id":[0-9]*,//' | sort -u | wc -l)
+	[ "$texts" -ge 2 ]
+	printf '{"prompt": "x", "seed": -2}\n' > "$T/bad.jsonl"
+	run -65 --separate-stderr "$RUN" -m "$M" --batch "$T/bad.jsonl"
+	assert_output --partial '\"seed\" must be an integer from -1 to'
+}
+
 @test "batch: all good lines exit 0; the command line's sampling is the default" {
 	printf '%s\n' '{"prompt": "abc", "n_predict": 6}' '{"id": 2, "prompt": "abc"}' > "$T/ok.jsonl"
 	run -0 "$RUN" -m "$M" --batch "$T/ok.jsonl" -n 6 --temp 0
