@@ -87,29 +87,6 @@ typedef struct opts {
 	sampling smp;
 } opts;
 
-/* "FILE:SCALE" when what follows the last ':' is a number, else all FILE. */
-static void
-parse_delta_arg(const char *s, delta_arg *d)
-{
-	const char *colon = strrchr(s, ':');
-	char *end;
-	double v;
-
-	d->scale = 1;
-	if (colon && colon[1]) {
-		errno = 0;
-		v = strtod(colon + 1, &end);
-		if (!*end && !errno && isfinite(v)) {
-			if (colon == s)
-				usage_die(synopsis, "-d: missing file name in '%s'", s);
-			d->path = strndup(s, (size_t)(colon - s));
-			d->scale = v;
-			return;
-		}
-	}
-	d->path = strdup(s);
-}
-
 /* Seed -1: one from the clock. */
 static uint64_t
 clock_seed(void)
@@ -909,7 +886,9 @@ parse_args(int argc, char **argv, opts *o)
 		case 'd':
 			if (!(o->deltas = realloc(o->deltas, (size_t)(o->n_deltas + 1) * sizeof *o->deltas)))
 				die(SA_EINTERNAL, "out of memory");
-			parse_delta_arg(optarg, &o->deltas[o->n_deltas++]);
+			split_scale("scale", optarg, &o->deltas[o->n_deltas].path,
+			    &o->deltas[o->n_deltas].scale);
+			o->n_deltas++;
 			break;
 		case OPT_UNMERGED: o->unmerged = 1; break;
 		case OPT_DEMOS:

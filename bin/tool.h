@@ -7,12 +7,15 @@
 #define TOOL_H
 
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sa.h"
 
@@ -82,6 +85,34 @@ parse_double(const char *opt, const char *s, double lo, double hi)
 	if (errno || end == s || *end || !(v >= lo && v <= hi))
 		die(SA_EUSAGE, "%s: invalid value '%s' (want a number from %g to %g)", opt, s, lo, hi);
 	return v;
+}
+
+/*
+ * An operand FILE[:NUMBER] (sa-run -d, sa-merge, sa-export): the number
+ * after the last ':' scales the file, unless the whole operand names a
+ * file, which wins: "x:2" is the file x:2 if there is one, else x at 2;
+ * "x:2:1" is x:2 at 1; "x:y" is a name.  A number that is not a finite
+ * float (nan, inf, 1e40) is a usage error.  *path is malloc'd, *scale 1
+ * when none is given; returns whether one was.
+ */
+static int __attribute__((unused))
+split_scale(const char *what, const char *arg, char **path, double *scale)
+{
+	const char *colon = strrchr(arg, ':');
+	char *end;
+	double v = 1;
+	int given = 0;
+
+	if (colon && colon > arg && access(arg, F_OK) != 0) {
+		v = strtod(colon + 1, &end);
+		given = end > colon + 1 && !*end;
+		if (given && !(fabs(v) <= FLT_MAX))
+			die(SA_EUSAGE, "%s %s in '%s' is not a finite float", what, colon + 1, arg);
+	}
+	*scale = given ? v : 1;
+	if (!(*path = given ? strndup(arg, (size_t)(colon - arg)) : strdup(arg)))
+		die(SA_EINTERNAL, "out of memory");
+	return given;
 }
 
 /* A usage error: the message (if any), the tool's synopsis, exit 64. */

@@ -317,6 +317,15 @@ field() {
 	close "$one" "$(field logprob 2)" 1e-6
 	run -66 "$RUN" -m "$M" -d "$T/d.delta:x" --score -p "$text"
 	assert_output --partial "d.delta:x"
+	# A file whose whole name exists wins over a scale.
+	cp "$T/d.delta" "$T/z:2"
+	run -0 "$RUN" -m "$M" -d "$T/z:2" --score -p "$text"
+	close "$one" "$(field logprob 2)" 1e-6
+	# A scale must be a finite float, as for sa-export and sa-merge.
+	for s in 1e40 -1e39 nan inf; do
+		run -64 "$RUN" -m "$M" -d "$T/d.delta:$s" --score -p "$text"
+		assert_output "sa-run: scale $s in '$T/d.delta:$s' is not a finite float"
+	done
 	# Generation and batch requests see the delta too.
 	run -0 "$RUN" -m "$M" --temp 0 -n 12 -p "$text"; plain="$output"
 	run -0 "$RUN" -m "$M" -d "$T/d.delta:4" --temp 0 -n 12 -p "$text"
