@@ -998,9 +998,10 @@ main(int argc, char **argv)
 	TRY(sa_model_load(&model, model_path));
 	if (o.n_deltas || o.n_demos)
 		apply_deltas(model, &o);
-	n_ctx = (int)o.n_ctx;
-	if (n_ctx < 0)
-		n_ctx = model->cfg.n_ctx > 0 && model->cfg.n_ctx < 4096 ? model->cfg.n_ctx : 4096;
+	if (o.n_ctx < 0)
+		n_ctx = model->cfg.n_ctx < 4096 ? model->cfg.n_ctx : 4096;
+	else
+		n_ctx = ctx_size(o.n_ctx, model);
 	TRY(build_runner(&r, model, n_ctx, !o.no_bos));
 	t0 = now() - t0;
 

@@ -115,6 +115,16 @@ split_scale(const char *what, const char *arg, char **path, double *scale)
 	return given;
 }
 
+/* -c N against the model: 0 is the model's own context, and more than it
+ * is refused rather than quietly cut to it. */
+static int __attribute__((unused))
+ctx_size(long n, const sa_model *m)
+{
+	if (n > m->cfg.n_ctx)
+		die(SA_EUSAGE, "--ctx-size %ld exceeds the model's context of %d", n, m->cfg.n_ctx);
+	return n ? (int)n : m->cfg.n_ctx;
+}
+
 /* A usage error: the message (if any), the tool's synopsis, exit 64. */
 static void __attribute__((noreturn, unused))
 usage_die(const char *synopsis, const char *fmt, ...)

@@ -265,6 +265,22 @@ field() {
 	assert_output "{$first"
 }
 
+@test "-c more than the model's context is refused, as sa-encode refuses it" {
+	run -64 --separate-stderr "$RUN" -m "$M" -c 100000 --temp 0 -n 2 -p hello
+	[ "$stderr" = "sa-run: --ctx-size 100000 exceeds the model's context of 256" ]
+	[ -z "$output" ]
+	run -64 --separate-stderr "$RUN" -m "$M" -c 257 --batch /dev/null
+	"$ROOT/bin/sa-init" -m "$M" -o "$T/a.gguf"
+	printf 'some text\n' > "$T/t.txt"
+	run -64 --separate-stderr "$ROOT/bin/sa-encode" -m "$M" -a "$T/a.gguf" -c 100000 -o "$T/d.delta" "$T/t.txt"
+	[ "$stderr" = "sa-encode: --ctx-size 100000 exceeds the model's context of 256" ]
+	# The model's own context, and 0 for it, are fine.
+	run -0 --separate-stderr "$RUN" -m "$M" -c 256 -v --temp 0 -n 1 -p hello
+	[[ "$stderr" == *"context 256"* ]]
+	run -0 --separate-stderr "$RUN" -m "$M" -c 0 -v --temp 0 -n 1 -p hello
+	[[ "$stderr" == *"context 256"* ]]
+}
+
 @test "a prompt longer than the context is bad data" {
 	long=$(printf 'word %.0s' $(seq 40))
 	run -65 "$RUN" -m "$M" -c 16 -p "$long"
