@@ -7,6 +7,7 @@
  * prompt scored against several choices, a batch of prompts with the same
  * few-shot header) only runs the tokens after the common prefix.
  */
+#include <ctype.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdint.h>
@@ -39,6 +40,8 @@ help(void)
 	    "                         apply it too; repeatable, one stream; needs the adapter\n"
 	    "      --cache-dir DIR    cache of --demos (default: $SA_CACHE_DIR, ~/.cache/sa)\n"
 	    "  -p, --prompt TEXT      prompt text\n"
+	    "  -e, --escape           expand escapes (\\n \\t \\xHH ...) in -p, --choice (default)\n"
+	    "      --no-escape        take -p and --choice text as it is\n"
 	    "  -f, --file FILE        read the prompt from FILE ('-' = stdin)\n"
 	    "  -n, --n-predict N      tokens to generate (default 128, -1 = until the end)\n"
 	    "      --temp T           temperature (default 0.8, 0 = greedy)\n"
@@ -82,10 +85,50 @@ typedef struct opts {
 	int n_choices;
 	const char **demos, *cache_dir;
 	int n_demos;
-	int score, json, echo, no_bos, unmerged, verbose;
+	int score, json, echo, no_bos, unmerged, verbose, escape;
 	long n_ctx, threads;
 	sampling smp;
 } opts;
+
+/*
+ * Text given on the command line (-p, --choice), copied; with -e (the
+ * default) llama.cpp's escapes are processed: \n \t \r \\ \" \' and \xHH,
+ * and any other backslash stays as it is.  *len counts past a \x00.
+ */
+static char *
+arg_text(const char *s, int escape, size_t *len)
+{
+	char *t = strdup(s), *o = t;
+
+	if (!t)
+		die(SA_EINTERNAL, "out of memory");
+	for (const char *i = s; *i; i++) {
+		if (!escape || *i != '\\' || !i[1]) {
+			*o++ = *i;
+			continue;
+		}
+		switch (*++i) {
+		case 'n': *o++ = '\n'; break;
+		case 't': *o++ = '\t'; break;
+		case 'r': *o++ = '\r'; break;
+		case '\\': case '"': case '\'': *o++ = *i; break;
+		case 'x':
+			if (isxdigit((unsigned char)i[1]) && isxdigit((unsigned char)i[2])) {
+				char hex[3] = { i[1], i[2], 0 };
+				*o++ = (char)strtol(hex, NULL, 16);
+				i += 2;
+				break;
+			}
+			/* fall through */
+		default:
+			*o++ = '\\';
+			*o++ = *i;
+		}
+	}
+	*len = (size_t)(o - t);
+	*o = 0;
+	return t;
+}
 
 /* Seed -1: one from the clock. */
 static uint64_t
@@ -838,6 +881,7 @@ apply_deltas(sa_model *model, const opts *o)
 enum {
 	OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_NO_BOS, OPT_SCORE,
 	OPT_CHOICE, OPT_JSON, OPT_BATCH, OPT_UNMERGED, OPT_ECHO, OPT_DEMOS, OPT_CACHE_DIR,
+	OPT_NO_ESCAPE,
 };
 
 static const struct option longopts[] = {
@@ -848,6 +892,8 @@ static const struct option longopts[] = {
 	{ "demos", required_argument, NULL, OPT_DEMOS },
 	{ "cache-dir", required_argument, NULL, OPT_CACHE_DIR },
 	{ "prompt", required_argument, NULL, 'p' },
+	{ "escape", no_argument, NULL, 'e' },
+	{ "no-escape", no_argument, NULL, OPT_NO_ESCAPE },
 	{ "file", required_argument, NULL, 'f' },
 	{ "n-predict", required_argument, NULL, 'n' },
 	{ "predict", required_argument, NULL, 'n' },
@@ -879,7 +925,8 @@ parse_args(int argc, char **argv, opts *o)
 	o->smp = (sampling){ .n_predict = 128, .temp = 0.8, .top_k = 40, .top_p = 0.95,
 	    .min_p = 0.05, .seed = 0 };
 	o->n_ctx = -1;
-	while ((c = getopt_long(argc, argv, "m:d:a:p:f:n:s:c:t:vhV", longopts, NULL)) != -1) {
+	o->escape = 1;
+	while ((c = getopt_long(argc, argv, "m:d:a:p:ef:n:s:c:t:vhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': o->model = optarg; break;
 		case 'a': o->adapter = optarg; break;
@@ -898,6 +945,8 @@ parse_args(int argc, char **argv, opts *o)
 			break;
 		case OPT_CACHE_DIR: o->cache_dir = optarg; break;
 		case 'p': o->prompt = optarg; break;
+		case 'e': o->escape = 1; break;
+		case OPT_NO_ESCAPE: o->escape = 0; break;
 		case 'f': o->file = optarg; break;
 		case 'n': o->smp.n_predict = parse_long("-n", optarg, -1, INT_MAX); break;
 		case OPT_TEMP: o->smp.temp = parse_double("--temp", optarg, 0, 1e6); break;
@@ -982,8 +1031,7 @@ main(int argc, char **argv)
 	/* The prompt is read before the model loads, so bad input fails fast. */
 	if (!o.batch) {
 		if (o.prompt) {
-			text = strdup(o.prompt);
-			len = strlen(text);
+			text = arg_text(o.prompt, o.escape, &len);
 		} else {
 			TRY(sa_file_read(o.file ? o.file : "-", &text, &len));
 			/* As llama.cpp does with -f: a file's final newline ends the
@@ -1025,12 +1073,13 @@ main(int argc, char **argv)
 		double *lp = calloc((size_t)o.n_choices, sizeof *lp);
 		int *cnt = calloc((size_t)o.n_choices, sizeof *cnt);
 		size_t *cl = calloc((size_t)o.n_choices, sizeof *cl);
+		char **cs = calloc((size_t)o.n_choices, sizeof *cs);
 
-		if (!lp || !cnt || !cl)
+		if (!lp || !cnt || !cl || !cs)
 			die(SA_EINTERNAL, "out of memory");
 		for (int i = 0; i < o.n_choices; i++)
-			cl[i] = strlen(o.choices[i]);
-		TRY(score_choices(&r, text, len, o.choices, cl, o.n_choices, lp, cnt));
+			cs[i] = arg_text(o.choices[i], o.escape, &cl[i]);
+		TRY(score_choices(&r, text, len, (const char *const *)cs, cl, o.n_choices, lp, cnt));
 		if (o.json) {
 			fputs("{\"logprobs\":[", stdout);
 			for (int i = 0; i < o.n_choices; i++) {
@@ -1051,6 +1100,9 @@ main(int argc, char **argv)
 				    lp[i] / cnt[i]);
 			printf("best %d\n", best_choice(lp, o.n_choices));
 		}
+		for (int i = 0; i < o.n_choices; i++)
+			free(cs[i]);
+		free(cs);
 		free(lp);
 		free(cnt);
 		free(cl);

@@ -134,6 +134,30 @@ field() {
 	run -66 "$RUN" -m "$M" -f "$T/absent.txt"
 }
 
+@test "-p and --choice expand llama.cpp's escapes unless --no-escape" {
+	run -0 "$RUN" -m "$M" --echo -n 0 -p 'a\tb\x41\\\q\x4\"\'"'"'\r\n'
+	[ "$output" = $'a\tbA\\\\q\\x4"\'\r' ]
+	run -0 "$RUN" -m "$M" --echo -n 0 -e --no-escape -p 'a\tb\x41'
+	[ "$output" = 'a\tb\x41' ]
+	# A newline in a prompt, and in a choice.
+	run -0 "$RUN" -m "$M" --score -p $'one\ntwo'
+	want="$output"
+	run -0 "$RUN" -m "$M" --score -p 'one\ntwo'
+	assert_output "$want"
+	run -0 "$RUN" -m "$M" --score --no-escape -p 'one\ntwo'
+	[ "$output" != "$want" ]
+	run -0 "$RUN" -m "$M" -p 'one' --choice $'\ntwo' --choice ' two'
+	want="$output"
+	run -0 "$RUN" -m "$M" -p 'one' --choice '\ntwo' --choice ' two'
+	assert_output "$want"
+	# Files and standard input are taken as they are.
+	printf 'one\\ntwo' > "$T/p.txt"
+	run -0 "$RUN" -m "$M" --score --no-escape -p 'one\ntwo'
+	want="$output"
+	run -0 "$RUN" -m "$M" --score -f "$T/p.txt"
+	assert_output "$want"
+}
+
 @test "--score agrees with --choice: score(prompt+choice) - score(prompt) = choice" {
 	run -0 "$RUN" -m "$M" --score -p "the cat sat"
 	whole=$(field logprob 2)
