@@ -878,6 +878,25 @@ apply_deltas(sa_model *model, const opts *o)
 
 /* --------------------------------------------------------------- main */
 
+/* A BOS id outside the vocabulary is never used: the tokenizer keeps its
+ * default, as llama.cpp does, and says so, as llama.cpp does. */
+static void
+check_bos(const sa_model *m, const char *path)
+{
+	static const char key[] = "tokenizer.ggml.bos_token_id";
+	uint32_t id;
+
+	if (!sa_gguf_has(m->gguf, key) || sa_gguf_get_u32(m->gguf, key, &id) != SA_OK ||
+	    id < (uint32_t)sa_vocab_size(m->vocab))
+		return;
+	if (sa_vocab_add_bos(m->vocab))
+		warnx_("%s: %s %u is outside the vocabulary of %d tokens: using %d instead",
+		    path, key, id, sa_vocab_size(m->vocab), sa_vocab_bos(m->vocab));
+	else
+		warnx_("%s: %s %u is outside the vocabulary of %d tokens: no BOS is added",
+		    path, key, id, sa_vocab_size(m->vocab));
+}
+
 enum {
 	OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_NO_BOS, OPT_SCORE,
 	OPT_CHOICE, OPT_JSON, OPT_BATCH, OPT_UNMERGED, OPT_ECHO, OPT_DEMOS, OPT_CACHE_DIR,
@@ -1044,6 +1063,8 @@ main(int argc, char **argv)
 	sa_set_threads((int)o.threads);
 	t0 = now();
 	TRY(sa_model_load(&model, model_path));
+	if (!o.no_bos)
+		check_bos(model, model_path);
 	if (o.n_deltas || o.n_demos)
 		apply_deltas(model, &o);
 	if (o.n_ctx < 0)

@@ -305,6 +305,23 @@ field() {
 	[[ "$stderr" == *"context 256"* ]]
 }
 
+@test "a BOS id outside the vocabulary: one warning, and the default BOS instead" {
+	"$ROOT/tests/helpers/mkmodel" --seed 3 --bos 100000 -o "$T/bad.gguf"
+	run -0 --separate-stderr "$RUN" -m "$M" --temp 0 -n 8 -p hello
+	want="$output"
+	[ -z "$stderr" ]
+	run -0 --separate-stderr "$RUN" -m "$T/bad.gguf" --temp 0 -n 8 -p hello
+	assert_output "$want"
+	[ "$stderr" = "sa-run: $T/bad.gguf: tokenizer.ggml.bos_token_id 100000 is outside the vocabulary of 406 tokens: using 1 instead" ]
+	# Once per run, not once per request.
+	printf '{"prompt": "a", "n_predict": 1}\n{"prompt": "b", "n_predict": 1}\n' > "$T/two.jsonl"
+	run -0 --separate-stderr "$RUN" -m "$T/bad.gguf" --batch "$T/two.jsonl"
+	[ "$(printf '%s\n' "$stderr" | grep -c 'outside the vocabulary')" -eq 1 ]
+	# Without a BOS, nothing to say.
+	run -0 --separate-stderr "$RUN" -m "$T/bad.gguf" --no-bos --temp 0 -n 8 -p hello
+	[ -z "$stderr" ]
+}
+
 @test "a prompt longer than the context is bad data" {
 	long=$(printf 'word %.0s' $(seq 40))
 	run -65 "$RUN" -m "$M" -c 16 -p "$long"
