@@ -11,6 +11,7 @@
 #include <getopt.h>
 #include <math.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -407,6 +408,7 @@ typedef struct textout {
 	int flush;
 	char pend[4];
 	int npend;
+	char last;            /* the last byte written, 0 before any */
 } textout;
 
 static int
@@ -446,6 +448,8 @@ text_put(textout *t, const char *s, size_t n)
 		break;
 	}
 	fwrite(all, 1, cut, t->fp);
+	if (cut)
+		t->last = all[cut - 1];
 	t->npend = (int)(len - cut);
 	memcpy(t->pend, all + cut, (size_t)t->npend);
 	if (all != buf)
@@ -457,6 +461,8 @@ static void
 text_end(textout *t)
 {
 	fwrite(t->pend, 1, (size_t)t->npend, t->fp);
+	if (t->npend)
+		t->last = t->pend[t->npend - 1];
 	t->npend = 0;
 	text_flush(t);
 }
@@ -1017,6 +1023,16 @@ parse_args(int argc, char **argv, opts *o)
 		usage_die(synopsis, "only one input can come from standard input");
 }
 
+/* Whether two descriptors are one file: a terminal, or 2>&1. */
+static int
+same_file(int a, int b)
+{
+	struct stat sa, sb;
+
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+	    sa.st_ino == sb.st_ino;
+}
+
 static void
 report(const runner *r, double t_load, const opts *o)
 {
@@ -1141,13 +1157,15 @@ main(int argc, char **argv)
 		fputs("}\n", stdout);
 		free(gen);
 	} else {
-		textout out = { stdout, 1, { 0 }, 0 };
+		textout out = { stdout, 1, { 0 }, 0, 0 };
 
-		if (o.echo) {
-			fwrite(text, 1, len, stdout);
-			text_flush(&out);
-		}
+		if (o.echo)
+			text_put(&out, text, len);
 		TRY(generate(&r, text, len, &o.smp, &out));
+		/* The text ends where it ends; where the timings follow it on
+		 * one file, they start a line of their own. */
+		if (o.verbose && out.last && out.last != '\n' && same_file(1, 2))
+			fputc('\n', stderr);
 	}
 
 	if (o.verbose)

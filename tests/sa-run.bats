@@ -117,6 +117,25 @@ field() {
 	[ "${BASH_REMATCH[1]}" -eq $((20 - n_prompt + 1)) ]
 }
 
+@test "-v: the timings start a line of their own after the text, on one file" {
+	# 2>&1: one pipe
+	run -0 "$RUN" -m "$M" --echo -n 0 -v -p hi
+	[ "${lines[0]}" = hi ]
+	[[ "${lines[1]}" == "sa-run: load "* ]]
+	# A text that ends its line gets no blank line after it.
+	run -0 "$RUN" -m "$M" --echo -n 0 -v -p 'hi\n'
+	[ "${lines[0]}" = hi ]
+	[[ "${lines[1]}" == "sa-run: load "* ]]
+	# Apart, the text and the timings are as they were.
+	run -0 --separate-stderr "$RUN" -m "$M" --echo -n 0 -v -p hi
+	[ "$output" = hi ]
+	[[ "$stderr" == "sa-run: load "* ]]
+	# A terminal.
+	command -v script > /dev/null || skip "no script(1)"
+	run -0 script -qec "'$RUN' -m '$M' --echo -n 0 -v -p hi" /dev/null < /dev/null
+	[[ "$output" == $'hi\r\nsa-run: load '* ]]
+}
+
 @test "-p, -f FILE, -f - and standard input give the same text" {
 	run -0 "$RUN" -m "$M" -n 10 --seed 3 -p "hello world"
 	a="$output"
