@@ -81,7 +81,7 @@ main(int argc, char **argv)
 	const char *model_path = NULL, *adapter_arg = NULL, *out = NULL, *base_model = NULL;
 	char *apath, **files;
 	double *scale;
-	int format = LLAMA, verbose = 0, n, seen_stdin = 0, c;
+	int format = LLAMA, verbose = 0, n, c;
 	sa_model *model;
 	sa_adapter *a;
 	sa_delta **d;
@@ -129,11 +129,9 @@ main(int argc, char **argv)
 	if (!(scale = calloc((size_t)n, sizeof *scale)) || !(d = calloc((size_t)n, sizeof *d)) ||
 	    !(files = calloc((size_t)n, sizeof *files)))
 		die(SA_EINTERNAL, "out of memory");
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n; i++)
 		split_scale("scale", argv[optind + i], &files[i], &scale[i]);
-		if (!strcmp(files[i], "-") && seen_stdin++)
-			die(SA_EUSAGE, "stdin ('-') given more than once");
-	}
+	stdin_operands(files, n, "a delta");
 	for (int i = 0; i < n; i++) {
 		TRY(sa_delta_load(&d[i], files[i]));
 		if (i > 0)

@@ -61,7 +61,7 @@ main(int argc, char **argv)
 	char **args, **files;
 	double *w, wsum = 0;
 	sa_delta **d, *res;
-	int mode = CHAIN, nmode = 0, verbose = 0, n, weighted = 0, seen_stdin = 0, c, rc;
+	int mode = CHAIN, nmode = 0, verbose = 0, n, weighted = 0, c, rc;
 
 	setprogname_(argv[0]);
 	while ((c = getopt_long(argc, argv, "o:qvhV", longopts, NULL)) != -1) {
@@ -89,10 +89,9 @@ main(int argc, char **argv)
 	for (int i = 0; i < n; i++) {
 		if (split_scale("weight", args[i], &files[i], &w[i]))
 			weighted = 1;
-		if (strcmp(files[i], "-") == 0 && seen_stdin++)
-			die(SA_EUSAGE, "stdin ('-') given more than once");
 		wsum += w[i];
 	}
+	stdin_operands(files, n, "a delta");
 	if (weighted && mode == CHAIN)
 		die(SA_EUSAGE, "weights (FILE:W) need --mean or --sum");
 	if (mode == MEAN) {

@@ -944,7 +944,7 @@ static const struct option longopts[] = {
 static void
 parse_args(int argc, char **argv, opts *o)
 {
-	int c, stdin_users;
+	int c, stdin_users, prompt_in;
 
 	memset(o, 0, sizeof *o);
 	o->smp = (sampling){ .n_predict = 128, .temp = 0.8, .top_k = 40, .top_p = 0.95,
@@ -1015,12 +1015,18 @@ parse_args(int argc, char **argv, opts *o)
 		stdin_users = strcmp(o->batch, "-") == 0;
 	else
 		stdin_users = !o->prompt && (!o->file || strcmp(o->file, "-") == 0);
+	prompt_in = stdin_users;
 	for (int i = 0; i < o->n_deltas; i++)
 		stdin_users += strcmp(o->deltas[i].path, "-") == 0;
 	for (int i = 0; i < o->n_demos; i++)
 		stdin_users += strcmp(o->demos[i], "-") == 0;
 	if (stdin_users > 1)
 		usage_die(synopsis, "only one input can come from standard input");
+	if (stdin_users && !prompt_in)
+		stdin_not_terminal("a delta or demonstrations", "give a file, or pipe one in");
+	else if (stdin_users)
+		stdin_not_terminal(o->batch ? "requests" : "the prompt",
+		    o->batch ? "give a file, or pipe them in" : "give -p TEXT or -f FILE, or pipe it in");
 }
 
 /* Whether two descriptors are one file: a terminal, or 2>&1. */

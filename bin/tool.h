@@ -125,6 +125,30 @@ ctx_size(long n, const sa_model *m)
 	return n ? (int)n : m->cfg.n_ctx;
 }
 
+/*
+ * Input from a terminal is refused, as gzip refuses compressed data from
+ * one: a tool that waits for what nobody is going to type looks hung.
+ */
+static void __attribute__((unused))
+stdin_not_terminal(const char *what, const char *hint)
+{
+	if (isatty(STDIN_FILENO))
+		die(SA_EUSAGE, "refusing to read %s from a terminal (%s)", what, hint);
+}
+
+/* File operands, '-' the standard input: at most once, and no terminal. */
+static void __attribute__((unused))
+stdin_operands(char *const *files, int n, const char *what)
+{
+	int seen = 0;
+
+	for (int i = 0; i < n; i++)
+		if (strcmp(files[i], "-") == 0 && seen++)
+			die(SA_EUSAGE, "stdin ('-') given more than once");
+	if (seen)
+		stdin_not_terminal(what, "give a file, or pipe one in");
+}
+
 /* A usage error: the message (if any), the tool's synopsis, exit 64. */
 static void __attribute__((noreturn, unused))
 usage_die(const char *synopsis, const char *fmt, ...)
