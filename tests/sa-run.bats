@@ -341,6 +341,33 @@ field() {
 	[ -z "$stderr" ]
 }
 
+@test "sa-run(1): every example works as printed, and the batch requests shown are JSON" {
+	command -v mandoc > /dev/null || skip "no mandoc"
+	cd "$T"
+	cp "$M" model.gguf
+	printf 'A short note to score.\n' > notes.txt
+	mandoc -Tascii "$ROOT/man/sa-run.1" | col -b > page.txt
+	sed -n '/^EXAMPLES/,/^SEE ALSO/p' page.txt > examples.txt
+	# requests.jsonl: the lines shown after "$ cat requests.jsonl"
+	awk '/\$ cat requests.jsonl/ { on = 1; next } on && /^[[:space:]]*\$/ { on = 0 } on && NF { sub(/^[[:space:]]+/, ""); print }' \
+	    examples.txt > requests.jsonl
+	[ "$(wc -l < requests.jsonl)" -eq 3 ]
+	# The commands: each "$ " line and the lines it continues with "\".
+	awk '/^[[:space:]]*\$ / { sub(/^[[:space:]]*\$ /, ""); print; more = /\\$/; next }
+	    more { print; more = /\\$/ }' examples.txt > examples.sh
+	[ "$(grep -c '^sa-run' examples.sh)" -ge 6 ]
+	PATH="$ROOT/bin:$PATH" SA_CACHE_DIR="$T/cache" run -0 bash -e examples.sh
+	[ "$(wc -l < results.jsonl)" -eq 3 ]
+	run -1 grep -q '"error"' results.jsonl
+	# The requests of BATCH REQUESTS, copied from the page, are served.
+	sed -n '/^BATCH REQUESTS/,/^ENVIRONMENT/p' page.txt | grep '^[[:space:]]*{"id": [0-9]' |
+	    sed 's/^[[:space:]]*//' > shown.jsonl
+	[ "$(wc -l < shown.jsonl)" -eq 3 ]
+	run -0 "$RUN" -m model.gguf --batch shown.jsonl
+	[ "${#lines[@]}" -eq 3 ]
+	[[ "${lines[1]}" == '{"id":2,"logprobs":['* ]]
+}
+
 @test "a prompt longer than the context is bad data" {
 	long=$(printf 'word %.0s' $(seq 40))
 	run -65 "$RUN" -m "$M" -c 16 -p "$long"
@@ -376,7 +403,7 @@ field() {
 	recorded="$output"
 	run -0 "$RUN" -m "$M" -d "$T/d.delta" -a "$T/a.gguf" --score -p "$text"
 	assert_output "$recorded"
-	! close "$base" "$one" 0.01
+	run ! close "$base" "$one" 0.01
 	run -0 "$RUN" -m "$M" -d "$T/d.delta:0" --score -p "$text"
 	close "$base" "$(field logprob 2)" 1e-4
 	run -0 "$RUN" -m "$M" -d "$T/d.delta:0.5" -d "$T/d.delta:0.5" --score -p "$text"
@@ -384,7 +411,7 @@ field() {
 	run -0 "$RUN" -m "$M" -d "$T/d.delta" --unmerged --score -p "$text"
 	close "$one" "$(field logprob 2)" 1e-3
 	run -0 "$RUN" -m "$M" -d "$T/d.delta:2" --score -p "$text"; two=$(field logprob 2)
-	! close "$one" "$two" 0.01
+	run ! close "$one" "$two" 0.01
 	# A colon not followed by a number is part of the file name.
 	cp "$T/d.delta" "$T/x:y.delta"
 	run -0 "$RUN" -m "$M" -d "$T/x:y.delta" --score -p "$text"
