@@ -475,7 +475,7 @@ main(int argc, char **argv)
 	}
 	files = optind < argc ? argv + optind : stdin_only;
 	n = optind < argc ? argc - optind : 1;
-	stdin_operands(files, n, "a delta or model");
+	stdin_operands(files, n, "a delta or GGUF file");
 	for (int i = 0; i < n; i++) {
 		out o = { NULL, 0, 0 };
 		char *buf = NULL;
