@@ -202,10 +202,7 @@ main(int argc, char **argv)
 	TRY(sa_adapter_check(adapter, model));
 	if (append)
 		TRY(sa_delta_load(&start, append));
-	if (n_ctx == 0)
-		n_ctx = model->cfg.n_ctx;
-	if (n_ctx > model->cfg.n_ctx)
-		die(SA_EUSAGE, "--ctx-size %d exceeds the model's context of %d", n_ctx, model->cfg.n_ctx);
+	n_ctx = ctx_size(n_ctx, model);
 	if (start && start->model_fingerprint != model->fingerprint)
 		die(SA_EDATA, "%s was made for another model (fingerprint %016llx, model has %016llx)",
 		    append, (unsigned long long)start->model_fingerprint,

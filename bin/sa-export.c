@@ -4,7 +4,6 @@
  * exactly as sa-run applies several -d.
  */
 #include <getopt.h>
-#include <math.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -41,24 +40,6 @@ help(void)
 	    "  -h, --help              this help\n"
 	    "  -V, --version           version\n"
 	    "\nDELTA '-' is stdin (once); with a scale after \"--\": -- -:S.\n", stdout);
-}
-
-/* "name:S" when what follows the last ':' is a finite number, as sa-run -d. */
-static void
-split_scale(char *arg, double *s)
-{
-	char *colon = strrchr(arg, ':'), *end;
-	double v;
-
-	*s = 1;
-	if (!colon || colon == arg || !colon[1])
-		return;
-	errno = 0;
-	v = strtod(colon + 1, &end);
-	if (errno || *end || !isfinite(v))
-		return;
-	*colon = '\0';
-	*s = v;
 }
 
 /* The adapter a delta records, as given or beside the delta (as sa-run). */
@@ -100,7 +81,7 @@ main(int argc, char **argv)
 	const char *model_path = NULL, *adapter_arg = NULL, *out = NULL, *base_model = NULL;
 	char *apath, **files;
 	double *scale;
-	int format = LLAMA, verbose = 0, n, seen_stdin = 0, c;
+	int format = LLAMA, verbose = 0, n, c;
 	sa_model *model;
 	sa_adapter *a;
 	sa_delta **d;
@@ -144,15 +125,13 @@ main(int argc, char **argv)
 	if (format == LLAMA && !strcmp(out, "-") && isatty(1))
 		die(SA_EUSAGE, "refusing to write a binary adapter to a terminal (use -o FILE)");
 
-	files = argv + optind;
 	n = argc - optind;
-	if (!(scale = calloc((size_t)n, sizeof *scale)) || !(d = calloc((size_t)n, sizeof *d)))
+	if (!(scale = calloc((size_t)n, sizeof *scale)) || !(d = calloc((size_t)n, sizeof *d)) ||
+	    !(files = calloc((size_t)n, sizeof *files)))
 		die(SA_EINTERNAL, "out of memory");
-	for (int i = 0; i < n; i++) {
-		split_scale(files[i], &scale[i]);
-		if (!strcmp(files[i], "-") && seen_stdin++)
-			die(SA_EUSAGE, "stdin ('-') given more than once");
-	}
+	for (int i = 0; i < n; i++)
+		split_scale("scale", argv[optind + i], &files[i], &scale[i]);
+	stdin_operands(files, n, "a delta");
 	for (int i = 0; i < n; i++) {
 		TRY(sa_delta_load(&d[i], files[i]));
 		if (i > 0)
@@ -178,8 +157,11 @@ main(int argc, char **argv)
 		    n == 1 ? "" : "s", a->rank, a->n_layer, format == LLAMA ? "llama.cpp" : "PEFT",
 		    strcmp(out, "-") ? out : "stdout");
 
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
 		sa_delta_free(d[i]);
+		free(files[i]);
+	}
+	free(files);
 	free(d);
 	free(scale);
 	free(apath);

@@ -462,7 +462,7 @@ main(int argc, char **argv)
 	};
 	static char *stdin_only[] = { "-" };
 	char **files;
-	int n, c, status = 0, seen_stdin = 0, printed = 0;
+	int n, c, status = 0, printed = 0;
 
 	setprogname_(argv[0]);
 	while ((c = getopt_long(argc, argv, "jhV", longopts, NULL)) != -1) {
@@ -475,9 +475,7 @@ main(int argc, char **argv)
 	}
 	files = optind < argc ? argv + optind : stdin_only;
 	n = optind < argc ? argc - optind : 1;
-	for (int i = 0; i < n; i++)
-		if (strcmp(files[i], "-") == 0 && seen_stdin++)
-			die(SA_EUSAGE, "stdin ('-') given more than once");
+	stdin_operands(files, n, "a delta or GGUF file");
 	for (int i = 0; i < n; i++) {
 		out o = { NULL, 0, 0 };
 		char *buf = NULL;

@@ -41,28 +41,6 @@ help(void)
 	    "read stdin.\n", stdout);
 }
 
-/*
- * "name:W" is a weighted operand when what follows the last ':' is a finite
- * number; otherwise the whole operand is a file name (so "a:b.delta" is a
- * file, and "a:1.delta:1" is the file "a:1.delta" with weight 1).
- */
-static int
-split_weight(char *arg, double *w)
-{
-	char *colon = strrchr(arg, ':'), *end;
-	double v;
-
-	if (!colon || colon == arg || !colon[1])
-		return 0;
-	errno = 0;
-	v = strtod(colon + 1, &end);
-	if (errno || *end || !isfinite(v))
-		return 0;
-	*colon = '\0';
-	*w = v;
-	return 1;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -80,10 +58,10 @@ main(int argc, char **argv)
 	};
 	static char *stdin_only[] = { "-" };
 	const char *out = "-";
-	char **files;
+	char **args, **files;
 	double *w, wsum = 0;
 	sa_delta **d, *res;
-	int mode = CHAIN, nmode = 0, verbose = 0, n, weighted = 0, seen_stdin = 0, c, rc;
+	int mode = CHAIN, nmode = 0, verbose = 0, n, weighted = 0, c, rc;
 
 	setprogname_(argv[0]);
 	while ((c = getopt_long(argc, argv, "o:qvhV", longopts, NULL)) != -1) {
@@ -103,18 +81,17 @@ main(int argc, char **argv)
 		warnx_("--chain, --mean and --sum exclude each other");
 		usage();
 	}
-	files = optind < argc ? argv + optind : stdin_only;
+	args = optind < argc ? argv + optind : stdin_only;
 	n = optind < argc ? argc - optind : 1;
-	if (!(w = calloc((size_t)n, sizeof *w)) || !(d = calloc((size_t)n, sizeof *d)))
+	if (!(w = calloc((size_t)n, sizeof *w)) || !(d = calloc((size_t)n, sizeof *d)) ||
+	    !(files = calloc((size_t)n, sizeof *files)))
 		die(SA_EINTERNAL, "out of memory");
 	for (int i = 0; i < n; i++) {
-		w[i] = 1;
-		if (split_weight(files[i], &w[i]))
+		if (split_scale("weight", args[i], &files[i], &w[i]))
 			weighted = 1;
-		if (strcmp(files[i], "-") == 0 && seen_stdin++)
-			die(SA_EUSAGE, "stdin ('-') given more than once");
 		wsum += w[i];
 	}
+	stdin_operands(files, n, "a delta");
 	if (weighted && mode == CHAIN)
 		die(SA_EUSAGE, "weights (FILE:W) need --mean or --sum");
 	if (mode == MEAN) {
@@ -149,9 +126,12 @@ main(int argc, char **argv)
 		    mode == CHAIN ? "chained" : mode == MEAN ? "averaged" : "summed", n, n == 1 ? "" : "s",
 		    (unsigned long long)res->n_tokens, (unsigned long long)res->n_demos,
 		    strcmp(out, "-") ? out : "stdout");
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
 		sa_delta_free(d[i]);
+		free(files[i]);
+	}
 	sa_delta_free(res);
+	free(files);
 	free(d);
 	free(w);
 	close_stdout();

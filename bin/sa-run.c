@@ -7,9 +7,11 @@
  * prompt scored against several choices, a batch of prompts with the same
  * few-shot header) only runs the tokens after the common prefix.
  */
+#include <ctype.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +41,8 @@ help(void)
 	    "                         apply it too; repeatable, one stream; needs the adapter\n"
 	    "      --cache-dir DIR    cache of --demos (default: $SA_CACHE_DIR, ~/.cache/sa)\n"
 	    "  -p, --prompt TEXT      prompt text\n"
+	    "  -e, --escape           expand \\n \\t \\xHH ... in prompt and choices (default)\n"
+	    "      --no-escape        take the prompt and choices as they are\n"
 	    "  -f, --file FILE        read the prompt from FILE ('-' = stdin)\n"
 	    "  -n, --n-predict N      tokens to generate (default 128, -1 = until the end)\n"
 	    "      --temp T           temperature (default 0.8, 0 = greedy)\n"
@@ -82,32 +86,57 @@ typedef struct opts {
 	int n_choices;
 	const char **demos, *cache_dir;
 	int n_demos;
-	int score, json, echo, no_bos, unmerged, verbose;
+	int score, json, echo, no_bos, unmerged, verbose, escape;
 	long n_ctx, threads;
 	sampling smp;
 } opts;
 
-/* "FILE:SCALE" when what follows the last ':' is a number, else all FILE. */
-static void
-parse_delta_arg(const char *s, delta_arg *d)
+/*
+ * Text given on the command line (-p, --choice), copied; with -e (the
+ * default) llama.cpp's escapes are processed: \n \t \r \\ \" \' and \xHH,
+ * and any other backslash stays as it is.  *len counts past a \x00.
+ */
+static char *
+arg_text(const char *s, int escape, size_t *len)
 {
-	const char *colon = strrchr(s, ':');
-	char *end;
-	double v;
+	char *t = strdup(s), *o = t;
 
-	d->scale = 1;
-	if (colon && colon[1]) {
-		errno = 0;
-		v = strtod(colon + 1, &end);
-		if (!*end && !errno && isfinite(v)) {
-			if (colon == s)
-				usage_die(synopsis, "-d: missing file name in '%s'", s);
-			d->path = strndup(s, (size_t)(colon - s));
-			d->scale = v;
-			return;
+	if (!t)
+		die(SA_EINTERNAL, "out of memory");
+	for (const char *i = s; *i; i++) {
+		if (!escape || *i != '\\' || !i[1]) {
+			*o++ = *i;
+			continue;
+		}
+		switch (*++i) {
+		case 'n': *o++ = '\n'; break;
+		case 't': *o++ = '\t'; break;
+		case 'r': *o++ = '\r'; break;
+		case '\\': case '"': case '\'': *o++ = *i; break;
+		case 'x':
+			if (isxdigit((unsigned char)i[1]) && isxdigit((unsigned char)i[2])) {
+				char hex[3] = { i[1], i[2], 0 };
+				*o++ = (char)strtol(hex, NULL, 16);
+				i += 2;
+				break;
+			}
+			/* fall through */
+		default:
+			*o++ = '\\';
+			*o++ = *i;
 		}
 	}
-	d->path = strdup(s);
+	*len = (size_t)(o - t);
+	*o = 0;
+	return t;
+}
+
+/* Seed -1: one from the clock. */
+static uint64_t
+clock_seed(void)
+{
+	return (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid() ^
+	    (uint64_t)(now() * 1e9);
 }
 
 static uint64_t
@@ -117,8 +146,7 @@ parse_seed(const char *s)
 	unsigned long long v;
 
 	if (strcmp(s, "-1") == 0)
-		return (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid() ^
-		    (uint64_t)(now() * 1e9);
+		return clock_seed();
 	errno = 0;
 	v = strtoull(s, &end, 10);
 	if (errno || end == s || *end || s[0] == '-' || s[0] == '+')
@@ -380,6 +408,7 @@ typedef struct textout {
 	int flush;
 	char pend[4];
 	int npend;
+	char last;            /* the last byte written, 0 before any */
 } textout;
 
 static int
@@ -419,6 +448,8 @@ text_put(textout *t, const char *s, size_t n)
 		break;
 	}
 	fwrite(all, 1, cut, t->fp);
+	if (cut)
+		t->last = all[cut - 1];
 	t->npend = (int)(len - cut);
 	memcpy(t->pend, all + cut, (size_t)t->npend);
 	if (all != buf)
@@ -430,6 +461,8 @@ static void
 text_end(textout *t)
 {
 	fwrite(t->pend, 1, (size_t)t->npend, t->fp);
+	if (t->npend)
+		t->last = t->pend[t->npend - 1];
 	t->npend = 0;
 	text_flush(t);
 }
@@ -567,12 +600,14 @@ req_num(const sa_json *req, const char *key, double lo, double hi, int want_int,
 	return SA_OK;
 }
 
+/* The id as it was sent: read as a double, 10 would come back as 1e+01
+ * and an id above 2^53 as another number. */
 static void
 put_id(const sa_json *id)
 {
 	fputs("{\"id\":", stdout);
 	if (id)
-		sa_json_put(stdout, id);
+		fwrite(id->raw, 1, id->raw_len, stdout);
 	else
 		fputs("null", stdout);
 }
@@ -594,11 +629,13 @@ batch_generate(runner *r, const sa_json *req, const sampling *def, const sa_json
 	    (rc = req_num(req, "top_k", 0, INT_MAX, 1, &top_k)) ||
 	    (rc = req_num(req, "top_p", 0, 1, 0, &p.top_p)) ||
 	    (rc = req_num(req, "min_p", 0, 1, 0, &p.min_p)) ||
-	    (rc = req_num(req, "seed", 0, 0x1p64, 1, &seed)))
+	    (rc = req_num(req, "seed", -1, 0x1p64, 1, &seed)))
 		return rc;
 	p.n_predict = (long)n_predict;
 	p.top_k = (long)top_k;
-	if (seed >= 0)
+	if (seed == -1)
+		p.seed = clock_seed();
+	else if (seed >= 0)
 		p.seed = seed >= 0x1p64 ? UINT64_MAX : (uint64_t)seed;
 	if (!(out.fp = open_memstream(&text, &tlen)))
 		return sa_fail(SA_EINTERNAL, "out of memory");
@@ -726,6 +763,12 @@ run_batch(runner *r, const char *path, const sampling *def)
 			;
 		if (i == (size_t)len)
 			continue;   /* blank lines separate nothing and ask for nothing */
+		/* Without its terminator, a line cut short ends where its text
+		 * does, not at column 1 of a line after it. */
+		if (line[len - 1] == '\n')
+			len--;
+		if (line[len - 1] == '\r')
+			len--;
 		if ((rc = sa_json_parse(line, (size_t)len, &req)) == SA_OK) {
 			if (req.type != SA_JSON_OBJ)
 				rc = sa_fail(SA_EDATA, "a request must be a JSON object");
@@ -841,9 +884,29 @@ apply_deltas(sa_model *model, const opts *o)
 
 /* --------------------------------------------------------------- main */
 
+/* A BOS id outside the vocabulary is never used: the tokenizer keeps its
+ * default, as llama.cpp does, and says so, as llama.cpp does. */
+static void
+check_bos(const sa_model *m, const char *path)
+{
+	static const char key[] = "tokenizer.ggml.bos_token_id";
+	uint32_t id;
+
+	if (!sa_gguf_has(m->gguf, key) || sa_gguf_get_u32(m->gguf, key, &id) != SA_OK ||
+	    id < (uint32_t)sa_vocab_size(m->vocab))
+		return;
+	if (sa_vocab_add_bos(m->vocab))
+		warnx_("%s: %s %u is outside the vocabulary of %d tokens: using %d instead",
+		    path, key, id, sa_vocab_size(m->vocab), sa_vocab_bos(m->vocab));
+	else
+		warnx_("%s: %s %u is outside the vocabulary of %d tokens: no BOS is added",
+		    path, key, id, sa_vocab_size(m->vocab));
+}
+
 enum {
 	OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_NO_BOS, OPT_SCORE,
 	OPT_CHOICE, OPT_JSON, OPT_BATCH, OPT_UNMERGED, OPT_ECHO, OPT_DEMOS, OPT_CACHE_DIR,
+	OPT_NO_ESCAPE,
 };
 
 static const struct option longopts[] = {
@@ -854,6 +917,8 @@ static const struct option longopts[] = {
 	{ "demos", required_argument, NULL, OPT_DEMOS },
 	{ "cache-dir", required_argument, NULL, OPT_CACHE_DIR },
 	{ "prompt", required_argument, NULL, 'p' },
+	{ "escape", no_argument, NULL, 'e' },
+	{ "no-escape", no_argument, NULL, OPT_NO_ESCAPE },
 	{ "file", required_argument, NULL, 'f' },
 	{ "n-predict", required_argument, NULL, 'n' },
 	{ "predict", required_argument, NULL, 'n' },
@@ -879,20 +944,23 @@ static const struct option longopts[] = {
 static void
 parse_args(int argc, char **argv, opts *o)
 {
-	int c, stdin_users;
+	int c, stdin_users, prompt_in;
 
 	memset(o, 0, sizeof *o);
 	o->smp = (sampling){ .n_predict = 128, .temp = 0.8, .top_k = 40, .top_p = 0.95,
 	    .min_p = 0.05, .seed = 0 };
 	o->n_ctx = -1;
-	while ((c = getopt_long(argc, argv, "m:d:a:p:f:n:s:c:t:vhV", longopts, NULL)) != -1) {
+	o->escape = 1;
+	while ((c = getopt_long(argc, argv, "m:d:a:p:ef:n:s:c:t:vhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': o->model = optarg; break;
 		case 'a': o->adapter = optarg; break;
 		case 'd':
 			if (!(o->deltas = realloc(o->deltas, (size_t)(o->n_deltas + 1) * sizeof *o->deltas)))
 				die(SA_EINTERNAL, "out of memory");
-			parse_delta_arg(optarg, &o->deltas[o->n_deltas++]);
+			split_scale("scale", optarg, &o->deltas[o->n_deltas].path,
+			    &o->deltas[o->n_deltas].scale);
+			o->n_deltas++;
 			break;
 		case OPT_UNMERGED: o->unmerged = 1; break;
 		case OPT_DEMOS:
@@ -902,6 +970,8 @@ parse_args(int argc, char **argv, opts *o)
 			break;
 		case OPT_CACHE_DIR: o->cache_dir = optarg; break;
 		case 'p': o->prompt = optarg; break;
+		case 'e': o->escape = 1; break;
+		case OPT_NO_ESCAPE: o->escape = 0; break;
 		case 'f': o->file = optarg; break;
 		case 'n': o->smp.n_predict = parse_long("-n", optarg, -1, INT_MAX); break;
 		case OPT_TEMP: o->smp.temp = parse_double("--temp", optarg, 0, 1e6); break;
@@ -945,12 +1015,28 @@ parse_args(int argc, char **argv, opts *o)
 		stdin_users = strcmp(o->batch, "-") == 0;
 	else
 		stdin_users = !o->prompt && (!o->file || strcmp(o->file, "-") == 0);
+	prompt_in = stdin_users;
 	for (int i = 0; i < o->n_deltas; i++)
 		stdin_users += strcmp(o->deltas[i].path, "-") == 0;
 	for (int i = 0; i < o->n_demos; i++)
 		stdin_users += strcmp(o->demos[i], "-") == 0;
 	if (stdin_users > 1)
 		usage_die(synopsis, "only one input can come from standard input");
+	if (stdin_users && !prompt_in)
+		stdin_not_terminal("a delta or demonstrations", "give a file, or pipe one in");
+	else if (stdin_users)
+		stdin_not_terminal(o->batch ? "requests" : "the prompt",
+		    o->batch ? "give a file, or pipe them in" : "give -p TEXT or -f FILE, or pipe it in");
+}
+
+/* Whether two descriptors are one file: a terminal, or 2>&1. */
+static int
+same_file(int a, int b)
+{
+	struct stat sa, sb;
+
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+	    sa.st_ino == sb.st_ino;
 }
 
 static void
@@ -986,8 +1072,7 @@ main(int argc, char **argv)
 	/* The prompt is read before the model loads, so bad input fails fast. */
 	if (!o.batch) {
 		if (o.prompt) {
-			text = strdup(o.prompt);
-			len = strlen(text);
+			text = arg_text(o.prompt, o.escape, &len);
 		} else {
 			TRY(sa_file_read(o.file ? o.file : "-", &text, &len));
 			/* As llama.cpp does with -f: a file's final newline ends the
@@ -1000,11 +1085,14 @@ main(int argc, char **argv)
 	sa_set_threads((int)o.threads);
 	t0 = now();
 	TRY(sa_model_load(&model, model_path));
+	if (!o.no_bos)
+		check_bos(model, model_path);
 	if (o.n_deltas || o.n_demos)
 		apply_deltas(model, &o);
-	n_ctx = (int)o.n_ctx;
-	if (n_ctx < 0)
-		n_ctx = model->cfg.n_ctx > 0 && model->cfg.n_ctx < 4096 ? model->cfg.n_ctx : 4096;
+	if (o.n_ctx < 0)
+		n_ctx = model->cfg.n_ctx < 4096 ? model->cfg.n_ctx : 4096;
+	else
+		n_ctx = ctx_size(o.n_ctx, model);
 	TRY(build_runner(&r, model, n_ctx, !o.no_bos));
 	t0 = now() - t0;
 
@@ -1028,12 +1116,13 @@ main(int argc, char **argv)
 		double *lp = calloc((size_t)o.n_choices, sizeof *lp);
 		int *cnt = calloc((size_t)o.n_choices, sizeof *cnt);
 		size_t *cl = calloc((size_t)o.n_choices, sizeof *cl);
+		char **cs = calloc((size_t)o.n_choices, sizeof *cs);
 
-		if (!lp || !cnt || !cl)
+		if (!lp || !cnt || !cl || !cs)
 			die(SA_EINTERNAL, "out of memory");
 		for (int i = 0; i < o.n_choices; i++)
-			cl[i] = strlen(o.choices[i]);
-		TRY(score_choices(&r, text, len, o.choices, cl, o.n_choices, lp, cnt));
+			cs[i] = arg_text(o.choices[i], o.escape, &cl[i]);
+		TRY(score_choices(&r, text, len, (const char *const *)cs, cl, o.n_choices, lp, cnt));
 		if (o.json) {
 			fputs("{\"logprobs\":[", stdout);
 			for (int i = 0; i < o.n_choices; i++) {
@@ -1054,6 +1143,9 @@ main(int argc, char **argv)
 				    lp[i] / cnt[i]);
 			printf("best %d\n", best_choice(lp, o.n_choices));
 		}
+		for (int i = 0; i < o.n_choices; i++)
+			free(cs[i]);
+		free(cs);
 		free(lp);
 		free(cnt);
 		free(cl);
@@ -1071,13 +1163,15 @@ main(int argc, char **argv)
 		fputs("}\n", stdout);
 		free(gen);
 	} else {
-		textout out = { stdout, 1, { 0 }, 0 };
+		textout out = { stdout, 1, { 0 }, 0, 0 };
 
-		if (o.echo) {
-			fwrite(text, 1, len, stdout);
-			text_flush(&out);
-		}
+		if (o.echo)
+			text_put(&out, text, len);
 		TRY(generate(&r, text, len, &o.smp, &out));
+		/* The text ends where it ends; where the timings follow it on
+		 * one file, they start a line of their own. */
+		if (o.verbose && out.last && out.last != '\n' && same_file(1, 2))
+			fputc('\n', stderr);
 	}
 
 	if (o.verbose)

@@ -7,12 +7,15 @@
 #define TOOL_H
 
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sa.h"
 
@@ -82,6 +85,68 @@ parse_double(const char *opt, const char *s, double lo, double hi)
 	if (errno || end == s || *end || !(v >= lo && v <= hi))
 		die(SA_EUSAGE, "%s: invalid value '%s' (want a number from %g to %g)", opt, s, lo, hi);
 	return v;
+}
+
+/*
+ * An operand FILE[:NUMBER] (sa-run -d, sa-merge, sa-export): the number
+ * after the last ':' scales the file, unless the whole operand names a
+ * file, which wins: "x:2" is the file x:2 if there is one, else x at 2;
+ * "x:2:1" is x:2 at 1; "x:y" is a name.  A number that is not a finite
+ * float (nan, inf, 1e40) is a usage error.  *path is malloc'd, *scale 1
+ * when none is given; returns whether one was.
+ */
+static int __attribute__((unused))
+split_scale(const char *what, const char *arg, char **path, double *scale)
+{
+	const char *colon = strrchr(arg, ':');
+	char *end;
+	double v = 1;
+	int given = 0;
+
+	if (colon && colon > arg && access(arg, F_OK) != 0) {
+		v = strtod(colon + 1, &end);
+		given = end > colon + 1 && !*end;
+		if (given && !(fabs(v) <= FLT_MAX))
+			die(SA_EUSAGE, "%s %s in '%s' is not a finite float", what, colon + 1, arg);
+	}
+	*scale = given ? v : 1;
+	if (!(*path = given ? strndup(arg, (size_t)(colon - arg)) : strdup(arg)))
+		die(SA_EINTERNAL, "out of memory");
+	return given;
+}
+
+/* -c N against the model: 0 is the model's own context, and more than it
+ * is refused rather than quietly cut to it. */
+static int __attribute__((unused))
+ctx_size(long n, const sa_model *m)
+{
+	if (n > m->cfg.n_ctx)
+		die(SA_EUSAGE, "--ctx-size %ld exceeds the model's context of %d", n, m->cfg.n_ctx);
+	return n ? (int)n : m->cfg.n_ctx;
+}
+
+/*
+ * Input from a terminal is refused, as gzip refuses compressed data from
+ * one: a tool that waits for what nobody is going to type looks hung.
+ */
+static void __attribute__((unused))
+stdin_not_terminal(const char *what, const char *hint)
+{
+	if (isatty(STDIN_FILENO))
+		die(SA_EUSAGE, "refusing to read %s from a terminal (%s)", what, hint);
+}
+
+/* File operands, '-' the standard input: at most once, and no terminal. */
+static void __attribute__((unused))
+stdin_operands(char *const *files, int n, const char *what)
+{
+	int seen = 0;
+
+	for (int i = 0; i < n; i++)
+		if (strcmp(files[i], "-") == 0 && seen++)
+			die(SA_EUSAGE, "stdin ('-') given more than once");
+	if (seen)
+		stdin_not_terminal(what, "give a file, or pipe one in");
 }
 
 /* A usage error: the message (if any), the tool's synopsis, exit 64. */

@@ -187,8 +187,9 @@ parse_string(parser *p, char **out, size_t *outlen)
 	 * bounds the result. */
 	while (end < p->len && p->s[end] != '"')
 		end += p->s[end] == '\\' ? 2 : 1;
+	/* Where the closing quote is missing: the end of the text. */
 	if (end >= p->len)
-		return perr(p, start - 1, "unterminated string");
+		return perr(p, p->len, "unterminated string");
 	if (!(buf = sa_malloc(end - start + 1)))
 		return SA_EINTERNAL;
 	while (p->pos < end) {
@@ -321,15 +322,24 @@ parse_number(parser *p, double *v)
 	return SA_OK;
 }
 
+/* true, false or null, as the first letter says; a word cut short or
+ * misspelt is reported where it goes wrong. */
 static int
-literal(parser *p, const char *word)
+parse_literal(parser *p, sa_json *out)
 {
-	size_t n = strlen(word);
+	const char *word = p->s[p->pos] == 't' ? "true" : p->s[p->pos] == 'f' ? "false" : "null";
+	size_t i = 0;
+	char what[16];
 
-	if (p->len - p->pos < n || memcmp(p->s + p->pos, word, n) != 0)
-		return 0;
-	p->pos += n;
-	return 1;
+	while (word[i] && p->pos + i < p->len && p->s[p->pos + i] == word[i])
+		i++;
+	if (word[i])
+		return perr(p, p->pos + i, "'%s' expected, found %s", word,
+		    describe(p, p->pos + i, what, sizeof what));
+	p->pos += i;
+	out->type = word[0] == 'n' ? SA_JSON_NULL : SA_JSON_BOOL;
+	out->num = word[0] == 't';
+	return SA_OK;
 }
 
 static int parse_value(parser *p, sa_json *out);
@@ -437,12 +447,11 @@ parse_object(parser *p, sa_json *out)
 }
 
 static int
-parse_value(parser *p, sa_json *out)
+parse_any(parser *p, sa_json *out)
 {
 	char what[16];
 	int rc;
 
-	skip_ws(p);
 	if (p->pos >= p->len)
 		return perr(p, p->pos, "value expected, found end of input");
 	switch (p->s[p->pos]) {
@@ -459,18 +468,7 @@ parse_value(parser *p, sa_json *out)
 	case 't':
 	case 'f':
 	case 'n':
-		if (literal(p, "true")) {
-			out->type = SA_JSON_BOOL;
-			out->num = 1;
-		} else if (literal(p, "false")) {
-			out->type = SA_JSON_BOOL;
-			out->num = 0;
-		} else if (literal(p, "null")) {
-			out->type = SA_JSON_NULL;
-		} else {
-			break;
-		}
-		return SA_OK;
+		return parse_literal(p, out);
 	default:
 		if (p->s[p->pos] == '-' || (p->s[p->pos] >= '0' && p->s[p->pos] <= '9')) {
 			out->type = SA_JSON_NUM;
@@ -479,6 +477,22 @@ parse_value(parser *p, sa_json *out)
 		break;
 	}
 	return perr(p, p->pos, "value expected, found %s", describe(p, p->pos, what, sizeof what));
+}
+
+/* The value and, once it is whole, its source text. */
+static int
+parse_value(parser *p, sa_json *out)
+{
+	size_t start;
+	int rc;
+
+	skip_ws(p);
+	start = p->pos;
+	if ((rc = parse_any(p, out)) == SA_OK) {
+		out->raw = p->s + start;
+		out->raw_len = p->pos - start;
+	}
+	return rc;
 }
 
 int

@@ -389,6 +389,8 @@ typedef struct sa_json {
 	struct sa_json *items;   /* ARR elements, OBJ values */
 	char **keys;             /* OBJ keys */
 	size_t n;
+	const char *raw;         /* the value's own text in the parsed text, */
+	size_t raw_len;          /* valid while that text is */
 } sa_json;
 
 /* Parse one complete JSON text; SA_EDATA with "column N: ..." on error

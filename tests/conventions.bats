@@ -269,6 +269,31 @@ invocation() {
 	report "${p[@]}"
 }
 
+@test "input that would come from a terminal is refused: exit 64, one line" {
+	command -v script > /dev/null || skip "no script(1)"
+	local c p=()
+	# script(1) gives the command a pseudo-terminal as its standard input.
+	while read -r c; do
+		run script -qec "$c; echo status \$?" /dev/null < /dev/null
+		[[ "$output" == "${c%% *}: refusing to read "*" from a terminal ("*$'\r\nstatus 64\r' ]] ||
+		    p+=("$c: $output")
+	done <<-EOF
+	sa-run -m $D/m.gguf --temp 0 -n 4
+	sa-run -m $D/m.gguf --temp 0 -n 4 -f -
+	sa-run -m $D/m.gguf --batch -
+	sa-run -m $D/m.gguf -d - -p hello
+	sa-info
+	sa-info $D/x.delta -
+	sa-merge -o $T/m.delta
+	sa-merge --sum -o $T/m.delta $D/x.delta -- -:2
+	sa-export -m $D/m.gguf -o $T/e.gguf -
+	EOF
+	# What does not read the terminal runs as before.
+	run script -qec "sa-info $D/x.delta > /dev/null; echo status \$?" /dev/null < /dev/null
+	[[ "$output" == $'status 0\r' ]] || p+=("sa-info FILE: $output")
+	report "${p[@]}"
+}
+
 @test "a missing input: exit 66, one message prefixed with the tool's name" {
 	local t cmd p=()
 	for t in $(tools); do

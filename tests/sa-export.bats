@@ -77,6 +77,17 @@ hex() {
 	assert_output --partial "more than once"
 }
 
+@test "DELTA:SCALE: a scale that is not a finite float is a usage error; a file that exists wins" {
+	for s in 1e40 -1e39 nan inf; do
+		run -64 "$EXPORT" -m "$D/llama.gguf" -o "$T/x.gguf" "$D/llama.a.delta:$s"
+		assert_output "sa-export: scale $s in '$D/llama.a.delta:$s' is not a finite float"
+	done
+	cp "$D/llama.a.delta" "$T/a:2"
+	"$EXPORT" -m "$D/llama.gguf" -o "$T/one.gguf" "$D/llama.a.delta"
+	"$EXPORT" -m "$D/llama.gguf" -o "$T/named.gguf" "$T/a:2"
+	cmp "$T/one.gguf" "$T/named.gguf"
+}
+
 @test "the llama.cpp adapter: the model's architecture, lora type, one pair per adapted matrix" {
 	"$EXPORT" -m "$D/qwen2.gguf" -o "$T/l.gguf" "$D/qwen2.a.delta"
 	run "$ROOT/bin/sa-info" --json "$T/l.gguf"

@@ -119,13 +119,21 @@ setup() {
 	cmp "$T/c.delta" "$T/d.delta"
 }
 
-@test "a file name with a colon is a name unless a number follows" {
+@test "a file name with a colon is a name unless a number follows and no such file exists" {
 	cp "$D/d1.delta" "$T/x:y.delta"
 	cp "$D/d2.delta" "$T/z:2"
 	run "$MERGE" --sum "$T/x:y.delta" "$T/z:2:1" -o "$T/s.delta"
 	assert_success
-	run -66 "$MERGE" --sum "$T/z:2" -o "$T/s2.delta"
-	assert_output --partial "z: No such file"
+	# The file z:2 wins over z at weight 2; without it, z:2 is z at 2.
+	"$MERGE" --sum "$T/x:y.delta" "$T/z:2" -o "$T/s2.delta"
+	cmp "$T/s.delta" "$T/s2.delta"
+	run -66 "$MERGE" --sum "$T/y:2" -o "$T/s3.delta"
+	assert_output --partial "y: No such file"
+	for w in 1e40 -1e39 nan inf; do
+		run -64 "$MERGE" --sum "$D/d1.delta:$w" -o "$T/s4.delta"
+		assert_output "sa-merge: weight $w in '$D/d1.delta:$w' is not a finite float"
+	done
+	[ ! -e "$T/s4.delta" ]
 }
 
 @test "deltas from different adapters: exit 65 naming both files" {

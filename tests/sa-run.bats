@@ -117,6 +117,25 @@ field() {
 	[ "${BASH_REMATCH[1]}" -eq $((20 - n_prompt + 1)) ]
 }
 
+@test "-v: the timings start a line of their own after the text, on one file" {
+	# 2>&1: one pipe
+	run -0 "$RUN" -m "$M" --echo -n 0 -v -p hi
+	[ "${lines[0]}" = hi ]
+	[[ "${lines[1]}" == "sa-run: load "* ]]
+	# A text that ends its line gets no blank line after it.
+	run -0 "$RUN" -m "$M" --echo -n 0 -v -p 'hi\n'
+	[ "${lines[0]}" = hi ]
+	[[ "${lines[1]}" == "sa-run: load "* ]]
+	# Apart, the text and the timings are as they were.
+	run -0 --separate-stderr "$RUN" -m "$M" --echo -n 0 -v -p hi
+	[ "$output" = hi ]
+	[[ "$stderr" == "sa-run: load "* ]]
+	# A terminal.
+	command -v script > /dev/null || skip "no script(1)"
+	run -0 script -qec "'$RUN' -m '$M' --echo -n 0 -v -p hi" /dev/null < /dev/null
+	[[ "$output" == $'hi\r\nsa-run: load '* ]]
+}
+
 @test "-p, -f FILE, -f - and standard input give the same text" {
 	run -0 "$RUN" -m "$M" -n 10 --seed 3 -p "hello world"
 	a="$output"
@@ -132,6 +151,30 @@ field() {
 	run -0 "$RUN" -m "$M" -n 10 --seed 3 --json -p "hello world"
 	[[ "$output" == '{"text":'* ]]
 	run -66 "$RUN" -m "$M" -f "$T/absent.txt"
+}
+
+@test "-p and --choice expand llama.cpp's escapes unless --no-escape" {
+	run -0 "$RUN" -m "$M" --echo -n 0 -p 'a\tb\x41\\\q\x4\"\'"'"'\r\n'
+	[ "$output" = $'a\tbA\\\\q\\x4"\'\r' ]
+	run -0 "$RUN" -m "$M" --echo -n 0 -e --no-escape -p 'a\tb\x41'
+	[ "$output" = 'a\tb\x41' ]
+	# A newline in a prompt, and in a choice.
+	run -0 "$RUN" -m "$M" --score -p $'one\ntwo'
+	want="$output"
+	run -0 "$RUN" -m "$M" --score -p 'one\ntwo'
+	assert_output "$want"
+	run -0 "$RUN" -m "$M" --score --no-escape -p 'one\ntwo'
+	[ "$output" != "$want" ]
+	run -0 "$RUN" -m "$M" -p 'one' --choice $'\ntwo' --choice ' two'
+	want="$output"
+	run -0 "$RUN" -m "$M" -p 'one' --choice '\ntwo' --choice ' two'
+	assert_output "$want"
+	# Files and standard input are taken as they are.
+	printf 'one\\ntwo' > "$T/p.txt"
+	run -0 "$RUN" -m "$M" --score --no-escape -p 'one\ntwo'
+	want="$output"
+	run -0 "$RUN" -m "$M" --score -f "$T/p.txt"
+	assert_output "$want"
 }
 
 @test "--score agrees with --choice: score(prompt+choice) - score(prompt) = choice" {
@@ -194,21 +237,64 @@ field() {
 	[[ "${lines[0]}" == '{"id":1,"text":'* ]]
 	[[ "${lines[1]}" == '{"id":"two","logprobs":['* ]]
 	[[ "${lines[2]}" == '{"id":[3],"logprob":'* ]]
-	[[ "${lines[3]}" == '{"id":null,"error":"line 4: column '*'unterminated string"}' ]]
+	[ "${lines[3]}" = '{"id":null,"error":"line 4: column 28: unterminated string"}' ]
 	[ "${lines[4]}" = '{"id":5,"error":"line 5: missing \"prompt\""}' ]
 	[[ "${lines[5]}" == '{"id":6,"error":"line 6: \"temp\" must be a number'* ]]
-	[[ "${lines[6]}" == '{"id":{"k":7},"text":'* ]]
+	[[ "${lines[6]}" == '{"id":{"k": 7},"text":'* ]]
 	[ "${lines[7]}" = '{"id":null,"error":"line 9: a request must be a JSON object"}' ]
 
 	# The same requests on the command line give the same results.
 	run -0 "$RUN" -m "$M" -n 10 --seed 3 --json -p "hello world"
 	[ "${batch[0]}" = "{\"id\":1,${output#\{}" ]
 	run -0 "$RUN" -m "$M" -n 10 --temp 0 --json -p "hello world"
-	[ "${batch[6]}" = "{\"id\":{\"k\":7},${output#\{}" ]
+	[ "${batch[6]}" = "{\"id\":{\"k\": 7},${output#\{}" ]
 	run -0 "$RUN" -m "$M" --score --json -p "the cat sat"
 	score_cli="$output"
 	run -0 --separate-stderr "$RUN" -m "$M" --batch - < <(sed -n 3p "$T/req.jsonl")
 	[ "$output" = "{\"id\":[3],${score_cli#\{}" ]
+}
+
+@test "batch: an id comes back exactly as it was sent, whatever JSON value it is" {
+	ids=(10 9007199254740993 -0 1.50 2E+3 '"a\u0041"' null true '[1, 2.0]' '{"k": [null, "x"]}' '""')
+	for id in "${ids[@]}"; do
+		printf '{"id": %s, "prompt": "ab", "n_predict": 1, "temp": 0}\n' "$id"
+		printf '{"id":%s, "prompt": "ab", "choices": [" c"]}\n' "$id"
+		printf '{"score": true, "id":\t%s\t, "text": "ab c"}\n' "$id"
+		printf '{"id": %s, "prompt": 1}\n' "$id"
+	done > "$T/ids.jsonl"
+	run -65 --separate-stderr "$RUN" -m "$M" --batch "$T/ids.jsonl"
+	[ "${#lines[@]}" -eq $((4 * ${#ids[@]})) ]
+	for i in "${!ids[@]}"; do
+		for k in 0 1 2 3; do
+			line="${lines[$((4 * i + k))]}"
+			[[ "$line" == "{\"id\":${ids[$i]},"* ]] || { echo "want id ${ids[$i]}: $line"; false; }
+		done
+	done
+}
+
+@test "batch: an error names its line once, and its column where the line goes wrong" {
+	printf '%s\n' '{"id": 1,' '{"id": 2, "prompt": "cut' '{"id": 3, "prompt": "x", "echo": tru}' > "$T/cut.jsonl"
+	printf '{"id": 4, "prompt": nul\r\n[\n' >> "$T/cut.jsonl"
+	run -65 --separate-stderr "$RUN" -m "$M" --batch "$T/cut.jsonl"
+	[ "${lines[0]}" = '{"id":null,"error":"line 1: column 10: string key expected, found end of input"}' ]
+	[ "${lines[1]}" = '{"id":null,"error":"line 2: column 25: unterminated string"}' ]
+	[ "${lines[2]}" = '{"id":null,"error":"line 3: column 37: '"'true'"' expected, found '"'}'"'"}' ]
+	[ "${lines[3]}" = '{"id":null,"error":"line 4: column 24: '"'null'"' expected, found end of input"}' ]
+	[ "${lines[4]}" = '{"id":null,"error":"line 5: column 2: value expected, found end of input"}' ]
+}
+
+@test "batch: \"seed\": -1 takes a seed from the clock, as -s -1 does" {
+	for i in 1 2 3; do
+		printf '{"id": %d, "prompt": "The quick brown fox", "n_predict": 24, "seed": -1}\n' "$i"
+	done > "$T/clock.jsonl"
+	run -0 --separate-stderr "$RUN" -m "$M" --batch "$T/clock.jsonl"
+	[ "${#lines[@]}" -eq 3 ]
+	[[ "${lines[0]}" == '{"id":1,"text":'* ]]
+	texts=$(printf '%s\n' "${lines[@]}" | sed 's/^{"id":[0-9]*,//' | sort -u | wc -l)
+	[ "$texts" -ge 2 ]
+	printf '{"prompt": "x", "seed": -2}\n' > "$T/bad.jsonl"
+	run -65 --separate-stderr "$RUN" -m "$M" --batch "$T/bad.jsonl"
+	assert_output --partial '\"seed\" must be an integer from -1 to'
 }
 
 @test "batch: all good lines exit 0; the command line's sampling is the default" {
@@ -220,6 +306,66 @@ field() {
 	[ "${lines[1]}" = "{\"id\":2,$first" ]
 	run -0 "$RUN" -m "$M" -n 6 --temp 0 --json -p abc
 	assert_output "{$first"
+}
+
+@test "-c more than the model's context is refused, as sa-encode refuses it" {
+	run -64 --separate-stderr "$RUN" -m "$M" -c 100000 --temp 0 -n 2 -p hello
+	[ "$stderr" = "sa-run: --ctx-size 100000 exceeds the model's context of 256" ]
+	[ -z "$output" ]
+	run -64 --separate-stderr "$RUN" -m "$M" -c 257 --batch /dev/null
+	"$ROOT/bin/sa-init" -m "$M" -o "$T/a.gguf"
+	printf 'some text\n' > "$T/t.txt"
+	run -64 --separate-stderr "$ROOT/bin/sa-encode" -m "$M" -a "$T/a.gguf" -c 100000 -o "$T/d.delta" "$T/t.txt"
+	[ "$stderr" = "sa-encode: --ctx-size 100000 exceeds the model's context of 256" ]
+	# The model's own context, and 0 for it, are fine.
+	run -0 --separate-stderr "$RUN" -m "$M" -c 256 -v --temp 0 -n 1 -p hello
+	[[ "$stderr" == *"context 256"* ]]
+	run -0 --separate-stderr "$RUN" -m "$M" -c 0 -v --temp 0 -n 1 -p hello
+	[[ "$stderr" == *"context 256"* ]]
+}
+
+@test "a BOS id outside the vocabulary: one warning, and the default BOS instead" {
+	"$ROOT/tests/helpers/mkmodel" --seed 3 --bos 100000 -o "$T/bad.gguf"
+	run -0 --separate-stderr "$RUN" -m "$M" --temp 0 -n 8 -p hello
+	want="$output"
+	[ -z "$stderr" ]
+	run -0 --separate-stderr "$RUN" -m "$T/bad.gguf" --temp 0 -n 8 -p hello
+	assert_output "$want"
+	[ "$stderr" = "sa-run: $T/bad.gguf: tokenizer.ggml.bos_token_id 100000 is outside the vocabulary of 406 tokens: using 1 instead" ]
+	# Once per run, not once per request.
+	printf '{"prompt": "a", "n_predict": 1}\n{"prompt": "b", "n_predict": 1}\n' > "$T/two.jsonl"
+	run -0 --separate-stderr "$RUN" -m "$T/bad.gguf" --batch "$T/two.jsonl"
+	[ "$(printf '%s\n' "$stderr" | grep -c 'outside the vocabulary')" -eq 1 ]
+	# Without a BOS, nothing to say.
+	run -0 --separate-stderr "$RUN" -m "$T/bad.gguf" --no-bos --temp 0 -n 8 -p hello
+	[ -z "$stderr" ]
+}
+
+@test "sa-run(1): every example works as printed, and the batch requests shown are JSON" {
+	command -v mandoc > /dev/null || skip "no mandoc"
+	cd "$T"
+	cp "$M" model.gguf
+	printf 'A short note to score.\n' > notes.txt
+	mandoc -Tascii "$ROOT/man/sa-run.1" | col -b > page.txt
+	sed -n '/^EXAMPLES/,/^SEE ALSO/p' page.txt > examples.txt
+	# requests.jsonl: the lines shown after "$ cat requests.jsonl"
+	awk '/\$ cat requests.jsonl/ { on = 1; next } on && /^[[:space:]]*\$/ { on = 0 } on && NF { sub(/^[[:space:]]+/, ""); print }' \
+	    examples.txt > requests.jsonl
+	[ "$(wc -l < requests.jsonl)" -eq 3 ]
+	# The commands: each "$ " line and the lines it continues with "\".
+	awk '/^[[:space:]]*\$ / { sub(/^[[:space:]]*\$ /, ""); print; more = /\\$/; next }
+	    more { print; more = /\\$/ }' examples.txt > examples.sh
+	[ "$(grep -c '^sa-run' examples.sh)" -ge 6 ]
+	PATH="$ROOT/bin:$PATH" SA_CACHE_DIR="$T/cache" run -0 bash -e examples.sh
+	[ "$(wc -l < results.jsonl)" -eq 3 ]
+	run -1 grep -q '"error"' results.jsonl
+	# The requests of BATCH REQUESTS, copied from the page, are served.
+	sed -n '/^BATCH REQUESTS/,/^ENVIRONMENT/p' page.txt | grep '^[[:space:]]*{"id": [0-9]' |
+	    sed 's/^[[:space:]]*//' > shown.jsonl
+	[ "$(wc -l < shown.jsonl)" -eq 3 ]
+	run -0 "$RUN" -m model.gguf --batch shown.jsonl
+	[ "${#lines[@]}" -eq 3 ]
+	[[ "${lines[1]}" == '{"id":2,"logprobs":['* ]]
 }
 
 @test "a prompt longer than the context is bad data" {
@@ -257,7 +403,7 @@ field() {
 	recorded="$output"
 	run -0 "$RUN" -m "$M" -d "$T/d.delta" -a "$T/a.gguf" --score -p "$text"
 	assert_output "$recorded"
-	! close "$base" "$one" 0.01
+	run ! close "$base" "$one" 0.01
 	run -0 "$RUN" -m "$M" -d "$T/d.delta:0" --score -p "$text"
 	close "$base" "$(field logprob 2)" 1e-4
 	run -0 "$RUN" -m "$M" -d "$T/d.delta:0.5" -d "$T/d.delta:0.5" --score -p "$text"
@@ -265,7 +411,7 @@ field() {
 	run -0 "$RUN" -m "$M" -d "$T/d.delta" --unmerged --score -p "$text"
 	close "$one" "$(field logprob 2)" 1e-3
 	run -0 "$RUN" -m "$M" -d "$T/d.delta:2" --score -p "$text"; two=$(field logprob 2)
-	! close "$one" "$two" 0.01
+	run ! close "$one" "$two" 0.01
 	# A colon not followed by a number is part of the file name.
 	cp "$T/d.delta" "$T/x:y.delta"
 	run -0 "$RUN" -m "$M" -d "$T/x:y.delta" --score -p "$text"
@@ -274,6 +420,15 @@ field() {
 	close "$one" "$(field logprob 2)" 1e-6
 	run -66 "$RUN" -m "$M" -d "$T/d.delta:x" --score -p "$text"
 	assert_output --partial "d.delta:x"
+	# A file whose whole name exists wins over a scale.
+	cp "$T/d.delta" "$T/z:2"
+	run -0 "$RUN" -m "$M" -d "$T/z:2" --score -p "$text"
+	close "$one" "$(field logprob 2)" 1e-6
+	# A scale must be a finite float, as for sa-export and sa-merge.
+	for s in 1e40 -1e39 nan inf; do
+		run -64 "$RUN" -m "$M" -d "$T/d.delta:$s" --score -p "$text"
+		assert_output "sa-run: scale $s in '$T/d.delta:$s' is not a finite float"
+	done
 	# Generation and batch requests see the delta too.
 	run -0 "$RUN" -m "$M" --temp 0 -n 12 -p "$text"; plain="$output"
 	run -0 "$RUN" -m "$M" -d "$T/d.delta:4" --temp 0 -n 12 -p "$text"

@@ -19,7 +19,7 @@ static const char usage_text[] =
     "usage: mkmodel [--arch llama|qwen2] [--layers N] [--dim N] [--heads N]\n"
     "               [--kv-heads N] [--ff N] [--ctx N] [--type f32|f16|bf16|q8_0]\n"
     "               [--tied] [--seed N] [--rope-base X] [--eps X] [--name S]\n"
-    "               [--vocab FILE] [-v] [-o FILE]\n";
+    "               [--vocab FILE | --bos N] [-v] [-o FILE]\n";
 
 static const char help_text[] =
     "Write a Llama-family GGUF model with deterministic random weights.\n"
@@ -41,6 +41,8 @@ static const char help_text[] =
     "  --vocab FILE    copy every tokenizer.* key of a GGUF (e.g. a vocab-only\n"
     "                  file); n_vocab is its token count.  Default: a built-in\n"
     "                  SentencePiece vocab of bytes, ASCII and \"\xe2\x96\x81\"+letter\n"
+    "  --bos N         the built-in vocab's tokenizer.ggml.bos_token_id (default 1;\n"
+    "                  one past the vocab makes a model with a bad BOS)\n"
     "  -o FILE         output (default: stdout, \"-\")\n"
     "  -v, --verbose   say what was written\n"
     "  -h, --help, --version\n";
@@ -93,6 +95,7 @@ typedef struct opts {
 	float rope_base, eps;
 	const char *name, *vocab, *out;
 	int verbose;
+	uint32_t bos;
 } opts;
 
 /* Everything the writer points at until it has written. */
@@ -145,7 +148,7 @@ add_random(sa_gguf_writer *w, bufs *b, const opts *o, const char *name, int type
  * llama.cpp's SPM tokenizer merges "▁" with a following letter.
  */
 static int
-builtin_vocab(sa_gguf_writer *w, bufs *b)
+builtin_vocab(sa_gguf_writer *w, bufs *b, uint32_t bos)
 {
 	enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_BYTE = 6 };
 	static const char space[] = "\xe2\x96\x81";  /* U+2581 */
@@ -192,7 +195,7 @@ builtin_vocab(sa_gguf_writer *w, bufs *b)
 	TRY(sa_gguf_writer_set_strs(w, "tokenizer.ggml.tokens", (uint64_t)n, tok));
 	TRY(sa_gguf_writer_set_arr(w, "tokenizer.ggml.scores", SA_GGUF_F32, (uint64_t)n, score));
 	TRY(sa_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", SA_GGUF_I32, (uint64_t)n, type));
-	TRY(sa_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1));
+	TRY(sa_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", bos));
 	TRY(sa_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2));
 	TRY(sa_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 0));
 	TRY(sa_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 1));
@@ -255,7 +258,7 @@ build(const opts *o)
 		TRY(sa_gguf_open(&vg, o->vocab));
 		n_vocab = copy_vocab(w, vg);
 	} else {
-		n_vocab = builtin_vocab(w, &b);
+		n_vocab = builtin_vocab(w, &b, o->bos);
 	}
 
 	/* Linear maps: std 1/sqrt(d_in) keeps activations O(1) layer to layer;
@@ -321,6 +324,7 @@ main(int argc, char **argv)
 		{ "eps", required_argument, NULL, 'E' },
 		{ "name", required_argument, NULL, 'N' },
 		{ "vocab", required_argument, NULL, 'V' },
+		{ "bos", required_argument, NULL, 'B' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -330,8 +334,9 @@ main(int argc, char **argv)
 	opts o = {
 		.arch = "llama", .n_layer = 2, .dim = 64, .n_head = 4, .n_head_kv = 0,
 		.d_ff = 0, .n_ctx = 256, .type = SA_TYPE_F32, .seed = 1,
-		.rope_base = 10000, .eps = 1e-5f, .out = "-",
+		.rope_base = 10000, .eps = 1e-5f, .out = "-", .bos = 1,
 	};
+	int bos_given = 0;
 	int c;
 
 	setprogname_(argv[0]);
@@ -367,6 +372,10 @@ main(int argc, char **argv)
 		case 'E': o.eps = (float)parse_double("--eps", optarg, 1e-12, 1); break;
 		case 'N': o.name = optarg; break;
 		case 'V': o.vocab = optarg; break;
+		case 'B':
+			o.bos = (uint32_t)parse_long("--bos", optarg, 0, UINT32_MAX);
+			bos_given = 1;
+			break;
 		case 'o': o.out = optarg; break;
 		case 'v': o.verbose = 1; break;
 		case 'h':
@@ -385,6 +394,8 @@ main(int argc, char **argv)
 	}
 	if (optind != argc)
 		usage();
+	if (bos_given && o.vocab)
+		die(SA_EUSAGE, "--bos is for the built-in vocab, not --vocab");
 	if (!o.n_head_kv)
 		o.n_head_kv = o.n_head;
 	if (!o.d_ff)

@@ -106,6 +106,17 @@ test_values(void)
 	CHECK((v = sa_json_get(&j, "a")) && v->num == 2);
 	sa_json_free(&j);
 
+	/* Every value keeps its source text, spaces inside and all. */
+	const char *t2 = "{\"id\": 9007199254740993, \"s\": \"a\\u0041\", \"o\": { \"k\" : [1.50, -0] } }";
+	CHECK_OK(sa_json_parse(t2, strlen(t2), &j));
+	CHECK(j.raw == t2 && j.raw_len == strlen(t2));
+	CHECK((v = sa_json_get(&j, "id")) && v->raw_len == 16 && memcmp(v->raw, "9007199254740993", 16) == 0);
+	CHECK((v = sa_json_get(&j, "s")) && v->raw_len == 9 && memcmp(v->raw, "\"a\\u0041\"", 9) == 0);
+	CHECK((v = sa_json_get(&j, "o")) && v->raw_len == 20 &&
+	    memcmp(v->raw, "{ \"k\" : [1.50, -0] }", 20) == 0);
+	CHECK(v->items[0].raw_len == 10 && memcmp(v->items[0].items[0].raw, "1.50", 4) == 0);
+	sa_json_free(&j);
+
 	/* The text need not be NUL-terminated: only len bytes are read. */
 	CHECK_OK(sa_json_parse("12345", 2, &j));
 	CHECK(j.type == SA_JSON_NUM && j.num == 12);
@@ -154,13 +165,15 @@ test_errors(void)
 	CHECK(FAILS("+1", "column 1: value expected"));
 	CHECK(FAILS("1e", "column 3: digit expected in exponent"));
 	CHECK(FAILS("1e400", "column 1: number out of range"));
-	CHECK(FAILS("tru", "column 1: value expected, found 't'"));
+	CHECK(FAILS("tru", "column 4: 'true' expected, found end of input"));
+	CHECK(FAILS("[nul]", "column 5: 'null' expected, found ']'"));
+	CHECK(FAILS("fals e", "column 5: 'false' expected"));
 	CHECK(FAILS("True", "column 1"));
 	CHECK(FAILS("NaN", "column 1"));
 	CHECK(FAILS("'a'", "column 1"));
 	CHECK(FAILS("[1,]", "column 4: value expected, found ']'"));
-	CHECK(FAILS("\"abc", "column 1: unterminated string"));
-	CHECK(FAILS("\"a\\\"", "column 1: unterminated string"));
+	CHECK(FAILS("\"abc", "column 5: unterminated string"));
+	CHECK(FAILS("\"a\\\"", "column 5: unterminated string"));
 	CHECK(FAILS("\"a\tb\"", "column 3: control character 0x09 in string"));
 	CHECK(FAILS("\"\\x\"", "column 2: invalid escape '\\x'"));
 	CHECK(FAILS("\"\\u12G4\"", "column 6: invalid \\u escape"));
