@@ -46,6 +46,7 @@ void *sa_calloc(size_t n, size_t size);
  * An output written to a temporary file in the target's directory and
  * renamed into place on commit, so an interrupted run leaves either the old
  * file or the new one, never half of one.  Path "-" is stdout (no rename).
+ * A symbolic link is followed: its target is replaced and the link stays.
  * Temporary names are registered so that sa_outfile_install_signals() can
  * unlink them on SIGINT/SIGTERM/SIGHUP before the process dies.
  */
