@@ -1537,6 +1537,8 @@ main(int argc, char **argv)
 		die(SA_EUSAGE, "no output: give -o FILE (or -o - for stdout)");
 	if (!strcmp(opt.out, "-") && !opt.ckpt)
 		die(SA_EUSAGE, "-o - needs --ckpt DIR for the checkpoints");
+	if (!strcmp(opt.out, "-") && isatty(1))
+		die(SA_EUSAGE, "refusing to write a binary result to a terminal (use -o FILE)");
 	if (!isnan(opt.gate_bias) && (opt.mode != ADAPTER || opt.init))
 		die(SA_EUSAGE, "--gate-bias sets the gates of a new adapter (--adapter, no --init)");
 	if (opt.rebind && (opt.mode != ADAPTER || !opt.init))

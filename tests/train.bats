@@ -234,6 +234,12 @@ setup() {
 	run -64 "$OLDPWD"/bin/sa-train $A -o -
 	assert_output --partial "--ckpt"
 	[ ! -e ./-.ckpt ]
+	# not to a terminal
+	if command -v script > /dev/null; then
+		run -64 script -qec "'$OLDPWD/bin/sa-train' $A -o - --ckpt run2" /dev/null
+		assert_output --partial "refusing to write a binary result to a terminal"
+		[ ! -e run2 ]
+	fi
 }
 
 @test "sa-train: usage errors exit 64" {
