@@ -232,24 +232,13 @@ make_dirs(const char *dir)
 	return SA_OK;
 }
 
+/* DIR/KEY.delta, the entry, or DIR/.KEY.lock, its lock. */
 static char *
-entry_path(const char *dir, const char *key)
+key_path(const char *dir, const char *key, int lock)
 {
 	char *p;
 
-	if (asprintf(&p, "%s/%s.delta", dir, key) < 0) {
-		sa_fail(SA_EINTERNAL, "out of memory");
-		return NULL;
-	}
-	return p;
-}
-
-static char *
-lock_path(const char *dir, const char *key)
-{
-	char *p;
-
-	if (asprintf(&p, "%s/.%s.lock", dir, key) < 0) {
+	if (asprintf(&p, lock ? "%s/.%s.lock" : "%s/%s.delta", dir, key) < 0) {
 		sa_fail(SA_EINTERNAL, "out of memory");
 		return NULL;
 	}
@@ -263,7 +252,7 @@ sa_cache_lock(const char *dir, const char *key, sa_cache_note waiting, void *ctx
 	char *path;
 	int fd = -1;
 
-	if (make_dirs(dir) != SA_OK || !(path = lock_path(dir, key)))
+	if (make_dirs(dir) != SA_OK || !(path = key_path(dir, key, 1)))
 		return -1;
 	for (;;) {
 		if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666)) < 0)
@@ -302,7 +291,7 @@ sa_cache_unlock(const char *dir, const char *key, int fd)
 	if (fd < 0)
 		return;
 	/* Unlinked while held, so that no lock files pile up; see above. */
-	if ((path = lock_path(dir, key)))
+	if ((path = key_path(dir, key, 1)))
 		unlink(path);
 	free(path);
 	close(fd);
@@ -446,7 +435,7 @@ int
 sa_cache_get(const char *dir, const char *key, const sa_model *m, const sa_adapter *a,
     char *const *files, int n, sa_delta **out)
 {
-	char *path = entry_path(dir, key);
+	char *path = key_path(dir, key, 0);
 	sa_delta *d;
 	int rc;
 
@@ -503,7 +492,7 @@ sa_cache_put(const char *dir, const char *key, const sa_delta *d)
 
 	if ((rc = make_dirs(dir)) != SA_OK)
 		return rc;
-	if (!(path = entry_path(dir, key)))
+	if (!(path = key_path(dir, key, 0)))
 		return SA_EINTERNAL;
 	rc = sa_delta_save(d, path);
 	free(path);
