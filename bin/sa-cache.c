@@ -1,7 +1,7 @@
 /*
  * sa-cache - list, prune and clear the cache of encodings that sa-encode
  * --cache-dir and sa-run --demos keep.  Only the cache's own files are
- * ever touched: KEY.delta entries and their temporary files.
+ * ever touched: KEY.delta entries, their temporary files and lock files.
  */
 #include <dirent.h>
 #include <getopt.h>
@@ -13,9 +13,10 @@
 #include "tool.h"
 
 static const char usage_text[] =
-    "usage: sa-cache [-jqv] list [DIR]\n"
-    "       sa-cache [-qv] prune [--max-size SIZE] [--max-age AGE] [--dry-run] [DIR]\n"
-    "       sa-cache [-qv] clear [DIR]\n";
+    "usage: sa-cache [-jqv] list [--cache-dir DIR | DIR]\n"
+    "       sa-cache [-qv] prune [--max-size SIZE] [--max-age AGE] [--dry-run]\n"
+    "                [--cache-dir DIR | DIR]\n"
+    "       sa-cache [-qv] clear [--cache-dir DIR | DIR]\n";
 
 /* A temporary file older than this belongs to a process that died. */
 #define STALE_TMP_SECONDS 3600
@@ -37,7 +38,7 @@ help(void)
 	    "  list                  one line per entry: key, bytes, last use (UTC)\n"
 	    "  prune                 drop entries unused for AGE, then the least recently\n"
 	    "                        used until the rest fits SIZE; and dead temporary files\n"
-	    "  clear                 drop every entry\n\n"
+	    "  clear                 drop every entry, and temporary and lock files\n\n"
 	    "      --cache-dir DIR   the cache (as the operand DIR)\n"
 	    "      --max-age AGE     N followed by s, m, h, d or w (30d)\n"
 	    "      --max-size SIZE   bytes, or N followed by K, M, G or T (powers of 1024)\n"
@@ -74,7 +75,7 @@ typedef struct entry {
 	char *name;
 	off_t size;
 	time_t mtime;
-	int kind;          /* 1 entry, 2 temporary file */
+	int kind;          /* 1 entry, 2 temporary or lock file */
 } entry;
 
 static int

@@ -43,6 +43,12 @@ help(void)
 	    "  -V, --version         version\n", stdout);
 }
 
+static void
+note(void *ctx, const char *msg)
+{
+	warnx_("%s", msg);
+}
+
 static int
 format_of(const char *path, int forced)
 {
@@ -145,7 +151,7 @@ main(int argc, char **argv)
 	sa_delta *cached = NULL;
 	char *stdin_only[] = { "-" }, **files, abspath[PATH_MAX];
 	int forced = -1, n_ctx = 0, quiet = 0, verbose = 0, do_dump = 0, n_files, n_stdin = 0, c;
-	int progress, *formats;
+	int progress, *formats, lock = -1;
 	sa_model *model;
 	sa_adapter *adapter;
 	sa_delta *start = NULL, *d;
@@ -223,12 +229,17 @@ main(int argc, char **argv)
 		int rc;
 		TRY(sa_cache_key(key, model, adapter, n_ctx, tmpl, files, formats, n_files,
 		    &stdin_data, &stdin_len));
-		if ((rc = sa_cache_get(cache, key, model, adapter, files, n_files, &cached)) == SA_EDATA)
+		rc = sa_cache_get(cache, key, model, adapter, files, n_files, &cached);
+		if (rc == SA_ENOINPUT || rc == SA_EDATA) {
+			if (verbose)
+				warnx_("cache miss: %s/%s.delta", cache, key);
+			lock = sa_cache_lock(cache, key, verbose ? note : NULL, NULL);
+			rc = sa_cache_get(cache, key, model, adapter, files, n_files, &cached);
+		}
+		if (rc == SA_EDATA)
 			warnx_("%s; encoding again", sa_error());
 		else if (rc != SA_OK && rc != SA_ENOINPUT)
 			die_sa(rc);
-		if (verbose)
-			warnx_("cache %s: %s/%s.delta", cached ? "hit" : "miss", cache, key);
 	}
 
 	t0 = now();
@@ -271,11 +282,15 @@ main(int argc, char **argv)
 			die(SA_EINTERNAL, "out of memory");
 	}
 	set_params(d, make_params(formats, n_files, n_ctx, tmpl));
-	if (verbose)
+	if (verbose && cached)
+		warnx_("cache hit: %s/%s.delta, %llu tokens encoded before", cache, key,
+		    (unsigned long long)d->n_tokens);
+	else if (verbose)
 		warnx_("%ld tokens in %.2f s", fed, now() - t0);
 	sa_outfile_install_signals();
 	if (cache && !cached && sa_cache_put(cache, key, d) != SA_OK)
 		warnx_("%s (not cached)", sa_error());
+	sa_cache_unlock(cache, key, lock);
 	TRY(sa_delta_save(d, out));
 
 	free(formats);

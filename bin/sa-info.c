@@ -6,6 +6,7 @@
  */
 #include <getopt.h>
 #include <stdarg.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -39,15 +40,7 @@ help(void)
 typedef struct out {
 	FILE *fp;
 	int n;      /* members written */
-	int done;   /* the description is complete */
 } out;
-
-/* Human labels of the JSON keys, as sa_delta_print words them. */
-static const char *const labels[][2] = {
-	{ "n_layer", "layers" }, { "d_model", "width" }, { "n_head", "heads" },
-	{ "n_head_kv", "kv heads" }, { "d_head", "head size" }, { "d_ff", "ffn width" },
-	{ "n_vocab", "vocab size" }, { "n_ctx", "context" },
-};
 
 static void
 key(out *o, const char *k)
@@ -57,10 +50,8 @@ key(out *o, const char *k)
 		sa_json_put_str(o->fp, k, strlen(k));
 		fputc(':', o->fp);
 	} else {
+		/* the JSON key with spaces, as sa_delta_print writes them */
 		char label[64];
-		for (size_t i = 0; i < sizeof labels / sizeof labels[0]; i++)
-			if (strcmp(k, labels[i][0]) == 0)
-				k = labels[i][1];
 		snprintf(label, sizeof label, "%s:", k);
 		for (char *p = label; *p; p++)
 			if (*p == '_')
@@ -149,7 +140,6 @@ finish(out *o)
 {
 	if (json)
 		fputs(o->n ? "}\n" : "{}\n", o->fp);
-	o->done = 1;
 }
 
 /* ----------------------------------------------------------------- GGUF */
@@ -209,32 +199,32 @@ put_tensor_types(out *o, const sa_gguf *g)
 static int
 info_model(out *o, const sa_gguf *g, const char *path)
 {
-	sa_model *m = NULL;
+	const sa_config *c;
+	sa_model *m;
 	int rc;
 
+	/* The model's own loader, first: a file it refuses is not
+	 * described; what sa-run would see, and its fingerprint. */
+	if ((rc = sa_model_load(&m, path)) != SA_OK)
+		return rc;
+	c = &m->cfg;
 	put_cstr(o, "kind", "model");
 	put_int(o, "gguf_version", sa_gguf_version(g));
 	put_gguf_str(o, "architecture", g, "general.architecture");
 	put_gguf_str(o, "name", g, "general.name");
-	/* The model's own loader: what sa-run will see, and its fingerprint. */
-	if ((rc = sa_model_load(&m, path)) == SA_OK) {
-		const sa_config *c = &m->cfg;
-		put_int(o, "n_layer", c->n_layer);
-		put_int(o, "d_model", c->d_model);
-		put_int(o, "n_head", c->n_head);
-		put_int(o, "n_head_kv", c->n_head_kv);
-		put_int(o, "d_head", c->d_head);
-		put_int(o, "d_ff", c->d_ff);
-		put_int(o, "n_vocab", c->n_vocab);
-		put_int(o, "n_ctx", c->n_ctx);
-		put_hex(o, "fingerprint", m->fingerprint);
-		sa_model_free(m);
-	}
+	put_int(o, "n_layer", c->n_layer);
+	put_int(o, "d_model", c->d_model);
+	put_int(o, "n_head", c->n_head);
+	put_int(o, "n_head_kv", c->n_head_kv);
+	put_int(o, "d_head", c->d_head);
+	put_int(o, "d_ff", c->d_ff);
+	put_int(o, "n_vocab", c->n_vocab);
+	put_int(o, "n_ctx", c->n_ctx);
+	put_hex(o, "fingerprint", m->fingerprint);
+	sa_model_free(m);
 	put_tensor_types(o, g);
-	/* A file the loader refuses is still described; its reason is the
-	 * error message and the exit status. */
 	finish(o);
-	return rc;
+	return SA_OK;
 }
 
 static int
@@ -348,7 +338,6 @@ info_delta(out *o, FILE *fp, const char *name)
 		fprintf(o->fp, ",%s", n > 0 && buf[0] == '{' ? buf + 1 : "}\n");
 	else
 		fwrite(buf, 1, n, o->fp);
-	o->done = 1;
 	free(buf);
 	return SA_OK;
 }
@@ -391,8 +380,8 @@ stdin_to_file(const char *data, size_t len, char *tmpl)
 }
 
 /*
- * Describe one file into o.  On failure o may hold a complete description
- * (a model the engine refuses) or a partial one, which is dropped.
+ * Describe one file into o.  On failure o may hold part of a description,
+ * which is dropped: a file is checked in full before any of it is told.
  */
 static int
 info_file(out *o, const char *path)
@@ -435,9 +424,19 @@ info_file(out *o, const char *path)
 
 	{
 		FILE *fp = fopen(path, "rb");
+		struct stat st;
 		if (!fp)
 			return sa_fail(SA_ENOINPUT, "%s: %s", path, strerror(errno));
+		if (fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode)) {
+			fclose(fp);
+			return sa_fail(SA_ENOINPUT, "%s: %s", path, strerror(EISDIR));
+		}
 		got = fread(magic, 1, sizeof magic, fp);
+		if (ferror(fp)) {
+			int e = errno;
+			fclose(fp);
+			return sa_fail(SA_EIO, "%s: %s", path, strerror(e ? e : EIO));
+		}
 		if (got == 8 && memcmp(magic, "SADELTA", 8) == 0) {
 			rewind(fp);
 			rc = info_delta(o, fp, name);
@@ -477,7 +476,7 @@ main(int argc, char **argv)
 	n = optind < argc ? argc - optind : 1;
 	stdin_operands(files, n, "a delta or GGUF file");
 	for (int i = 0; i < n; i++) {
-		out o = { NULL, 0, 0 };
+		out o = { NULL, 0 };
 		char *buf = NULL;
 		size_t len = 0;
 		int rc;
@@ -487,7 +486,7 @@ main(int argc, char **argv)
 			die(SA_EINTERNAL, "out of memory");
 		rc = info_file(&o, files[i]);
 		fclose(o.fp);
-		if (o.done) {
+		if (rc == SA_OK) {
 			if (!json && printed++)
 				putchar('\n');
 			fwrite(buf, 1, len, stdout);

@@ -589,13 +589,14 @@ static int
 req_num(const sa_json *req, const char *key, double lo, double hi, int want_int, double *out)
 {
 	const sa_json *v = sa_json_get(req, key);
+	char a[32], b[32];
 
 	if (!v)
 		return SA_OK;
 	if (v->type != SA_JSON_NUM || !(v->num >= lo && v->num <= hi) ||
 	    (want_int && v->num != floor(v->num)))
-		return sa_fail(SA_EDATA, "\"%s\" must be %s from %g to %g", key,
-		    want_int ? "an integer" : "a number", lo, hi);
+		return sa_fail(SA_EDATA, "\"%s\" must be %s from %s to %s", key,
+		    want_int ? "an integer" : "a number", bound_text(a, lo), bound_text(b, hi));
 	*out = v->num;
 	return SA_OK;
 }

@@ -36,7 +36,8 @@ static const char help_text[] =
     "  --init FILE           start from these weights (model or adapter GGUF)\n"
     "  --rebind              --init's adapter was made for another model of the\n"
     "                        same shape (an earlier base): train it for -m\n"
-    "  -o, --output FILE     result, rewritten at every checkpoint\n"
+    "  -o, --output FILE     result, rewritten at every checkpoint (-: stdout,\n"
+    "                        once at the end; needs --ckpt)\n"
     "  --text FILE           plain text for language-model episodes (repeatable)\n"
     "  --valid FILE          held-out text for the validation loss\n"
     "  --task DIR            a task: DIR/train.tsv and DIR/dev.tsv with columns\n"
@@ -873,7 +874,9 @@ save_checkpoint(void)
 	TRY(sa_gguf_writer_add_tensor(w, "adam.v", SA_TYPE_F32, 1, ne, tr.v));
 	TRY(sa_gguf_writer_save(w, ckpt_path));
 	sa_gguf_writer_free(w);
-	save_result();
+	/* stdout takes one result: the last, written when the run ends */
+	if (strcmp(opt.out, "-"))
+		save_result();
 }
 
 static int
@@ -1719,8 +1722,8 @@ main(int argc, char **argv)
 	setprogname_(argv[0]);
 	while ((ch = getopt_long(argc, argv, "m:o:r:C:s:t:qvhV", longopts, NULL)) != -1) {
 		switch (ch) {
-		case O_PRETRAIN: opt.mode = PRETRAIN; break;
-		case O_ADAPTER: opt.mode = ADAPTER; break;
+		case O_PRETRAIN: opt.mode |= PRETRAIN; break;
+		case O_ADAPTER: opt.mode |= ADAPTER; break;
 		case 'm': opt.model = optarg; break;
 		case O_VOCAB: opt.vocab = optarg; break;
 		case O_INIT: opt.init = optarg; break;
@@ -1792,14 +1795,22 @@ main(int argc, char **argv)
 		default: usage();
 		}
 	}
-	if (optind != argc || !opt.mode || !opt.out)
+	if (optind != argc || !opt.mode)
 		usage();
 	if (opt.verbose)   /* the later of -q and -v is not tracked: -v wins */
 		opt.quiet = 0;
+	if (opt.mode == (PRETRAIN | ADAPTER))
+		die(SA_EUSAGE, "--pretrain and --adapter are exclusive");
 	if (opt.mode == PRETRAIN && !opt.vocab && !opt.init)
 		die(SA_EUSAGE, "--pretrain needs --vocab (or --init)");
 	if (opt.mode == ADAPTER && !opt.model)
 		die(SA_EUSAGE, "--adapter needs -m MODEL");
+	if (!opt.out)
+		die(SA_EUSAGE, "no output: give -o FILE (or -o - for stdout)");
+	if (!strcmp(opt.out, "-") && !opt.ckpt)
+		die(SA_EUSAGE, "-o - needs --ckpt DIR for the checkpoints");
+	if (!strcmp(opt.out, "-") && isatty(1))
+		die(SA_EUSAGE, "refusing to write a binary result to a terminal (use -o FILE)");
 	if (!isnan(opt.gate_bias) && (opt.mode != ADAPTER || opt.init))
 		die(SA_EUSAGE, "--gate-bias sets the gates of a new adapter (--adapter, no --init)");
 	if (opt.rebind && (opt.mode != ADAPTER || !opt.init))
@@ -2046,8 +2057,11 @@ main(int argc, char **argv)
 	}
 	if (fclose(logfp) != 0)
 		die(SA_EIO, "%s: %s", opt.log, strerror(errno));
+	if (!strcmp(opt.out, "-"))
+		save_result();
 	if (!opt.quiet)
-		fprintf(stderr, "sa-train: done after %ld steps; wrote %s\n", step, opt.out);
+		fprintf(stderr, "sa-train: done after %ld steps; wrote %s\n", step,
+		    strcmp(opt.out, "-") ? opt.out : "stdout");
 	close_stdout();
 	return 0;
 }

@@ -74,16 +74,26 @@ parse_long(const char *opt, const char *s, long lo, long hi)
 	return v;
 }
 
+/* A bound for a message: an integral one in full (2147483647, not
+ * 2.14748e+09). */
+static const char * __attribute__((unused))
+bound_text(char buf[32], double v)
+{
+	snprintf(buf, 32, fabs(v) < 1e20 && v == floor(v) ? "%.0f" : "%g", v);
+	return buf;
+}
+
 static double __attribute__((unused))
 parse_double(const char *opt, const char *s, double lo, double hi)
 {
-	char *end;
+	char *end, a[32], b[32];
 	double v;
 
 	errno = 0;
 	v = strtod(s, &end);
 	if (errno || end == s || *end || !(v >= lo && v <= hi))
-		die(SA_EUSAGE, "%s: invalid value '%s' (want a number from %g to %g)", opt, s, lo, hi);
+		die(SA_EUSAGE, "%s: invalid value '%s' (want a number from %s to %s)", opt, s,
+		    bound_text(a, lo), bound_text(b, hi));
 	return v;
 }
 

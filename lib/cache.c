@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -195,6 +196,10 @@ sa_cache_name_kind(const char *name)
 	if (n == 1 + SA_CACHE_KEY_LEN + 6 + 7 && name[0] == '.' && is_hex(name + 1, SA_CACHE_KEY_LEN) &&
 	    !strncmp(name + 1 + SA_CACHE_KEY_LEN, ".delta.", 7))
 		return 2;
+	/* .KEY.lock, sa_cache_lock's */
+	if (n == 1 + SA_CACHE_KEY_LEN + 5 && name[0] == '.' && is_hex(name + 1, SA_CACHE_KEY_LEN) &&
+	    !strcmp(name + 1 + SA_CACHE_KEY_LEN, ".lock"))
+		return 2;
 	return 0;
 }
 
@@ -227,16 +232,69 @@ make_dirs(const char *dir)
 	return SA_OK;
 }
 
+/* DIR/KEY.delta, the entry, or DIR/.KEY.lock, its lock. */
 static char *
-entry_path(const char *dir, const char *key)
+key_path(const char *dir, const char *key, int lock)
 {
 	char *p;
 
-	if (asprintf(&p, "%s/%s.delta", dir, key) < 0) {
+	if (asprintf(&p, lock ? "%s/.%s.lock" : "%s/%s.delta", dir, key) < 0) {
 		sa_fail(SA_EINTERNAL, "out of memory");
 		return NULL;
 	}
 	return p;
+}
+
+int
+sa_cache_lock(const char *dir, const char *key, sa_cache_note waiting, void *ctx)
+{
+	struct stat held, now;
+	char *path;
+	int fd = -1;
+
+	if (make_dirs(dir) != SA_OK || !(path = key_path(dir, key, 1)))
+		return -1;
+	for (;;) {
+		if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666)) < 0)
+			break;
+		if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+			int busy = errno == EWOULDBLOCK;
+			if (busy && waiting) {
+				char msg[1100];
+				snprintf(msg, sizeof msg, "cache: waiting for another encoding of %s/%s.delta",
+				    dir, key);
+				waiting(ctx, msg);
+				waiting = NULL;
+			}
+			if (!busy || flock(fd, LOCK_EX) != 0) {
+				close(fd);
+				fd = -1;
+				break;
+			}
+		}
+		/* The holder before us unlinked the file as it let go: a lock
+		 * on a file no longer at path excludes nobody. */
+		if (fstat(fd, &held) == 0 && stat(path, &now) == 0 &&
+		    held.st_dev == now.st_dev && held.st_ino == now.st_ino)
+			break;
+		close(fd);
+	}
+	free(path);
+	return fd;
+}
+
+void
+sa_cache_unlock(const char *dir, const char *key, int fd)
+{
+	char *path;
+
+	if (fd < 0)
+		return;
+	/* Unlinked while held, so that no lock files pile up; see above. */
+	if ((path = key_path(dir, key, 1)))
+		unlink(path);
+	free(path);
+	close(fd);
 }
 
 /* ------------------------------------------------------------------ key */
@@ -377,7 +435,7 @@ int
 sa_cache_get(const char *dir, const char *key, const sa_model *m, const sa_adapter *a,
     char *const *files, int n, sa_delta **out)
 {
-	char *path = entry_path(dir, key);
+	char *path = key_path(dir, key, 0);
 	sa_delta *d;
 	int rc;
 
@@ -434,7 +492,7 @@ sa_cache_put(const char *dir, const char *key, const sa_delta *d)
 
 	if ((rc = make_dirs(dir)) != SA_OK)
 		return rc;
-	if (!(path = entry_path(dir, key)))
+	if (!(path = key_path(dir, key, 0)))
 		return SA_EINTERNAL;
 	rc = sa_delta_save(d, path);
 	free(path);
@@ -449,7 +507,7 @@ sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *
 {
 	char key[SA_CACHE_KEY_LEN + 1], *stdin_data = NULL, *params = NULL, *fmts = NULL;
 	const char *tmpl = SA_DEMOS_TEMPLATE;
-	int *formats, n_ctx = m->cfg.n_ctx, rc;
+	int *formats, n_ctx = m->cfg.n_ctx, lock = -1, rc;
 	sa_encoder *enc = NULL;
 	size_t stdin_len = 0;
 
@@ -461,7 +519,11 @@ sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *
 		formats[f] = strcmp(files[f], "-") ? sa_demos_format_of_path(files[f]) : SA_DEMOS_TEXT;
 	if ((rc = sa_cache_key(key, m, a, n_ctx, tmpl, files, formats, n, &stdin_data, &stdin_len)) != SA_OK)
 		goto done;
-	if ((rc = sa_cache_get(dir, key, m, a, files, n, out)) == SA_OK) {
+	if ((rc = sa_cache_get(dir, key, m, a, files, n, out)) == SA_ENOINPUT || rc == SA_EDATA) {
+		lock = sa_cache_lock(dir, key, NULL, NULL);
+		rc = sa_cache_get(dir, key, m, a, files, n, out);
+	}
+	if (rc == SA_OK) {
 		*hit = 1;
 		goto done;
 	}
@@ -531,6 +593,7 @@ sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *
 		note(ctx, msg);
 	}
 done:
+	sa_cache_unlock(dir, key, lock);
 	if (rc != SA_OK) {
 		sa_delta_free(*out);
 		*out = NULL;

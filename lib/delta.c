@@ -1057,25 +1057,27 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 		return;
 	}
 
+	/* The JSON keys, with spaces for underscores (sa-info(1)). */
 #define KEY(k) fprintf(fp, "%-21s", k ":")
 	KEY("kind");                fputs("delta\n", fp);
 	KEY("version");             fprintf(fp, "%u\n", DELTA_VERSION);
 	KEY("model fingerprint");   fprintf(fp, "%016llx\n", (unsigned long long)d->model_fingerprint);
 	KEY("adapter fingerprint"); fprintf(fp, "%016llx\n", (unsigned long long)d->adapter_fingerprint);
 	KEY("adapter");             put_line_text(fp, d->adapter_path ? d->adapter_path : "-"); fputc('\n', fp);
-	KEY("layers");              fprintf(fp, "%d\n", d->n_layer);
-	KEY("kv heads");            fprintf(fp, "%d\n", d->n_head_kv);
-	KEY("head size");           fprintf(fp, "%d\n", d->d_head);
+	KEY("n layer");             fprintf(fp, "%d\n", d->n_layer);
+	KEY("n head kv");           fprintf(fp, "%d\n", d->n_head_kv);
+	KEY("d head");              fprintf(fp, "%d\n", d->d_head);
 	KEY("rank");                fprintf(fp, "%d\n", d->rank);
 	KEY("chunk");               fprintf(fp, "%d\n", d->chunk);
 	KEY("matrices");            mats_list(fp, d->mats, 0); fputc('\n', fp);
-	KEY("tokens");              fprintf(fp, "%llu\n", (unsigned long long)d->n_tokens);
-	KEY("demonstrations");      fprintf(fp, "%llu\n", (unsigned long long)d->n_demos);
+	KEY("n tokens");            fprintf(fp, "%llu\n", (unsigned long long)d->n_tokens);
+	KEY("n demos");             fprintf(fp, "%llu\n", (unsigned long long)d->n_demos);
 	KEY("params");              put_line_text(fp, d->params && *d->params ? d->params : "-"); fputc('\n', fp);
 	KEY("state bytes");         fprintf(fp, "%llu\n", (unsigned long long)payload_bytes(d));
 	KEY("h norm");              fprintf(fp, "%.6g\n", sqrt(hss));
-	KEY("P mean");              fprintf(fp, "%.6g\n", np ? psum / np : 0.0);
+	KEY("p mean");              fprintf(fp, "%.6g\n", np ? psum / np : 0.0);
 	KEY("sources");             fprintf(fp, "%d\n", d->n_sources);
+	/* the members of "sources": hash and name */
 	for (int i = 0; i < d->n_sources; i++) {
 		KEY("source");
 		fprintf(fp, "%016llx ", (unsigned long long)d->sources[i].hash);

@@ -558,6 +558,12 @@ sa_model_load(sa_model **out, const char *path)
 	m = &full->pub;
 	if ((rc = sa_gguf_open(&m->gguf, path)) != SA_OK)
 		goto fail;
+	/* Not "missing key general.architecture", as if one key were amiss. */
+	if (sa_gguf_n_kv(m->gguf) == 0) {
+		rc = sa_fail(SA_EDATA, "%s: no metadata at all (0 keys): a model needs general.architecture, "
+		    "its hyperparameters and a tokenizer", path);
+		goto fail;
+	}
 	if ((rc = sa_gguf_get_strdup(m->gguf, "general.architecture", &arch)) != SA_OK)
 		goto fail;
 	if (!strcmp(arch, "llama"))

@@ -46,6 +46,7 @@ void *sa_calloc(size_t n, size_t size);
  * An output written to a temporary file in the target's directory and
  * renamed into place on commit, so an interrupted run leaves either the old
  * file or the new one, never half of one.  Path "-" is stdout (no rename).
+ * A symbolic link is followed: its target is replaced and the link stays.
  * Temporary names are registered so that sa_outfile_install_signals() can
  * unlink them on SIGINT/SIGTERM/SIGHUP before the process dies.
  */
@@ -761,7 +762,8 @@ void sa_rows_hf_to_gguf(const float *src, float *dst, int n_head, int d_head, in
  * model's tokenizer.* metadata, the segment length, the template, and each
  * input's format and bytes (not its name).  Entries are written through a
  * temporary file renamed into place: processes encoding one key at once
- * leave one whole entry.
+ * leave one whole entry.  A process that misses holds the key's lock while
+ * it encodes and stores, so that the others wait and then hit.
  */
 #define SA_CACHE_KEY_LEN 32
 
@@ -769,7 +771,8 @@ void sa_rows_hf_to_gguf(const float *src, float *dst, int n_head, int d_head, in
 const char *sa_cache_dir(const char *dir);
 /* $SA_CACHE_DIR, else $XDG_CACHE_HOME/sa, else $HOME/.cache/sa (malloc'd). */
 char *sa_cache_default_dir(void);
-/* 1 for an entry's file name, 2 for an entry's temporary file, 0 otherwise. */
+/* 1 for an entry's file name, 2 for an entry's temporary or lock file,
+ * 0 otherwise. */
 int sa_cache_name_kind(const char *name);
 
 /*
@@ -797,6 +800,16 @@ int sa_cache_put(const char *dir, const char *key, const sa_delta *d);
 /* Receives what the caller may want to report: a damaged entry replaced,
  * an entry that could not be stored (neither fails the encoding). */
 typedef void (*sa_cache_note)(void *ctx, const char *msg);
+/*
+ * The lock of key, DIR/.KEY.lock (flock(2); dir made if missing), for a
+ * miss: take it, look again (another process may have stored the entry
+ * meanwhile), encode, sa_cache_put, sa_cache_unlock.  Blocks while another
+ * process holds it, after telling waiting(ctx, msg) if given.  Returns
+ * the descriptor for sa_cache_unlock, or -1 when the cache cannot be
+ * written: the encoding then goes on unlocked.
+ */
+int sa_cache_lock(const char *dir, const char *key, sa_cache_note waiting, void *ctx);
+void sa_cache_unlock(const char *dir, const char *key, int fd);
 /*
  * The delta "sa-encode -m M -a A FILE..." makes with its defaults (formats
  * from the names, the default template, the model's context), through the

@@ -3,6 +3,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -161,6 +162,40 @@ default_mode(void)
 	return (mode_t)m;
 }
 
+/*
+ * The file a write to path replaces: a symbolic link is followed to its
+ * target (made if missing), so that the link stays and points at the new
+ * file, as editors and install(1) do.  malloc'd; NULL with errno set.
+ */
+static char *
+follow_links(const char *path)
+{
+	char *p = strdup(path), *q, *slash, target[PATH_MAX];
+	struct stat st;
+	ssize_t n;
+
+	for (int hops = 0; p; hops++) {
+		if (lstat(p, &st) != 0 || !S_ISLNK(st.st_mode))
+			return p;
+		if (hops == 40 || (n = readlink(p, target, sizeof target - 1)) < 0) {
+			if (hops == 40)
+				errno = ELOOP;
+			free(p);
+			return NULL;
+		}
+		target[n] = '\0';
+		/* a relative target is relative to the link's directory */
+		slash = strrchr(p, '/');
+		if (target[0] == '/' || !slash)
+			q = strdup(target);
+		else if (asprintf(&q, "%.*s/%s", (int)(slash - p), p, target) < 0)
+			q = NULL;
+		free(p);
+		p = q;
+	}
+	return NULL;
+}
+
 int
 sa_outfile_open(sa_outfile *o, const char *path)
 {
@@ -189,14 +224,24 @@ sa_outfile_open(sa_outfile *o, const char *path)
 		}
 		return SA_OK;
 	}
+	if (!(o->path = follow_links(path))) {
+		int e = errno;
+		return e == ENOMEM ? sa_fail(SA_EINTERNAL, "out of memory")
+		    : sa_fail(SA_ECANTCREAT, "%s: %s", path, strerror(e));
+	}
+	path = o->path;
 	slash = strrchr(path, '/');
 	base = slash ? slash + 1 : path;
 	dirlen = slash ? (size_t)(slash - path) + 1 : 0;
-	if (!*base)
-		return sa_fail(SA_ECANTCREAT, "%s: is a directory", path);
+	if (!*base) {
+		int rc = sa_fail(SA_ECANTCREAT, "%s: is a directory", path);
+		free(o->path);
+		o->path = NULL;
+		return rc;
+	}
 
 	n = dirlen + 1 + strlen(base) + 8 + 1;
-	if (!(o->path = strdup(path)) || !(o->tmp = malloc(n))) {
+	if (!(o->tmp = malloc(n))) {
 		free(o->path);
 		o->path = NULL;
 		return sa_fail(SA_EINTERNAL, "out of memory");
@@ -204,11 +249,14 @@ sa_outfile_open(sa_outfile *o, const char *path)
 	snprintf(o->tmp, n, "%.*s.%s.XXXXXX", (int)dirlen, path, base);
 
 	if ((fd = mkstemp(o->tmp)) < 0) {
-		int e = errno;
+		/* The file is replaced, not written: what failed is making a
+		 * new one beside it (a read-only or special directory). */
+		int rc = sa_fail(SA_ECANTCREAT, "%s: cannot create a temporary file in %.*s: %s",
+		    path, dirlen > 1 ? (int)dirlen - 1 : (int)dirlen, dirlen ? path : ".", strerror(errno));
 		free(o->path);
 		free(o->tmp);
 		memset(o, 0, sizeof *o);
-		return sa_fail(SA_ECANTCREAT, "%s: %s", path, strerror(e));
+		return rc;
 	}
 	tmp_register(o->tmp);
 	/* mkstemp makes the file 0600; the result should look like any other
@@ -262,7 +310,8 @@ sa_outfile_commit(sa_outfile *o)
 		return SA_OK;
 	}
 	if (rename(o->tmp, o->path) != 0) {
-		int rc = sa_fail(SA_ECANTCREAT, "%s: %s", o->path, strerror(errno));
+		int rc = sa_fail(SA_ECANTCREAT, "%s: cannot rename %s onto it: %s", o->path, o->tmp,
+		    strerror(errno));
 		sa_outfile_abort(o);
 		return rc;
 	}

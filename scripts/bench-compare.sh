@@ -216,7 +216,7 @@ models="$models $extra"
 # GGUF context_length, through sa-info when built, else assume enough.
 ctx_of() {
 	if [ -x bin/sa-info ]; then
-		bin/sa-info "$1" 2>/dev/null | sed -n 's/^context: *//p'
+		bin/sa-info -j "$1" 2>/dev/null | sed -n 's/.*"n_ctx":\([0-9]*\).*/\1/p'
 	else
 		echo 1000000
 	fi

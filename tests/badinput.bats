@@ -102,6 +102,19 @@ patch_bytes() {
 	assert_output --partial "len.gguf"
 }
 
+@test "out-of-range numbers: the bounds in the message are written out, not as 2.14748e+09" {
+	printf '%s\n' '{"prompt":"a","n_predict":99999999999}' '{"prompt":"a","top_k":-1}' > "$T/range.jsonl"
+	run -65 --separate-stderr "$RUN" -m "$GOOD" --batch "$T/range.jsonl"
+	[[ "${lines[0]}" == *'\"n_predict\" must be an integer from -1 to 2147483647"}' ]]
+	[[ "${lines[1]}" == *'\"top_k\" must be an integer from 0 to 2147483647"}' ]]
+	run -64 "$ROOT/bin/sa-train" --rope-base 1e12
+	assert_output "sa-train: --rope-base: invalid value '1e12' (want a number from 1 to 1000000000)"
+	for t in encode run eval train; do
+		run -64 "$ROOT/bin/sa-$t" -t 99999999999
+		assert_output --regexp "^sa-$t: (-t|--threads): invalid value '99999999999' \(want an integer from [0-9]+ to [0-9]+\)$"
+	done
+}
+
 @test "sa-run: a prompt longer than the context is bad data" {
 	long=$(printf 'many words %.0s' $(seq 30))
 	run -65 "$RUN" -m "$GOOD" -p "$long"

@@ -152,7 +152,7 @@ bg_default() {
 		for t in $WRITERS; do
 			built $t || continue
 			run -73 write_with $t "$dir/out"
-			assert_output --regexp "^sa-$t: .*out: (Read-only file system|Operation not permitted|Permission denied|Not a directory)$"
+			assert_output --regexp "^sa-$t: $dir/out: cannot create a temporary file in $dir: (Read-only file system|Operation not permitted|Permission denied|Not a directory)$"
 			[ ! -d "$dir" ] || [ -z "$(ls -A "$dir")" ]
 		done
 		# the cache is only a help: a read-only one is a warning
@@ -163,6 +163,30 @@ bg_default() {
 		cmp "$T/cached.delta" "$D/d.delta"
 	done
 	[ "${#dirs[@]}" -ge 2 ]
+}
+
+@test "a file that cannot be replaced (/proc/version): 73, the step that failed and its path" {
+	for t in $WRITERS; do
+		built $t || continue
+		run -73 write_with $t /proc/version
+		assert_output "sa-$t: /proc/version: cannot create a temporary file in /proc: No such file or directory"
+	done
+}
+
+@test "an output that is a symbolic link: the target is replaced, the link stays" {
+	mkdir "$T/real"
+	for t in $WRITERS; do
+		built $t || continue
+		ln -s real/$t.rel "$T/$t.rel"        # relative, to a file not there yet
+		ln -s "$T/real/$t.abs" "$T/$t.abs"   # absolute
+		ln -s $t.rel "$T/$t.two"             # to a link
+		for l in rel abs two; do
+			write_with $t "$T/$t.$l"
+			[ -L "$T/$t.$l" ]
+		done
+		[ -s "$T/real/$t.rel" ] && [ -s "$T/real/$t.abs" ]
+	done
+	[ -z "$(temps_in "$T")" ] && [ -z "$(temps_in "$T/real")" ]
 }
 
 @test "SIGINT or SIGTERM while sa-encode waits on a slow pipe: old delta intact, no temporary" {

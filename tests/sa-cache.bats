@@ -41,8 +41,9 @@ entries() {
 	run --separate-stderr "$ENC" -v --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" \
 	    -o "$T/2.delta" "$D/x.tsv" "$D/y.tsv"
 	assert_success
-	[[ "$stderr" == *"cache hit"* ]]
+	[[ "$stderr" == *"cache hit: $C/"*".delta"* ]]
 	[[ "$stderr" != *"segment of"* ]]
+	[[ "$stderr" != *"tokens in"* ]]
 	cmp "$T/plain.delta" "$T/1.delta"
 	cmp "$T/plain.delta" "$T/2.delta"
 }
@@ -105,6 +106,43 @@ entries() {
 	run --separate-stderr "$ENC" -v --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" \
 	    -o "$T/7.delta" "$D/x.tsv" "$D/y.tsv"
 	[[ "$stderr" == *"cache hit"* ]]
+}
+
+@test "concurrent encodes of one key: one encodes, the other waits for it and hits" {
+	# The inputs are named pipes, which each process reads twice: for the
+	# key, then to encode.  The second reading is held back until both have
+	# looked the key up and missed, so without a lock both would encode.
+	mkdir "$T/a" "$T/b"
+	mkfifo "$T/a/x.tsv" "$T/b/x.tsv"
+	"$ENC" -v --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" -o "$T/a.delta" \
+	    "$T/a/x.tsv" 2> "$T/a.err" 3>&- &
+	pa=$!
+	"$ENC" -v --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" -o "$T/b.delta" \
+	    "$T/b/x.tsv" 2> "$T/b.err" 3>&- &
+	pb=$!
+	cat "$D/x.tsv" > "$T/a/x.tsv"
+	cat "$D/x.tsv" > "$T/b/x.tsv"
+	for i in $(seq 300); do
+		grep -q "cache miss" "$T/a.err" && grep -q "cache miss" "$T/b.err" && break
+		sleep 0.1
+	done
+	cat "$D/x.tsv" > "$T/a/x.tsv" 3>&- &
+	wa=$!
+	cat "$D/x.tsv" > "$T/b/x.tsv" 3>&- &
+	wb=$!
+	wait $pa
+	wait $pb
+	# the writer to the pipe of the process that hit is still waiting for it
+	kill $wa $wb 2> /dev/null || true
+	wait $wa $wb || true
+	cat "$T/a.err" "$T/b.err"
+	[ "$(cat "$T/a.err" "$T/b.err" | grep -c 'tokens in')" -eq 1 ]
+	[ "$(cat "$T/a.err" "$T/b.err" | grep -c 'cache hit')" -eq 1 ]
+	[ "$(entries)" -eq 1 ]
+	[ -z "$(find "$C" -name '.*')" ]
+	# the same delta but for the name of its source
+	[ "$("$ROOT/bin/sa-info" -j "$T/a.delta" | sed 's/"file":"[^"]*",//; s/"sources".*//')" = \
+	  "$("$ROOT/bin/sa-info" -j "$T/b.delta" | sed 's/"file":"[^"]*",//; s/"sources".*//')" ]
 }
 
 @test "a damaged entry is reported, encoded again and replaced" {
@@ -229,6 +267,7 @@ fill_cache() {
 	key=$(basename "$NEW" .delta)
 	touch -d '2 hours ago' "$C/.$key.delta.AbC123"
 	touch "$C/.$key.delta.XyZ789"
+	touch -d '2 hours ago' "$C/.$key.lock"   # left by a process that died
 	echo mine > "$C/notes.txt"
 }
 
@@ -252,6 +291,7 @@ fill_cache() {
 	"$CACHE" prune --max-age 30d "$C"
 	[ ! -e "$OLD" ] && [ -e "$MID" ] && [ -e "$NEW" ]
 	[ ! -e "$C/.$key.delta.AbC123" ] && [ -e "$C/.$key.delta.XyZ789" ]
+	[ ! -e "$C/.$key.lock" ]
 	[ -e "$C/notes.txt" ]
 	"$CACHE" prune --max-age 2w "$C"
 	[ ! -e "$MID" ] && [ -e "$NEW" ]
@@ -276,11 +316,11 @@ fill_cache() {
 	[ -e "$C/notes.txt" ]
 }
 
-@test "sa-cache clear drops every entry and temporary file, nothing else" {
+@test "sa-cache clear drops every entry, temporary and lock file, nothing else" {
 	fill_cache
 	run "$CACHE" -v clear "$C"
 	assert_success
-	assert_output --partial "dropped 5 files"
+	assert_output --partial "dropped 6 files"
 	[ "$(ls -A "$C")" = "notes.txt" ]
 	run "$CACHE" list "$C"
 	assert_output ""

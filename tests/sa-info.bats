@@ -46,8 +46,8 @@ setup() {
 	assert_line "rank:                3"
 	assert_line "chunk:               16"
 	assert_line "matrices:            attn_q,attn_v,ffn_down"
-	assert_line "tokens:              123"
-	assert_line "demonstrations:      7"
+	assert_line "n tokens:            123"
+	assert_line "n demos:             7"
 	assert_line 'params:              template="{input}\n"'
 	assert_line --regexp '^source:              [0-9a-f]{16} demo one\.tsv$'
 	# every line is "key:" padded to one column, then the value
@@ -77,13 +77,30 @@ setup() {
 	assert_line --index 0 --regexp '^\[\{"name":"demo one\.tsv","hash":"[0-9a-f]{16}"\}\]$'
 }
 
+@test "the text form's names are the --json keys, with spaces for underscores" {
+	local f k p=()
+	for f in "$D/d.delta" "$D/a.gguf" "$D/m.gguf"; do
+		json=$("$INFO" -j "$f")
+		# "source" lines are the members of "sources"
+		for k in $("$INFO" "$f" | sed -n 's/^\([a-zA-Z ]*\):.*/\1/p' | grep -vx source | tr ' ' _); do
+			[[ "$json" == *"\"$k\":"* ]] || p+=("$f: text '${k//_/ }' is no JSON key")
+		done
+	done
+	printf '%s\n' "${p[@]}"
+	[ "${#p[@]}" -eq 0 ]
+	run "$INFO" "$D/d.delta" "$D/m.gguf"
+	assert_line "n layer:             2"
+	assert_line "n tokens:            123"
+	assert_line "d model:             64"
+}
+
 @test "a model: hyperparameters, tensor count and types" {
 	run "$INFO" -j "$D/m.gguf"
 	run "$GET" kind architecture n_layer d_model n_head n_head_kv d_head tensors tensor_types <<<"$output"
 	assert_output $'model\tllama\t2\t64\t4\t2\t16\t21\t{"F32":5,"F16":16}'
 	run "$INFO" "$D/m.gguf"
 	assert_line "kind:                model"
-	assert_line "kv heads:            2"
+	assert_line "n head kv:           2"
 	assert_line "tensor types:        F32 5, F16 16"
 }
 
@@ -127,13 +144,33 @@ setup() {
 	assert_output --partial "fingerprint mismatch"
 }
 
-@test "a model the engine refuses is still described, and exits 65" {
+@test "a model the engine refuses: nothing on stdout, the reason on stderr, 65" {
 	cp "$D/m2.gguf" "$T/odd.gguf"
 	# Rename the architecture key's value to one the engine does not know.
 	off=$(LC_ALL=C grep -obUaF -m1 "llama" "$T/odd.gguf" | head -1 | cut -d: -f1)
 	printf 'xxxxx' | dd of="$T/odd.gguf" bs=1 seek="$off" conv=notrunc status=none
-	run -65 --separate-stderr "$INFO" "$T/odd.gguf"
-	assert_line "kind:                model"
-	assert_line "tensors:             21"
-	[[ "$stderr" == "sa-info: "*odd.gguf* ]]
+	for j in "" -j; do
+		run -65 --separate-stderr "$INFO" $j "$T/odd.gguf"
+		assert_output ""
+		[[ "$stderr" == "sa-info: $T/odd.gguf: unknown architecture 'xxxxx'"* ]]
+	done
+	# the others are still described
+	run -65 --separate-stderr "$INFO" -j "$T/odd.gguf" "$D/m.gguf"
+	[ "${#lines[@]}" -eq 1 ]
+}
+
+@test "a GGUF file without metadata: says so, nothing on stdout, 65" {
+	# header: magic, version 3, no tensors, no keys
+	printf 'GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00' > "$T/bare.gguf"
+	run -65 --separate-stderr "$INFO" "$T/bare.gguf"
+	assert_output ""
+	assert_equal "$stderr" "sa-info: $T/bare.gguf: no metadata at all (0 keys): a model needs general.architecture, its hyperparameters and a tokenizer"
+}
+
+@test "a directory: 'Is a directory', 66, as the other tools say" {
+	run -66 --separate-stderr "$INFO" "$T"
+	assert_output ""
+	assert_equal "$stderr" "sa-info: $T: Is a directory"
+	run -66 --separate-stderr "$INFO" "$T" "$D/d.delta"
+	[ "${#lines[@]}" -gt 1 ]
 }

@@ -263,10 +263,36 @@ setup() {
 	    done
 }
 
+@test "sa-train -o -: one result on stdout, at the end, the same bytes as -o FILE; checkpoints in --ckpt" {
+	cd "$BATS_TEST_TMPDIR"
+	A="$TINY --steps 4 --ckpt-every 2"
+	"$OLDPWD"/bin/sa-train $A -o m.gguf
+	"$OLDPWD"/bin/sa-train $A -o - --ckpt run > out.gguf
+	cmp m.gguf out.gguf
+	[ -s run/state.gguf ]
+	[ ! -e ./-.ckpt ]
+	run -64 "$OLDPWD"/bin/sa-train $A -o -
+	assert_output --partial "--ckpt"
+	[ ! -e ./-.ckpt ]
+	# not to a terminal
+	if command -v script > /dev/null; then
+		run -64 script -qec "'$OLDPWD/bin/sa-train' $A -o - --ckpt run2" /dev/null
+		assert_output --partial "refusing to write a binary result to a terminal"
+		[ ! -e run2 ]
+	fi
+}
+
 @test "sa-train: usage errors exit 64" {
 	run -64 bin/sa-train
 	run -64 bin/sa-train --pretrain -o x.gguf
 	run -64 bin/sa-train --adapter -o x.gguf
+	assert_output --partial "--adapter needs -m MODEL"
+	run -64 bin/sa-train --adapter
+	assert_output --partial "--adapter needs -m MODEL"
+	run -64 bin/sa-train --adapter --pretrain -m a.gguf --vocab v -o x.gguf
+	assert_output --partial "--pretrain and --adapter are exclusive"
+	run -64 bin/sa-train --pretrain --vocab v
+	assert_output --partial "-o"
 	run -64 bin/sa-train --pretrain --vocab v -o x --mix 1,2
 	run -64 bin/sa-train --bogus
 	run bin/sa-train --help
