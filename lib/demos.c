@@ -264,8 +264,14 @@ parse_tsv(sa_demos *d, const char *data, size_t len, tmpl *t)
 		if (ncol == MAX_FIELDS)
 			return sa_fail(SA_EDATA, "%s:1: more than %d fields", d->source.name, MAX_FIELDS);
 		f[ncol] = s + start;
-		fn[ncol++] = i - start;
+		fn[ncol] = i - start;
 		start = i + 1;
+		/* a template field would read one of them and drop the other */
+		for (int c = 0; c < ncol; c++)
+			if (fn[c] == fn[ncol] && fn[c] > 0 && memcmp(f[c], f[ncol], fn[c]) == 0)
+				return sa_fail(SA_EDATA, "%s:1: column '%.*s' appears twice in the header",
+				    d->source.name, (int)fn[c], f[c]);
+		ncol++;
 	}
 	for (int p = 0; p < t->n; p++) {
 		tpart *tp = &t->part[p];

@@ -170,6 +170,16 @@ setup() {
 	assert_output --partial '"line":1,"text":"label\tinput'
 }
 
+@test "a TSV header naming a column twice exits 65 naming it" {
+	printf 'input\tlabel\tinput\nx\ty\tz\n' > "$T/d.tsv"
+	run -65 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -o "$T/x" "$T/d.tsv"
+	assert_equal "$stderr" "sa-encode: $T/d.tsv:1: column 'input' appears twice in the header"
+	# columns the template does not use, too
+	printf 'input\tlabel\tnote\tnote\nx\ty\ta\tb\n' > "$T/n.tsv"
+	run -65 --separate-stderr "$ENC" --dump "$T/n.tsv"
+	[[ "$stderr" == *"column 'note' appears twice"* ]]
+}
+
 @test "a record missing a template field exits 65 naming file and line" {
 	printf 'input\tlabel\nok\tpos\nno label here\n' >"$T/s.tsv"
 	run -65 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -o "$T/x" "$T/s.tsv"
