@@ -430,10 +430,23 @@ sa_demos_parse(sa_demos **out, const char *name, const char *data, size_t len,
 	return SA_OK;
 }
 
+/* Nothing to encode: no record, or text of blank lines only. */
+static int
+demos_empty(const sa_demos *d)
+{
+	if (d->format != SA_DEMOS_TEXT)
+		return d->n == 0;
+	for (size_t i = 0; i < d->demo[0].len; i++)
+		if (!strchr(" \t\r\n", d->demo[0].text[i]))
+			return 0;
+	return 1;
+}
+
 int
 sa_demos_read(sa_demos **out, const char *path, const char *data, size_t len,
     int format, const char *tmpl_text)
 {
+	static const char *const what[] = { "empty text", "a header and no record", "no object" };
 	const char *name = strcmp(path, "-") == 0 ? "stdin" : path;
 	char *own = NULL;
 	int rc;
@@ -446,6 +459,11 @@ sa_demos_read(sa_demos **out, const char *path, const char *data, size_t len,
 	}
 	rc = sa_demos_parse(out, name, data, len, format, tmpl_text);
 	free(own);
+	if (rc == SA_OK && demos_empty(*out)) {
+		sa_demos_free(*out);
+		*out = NULL;
+		return sa_fail(SA_EDATA, "%s: no demonstrations (%s)", name, what[format]);
+	}
 	return rc;
 }
 

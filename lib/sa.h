@@ -601,8 +601,8 @@ int sa_template_check(const char *tmpl);
 int sa_demos_parse(sa_demos **out, const char *name, const char *data, size_t len,
     int format, const char *tmpl);
 /* The demonstrations of path ("-" = stdin) in a resolved format: its bytes
- * are data when not NULL (stdin, read once), else read here; parsed as
- * sa_demos_parse does. */
+ * are data when not NULL (stdin, read once), else read here.  Parsed as
+ * sa_demos_parse does; none at all is SA_EDATA "name: no demonstrations". */
 int sa_demos_read(sa_demos **out, const char *path, const char *data, size_t len,
     int format, const char *tmpl);
 void sa_demos_free(sa_demos *d);

@@ -222,6 +222,23 @@ entries() {
 	[[ "$stderr" == *"--demos-format goes with --demos"* ]]
 }
 
+@test "sa-run --demos: a file without demonstrations or in an unknown format exits 65" {
+	RUN="$ROOT/bin/sa-run"
+	printf 'input\tlabel\n' > "$T/h.tsv"
+	run -65 --separate-stderr "$RUN" --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" \
+	    --demos "$T/h.tsv" --temp 0 -n 2 -p x
+	assert_equal "$stderr" "sa-run: $T/h.tsv: no demonstrations (a header and no record)"
+	run -65 --separate-stderr "$RUN" --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" \
+	    --demos - --temp 0 -n 2 -p x < /dev/null
+	assert_equal "$stderr" "sa-run: stdin: no demonstrations (empty text)"
+	printf 'input,label\n' > "$T/x.csv"
+	run -65 --separate-stderr "$RUN" --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" \
+	    --demos "$T/x.csv" --temp 0 -n 2 -p x
+	[[ "$stderr" == *"x.csv: CSV is not read"* ]]
+	# nothing was cached
+	[ ! -e "$C" ] || [ "$(entries)" -eq 0 ]
+}
+
 @test "sa-cache: --help, --version, usage errors" {
 	run --separate-stderr "$CACHE" --help
 	assert_success

@@ -229,6 +229,22 @@ setup() {
 	[[ "$stderr" == *"a.csv:1: no field 'input'"* ]]
 }
 
+@test "no demonstrations (empty text, a header alone, blank JSON Lines) exits 65" {
+	printf 'input\tlabel\n' > "$T/h.tsv"
+	: > "$T/e.txt"
+	printf '\n  \n' > "$T/e.jsonl"
+	for f in h.tsv e.txt e.jsonl; do
+		run -65 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -o "$T/x" "$D/a.tsv" "$T/$f"
+		[[ "$stderr" == "sa-encode: $T/$f: no demonstrations ("*")" ]]
+		[ ! -e "$T/x" ]
+		run -65 --separate-stderr "$ENC" --dump "$T/$f"
+	done
+	run -65 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -o "$T/x" < /dev/null
+	assert_equal "$stderr" "sa-encode: stdin: no demonstrations (empty text)"
+	run -65 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -o "$T/x" -f tsv - < "$T/h.tsv"
+	assert_equal "$stderr" "sa-encode: stdin: no demonstrations (a header and no record)"
+}
+
 @test "a TSV header naming a column twice exits 65 naming it" {
 	printf 'input\tlabel\tinput\nx\ty\tz\n' > "$T/d.tsv"
 	run -65 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -o "$T/x" "$T/d.tsv"
