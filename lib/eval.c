@@ -233,6 +233,19 @@ split_add(sa_split_entry **s, int *n, const char *task, int seen, int kind)
 	return SA_OK;
 }
 
+/* Bytes of s a message quotes: at most 24, cut between characters. */
+static int
+quote_len(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n <= 24)
+		return (int)n;
+	for (n = 24; n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80; n--)
+		;
+	return (int)n;
+}
+
 /* Split line at sep into at most max trimmed fields; returns how many. */
 static int
 fields(char *line, int sep, char **f, int max)
@@ -308,6 +321,10 @@ sa_split_read(const char *path, sa_split_entry **out, int *n)
 	*n = 0;
 	if ((rc = sa_file_read(path, &data, &len)) != SA_OK)
 		return rc;
+	if (sa_text_len(data, len) < len) {
+		free(data);
+		return sa_fail(SA_EDATA, "%s: not a text file", path);
+	}
 	for (line = data; line && rc == SA_OK; line = next) {
 		char *f[64], *p;
 		int nf, seen, kind = SA_KIND_AUTO;
@@ -342,8 +359,9 @@ sa_split_read(const char *path, sa_split_entry **out, int *n)
 		seen = c_split < nf ? seen_of(f[c_split]) : -1;
 		if (c_kind >= 0 && c_kind < nf && *f[c_kind] &&
 		    (kind = kind_of(f[c_kind])) == SA_KIND_AUTO)
-			rc = sa_fail(SA_EDATA, "%s:%ld: kind '%s' is neither class nor gen",
-			    path, lineno, f[c_kind]);
+			rc = sa_fail(SA_EDATA, "%s:%ld: kind '%.*s%s' is neither class nor gen",
+			    path, lineno, quote_len(f[c_kind]), f[c_kind],
+			    f[c_kind][quote_len(f[c_kind])] ? "..." : "");
 		else if (seen < 0 || !*f[0])
 			rc = sa_fail(SA_EDATA, "%s:%ld: want task<TAB>seen|unseen[<TAB>class|gen]",
 			    path, lineno);

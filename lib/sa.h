@@ -872,7 +872,8 @@ typedef struct sa_split_entry {
  * and another cell "seen" or "unseen" (else the set is the one the last
  * heading names, as in "## Unseen tasks"); a cell starting "class" or "gen"
  * gives the kind.  Other lines are prose.  A TSV row without a set or with
- * an unknown kind: SA_EDATA "path:LINE: ...".
+ * an unknown kind: SA_EDATA "path:LINE: ..."; a file that is not UTF-8
+ * text: SA_EDATA.
  */
 int sa_split_read(const char *path, sa_split_entry **out, int *n);
 void sa_split_free(sa_split_entry *s, int n);

@@ -334,3 +334,12 @@ first_table() {
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --jsonl "$T/no/such/dir/q.jsonl" "$D/tasks/color"
 	assert_failure 73
 }
+
+@test "a split file that is not text: 65 and one short line, no bytes of it quoted" {
+	run -65 --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --split-file "$M" "$D/tasks/color"
+	assert_equal "$stderr" "sa-eval: $M: not a text file"
+	# a long bad value is quoted in part
+	printf 'color\tseen\t%s\n' "$(printf 'classy%.0s' $(seq 20))" > "$T/long.tsv"
+	run -65 --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --split-file "$T/long.tsv" "$D/tasks/color"
+	assert_equal "$stderr" "sa-eval: $T/long.tsv:1: kind 'classyclassyclassyclassy...' is neither class nor gen"
+}

@@ -93,6 +93,21 @@ test_split(void)
 	put("bad2.tsv", "alpha\tseen\tsometimes\n");
 	CHECK(sa_split_read(at("bad2.tsv"), &s, &n) == SA_EDATA);
 	CHECK(sa_split_read(at("none.tsv"), &s, &n) == SA_ENOINPUT);
+	/* a binary file is not text, and a long bad value is not quoted whole */
+	{
+		char path[4096], bin[200];
+		FILE *fp;
+		for (size_t i = 0; i < sizeof bin; i++)
+			bin[i] = (char)(i % 2 ? '\t' : 0x80 + i % 64);
+		snprintf(path, sizeof path, "%s/bin.tsv", tmp);
+		CHECK((fp = fopen(path, "wb")) && fwrite(bin, 1, sizeof bin, fp) == sizeof bin &&
+		    fclose(fp) == 0);
+		CHECK(sa_split_read(path, &s, &n) == SA_EDATA);
+		CHECK(strstr(sa_error(), "bin.tsv: not a text file") != NULL);
+	}
+	put("long.tsv", "alpha\tseen\tthis kind goes on and on and on for sixty bytes or more\n");
+	CHECK(sa_split_read(at("long.tsv"), &s, &n) == SA_EDATA);
+	CHECK(strstr(sa_error(), "kind 'this kind goes on and on...'") != NULL);
 }
 
 static void
