@@ -476,6 +476,21 @@ check_list(const char *opt_name, const char *list, sa_task **tasks, int n)
 	free(copy);
 }
 
+/* A task is seen or unseen, not both. */
+static void
+check_disjoint(const char *seen, const char *unseen)
+{
+	char *copy, *tok, *save = NULL;
+
+	if (!seen || !unseen)
+		return;
+	copy = xstrdup(seen);
+	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+		if (in_list(unseen, tok))
+			usage_die(synopsis, "task '%s' is in both --seen and --unseen", tok);
+	free(copy);
+}
+
 static void
 run_method(const sa_task *t, int kind, int method, int k, query *qs, int nq,
     const int *prefix, int n_prefix, task_row *row)
@@ -1309,6 +1324,7 @@ main(int argc, char **argv)
 		usage_die(synopsis, "--csv: give a file name (the standard output holds the tables)");
 	if (opt.n_adapters > 64)
 		usage_die(synopsis, "at most 64 adapters");
+	check_disjoint(opt.seen, opt.unseen);
 	if (opt.map && !opt.n_pairs)
 		parse_pairs("1,2,4,8,16,32,64,128,256");
 	if (!model_path && !(model_path = default_model()))

@@ -335,6 +335,13 @@ first_table() {
 	assert_failure 73
 }
 
+@test "--seen and --unseen naming one task is a usage error" {
+	run -64 --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --seen color,echo --unseen echo \
+	    "$D/tasks/color" "$D/tasks/echo"
+	[[ "$stderr" == "sa-eval: task 'echo' is in both --seen and --unseen"* ]]
+	assert_output ""
+}
+
 @test "a split file that is not text: 65 and one short line, no bytes of it quoted" {
 	run -65 --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --split-file "$M" "$D/tasks/color"
 	assert_equal "$stderr" "sa-eval: $M: not a text file"
