@@ -432,11 +432,15 @@ answer(const sa_task *t, int kind, const query *q, const int *prefix, int n_pref
 enum { M_ZS, M_ICL, M_SA, M_SAK, N_METHODS };
 static const char *const method_key[N_METHODS] = { "zero-shot", "icl", "sa", "sa-many" };
 
+/* A task's row of the table, and what its run needs, settled for every
+ * task before the table starts: its queries and demonstrations. */
 typedef struct task_row {
-	char *name;
 	int set;                   /* 1 seen, 0 unseen, -1 neither */
 	int kind;
-	int n_queries, k, K;
+	int n_queries, k, K;       /* k, K: as used, the train split may hold fewer */
+	query *qs;
+	int max_need;              /* tokens the longest query needs after BOS */
+	int *demo;                 /* train rows in the seed's order: k and K first ones */
 	double acc[N_METHODS];     /* NAN: not applicable */
 } task_row;
 
@@ -541,16 +545,16 @@ record_len(const sa_example *e)
 	return n;
 }
 
+/* The queries and demonstrations of t, scored as kind, into row. */
 static void
-eval_task(sa_task *t, int kind, task_row *row)
+plan_task(const sa_task *t, int kind, task_row *row)
 {
 	rng qr = rng_for(0, t->name, 0x5155455259ULL), dr = rng_for(opt.seed, t->name, 0);
 	int *order = xcalloc((size_t)t->n_eval, sizeof *order);
 	int *perm = xcalloc((size_t)t->n_train, sizeof *perm);
-	int *demo = xcalloc((size_t)t->n_train, sizeof *demo), *dlen;
+	int *demo = xcalloc((size_t)t->n_train, sizeof *demo);
 	int nq = t->n_eval, max_need = 0, n_demos = 0, dropped = 0, k, K, n_fit, sum;
 	query *qs;
-	toks icl = { 0 };
 	int nb = bos >= 0;
 
 	/* Queries: a fixed subset under --limit (the seed draws demonstrations
@@ -600,7 +604,6 @@ eval_task(sa_task *t, int kind, task_row *row)
 	/* Demonstrations: the seed's permutation of train, leaving out records
 	 * that alone would not fit a segment. */
 	shuffle(&dr, perm, t->n_train);
-	dlen = xcalloc((size_t)t->n_train, sizeof *dlen);
 	k = (int)opt.k;
 	K = (int)opt.K;
 	n_fit = 0;
@@ -613,8 +616,7 @@ eval_task(sa_task *t, int kind, task_row *row)
 		len = record_len(&t->train[perm[i]]);
 		if (nb + len > n_ctx)
 			continue;
-		demo[n_demos] = perm[i];
-		dlen[n_demos++] = len;
+		demo[n_demos++] = perm[i];
 		sum += len;
 		if (sum + max_need <= n_ctx)
 			n_fit = n_demos;
@@ -628,11 +630,25 @@ eval_task(sa_task *t, int kind, task_row *row)
 	if (!k)
 		die(SA_EDATA, "%s/train.tsv: no demonstration fits the context of %d", t->dir, n_ctx);
 
-	row->name = t->name;
 	row->kind = kind;
 	row->n_queries = nq;
 	row->k = k;
 	row->K = K;
+	row->qs = qs;
+	row->max_need = max_need;
+	row->demo = demo;
+	free(order);
+	free(perm);
+}
+
+/* Every method on t's planned queries. */
+static void
+run_task(const sa_task *t, task_row *row)
+{
+	int kind = row->kind, nq = row->n_queries, k = row->k, K = row->K;
+	int max_need = row->max_need, nb = bos >= 0, *demo = row->demo;
+	query *qs = row->qs;
+	toks icl = { 0 };
 
 	/* zero-shot: BOS and the query */
 	sa_model_reset_weights(model);
@@ -678,10 +694,9 @@ eval_task(sa_task *t, int kind, task_row *row)
 		sa_qa_free(&qs[i].qa);
 	free(qs);
 	free(icl.t);
-	free(order);
-	free(perm);
 	free(demo);
-	free(dlen);
+	row->qs = NULL;
+	row->demo = NULL;
 }
 
 static void
@@ -758,7 +773,8 @@ task_mode(void)
 	sa_task **tasks = xcalloc((size_t)opt.n_tasks, sizeof *tasks);
 	task_row *rows = xcalloc((size_t)opt.n_tasks, sizeof *rows);
 	char head[N_METHODS][64];
-	int any_none = 0, any_partial = 0;
+	int any_none = 0, any_partial = 0, k_same = 1;
+	char k_used[16] = "";
 
 	if (!opt.split_file && !opt.seen && !opt.unseen)
 		opt.split_file = default_split_file(opt.tasks[0]);
@@ -770,14 +786,6 @@ task_mode(void)
 	check_list("--seen", opt.seen, tasks, opt.n_tasks);
 	check_list("--unseen", opt.unseen, tasks, opt.n_tasks);
 
-	snprintf(head[M_ZS], sizeof head[0], "zero-shot");
-	snprintf(head[M_ICL], sizeof head[0], "ICL k=%ld", opt.k);
-	snprintf(head[M_SA], sizeof head[0], "SA k=%ld", opt.k);
-	snprintf(head[M_SAK], sizeof head[0], "SA K");
-	printf("| task | set | kind | queries | %s | %s | %s | %s | K |\n"
-	    "|---|---|---|---:|---:|---:|---:|---:|---:|\n",
-	    head[M_ZS], head[M_ICL], head[M_SA], head[M_SAK]);
-	fflush(stdout);
 	for (int i = 0; i < opt.n_tasks; i++) {
 		sa_task *t = tasks[i];
 		int kind = SA_KIND_AUTO, set = -1;
@@ -796,11 +804,32 @@ task_mode(void)
 			kind = t->n_labels >= 2 && t->n_labels <= opt.max_labels ? KIND_CLASS : KIND_GEN;
 		rows[i].set = set;
 		any_none |= set < 0;
-		eval_task(t, kind, &rows[i]);
-		printf("| %s | %s | %s | %d |", t->name, set < 0 ? "-" : set ? "seen" : "unseen",
-		    kind == KIND_CLASS ? "class" : "gen", rows[i].n_queries);
+		plan_task(t, kind, &rows[i]);
+		k_same &= rows[i].k == rows[0].k;
+	}
+
+	/* the k of the header is the one every task used, else a column says */
+	if (k_same)
+		snprintf(k_used, sizeof k_used, "=%d", rows[0].k);
+	snprintf(head[M_ZS], sizeof head[0], "zero-shot");
+	snprintf(head[M_ICL], sizeof head[0], "ICL k%s", k_used);
+	snprintf(head[M_SA], sizeof head[0], "SA k%s", k_used);
+	snprintf(head[M_SAK], sizeof head[0], "SA K");
+	printf("| task | set | kind | queries | %s | %s | %s | %s |%s K |\n"
+	    "|---|---|---|---:|---:|---:|---:|---:|%s---:|\n",
+	    head[M_ZS], head[M_ICL], head[M_SA], head[M_SAK], k_same ? "" : " k |",
+	    k_same ? "" : "---:|");
+	fflush(stdout);
+	for (int i = 0; i < opt.n_tasks; i++) {
+		sa_task *t = tasks[i];
+
+		run_task(t, &rows[i]);
+		printf("| %s | %s | %s | %d |", t->name, rows[i].set < 0 ? "-" : rows[i].set ? "seen" : "unseen",
+		    rows[i].kind == KIND_CLASS ? "class" : "gen", rows[i].n_queries);
 		for (int m = 0; m < N_METHODS; m++)
 			put_acc(rows[i].acc[m]);
+		if (!k_same)
+			printf(" %d |", rows[i].k);
 		printf(" %d |\n", rows[i].K);
 		fflush(stdout);
 	}
@@ -820,7 +849,7 @@ task_mode(void)
 				any_partial |= partial;
 			}
 		}
-		fputs(" |\n", stdout);
+		fputs(k_same ? " |\n" : " | |\n", stdout);
 	}
 	if (any_partial)
 		puts("\n\\* mean over the tasks where the method applies (ICL: where k demonstrations fit the context).");
@@ -829,8 +858,8 @@ task_mode(void)
 		const char *names[N_METHODS];
 		char buf[N_METHODS][64];
 		snprintf(buf[M_ZS], sizeof buf[0], "zero-shot");
-		snprintf(buf[M_ICL], sizeof buf[0], "ICL (k=%ld)", opt.k);
-		snprintf(buf[M_SA], sizeof buf[0], "StreamAdapter (k=%ld)", opt.k);
+		snprintf(buf[M_ICL], sizeof buf[0], "ICL (k%s)", k_used);
+		snprintf(buf[M_SA], sizeof buf[0], "StreamAdapter (k%s)", k_used);
 		snprintf(buf[M_SAK], sizeof buf[0], "StreamAdapter (K)");
 		for (int m = 0; m < N_METHODS; m++)
 			names[m] = buf[m];

@@ -120,8 +120,9 @@ first_table() {
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" -k 8 -t 1 -q \
 	    --seen long,color "$D/tasks/long" "$D/tasks/color"
 	assert_success
-	assert_line --regexp '^\| long \| seen \| class \| 4 \| [0-9.]+ \| n/a \| [0-9.]+ \| [0-9.]+ \| [0-9]+ \|$'
-	assert_line --regexp '^\| color \| seen \| class \| 4 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9]+ \|$'
+	# long holds 6 demonstrations, color 8: a column says which k each used
+	assert_line --regexp '^\| long \| seen \| class \| 4 \| [0-9.]+ \| n/a \| [0-9.]+ \| [0-9.]+ \| 6 \| [0-9]+ \|$'
+	assert_line --regexp '^\| color \| seen \| class \| 4 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 8 \| [0-9]+ \|$'
 	# the mean over seen tasks says ICL left one out
 	assert_line --regexp '^\| seen \(avg\) \| \| \| 2 tasks \| [0-9.]+ \| [0-9.]+\* \|'
 	assert_output --partial "mean over the tasks where the method applies"
@@ -350,3 +351,25 @@ first_table() {
 	run -65 --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --split-file "$T/long.tsv" "$D/tasks/color"
 	assert_equal "$stderr" "sa-eval: $T/long.tsv:1: kind 'classyclassyclassyclassy...' is neither class nor gen"
 }
+
+@test "the header shows the k used: the train split's size when smaller, per task when they differ" {
+	# color has 8 train rows
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" -k 16 -t 1 -q --limit 1 "$D/tasks/color"
+	assert_success
+	assert_line --index 0 '| task | set | kind | queries | zero-shot | ICL k=8 | SA k=8 | SA K | K |'
+	assert_line --regexp '^\| ICL \(k=8\) \|'
+	# a task of 3 train rows beside it: a column of k per task
+	printf '%s\n' a:red b:blue c:red d:blue e:red f:blue g:red | tr : '\t' | mktask "$T/tiny"
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" -k 16 -t 1 -q --limit 1 \
+	    --jsonl "$T/q.jsonl" "$D/tasks/color" "$T/tiny"
+	assert_success
+	assert_line --index 0 '| task | set | kind | queries | zero-shot | ICL k | SA k | SA K | k | K |'
+	assert_line --index 1 '|---|---|---|---:|---:|---:|---:|---:|---:|---:|'
+	assert_line --index 2 --regexp '^\| color \| - \| class \| 1 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 8 \| 8 \|$'
+	assert_line --index 3 --regexp '^\| tiny \| - \| class \| 1 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 3 \| 3 \|$'
+	assert_line --regexp '^\| all \(avg\) \| \| \| 2 tasks \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| \| \|$'
+	assert_line --regexp '^\| ICL \(k\) \|'
+	# the answers say the same k
+	"$GET" task method k < "$T/q.jsonl" | grep -qx $'tiny\ticl\t3'
+}
+
