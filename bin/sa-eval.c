@@ -44,7 +44,7 @@ help(void)
 	    "                        those that fit in the context)\n"
 	    "      --split NAME      queries from test (default) or dev\n"
 	    "      --limit N         at most N queries per task (passages, queries per episode)\n"
-	    "      --max-labels N    classify a task with at most N train labels (default 32)\n"
+	    "      --max-labels N    classify a task with at most N labels (default 32)\n"
 	    "      --max-new N       tokens to generate per answer (default 32)\n"
 	    "  -s, --seed N          draw of the demonstrations (default 1)\n"
 	    "      --scale X         delta scale (default 1)\n"
@@ -765,6 +765,39 @@ default_split_file(const char *task_dir)
 	return access(path, R_OK) == 0 ? path : NULL;
 }
 
+/* The classes of t: those the split file lists, else train's (as loaded). */
+static void
+task_labels(sa_task *t, const sa_split_entry *e)
+{
+	if (!e->n_labels)
+		return;
+	for (int i = 0; i < t->n_labels; i++)
+		free(t->labels[i]);
+	free(t->labels);
+	t->labels = xcalloc((size_t)e->n_labels, sizeof *t->labels);
+	for (int i = 0; i < e->n_labels; i++)
+		t->labels[i] = xstrdup(e->labels[i]);
+	t->n_labels = e->n_labels;
+}
+
+/* A query whose label is none of the classes is never answered right. */
+static void
+check_labels(const sa_task *t, int listed)
+{
+	int missing = 0;
+
+	for (int i = 0; i < t->n_eval; i++) {
+		int j = 0;
+		while (j < t->n_labels && strcmp(t->labels[j], t->eval[i].label) != 0)
+			j++;
+		missing += j == t->n_labels;
+	}
+	if (missing && !opt.quiet)
+		warnx_("%s: %d %s quer%s with a label %s: never answered right%s", t->name, missing,
+		    opt.split, missing == 1 ? "y" : "ies", listed ? "the split file does not list"
+		    : "train.tsv lacks", listed ? "" : " (a split file can list the labels)");
+}
+
 static void
 task_mode(void)
 {
@@ -788,13 +821,17 @@ task_mode(void)
 
 	for (int i = 0; i < opt.n_tasks; i++) {
 		sa_task *t = tasks[i];
+		const sa_split_entry *e = NULL;
 		int kind = SA_KIND_AUTO, set = -1;
 
 		for (int j = 0; j < n_split; j++)
-			if (strcmp(split[j].task, t->name) == 0) {
-				set = split[j].seen;
-				kind = split[j].kind;
-			}
+			if (strcmp(split[j].task, t->name) == 0)
+				e = &split[j];
+		if (e) {
+			set = e->seen;
+			kind = e->kind;
+			task_labels(t, e);
+		}
 		if (in_list(opt.seen, t->name))
 			set = 1;
 		if (in_list(opt.unseen, t->name))
@@ -802,6 +839,8 @@ task_mode(void)
 		if (kind == SA_KIND_AUTO)
 			/* one label leaves nothing to choose between */
 			kind = t->n_labels >= 2 && t->n_labels <= opt.max_labels ? KIND_CLASS : KIND_GEN;
+		if (kind == KIND_CLASS)
+			check_labels(t, e && e->n_labels);
 		rows[i].set = set;
 		any_none |= set < 0;
 		plan_task(t, kind, &rows[i]);

@@ -863,16 +863,18 @@ typedef struct sa_split_entry {
 	char *task;
 	int seen;                /* 1: the adapter was trained on it; 0: unseen */
 	int kind;                /* SA_KIND_*; AUTO when the file does not say */
+	char **labels;           /* the classes a "labels" column lists (a|b|c) */
+	int n_labels;            /* 0: not listed */
 } sa_split_entry;
 
 /*
  * A split file.  TSV: lines "task<TAB>seen|unseen[<TAB>class|gen]", or
- * columns named by a header row "task<TAB>...", of which "split" (or "set")
- * and "kind" are read.  Markdown: table rows whose first cell is the task
- * and another cell "seen" or "unseen" (else the set is the one the last
- * heading names, as in "## Unseen tasks"); a cell starting "class" or "gen"
- * gives the kind.  Other lines are prose.  A TSV row without a set or with
- * an unknown kind: SA_EDATA "path:LINE: ..."; a file that is not UTF-8
+ * columns named by a header row "task<TAB>...", of which "split" (or "set"),
+ * "kind" and "labels" are read.  Markdown: table rows whose first cell is
+ * the task and another cell "seen" or "unseen" (else the set is the one the
+ * last heading names, as in "## Unseen tasks"); a cell starting "class" or
+ * "gen" gives the kind.  Other lines are prose.  A TSV row without a set or
+ * with an unknown kind: SA_EDATA "path:LINE: ..."; a file that is not UTF-8
  * text: SA_EDATA.
  */
 int sa_split_read(const char *path, sa_split_entry **out, int *n);

@@ -373,3 +373,25 @@ first_table() {
 	"$GET" task method k < "$T/q.jsonl" | grep -qx $'tiny\ticl\t3'
 }
 
+@test "classification labels come from TASKS.tsv when it lists them, a label absent from train included" {
+	# train holds one long label; the test asks for a short one as well
+	mkdir -p "$T/tasks/shade"
+	printf 'input\tlabel\n' > "$T/tasks/shade/train.tsv"
+	for w in apple bread chair door eagle frost; do
+		printf '%s\tred red red red red red\n' $w >> "$T/tasks/shade/train.tsv"
+	done
+	printf 'input\tlabel\ngrape\tx\nhill\tred red red red red red\n' > "$T/tasks/shade/test.tsv"
+	printf 'task\tsplit\tkind\tlabels\nshade\tunseen\tclass\tx|red red red red red red\n' > "$T/tasks/TASKS.tsv"
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" -k 2 -t 1 --jsonl "$T/q.jsonl" "$T/tasks/shade"
+	assert_success
+	assert_equal "$stderr" ""
+	# the label train lacks is a candidate: the short one wins zero-shot
+	"$GET" method index prediction < "$T/q.jsonl" | grep -qx $'zero-shot\t0\tx'
+	# without a list, train's labels and a warning that one query cannot be right
+	printf 'shade\tunseen\tclass\n' > "$T/split.tsv"
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" -k 2 -t 1 --jsonl "$T/q.jsonl" \
+	    --split-file "$T/split.tsv" "$T/tasks/shade"
+	assert_success
+	assert_equal "$stderr" "sa-eval: shade: 1 test query with a label train.tsv lacks: never answered right (a split file can list the labels)"
+	run ! grep -q '"prediction":"x"' "$T/q.jsonl"
+}

@@ -63,12 +63,15 @@ test_split(void)
 	CHECK((e = find(s, n, "gamma")) && e->seen == 1 && e->kind == SA_KIND_CLASS);
 	sa_split_free(s, n);
 
-	/* named columns, in any order, other columns ignored */
-	put("h.tsv", "task\tkind\tlabels\tsplit\nalpha\tgen\t\tunseen\nbeta\tclass\ta|b\tseen\n");
+	/* named columns, in any order, other columns ignored; labels a|b */
+	put("h.tsv", "task\tkind\tlabels\tsplit\tsource\nalpha\tgen\t\tunseen\tx\n"
+	    "beta\tclass\ta|North America\tseen\ty\ngamma\tgen\t-\tseen\tz\n");
 	CHECK_OK(sa_split_read(at("h.tsv"), &s, &n));
-	CHECK(n == 2);
-	CHECK((e = find(s, n, "alpha")) && e->seen == 0 && e->kind == SA_KIND_GEN);
-	CHECK((e = find(s, n, "beta")) && e->seen == 1 && e->kind == SA_KIND_CLASS);
+	CHECK(n == 3);
+	CHECK((e = find(s, n, "alpha")) && e->seen == 0 && e->kind == SA_KIND_GEN && !e->n_labels);
+	CHECK((e = find(s, n, "beta")) && e->seen == 1 && e->kind == SA_KIND_CLASS &&
+	    e->n_labels == 2 && !strcmp(e->labels[0], "a") && !strcmp(e->labels[1], "North America"));
+	CHECK((e = find(s, n, "gamma")) && !e->n_labels);
 	sa_split_free(s, n);
 
 	/* Markdown: a set cell, or the heading's set; prose and other tables skipped */
