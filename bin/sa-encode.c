@@ -31,7 +31,8 @@ help(void)
 	    "  -a, --adapter FILE    adapter made for that model (sa-init, sa-train)\n"
 	    "  -o, --output FILE     write the delta here (default: stdout)\n"
 	    "      --append OLD      continue the state of delta OLD with the inputs\n"
-	    "  -f, --format FMT      text, tsv or jsonl (default: from each file's extension)\n"
+	    "  -f, --format FMT      text, tsv or jsonl (default: from each file's extension\n"
+	    "                        or first line; see sa-encode(1))\n"
 	    "  -T, --template T      how a record reads (default: '" SA_DEMOS_TEMPLATE "')\n"
 	    "  -c, --ctx-size N      tokens per segment (default: the model's context)\n"
 	    "  -t, --threads N       threads (default: all CPUs)\n"
@@ -49,21 +50,15 @@ note(void *ctx, const char *msg)
 	warnx_("%s", msg);
 }
 
-static int
-format_of(const char *path, int forced)
-{
-	if (forced >= 0)
-		return forced;
-	return strcmp(path, "-") == 0 ? SA_DEMOS_TEXT : sa_demos_format_of_path(path);
-}
-
 static void
-dump(char **files, int n_files, int forced, const char *tmpl)
+dump(char **files, int n_files, const int *formats, const char *stdin_data, size_t stdin_len,
+    const char *tmpl)
 {
 	for (int f = 0; f < n_files; f++) {
 		sa_demos *d;
 
-		TRY(sa_demos_read(&d, files[f], format_of(files[f], forced), tmpl));
+		TRY(sa_demos_read(&d, files[f], strcmp(files[f], "-") ? NULL : stdin_data, stdin_len,
+		    formats[f], tmpl));
 		for (int i = 0; i < d->n; i++) {
 			fputs("{\"source\":", stdout);
 			sa_json_put_str(stdout, d->source.name, strlen(d->source.name));
@@ -73,34 +68,6 @@ dump(char **files, int n_files, int forced, const char *tmpl)
 		}
 		sa_demos_free(d);
 	}
-}
-
-/* "format=tsv context=N template=..." with each input format once, in order. */
-static char *
-make_params(const int *formats, int n_files, int n_ctx, const char *tmpl)
-{
-	char fmts[64] = "";
-	int seen = 0, records = 0;
-	char *p;
-	size_t n;
-
-	for (int f = 0; f < n_files; f++) {
-		if (seen & (1 << formats[f]))
-			continue;
-		seen |= 1 << formats[f];
-		if (*fmts)
-			strcat(fmts, ",");
-		strcat(fmts, sa_demos_format_name(formats[f]));
-		records |= formats[f] != SA_DEMOS_TEXT;
-	}
-	n = strlen(fmts) + strlen(tmpl) + 64;
-	if (!(p = malloc(n)))
-		die(SA_EINTERNAL, "out of memory");
-	if (records)
-		snprintf(p, n, "format=%s context=%d template=\"%s\"", fmts, n_ctx, tmpl);
-	else
-		snprintf(p, n, "format=%s context=%d", fmts, n_ctx);
-	return p;
 }
 
 /* old params, then "; new" unless the same (as sa_delta_chain joins them). */
@@ -150,8 +117,9 @@ main(int argc, char **argv)
 	size_t stdin_len = 0;
 	sa_delta *cached = NULL;
 	char *stdin_only[] = { "-" }, **files, abspath[PATH_MAX];
-	int forced = -1, n_ctx = 0, quiet = 0, verbose = 0, do_dump = 0, n_files, n_stdin = 0, c;
-	int progress, *formats, lock = -1;
+	int forced = SA_DEMOS_AUTO, n_ctx = 0, quiet = 0, verbose = 0, do_dump = 0, n_files;
+	int n_stdin = 0, c, progress, *formats, lock = -1;
+	char *params;
 	sa_model *model;
 	sa_adapter *adapter;
 	sa_delta *start = NULL, *d;
@@ -190,17 +158,21 @@ main(int argc, char **argv)
 		die(SA_EUSAGE, "standard input can be read only once");
 	if (sa_template_check(tmpl) != SA_OK)
 		die(SA_EUSAGE, "%s", sa_error());
-	if (do_dump) {
-		dump(files, n_files, forced, tmpl);
-		close_stdout();
-		return 0;
-	}
-	if (!model_path || !adapter_path) {
+	if (!do_dump && (!model_path || !adapter_path)) {
 		warnx_("-m MODEL and -a ADAPTER are required");
 		usage();
 	}
-	if (strcmp(out, "-") == 0 && isatty(1))
+	if (!do_dump && strcmp(out, "-") == 0 && isatty(1))
 		die(SA_EUSAGE, "refusing to write a binary delta to a terminal (use -o FILE)");
+	/* Every input's format before the model loads: bad input fails fast. */
+	if (!(formats = calloc((size_t)n_files, sizeof *formats)))
+		die(SA_EINTERNAL, "out of memory");
+	TRY(sa_demos_formats(files, n_files, forced, tmpl, formats, &stdin_data, &stdin_len));
+	if (do_dump) {
+		dump(files, n_files, formats, stdin_data, stdin_len, tmpl);
+		close_stdout();
+		return 0;
+	}
 	progress = !quiet && isatty(2);
 
 	TRY(sa_model_load(&model, model_path));
@@ -218,17 +190,13 @@ main(int argc, char **argv)
 		    append, (unsigned long long)start->adapter_fingerprint,
 		    (unsigned long long)adapter->fingerprint);
 	TRY(sa_encoder_new(&enc, model, adapter, start));
-	if (!(formats = calloc((size_t)n_files, sizeof *formats)))
-		die(SA_EINTERNAL, "out of memory");
-	for (int f = 0; f < n_files; f++)
-		formats[f] = format_of(files[f], forced);
 	/* The cache holds encodings from an empty state. */
 	if ((cache = sa_cache_dir(cache)) && append)
 		cache = NULL;
 	if (cache) {
 		int rc;
 		TRY(sa_cache_key(key, model, adapter, n_ctx, tmpl, files, formats, n_files,
-		    &stdin_data, &stdin_len));
+		    stdin_data, stdin_len));
 		rc = sa_cache_get(cache, key, model, adapter, files, n_files, &cached);
 		if (rc == SA_ENOINPUT || rc == SA_EDATA) {
 			if (verbose)
@@ -249,10 +217,8 @@ main(int argc, char **argv)
 		int n_segs;
 		long total = 0, done = 0;
 
-		if (stdin_data && !strcmp(files[f], "-"))
-			TRY(sa_demos_parse(&demos, "stdin", stdin_data, stdin_len, formats[f], tmpl));
-		else
-			TRY(sa_demos_read(&demos, files[f], formats[f], tmpl));
+		TRY(sa_demos_read(&demos, files[f], strcmp(files[f], "-") ? NULL : stdin_data,
+		    stdin_len, formats[f], tmpl));
 		TRY(sa_demos_segment(demos, model->vocab, n_ctx, &segs, &n_segs));
 		for (int s = 0; s < n_segs; s++)
 			total += segs[s].n;
@@ -281,7 +247,9 @@ main(int argc, char **argv)
 		if (!(d->adapter_path = strdup(abspath)))
 			die(SA_EINTERNAL, "out of memory");
 	}
-	set_params(d, make_params(formats, n_files, n_ctx, tmpl));
+	if (!(params = sa_demos_params(formats, n_files, n_ctx, tmpl)))
+		die_sa(SA_EINTERNAL);
+	set_params(d, params);
 	if (verbose && cached)
 		warnx_("cache hit: %s/%s.delta, %llu tokens encoded before", cache, key,
 		    (unsigned long long)d->n_tokens);

@@ -44,7 +44,7 @@ help(void)
 	    "                        those that fit in the context)\n"
 	    "      --split NAME      queries from test (default) or dev\n"
 	    "      --limit N         at most N queries per task (passages, queries per episode)\n"
-	    "      --max-labels N    classify a task with at most N train labels (default 32)\n"
+	    "      --max-labels N    classify a task with at most N labels (default 32)\n"
 	    "      --max-new N       tokens to generate per answer (default 32)\n"
 	    "  -s, --seed N          draw of the demonstrations (default 1)\n"
 	    "      --scale X         delta scale (default 1)\n"
@@ -432,11 +432,15 @@ answer(const sa_task *t, int kind, const query *q, const int *prefix, int n_pref
 enum { M_ZS, M_ICL, M_SA, M_SAK, N_METHODS };
 static const char *const method_key[N_METHODS] = { "zero-shot", "icl", "sa", "sa-many" };
 
+/* A task's row of the table, and what its run needs, settled for every
+ * task before the table starts: its queries and demonstrations. */
 typedef struct task_row {
-	char *name;
 	int set;                   /* 1 seen, 0 unseen, -1 neither */
 	int kind;
-	int n_queries, k, K;
+	int n_queries, k, K;       /* k, K: as used, the train split may hold fewer */
+	query *qs;
+	int max_need;              /* tokens the longest query needs after BOS */
+	int *demo;                 /* train rows in the seed's order: k and K first ones */
 	double acc[N_METHODS];     /* NAN: not applicable */
 } task_row;
 
@@ -473,6 +477,21 @@ check_list(const char *opt_name, const char *list, sa_task **tasks, int n)
 		if (!found)
 			usage_die(synopsis, "%s: no --task named '%s'", opt_name, tok);
 	}
+	free(copy);
+}
+
+/* A task is seen or unseen, not both. */
+static void
+check_disjoint(const char *seen, const char *unseen)
+{
+	char *copy, *tok, *save = NULL;
+
+	if (!seen || !unseen)
+		return;
+	copy = xstrdup(seen);
+	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+		if (in_list(unseen, tok))
+			usage_die(synopsis, "task '%s' is in both --seen and --unseen", tok);
 	free(copy);
 }
 
@@ -526,16 +545,16 @@ record_len(const sa_example *e)
 	return n;
 }
 
+/* The queries and demonstrations of t, scored as kind, into row. */
 static void
-eval_task(sa_task *t, int kind, task_row *row)
+plan_task(const sa_task *t, int kind, task_row *row)
 {
 	rng qr = rng_for(0, t->name, 0x5155455259ULL), dr = rng_for(opt.seed, t->name, 0);
 	int *order = xcalloc((size_t)t->n_eval, sizeof *order);
 	int *perm = xcalloc((size_t)t->n_train, sizeof *perm);
-	int *demo = xcalloc((size_t)t->n_train, sizeof *demo), *dlen;
+	int *demo = xcalloc((size_t)t->n_train, sizeof *demo);
 	int nq = t->n_eval, max_need = 0, n_demos = 0, dropped = 0, k, K, n_fit, sum;
 	query *qs;
-	toks icl = { 0 };
 	int nb = bos >= 0;
 
 	/* Queries: a fixed subset under --limit (the seed draws demonstrations
@@ -585,7 +604,6 @@ eval_task(sa_task *t, int kind, task_row *row)
 	/* Demonstrations: the seed's permutation of train, leaving out records
 	 * that alone would not fit a segment. */
 	shuffle(&dr, perm, t->n_train);
-	dlen = xcalloc((size_t)t->n_train, sizeof *dlen);
 	k = (int)opt.k;
 	K = (int)opt.K;
 	n_fit = 0;
@@ -598,8 +616,7 @@ eval_task(sa_task *t, int kind, task_row *row)
 		len = record_len(&t->train[perm[i]]);
 		if (nb + len > n_ctx)
 			continue;
-		demo[n_demos] = perm[i];
-		dlen[n_demos++] = len;
+		demo[n_demos++] = perm[i];
 		sum += len;
 		if (sum + max_need <= n_ctx)
 			n_fit = n_demos;
@@ -613,11 +630,25 @@ eval_task(sa_task *t, int kind, task_row *row)
 	if (!k)
 		die(SA_EDATA, "%s/train.tsv: no demonstration fits the context of %d", t->dir, n_ctx);
 
-	row->name = t->name;
 	row->kind = kind;
 	row->n_queries = nq;
 	row->k = k;
 	row->K = K;
+	row->qs = qs;
+	row->max_need = max_need;
+	row->demo = demo;
+	free(order);
+	free(perm);
+}
+
+/* Every method on t's planned queries. */
+static void
+run_task(const sa_task *t, task_row *row)
+{
+	int kind = row->kind, nq = row->n_queries, k = row->k, K = row->K;
+	int max_need = row->max_need, nb = bos >= 0, *demo = row->demo;
+	query *qs = row->qs;
+	toks icl = { 0 };
 
 	/* zero-shot: BOS and the query */
 	sa_model_reset_weights(model);
@@ -663,10 +694,9 @@ eval_task(sa_task *t, int kind, task_row *row)
 		sa_qa_free(&qs[i].qa);
 	free(qs);
 	free(icl.t);
-	free(order);
-	free(perm);
 	free(demo);
-	free(dlen);
+	row->qs = NULL;
+	row->demo = NULL;
 }
 
 static void
@@ -735,6 +765,39 @@ default_split_file(const char *task_dir)
 	return access(path, R_OK) == 0 ? path : NULL;
 }
 
+/* The classes of t: those the split file lists, else train's (as loaded). */
+static void
+task_labels(sa_task *t, const sa_split_entry *e)
+{
+	if (!e->n_labels)
+		return;
+	for (int i = 0; i < t->n_labels; i++)
+		free(t->labels[i]);
+	free(t->labels);
+	t->labels = xcalloc((size_t)e->n_labels, sizeof *t->labels);
+	for (int i = 0; i < e->n_labels; i++)
+		t->labels[i] = xstrdup(e->labels[i]);
+	t->n_labels = e->n_labels;
+}
+
+/* A query whose label is none of the classes is never answered right. */
+static void
+check_labels(const sa_task *t, int listed)
+{
+	int missing = 0;
+
+	for (int i = 0; i < t->n_eval; i++) {
+		int j = 0;
+		while (j < t->n_labels && strcmp(t->labels[j], t->eval[i].label) != 0)
+			j++;
+		missing += j == t->n_labels;
+	}
+	if (missing && !opt.quiet)
+		warnx_("%s: %d %s quer%s with a label %s: never answered right%s", t->name, missing,
+		    opt.split, missing == 1 ? "y" : "ies", listed ? "the split file does not list"
+		    : "train.tsv lacks", listed ? "" : " (a split file can list the labels)");
+}
+
 static void
 task_mode(void)
 {
@@ -743,7 +806,8 @@ task_mode(void)
 	sa_task **tasks = xcalloc((size_t)opt.n_tasks, sizeof *tasks);
 	task_row *rows = xcalloc((size_t)opt.n_tasks, sizeof *rows);
 	char head[N_METHODS][64];
-	int any_none = 0, any_partial = 0;
+	int any_none = 0, any_partial = 0, k_same = 1;
+	char k_used[16] = "";
 
 	if (!opt.split_file && !opt.seen && !opt.unseen)
 		opt.split_file = default_split_file(opt.tasks[0]);
@@ -755,23 +819,19 @@ task_mode(void)
 	check_list("--seen", opt.seen, tasks, opt.n_tasks);
 	check_list("--unseen", opt.unseen, tasks, opt.n_tasks);
 
-	snprintf(head[M_ZS], sizeof head[0], "zero-shot");
-	snprintf(head[M_ICL], sizeof head[0], "ICL k=%ld", opt.k);
-	snprintf(head[M_SA], sizeof head[0], "SA k=%ld", opt.k);
-	snprintf(head[M_SAK], sizeof head[0], "SA K");
-	printf("| task | set | kind | queries | %s | %s | %s | %s | K |\n"
-	    "|---|---|---|---:|---:|---:|---:|---:|---:|\n",
-	    head[M_ZS], head[M_ICL], head[M_SA], head[M_SAK]);
-	fflush(stdout);
 	for (int i = 0; i < opt.n_tasks; i++) {
 		sa_task *t = tasks[i];
+		const sa_split_entry *e = NULL;
 		int kind = SA_KIND_AUTO, set = -1;
 
 		for (int j = 0; j < n_split; j++)
-			if (strcmp(split[j].task, t->name) == 0) {
-				set = split[j].seen;
-				kind = split[j].kind;
-			}
+			if (strcmp(split[j].task, t->name) == 0)
+				e = &split[j];
+		if (e) {
+			set = e->seen;
+			kind = e->kind;
+			task_labels(t, e);
+		}
 		if (in_list(opt.seen, t->name))
 			set = 1;
 		if (in_list(opt.unseen, t->name))
@@ -779,13 +839,36 @@ task_mode(void)
 		if (kind == SA_KIND_AUTO)
 			/* one label leaves nothing to choose between */
 			kind = t->n_labels >= 2 && t->n_labels <= opt.max_labels ? KIND_CLASS : KIND_GEN;
+		if (kind == KIND_CLASS)
+			check_labels(t, e && e->n_labels);
 		rows[i].set = set;
 		any_none |= set < 0;
-		eval_task(t, kind, &rows[i]);
-		printf("| %s | %s | %s | %d |", t->name, set < 0 ? "-" : set ? "seen" : "unseen",
-		    kind == KIND_CLASS ? "class" : "gen", rows[i].n_queries);
+		plan_task(t, kind, &rows[i]);
+		k_same &= rows[i].k == rows[0].k;
+	}
+
+	/* the k of the header is the one every task used, else a column says */
+	if (k_same)
+		snprintf(k_used, sizeof k_used, "=%d", rows[0].k);
+	snprintf(head[M_ZS], sizeof head[0], "zero-shot");
+	snprintf(head[M_ICL], sizeof head[0], "ICL k%s", k_used);
+	snprintf(head[M_SA], sizeof head[0], "SA k%s", k_used);
+	snprintf(head[M_SAK], sizeof head[0], "SA K");
+	printf("| task | set | kind | queries | %s | %s | %s | %s |%s K |\n"
+	    "|---|---|---|---:|---:|---:|---:|---:|%s---:|\n",
+	    head[M_ZS], head[M_ICL], head[M_SA], head[M_SAK], k_same ? "" : " k |",
+	    k_same ? "" : "---:|");
+	fflush(stdout);
+	for (int i = 0; i < opt.n_tasks; i++) {
+		sa_task *t = tasks[i];
+
+		run_task(t, &rows[i]);
+		printf("| %s | %s | %s | %d |", t->name, rows[i].set < 0 ? "-" : rows[i].set ? "seen" : "unseen",
+		    rows[i].kind == KIND_CLASS ? "class" : "gen", rows[i].n_queries);
 		for (int m = 0; m < N_METHODS; m++)
 			put_acc(rows[i].acc[m]);
+		if (!k_same)
+			printf(" %d |", rows[i].k);
 		printf(" %d |\n", rows[i].K);
 		fflush(stdout);
 	}
@@ -805,7 +888,7 @@ task_mode(void)
 				any_partial |= partial;
 			}
 		}
-		fputs(" |\n", stdout);
+		fputs(k_same ? " |\n" : " | |\n", stdout);
 	}
 	if (any_partial)
 		puts("\n\\* mean over the tasks where the method applies (ICL: where k demonstrations fit the context).");
@@ -814,8 +897,8 @@ task_mode(void)
 		const char *names[N_METHODS];
 		char buf[N_METHODS][64];
 		snprintf(buf[M_ZS], sizeof buf[0], "zero-shot");
-		snprintf(buf[M_ICL], sizeof buf[0], "ICL (k=%ld)", opt.k);
-		snprintf(buf[M_SA], sizeof buf[0], "StreamAdapter (k=%ld)", opt.k);
+		snprintf(buf[M_ICL], sizeof buf[0], "ICL (k%s)", k_used);
+		snprintf(buf[M_SA], sizeof buf[0], "StreamAdapter (k%s)", k_used);
 		snprintf(buf[M_SAK], sizeof buf[0], "StreamAdapter (K)");
 		for (int m = 0; m < N_METHODS; m++)
 			names[m] = buf[m];
@@ -1309,6 +1392,7 @@ main(int argc, char **argv)
 		usage_die(synopsis, "--csv: give a file name (the standard output holds the tables)");
 	if (opt.n_adapters > 64)
 		usage_die(synopsis, "at most 64 adapters");
+	check_disjoint(opt.seen, opt.unseen);
 	if (opt.map && !opt.n_pairs)
 		parse_pairs("1,2,4,8,16,32,64,128,256");
 	if (!model_path && !(model_path = default_model()))

@@ -39,6 +39,8 @@ help(void)
 	    "      --unmerged         keep deltas as side paths instead of merging them\n"
 	    "      --demos FILE       encode FILE as sa-encode does (through the cache) and\n"
 	    "                         apply it too; repeatable, one stream; needs the adapter\n"
+	    "      --demos-format FMT text, tsv or jsonl for every --demos (default: from each\n"
+	    "                         file's extension or first line, as sa-encode -f)\n"
 	    "      --cache-dir DIR    cache of --demos (default: $SA_CACHE_DIR, ~/.cache/sa)\n"
 	    "  -p, --prompt TEXT      prompt text\n"
 	    "  -e, --escape           expand \\n \\t \\xHH ... in prompt and choices (default)\n"
@@ -85,7 +87,7 @@ typedef struct opts {
 	const char **choices;
 	int n_choices;
 	const char **demos, *cache_dir;
-	int n_demos;
+	int n_demos, demos_format;
 	int score, json, echo, no_bos, unmerged, verbose, escape;
 	long n_ctx, threads;
 	sampling smp;
@@ -838,8 +840,8 @@ encode_demos(sa_model *model, const sa_adapter *a, const opts *o)
 
 	if (!dir)
 		die(SA_EUSAGE, "%s", sa_error());
-	TRY(sa_cache_encode(&d, dir, model, a, (char *const *)o->demos, o->n_demos, &hit,
-	    cache_note, NULL));
+	TRY(sa_cache_encode(&d, dir, model, a, (char *const *)o->demos, o->n_demos, o->demos_format,
+	    &hit, cache_note, NULL));
 	if (o->verbose)
 		warnx_("demonstrations: %s, %llu tokens, %llu demonstrations", hit ? "cache hit" : "encoded",
 		    (unsigned long long)d->n_tokens, (unsigned long long)d->n_demos);
@@ -907,7 +909,7 @@ check_bos(const sa_model *m, const char *path)
 enum {
 	OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_NO_BOS, OPT_SCORE,
 	OPT_CHOICE, OPT_JSON, OPT_BATCH, OPT_UNMERGED, OPT_ECHO, OPT_DEMOS, OPT_CACHE_DIR,
-	OPT_NO_ESCAPE,
+	OPT_NO_ESCAPE, OPT_DEMOS_FORMAT,
 };
 
 static const struct option longopts[] = {
@@ -916,6 +918,7 @@ static const struct option longopts[] = {
 	{ "adapter", required_argument, NULL, 'a' },
 	{ "unmerged", no_argument, NULL, OPT_UNMERGED },
 	{ "demos", required_argument, NULL, OPT_DEMOS },
+	{ "demos-format", required_argument, NULL, OPT_DEMOS_FORMAT },
 	{ "cache-dir", required_argument, NULL, OPT_CACHE_DIR },
 	{ "prompt", required_argument, NULL, 'p' },
 	{ "escape", no_argument, NULL, 'e' },
@@ -952,6 +955,7 @@ parse_args(int argc, char **argv, opts *o)
 	    .min_p = 0.05, .seed = 0 };
 	o->n_ctx = -1;
 	o->escape = 1;
+	o->demos_format = SA_DEMOS_AUTO;
 	while ((c = getopt_long(argc, argv, "m:d:a:p:ef:n:s:c:t:vhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': o->model = optarg; break;
@@ -968,6 +972,10 @@ parse_args(int argc, char **argv, opts *o)
 			if (!(o->demos = realloc(o->demos, (size_t)(o->n_demos + 1) * sizeof *o->demos)))
 				die(SA_EINTERNAL, "out of memory");
 			o->demos[o->n_demos++] = optarg;
+			break;
+		case OPT_DEMOS_FORMAT:
+			if ((o->demos_format = sa_demos_format_from_name(optarg)) < 0)
+				usage_die(synopsis, "--demos-format: unknown format '%s' (text, tsv, jsonl)", optarg);
 			break;
 		case OPT_CACHE_DIR: o->cache_dir = optarg; break;
 		case 'p': o->prompt = optarg; break;
@@ -1012,6 +1020,8 @@ parse_args(int argc, char **argv, opts *o)
 		usage_die(synopsis, "-a needs a delta (-d) or demonstrations (--demos)");
 	if (o->n_demos && !o->adapter && !o->n_deltas)
 		usage_die(synopsis, "--demos needs the adapter: give -a ADAPTER");
+	if (o->demos_format != SA_DEMOS_AUTO && !o->n_demos)
+		usage_die(synopsis, "--demos-format goes with --demos");
 	if (o->batch)
 		stdin_users = strcmp(o->batch, "-") == 0;
 	else

@@ -353,15 +353,13 @@ hash_tokenizer(sha256 *s, const sa_gguf *g)
 int
 sa_cache_key(char key[SA_CACHE_KEY_LEN + 1], const sa_model *m, const sa_adapter *a,
     int n_ctx, const char *tmpl, char *const *files, const int *formats, int n,
-    char **stdin_data, size_t *stdin_len)
+    const char *stdin_data, size_t stdin_len)
 {
 	static const char hexd[] = "0123456789abcdef";
 	unsigned char digest[32], *buf;
 	sha256 s;
 	int rc = SA_OK;
 
-	*stdin_data = NULL;
-	*stdin_len = 0;
 	if (!(buf = sa_malloc(1 << 16)))
 		return SA_EINTERNAL;
 	sha_init(&s);
@@ -376,17 +374,13 @@ sa_cache_key(char key[SA_CACHE_KEY_LEN + 1], const sa_model *m, const sa_adapter
 	for (int f = 0; f < n && rc == SA_OK; f++) {
 		sha_u64(&s, (uint64_t)formats[f]);
 		if (!strcmp(files[f], "-")) {
-			if (*stdin_data)
-				rc = sa_fail(SA_EUSAGE, "standard input can be read only once");
-			else if ((rc = sa_file_read("-", stdin_data, stdin_len)) == SA_OK) {
-				sha256 body;
-				unsigned char d2[32];
-				sha_init(&body);
-				sha_add(&body, *stdin_data, *stdin_len);
-				sha_end(&body, d2);
-				sha_u64(&s, (uint64_t)*stdin_len);
-				sha_field(&s, d2, sizeof d2);
-			}
+			sha256 body;
+			unsigned char d2[32];
+			sha_init(&body);
+			sha_add(&body, stdin_data, stdin_len);
+			sha_end(&body, d2);
+			sha_u64(&s, (uint64_t)stdin_len);
+			sha_field(&s, d2, sizeof d2);
 		} else {
 			/* In a stream: a file need not fit in memory twice.  Its
 			 * length and digest go into the key, as stdin's do. */
@@ -414,12 +408,8 @@ sa_cache_key(char key[SA_CACHE_KEY_LEN + 1], const sa_model *m, const sa_adapter
 		}
 	}
 	free(buf);
-	if (rc != SA_OK) {
-		free(*stdin_data);
-		*stdin_data = NULL;
-		*stdin_len = 0;
+	if (rc != SA_OK)
 		return rc;
-	}
 	sha_end(&s, digest);
 	for (int i = 0; i < SA_CACHE_KEY_LEN / 2; i++) {
 		key[2 * i] = hexd[digest[i] >> 4];
@@ -503,9 +493,9 @@ sa_cache_put(const char *dir, const char *key, const sa_delta *d)
 
 int
 sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *a,
-    char *const *files, int n, int *hit, sa_cache_note note, void *ctx)
+    char *const *files, int n, int format, int *hit, sa_cache_note note, void *ctx)
 {
-	char key[SA_CACHE_KEY_LEN + 1], *stdin_data = NULL, *params = NULL, *fmts = NULL;
+	char key[SA_CACHE_KEY_LEN + 1], *stdin_data = NULL;
 	const char *tmpl = SA_DEMOS_TEMPLATE;
 	int *formats, n_ctx = m->cfg.n_ctx, lock = -1, rc;
 	sa_encoder *enc = NULL;
@@ -515,9 +505,8 @@ sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *
 	*hit = 0;
 	if (!(formats = sa_calloc((size_t)(n > 0 ? n : 1), sizeof *formats)))
 		return SA_EINTERNAL;
-	for (int f = 0; f < n; f++)
-		formats[f] = strcmp(files[f], "-") ? sa_demos_format_of_path(files[f]) : SA_DEMOS_TEXT;
-	if ((rc = sa_cache_key(key, m, a, n_ctx, tmpl, files, formats, n, &stdin_data, &stdin_len)) != SA_OK)
+	if ((rc = sa_demos_formats(files, n, format, tmpl, formats, &stdin_data, &stdin_len)) != SA_OK ||
+	    (rc = sa_cache_key(key, m, a, n_ctx, tmpl, files, formats, n, stdin_data, stdin_len)) != SA_OK)
 		goto done;
 	if ((rc = sa_cache_get(dir, key, m, a, files, n, out)) == SA_ENOINPUT || rc == SA_EDATA) {
 		lock = sa_cache_lock(dir, key, NULL, NULL);
@@ -542,11 +531,8 @@ sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *
 		sa_segment *segs = NULL;
 		int n_segs = 0;
 
-		if (!strcmp(files[f], "-"))
-			rc = sa_demos_parse(&demos, "stdin", stdin_data, stdin_len, formats[f], tmpl);
-		else
-			rc = sa_demos_read(&demos, files[f], formats[f], tmpl);
-		if (rc != SA_OK)
+		if ((rc = sa_demos_read(&demos, files[f], strcmp(files[f], "-") ? NULL : stdin_data,
+		    stdin_len, formats[f], tmpl)) != SA_OK)
 			break;
 		rc = sa_demos_segment(demos, m->vocab, n_ctx, &segs, &n_segs);
 		for (int s = 0; rc == SA_OK && s < n_segs; s++)
@@ -561,31 +547,10 @@ sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *
 	if (rc != SA_OK)
 		goto done;
 	/* The parameters as sa-encode words them. */
-	{
-		int seen = 0, records = 0;
-		size_t cap = 64;
-		if (!(fmts = sa_calloc(1, cap))) {
-			rc = SA_EINTERNAL;
-			goto done;
-		}
-		for (int f = 0; f < n; f++) {
-			if (seen & 1 << formats[f])
-				continue;
-			seen |= 1 << formats[f];
-			if (*fmts)
-				strcat(fmts, ",");
-			strcat(fmts, sa_demos_format_name(formats[f]));
-			records |= formats[f] != SA_DEMOS_TEXT;
-		}
-		if ((records ? asprintf(&params, "format=%s context=%d template=\"%s\"", fmts, n_ctx, tmpl)
-		    : asprintf(&params, "format=%s context=%d", fmts, n_ctx)) < 0) {
-			params = NULL;
-			rc = sa_fail(SA_EINTERNAL, "out of memory");
-			goto done;
-		}
-		free((*out)->params);
-		(*out)->params = params;
-		params = NULL;
+	free((*out)->params);
+	if (!((*out)->params = sa_demos_params(formats, n, n_ctx, tmpl))) {
+		rc = SA_EINTERNAL;
+		goto done;
 	}
 	if (sa_cache_put(dir, key, *out) != SA_OK && note) {
 		char msg[1100];
@@ -599,8 +564,6 @@ done:
 		*out = NULL;
 	}
 	sa_encoder_free(enc);
-	free(fmts);
-	free(params);
 	free(stdin_data);
 	free(formats);
 	return rc;

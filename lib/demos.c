@@ -1,11 +1,14 @@
 /*
  * demos.c - demonstrations for the encoder: plain text, TSV and JSON Lines
  * records rendered through a template, then tokenized and packed into
- * segments that each fit the context.
+ * segments that each fit the context.  A file's format comes from the
+ * caller, its extension or its first line.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "sa.h"
 
@@ -26,20 +29,6 @@ sa_demos_format_from_name(const char *name)
 		if (strcmp(name, format_names[i]) == 0)
 			return i;
 	return -1;
-}
-
-int
-sa_demos_format_of_path(const char *path)
-{
-	const char *dot = strrchr(path, '.');
-
-	if (dot && !strchr(dot, '/')) {
-		if (strcmp(dot, ".tsv") == 0)
-			return SA_DEMOS_TSV;
-		if (strcmp(dot, ".jsonl") == 0)
-			return SA_DEMOS_JSONL;
-	}
-	return SA_DEMOS_TEXT;
 }
 
 /* ------------------------------------------------------------ growable text */
@@ -201,6 +190,16 @@ demos_add(sa_demos *d, buf *text, long line)
 	return SA_OK;
 }
 
+/* A UTF-8 byte order mark is not text (a source's hash still covers it). */
+static void
+skip_bom(const char **data, size_t *len)
+{
+	if (*len >= 3 && memcmp(*data, "\xef\xbb\xbf", 3) == 0) {
+		*data += 3;
+		*len -= 3;
+	}
+}
+
 /* Next line of data at *pos: [*s, *s + *n), without '\n' and a trailing '\r'. */
 static int
 next_line(const char *data, size_t len, size_t *pos, const char **s, size_t *n)
@@ -264,8 +263,14 @@ parse_tsv(sa_demos *d, const char *data, size_t len, tmpl *t)
 		if (ncol == MAX_FIELDS)
 			return sa_fail(SA_EDATA, "%s:1: more than %d fields", d->source.name, MAX_FIELDS);
 		f[ncol] = s + start;
-		fn[ncol++] = i - start;
+		fn[ncol] = i - start;
 		start = i + 1;
+		/* a template field would read one of them and drop the other */
+		for (int c = 0; c < ncol; c++)
+			if (fn[c] == fn[ncol] && fn[c] > 0 && memcmp(f[c], f[ncol], fn[c]) == 0)
+				return sa_fail(SA_EDATA, "%s:1: column '%.*s' appears twice in the header",
+				    d->source.name, (int)fn[c], f[c]);
+		ncol++;
 	}
 	for (int p = 0; p < t->n; p++) {
 		tpart *tp = &t->part[p];
@@ -359,10 +364,12 @@ parse_jsonl(sa_demos *d, const char *data, size_t len, tmpl *t)
 		if (blank(s, n))
 			continue;
 		if ((rc = sa_json_parse(s, n, &j)) != SA_OK)
-			return sa_fail(rc, "%s:%ld: %s", d->source.name, line, sa_error());
+			return sa_fail(rc, "%s:%ld: %s (JSON Lines: one object per line)",
+			    d->source.name, line, sa_error());
 		if (j.type != SA_JSON_OBJ) {
 			sa_json_free(&j);
-			return sa_fail(SA_EDATA, "%s:%ld: not a JSON object", d->source.name, line);
+			return sa_fail(SA_EDATA, "%s:%ld: not a JSON object (JSON Lines: one object per line)",
+			    d->source.name, line);
 		}
 		for (int p = 0; p < t->n && rc == SA_OK; p++) {
 			tpart *tp = &t->part[p];
@@ -403,11 +410,7 @@ sa_demos_parse(sa_demos **out, const char *name, const char *data, size_t len,
 		free(d);
 		return sa_fail(SA_EINTERNAL, "out of memory");
 	}
-	/* A UTF-8 byte order mark is not text (the hash above still covers it). */
-	if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0) {
-		data += 3;
-		len -= 3;
-	}
+	skip_bom(&data, &len);
 	if (format == SA_DEMOS_TEXT) {
 		buf text = { 0 };
 		rc = buf_put(&text, data, len);
@@ -427,20 +430,214 @@ sa_demos_parse(sa_demos **out, const char *name, const char *data, size_t len,
 	return SA_OK;
 }
 
-int
-sa_demos_read(sa_demos **out, const char *path, int format, const char *tmpl_text)
+/* Nothing to encode: no record, or text of blank lines only. */
+static int
+demos_empty(const sa_demos *d)
 {
-	char *data;
-	size_t len;
+	if (d->format != SA_DEMOS_TEXT)
+		return d->n == 0;
+	for (size_t i = 0; i < d->demo[0].len; i++)
+		if (!strchr(" \t\r\n", d->demo[0].text[i]))
+			return 0;
+	return 1;
+}
+
+int
+sa_demos_read(sa_demos **out, const char *path, const char *data, size_t len,
+    int format, const char *tmpl_text)
+{
+	static const char *const what[] = { "empty text", "a header and no record", "no object" };
+	const char *name = strcmp(path, "-") == 0 ? "stdin" : path;
+	char *own = NULL;
 	int rc;
 
 	*out = NULL;
-	if ((rc = sa_file_read(path, &data, &len)) != SA_OK)
-		return rc;
-	rc = sa_demos_parse(out, strcmp(path, "-") == 0 ? "stdin" : path, data, len,
-	    format, tmpl_text);
-	free(data);
+	if (!data) {
+		if ((rc = sa_file_read(path, &own, &len)) != SA_OK)
+			return rc;
+		data = own;
+	}
+	rc = sa_demos_parse(out, name, data, len, format, tmpl_text);
+	free(own);
+	if (rc == SA_OK && demos_empty(*out)) {
+		sa_demos_free(*out);
+		*out = NULL;
+		return sa_fail(SA_EDATA, "%s: no demonstrations (%s)", name, what[format]);
+	}
 	return rc;
+}
+
+/* ---------------------------------------------------------------- formats */
+
+/* Bytes of a file's start that detection reads: the whole of stdin and the
+ * head of a file read later give the same answer. */
+#define SNIFF_LEN 65536
+
+/* tsv, jsonl or text from the first line of data[0..len), len <= SNIFF_LEN;
+ * whole: len is all of the file. */
+static int
+format_of_content(const char *name, const char *data, size_t len, int whole,
+    const char *tmpl_text, int *format)
+{
+	const char *s, *j0;
+	size_t n, pos = 0, ok;
+	long line = 0;
+	tmpl t;
+	int rc;
+
+	skip_bom(&data, &len);
+	ok = sa_text_len(data, len);
+	/* a head may end inside a character */
+	if (ok < len && (whole || data[ok] == '\0' || len - ok > 3))
+		return sa_fail(SA_EDATA, "%s: not text (a NUL byte or invalid UTF-8)", name);
+	*format = SA_DEMOS_TEXT;
+	do {
+		if (!next_line(data, len, &pos, &s, &n))
+			return SA_OK;
+		line++;
+	} while (blank(s, n));
+	for (j0 = s; *j0 == ' ' || *j0 == '\t'; j0++)
+		;
+	if (*j0 == '{') {
+		sa_json j;
+		int obj = 0;
+		/* a line longer than the head is taken for what it starts as */
+		if (!whole && !memchr(s, '\n', (size_t)(data + len - s)))
+			obj = 1;
+		else if (sa_json_parse(s, n, &j) == SA_OK) {
+			obj = j.type == SA_JSON_OBJ;
+			sa_json_free(&j);
+		}
+		if (obj) {
+			*format = SA_DEMOS_JSONL;
+			return SA_OK;
+		}
+		return sa_fail(SA_EDATA, "%s:%ld: cannot tell the format: the line starts like "
+		    "JSON Lines but is not a JSON object; give its format (text, tsv or jsonl)", name, line);
+	}
+	if (!memchr(s, '\t', n))
+		return SA_OK;
+	/* a tab: a TSV header if it names every field of the template */
+	if ((rc = tmpl_compile(&t, tmpl_text ? tmpl_text : SA_DEMOS_TEMPLATE)) != SA_OK)
+		return rc;
+	rc = SA_OK;
+	for (int p = 0; p < t.n && rc == SA_OK; p++) {
+		size_t a = 0, found = 0;
+		if (!t.part[p].is_field)
+			continue;
+		while (a <= n && !found) {
+			const char *tab = memchr(s + a, '\t', n - a);
+			size_t b = tab ? (size_t)(tab - s) : n;
+			found = b - a == t.part[p].len && memcmp(s + a, t.part[p].text, b - a) == 0;
+			a = b + 1;
+		}
+		if (!found)
+			rc = sa_fail(SA_EDATA, "%s:%ld: cannot tell the format: a line with tabs "
+			    "but not a header naming '%s'; give its format (text, tsv or jsonl)", name, line,
+			    t.part[p].text);
+	}
+	tmpl_free(&t);
+	if (rc == SA_OK)
+		*format = SA_DEMOS_TSV;
+	return rc;
+}
+
+int
+sa_demos_format_resolve(const char *path, const char *data, size_t len,
+    const char *tmpl_text, int *format)
+{
+	static const struct { const char *ext; int format; } ext[] = {
+		{ "tsv", SA_DEMOS_TSV }, { "jsonl", SA_DEMOS_JSONL },
+		{ "json", SA_DEMOS_JSONL }, { "txt", SA_DEMOS_TEXT },
+	};
+	const char *dot = strrchr(path, '.');
+	char *head = NULL;
+	FILE *fp;
+	int rc, whole;
+
+	if (*format != SA_DEMOS_AUTO)
+		return SA_OK;
+	if (strcmp(path, "-") != 0 && dot && !strchr(dot, '/')) {
+		for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++)
+			if (strcasecmp(dot + 1, ext[i].ext) == 0) {
+				*format = ext[i].format;
+				return SA_OK;
+			}
+		if (strcasecmp(dot, ".csv") == 0)
+			return sa_fail(SA_EDATA, "%s: CSV is not read: convert it to TSV or "
+			    "JSON Lines, or give its format", path);
+	}
+	if (data) {
+		whole = len <= SNIFF_LEN;
+		return format_of_content(strcmp(path, "-") ? path : "stdin", data,
+		    whole ? len : SNIFF_LEN, whole, tmpl_text, format);
+	}
+	if (!(fp = fopen(path, "rb")))
+		return sa_fail(SA_ENOINPUT, "%s: %s", path, strerror(errno));
+	if (!(head = sa_malloc(SNIFF_LEN))) {
+		fclose(fp);
+		return SA_EINTERNAL;
+	}
+	len = fread(head, 1, SNIFF_LEN, fp);
+	if (ferror(fp))
+		rc = sa_fail(SA_EIO, "%s: %s", path, strerror(errno ? errno : EIO));
+	else
+		rc = format_of_content(path, head, len, len < SNIFF_LEN, tmpl_text, format);
+	fclose(fp);
+	free(head);
+	return rc;
+}
+
+int
+sa_demos_formats(char *const *files, int n, int forced, const char *tmpl_text,
+    int *formats, char **stdin_data, size_t *stdin_len)
+{
+	int rc = SA_OK;
+
+	*stdin_data = NULL;
+	*stdin_len = 0;
+	for (int f = 0; f < n && rc == SA_OK; f++) {
+		formats[f] = forced;
+		if (strcmp(files[f], "-") == 0) {
+			if (*stdin_data)
+				rc = sa_fail(SA_EUSAGE, "standard input can be read only once");
+			else if ((rc = sa_file_read("-", stdin_data, stdin_len)) == SA_OK)
+				rc = sa_demos_format_resolve("-", *stdin_data, *stdin_len, tmpl_text,
+				    &formats[f]);
+		} else {
+			rc = sa_demos_format_resolve(files[f], NULL, 0, tmpl_text, &formats[f]);
+		}
+	}
+	if (rc != SA_OK) {
+		free(*stdin_data);
+		*stdin_data = NULL;
+		*stdin_len = 0;
+	}
+	return rc;
+}
+
+char *
+sa_demos_params(const int *formats, int n, int n_ctx, const char *tmpl_text)
+{
+	char fmts[32] = "", *p;
+	int seen = 0, records = 0, rc;
+
+	for (int f = 0; f < n; f++) {
+		if (seen & 1 << formats[f])
+			continue;
+		seen |= 1 << formats[f];
+		if (*fmts)
+			strcat(fmts, ",");
+		strcat(fmts, sa_demos_format_name(formats[f]));
+		records |= formats[f] != SA_DEMOS_TEXT;
+	}
+	rc = records ? asprintf(&p, "format=%s context=%d template=\"%s\"", fmts, n_ctx, tmpl_text)
+	    : asprintf(&p, "format=%s context=%d", fmts, n_ctx);
+	if (rc < 0) {
+		sa_fail(SA_EINTERNAL, "out of memory");
+		return NULL;
+	}
+	return p;
 }
 
 void

@@ -210,8 +210,41 @@ kind_of(const char *s)
 	return SA_KIND_AUTO;
 }
 
+static void
+labels_free(char **l, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(l[i]);
+	free(l);
+}
+
+/* "a|b|c" into e's labels; "" and "-" list none. */
 static int
-split_add(sa_split_entry **s, int *n, const char *task, int seen, int kind)
+labels_set(sa_split_entry *e, const char *list)
+{
+	labels_free(e->labels, e->n_labels);
+	e->labels = NULL;
+	e->n_labels = 0;
+	if (!list || !*list || strcmp(list, "-") == 0)
+		return SA_OK;
+	for (const char *p = list; p; ) {
+		const char *bar = strchr(p, '|');
+		size_t len = bar ? (size_t)(bar - p) : strlen(p);
+		char **l = realloc(e->labels, (size_t)(e->n_labels + 1) * sizeof *l);
+
+		if (!l)
+			return sa_fail(SA_EINTERNAL, "out of memory");
+		e->labels = l;
+		if (!(l[e->n_labels] = strndup(p, len)))
+			return sa_fail(SA_EINTERNAL, "out of memory");
+		e->n_labels++;
+		p = bar ? bar + 1 : NULL;
+	}
+	return SA_OK;
+}
+
+static int
+split_add(sa_split_entry **s, int *n, const char *task, int seen, int kind, const char *labels)
 {
 	sa_split_entry *p;
 
@@ -220,17 +253,31 @@ split_add(sa_split_entry **s, int *n, const char *task, int seen, int kind)
 		if (strcmp((*s)[i].task, task) == 0) {
 			(*s)[i].seen = seen;
 			(*s)[i].kind = kind;
-			return SA_OK;
+			return labels_set(&(*s)[i], labels);
 		}
 	if (!(p = realloc(*s, (size_t)(*n + 1) * sizeof *p)))
 		return sa_fail(SA_EINTERNAL, "out of memory");
 	*s = p;
+	memset(&p[*n], 0, sizeof *p);
 	if (!(p[*n].task = strdup(task)))
 		return sa_fail(SA_EINTERNAL, "out of memory");
 	p[*n].seen = seen;
 	p[*n].kind = kind;
 	(*n)++;
-	return SA_OK;
+	return labels_set(&p[*n - 1], labels);
+}
+
+/* Bytes of s a message quotes: at most 24, cut between characters. */
+static int
+quote_len(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n <= 24)
+		return (int)n;
+	for (n = 24; n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80; n--)
+		;
+	return (int)n;
 }
 
 /* Split line at sep into at most max trimmed fields; returns how many. */
@@ -292,7 +339,7 @@ split_md_row(char *line, int heading, sa_split_entry **s, int *n)
 	}
 	if (seen < 0 || !*task || strcasecmp(task, "task") == 0 || *task == '-' || *task == ':')
 		return SA_OK;
-	return split_add(s, n, task, seen, kind);
+	return split_add(s, n, task, seen, kind, NULL);
 }
 
 int
@@ -302,12 +349,16 @@ sa_split_read(const char *path, sa_split_entry **out, int *n)
 	size_t len;
 	long lineno = 0;
 	/* TSV columns: positional, or named by a header row starting "task" */
-	int c_split = 1, c_kind = 2, heading = -1, rc;
+	int c_split = 1, c_kind = 2, c_labels = -1, heading = -1, rc;
 
 	*out = NULL;
 	*n = 0;
 	if ((rc = sa_file_read(path, &data, &len)) != SA_OK)
 		return rc;
+	if (sa_text_len(data, len) < len) {
+		free(data);
+		return sa_fail(SA_EDATA, "%s: not a text file", path);
+	}
 	for (line = data; line && rc == SA_OK; line = next) {
 		char *f[64], *p;
 		int nf, seen, kind = SA_KIND_AUTO;
@@ -328,12 +379,14 @@ sa_split_read(const char *path, sa_split_entry **out, int *n)
 			continue;   /* prose */
 		nf = fields(p, '\t', f, 64);
 		if (strcasecmp(f[0], "task") == 0) {
-			c_split = c_kind = -1;
+			c_split = c_kind = c_labels = -1;
 			for (int i = 1; i < nf; i++) {
 				if (strcasecmp(f[i], "split") == 0 || strcasecmp(f[i], "set") == 0)
 					c_split = i;
 				else if (strcasecmp(f[i], "kind") == 0)
 					c_kind = i;
+				else if (strcasecmp(f[i], "labels") == 0)
+					c_labels = i;
 			}
 			if (c_split < 0)
 				rc = sa_fail(SA_EDATA, "%s:%ld: no column 'split' in the header", path, lineno);
@@ -342,13 +395,15 @@ sa_split_read(const char *path, sa_split_entry **out, int *n)
 		seen = c_split < nf ? seen_of(f[c_split]) : -1;
 		if (c_kind >= 0 && c_kind < nf && *f[c_kind] &&
 		    (kind = kind_of(f[c_kind])) == SA_KIND_AUTO)
-			rc = sa_fail(SA_EDATA, "%s:%ld: kind '%s' is neither class nor gen",
-			    path, lineno, f[c_kind]);
+			rc = sa_fail(SA_EDATA, "%s:%ld: kind '%.*s%s' is neither class nor gen",
+			    path, lineno, quote_len(f[c_kind]), f[c_kind],
+			    f[c_kind][quote_len(f[c_kind])] ? "..." : "");
 		else if (seen < 0 || !*f[0])
 			rc = sa_fail(SA_EDATA, "%s:%ld: want task<TAB>seen|unseen[<TAB>class|gen]",
 			    path, lineno);
 		else
-			rc = split_add(out, n, f[0], seen, kind);
+			rc = split_add(out, n, f[0], seen, kind,
+			    c_labels >= 0 && c_labels < nf ? f[c_labels] : NULL);
 	}
 	free(data);
 	if (rc != SA_OK) {
@@ -362,8 +417,10 @@ sa_split_read(const char *path, sa_split_entry **out, int *n)
 void
 sa_split_free(sa_split_entry *s, int n)
 {
-	for (int i = 0; s && i < n; i++)
+	for (int i = 0; s && i < n; i++) {
 		free(s[i].task);
+		labels_free(s[i].labels, s[i].n_labels);
+	}
 	free(s);
 }
 

@@ -118,6 +118,19 @@ utf8_len(const unsigned char *s, size_t avail, uint32_t *cp)
 	return n;
 }
 
+size_t
+sa_text_len(const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0;
+	uint32_t cp;
+	int k;
+
+	while (i < n && u[i] && (k = utf8_len(u + i, n - i, &cp)))
+		i += (size_t)k;
+	return i;
+}
+
 static size_t
 utf8_put(char *out, uint32_t cp)
 {

@@ -406,6 +406,9 @@ void sa_json_put_str(FILE *fp, const char *s, size_t len);
 void sa_json_put_num(FILE *fp, double v);
 /* Write any value, compact, on one line. */
 void sa_json_put(FILE *fp, const sa_json *j);
+/* Bytes from the start of s[0..n) that are well-formed UTF-8 without a NUL:
+ * n when all of it is text. */
+size_t sa_text_len(const char *s, size_t n);
 
 /* --------------------------------------------------------------- adapter */
 
@@ -543,8 +546,8 @@ int sa_context_map(const sa_adapter *a, int layer, int mat, const float *k,
 
 /* -------------------------------------------------------- demonstrations */
 
-/* Input formats of sa-encode(1). */
-enum { SA_DEMOS_TEXT = 0, SA_DEMOS_TSV = 1, SA_DEMOS_JSONL = 2 };
+/* Input formats of sa-encode(1); AUTO: from the name or the content. */
+enum { SA_DEMOS_AUTO = -1, SA_DEMOS_TEXT = 0, SA_DEMOS_TSV = 1, SA_DEMOS_JSONL = 2 };
 
 /* Default record template, in the template language (escapes unexpanded). */
 #define SA_DEMOS_TEMPLATE "{input} -> {label}\\n"
@@ -566,8 +569,27 @@ typedef struct sa_demos {
 /* "text", "tsv", "jsonl"; and back (-1 if unknown). */
 const char *sa_demos_format_name(int format);
 int sa_demos_format_from_name(const char *name);
-/* The format a path's extension implies: .tsv, .jsonl, else text. */
-int sa_demos_format_of_path(const char *path);
+/*
+ * The format of the demonstrations in path ("-": stdin) when *format is
+ * SA_DEMOS_AUTO, by the rules of sa-encode(1): the extension in any case
+ * (.tsv; .jsonl, .json; .txt), else the first non-blank line (a JSON
+ * object; a TSV header naming the fields of tmpl; else text).  data: the
+ * bytes when read already (stdin), else NULL and the file's start is read.
+ * CSV, bytes that are not text, a line that could be either: SA_EDATA
+ * "name: ...".
+ */
+int sa_demos_format_resolve(const char *path, const char *data, size_t len,
+    const char *tmpl, int *format);
+/*
+ * formats[i] of files[0..n): forced unless SA_DEMOS_AUTO, else resolved.
+ * "-" is read here, once, into *stdin_data (malloc'd; NULL without "-"),
+ * for sa_demos_read and sa_cache_key; a second "-" is SA_EUSAGE.
+ */
+int sa_demos_formats(char *const *files, int n, int forced, const char *tmpl,
+    int *formats, char **stdin_data, size_t *stdin_len);
+/* What a delta's params say of an encoding: "format=tsv context=N
+ * template=..." with each format once, in order (malloc'd; NULL on OOM). */
+char *sa_demos_params(const int *formats, int n, int n_ctx, const char *tmpl);
 
 /* {field} substitution with \n \t \r \\ \{ \} escapes; SA_EUSAGE
  * "template: ..." if malformed. */
@@ -581,8 +603,11 @@ int sa_template_check(const char *tmpl);
  */
 int sa_demos_parse(sa_demos **out, const char *name, const char *data, size_t len,
     int format, const char *tmpl);
-/* Read path ("-" = stdin) and parse it. */
-int sa_demos_read(sa_demos **out, const char *path, int format, const char *tmpl);
+/* The demonstrations of path ("-" = stdin) in a resolved format: its bytes
+ * are data when not NULL (stdin, read once), else read here.  Parsed as
+ * sa_demos_parse does; none at all is SA_EDATA "name: no demonstrations". */
+int sa_demos_read(sa_demos **out, const char *path, const char *data, size_t len,
+    int format, const char *tmpl);
 void sa_demos_free(sa_demos *d);
 
 /* Tokens the encoder takes in one forward pass from position 0. */
@@ -776,14 +801,14 @@ char *sa_cache_default_dir(void);
 int sa_cache_name_kind(const char *name);
 
 /*
- * The key of encoding files (formats[i] each, "-" = stdin) through model m
- * and adapter a, with template tmpl, in segments of n_ctx tokens.  Files
- * are read as a stream; stdin is kept whole in *stdin_data (malloc'd; NULL
- * without "-") for the encoder, which cannot read it again.
+ * The key of encoding files (formats[i] each, resolved; "-" = stdin, whose
+ * bytes are stdin_data, see sa_demos_formats) through model m and adapter
+ * a, with template tmpl, in segments of n_ctx tokens.  Files are read as a
+ * stream.
  */
 int sa_cache_key(char key[SA_CACHE_KEY_LEN + 1], const sa_model *m, const sa_adapter *a,
     int n_ctx, const char *tmpl, char *const *files, const int *formats, int n,
-    char **stdin_data, size_t *stdin_len);
+    const char *stdin_data, size_t stdin_len);
 /*
  * Look key up in dir.  Hit: SA_OK, and *d with its sources named after
  * files, params and adapter_path NULL (the caller's to set); the entry's
@@ -811,12 +836,13 @@ typedef void (*sa_cache_note)(void *ctx, const char *msg);
 int sa_cache_lock(const char *dir, const char *key, sa_cache_note waiting, void *ctx);
 void sa_cache_unlock(const char *dir, const char *key, int fd);
 /*
- * The delta "sa-encode -m M -a A FILE..." makes with its defaults (formats
- * from the names, the default template, the model's context), through the
- * cache in dir: *hit = 1 when it came from the cache.
+ * The delta "sa-encode -m M -a A [-f FORMAT] FILE..." makes with its
+ * defaults (format SA_DEMOS_AUTO: each file's resolved, the default
+ * template, the model's context), through the cache in dir: *hit = 1 when
+ * it came from the cache.
  */
 int sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *a,
-    char *const *files, int n, int *hit, sa_cache_note note, void *ctx);
+    char *const *files, int n, int format, int *hit, sa_cache_note note, void *ctx);
 
 /* ------------------------------------------------------------ evaluation */
 
@@ -852,16 +878,19 @@ typedef struct sa_split_entry {
 	char *task;
 	int seen;                /* 1: the adapter was trained on it; 0: unseen */
 	int kind;                /* SA_KIND_*; AUTO when the file does not say */
+	char **labels;           /* the classes a "labels" column lists (a|b|c) */
+	int n_labels;            /* 0: not listed */
 } sa_split_entry;
 
 /*
  * A split file.  TSV: lines "task<TAB>seen|unseen[<TAB>class|gen]", or
- * columns named by a header row "task<TAB>...", of which "split" (or "set")
- * and "kind" are read.  Markdown: table rows whose first cell is the task
- * and another cell "seen" or "unseen" (else the set is the one the last
- * heading names, as in "## Unseen tasks"); a cell starting "class" or "gen"
- * gives the kind.  Other lines are prose.  A TSV row without a set or with
- * an unknown kind: SA_EDATA "path:LINE: ...".
+ * columns named by a header row "task<TAB>...", of which "split" (or "set"),
+ * "kind" and "labels" are read.  Markdown: table rows whose first cell is
+ * the task and another cell "seen" or "unseen" (else the set is the one the
+ * last heading names, as in "## Unseen tasks"); a cell starting "class" or
+ * "gen" gives the kind.  Other lines are prose.  A TSV row without a set or
+ * with an unknown kind: SA_EDATA "path:LINE: ..."; a file that is not UTF-8
+ * text: SA_EDATA.
  */
 int sa_split_read(const char *path, sa_split_entry **out, int *n);
 void sa_split_free(sa_split_entry *s, int n);

@@ -231,6 +231,52 @@ entries() {
 	run -66 "$RUN" --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" --demos "$T/missing.tsv" -p x
 }
 
+@test "sa-run --demos: TSV and JSON Lines from stdin, by content or --demos-format" {
+	RUN="$ROOT/bin/sa-run"
+	"$ENC" -m "$D/m.gguf" -a "$D/a.gguf" -o "$T/x.delta" "$D/x.tsv"
+	want=$("$RUN" -m "$D/m.gguf" -d "$T/x.delta" --temp 0 -n 12 -p 'fine acting ->')
+	cp "$D/x.tsv" "$T/X.TSV"
+	run --separate-stderr "$RUN" --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" \
+	    --demos "$T/X.TSV" --temp 0 -n 12 -p 'fine acting ->'
+	assert_output "$want"
+	for how in "" "--demos-format tsv"; do
+		run --separate-stderr "$RUN" --cache-dir "$T/cache${how:+-forced}" -m "$D/m.gguf" -a "$D/a.gguf" \
+		    --demos - $how --temp 0 -n 12 -p 'fine acting ->' < "$D/x.tsv"
+		assert_success
+		assert_output "$want"
+	done
+	# the same records as JSON Lines
+	awk -F'\t' 'NR > 1 { printf "{\"input\":\"%s\",\"label\":\"%s\"}\n", $1, $2 }' "$D/x.tsv" > "$T/x.jsonl"
+	run --separate-stderr "$RUN" --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" \
+	    --demos - --temp 0 -n 12 -p 'fine acting ->' < "$T/x.jsonl"
+	assert_output "$want"
+	# stdin read as text when told so: another delta
+	run --separate-stderr "$RUN" --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" \
+	    --demos - --demos-format text --temp 0 -n 12 -p 'fine acting ->' < "$D/x.tsv"
+	assert_success
+	[ "$output" != "$want" ]
+	run -64 --separate-stderr "$RUN" -m "$D/m.gguf" -a "$D/a.gguf" --demos - --demos-format csv -p x
+	run -64 --separate-stderr "$RUN" -m "$D/m.gguf" --demos-format tsv -p x
+	[[ "$stderr" == *"--demos-format goes with --demos"* ]]
+}
+
+@test "sa-run --demos: a file without demonstrations or in an unknown format exits 65" {
+	RUN="$ROOT/bin/sa-run"
+	printf 'input\tlabel\n' > "$T/h.tsv"
+	run -65 --separate-stderr "$RUN" --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" \
+	    --demos "$T/h.tsv" --temp 0 -n 2 -p x
+	assert_equal "$stderr" "sa-run: $T/h.tsv: no demonstrations (a header and no record)"
+	run -65 --separate-stderr "$RUN" --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" \
+	    --demos - --temp 0 -n 2 -p x < /dev/null
+	assert_equal "$stderr" "sa-run: stdin: no demonstrations (empty text)"
+	printf 'input,label\n' > "$T/x.csv"
+	run -65 --separate-stderr "$RUN" --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" \
+	    --demos "$T/x.csv" --temp 0 -n 2 -p x
+	[[ "$stderr" == *"x.csv: CSV is not read"* ]]
+	# nothing was cached
+	[ ! -e "$C" ] || [ "$(entries)" -eq 0 ]
+}
+
 @test "sa-cache: --help, --version, usage errors" {
 	run --separate-stderr "$CACHE" --help
 	assert_success

@@ -162,12 +162,97 @@ setup() {
 	assert_success
 	assert_line -n 0 "{\"source\":\"$T/r.jsonl\",\"line\":1,\"text\":\"Q: 2+2\\nA: 4\\t{2+2}\\\\\"}"
 	assert_line -n 1 "{\"source\":\"$T/r.jsonl\",\"line\":3,\"text\":\"Q: w\\\"hy\\nA: xé\\t{w\\\"hy}\\\\\"}"
-	# --format overrides the extension; stdin defaults to text.
+	# --format overrides the extension and the content.
 	run "$ENC" --dump -f tsv - <"$T/r.tsv"
 	assert_line -n 0 '{"source":"stdin","line":2,"text":"x\ty -> yes\n"}'
-	run "$ENC" --dump <"$T/r.tsv"
+	run "$ENC" --dump -f text - <"$T/r.tsv"
 	[ "${#lines[@]}" -eq 1 ]
 	assert_output --partial '"line":1,"text":"label\tinput'
+}
+
+@test "formats: extensions in any case, the content where the name says nothing, stdin too" {
+	cp "$D/a.tsv" "$T/A.TSV"
+	cp "$D/a.tsv" "$T/noext"
+	printf '{"input":"great film","label":"pos"}\n{"input":"dull","label":"neg"}\n' > "$T/q.json"
+	cp "$T/q.json" "$T/Q.JSONL"
+	cp "$T/q.json" "$T/q.data"
+	run --separate-stderr "$ENC" --dump -f tsv "$D/a.tsv"
+	tsv=$(echo "$output" | cut -d, -f2-)
+	[ "${#lines[@]}" -eq 3 ]
+	for f in "$T/A.TSV" "$T/noext" -; do
+		run --separate-stderr "$ENC" --dump "$f" < "$D/a.tsv"
+		assert_success
+		assert_equal "$(echo "$output" | cut -d, -f2-)" "$tsv"
+	done
+	for f in "$T/q.json" "$T/Q.JSONL" "$T/q.data" -; do
+		run --separate-stderr "$ENC" --dump "$f" < "$T/q.json"
+		assert_success
+		assert_line -n 0 --partial '"line":1,"text":"great film -> pos\n"}'
+		assert_line -n 1 --partial '"line":2,"text":"dull -> neg\n"}'
+	done
+	# a header naming the template's fields decides, whatever the template
+	printf 'q\ta\nwhy\tbecause\n' | "$ENC" --dump -T '{q}={a}' | grep -q '"text":"why=because"'
+	# text: .txt whatever it holds, and what has neither tabs nor JSON
+	cp "$D/a.tsv" "$T/noext.txt"
+	run --separate-stderr "$ENC" --dump "$T/noext.txt"
+	[ "${#lines[@]}" -eq 1 ]
+	run --separate-stderr "$ENC" --dump - <<< 'plain words'
+	assert_output '{"source":"stdin","line":1,"text":"plain words\n"}'
+	# the encoding of what stdin was found to be
+	"$ENC" -m "$M" -a "$D/a1.gguf" -o "$T/f.delta" -f jsonl - < "$T/q.json"
+	"$ENC" -m "$M" -a "$D/a1.gguf" -o "$T/s.delta" < "$T/q.json"
+	"$DIFF" "$T/f.delta" "$T/s.delta"
+	"$INFO" --json "$T/s.delta" | grep -q '"n_demos":2'
+}
+
+@test "formats: CSV, binary and what could be two formats are refused with 65, one line" {
+	printf 'input,label\ngreat,pos\n' > "$T/a.csv"
+	cp "$T/a.csv" "$T/A.CSV"
+	run -65 --separate-stderr "$ENC" --dump "$T/A.CSV"
+	run -65 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -o "$T/x" "$T/a.csv"
+	assert_equal "$stderr" "sa-encode: $T/a.csv: CSV is not read: convert it to TSV or JSON Lines, or give its format"
+	[ ! -e "$T/x" ]
+	# a line with tabs that names no template field: TSV with a bad header, or text?
+	run -65 --separate-stderr "$ENC" --dump - <<< $'hello\tworld'
+	assert_equal "$stderr" "sa-encode: stdin:1: cannot tell the format: a line with tabs but not a header naming 'input'; give its format (text, tsv or jsonl)"
+	run -65 --separate-stderr "$ENC" --dump - <<< '{not json'
+	[[ "$stderr" == "sa-encode: stdin:1: cannot tell the format: "*"not a JSON object"* ]]
+	head -c 3000 "$M" > "$T/bin"
+	run -65 --separate-stderr "$ENC" --dump "$T/bin"
+	[[ "$stderr" == "sa-encode: $T/bin: not text"* ]]
+	[ "${#stderr}" -lt 120 ]
+	# the format given wins
+	run --separate-stderr "$ENC" --dump -f text - <<< $'hello\tworld'
+	assert_success
+	run --separate-stderr "$ENC" --dump -f tsv "$T/a.csv"
+	assert_failure 65
+	[[ "$stderr" == *"a.csv:1: no field 'input'"* ]]
+}
+
+@test "no demonstrations (empty text, a header alone, blank JSON Lines) exits 65" {
+	printf 'input\tlabel\n' > "$T/h.tsv"
+	: > "$T/e.txt"
+	printf '\n  \n' > "$T/e.jsonl"
+	for f in h.tsv e.txt e.jsonl; do
+		run -65 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -o "$T/x" "$D/a.tsv" "$T/$f"
+		[[ "$stderr" == "sa-encode: $T/$f: no demonstrations ("*")" ]]
+		[ ! -e "$T/x" ]
+		run -65 --separate-stderr "$ENC" --dump "$T/$f"
+	done
+	run -65 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -o "$T/x" < /dev/null
+	assert_equal "$stderr" "sa-encode: stdin: no demonstrations (empty text)"
+	run -65 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -o "$T/x" -f tsv - < "$T/h.tsv"
+	assert_equal "$stderr" "sa-encode: stdin: no demonstrations (a header and no record)"
+}
+
+@test "a TSV header naming a column twice exits 65 naming it" {
+	printf 'input\tlabel\tinput\nx\ty\tz\n' > "$T/d.tsv"
+	run -65 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -o "$T/x" "$T/d.tsv"
+	assert_equal "$stderr" "sa-encode: $T/d.tsv:1: column 'input' appears twice in the header"
+	# columns the template does not use, too
+	printf 'input\tlabel\tnote\tnote\nx\ty\ta\tb\n' > "$T/n.tsv"
+	run -65 --separate-stderr "$ENC" --dump "$T/n.tsv"
+	[[ "$stderr" == *"column 'note' appears twice"* ]]
 }
 
 @test "a record missing a template field exits 65 naming file and line" {
@@ -244,10 +329,10 @@ setup() {
 
 @test "the delta goes to stdout by default and can be read from a pipe" {
 	"$ENC" -m "$M" -a "$D/a1.gguf" <"$D/a.tsv" >"$T/s.delta"
-	"$ENC" -m "$M" -a "$D/a1.gguf" -f text -o "$T/f.delta" - <"$D/a.tsv"
+	"$ENC" -m "$M" -a "$D/a1.gguf" -f tsv -o "$T/f.delta" - <"$D/a.tsv"
 	run "$DIFF" "$T/s.delta" "$T/f.delta"
 	assert_success
 	run "$INFO" --json "$T/s.delta"
 	assert_output --partial '"name":"stdin"'
-	assert_output --partial '"n_demos":0'
+	assert_output --partial '"n_demos":3'
 }

@@ -120,8 +120,9 @@ first_table() {
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" -k 8 -t 1 -q \
 	    --seen long,color "$D/tasks/long" "$D/tasks/color"
 	assert_success
-	assert_line --regexp '^\| long \| seen \| class \| 4 \| [0-9.]+ \| n/a \| [0-9.]+ \| [0-9.]+ \| [0-9]+ \|$'
-	assert_line --regexp '^\| color \| seen \| class \| 4 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9]+ \|$'
+	# long holds 6 demonstrations, color 8: a column says which k each used
+	assert_line --regexp '^\| long \| seen \| class \| 4 \| [0-9.]+ \| n/a \| [0-9.]+ \| [0-9.]+ \| 6 \| [0-9]+ \|$'
+	assert_line --regexp '^\| color \| seen \| class \| 4 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 8 \| [0-9]+ \|$'
 	# the mean over seen tasks says ICL left one out
 	assert_line --regexp '^\| seen \(avg\) \| \| \| 2 tasks \| [0-9.]+ \| [0-9.]+\* \|'
 	assert_output --partial "mean over the tasks where the method applies"
@@ -333,4 +334,64 @@ first_table() {
 	# a jsonl that cannot be created
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --jsonl "$T/no/such/dir/q.jsonl" "$D/tasks/color"
 	assert_failure 73
+}
+
+@test "--seen and --unseen naming one task is a usage error" {
+	run -64 --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --seen color,echo --unseen echo \
+	    "$D/tasks/color" "$D/tasks/echo"
+	[[ "$stderr" == "sa-eval: task 'echo' is in both --seen and --unseen"* ]]
+	assert_output ""
+}
+
+@test "a split file that is not text: 65 and one short line, no bytes of it quoted" {
+	run -65 --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --split-file "$M" "$D/tasks/color"
+	assert_equal "$stderr" "sa-eval: $M: not a text file"
+	# a long bad value is quoted in part
+	printf 'color\tseen\t%s\n' "$(printf 'classy%.0s' $(seq 20))" > "$T/long.tsv"
+	run -65 --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --split-file "$T/long.tsv" "$D/tasks/color"
+	assert_equal "$stderr" "sa-eval: $T/long.tsv:1: kind 'classyclassyclassyclassy...' is neither class nor gen"
+}
+
+@test "the header shows the k used: the train split's size when smaller, per task when they differ" {
+	# color has 8 train rows
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" -k 16 -t 1 -q --limit 1 "$D/tasks/color"
+	assert_success
+	assert_line --index 0 '| task | set | kind | queries | zero-shot | ICL k=8 | SA k=8 | SA K | K |'
+	assert_line --regexp '^\| ICL \(k=8\) \|'
+	# a task of 3 train rows beside it: a column of k per task
+	printf '%s\n' a:red b:blue c:red d:blue e:red f:blue g:red | tr : '\t' | mktask "$T/tiny"
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" -k 16 -t 1 -q --limit 1 \
+	    --jsonl "$T/q.jsonl" "$D/tasks/color" "$T/tiny"
+	assert_success
+	assert_line --index 0 '| task | set | kind | queries | zero-shot | ICL k | SA k | SA K | k | K |'
+	assert_line --index 1 '|---|---|---|---:|---:|---:|---:|---:|---:|---:|'
+	assert_line --index 2 --regexp '^\| color \| - \| class \| 1 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 8 \| 8 \|$'
+	assert_line --index 3 --regexp '^\| tiny \| - \| class \| 1 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| 3 \| 3 \|$'
+	assert_line --regexp '^\| all \(avg\) \| \| \| 2 tasks \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| \| \|$'
+	assert_line --regexp '^\| ICL \(k\) \|'
+	# the answers say the same k
+	"$GET" task method k < "$T/q.jsonl" | grep -qx $'tiny\ticl\t3'
+}
+
+@test "classification labels come from TASKS.tsv when it lists them, a label absent from train included" {
+	# train holds one long label; the test asks for a short one as well
+	mkdir -p "$T/tasks/shade"
+	printf 'input\tlabel\n' > "$T/tasks/shade/train.tsv"
+	for w in apple bread chair door eagle frost; do
+		printf '%s\tred red red red red red\n' $w >> "$T/tasks/shade/train.tsv"
+	done
+	printf 'input\tlabel\ngrape\tx\nhill\tred red red red red red\n' > "$T/tasks/shade/test.tsv"
+	printf 'task\tsplit\tkind\tlabels\nshade\tunseen\tclass\tx|red red red red red red\n' > "$T/tasks/TASKS.tsv"
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" -k 2 -t 1 --jsonl "$T/q.jsonl" "$T/tasks/shade"
+	assert_success
+	assert_equal "$stderr" ""
+	# the label train lacks is a candidate: the short one wins zero-shot
+	"$GET" method index prediction < "$T/q.jsonl" | grep -qx $'zero-shot\t0\tx'
+	# without a list, train's labels and a warning that one query cannot be right
+	printf 'shade\tunseen\tclass\n' > "$T/split.tsv"
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" -k 2 -t 1 --jsonl "$T/q.jsonl" \
+	    --split-file "$T/split.tsv" "$T/tasks/shade"
+	assert_success
+	assert_equal "$stderr" "sa-eval: shade: 1 test query with a label train.tsv lacks: never answered right (a split file can list the labels)"
+	run ! grep -q '"prediction":"x"' "$T/q.jsonl"
 }

@@ -63,12 +63,15 @@ test_split(void)
 	CHECK((e = find(s, n, "gamma")) && e->seen == 1 && e->kind == SA_KIND_CLASS);
 	sa_split_free(s, n);
 
-	/* named columns, in any order, other columns ignored */
-	put("h.tsv", "task\tkind\tlabels\tsplit\nalpha\tgen\t\tunseen\nbeta\tclass\ta|b\tseen\n");
+	/* named columns, in any order, other columns ignored; labels a|b */
+	put("h.tsv", "task\tkind\tlabels\tsplit\tsource\nalpha\tgen\t\tunseen\tx\n"
+	    "beta\tclass\ta|North America\tseen\ty\ngamma\tgen\t-\tseen\tz\n");
 	CHECK_OK(sa_split_read(at("h.tsv"), &s, &n));
-	CHECK(n == 2);
-	CHECK((e = find(s, n, "alpha")) && e->seen == 0 && e->kind == SA_KIND_GEN);
-	CHECK((e = find(s, n, "beta")) && e->seen == 1 && e->kind == SA_KIND_CLASS);
+	CHECK(n == 3);
+	CHECK((e = find(s, n, "alpha")) && e->seen == 0 && e->kind == SA_KIND_GEN && !e->n_labels);
+	CHECK((e = find(s, n, "beta")) && e->seen == 1 && e->kind == SA_KIND_CLASS &&
+	    e->n_labels == 2 && !strcmp(e->labels[0], "a") && !strcmp(e->labels[1], "North America"));
+	CHECK((e = find(s, n, "gamma")) && !e->n_labels);
 	sa_split_free(s, n);
 
 	/* Markdown: a set cell, or the heading's set; prose and other tables skipped */
@@ -93,6 +96,21 @@ test_split(void)
 	put("bad2.tsv", "alpha\tseen\tsometimes\n");
 	CHECK(sa_split_read(at("bad2.tsv"), &s, &n) == SA_EDATA);
 	CHECK(sa_split_read(at("none.tsv"), &s, &n) == SA_ENOINPUT);
+	/* a binary file is not text, and a long bad value is not quoted whole */
+	{
+		char path[4096], bin[200];
+		FILE *fp;
+		for (size_t i = 0; i < sizeof bin; i++)
+			bin[i] = (char)(i % 2 ? '\t' : 0x80 + i % 64);
+		snprintf(path, sizeof path, "%s/bin.tsv", tmp);
+		CHECK((fp = fopen(path, "wb")) && fwrite(bin, 1, sizeof bin, fp) == sizeof bin &&
+		    fclose(fp) == 0);
+		CHECK(sa_split_read(path, &s, &n) == SA_EDATA);
+		CHECK(strstr(sa_error(), "bin.tsv: not a text file") != NULL);
+	}
+	put("long.tsv", "alpha\tseen\tthis kind goes on and on and on for sixty bytes or more\n");
+	CHECK(sa_split_read(at("long.tsv"), &s, &n) == SA_EDATA);
+	CHECK(strstr(sa_error(), "kind 'this kind goes on and on...'") != NULL);
 }
 
 static void
