@@ -346,15 +346,16 @@ field() {
 	cd "$T"
 	cp "$M" model.gguf
 	printf 'A short note to score.\n' > notes.txt
+	printf 'input,label\ngreat film,pos\ndull,neg\n' > train.csv
 	mandoc -Tascii "$ROOT/man/sa-run.1" | col -b > page.txt
 	sed -n '/^EXAMPLES/,/^SEE ALSO/p' page.txt > examples.txt
 	# requests.jsonl: the lines shown after "$ cat requests.jsonl"
 	awk '/\$ cat requests.jsonl/ { on = 1; next } on && /^[[:space:]]*\$/ { on = 0 } on && NF { sub(/^[[:space:]]+/, ""); print }' \
 	    examples.txt > requests.jsonl
 	[ "$(wc -l < requests.jsonl)" -eq 3 ]
-	# The commands: each "$ " line and the lines it continues with "\".
-	awk '/^[[:space:]]*\$ / { sub(/^[[:space:]]*\$ /, ""); print; more = /\\$/; next }
-	    more { print; more = /\\$/ }' examples.txt > examples.sh
+	# The commands: each "$ " line and the lines it continues with "\" or "|".
+	awk '/^[[:space:]]*\$ / { sub(/^[[:space:]]*\$ /, ""); print; more = /[\\|]$/; next }
+	    more { print; more = /[\\|]$/ }' examples.txt > examples.sh
 	[ "$(grep -c '^sa-run' examples.sh)" -ge 6 ]
 	PATH="$ROOT/bin:$PATH" SA_CACHE_DIR="$T/cache" run -0 bash -e examples.sh
 	[ "$(wc -l < results.jsonl)" -eq 3 ]
