@@ -139,32 +139,6 @@ parse_pairs(const char *s)
 	free(copy);
 }
 
-/* Where the project's default model lives: data/model.gguf beside bin/. */
-static char *
-default_model(void)
-{
-	const char *env = getenv("SA_MODEL");
-	char exe[4096], *slash, *path;
-	ssize_t n;
-
-	if (env && *env)
-		return xstrdup(env);
-	if ((n = readlink("/proc/self/exe", exe, sizeof exe - 1)) <= 0)
-		return NULL;
-	exe[n] = 0;
-	for (int up = 0; up < 2; up++) {
-		if (!(slash = strrchr(exe, '/')))
-			return NULL;
-		*slash = 0;
-	}
-	if (asprintf(&path, "%s/data/model.gguf", exe) < 0)
-		return NULL;
-	if (access(path, R_OK) == 0)
-		return path;
-	free(path);
-	return NULL;
-}
-
 /* ---------------------------------------------------------------- RNG */
 
 /* SplitMix64: the same draws on every machine. */
@@ -1249,12 +1223,12 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	int c, modes;
-	char *model_path = NULL;
+	const char *model_path = NULL;
 
 	setprogname_(argv[0]);
 	while ((c = getopt_long(argc, argv, "m:a:k:K:s:t:qvhV", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'm': model_path = xstrdup(optarg); break;
+		case 'm': model_path = optarg; break;
 		case 'a': push(&opt.adapters, &opt.n_adapters, optarg); break;
 		case O_TASK: push(&opt.tasks, &opt.n_tasks, optarg); break;
 		case O_SEEN: opt.seen = optarg; break;
@@ -1311,8 +1285,7 @@ main(int argc, char **argv)
 		usage_die(synopsis, "at most 64 adapters");
 	if (opt.map && !opt.n_pairs)
 		parse_pairs("1,2,4,8,16,32,64,128,256");
-	if (!model_path && !(model_path = default_model()))
-		usage_die(synopsis, "-m MODEL is required (no $SA_MODEL, no data/model.gguf)");
+	model_path = need_model(model_path, synopsis);
 	opt.progress = !opt.quiet && isatty(2);
 
 	TRY(sa_model_load(&model, model_path));
@@ -1346,7 +1319,6 @@ main(int argc, char **argv)
 		sa_adapter_free(adapters[i]);
 	free(adapters);
 	sa_model_free(model);
-	free(model_path);
 	close_stdout();
 	return 0;
 }

@@ -61,26 +61,6 @@ split_scale(char *arg, double *s)
 	*s = v;
 }
 
-/* The adapter a delta records, as given or beside the delta (as sa-run). */
-static char *
-recorded_adapter(const sa_delta *d, const char *delta_path)
-{
-	const char *slash;
-	char *p;
-
-	if (!d->adapter_path || !*d->adapter_path)
-		return NULL;
-	if (d->adapter_path[0] == '/' || access(d->adapter_path, R_OK) == 0 ||
-	    !(slash = strrchr(delta_path, '/')))
-		return strdup(d->adapter_path);
-	if (asprintf(&p, "%.*s/%s", (int)(slash - delta_path), delta_path, d->adapter_path) < 0)
-		return NULL;
-	if (access(p, R_OK) == 0)
-		return p;
-	free(p);
-	return strdup(d->adapter_path);
-}
-
 int
 main(int argc, char **argv)
 {
@@ -98,7 +78,7 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *model_path = NULL, *adapter_arg = NULL, *out = NULL, *base_model = NULL;
-	char *apath, **files;
+	char **files;
 	double *scale;
 	int format = LLAMA, verbose = 0, n, seen_stdin = 0, c;
 	sa_model *model;
@@ -160,13 +140,7 @@ main(int argc, char **argv)
 	}
 
 	TRY(sa_model_load(&model, model_path));
-	if (adapter_arg)
-		apath = strdup(adapter_arg);
-	else if (!(apath = recorded_adapter(d[0], files[0])))
-		die(SA_EUSAGE, "%s records no adapter: give -a ADAPTER", files[0]);
-	if (!apath)
-		die(SA_EINTERNAL, "out of memory");
-	TRY(sa_adapter_load(&a, apath));
+	delta_adapter_load(&a, adapter_arg, d[0], files[0]);
 
 	sa_outfile_install_signals();
 	if (format == LLAMA)
@@ -182,7 +156,6 @@ main(int argc, char **argv)
 		sa_delta_free(d[i]);
 	free(d);
 	free(scale);
-	free(apath);
 	sa_adapter_free(a);
 	sa_model_free(model);
 	close_stdout();

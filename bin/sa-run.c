@@ -126,32 +126,6 @@ parse_seed(const char *s)
 	return v;
 }
 
-/* Where the project's default model lives: data/model.gguf beside bin/. */
-static char *
-default_model(void)
-{
-	const char *env = getenv("SA_MODEL");
-	char exe[4096], *slash, *path;
-	ssize_t n;
-
-	if (env && *env)
-		return strdup(env);
-	if ((n = readlink("/proc/self/exe", exe, sizeof exe - 1)) <= 0)
-		return NULL;
-	exe[n] = 0;
-	for (int up = 0; up < 2; up++) {
-		if (!(slash = strrchr(exe, '/')))
-			return NULL;
-		*slash = 0;
-	}
-	if (asprintf(&path, "%s/data/model.gguf", exe) < 0)
-		return NULL;
-	if (access(path, R_OK) == 0)
-		return path;
-	free(path);
-	return NULL;
-}
-
 /* ------------------------------------------------------------- runner */
 
 /* Tokens per forward call: large when only the cache is wanted, small when
@@ -757,26 +731,6 @@ run_batch(runner *r, const char *path, const sampling *def)
 
 /* ------------------------------------------------------------- deltas */
 
-/* The adapter a delta records, found as given or beside the delta. */
-static char *
-recorded_adapter(const sa_delta *d, const char *delta_path)
-{
-	const char *slash;
-	char *p;
-
-	if (!d->adapter_path || !*d->adapter_path)
-		return NULL;
-	if (d->adapter_path[0] == '/' || access(d->adapter_path, R_OK) == 0 ||
-	    !(slash = strrchr(delta_path, '/')))
-		return strdup(d->adapter_path);
-	if (asprintf(&p, "%.*s/%s", (int)(slash - delta_path), delta_path, d->adapter_path) < 0)
-		return NULL;
-	if (access(p, R_OK) == 0)
-		return p;
-	free(p);
-	return strdup(d->adapter_path);
-}
-
 static void
 cache_note(void *ctx, const char *msg)
 {
@@ -808,7 +762,7 @@ apply_deltas(sa_model *model, const opts *o)
 {
 	sa_delta **d = calloc((size_t)o->n_deltas + 1, sizeof *d), *demos;
 	sa_adapter *a;
-	char *apath;
+	const char *apath;
 
 	if (!d)
 		die(SA_EINTERNAL, "out of memory");
@@ -817,11 +771,10 @@ apply_deltas(sa_model *model, const opts *o)
 		if (i > 0)
 			TRY(sa_delta_compatible(d[0], o->deltas[0].path, d[i], o->deltas[i].path));
 	}
-	if (o->adapter)
-		apath = strdup(o->adapter);
-	else if (!(apath = recorded_adapter(d[0], o->deltas[0].path)))
-		die(SA_EUSAGE, "%s records no adapter: give -a ADAPTER", o->deltas[0].path);
-	TRY(sa_adapter_load(&a, apath));
+	if (o->n_deltas)
+		apath = delta_adapter_load(&a, o->adapter, d[0], o->deltas[0].path);
+	else
+		TRY(sa_adapter_load(&a, apath = o->adapter));
 	TRY(sa_adapter_check(a, model));
 	demos = o->n_demos ? encode_demos(model, a, o) : NULL;
 	for (int i = 0; i < o->n_deltas; i++) {
@@ -835,7 +788,6 @@ apply_deltas(sa_model *model, const opts *o)
 		sa_delta_free(demos);
 	}
 	sa_adapter_free(a);
-	free(apath);
 	free(d);
 }
 
@@ -971,17 +923,15 @@ main(int argc, char **argv)
 	opts o;
 	sa_model *model;
 	runner r;
-	char *model_path, *text = NULL;
+	const char *model_path;
+	char *text = NULL;
 	size_t len = 0;
 	double t0;
 	int n_ctx, status = 0;
 
 	setprogname_(argv[0]);
 	parse_args(argc, argv, &o);
-	if (o.model)
-		model_path = strdup(o.model);
-	else if (!(model_path = default_model()))
-		usage_die(synopsis, "no model: give -m MODEL or set SA_MODEL");
+	model_path = need_model(o.model, synopsis);
 
 	/* The prompt is read before the model loads, so bad input fails fast. */
 	if (!o.batch) {
@@ -1085,7 +1035,6 @@ main(int argc, char **argv)
 	close_stdout();
 	free_runner(&r);
 	sa_model_free(model);
-	free(model_path);
 	free(text);
 	for (int i = 0; i < o.n_deltas; i++)
 		free(o.deltas[i].path);
