@@ -11,7 +11,7 @@
 #include "tool.h"
 
 static const char usage_text[] =
-    "usage: sa-encode -m MODEL -a ADAPTER [-o OUT] [--append OLD] [-f text|tsv|jsonl]\n"
+    "usage: sa-encode [-m MODEL] [-a ADAPTER] [-o OUT] [--append OLD] [-f text|tsv|jsonl]\n"
     "                 [-T TEMPLATE] [-c N] [-t N] [--cache-dir DIR] [-q | -v] [FILE ...]\n"
     "       sa-encode --dump [-f FORMAT] [-T TEMPLATE] [FILE ...]\n";
 
@@ -27,8 +27,8 @@ help(void)
 {
 	fputs(usage_text, stdout);
 	fputs("\n"
-	    "  -m, --model FILE      base model (GGUF)\n"
-	    "  -a, --adapter FILE    adapter made for that model (sa-init, sa-train)\n"
+	    "  -m, --model FILE      base model (default: $SA_MODEL, else the installed one)\n"
+	    "  -a, --adapter FILE    adapter of that model (default: $SA_ADAPTER, else the installed one)\n"
 	    "  -o, --output FILE     write the delta here (default: stdout)\n"
 	    "      --append OLD      continue the state of delta OLD with the inputs\n"
 	    "  -f, --format FMT      text, tsv or jsonl (default: from each file's extension)\n"
@@ -189,10 +189,8 @@ main(int argc, char **argv)
 		close_stdout();
 		return 0;
 	}
-	if (!model_path || !adapter_path) {
-		warnx_("-m MODEL and -a ADAPTER are required");
-		usage();
-	}
+	model_path = need_model(model_path, usage_text);
+	adapter_path = need_adapter(adapter_path, usage_text);
 	if (strcmp(out, "-") == 0 && isatty(1))
 		die(SA_EUSAGE, "refusing to write a binary delta to a terminal (use -o FILE)");
 	progress = !quiet && isatty(2);

@@ -19,11 +19,11 @@
 #include "tool.h"
 
 static const char synopsis[] =
-    "usage: sa-eval -m MODEL -a ADAPTER --task DIR... [--seen LIST] [--unseen LIST]\n"
+    "usage: sa-eval [-m MODEL] [-a ADAPTER] --task DIR... [--seen LIST] [--unseen LIST]\n"
     "               [--split-file FILE] [-k N] [-K N] [--split test|dev] [--limit N]\n"
     "               [--max-labels N] [-s N] [--jsonl FILE] [-t N] [-q | -v]\n"
-    "       sa-eval -m MODEL -a ADAPTER --text FILE... [--segment N] [--many M] [--limit N]\n"
-    "       sa-eval -m MODEL -a ADAPTER... --map --pool DIR [--pairs LIST] [--repeat N]\n"
+    "       sa-eval [-m MODEL] [-a ADAPTER] --text FILE... [--segment N] [--many M] [--limit N]\n"
+    "       sa-eval [-m MODEL] [-a ADAPTER]... --map --pool DIR [--pairs LIST] [--repeat N]\n"
     "               [--episodes N] [--limit N] [--csv FILE]\n";
 
 static void
@@ -33,8 +33,9 @@ help(void)
 	fputs("\n"
 	    "Tasks (default): accuracy per task of zero-shot, ICL with k demonstrations,\n"
 	    "StreamAdapter with a delta of the same k, and with K; then per-query cost.\n"
-	    "  -m, --model FILE      base model (default: $SA_MODEL, else data/model.gguf)\n"
-	    "  -a, --adapter FILE    adapter of that model (repeatable with --map)\n"
+	    "  -m, --model FILE      base model (default: $SA_MODEL, else the installed one)\n"
+	    "  -a, --adapter FILE    adapter of that model (default: $SA_ADAPTER, else the installed\n"
+	    "                        one; repeatable with --map)\n"
 	    "      --task DIR        DIR/train.tsv, DIR/test.tsv, DIR/dev.tsv (repeatable)\n"
 	    "      --seen LIST       comma-separated names of tasks the adapter was trained on\n"
 	    "      --unseen LIST     names of tasks it never saw\n"
@@ -1270,7 +1271,7 @@ main(int argc, char **argv)
 	if (modes != 1)
 		usage_die(synopsis, modes ? "--task, --text and --map are separate runs" : "nothing to evaluate: give --task, --text or --map");
 	if (!opt.n_adapters)
-		usage_die(synopsis, "-a ADAPTER is required");
+		push(&opt.adapters, &opt.n_adapters, need_adapter(NULL, synopsis));
 	if (!opt.map && opt.n_adapters > 1)
 		usage_die(synopsis, "several adapters are compared only with --map");
 	if (opt.map && !opt.pool)

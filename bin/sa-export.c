@@ -10,7 +10,7 @@
 #include "tool.h"
 
 static const char usage_text[] =
-    "usage: sa-export -m MODEL [-a ADAPTER] [-f llama|peft] [--base-model NAME]\n"
+    "usage: sa-export [-m MODEL] [-a ADAPTER] [-f llama|peft] [--base-model NAME]\n"
     "                 [-o OUT] [-q | -v] DELTA[:SCALE] ...\n";
 
 enum { LLAMA, PEFT };
@@ -30,8 +30,9 @@ help(void)
 	    "Write the low-rank update of deltas as a LoRA adapter for other tools.\n"
 	    "Several deltas are summed as sum_i SCALE_i * state_i (SCALE default 1),\n"
 	    "as sa-run -d does.\n\n"
-	    "  -m, --model FILE        base model (GGUF)\n"
-	    "  -a, --adapter FILE      adapter of the deltas (default: the one they record)\n"
+	    "  -m, --model FILE        base model (default: $SA_MODEL, else the installed one)\n"
+	    "  -a, --adapter FILE      adapter of the deltas (default: the one they record, else\n"
+	    "                          $SA_ADAPTER, else the installed one)\n"
 	    "  -f, --format FMT        llama: llama.cpp LoRA GGUF (default); peft: a PEFT\n"
 	    "                          directory (adapter_config.json, adapter_model.safetensors)\n"
 	    "      --base-model NAME   PEFT base_model_name_or_path (default: the model's name)\n"
@@ -107,10 +108,7 @@ main(int argc, char **argv)
 		default: usage();
 		}
 	}
-	if (!model_path) {
-		warnx_("-m MODEL is required");
-		usage();
-	}
+	model_path = need_model(model_path, usage_text);
 	if (optind >= argc) {
 		warnx_("no delta to export");
 		usage();

@@ -31,9 +31,10 @@ help(void)
 	    "continuations (--choice), or serve JSON Lines requests (--batch).\n"
 	    "The prompt comes from -p, -f FILE, or standard input.\n"
 	    "\n"
-	    "  -m, --model FILE       GGUF model (default: $SA_MODEL, else data/model.gguf)\n"
+	    "  -m, --model FILE       GGUF model (default: $SA_MODEL, else the installed one)\n"
 	    "  -d, --delta FILE[:S]   apply a delta at scale S (default 1); repeatable, they add\n"
-	    "  -a, --adapter FILE     adapter of the deltas (default: the one they record)\n"
+	    "  -a, --adapter FILE     adapter of the deltas (default: the one they record, else\n"
+	    "                         $SA_ADAPTER, else the installed one)\n"
 	    "      --unmerged         keep deltas as side paths instead of merging them\n"
 	    "      --demos FILE       encode FILE as sa-encode does (through the cache) and\n"
 	    "                         apply it too; repeatable, one stream; needs the adapter\n"
@@ -892,7 +893,7 @@ parse_args(int argc, char **argv, opts *o)
 	if (o->adapter && !o->n_deltas && !o->n_demos)
 		usage_die(synopsis, "-a needs a delta (-d) or demonstrations (--demos)");
 	if (o->n_demos && !o->adapter && !o->n_deltas)
-		usage_die(synopsis, "--demos needs the adapter: give -a ADAPTER");
+		o->adapter = need_adapter(NULL, synopsis);
 	if (o->batch)
 		stdin_users = strcmp(o->batch, "-") == 0;
 	else

@@ -40,6 +40,12 @@ setup() {
 	want="$output"
 	run -0 "$P/bin/sa-run" --temp 0 -n 6 -p hello
 	assert_output "$want"
+	# and the installed adapter: sa-encode with neither -m nor -a
+	printf 'input\tlabel\ngreat\tpos\n' > "$T/d.tsv"
+	"$P/bin/sa-encode" -q -m "$P/share/sa/model.gguf" -a "$P/share/sa/adapter.gguf" \
+	    -o "$T/a.delta" "$T/d.tsv"
+	"$P/bin/sa-encode" -q -o "$T/b.delta" "$T/d.tsv"
+	cmp "$T/a.delta" "$T/b.delta"
 	mv "$P/share/sa/model.gguf" "$T/elsewhere.gguf"
 	run -64 "$P/bin/sa-run" -n 1 -p hello
 	assert_output --partial "no model: give -m MODEL or set SA_MODEL (there is no $P/share/sa/model.gguf)"

@@ -27,7 +27,7 @@ setup() {
 	T="$BATS_TEST_TMPDIR"
 	PATH="$ROOT/bin:$PATH"
 	DIFF="$ROOT/tests/helpers/delta-diff"
-	unset SA_MODEL
+	unset SA_MODEL SA_ADAPTER
 }
 
 @test "sa-encode | sa-merge --chain - other | sa-run -d - equals the same through files" {

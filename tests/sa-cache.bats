@@ -185,8 +185,15 @@ entries() {
 
 @test "sa-run --demos: usage errors" {
 	RUN="$ROOT/bin/sa-run"
-	run -64 "$RUN" -m "$D/m.gguf" --demos "$D/x.tsv" -p x
-	assert_output --partial "needs the adapter"
+	# no adapter anywhere: a copy of the tool outside the source tree
+	mkdir -p "$T/inst/bin"
+	cp "$RUN" "$T/inst/bin/"
+	SA_ADAPTER= run -64 "$T/inst/bin/sa-run" -m "$D/m.gguf" --demos "$D/x.tsv" -p x
+	assert_output --partial "no adapter: give -a ADAPTER or set SA_ADAPTER"
+	# SA_ADAPTER is the adapter of --demos without -a
+	want=$("$RUN" --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" --demos "$D/x.tsv" --temp 0 -n 8 -p x)
+	SA_ADAPTER="$D/a.gguf" run -0 "$RUN" --cache-dir "$C" -m "$D/m.gguf" --demos "$D/x.tsv" --temp 0 -n 8 -p x
+	assert_output "$want"
 	run -64 "$RUN" -m "$D/m.gguf" -a "$D/a.gguf" --demos - -p x -f -
 	run -64 "$RUN" -m "$D/m.gguf" -a "$D/a.gguf" --demos - < /dev/null
 	assert_output --partial "standard input"

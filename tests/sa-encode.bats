@@ -27,7 +27,7 @@ setup() {
 	D="$BATS_FILE_TMPDIR"
 	M="$D/m.gguf"
 	T="$BATS_TEST_TMPDIR"
-	unset SA_MODEL
+	unset SA_MODEL SA_ADAPTER
 }
 
 @test "encoder unit tests: mapping against a reference, forward hook, chain, append, determinism" {
@@ -51,8 +51,14 @@ setup() {
 	run -64 --separate-stderr "$ENC" --bogus
 	[[ "$stderr" == *"usage: sa-encode"* ]]
 	[ -z "$output" ]
-	run -64 "$ENC" -a "$D/a0.gguf" -o "$T/x" "$D/a.tsv"
-	assert_output --partial "-m MODEL and -a ADAPTER are required"
+	# no model, no adapter anywhere: a copy of the tool outside the source tree
+	mkdir -p "$T/inst/bin"
+	cp "$ENC" "$T/inst/bin/"
+	run -64 "$T/inst/bin/sa-encode" -a "$D/a0.gguf" -o "$T/x" "$D/a.tsv"
+	assert_output --partial "no model: give -m MODEL or set SA_MODEL"
+	run -64 "$T/inst/bin/sa-encode" -m "$M" -o "$T/x" "$D/a.tsv"
+	assert_output --partial "no adapter: give -a ADAPTER or set SA_ADAPTER"
+	[ ! -e "$T/x" ]
 	run -64 "$ENC" -m "$M" -a "$D/a0.gguf" -f csv "$D/a.tsv"
 	assert_output --partial "unknown format 'csv'"
 	run -64 "$ENC" -m "$M" -a "$D/a0.gguf" -T '{input' "$D/a.tsv"

@@ -63,8 +63,10 @@ hex() {
 }
 
 @test "usage errors exit 64" {
-	run -64 --separate-stderr "$EXPORT" "$D/llama.a.delta"
-	[[ "$stderr" == *"-m MODEL is required"* ]]
+	mkdir -p "$T/inst/bin"
+	cp "$EXPORT" "$T/inst/bin/"
+	SA_MODEL= run -64 --separate-stderr "$T/inst/bin/sa-export" "$D/llama.a.delta"
+	[[ "$stderr" == *"no model: give -m MODEL or set SA_MODEL"* ]]
 	run -64 "$EXPORT" -m "$D/llama.gguf"
 	assert_output --partial "no delta"
 	run -64 "$EXPORT" -m "$D/llama.gguf" -f onnx "$D/llama.a.delta"
