@@ -11,9 +11,9 @@
 #include "tool.h"
 
 static const char usage_text[] =
-    "usage: sa-encode [-m MODEL] [-a ADAPTER] [-o OUT] [--append OLD] [-f text|tsv|jsonl]\n"
+    "usage: sa-encode [-m MODEL] [-a ADAPTER] [-o OUT] [--append OLD] [-F text|tsv|jsonl]\n"
     "                 [-T TEMPLATE] [-c N] [-t N] [--cache-dir DIR] [-q | -v] [FILE ...]\n"
-    "       sa-encode --dump [-f FORMAT] [-T TEMPLATE] [FILE ...]\n";
+    "       sa-encode --dump [-F FORMAT] [-T TEMPLATE] [FILE ...]\n";
 
 static void __attribute__((noreturn))
 usage(void)
@@ -31,7 +31,7 @@ help(void)
 	    "  -a, --adapter FILE    adapter of that model (default: $SA_ADAPTER, else the installed one)\n"
 	    "  -o, --output FILE     write the delta here (default: stdout)\n"
 	    "      --append OLD      continue the state of delta OLD with the inputs\n"
-	    "  -f, --format FMT      text, tsv or jsonl (default: from each file's extension)\n"
+	    "  -F, --format FMT      text, tsv or jsonl (default: from each file's extension)\n"
 	    "  -T, --template T      how a record reads (default: '" SA_DEMOS_TEMPLATE "')\n"
 	    "  -c, --ctx-size N      tokens per segment (default: the model's context)\n"
 	    "  -t, --threads N       threads (default: all CPUs)\n"
@@ -126,7 +126,7 @@ main(int argc, char **argv)
 		{ "adapter", required_argument, NULL, 'a' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "append", required_argument, NULL, 'A' },
-		{ "format", required_argument, NULL, 'f' },
+		{ "format", required_argument, NULL, 'F' },
 		{ "template", required_argument, NULL, 'T' },
 		{ "ctx-size", required_argument, NULL, 'c' },
 		{ "threads", required_argument, NULL, 't' },
@@ -154,13 +154,14 @@ main(int argc, char **argv)
 	long fed = 0;
 
 	setprogname_(argv[0]);
-	while ((c = getopt_long(argc, argv, "m:a:o:f:T:c:t:qvhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:a:o:F:f:T:c:t:qvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': model_path = optarg; break;
 		case 'a': adapter_path = optarg; break;
 		case 'o': out = optarg; break;
 		case 'A': append = optarg; break;
-		case 'f':
+		case 'f': format_moved(optarg, usage_text);
+		case 'F':
 			if ((forced = sa_demos_format_from_name(optarg)) < 0)
 				die(SA_EUSAGE, "--format: unknown format '%s' (text, tsv, jsonl)", optarg);
 			break;

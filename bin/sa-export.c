@@ -10,7 +10,7 @@
 #include "tool.h"
 
 static const char usage_text[] =
-    "usage: sa-export [-m MODEL] [-a ADAPTER] [-f llama|peft] [--base-model NAME]\n"
+    "usage: sa-export [-m MODEL] [-a ADAPTER] [-F llama|peft] [--base-model NAME]\n"
     "                 [-o OUT] [-q | -v] DELTA[:SCALE] ...\n";
 
 enum { LLAMA, PEFT };
@@ -33,7 +33,7 @@ help(void)
 	    "  -m, --model FILE        base model (default: $SA_MODEL, else the installed one)\n"
 	    "  -a, --adapter FILE      adapter of the deltas (default: the one they record, else\n"
 	    "                          $SA_ADAPTER, else the installed one)\n"
-	    "  -f, --format FMT        llama: llama.cpp LoRA GGUF (default); peft: a PEFT\n"
+	    "  -F, --format FMT        llama: llama.cpp LoRA GGUF (default); peft: a PEFT\n"
 	    "                          directory (adapter_config.json, adapter_model.safetensors)\n"
 	    "      --base-model NAME   PEFT base_model_name_or_path (default: the model's name)\n"
 	    "  -o, --output OUT        the GGUF file (default: stdout) or the PEFT directory\n"
@@ -69,7 +69,7 @@ main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "model", required_argument, NULL, 'm' },
 		{ "adapter", required_argument, NULL, 'a' },
-		{ "format", required_argument, NULL, 'f' },
+		{ "format", required_argument, NULL, 'F' },
 		{ "base-model", required_argument, NULL, O_BASE },
 		{ "output", required_argument, NULL, 'o' },
 		{ "quiet", no_argument, NULL, 'q' },
@@ -87,11 +87,12 @@ main(int argc, char **argv)
 	sa_delta **d;
 
 	setprogname_(argv[0]);
-	while ((c = getopt_long(argc, argv, "m:a:f:o:qvhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:a:F:f:o:qvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': model_path = optarg; break;
 		case 'a': adapter_arg = optarg; break;
-		case 'f':
+		case 'f': format_moved(optarg, usage_text);
+		case 'F':
 			if (!strcmp(optarg, "llama") || !strcmp(optarg, "gguf"))
 				format = LLAMA;
 			else if (!strcmp(optarg, "peft"))

@@ -226,6 +226,14 @@ delta_adapter_load(sa_adapter **a, const char *given, const sa_delta *d, const c
 	die(SA_EUSAGE, "%s records no adapter: give -a ADAPTER", delta_path);
 }
 
+/* -f is the prompt file, as in llama.cpp; the format of sa-encode and
+ * sa-export is -F.  A usage error that says so for -f FORMAT. */
+static void __attribute__((noreturn, unused))
+format_moved(const char *arg, const char *synopsis)
+{
+	usage_die(synopsis, "-f %s: the format option is -F (--format); did you mean -F %s?", arg, arg);
+}
+
 /* Seconds on the monotonic clock, for rates and timings. */
 static double __attribute__((unused))
 now(void)

@@ -17,7 +17,6 @@ bats_load_library bats-assert
 KNOWN=(
 	"sa-eval: -k has no long form"
 	"sa-eval: -K has no long form"
-	"sa-run: -f is --file, elsewhere --format"
 	"sa-train: --adapter has no short form -a"
 )
 
@@ -265,7 +264,7 @@ invocation() {
 	sa-export -m "$D/m.gguf" -o "$T/b.gguf" "$D/x.delta"
 	cmp -s "$T/a.gguf" "$T/b.gguf" || p+=("sa-export: - and the file differ")
 	# sa-encode: demonstrations (the sources are named stdin)
-	sa-encode -q -f tsv -m "$D/m.gguf" -a "$D/a.gguf" -o "$T/s.delta" - < "$D/x.tsv"
+	sa-encode -q -F tsv -m "$D/m.gguf" -a "$D/a.gguf" -o "$T/s.delta" - < "$D/x.tsv"
 	sa-info --json "$T/s.delta" | grep -q '"name":"stdin"' || p+=("sa-encode: stdin not named stdin")
 	[ "$(sa-info --json "$T/s.delta" | sed 's/"file":"[^"]*",//; s/"sources".*//')" = \
 	  "$(sa-info --json "$D/x.delta" | sed 's/"file":"[^"]*",//; s/"sources".*//')" ] ||

@@ -63,7 +63,7 @@ entries() {
 	[ "$(enc -a "$D/a.gguf" -o "$T/o" "$D/x.tsv")" = "cache hit" ]
 	[ "$(enc -a "$D/a.gguf" -o "$T/o" -T '{input} => {label}\n' "$D/x.tsv")" = "cache miss" ]
 	[ "$(enc -a "$D/a.gguf" -o "$T/o" -c 64 "$D/x.tsv")" = "cache miss" ]
-	[ "$(enc -a "$D/a.gguf" -o "$T/o" -f text "$D/x.tsv")" = "cache miss" ]
+	[ "$(enc -a "$D/a.gguf" -o "$T/o" -F text "$D/x.tsv")" = "cache miss" ]
 	[ "$(enc -a "$D/b.gguf" -o "$T/o" "$D/x.tsv")" = "cache miss" ]
 	[ "$(enc -a "$D/a.gguf" -o "$T/o" "$D/x.tsv" "$D/y.tsv")" = "cache miss" ]
 	[ "$(enc -a "$D/a.gguf" -o "$T/o" "$D/y.tsv" "$D/x.tsv")" = "cache miss" ]
@@ -75,8 +75,8 @@ entries() {
 	[ "$(enc -a "$D/a.gguf" -o "$T/hit.delta" "$T/renamed.tsv")" = "cache hit" ]
 	"$ENC" -m "$D/m.gguf" -a "$D/a.gguf" -o "$T/fresh.delta" "$T/renamed.tsv"
 	cmp "$T/hit.delta" "$T/fresh.delta"
-	[ "$(enc -a "$D/a.gguf" -f tsv -o "$T/stdin.delta" - < "$D/x.tsv")" = "cache hit" ]
-	"$ENC" -m "$D/m.gguf" -a "$D/a.gguf" -f tsv -o "$T/fresh.delta" - < "$D/x.tsv"
+	[ "$(enc -a "$D/a.gguf" -F tsv -o "$T/stdin.delta" - < "$D/x.tsv")" = "cache hit" ]
+	"$ENC" -m "$D/m.gguf" -a "$D/a.gguf" -F tsv -o "$T/fresh.delta" - < "$D/x.tsv"
 	cmp "$T/stdin.delta" "$T/fresh.delta"
 	"$ROOT/bin/sa-info" "$T/stdin.delta" | grep -q 'source:.* stdin$'
 }

@@ -59,7 +59,13 @@ setup() {
 	run -64 "$T/inst/bin/sa-encode" -m "$M" -o "$T/x" "$D/a.tsv"
 	assert_output --partial "no adapter: give -a ADAPTER or set SA_ADAPTER"
 	[ ! -e "$T/x" ]
-	run -64 "$ENC" -m "$M" -a "$D/a0.gguf" -f csv "$D/a.tsv"
+	run -64 "$ENC" -m "$M" -a "$D/a0.gguf" -F csv "$D/a.tsv"
+	assert_output --partial "unknown format 'csv'"
+	# -f is sa-run's prompt file; the format's old letter says where it went
+	run -64 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -f tsv -o "$T/x" "$D/a.tsv"
+	[[ "$stderr" == "sa-encode: -f tsv: the format option is -F (--format); did you mean -F tsv?"* ]]
+	[ ! -e "$T/x" ]
+	run -64 "$ENC" -m "$M" -a "$D/a0.gguf" --format csv "$D/a.tsv"
 	assert_output --partial "unknown format 'csv'"
 	run -64 "$ENC" -m "$M" -a "$D/a0.gguf" -T '{input' "$D/a.tsv"
 	assert_output --partial "template: unclosed {"
@@ -169,7 +175,7 @@ setup() {
 	assert_line -n 0 "{\"source\":\"$T/r.jsonl\",\"line\":1,\"text\":\"Q: 2+2\\nA: 4\\t{2+2}\\\\\"}"
 	assert_line -n 1 "{\"source\":\"$T/r.jsonl\",\"line\":3,\"text\":\"Q: w\\\"hy\\nA: xé\\t{w\\\"hy}\\\\\"}"
 	# --format overrides the extension; stdin defaults to text.
-	run "$ENC" --dump -f tsv - <"$T/r.tsv"
+	run "$ENC" --dump -F tsv - <"$T/r.tsv"
 	assert_line -n 0 '{"source":"stdin","line":2,"text":"x\ty -> yes\n"}'
 	run "$ENC" --dump <"$T/r.tsv"
 	[ "${#lines[@]}" -eq 1 ]
@@ -250,7 +256,7 @@ setup() {
 
 @test "the delta goes to stdout by default and can be read from a pipe" {
 	"$ENC" -m "$M" -a "$D/a1.gguf" <"$D/a.tsv" >"$T/s.delta"
-	"$ENC" -m "$M" -a "$D/a1.gguf" -f text -o "$T/f.delta" - <"$D/a.tsv"
+	"$ENC" -m "$M" -a "$D/a1.gguf" -F text -o "$T/f.delta" - <"$D/a.tsv"
 	run "$DIFF" "$T/s.delta" "$T/f.delta"
 	assert_success
 	run "$INFO" --json "$T/s.delta"
