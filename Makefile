@@ -48,8 +48,10 @@ check: deps
 	$(MAKE) $(TOOLS) $(UNIT) $(HELPERS)
 	bats --tap --print-output-on-failure tests/
 
-# The main job on the shipped model (or a toy one when none is shipped).
-demo: deps
+# The main job on the shipped model (or a toy one when none is shipped);
+# it needs only what the build needs.
+demo:
+	@sh scripts/deps.sh build
 	$(MAKE) $(TOOLS) tests/helpers/mkmodel
 	sh scripts/demo.sh
 
