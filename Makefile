@@ -16,6 +16,10 @@ UNIT     = $(patsubst %.c,%,$(sort $(wildcard tests/unit/test_*.c)))
 HELPERS  = $(patsubst %.c,%,$(sort $(wildcard tests/helpers/*.c)))
 
 PREFIX  ?= /usr/local
+# The shipped model and adapter, installed; the tools look there by default.
+DATADIR  = $(PREFIX)/share/sa
+DATA     = data/model.gguf data/adapter.gguf
+ALLCFLAGS += -DSA_DATADIR='"$(DATADIR)"'
 
 all: $(TOOLS)
 
@@ -26,7 +30,11 @@ lib/libsa.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJ)
 
-bin/sa-%: bin/sa-%.c bin/tool.h lib/libsa.a
+# DATADIR as the tools were built with: a new PREFIX rebuilds them.
+bin/.datadir: FORCE
+	@echo '$(DATADIR)' | cmp -s - $@ || echo '$(DATADIR)' > $@
+
+bin/sa-%: bin/sa-%.c bin/tool.h bin/.datadir lib/libsa.a
 	$(CC) $(ALLCFLAGS) -o $@ $< lib/libsa.a $(LDFLAGS) $(LDLIBS)
 
 tests/unit/test_%: tests/unit/test_%.c tests/unit/t.h lib/libsa.a
@@ -40,8 +48,10 @@ check: deps
 	$(MAKE) $(TOOLS) $(UNIT) $(HELPERS)
 	bats --tap --print-output-on-failure tests/
 
-# The main job on the shipped model (or a toy one when none is shipped).
-demo: deps
+# The main job on the shipped model (or a toy one when none is shipped);
+# it needs only what the build needs.
+demo:
+	@sh scripts/deps.sh build
 	$(MAKE) $(TOOLS) tests/helpers/mkmodel
 	sh scripts/demo.sh
 
@@ -51,16 +61,31 @@ deps:
 lint-man:
 	mandoc -Tlint -W warning man/*.[0-9]
 
+MAN1 = $(sort $(wildcard man/*.1))
+MAN5 = $(sort $(wildcard man/*.5))
+
 install: all
-	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
+	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+	    $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(DATADIR)
 	cp $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
-	cp man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
-	cp man/*.5 $(DESTDIR)$(PREFIX)/share/man/man5/
+	cp $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/
+	cp $(MAN5) $(DESTDIR)$(PREFIX)/share/man/man5/
+	cp $(DATA) $(DESTDIR)$(DATADIR)/
+
+# Exactly what install put in place; directories only when left empty.
+uninstall:
+	rm -f $(patsubst bin/%,$(DESTDIR)$(PREFIX)/bin/%,$(TOOLS)) \
+	    $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man1/%,$(MAN1)) \
+	    $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man5/%,$(MAN5)) \
+	    $(patsubst data/%,$(DESTDIR)$(DATADIR)/%,$(DATA))
+	rmdir $(DESTDIR)$(DATADIR) 2>/dev/null || true
 
 clean:
-	rm -f lib/*.o lib/libsa.a $(TOOLS) $(UNIT) $(HELPERS)
+	rm -f lib/*.o lib/libsa.a $(TOOLS) $(UNIT) $(HELPERS) bin/.datadir
 
-.PHONY: all bench-train check clean demo deps install lint-man
+FORCE:
+
+.PHONY: all bench-train check clean demo deps install lint-man uninstall FORCE
 
 # Hardening (doc/hardening.md).
 #   make fuzz        libFuzzer harnesses build-fuzz/fuzz_<name> from

@@ -11,9 +11,9 @@
 #include "tool.h"
 
 static const char usage_text[] =
-    "usage: sa-encode -m MODEL -a ADAPTER [-o OUT] [--append OLD] [-f text|tsv|jsonl]\n"
+    "usage: sa-encode [-m MODEL] [-a ADAPTER] [-o OUT] [--append OLD] [-F text|tsv|jsonl]\n"
     "                 [-T TEMPLATE] [-c N] [-t N] [--cache-dir DIR] [-q | -v] [FILE ...]\n"
-    "       sa-encode --dump [-f FORMAT] [-T TEMPLATE] [FILE ...]\n";
+    "       sa-encode --dump [-F FORMAT] [-T TEMPLATE] [FILE ...]\n";
 
 static void __attribute__((noreturn))
 usage(void)
@@ -27,11 +27,11 @@ help(void)
 {
 	fputs(usage_text, stdout);
 	fputs("\n"
-	    "  -m, --model FILE      base model (GGUF)\n"
-	    "  -a, --adapter FILE    adapter made for that model (sa-init, sa-train)\n"
+	    "  -m, --model FILE      base model (default: $SA_MODEL, else the installed one)\n"
+	    "  -a, --adapter FILE    adapter of that model (default: $SA_ADAPTER, else the installed one)\n"
 	    "  -o, --output FILE     write the delta here (default: stdout)\n"
 	    "      --append OLD      continue the state of delta OLD with the inputs\n"
-	    "  -f, --format FMT      text, tsv or jsonl (default: from each file's extension\n"
+	    "  -F, --format FMT      text, tsv or jsonl (default: from each file's extension\n"
 	    "                        or first line; see sa-encode(1))\n"
 	    "  -T, --template T      how a record reads (default: '" SA_DEMOS_TEMPLATE "')\n"
 	    "  -c, --ctx-size N      tokens per segment (default: the model's context)\n"
@@ -99,7 +99,7 @@ main(int argc, char **argv)
 		{ "adapter", required_argument, NULL, 'a' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "append", required_argument, NULL, 'A' },
-		{ "format", required_argument, NULL, 'f' },
+		{ "format", required_argument, NULL, 'F' },
 		{ "template", required_argument, NULL, 'T' },
 		{ "ctx-size", required_argument, NULL, 'c' },
 		{ "threads", required_argument, NULL, 't' },
@@ -128,13 +128,14 @@ main(int argc, char **argv)
 	long fed = 0;
 
 	setprogname_(argv[0]);
-	while ((c = getopt_long(argc, argv, "m:a:o:f:T:c:t:qvhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:a:o:F:f:T:c:t:qvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': model_path = optarg; break;
 		case 'a': adapter_path = optarg; break;
 		case 'o': out = optarg; break;
 		case 'A': append = optarg; break;
-		case 'f':
+		case 'f': format_moved(optarg, usage_text);
+		case 'F':
 			if ((forced = sa_demos_format_from_name(optarg)) < 0)
 				die(SA_EUSAGE, "--format: unknown format '%s' (text, tsv, jsonl)", optarg);
 			break;
@@ -158,9 +159,9 @@ main(int argc, char **argv)
 		die(SA_EUSAGE, "standard input can be read only once");
 	if (sa_template_check(tmpl) != SA_OK)
 		die(SA_EUSAGE, "%s", sa_error());
-	if (!do_dump && (!model_path || !adapter_path)) {
-		warnx_("-m MODEL and -a ADAPTER are required");
-		usage();
+	if (!do_dump) {
+		model_path = need_model(model_path, usage_text);
+		adapter_path = need_adapter(adapter_path, usage_text);
 	}
 	if (!do_dump && strcmp(out, "-") == 0 && isatty(1))
 		die(SA_EUSAGE, "refusing to write a binary delta to a terminal (use -o FILE)");

@@ -19,11 +19,11 @@
 #include "tool.h"
 
 static const char synopsis[] =
-    "usage: sa-eval -m MODEL -a ADAPTER --task DIR... [--seen LIST] [--unseen LIST]\n"
+    "usage: sa-eval [-m MODEL] [-a ADAPTER] --task DIR... [--seen LIST] [--unseen LIST]\n"
     "               [--split-file FILE] [-k N] [-K N] [--split test|dev] [--limit N]\n"
     "               [--max-labels N] [-s N] [--jsonl FILE] [-t N] [-q | -v]\n"
-    "       sa-eval -m MODEL -a ADAPTER --text FILE... [--segment N] [--many M] [--limit N]\n"
-    "       sa-eval -m MODEL -a ADAPTER... --map --pool DIR [--pairs LIST] [--repeat N]\n"
+    "       sa-eval [-m MODEL] [-a ADAPTER] --text FILE... [--segment N] [--many M] [--limit N]\n"
+    "       sa-eval [-m MODEL] [-a ADAPTER]... --map --pool DIR [--pairs LIST] [--repeat N]\n"
     "               [--episodes N] [--limit N] [--csv FILE]\n";
 
 static void
@@ -33,8 +33,9 @@ help(void)
 	fputs("\n"
 	    "Tasks (default): accuracy per task of zero-shot, ICL with k demonstrations,\n"
 	    "StreamAdapter with a delta of the same k, and with K; then per-query cost.\n"
-	    "  -m, --model FILE      base model (default: $SA_MODEL, else data/model.gguf)\n"
-	    "  -a, --adapter FILE    adapter of that model (repeatable with --map)\n"
+	    "  -m, --model FILE      base model (default: $SA_MODEL, else the installed one)\n"
+	    "  -a, --adapter FILE    adapter of that model (default: $SA_ADAPTER, else the installed\n"
+	    "                        one; repeatable with --map)\n"
 	    "      --task DIR        DIR/train.tsv, DIR/test.tsv, DIR/dev.tsv (repeatable)\n"
 	    "      --seen LIST       comma-separated names of tasks the adapter was trained on\n"
 	    "      --unseen LIST     names of tasks it never saw\n"
@@ -137,32 +138,6 @@ parse_pairs(const char *s)
 	if (!opt.n_pairs)
 		usage_die(synopsis, "--pairs: empty list");
 	free(copy);
-}
-
-/* Where the project's default model lives: data/model.gguf beside bin/. */
-static char *
-default_model(void)
-{
-	const char *env = getenv("SA_MODEL");
-	char exe[4096], *slash, *path;
-	ssize_t n;
-
-	if (env && *env)
-		return xstrdup(env);
-	if ((n = readlink("/proc/self/exe", exe, sizeof exe - 1)) <= 0)
-		return NULL;
-	exe[n] = 0;
-	for (int up = 0; up < 2; up++) {
-		if (!(slash = strrchr(exe, '/')))
-			return NULL;
-		*slash = 0;
-	}
-	if (asprintf(&path, "%s/data/model.gguf", exe) < 0)
-		return NULL;
-	if (access(path, R_OK) == 0)
-		return path;
-	free(path);
-	return NULL;
 }
 
 /* ---------------------------------------------------------------- RNG */
@@ -1332,12 +1307,12 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	int c, modes;
-	char *model_path = NULL;
+	const char *model_path = NULL;
 
 	setprogname_(argv[0]);
 	while ((c = getopt_long(argc, argv, "m:a:k:K:s:t:qvhV", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'm': model_path = xstrdup(optarg); break;
+		case 'm': model_path = optarg; break;
 		case 'a': push(&opt.adapters, &opt.n_adapters, optarg); break;
 		case O_TASK: push(&opt.tasks, &opt.n_tasks, optarg); break;
 		case O_SEEN: opt.seen = optarg; break;
@@ -1379,7 +1354,7 @@ main(int argc, char **argv)
 	if (modes != 1)
 		usage_die(synopsis, modes ? "--task, --text and --map are separate runs" : "nothing to evaluate: give --task, --text or --map");
 	if (!opt.n_adapters)
-		usage_die(synopsis, "-a ADAPTER is required");
+		push(&opt.adapters, &opt.n_adapters, need_adapter(NULL, synopsis));
 	if (!opt.map && opt.n_adapters > 1)
 		usage_die(synopsis, "several adapters are compared only with --map");
 	if (opt.map && !opt.pool)
@@ -1395,8 +1370,7 @@ main(int argc, char **argv)
 	check_disjoint(opt.seen, opt.unseen);
 	if (opt.map && !opt.n_pairs)
 		parse_pairs("1,2,4,8,16,32,64,128,256");
-	if (!model_path && !(model_path = default_model()))
-		usage_die(synopsis, "-m MODEL is required (no $SA_MODEL, no data/model.gguf)");
+	model_path = need_model(model_path, synopsis);
 	opt.progress = !opt.quiet && isatty(2);
 
 	TRY(sa_model_load(&model, model_path));
@@ -1430,7 +1404,6 @@ main(int argc, char **argv)
 		sa_adapter_free(adapters[i]);
 	free(adapters);
 	sa_model_free(model);
-	free(model_path);
 	close_stdout();
 	return 0;
 }

@@ -9,7 +9,7 @@
 #include "tool.h"
 
 static const char usage_text[] =
-    "usage: sa-export -m MODEL [-a ADAPTER] [-f llama|peft] [--base-model NAME]\n"
+    "usage: sa-export [-m MODEL] [-a ADAPTER] [-F llama|peft] [--base-model NAME]\n"
     "                 [-o OUT] [-q | -v] DELTA[:SCALE] ...\n";
 
 enum { LLAMA, PEFT };
@@ -29,9 +29,10 @@ help(void)
 	    "Write the low-rank update of deltas as a LoRA adapter for other tools.\n"
 	    "Several deltas are summed as sum_i SCALE_i * state_i (SCALE default 1),\n"
 	    "as sa-run -d does.\n\n"
-	    "  -m, --model FILE        base model (GGUF)\n"
-	    "  -a, --adapter FILE      adapter of the deltas (default: the one they record)\n"
-	    "  -f, --format FMT        llama: llama.cpp LoRA GGUF (default); peft: a PEFT\n"
+	    "  -m, --model FILE        base model (default: $SA_MODEL, else the installed one)\n"
+	    "  -a, --adapter FILE      adapter of the deltas (default: the one they record, else\n"
+	    "                          $SA_ADAPTER, else the installed one)\n"
+	    "  -F, --format FMT        llama: llama.cpp LoRA GGUF (default); peft: a PEFT\n"
 	    "                          directory (adapter_config.json, adapter_model.safetensors)\n"
 	    "      --base-model NAME   PEFT base_model_name_or_path (default: the model's name)\n"
 	    "  -o, --output OUT        the GGUF file (default: stdout) or the PEFT directory\n"
@@ -42,26 +43,6 @@ help(void)
 	    "\nDELTA '-' is stdin (once); with a scale after \"--\": -- -:S.\n", stdout);
 }
 
-/* The adapter a delta records, as given or beside the delta (as sa-run). */
-static char *
-recorded_adapter(const sa_delta *d, const char *delta_path)
-{
-	const char *slash;
-	char *p;
-
-	if (!d->adapter_path || !*d->adapter_path)
-		return NULL;
-	if (d->adapter_path[0] == '/' || access(d->adapter_path, R_OK) == 0 ||
-	    !(slash = strrchr(delta_path, '/')))
-		return strdup(d->adapter_path);
-	if (asprintf(&p, "%.*s/%s", (int)(slash - delta_path), delta_path, d->adapter_path) < 0)
-		return NULL;
-	if (access(p, R_OK) == 0)
-		return p;
-	free(p);
-	return strdup(d->adapter_path);
-}
-
 int
 main(int argc, char **argv)
 {
@@ -69,7 +50,7 @@ main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "model", required_argument, NULL, 'm' },
 		{ "adapter", required_argument, NULL, 'a' },
-		{ "format", required_argument, NULL, 'f' },
+		{ "format", required_argument, NULL, 'F' },
 		{ "base-model", required_argument, NULL, O_BASE },
 		{ "output", required_argument, NULL, 'o' },
 		{ "quiet", no_argument, NULL, 'q' },
@@ -79,7 +60,7 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *model_path = NULL, *adapter_arg = NULL, *out = NULL, *base_model = NULL;
-	char *apath, **files;
+	char **files;
 	double *scale;
 	int format = LLAMA, verbose = 0, n, c;
 	sa_model *model;
@@ -87,11 +68,12 @@ main(int argc, char **argv)
 	sa_delta **d;
 
 	setprogname_(argv[0]);
-	while ((c = getopt_long(argc, argv, "m:a:f:o:qvhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "m:a:F:f:o:qvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': model_path = optarg; break;
 		case 'a': adapter_arg = optarg; break;
-		case 'f':
+		case 'f': format_moved(optarg, usage_text);
+		case 'F':
 			if (!strcmp(optarg, "llama") || !strcmp(optarg, "gguf"))
 				format = LLAMA;
 			else if (!strcmp(optarg, "peft"))
@@ -108,10 +90,7 @@ main(int argc, char **argv)
 		default: usage();
 		}
 	}
-	if (!model_path) {
-		warnx_("-m MODEL is required");
-		usage();
-	}
+	model_path = need_model(model_path, usage_text);
 	if (optind >= argc) {
 		warnx_("no delta to export");
 		usage();
@@ -139,13 +118,7 @@ main(int argc, char **argv)
 	}
 
 	TRY(sa_model_load(&model, model_path));
-	if (adapter_arg)
-		apath = strdup(adapter_arg);
-	else if (!(apath = recorded_adapter(d[0], files[0])))
-		die(SA_EUSAGE, "%s records no adapter: give -a ADAPTER", files[0]);
-	if (!apath)
-		die(SA_EINTERNAL, "out of memory");
-	TRY(sa_adapter_load(&a, apath));
+	delta_adapter_load(&a, adapter_arg, d[0], files[0]);
 
 	sa_outfile_install_signals();
 	if (format == LLAMA)
@@ -164,7 +137,6 @@ main(int argc, char **argv)
 	free(files);
 	free(d);
 	free(scale);
-	free(apath);
 	sa_adapter_free(a);
 	sa_model_free(model);
 	close_stdout();

@@ -8,7 +8,7 @@
 #include "tool.h"
 
 static const char usage_text[] =
-    "usage: sa-init -m MODEL [-r RANK] [-C CHUNK] [--mats LIST] [-s N]\n"
+    "usage: sa-init [-m MODEL] [-r RANK] [-C CHUNK] [--mats LIST] [-s N]\n"
     "               [--w1-scale X] [-o OUT]\n";
 
 static void __attribute__((noreturn))
@@ -23,7 +23,7 @@ help(void)
 {
 	fputs(usage_text, stdout);
 	fputs("\n"
-	    "  -m, --model FILE      base model (GGUF)\n"
+	    "  -m, --model FILE      base model (default: $SA_MODEL, else the installed one)\n"
 	    "  -r, --rank N          learned query slots per KV head (default 16)\n"
 	    "  -C, --chunk N         tokens per chunk of the context mapping (default 64)\n"
 	    "      --mats LIST       adapted matrices, comma-separated, or 'all'\n"
@@ -100,10 +100,7 @@ main(int argc, char **argv)
 		warnx_("unexpected argument '%s'", argv[optind]);
 		usage();
 	}
-	if (!model_path) {
-		warnx_("-m MODEL is required");
-		usage();
-	}
+	model_path = need_model(model_path, usage_text);
 	if (strcmp(out, "-") == 0 && isatty(1))
 		die(SA_EUSAGE, "refusing to write a binary adapter to a terminal (use -o FILE)");
 

@@ -33,9 +33,10 @@ help(void)
 	    "continuations (--choice), or serve JSON Lines requests (--batch).\n"
 	    "The prompt comes from -p, -f FILE, or standard input.\n"
 	    "\n"
-	    "  -m, --model FILE       GGUF model (default: $SA_MODEL, else data/model.gguf)\n"
+	    "  -m, --model FILE       GGUF model (default: $SA_MODEL, else the installed one)\n"
 	    "  -d, --delta FILE[:S]   apply a delta at scale S (default 1); repeatable, they add\n"
-	    "  -a, --adapter FILE     adapter of the deltas (default: the one they record)\n"
+	    "  -a, --adapter FILE     adapter of the deltas (default: the one they record, else\n"
+	    "                         $SA_ADAPTER, else the installed one)\n"
 	    "      --unmerged         keep deltas as side paths instead of merging them\n"
 	    "      --demos FILE       encode FILE as sa-encode does (through the cache) and\n"
 	    "                         apply it too; repeatable, one stream; needs the adapter\n"
@@ -154,32 +155,6 @@ parse_seed(const char *s)
 	if (errno || end == s || *end || s[0] == '-' || s[0] == '+')
 		usage_die(synopsis, "--seed: invalid value '%s' (want -1 or an integer from 0 to 2^64-1)", s);
 	return v;
-}
-
-/* Where the project's default model lives: data/model.gguf beside bin/. */
-static char *
-default_model(void)
-{
-	const char *env = getenv("SA_MODEL");
-	char exe[4096], *slash, *path;
-	ssize_t n;
-
-	if (env && *env)
-		return strdup(env);
-	if ((n = readlink("/proc/self/exe", exe, sizeof exe - 1)) <= 0)
-		return NULL;
-	exe[n] = 0;
-	for (int up = 0; up < 2; up++) {
-		if (!(slash = strrchr(exe, '/')))
-			return NULL;
-		*slash = 0;
-	}
-	if (asprintf(&path, "%s/data/model.gguf", exe) < 0)
-		return NULL;
-	if (access(path, R_OK) == 0)
-		return path;
-	free(path);
-	return NULL;
 }
 
 /* ------------------------------------------------------------- runner */
@@ -803,26 +778,6 @@ run_batch(runner *r, const char *path, const sampling *def)
 
 /* ------------------------------------------------------------- deltas */
 
-/* The adapter a delta records, found as given or beside the delta. */
-static char *
-recorded_adapter(const sa_delta *d, const char *delta_path)
-{
-	const char *slash;
-	char *p;
-
-	if (!d->adapter_path || !*d->adapter_path)
-		return NULL;
-	if (d->adapter_path[0] == '/' || access(d->adapter_path, R_OK) == 0 ||
-	    !(slash = strrchr(delta_path, '/')))
-		return strdup(d->adapter_path);
-	if (asprintf(&p, "%.*s/%s", (int)(slash - delta_path), delta_path, d->adapter_path) < 0)
-		return NULL;
-	if (access(p, R_OK) == 0)
-		return p;
-	free(p);
-	return strdup(d->adapter_path);
-}
-
 static void
 cache_note(void *ctx, const char *msg)
 {
@@ -854,7 +809,7 @@ apply_deltas(sa_model *model, const opts *o)
 {
 	sa_delta **d = calloc((size_t)o->n_deltas + 1, sizeof *d), *demos;
 	sa_adapter *a;
-	char *apath;
+	const char *apath;
 
 	if (!d)
 		die(SA_EINTERNAL, "out of memory");
@@ -863,11 +818,10 @@ apply_deltas(sa_model *model, const opts *o)
 		if (i > 0)
 			TRY(sa_delta_compatible(d[0], o->deltas[0].path, d[i], o->deltas[i].path));
 	}
-	if (o->adapter)
-		apath = strdup(o->adapter);
-	else if (!(apath = recorded_adapter(d[0], o->deltas[0].path)))
-		die(SA_EUSAGE, "%s records no adapter: give -a ADAPTER", o->deltas[0].path);
-	TRY(sa_adapter_load(&a, apath));
+	if (o->n_deltas)
+		apath = delta_adapter_load(&a, o->adapter, d[0], o->deltas[0].path);
+	else
+		TRY(sa_adapter_load(&a, apath = o->adapter));
 	TRY(sa_adapter_check(a, model));
 	demos = o->n_demos ? encode_demos(model, a, o) : NULL;
 	for (int i = 0; i < o->n_deltas; i++) {
@@ -881,7 +835,6 @@ apply_deltas(sa_model *model, const opts *o)
 		sa_delta_free(demos);
 	}
 	sa_adapter_free(a);
-	free(apath);
 	free(d);
 }
 
@@ -1019,7 +972,7 @@ parse_args(int argc, char **argv, opts *o)
 	if (o->adapter && !o->n_deltas && !o->n_demos)
 		usage_die(synopsis, "-a needs a delta (-d) or demonstrations (--demos)");
 	if (o->n_demos && !o->adapter && !o->n_deltas)
-		usage_die(synopsis, "--demos needs the adapter: give -a ADAPTER");
+		o->adapter = need_adapter(NULL, synopsis);
 	if (o->demos_format != SA_DEMOS_AUTO && !o->n_demos)
 		usage_die(synopsis, "--demos-format goes with --demos");
 	if (o->batch)
@@ -1068,17 +1021,15 @@ main(int argc, char **argv)
 	opts o;
 	sa_model *model;
 	runner r;
-	char *model_path, *text = NULL;
+	const char *model_path;
+	char *text = NULL;
 	size_t len = 0;
 	double t0;
 	int n_ctx, status = 0;
 
 	setprogname_(argv[0]);
 	parse_args(argc, argv, &o);
-	if (o.model)
-		model_path = strdup(o.model);
-	else if (!(model_path = default_model()))
-		usage_die(synopsis, "no model: give -m MODEL or set SA_MODEL");
+	model_path = need_model(o.model, synopsis);
 
 	/* The prompt is read before the model loads, so bad input fails fast. */
 	if (!o.batch) {
@@ -1190,7 +1141,6 @@ main(int argc, char **argv)
 	close_stdout();
 	free_runner(&r);
 	sa_model_free(model);
-	free(model_path);
 	free(text);
 	for (int i = 0; i < o.n_deltas; i++)
 		free(o.deltas[i].path);

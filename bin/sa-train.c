@@ -22,7 +22,7 @@
 
 static const char usage_text[] =
     "usage: sa-train --pretrain --vocab FILE -o MODEL [options] [--text FILE]... [--task DIR]...\n"
-    "       sa-train --adapter -m MODEL -o ADAPTER [options] [--task DIR]... [--text FILE]...\n";
+    "       sa-train --adapter [-m MODEL] -o ADAPTER [options] [--task DIR]... [--text FILE]...\n";
 
 static const char help_text[] =
     "Pretrain a base model, or train a StreamAdapter mapping for one.\n"
@@ -30,7 +30,7 @@ static const char help_text[] =
     "Mode and files:\n"
     "  --pretrain            train every weight of a new model (needs --vocab)\n"
     "  --adapter             train an adapter for the frozen model of -m\n"
-    "  -m, --model FILE      base model (--adapter)\n"
+    "  -m, --model FILE      base model (--adapter; default: $SA_MODEL, else the installed one)\n"
     "  --vocab FILE          tokenizer: a GGUF with tokenizer.* keys, or a TSV\n"
     "                        (id, piece, score, type) (--pretrain)\n"
     "  --init FILE           start from these weights (model or adapter GGUF)\n"
@@ -1803,8 +1803,8 @@ main(int argc, char **argv)
 		die(SA_EUSAGE, "--pretrain and --adapter are exclusive");
 	if (opt.mode == PRETRAIN && !opt.vocab && !opt.init)
 		die(SA_EUSAGE, "--pretrain needs --vocab (or --init)");
-	if (opt.mode == ADAPTER && !opt.model)
-		die(SA_EUSAGE, "--adapter needs -m MODEL");
+	if (opt.mode == ADAPTER)
+		opt.model = need_model(opt.model, usage_text);
 	if (!opt.out)
 		die(SA_EUSAGE, "no output: give -o FILE (or -o - for stdout)");
 	if (!strcmp(opt.out, "-") && !opt.ckpt)

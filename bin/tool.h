@@ -1,6 +1,7 @@
 /*
  * tool.h - what every sa tool's main shares: its name in messages, die/warn,
- * number parsing for options, and the closing check of stdout.
+ * number parsing for options, the default model and adapter, and the
+ * closing check of stdout.
  * Included by exactly one .c per tool, so the definitions live here.
  */
 #ifndef TOOL_H
@@ -174,6 +175,137 @@ usage_die(const char *synopsis, const char *fmt, ...)
 	}
 	fputs(synopsis, stderr);
 	exit(SA_EUSAGE);
+}
+
+/* The path the format makes, in buf, when it fits and is readable; else NULL. */
+static const char * __attribute__((format(printf, 3, 4)))
+readable(char *buf, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, size, fmt, ap);
+	va_end(ap);
+	return n > 0 && (size_t)n < size && access(buf, R_OK) == 0 ? buf : NULL;
+}
+
+/*
+ * NAME of the shipped files (model.gguf, adapter.gguf) into buf: in data/
+ * of the source tree the tool runs from (bin/.. of the executable), else in
+ * SA_DATADIR, where make install puts them (the Makefile derives it from
+ * PREFIX).  NULL when neither has it.
+ */
+static const char *
+shipped_file(char *buf, size_t size, const char *name)
+{
+	char exe[PATH_MAX], *slash = NULL;
+	ssize_t n;
+
+	if ((n = readlink("/proc/self/exe", exe, sizeof exe - 1)) > 0) {
+		exe[n] = 0;
+		for (int up = 0; up < 2 && (slash = strrchr(exe, '/')); up++)
+			*slash = 0;
+	}
+	if (slash && readable(buf, size, "%s/data/%s", exe, name))
+		return buf;
+	return readable(buf, size, "%s/%s", SA_DATADIR, name);
+}
+
+/* The file of an option not given: $ENV when set, else the shipped NAME. */
+static const char *
+default_file(char *buf, size_t size, const char *env, const char *name)
+{
+	const char *e = getenv(env);
+
+	return e && *e ? e : shipped_file(buf, size, name);
+}
+
+static __attribute__((unused)) const char *
+default_model(void)
+{
+	static char buf[PATH_MAX];
+
+	return default_file(buf, sizeof buf, "SA_MODEL", "model.gguf");
+}
+
+static __attribute__((unused)) const char *
+default_adapter(void)
+{
+	static char buf[PATH_MAX];
+
+	return default_file(buf, sizeof buf, "SA_ADAPTER", "adapter.gguf");
+}
+
+/* -m FILE when given, else the default model; a usage error when none. */
+static __attribute__((unused)) const char *
+need_model(const char *given, const char *synopsis)
+{
+	const char *p = given ? given : default_model();
+
+	if (!p)
+		usage_die(synopsis, "no model: give -m MODEL or set SA_MODEL (there is no %s/model.gguf)",
+		    SA_DATADIR);
+	return p;
+}
+
+/* -a FILE when given, else the default adapter; a usage error when none. */
+static __attribute__((unused)) const char *
+need_adapter(const char *given, const char *synopsis)
+{
+	const char *p = given ? given : default_adapter();
+
+	if (!p)
+		usage_die(synopsis, "no adapter: give -a ADAPTER or set SA_ADAPTER (there is no %s/adapter.gguf)",
+		    SA_DATADIR);
+	return p;
+}
+
+/*
+ * Load the adapter of a delta: -a FILE when given, else the path the delta
+ * records (sa-encode writes it absolute), that path relative to the delta's
+ * directory, a file of its name in the delta's directory (the two moved
+ * together), else the default adapter if the delta was made with it.
+ * Returns the path loaded.
+ */
+static __attribute__((unused)) const char *
+delta_adapter_load(sa_adapter **a, const char *given, const sa_delta *d, const char *delta_path)
+{
+	static char buf[PATH_MAX];
+	const char *rec = d->adapter_path && *d->adapter_path ? d->adapter_path : NULL;
+	const char *base = rec && strrchr(rec, '/') ? strrchr(rec, '/') + 1 : rec;
+	const char *slash = strrchr(delta_path, '/'), *dir = slash ? delta_path : ".", *p = given;
+	int n = slash ? (int)(slash - delta_path) : 1, beside = rec && strcmp(delta_path, "-") != 0;
+
+	if (!p && rec && access(rec, R_OK) == 0)
+		p = rec;
+	if (!p && beside && rec[0] != '/')
+		p = readable(buf, sizeof buf, "%.*s/%s", n, dir, rec);
+	if (!p && beside)
+		p = readable(buf, sizeof buf, "%.*s/%s", n, dir, base);
+	if (p) {
+		TRY(sa_adapter_load(a, p));
+		return p;
+	}
+	if ((p = default_adapter())) {
+		TRY(sa_adapter_load(a, p));
+		if ((*a)->fingerprint == d->adapter_fingerprint)
+			return p;
+		sa_adapter_free(*a);
+	}
+	delta_path = strcmp(delta_path, "-") ? delta_path : "stdin";
+	if (rec)
+		die(SA_ENOINPUT, "%s: its adapter %s is missing, and none is beside it: give -a ADAPTER",
+		    delta_path, rec);
+	die(SA_EUSAGE, "%s records no adapter: give -a ADAPTER", delta_path);
+}
+
+/* -f is the prompt file, as in llama.cpp; the format of sa-encode and
+ * sa-export is -F.  A usage error that says so for -f FORMAT. */
+static void __attribute__((noreturn, unused))
+format_moved(const char *arg, const char *synopsis)
+{
+	usage_die(synopsis, "-f %s: the format option is -F (--format); did you mean -F %s?", arg, arg);
 }
 
 /* Seconds on the monotonic clock, for rates and timings. */

@@ -28,7 +28,6 @@
 #error "delta.c stores floats as they lie in memory: little-endian hosts only"
 #endif
 
-#define DELTA_MAGIC "SADELTA"      /* with its NUL: 8 bytes */
 #define DELTA_END "SADELEND"       /* 8 bytes, no NUL */
 #define DELTA_VERSION 1u
 
@@ -398,7 +397,7 @@ sa_delta_write(const sa_delta *d, FILE *fp, const char *name)
 	    (rc = check_finite(d, name)) != SA_OK)
 		return rc;
 
-	buf_put(&b, DELTA_MAGIC, 8);
+	buf_put(&b, SA_DELTA_MAGIC, 8);
 	buf_u32(&b, DELTA_VERSION);
 	buf_u32(&b, 0);
 	buf_u64(&b, d->model_fingerprint);
@@ -581,7 +580,7 @@ read_header(reader *r, sa_delta *d, uint64_t *payload)
 	if (got < sizeof magic && ferror(r->fp))
 		return sa_fail(SA_EIO, "%s: %s", r->name, strerror(errno ? errno : EIO));
 	r->crc = sa_crc32(0, magic, got);
-	if (memcmp(magic, DELTA_MAGIC, got) != 0)
+	if (memcmp(magic, SA_DELTA_MAGIC, got) != 0)
 		return sa_fail(SA_EDATA, "%s: not a delta file", r->name);
 	if (got == 0)
 		return sa_fail(SA_EDATA, "%s: empty, not a delta file", r->name);

@@ -513,6 +513,8 @@ parse(sa_gguf *g)
 	if (g->size < 4)
 		return sa_fail(SA_EDATA, "%s: %s", g->path,
 		    memcmp(g->base, magic, g->size) == 0 ? "truncated" : "not a GGUF file");
+	if (g->size >= 8 && memcmp(g->base, SA_DELTA_MAGIC, 8) == 0)
+		return sa_fail(SA_EDATA, "%s: this is an sa delta, not a GGUF file", g->path);
 	if (memcmp(g->base, magic, 4) != 0)
 		return sa_fail(SA_EDATA, "%s: not a GGUF file", g->path);
 	take(&c, 4, &p);
@@ -774,6 +776,15 @@ sa_gguf_get_str(const sa_gguf *g, const char *key, sa_str *v)
 	v->n = le64(kv->raw);
 	v->s = (const char *)kv->raw + 8;
 	return SA_OK;
+}
+
+int
+sa_gguf_str_is(const sa_gguf *g, const char *key, const char *lit)
+{
+	const gguf_kv *kv = find_kv(g, key);
+
+	return kv && kv->type == SA_GGUF_STR && le64(kv->raw) == strlen(lit) &&
+	    memcmp(kv->raw + 8, lit, strlen(lit)) == 0;
 }
 
 int

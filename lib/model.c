@@ -544,6 +544,24 @@ check_all_finite(const sa_model *m)
 
 /* ------------------------------------------------------------- load, free */
 
+/* Adapters and checkpoints say what they are: without this, the message
+ * would be the first model key they lack. */
+static int
+refuse_other_kinds(const sa_gguf *g, const char *path)
+{
+	if (sa_gguf_str_is(g, "general.type", "adapter")) {
+		if (sa_gguf_has(g, "streamadapter.version"))
+			return sa_fail(SA_EDATA, "%s: this is an sa adapter, not a model (give it with -a)", path);
+		if (sa_gguf_str_is(g, "adapter.type", "lora"))
+			return sa_fail(SA_EDATA, "%s: this is a LoRA adapter, not a model", path);
+		return sa_fail(SA_EDATA, "%s: this is an adapter, not a model", path);
+	}
+	if (sa_gguf_str_is(g, "general.type", "sa-checkpoint"))
+		return sa_fail(SA_EDATA, "%s: this is a checkpoint of sa-train, not a model "
+		    "(the model is sa-train's -o file)", path);
+	return SA_OK;
+}
+
 int
 sa_model_load(sa_model **out, const char *path)
 {
@@ -556,7 +574,8 @@ sa_model_load(sa_model **out, const char *path)
 	if (!(full = sa_calloc(1, sizeof *full)))
 		return SA_EINTERNAL;
 	m = &full->pub;
-	if ((rc = sa_gguf_open(&m->gguf, path)) != SA_OK)
+	if ((rc = sa_gguf_open(&m->gguf, path)) != SA_OK ||
+	    (rc = refuse_other_kinds(m->gguf, path)) != SA_OK)
 		goto fail;
 	/* Not "missing key general.architecture", as if one key were amiss. */
 	if (sa_gguf_n_kv(m->gguf) == 0) {

@@ -147,6 +147,8 @@ int sa_gguf_get_i64(const sa_gguf *g, const char *key, int64_t *v);
 int sa_gguf_get_f32(const sa_gguf *g, const char *key, float *v);   /* F32 or F64 */
 int sa_gguf_get_bool(const sa_gguf *g, const char *key, int *v);
 int sa_gguf_get_str(const sa_gguf *g, const char *key, sa_str *v);
+/* 1 when key holds the string lit, else 0 (missing, another type or value). */
+int sa_gguf_str_is(const sa_gguf *g, const char *key, const char *lit);
 /* A NUL-terminated malloc'd copy of a string value. */
 int sa_gguf_get_strdup(const sa_gguf *g, const char *key, char **v);
 /* Array of a fixed-size element type: raw little-endian elements in the mapping.
@@ -457,6 +459,8 @@ uint64_t sa_adapter_fingerprint(const sa_adapter *a);
 int sa_adapter_check(const sa_adapter *a, const sa_model *model);
 
 /* ----------------------------------------------------------------- delta */
+
+#define SA_DELTA_MAGIC "SADELTA"   /* with its NUL: a delta's first 8 bytes */
 
 /* A source absorbed into a delta. */
 typedef struct sa_source {

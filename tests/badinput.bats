@@ -139,3 +139,27 @@ patch_bytes() {
 	[[ "${lines[6]}" == '{"id":null,"error":"line 7: column 1: '* ]]
 	[ -z "$stderr" ]
 }
+
+@test "-m given an adapter, a LoRA, a checkpoint or a delta: says what the file is, exit 65" {
+	"$ROOT/bin/sa-init" -m "$GOOD" -r 2 -C 8 --w1-scale 0.5 -o "$T/ad.gguf"
+	printf 'input\tlabel\ncat\tcats\n' > "$T/d.tsv"
+	"$ROOT/bin/sa-encode" -q -m "$GOOD" -a "$T/ad.gguf" -o "$T/x.delta" "$T/d.tsv"
+	"$ROOT/bin/sa-export" -m "$GOOD" -o "$T/lora.gguf" "$T/x.delta"
+	mkdir "$T/pool"
+	printf 'apple\nbread\nchair\ndoor\n' > "$T/pool/words.txt"
+	printf 'red\nblue\ngreen\nbig\n' > "$T/pool/labels.txt"
+	"$ROOT/bin/sa-train" -q --adapter -m "$GOOD" -o "$T/tr.gguf" --pool "$T/pool" --rank 2 \
+	    --chunk 8 --steps 1 --batch-tokens 32 --eval-every 0 -t 1
+	run -65 "$RUN" -m "$T/ad.gguf" -p hi
+	assert_output "sa-run: $T/ad.gguf: this is an sa adapter, not a model (give it with -a)"
+	run -65 "$ROOT/bin/sa-encode" -m "$T/ad.gguf" -a "$T/ad.gguf" "$T/d.tsv"
+	assert_output "sa-encode: $T/ad.gguf: this is an sa adapter, not a model (give it with -a)"
+	run -65 "$RUN" -m "$T/lora.gguf" -p hi
+	assert_output "sa-run: $T/lora.gguf: this is a LoRA adapter, not a model"
+	run -65 "$RUN" -m "$T/tr.gguf.ckpt/state.gguf" -p hi
+	assert_output --partial "state.gguf: this is a checkpoint of sa-train, not a model"
+	run -65 "$RUN" -m "$T/x.delta" -p hi
+	assert_output "sa-run: $T/x.delta: this is an sa delta, not a GGUF file"
+	run -65 "$RUN" -m - -p hi < "$T/x.delta"
+	assert_output "sa-run: stdin: this is an sa delta, not a GGUF file"
+}

@@ -17,7 +17,6 @@ bats_load_library bats-assert
 KNOWN=(
 	"sa-eval: -k has no long form"
 	"sa-eval: -K has no long form"
-	"sa-run: -f is --file, elsewhere --format"
 	"sa-train: --adapter has no short form -a"
 )
 
@@ -31,6 +30,13 @@ setup_file() {
 	"$ROOT/bin/sa-encode" -q --cache-dir "$D/cache" -m "$D/m.gguf" -a "$D/a.gguf" \
 	    -o /dev/null "$D/x.tsv"
 	echo 'some text to read' > "$D/t.txt"
+	# a delta whose adapter is gone: the default adapter stands in
+	cp "$D/a.gguf" "$D/lost.gguf"
+	"$ROOT/bin/sa-encode" -q -m "$D/m.gguf" -a "$D/lost.gguf" -o "$D/lost.delta" "$D/x.tsv"
+	rm "$D/lost.gguf"
+	mkdir -p "$D/pool"
+	printf 'apple\nbread\nchair\ndoor\n' > "$D/pool/words.txt"
+	printf 'red\nblue\ngreen\nbig\n' > "$D/pool/labels.txt"
 	mkdir -p "$D/help"
 	for src in "$ROOT"/bin/sa-*.c; do
 		t=$(basename "$src" .c)
@@ -258,7 +264,7 @@ invocation() {
 	sa-export -m "$D/m.gguf" -o "$T/b.gguf" "$D/x.delta"
 	cmp -s "$T/a.gguf" "$T/b.gguf" || p+=("sa-export: - and the file differ")
 	# sa-encode: demonstrations (the sources are named stdin)
-	sa-encode -q -f tsv -m "$D/m.gguf" -a "$D/a.gguf" -o "$T/s.delta" - < "$D/x.tsv"
+	sa-encode -q -F tsv -m "$D/m.gguf" -a "$D/a.gguf" -o "$T/s.delta" - < "$D/x.tsv"
 	sa-info --json "$T/s.delta" | grep -q '"name":"stdin"' || p+=("sa-encode: stdin not named stdin")
 	[ "$(sa-info --json "$T/s.delta" | sed 's/"file":"[^"]*",//; s/"sources".*//')" = \
 	  "$(sa-info --json "$D/x.delta" | sed 's/"file":"[^"]*",//; s/"sources".*//')" ] ||
@@ -314,6 +320,49 @@ invocation() {
 		[[ "$stderr" == "$t: "*"none"* ]] || p+=("$t: '$cmd': message '$stderr'")
 		[ "$(printf '%s\n' "$stderr" | wc -l)" -eq 1 ] || p+=("$t: '$cmd': more than one line")
 		[ ! -e "$T/o" ] || p+=("$t: '$cmd' left an output")
+	done
+	report "${p[@]}"
+}
+
+# A command of TOOL that needs the model (or, with "a", the adapter) but
+# does not give it; every input but that one exists.
+without() {
+	case $1:$2 in
+	sa-encode:m) echo "sa-encode -q -a $D/a.gguf -o $T/o $D/x.tsv";;
+	sa-encode:a) echo "sa-encode -q -m $D/m.gguf -o $T/o $D/x.tsv";;
+	sa-eval:m) echo "sa-eval -q -a $D/a.gguf --text $D/t.txt";;
+	sa-eval:a) echo "sa-eval -q -m $D/m.gguf --text $D/t.txt";;
+	sa-export:m) echo "sa-export -o $T/o $D/x.delta";;
+	sa-export:a) echo "sa-export -m $D/m.gguf -o $T/o $D/lost.delta";;
+	sa-init:m) echo "sa-init -o $T/o";;
+	sa-run:m) echo "sa-run -n 1 -p hello";;
+	sa-run:a) echo "sa-run -m $D/m.gguf -d $D/lost.delta -n 1 -p hello";;
+	sa-train:m) echo "sa-train --adapter -o $T/o --pool $D/pool --steps 1";;
+	*) echo "unknown";;
+	esac
+}
+
+@test "SA_MODEL and SA_ADAPTER stand for -m and -a in every tool that takes them, as its man page says" {
+	local t x var cmd m p=()
+	for t in $(tools); do
+		m="$ROOT/man/$t.1"
+		for x in m a; do
+			help_pairs "$t" | grep -qx "$x $([ $x = m ] && echo model || echo adapter)" || continue
+			var=$([ $x = m ] && echo SA_MODEL || echo SA_ADAPTER)
+			cmd=$(without "$t" $x)
+			[ "$cmd" != unknown ] || { p+=("$t: add -$x to without() in tests/conventions.bats"); continue; }
+			run --separate-stderr env "$var=$T/none-$x.gguf" $cmd < /dev/null
+			[ "$status" -eq 66 ] && [[ "$stderr" == *"none-$x.gguf"* ]] ||
+			    p+=("$t: $var is not the default of -$x (exit $status: $stderr)")
+			awk '/^\.Sh ENVIRONMENT/ { f = 1; next } /^\.Sh/ { f = 0 } f' "$m" | grep -q "^\.It Ev $var" ||
+			    p+=("$t.1: ENVIRONMENT does not describe $var")
+		done
+		# the same output as with the options, where a data command is known
+		cmd=$(invocation "$t")
+		[[ "$cmd" == *" -m $D/m.gguf"* ]] || continue
+		cut=${cmd/ -m $D\/m.gguf/}
+		[ "$(SA_MODEL="$D/m.gguf" SA_ADAPTER="$D/a.gguf" ${cut/ -a $D\/a.gguf/} | cksum)" = "$($cmd | cksum)" ] ||
+		    p+=("$t: '$cmd' differs without -m and -a")
 	done
 	report "${p[@]}"
 }

@@ -29,3 +29,52 @@ setup() {
 	[ "$(sed -n '/^query /,/^$/p' <<<"$output" | grep -c .)" -eq 9 ]
 	assert_line --regexp '^\| plural \| seen \| gen \| 50 \|( [0-9.]+ \|){4} [0-9]+ \|$'
 }
+
+# scripts/deps.sh against stand-ins for dpkg-query (nothing installed), id
+# and apt-get (which logs its arguments).
+fake_debian() {
+	mkdir -p "$BATS_TEST_TMPDIR/shim"
+	cd "$BATS_TEST_TMPDIR/shim"
+	printf '#!/bin/sh\nexit 1\n' > dpkg-query
+	printf '#!/bin/sh\necho %s\n' "$1" > id
+	printf '#!/bin/sh\necho "$*" >> %s/apt.log\n' "$BATS_TEST_TMPDIR" > apt-get
+	chmod +x dpkg-query id apt-get
+	cd - > /dev/null
+	PATH="$BATS_TEST_TMPDIR/shim:$PATH"
+}
+
+@test "deps.sh build installs the build's packages only, and says so in one line first" {
+	fake_debian 0
+	run --separate-stderr sh "$ROOT/scripts/deps.sh" build
+	assert_success
+	[ "$stderr" = "deps: installing with apt-get: gcc make libc6-dev libopenblas-dev zlib1g-dev" ]
+	run cat "$BATS_TEST_TMPDIR/apt.log"
+	assert_line "install -y -qq gcc make libc6-dev libopenblas-dev zlib1g-dev"
+	refute_output --partial bats
+	refute_output --partial mandoc
+}
+
+@test "deps.sh test adds bats and mandoc; deps.sh alone (.ci/run, make check) installs both sets" {
+	fake_debian 0
+	run -0 sh "$ROOT/scripts/deps.sh" test
+	assert_output "deps: installing with apt-get: bats bats-support bats-assert bats-file mandoc"
+	rm "$BATS_TEST_TMPDIR/apt.log"
+	run -0 sh "$ROOT/scripts/deps.sh"
+	run grep '^install' "$BATS_TEST_TMPDIR/apt.log"
+	assert_output "install -y -qq gcc make libc6-dev libopenblas-dev zlib1g-dev bats bats-support bats-assert bats-file mandoc"
+	run -64 sh "$ROOT/scripts/deps.sh" everything
+}
+
+@test "deps.sh not as root: the exact apt-get line, no install" {
+	fake_debian 1000
+	run -1 sh "$ROOT/scripts/deps.sh" build
+	assert_line "deps: run: sudo apt-get install -y gcc make libc6-dev libopenblas-dev zlib1g-dev"
+	[ ! -e "$BATS_TEST_TMPDIR/apt.log" ]
+}
+
+@test "make demo asks for the build's packages, make check for all" {
+	run -0 make -C "$ROOT" -n demo
+	assert_line "sh scripts/deps.sh build"
+	run -0 make -C "$ROOT" -n check
+	assert_line "sh scripts/deps.sh"
+}

@@ -193,7 +193,7 @@ bg_default() {
 	for sig in INT TERM; do
 		cp "$D/d.delta" "$T/out.delta"
 		rm -f "$T/fifo" && mkfifo "$T/fifo"
-		bg_default "$ROOT/bin/sa-encode" -q -m "$D/m.gguf" -a "$D/a.gguf" -f tsv -o "$T/out.delta" "$T/fifo" &
+		bg_default "$ROOT/bin/sa-encode" -q -m "$D/m.gguf" -a "$D/a.gguf" -F tsv -o "$T/out.delta" "$T/fifo" &
 		pid=$!
 		exec 5> "$T/fifo"          # the writer end stays open: sa-encode waits
 		printf 'input\tlabel\ncow\tcows\n' >&5

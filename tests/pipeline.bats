@@ -27,7 +27,7 @@ setup() {
 	T="$BATS_TEST_TMPDIR"
 	PATH="$ROOT/bin:$PATH"
 	DIFF="$ROOT/tests/helpers/delta-diff"
-	unset SA_MODEL
+	unset SA_MODEL SA_ADAPTER
 }
 
 @test "sa-encode | sa-merge --chain - other | sa-run -d - equals the same through files" {
@@ -75,4 +75,22 @@ setup() {
 	sa-encode -m "$M" -a "$A" -o "$T/full.delta" "$T/first.tsv" "$T/rest.tsv"
 	run "$DIFF" -t 1e-5 "$T/full.delta" "$T/grown.delta"
 	assert_success
+}
+
+@test "a delta moved with its adapter finds it beside itself: sa-run, sa-export" {
+	mkdir "$T/one"
+	cp "$A" "$T/one/ad.gguf"
+	sa-encode -m "$M" -a "$T/one/ad.gguf" -o "$T/one/x.delta" "$D/all.tsv"
+	want=$(sa-run -m "$M" -d "$T/one/x.delta" --choice pos --choice neg -p 'review 99 good ->')
+	mv "$T/one" "$T/two"
+	run -0 sa-run -m "$M" -d "$T/two/x.delta" --choice pos --choice neg -p 'review 99 good ->'
+	assert_output "$want"
+	cd "$T"
+	run -0 sa-run -m "$M" -d two/x.delta --choice pos --choice neg -p 'review 99 good ->'
+	assert_output "$want"
+	run -0 sa-export -m "$M" -o "$T/lora.gguf" two/x.delta
+	# gone from beside it too: the message names the adapter it records
+	rm two/ad.gguf
+	run -66 sa-run -m "$M" -d two/x.delta -p x -n 1
+	assert_output --partial "one/ad.gguf is missing"
 }

@@ -64,7 +64,7 @@ entries() {
 	[ "$(enc -a "$D/a.gguf" -o "$T/o" "$D/x.tsv")" = "cache hit" ]
 	[ "$(enc -a "$D/a.gguf" -o "$T/o" -T '{input} => {label}\n' "$D/x.tsv")" = "cache miss" ]
 	[ "$(enc -a "$D/a.gguf" -o "$T/o" -c 64 "$D/x.tsv")" = "cache miss" ]
-	[ "$(enc -a "$D/a.gguf" -o "$T/o" -f text "$D/x.tsv")" = "cache miss" ]
+	[ "$(enc -a "$D/a.gguf" -o "$T/o" -F text "$D/x.tsv")" = "cache miss" ]
 	[ "$(enc -a "$D/b.gguf" -o "$T/o" "$D/x.tsv")" = "cache miss" ]
 	[ "$(enc -a "$D/a.gguf" -o "$T/o" "$D/x.tsv" "$D/y.tsv")" = "cache miss" ]
 	[ "$(enc -a "$D/a.gguf" -o "$T/o" "$D/y.tsv" "$D/x.tsv")" = "cache miss" ]
@@ -76,8 +76,8 @@ entries() {
 	[ "$(enc -a "$D/a.gguf" -o "$T/hit.delta" "$T/renamed.tsv")" = "cache hit" ]
 	"$ENC" -m "$D/m.gguf" -a "$D/a.gguf" -o "$T/fresh.delta" "$T/renamed.tsv"
 	cmp "$T/hit.delta" "$T/fresh.delta"
-	[ "$(enc -a "$D/a.gguf" -f tsv -o "$T/stdin.delta" - < "$D/x.tsv")" = "cache hit" ]
-	"$ENC" -m "$D/m.gguf" -a "$D/a.gguf" -f tsv -o "$T/fresh.delta" - < "$D/x.tsv"
+	[ "$(enc -a "$D/a.gguf" -F tsv -o "$T/stdin.delta" - < "$D/x.tsv")" = "cache hit" ]
+	"$ENC" -m "$D/m.gguf" -a "$D/a.gguf" -F tsv -o "$T/fresh.delta" - < "$D/x.tsv"
 	cmp "$T/stdin.delta" "$T/fresh.delta"
 	"$ROOT/bin/sa-info" "$T/stdin.delta" | grep -q 'source:.* stdin$'
 }
@@ -223,8 +223,15 @@ entries() {
 
 @test "sa-run --demos: usage errors" {
 	RUN="$ROOT/bin/sa-run"
-	run -64 "$RUN" -m "$D/m.gguf" --demos "$D/x.tsv" -p x
-	assert_output --partial "needs the adapter"
+	# no adapter anywhere: a copy of the tool outside the source tree
+	mkdir -p "$T/inst/bin"
+	cp "$RUN" "$T/inst/bin/"
+	SA_ADAPTER= run -64 "$T/inst/bin/sa-run" -m "$D/m.gguf" --demos "$D/x.tsv" -p x
+	assert_output --partial "no adapter: give -a ADAPTER or set SA_ADAPTER"
+	# SA_ADAPTER is the adapter of --demos without -a
+	want=$("$RUN" --cache-dir "$C" -m "$D/m.gguf" -a "$D/a.gguf" --demos "$D/x.tsv" --temp 0 -n 8 -p x)
+	SA_ADAPTER="$D/a.gguf" run -0 "$RUN" --cache-dir "$C" -m "$D/m.gguf" --demos "$D/x.tsv" --temp 0 -n 8 -p x
+	assert_output "$want"
 	run -64 "$RUN" -m "$D/m.gguf" -a "$D/a.gguf" --demos - -p x -f -
 	run -64 "$RUN" -m "$D/m.gguf" -a "$D/a.gguf" --demos - < /dev/null
 	assert_output --partial "standard input"

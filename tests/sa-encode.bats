@@ -27,7 +27,7 @@ setup() {
 	D="$BATS_FILE_TMPDIR"
 	M="$D/m.gguf"
 	T="$BATS_TEST_TMPDIR"
-	unset SA_MODEL
+	unset SA_MODEL SA_ADAPTER
 }
 
 @test "encoder unit tests: mapping against a reference, forward hook, chain, append, determinism" {
@@ -51,9 +51,21 @@ setup() {
 	run -64 --separate-stderr "$ENC" --bogus
 	[[ "$stderr" == *"usage: sa-encode"* ]]
 	[ -z "$output" ]
-	run -64 "$ENC" -a "$D/a0.gguf" -o "$T/x" "$D/a.tsv"
-	assert_output --partial "-m MODEL and -a ADAPTER are required"
-	run -64 "$ENC" -m "$M" -a "$D/a0.gguf" -f csv "$D/a.tsv"
+	# no model, no adapter anywhere: a copy of the tool outside the source tree
+	mkdir -p "$T/inst/bin"
+	cp "$ENC" "$T/inst/bin/"
+	run -64 "$T/inst/bin/sa-encode" -a "$D/a0.gguf" -o "$T/x" "$D/a.tsv"
+	assert_output --partial "no model: give -m MODEL or set SA_MODEL"
+	run -64 "$T/inst/bin/sa-encode" -m "$M" -o "$T/x" "$D/a.tsv"
+	assert_output --partial "no adapter: give -a ADAPTER or set SA_ADAPTER"
+	[ ! -e "$T/x" ]
+	run -64 "$ENC" -m "$M" -a "$D/a0.gguf" -F csv "$D/a.tsv"
+	assert_output --partial "unknown format 'csv'"
+	# -f is sa-run's prompt file; the format's old letter says where it went
+	run -64 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -f tsv -o "$T/x" "$D/a.tsv"
+	[[ "$stderr" == "sa-encode: -f tsv: the format option is -F (--format); did you mean -F tsv?"* ]]
+	[ ! -e "$T/x" ]
+	run -64 "$ENC" -m "$M" -a "$D/a0.gguf" --format csv "$D/a.tsv"
 	assert_output --partial "unknown format 'csv'"
 	run -64 "$ENC" -m "$M" -a "$D/a0.gguf" -T '{input' "$D/a.tsv"
 	assert_output --partial "template: unclosed {"
@@ -163,9 +175,9 @@ setup() {
 	assert_line -n 0 "{\"source\":\"$T/r.jsonl\",\"line\":1,\"text\":\"Q: 2+2\\nA: 4\\t{2+2}\\\\\"}"
 	assert_line -n 1 "{\"source\":\"$T/r.jsonl\",\"line\":3,\"text\":\"Q: w\\\"hy\\nA: xé\\t{w\\\"hy}\\\\\"}"
 	# --format overrides the extension and the content.
-	run "$ENC" --dump -f tsv - <"$T/r.tsv"
+	run "$ENC" --dump -F tsv - <"$T/r.tsv"
 	assert_line -n 0 '{"source":"stdin","line":2,"text":"x\ty -> yes\n"}'
-	run "$ENC" --dump -f text - <"$T/r.tsv"
+	run "$ENC" --dump -F text - <"$T/r.tsv"
 	[ "${#lines[@]}" -eq 1 ]
 	assert_output --partial '"line":1,"text":"label\tinput'
 }
@@ -176,7 +188,7 @@ setup() {
 	printf '{"input":"great film","label":"pos"}\n{"input":"dull","label":"neg"}\n' > "$T/q.json"
 	cp "$T/q.json" "$T/Q.JSONL"
 	cp "$T/q.json" "$T/q.data"
-	run --separate-stderr "$ENC" --dump -f tsv "$D/a.tsv"
+	run --separate-stderr "$ENC" --dump -F tsv "$D/a.tsv"
 	tsv=$(echo "$output" | cut -d, -f2-)
 	[ "${#lines[@]}" -eq 3 ]
 	for f in "$T/A.TSV" "$T/noext" -; do
@@ -199,7 +211,7 @@ setup() {
 	run --separate-stderr "$ENC" --dump - <<< 'plain words'
 	assert_output '{"source":"stdin","line":1,"text":"plain words\n"}'
 	# the encoding of what stdin was found to be
-	"$ENC" -m "$M" -a "$D/a1.gguf" -o "$T/f.delta" -f jsonl - < "$T/q.json"
+	"$ENC" -m "$M" -a "$D/a1.gguf" -o "$T/f.delta" -F jsonl - < "$T/q.json"
 	"$ENC" -m "$M" -a "$D/a1.gguf" -o "$T/s.delta" < "$T/q.json"
 	"$DIFF" "$T/f.delta" "$T/s.delta"
 	"$INFO" --json "$T/s.delta" | grep -q '"n_demos":2'
@@ -222,9 +234,9 @@ setup() {
 	[[ "$stderr" == "sa-encode: $T/bin: not text"* ]]
 	[ "${#stderr}" -lt 120 ]
 	# the format given wins
-	run --separate-stderr "$ENC" --dump -f text - <<< $'hello\tworld'
+	run --separate-stderr "$ENC" --dump -F text - <<< $'hello\tworld'
 	assert_success
-	run --separate-stderr "$ENC" --dump -f tsv "$T/a.csv"
+	run --separate-stderr "$ENC" --dump -F tsv "$T/a.csv"
 	assert_failure 65
 	[[ "$stderr" == *"a.csv:1: no field 'input'"* ]]
 }
@@ -241,7 +253,7 @@ setup() {
 	done
 	run -65 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -o "$T/x" < /dev/null
 	assert_equal "$stderr" "sa-encode: stdin: no demonstrations (empty text)"
-	run -65 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -o "$T/x" -f tsv - < "$T/h.tsv"
+	run -65 --separate-stderr "$ENC" -m "$M" -a "$D/a0.gguf" -o "$T/x" -F tsv - < "$T/h.tsv"
 	assert_equal "$stderr" "sa-encode: stdin: no demonstrations (a header and no record)"
 }
 
@@ -329,7 +341,7 @@ setup() {
 
 @test "the delta goes to stdout by default and can be read from a pipe" {
 	"$ENC" -m "$M" -a "$D/a1.gguf" <"$D/a.tsv" >"$T/s.delta"
-	"$ENC" -m "$M" -a "$D/a1.gguf" -f tsv -o "$T/f.delta" - <"$D/a.tsv"
+	"$ENC" -m "$M" -a "$D/a1.gguf" -F tsv -o "$T/f.delta" - <"$D/a.tsv"
 	run "$DIFF" "$T/s.delta" "$T/f.delta"
 	assert_success
 	run "$INFO" --json "$T/s.delta"

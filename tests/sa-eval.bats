@@ -318,7 +318,10 @@ first_table() {
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --seen colour "$D/tasks/color"
 	assert_failure 64
 	[[ "$stderr" == *"no --task named 'colour'"* ]]
-	run -64 "$EVAL" -m "$M" "$D/tasks/color"
+	mkdir -p "$T/inst/bin"
+	cp "$EVAL" "$T/inst/bin/"
+	SA_ADAPTER= run -64 "$T/inst/bin/sa-eval" -m "$M" "$D/tasks/color"
+	assert_output --partial "no adapter: give -a ADAPTER or set SA_ADAPTER"
 	run -64 "$EVAL" -m "$M" -a "$D/zero.gguf"
 	run -64 "$EVAL" -m "$M" -a "$D/zero.gguf" -a "$D/rand.gguf" "$D/tasks/color"
 	run -64 "$EVAL" -m "$M" -a "$D/zero.gguf" -k 0 "$D/tasks/color"

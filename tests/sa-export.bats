@@ -63,15 +63,20 @@ hex() {
 }
 
 @test "usage errors exit 64" {
-	run -64 --separate-stderr "$EXPORT" "$D/llama.a.delta"
-	[[ "$stderr" == *"-m MODEL is required"* ]]
+	mkdir -p "$T/inst/bin"
+	cp "$EXPORT" "$T/inst/bin/"
+	SA_MODEL= run -64 --separate-stderr "$T/inst/bin/sa-export" "$D/llama.a.delta"
+	[[ "$stderr" == *"no model: give -m MODEL or set SA_MODEL"* ]]
 	run -64 "$EXPORT" -m "$D/llama.gguf"
 	assert_output --partial "no delta"
-	run -64 "$EXPORT" -m "$D/llama.gguf" -f onnx "$D/llama.a.delta"
+	run -64 "$EXPORT" -m "$D/llama.gguf" -F onnx "$D/llama.a.delta"
 	assert_output --partial "unknown format 'onnx'"
-	run -64 "$EXPORT" -m "$D/llama.gguf" -f peft "$D/llama.a.delta"
+	run -64 "$EXPORT" -m "$D/llama.gguf" -F peft "$D/llama.a.delta"
 	assert_output --partial "directory"
-	run -64 "$EXPORT" -m "$D/llama.gguf" -f peft -o - "$D/llama.a.delta"
+	run -64 "$EXPORT" -m "$D/llama.gguf" -F peft -o - "$D/llama.a.delta"
+	run -64 "$EXPORT" -m "$D/llama.gguf" -f peft -o "$T/p" "$D/llama.a.delta"
+	assert_output --partial "sa-export: -f peft: the format option is -F (--format); did you mean -F peft?"
+	[ ! -e "$T/p" ]
 	run -64 "$EXPORT" -m "$D/llama.gguf" --base-model x -o "$T/x.gguf" "$D/llama.a.delta"
 	run -64 "$EXPORT" -m "$D/llama.gguf" -o "$T/x.gguf" - - < /dev/null
 	assert_output --partial "more than once"
@@ -125,7 +130,7 @@ hex() {
 }
 
 @test "PEFT directory: config and safetensors; replaced whole on a second export" {
-	run "$EXPORT" -v -m "$D/llama.gguf" -f peft --base-model meta-llama/Llama-3.2-1B \
+	run "$EXPORT" -v -m "$D/llama.gguf" -F peft --base-model meta-llama/Llama-3.2-1B \
 	    -o "$T/peft" "$D/llama.a.delta"
 	assert_success
 	assert_output --partial "PEFT"
@@ -136,7 +141,7 @@ hex() {
 	grep -q '"target_modules": \["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"\]' \
 	    "$T/peft/adapter_config.json"
 	cp "$T/peft/adapter_model.safetensors" "$T/first"
-	"$EXPORT" -m "$D/llama.gguf" -f peft -o "$T/peft/" "$D/llama.b.delta"
+	"$EXPORT" -m "$D/llama.gguf" -F peft -o "$T/peft/" "$D/llama.b.delta"
 	! cmp -s "$T/first" "$T/peft/adapter_model.safetensors"
 	# nothing but the adapter directory and the copy is left in $T
 	run ls -A "$T"

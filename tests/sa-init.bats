@@ -18,7 +18,7 @@ setup() {
 	GET="$ROOT/tests/helpers/jsonl-get"
 	M="$BATS_FILE_TMPDIR/m.gguf"
 	T="$BATS_TEST_TMPDIR"
-	unset SA_MODEL
+	unset SA_MODEL SA_ADAPTER
 }
 
 @test "--help and --version print to stdout and exit 0" {
@@ -33,8 +33,10 @@ setup() {
 }
 
 @test "usage errors exit 64 and write nothing" {
-	run -64 --separate-stderr "$INIT" -o "$T/a.gguf"
-	[[ "$stderr" == *"-m MODEL is required"* ]]
+	mkdir -p "$T/inst/bin"
+	cp "$INIT" "$T/inst/bin/"
+	run -64 --separate-stderr "$T/inst/bin/sa-init" -o "$T/a.gguf"
+	[[ "$stderr" == *"no model: give -m MODEL or set SA_MODEL"* ]]
 	[[ "$stderr" == *"usage: sa-init"* ]]
 	run -64 "$INIT" -m "$M" -r 0 -o "$T/a.gguf"
 	assert_output --partial "--rank: invalid value '0'"

@@ -18,7 +18,7 @@ setup() {
 	M="$BATS_FILE_TMPDIR/m.gguf"
 	Q="$BATS_FILE_TMPDIR/q.gguf"
 	T="$BATS_TEST_TMPDIR"
-	unset SA_MODEL
+	unset SA_MODEL SA_ADAPTER
 }
 
 # Field $2 of the line starting with $1 in $output ("choice 0 logprob X ...").
