@@ -548,6 +548,42 @@ int sa_encoder_add_source(sa_encoder *e, const char *name, uint64_t hash);
 int sa_context_map(const sa_adapter *a, int layer, int mat, const float *k,
     const float *v, int n, double *h, double *P);
 
+/* ------------------------------------------------- least-squares memory */
+
+/*
+ * The second kind of context mapping (lib/memory.c, doc/design.md): per
+ * layer, one memory per key/value head h, over the layer's keys x [Dkv]
+ * (before RoPE) and head h's values v [dh]:
+ *   P [Hk][dk][Dkv], p [Hk][dk]   features phi = normalize(f(P x + p)),
+ *                                 f(u) = u + 1 (u > 0), exp(u) (u <= 0)
+ *   w [Hk][Dkv], c [Hk]           write gate beta = sigmoid(<w, x> + c)
+ *   G [Hk][dh][dk] += beta v phi^T,  S [Hk][dk][dk] += beta phi phi^T
+ * read out as M [Hk][dh][dk] = G (S + lambda I)^-1.  The parameters are
+ * borrowed (the adapter owns them).
+ */
+typedef struct sa_memory_params {
+	const float *P, *p, *w, *c;
+	int Hk, dh, dk;
+} sa_memory_params;
+
+/* Add n tokens (K, V [n][Hk*dh]) to G and S, in double, in a fixed order. */
+int sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int n,
+    double *G, double *S);
+/* M [dh][dk] = G [dh][dk] (S [dk][dk] + lambda I)^-1 for one head, solved in
+ * double; SA_EDATA if S + lambda I is not positive definite. */
+int sa_memory_read(const float *G, const float *S, int dh, int dk, double lambda, float *M);
+
+/* Training: the sums in float, keeping what the backward needs:
+ * u, phi [n][Hk][dk], beta [n][Hk]; G, S as above (overwritten). */
+int sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float *V, int n,
+    float *u, float *phi, float *beta, float *G, float *S);
+/* Gradients of the parameters (added into gr, shaped as the parameters)
+ * from dM [Hk][dh][dk], the gradient of the read-out. */
+typedef struct sa_memory_grads { float *P, *p, *w, *c; } sa_memory_grads;
+int sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float *V, int n,
+    const float *u, const float *phi, const float *beta, const float *G, const float *S,
+    double lambda, const float *dM, sa_memory_grads *gr);
+
 /* -------------------------------------------------------- demonstrations */
 
 /* Input formats of sa-encode(1); AUTO: from the name or the content. */

@@ -20,3 +20,9 @@ setup() {
 	assert_success
 	assert_output --partial ", 0 failed"
 }
+
+@test "memory: recall of what was written, exact composition, float sums, gradients against finite differences" {
+	run "$ROOT/tests/unit/test_memory"
+	assert_success
+	assert_output --partial ", 0 failed"
+}

@@ -1,0 +1,310 @@
+/*
+ * memory.c - the least-squares memory, the second kind of context mapping
+ * (doc/design.md, "The least-squares memory").
+ *
+ * Per layer, one memory per key/value head h.  For each context token t the
+ * memory reads the layer's keys x_t [Dkv] (all heads, before RoPE) and the
+ * values v_t [dh] of head h:
+ *
+ *   u_t    = P[h] x_t + p[h]                      [dk]
+ *   f_t    = u + 1 where u > 0, else exp(u)       [dk]   positive features
+ *   phi_t  = f_t / |f_t|                          [dk]
+ *   beta_t = sigmoid(<w[h], x_t> + c[h])                 how much t is written
+ *   G[h]  += beta_t v_t phi_t^T                   [dh][dk]
+ *   S[h]  += beta_t phi_t phi_t^T                 [dk][dk]
+ *
+ * Both sums are linear in the tokens, so streams compose exactly by adding
+ * (G, S).  Only when a delta is applied is the memory read out, as the
+ * least-squares map from features to values:
+ *
+ *   M[h] = G[h] (S[h] + lambda I)^-1              [dh][dk]
+ *
+ * The solve whitens the features, so any dk linearly independent ones are
+ * recalled (lambda -> 0), where a plain sum of v phi^T mixes every pair whose
+ * features are not orthogonal.  The features go through a positive
+ * nonlinearity so that dk may exceed Dkv.
+ *
+ * The encoder's sums run in double in a fixed order (one head after the
+ * other, tokens in order), so a delta is the same bits on any thread count;
+ * the trainer's run in float.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sa.h"
+
+#define PHI_EPS 1e-12
+
+static double
+sigmoid(double z)
+{
+	return 1 / (1 + exp(-z));
+}
+
+/* phi [dk], beta of token x [Dkv] for memory h; u [dk] keeps the
+ * pre-activations when not NULL. */
+static double
+features(const sa_memory_params *mp, int h, const float *x, double *phi, double *u)
+{
+	int Dkv = mp->Hk * mp->dh, dk = mp->dk;
+	const float *P = mp->P + (size_t)h * dk * Dkv, *w = mp->w + (size_t)h * Dkv;
+	double norm = 0, z = mp->c[h];
+
+	for (int i = 0; i < dk; i++) {
+		double a = mp->p[(size_t)h * dk + i];
+		for (int j = 0; j < Dkv; j++)
+			a += (double)P[(size_t)i * Dkv + j] * x[j];
+		if (u)
+			u[i] = a;
+		phi[i] = a > 0 ? a + 1 : exp(a);
+		norm += phi[i] * phi[i];
+	}
+	norm = 1 / sqrt(norm + PHI_EPS);
+	for (int i = 0; i < dk; i++)
+		phi[i] *= norm;
+	for (int j = 0; j < Dkv; j++)
+		z += (double)w[j] * x[j];
+	return sigmoid(z);
+}
+
+int
+sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int n,
+    double *G, double *S)
+{
+	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh;
+	double *phi = malloc((size_t)dk * sizeof *phi);
+
+	if (!phi)
+		return sa_fail(SA_EINTERNAL, "out of memory");
+	for (int h = 0; h < Hk; h++) {
+		double *Gh = G + (size_t)h * dh * dk, *Sh = S + (size_t)h * dk * dk;
+		for (int t = 0; t < n; t++) {
+			const float *x = K + (size_t)t * Dkv, *v = V + (size_t)t * Dkv + (size_t)h * dh;
+			double beta = features(mp, h, x, phi, NULL);
+			for (int i = 0; i < dh; i++) {
+				double bv = beta * v[i];
+				for (int j = 0; j < dk; j++)
+					Gh[(size_t)i * dk + j] += bv * phi[j];
+			}
+			for (int i = 0; i < dk; i++) {
+				double bp = beta * phi[i];
+				for (int j = 0; j < dk; j++)
+					Sh[(size_t)i * dk + j] += bp * phi[j];
+			}
+		}
+	}
+	free(phi);
+	return SA_OK;
+}
+
+/* L L^T = A [n][n] in place (lower triangle); 0 unless positive definite. */
+static int
+cholesky(double *A, int n)
+{
+	for (int j = 0; j < n; j++) {
+		double d = A[(size_t)j * n + j];
+		for (int k = 0; k < j; k++)
+			d -= A[(size_t)j * n + k] * A[(size_t)j * n + k];
+		if (!(d > 0))
+			return 0;
+		d = sqrt(d);
+		A[(size_t)j * n + j] = d;
+		for (int i = j + 1; i < n; i++) {
+			double s = A[(size_t)i * n + j];
+			for (int k = 0; k < j; k++)
+				s -= A[(size_t)i * n + k] * A[(size_t)j * n + k];
+			A[(size_t)i * n + j] = s / d;
+		}
+	}
+	return 1;
+}
+
+/* x := (L L^T)^-1 x for the factor L [n][n] of cholesky. */
+static void
+cholesky_solve(const double *L, int n, double *x)
+{
+	for (int i = 0; i < n; i++) {
+		double s = x[i];
+		for (int k = 0; k < i; k++)
+			s -= L[(size_t)i * n + k] * x[k];
+		x[i] = s / L[(size_t)i * n + i];
+	}
+	for (int i = n - 1; i >= 0; i--) {
+		double s = x[i];
+		for (int k = i + 1; k < n; k++)
+			s -= L[(size_t)k * n + i] * x[k];
+		x[i] = s / L[(size_t)i * n + i];
+	}
+}
+
+/*
+ * L [dk][dk]: the Cholesky factor of S + lambda I.  The solve reads the
+ * lower triangle of the mean of S and S^T, so that rounding in a file
+ * cannot make S asymmetric.
+ */
+static int
+factor(const float *S, int dk, double lambda, double *L)
+{
+	for (int i = 0; i < dk; i++)
+		for (int j = 0; j <= i; j++)
+			L[(size_t)i * dk + j] = 0.5 * ((double)S[(size_t)i * dk + j] + S[(size_t)j * dk + i]) +
+			    (i == j ? lambda : 0);
+	if (!cholesky(L, dk))
+		return sa_fail(SA_EDATA, "the memory's key sums are not positive definite");
+	return SA_OK;
+}
+
+int
+sa_memory_read(const float *G, const float *S, int dh, int dk, double lambda, float *M)
+{
+	double *L = malloc((size_t)dk * dk * sizeof *L), *row = malloc((size_t)dk * sizeof *row);
+	int rc = SA_OK;
+
+	if (!L || !row) {
+		rc = sa_fail(SA_EINTERNAL, "out of memory");
+		goto done;
+	}
+	if ((rc = factor(S, dk, lambda, L)) != SA_OK)
+		goto done;
+	/* M = G A^-1: each row of M solves A m = g (A symmetric) */
+	for (int i = 0; i < dh; i++) {
+		for (int j = 0; j < dk; j++)
+			row[j] = G[(size_t)i * dk + j];
+		cholesky_solve(L, dk, row);
+		for (int j = 0; j < dk; j++)
+			M[(size_t)i * dk + j] = (float)row[j];
+	}
+done:
+	free(L);
+	free(row);
+	return rc;
+}
+
+/* ------------------------------------------------------------- training */
+
+int
+sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float *V, int n,
+    float *u, float *phi, float *beta, float *G, float *S)
+{
+	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh;
+	double *ph = malloc((size_t)dk * sizeof *ph), *uh = malloc((size_t)dk * sizeof *uh);
+
+	if (!ph || !uh) {
+		free(ph);
+		free(uh);
+		return sa_fail(SA_EINTERNAL, "out of memory");
+	}
+	memset(G, 0, (size_t)Hk * dh * dk * sizeof *G);
+	memset(S, 0, (size_t)Hk * dk * dk * sizeof *S);
+	for (int h = 0; h < Hk; h++) {
+		float *Gh = G + (size_t)h * dh * dk, *Sh = S + (size_t)h * dk * dk;
+		for (int t = 0; t < n; t++) {
+			const float *x = K + (size_t)t * Dkv, *v = V + (size_t)t * Dkv + (size_t)h * dh;
+			size_t at = ((size_t)t * Hk + h) * dk;
+			double b = features(mp, h, x, ph, uh);
+			beta[(size_t)t * Hk + h] = (float)b;
+			for (int i = 0; i < dk; i++) {
+				u[at + i] = (float)uh[i];
+				phi[at + i] = (float)ph[i];
+			}
+			for (int i = 0; i < dh; i++)
+				for (int j = 0; j < dk; j++)
+					Gh[(size_t)i * dk + j] += (float)(b * v[i] * ph[j]);
+			for (int i = 0; i < dk; i++)
+				for (int j = 0; j < dk; j++)
+					Sh[(size_t)i * dk + j] += (float)(b * ph[i] * ph[j]);
+		}
+	}
+	free(ph);
+	free(uh);
+	return SA_OK;
+}
+
+/*
+ * Backward of M = G (S + lambda I)^-1 and of the sums, for memory h:
+ *   dG = dM A^-1                [dh][dk]
+ *   dS = -M^T dG                [dk][dk]
+ *   dbeta_t = v_t^T dG phi_t + phi_t^T dS phi_t
+ *   dphi_t  = beta_t (dG^T v_t + (dS + dS^T) phi_t)
+ *   du = (dphi - phi <phi, dphi>) f'(u) / |f|,   dP += du x^T, dp += du
+ *   dz = dbeta beta (1 - beta),  dw += dz x,  dc += dz
+ */
+int
+sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float *V, int n,
+    const float *u, const float *phi, const float *beta, const float *G, const float *S,
+    double lambda, const float *dM, sa_memory_grads *gr)
+{
+	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh, rc = SA_OK;
+	size_t ndk = (size_t)dk * dk;
+	double *L = malloc(ndk * sizeof *L), *M = malloc((size_t)dh * dk * sizeof *M);
+	double *dG = malloc((size_t)dh * dk * sizeof *dG), *dS = malloc(ndk * sizeof *dS);
+	double *dphi = malloc((size_t)dk * sizeof *dphi), *row = malloc((size_t)dk * sizeof *row);
+
+	if (!L || !M || !dG || !dS || !dphi || !row) {
+		rc = sa_fail(SA_EINTERNAL, "out of memory");
+		goto done;
+	}
+	for (int h = 0; h < Hk; h++) {
+		const float *Gh = G + (size_t)h * dh * dk, *Sh = S + h * ndk, *dMh = dM + (size_t)h * dh * dk;
+		if ((rc = factor(Sh, dk, lambda, L)) != SA_OK)
+			goto done;
+		for (int i = 0; i < dh; i++) {
+			for (int j = 0; j < dk; j++)
+				row[j] = Gh[(size_t)i * dk + j];
+			cholesky_solve(L, dk, row);
+			memcpy(M + (size_t)i * dk, row, dk * sizeof *row);
+			for (int j = 0; j < dk; j++)
+				row[j] = dMh[(size_t)i * dk + j];
+			cholesky_solve(L, dk, row);
+			memcpy(dG + (size_t)i * dk, row, dk * sizeof *row);
+		}
+		for (int a = 0; a < dk; a++)
+			for (int b = 0; b < dk; b++) {
+				double s = 0;
+				for (int i = 0; i < dh; i++)
+					s += M[(size_t)i * dk + a] * dG[(size_t)i * dk + b];
+				dS[(size_t)a * dk + b] = -s;
+			}
+		for (int t = 0; t < n; t++) {
+			const float *x = K + (size_t)t * Dkv, *v = V + (size_t)t * Dkv + (size_t)h * dh;
+			const float *ph = phi + ((size_t)t * Hk + h) * dk, *uh = u + ((size_t)t * Hk + h) * dk;
+			double b = beta[(size_t)t * Hk + h], db = 0, dot = 0, fnorm = 0;
+			for (int j = 0; j < dk; j++) {
+				double gv = 0, sp = 0;
+				for (int i = 0; i < dh; i++)
+					gv += dG[(size_t)i * dk + j] * v[i];
+				for (int i = 0; i < dk; i++)
+					sp += (dS[(size_t)j * dk + i] + dS[(size_t)i * dk + j]) * ph[i];
+				db += gv * ph[j] + 0.5 * sp * ph[j];
+				dphi[j] = b * (gv + sp);
+				dot += dphi[j] * ph[j];
+			}
+			for (int j = 0; j < dk; j++) {
+				double f = uh[j] > 0 ? uh[j] + 1.0 : exp(uh[j]);
+				fnorm += f * f;
+			}
+			fnorm = sqrt(fnorm + PHI_EPS);
+			float *dP = gr->P + (size_t)h * dk * Dkv;
+			for (int j = 0; j < dk; j++) {
+				double fp = uh[j] > 0 ? 1.0 : exp(uh[j]);
+				double du = (dphi[j] - ph[j] * dot) * fp / fnorm;
+				gr->p[(size_t)h * dk + j] += (float)du;
+				for (int k = 0; k < Dkv; k++)
+					dP[(size_t)j * Dkv + k] += (float)(du * x[k]);
+			}
+			double dz = db * b * (1 - b);
+			for (int k = 0; k < Dkv; k++)
+				gr->w[(size_t)h * Dkv + k] += (float)(dz * x[k]);
+			gr->c[h] += (float)dz;
+		}
+	}
+done:
+	free(L);
+	free(M);
+	free(dG);
+	free(dS);
+	free(dphi);
+	free(row);
+	return rc;
+}

@@ -1,0 +1,158 @@
+/* test_memory.c - the least-squares memory (lib/memory.c): recall of what
+ * was written, exact composition, the trainer's float sums against the
+ * encoder's double ones, and gradients against finite differences. */
+#include <string.h>
+
+#include "sa.h"
+#include "t.h"
+
+enum { HK = 2, DH = 4, DK = 12, DKV = HK * DH };
+
+static uint64_t seed = 7;
+
+static float
+rnd(void)
+{
+	seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+	return (float)((seed >> 40) / (double)(1 << 24) * 2 - 1);
+}
+
+static void
+fill(float *x, size_t n, float scale)
+{
+	for (size_t i = 0; i < n; i++)
+		x[i] = rnd() * scale;
+}
+
+static float P[HK * DK * DKV], p[HK * DK], w[HK * DKV], c[HK];
+static sa_memory_params mp = { P, p, w, c, HK, DH, DK };
+
+/* loss = sum R .* M over every head, M read from the double sums */
+static double
+loss_of(const float *K, const float *V, int n, double lambda, const float *R)
+{
+	double G[HK * DH * DK] = { 0 }, S[HK * DK * DK] = { 0 }, l = 0;
+	float Gf[HK * DH * DK], Sf[HK * DK * DK], M[DH * DK];
+
+	sa_memory_write(&mp, K, V, n, G, S);
+	for (size_t i = 0; i < sizeof Gf / sizeof *Gf; i++)
+		Gf[i] = (float)G[i];
+	for (size_t i = 0; i < sizeof Sf / sizeof *Sf; i++)
+		Sf[i] = (float)S[i];
+	for (int h = 0; h < HK; h++) {
+		sa_memory_read(Gf + h * DH * DK, Sf + h * DK * DK, DH, DK, lambda, M);
+		for (int i = 0; i < DH * DK; i++)
+			l += (double)R[h * DH * DK + i] * M[i];
+	}
+	return l;
+}
+
+/* the analytic gradient of one parameter against central differences */
+static void
+check_grad(const char *name, float *param, const float *grad, int n_check, int stride,
+    const float *K, const float *V, int n, double lambda, const float *R)
+{
+	for (int k = 0; k < n_check; k++) {
+		int i = k * stride;
+		float keep = param[i];
+		double h = 1e-2, lp, lm, fd;
+		param[i] = keep + (float)h;
+		lp = loss_of(K, V, n, lambda, R);
+		param[i] = keep - (float)h;
+		lm = loss_of(K, V, n, lambda, R);
+		param[i] = keep;
+		fd = (lp - lm) / (2 * h);
+		if (fabs(fd - grad[i]) > 2e-3 + 2e-2 * fabs(fd))
+			fprintf(stderr, "%s[%d]: analytic %g, finite differences %g\n", name, i, grad[i], fd);
+		CHECK(fabs(fd - grad[i]) <= 2e-3 + 2e-2 * fabs(fd));
+	}
+}
+
+int
+main(void)
+{
+	enum { N = 10 };
+	float K[2 * N * DKV], V[2 * N * DKV];
+	double G[HK * DH * DK] = { 0 }, S[HK * DK * DK] = { 0 };
+	double GA[HK * DH * DK] = { 0 }, SA[HK * DK * DK] = { 0 };
+
+	fill(P, sizeof P / sizeof *P, 0.6f);
+	fill(p, sizeof p / sizeof *p, 0.3f);
+	fill(w, sizeof w / sizeof *w, 0.2f);
+	fill(K, sizeof K / sizeof *K, 1.0f);
+	fill(V, sizeof V / sizeof *V, 1.0f);
+
+	/* Recall: with every token written fully (beta -> 1) and fewer tokens
+	 * than features, M phi_t gives v_t back. */
+	for (int h = 0; h < HK; h++)
+		c[h] = 30;
+	CHECK_OK(sa_memory_write(&mp, K, V, N, G, S));
+	{
+		float Gf[DH * DK], Sf[DK * DK], M[DH * DK];
+		float u[N * HK * DK], phi[N * HK * DK], beta[N * HK];
+		float G2[HK * DH * DK], S2[HK * DK * DK];
+		double worst = 0;
+		CHECK_OK(sa_memory_train_forward(&mp, K, V, N, u, phi, beta, G2, S2));
+		for (int h = 0; h < HK; h++) {
+			for (int i = 0; i < DH * DK; i++)
+				Gf[i] = (float)G[h * DH * DK + i];
+			for (int i = 0; i < DK * DK; i++)
+				Sf[i] = (float)S[h * DK * DK + i];
+			CHECK_OK(sa_memory_read(Gf, Sf, DH, DK, 1e-6, M));
+			for (int t = 0; t < N; t++)
+				for (int i = 0; i < DH; i++) {
+					double r = 0;
+					for (int j = 0; j < DK; j++)
+						r += (double)M[i * DK + j] * phi[(t * HK + h) * DK + j];
+					r -= V[t * DKV + h * DH + i];
+					worst = fabs(r) > worst ? fabs(r) : worst;
+				}
+		}
+		fprintf(stderr, "recall of %d tokens in %d features: worst error %.2g\n", N, DK, worst);
+		CHECK(worst < 1e-2);
+		/* the trainer's float sums are the encoder's double ones */
+		for (int i = 0; i < HK * DH * DK; i++)
+			CHECK_NEAR(G2[i], G[i], 1e-5 * (1 + fabs(G[i])));
+		for (int i = 0; i < HK * DK * DK; i++)
+			CHECK_NEAR(S2[i], S[i], 1e-5 * (1 + fabs(S[i])));
+	}
+
+	/* Composition: A then B equals the sum of the two. */
+	memset(G, 0, sizeof G);
+	memset(S, 0, sizeof S);
+	CHECK_OK(sa_memory_write(&mp, K, V, 2 * N, G, S));
+	CHECK_OK(sa_memory_write(&mp, K, V, N, GA, SA));
+	CHECK_OK(sa_memory_write(&mp, K + N * DKV, V + N * DKV, N, GA, SA));
+	for (int i = 0; i < HK * DH * DK; i++)
+		CHECK_NEAR(GA[i], G[i], 1e-12 * (1 + fabs(G[i])));
+	for (int i = 0; i < HK * DK * DK; i++)
+		CHECK_NEAR(SA[i], S[i], 1e-12 * (1 + fabs(S[i])));
+
+	/* A singular memory without lambda is refused, not inverted. */
+	{
+		float Z[DK * DK] = { 0 }, Gz[DH * DK] = { 0 }, M[DH * DK];
+		CHECK(sa_memory_read(Gz, Z, DH, DK, 0, M) == SA_EDATA);
+	}
+
+	/* Gradients, with partial writes (beta around 1/2) and a few more
+	 * tokens than features, where the solve matters. */
+	for (int h = 0; h < HK; h++)
+		c[h] = 0.3f * (float)h;
+	{
+		int n = 2 * N;
+		double lambda = 0.5;
+		float R[HK * DH * DK], u[2 * N * HK * DK], phi[2 * N * HK * DK], beta[2 * N * HK];
+		float Gf[HK * DH * DK], Sf[HK * DK * DK];
+		float gP[sizeof P / sizeof *P] = { 0 }, gp[sizeof p / sizeof *p] = { 0 };
+		float gw[sizeof w / sizeof *w] = { 0 }, gc[HK] = { 0 };
+		sa_memory_grads gr = { gP, gp, gw, gc };
+		fill(R, sizeof R / sizeof *R, 1.0f);
+		CHECK_OK(sa_memory_train_forward(&mp, K, V, n, u, phi, beta, Gf, Sf));
+		CHECK_OK(sa_memory_train_backward(&mp, K, V, n, u, phi, beta, Gf, Sf, lambda, R, &gr));
+		check_grad("P", P, gP, 12, 17, K, V, n, lambda, R);
+		check_grad("p", p, gp, 8, 3, K, V, n, lambda, R);
+		check_grad("w", w, gw, 8, 2, K, V, n, lambda, R);
+		check_grad("c", c, gc, HK, 1, K, V, n, lambda, R);
+	}
+	return t_done();
+}
