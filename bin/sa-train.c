@@ -539,7 +539,7 @@ demo_toks(const example *x, word *name, int *buf, int cap)
 }
 
 static void
-episode_task(rng *r, int *seq, int T)
+episode_task(rng *r, int *seq, unsigned char *unscored, int T)
 {
 	task *t = &tasks[rng_below(r, n_tasks)];
 	int n = 0, bos = sa_vocab_bos(vocab);
@@ -553,10 +553,18 @@ episode_task(rng *r, int *seq, int T)
 		draw_words(r, names, t->n_labels);
 	if (bos >= 0)
 		seq[n++] = bos;
+	unsigned char shown[16] = { 0 };
 	while (n <= T) {
 		const example *x = &t->train[rng_below(r, t->n_train)];
 		toks d = demo_toks(x, renamed ? &names[x->label] : NULL, buf, T + 8);
+		int at = n;
 		n = fill_seq(seq, n, T, &d);
+		/* as in episode_map_vocab: a new name's first answer is unknowable */
+		if (renamed && !shown[x->label]) {
+			if (at + x->answer_at < n)
+				memset(unscored + at + x->answer_at, 1, n - at - x->answer_at);
+			shown[x->label] = 1;
+		}
 	}
 	free(buf);
 }
@@ -565,10 +573,12 @@ episode_task(rng *r, int *seq, int T)
  * "word -> label\n" lines of a fresh mapping of open-vocabulary words: every
  * pair once in a random order, then pairs again at random until the window
  * is full, so that recall of pairs seen once is trained up to as many pairs
- * as a window holds.
+ * as a window holds.  Labels at first sight are not scored: they cannot be
+ * known, and scoring them teaches a prior over labels that keeps the model
+ * from copying a word it never saw as a label.
  */
 static void
-episode_map_vocab(rng *r, int *seq, int T)
+episode_map_vocab(rng *r, int *seq, unsigned char *unscored, int T)
 {
 	enum { MAXK = 96 };
 	word keys[MAXK], vals[MAXK];
@@ -588,11 +598,14 @@ episode_map_vocab(rng *r, int *seq, int T)
 	if (bos >= 0)
 		seq[n++] = bos;
 	for (int i = 0; n <= T; i++) {
-		int k = i < n_keys ? order[i] : rng_below(r, n_keys);
+		int k = i < n_keys ? order[i] : rng_below(r, n_keys), at;
 		toks kt = word_toks(&keys[k]), vt = word_toks(&vals[k]);
 		n = fill_seq(seq, n, T, &kt);
 		n = fill_seq(seq, n, T, &arrow_nl[0]);
+		at = n;
 		n = fill_seq(seq, n, T, &vt);
+		if (i < n_keys)   /* a label at first sight cannot be known */
+			memset(unscored + at, 1, n - at);
 		n = fill_seq(seq, n, T, &arrow_nl[1]);
 	}
 }
@@ -941,6 +954,7 @@ typedef struct micro_batches {
 	int *in, *tgt;       /* [cap][B][T] inputs and next-token targets */
 	float *loss;         /* [cap] mean loss of each */
 	int *seq;            /* [B][T+1] scratch for drawing */
+	unsigned char *unscored;   /* [B][T+1] 1: the token at seq's place is no target */
 	/* evaluation of in-context copying: which micro-batch, and the counts */
 	int map_item, *first_sight;   /* first_sight [B][T]: 1 where a word is new */
 	int seen_ok, seen_n, first_ok, first_n;
@@ -973,22 +987,25 @@ micro_from_seq(micro_batches *m, int i)
 	for (int b = 0; b < B; b++)
 		for (int t = 0; t < T; t++) {
 			in[b * T + t] = m->seq[(size_t)b * (T + 1) + t];
-			tgt[b * T + t] = m->seq[(size_t)b * (T + 1) + t + 1];
+			tgt[b * T + t] = m->unscored[(size_t)b * (T + 1) + t + 1] ? -1 :
+			    m->seq[(size_t)b * (T + 1) + t + 1];
 		}
 }
 
-/* One pretraining sequence of T+1 tokens; returns its kind (see --mix). */
+/* One pretraining sequence of T+1 tokens and which of them are not
+ * targets; returns its kind (see --mix). */
 static int
-draw_sequence(rng *r, int *s, int T)
+draw_sequence(rng *r, int *s, unsigned char *unscored, int T)
 {
 	int kind = pick_kind(r);
 
+	memset(unscored, 0, (size_t)T + 1);
 	switch (kind) {
 	case 0: episode_text(r, &corpus, s, T); break;
-	case 1: episode_task(r, s, T); break;
+	case 1: episode_task(r, s, unscored, T); break;
 	case 2:
 		if (opt.map_vocab)
-			episode_map_vocab(r, s, T);
+			episode_map_vocab(r, s, unscored, T);
 		else
 			episode_map(r, s, T, 2 + rng_below(r, 15));
 		break;
@@ -1002,31 +1019,50 @@ static void
 pretrain_draw(micro_batches *m, int i)
 {
 	for (int b = 0; b < m->B; b++)
-		draw_sequence(&data_rng, m->seq + (size_t)b * (m->T + 1), m->T);
+		draw_sequence(&data_rng, m->seq + (size_t)b * (m->T + 1),
+		    m->unscored + (size_t)b * (m->T + 1), m->T);
 	micro_from_seq(m, i);
 }
 
 /* --show-data: n sequences of the data stream as JSON Lines, the first
- * step's, so that what training reads can be looked at. */
+ * step's, with the runs of tokens that are not scored, so that what
+ * training reads can be looked at. */
 static void
 show_data(long n, int T)
 {
 	static const char *kinds[] = { "text", "task", "map", "repeat" };
 	int *s = malloc((size_t)(T + 1) * sizeof *s);
+	unsigned char *unscored = malloc((size_t)T + 1);
 
-	if (!s)
+	if (!s || !unscored)
 		die(SA_EINTERNAL, "out of memory");
 	for (long i = 0; i < n; i++) {
-		int kind = draw_sequence(&data_rng, s, T);
+		int kind = draw_sequence(&data_rng, s, unscored, T);
 		char *text;
 		size_t len;
 		TRY(sa_detokenize(vocab, s, T + 1, &text, &len));
 		printf("{\"kind\":\"%s\",\"text\":", kinds[kind]);
 		sa_json_put_str(stdout, text, len);
-		fputs("}\n", stdout);
 		free(text);
+		/* the runs of tokens that are no targets */
+		fputs(",\"unscored\":[", stdout);
+		for (int t = 0, first = 1; t <= T; t++) {
+			int e = t;
+			if (!unscored[t])
+				continue;
+			while (e <= T && unscored[e])
+				e++;
+			TRY(sa_detokenize(vocab, s + t, e - t, &text, &len));
+			fputs(first ? "" : ",", stdout);
+			sa_json_put_str(stdout, text, len);
+			free(text);
+			first = 0;
+			t = e;
+		}
+		fputs("]}\n", stdout);
 	}
 	free(s);
+	free(unscored);
 }
 
 /* sa_titem_fn: forward (and backward, with grads) of micro-batch item. */
@@ -1096,6 +1132,7 @@ evaluate_pretrain(void)
 	const toks *vsrc = valid.n > T + 1 ? &valid : &corpus;
 
 	micro_reserve(&mb, 3);
+	memset(mb.unscored, 0, (size_t)B * (T + 1));
 	for (int rep = 0; rep < 2 && vsrc->n > T + 1; rep++) {
 		for (int b = 0; b < B; b++)
 			episode_text(&r, vsrc, mb.seq + (size_t)b * (T + 1), T);
@@ -1964,7 +2001,8 @@ main(int argc, char **argv)
 	mb.T = T;
 	mb.seq = malloc((size_t)B * (T + 1) * sizeof *mb.seq);
 	mb.first_sight = malloc((size_t)B * T * sizeof *mb.first_sight);
-	if (!mb.seq || !mb.first_sight)
+	mb.unscored = calloc((size_t)B * (T + 1), 1);
+	if (!mb.seq || !mb.first_sight || !mb.unscored)
 		die(SA_EINTERNAL, "out of memory");
 	if (opt.mode == ADAPTER)
 		build_adapter_workers();
