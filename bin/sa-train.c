@@ -325,9 +325,10 @@ load_pool(pool *p, const char *dir, const char *file)
  * labels (--rename): one to three tokens, a word-start piece (" cat") and
  * continuation pieces ("s"), half of them whole words of the corpus and half
  * made-up compounds of pieces, so that the only way to answer is to read the
- * context.  A word whose text hashes (FNV-1a) to 0 or 1 mod 10 is held out:
- * scripts/make-pools.py draws the dev and test pools of data/pools from
- * exactly those, so evaluation binds words no episode bound.
+ * context.  A word of two or three tokens whose text hashes (FNV-1a) to 0
+ * or 1 mod 10 is held out: scripts/make-pools.py draws the dev and test
+ * pools of data/pools from exactly those, so evaluation binds words no
+ * episode bound.
  */
 typedef struct word { int t[3], n; } word;
 static int *word_start, n_word_start, *word_cont, n_word_cont;
@@ -365,11 +366,18 @@ build_word_pieces(void)
 		die(SA_EDATA, "--map-vocab: the vocabulary has too few word pieces");
 }
 
-/* 1 if the word's text (without its leading space) is held out. */
+/*
+ * 1 if the word's text (without its leading space) is held out.  Words of
+ * one token never are: a token that never answers a mapping is one the
+ * model learns never to answer, and then it cannot copy it either.
+ */
 static int
 word_held_out(const word *w)
 {
 	uint32_t h = 0x811c9dc5u;
+
+	if (w->n < 2)
+		return 0;
 
 	for (int i = 0; i < w->n; i++) {
 		char b[64];
