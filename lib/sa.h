@@ -65,6 +65,9 @@ int sa_stdout_close(void);
 
 /* Read a whole file ("-" = stdin) into memory, NUL-terminated (not counted in *len). */
 int sa_file_read(const char *path, char **data, size_t *len);
+/* The same, and gzip data is read decompressed (plain text stays as it is):
+ * SA_EDATA "path: ..." for a damaged stream. */
+int sa_file_read_gz(const char *path, char **data, size_t *len);
 
 /* --------------------------------------------------------------- hashing */
 
@@ -73,6 +76,23 @@ int sa_file_read(const char *path, char **data, size_t *len);
 uint64_t sa_hash64(uint64_t h, const void *p, size_t n);
 /* CRC-32 (zlib's polynomial), chainable from 0. */
 uint32_t sa_crc32(uint32_t crc, const void *p, size_t n);
+
+/* ------------------------------------------------------- random numbers */
+
+/*
+ * SplitMix64: the same draws on every machine.  Any 64-bit value seeds it;
+ * { seed } is a stream.
+ */
+typedef struct sa_rng {
+	uint64_t s;
+} sa_rng;
+
+uint64_t sa_rng_next(sa_rng *r);
+/* Uniform in [0, 1): the top 53 bits of the next draw, times 2^-53. */
+double sa_rng_unif(sa_rng *r);
+/* sa_rng_next(r) % n, for n > 0; 0 otherwise.  (Not floor(unif * n),
+ * which draws other numbers.) */
+long sa_rng_below(sa_rng *r, long n);
 
 /* ---------------------------------------------------------- tensor types */
 
