@@ -65,6 +65,9 @@ int sa_stdout_close(void);
 
 /* Read a whole file ("-" = stdin) into memory, NUL-terminated (not counted in *len). */
 int sa_file_read(const char *path, char **data, size_t *len);
+/* The same, and gzip data is read decompressed (plain text stays as it is):
+ * SA_EDATA "path: ..." for a damaged stream. */
+int sa_file_read_gz(const char *path, char **data, size_t *len);
 
 /* --------------------------------------------------------------- hashing */
 
@@ -73,6 +76,23 @@ int sa_file_read(const char *path, char **data, size_t *len);
 uint64_t sa_hash64(uint64_t h, const void *p, size_t n);
 /* CRC-32 (zlib's polynomial), chainable from 0. */
 uint32_t sa_crc32(uint32_t crc, const void *p, size_t n);
+
+/* ------------------------------------------------------- random numbers */
+
+/*
+ * SplitMix64: the same draws on every machine.  Any 64-bit value seeds it;
+ * { seed } is a stream.
+ */
+typedef struct sa_rng {
+	uint64_t s;
+} sa_rng;
+
+uint64_t sa_rng_next(sa_rng *r);
+/* Uniform in [0, 1): the top 53 bits of the next draw, times 2^-53. */
+double sa_rng_unif(sa_rng *r);
+/* sa_rng_next(r) % n, for n > 0; 0 otherwise.  (Not floor(unif * n),
+ * which draws other numbers.) */
+long sa_rng_below(sa_rng *r, long n);
 
 /* ---------------------------------------------------------- tensor types */
 
@@ -989,5 +1009,142 @@ int sa_eval_continuations(sa_evaluator *e, const int *prompt, int n_prompt,
  */
 int sa_eval_generate(sa_evaluator *e, const int *prompt, int n_prompt, int max_new,
     char **text, size_t *len);
+
+/* -------------------------------------------------- evaluation protocol */
+
+/*
+ * sa-eval(1)'s three measurements: accuracy on tasks of zero-shot, ICL
+ * with k demonstrations, and deltas of the same k and of K (sa_eval_tasks);
+ * perplexity of text segments given nothing, the previous segment in the
+ * prompt, a delta of it, a delta of the M previous ones (sa_eval_text);
+ * recall of random word -> label mappings as the pairs grow, zero-shot,
+ * ICL, then a delta per adapter (sa_eval_map).  Every method sees the
+ * same tokens: an ICL prompt is BOS + demonstrations + query, and a delta
+ * is encoded from the same demonstrations packed as sa-encode packs them.
+ */
+typedef struct sa_eval_opts {
+	/* tasks */
+	const char *split;         /* queries from "test" or "dev" */
+	const char *split_file;    /* sa_split_read's; NULL: TASKS.tsv beside the
+	                            * first task, unless seen or unseen is given */
+	const char *seen, *unseen; /* comma-separated task names, or NULL */
+	int k;                     /* demonstrations of ICL and of the delta */
+	int K;                     /* of the large delta; 0: 4 times those that fit */
+	int max_labels;            /* classify a task with at most this many labels */
+	int max_new;               /* tokens generated per answer */
+	/* text */
+	int segment;               /* tokens per segment */
+	int many;                  /* segments in the large delta (M) */
+	/* map */
+	const char *pool;          /* directory of words.txt and labels.txt */
+	const int *pairs;          /* numbers of pairs, a row each */
+	int n_pairs;
+	int repeat;                /* times each pair is shown */
+	int episodes;              /* mappings drawn per number of pairs */
+	/* all */
+	int limit;                 /* queries per task or episode, passages per
+	                            * text (0: all) */
+	uint64_t seed;             /* draws of demonstrations and mappings */
+	double scale;              /* of the deltas */
+} sa_eval_opts;
+
+/* sa-eval's defaults: test, k 16, K 0, 32 labels, 32 tokens, segments of
+ * 128, M 8, pairs 1, 2, 4 ... 256, shown once, 4 episodes, seed 1, scale 1. */
+void sa_eval_opts_default(sa_eval_opts *o);
+/* SA_EUSAGE "task 'x' is in both --seen and --unseen". */
+int sa_eval_opts_check(const sa_eval_opts *o);
+
+/* One query (a passage, for text) under one method, as it is answered. */
+typedef struct sa_eval_record {
+	const char *task;          /* task name; text: the file; map: NULL */
+	const char *method;        /* key of the method (sa_eval_table.method[m]) */
+	int m;
+	int k;                     /* tasks: demonstrations the method saw */
+	int pairs, episode;        /* map: the mapping */
+	int index;                 /* row of the task's split (from 0); text: the
+	                            * segment; map: the pair */
+	int i, n;                  /* i-th (from 0) of the n queries of this run */
+	const char *input, *gold, *prediction;   /* tasks and map */
+	int correct;
+	int tokens;                /* text: tokens scored */
+	double logprob;            /* text: their log-probability */
+	double time;               /* seconds; text: with the delta's encoding */
+	size_t kv_bytes;           /* KV cache at its fullest */
+} sa_eval_record;
+
+/* What a method spent, summed over its queries (or passages). */
+typedef struct sa_eval_cost {
+	double time, kv, prompt;   /* seconds, KV-cache bytes, prompt tokens */
+	long n;
+	double enc_time;           /* seconds encoding and merging deltas */
+	long n_enc;                /* deltas */
+} sa_eval_cost;
+
+/* A row of the table: a task, a text file or a number of pairs. */
+typedef struct sa_eval_row {
+	char *name;                /* task or text file; NULL for map */
+	int set;                   /* tasks: 1 seen, 0 unseen, -1 neither */
+	int kind;                  /* tasks: SA_KIND_CLASS or SA_KIND_GEN */
+	int n;                     /* queries of a task, passages of a text, pairs */
+	int k, K;                  /* tasks: as used (train may hold fewer) */
+	int records;               /* map: records in the context */
+	double tokens;             /* text: tokens scored; map: tokens of the
+	                            * context, mean over the episodes */
+	double *score;             /* [n_methods]: accuracy in % (tasks, map) or
+	                            * perplexity (text); NAN: not applicable */
+} sa_eval_row;
+
+typedef struct sa_eval_table {
+	int n_methods;
+	char **method;             /* keys: tasks "zero-shot" "icl" "sa" "sa-many";
+	                            * text "none" "prev" "delta-prev" "delta-many";
+	                            * map "zero-shot" "ICL" "<adapter file> r=<rank>" */
+	sa_eval_cost *cost;        /* [n_methods] */
+	int n_rows;
+	sa_eval_row *row;
+} sa_eval_table;
+
+void sa_eval_table_free(sa_eval_table *t);
+
+/*
+ * What a run reports as it goes, each optional (h itself may be NULL), ctx
+ * passed back: start once every input is read and checked, before the
+ * first query (the rows are planned: tasks know their queries, k and K);
+ * record after each query (the record and its strings live for the call);
+ * row once row i is scored; note a warning (verbose 0) or what -v shows
+ * (verbose 1).
+ */
+typedef struct sa_eval_hooks {
+	void (*start)(void *ctx, const sa_eval_table *t);
+	void (*record)(void *ctx, const sa_eval_record *r);
+	void (*row)(void *ctx, const sa_eval_table *t, int i);
+	void (*note)(void *ctx, int verbose, const char *msg);
+	void *ctx;
+} sa_eval_hooks;
+
+/*
+ * Each runs over its own evaluator of model m, merging deltas into m and
+ * leaving it reset, and gives the table in *out (the caller's to free;
+ * NULL on failure).  A bad input is found before start: task directories
+ * and split files as sa_task_load and sa_split_read say, a seen or unseen
+ * name that is no task (SA_EUSAGE), a query or demonstration that cannot
+ * fit the context (SA_EDATA); a segment longer than the context, more pairs
+ * than words (SA_EUSAGE); an empty pool file (SA_EDATA).  A text file too
+ * short for M + 1 segments: SA_EDATA when its row comes.  Text files are
+ * read through sa_file_read_gz and tokenized line by line, as sa-train
+ * reads text.
+ */
+int sa_eval_tasks(sa_eval_table **out, sa_model *m, const sa_adapter *a, char *const *dirs,
+    int n, const sa_eval_opts *o, const sa_eval_hooks *h);
+int sa_eval_text(sa_eval_table **out, sa_model *m, const sa_adapter *a, char *const *files,
+    int n, const sa_eval_opts *o, const sa_eval_hooks *h);
+int sa_eval_map(sa_eval_table **out, sa_model *m, sa_adapter *const *a, int n_adapters,
+    const sa_eval_opts *o, const sa_eval_hooks *h);
+/*
+ * Tasks: the mean score of method m over the rows of a set (1 seen, 0
+ * unseen, -1 every row), over those where the method applies; NAN if it
+ * applies to none.  *n: rows of the set; *partial: 1 if some lack a score.
+ */
+double sa_eval_mean(const sa_eval_table *t, int set, int m, int *n, int *partial);
 
 #endif

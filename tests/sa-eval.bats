@@ -3,7 +3,7 @@
 # ICL that does not fit), a zero adapter that changes nothing, a trained
 # adapter that beats zero-shot, JSON Lines, text perplexities, random
 # mappings and their plot, split files, bad inputs.  Also runs the
-# evaluation unit tests.
+# evaluation unit tests (test_eval, test_evaluate).
 
 bats_require_minimum_version 1.5.0
 bats_load_library bats-support
@@ -58,6 +58,12 @@ first_table() {
 
 @test "evaluation unit tests: split files, tasks, prompts, cached scoring, decoding" {
 	run "$ROOT/tests/unit/test_eval" "$M" "$T"
+	assert_success
+	assert_output --partial ", 0 failed"
+}
+
+@test "the protocol through its hooks: records, rows and means agree; bad inputs report nothing" {
+	run "$ROOT/tests/unit/test_evaluate" "$M" "$T"
 	assert_success
 	assert_output --partial ", 0 failed"
 }
