@@ -12,7 +12,8 @@
 static const char synopsis[] =
     "usage: sa-eval [-m MODEL] [-a ADAPTER] --task DIR... [--seen LIST] [--unseen LIST]\n"
     "               [--split-file FILE] [-k N] [-K N] [--split test|dev] [--limit N]\n"
-    "               [--max-labels N] [-s N] [--jsonl FILE] [-t N] [-q | -v]\n"
+    "               [--max-labels N] [--rename swap|pool [--pool DIR]] [-s N] [--jsonl FILE]\n"
+    "               [-t N] [-q | -v]\n"
     "       sa-eval [-m MODEL] [-a ADAPTER] --text FILE... [--segment N] [--many M] [--limit N]\n"
     "       sa-eval [-m MODEL] [-a ADAPTER]... --map --pool DIR [--pairs LIST] [--repeat N]\n"
     "               [--episodes N] [--limit N] [--csv FILE]\n";
@@ -38,12 +39,16 @@ help(void)
 	    "      --limit N         at most N queries per task (passages, queries per episode)\n"
 	    "      --max-labels N    classify a task with at most N labels (default 32)\n"
 	    "      --max-new N       tokens to generate per answer (default 32)\n"
+	    "      --rename swap|pool  other label words for classification tasks: each\n"
+	    "                        class the next one's (two classes swap), or words\n"
+	    "                        of --pool DIR's labels.txt\n"
 	    "  -s, --seed N          draw of the demonstrations (default 1)\n"
 	    "      --scale X         delta scale (default 1)\n"
 	    "      --jsonl FILE      one JSON object per query and method\n"
 	    "\n"
 	    "Text: perplexity of each segment given nothing, the previous segment in the\n"
-	    "prompt, a delta of the previous segment, a delta of the M previous ones.\n"
+	    "prompt, a delta of the previous segment, a delta of the M previous ones,\n"
+	    "the segment itself in the prompt, a delta of the segment itself.\n"
 	    "      --text FILE       held-out text, plain or gzip (repeatable)\n"
 	    "      --segment N       tokens per segment (default 128)\n"
 	    "      --many M          segments in the large delta (default 8)\n"
@@ -176,7 +181,7 @@ record(void *ctx, const sa_eval_record *r)
 
 static int k_same = 1;          /* every task used the same k, */
 static char k_used[16];         /* "=k" then */
-static char head[4][64], name[4][64];   /* tasks, text: the methods' titles */
+static char head[8][64], name[8][64];   /* tasks, text: the methods' titles */
 
 /* Method m in the first table, or in the cost table. */
 static const char *
@@ -192,7 +197,7 @@ start(void *ctx, const sa_eval_table *t)
 	static const char *const task_head[] = { "zero-shot", "ICL k%s", "SA k%s", "SA K" },
 	    *task_name[] = { "zero-shot", "ICL (k%s)", "StreamAdapter (k%s)", "StreamAdapter (K)" },
 	    *text_head[] = { "no context", "previous in prompt", "delta of previous",
-	    "delta of %d previous" };
+	    "delta of %d previous", "itself in prompt", "delta of itself" };
 	int n = t->n_methods;
 
 	for (int i = 0; opt.n_tasks && i < t->n_rows; i++)
@@ -320,7 +325,7 @@ int
 main(int argc, char **argv)
 {
 	enum { O_TASK = 256, O_SEEN, O_UNSEEN, O_SPLITFILE, O_SPLIT, O_LIMIT, O_MAXLABELS,
-	    O_MAXNEW, O_SCALE, O_JSONL, O_TEXT, O_SEGMENT, O_MANY, O_MAP, O_POOL, O_PAIRS,
+	    O_MAXNEW, O_SCALE, O_JSONL, O_TEXT, O_SEGMENT, O_MANY, O_MAP, O_POOL, O_RENAME, O_PAIRS,
 	    O_REPEAT, O_EPISODES, O_CSV };
 	static const struct option longopts[] = {
 		{ "model", required_argument, NULL, 'm' },
@@ -343,6 +348,7 @@ main(int argc, char **argv)
 		{ "many", required_argument, NULL, O_MANY },
 		{ "map", no_argument, NULL, O_MAP },
 		{ "pool", required_argument, NULL, O_POOL },
+		{ "rename", required_argument, NULL, O_RENAME },
 		{ "pairs", required_argument, NULL, O_PAIRS },
 		{ "repeat", required_argument, NULL, O_REPEAT },
 		{ "episodes", required_argument, NULL, O_EPISODES },
@@ -394,6 +400,11 @@ main(int argc, char **argv)
 		case O_MANY: eo->many = (int)parse_long("--many", optarg, 1, 1 << 16); break;
 		case O_MAP: opt.map = 1; break;
 		case O_POOL: eo->pool = optarg; break;
+		case O_RENAME:
+			if (strcmp(optarg, "swap") && strcmp(optarg, "pool"))
+				usage_die(synopsis, "--rename: 'swap' or 'pool', not '%s'", optarg);
+			eo->rename = strcmp(optarg, "swap") ? SA_RENAME_POOL : SA_RENAME_SWAP;
+			break;
 		case O_PAIRS: parse_pairs(optarg); break;
 		case O_REPEAT: eo->repeat = (int)parse_long("--repeat", optarg, 1, 64); break;
 		case O_EPISODES: eo->episodes = (int)parse_long("--episodes", optarg, 1, 1 << 20); break;

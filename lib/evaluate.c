@@ -65,12 +65,15 @@ list_next(const char **p, size_t *n)
 	return s;
 }
 
-/* A task is seen or unseen, not both. */
+/* A task is seen or unseen, not both; new label words need a pool. */
 int
 sa_eval_opts_check(const sa_eval_opts *o)
 {
 	const char *p = o->seen, *s;
 	size_t n;
+
+	if (o->rename == SA_RENAME_POOL && !o->pool)
+		return sa_fail(SA_EUSAGE, "--rename pool takes its words from --pool DIR");
 
 	while ((s = list_next(&p, &n)))
 		if (in_list(o->unseen, s, n))
@@ -660,6 +663,54 @@ default_split_file(const char *task_dir)
 	return NULL;
 }
 
+/* The entries of a pool file: its lines without blanks around them, those
+ * left empty skipped. */
+typedef struct pool { char **w; int n; } pool;
+
+static void
+pool_free(pool *p)
+{
+	for (int i = 0; i < p->n; i++)
+		free(p->w[i]);
+	free(p->w);
+}
+
+static int
+pool_read(pool *p, const char *dir, const char *file)
+{
+	char *path, *data, *line, *save = NULL;
+	size_t len;
+	int rc;
+
+	*p = (pool){ 0 };
+	if (asprintf(&path, "%s/%s", dir, file) < 0)
+		return sa_fail(SA_EINTERNAL, "out of memory");
+	if ((rc = sa_file_read(path, &data, &len)) != SA_OK) {
+		free(path);
+		return rc;
+	}
+	for (line = strtok_r(data, "\n", &save); line && rc == SA_OK;
+	    line = strtok_r(NULL, "\n", &save)) {
+		const char *w = trimmed(line, &len);
+		char **q;
+		if (!len)
+			continue;
+		if (!(q = realloc(p->w, (size_t)(p->n + 1) * sizeof *q)) || !(q[p->n] = strndup(w, len))) {
+			if (q)
+				p->w = q;
+			rc = sa_fail(SA_EINTERNAL, "out of memory");
+			break;
+		}
+		p->w = q;
+		p->n++;
+	}
+	if (rc == SA_OK && p->n < 1)
+		rc = sa_fail(SA_EDATA, "%s: no entries", path);
+	free(data);
+	free(path);
+	return rc;
+}
+
 /* The classes of t: those the split file lists, else train's (as loaded). */
 static int
 task_labels(sa_task *t, const sa_split_entry *e)
@@ -703,6 +754,80 @@ check_labels(run *r, const sa_task *t, int listed)
 		    : "train.tsv lacks", listed ? "" : " (a split file can list the labels)");
 }
 
+/*
+ * Give a classification task other label words, in its demonstrations,
+ * its queries and its classes alike, so that only the context can tell
+ * which word means what: each class the next one's word (SA_RENAME_SWAP:
+ * two classes trade places), or words of the pool's labels.txt drawn
+ * for the task (SA_RENAME_POOL).
+ */
+static int
+rename_labels(run *r, sa_task *t)
+{
+	int n = t->n_labels, rc = SA_OK;
+	char **to = sa_calloc((size_t)n, sizeof *to);
+	pool words = { 0 };
+
+	if (!to)
+		return SA_EINTERNAL;
+	if (r->o->rename == SA_RENAME_POOL) {
+		sa_rng g = rng_for(r->o->seed, t->name, 7);
+		int *perm;
+		if ((rc = pool_read(&words, r->o->pool, "labels.txt")) != SA_OK)
+			goto done;
+		if (words.n < 2 * n) {
+			rc = sa_fail(SA_EDATA, "%s/labels.txt: %d words, %s has %d classes to rename",
+			    r->o->pool, words.n, t->name, n);
+			goto done;
+		}
+		if (!(perm = sa_malloc((size_t)words.n * sizeof *perm))) {
+			rc = SA_EINTERNAL;
+			goto done;
+		}
+		shuffle(&g, perm, words.n);
+		/* words that are none of the task's own labels */
+		for (int i = 0, j = 0; i < n; j++) {
+			int clash = 0;
+			for (int k = 0; k < n; k++)
+				clash |= strcmp(words.w[perm[j]], t->labels[k]) == 0;
+			if (!clash && !(to[i++] = strdup(words.w[perm[j]])))
+				rc = sa_fail(SA_EINTERNAL, "out of memory");
+		}
+		free(perm);
+	} else {
+		for (int i = 0; i < n; i++)
+			if (!(to[i] = strdup(t->labels[(i + 1) % n])))
+				rc = sa_fail(SA_EINTERNAL, "out of memory");
+	}
+	for (int s = 0; s < 2 && rc == SA_OK; s++) {
+		sa_example *ex = s ? t->eval : t->train;
+		for (int i = 0; i < (s ? t->n_eval : t->n_train) && rc == SA_OK; i++)
+			for (int k = 0; k < n; k++) {
+				char *w;
+				if (strcmp(ex[i].label, t->labels[k]) != 0)
+					continue;
+				if (!(w = strdup(to[k])))
+					rc = sa_fail(SA_EINTERNAL, "out of memory");
+				else {
+					free(ex[i].label);
+					ex[i].label = w;
+				}
+				break;
+			}
+	}
+	for (int k = 0; k < n && rc == SA_OK; k++) {
+		free(t->labels[k]);
+		t->labels[k] = to[k];
+		to[k] = NULL;
+	}
+done:
+	for (int k = 0; k < n; k++)
+		free(to[k]);
+	free(to);
+	pool_free(&words);
+	return rc;
+}
+
 /* Set, kind and classes of t from the split file and the lists; its plan. */
 static int
 task_setup(run *r, sa_task *t, const sa_split_entry *split, int n_split, plan *p,
@@ -729,6 +854,8 @@ task_setup(run *r, sa_task *t, const sa_split_entry *split, int n_split, plan *p
 		kind = t->n_labels >= 2 && t->n_labels <= r->o->max_labels ? SA_KIND_CLASS : SA_KIND_GEN;
 	if (kind == SA_KIND_CLASS)
 		check_labels(r, t, e && e->n_labels);
+	if (kind == SA_KIND_CLASS && r->o->rename && (rc = rename_labels(r, t)) != SA_OK)
+		return rc;
 	row->kind = kind;
 	if (!(row->name = strdup(t->name)))
 		return sa_fail(SA_EINTERNAL, "out of memory");
@@ -818,7 +945,10 @@ sa_eval_mean(const sa_eval_table *t, int set, int m, int *n, int *partial)
 
 /* ------------------------------------------------------------------ text */
 
-enum { T_NONE, T_PREV, T_DPREV, T_DMANY, N_TEXT };
+/* the passage alone, after the previous one, with a delta of the previous,
+ * of the M previous, after itself (the bound of what a context can give),
+ * with a delta of itself */
+enum { T_NONE, T_PREV, T_DPREV, T_DMANY, T_SELF, T_DSELF, N_TEXT };
 
 /* The text tokenized line by line, as sa-train reads text. */
 static int
@@ -901,12 +1031,13 @@ text_file(run *r, const sa_adapter *a, const char *path, sa_eval_row *row)
 			sa_eval_record rec = { .task = path, .method = r->t->method[m], .m = m, .index = b,
 			    .i = p, .n = n_pass, .tokens = N - given };
 			double t0, enc = 0;
-			if (m == T_PREV && !prev_fits)
+			if ((m == T_PREV || m == T_SELF) && !prev_fits)
 				continue;
-			if (m == T_DPREV || m == T_DMANY) {
+			if (m == T_DPREV || m == T_DMANY || m == T_DSELF) {
 				sa_segment *segs;
 				int n_segs;
-				rc = segment_blocks(r, &all, N, m == T_DPREV ? b - 1 : b - M, b, &segs, &n_segs);
+				rc = segment_blocks(r, &all, N, m == T_DPREV ? b - 1 : m == T_DMANY ? b - M : b,
+				    m == T_DSELF ? b + 1 : b, &segs, &n_segs);
 				if (rc == SA_OK)
 					rc = merge_delta(r, a, segs, n_segs, &enc);
 				sa_segments_free(segs, n_segs);
@@ -918,6 +1049,7 @@ text_file(run *r, const sa_adapter *a, const char *path, sa_eval_row *row)
 			r->prompt.n = 0;
 			if ((nb && (rc = toks_push(&r->prompt, &r->bos, 1)) != SA_OK) ||
 			    (m == T_PREV && (rc = toks_push(&r->prompt, blk - N, N)) != SA_OK) ||
+			    (m == T_SELF && (rc = toks_push(&r->prompt, blk, N)) != SA_OK) ||
 			    (rc = toks_push(&r->prompt, blk, given)) != SA_OK)
 				goto done;
 			t0 = now();
@@ -938,7 +1070,7 @@ text_file(run *r, const sa_adapter *a, const char *path, sa_eval_row *row)
 	row->n = n_pass;
 	row->tokens = (double)scored;
 	for (int m = 0; m < N_TEXT; m++)
-		row->score[m] = m == T_PREV && !prev_fits ? NAN : exp(nll[m] / scored);
+		row->score[m] = (m == T_PREV || m == T_SELF) && !prev_fits ? NAN : exp(nll[m] / scored);
 done:
 	free(all.t);
 	return rc;
@@ -948,7 +1080,8 @@ int
 sa_eval_text(sa_eval_table **out, sa_model *m, const sa_adapter *a, char *const *files, int n,
     const sa_eval_opts *o, const sa_eval_hooks *h)
 {
-	static const char *const keys[N_TEXT] = { "none", "prev", "delta-prev", "delta-many" };
+	static const char *const keys[N_TEXT] = { "none", "prev", "delta-prev", "delta-many", "self",
+	    "delta-self" };
 	run r;
 	int rc;
 
@@ -970,54 +1103,6 @@ sa_eval_text(sa_eval_table **out, sa_model *m, const sa_adapter *a, char *const 
 }
 
 /* ------------------------------------------------------------------- map */
-
-/* The entries of a pool file: its lines without blanks around them, those
- * left empty skipped. */
-typedef struct pool { char **w; int n; } pool;
-
-static void
-pool_free(pool *p)
-{
-	for (int i = 0; i < p->n; i++)
-		free(p->w[i]);
-	free(p->w);
-}
-
-static int
-pool_read(pool *p, const char *dir, const char *file)
-{
-	char *path, *data, *line, *save = NULL;
-	size_t len;
-	int rc;
-
-	*p = (pool){ 0 };
-	if (asprintf(&path, "%s/%s", dir, file) < 0)
-		return sa_fail(SA_EINTERNAL, "out of memory");
-	if ((rc = sa_file_read(path, &data, &len)) != SA_OK) {
-		free(path);
-		return rc;
-	}
-	for (line = strtok_r(data, "\n", &save); line && rc == SA_OK;
-	    line = strtok_r(NULL, "\n", &save)) {
-		const char *w = trimmed(line, &len);
-		char **q;
-		if (!len)
-			continue;
-		if (!(q = realloc(p->w, (size_t)(p->n + 1) * sizeof *q)) || !(q[p->n] = strndup(w, len))) {
-			if (q)
-				p->w = q;
-			rc = sa_fail(SA_EINTERNAL, "out of memory");
-			break;
-		}
-		p->w = q;
-		p->n++;
-	}
-	if (rc == SA_OK && p->n < 1)
-		rc = sa_fail(SA_EDATA, "%s: no entries", path);
-	free(data);
-	free(path);
-	return rc;
-}
 
 /* The columns: zero-shot, ICL, then each adapter by file name and rank. */
 static int

@@ -1022,6 +1022,8 @@ int sa_eval_generate(sa_evaluator *e, const int *prompt, int n_prompt, int max_n
  * same tokens: an ICL prompt is BOS + demonstrations + query, and a delta
  * is encoded from the same demonstrations packed as sa-encode packs them.
  */
+enum { SA_RENAME_SWAP = 1, SA_RENAME_POOL = 2 };
+
 typedef struct sa_eval_opts {
 	/* tasks */
 	const char *split;         /* queries from "test" or "dev" */
@@ -1032,6 +1034,9 @@ typedef struct sa_eval_opts {
 	int K;                     /* of the large delta; 0: 4 times those that fit */
 	int max_labels;            /* classify a task with at most this many labels */
 	int max_new;               /* tokens generated per answer */
+	int rename;                /* classification tasks with other label words:
+	                            * SA_RENAME_SWAP, SA_RENAME_POOL (from
+	                            * pool/labels.txt), 0 none */
 	/* text */
 	int segment;               /* tokens per segment */
 	int many;                  /* segments in the large delta (M) */

@@ -188,20 +188,23 @@ test_text(sa_model *m, sa_adapter *a)
 	o.limit = 3;
 	h = hooks(&s);
 	CHECK_OK(sa_eval_text(&t, m, a, files, 2, &o, &h));
-	CHECK(t && s.starts == 1 && s.rows == 2 && !s.bad_order && s.n == 2 * 3 * 4);
+	CHECK(t && t->n_methods == 6 && s.starts == 1 && s.rows == 2 && !s.bad_order &&
+	    s.n == 2 * 3 * 6);
 	for (int i = 0; t && i < 2; i++)
-		for (int j = 0; j < 4; j++) {
+		for (int j = 0; j < 6; j++) {
 			CHECK(s.tokens[i][j] == (long)t->row[i].tokens && t->row[i].tokens > 0);
 			CHECK_NEAR(t->row[i].score[j], exp(-s.logprob[i][j] / t->row[i].tokens), 1e-9);
 			/* gzip or not, the same text */
 			CHECK(t->row[i].score[j] == t->row[0].score[j]);
 		}
 	sa_eval_table_free(t);
-	/* two segments and BOS do not fit: no prompt with the previous one */
+	/* two segments and BOS do not fit: no prompt with the previous one, nor
+	 * with the segment itself */
 	o.segment = 64;
 	o.many = 1;
 	CHECK_OK(sa_eval_text(&t, m, a, files, 1, &o, NULL));
-	CHECK(t && isnan(t->row[0].score[1]) && !isnan(t->row[0].score[2]));
+	CHECK(t && isnan(t->row[0].score[1]) && !isnan(t->row[0].score[2]) &&
+	    isnan(t->row[0].score[4]) && !isnan(t->row[0].score[5]));
 	sa_eval_table_free(t);
 	o.segment = 128;
 	h = hooks(&s);
