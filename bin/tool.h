@@ -75,15 +75,6 @@ parse_long(const char *opt, const char *s, long lo, long hi)
 	return v;
 }
 
-/* A bound for a message: an integral one in full (2147483647, not
- * 2.14748e+09). */
-static const char * __attribute__((unused))
-bound_text(char buf[32], double v)
-{
-	snprintf(buf, 32, fabs(v) < 1e20 && v == floor(v) ? "%.0f" : "%g", v);
-	return buf;
-}
-
 static double __attribute__((unused))
 parse_double(const char *opt, const char *s, double lo, double hi)
 {
@@ -94,7 +85,7 @@ parse_double(const char *opt, const char *s, double lo, double hi)
 	v = strtod(s, &end);
 	if (errno || end == s || *end || !(v >= lo && v <= hi))
 		die(SA_EUSAGE, "%s: invalid value '%s' (want a number from %s to %s)", opt, s,
-		    bound_text(a, lo), bound_text(b, hi));
+		    sa_num_text(a, lo), sa_num_text(b, hi));
 	return v;
 }
 
@@ -312,10 +303,7 @@ format_moved(const char *arg, const char *synopsis)
 static double __attribute__((unused))
 now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+	return sa_now();
 }
 
 /* Flush and close stdout; a failure (disk full, closed pipe) is an I/O error. */

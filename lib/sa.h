@@ -36,6 +36,10 @@ const char *sa_error(void);
 /* Set the message (printf-style) and return code, so: return sa_fail(SA_EDATA, ...). */
 int sa_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* v for a message, in buf: an integral value in full (2147483647, not
+ * 2.14748e+09), another as %g. */
+const char *sa_num_text(char buf[32], double v);
+
 /* malloc/calloc that set SA_EINTERNAL "out of memory" on failure (return NULL). */
 void *sa_malloc(size_t n);
 void *sa_calloc(size_t n, size_t size);
@@ -65,6 +69,9 @@ int sa_stdout_close(void);
 
 /* Read a whole file ("-" = stdin) into memory, NUL-terminated (not counted in *len). */
 int sa_file_read(const char *path, char **data, size_t *len);
+
+/* Seconds on the monotonic clock, for rates and timings. */
+double sa_now(void);
 
 /* --------------------------------------------------------------- hashing */
 
@@ -411,6 +418,121 @@ void sa_json_put(FILE *fp, const sa_json *j);
 /* Bytes from the start of s[0..n) that are well-formed UTF-8 without a NUL:
  * n when all of it is text. */
 size_t sa_text_len(const char *s, size_t n);
+
+/* --------------------------------------------------------------- session */
+
+/*
+ * One KV cache of a model (sa_state) that remembers the tokens it holds:
+ * a call that shares a prefix with what the cache holds runs only the
+ * tokens after it, in chunks (many tokens a call when only the cache is
+ * wanted, fewer when every position's logits are).  The model's weights
+ * are whatever delta is applied at the time of the call.
+ */
+typedef struct sa_session sa_session;
+
+/* n_ctx <= 0: the model's.  add_bos: the texts the session tokenizes
+ * (sa_session_tokenize) start with BOS when the vocabulary wants one. */
+int sa_session_new(sa_session **out, sa_model *m, int n_ctx, int add_bos);
+void sa_session_free(sa_session *s);
+int sa_session_ctx(const sa_session *s);
+const sa_vocab *sa_session_vocab(const sa_session *s);
+/* Text -> tokens (malloc'd), with BOS as the session was made. */
+int sa_session_tokenize(const sa_session *s, const char *text, size_t len, int **toks, int *n);
+/* Forget every token; the KV peak starts again from nothing. */
+void sa_session_reset(sa_session *s);
+/* KV-cache bytes at the fullest point since the session was made or reset
+ * (sa_state_kv_bytes). */
+size_t sa_session_kv_peak(const sa_session *s);
+
+/* Tokens run and seconds spent: over prompts and texts, and generating. */
+typedef struct sa_timings {
+	long n_eval, n_gen;
+	double t_eval, t_gen;
+} sa_timings;
+void sa_session_timings(const sa_session *s, sa_timings *t);
+
+/*
+ * Make the cache hold toks[0..n) (n >= 1).  The last token always runs, so
+ * *logits ([n_vocab], the session's, valid until the next feed or
+ * generation) are those after it.  More than the context: SA_EDATA.
+ */
+int sa_session_feed(sa_session *s, const int *toks, int n, const float **logits);
+/*
+ * Add to *logprob log p(toks[i] | toks[0..i)) for i from from+1 to n-1, in
+ * that order.  The cache ends holding toks[0..n-1): the last token is only
+ * predicted, never run, and the prefix it shared before from is not run
+ * again.
+ */
+int sa_session_score(sa_session *s, const int *toks, int n, int from, double *logprob);
+/*
+ * Rank choices of one prompt: seq[i] is prompt and choice i tokenized as one
+ * text, and its tokens after the prefix it shares with the prompt's own
+ * tokens (at least the first) are scored: logprob[i] their sum, count[i]
+ * how many.  A choice that adds no token, or one too long: SA_EDATA.
+ */
+int sa_session_choices(sa_session *s, const int *prompt, int n_prompt, int *const *seq,
+    const int *n_seq, int n, double *logprob, int *count);
+/*
+ * Generate after toks[0..n): feed them, then draw a token with smp, hand it
+ * to fn and run it, until an end-of-generation token, max_new tokens (-1:
+ * no limit), the end of the context, or fn sets *stop.  The last token is
+ * handed over, never run.  fn returns SA_OK, or a failure that ends the
+ * generation with it.
+ */
+typedef int (*sa_token_fn)(void *ctx, int tok, int *stop);
+int sa_session_generate(sa_session *s, const int *toks, int n, sa_sampler *smp, long max_new,
+    sa_token_fn fn, void *ctx);
+
+/* -------------------------------------------------------------- requests */
+
+/* How a request generates: sa-run's options, a batch request's keys. */
+typedef struct sa_sampling {
+	long n_predict;          /* tokens to generate, -1: until the end */
+	double temp, top_p, min_p;
+	long top_k;
+	uint64_t seed;
+} sa_sampling;
+
+/* A seed from the clock and the process (--seed -1). */
+uint64_t sa_seed_from_clock(void);
+
+/* What sa-run(1) does with a text. */
+typedef struct sa_request {
+	const char *text;        /* the prompt, or the text to score */
+	size_t len;
+	int score;               /* score the text (log-likelihood, perplexity), */
+	const char *const *choice;   /* or rank these continuations of it, */
+	const size_t *choice_len;
+	int n_choices;
+	sa_sampling smp;         /* or generate after it */
+} sa_request;
+
+/* Where a request's result goes, and how. */
+typedef struct sa_reply {
+	FILE *fp;
+	const char *name;        /* of fp, for messages ("stdout") */
+	int json;                /* one JSON object on a line; else text */
+	int echo;                /* text generation: the prompt first */
+	const char *id;          /* JSON text of a batch request's id, the first */
+	size_t id_len;           /* key of the object; NULL: none */
+	char last;               /* set: the last byte of text written, 0 if none */
+} sa_reply;
+
+/*
+ * Carry req out on s and write its result to out.  Generated text goes out
+ * a character at a time (a UTF-8 sequence split across tokens is held
+ * until whole) and, as text, is flushed as it goes.  A failed write:
+ * SA_EIO "NAME: ...".
+ */
+int sa_request_run(sa_session *s, const sa_request *req, sa_reply *out);
+/*
+ * The JSON Lines batch of sa-run(1): a request object a line from in (the
+ * defaults of generation def), a result or error record a line to out,
+ * flushed, in order.  Bad data fails its line with an error record; any
+ * other failure ends the batch with it.  SA_EDATA when a line failed.
+ */
+int sa_serve(sa_session *s, FILE *in, const char *in_name, const sa_sampling *def, FILE *out,
+    const char *out_name);
 
 /* --------------------------------------------------------------- adapter */
 
@@ -926,7 +1048,7 @@ int sa_qa_build(sa_qa *q, const sa_vocab *v, const char *input,
 void sa_qa_free(sa_qa *q);
 
 /*
- * Scoring and greedy decoding over one KV cache of a model, with whatever
+ * Scoring and greedy decoding over a session (sa_session), with whatever
  * delta is merged into the model at the time of the call.  Every call runs
  * its prompt from position 0.
  */
