@@ -182,14 +182,8 @@ main(int argc, char **argv)
 	if (append)
 		TRY(sa_delta_load(&start, append));
 	n_ctx = ctx_size(n_ctx, model);
-	if (start && start->model_fingerprint != model->fingerprint)
-		die(SA_EDATA, "%s was made for another model (fingerprint %016llx, model has %016llx)",
-		    append, (unsigned long long)start->model_fingerprint,
-		    (unsigned long long)model->fingerprint);
-	if (start && start->adapter_fingerprint != adapter->fingerprint)
-		die(SA_EDATA, "%s was made with another adapter (fingerprint %016llx, adapter has %016llx)",
-		    append, (unsigned long long)start->adapter_fingerprint,
-		    (unsigned long long)adapter->fingerprint);
+	if (start)
+		TRY(sa_binding_check(model, adapter, start, append));
 	TRY(sa_encoder_new(&enc, model, adapter, start));
 	/* The cache holds encodings from an empty state. */
 	if ((cache = sa_cache_dir(cache)) && append)

@@ -69,14 +69,10 @@ help(void)
 
 /* ------------------------------------------------------------ options */
 
-typedef struct delta_arg {
-	char *path;
-	double scale;
-} delta_arg;
-
 typedef struct opts {
 	const char *model, *adapter, *prompt, *file, *batch;
-	delta_arg *deltas;
+	char **deltas;           /* -d FILE[:SCALE] */
+	double *scales;
 	int n_deltas;
 	const char **choices;
 	int n_choices;
@@ -173,35 +169,18 @@ encode_demos(sa_model *model, const sa_adapter *a, const opts *o)
 static void
 apply_deltas(sa_model *model, const opts *o)
 {
-	sa_delta **d = calloc((size_t)o->n_deltas + 1, sizeof *d), *demos;
-	sa_adapter *a;
-	const char *apath;
+	sa_deltas *ds;
+	sa_delta *demos = NULL;
 
-	if (!d)
-		die(SA_EINTERNAL, "out of memory");
-	for (int i = 0; i < o->n_deltas; i++) {
-		TRY(sa_delta_load(&d[i], o->deltas[i].path));
-		if (i > 0)
-			TRY(sa_delta_compatible(d[0], o->deltas[0].path, d[i], o->deltas[i].path));
-	}
-	if (o->n_deltas)
-		apath = delta_adapter_load(&a, o->adapter, d[0], o->deltas[0].path);
-	else
-		TRY(sa_adapter_load(&a, apath = o->adapter));
-	TRY(sa_adapter_check(a, model));
-	demos = o->n_demos ? encode_demos(model, a, o) : NULL;
-	for (int i = 0; i < o->n_deltas; i++) {
-		if (d[i]->adapter_fingerprint != a->fingerprint)
-			die(SA_EDATA, "%s was made with another adapter than %s", o->deltas[i].path, apath);
-		TRY(sa_delta_apply(model, a, d[i], (float)o->deltas[i].scale, !o->unmerged));
-		sa_delta_free(d[i]);
-	}
-	if (demos) {
-		TRY(sa_delta_apply(model, a, demos, 1.0f, !o->unmerged));
-		sa_delta_free(demos);
-	}
-	sa_adapter_free(a);
-	free(d);
+	TRY(sa_deltas_load(&ds, o->deltas, o->scales, o->n_deltas));
+	TRY(sa_deltas_bind(ds, model, o->adapter, default_adapter()));
+	if (o->n_demos)
+		demos = encode_demos(model, ds->adapter, o);
+	TRY(sa_deltas_apply(model, ds, !o->unmerged));
+	if (demos)
+		TRY(sa_delta_apply(model, ds->adapter, demos, 1.0f, !o->unmerged));
+	sa_delta_free(demos);
+	sa_deltas_free(ds);
 }
 
 /* --------------------------------------------------------------- main */
@@ -280,10 +259,10 @@ parse_args(int argc, char **argv, opts *o)
 		case 'm': o->model = optarg; break;
 		case 'a': o->adapter = optarg; break;
 		case 'd':
-			if (!(o->deltas = realloc(o->deltas, (size_t)(o->n_deltas + 1) * sizeof *o->deltas)))
+			if (!(o->deltas = realloc(o->deltas, (size_t)(o->n_deltas + 1) * sizeof *o->deltas)) ||
+			    !(o->scales = realloc(o->scales, (size_t)(o->n_deltas + 1) * sizeof *o->scales)))
 				die(SA_EINTERNAL, "out of memory");
-			split_scale("scale", optarg, &o->deltas[o->n_deltas].path,
-			    &o->deltas[o->n_deltas].scale);
+			split_scale("scale", optarg, &o->deltas[o->n_deltas], &o->scales[o->n_deltas]);
 			o->n_deltas++;
 			break;
 		case OPT_UNMERGED: o->unmerged = 1; break;
@@ -347,7 +326,7 @@ parse_args(int argc, char **argv, opts *o)
 		stdin_users = !o->prompt && (!o->file || strcmp(o->file, "-") == 0);
 	prompt_in = stdin_users;
 	for (int i = 0; i < o->n_deltas; i++)
-		stdin_users += strcmp(o->deltas[i].path, "-") == 0;
+		stdin_users += strcmp(o->deltas[i], "-") == 0;
 	for (int i = 0; i < o->n_demos; i++)
 		stdin_users += strcmp(o->demos[i], "-") == 0;
 	if (stdin_users > 1)
@@ -469,8 +448,9 @@ main(int argc, char **argv)
 	free(cs);
 	free(cl);
 	for (int i = 0; i < o.n_deltas; i++)
-		free(o.deltas[i].path);
+		free(o.deltas[i]);
 	free(o.deltas);
+	free(o.scales);
 	free(o.choices);
 	free(o.demos);
 	return status;

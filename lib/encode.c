@@ -521,23 +521,6 @@ encode_hook(void *ctx, int layer, int n, const float *k, const float *v)
 	free(job.scratch);
 }
 
-static int
-check_start(const sa_delta *d, const sa_model *model, const sa_adapter *a)
-{
-	const char *name = "the delta to continue";
-
-	if (d->model_fingerprint != model->fingerprint)
-		return sa_fail(SA_EDATA, "%s was made for another model (fingerprint %016llx, model has %016llx)",
-		    name, (unsigned long long)d->model_fingerprint, (unsigned long long)model->fingerprint);
-	if (d->adapter_fingerprint != a->fingerprint)
-		return sa_fail(SA_EDATA, "%s was made with another adapter (fingerprint %016llx, adapter has %016llx)",
-		    name, (unsigned long long)d->adapter_fingerprint, (unsigned long long)a->fingerprint);
-	if (d->n_layer != a->n_layer || d->n_head_kv != a->n_head_kv || d->d_head != a->d_head ||
-	    d->rank != a->rank || d->chunk != a->chunk || d->mats != a->mats)
-		return sa_fail(SA_EDATA, "%s: shape does not match the adapter", name);
-	return SA_OK;
-}
-
 int
 sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_delta *start)
 {
@@ -547,14 +530,12 @@ sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_
 	int rc, n_used = 0;
 
 	*out = NULL;
-	if ((rc = sa_adapter_check(a, model)) != SA_OK)
+	if ((rc = sa_binding_check(model, a, start, "the delta to continue")) != SA_OK)
 		return rc;
 	/* The state is defined over the frozen base: a delta already applied
 	 * would feed back into its own keys and values. */
 	if (model->merged || model->side)
 		return sa_fail(SA_EINTERNAL, "encoder: the model has a delta applied");
-	if (start && (rc = check_start(start, model, a)) != SA_OK)
-		return rc;
 	if (!(e = sa_calloc(1, sizeof *e)))
 		return SA_EINTERNAL;
 	e->model = model;

@@ -577,7 +577,7 @@ void sa_adapter_free(sa_adapter *a);
 /* Hash of the config, model fingerprint and every tensor: what a->fingerprint
  * must hold.  Code that changes the tensors (training) stores it again. */
 uint64_t sa_adapter_fingerprint(const sa_adapter *a);
-/* SA_EDATA "adapter.gguf was made for another model (fingerprint X, model has Y)". */
+/* sa_binding_check(model, a, NULL, NULL). */
 int sa_adapter_check(const sa_adapter *a, const sa_model *model);
 
 /* ----------------------------------------------------------------- delta */
@@ -631,6 +631,19 @@ int sa_delta_combine(sa_delta **out, sa_delta *const *d, const double *w, int n)
 /* Header as text (human) or one JSON object (json = 1), newline-terminated. */
 void sa_delta_print(const sa_delta *d, FILE *fp, int json);
 
+/* ------------------------------------------------------- applying deltas */
+
+/*
+ * Whether model m, adapter a and delta d (named dname in messages; NULL:
+ * "delta") belong together: the adapter made for the model, the delta made
+ * for the model and through the adapter, fingerprints and shapes.  Any of
+ * the three may be NULL: the others are checked against each other.
+ * SA_EDATA "x.delta was made for another model (fingerprint X, NAME has Y)",
+ * "... was made with another adapter ...", or the shape that differs.
+ */
+int sa_binding_check(const sa_model *m, const sa_adapter *a, const sa_delta *d,
+    const char *dname);
+
 /*
  * Low-rank factors of (layer, mat) for delta d through adapter a at scale s:
  * B = s * W1 H^T  [d_out][r],  A = W2  [r][d_in]  (A points into the adapter).
@@ -638,8 +651,34 @@ void sa_delta_print(const sa_delta *d, FILE *fp, int json);
  */
 int sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
     float s, float **B, const float **A);
-/* Apply to the model: merged (default) or as side paths. */
+/* Apply to the model: merged into its weights (merged = 1) or as side paths. */
 int sa_delta_apply(sa_model *m, const sa_adapter *a, const sa_delta *d, float s, int merged);
+
+/* Deltas given with scales (sa-run -d FILE:S, sa-export, sa-merge), and the
+ * one adapter they were made with. */
+typedef struct sa_deltas {
+	int n;
+	sa_delta **d;            /* [n] */
+	double *scale;           /* [n] */
+	char **path;             /* [n] as given, "-" = stdin */
+	sa_adapter *adapter;     /* NULL until sa_deltas_bind */
+} sa_deltas;
+
+/* Load path[i] at scale[i] (scale NULL: 1 each).  Deltas that do not share
+ * model, adapter and shapes: SA_EDATA (sa_delta_compatible). */
+int sa_deltas_load(sa_deltas **out, char *const *path, const double *scale, int n);
+/*
+ * The adapter of the deltas, for model m: given when not NULL, else the
+ * path the first delta records (sa-encode writes it absolute), that path
+ * relative to the delta's directory, a file of its name in the delta's
+ * directory (the two moved together), else fallback (the default adapter)
+ * if the deltas were made with it; then sa_binding_check of the model, the
+ * adapter and every delta.  None found: SA_ENOINPUT or SA_EUSAGE, "give -a".
+ */
+int sa_deltas_bind(sa_deltas *ds, const sa_model *m, const char *given, const char *fallback);
+/* Apply each delta at its scale, in order (sa_delta_apply). */
+int sa_deltas_apply(sa_model *m, const sa_deltas *ds, int merged);
+void sa_deltas_free(sa_deltas *ds);
 
 /* --------------------------------------------------------------- encoder */
 
