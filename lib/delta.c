@@ -833,26 +833,25 @@ sa_delta_compatible(const sa_delta *a, const char *name_a, const sa_delta *b, co
 	return SA_OK;
 }
 
-/* "x; y" unless one is empty or both are equal. */
-static int
-join_params(char **dst, const char *b)
+int
+sa_delta_join_params(sa_delta *d, const char *params)
 {
-	char *a = *dst, *j;
+	char *a = d->params, *j;
 	size_t n;
 
-	if (!b || !*b || (a && strcmp(a, b) == 0))
+	if (!params || !*params || (a && strcmp(a, params) == 0))
 		return SA_OK;
 	if (!a || !*a) {
-		if (!(j = strdup(b)))
+		if (!(j = strdup(params)))
 			return sa_fail(SA_EINTERNAL, "out of memory");
 	} else {
-		n = strlen(a) + 2 + strlen(b) + 1;
+		n = strlen(a) + 2 + strlen(params) + 1;
 		if (!(j = sa_malloc(n)))
 			return SA_EINTERNAL;
-		snprintf(j, n, "%s; %s", a, b);
+		snprintf(j, n, "%s; %s", a, params);
 	}
 	free(a);
-	*dst = j;
+	d->params = j;
 	return SA_OK;
 }
 
@@ -879,7 +878,7 @@ append_meta(sa_delta *a, const sa_delta *b)
 			a->n_sources++;
 		}
 	}
-	if ((rc = join_params(&a->params, b->params)) != SA_OK)
+	if ((rc = sa_delta_join_params(a, b->params)) != SA_OK)
 		return rc;
 	a->n_tokens += b->n_tokens;
 	a->n_demos += b->n_demos;

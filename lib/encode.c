@@ -663,3 +663,28 @@ sa_encoder_add_source(sa_encoder *e, const char *name, uint64_t hash)
 	d->n_sources++;
 	return SA_OK;
 }
+
+int
+sa_encoder_feed_demos(sa_encoder *e, const sa_demos *d, int n_ctx, sa_encode_fn step, void *ctx)
+{
+	sa_encode_step st = { d->source.name, NULL, 0, 0, 0, 0 };
+	sa_segment *segs;
+	int rc;
+
+	if ((rc = sa_demos_segment(d, e->model->vocab, n_ctx, &segs, &st.n_segs)) != SA_OK)
+		return rc;
+	for (int s = 0; s < st.n_segs; s++)
+		st.total += segs[s].n;
+	for (; st.i < st.n_segs; st.i++) {
+		st.seg = &segs[st.i];
+		if ((rc = sa_encoder_feed(e, st.seg->toks, st.seg->n, st.seg->n_demos)) != SA_OK)
+			break;
+		st.done += st.seg->n;
+		if (step)
+			step(ctx, &st);
+	}
+	if (rc == SA_OK)
+		rc = sa_encoder_add_source(e, d->source.name, d->source.hash);
+	sa_segments_free(segs, st.n_segs);
+	return rc;
+}

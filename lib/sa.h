@@ -623,6 +623,9 @@ int sa_delta_load(sa_delta **out, const char *path);   /* "-" = stdin */
 int sa_delta_save(const sa_delta *d, const char *path); /* "-" = stdout; tmp+rename */
 /* SA_EDATA unless a and b share model and adapter fingerprints and shapes. */
 int sa_delta_compatible(const sa_delta *a, const char *name_a, const sa_delta *b, const char *name_b);
+/* d's params become "old; params", or params when they were empty or the
+ * same; empty params leave them. */
+int sa_delta_join_params(sa_delta *d, const char *params);
 /* a := a then b (h = P_b*h_a + h_b, P = P_a*P_b); sources and counts append. */
 int sa_delta_chain(sa_delta *a, const sa_delta *b);
 /* out := sum_i w_i * d_i (h and P both; with weights 1/n this is the mean). */
@@ -1000,11 +1003,53 @@ typedef void (*sa_cache_note)(void *ctx, const char *msg);
  */
 int sa_cache_lock(const char *dir, const char *key, sa_cache_note waiting, void *ctx);
 void sa_cache_unlock(const char *dir, const char *key, int fd);
+/* ------------------------------------------------------- encoding files */
+
+/* An encoding's progress: the segment just fed, of an input. */
+typedef struct sa_encode_step {
+	const char *source;      /* the input's name ("stdin" for "-") */
+	const sa_segment *seg;
+	int i, n_segs;           /* seg is segment i of the input's n_segs */
+	long done, total;        /* the input's tokens fed so far, and in all */
+} sa_encode_step;
+typedef void (*sa_encode_fn)(void *ctx, const sa_encode_step *s);
+
+/* d's demonstrations in segments of n_ctx tokens (sa_demos_segment) into e,
+ * then d as a source of the state; step(ctx, ...) after each segment when
+ * not NULL. */
+int sa_encoder_feed_demos(sa_encoder *e, const sa_demos *d, int n_ctx, sa_encode_fn step,
+    void *ctx);
+
+/* How files become a delta (sa-encode(1)). */
+typedef struct sa_encoding {
+	char *const *files;      /* [n] "-" = stdin */
+	const int *formats;      /* [n] resolved, by sa_demos_formats */
+	int n;
+	const char *stdin_data;  /* the bytes of "-", read by sa_demos_formats */
+	size_t stdin_len;
+	const char *tmpl;        /* the record template */
+	int n_ctx;               /* tokens per segment */
+	const sa_delta *start;   /* a state to continue (--append), or NULL */
+	const char *cache_dir;   /* the cache, or NULL; never with start */
+	sa_encode_fn step;       /* after each segment, or NULL */
+	sa_cache_note note;      /* a damaged entry replaced, an entry not stored */
+	sa_cache_note detail;    /* cache miss, waiting for another encoding, hit */
+	void *ctx;               /* of step, note and detail (each may be NULL) */
+} sa_encoding;
+
 /*
- * The delta "sa-encode -m M -a A [-f FORMAT] FILE..." makes with its
+ * The files' demonstrations fed to an encoder from start (NULL: an empty
+ * state) over model m (no delta applied) and adapter a, or the delta from
+ * the cache when it holds the key (*hit = 1); a miss is stored.  The delta
+ * records a's path made absolute and the encoding's parameters after
+ * start's (sa_demos_params, sa_delta_join_params).
+ */
+int sa_encode_files(sa_delta **out, sa_model *m, const sa_adapter *a, const sa_encoding *e,
+    int *hit);
+/*
+ * The delta "sa-encode -m M -a A [-F FORMAT] FILE..." makes with its
  * defaults (format SA_DEMOS_AUTO: each file's resolved, the default
- * template, the model's context), through the cache in dir: *hit = 1 when
- * it came from the cache.
+ * template, the model's context), through the cache in dir.
  */
 int sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *a,
     char *const *files, int n, int format, int *hit, sa_cache_note note, void *ctx);
