@@ -1,18 +1,10 @@
 /*
  * sa-run - generate text with a GGUF model, or score text under it, with
- * StreamAdapter deltas applied.
- *
- * One model load serves every request.  The KV cache remembers which tokens
- * it holds, so a request that shares a prefix with the previous one (a
- * prompt scored against several choices, a batch of prompts with the same
- * few-shot header) only runs the tokens after the common prefix.
+ * StreamAdapter deltas applied: options, then the model, its deltas and a
+ * session (lib/session.c) for the requests of lib/serve.c.
  */
-#include <ctype.h>
 #include <getopt.h>
-#include <math.h>
-#include <stdint.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -66,7 +58,6 @@ help(void)
 	    "  -V, --version          version\n", stdout);
 }
 
-
 /* ------------------------------------------------------------ options */
 
 typedef struct opts {
@@ -74,52 +65,33 @@ typedef struct opts {
 	char **deltas;           /* -d FILE[:SCALE] */
 	double *scales;
 	int n_deltas;
-	const char **choices;
-	int n_choices;
-	const char **demos, *cache_dir;
-	int n_demos, demos_format;
+	char **demos;
+	const char **choices, *cache_dir;
+	int n_demos, demos_format, n_choices;
 	int score, json, echo, no_bos, unmerged, verbose, escape;
 	long n_ctx, threads;
 	sa_sampling smp;
 } opts;
 
-/*
- * Text given on the command line (-p, --choice), copied; with -e (the
- * default) llama.cpp's escapes are processed: \n \t \r \\ \" \' and \xHH,
- * and any other backslash stays as it is.  *len counts past a \x00.
- */
+/* The array a with room for n elements. */
+static void *
+grow(void *a, int n, size_t size)
+{
+	if (!(a = realloc(a, (size_t)n * size)))
+		die(SA_EINTERNAL, "out of memory");
+	return a;
+}
+
+/* Text given on the command line (-p, --choice), copied; with -e (the
+ * default) llama.cpp's escapes are expanded. */
 static char *
 arg_text(const char *s, int escape, size_t *len)
 {
-	char *t = strdup(s), *o = t;
+	char *t = escape ? sa_text_unescape(s, len) : strdup(s);
 
 	if (!t)
 		die(SA_EINTERNAL, "out of memory");
-	for (const char *i = s; *i; i++) {
-		if (!escape || *i != '\\' || !i[1]) {
-			*o++ = *i;
-			continue;
-		}
-		switch (*++i) {
-		case 'n': *o++ = '\n'; break;
-		case 't': *o++ = '\t'; break;
-		case 'r': *o++ = '\r'; break;
-		case '\\': case '"': case '\'': *o++ = *i; break;
-		case 'x':
-			if (isxdigit((unsigned char)i[1]) && isxdigit((unsigned char)i[2])) {
-				char hex[3] = { i[1], i[2], 0 };
-				*o++ = (char)strtol(hex, NULL, 16);
-				i += 2;
-				break;
-			}
-			/* fall through */
-		default:
-			*o++ = '\\';
-			*o++ = *i;
-		}
-	}
-	*len = (size_t)(o - t);
-	*o = 0;
+	*len = escape ? *len : strlen(t);
 	return t;
 }
 
@@ -136,72 +108,6 @@ parse_seed(const char *s)
 	if (errno || end == s || *end || s[0] == '-' || s[0] == '+')
 		usage_die(synopsis, "--seed: invalid value '%s' (want -1 or an integer from 0 to 2^64-1)", s);
 	return v;
-}
-
-/* ------------------------------------------------------------- deltas */
-
-static void
-cache_note(void *ctx, const char *msg)
-{
-	warnx_("%s", msg);
-}
-
-/* --demos: the delta sa-encode would make, through the cache; encoded
- * before any delta is applied, over the base model. */
-static sa_delta *
-encode_demos(sa_model *model, const sa_adapter *a, const opts *o)
-{
-	char *dir = o->cache_dir ? strdup(o->cache_dir) : sa_cache_default_dir();
-	sa_delta *d;
-	int hit;
-
-	if (!dir)
-		die(SA_EUSAGE, "%s", sa_error());
-	TRY(sa_cache_encode(&d, dir, model, a, (char *const *)o->demos, o->n_demos, o->demos_format,
-	    &hit, cache_note, NULL));
-	if (o->verbose)
-		warnx_("demonstrations: %s, %llu tokens, %llu demonstrations", hit ? "cache hit" : "encoded",
-		    (unsigned long long)d->n_tokens, (unsigned long long)d->n_demos);
-	free(dir);
-	return d;
-}
-
-static void
-apply_deltas(sa_model *model, const opts *o)
-{
-	sa_deltas *ds;
-	sa_delta *demos = NULL;
-
-	TRY(sa_deltas_load(&ds, o->deltas, o->scales, o->n_deltas));
-	TRY(sa_deltas_bind(ds, model, o->adapter, default_adapter()));
-	if (o->n_demos)
-		demos = encode_demos(model, ds->adapter, o);
-	TRY(sa_deltas_apply(model, ds, !o->unmerged));
-	if (demos)
-		TRY(sa_delta_apply(model, ds->adapter, demos, 1.0f, !o->unmerged));
-	sa_delta_free(demos);
-	sa_deltas_free(ds);
-}
-
-/* --------------------------------------------------------------- main */
-
-/* A BOS id outside the vocabulary is never used: the tokenizer keeps its
- * default, as llama.cpp does, and says so, as llama.cpp does. */
-static void
-check_bos(const sa_model *m, const char *path)
-{
-	static const char key[] = "tokenizer.ggml.bos_token_id";
-	uint32_t id;
-
-	if (!sa_gguf_has(m->gguf, key) || sa_gguf_get_u32(m->gguf, key, &id) != SA_OK ||
-	    id < (uint32_t)sa_vocab_size(m->vocab))
-		return;
-	if (sa_vocab_add_bos(m->vocab))
-		warnx_("%s: %s %u is outside the vocabulary of %d tokens: using %d instead",
-		    path, key, id, sa_vocab_size(m->vocab), sa_vocab_bos(m->vocab));
-	else
-		warnx_("%s: %s %u is outside the vocabulary of %d tokens: no BOS is added",
-		    path, key, id, sa_vocab_size(m->vocab));
 }
 
 enum {
@@ -259,16 +165,14 @@ parse_args(int argc, char **argv, opts *o)
 		case 'm': o->model = optarg; break;
 		case 'a': o->adapter = optarg; break;
 		case 'd':
-			if (!(o->deltas = realloc(o->deltas, (size_t)(o->n_deltas + 1) * sizeof *o->deltas)) ||
-			    !(o->scales = realloc(o->scales, (size_t)(o->n_deltas + 1) * sizeof *o->scales)))
-				die(SA_EINTERNAL, "out of memory");
+			o->deltas = grow(o->deltas, o->n_deltas + 1, sizeof *o->deltas);
+			o->scales = grow(o->scales, o->n_deltas + 1, sizeof *o->scales);
 			split_scale("scale", optarg, &o->deltas[o->n_deltas], &o->scales[o->n_deltas]);
 			o->n_deltas++;
 			break;
 		case OPT_UNMERGED: o->unmerged = 1; break;
 		case OPT_DEMOS:
-			if (!(o->demos = realloc(o->demos, (size_t)(o->n_demos + 1) * sizeof *o->demos)))
-				die(SA_EINTERNAL, "out of memory");
+			o->demos = grow(o->demos, o->n_demos + 1, sizeof *o->demos);
 			o->demos[o->n_demos++] = optarg;
 			break;
 		case OPT_DEMOS_FORMAT:
@@ -289,8 +193,7 @@ parse_args(int argc, char **argv, opts *o)
 		case OPT_ECHO: o->echo = 1; break;
 		case OPT_SCORE: o->score = 1; break;
 		case OPT_CHOICE:
-			if (!(o->choices = realloc(o->choices, (size_t)(o->n_choices + 1) * sizeof *o->choices)))
-				die(SA_EINTERNAL, "out of memory");
+			o->choices = grow(o->choices, o->n_choices + 1, sizeof *o->choices);
 			o->choices[o->n_choices++] = optarg;
 			break;
 		case OPT_BATCH: o->batch = optarg; break;
@@ -320,10 +223,8 @@ parse_args(int argc, char **argv, opts *o)
 		o->adapter = need_adapter(NULL, synopsis);
 	if (o->demos_format != SA_DEMOS_AUTO && !o->n_demos)
 		usage_die(synopsis, "--demos-format goes with --demos");
-	if (o->batch)
-		stdin_users = strcmp(o->batch, "-") == 0;
-	else
-		stdin_users = !o->prompt && (!o->file || strcmp(o->file, "-") == 0);
+	stdin_users = o->batch ? strcmp(o->batch, "-") == 0 :
+	    !o->prompt && (!o->file || strcmp(o->file, "-") == 0);
 	prompt_in = stdin_users;
 	for (int i = 0; i < o->n_deltas; i++)
 		stdin_users += strcmp(o->deltas[i], "-") == 0;
@@ -337,6 +238,40 @@ parse_args(int argc, char **argv, opts *o)
 		stdin_not_terminal(o->batch ? "requests" : "the prompt",
 		    o->batch ? "give a file, or pipe them in" : "give -p TEXT or -f FILE, or pipe it in");
 }
+
+/* ------------------------------------------------------------- deltas */
+
+static void
+note(void *ctx, const char *msg)
+{
+	warnx_("%s", msg);
+}
+
+/* -d, and --demos: encoded as sa-encode does, through the cache, over the
+ * base model, then applied after the deltas at scale 1. */
+static void
+apply_deltas(sa_model *model, const opts *o)
+{
+	sa_deltas *ds;
+	sa_delta *d;
+	int hit;
+
+	TRY(sa_deltas_load(&ds, o->deltas, o->scales, o->n_deltas));
+	TRY(sa_deltas_bind(ds, model, o->adapter, default_adapter()));
+	if (o->n_demos) {
+		TRY(sa_cache_encode(&d, o->cache_dir, model, ds->adapter, o->demos, o->n_demos,
+		    o->demos_format, &hit, note, NULL));
+		if (o->verbose)
+			warnx_("demonstrations: %s, %llu tokens, %llu demonstrations",
+			    hit ? "cache hit" : "encoded", (unsigned long long)d->n_tokens,
+			    (unsigned long long)d->n_demos);
+		TRY(sa_deltas_add(ds, d, 1, "demonstrations"));
+	}
+	TRY(sa_deltas_apply(model, ds, !o->unmerged));
+	sa_deltas_free(ds);
+}
+
+/* --------------------------------------------------------------- main */
 
 /* Whether two descriptors are one file: a terminal, or 2>&1. */
 static int
@@ -370,42 +305,37 @@ main(int argc, char **argv)
 	opts o;
 	sa_model *model;
 	sa_session *s;
+	sa_request req = { 0 };
 	sa_reply out = { stdout, "stdout", 0, 0, NULL, 0, 0 };
 	const char *model_path;
-	char *text = NULL, **cs = NULL;
-	size_t len = 0, *cl = NULL;
+	char *text = NULL, **cs;
+	size_t *cl;
 	double t0;
-	int n_ctx, status = 0;
+	int status = 0;
 
 	setprogname_(argv[0]);
 	parse_args(argc, argv, &o);
 	model_path = need_model(o.model, synopsis);
-
 	/* The prompt is read before the model loads, so bad input fails fast. */
-	if (!o.batch) {
-		if (o.prompt) {
-			text = arg_text(o.prompt, o.escape, &len);
-		} else {
-			TRY(sa_file_read(o.file ? o.file : "-", &text, &len));
-			/* As llama.cpp does with -f: a file's final newline ends the
-			 * file, not the prompt. */
-			if (len && text[len - 1] == '\n')
-				text[--len] = 0;
-		}
+	if (o.prompt) {
+		text = arg_text(o.prompt, o.escape, &req.len);
+	} else if (!o.batch) {
+		TRY(sa_prompt_read(o.file ? o.file : "-", &text, &req.len));
 	}
+	cs = grow(NULL, o.n_choices + 1, sizeof *cs);
+	cl = grow(NULL, o.n_choices + 1, sizeof *cl);
+	for (int i = 0; i < o.n_choices; i++)
+		cs[i] = arg_text(o.choices[i], o.escape, &cl[i]);
 
 	sa_set_threads((int)o.threads);
 	t0 = now();
 	TRY(sa_model_load(&model, model_path));
-	if (!o.no_bos)
-		check_bos(model, model_path);
+	if (!o.no_bos && sa_vocab_check_bos(model->vocab, model->gguf) != SA_OK)
+		warnx_("%s", sa_error());
 	if (o.n_deltas || o.n_demos)
 		apply_deltas(model, &o);
-	if (o.n_ctx < 0)
-		n_ctx = model->cfg.n_ctx < 4096 ? model->cfg.n_ctx : 4096;
-	else
-		n_ctx = ctx_size(o.n_ctx, model);
-	TRY(sa_session_new(&s, model, n_ctx, !o.no_bos));
+	TRY(sa_session_new(&s, model, o.n_ctx >= 0 ? ctx_size(o.n_ctx, model) :
+	    model->cfg.n_ctx < 4096 ? model->cfg.n_ctx : 4096, !o.no_bos));
 	t0 = now() - t0;
 
 	if (o.batch) {
@@ -413,21 +343,13 @@ main(int argc, char **argv)
 
 		if (!fp)
 			die(SA_ENOINPUT, "%s: %s", o.batch, strerror(errno));
-		if ((status = sa_serve(s, fp, o.batch, &o.smp, stdout, "stdout")) != SA_OK &&
-		    status != SA_EDATA)
+		status = sa_serve(s, fp, o.batch, &o.smp, stdout, "stdout");
+		if (status != SA_OK && status != SA_EDATA)
 			die_sa(status);
 		if (fp != stdin)
 			fclose(fp);
 	} else {
-		sa_request req = { text, len, o.score, NULL, NULL, o.n_choices, o.smp };
-
-		if (!(cs = calloc((size_t)o.n_choices + 1, sizeof *cs)) ||
-		    !(cl = calloc((size_t)o.n_choices + 1, sizeof *cl)))
-			die(SA_EINTERNAL, "out of memory");
-		for (int i = 0; i < o.n_choices; i++)
-			cs[i] = arg_text(o.choices[i], o.escape, &cl[i]);
-		req.choice = (const char *const *)cs;
-		req.choice_len = cl;
+		req = (sa_request){ text, req.len, o.score, (const char *const *)cs, cl, o.n_choices, o.smp };
 		out.json = o.json;
 		out.echo = o.echo;
 		TRY(sa_request_run(s, &req, &out));
@@ -445,10 +367,10 @@ main(int argc, char **argv)
 	free(text);
 	for (int i = 0; i < o.n_choices; i++)
 		free(cs[i]);
-	free(cs);
-	free(cl);
 	for (int i = 0; i < o.n_deltas; i++)
 		free(o.deltas[i]);
+	free(cs);
+	free(cl);
 	free(o.deltas);
 	free(o.scales);
 	free(o.choices);

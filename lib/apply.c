@@ -268,6 +268,27 @@ sa_deltas_bind(sa_deltas *ds, const sa_model *m, const char *given, const char *
 }
 
 int
+sa_deltas_add(sa_deltas *ds, sa_delta *d, double s, const char *name)
+{
+	size_t n = (size_t)ds->n + 1;
+	sa_delta **dd = realloc(ds->d, n * sizeof *dd);
+	char **path = dd ? realloc(ds->path, n * sizeof *path) : NULL;
+	double *scale = path ? realloc(ds->scale, n * sizeof *scale) : NULL;
+
+	if (dd)
+		ds->d = dd;
+	if (path)
+		ds->path = path;
+	if (scale)
+		ds->scale = scale;
+	if (!scale || !(ds->path[ds->n] = strdup(name)))
+		return sa_fail(SA_EINTERNAL, "out of memory");
+	ds->d[ds->n] = d;
+	ds->scale[ds->n++] = s;
+	return SA_OK;
+}
+
+int
 sa_deltas_apply(sa_model *m, const sa_deltas *ds, int merged)
 {
 	int rc;

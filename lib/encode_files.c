@@ -125,15 +125,19 @@ int
 sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *a,
     char *const *files, int n, int format, int *hit, sa_cache_note note, void *ctx)
 {
+	char *stdin_data = NULL, *own = dir ? NULL : sa_cache_default_dir();
 	sa_encoding e = { .files = files, .n = n, .tmpl = SA_DEMOS_TEMPLATE,
-	    .n_ctx = m->cfg.n_ctx, .cache_dir = dir, .note = note, .ctx = ctx };
-	char *stdin_data = NULL;
+	    .n_ctx = m->cfg.n_ctx, .cache_dir = dir ? dir : own, .note = note, .ctx = ctx };
 	int *formats, rc;
 
 	*out = NULL;
 	*hit = 0;
-	if (!(formats = sa_calloc((size_t)(n > 0 ? n : 1), sizeof *formats)))
+	if (!e.cache_dir)
+		return SA_EUSAGE;
+	if (!(formats = sa_calloc((size_t)(n > 0 ? n : 1), sizeof *formats))) {
+		free(own);
 		return SA_EINTERNAL;
+	}
 	if ((rc = sa_demos_formats(files, n, format, e.tmpl, formats, &stdin_data, &e.stdin_len)) == SA_OK) {
 		e.formats = formats;
 		e.stdin_data = stdin_data;
@@ -141,5 +145,6 @@ sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *
 	}
 	free(stdin_data);
 	free(formats);
+	free(own);
 	return rc;
 }

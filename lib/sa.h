@@ -212,6 +212,10 @@ int sa_vocab_eos(const sa_vocab *v);     /* -1 if none */
 int sa_vocab_add_bos(const sa_vocab *v); /* tokenizer.ggml.add_bos_token, or the model type's default */
 /* 1 for end-of-generation tokens (eos, eot, ...). */
 int sa_vocab_is_eog(const sa_vocab *v, int tok);
+/* SA_EDATA when g's tokenizer.ggml.bos_token_id lies outside the vocabulary:
+ * the tokenizer keeps its default BOS (as llama.cpp does), and the message
+ * says which, or that none is added; a warning to show. */
+int sa_vocab_check_bos(const sa_vocab *v, const sa_gguf *g);
 
 /*
  * Text -> ids, as llama.cpp's llama_tokenize(text, add_special, parse_special=false):
@@ -495,6 +499,12 @@ typedef struct sa_sampling {
 
 /* A seed from the clock and the process (--seed -1). */
 uint64_t sa_seed_from_clock(void);
+/* A prompt file ("-" = stdin) as llama.cpp's -f reads it: its final
+ * newline ends the file, not the prompt.  *text malloc'd, NUL-terminated. */
+int sa_prompt_read(const char *path, char **text, size_t *len);
+/* s with llama.cpp's escapes expanded (\n \t \r \\ \" \' \xHH; any other
+ * backslash stays), malloc'd; *len counts past a \x00.  NULL: out of memory. */
+char *sa_text_unescape(const char *s, size_t *len);
 
 /* What sa-run(1) does with a text. */
 typedef struct sa_request {
@@ -679,6 +689,8 @@ int sa_deltas_load(sa_deltas **out, char *const *path, const double *scale, int 
  * adapter and every delta.  None found: SA_ENOINPUT or SA_EUSAGE, "give -a".
  */
 int sa_deltas_bind(sa_deltas *ds, const sa_model *m, const char *given, const char *fallback);
+/* Add d at scale s after the others (the set's then); name for messages. */
+int sa_deltas_add(sa_deltas *ds, sa_delta *d, double s, const char *name);
 /* Apply each delta at its scale, in order (sa_delta_apply). */
 int sa_deltas_apply(sa_model *m, const sa_deltas *ds, int merged);
 void sa_deltas_free(sa_deltas *ds);
@@ -1049,7 +1061,8 @@ int sa_encode_files(sa_delta **out, sa_model *m, const sa_adapter *a, const sa_e
 /*
  * The delta "sa-encode -m M -a A [-F FORMAT] FILE..." makes with its
  * defaults (format SA_DEMOS_AUTO: each file's resolved, the default
- * template, the model's context), through the cache in dir.
+ * template, the model's context), through the cache in dir (NULL: the
+ * default, sa_cache_default_dir).
  */
 int sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *a,
     char *const *files, int n, int format, int *hit, sa_cache_note note, void *ctx);

@@ -4,6 +4,7 @@
  * object.  And the JSON Lines batch: a request a line, a result or error
  * record a line, every request on the one session.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -20,6 +21,53 @@ sa_seed_from_clock(void)
 {
 	return (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid() ^
 	    (uint64_t)(sa_now() * 1e9);
+}
+
+int
+sa_prompt_read(const char *path, char **text, size_t *len)
+{
+	int rc = sa_file_read(path, text, len);
+
+	if (rc == SA_OK && *len && (*text)[*len - 1] == '\n')
+		(*text)[--*len] = 0;
+	return rc;
+}
+
+char *
+sa_text_unescape(const char *s, size_t *len)
+{
+	char *t = strdup(s), *o = t;
+
+	if (!t) {
+		sa_fail(SA_EINTERNAL, "out of memory");
+		return NULL;
+	}
+	for (const char *i = s; *i; i++) {
+		if (*i != '\\' || !i[1]) {
+			*o++ = *i;
+			continue;
+		}
+		switch (*++i) {
+		case 'n': *o++ = '\n'; break;
+		case 't': *o++ = '\t'; break;
+		case 'r': *o++ = '\r'; break;
+		case '\\': case '"': case '\'': *o++ = *i; break;
+		case 'x':
+			if (isxdigit((unsigned char)i[1]) && isxdigit((unsigned char)i[2])) {
+				char hex[3] = { i[1], i[2], 0 };
+				*o++ = (char)strtol(hex, NULL, 16);
+				i += 2;
+				break;
+			}
+			/* fall through */
+		default:
+			*o++ = '\\';
+			*o++ = *i;
+		}
+	}
+	*len = (size_t)(o - t);
+	*o = 0;
+	return t;
 }
 
 /* ------------------------------------------------------------ text out */
