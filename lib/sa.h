@@ -7,7 +7,9 @@
  * file") and carry no tool prefix: the tool adds "sa-run: ".
  *
  * Sections: errors and output files, hashing, tensor types, GGUF, tokenizer,
- * model and forward pass, threads, JSON, adapter, delta, encoder.
+ * model and forward pass, threads, sampling, JSON, session, requests,
+ * adapter, delta, applying deltas, encoder, demonstrations, training,
+ * export, cache, encoding files, evaluation.
  */
 #ifndef SA_H
 #define SA_H
@@ -677,8 +679,9 @@ typedef struct sa_deltas {
 	sa_adapter *adapter;     /* NULL until sa_deltas_bind */
 } sa_deltas;
 
-/* Load path[i] at scale[i] (scale NULL: 1 each).  Deltas that do not share
- * model, adapter and shapes: SA_EDATA (sa_delta_compatible). */
+/* Load path[i] at scale[i] (scale NULL: 1 each) into *out, the caller's
+ * (sa_deltas_free).  Deltas that do not share model, adapter and shapes:
+ * SA_EDATA (sa_delta_compatible). */
 int sa_deltas_load(sa_deltas **out, char *const *path, const double *scale, int n);
 /*
  * The adapter of the deltas, for model m: given when not NULL, else the
@@ -1054,7 +1057,7 @@ typedef struct sa_encoding {
  * state) over model m (no delta applied) and adapter a, or the delta from
  * the cache when it holds the key (*hit = 1); a miss is stored.  The delta
  * records a's path made absolute and the encoding's parameters after
- * start's (sa_demos_params, sa_delta_join_params).
+ * start's (sa_demos_params, sa_delta_join_params); *out is the caller's.
  */
 int sa_encode_files(sa_delta **out, sa_model *m, const sa_adapter *a, const sa_encoding *e,
     int *hit);
