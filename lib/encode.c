@@ -32,7 +32,7 @@ struct sa_encoder {
 	sa_delta *delta;      /* float copy of the state, refreshed by sa_encoder_delta */
 	double *h, *P;        /* [n_used][Hk][r][dh], [n_used][Hk][r] */
 	int *pair;            /* [n_layer * SA_NMAT]: index of (l, m) in h/P, or -1 */
-	sa_state *st;
+	sa_kvcache *st;
 	int seg_n;            /* tokens of the segment being fed */
 	int rc;               /* first failure inside the hook */
 	const rowkern *kern;
@@ -582,7 +582,7 @@ sa_encoder_free(sa_encoder *e)
 {
 	if (!e)
 		return;
-	sa_state_free(e->st);
+	sa_kvcache_free(e->st);
 	sa_delta_free(e->delta);
 	free(e->h);
 	free(e->P);
@@ -599,18 +599,18 @@ sa_encoder_feed(sa_encoder *e, const int *toks, int n, int n_demos)
 		return SA_OK;
 	/* The cache is sized for the longest segment so far, not the model's
 	 * context, which may be far longer than any segment fed. */
-	if (!e->st || sa_state_ctx(e->st) < n) {
-		sa_state_free(e->st);
+	if (!e->st || sa_kvcache_ctx(e->st) < n) {
+		sa_kvcache_free(e->st);
 		e->st = NULL;
-		if ((rc = sa_state_new(&e->st, e->model, n)) != SA_OK)
+		if ((rc = sa_kvcache_new(&e->st, e->model, n)) != SA_OK)
 			return rc;
 	}
-	sa_state_truncate(e->st, 0);
-	sa_state_set_hook(e->st, encode_hook, e);
+	sa_kvcache_truncate(e->st, 0);
+	sa_kvcache_set_hook(e->st, encode_hook, e);
 	e->seg_n = n;
 	e->rc = SA_OK;
 	rc = sa_forward(e->st, toks, n, NULL, 0);
-	sa_state_set_hook(e->st, NULL, NULL);
+	sa_kvcache_set_hook(e->st, NULL, NULL);
 	if (rc == SA_OK)
 		rc = e->rc;
 	if (rc != SA_OK)

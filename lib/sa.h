@@ -342,20 +342,20 @@ void sa_model_reset_weights(sa_model *m);
 /* ----------------------------------------------------------- forward pass */
 
 /* KV cache and scratch for one sequence. */
-typedef struct sa_state sa_state;
+typedef struct sa_kvcache sa_kvcache;
 
 /* Called once per layer during sa_forward with the layer's keys before RoPE
  * and values for the n new tokens: k and v are [n][n_head_kv*d_head]. */
 typedef void (*sa_kv_hook)(void *ctx, int layer, int n, const float *k, const float *v);
 
-int sa_state_new(sa_state **out, const sa_model *m, int n_ctx);  /* n_ctx <= 0: model's */
-void sa_state_free(sa_state *s);
-int sa_state_pos(const sa_state *s);        /* tokens in the cache */
-int sa_state_ctx(const sa_state *s);
-void sa_state_truncate(sa_state *s, int pos);   /* forget tokens at >= pos */
-void sa_state_set_hook(sa_state *s, sa_kv_hook hook, void *ctx);
+int sa_kvcache_new(sa_kvcache **out, const sa_model *m, int n_ctx);  /* n_ctx <= 0: model's */
+void sa_kvcache_free(sa_kvcache *s);
+int sa_kvcache_pos(const sa_kvcache *s);        /* tokens in the cache */
+int sa_kvcache_ctx(const sa_kvcache *s);
+void sa_kvcache_truncate(sa_kvcache *s, int pos);   /* forget tokens at >= pos */
+void sa_kvcache_set_hook(sa_kvcache *s, sa_kv_hook hook, void *ctx);
 /* Bytes of KV cache in use (for reports). */
-size_t sa_state_kv_bytes(const sa_state *s);
+size_t sa_kvcache_kv_bytes(const sa_kvcache *s);
 
 /*
  * Run n tokens at positions pos..pos+n-1 and append them to the cache.
@@ -366,7 +366,7 @@ size_t sa_state_kv_bytes(const sa_state *s);
  * weight once for all of them (each token's results are bit for bit those
  * of running it alone); longer prompts through sgemm (prefill).
  */
-int sa_forward(sa_state *s, const int *toks, int n, float *logits, int all_logits);
+int sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits);
 
 /* ---------------------------------------------------------------- threads */
 
@@ -428,7 +428,7 @@ size_t sa_text_len(const char *s, size_t n);
 /* --------------------------------------------------------------- session */
 
 /*
- * One KV cache of a model (sa_state) that remembers the tokens it holds:
+ * One KV cache of a model (sa_kvcache) that remembers the tokens it holds:
  * a call that shares a prefix with what the cache holds runs only the
  * tokens after it, in chunks (many tokens a call when only the cache is
  * wanted, fewer when every position's logits are).  The model's weights
@@ -447,7 +447,7 @@ int sa_session_tokenize(const sa_session *s, const char *text, size_t len, int *
 /* Forget every token; the KV peak starts again from nothing. */
 void sa_session_reset(sa_session *s);
 /* KV-cache bytes at the fullest point since the session was made or reset
- * (sa_state_kv_bytes). */
+ * (sa_kvcache_kv_bytes). */
 size_t sa_session_kv_peak(const sa_session *s);
 
 /* Tokens run and seconds spent: over prompts and texts, and generating. */
@@ -1157,7 +1157,7 @@ typedef struct sa_evaluator sa_evaluator;
 int sa_evaluator_new(sa_evaluator **out, sa_model *m, int n_ctx);  /* n_ctx <= 0: model's */
 void sa_evaluator_free(sa_evaluator *e);
 int sa_evaluator_ctx(const sa_evaluator *e);
-/* KV-cache bytes at the fullest point of the last call (sa_state_kv_bytes). */
+/* KV-cache bytes at the fullest point of the last call (sa_kvcache_kv_bytes). */
 size_t sa_evaluator_kv_peak(const sa_evaluator *e);
 /*
  * logprob[i] = sum over cand[i]'s tokens of log p(token | prompt, the

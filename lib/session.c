@@ -22,7 +22,7 @@
 
 struct sa_session {
 	sa_model *model;
-	sa_state *kv;
+	sa_kvcache *kv;
 	int n_vocab, n_ctx, add_bos;
 	int *toks;            /* [n_ctx] the tokens the KV cache holds */
 	int n;
@@ -44,11 +44,11 @@ sa_session_new(sa_session **out, sa_model *m, int n_ctx, int add_bos)
 	s->model = m;
 	s->n_vocab = m->cfg.n_vocab;
 	s->add_bos = add_bos;
-	if ((rc = sa_state_new(&s->kv, m, n_ctx)) != SA_OK) {
+	if ((rc = sa_kvcache_new(&s->kv, m, n_ctx)) != SA_OK) {
 		free(s);
 		return rc;
 	}
-	s->n_ctx = sa_state_ctx(s->kv);
+	s->n_ctx = sa_kvcache_ctx(s->kv);
 	if (!(s->toks = sa_malloc((size_t)s->n_ctx * sizeof *s->toks)) ||
 	    !(s->rows = sa_malloc((size_t)LOGITS_CHUNK * s->n_vocab * sizeof *s->rows)) ||
 	    !(s->last = sa_malloc((size_t)s->n_vocab * sizeof *s->last))) {
@@ -64,7 +64,7 @@ sa_session_free(sa_session *s)
 {
 	if (!s)
 		return;
-	sa_state_free(s->kv);
+	sa_kvcache_free(s->kv);
 	free(s->toks);
 	free(s->rows);
 	free(s->last);
@@ -87,7 +87,7 @@ sa_session_vocab(const sa_session *s)
 static void
 forget(sa_session *s)
 {
-	sa_state_truncate(s->kv, 0);
+	sa_kvcache_truncate(s->kv, 0);
 	s->n = 0;
 }
 
@@ -101,7 +101,7 @@ sa_session_reset(sa_session *s)
 static void
 note_peak(sa_session *s)
 {
-	size_t kv = sa_state_kv_bytes(s->kv);
+	size_t kv = sa_kvcache_kv_bytes(s->kv);
 
 	if (kv > s->kv_peak)
 		s->kv_peak = kv;
@@ -162,7 +162,7 @@ run(sa_session *s, const int *toks, int n, int from, row_fn fn, void *ctx)
 		keep++;
 	if (keep > from)
 		keep = from;
-	sa_state_truncate(s->kv, keep);
+	sa_kvcache_truncate(s->kv, keep);
 	s->n = keep;
 	if (from >= n - 1) {
 		/* Only the last position's logits: big chunks, the last one

@@ -855,11 +855,11 @@ logits_of(const sa_model *m)
 {
 	static const int toks[] = { 1, 5, 9, 17, 33, 12, 7, 3 };
 	float *lg = malloc((size_t)m->cfg.n_vocab * sizeof *lg);
-	sa_state *st = NULL;
+	sa_kvcache *st = NULL;
 
-	CHECK_OK(sa_state_new(&st, m, 64));
+	CHECK_OK(sa_kvcache_new(&st, m, 64));
 	CHECK_OK(sa_forward(st, toks, 8, lg, 0));
-	sa_state_free(st);
+	sa_kvcache_free(st);
 	return lg;
 }
 

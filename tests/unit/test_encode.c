@@ -299,7 +299,7 @@ test_model(const char *path)
 	sa_adapter *a;
 	sa_delta *ab, *da, *db, *again, *t1, *t2;
 	capture cap;
-	sa_state *st;
+	sa_kvcache *st;
 	int bos, nA = 37, nB = 20, *A, *B, Hk, dh, r;
 	const int *both[2];
 	int lens[2];
@@ -334,8 +334,8 @@ test_model(const char *path)
 		cap.k[l] = malloc((size_t)nA * cap.dkv * sizeof(float));
 		cap.v[l] = malloc((size_t)nA * cap.dkv * sizeof(float));
 	}
-	CHECK_OK(sa_state_new(&st, m, 0));
-	sa_state_set_hook(st, capture_hook, &cap);
+	CHECK_OK(sa_kvcache_new(&st, m, 0));
+	sa_kvcache_set_hook(st, capture_hook, &cap);
 	CHECK_OK(sa_forward(st, A, nA, NULL, 0));
 	CHECK(cap.n == nA);
 	da = encode(m, a, NULL, both, lens, 1);
@@ -411,7 +411,7 @@ test_model(const char *path)
 	sa_delta_free(ab);
 	sa_delta_free(da);
 	sa_delta_free(db);
-	sa_state_free(st);
+	sa_kvcache_free(st);
 	for (int l = 0; l < cap.n_layer; l++) {
 		free(cap.k[l]);
 		free(cap.v[l]);

@@ -19,14 +19,14 @@ from_scratch(sa_model *m, const int *toks, int n, int from)
 {
 	int V = m->cfg.n_vocab;
 	float *lg = malloc((size_t)n * V * sizeof *lg);
-	sa_state *s;
+	sa_kvcache *s;
 	double lp = 0;
 
-	CHECK_OK(sa_state_new(&s, m, 0));
+	CHECK_OK(sa_kvcache_new(&s, m, 0));
 	CHECK_OK(sa_forward(s, toks, n - 1, lg, 1));
 	for (int i = from; i < n - 1; i++)
 		lp += sa_logprob(lg + (size_t)i * V, V, toks[i + 1]);
-	sa_state_free(s);
+	sa_kvcache_free(s);
 	free(lg);
 	return lp;
 }
@@ -47,7 +47,7 @@ test_feed(sa_model *m)
 	int toks[40], V = m->cfg.n_vocab;
 	const float *lg;
 	float *want = malloc((size_t)V * sizeof *want);
-	sa_state *st;
+	sa_kvcache *st;
 
 	for (int i = 0; i < 40; i++)
 		toks[i] = 30 + (7 * i) % 50;
@@ -61,7 +61,7 @@ test_feed(sa_model *m)
 	/* a longer one: the tokens after the shared prefix */
 	CHECK_OK(sa_session_feed(s, toks, 30, &lg));
 	CHECK(evaluated(s) == 31);
-	CHECK_OK(sa_state_new(&st, m, 0));
+	CHECK_OK(sa_kvcache_new(&st, m, 0));
 	CHECK_OK(sa_forward(st, toks, 30, want, 0));
 	{
 		double d = 0;
@@ -80,7 +80,7 @@ test_feed(sa_model *m)
 		CHECK(sa_session_feed(s, big, m->cfg.n_ctx + 1, &lg) == SA_EDATA);
 		free(big);
 	}
-	sa_state_free(st);
+	sa_kvcache_free(st);
 	sa_session_free(s);
 	free(want);
 }
@@ -147,14 +147,14 @@ test_generate(sa_model *m)
 	float *lg = malloc((size_t)V * sizeof *lg);
 	sa_sampler greedy;
 	sa_session *s;
-	sa_state *st;
+	sa_kvcache *st;
 	sa_timings t;
 	got g = { .stop_at = -1 };
 
 	for (int i = 0; i < 8; i++)
 		prompt[i] = 50 + 3 * i;
 	/* the argmax chain of a plain loop */
-	CHECK_OK(sa_state_new(&st, m, 0));
+	CHECK_OK(sa_kvcache_new(&st, m, 0));
 	CHECK_OK(sa_forward(st, prompt, 8, lg, 0));
 	for (int i = 0; i < 10; i++) {
 		int best = 0;
@@ -182,7 +182,7 @@ test_generate(sa_model *m)
 	sa_session_reset(s);
 	CHECK_OK(sa_session_generate(s, prompt, 8, &greedy, 0, take, &g));
 	CHECK(g.n == 0 && sa_session_kv_peak(s) == 0);
-	sa_state_free(st);
+	sa_kvcache_free(st);
 	sa_session_free(s);
 	free(lg);
 }
