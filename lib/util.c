@@ -1,9 +1,11 @@
 /*
- * util.c - errors, output files, whole-file reads, random numbers, hashing.
+ * util.c - errors, output files, whole-file reads, the clock, random numbers,
+ * hashing.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -11,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -56,6 +59,13 @@ sa_fail(int code, const char *fmt, ...)
 	}
 	errbuf[o] = '\0';
 	return code;
+}
+
+const char *
+sa_num_text(char buf[32], double v)
+{
+	snprintf(buf, 32, fabs(v) < 1e20 && v == floor(v) ? "%.0f" : "%g", v);
+	return buf;
 }
 
 void *
@@ -357,6 +367,15 @@ sa_stdout_close(void)
 	if (bad)
 		return sa_fail(SA_EIO, "stdout: %s", strerror(e ? e : EIO));
 	return SA_OK;
+}
+
+double
+sa_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static int
