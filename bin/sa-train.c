@@ -8,7 +8,6 @@
  * parameters, both Adam moments, the step and the data stream's RNG, so a
  * resumed run continues exactly where the stopped one was.
  */
-#include <ctype.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
@@ -16,9 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <zlib.h>
-
 #include "tool.h"
+#include "train_impl.h"
 
 static const char usage_text[] =
     "usage: sa-train --pretrain --vocab FILE -o MODEL [options] [--text FILE]... [--task DIR]...\n"
@@ -130,531 +128,11 @@ usage(void)
 	exit(SA_EUSAGE);
 }
 
-/* ---------------------------------------------------------------- RNG */
+/* ---------------------------------------------------------------- data */
 
-typedef struct rng { uint64_t s; } rng;
-
-static uint64_t
-rng_u64(rng *r)
-{
-	uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-static double
-rng_unif(rng *r)
-{
-	return (rng_u64(r) >> 11) / 9007199254740992.0;
-}
-
-static long
-rng_below(rng *r, long n)
-{
-	return n > 0 ? (long)(rng_unif(r) * n) : 0;
-}
-
-/* ------------------------------------------------------------ token data */
-
-typedef struct toks { int *t; int n, cap; } toks;
-
-/* The text corpus, tokenized line by line. */
-static toks corpus, valid;
-
-static void
-toks_push(toks *a, const int *t, int n)
-{
-	if (a->n + n > a->cap) {
-		int cap = a->cap ? a->cap : 64;
-		while (cap < a->n + n)
-			cap *= 2;
-		int *p = realloc(a->t, (size_t)cap * sizeof *p);
-		if (!p)
-			die(SA_EINTERNAL, "out of memory");
-		a->t = p;
-		a->cap = cap;
-	}
-	memcpy(a->t + a->n, t, (size_t)n * sizeof *t);
-	a->n += n;
-}
-
+static sa_train_opts to;         /* what libsa reads of opt */
 static sa_vocab *vocab;
-
-static toks
-tokenize(const char *s, size_t n)
-{
-	toks r = { 0 };
-	TRY(sa_tokenize(vocab, s, n, 0, &r.t, &r.n));
-	r.cap = r.n;
-	return r;
-}
-
-/* One labelled example: the whole demonstration, and where its answer starts. */
-typedef struct example {
-	toks demo;        /* "{input} -> {label}\n" */
-	int answer_at;    /* tokens before the answer (common prefix with "{input} ->") */
-	int label;        /* index into the task's label list */
-} example;
-
-typedef struct task {
-	char *name;
-	example *train, *dev;
-	int n_train, n_dev;
-	char **labels;
-	int n_labels;
-	int renamable;    /* 2 to 16 labels, all words: a classification task */
-} task;
-
-static task *tasks;
-static int n_tasks;
-
-static int
-label_index(task *t, const char *label)
-{
-	for (int i = 0; i < t->n_labels; i++)
-		if (!strcmp(t->labels[i], label))
-			return i;
-	char **p = realloc(t->labels, (t->n_labels + 1) * sizeof *p);
-	if (!p || !(p[t->n_labels] = strdup(label)))
-		die(SA_EINTERNAL, "out of memory");
-	t->labels = p;
-	return t->n_labels++;
-}
-
-static example
-make_example(task *t, const char *input, const char *label)
-{
-	example e = { 0 };
-	size_t ni = strlen(input), nl = strlen(label);
-	char *full = malloc(ni + nl + 6);
-
-	if (!full)
-		die(SA_EINTERNAL, "out of memory");
-	memcpy(full, input, ni);
-	memcpy(full + ni, " -> ", 4);
-	memcpy(full + ni + 4, label, nl);
-	memcpy(full + ni + 4 + nl, "\n", 2);
-	e.demo = tokenize(full, ni + nl + 5);
-	toks prefix = tokenize(full, ni + 3);   /* "{input} ->" */
-	int k = 0;
-	while (k < prefix.n && k < e.demo.n && prefix.t[k] == e.demo.t[k])
-		k++;
-	e.answer_at = k;
-	e.label = label_index(t, label);
-	free(prefix.t);
-	free(full);
-	return e;
-}
-
-/* Read DIR/split.tsv with a header naming columns input and label. */
-static void
-load_split(task *t, const char *dir, const char *split, example **out, int *n)
-{
-	char path[4096];
-	char *data;
-	size_t len;
-	sa_demos *d;
-
-	snprintf(path, sizeof path, "%s/%s.tsv", dir, split);
-	TRY(sa_file_read(path, &data, &len));
-	TRY(sa_demos_parse(&d, path, data, len, SA_DEMOS_TSV, "{input}\\t{label}"));
-	*out = calloc(d->n ? d->n : 1, sizeof **out);
-	if (!*out)
-		die(SA_EINTERNAL, "out of memory");
-	*n = 0;
-	for (int i = 0; i < d->n; i++) {
-		char *tab = memchr(d->demo[i].text, '\t', d->demo[i].len);
-		if (!tab)
-			continue;
-		*tab = 0;
-		(*out)[(*n)++] = make_example(t, d->demo[i].text, tab + 1);
-	}
-	sa_demos_free(d);
-	free(data);
-}
-
-static void
-load_tasks(void)
-{
-	tasks = calloc(opt.n_tasks ? opt.n_tasks : 1, sizeof *tasks);
-	for (int i = 0; i < opt.n_tasks; i++) {
-		task *t = &tasks[i];
-		const char *s = strrchr(opt.tasks[i], '/');
-		t->name = strdup(s && s[1] ? s + 1 : opt.tasks[i]);
-		load_split(t, opt.tasks[i], "train", &t->train, &t->n_train);
-		load_split(t, opt.tasks[i], "dev", &t->dev, &t->n_dev);
-		if (t->n_train < 2)
-			die(SA_EDATA, "%s: fewer than 2 training examples", opt.tasks[i]);
-		t->renamable = t->n_labels >= 2 && t->n_labels <= 16;
-		for (int j = 0; j < t->n_labels; j++)
-			t->renamable &= isalpha((unsigned char)t->labels[j][0]) != 0;
-	}
-	n_tasks = opt.n_tasks;
-}
-
-/* Word pools for random mappings: each entry pre-tokenized. */
-typedef struct pool { toks *w; int n; } pool;
-static pool pool_words, pool_labels, eval_words, eval_labels;
-static toks arrow_nl[2];   /* " ->" is part of the word's tokens; see map_line */
-
-static void
-load_pool(pool *p, const char *dir, const char *file)
-{
-	char path[4096], *data, *line, *save = NULL;
-	size_t len;
-
-	snprintf(path, sizeof path, "%s/%s", dir, file);
-	TRY(sa_file_read(path, &data, &len));
-	for (line = strtok_r(data, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		if (!*line)
-			continue;
-		toks *w = realloc(p->w, (p->n + 1) * sizeof *w);
-		if (!w)
-			die(SA_EINTERNAL, "out of memory");
-		p->w = w;
-		p->w[p->n++] = tokenize(line, strlen(line));
-	}
-	free(data);
-	if (p->n < 4)
-		die(SA_EDATA, "%s: fewer than 4 entries", path);
-}
-
-/*
- * Open-vocabulary words for random mappings (--map-vocab) and renamed task
- * labels (--rename): one to three tokens, a word-start piece (" cat") and
- * continuation pieces ("s"), half of them whole words of the corpus and half
- * made-up compounds of pieces, so that the only way to answer is to read the
- * context.  A word whose text hashes (FNV-1a) to 0 or 1 mod 10 is held out:
- * scripts/make-pools.py draws the dev and test pools of data/pools from
- * exactly those, so evaluation binds words no episode bound.
- */
-typedef struct word { int t[3], n; } word;
-static int *word_start, n_word_start, *word_cont, n_word_cont;
-static signed char *piece_kind;   /* 1 word start, 2 continuation, 0 other */
-
-static int
-piece_letters(int tok, char *buf, int cap)
-{
-	int n = sa_token_to_piece(vocab, tok, buf, cap - 1);
-	return n < cap ? n : -1;
-}
-
-static void
-build_word_pieces(void)
-{
-	int V = sa_vocab_size(vocab);
-
-	if (!(piece_kind = calloc((size_t)V, 1)) || !(word_start = malloc(V * sizeof *word_start)) ||
-	    !(word_cont = malloc(V * sizeof *word_cont)))
-		die(SA_EINTERNAL, "out of memory");
-	for (int i = 0; i < V; i++) {
-		char b[64];
-		int n = piece_letters(i, b, sizeof b), lead = n > 0 && b[0] == ' ', k;
-		for (k = lead; k < n && b[k] >= 'a' && b[k] <= 'z'; k++)
-			;
-		if (n < 1 || k < n || n - lead < 1 + lead)
-			continue;
-		piece_kind[i] = lead ? 1 : 2;
-		if (lead)
-			word_start[n_word_start++] = i;
-		else
-			word_cont[n_word_cont++] = i;
-	}
-	if (n_word_start < 16 || n_word_cont < 16)
-		die(SA_EDATA, "--map-vocab: the vocabulary has too few word pieces");
-}
-
-/* 1 if the word's text (without its leading space) is held out. */
-static int
-word_held_out(const word *w)
-{
-	uint32_t h = 0x811c9dc5u;
-
-	for (int i = 0; i < w->n; i++) {
-		char b[64];
-		int n = piece_letters(w->t[i], b, sizeof b);
-		for (int k = i == 0; k < n; k++)
-			h = (h ^ (unsigned char)b[k]) * 0x01000193u;
-	}
-	return h % 10 < 2;
-}
-
-/* A word of n_tok tokens (1 to 3), not held out. */
-static word
-draw_word(rng *r, int n_tok)
-{
-	for (;;) {
-		word w = { .n = 0 };
-		if (rng_u64(r) & 1 && corpus.n > 64) {
-			/* the next whole word of the corpus from a random place */
-			long at = rng_below(r, corpus.n - 64), end = at + 60;
-			while (at < end && piece_kind[corpus.t[at]] != 1)
-				at++;
-			if (at == end)
-				continue;
-			w.t[w.n++] = corpus.t[at++];
-			while (w.n < 3 && piece_kind[corpus.t[at]] == 2)
-				w.t[w.n++] = corpus.t[at++];
-			if (w.n != n_tok || piece_kind[corpus.t[at]] == 2)
-				continue;
-		} else {
-			w.t[w.n++] = word_start[rng_below(r, n_word_start)];
-			while (w.n < n_tok)
-				w.t[w.n++] = word_cont[rng_below(r, n_word_cont)];
-		}
-		if (!word_held_out(&w))
-			return w;
-	}
-}
-
-/* One to three tokens: a label's length, or a key's. */
-static int
-draw_word_len(rng *r)
-{
-	return 1 + (int)rng_below(r, 3);
-}
-
-static int
-word_eq(const word *a, const word *b)
-{
-	return a->n == b->n && !memcmp(a->t, b->t, a->n * sizeof *a->t);
-}
-
-/* n distinct words. */
-static void
-draw_words(rng *r, word *w, int n)
-{
-	for (int i = 0; i < n; i++) {
-		int dup;
-		do {
-			w[i] = draw_word(r, draw_word_len(r));
-			dup = 0;
-			for (int j = 0; j < i && !dup; j++)
-				dup = word_eq(&w[i], &w[j]);
-		} while (dup);
-	}
-}
-
-static toks
-word_toks(word *w)
-{
-	return (toks){ .t = w->t, .n = w->n, .cap = w->n };
-}
-
-/* FILE.gz is read through zlib. */
-
-static void
-read_text(const char *path, char **data, size_t *len)
-{
-	size_t n = strlen(path), cap = 1 << 20, used = 0;
-	gzFile gz;
-	char *buf;
-	int got;
-
-	if (n < 3 || strcmp(path + n - 3, ".gz")) {
-		TRY(sa_file_read(path, data, len));
-		return;
-	}
-	if (!(gz = gzopen(path, "rb")))
-		die(SA_ENOINPUT, "%s: %s", path, strerror(errno));
-	if (!(buf = malloc(cap)))
-		die(SA_EINTERNAL, "out of memory");
-	while ((got = gzread(gz, buf + used, (unsigned)(cap - used - 1))) > 0) {
-		used += got;
-		if (cap - used < 2 && !(buf = realloc(buf, cap *= 2)))
-			die(SA_EINTERNAL, "out of memory");
-	}
-	if (got < 0)
-		die(SA_EDATA, "%s: not a valid gzip file", path);
-	gzclose(gz);
-	buf[used] = 0;
-	*data = buf;
-	*len = used;
-}
-
-static void
-load_text(toks *dst, const char *path)
-{
-	char *data;
-	size_t len, start = 0;
-
-	read_text(path, &data, &len);
-	for (size_t i = 0; i <= len; i++) {
-		if (i < len && data[i] != '\n')
-			continue;
-		if (i > start) {
-			toks t = tokenize(data + start, i - start + (i < len));
-			toks_push(dst, t.t, t.n);
-			free(t.t);
-		}
-		start = i + 1;
-	}
-	free(data);
-}
-
-/* ------------------------------------------------------------ episodes */
-
-/*
- * A sequence of T+1 tokens for pretraining: inputs are [0, T), targets
- * [1, T].  tgt_mask marks positions whose target is scored.  Task and
- * random-mapping episodes repeat demonstrations of one mapping, so that later
- * answers can be read from earlier ones: that is what teaches the model to
- * learn in context.
- */
-static void
-episode_text(rng *r, const toks *src, int *seq, int T)
-{
-	long s = rng_below(r, src->n - T - 1);
-	memcpy(seq, src->t + s, (size_t)(T + 1) * sizeof *seq);
-}
-
-static int
-fill_seq(int *seq, int n, int T, const toks *t)
-{
-	for (int i = 0; i < t->n && n <= T; i++)
-		seq[n++] = t->t[i];
-	return n;
-}
-
-/*
- * A task's demonstration, or with name, its label word replaced: "{input} ->"
- * as it was, then the new word and the newline (buf holds cap tokens).  Seen tasks renamed per
- * episode must be answered from the context, not from the task's labels.
- */
-static toks
-demo_toks(const example *x, word *name, int *buf, int cap)
-{
-	toks d = { .t = buf };
-
-	if (!name)
-		return x->demo;
-	for (int i = 0; i < x->answer_at && d.n < cap; i++)
-		buf[d.n++] = x->demo.t[i];
-	for (int i = 0; i < name->n && d.n < cap; i++)
-		buf[d.n++] = name->t[i];
-	for (int i = 0; i < arrow_nl[1].n && d.n < cap; i++)
-		buf[d.n++] = arrow_nl[1].t[i];
-	return d;
-}
-
-static void
-episode_task(rng *r, int *seq, int T)
-{
-	task *t = &tasks[rng_below(r, n_tasks)];
-	int n = 0, bos = sa_vocab_bos(vocab);
-	word names[16];
-	int renamed = opt.rename > 0 && t->renamable && rng_unif(r) < opt.rename;
-	int *buf = malloc((size_t)(T + 8) * sizeof *buf);
-
-	if (!buf)
-		die(SA_EINTERNAL, "out of memory");
-	if (renamed)
-		draw_words(r, names, t->n_labels);
-	if (bos >= 0)
-		seq[n++] = bos;
-	while (n <= T) {
-		const example *x = &t->train[rng_below(r, t->n_train)];
-		toks d = demo_toks(x, renamed ? &names[x->label] : NULL, buf, T + 8);
-		n = fill_seq(seq, n, T, &d);
-	}
-	free(buf);
-}
-
-/*
- * "word -> label\n" lines of a fresh mapping of open-vocabulary words: every
- * pair once in a random order, then pairs again at random until the window
- * is full, so that recall of pairs seen once is trained up to as many pairs
- * as a window holds.
- */
-static void
-episode_map_vocab(rng *r, int *seq, int T)
-{
-	enum { MAXK = 96 };
-	word keys[MAXK], vals[MAXK];
-	int order[MAXK], n = 0, bos = sa_vocab_bos(vocab);
-	int n_keys = (int)floor(exp(log(2) + rng_unif(r) * (log(MAXK) - log(2))));
-
-	draw_words(r, keys, n_keys);
-	for (int i = 0; i < n_keys; i++) {
-		vals[i] = draw_word(r, draw_word_len(r));
-		order[i] = i;
-	}
-	for (int i = n_keys - 1; i > 0; i--) {
-		int j = rng_below(r, i + 1), t = order[i];
-		order[i] = order[j];
-		order[j] = t;
-	}
-	if (bos >= 0)
-		seq[n++] = bos;
-	for (int i = 0; n <= T; i++) {
-		int k = i < n_keys ? order[i] : rng_below(r, n_keys);
-		toks kt = word_toks(&keys[k]), vt = word_toks(&vals[k]);
-		n = fill_seq(seq, n, T, &kt);
-		n = fill_seq(seq, n, T, &arrow_nl[0]);
-		n = fill_seq(seq, n, T, &vt);
-		n = fill_seq(seq, n, T, &arrow_nl[1]);
-	}
-}
-
-/* "word -> label\n" lines of a fresh random mapping of a few words. */
-static void
-episode_map(rng *r, int *seq, int T, int n_keys)
-{
-	int keys[64], vals[64], n = 0, bos = sa_vocab_bos(vocab);
-
-	if (n_keys > 64)
-		n_keys = 64;
-	for (int i = 0; i < n_keys; i++) {
-		keys[i] = rng_below(r, pool_words.n);
-		vals[i] = rng_below(r, pool_labels.n);
-	}
-	if (bos >= 0)
-		seq[n++] = bos;
-	while (n <= T) {
-		int k = rng_below(r, n_keys);
-		n = fill_seq(seq, n, T, &pool_words.w[keys[k]]);
-		n = fill_seq(seq, n, T, &arrow_nl[0]);
-		n = fill_seq(seq, n, T, &pool_labels.w[vals[k]]);
-		n = fill_seq(seq, n, T, &arrow_nl[1]);
-	}
-}
-
-/*
- * A span of text, repeated until the window is full.  Only the first copy
- * can be predicted from language alone; the others must be read back from
- * the context.  These induction episodes teach a small model to copy from
- * context far sooner than random mappings do, whose only copyable tokens
- * are the labels.  No BOS, as in text windows: a model that saw BOS before
- * repeats alone comes to expect every prompt to repeat.
- */
-static void
-episode_repeat(rng *r, const toks *src, int *seq, int T)
-{
-	int len = 8 << rng_below(r, 4), n = 0;
-	long s;
-
-	len += rng_below(r, len);                 /* 8 to 127 tokens */
-	if (len > T / 2)                          /* at least two copies */
-		len = T / 2 > 1 ? T / 2 : 1;
-	s = rng_below(r, src->n - len);
-	while (n <= T)
-		for (int i = 0; i < len && n <= T; i++)
-			seq[n++] = src->t[s + i];
-}
-
-/* An episode kind (the index into opt.mix) drawn by the shares. */
-static int
-pick_kind(rng *r)
-{
-	double u = rng_unif(r) * (opt.mix[0] + opt.mix[1] + opt.mix[2] + opt.mix[3]), below = 0;
-	int k;
-
-	for (k = 0; k < 3; k++)
-		if (u < (below += opt.mix[k]))
-			break;
-	return k;
-}
+static sa_tdata data;
 
 /* ---------------------------------------------------------- parameters */
 
@@ -721,7 +199,7 @@ static sa_tmodel *tm;            /* the model (trained, or frozen base) */
 static sa_model *base;           /* --adapter: the loaded base */
 static sa_adapter *adapter;      /* --adapter: holds the trained tensors */
 static trainable tr;
-static rng data_rng;
+static uint64_t data_rng;
 static long step;
 static FILE *logfp;
 static char *ckpt_path;
@@ -867,7 +345,7 @@ save_checkpoint(void)
 	TRY(sa_gguf_writer_set_str(w, "general.type", "sa-checkpoint"));
 	TRY(sa_gguf_writer_set_u32(w, "sa.train.mode", opt.mode));
 	TRY(sa_gguf_writer_set_u64(w, "sa.train.step", (uint64_t)step));
-	TRY(sa_gguf_writer_set_u64(w, "sa.train.rng", data_rng.s));
+	TRY(sa_gguf_writer_set_u64(w, "sa.train.rng", data_rng));
 	TRY(sa_gguf_writer_set_u64(w, "sa.train.n", (uint64_t)tr.n));
 	TRY(sa_gguf_writer_add_tensor(w, "params", SA_TYPE_F32, 1, ne, tr.p));
 	TRY(sa_gguf_writer_add_tensor(w, "adam.m", SA_TYPE_F32, 1, ne, tr.m));
@@ -906,7 +384,7 @@ load_checkpoint(void)
 		memcpy(dst[i], t[i]->data, t[i]->nbytes);
 	}
 	step = (long)st;
-	data_rng.s = rs;
+	data_rng = rs;
 	sa_gguf_close(g);
 	return 1;
 }
@@ -977,56 +455,13 @@ micro_from_seq(micro_batches *m, int i)
 		}
 }
 
-/* One pretraining sequence of T+1 tokens; returns its kind (see --mix). */
-static int
-draw_sequence(rng *r, int *s, int T)
-{
-	int kind = pick_kind(r);
-
-	switch (kind) {
-	case 0: episode_text(r, &corpus, s, T); break;
-	case 1: episode_task(r, s, T); break;
-	case 2:
-		if (opt.map_vocab)
-			episode_map_vocab(r, s, T);
-		else
-			episode_map(r, s, T, 2 + rng_below(r, 15));
-		break;
-	default: episode_repeat(r, &corpus, s, T); break;
-	}
-	return kind;
-}
-
 /* Draw the next micro-batch of the data stream as number i. */
 static void
 pretrain_draw(micro_batches *m, int i)
 {
 	for (int b = 0; b < m->B; b++)
-		draw_sequence(&data_rng, m->seq + (size_t)b * (m->T + 1), m->T);
+		sa_tdata_sequence(&data, &data_rng, m->seq + (size_t)b * (m->T + 1), m->T);
 	micro_from_seq(m, i);
-}
-
-/* --show-data: n sequences of the data stream as JSON Lines, the first
- * step's, so that what training reads can be looked at. */
-static void
-show_data(long n, int T)
-{
-	static const char *kinds[] = { "text", "task", "map", "repeat" };
-	int *s = malloc((size_t)(T + 1) * sizeof *s);
-
-	if (!s)
-		die(SA_EINTERNAL, "out of memory");
-	for (long i = 0; i < n; i++) {
-		int kind = draw_sequence(&data_rng, s, T);
-		char *text;
-		size_t len;
-		TRY(sa_detokenize(vocab, s, T + 1, &text, &len));
-		printf("{\"kind\":\"%s\",\"text\":", kinds[kind]);
-		sa_json_put_str(stdout, text, len);
-		fputs("}\n", stdout);
-		free(text);
-	}
-	free(s);
 }
 
 /* sa_titem_fn: forward (and backward, with grads) of micro-batch item. */
@@ -1091,53 +526,26 @@ pretrain_step(long *n_tok)
 static void
 evaluate_pretrain(void)
 {
-	rng r = { 12345 };
+	uint64_t r = 12345;
 	int B = mb.B, T = mb.T, n = 0, nv = 0;
-	const toks *vsrc = valid.n > T + 1 ? &valid : &corpus;
+	const sa_toks *vsrc = data.valid.n > T + 1 ? &data.valid : &data.corpus;
+	const sa_tpool *el;
 
 	micro_reserve(&mb, 3);
 	for (int rep = 0; rep < 2 && vsrc->n > T + 1; rep++) {
 		for (int b = 0; b < B; b++)
-			episode_text(&r, vsrc, mb.seq + (size_t)b * (T + 1), T);
+			sa_tdata_window(vsrc, &r, mb.seq + (size_t)b * (T + 1), T);
 		micro_from_seq(&mb, n++);
 		nv++;
 	}
 	mb.map_item = -1;
 	mb.seen_ok = mb.seen_n = mb.first_ok = mb.first_n = 0;
-	const pool *ew = eval_words.n ? &eval_words : &pool_words;
-	const pool *el = eval_words.n ? &eval_labels : &pool_labels;
-	if (ew->n) {
+	if (sa_tdata_copy_words(&data, &el)) {
 		int *in = mb.in + (size_t)n * B * T, *tgt = mb.tgt + (size_t)n * B * T;
 		/* rebuild the episodes here to know where each label starts */
-		for (int b = 0; b < B; b++) {
-			int keys[8], vals[8], k = 0, bos = sa_vocab_bos(vocab), seen[8] = { 0 };
-			int *s = mb.seq + (size_t)b * (T + 1);
-			for (int i = 0; i < 8; i++) {
-				keys[i] = rng_below(&r, ew->n);
-				vals[i] = rng_below(&r, el->n);
-			}
-			if (bos >= 0)
-				s[k++] = bos;
-			for (int i = 0; i < T; i++) {
-				tgt[b * T + i] = -1;
-				mb.first_sight[b * T + i] = 0;
-			}
-			while (k <= T) {
-				int j = rng_below(&r, 8);
-				k = fill_seq(s, k, T, &ew->w[keys[j]]);
-				k = fill_seq(s, k, T, &arrow_nl[0]);
-				if (k < T) {
-					/* position k-1 predicts the label's first token */
-					tgt[b * T + k - 1] = el->w[vals[j]].t[0];
-					mb.first_sight[b * T + k - 1] = !seen[j];
-					seen[j] = 1;
-				}
-				k = fill_seq(s, k, T, &el->w[vals[j]]);
-				k = fill_seq(s, k, T, &arrow_nl[1]);
-			}
-			for (int i = 0; i < T; i++)
-				in[b * T + i] = s[i];
-		}
+		for (int b = 0; b < B; b++)
+			sa_tdata_copy_test(&data, &r, mb.seq + (size_t)b * (T + 1), in + b * T,
+			    tgt + b * T, mb.first_sight + b * T, T);
 		mb.map_item = n++;
 	}
 	TRY(sa_tworkers_run(team, run_micro, &mb, n, NULL));
@@ -1159,17 +567,7 @@ evaluate_pretrain(void)
 
 /* -------------------------------------------------------------- adapter */
 
-/* One adapter episode, drawn before it runs. */
-typedef struct episode {
-	toks ctx;            /* the demonstrations, segment after segment */
-	int seg[16], n_seg;  /* where each segment starts in ctx (each from position 0) */
-	int *in, *tgt;       /* [Q][Tq] the queries and their targets (-1: not scored) */
-	int Q, Tq;
-	float loss;
-	int acc[3];          /* evaluation: see run_episode */
-} episode;
-
-static episode *eps;     /* one step's episodes */
+static sa_episode *eps;     /* one step's episodes */
 static int eps_cap;
 
 /* Room for n episodes. */
@@ -1193,7 +591,7 @@ episodes_reserve(int n)
 /* Context pass: the frozen base over the demonstrations, segment by segment,
  * then the context mapping's state of every adapted matrix into w->H. */
 static int
-context_pass(worker *w, const episode *e)
+context_pass(worker *w, const sa_episode *e)
 {
 	const sa_config *c = &tm->cfg;
 	const float *K[256], *V[256];
@@ -1301,163 +699,6 @@ build_adapter_workers(void)
 }
 
 /*
- * Draw one adapter episode: k demonstrations of a task (or a random
- * mapping) form the context; `queries` other examples run alone through the
- * adapted model, scored on their answer tokens only.  *n_tok counts the
- * context and query tokens.  With held_out, a task's queries come from its
- * dev split (when it has one), which training never reads.
- */
-static void
-draw_episode(rng *r, episode *e, int T, long *n_tok, int held_out)
-{
-	int bos = sa_vocab_bos(vocab), Q = opt.queries;
-	double lk = log(opt.kmin), hk = log(opt.kmax);
-	int k = (int)floor(exp(lk + rng_unif(r) * (hk - lk)) + 0.5);
-	int kind = pick_kind(r);
-	int *in = e->in, *tgt = e->tgt;
-
-	if (k < 1)
-		k = 1;
-	/* the context must fit the context-state buffers: 16 segments */
-	e->ctx.n = 0;
-	e->seg[0] = 0;
-	e->n_seg = 1;
-	if (bos >= 0)
-		toks_push(&e->ctx, &bos, 1);
-	for (int i = 0; i < Q * T; i++) {
-		in[i] = 0;
-		tgt[i] = -1;
-	}
-	if (kind == 0 && corpus.n > (opt.text_segs + 1) * T + 2) {
-		/* language modelling: context = one or more text segments (the
-		 * state must not blow up over long contexts), target = the next */
-		int len = T - 1, ns = opt.text_segs > 1 ? 1 + (int)rng_below(r, opt.text_segs) : 1;
-		long s = rng_below(r, corpus.n - (long)(ns + 1) * len - 1);
-		for (int j = 0; j < ns; j++, s += len) {
-			if (j) {
-				e->seg[e->n_seg++] = e->ctx.n;
-				if (bos >= 0)
-					toks_push(&e->ctx, &bos, 1);
-			}
-			toks_push(&e->ctx, corpus.t + s, len);
-		}
-		Q = 1;
-		in[0] = bos >= 0 ? bos : corpus.t[s];
-		for (int i = 0; i < len; i++) {
-			if (i + 1 < T)
-				in[i + 1] = corpus.t[s + i];
-			tgt[i] = corpus.t[s + i];
-		}
-		tgt[T - 1] = -1;
-	} else if (kind == 1 && n_tasks) {
-		task *t = &tasks[rng_below(r, n_tasks)];
-		int len = e->ctx.n, *buf = malloc((size_t)(opt.seq + 8) * sizeof *buf);
-		word names[16];
-		int renamed = opt.rename > 0 && t->renamable && rng_unif(r) < opt.rename;
-		if (!buf)
-			die(SA_EINTERNAL, "out of memory");
-		if (renamed)
-			draw_words(r, names, t->n_labels);
-		for (int i = 0; i < k; i++) {
-			const example *x = &t->train[rng_below(r, t->n_train)];
-			toks dt = demo_toks(x, renamed ? &names[x->label] : NULL, buf, opt.seq + 8);
-			const toks *d = &dt;
-			if (d->n + (bos >= 0) > opt.seq)
-				continue;
-			if (len + d->n > opt.seq) {  /* a new segment: BOS again */
-				if (e->n_seg == 16)
-					break;
-				e->seg[e->n_seg++] = e->ctx.n;
-				if (bos >= 0)
-					toks_push(&e->ctx, &bos, 1);
-				len = bos >= 0;
-			}
-			toks_push(&e->ctx, d->t, d->n);
-			len += d->n;
-		}
-		int from_dev = held_out && t->n_dev > 0;
-		for (int q = 0; q < Q; q++) {
-			const example *x = from_dev ? &t->dev[rng_below(r, t->n_dev)]
-			    : &t->train[rng_below(r, t->n_train)];
-			toks d = demo_toks(x, renamed ? &names[x->label] : NULL, buf, opt.seq + 8);
-			int n = 0;
-			if (bos >= 0)
-				in[q * T + n++] = bos;
-			for (int i = 0; i < d.n && n < T; i++) {
-				in[q * T + n] = d.t[i];
-				if (i >= x->answer_at && n > 0)
-					tgt[q * T + n - 1] = d.t[i];
-				n++;
-			}
-		}
-		free(buf);
-	} else {
-		/* random mapping: the answers exist only in the context */
-		int nk = 1 + rng_below(r, k < 63 ? k : 63), len = e->ctx.n;
-		word wk[64], wv[64];
-		toks keys[64], vals[64];
-		if (opt.map_vocab)
-			draw_words(r, wk, nk);
-		for (int i = 0; i < nk; i++) {
-			if (opt.map_vocab) {
-				wv[i] = draw_word(r, draw_word_len(r));
-				keys[i] = word_toks(&wk[i]);
-				vals[i] = word_toks(&wv[i]);
-			} else {
-				keys[i] = pool_words.w[rng_below(r, pool_words.n)];
-				vals[i] = pool_labels.w[rng_below(r, pool_labels.n)];
-			}
-		}
-		for (int i = 0; i < k + nk; i++) {
-			int j = i < nk ? i : rng_below(r, nk);
-			int n = keys[j].n + arrow_nl[0].n + vals[j].n + arrow_nl[1].n;
-			if (len + n > opt.seq) {
-				if (e->n_seg == 16)
-					break;
-				e->seg[e->n_seg++] = e->ctx.n;
-				if (bos >= 0)
-					toks_push(&e->ctx, &bos, 1);
-				len = bos >= 0;
-			}
-			toks_push(&e->ctx, keys[j].t, keys[j].n);
-			toks_push(&e->ctx, arrow_nl[0].t, arrow_nl[0].n);
-			toks_push(&e->ctx, vals[j].t, vals[j].n);
-			toks_push(&e->ctx, arrow_nl[1].t, arrow_nl[1].n);
-			len += n;
-		}
-		for (int q = 0; q < Q; q++) {
-			int j = rng_below(r, nk), n = 0;
-			if (bos >= 0)
-				in[q * T + n++] = bos;
-			toks parts[4] = { keys[j], arrow_nl[0], vals[j], arrow_nl[1] };
-			for (int p = 0; p < 4; p++)
-				for (int i = 0; i < parts[p].n && n < T; i++) {
-					in[q * T + n] = parts[p].t[i];
-					if (p >= 2 && n > 0)
-						tgt[q * T + n - 1] = parts[p].t[i];
-					n++;
-				}
-		}
-	}
-	/* queries: shortest T that holds them all */
-	int Tq = 1;
-	for (int q = 0; q < Q; q++)
-		for (int i = 0; i < T; i++)
-			if (in[q * T + i] || tgt[q * T + i] >= 0)
-				Tq = i + 2 > Tq ? i + 2 : Tq;
-	if (Tq > T)
-		Tq = T;
-	for (int q = 0; q < Q; q++)
-		for (int i = 0; i < Tq; i++) {
-			in[q * Tq + i] = in[q * T + i];
-			tgt[q * Tq + i] = tgt[q * T + i];
-		}
-	e->Q = Q;
-	e->Tq = Tq;
-	*n_tok += e->ctx.n + (long)Q * Tq;
-}
-
-/*
  * sa_titem_fn: run episode `item` of eps on worker wi.  With grads, train:
  * the loss's gradient goes into grads.  Without, evaluate: acc[0] counts
  * answers whose first token the adapted model ranks first, acc[1] the same
@@ -1468,7 +709,7 @@ run_episode(void *ctx, int wi, int item, float *grads)
 {
 	const sa_config *c = &tm->cfg;
 	worker *w = &workers[wi];
-	episode *e = &eps[item];
+	sa_episode *e = &eps[item];
 	int rc;
 
 	(void)ctx;
@@ -1525,7 +766,7 @@ adapter_step(long *n_tok)
 
 	for (*n_tok = 0; *n_tok < opt.batch_tokens; n++) {
 		episodes_reserve(n + 1);
-		draw_episode(&data_rng, &eps[n], opt.seq, n_tok, 0);
+		TRY(sa_tdata_episode(&data, &data_rng, &eps[n], opt.seq, n_tok, 0));
 	}
 	TRY(sa_tworkers_run(team, run_episode, NULL, n, tr.g));
 	return n;
@@ -1536,13 +777,13 @@ adapter_step(long *n_tok)
 static void
 evaluate_adapter(void)
 {
-	rng r = { 777 };
+	uint64_t r = 777;
 	int acc[3] = { 0 }, n = 32;
 	long n_tok = 0;
 
 	episodes_reserve(n);
 	for (int e = 0; e < n; e++)
-		draw_episode(&r, &eps[e], opt.seq, &n_tok, 1);
+		TRY(sa_tdata_episode(&data, &r, &eps[e], opt.seq, &n_tok, 1));
 	TRY(sa_tworkers_run(team, run_episode, NULL, n, NULL));
 	for (int e = 0; e < n; e++)
 		for (int i = 0; i < 3; i++)
@@ -1912,37 +1153,22 @@ main(int argc, char **argv)
 		die(SA_EUSAGE, "--seq %d exceeds the model's context of %d", opt.seq, tm->cfg.n_ctx);
 
 	/* data */
-	for (int i = 0; i < opt.n_texts; i++)
-		load_text(&corpus, opt.texts[i]);
-	if (opt.valid)
-		load_text(&valid, opt.valid);
-	if ((opt.mix[0] > 0 || opt.mix[3] > 0) && corpus.n < 2 * opt.seq + 2)
-		die(SA_EDATA, "the text is shorter than two sequences");
-	load_tasks();
-	if (opt.pool) {
-		load_pool(&pool_words, opt.pool, "words.txt");
-		load_pool(&pool_labels, opt.pool, "labels.txt");
-	}
-	if (opt.eval_pool) {
-		load_pool(&eval_words, opt.eval_pool, "words.txt");
-		load_pool(&eval_labels, opt.eval_pool, "labels.txt");
-	}
-	if (opt.map_vocab || opt.rename > 0)
-		build_word_pieces();
-	/* the separators of random mappings, tokenized as they appear mid-line */
-	{
-		toks a = tokenize("x ->", 4), b = tokenize("x\n", 2), x = tokenize("x", 1);
-		int skip = 0;
-		while (skip < x.n && skip < a.n && x.t[skip] == a.t[skip])
-			skip++;
-		arrow_nl[0].n = a.n - skip;
-		arrow_nl[0].t = a.t + skip;
-		skip = 0;
-		while (skip < x.n && skip < b.n && x.t[skip] == b.t[skip])
-			skip++;
-		arrow_nl[1].n = b.n - skip;
-		arrow_nl[1].t = b.t + skip;
-	}
+	to.texts = opt.texts;
+	to.n_texts = opt.n_texts;
+	to.valid = opt.valid;
+	to.tasks = opt.tasks;
+	to.n_tasks = opt.n_tasks;
+	to.pool = opt.pool;
+	to.eval_pool = opt.eval_pool;
+	to.map_vocab = opt.map_vocab;
+	to.rename = opt.rename;
+	memcpy(to.mix, opt.mix, sizeof to.mix);
+	to.kmin = opt.kmin;
+	to.kmax = opt.kmax;
+	to.queries = opt.queries;
+	to.text_segs = opt.text_segs;
+	to.seq = opt.seq;
+	TRY(sa_tdata_load(&data, &to, vocab));
 
 	/* workers, each with activations for a micro-batch or an episode's
 	 * queries; pretraining has no use for more than a step's micro-batches */
@@ -1968,11 +1194,11 @@ main(int argc, char **argv)
 		die(SA_EINTERNAL, "out of memory");
 	if (opt.mode == ADAPTER)
 		build_adapter_workers();
-	data_rng.s = opt.seed * 0x9e3779b97f4a7c15ULL + 1;
+	data_rng = opt.seed * 0x9e3779b97f4a7c15ULL + 1;
 	if (opt.show_data) {
 		if (opt.mode != PRETRAIN)
 			die(SA_EUSAGE, "--show-data shows pretraining sequences (--pretrain)");
-		show_data(opt.show_data, T);
+		TRY(sa_tdata_show(&data, &data_rng, opt.show_data, T, stdout));
 		close_stdout();
 		return 0;
 	}

@@ -754,6 +754,55 @@ const float *sa_tctx_state(const sa_tctx *c, int l, int m);   /* [Hk][r][dh] */
 int sa_tctx_backward(sa_tctx *c, int l, int m, const float *Q, const float *g,
     const float *dh_final, float *dQ, float *dg, float *db);
 
+/* --------------------------------------------------------------- trainer */
+
+/*
+ * sa-train(1) as a library: pretrain a base model, or train the
+ * StreamAdapter mapping of a frozen one, on episodes of text, tasks, random
+ * mappings and repeated spans.
+ */
+enum { SA_TRAIN_PRETRAIN = 1, SA_TRAIN_ADAPTER = 2 };
+
+/*
+ * What to train, on what, and how: the options of sa-train(1), filled by
+ * the caller.  The paths are read while the trainer is made; a 0 stands
+ * for the default each field names.
+ */
+typedef struct sa_train_opts {
+	int mode;                    /* SA_TRAIN_* */
+	const char *model;           /* adapter: the frozen base model */
+	const char *vocab;           /* pretrain: a GGUF with tokenizer.* keys, or a
+	                              * TSV (id, piece, score, type) */
+	const char *init;            /* start from these weights (model or adapter), or NULL */
+	int rebind;                  /* init is an adapter of another model of this shape */
+	const char *ckpt;            /* the checkpoint directory, made if missing; a
+	                              * TSV vocab becomes DIR/vocab.gguf */
+	const char *const *texts;    /* [n_texts] plain text (FILE.gz through zlib) */
+	int n_texts;
+	const char *valid;           /* held-out text for the validation loss, or NULL */
+	const char *const *tasks;    /* [n_tasks] directories with train.tsv and dev.tsv */
+	int n_tasks;
+	const char *pool;            /* words.txt and labels.txt for random mappings, or NULL */
+	const char *eval_pool;       /* the same for the copy evaluation (else pool) */
+	int map_vocab;               /* random mappings of open-vocabulary words */
+	double rename;               /* share of class-task episodes with new label words */
+	double mix[4];               /* shares of text, task, random-mapping and repeated-span
+	                              * episodes; all 0: the mode's default */
+	/* pretrain: the model's shape (ff 0: 8*dim/3 rounded up to 64) and saved type */
+	int dim, layers, heads, kv_heads, ff, ctx, tied, save_type;
+	float rope_base;
+	/* adapter (rank 0: 16 for a new one, init's own rank for init) */
+	int rank, chunk, kmin, kmax, queries, text_segs;
+	uint32_t mats;               /* bitmask of SA_MAT_* */
+	double gate_lr;              /* learning-rate factor of the gates (g, b) */
+	double gate_bias;            /* gate bias of a new adapter; NAN: the default */
+	/* optimisation (seq 0: the model's context; min_lr < 0: lr / 10) */
+	long steps, batch_tokens, warmup, start_step;
+	int seq, micro;
+	double lr, min_lr, wd, clip;
+	uint64_t seed;
+} sa_train_opts;
+
 /* ---------------------------------------------------------------- export */
 
 /*

@@ -263,6 +263,23 @@ setup() {
 	    done
 }
 
+@test "sa-train --task: a task is read as sa-eval reads it" {
+	cd "$BATS_TEST_TMPDIR"
+	mkdir t
+	printf 'input\tlabel\ncat\tanimal\nred\tcolour\n' > t/train.tsv
+	printf 'input\tlabel\n' > t/dev.tsv
+	run -65 "$OLDPWD"/bin/sa-train $TINY --steps 1 --task t -o x.gguf
+	assert_output "sa-train: t/dev.tsv:2: no examples"
+	printf 'input\tlabel\nox\tanimal\n' > t/dev.tsv
+	"$OLDPWD"/bin/sa-train $TINY --steps 1 --task t -o x.gguf
+	printf 'input\tlabel\ncat\tanimal\n' > t/train.tsv
+	run -65 "$OLDPWD"/bin/sa-train $TINY --steps 1 --task t -o x.gguf
+	assert_output "sa-train: t: fewer than 2 training examples"
+	printf 'input\tclass\ncat\tanimal\nred\tcolour\n' > t/train.tsv
+	run -65 "$OLDPWD"/bin/sa-train $TINY --steps 1 --task t -o x.gguf
+	assert_output "sa-train: t/train.tsv:1: no column 'label' in the header (want input and label)"
+}
+
 @test "sa-train -o -: one result on stdout, at the end, the same bytes as -o FILE; checkpoints in --ckpt" {
 	cd "$BATS_TEST_TMPDIR"
 	A="$TINY --steps 4 --ckpt-every 2"
