@@ -134,71 +134,13 @@ static sa_train_opts to;         /* what libsa reads of opt */
 static sa_vocab *vocab;
 static sa_tdata data;
 
-/* ---------------------------------------------------------- parameters */
-
-/*
- * What the optimizer sees: one block of trainable floats with its gradient
- * and moments, and ranges of it (in order) with their own weight decay and
- * learning-rate factor; outside them, no decay and factor 1.
- */
-typedef struct trainable {
-	float *p, *g, *m, *v;
-	size_t n;
-	struct range { size_t lo, hi; float wd, lr_factor; } *range;
-	int n_range;
-} trainable;
-
-static void
-add_range(trainable *tr, const float *start, size_t n, float wd, float lr_factor)
-{
-	struct range *r = realloc(tr->range, (tr->n_range + 1) * sizeof *r);
-
-	if (!r)
-		die(SA_EINTERNAL, "out of memory");
-	tr->range = r;
-	r[tr->n_range++] = (struct range){ start - tr->p, start - tr->p + n, wd, lr_factor };
-}
-
-/* One AdamW step: each range with its decay and learning rate, the gaps
- * between them with no decay at the base rate. */
-static void
-optimizer_step(trainable *tr, int step, float lr)
-{
-	size_t at = 0;
-
-	for (int i = 0; i <= tr->n_range; i++) {
-		size_t lo = i < tr->n_range ? tr->range[i].lo : tr->n;
-		if (lo > at)
-			sa_adamw(tr->p + at, tr->g + at, tr->m + at, tr->v + at, lo - at,
-			    step, lr, 0.9f, 0.95f, 1e-8f, 0);
-		if (i < tr->n_range) {
-			size_t hi = tr->range[i].hi;
-			sa_adamw(tr->p + lo, tr->g + lo, tr->m + lo, tr->v + lo, hi - lo,
-			    step, lr * tr->range[i].lr_factor, 0.9f, 0.95f, 1e-8f, tr->range[i].wd);
-			at = hi;
-		}
-	}
-}
-
-static float
-lr_at(long step)
-{
-	double min_lr = opt.min_lr >= 0 ? opt.min_lr : opt.lr / 10;
-	if (step < opt.warmup)
-		return (float)(opt.lr * (step + 1) / opt.warmup);
-	double p = (double)(step - opt.warmup) / fmax(1, opt.steps - opt.warmup);
-	if (p > 1)
-		p = 1;
-	return (float)(min_lr + 0.5 * (opt.lr - min_lr) * (1 + cos(M_PI * p)));
-}
-
 /* ------------------------------------------------------------- state */
 
 static sa_gguf *vocab_gguf;
 static sa_tmodel *tm;            /* the model (trained, or frozen base) */
 static sa_model *base;           /* --adapter: the loaded base */
 static sa_adapter *adapter;      /* --adapter: holds the trained tensors */
-static trainable tr;
+static sa_optim tr;
 static uint64_t data_rng;
 static long step;
 static FILE *logfp;
@@ -238,9 +180,9 @@ build_adapter_block(void)
 						*np[k] = sz[k];
 						memcpy(tr.p + o, src[k], sz[k] * sizeof(float));
 						if (k >= 3)
-							add_range(&tr, tr.p + o, sz[k], (float)opt.wd, 1);
+							TRY(sa_optim_add_range(&tr, tr.p + o, sz[k], (float)opt.wd, 1));
 						else if (k >= 1 && opt.gate_lr != 1)
-							add_range(&tr, tr.p + o, sz[k], 0, (float)opt.gate_lr);
+							TRY(sa_optim_add_range(&tr, tr.p + o, sz[k], 0, (float)opt.gate_lr));
 						o += sz[k];
 					}
 				}
@@ -248,13 +190,10 @@ build_adapter_block(void)
 			}
 		if (pass == 0) {
 			n = at;
-			tr.n = n;
-			tr.p = calloc(n, sizeof(float));
-			tr.g = calloc(n, sizeof(float));
-			tr.m = calloc(n, sizeof(float));
-			tr.v = calloc(n, sizeof(float));
-			if (!tr.p || !tr.g || !tr.m || !tr.v)
+			float *p = calloc(n, sizeof(float)), *g = calloc(n, sizeof(float));
+			if (!p || !g)
 				die(SA_EINTERNAL, "out of memory");
+			TRY(sa_optim_init(&tr, p, g, n));
 		}
 	}
 }
@@ -303,22 +242,16 @@ build_pretrain_block(void)
 	const sa_config *c = &tm->cfg;
 
 	TRY(sa_tmodel_want_grads(tm, 1));
-	tr.p = tm->params;
-	tr.g = tm->grads;
-	tr.n = tm->n_params;
-	tr.m = calloc(tr.n, sizeof(float));
-	tr.v = calloc(tr.n, sizeof(float));
-	if (!tr.m || !tr.v)
-		die(SA_EINTERNAL, "out of memory");
-	add_range(&tr, tm->tok_embd, (size_t)c->n_vocab * c->d_model, (float)opt.wd, 1);
+	TRY(sa_optim_init(&tr, tm->params, tm->grads, tm->n_params));
+	TRY(sa_optim_add_range(&tr, tm->tok_embd, (size_t)c->n_vocab * c->d_model, (float)opt.wd, 1));
 	for (int l = 0; l < c->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			int dout, din;
 			sa_tmodel_mat_dims(c, m, &dout, &din);
-			add_range(&tr, tm->layers[l].w[m], (size_t)dout * din, (float)opt.wd, 1);
+			TRY(sa_optim_add_range(&tr, tm->layers[l].w[m], (size_t)dout * din, (float)opt.wd, 1));
 		}
 	if (!tm->tied)
-		add_range(&tr, tm->output, (size_t)c->n_vocab * c->d_model, (float)opt.wd, 1);
+		TRY(sa_optim_add_range(&tr, tm->output, (size_t)c->n_vocab * c->d_model, (float)opt.wd, 1));
 }
 
 /* ---------------------------------------------------------- checkpoints */
@@ -1168,6 +1101,10 @@ main(int argc, char **argv)
 	to.queries = opt.queries;
 	to.text_segs = opt.text_segs;
 	to.seq = opt.seq;
+	to.lr = opt.lr;
+	to.min_lr = opt.min_lr;
+	to.warmup = opt.warmup;
+	to.steps = opt.steps;
 	TRY(sa_tdata_load(&data, &to, vocab));
 
 	/* workers, each with activations for a micro-batch or an episode's
@@ -1250,14 +1187,11 @@ main(int argc, char **argv)
 		/* each micro-batch's loss is a mean: average the gradients */
 		for (size_t i = 0; i < tr.n; i++)
 			tr.g[i] /= n_micro;
-		double gnorm = sa_l2norm(tr.g, tr.n);
+		double gnorm = sa_optim_clip(&tr, opt.clip);
 		if (!isfinite(gnorm))
 			die(SA_EINTERNAL, "step %ld: gradient is not finite", step);
-		if (opt.clip > 0 && gnorm > opt.clip)
-			for (size_t i = 0; i < tr.n; i++)
-				tr.g[i] *= (float)(opt.clip / gnorm);
-		float lr = lr_at(step);
-		optimizer_step(&tr, (int)step + 1, lr);
+		float lr = sa_optim_lr(&to, step);
+		sa_optim_step(&tr, (int)step + 1, lr);
 		step++;
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		double dt = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;

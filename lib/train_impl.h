@@ -1,8 +1,8 @@
 /*
  * train_impl.h - what the files of training share and the public API does
  * not show: the vector kernels of train.c (also used by the context mapping
- * in train_ctx.c), the random numbers, and the trainer's data (train_data.c),
- * which sa-train puts together.
+ * in train_ctx.c), the random numbers, and the trainer's data (train_data.c)
+ * and optimiser (optim.c), which trainer.c puts together.
  */
 #ifndef TRAIN_IMPL_H
 #define TRAIN_IMPL_H
@@ -107,5 +107,39 @@ typedef struct sa_episode {
  */
 int sa_tdata_episode(sa_tdata *d, uint64_t *rng, sa_episode *e, int T, long *n_tok,
     int held_out);
+
+/* ------------------------------------------------------------- optimiser */
+
+/*
+ * What AdamW sees: one block of n trainable floats p with gradient g (the
+ * caller's) and moments m, v (the optimiser's), and ranges of it, in order,
+ * with their own weight decay and learning-rate factor; outside them, no
+ * decay and factor 1.
+ */
+typedef struct sa_optim_range {
+	size_t lo, hi;
+	float wd, lr_factor;
+} sa_optim_range;
+
+typedef struct sa_optim {
+	float *p, *g, *m, *v;
+	size_t n;
+	sa_optim_range *range;
+	int n_range;
+} sa_optim;
+
+/* Moments zeroed, no ranges. */
+int sa_optim_init(sa_optim *o, float *p, float *g, size_t n);
+void sa_optim_free(sa_optim *o);
+/* The range of n floats at start (in p, after the ranges added before). */
+int sa_optim_add_range(sa_optim *o, const float *start, size_t n, float wd, float lr_factor);
+/* The gradient's global L2 norm; when finite and above clip > 0, the
+ * gradient is scaled down to clip. */
+double sa_optim_clip(sa_optim *o, double clip);
+/* One AdamW step (betas 0.9, 0.95), step counting from 1. */
+void sa_optim_step(sa_optim *o, int step, float lr);
+/* The learning rate of step (from 0): linear warmup to o->lr over
+ * o->warmup steps, then cosine decay to o->min_lr at o->steps. */
+float sa_optim_lr(const sa_train_opts *o, long step);
 
 #endif
