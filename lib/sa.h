@@ -803,6 +803,59 @@ typedef struct sa_train_opts {
 	uint64_t seed;
 } sa_train_opts;
 
+/*
+ * A trainer: the model (and adapter), the data, the optimiser's state and
+ * the workers (sa_get_threads() of them, each with its activations).  A
+ * step draws its episodes, runs them forward and backward until
+ * batch_tokens are met, averages and clips the gradient and takes an AdamW
+ * step; its results are the same bytes for any number of threads.
+ */
+typedef struct sa_trainer sa_trainer;
+
+/* Load or make the model, then the data; check the options' combinations
+ * (SA_EUSAGE, the message naming sa-train(1)'s options).  o is copied;
+ * its paths are read here only. */
+int sa_trainer_new(sa_trainer **out, const sa_train_opts *o);
+void sa_trainer_free(sa_trainer *t);
+/* Steps taken: start_step, or the checkpoint's, plus those since. */
+long sa_trainer_steps(const sa_trainer *t);
+
+typedef struct sa_train_stats {
+	double loss;                 /* mean over the step's micro-batches or episodes */
+	float lr;
+	double grad_norm;            /* before clipping */
+	long tokens;                 /* tokens run */
+} sa_train_stats;
+
+/* One step on the next episodes of the data stream.  A gradient that is
+ * not finite: SA_EINTERNAL (the parameters are left as they were). */
+int sa_trainer_step(sa_trainer *t, sa_train_stats *s);
+
+/* Evaluation on fixed episodes (the same at every call); NAN where not
+ * measured. */
+typedef struct sa_train_eval {
+	double valid_loss;           /* pretrain: on two micro-batches of held-out text */
+	double copy_acc;             /* pretrain: label words read back from the context */
+	double copy_acc_first;       /* pretrain: the same at a word's first sight (chance) */
+	double sa_acc;               /* adapter: answers right with the context's delta */
+	double zero_shot_acc;        /* adapter: the same for the base alone */
+	int answers;                 /* adapter: answers scored */
+} sa_train_eval;
+
+int sa_trainer_evaluate(sa_trainer *t, sa_train_eval *e);
+/* The first n pretraining sequences of the data stream as JSON Lines,
+ * {"kind":"text|task|map|repeat","text":...}, on fp (the stream moves on). */
+int sa_trainer_show_data(sa_trainer *t, long n, FILE *fp);
+
+/* The result: the model (type save_type) or the adapter, "-" = stdout. */
+int sa_trainer_save(sa_trainer *t, const char *path);
+/* A checkpoint (a GGUF of general.type "sa-checkpoint"): the parameters,
+ * both Adam moments, the step and the data stream's state. */
+int sa_trainer_checkpoint(const sa_trainer *t, const char *path);
+/* Continue from a checkpoint: exactly where the run that wrote it was.  One
+ * of another mode or size: SA_EDATA, the trainer unchanged. */
+int sa_trainer_resume(sa_trainer *t, const char *path);
+
 /* ---------------------------------------------------------------- export */
 
 /*
