@@ -503,9 +503,10 @@ draw_task(const sa_tdata *d, uint64_t *r, word names[16], int *renamed)
 }
 
 static void
-episode_task(const sa_tdata *d, uint64_t *r, int *seq, int T)
+episode_task(const sa_tdata *d, uint64_t *r, int *seq, unsigned char *unscored, int T)
 {
 	int n = 0, bos = sa_vocab_bos(d->vocab), renamed;
+	unsigned char shown[16] = { 0 };
 	word names[16];
 	const sa_ttask *t = draw_task(d, r, names, &renamed);
 
@@ -513,8 +514,15 @@ episode_task(const sa_tdata *d, uint64_t *r, int *seq, int T)
 		seq[n++] = bos;
 	while (n <= T) {
 		const sa_texample *x = &t->train[rng_below(r, t->n_train)];
-		sa_toks dt = demo_toks(d, x, renamed ? &names[x->label] : NULL, T + 8);
+		sa_toks dt = demo_toks(d, x, renamed ? &names[x->label] : NULL, d->o->seq + 8);
+		int at = n;
 		n = fill_seq(seq, n, T, &dt);
+		/* as in episode_map_vocab: a new name's first answer is unknowable */
+		if (renamed && !shown[x->label]) {
+			if (at + x->answer_at < n)
+				memset(unscored + at + x->answer_at, 1, n - at - x->answer_at);
+			shown[x->label] = 1;
+		}
 	}
 }
 
@@ -522,10 +530,12 @@ episode_task(const sa_tdata *d, uint64_t *r, int *seq, int T)
  * "word -> label\n" lines of a fresh mapping of open-vocabulary words: every
  * pair once in a random order, then pairs again at random until the window
  * is full, so that recall of pairs seen once is trained up to as many pairs
- * as a window holds.
+ * as a window holds.  Labels at first sight are not scored: they cannot be
+ * known, and scoring them teaches a prior over labels that keeps the model
+ * from copying a word it never saw as a label.
  */
 static void
-episode_map_vocab(const sa_tdata *d, uint64_t *r, int *seq, int T)
+episode_map_vocab(const sa_tdata *d, uint64_t *r, int *seq, unsigned char *unscored, int T)
 {
 	enum { MAXK = 96 };
 	word keys[MAXK], vals[MAXK];
@@ -545,11 +555,14 @@ episode_map_vocab(const sa_tdata *d, uint64_t *r, int *seq, int T)
 	if (bos >= 0)
 		seq[n++] = bos;
 	for (int i = 0; n <= T; i++) {
-		int k = i < n_keys ? order[i] : rng_below(r, n_keys);
+		int k = i < n_keys ? order[i] : rng_below(r, n_keys), at;
 		sa_toks kt = word_toks(&keys[k]), vt = word_toks(&vals[k]);
 		n = fill_seq(seq, n, T, &kt);
 		n = fill_seq(seq, n, T, &d->sep[0]);
+		at = n;
 		n = fill_seq(seq, n, T, &vt);
+		if (i < n_keys)   /* a label at first sight cannot be known */
+			memset(unscored + at, 1, n - at);
 		n = fill_seq(seq, n, T, &d->sep[1]);
 	}
 }
@@ -615,16 +628,17 @@ pick_kind(const sa_tdata *d, uint64_t *r)
 }
 
 int
-sa_tdata_sequence(sa_tdata *d, uint64_t *r, int *s, int T)
+sa_tdata_sequence(sa_tdata *d, uint64_t *r, int *s, unsigned char *unscored, int T)
 {
 	int kind = pick_kind(d, r);
 
+	memset(unscored, 0, (size_t)T + 1);
 	switch (kind) {
 	case 0: sa_tdata_window(&d->corpus, r, s, T); break;
-	case 1: episode_task(d, r, s, T); break;
+	case 1: episode_task(d, r, s, unscored, T); break;
 	case 2:
 		if (d->o->map_vocab)
-			episode_map_vocab(d, r, s, T);
+			episode_map_vocab(d, r, s, unscored, T);
 		else
 			episode_map(d, r, s, T, 2 + rng_below(r, 15));
 		break;
@@ -633,26 +647,50 @@ sa_tdata_sequence(sa_tdata *d, uint64_t *r, int *s, int T)
 	return kind;
 }
 
+/* s[0..n) as a JSON string on fp. */
+static int
+put_text(const sa_tdata *d, const int *s, int n, FILE *fp)
+{
+	char *text;
+	size_t len;
+	int rc = sa_detokenize(d->vocab, s, n, &text, &len);
+
+	if (rc == SA_OK)
+		sa_json_put_str(fp, text, len);
+	free(text);
+	return rc;
+}
+
 int
 sa_tdata_show(sa_tdata *d, uint64_t *r, long n, int T, FILE *fp)
 {
 	static const char *kinds[] = { "text", "task", "map", "repeat" };
 	int *s = sa_malloc((size_t)(T + 1) * sizeof *s), rc = SA_OK;
+	unsigned char *unscored = sa_malloc((size_t)T + 1);
 
-	if (!s)
-		return SA_EINTERNAL;
-	for (long i = 0; i < n && rc == SA_OK; i++) {
-		int kind = sa_tdata_sequence(d, r, s, T);
-		char *text;
-		size_t len;
-		if ((rc = sa_detokenize(d->vocab, s, T + 1, &text, &len)) != SA_OK)
-			break;
+	for (long i = 0; i < n && s && unscored && rc == SA_OK; i++) {
+		int kind = sa_tdata_sequence(d, r, s, unscored, T);
 		fprintf(fp, "{\"kind\":\"%s\",\"text\":", kinds[kind]);
-		sa_json_put_str(fp, text, len);
-		fputs("}\n", fp);
-		free(text);
+		rc = put_text(d, s, T + 1, fp);
+		/* the runs of tokens that are no targets */
+		fputs(",\"unscored\":[", fp);
+		for (int t = 0, first = 1; t <= T && rc == SA_OK; t++) {
+			int e = t;
+			if (!unscored[t])
+				continue;
+			while (e <= T && unscored[e])
+				e++;
+			fputs(first ? "" : ",", fp);
+			rc = put_text(d, s + t, e - t, fp);
+			first = 0;
+			t = e;
+		}
+		fputs("]}\n", fp);
 	}
+	if (!s || !unscored)
+		rc = SA_EINTERNAL;
 	free(s);
+	free(unscored);
 	return rc;
 }
 

@@ -71,10 +71,11 @@ void sa_tdata_free(sa_tdata *d);
 
 /* A window of T+1 tokens of src at random (inputs [0, T), targets [1, T]). */
 void sa_tdata_window(const sa_toks *src, uint64_t *rng, int *seq, int T);
-/* One pretraining sequence of T+1 tokens of a kind drawn by the mix;
- * returns the kind (0 text, 1 task, 2 random mapping, 3 repeated span). */
-int sa_tdata_sequence(sa_tdata *d, uint64_t *rng, int *seq, int T);
-/* n sequences as JSON Lines {"kind":..., "text":...} on fp. */
+/* One pretraining sequence of T+1 tokens of a kind drawn by the mix, and
+ * which of them are no targets (unscored [T+1], 1: not scored); returns
+ * the kind (0 text, 1 task, 2 random mapping, 3 repeated span). */
+int sa_tdata_sequence(sa_tdata *d, uint64_t *rng, int *seq, unsigned char *unscored, int T);
+/* n sequences as JSON Lines {"kind":..., "text":..., "unscored":[runs]} on fp. */
 int sa_tdata_show(sa_tdata *d, uint64_t *rng, long n, int T, FILE *fp);
 
 /* The pools of the copy test (--eval-pool, else --pool); NULL when none. */

@@ -43,6 +43,7 @@ typedef struct micro_batches {
 	int *in, *tgt;       /* [cap][B][T] inputs and next-token targets */
 	float *loss;         /* [cap] mean loss of each */
 	int *seq;            /* [B][T+1] scratch for drawing */
+	unsigned char *unscored;   /* [B][T+1] 1: the token at seq's place is no target */
 	/* evaluation of in-context copying: which micro-batch, and the counts */
 	int map_item, *first_sight;   /* first_sight [B][T]: 1 where a word is new */
 	int seen_ok, seen_n, first_ok, first_n;
@@ -467,7 +468,8 @@ build_workers(sa_trainer *t)
 	mb->B = B;
 	mb->T = T;
 	if (!(mb->seq = sa_malloc((size_t)B * (T + 1) * sizeof *mb->seq)) ||
-	    !(mb->first_sight = sa_malloc((size_t)B * T * sizeof *mb->first_sight)))
+	    !(mb->first_sight = sa_malloc((size_t)B * T * sizeof *mb->first_sight)) ||
+	    !(mb->unscored = sa_calloc((size_t)B * (T + 1), 1)))
 		return SA_EINTERNAL;
 	return SA_OK;
 }
@@ -548,6 +550,7 @@ sa_trainer_free(sa_trainer *t)
 	free(t->mb.loss);
 	free(t->mb.seq);
 	free(t->mb.first_sight);
+	free(t->mb.unscored);
 	for (int i = 0; i < t->eps_cap; i++) {
 		free(t->eps[i].ctx.t);
 		free(t->eps[i].in);
@@ -610,7 +613,8 @@ micro_from_seq(micro_batches *m, int i)
 	for (int b = 0; b < B; b++)
 		for (int t = 0; t < T; t++) {
 			in[b * T + t] = m->seq[(size_t)b * (T + 1) + t];
-			tgt[b * T + t] = m->seq[(size_t)b * (T + 1) + t + 1];
+			tgt[b * T + t] = m->unscored[(size_t)b * (T + 1) + t + 1] ? -1 :
+			    m->seq[(size_t)b * (T + 1) + t + 1];
 		}
 }
 
@@ -662,7 +666,8 @@ pretrain_step(sa_trainer *t, int *n, long *n_tok)
 		if ((rc = micro_reserve(mb, *n + 1)) != SA_OK)
 			return rc;
 		for (int b = 0; b < mb->B; b++)
-			sa_tdata_sequence(&t->data, &t->rng, mb->seq + (size_t)b * (mb->T + 1), mb->T);
+			sa_tdata_sequence(&t->data, &t->rng, mb->seq + (size_t)b * (mb->T + 1),
+			    mb->unscored + (size_t)b * (mb->T + 1), mb->T);
 		micro_from_seq(mb, (*n)++);
 	}
 	return sa_tworkers_run(t->team, run_micro, t, *n, t->opt.g);
@@ -685,6 +690,7 @@ evaluate_pretrain(sa_trainer *t, sa_train_eval *ev)
 
 	if ((rc = micro_reserve(mb, 3)) != SA_OK)
 		return rc;
+	memset(mb->unscored, 0, (size_t)B * (T + 1));
 	for (int rep = 0; rep < 2 && vsrc->n > T + 1; rep++) {
 		for (int b = 0; b < B; b++)
 			sa_tdata_window(vsrc, &r, mb->seq + (size_t)b * (T + 1), T);

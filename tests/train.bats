@@ -233,6 +233,13 @@ setup() {
 	sed 's/\\n/\n/g' map.jsonl | sed -n 's/^[{"a-z:,]*\(text":"\)\{0,1\} *\([a-z]*\) -> \([a-z]*\)$/\2\n\3/p' | sort -u > seen
 	echo "$(wc -l < seen) distinct words in mappings"
 	[ "$(wc -l < seen)" -gt 3000 ]
+	# a label is not scored at its first sight, and only then: as many
+	# unscored runs as distinct keys, each the label of a key's first line
+	head -50 map.jsonl | while read -r line; do
+		keys=$(printf '%s\n' "$line" | sed 's/"unscored".*//; s/^{"kind":"map","text":"//; s/\\n/\n/g' | sed -n 's/^ *\([a-z]*\) -> .*/\1/p' | sort -u | wc -l)
+		n=$(printf '%s\n' "$line" | sed 's/.*"unscored":\[//' | tr -cd ',' | wc -c)
+		[ "$((n + 1))" -eq "$keys" ] || { echo "$keys keys, $((n + 1)) unscored: $line"; exit 1; }
+	done
 	# the held-out pools are words the trainer never draws
 	cat "$OLDPWD"/data/pools/{dev,test,dev-multi,test-multi}/*.txt | sort -u > held
 	run comm -12 seen held
@@ -260,6 +267,9 @@ setup() {
 	    while read -r line; do
 		n=$(printf '%s\n' "$line" | sed 's/\\n/\n/g' | sed -n 's/.* -> \([a-z]*\)$/\1/p' | sort -u | wc -l)
 		[ "$n" -le 2 ] || { echo "$n labels in: $line"; exit 1; }
+		# each name's first answer, and nothing else, is unscored
+		u=$(printf '%s\n' "$line" | sed 's/.*"unscored":\[//' | tr -cd ',' | wc -c)
+		[ "$((u + 1))" -eq "$n" ] || { echo "$n names, $((u + 1)) unscored: $line"; exit 1; }
 	    done
 }
 
