@@ -48,7 +48,8 @@ static const char help_text[] =
     "  --type T              saved weights: f32, f16 (default), q8_0\n"
     "\n"
     "Adapter (--adapter):\n"
-    "  -r, --rank N (16)  -C, --chunk N (64)  --mats LIST (attn_q,attn_k,attn_v,attn_output)\n"
+    "  -r, --rank N (16)  -C, --chunk N (64)\n"
+    "  --mats LIST|all (attn_q,attn_k,attn_v,attn_output)   adapted matrices\n"
     "  --kmin N (1)  --kmax N (64)   demonstrations per episode (log-uniform)\n"
     "  --queries N (8)               held-out queries per episode\n"
     "  --text-segs N (1)             text contexts of 1 to N segments (uniform)\n"
@@ -85,24 +86,6 @@ usage(void)
 {
 	fputs(usage_text, stderr);
 	exit(SA_EUSAGE);
-}
-
-static uint32_t
-parse_mats(const char *s)
-{
-	char buf[256], *tok, *save = NULL;
-	uint32_t mats = 0;
-
-	snprintf(buf, sizeof buf, "%s", s);
-	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		int m = sa_mat_from_name(tok);
-		if (m < 0)
-			die(SA_EUSAGE, "--mats: unknown matrix '%s'", tok);
-		mats |= 1u << m;
-	}
-	if (!mats)
-		die(SA_EUSAGE, "--mats: empty");
-	return mats;
 }
 
 static void

@@ -201,6 +201,17 @@ setup() {
 	run -64 "$OLDPWD"/bin/sa-train $A --init b.gguf --gate-bias 1 -o x.gguf
 }
 
+@test "sa-train --mats: the names of sa-init, or all" {
+	cd "$BATS_TEST_TMPDIR"
+	"$OLDPWD"/tests/helpers/mkmodel --dim 32 --layers 1 --heads 4 --kv-heads 2 --ctx 32 -o m.gguf
+	A="--adapter -m m.gguf --pool $D/pool --rank 2 --chunk 8 --steps 1 --batch-tokens 64 --eval-every 0 -t 1 -q"
+	"$OLDPWD"/bin/sa-train $A --mats all -o all.gguf
+	run -0 "$OLDPWD"/bin/sa-info all.gguf
+	assert_line --regexp '^matrices: +attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down$'
+	run -64 "$OLDPWD"/bin/sa-train $A --mats attn_q,attn_z -o x.gguf
+	assert_output "sa-train: --mats: unknown matrix 'attn_z' (attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down)"
+}
+
 @test "sa-train --mix: a fourth share of repeated spans, for pretraining only" {
 	cd "$BATS_TEST_TMPDIR"
 	# three shares and the same three with a zero fourth draw the same stream
