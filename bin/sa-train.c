@@ -81,13 +81,6 @@ on_signal(int sig)
 	stop_signal = sig;
 }
 
-static void __attribute__((noreturn))
-usage(void)
-{
-	fputs(usage_text, stderr);
-	exit(SA_EUSAGE);
-}
-
 static void
 parse_mix(double mix[4], const char *s)
 {
@@ -100,6 +93,7 @@ parse_mix(double mix[4], const char *s)
 		die(SA_EUSAGE, "--mix: want three or four non-negative shares, e.g. 0.5,0.25,0.25");
 }
 
+/* dir + name, malloc'd. */
 static char *
 path_in(const char *dir, const char *name)
 {
@@ -260,17 +254,13 @@ main(int argc, char **argv)
 		case 'v': verbose = 1; break;
 		case 'h': fputs(usage_text, stdout); fputs(help_text, stdout); close_stdout(); return 0;
 		case 'V': puts("sa-train " SA_VERSION); close_stdout(); return 0;
-		default: usage();
+		default: usage_die(usage_text, NULL);
 		}
 	}
 	if (optind != argc || !o.mode)
-		usage();
+		usage_die(usage_text, NULL);
 	if (verbose)   /* the later of -q and -v is not tracked: -v wins */
 		quiet = 0;
-	if (o.mode == (SA_TRAIN_PRETRAIN | SA_TRAIN_ADAPTER))
-		die(SA_EUSAGE, "--pretrain and --adapter are exclusive");
-	if (o.mode == SA_TRAIN_PRETRAIN && !o.vocab && !o.init)
-		die(SA_EUSAGE, "--pretrain needs --vocab (or --init)");
 	if (o.mode == SA_TRAIN_ADAPTER)
 		o.model = need_model(o.model, usage_text);
 	if (!out)

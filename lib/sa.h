@@ -765,8 +765,8 @@ enum { SA_TRAIN_PRETRAIN = 1, SA_TRAIN_ADAPTER = 2 };
 
 /*
  * What to train, on what, and how: the options of sa-train(1), filled by
- * the caller.  The paths are read while the trainer is made; a 0 stands
- * for the default each field names.
+ * the caller.  A field whose comment names a default for 0 takes it there;
+ * the files are read while the trainer is made.
  */
 typedef struct sa_train_opts {
 	int mode;                    /* SA_TRAIN_* */
@@ -775,8 +775,8 @@ typedef struct sa_train_opts {
 	                              * TSV (id, piece, score, type) */
 	const char *init;            /* start from these weights (model or adapter), or NULL */
 	int rebind;                  /* init is an adapter of another model of this shape */
-	const char *ckpt;            /* the checkpoint directory, made if missing; a
-	                              * TSV vocab becomes DIR/vocab.gguf */
+	const char *ckpt;            /* the checkpoint directory (required), made if
+	                              * missing; a TSV vocab becomes DIR/vocab.gguf */
 	const char *const *texts;    /* [n_texts] plain text (FILE.gz through zlib) */
 	int n_texts;
 	const char *valid;           /* held-out text for the validation loss, or NULL */
@@ -812,9 +812,10 @@ typedef struct sa_train_opts {
  */
 typedef struct sa_trainer sa_trainer;
 
-/* Load or make the model, then the data; check the options' combinations
- * (SA_EUSAGE, the message naming sa-train(1)'s options).  o is copied;
- * its paths are read here only. */
+/* Check the options' combinations (SA_EUSAGE, the message naming
+ * sa-train(1)'s options), load or make the model, then the data.  o is
+ * copied, its files read here only; *out is the caller's, for
+ * sa_trainer_free. */
 int sa_trainer_new(sa_trainer **out, const sa_train_opts *o);
 void sa_trainer_free(sa_trainer *t);
 /* Steps taken: start_step, or the checkpoint's, plus those since. */
@@ -843,8 +844,10 @@ typedef struct sa_train_eval {
 } sa_train_eval;
 
 int sa_trainer_evaluate(sa_trainer *t, sa_train_eval *e);
-/* The first n pretraining sequences of the data stream as JSON Lines,
- * {"kind":"text|task|map|repeat","text":...}, on fp (the stream moves on). */
+/* The next n pretraining sequences of the data stream (the first n of a new
+ * trainer) as JSON Lines on fp: {"kind":"text|task|map|repeat","text":...,
+ * "unscored":[the runs of tokens that are no targets]}.  An adapter
+ * trainer: SA_EUSAGE. */
 int sa_trainer_show_data(sa_trainer *t, long n, FILE *fp);
 
 /* The result: the model (type save_type) or the adapter, "-" = stdout. */

@@ -83,14 +83,20 @@ argmax(const float *x, int n)
 
 /* ---------------------------------------------------------------- options */
 
-/* The mode's default mix, shares without data dropped, and the checks of
- * combinations. */
+/* The checks of combinations, the mode's default mix, and shares
+ * without data dropped. */
 static int
 resolve_opts(sa_train_opts *o)
 {
 	static const double pre[4] = { 0.5, 0.25, 0.25, 0 }, ad[4] = { 0, 0.5, 0.5, 0 };
 	double *mix = o->mix;
 
+	if (!o->ckpt)
+		return sa_fail(SA_EUSAGE, "no checkpoint directory");
+	if (o->mode != SA_TRAIN_PRETRAIN && o->mode != SA_TRAIN_ADAPTER)
+		return sa_fail(SA_EUSAGE, "--pretrain and --adapter are exclusive");
+	if (o->mode == SA_TRAIN_PRETRAIN && !o->vocab && !o->init)
+		return sa_fail(SA_EUSAGE, "--pretrain needs --vocab (or --init)");
 	if (!isnan(o->gate_bias) && (o->mode != SA_TRAIN_ADAPTER || o->init))
 		return sa_fail(SA_EUSAGE, "--gate-bias sets the gates of a new adapter (--adapter, no --init)");
 	if (o->rebind && (o->mode != SA_TRAIN_ADAPTER || !o->init))
