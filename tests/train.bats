@@ -61,6 +61,12 @@ setup() {
 	cmp a.gguf b.gguf
 }
 
+@test "the trainer's API: a resumed run ends as an uninterrupted one; errors are status codes" {
+	run tests/unit/test_trainer "$D/vocab.gguf" "$D/text.txt" "$D/pool" "$BATS_TEST_TMPDIR"
+	assert_success
+	assert_output --partial " 0 failed"
+}
+
 @test "a data-parallel step gives the same gradient bits on 1, 2 or 3 workers" {
 	run tests/unit/test_trainworkers
 	assert_success
