@@ -180,7 +180,7 @@ main(int argc, char **argv)
 		.steps = 1000, .batch_tokens = 16384, .micro = 8, .lr = 1e-3, .min_lr = -1,
 		.warmup = 100, .wd = 0.1, .clip = 1.0, .gate_lr = 1, .gate_bias = NAN, .seed = 1,
 	};
-	const char *out = NULL, *log = NULL, **texts = calloc(argc, sizeof *texts);
+	const char *out = NULL, *log_arg = NULL, **texts = calloc(argc, sizeof *texts);
 	const char **tasks = calloc(argc, sizeof *tasks);
 	long ckpt_every = 100, eval_every = 100, run_steps = 0, show_data = 0;
 	int ch, resume = 0, threads = 0, quiet = 0, verbose = 0;
@@ -248,7 +248,7 @@ main(int argc, char **argv)
 		case O_RUNSTEPS: run_steps = parse_long("--run-steps", optarg, 1, LONG_MAX); break;
 		case O_STARTSTEP: o.start_step = parse_long("--start-step", optarg, 0, LONG_MAX); break;
 		case O_EVALEVERY: eval_every = parse_long("--eval-every", optarg, 0, LONG_MAX); break;
-		case O_LOG: log = optarg; break;
+		case O_LOG: log_arg = optarg; break;
 		case 't': threads = parse_long("--threads", optarg, 0, 1024); break;
 		case 'q': quiet = 1; break;
 		case 'v': verbose = 1; break;
@@ -272,17 +272,21 @@ main(int argc, char **argv)
 	sa_set_threads(threads);
 
 	char *ckpt = o.ckpt ? path_in(o.ckpt, "") : path_in(out, ".ckpt");
-	char *state = path_in(ckpt, "/state.gguf");
 	sa_trainer *t;
 	FILE *logfp;
 
 	o.ckpt = ckpt;
 	TRY(sa_trainer_new(&t, &o));
+	free(texts);
+	free(tasks);
 	if (show_data) {
 		TRY(sa_trainer_show_data(t, show_data, stdout));
+		sa_trainer_free(t);
+		free(ckpt);
 		close_stdout();
 		return 0;
 	}
+	char *state = path_in(ckpt, "/state.gguf");
 	if (resume && access(state, F_OK) == 0) {
 		TRY(sa_trainer_resume(t, state));
 		if (!quiet)
@@ -290,8 +294,7 @@ main(int argc, char **argv)
 	} else if (resume && !quiet) {
 		warnx_("no checkpoint in %s: starting", ckpt);
 	}
-	if (!log)
-		log = path_in(ckpt, "/log.jsonl");
+	char *log = log_arg ? path_in(log_arg, "") : path_in(ckpt, "/log.jsonl");
 	if (!(logfp = fopen(log, "a")))
 		die(SA_ECANTCREAT, "%s: %s", log, strerror(errno));
 
@@ -339,6 +342,9 @@ main(int argc, char **argv)
 	if (!quiet)
 		warnx_("done after %ld steps; wrote %s", step, strcmp(out, "-") ? out : "stdout");
 	sa_trainer_free(t);
+	free(log);
+	free(state);
+	free(ckpt);
 	close_stdout();
 	return 0;
 }
