@@ -35,29 +35,6 @@ help(void)
 	    "  -V, --version         version\n", stdout);
 }
 
-static uint32_t
-parse_mats(const char *list)
-{
-	uint32_t mats = 0;
-	char *copy, *tok, *save;
-
-	if (strcmp(list, "all") == 0)
-		return (1u << SA_NMAT) - 1;
-	if (!(copy = strdup(list)))
-		die(SA_EINTERNAL, "out of memory");
-	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		int m = sa_mat_from_name(tok);
-		if (m < 0)
-			die(SA_EUSAGE, "--mats: unknown matrix '%s' (attn_q, attn_k, attn_v, "
-			    "attn_output, ffn_gate, ffn_up, ffn_down)", tok);
-		mats |= 1u << m;
-	}
-	free(copy);
-	if (!mats)
-		die(SA_EUSAGE, "--mats: empty list");
-	return mats;
-}
-
 int
 main(int argc, char **argv)
 {

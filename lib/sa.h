@@ -989,6 +989,111 @@ const float *sa_tctx_state(const sa_tctx *c, int l, int m);   /* [Hk][r][dh] */
 int sa_tctx_backward(sa_tctx *c, int l, int m, const float *Q, const float *g,
     const float *dh_final, float *dQ, float *dg, float *db);
 
+/* --------------------------------------------------------------- trainer */
+
+/*
+ * sa-train(1) as a library: pretrain a base model, or train the
+ * StreamAdapter mapping of a frozen one, on episodes of text, tasks, random
+ * mappings and repeated spans.
+ */
+enum { SA_TRAIN_PRETRAIN = 1, SA_TRAIN_ADAPTER = 2 };
+
+/*
+ * What to train, on what, and how: the options of sa-train(1), filled by
+ * the caller.  A field whose comment names a default for 0 takes it there;
+ * the files are read while the trainer is made.
+ */
+typedef struct sa_train_opts {
+	int mode;                    /* SA_TRAIN_* */
+	const char *model;           /* adapter: the frozen base model */
+	const char *vocab;           /* pretrain: a GGUF with tokenizer.* keys, or a
+	                              * TSV (id, piece, score, type) */
+	const char *init;            /* start from these weights (model or adapter), or NULL */
+	int rebind;                  /* init is an adapter of another model of this shape */
+	const char *ckpt;            /* the checkpoint directory (required), made if
+	                              * missing; a TSV vocab becomes DIR/vocab.gguf */
+	const char *const *texts;    /* [n_texts] plain text (FILE.gz through zlib) */
+	int n_texts;
+	const char *valid;           /* held-out text for the validation loss, or NULL */
+	const char *const *tasks;    /* [n_tasks] directories with train.tsv and dev.tsv */
+	int n_tasks;
+	const char *pool;            /* words.txt and labels.txt for random mappings, or NULL */
+	const char *eval_pool;       /* the same for the copy evaluation (else pool) */
+	int map_vocab;               /* random mappings of open-vocabulary words */
+	double rename;               /* share of class-task episodes with new label words */
+	double mix[4];               /* shares of text, task, random-mapping and repeated-span
+	                              * episodes; all 0: the mode's default */
+	/* pretrain: the model's shape (ff 0: 8*dim/3 rounded up to 64) and saved type */
+	int dim, layers, heads, kv_heads, ff, ctx, tied, save_type;
+	float rope_base;
+	/* adapter (rank 0: 16 for a new one, init's own rank for init) */
+	int rank, chunk, kmin, kmax, queries, text_segs;
+	uint32_t mats;               /* bitmask of SA_MAT_* */
+	double gate_lr;              /* learning-rate factor of the gates (g, b) */
+	double gate_bias;            /* gate bias of a new adapter; NAN: the default */
+	/* optimisation (seq 0: the model's context; min_lr < 0: lr / 10) */
+	long steps, batch_tokens, warmup, start_step;
+	int seq, micro;
+	double lr, min_lr, wd, clip;
+	uint64_t seed;
+} sa_train_opts;
+
+/*
+ * A trainer: the model (and adapter), the data, the optimiser's state and
+ * the workers (sa_get_threads() of them, each with its activations).  A
+ * step draws its episodes, runs them forward and backward until
+ * batch_tokens are met, averages and clips the gradient and takes an AdamW
+ * step; its results are the same bytes for any number of threads.
+ */
+typedef struct sa_trainer sa_trainer;
+
+/* Check the options' combinations (SA_EUSAGE, the message naming
+ * sa-train(1)'s options), load or make the model, then the data.  o is
+ * copied, its files read here only; *out is the caller's, for
+ * sa_trainer_free. */
+int sa_trainer_new(sa_trainer **out, const sa_train_opts *o);
+void sa_trainer_free(sa_trainer *t);
+/* Steps taken: start_step, or the checkpoint's, plus those since. */
+long sa_trainer_steps(const sa_trainer *t);
+
+typedef struct sa_train_stats {
+	double loss;                 /* mean over the step's micro-batches or episodes */
+	float lr;
+	double grad_norm;            /* before clipping */
+	long tokens;                 /* tokens run */
+} sa_train_stats;
+
+/* One step on the next episodes of the data stream.  A gradient that is
+ * not finite: SA_EINTERNAL (the parameters are left as they were). */
+int sa_trainer_step(sa_trainer *t, sa_train_stats *s);
+
+/* Evaluation on fixed episodes (the same at every call); NAN where not
+ * measured. */
+typedef struct sa_train_eval {
+	double valid_loss;           /* pretrain: on two micro-batches of held-out text */
+	double copy_acc;             /* pretrain: label words read back from the context */
+	double copy_acc_first;       /* pretrain: the same at a word's first sight (chance) */
+	double sa_acc;               /* adapter: answers right with the context's delta */
+	double zero_shot_acc;        /* adapter: the same for the base alone */
+	int answers;                 /* adapter: answers scored */
+} sa_train_eval;
+
+int sa_trainer_evaluate(sa_trainer *t, sa_train_eval *e);
+/* The next n pretraining sequences of the data stream (the first n of a new
+ * trainer) as JSON Lines on fp: {"kind":"text|task|map|repeat","text":...,
+ * "unscored":[the runs of tokens that are no targets]}.  An adapter
+ * trainer: SA_EUSAGE. */
+int sa_trainer_show_data(sa_trainer *t, long n, FILE *fp);
+
+/* The result: the model (type save_type) or the adapter, "-" = stdout. */
+int sa_trainer_save(sa_trainer *t, const char *path);
+/* A checkpoint (a GGUF of general.type "sa-checkpoint"): the parameters,
+ * both Adam moments, the step and the data stream's state. */
+int sa_trainer_checkpoint(const sa_trainer *t, const char *path);
+/* Continue from a checkpoint: exactly where the run that wrote it was.  One
+ * of another mode or size: SA_EDATA, the trainer unchanged. */
+int sa_trainer_resume(sa_trainer *t, const char *path);
+
 /* ---------------------------------------------------------------- export */
 
 /*

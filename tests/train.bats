@@ -61,6 +61,12 @@ setup() {
 	cmp a.gguf b.gguf
 }
 
+@test "the trainer's API: a resumed run ends as an uninterrupted one; errors are status codes" {
+	run tests/unit/test_trainer "$D/vocab.gguf" "$D/text.txt" "$D/pool" "$BATS_TEST_TMPDIR"
+	assert_success
+	assert_output --partial " 0 failed"
+}
+
 @test "a data-parallel step gives the same gradient bits on 1, 2 or 3 workers" {
 	run tests/unit/test_trainworkers
 	assert_success
@@ -201,6 +207,17 @@ setup() {
 	run -64 "$OLDPWD"/bin/sa-train $A --init b.gguf --gate-bias 1 -o x.gguf
 }
 
+@test "sa-train --mats: the names of sa-init, or all" {
+	cd "$BATS_TEST_TMPDIR"
+	"$OLDPWD"/tests/helpers/mkmodel --dim 32 --layers 1 --heads 4 --kv-heads 2 --ctx 32 -o m.gguf
+	A="--adapter -m m.gguf --pool $D/pool --rank 2 --chunk 8 --steps 1 --batch-tokens 64 --eval-every 0 -t 1 -q"
+	"$OLDPWD"/bin/sa-train $A --mats all -o all.gguf
+	run -0 "$OLDPWD"/bin/sa-info all.gguf
+	assert_line --regexp '^matrices: +attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down$'
+	run -64 "$OLDPWD"/bin/sa-train $A --mats attn_q,attn_z -o x.gguf
+	assert_output "sa-train: --mats: unknown matrix 'attn_z' (attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down)"
+}
+
 @test "sa-train --mix: a fourth share of repeated spans, for pretraining only" {
 	cd "$BATS_TEST_TMPDIR"
 	# three shares and the same three with a zero fourth draw the same stream
@@ -271,6 +288,23 @@ setup() {
 		u=$(printf '%s\n' "$line" | sed 's/.*"unscored":\[//' | tr -cd ',' | wc -c)
 		[ "$((u + 1))" -eq "$n" ] || { echo "$n names, $((u + 1)) unscored: $line"; exit 1; }
 	    done
+}
+
+@test "sa-train --task: a task is read as sa-eval reads it" {
+	cd "$BATS_TEST_TMPDIR"
+	mkdir t
+	printf 'input\tlabel\ncat\tanimal\nred\tcolour\n' > t/train.tsv
+	printf 'input\tlabel\n' > t/dev.tsv
+	run -65 "$OLDPWD"/bin/sa-train $TINY --steps 1 --task t -o x.gguf
+	assert_output "sa-train: t/dev.tsv:2: no examples"
+	printf 'input\tlabel\nox\tanimal\n' > t/dev.tsv
+	"$OLDPWD"/bin/sa-train $TINY --steps 1 --task t -o x.gguf
+	printf 'input\tlabel\ncat\tanimal\n' > t/train.tsv
+	run -65 "$OLDPWD"/bin/sa-train $TINY --steps 1 --task t -o x.gguf
+	assert_output "sa-train: t: fewer than 2 training examples"
+	printf 'input\tclass\ncat\tanimal\nred\tcolour\n' > t/train.tsv
+	run -65 "$OLDPWD"/bin/sa-train $TINY --steps 1 --task t -o x.gguf
+	assert_output "sa-train: t/train.tsv:1: no column 'label' in the header (want input and label)"
 }
 
 @test "sa-train -o -: one result on stdout, at the end, the same bytes as -o FILE; checkpoints in --ckpt" {

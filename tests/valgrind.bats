@@ -40,3 +40,24 @@ setup() {
 	    "$ROOT/bin/sa-run" -m "$T/m.gguf" -d - -p 'the cat' -n 4 --temp 0 > "$T/plain"
 	cmp "$T/out" "$T/plain"
 }
+
+@test "sa-train under valgrind: pretraining stopped and resumed, --show-data, an adapter: no memory errors, no leaks" {
+	cd "$T"
+	"$ROOT/tests/helpers/mkmodel" --dim 32 --layers 1 --heads 2 --kv-heads 1 --ctx 32 -o m.gguf
+	for i in $(seq 200); do echo "the cat sat on the mat and the dog ran to the big red house $i"; done > text.txt
+	mkdir pool task
+	printf 'apple\nbread\nchair\ndoor\n' > pool/words.txt
+	printf 'red\nblue\ngreen\nbig\n' > pool/labels.txt
+	printf 'input\tlabel\ncat\tanimal\nred\tcolour\ndog\tanimal\nblue\tcolour\n' > task/train.tsv
+	printf 'input\tlabel\nox\tanimal\ngreen\tcolour\n' > task/dev.tsv
+	P="--pretrain --vocab $ROOT/data/tokenizer/sa4k.tsv --text text.txt --task task --pool pool --rename 0.5
+	    --mix 0.3,0.2,0.3,0.2 --dim 16 --layers 1 --heads 2 --kv-heads 1 --ctx 32 --batch-tokens 64
+	    --micro 2 --steps 2 --eval-every 1 -t 1 -q -o p.gguf"
+	run -0 $VG "$ROOT/bin/sa-train" $P --run-steps 1
+	run -0 $VG "$ROOT/bin/sa-train" $P --resume
+	run -0 $VG "$ROOT/bin/sa-train" $P --map-vocab --show-data 3
+	run -0 $VG "$ROOT/bin/sa-train" --adapter -m m.gguf --text text.txt --task task --pool pool \
+	    --mix 0.3,0.4,0.3 --text-segs 2 --kmin 1 --kmax 4 --rank 2 --chunk 8 --steps 1 \
+	    --batch-tokens 64 --eval-every 1 -t 1 -q -o a.gguf
+	[ "$(grep -c '"loss"' p.gguf.ckpt/log.jsonl)" -eq 2 ]
+}

@@ -49,22 +49,6 @@ parse_hex(const char *opt, const char *s)
 	return v;
 }
 
-static uint32_t
-parse_mats(const char *list)
-{
-	uint32_t mats = 0;
-	char *copy = strdup(list), *save, *tok;
-
-	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		int m = sa_mat_from_name(tok);
-		if (m < 0)
-			die(SA_EUSAGE, "--mats: unknown matrix '%s'", tok);
-		mats |= 1u << m;
-	}
-	free(copy);
-	return mats;
-}
-
 static uint64_t
 next(uint64_t *s)
 {
