@@ -4,13 +4,14 @@
  * into a model's weights.
  *
  * File layout, little-endian throughout:
- *   header   "SADELTA\0", u32 version, u32 reserved (0), u64 model and
+ *   header   "SADELTA\0", u32 version, u32 kind (0 pool, 1 lsq), u64 model and
  *            adapter fingerprints, u32 n_layer n_head_kv d_head rank chunk
  *            mats, u64 n_tokens n_demos, u32-length strings adapter_path and
  *            params, u32 n_sources and per source (u32-length name, u64 hash),
  *            u64 payload size, u32 CRC-32 of every header byte before it
- *   payload  one zlib stream (deflate, level 6) of every h then every P as
- *            F32, cut into frames (u32 length, bytes); an empty frame ends it
+ *   payload  one zlib stream (deflate, level 6) of every h then every P
+ *            (lsq: every G then every S) as F32, cut into frames (u32
+ *            length, bytes); an empty frame ends it
  *   trailer  u32 CRC-32 of the uncompressed payload, "SADELEND"
  * Nothing needs a seek, so deltas travel through pipes.
  */
@@ -29,7 +30,9 @@
 #endif
 
 #define DELTA_END "SADELEND"       /* 8 bytes, no NUL */
-#define DELTA_VERSION 1u
+#define DELTA_VERSION 1u       /* SA_KIND_POOL */
+#define DELTA_VERSION_LSQ 2u   /* SA_KIND_LSQ: earlier readers refuse it */
+#define MAX_D_KEY 4096
 
 /* Sanity limits, checked before anything is allocated from a header. */
 #define MAX_LAYER 4096
@@ -54,18 +57,29 @@ popcount32(uint32_t x)
 int
 sa_delta_n_used(const sa_delta *d)
 {
-	return d->n_layer * popcount32(d->mats);
+	return d->kind == SA_KIND_LSQ ? d->n_layer : d->n_layer * popcount32(d->mats);
 }
 
+static int
+d_key(const sa_delta *d)
+{
+	return d->rank / d->n_head_kv;
+}
+
+/* Floats of h (LSQ: G) and of P (LSQ: S) per stored block. */
 static size_t
 h_per_pair(const sa_delta *d)
 {
+	if (d->kind == SA_KIND_LSQ)
+		return (size_t)d->n_head_kv * d->d_head * d_key(d);
 	return (size_t)d->n_head_kv * d->rank * d->d_head;
 }
 
 static size_t
 p_per_pair(const sa_delta *d)
 {
+	if (d->kind == SA_KIND_LSQ)
+		return (size_t)d->n_head_kv * d_key(d) * d_key(d);
 	return (size_t)d->n_head_kv * d->rank;
 }
 
@@ -73,10 +87,33 @@ p_per_pair(const sa_delta *d)
 static int
 pair_index(const sa_delta *d, int layer, int mat)
 {
-	if (layer < 0 || layer >= d->n_layer || mat < 0 || mat >= SA_NMAT ||
-	    !(d->mats >> mat & 1))
+	if (d->kind != SA_KIND_POOL || layer < 0 || layer >= d->n_layer || mat < 0 ||
+	    mat >= SA_NMAT || !(d->mats >> mat & 1))
 		return -1;
 	return layer * popcount32(d->mats) + popcount32(d->mats & ((1u << mat) - 1));
+}
+
+void
+sa_delta_sizes(const sa_delta *d, size_t *nh, size_t *np)
+{
+	*nh = (size_t)sa_delta_n_used(d) * h_per_pair(d);
+	*np = (size_t)sa_delta_n_used(d) * p_per_pair(d);
+}
+
+float *
+sa_delta_G(const sa_delta *d, int layer)
+{
+	if (d->kind != SA_KIND_LSQ || layer < 0 || layer >= d->n_layer)
+		return NULL;
+	return d->h + (size_t)layer * h_per_pair(d);
+}
+
+float *
+sa_delta_S(const sa_delta *d, int layer)
+{
+	if (d->kind != SA_KIND_LSQ || layer < 0 || layer >= d->n_layer)
+		return NULL;
+	return d->P + (size_t)layer * p_per_pair(d);
 }
 
 float *
@@ -107,13 +144,22 @@ check_shape(const sa_delta *d, const char *name)
 		return sa_fail(SA_EDATA, "%s: d_head %d out of range 1..%d", name, d->d_head, MAX_D_HEAD);
 	if (d->rank < 1 || d->rank > MAX_RANK)
 		return sa_fail(SA_EDATA, "%s: rank %d out of range 1..%d", name, d->rank, MAX_RANK);
-	if (d->chunk < 1 || d->chunk > MAX_CHUNK)
+	if (d->kind == SA_KIND_LSQ) {
+		if (d->rank % d->n_head_kv || d_key(d) > MAX_D_KEY)
+			return sa_fail(SA_EDATA, "%s: rank %d is not n_head_kv %d times a d_key of 1..%d",
+			    name, d->rank, d->n_head_kv, MAX_D_KEY);
+		if (d->chunk != 0)
+			return sa_fail(SA_EDATA, "%s: chunk %d: the memory has no chunks (0)", name, d->chunk);
+	} else if (d->chunk < 1 || d->chunk > MAX_CHUNK)
 		return sa_fail(SA_EDATA, "%s: chunk %d out of range 1..%d", name, d->chunk, MAX_CHUNK);
 	if (d->mats == 0 || d->mats >> SA_NMAT)
 		return sa_fail(SA_EDATA, "%s: bad matrix set 0x%x", name, (unsigned)d->mats);
-	/* Each factor is below 2^16 and there are at most 2^12 * 7 pairs, so
-	 * the product cannot overflow 64 bits. */
-	n = (uint64_t)sa_delta_n_used(d) * d->n_head_kv * d->rank * ((uint64_t)d->d_head + 1) * 4;
+	/* Each factor is below 2^16 (d_key 2^12) and there are at most 2^12 * 7
+	 * blocks, so the products cannot overflow 64 bits. */
+	if (d->kind == SA_KIND_LSQ)
+		n = (uint64_t)d->n_layer * d->n_head_kv * d_key(d) * ((uint64_t)d->d_head + d_key(d)) * 4;
+	else
+		n = (uint64_t)sa_delta_n_used(d) * d->n_head_kv * d->rank * ((uint64_t)d->d_head + 1) * 4;
 	if (n > MAX_PAYLOAD)
 		return sa_fail(SA_EDATA, "%s: state of %llu bytes exceeds the limit of %llu",
 		    name, (unsigned long long)n, (unsigned long long)MAX_PAYLOAD);
@@ -164,6 +210,7 @@ sa_delta_new(sa_delta **out, const sa_adapter *a)
 	*out = NULL;
 	if (!(d = sa_calloc(1, sizeof *d)))
 		return SA_EINTERNAL;
+	d->kind = a->kind;
 	d->model_fingerprint = a->model_fingerprint;
 	d->adapter_fingerprint = a->fingerprint;
 	d->n_layer = a->n_layer;
@@ -184,7 +231,7 @@ sa_delta_new(sa_delta **out, const sa_adapter *a)
 	np = (size_t)sa_delta_n_used(d) * p_per_pair(d);
 	memset(d->h, 0, nh * sizeof(float));
 	for (size_t i = 0; i < np; i++)
-		d->P[i] = 1.0f;
+		d->P[i] = d->kind == SA_KIND_LSQ ? 0.0f : 1.0f;
 	*out = d;
 	return SA_OK;
 fail:
@@ -249,20 +296,20 @@ static int
 check_finite(const sa_delta *d, const char *name)
 {
 	size_t hp = h_per_pair(d), pp = p_per_pair(d);
-	int k = 0;
+	int lsq = d->kind == SA_KIND_LSQ, k = 0;
 
 	for (int l = 0; l < d->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
-			if (!(d->mats >> m & 1))
+			if (lsq ? m > 0 : !(d->mats >> m & 1))
 				continue;
 			for (size_t i = 0; i < hp; i++)
 				if (!isfinite(d->h[(size_t)k * hp + i]))
-					return sa_fail(SA_EDATA, "%s: non-finite value in h of layer %d %s",
-					    name, l, sa_mat_name(m));
+					return sa_fail(SA_EDATA, "%s: non-finite value in %s of layer %d%s%s",
+					    name, lsq ? "G" : "h", l, lsq ? "" : " ", lsq ? "" : sa_mat_name(m));
 			for (size_t i = 0; i < pp; i++)
 				if (!isfinite(d->P[(size_t)k * pp + i]))
-					return sa_fail(SA_EDATA, "%s: non-finite value in P of layer %d %s",
-					    name, l, sa_mat_name(m));
+					return sa_fail(SA_EDATA, "%s: non-finite value in %s of layer %d%s%s",
+					    name, lsq ? "S" : "P", l, lsq ? "" : " ", lsq ? "" : sa_mat_name(m));
 			k++;
 		}
 	return SA_OK;
@@ -398,8 +445,8 @@ sa_delta_write(const sa_delta *d, FILE *fp, const char *name)
 		return rc;
 
 	buf_put(&b, SA_DELTA_MAGIC, 8);
-	buf_u32(&b, DELTA_VERSION);
-	buf_u32(&b, 0);
+	buf_u32(&b, d->kind == SA_KIND_LSQ ? DELTA_VERSION_LSQ : DELTA_VERSION);
+	buf_u32(&b, (uint32_t)d->kind);
 	buf_u64(&b, d->model_fingerprint);
 	buf_u64(&b, d->adapter_fingerprint);
 	buf_u32(&b, (uint32_t)d->n_layer);
@@ -570,7 +617,7 @@ static int
 read_header(reader *r, sa_delta *d, uint64_t *payload)
 {
 	unsigned char magic[8];
-	uint32_t version, reserved, n_src, crc, want;
+	uint32_t version, kind, n_src, crc, want;
 	size_t got;
 	int rc;
 
@@ -589,19 +636,23 @@ read_header(reader *r, sa_delta *d, uint64_t *payload)
 
 	if ((rc = get_u32(r, &version)) != SA_OK)
 		return rc;
-	if (version != DELTA_VERSION)
+	if (version != DELTA_VERSION && version != DELTA_VERSION_LSQ)
 		return sa_fail(SA_EDATA, "%s: unsupported version %u", r->name, version);
-	if ((rc = get_u32(r, &reserved)) != SA_OK)
+	if ((rc = get_u32(r, &kind)) != SA_OK)
 		return rc;
-	if (reserved != 0)
-		return sa_fail(SA_EDATA, "%s: reserved field is %u, not 0 (corrupted)", r->name, reserved);
+	/* version 1 is the pool kind (its field was reserved, 0), 2 the memory */
+	if (kind != (version == DELTA_VERSION_LSQ ? SA_KIND_LSQ : SA_KIND_POOL))
+		return sa_fail(SA_EDATA, "%s: kind %u in a version %u delta (corrupted)", r->name, kind,
+		    version);
+	d->kind = (int)kind;
 	if ((rc = get_u64(r, &d->model_fingerprint)) != SA_OK ||
 	    (rc = get_u64(r, &d->adapter_fingerprint)) != SA_OK ||
 	    (rc = get_int(r, &d->n_layer, "n_layer", MAX_LAYER)) != SA_OK ||
 	    (rc = get_int(r, &d->n_head_kv, "n_head_kv", MAX_HEAD_KV)) != SA_OK ||
 	    (rc = get_int(r, &d->d_head, "d_head", MAX_D_HEAD)) != SA_OK ||
 	    (rc = get_int(r, &d->rank, "rank", MAX_RANK)) != SA_OK ||
-	    (rc = get_int(r, &d->chunk, "chunk", MAX_CHUNK)) != SA_OK ||
+	    (rc = (d->kind == SA_KIND_LSQ ? get_u32(r, (uint32_t *)&d->chunk) :
+	    get_int(r, &d->chunk, "chunk", MAX_CHUNK))) != SA_OK ||
 	    (rc = get_u32(r, &d->mats)) != SA_OK)
 		return rc;
 	if ((rc = check_shape(d, r->name)) != SA_OK)
@@ -824,6 +875,7 @@ sa_delta_compatible(const sa_delta *a, const char *name_a, const sa_delta *b, co
 #define SAME(f) if (a->f != b->f) return sa_fail(SA_EDATA, \
 		"%s and %s differ in " #f " (%lld and %lld)", name_a, name_b, \
 		(long long)a->f, (long long)b->f)
+	SAME(kind);
 	SAME(n_layer);
 	SAME(n_head_kv);
 	SAME(d_head);
@@ -900,6 +952,15 @@ sa_delta_chain(sa_delta *a, const sa_delta *b)
 
 	if ((rc = sa_delta_compatible(a, "first delta", b, "second delta")) != SA_OK)
 		return rc;
+	if (a->kind == SA_KIND_LSQ) {
+		/* the memory's sums have no gates: B's tokens add to A's */
+		size_t nh = (size_t)sa_delta_n_used(a) * h_per_pair(a);
+		for (size_t i = 0; i < nh; i++)
+			a->h[i] += b->h[i];
+		for (size_t i = 0; i < rows; i++)
+			a->P[i] += b->P[i];
+		return append_meta(a, b);
+	}
 	for (size_t i = 0; i < rows; i++) {
 		float pb = b->P[i];
 		float *ha = a->h + i * dh;
@@ -1024,20 +1085,29 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 	size_t nh = (size_t)sa_delta_n_used(d) * h_per_pair(d);
 	size_t np = (size_t)sa_delta_n_used(d) * p_per_pair(d);
 	double hss = 0, psum = 0;
+	int lsq = d->kind == SA_KIND_LSQ, dk = lsq ? d_key(d) : 0;
+	unsigned version = lsq ? DELTA_VERSION_LSQ : DELTA_VERSION;
+	const char *mapping = lsq ? "lsq" : "pool";
 
 	for (size_t i = 0; i < nh; i++)
 		hss += (double)d->h[i] * d->h[i];
+	/* pool: the mean gate product; lsq: the trace of S per memory, how
+	 * many tokens' worth were written */
 	for (size_t i = 0; i < np; i++)
-		psum += d->P[i];
+		psum += !lsq ? d->P[i] : i % ((size_t)dk * dk) % (dk + 1) == 0 ? d->P[i] : 0;
 
 	if (json) {
-		fprintf(fp, "{\"kind\":\"delta\",\"version\":%u", DELTA_VERSION);
+		fprintf(fp, "{\"kind\":\"delta\",\"version\":%u,\"mapping\":\"%s\"", version, mapping);
 		fprintf(fp, ",\"model_fingerprint\":\"%016llx\"", (unsigned long long)d->model_fingerprint);
 		fprintf(fp, ",\"adapter_fingerprint\":\"%016llx\"", (unsigned long long)d->adapter_fingerprint);
 		fputs(",\"adapter\":", fp);
 		json_str_or_null(fp, d->adapter_path);
-		fprintf(fp, ",\"n_layer\":%d,\"n_head_kv\":%d,\"d_head\":%d,\"rank\":%d,\"chunk\":%d",
-		    d->n_layer, d->n_head_kv, d->d_head, d->rank, d->chunk);
+		fprintf(fp, ",\"n_layer\":%d,\"n_head_kv\":%d,\"d_head\":%d,\"rank\":%d",
+		    d->n_layer, d->n_head_kv, d->d_head, d->rank);
+		if (lsq)
+			fprintf(fp, ",\"d_key\":%d", dk);
+		else
+			fprintf(fp, ",\"chunk\":%d", d->chunk);
 		fputs(",\"matrices\":", fp);
 		mats_list(fp, d->mats, 1);
 		fprintf(fp, ",\"n_tokens\":%llu,\"n_demos\":%llu",
@@ -1045,7 +1115,11 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 		fputs(",\"params\":", fp);
 		json_str_or_null(fp, d->params);
 		fprintf(fp, ",\"state_bytes\":%llu", (unsigned long long)payload_bytes(d));
-		fprintf(fp, ",\"h_norm\":%.9g,\"p_mean\":%.9g", sqrt(hss), np ? psum / np : 0.0);
+		if (lsq)
+			fprintf(fp, ",\"g_norm\":%.9g,\"s_trace\":%.9g", sqrt(hss),
+			    psum / ((double)d->n_layer * d->n_head_kv));
+		else
+			fprintf(fp, ",\"h_norm\":%.9g,\"p_mean\":%.9g", sqrt(hss), np ? psum / np : 0.0);
 		fputs(",\"sources\":[", fp);
 		for (int i = 0; i < d->n_sources; i++) {
 			fprintf(fp, "%s{\"name\":", i ? "," : "");
@@ -1059,7 +1133,8 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 	/* The JSON keys, with spaces for underscores (sa-info(1)). */
 #define KEY(k) fprintf(fp, "%-21s", k ":")
 	KEY("kind");                fputs("delta\n", fp);
-	KEY("version");             fprintf(fp, "%u\n", DELTA_VERSION);
+	KEY("version");             fprintf(fp, "%u\n", version);
+	KEY("mapping");             fprintf(fp, "%s\n", mapping);
 	KEY("model fingerprint");   fprintf(fp, "%016llx\n", (unsigned long long)d->model_fingerprint);
 	KEY("adapter fingerprint"); fprintf(fp, "%016llx\n", (unsigned long long)d->adapter_fingerprint);
 	KEY("adapter");             put_line_text(fp, d->adapter_path ? d->adapter_path : "-"); fputc('\n', fp);
@@ -1067,14 +1142,23 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 	KEY("n head kv");           fprintf(fp, "%d\n", d->n_head_kv);
 	KEY("d head");              fprintf(fp, "%d\n", d->d_head);
 	KEY("rank");                fprintf(fp, "%d\n", d->rank);
-	KEY("chunk");               fprintf(fp, "%d\n", d->chunk);
+	if (lsq) {
+		KEY("d key");       fprintf(fp, "%d\n", dk);
+	} else {
+		KEY("chunk");       fprintf(fp, "%d\n", d->chunk);
+	}
 	KEY("matrices");            mats_list(fp, d->mats, 0); fputc('\n', fp);
 	KEY("n tokens");            fprintf(fp, "%llu\n", (unsigned long long)d->n_tokens);
 	KEY("n demos");             fprintf(fp, "%llu\n", (unsigned long long)d->n_demos);
 	KEY("params");              put_line_text(fp, d->params && *d->params ? d->params : "-"); fputc('\n', fp);
 	KEY("state bytes");         fprintf(fp, "%llu\n", (unsigned long long)payload_bytes(d));
-	KEY("h norm");              fprintf(fp, "%.6g\n", sqrt(hss));
-	KEY("p mean");              fprintf(fp, "%.6g\n", np ? psum / np : 0.0);
+	if (lsq) {
+		KEY("g norm");      fprintf(fp, "%.6g\n", sqrt(hss));
+		KEY("s trace");     fprintf(fp, "%.6g\n", psum / ((double)d->n_layer * d->n_head_kv));
+	} else {
+		KEY("h norm");      fprintf(fp, "%.6g\n", sqrt(hss));
+		KEY("p mean");      fprintf(fp, "%.6g\n", np ? psum / np : 0.0);
+	}
 	KEY("sources");             fprintf(fp, "%d\n", d->n_sources);
 	/* the members of "sources": hash and name */
 	for (int i = 0; i < d->n_sources; i++) {
@@ -1088,6 +1172,48 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 
 /* ---------------------------------------------------------- absorption */
 
+/*
+ * The memory read out, then the factors of (layer, mat):
+ *   M [Hk][dh][dk] = G (S + lambda I)^-1
+ *   B [d_out][Hk*dk], B[:, h*dk + j] = s * sum_i W1[:, h*dh + i] M[h][i][j]
+ *   A = W2 [Hk*dk][d_in]
+ * so that Delta W = B A = s W1 blockdiag(M) W2.
+ */
+static int
+memory_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat, float s,
+    float **B, const float **A)
+{
+	const sa_adapter_mat *am = SA_ADAPTER_MAT(a, layer, mat);
+	int Hk = d->n_head_kv, dh = d->d_head, dk = d_key(d), Dkv = Hk * dh, r = d->rank, rc;
+	float *M;
+
+	if (layer < 0 || layer >= d->n_layer || mat < 0 || mat >= SA_NMAT || !(d->mats >> mat & 1))
+		return sa_fail(SA_EINTERNAL, "layer %d %s is not in the delta", layer,
+		    mat >= 0 && mat < SA_NMAT ? sa_mat_name(mat) : "?");
+	if (!(M = sa_malloc((size_t)dh * dk * sizeof *M)))
+		return SA_EINTERNAL;
+	if (!(*B = sa_malloc((size_t)am->d_out * r * sizeof **B))) {
+		free(M);
+		return SA_EINTERNAL;
+	}
+	for (int h = 0; h < Hk; h++) {
+		rc = sa_memory_read(sa_delta_G(d, layer) + (size_t)h * dh * dk,
+		    sa_delta_S(d, layer) + (size_t)h * dk * dk, dh, dk, a->lambda, M);
+		if (rc != SA_OK) {
+			free(M);
+			free(*B);
+			*B = NULL;
+			return rc;
+		}
+		/* B[:, h-block] [d_out][dk] = s * W1[:, h-block] [d_out][dh] . M [dh][dk] */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, am->d_out, dk, dh,
+		    s, am->W1 + (size_t)h * dh, Dkv, M, dk, 0.0f, *B + (size_t)h * dk, r);
+	}
+	free(M);
+	*A = am->W2;
+	return SA_OK;
+}
+
 int
 sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
     float s, float **B, const float **A)
@@ -1099,9 +1225,11 @@ sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
 
 	*B = NULL;
 	*A = NULL;
-	if (a->n_layer != d->n_layer || a->n_head_kv != Hk || a->d_head != dh ||
+	if (a->kind != d->kind || a->n_layer != d->n_layer || a->n_head_kv != Hk || a->d_head != dh ||
 	    a->rank != r || a->mats != d->mats)
 		return sa_fail(SA_EDATA, "delta and adapter %s differ in shape", nm(a->path));
+	if (d->kind == SA_KIND_LSQ)
+		return memory_factors(a, d, layer, mat, s, B, A);
 	if (!(h = sa_delta_h(d, layer, mat)))
 		return sa_fail(SA_EINTERNAL, "layer %d %s is not in the delta", layer,
 		    mat >= 0 && mat < SA_NMAT ? sa_mat_name(mat) : "?");

@@ -69,7 +69,7 @@ features(const sa_memory_params *mp, int h, const float *x, double *phi, double 
 }
 
 int
-sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int n,
+sa_memory_write_head(const sa_memory_params *mp, int h, const float *K, const float *V, int n,
     double *G, double *S)
 {
 	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh;
@@ -77,25 +77,33 @@ sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int 
 
 	if (!phi)
 		return sa_fail(SA_EINTERNAL, "out of memory");
-	for (int h = 0; h < Hk; h++) {
-		double *Gh = G + (size_t)h * dh * dk, *Sh = S + (size_t)h * dk * dk;
-		for (int t = 0; t < n; t++) {
-			const float *x = K + (size_t)t * Dkv, *v = V + (size_t)t * Dkv + (size_t)h * dh;
-			double beta = features(mp, h, x, phi, NULL);
-			for (int i = 0; i < dh; i++) {
-				double bv = beta * v[i];
-				for (int j = 0; j < dk; j++)
-					Gh[(size_t)i * dk + j] += bv * phi[j];
-			}
-			for (int i = 0; i < dk; i++) {
-				double bp = beta * phi[i];
-				for (int j = 0; j < dk; j++)
-					Sh[(size_t)i * dk + j] += bp * phi[j];
-			}
+	for (int t = 0; t < n; t++) {
+		const float *x = K + (size_t)t * Dkv, *v = V + (size_t)t * Dkv + (size_t)h * dh;
+		double beta = features(mp, h, x, phi, NULL);
+		for (int i = 0; i < dh; i++) {
+			double bv = beta * v[i];
+			for (int j = 0; j < dk; j++)
+				G[(size_t)i * dk + j] += bv * phi[j];
+		}
+		for (int i = 0; i < dk; i++) {
+			double bp = beta * phi[i];
+			for (int j = 0; j < dk; j++)
+				S[(size_t)i * dk + j] += bp * phi[j];
 		}
 	}
 	free(phi);
 	return SA_OK;
+}
+
+int
+sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int n,
+    double *G, double *S)
+{
+	int dh = mp->dh, dk = mp->dk, rc = SA_OK;
+
+	for (int h = 0; h < mp->Hk && rc == SA_OK; h++)
+		rc = sa_memory_write_head(mp, h, K, V, n, G + (size_t)h * dh * dk, S + (size_t)h * dk * dk);
+	return rc;
 }
 
 /* L L^T = A [n][n] in place (lower triangle); 0 unless positive definite. */
