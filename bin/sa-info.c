@@ -261,9 +261,9 @@ info_adapter(out *o, const sa_gguf *g, const char *path)
 	put_int(o, "n_layer", a->n_layer);
 	put_int(o, "n_head_kv", a->n_head_kv);
 	put_int(o, "d_head", a->d_head);
-	put_cstr(o, "mapping", a->kind == SA_KIND_LSQ ? "lsq" : "pool");
+	put_cstr(o, "mapping", a->mapping == SA_MAPPING_LSQ ? "lsq" : "pool");
 	put_int(o, "rank", a->rank);
-	if (a->kind == SA_KIND_LSQ) {
+	if (a->mapping == SA_MAPPING_LSQ) {
 		put_int(o, "d_key", a->d_key);
 		put_num(o, "lambda", a->lambda);
 	} else {

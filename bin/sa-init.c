@@ -83,7 +83,7 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *model_path = NULL, *out = "-";
-	int rank = 16, chunk = 64, kind = SA_KIND_POOL, d_key = 64, pool_only = 0, lsq_only = 0, c;
+	int rank = 16, chunk = 64, kind = SA_MAPPING_POOL, d_key = 64, pool_only = 0, lsq_only = 0, c;
 	double lambda = 1;
 	uint32_t mats = (1u << SA_MAT_Q) | (1u << SA_MAT_K) | (1u << SA_MAT_V) | (1u << SA_MAT_O);
 	uint64_t seed = 0;
@@ -98,7 +98,7 @@ main(int argc, char **argv)
 		case 'K':
 			if (strcmp(optarg, "pool") && strcmp(optarg, "lsq"))
 				die(SA_EUSAGE, "--kind: unknown kind '%s' (pool, lsq)", optarg);
-			kind = strcmp(optarg, "lsq") ? SA_KIND_POOL : SA_KIND_LSQ;
+			kind = strcmp(optarg, "lsq") ? SA_MAPPING_POOL : SA_MAPPING_LSQ;
 			break;
 		case 'r': rank = (int)parse_long("--rank", optarg, 1, 4096); pool_only = 1; break;
 		case 'C': chunk = (int)parse_long("--chunk", optarg, 1, 1 << 20); pool_only = 1; break;
@@ -117,16 +117,16 @@ main(int argc, char **argv)
 		warnx_("unexpected argument '%s'", argv[optind]);
 		usage();
 	}
-	if (kind == SA_KIND_LSQ && pool_only)
+	if (kind == SA_MAPPING_LSQ && pool_only)
 		die(SA_EUSAGE, "-r and -C are for --kind pool; the memory has --d-key and --lambda");
-	if (kind == SA_KIND_POOL && lsq_only)
+	if (kind == SA_MAPPING_POOL && lsq_only)
 		die(SA_EUSAGE, "--d-key and --lambda are for --kind lsq");
 	model_path = need_model(model_path, usage_text);
 	if (strcmp(out, "-") == 0 && isatty(1))
 		die(SA_EUSAGE, "refusing to write a binary adapter to a terminal (use -o FILE)");
 
 	TRY(sa_model_load(&model, model_path));
-	if (kind == SA_KIND_LSQ)
+	if (kind == SA_MAPPING_LSQ)
 		TRY(sa_adapter_init_lsq(&a, model, d_key, (float)lambda, mats, seed, w1_scale));
 	else
 		TRY(sa_adapter_init(&a, model, rank, chunk, mats, seed, w1_scale));

@@ -9,7 +9,7 @@
  *   blk.L.M.sa_b   {r, Hk}          b  [Hk][r]
  *   blk.L.M.sa_w1  {Dkv, d_out}     W1 [d_out][Dkv]
  *   blk.L.M.sa_w2  {d_in, r}        W2 [r][d_in]
- * The least-squares memory (SA_KIND_LSQ) has no sa_q, sa_g, sa_b; its rank
+ * The least-squares memory (SA_MAPPING_LSQ) has no sa_q, sa_g, sa_b; its rank
  * r is Hk * dk, and per layer l:
  *   blk.L.sa_mem_p   {Dkv, dk, Hk}  P [Hk][dk][Dkv]
  *   blk.L.sa_mem_pb  {dk, Hk}       p [Hk][dk]
@@ -24,8 +24,8 @@
 #include "sa.h"
 #include "adapter_impl.h"
 
-#define ADAPTER_VERSION 1u       /* SA_KIND_POOL */
-#define ADAPTER_VERSION_LSQ 2u   /* SA_KIND_LSQ: earlier readers refuse it */
+#define ADAPTER_VERSION 1u       /* SA_MAPPING_POOL */
+#define ADAPTER_VERSION_LSQ 2u   /* SA_MAPPING_LSQ: earlier readers refuse it */
 
 /* The same limits a delta header obeys: an adapter must be able to make one. */
 #define MAX_LAYER 4096
@@ -56,7 +56,7 @@ check_config(int kind, int n_layer, int n_head_kv, int d_head, int rank, int chu
 		return sa_fail(SA_EDATA, "%s: d_head %d out of range 1..%d", name, d_head, MAX_D_HEAD);
 	if (rank < 1 || rank > MAX_RANK)
 		return sa_fail(SA_EDATA, "%s: rank %d out of range 1..%d", name, rank, MAX_RANK);
-	if (kind == SA_KIND_LSQ) {
+	if (kind == SA_MAPPING_LSQ) {
 		if (d_key < 1 || d_key > MAX_D_KEY)
 			return sa_fail(SA_EDATA, "%s: d_key %d out of range 1..%d", name, d_key, MAX_D_KEY);
 		if ((int64_t)n_head_kv * d_key != rank)
@@ -78,7 +78,7 @@ check_config(int kind, int n_layer, int n_head_kv, int d_head, int rank, int chu
 static void
 tensor_sizes(const sa_adapter *a, int d_out, int d_in, size_t n[T_N])
 {
-	size_t Hk = a->n_head_kv, r = a->rank, dh = a->d_head, pool = a->kind == SA_KIND_POOL;
+	size_t Hk = a->n_head_kv, r = a->rank, dh = a->d_head, pool = a->mapping == SA_MAPPING_POOL;
 
 	n[T_Q] = pool * Hk * r * dh;
 	n[T_G] = pool * Hk * dh;
@@ -146,7 +146,7 @@ int
 sa_adapter_alloc(sa_adapter **out, int n_layer, int n_head_kv, int d_head,
     int rank, int chunk, uint32_t mats, const int *d_out, const int *d_in)
 {
-	return sa_adapter_alloc_kind(out, SA_KIND_POOL, n_layer, n_head_kv, d_head, rank, chunk,
+	return sa_adapter_alloc_kind(out, SA_MAPPING_POOL, n_layer, n_head_kv, d_head, rank, chunk,
 	    0, 0, mats, d_out, d_in);
 }
 
@@ -166,7 +166,7 @@ sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, in
 		return rc;
 	if (!(a = sa_calloc(1, sizeof *a)))
 		return SA_EINTERNAL;
-	a->kind = kind;
+	a->mapping = kind;
 	a->d_key = d_key;
 	a->lambda = lambda;
 	a->n_layer = n_layer;
@@ -195,7 +195,7 @@ sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, in
 			for (int t = 0; t < T_N; t++)
 				total += n[t];
 		}
-	if (kind == SA_KIND_LSQ) {
+	if (kind == SA_MAPPING_LSQ) {
 		if (!(a->mem = sa_calloc((size_t)n_layer, sizeof *a->mem))) {
 			sa_adapter_free(a);
 			return SA_EINTERNAL;
@@ -247,8 +247,8 @@ sa_adapter_fingerprint(const sa_adapter *a)
 	size_t n[T_N];
 
 	h = sa_hash64(h, "streamadapter", 13);
-	h = hash_u64(h, a->kind == SA_KIND_LSQ ? ADAPTER_VERSION_LSQ : ADAPTER_VERSION);
-	if (a->kind == SA_KIND_LSQ) {
+	h = hash_u64(h, a->mapping == SA_MAPPING_LSQ ? ADAPTER_VERSION_LSQ : ADAPTER_VERSION);
+	if (a->mapping == SA_MAPPING_LSQ) {
 		uint32_t bits;
 		memcpy(&bits, &a->lambda, sizeof bits);
 		h = hash_u64(h, (uint64_t)a->d_key);
@@ -274,7 +274,7 @@ sa_adapter_fingerprint(const sa_adapter *a)
 				if (n[t])
 					h = sa_hash64(h, *tensor_ptr(am, t), n[t] * sizeof(float));
 		}
-	if (a->kind == SA_KIND_LSQ) {
+	if (a->mapping == SA_MAPPING_LSQ) {
 		size_t nm[M_N];
 		memory_sizes(a, nm);
 		for (int l = 0; l < a->n_layer; l++)
@@ -360,7 +360,7 @@ sa_adapter_randomize(sa_adapter *a, uint64_t seed, float w1_scale)
 	double dh = a->d_head, Dkv = (double)a->n_head_kv * a->d_head;
 	size_t n[T_N];
 
-	if (a->kind == SA_KIND_LSQ)
+	if (a->mapping == SA_MAPPING_LSQ)
 		randomize_memory(a, seed);
 
 	for (int l = 0; l < a->n_layer; l++)
@@ -440,8 +440,8 @@ init_kind(sa_adapter **out, const sa_model *model, int kind, int rank, int chunk
 	/* The limits are the adapter's, but a bad rank, chunk, d_key or lambda
 	 * is the caller's. */
 	if (rc == SA_EDATA && (rank < 1 || rank > MAX_RANK ||
-	    (kind == SA_KIND_POOL && (chunk < 1 || chunk > MAX_CHUNK)) ||
-	    (kind == SA_KIND_LSQ && (d_key < 1 || d_key > MAX_D_KEY || !(lambda > 0) || !isfinite(lambda)))))
+	    (kind == SA_MAPPING_POOL && (chunk < 1 || chunk > MAX_CHUNK)) ||
+	    (kind == SA_MAPPING_LSQ && (d_key < 1 || d_key > MAX_D_KEY || !(lambda > 0) || !isfinite(lambda)))))
 		rc = SA_EUSAGE;
 	if (rc != SA_OK)
 		goto done;
@@ -457,7 +457,7 @@ int
 sa_adapter_init(sa_adapter **out, const sa_model *model, int rank, int chunk,
     uint32_t mats, uint64_t seed, float w1_scale)
 {
-	return init_kind(out, model, SA_KIND_POOL, rank, chunk, 0, 0, mats, seed, w1_scale);
+	return init_kind(out, model, SA_MAPPING_POOL, rank, chunk, 0, 0, mats, seed, w1_scale);
 }
 
 int
@@ -470,7 +470,7 @@ sa_adapter_init_lsq(sa_adapter **out, const sa_model *model, int d_key, float la
 	*out = NULL;
 	if (d_key < 1 || d_key > most)
 		return sa_fail(SA_EUSAGE, "d_key %d out of range 1..%d", d_key, most);
-	return init_kind(out, model, SA_KIND_LSQ, Hk * d_key, 0, d_key, lambda, mats, seed, w1_scale);
+	return init_kind(out, model, SA_MAPPING_LSQ, Hk * d_key, 0, d_key, lambda, mats, seed, w1_scale);
 }
 
 /*
@@ -490,7 +490,7 @@ sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, in
 	int rc;
 
 	*out = NULL;
-	if (a->kind != SA_KIND_POOL)
+	if (a->mapping != SA_MAPPING_POOL)
 		return sa_fail(SA_EUSAGE, "only an adapter of the pool kind grows");
 	if (rank < a->rank)
 		return sa_fail(SA_EUSAGE, "rank %d is below the adapter's %d", rank, a->rank);
@@ -605,7 +605,7 @@ check_finite(const sa_adapter *a, const char *name)
 {
 	size_t n[T_N], nm[M_N];
 
-	if (a->kind == SA_KIND_LSQ) {
+	if (a->mapping == SA_MAPPING_LSQ) {
 		memory_sizes(a, nm);
 		for (int l = 0; l < a->n_layer; l++)
 			for (int t = 0; t < M_N; t++) {
@@ -678,14 +678,14 @@ sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path)
 	 * failing on missing tensors. */
 	SET(sa_gguf_writer_set_str(w, "adapter.type", "streamadapter"));
 	SET(sa_gguf_writer_set_u32(w, "streamadapter.version",
-	    a->kind == SA_KIND_LSQ ? ADAPTER_VERSION_LSQ : ADAPTER_VERSION));
-	SET(sa_gguf_writer_set_str(w, "streamadapter.kind", kind_name[a->kind]));
+	    a->mapping == SA_MAPPING_LSQ ? ADAPTER_VERSION_LSQ : ADAPTER_VERSION));
+	SET(sa_gguf_writer_set_str(w, "streamadapter.kind", kind_name[a->mapping]));
 	SET(sa_gguf_writer_set_u32(w, "streamadapter.n_layer", (uint32_t)a->n_layer));
 	SET(sa_gguf_writer_set_u32(w, "streamadapter.n_head_kv", (uint32_t)a->n_head_kv));
 	SET(sa_gguf_writer_set_u32(w, "streamadapter.d_head", (uint32_t)a->d_head));
 	SET(sa_gguf_writer_set_u32(w, "streamadapter.rank", (uint32_t)a->rank));
 	SET(sa_gguf_writer_set_u32(w, "streamadapter.chunk", (uint32_t)a->chunk));
-	if (a->kind == SA_KIND_LSQ) {
+	if (a->mapping == SA_MAPPING_LSQ) {
 		SET(sa_gguf_writer_set_u32(w, "streamadapter.d_key", (uint32_t)a->d_key));
 		SET(sa_gguf_writer_set_f32(w, "streamadapter.lambda", a->lambda));
 	}
@@ -711,7 +711,7 @@ sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path)
 				    *tensor_ptr((sa_adapter_mat *)am, t));
 			}
 		}
-	for (int l = 0; a->kind == SA_KIND_LSQ && l < a->n_layer && rc == SA_OK; l++)
+	for (int l = 0; a->mapping == SA_MAPPING_LSQ && l < a->n_layer && rc == SA_OK; l++)
 		for (int t = 0; t < M_N && rc == SA_OK; t++) {
 			char name[64];
 			int64_t ne[4];
@@ -790,20 +790,20 @@ read_config(const sa_gguf *g, const char *path, int *kind, int *n_layer, int *n_
 	if (version != ADAPTER_VERSION && version != ADAPTER_VERSION_LSQ)
 		return sa_fail(SA_EDATA, "%s: unsupported adapter version %u", path, version);
 	/* version 1 is the pool kind, with or without the key; 2 names its kind */
-	*kind = SA_KIND_POOL;
+	*kind = SA_MAPPING_POOL;
 	if (version == ADAPTER_VERSION_LSQ || sa_gguf_has(g, "streamadapter.kind")) {
 		if ((rc = sa_gguf_get_str(g, "streamadapter.kind", &s)) != SA_OK)
 			return rc;
 		for (*kind = 0; *kind < 2; (*kind)++)
 			if (s.n == strlen(kind_name[*kind]) && !memcmp(s.s, kind_name[*kind], s.n))
 				break;
-		if (*kind == 2 || (*kind == SA_KIND_LSQ) != (version == ADAPTER_VERSION_LSQ))
+		if (*kind == 2 || (*kind == SA_MAPPING_LSQ) != (version == ADAPTER_VERSION_LSQ))
 			return sa_fail(SA_EDATA, "%s: unknown mapping kind '%.*s' for version %u", path,
 			    (int)(s.n > 32 ? 32 : s.n), s.s, version);
 	}
 	*d_key = 0;
 	*lambda = 0;
-	if (*kind == SA_KIND_LSQ && ((rc = get_dim(g, "streamadapter.d_key", d_key, path)) != SA_OK ||
+	if (*kind == SA_MAPPING_LSQ && ((rc = get_dim(g, "streamadapter.d_key", d_key, path)) != SA_OK ||
 	    (rc = sa_gguf_get_f32(g, "streamadapter.lambda", lambda)) != SA_OK))
 		return rc;
 	if ((rc = get_dim(g, "streamadapter.n_layer", n_layer, path)) != SA_OK ||
@@ -911,7 +911,7 @@ sa_adapter_load(sa_adapter **out, const char *path)
 		goto done;
 	}
 	memset(&shape, 0, sizeof shape);
-	shape.kind = kind;
+	shape.mapping = kind;
 	shape.d_key = d_key;
 	shape.n_head_kv = n_head_kv;
 	shape.d_head = d_head;
@@ -942,15 +942,15 @@ sa_adapter_load(sa_adapter **out, const char *path)
 			 * what is checked here is no larger than the file. */
 			am.d_out = d_out[(size_t)l * SA_NMAT + m];
 			am.d_in = d_in[(size_t)l * SA_NMAT + m];
-			for (int t = T_Q; kind == SA_KIND_POOL && t <= T_B; t++) {
+			for (int t = T_Q; kind == SA_MAPPING_POOL && t <= T_B; t++) {
 				const sa_tensor_info *ti;
 				nd = tensor_dims(&shape, &am, t, ne);
 				if ((rc = find_tensor(g, path, l, m, t, ne, nd, &ti)) != SA_OK)
 					goto done;
 			}
-			n_expect += kind == SA_KIND_POOL ? T_N : 2;
+			n_expect += kind == SA_MAPPING_POOL ? T_N : 2;
 		}
-	for (int l = 0; kind == SA_KIND_LSQ && l < n_layer; l++)
+	for (int l = 0; kind == SA_MAPPING_LSQ && l < n_layer; l++)
 		for (int t = 0; t < M_N; t++) {
 			const sa_tensor_info *ti;
 			char name[64];
@@ -993,7 +993,7 @@ sa_adapter_load(sa_adapter **out, const char *path)
 					goto done;
 			}
 		}
-	for (int l = 0; kind == SA_KIND_LSQ && l < n_layer; l++) {
+	for (int l = 0; kind == SA_MAPPING_LSQ && l < n_layer; l++) {
 		size_t nm[M_N];
 		memory_sizes(a, nm);
 		for (int t = 0; t < M_N; t++) {

@@ -30,8 +30,8 @@
 #endif
 
 #define DELTA_END "SADELEND"       /* 8 bytes, no NUL */
-#define DELTA_VERSION 1u       /* SA_KIND_POOL */
-#define DELTA_VERSION_LSQ 2u   /* SA_KIND_LSQ: earlier readers refuse it */
+#define DELTA_VERSION 1u       /* SA_MAPPING_POOL */
+#define DELTA_VERSION_LSQ 2u   /* SA_MAPPING_LSQ: earlier readers refuse it */
 #define MAX_D_KEY 4096
 
 /* Sanity limits, checked before anything is allocated from a header. */
@@ -57,7 +57,7 @@ popcount32(uint32_t x)
 int
 sa_delta_n_used(const sa_delta *d)
 {
-	return d->kind == SA_KIND_LSQ ? d->n_layer : d->n_layer * popcount32(d->mats);
+	return d->mapping == SA_MAPPING_LSQ ? d->n_layer : d->n_layer * popcount32(d->mats);
 }
 
 static int
@@ -70,7 +70,7 @@ d_key(const sa_delta *d)
 static size_t
 h_per_pair(const sa_delta *d)
 {
-	if (d->kind == SA_KIND_LSQ)
+	if (d->mapping == SA_MAPPING_LSQ)
 		return (size_t)d->n_head_kv * d->d_head * d_key(d);
 	return (size_t)d->n_head_kv * d->rank * d->d_head;
 }
@@ -78,7 +78,7 @@ h_per_pair(const sa_delta *d)
 static size_t
 p_per_pair(const sa_delta *d)
 {
-	if (d->kind == SA_KIND_LSQ)
+	if (d->mapping == SA_MAPPING_LSQ)
 		return (size_t)d->n_head_kv * d_key(d) * d_key(d);
 	return (size_t)d->n_head_kv * d->rank;
 }
@@ -87,7 +87,7 @@ p_per_pair(const sa_delta *d)
 static int
 pair_index(const sa_delta *d, int layer, int mat)
 {
-	if (d->kind != SA_KIND_POOL || layer < 0 || layer >= d->n_layer || mat < 0 ||
+	if (d->mapping != SA_MAPPING_POOL || layer < 0 || layer >= d->n_layer || mat < 0 ||
 	    mat >= SA_NMAT || !(d->mats >> mat & 1))
 		return -1;
 	return layer * popcount32(d->mats) + popcount32(d->mats & ((1u << mat) - 1));
@@ -103,7 +103,7 @@ sa_delta_sizes(const sa_delta *d, size_t *nh, size_t *np)
 float *
 sa_delta_G(const sa_delta *d, int layer)
 {
-	if (d->kind != SA_KIND_LSQ || layer < 0 || layer >= d->n_layer)
+	if (d->mapping != SA_MAPPING_LSQ || layer < 0 || layer >= d->n_layer)
 		return NULL;
 	return d->h + (size_t)layer * h_per_pair(d);
 }
@@ -111,7 +111,7 @@ sa_delta_G(const sa_delta *d, int layer)
 float *
 sa_delta_S(const sa_delta *d, int layer)
 {
-	if (d->kind != SA_KIND_LSQ || layer < 0 || layer >= d->n_layer)
+	if (d->mapping != SA_MAPPING_LSQ || layer < 0 || layer >= d->n_layer)
 		return NULL;
 	return d->P + (size_t)layer * p_per_pair(d);
 }
@@ -144,7 +144,7 @@ check_shape(const sa_delta *d, const char *name)
 		return sa_fail(SA_EDATA, "%s: d_head %d out of range 1..%d", name, d->d_head, MAX_D_HEAD);
 	if (d->rank < 1 || d->rank > MAX_RANK)
 		return sa_fail(SA_EDATA, "%s: rank %d out of range 1..%d", name, d->rank, MAX_RANK);
-	if (d->kind == SA_KIND_LSQ) {
+	if (d->mapping == SA_MAPPING_LSQ) {
 		if (d->rank % d->n_head_kv || d_key(d) > MAX_D_KEY)
 			return sa_fail(SA_EDATA, "%s: rank %d is not n_head_kv %d times a d_key of 1..%d",
 			    name, d->rank, d->n_head_kv, MAX_D_KEY);
@@ -156,7 +156,7 @@ check_shape(const sa_delta *d, const char *name)
 		return sa_fail(SA_EDATA, "%s: bad matrix set 0x%x", name, (unsigned)d->mats);
 	/* Each factor is below 2^16 (d_key 2^12) and there are at most 2^12 * 7
 	 * blocks, so the products cannot overflow 64 bits. */
-	if (d->kind == SA_KIND_LSQ)
+	if (d->mapping == SA_MAPPING_LSQ)
 		n = (uint64_t)d->n_layer * d->n_head_kv * d_key(d) * ((uint64_t)d->d_head + d_key(d)) * 4;
 	else
 		n = (uint64_t)sa_delta_n_used(d) * d->n_head_kv * d->rank * ((uint64_t)d->d_head + 1) * 4;
@@ -210,7 +210,7 @@ sa_delta_new(sa_delta **out, const sa_adapter *a)
 	*out = NULL;
 	if (!(d = sa_calloc(1, sizeof *d)))
 		return SA_EINTERNAL;
-	d->kind = a->kind;
+	d->mapping = a->mapping;
 	d->model_fingerprint = a->model_fingerprint;
 	d->adapter_fingerprint = a->fingerprint;
 	d->n_layer = a->n_layer;
@@ -231,7 +231,7 @@ sa_delta_new(sa_delta **out, const sa_adapter *a)
 	np = (size_t)sa_delta_n_used(d) * p_per_pair(d);
 	memset(d->h, 0, nh * sizeof(float));
 	for (size_t i = 0; i < np; i++)
-		d->P[i] = d->kind == SA_KIND_LSQ ? 0.0f : 1.0f;
+		d->P[i] = d->mapping == SA_MAPPING_LSQ ? 0.0f : 1.0f;
 	*out = d;
 	return SA_OK;
 fail:
@@ -296,7 +296,7 @@ static int
 check_finite(const sa_delta *d, const char *name)
 {
 	size_t hp = h_per_pair(d), pp = p_per_pair(d);
-	int lsq = d->kind == SA_KIND_LSQ, k = 0;
+	int lsq = d->mapping == SA_MAPPING_LSQ, k = 0;
 
 	for (int l = 0; l < d->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
@@ -445,8 +445,8 @@ sa_delta_write(const sa_delta *d, FILE *fp, const char *name)
 		return rc;
 
 	buf_put(&b, SA_DELTA_MAGIC, 8);
-	buf_u32(&b, d->kind == SA_KIND_LSQ ? DELTA_VERSION_LSQ : DELTA_VERSION);
-	buf_u32(&b, (uint32_t)d->kind);
+	buf_u32(&b, d->mapping == SA_MAPPING_LSQ ? DELTA_VERSION_LSQ : DELTA_VERSION);
+	buf_u32(&b, (uint32_t)d->mapping);
 	buf_u64(&b, d->model_fingerprint);
 	buf_u64(&b, d->adapter_fingerprint);
 	buf_u32(&b, (uint32_t)d->n_layer);
@@ -641,17 +641,17 @@ read_header(reader *r, sa_delta *d, uint64_t *payload)
 	if ((rc = get_u32(r, &kind)) != SA_OK)
 		return rc;
 	/* version 1 is the pool kind (its field was reserved, 0), 2 the memory */
-	if (kind != (version == DELTA_VERSION_LSQ ? SA_KIND_LSQ : SA_KIND_POOL))
+	if (kind != (version == DELTA_VERSION_LSQ ? SA_MAPPING_LSQ : SA_MAPPING_POOL))
 		return sa_fail(SA_EDATA, "%s: kind %u in a version %u delta (corrupted)", r->name, kind,
 		    version);
-	d->kind = (int)kind;
+	d->mapping = (int)kind;
 	if ((rc = get_u64(r, &d->model_fingerprint)) != SA_OK ||
 	    (rc = get_u64(r, &d->adapter_fingerprint)) != SA_OK ||
 	    (rc = get_int(r, &d->n_layer, "n_layer", MAX_LAYER)) != SA_OK ||
 	    (rc = get_int(r, &d->n_head_kv, "n_head_kv", MAX_HEAD_KV)) != SA_OK ||
 	    (rc = get_int(r, &d->d_head, "d_head", MAX_D_HEAD)) != SA_OK ||
 	    (rc = get_int(r, &d->rank, "rank", MAX_RANK)) != SA_OK ||
-	    (rc = (d->kind == SA_KIND_LSQ ? get_u32(r, (uint32_t *)&d->chunk) :
+	    (rc = (d->mapping == SA_MAPPING_LSQ ? get_u32(r, (uint32_t *)&d->chunk) :
 	    get_int(r, &d->chunk, "chunk", MAX_CHUNK))) != SA_OK ||
 	    (rc = get_u32(r, &d->mats)) != SA_OK)
 		return rc;
@@ -875,7 +875,7 @@ sa_delta_compatible(const sa_delta *a, const char *name_a, const sa_delta *b, co
 #define SAME(f) if (a->f != b->f) return sa_fail(SA_EDATA, \
 		"%s and %s differ in " #f " (%lld and %lld)", name_a, name_b, \
 		(long long)a->f, (long long)b->f)
-	SAME(kind);
+	SAME(mapping);
 	SAME(n_layer);
 	SAME(n_head_kv);
 	SAME(d_head);
@@ -952,7 +952,7 @@ sa_delta_chain(sa_delta *a, const sa_delta *b)
 
 	if ((rc = sa_delta_compatible(a, "first delta", b, "second delta")) != SA_OK)
 		return rc;
-	if (a->kind == SA_KIND_LSQ) {
+	if (a->mapping == SA_MAPPING_LSQ) {
 		/* the memory's sums have no gates: B's tokens add to A's */
 		size_t nh = (size_t)sa_delta_n_used(a) * h_per_pair(a);
 		for (size_t i = 0; i < nh; i++)
@@ -1085,7 +1085,7 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 	size_t nh = (size_t)sa_delta_n_used(d) * h_per_pair(d);
 	size_t np = (size_t)sa_delta_n_used(d) * p_per_pair(d);
 	double hss = 0, psum = 0;
-	int lsq = d->kind == SA_KIND_LSQ, dk = lsq ? d_key(d) : 0;
+	int lsq = d->mapping == SA_MAPPING_LSQ, dk = lsq ? d_key(d) : 0;
 	unsigned version = lsq ? DELTA_VERSION_LSQ : DELTA_VERSION;
 	const char *mapping = lsq ? "lsq" : "pool";
 
@@ -1225,10 +1225,10 @@ sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
 
 	*B = NULL;
 	*A = NULL;
-	if (a->kind != d->kind || a->n_layer != d->n_layer || a->n_head_kv != Hk || a->d_head != dh ||
+	if (a->mapping != d->mapping || a->n_layer != d->n_layer || a->n_head_kv != Hk || a->d_head != dh ||
 	    a->rank != r || a->mats != d->mats)
 		return sa_fail(SA_EDATA, "delta and adapter %s differ in shape", nm(a->path));
-	if (d->kind == SA_KIND_LSQ)
+	if (d->mapping == SA_MAPPING_LSQ)
 		return memory_factors(a, d, layer, mat, s, B, A);
 	if (!(h = sa_delta_h(d, layer, mat)))
 		return sa_fail(SA_EINTERNAL, "layer %d %s is not in the delta", layer,

@@ -486,15 +486,15 @@ block_sizes(const sa_adapter *a, size_t *hs, size_t *ps)
 {
 	size_t Hk = a->n_head_kv, dh = a->d_head, dk = a->d_key;
 
-	*hs = a->kind == SA_KIND_LSQ ? Hk * dh * dk : Hk * a->rank * dh;
-	*ps = a->kind == SA_KIND_LSQ ? Hk * dk * dk : Hk * a->rank;
+	*hs = a->mapping == SA_MAPPING_LSQ ? Hk * dh * dk : Hk * a->rank * dh;
+	*ps = a->mapping == SA_MAPPING_LSQ ? Hk * dk * dk : Hk * a->rank;
 }
 
 /* Block p's floats in the delta, (l, m)'s or layer l's. */
 static float *
 delta_block(sa_delta *d, const sa_adapter *a, int l, int m, int state)
 {
-	if (a->kind == SA_KIND_LSQ)
+	if (a->mapping == SA_MAPPING_LSQ)
 		return state ? sa_delta_G(d, l) : sa_delta_S(d, l);
 	return state ? sa_delta_h(d, l, m) : sa_delta_P(d, l, m);
 }
@@ -552,7 +552,7 @@ encode_hook(void *ctx, int layer, int n, const float *k, const float *v)
 		    layer, n, e->seg_n);
 		return;
 	}
-	if (a->kind == SA_KIND_LSQ) {
+	if (a->mapping == SA_MAPPING_LSQ) {
 		sa_pool_run_chunks(memory_task, &job, a->n_head_kv);
 		e->rc = job.rc;
 		return;
@@ -582,7 +582,7 @@ check_start(const sa_delta *d, const sa_model *model, const sa_adapter *a)
 	if (d->adapter_fingerprint != a->fingerprint)
 		return sa_fail(SA_EDATA, "%s was made with another adapter (fingerprint %016llx, adapter has %016llx)",
 		    name, (unsigned long long)d->adapter_fingerprint, (unsigned long long)a->fingerprint);
-	if (d->kind != a->kind || d->n_layer != a->n_layer || d->n_head_kv != a->n_head_kv ||
+	if (d->mapping != a->mapping || d->n_layer != a->n_layer || d->n_head_kv != a->n_head_kv ||
 	    d->d_head != a->d_head || d->rank != a->rank || d->chunk != a->chunk || d->mats != a->mats)
 		return sa_fail(SA_EDATA, "%s: shape does not match the adapter", name);
 	return SA_OK;
@@ -616,7 +616,7 @@ sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_
 	}
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++)
-			e->pair[(size_t)l * SA_NMAT + m] = a->kind == SA_KIND_LSQ ? (m == 0 ? n_used++ : -1)
+			e->pair[(size_t)l * SA_NMAT + m] = a->mapping == SA_MAPPING_LSQ ? (m == 0 ? n_used++ : -1)
 			    : (a->mats & (1u << m)) ? n_used++ : -1;
 	rc = start ? sa_delta_clone(&e->delta, start) : sa_delta_new(&e->delta, a);
 	if (rc != SA_OK)

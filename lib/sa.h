@@ -469,22 +469,23 @@ typedef struct sa_adapter_mat {
 } sa_adapter_mat;
 
 /*
- * The two kinds of context mapping.  SA_KIND_POOL is the paper's: r learned
+ * The two kinds of context mapping (the field "mapping" of adapters and
+ * deltas; "kind" in the files).  SA_MAPPING_POOL is the paper's: r learned
  * queries pool each chunk, a gated recurrence sums the chunks; the delta is
- * (h, P).  SA_KIND_LSQ is the least-squares memory (sa_memory_*): the delta
+ * (h, P).  SA_MAPPING_LSQ is the least-squares memory (sa_memory_*): the delta
  * is (G, S) per layer, read out when applied; its update has rank
  * n_head_kv * d_key, and the adapter's rank field holds that.
  */
-enum { SA_KIND_POOL = 0, SA_KIND_LSQ = 1 };
+enum { SA_MAPPING_POOL = 0, SA_MAPPING_LSQ = 1 };
 
-/* One layer's memory parameters (SA_KIND_LSQ), shaped as in sa_memory_params:
+/* One layer's memory parameters (SA_MAPPING_LSQ), shaped as in sa_memory_params:
  * P [Hk][dk][Dkv], p [Hk][dk], w [Hk][Dkv], c [Hk]. */
 typedef struct sa_adapter_memory {
 	float *P, *p, *w, *c;
 } sa_adapter_memory;
 
 typedef struct sa_adapter {
-	int kind;                      /* SA_KIND_POOL or SA_KIND_LSQ */
+	int mapping;                   /* SA_MAPPING_POOL or SA_MAPPING_LSQ */
 	int n_layer, n_head_kv, d_head, rank, chunk;   /* LSQ: rank = Hk * d_key, chunk 0 */
 	int d_key;                     /* LSQ: features per memory; 0 for POOL */
 	float lambda;                  /* LSQ: ridge of the read-out; 0 for POOL */
@@ -507,13 +508,13 @@ sa_memory_params sa_adapter_memory_params(const sa_adapter *a, int layer);
  * W2 random, W1 = 0 unless w1_scale != 0 (random, for tests). */
 int sa_adapter_init(sa_adapter **out, const sa_model *model, int rank, int chunk,
     uint32_t mats, uint64_t seed, float w1_scale);
-/* A new least-squares memory adapter (SA_KIND_LSQ): d_key features per
+/* A new least-squares memory adapter (SA_MAPPING_LSQ): d_key features per
  * memory, ridge lambda; P, w random from seed, p = 0, c = 0 (half of every
  * token written), W2 random, W1 = 0 unless w1_scale != 0. */
 int sa_adapter_init_lsq(sa_adapter **out, const sa_model *model, int d_key, float lambda,
     uint32_t mats, uint64_t seed, float w1_scale);
 /* A copy of a (made for model) with rank slots, rank >= a->rank: the same
- * deltas until trained, the new slots ready to learn (SA_KIND_POOL only). */
+ * deltas until trained, the new slots ready to learn (SA_MAPPING_POOL only). */
 int sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, int rank,
     uint64_t seed);
 int sa_adapter_load(sa_adapter **out, const char *path);
@@ -540,7 +541,7 @@ typedef struct sa_source {
  *   h [Hk][r][dh] and P [Hk][r].
  */
 typedef struct sa_delta {
-	int kind;                /* SA_KIND_POOL or SA_KIND_LSQ, as its adapter */
+	int mapping;             /* SA_MAPPING_POOL or SA_MAPPING_LSQ, as its adapter */
 	uint64_t model_fingerprint, adapter_fingerprint;
 	int n_layer, n_head_kv, d_head, rank, chunk;   /* LSQ: rank = Hk*dk, chunk 0 */
 	uint32_t mats;

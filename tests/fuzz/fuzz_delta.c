@@ -25,7 +25,7 @@ delta_same(const sa_delta *a, const sa_delta *b)
 	size_t nh, np;
 
 	sa_delta_sizes(a, &nh, &np);
-	if (a->kind != b->kind || a->model_fingerprint != b->model_fingerprint ||
+	if (a->mapping != b->mapping || a->model_fingerprint != b->model_fingerprint ||
 	    a->adapter_fingerprint != b->adapter_fingerprint ||
 	    a->n_layer != b->n_layer || a->n_head_kv != b->n_head_kv ||
 	    a->d_head != b->d_head || a->rank != b->rank || a->chunk != b->chunk ||
@@ -104,9 +104,9 @@ delta_recipe(const uint8_t *data, size_t size)
 	d.n_head_kv = 1 + data[4] % 3;
 	d.d_head = 1 + data[5] % 8;
 	/* the high bit of byte 7 picks the least-squares memory */
-	d.kind = data[7] >> 7 ? SA_KIND_LSQ : SA_KIND_POOL;
-	d.rank = (1 + data[6] % 4) * (d.kind == SA_KIND_LSQ ? d.n_head_kv : 1);
-	d.chunk = d.kind == SA_KIND_LSQ ? 0 : 1 + (data[7] & 0x7f);
+	d.mapping = data[7] >> 7 ? SA_MAPPING_LSQ : SA_MAPPING_POOL;
+	d.rank = (1 + data[6] % 4) * (d.mapping == SA_MAPPING_LSQ ? d.n_head_kv : 1);
+	d.chunk = d.mapping == SA_MAPPING_LSQ ? 0 : 1 + (data[7] & 0x7f);
 	d.mats = 1 + data[8] % 127;
 	d.n_tokens = data[9];
 	d.n_demos = data[10];
