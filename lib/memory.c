@@ -316,3 +316,34 @@ done:
 	free(row);
 	return rc;
 }
+
+/*
+ * The read-out as the trainer's side path takes it (sa_tside, H [r][Dkv]
+ * with W1 [d_out][Dkv] and W2 [r][d_in]):
+ *   H [Hk*dk][Hk*dh],  H[h*dk + j][h*dh + i] = M[h][i][j], 0 off the blocks
+ * so that W1 H^T = W1 blockdiag(M), as sa_delta_factors makes B.
+ */
+void
+sa_memory_side(const float *M, int Hk, int dh, int dk, float *H)
+{
+	size_t Dkv = (size_t)Hk * dh;
+
+	memset(H, 0, (size_t)Hk * dk * Dkv * sizeof *H);
+	for (int h = 0; h < Hk; h++)
+		for (int i = 0; i < dh; i++)
+			for (int j = 0; j < dk; j++)
+				H[((size_t)h * dk + j) * Dkv + (size_t)h * dh + i] = M[((size_t)h * dh + i) * dk + j];
+}
+
+/* dM [Hk][dh][dk] += the blocks of dH [Hk*dk][Hk*dh] (off them, nothing
+ * flows: H is zero there whatever the memory holds). */
+void
+sa_memory_side_backward(const float *dH, int Hk, int dh, int dk, float *dM)
+{
+	size_t Dkv = (size_t)Hk * dh;
+
+	for (int h = 0; h < Hk; h++)
+		for (int i = 0; i < dh; i++)
+			for (int j = 0; j < dk; j++)
+				dM[((size_t)h * dh + i) * dk + j] += dH[((size_t)h * dk + j) * Dkv + (size_t)h * dh + i];
+}

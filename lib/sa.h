@@ -450,6 +450,10 @@ typedef struct sa_memory_grads { float *P, *p, *w, *c; } sa_memory_grads;
 int sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float *V, int n,
     const float *u, const float *phi, const float *beta, const float *G, const float *S,
     double lambda, const float *dM, sa_memory_grads *gr);
+/* M [Hk][dh][dk] laid out as the side path's H [Hk*dk][Hk*dh] (block
+ * diagonal), and the gradient of H back onto M (added into dM). */
+void sa_memory_side(const float *M, int Hk, int dh, int dk, float *H);
+void sa_memory_side_backward(const float *dH, int Hk, int dh, int dk, float *dM);
 
 /* --------------------------------------------------------------- adapter */
 
