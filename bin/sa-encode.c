@@ -3,9 +3,6 @@
  * the adapter maps their keys and values into a context state.
  */
 #include <getopt.h>
-#include <limits.h>
-#include <stdint.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -70,25 +67,26 @@ dump(char **files, int n_files, const int *formats, const char *stdin_data, size
 	}
 }
 
-/* old params, then "; new" unless the same (as sa_delta_chain joins them). */
-static void
-set_params(sa_delta *d, char *params)
-{
-	char *j;
-	size_t n;
+/* Progress of the segments fed: a line each (-v), or one line per input
+ * rewritten in place on a terminal. */
+typedef struct progress {
+	int verbose, on;
+	long fed;
+	double t0;
+} progress;
 
-	if (!d->params || !*d->params || strcmp(d->params, params) == 0) {
-		free(d->params);
-		d->params = params;
-		return;
-	}
-	n = strlen(d->params) + 2 + strlen(params) + 1;
-	if (!(j = malloc(n)))
-		die(SA_EINTERNAL, "out of memory");
-	snprintf(j, n, "%s; %s", d->params, params);
-	free(d->params);
-	free(params);
-	d->params = j;
+static void
+step(void *ctx, const sa_encode_step *s)
+{
+	progress *p = ctx;
+
+	p->fed += s->seg->n;
+	if (p->verbose)
+		warnx_("%s:%ld: segment of %d tokens, %d demonstrations", s->source, s->seg->line,
+		    s->seg->n, s->seg->n_demos);
+	else if (p->on)
+		fprintf(stderr, "\r%s: %s: %ld/%ld tokens, %.0f tokens/s %s", argv0, s->source,
+		    s->done, s->total, p->fed / (now() - p->t0 + 1e-9), s->i + 1 == s->n_segs ? "\n" : "");
 }
 
 int
@@ -113,19 +111,14 @@ main(int argc, char **argv)
 	};
 	const char *model_path = NULL, *adapter_path = NULL, *out = "-", *append = NULL;
 	const char *tmpl = SA_DEMOS_TEMPLATE, *cache = NULL;
-	char key[SA_CACHE_KEY_LEN + 1], *stdin_data = NULL;
+	char *stdin_data = NULL, *stdin_only[] = { "-" }, **files;
 	size_t stdin_len = 0;
-	sa_delta *cached = NULL;
-	char *stdin_only[] = { "-" }, **files, abspath[PATH_MAX];
 	int forced = SA_DEMOS_AUTO, n_ctx = 0, quiet = 0, verbose = 0, do_dump = 0, n_files;
-	int n_stdin = 0, c, progress, *formats, lock = -1;
-	char *params;
+	int n_stdin = 0, c, *formats, hit;
+	progress p = { 0 };
 	sa_model *model;
 	sa_adapter *adapter;
 	sa_delta *start = NULL, *d;
-	sa_encoder *enc;
-	double t0;
-	long fed = 0;
 
 	setprogname_(argv[0]);
 	while ((c = getopt_long(argc, argv, "m:a:o:F:f:T:c:t:qvhV", longopts, NULL)) != -1) {
@@ -174,7 +167,8 @@ main(int argc, char **argv)
 		close_stdout();
 		return 0;
 	}
-	progress = !quiet && isatty(2);
+	p.verbose = verbose;
+	p.on = !quiet && isatty(2);
 
 	TRY(sa_model_load(&model, model_path));
 	TRY(sa_adapter_load(&adapter, adapter_path));
@@ -182,90 +176,22 @@ main(int argc, char **argv)
 	if (append)
 		TRY(sa_delta_load(&start, append));
 	n_ctx = ctx_size(n_ctx, model);
-	if (start && start->model_fingerprint != model->fingerprint)
-		die(SA_EDATA, "%s was made for another model (fingerprint %016llx, model has %016llx)",
-		    append, (unsigned long long)start->model_fingerprint,
-		    (unsigned long long)model->fingerprint);
-	if (start && start->adapter_fingerprint != adapter->fingerprint)
-		die(SA_EDATA, "%s was made with another adapter (fingerprint %016llx, adapter has %016llx)",
-		    append, (unsigned long long)start->adapter_fingerprint,
-		    (unsigned long long)adapter->fingerprint);
-	TRY(sa_encoder_new(&enc, model, adapter, start));
-	/* The cache holds encodings from an empty state. */
-	if ((cache = sa_cache_dir(cache)) && append)
-		cache = NULL;
-	if (cache) {
-		int rc;
-		TRY(sa_cache_key(key, model, adapter, n_ctx, tmpl, files, formats, n_files,
-		    stdin_data, stdin_len));
-		rc = sa_cache_get(cache, key, model, adapter, files, n_files, &cached);
-		if (rc == SA_ENOINPUT || rc == SA_EDATA) {
-			if (verbose)
-				warnx_("cache miss: %s/%s.delta", cache, key);
-			lock = sa_cache_lock(cache, key, verbose ? note : NULL, NULL);
-			rc = sa_cache_get(cache, key, model, adapter, files, n_files, &cached);
-		}
-		if (rc == SA_EDATA)
-			warnx_("%s; encoding again", sa_error());
-		else if (rc != SA_OK && rc != SA_ENOINPUT)
-			die_sa(rc);
-	}
+	if (start)
+		TRY(sa_binding_check(model, adapter, start, append));
 
-	t0 = now();
-	for (int f = 0; !cached && f < n_files; f++) {
-		sa_demos *demos;
-		sa_segment *segs;
-		int n_segs;
-		long total = 0, done = 0;
-
-		TRY(sa_demos_read(&demos, files[f], strcmp(files[f], "-") ? NULL : stdin_data,
-		    stdin_len, formats[f], tmpl));
-		TRY(sa_demos_segment(demos, model->vocab, n_ctx, &segs, &n_segs));
-		for (int s = 0; s < n_segs; s++)
-			total += segs[s].n;
-		for (int s = 0; s < n_segs; s++) {
-			TRY(sa_encoder_feed(enc, segs[s].toks, segs[s].n, segs[s].n_demos));
-			done += segs[s].n;
-			fed += segs[s].n;
-			if (verbose)
-				warnx_("%s:%ld: segment of %d tokens, %d demonstrations",
-				    demos->source.name, segs[s].line, segs[s].n, segs[s].n_demos);
-			else if (progress)
-				fprintf(stderr, "\r%s: %s: %ld/%ld tokens, %.0f tokens/s ", argv0,
-				    demos->source.name, done, total,
-				    fed / (now() - t0 + 1e-9));
-		}
-		if (progress && !verbose && n_segs > 0)
-			fputc('\n', stderr);
-		TRY(sa_encoder_add_source(enc, demos->source.name, demos->source.hash));
-		sa_segments_free(segs, n_segs);
-		sa_demos_free(demos);
-	}
-
-	d = cached ? cached : sa_encoder_delta(enc);
-	if (realpath(adapter_path, abspath)) {
-		free(d->adapter_path);
-		if (!(d->adapter_path = strdup(abspath)))
-			die(SA_EINTERNAL, "out of memory");
-	}
-	if (!(params = sa_demos_params(formats, n_files, n_ctx, tmpl)))
-		die_sa(SA_EINTERNAL);
-	set_params(d, params);
-	if (verbose && cached)
-		warnx_("cache hit: %s/%s.delta, %llu tokens encoded before", cache, key,
-		    (unsigned long long)d->n_tokens);
-	else if (verbose)
-		warnx_("%ld tokens in %.2f s", fed, now() - t0);
 	sa_outfile_install_signals();
-	if (cache && !cached && sa_cache_put(cache, key, d) != SA_OK)
-		warnx_("%s (not cached)", sa_error());
-	sa_cache_unlock(cache, key, lock);
+	p.t0 = now();
+	TRY(sa_encode_files(&d, model, adapter, &(sa_encoding){ .files = files, .formats = formats,
+	    .n = n_files, .stdin_data = stdin_data, .stdin_len = stdin_len, .tmpl = tmpl,
+	    .n_ctx = n_ctx, .start = start, .cache_dir = sa_cache_dir(cache), .step = step,
+	    .note = note, .detail = verbose ? note : NULL, .ctx = &p }, &hit));
+	if (verbose && !hit)
+		warnx_("%ld tokens in %.2f s", p.fed, now() - p.t0);
 	TRY(sa_delta_save(d, out));
 
 	free(formats);
 	free(stdin_data);
-	sa_delta_free(cached);
-	sa_encoder_free(enc);
+	sa_delta_free(d);
 	sa_delta_free(start);
 	sa_adapter_free(adapter);
 	sa_model_free(model);

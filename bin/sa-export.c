@@ -64,8 +64,7 @@ main(int argc, char **argv)
 	double *scale;
 	int format = LLAMA, verbose = 0, n, c;
 	sa_model *model;
-	sa_adapter *a;
-	sa_delta **d;
+	sa_deltas *ds;
 
 	setprogname_(argv[0]);
 	while ((c = getopt_long(argc, argv, "m:a:F:f:o:qvhV", longopts, NULL)) != -1) {
@@ -105,39 +104,31 @@ main(int argc, char **argv)
 		die(SA_EUSAGE, "refusing to write a binary adapter to a terminal (use -o FILE)");
 
 	n = argc - optind;
-	if (!(scale = calloc((size_t)n, sizeof *scale)) || !(d = calloc((size_t)n, sizeof *d)) ||
-	    !(files = calloc((size_t)n, sizeof *files)))
+	if (!(scale = calloc((size_t)n, sizeof *scale)) || !(files = calloc((size_t)n, sizeof *files)))
 		die(SA_EINTERNAL, "out of memory");
 	for (int i = 0; i < n; i++)
 		split_scale("scale", argv[optind + i], &files[i], &scale[i]);
 	stdin_operands(files, n, "a delta");
-	for (int i = 0; i < n; i++) {
-		TRY(sa_delta_load(&d[i], files[i]));
-		if (i > 0)
-			TRY(sa_delta_compatible(d[0], files[0], d[i], files[i]));
-	}
+	TRY(sa_deltas_load(&ds, files, scale, n));
 
 	TRY(sa_model_load(&model, model_path));
-	delta_adapter_load(&a, adapter_arg, d[0], files[0]);
+	TRY(sa_deltas_bind(ds, model, adapter_arg, default_adapter()));
 
 	sa_outfile_install_signals();
 	if (format == LLAMA)
-		TRY(sa_export_llama(model, a, d, scale, n, out));
+		TRY(sa_export_llama(model, ds->adapter, ds->d, ds->scale, n, out));
 	else
-		TRY(sa_export_peft(model, a, d, scale, n, base_model, out));
+		TRY(sa_export_peft(model, ds->adapter, ds->d, ds->scale, n, base_model, out));
 	if (verbose > 0)
 		warnx_("%d delta%s, rank %d, %d layers: %s LoRA adapter written to %s", n,
-		    n == 1 ? "" : "s", a->rank, a->n_layer, format == LLAMA ? "llama.cpp" : "PEFT",
-		    strcmp(out, "-") ? out : "stdout");
+		    n == 1 ? "" : "s", ds->adapter->rank, ds->adapter->n_layer,
+		    format == LLAMA ? "llama.cpp" : "PEFT", strcmp(out, "-") ? out : "stdout");
 
-	for (int i = 0; i < n; i++) {
-		sa_delta_free(d[i]);
+	for (int i = 0; i < n; i++)
 		free(files[i]);
-	}
 	free(files);
-	free(d);
 	free(scale);
-	sa_adapter_free(a);
+	sa_deltas_free(ds);
 	sa_model_free(model);
 	close_stdout();
 	return 0;

@@ -60,8 +60,9 @@ main(int argc, char **argv)
 	const char *out = "-";
 	char **args, **files;
 	double *w, wsum = 0;
-	sa_delta **d, *res;
-	int mode = CHAIN, nmode = 0, verbose = 0, n, weighted = 0, c, rc;
+	sa_deltas *ds;
+	sa_delta *res;
+	int mode = CHAIN, nmode = 0, verbose = 0, n, weighted = 0, c;
 
 	setprogname_(argv[0]);
 	while ((c = getopt_long(argc, argv, "o:qvhV", longopts, NULL)) != -1) {
@@ -83,8 +84,7 @@ main(int argc, char **argv)
 	}
 	args = optind < argc ? argv + optind : stdin_only;
 	n = optind < argc ? argc - optind : 1;
-	if (!(w = calloc((size_t)n, sizeof *w)) || !(d = calloc((size_t)n, sizeof *d)) ||
-	    !(files = calloc((size_t)n, sizeof *files)))
+	if (!(w = calloc((size_t)n, sizeof *w)) || !(files = calloc((size_t)n, sizeof *files)))
 		die(SA_EINTERNAL, "out of memory");
 	for (int i = 0; i < n; i++) {
 		if (split_scale("weight", args[i], &files[i], &w[i]))
@@ -103,21 +103,15 @@ main(int argc, char **argv)
 	if (strcmp(out, "-") == 0 && isatty(1))
 		die(SA_EUSAGE, "refusing to write a binary delta to a terminal (use -o FILE)");
 
-	for (int i = 0; i < n; i++) {
-		const char *name = strcmp(files[i], "-") ? files[i] : "stdin";
-		TRY(sa_delta_load(&d[i], files[i]));
-		if (i > 0 && (rc = sa_delta_compatible(d[0], strcmp(files[0], "-") ? files[0] : "stdin",
-		    d[i], name)) != SA_OK)
-			die_sa(rc);
-	}
+	TRY(sa_deltas_load(&ds, files, NULL, n));
 
 	if (mode == CHAIN) {
-		res = d[0];
-		d[0] = NULL;
+		res = ds->d[0];
+		ds->d[0] = NULL;
 		for (int i = 1; i < n; i++)
-			TRY(sa_delta_chain(res, d[i]));
+			TRY(sa_delta_chain(res, ds->d[i]));
 	} else {
-		TRY(sa_delta_combine(&res, d, w, n));
+		TRY(sa_delta_combine(&res, ds->d, w, n));
 	}
 	sa_outfile_install_signals();
 	TRY(sa_delta_save(res, out));
@@ -126,13 +120,11 @@ main(int argc, char **argv)
 		    mode == CHAIN ? "chained" : mode == MEAN ? "averaged" : "summed", n, n == 1 ? "" : "s",
 		    (unsigned long long)res->n_tokens, (unsigned long long)res->n_demos,
 		    strcmp(out, "-") ? out : "stdout");
-	for (int i = 0; i < n; i++) {
-		sa_delta_free(d[i]);
+	for (int i = 0; i < n; i++)
 		free(files[i]);
-	}
+	sa_deltas_free(ds);
 	sa_delta_free(res);
 	free(files);
-	free(d);
 	free(w);
 	close_stdout();
 	return 0;

@@ -325,9 +325,10 @@ load_pool(pool *p, const char *dir, const char *file)
  * labels (--rename): one to three tokens, a word-start piece (" cat") and
  * continuation pieces ("s"), half of them whole words of the corpus and half
  * made-up compounds of pieces, so that the only way to answer is to read the
- * context.  A word whose text hashes (FNV-1a) to 0 or 1 mod 10 is held out:
- * scripts/make-pools.py draws the dev and test pools of data/pools from
- * exactly those, so evaluation binds words no episode bound.
+ * context.  A word of two or three tokens whose text hashes (FNV-1a) to 0
+ * or 1 mod 10 is held out: scripts/make-pools.py draws the dev and test
+ * pools of data/pools from exactly those, so evaluation binds words no
+ * episode bound.
  */
 typedef struct word { int t[3], n; } word;
 static int *word_start, n_word_start, *word_cont, n_word_cont;
@@ -365,11 +366,18 @@ build_word_pieces(void)
 		die(SA_EDATA, "--map-vocab: the vocabulary has too few word pieces");
 }
 
-/* 1 if the word's text (without its leading space) is held out. */
+/*
+ * 1 if the word's text (without its leading space) is held out.  Words of
+ * one token never are: a token that never answers a mapping is one the
+ * model learns never to answer, and then it cannot copy it either.
+ */
 static int
 word_held_out(const word *w)
 {
 	uint32_t h = 0x811c9dc5u;
+
+	if (w->n < 2)
+		return 0;
 
 	for (int i = 0; i < w->n; i++) {
 		char b[64];
@@ -436,14 +444,44 @@ draw_words(rng *r, word *w, int n)
 	}
 }
 
+/*
+ * n distinct words of two or three tokens made of a few pieces, so that
+ * they share beginnings and endings ("con-cert", "con-tract", "pro-tract"):
+ * a model that tells words apart by one of their tokens cannot answer
+ * these, and real words share pieces so.
+ */
+static void
+draw_words_alike(rng *r, word *w, int n)
+{
+	int start[8], cont[8], ns = 2, nc = 2;
+
+	while (ns * nc * (1 + nc) < 2 * n && ns < 8)
+		ns++, nc++;
+	for (int i = 0; i < ns; i++)
+		start[i] = word_start[rng_below(r, n_word_start)];
+	for (int i = 0; i < nc; i++)
+		cont[i] = word_cont[rng_below(r, n_word_cont)];
+	for (int i = 0; i < n; i++) {
+		int dup;
+		do {
+			w[i].n = 2 + (int)rng_below(r, 2);
+			w[i].t[0] = start[rng_below(r, ns)];
+			for (int k = 1; k < w[i].n; k++)
+				w[i].t[k] = cont[rng_below(r, nc)];
+			dup = word_held_out(&w[i]);
+			for (int j = 0; j < i && !dup; j++)
+				dup = word_eq(&w[i], &w[j]);
+		} while (dup);
+	}
+}
+
 static toks
 word_toks(word *w)
 {
 	return (toks){ .t = w->t, .n = w->n, .cap = w->n };
 }
 
-/* FILE.gz is read through zlib. */
-
+/* The text of path; FILE.gz is read through zlib. */
 static void
 read_text(const char *path, char **data, size_t *len)
 {
@@ -585,11 +623,18 @@ episode_map_vocab(rng *r, int *seq, unsigned char *unscored, int T)
 	int order[MAXK], n = 0, bos = sa_vocab_bos(vocab);
 	int n_keys = (int)floor(exp(log(2) + rng_unif(r) * (log(MAXK) - log(2))));
 
-	draw_words(r, keys, n_keys);
-	for (int i = 0; i < n_keys; i++) {
-		vals[i] = draw_word(r, draw_word_len(r));
+	/* in half the episodes, keys alike; in half, labels alike */
+	if (rng_u64(r) & 1)
+		draw_words_alike(r, keys, n_keys);
+	else
+		draw_words(r, keys, n_keys);
+	if (rng_u64(r) & 1)
+		draw_words_alike(r, vals, n_keys);
+	else
+		for (int i = 0; i < n_keys; i++)
+			vals[i] = draw_word(r, draw_word_len(r));
+	for (int i = 0; i < n_keys; i++)
 		order[i] = i;
-	}
 	for (int i = n_keys - 1; i > 0; i--) {
 		int j = rng_below(r, i + 1), t = order[i];
 		order[i] = order[j];
@@ -1433,11 +1478,17 @@ draw_episode(rng *r, episode *e, int T, long *n_tok, int held_out)
 		int nk = 1 + rng_below(r, k < 63 ? k : 63), len = e->ctx.n;
 		word wk[64], wv[64];
 		toks keys[64], vals[64];
-		if (opt.map_vocab)
+		int alike_v = opt.map_vocab && rng_u64(r) & 1;
+		if (opt.map_vocab && rng_u64(r) & 1)
+			draw_words_alike(r, wk, nk);
+		else if (opt.map_vocab)
 			draw_words(r, wk, nk);
+		if (alike_v)
+			draw_words_alike(r, wv, nk);
 		for (int i = 0; i < nk; i++) {
 			if (opt.map_vocab) {
-				wv[i] = draw_word(r, draw_word_len(r));
+				if (!alike_v)
+					wv[i] = draw_word(r, draw_word_len(r));
 				keys[i] = word_toks(&wk[i]);
 				vals[i] = word_toks(&wv[i]);
 			} else {

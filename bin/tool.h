@@ -75,15 +75,6 @@ parse_long(const char *opt, const char *s, long lo, long hi)
 	return v;
 }
 
-/* A bound for a message: an integral one in full (2147483647, not
- * 2.14748e+09). */
-static const char * __attribute__((unused))
-bound_text(char buf[32], double v)
-{
-	snprintf(buf, 32, fabs(v) < 1e20 && v == floor(v) ? "%.0f" : "%g", v);
-	return buf;
-}
-
 static double __attribute__((unused))
 parse_double(const char *opt, const char *s, double lo, double hi)
 {
@@ -94,7 +85,7 @@ parse_double(const char *opt, const char *s, double lo, double hi)
 	v = strtod(s, &end);
 	if (errno || end == s || *end || !(v >= lo && v <= hi))
 		die(SA_EUSAGE, "%s: invalid value '%s' (want a number from %s to %s)", opt, s,
-		    bound_text(a, lo), bound_text(b, hi));
+		    sa_num_text(a, lo), sa_num_text(b, hi));
 	return v;
 }
 
@@ -261,45 +252,6 @@ need_adapter(const char *given, const char *synopsis)
 	return p;
 }
 
-/*
- * Load the adapter of a delta: -a FILE when given, else the path the delta
- * records (sa-encode writes it absolute), that path relative to the delta's
- * directory, a file of its name in the delta's directory (the two moved
- * together), else the default adapter if the delta was made with it.
- * Returns the path loaded.
- */
-static __attribute__((unused)) const char *
-delta_adapter_load(sa_adapter **a, const char *given, const sa_delta *d, const char *delta_path)
-{
-	static char buf[PATH_MAX];
-	const char *rec = d->adapter_path && *d->adapter_path ? d->adapter_path : NULL;
-	const char *base = rec && strrchr(rec, '/') ? strrchr(rec, '/') + 1 : rec;
-	const char *slash = strrchr(delta_path, '/'), *dir = slash ? delta_path : ".", *p = given;
-	int n = slash ? (int)(slash - delta_path) : 1, beside = rec && strcmp(delta_path, "-") != 0;
-
-	if (!p && rec && access(rec, R_OK) == 0)
-		p = rec;
-	if (!p && beside && rec[0] != '/')
-		p = readable(buf, sizeof buf, "%.*s/%s", n, dir, rec);
-	if (!p && beside)
-		p = readable(buf, sizeof buf, "%.*s/%s", n, dir, base);
-	if (p) {
-		TRY(sa_adapter_load(a, p));
-		return p;
-	}
-	if ((p = default_adapter())) {
-		TRY(sa_adapter_load(a, p));
-		if ((*a)->fingerprint == d->adapter_fingerprint)
-			return p;
-		sa_adapter_free(*a);
-	}
-	delta_path = strcmp(delta_path, "-") ? delta_path : "stdin";
-	if (rec)
-		die(SA_ENOINPUT, "%s: its adapter %s is missing, and none is beside it: give -a ADAPTER",
-		    delta_path, rec);
-	die(SA_EUSAGE, "%s records no adapter: give -a ADAPTER", delta_path);
-}
-
 /* -f is the prompt file, as in llama.cpp; the format of sa-encode and
  * sa-export is -F.  A usage error that says so for -f FORMAT. */
 static void __attribute__((noreturn, unused))
@@ -312,10 +264,7 @@ format_moved(const char *arg, const char *synopsis)
 static double __attribute__((unused))
 now(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+	return sa_now();
 }
 
 /* Flush and close stdout; a failure (disk full, closed pipe) is an I/O error. */

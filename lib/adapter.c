@@ -525,36 +525,6 @@ sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, in
 	return SA_OK;
 }
 
-int
-sa_adapter_check(const sa_adapter *a, const sa_model *model)
-{
-	const char *name = a->path ? a->path : "adapter";
-
-	if (a->model_fingerprint != model->fingerprint)
-		return sa_fail(SA_EDATA, "%s was made for another model (fingerprint %016llx, %s has %016llx)",
-		    name, (unsigned long long)a->model_fingerprint,
-		    model->name ? model->name : "the model", (unsigned long long)model->fingerprint);
-	if (a->n_layer != model->cfg.n_layer || a->n_head_kv != model->cfg.n_head_kv ||
-	    a->d_head != model->cfg.d_head)
-		return sa_fail(SA_EDATA, "%s: shape (%d layers, %d kv heads of %d) does not match the model's "
-		    "(%d, %d, %d)", name, a->n_layer, a->n_head_kv, a->d_head,
-		    model->cfg.n_layer, model->cfg.n_head_kv, model->cfg.d_head);
-	for (int m = 0; m < SA_NMAT; m++) {
-		int o, i, rc;
-		if (!(a->mats >> m & 1))
-			continue;
-		if ((rc = sa_model_mat_dims(model, m, &o, &i)) != SA_OK)
-			return rc;
-		for (int l = 0; l < a->n_layer; l++) {
-			const sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (am->d_out != o || am->d_in != i)
-				return sa_fail(SA_EDATA, "%s: layer %d %s is %d x %d, the model's is %d x %d",
-				    name, l, sa_mat_name(m), am->d_out, am->d_in, o, i);
-		}
-	}
-	return SA_OK;
-}
-
 /* ------------------------------------------------------------ the file */
 
 static void

@@ -1,7 +1,7 @@
 /*
  * delta.c - context states (sa-delta(5)): the binary file, the exact
- * algebra on states (chain, weighted sums) and the absorption of a state
- * into a model's weights.
+ * algebra on states (chain, weighted sums) and their description.  A state
+ * goes into a model's weights in apply.c.
  *
  * File layout, little-endian throughout:
  *   header   "SADELTA\0", u32 version, u32 kind (0 pool, 1 lsq), u64 model and
@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
-#include <cblas.h>
 
 #include "sa.h"
 
@@ -886,26 +885,25 @@ sa_delta_compatible(const sa_delta *a, const char *name_a, const sa_delta *b, co
 	return SA_OK;
 }
 
-/* "x; y" unless one is empty or both are equal. */
-static int
-join_params(char **dst, const char *b)
+int
+sa_delta_join_params(sa_delta *d, const char *params)
 {
-	char *a = *dst, *j;
+	char *a = d->params, *j;
 	size_t n;
 
-	if (!b || !*b || (a && strcmp(a, b) == 0))
+	if (!params || !*params || (a && strcmp(a, params) == 0))
 		return SA_OK;
 	if (!a || !*a) {
-		if (!(j = strdup(b)))
+		if (!(j = strdup(params)))
 			return sa_fail(SA_EINTERNAL, "out of memory");
 	} else {
-		n = strlen(a) + 2 + strlen(b) + 1;
+		n = strlen(a) + 2 + strlen(params) + 1;
 		if (!(j = sa_malloc(n)))
 			return SA_EINTERNAL;
-		snprintf(j, n, "%s; %s", a, b);
+		snprintf(j, n, "%s; %s", a, params);
 	}
 	free(a);
-	*dst = j;
+	d->params = j;
 	return SA_OK;
 }
 
@@ -932,7 +930,7 @@ append_meta(sa_delta *a, const sa_delta *b)
 			a->n_sources++;
 		}
 	}
-	if ((rc = join_params(&a->params, b->params)) != SA_OK)
+	if ((rc = sa_delta_join_params(a, b->params)) != SA_OK)
 		return rc;
 	a->n_tokens += b->n_tokens;
 	a->n_demos += b->n_demos;
@@ -1168,122 +1166,4 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 		fputc('\n', fp);
 	}
 #undef KEY
-}
-
-/* ---------------------------------------------------------- absorption */
-
-/*
- * The memory read out, then the factors of (layer, mat):
- *   M [Hk][dh][dk] = G (S + lambda I)^-1
- *   B [d_out][Hk*dk], B[:, h*dk + j] = s * sum_i W1[:, h*dh + i] M[h][i][j]
- *   A = W2 [Hk*dk][d_in]
- * so that Delta W = B A = s W1 blockdiag(M) W2.
- */
-static int
-memory_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat, float s,
-    float **B, const float **A)
-{
-	const sa_adapter_mat *am = SA_ADAPTER_MAT(a, layer, mat);
-	int Hk = d->n_head_kv, dh = d->d_head, dk = d_key(d), Dkv = Hk * dh, r = d->rank, rc;
-	float *M;
-
-	if (layer < 0 || layer >= d->n_layer || mat < 0 || mat >= SA_NMAT || !(d->mats >> mat & 1))
-		return sa_fail(SA_EINTERNAL, "layer %d %s is not in the delta", layer,
-		    mat >= 0 && mat < SA_NMAT ? sa_mat_name(mat) : "?");
-	if (!(M = sa_malloc((size_t)dh * dk * sizeof *M)))
-		return SA_EINTERNAL;
-	if (!(*B = sa_malloc((size_t)am->d_out * r * sizeof **B))) {
-		free(M);
-		return SA_EINTERNAL;
-	}
-	for (int h = 0; h < Hk; h++) {
-		rc = sa_memory_read(sa_delta_G(d, layer) + (size_t)h * dh * dk,
-		    sa_delta_S(d, layer) + (size_t)h * dk * dk, dh, dk, a->lambda, M);
-		if (rc != SA_OK) {
-			free(M);
-			free(*B);
-			*B = NULL;
-			return rc;
-		}
-		/* B[:, h-block] [d_out][dk] = s * W1[:, h-block] [d_out][dh] . M [dh][dk] */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, am->d_out, dk, dh,
-		    s, am->W1 + (size_t)h * dh, Dkv, M, dk, 0.0f, *B + (size_t)h * dk, r);
-	}
-	free(M);
-	*A = am->W2;
-	return SA_OK;
-}
-
-int
-sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
-    float s, float **B, const float **A)
-{
-	const sa_adapter_mat *am;
-	const float *h;
-	float *H;
-	int Hk = d->n_head_kv, r = d->rank, dh = d->d_head, Dkv = Hk * dh;
-
-	*B = NULL;
-	*A = NULL;
-	if (a->mapping != d->mapping || a->n_layer != d->n_layer || a->n_head_kv != Hk || a->d_head != dh ||
-	    a->rank != r || a->mats != d->mats)
-		return sa_fail(SA_EDATA, "delta and adapter %s differ in shape", nm(a->path));
-	if (d->mapping == SA_MAPPING_LSQ)
-		return memory_factors(a, d, layer, mat, s, B, A);
-	if (!(h = sa_delta_h(d, layer, mat)))
-		return sa_fail(SA_EINTERNAL, "layer %d %s is not in the delta", layer,
-		    mat >= 0 && mat < SA_NMAT ? sa_mat_name(mat) : "?");
-	am = SA_ADAPTER_MAT(a, layer, mat);
-
-	/* H [r][Dkv], H[i][head*dh + j] = h[head][i][j]: the heads of slot i
-	 * side by side, the layout W1's columns expect. */
-	if (!(H = sa_malloc((size_t)r * Dkv * sizeof *H)))
-		return SA_EINTERNAL;
-	for (int hd = 0; hd < Hk; hd++)
-		for (int i = 0; i < r; i++)
-			memcpy(H + (size_t)i * Dkv + (size_t)hd * dh, h + ((size_t)hd * r + i) * dh,
-			    (size_t)dh * sizeof *H);
-	if (!(*B = sa_malloc((size_t)am->d_out * r * sizeof **B))) {
-		free(H);
-		return SA_EINTERNAL;
-	}
-	/* B [d_out][r] = s * W1 [d_out][Dkv] . H^T [Dkv][r] */
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, am->d_out, r, Dkv,
-	    s, am->W1, Dkv, H, Dkv, 0.0f, *B, r);
-	free(H);
-	*A = am->W2;
-	return SA_OK;
-}
-
-int
-sa_delta_apply(sa_model *m, const sa_adapter *a, const sa_delta *d, float s, int merged)
-{
-	int rc;
-
-	if ((rc = sa_adapter_check(a, m)) != SA_OK)
-		return rc;
-	if (d->model_fingerprint != m->fingerprint)
-		return sa_fail(SA_EDATA, "delta was made for another model (fingerprint %016llx, %s has %016llx)",
-		    (unsigned long long)d->model_fingerprint, m->name ? m->name : "the model",
-		    (unsigned long long)m->fingerprint);
-	if (d->adapter_fingerprint != a->fingerprint)
-		return sa_fail(SA_EDATA, "delta was made with another adapter (fingerprint %016llx, %s has %016llx)",
-		    (unsigned long long)d->adapter_fingerprint, nm(a->path), (unsigned long long)a->fingerprint);
-	if (d->n_layer != m->cfg.n_layer)
-		return sa_fail(SA_EDATA, "delta has %d layers, the model %d", d->n_layer, m->cfg.n_layer);
-	for (int l = 0; l < d->n_layer; l++)
-		for (int mat = 0; mat < SA_NMAT; mat++) {
-			const float *A;
-			float *B;
-			if (!(d->mats >> mat & 1))
-				continue;
-			if ((rc = sa_delta_factors(a, d, l, mat, s, &B, &A)) != SA_OK)
-				return rc;
-			rc = merged ? sa_model_merge_lowrank(m, l, mat, d->rank, B, A)
-			    : sa_model_add_side(m, l, mat, d->rank, B, A);
-			free(B);
-			if (rc != SA_OK)
-				return rc;
-		}
-	return SA_OK;
 }

@@ -33,7 +33,7 @@ struct sa_encoder {
 	double *h, *P;        /* [n_used][Hk][r][dh], [n_used][Hk][r];
 	                       * LSQ: G [n_layer][Hk][dh][dk], S [n_layer][Hk][dk][dk] */
 	int *pair;            /* [n_layer * SA_NMAT]: index of (l, m) in h/P, or -1 */
-	sa_state *st;
+	sa_kvcache *st;
 	int seg_n;            /* tokens of the segment being fed */
 	int rc;               /* first failure inside the hook */
 	const rowkern *kern;
@@ -571,23 +571,6 @@ encode_hook(void *ctx, int layer, int n, const float *k, const float *v)
 	free(job.scratch);
 }
 
-static int
-check_start(const sa_delta *d, const sa_model *model, const sa_adapter *a)
-{
-	const char *name = "the delta to continue";
-
-	if (d->model_fingerprint != model->fingerprint)
-		return sa_fail(SA_EDATA, "%s was made for another model (fingerprint %016llx, model has %016llx)",
-		    name, (unsigned long long)d->model_fingerprint, (unsigned long long)model->fingerprint);
-	if (d->adapter_fingerprint != a->fingerprint)
-		return sa_fail(SA_EDATA, "%s was made with another adapter (fingerprint %016llx, adapter has %016llx)",
-		    name, (unsigned long long)d->adapter_fingerprint, (unsigned long long)a->fingerprint);
-	if (d->mapping != a->mapping || d->n_layer != a->n_layer || d->n_head_kv != a->n_head_kv ||
-	    d->d_head != a->d_head || d->rank != a->rank || d->chunk != a->chunk || d->mats != a->mats)
-		return sa_fail(SA_EDATA, "%s: shape does not match the adapter", name);
-	return SA_OK;
-}
-
 int
 sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_delta *start)
 {
@@ -597,14 +580,12 @@ sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_
 
 	block_sizes(a, &hs, &ps);
 	*out = NULL;
-	if ((rc = sa_adapter_check(a, model)) != SA_OK)
+	if ((rc = sa_binding_check(model, a, start, "the delta to continue")) != SA_OK)
 		return rc;
 	/* The state is defined over the frozen base: a delta already applied
 	 * would feed back into its own keys and values. */
 	if (model->merged || model->side)
 		return sa_fail(SA_EINTERNAL, "encoder: the model has a delta applied");
-	if (start && (rc = check_start(start, model, a)) != SA_OK)
-		return rc;
 	if (!(e = sa_calloc(1, sizeof *e)))
 		return SA_EINTERNAL;
 	e->model = model;
@@ -652,7 +633,7 @@ sa_encoder_free(sa_encoder *e)
 {
 	if (!e)
 		return;
-	sa_state_free(e->st);
+	sa_kvcache_free(e->st);
 	sa_delta_free(e->delta);
 	free(e->h);
 	free(e->P);
@@ -669,18 +650,18 @@ sa_encoder_feed(sa_encoder *e, const int *toks, int n, int n_demos)
 		return SA_OK;
 	/* The cache is sized for the longest segment so far, not the model's
 	 * context, which may be far longer than any segment fed. */
-	if (!e->st || sa_state_ctx(e->st) < n) {
-		sa_state_free(e->st);
+	if (!e->st || sa_kvcache_ctx(e->st) < n) {
+		sa_kvcache_free(e->st);
 		e->st = NULL;
-		if ((rc = sa_state_new(&e->st, e->model, n)) != SA_OK)
+		if ((rc = sa_kvcache_new(&e->st, e->model, n)) != SA_OK)
 			return rc;
 	}
-	sa_state_truncate(e->st, 0);
-	sa_state_set_hook(e->st, encode_hook, e);
+	sa_kvcache_truncate(e->st, 0);
+	sa_kvcache_set_hook(e->st, encode_hook, e);
 	e->seg_n = n;
 	e->rc = SA_OK;
 	rc = sa_forward(e->st, toks, n, NULL, 0);
-	sa_state_set_hook(e->st, NULL, NULL);
+	sa_kvcache_set_hook(e->st, NULL, NULL);
 	if (rc == SA_OK)
 		rc = e->rc;
 	if (rc != SA_OK)
@@ -732,4 +713,29 @@ sa_encoder_add_source(sa_encoder *e, const char *name, uint64_t hash)
 	s[d->n_sources].hash = hash;
 	d->n_sources++;
 	return SA_OK;
+}
+
+int
+sa_encoder_feed_demos(sa_encoder *e, const sa_demos *d, int n_ctx, sa_encode_fn step, void *ctx)
+{
+	sa_encode_step st = { d->source.name, NULL, 0, 0, 0, 0 };
+	sa_segment *segs;
+	int rc;
+
+	if ((rc = sa_demos_segment(d, e->model->vocab, n_ctx, &segs, &st.n_segs)) != SA_OK)
+		return rc;
+	for (int s = 0; s < st.n_segs; s++)
+		st.total += segs[s].n;
+	for (; st.i < st.n_segs; st.i++) {
+		st.seg = &segs[st.i];
+		if ((rc = sa_encoder_feed(e, st.seg->toks, st.seg->n, st.seg->n_demos)) != SA_OK)
+			break;
+		st.done += st.seg->n;
+		if (step)
+			step(ctx, &st);
+	}
+	if (rc == SA_OK)
+		rc = sa_encoder_add_source(e, d->source.name, d->source.hash);
+	sa_segments_free(segs, st.n_segs);
+	return rc;
 }

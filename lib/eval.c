@@ -545,20 +545,10 @@ sa_qa_free(sa_qa *q)
 
 /* -------------------------------------------------------------- evaluator */
 
-/* Tokens per forward call: many when only the cache is wanted, fewer when
- * every position's logits come back ([n][n_vocab] floats). */
-#define PREFILL_CHUNK 512
-#define LOGITS_CHUNK 64
-/* Answers of at most this many tokens to run go one token per call. */
-#define SHORT_ANSWER 8
-
+/* A session whose every call runs its prompt from position 0. */
 struct sa_evaluator {
-	sa_model *model;
-	sa_state *st;
-	int n_vocab;
-	float *last;          /* [n_vocab]: after the prompt */
-	float *rows;          /* [LOGITS_CHUNK][n_vocab] */
-	size_t kv_peak;
+	sa_session *s;
+	int *seq;             /* [n_ctx + 1] prompt and candidate */
 };
 
 int
@@ -570,14 +560,11 @@ sa_evaluator_new(sa_evaluator **out, sa_model *m, int n_ctx)
 	*out = NULL;
 	if (!(e = sa_calloc(1, sizeof *e)))
 		return SA_EINTERNAL;
-	e->model = m;
-	e->n_vocab = m->cfg.n_vocab;
-	if ((rc = sa_state_new(&e->st, m, n_ctx)) != SA_OK) {
+	if ((rc = sa_session_new(&e->s, m, n_ctx, 0)) != SA_OK) {
 		free(e);
 		return rc;
 	}
-	if (!(e->last = sa_malloc((size_t)e->n_vocab * sizeof *e->last)) ||
-	    !(e->rows = sa_malloc((size_t)LOGITS_CHUNK * e->n_vocab * sizeof *e->rows))) {
+	if (!(e->seq = sa_malloc(((size_t)sa_session_ctx(e->s) + 1) * sizeof *e->seq))) {
 		sa_evaluator_free(e);
 		return SA_EINTERNAL;
 	}
@@ -590,154 +577,116 @@ sa_evaluator_free(sa_evaluator *e)
 {
 	if (!e)
 		return;
-	sa_state_free(e->st);
-	free(e->last);
-	free(e->rows);
+	sa_session_free(e->s);
+	free(e->seq);
 	free(e);
 }
 
 int
 sa_evaluator_ctx(const sa_evaluator *e)
 {
-	return sa_state_ctx(e->st);
+	return sa_session_ctx(e->s);
 }
 
 size_t
 sa_evaluator_kv_peak(const sa_evaluator *e)
 {
-	return e->kv_peak;
+	return sa_session_kv_peak(e->s);
 }
 
-static void
-note_peak(sa_evaluator *e)
-{
-	size_t b = sa_state_kv_bytes(e->st);
-
-	if (b > e->kv_peak)
-		e->kv_peak = b;
-}
-
-/* Run the prompt from position 0; its last position's logits into e->last. */
+/* Every call runs its prompt from position 0. */
 static int
-run_prompt(sa_evaluator *e, const int *prompt, int n_prompt)
+begin(sa_evaluator *e, int n_prompt)
 {
-	int rc = SA_OK;
-
-	e->kv_peak = 0;
-	sa_state_truncate(e->st, 0);
+	sa_session_reset(e->s);
 	if (n_prompt < 1)
 		return sa_fail(SA_EINTERNAL, "evaluator: empty prompt");
-	if (n_prompt > sa_state_ctx(e->st))
-		return sa_fail(SA_EDATA, "prompt of %d tokens exceeds the context of %d",
-		    n_prompt, sa_state_ctx(e->st));
-	for (int a = 0; a < n_prompt && rc == SA_OK; a += PREFILL_CHUNK) {
-		int b = a + PREFILL_CHUNK < n_prompt ? a + PREFILL_CHUNK : n_prompt;
-		rc = sa_forward(e->st, prompt + a, b - a, b == n_prompt ? e->last : NULL, 0);
-	}
-	note_peak(e);
-	return rc;
+	return SA_OK;
 }
 
 int
 sa_eval_continuations(sa_evaluator *e, const int *prompt, int n_prompt,
     int *const *cand, const int *n_cand, int n, double *logprob)
 {
-	int V = e->n_vocab, rc;
+	int V = sa_vocab_size(sa_session_vocab(e->s)), n_ctx = sa_session_ctx(e->s), rc;
+	const float *last;
 
-	if ((rc = run_prompt(e, prompt, n_prompt)) != SA_OK)
+	if ((rc = begin(e, n_prompt)) != SA_OK ||
+	    (rc = sa_session_feed(e->s, prompt, n_prompt, &last)) != SA_OK)
 		return rc;
 	for (int i = 0; i < n; i++) {
-		const int *c = cand[i];
-		double lp;
-
 		if (n_cand[i] < 1)
 			return sa_fail(SA_EINTERNAL, "evaluator: empty candidate %d", i);
 		/* the last token is only predicted, never run */
-		if (n_prompt + n_cand[i] - 1 > sa_state_ctx(e->st))
+		if (n_prompt + n_cand[i] - 1 > n_ctx)
 			return sa_fail(SA_EDATA, "prompt of %d tokens and answer of %d exceed the context of %d",
-			    n_prompt, n_cand[i], sa_state_ctx(e->st));
-		sa_state_truncate(e->st, n_prompt);
-		lp = sa_logprob(e->last, V, c[0]);
-		/*
-		 * Rows [a, b) of the candidate predict tokens a+1 .. b.  A
-		 * short answer (a label's few tokens) goes a token at a time:
-		 * the matrix-vector kernels read quantized weights as they
-		 * are, where a batch of n > 1 pays for converting every weight.
-		 */
-		int step = n_cand[i] - 1 <= SHORT_ANSWER ? 1 : LOGITS_CHUNK;
-		for (int a = 0; a < n_cand[i] - 1; a += step) {
-			int b = a + step < n_cand[i] - 1 ? a + step : n_cand[i] - 1;
-			if ((rc = sa_forward(e->st, c + a, b - a, e->rows, 1)) != SA_OK)
-				return rc;
-			for (int t = a; t < b; t++)
-				lp += sa_logprob(e->rows + (size_t)(t - a) * V, V, c[t + 1]);
-		}
-		note_peak(e);
-		logprob[i] = lp;
+			    n_prompt, n_cand[i], n_ctx);
+		/* The first token is predicted by the prompt's last logits, the
+		 * rest with the cache cut back to the prompt. */
+		memcpy(e->seq, prompt, (size_t)n_prompt * sizeof *e->seq);
+		memcpy(e->seq + n_prompt, cand[i], (size_t)n_cand[i] * sizeof *e->seq);
+		logprob[i] = sa_logprob(last, V, cand[i][0]);
+		if ((rc = sa_session_score(e->s, e->seq, n_prompt + n_cand[i], n_prompt,
+		    &logprob[i])) != SA_OK)
+			return rc;
 	}
 	return SA_OK;
 }
 
-static int
-argmax(const float *x, int n)
-{
-	int best = 0;
+/* The text of greedy decoding, up to the first newline. */
+typedef struct line {
+	const sa_vocab *v;
+	char *s;
+	size_t n, cap;
+} line;
 
-	for (int i = 1; i < n; i++)
-		if (x[i] > x[best])
-			best = i;
-	return best;
+static int
+line_put(void *ctx, int tok, int *stop)
+{
+	line *l = ctx;
+	char piece[256], *nl;
+	int np = sa_token_to_piece(l->v, tok, piece, sizeof piece);
+
+	if (np > (int)sizeof piece)
+		np = sizeof piece;
+	if ((nl = memchr(piece, '\n', (size_t)np))) {
+		np = (int)(nl - piece);
+		*stop = 1;
+	}
+	if (l->n + (size_t)np + 1 > l->cap) {
+		size_t cap = (l->n + (size_t)np + 1) * 2;
+		char *p = realloc(l->s, cap);
+		if (!p)
+			return sa_fail(SA_EINTERNAL, "out of memory");
+		l->s = p;
+		l->cap = cap;
+	}
+	memcpy(l->s + l->n, piece, (size_t)np);
+	l->n += (size_t)np;
+	return SA_OK;
 }
 
 int
 sa_eval_generate(sa_evaluator *e, const int *prompt, int n_prompt, int max_new,
     char **text, size_t *len)
 {
-	const sa_vocab *v = e->model->vocab;
-	char *out = NULL, piece[256];
-	size_t n = 0, cap = 0;
+	line l = { sa_session_vocab(e->s), NULL, 0, 0 };
+	sa_sampler greedy;
 	int rc;
 
 	*text = NULL;
 	*len = 0;
-	if ((rc = run_prompt(e, prompt, n_prompt)) != SA_OK)
+	if ((rc = begin(e, n_prompt)) != SA_OK)
 		return rc;
-	for (int t = 0; t < max_new; t++) {
-		int tok = argmax(e->last, e->n_vocab), np, stop = 0;
-		char *nl;
-
-		if (sa_vocab_is_eog(v, tok))
-			break;
-		np = sa_token_to_piece(v, tok, piece, sizeof piece);
-		if (np > (int)sizeof piece)
-			np = sizeof piece;
-		if ((nl = memchr(piece, '\n', (size_t)np))) {
-			np = (int)(nl - piece);
-			stop = 1;
-		}
-		if (n + (size_t)np + 1 > cap) {
-			char *p;
-			cap = (n + (size_t)np + 1) * 2;
-			if (!(p = realloc(out, cap))) {
-				free(out);
-				return sa_fail(SA_EINTERNAL, "out of memory");
-			}
-			out = p;
-		}
-		memcpy(out + n, piece, (size_t)np);
-		n += (size_t)np;
-		if (stop || t + 1 == max_new || sa_state_pos(e->st) >= sa_state_ctx(e->st))
-			break;
-		if ((rc = sa_forward(e->st, &tok, 1, e->last, 0)) != SA_OK) {
-			free(out);
-			return rc;
-		}
-		note_peak(e);
+	sa_sampler_init(&greedy, 0, 0, 1, 0, 0);
+	if ((rc = sa_session_generate(e->s, prompt, n_prompt, &greedy, max_new, line_put, &l)) != SA_OK) {
+		free(l.s);
+		return rc;
 	}
-	if (!out && !(out = sa_malloc(1)))
+	if (!l.s && !(l.s = sa_malloc(1)))
 		return SA_EINTERNAL;
-	out[n] = 0;
-	*text = out;
-	*len = n;
+	l.s[l.n] = 0;
+	*text = l.s;
+	*len = l.n;
 	return SA_OK;
 }

@@ -40,24 +40,6 @@ free_lora(lora *L)
 	memset(L, 0, sizeof *L);
 }
 
-/* The checks sa_delta_apply makes, for every delta. */
-static int
-check_delta(const sa_model *m, const sa_adapter *a, const sa_delta *d, int i)
-{
-	if (d->model_fingerprint != m->fingerprint)
-		return sa_fail(SA_EDATA, "delta %d was made for another model (fingerprint %016llx, "
-		    "%s has %016llx)", i + 1, (unsigned long long)d->model_fingerprint,
-		    m->name ? m->name : "the model", (unsigned long long)m->fingerprint);
-	if (d->adapter_fingerprint != a->fingerprint)
-		return sa_fail(SA_EDATA, "delta %d was made with another adapter (fingerprint %016llx, "
-		    "%s has %016llx)", i + 1, (unsigned long long)d->adapter_fingerprint,
-		    a->path ? a->path : "the adapter", (unsigned long long)a->fingerprint);
-	if (d->n_layer != m->cfg.n_layer)
-		return sa_fail(SA_EDATA, "delta %d has %d layers, the model %d", i + 1, d->n_layer,
-		    m->cfg.n_layer);
-	return SA_OK;
-}
-
 /* The pairs of sum_i scale[i] * delta i, for every adapted (layer, matrix). */
 static int
 build_lora(lora *L, const sa_model *m, const sa_adapter *a, sa_delta *const *d,
@@ -76,7 +58,9 @@ build_lora(lora *L, const sa_model *m, const sa_adapter *a, sa_delta *const *d,
 	for (int i = 0; i < n; i++) {
 		if (!isfinite(scale[i]) || fabs(scale[i]) > 3.4e38)
 			return sa_fail(SA_EUSAGE, "scale %g of delta %d is not a finite float", scale[i], i + 1);
-		if ((rc = check_delta(m, a, d[i], i)) != SA_OK)
+		char name[32];
+		snprintf(name, sizeof name, "delta %d", i + 1);
+		if ((rc = sa_binding_check(m, a, d[i], name)) != SA_OK)
 			return rc;
 	}
 	/* One delta keeps its scale in B, as sa_delta_apply does, so that the

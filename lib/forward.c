@@ -39,7 +39,7 @@
 #define SMALL_N 16            /* tokens up to which linear maps skip sgemm */
 #define TILE_FLOATS (1 << 20) /* weights converted per sgemm tile */
 
-struct sa_state {
+struct sa_kvcache {
 	const sa_model *m;
 	int n_ctx;
 	int pos;                  /* tokens in the cache */
@@ -87,7 +87,7 @@ chunks_for(int64_t n)
 /* --------------------------------------------------------------- state */
 
 static void
-free_scratch(sa_state *s)
+free_scratch(sa_kvcache *s)
 {
 	free(s->x); free(s->xn); free(s->xr); free(s->q); free(s->k); free(s->v);
 	free(s->ao); free(s->tmp); free(s->rope); free(s->hb); free(s->hb2); free(s->hr);
@@ -98,7 +98,7 @@ free_scratch(sa_state *s)
 
 /* Scratch for n tokens at once. */
 static int
-build_scratch(sa_state *s, int n)
+build_scratch(sa_kvcache *s, int n)
 {
 	const sa_config *c = &s->m->cfg;
 	size_t d = c->d_model, qd = (size_t)c->n_head * c->d_head;
@@ -130,13 +130,13 @@ build_scratch(sa_state *s, int n)
 }
 
 int
-sa_state_new(sa_state **out, const sa_model *m, int n_ctx)
+sa_kvcache_new(sa_kvcache **out, const sa_model *m, int n_ctx)
 {
 	const sa_config *c = &m->cfg;
 	size_t kvd = (size_t)c->n_head_kv * c->d_head;
 	size_t maxw = (size_t)max3(c->d_model, c->n_head * c->d_head, c->d_ff);
 	size_t widest = maxw > (size_t)c->d_model ? maxw : (size_t)c->d_model;
-	sa_state *s;
+	sa_kvcache *s;
 
 	*out = NULL;
 	if (!(s = sa_calloc(1, sizeof *s)))
@@ -161,12 +161,12 @@ sa_state_new(sa_state **out, const sa_model *m, int n_ctx)
 	*out = s;
 	return SA_OK;
 oom:
-	sa_state_free(s);
+	sa_kvcache_free(s);
 	return SA_EINTERNAL;
 }
 
 void
-sa_state_free(sa_state *s)
+sa_kvcache_free(sa_kvcache *s)
 {
 	if (!s)
 		return;
@@ -188,19 +188,19 @@ sa_state_free(sa_state *s)
 }
 
 int
-sa_state_pos(const sa_state *s)
+sa_kvcache_pos(const sa_kvcache *s)
 {
 	return s->pos;
 }
 
 int
-sa_state_ctx(const sa_state *s)
+sa_kvcache_ctx(const sa_kvcache *s)
 {
 	return s->n_ctx;
 }
 
 void
-sa_state_truncate(sa_state *s, int pos)
+sa_kvcache_truncate(sa_kvcache *s, int pos)
 {
 	if (pos < 0)
 		pos = 0;
@@ -209,14 +209,14 @@ sa_state_truncate(sa_state *s, int pos)
 }
 
 void
-sa_state_set_hook(sa_state *s, sa_kv_hook hook, void *ctx)
+sa_kvcache_set_hook(sa_kvcache *s, sa_kv_hook hook, void *ctx)
 {
 	s->hook = hook;
 	s->hook_ctx = ctx;
 }
 
 size_t
-sa_state_kv_bytes(const sa_state *s)
+sa_kvcache_kv_bytes(const sa_kvcache *s)
 {
 	const sa_config *c = &s->m->cfg;
 	return (size_t)s->pos * c->n_layer * c->n_head_kv * c->d_head * 2 * sizeof(float);
@@ -306,7 +306,7 @@ silu_mul(float *g, const float *u, size_t n)
  * built by repeated multiplication in float, as ggml builds it.
  */
 static void
-rope_table(sa_state *s, int n)
+rope_table(sa_kvcache *s, int n)
 {
 	const sa_config *c = &s->m->cfg;
 	const sa_model_impl *x = sa_model_impl_of(s->m);
@@ -393,7 +393,7 @@ round_rows_task(void *arg, int ith, int chunk, int nchunks)
 
 /* X [n][cols] rounded to type, in dst (or X itself for F32). */
 static const float *
-round_rows(sa_state *s, int type, const float *X, int n, int64_t cols, float *dst, int *rc)
+round_rows(sa_kvcache *s, int type, const float *X, int n, int64_t cols, float *dst, int *rc)
 {
 	size_t stride = (size_t)cols * sizeof(float), need = stride * sa_get_threads();
 	struct round_task t = { type, X, dst, n, cols, NULL, stride };
@@ -432,7 +432,7 @@ tile_task(void *arg, int ith, int chunk, int nchunks)
 }
 
 static int
-want_lr(sa_state *s, int n, int rank)
+want_lr(sa_kvcache *s, int n, int rank)
 {
 	size_t need = (size_t)n * rank;
 	if (need <= s->lr_cap)
@@ -448,7 +448,7 @@ want_lr(sa_state *s, int n, int rank)
 
 /* Y [n][rows] = Xr [n][cols] W^T through sgemm; Xr already rounded. */
 static int
-matmul(sa_state *s, const lin *L, const float *Xr, int n, int ldy)
+matmul(sa_kvcache *s, const lin *L, const float *Xr, int n, int ldy)
 {
 	const sa_matrix *w = L->w;
 	int rows = (int)w->rows, cols = (int)w->cols;
@@ -516,7 +516,7 @@ mv_task(void *arg, int ith, int chunk, int nchunks)
  * batches, where converting weights for sgemm would cost more than it saves.
  */
 static int
-matvec(sa_state *s, const lin *ls, int nl, const float *X, int nx)
+matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 {
 	int64_t cols = ls[0].w->cols;
 	size_t stride = (size_t)s->maxw;
@@ -571,7 +571,7 @@ matvec(sa_state *s, const lin *ls, int nl, const float *X, int nx)
 /* Several maps over the same input X [n][cols]; rbuf [n][cols] scratch for
  * the rounded input.  Outputs have row stride rows (their width). */
 static int
-linear(sa_state *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
+linear(sa_kvcache *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
 {
 	int64_t cols = ls[0].w->cols;
 	const float *xr = NULL;
@@ -596,7 +596,7 @@ linear(sa_state *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
 /* Rows i0..n-1 of this call, one (row, head) pair at a time: the kernel
  * path, for decoding and short batches. */
 struct att_task {
-	sa_state *s;
+	sa_kvcache *s;
 	int l, i0, n;
 	float scale;
 };
@@ -605,7 +605,7 @@ static void
 att_task(void *arg, int ith, int chunk, int nchunks)
 {
 	struct att_task *t = arg;
-	sa_state *s = t->s;
+	sa_kvcache *s = t->s;
 	const sa_config *c = &s->m->cfg;
 	int H = c->n_head, dh = c->d_head, grp = c->n_head / c->n_head_kv;
 	size_t qd = (size_t)H * dh, kvd = (size_t)c->n_head_kv * dh;
@@ -652,7 +652,7 @@ smax_task(void *arg, int ith, int chunk, int nchunks)
 }
 
 static int
-want_sc(sa_state *s, size_t n)
+want_sc(sa_kvcache *s, size_t n)
 {
 	if (n <= s->sc_cap)
 		return SA_OK;
@@ -672,7 +672,7 @@ want_sc(sa_state *s, size_t n)
  * BLAS and the pool take turns only twice per block.
  */
 static int
-attention(sa_state *s, int l, int i0, int n)
+attention(sa_kvcache *s, int l, int i0, int n)
 {
 	const sa_config *c = &s->m->cfg;
 	const sa_model_impl *x = sa_model_impl_of(s->m);
@@ -721,7 +721,7 @@ add_rows(float *x, const float *y, size_t n)
 
 /* x rows i0..n-1 += ffn(rmsnorm(x)), FBLK rows at a time. */
 static int
-ffn(sa_state *s, int l, int i0, int n)
+ffn(sa_kvcache *s, int l, int i0, int n)
 {
 	const sa_model *m = s->m;
 	const sa_config *c = &m->cfg;
@@ -750,7 +750,7 @@ ffn(sa_state *s, int l, int i0, int n)
 }
 
 int
-sa_forward(sa_state *s, const int *toks, int n, float *logits, int all_logits)
+sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 {
 	const sa_model *m = s->m;
 	const sa_config *c = &m->cfg;

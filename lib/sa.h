@@ -7,7 +7,9 @@
  * file") and carry no tool prefix: the tool adds "sa-run: ".
  *
  * Sections: errors and output files, hashing, tensor types, GGUF, tokenizer,
- * model and forward pass, threads, JSON, adapter, delta, encoder.
+ * model and forward pass, threads, sampling, JSON, session, requests,
+ * adapter, delta, applying deltas, encoder, demonstrations, training,
+ * export, cache, encoding files, evaluation.
  */
 #ifndef SA_H
 #define SA_H
@@ -35,6 +37,10 @@ enum {
 const char *sa_error(void);
 /* Set the message (printf-style) and return code, so: return sa_fail(SA_EDATA, ...). */
 int sa_fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* v for a message, in buf: an integral value in full (2147483647, not
+ * 2.14748e+09), another as %g. */
+const char *sa_num_text(char buf[32], double v);
 
 /* malloc/calloc that set SA_EINTERNAL "out of memory" on failure (return NULL). */
 void *sa_malloc(size_t n);
@@ -65,6 +71,12 @@ int sa_stdout_close(void);
 
 /* Read a whole file ("-" = stdin) into memory, NUL-terminated (not counted in *len). */
 int sa_file_read(const char *path, char **data, size_t *len);
+/* The same, and gzip data is read decompressed (plain text stays as it is):
+ * SA_EDATA "path: ..." for a damaged stream. */
+int sa_file_read_gz(const char *path, char **data, size_t *len);
+
+/* Seconds on the monotonic clock, for rates and timings. */
+double sa_now(void);
 
 /* --------------------------------------------------------------- hashing */
 
@@ -73,6 +85,23 @@ int sa_file_read(const char *path, char **data, size_t *len);
 uint64_t sa_hash64(uint64_t h, const void *p, size_t n);
 /* CRC-32 (zlib's polynomial), chainable from 0. */
 uint32_t sa_crc32(uint32_t crc, const void *p, size_t n);
+
+/* ------------------------------------------------------- random numbers */
+
+/*
+ * SplitMix64: the same draws on every machine.  Any 64-bit value seeds it;
+ * { seed } is a stream.
+ */
+typedef struct sa_rng {
+	uint64_t s;
+} sa_rng;
+
+uint64_t sa_rng_next(sa_rng *r);
+/* Uniform in [0, 1): the top 53 bits of the next draw, times 2^-53. */
+double sa_rng_unif(sa_rng *r);
+/* sa_rng_next(r) % n, for n > 0; 0 otherwise.  (Not floor(unif * n),
+ * which draws other numbers.) */
+long sa_rng_below(sa_rng *r, long n);
 
 /* ---------------------------------------------------------- tensor types */
 
@@ -205,6 +234,10 @@ int sa_vocab_eos(const sa_vocab *v);     /* -1 if none */
 int sa_vocab_add_bos(const sa_vocab *v); /* tokenizer.ggml.add_bos_token, or the model type's default */
 /* 1 for end-of-generation tokens (eos, eot, ...). */
 int sa_vocab_is_eog(const sa_vocab *v, int tok);
+/* SA_EDATA when g's tokenizer.ggml.bos_token_id lies outside the vocabulary:
+ * the tokenizer keeps its default BOS (as llama.cpp does), and the message
+ * says which, or that none is added; a warning to show. */
+int sa_vocab_check_bos(const sa_vocab *v, const sa_gguf *g);
 
 /*
  * Text -> ids, as llama.cpp's llama_tokenize(text, add_special, parse_special=false):
@@ -329,20 +362,20 @@ void sa_model_reset_weights(sa_model *m);
 /* ----------------------------------------------------------- forward pass */
 
 /* KV cache and scratch for one sequence. */
-typedef struct sa_state sa_state;
+typedef struct sa_kvcache sa_kvcache;
 
 /* Called once per layer during sa_forward with the layer's keys before RoPE
  * and values for the n new tokens: k and v are [n][n_head_kv*d_head]. */
 typedef void (*sa_kv_hook)(void *ctx, int layer, int n, const float *k, const float *v);
 
-int sa_state_new(sa_state **out, const sa_model *m, int n_ctx);  /* n_ctx <= 0: model's */
-void sa_state_free(sa_state *s);
-int sa_state_pos(const sa_state *s);        /* tokens in the cache */
-int sa_state_ctx(const sa_state *s);
-void sa_state_truncate(sa_state *s, int pos);   /* forget tokens at >= pos */
-void sa_state_set_hook(sa_state *s, sa_kv_hook hook, void *ctx);
+int sa_kvcache_new(sa_kvcache **out, const sa_model *m, int n_ctx);  /* n_ctx <= 0: model's */
+void sa_kvcache_free(sa_kvcache *s);
+int sa_kvcache_pos(const sa_kvcache *s);        /* tokens in the cache */
+int sa_kvcache_ctx(const sa_kvcache *s);
+void sa_kvcache_truncate(sa_kvcache *s, int pos);   /* forget tokens at >= pos */
+void sa_kvcache_set_hook(sa_kvcache *s, sa_kv_hook hook, void *ctx);
 /* Bytes of KV cache in use (for reports). */
-size_t sa_state_kv_bytes(const sa_state *s);
+size_t sa_kvcache_kv_bytes(const sa_kvcache *s);
 
 /*
  * Run n tokens at positions pos..pos+n-1 and append them to the cache.
@@ -353,7 +386,7 @@ size_t sa_state_kv_bytes(const sa_state *s);
  * weight once for all of them (each token's results are bit for bit those
  * of running it alone); longer prompts through sgemm (prefill).
  */
-int sa_forward(sa_state *s, const int *toks, int n, float *logits, int all_logits);
+int sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits);
 
 /* ---------------------------------------------------------------- threads */
 
@@ -455,6 +488,127 @@ int sa_memory_train_backward(const sa_memory_params *mp, const float *K, const f
 void sa_memory_side(const float *M, int Hk, int dh, int dk, float *H);
 void sa_memory_side_backward(const float *dH, int Hk, int dh, int dk, float *dM);
 
+/* --------------------------------------------------------------- session */
+
+/*
+ * One KV cache of a model (sa_kvcache) that remembers the tokens it holds:
+ * a call that shares a prefix with what the cache holds runs only the
+ * tokens after it, in chunks (many tokens a call when only the cache is
+ * wanted, fewer when every position's logits are).  The model's weights
+ * are whatever delta is applied at the time of the call.
+ */
+typedef struct sa_session sa_session;
+
+/* n_ctx <= 0: the model's.  add_bos: the texts the session tokenizes
+ * (sa_session_tokenize) start with BOS when the vocabulary wants one. */
+int sa_session_new(sa_session **out, sa_model *m, int n_ctx, int add_bos);
+void sa_session_free(sa_session *s);
+int sa_session_ctx(const sa_session *s);
+const sa_vocab *sa_session_vocab(const sa_session *s);
+/* Text -> tokens (malloc'd), with BOS as the session was made. */
+int sa_session_tokenize(const sa_session *s, const char *text, size_t len, int **toks, int *n);
+/* Forget every token; the KV peak starts again from nothing. */
+void sa_session_reset(sa_session *s);
+/* KV-cache bytes at the fullest point since the session was made or reset
+ * (sa_kvcache_kv_bytes). */
+size_t sa_session_kv_peak(const sa_session *s);
+
+/* Tokens run and seconds spent: over prompts and texts, and generating. */
+typedef struct sa_timings {
+	long n_eval, n_gen;
+	double t_eval, t_gen;
+} sa_timings;
+void sa_session_timings(const sa_session *s, sa_timings *t);
+
+/*
+ * Make the cache hold toks[0..n) (n >= 1).  The last token always runs, so
+ * *logits ([n_vocab], the session's, valid until the next feed or
+ * generation) are those after it.  More than the context: SA_EDATA.
+ */
+int sa_session_feed(sa_session *s, const int *toks, int n, const float **logits);
+/*
+ * Add to *logprob log p(toks[i] | toks[0..i)) for i from from+1 to n-1, in
+ * that order.  The cache ends holding toks[0..n-1): the last token is only
+ * predicted, never run, and the prefix it shared before from is not run
+ * again.
+ */
+int sa_session_score(sa_session *s, const int *toks, int n, int from, double *logprob);
+/*
+ * Rank choices of one prompt: seq[i] is prompt and choice i tokenized as one
+ * text, and its tokens after the prefix it shares with the prompt's own
+ * tokens (at least the first) are scored: logprob[i] their sum, count[i]
+ * how many.  A choice that adds no token, or one too long: SA_EDATA.
+ */
+int sa_session_choices(sa_session *s, const int *prompt, int n_prompt, int *const *seq,
+    const int *n_seq, int n, double *logprob, int *count);
+/*
+ * Generate after toks[0..n): feed them, then draw a token with smp, hand it
+ * to fn and run it, until an end-of-generation token, max_new tokens (-1:
+ * no limit), the end of the context, or fn sets *stop.  The last token is
+ * handed over, never run.  fn returns SA_OK, or a failure that ends the
+ * generation with it.
+ */
+typedef int (*sa_token_fn)(void *ctx, int tok, int *stop);
+int sa_session_generate(sa_session *s, const int *toks, int n, sa_sampler *smp, long max_new,
+    sa_token_fn fn, void *ctx);
+
+/* -------------------------------------------------------------- requests */
+
+/* How a request generates: sa-run's options, a batch request's keys. */
+typedef struct sa_sampling {
+	long n_predict;          /* tokens to generate, -1: until the end */
+	double temp, top_p, min_p;
+	long top_k;
+	uint64_t seed;
+} sa_sampling;
+
+/* A seed from the clock and the process (--seed -1). */
+uint64_t sa_seed_from_clock(void);
+/* A prompt file ("-" = stdin) as llama.cpp's -f reads it: its final
+ * newline ends the file, not the prompt.  *text malloc'd, NUL-terminated. */
+int sa_prompt_read(const char *path, char **text, size_t *len);
+/* s with llama.cpp's escapes expanded (\n \t \r \\ \" \' \xHH; any other
+ * backslash stays), malloc'd; *len counts past a \x00.  NULL: out of memory. */
+char *sa_text_unescape(const char *s, size_t *len);
+
+/* What sa-run(1) does with a text. */
+typedef struct sa_request {
+	const char *text;        /* the prompt, or the text to score */
+	size_t len;
+	int score;               /* score the text (log-likelihood, perplexity), */
+	const char *const *choice;   /* or rank these continuations of it, */
+	const size_t *choice_len;
+	int n_choices;
+	sa_sampling smp;         /* or generate after it */
+} sa_request;
+
+/* Where a request's result goes, and how. */
+typedef struct sa_reply {
+	FILE *fp;
+	const char *name;        /* of fp, for messages ("stdout") */
+	int json;                /* one JSON object on a line; else text */
+	int echo;                /* text generation: the prompt first */
+	const char *id;          /* JSON text of a batch request's id, the first */
+	size_t id_len;           /* key of the object; NULL: none */
+	char last;               /* set: the last byte of text written, 0 if none */
+} sa_reply;
+
+/*
+ * Carry req out on s and write its result to out.  Generated text goes out
+ * a character at a time (a UTF-8 sequence split across tokens is held
+ * until whole) and, as text, is flushed as it goes.  A failed write:
+ * SA_EIO "NAME: ...".
+ */
+int sa_request_run(sa_session *s, const sa_request *req, sa_reply *out);
+/*
+ * The JSON Lines batch of sa-run(1): a request object a line from in (the
+ * defaults of generation def), a result or error record a line to out,
+ * flushed, in order.  Bad data fails its line with an error record; any
+ * other failure ends the batch with it.  SA_EDATA when a line failed.
+ */
+int sa_serve(sa_session *s, FILE *in, const char *in_name, const sa_sampling *def, FILE *out,
+    const char *out_name);
+
 /* --------------------------------------------------------------- adapter */
 
 /*
@@ -527,7 +681,7 @@ void sa_adapter_free(sa_adapter *a);
 /* Hash of the config, model fingerprint and every tensor: what a->fingerprint
  * must hold.  Code that changes the tensors (training) stores it again. */
 uint64_t sa_adapter_fingerprint(const sa_adapter *a);
-/* SA_EDATA "adapter.gguf was made for another model (fingerprint X, model has Y)". */
+/* sa_binding_check(model, a, NULL, NULL). */
 int sa_adapter_check(const sa_adapter *a, const sa_model *model);
 
 /* ----------------------------------------------------------------- delta */
@@ -580,6 +734,9 @@ int sa_delta_load(sa_delta **out, const char *path);   /* "-" = stdin */
 int sa_delta_save(const sa_delta *d, const char *path); /* "-" = stdout; tmp+rename */
 /* SA_EDATA unless a and b share model and adapter fingerprints and shapes. */
 int sa_delta_compatible(const sa_delta *a, const char *name_a, const sa_delta *b, const char *name_b);
+/* d's params become "old; params", or params when they were empty or the
+ * same; empty params leave them. */
+int sa_delta_join_params(sa_delta *d, const char *params);
 /* a := a then b (h = P_b*h_a + h_b, P = P_a*P_b; LSQ: G and S add);
  * sources and counts append. */
 int sa_delta_chain(sa_delta *a, const sa_delta *b);
@@ -589,6 +746,19 @@ int sa_delta_combine(sa_delta **out, sa_delta *const *d, const double *w, int n)
 /* Header as text (human) or one JSON object (json = 1), newline-terminated. */
 void sa_delta_print(const sa_delta *d, FILE *fp, int json);
 
+/* ------------------------------------------------------- applying deltas */
+
+/*
+ * Whether model m, adapter a and delta d (named dname in messages; NULL:
+ * "delta") belong together: the adapter made for the model, the delta made
+ * for the model and through the adapter, fingerprints and shapes.  Any of
+ * the three may be NULL: the others are checked against each other.
+ * SA_EDATA "x.delta was made for another model (fingerprint X, NAME has Y)",
+ * "... was made with another adapter ...", or the shape that differs.
+ */
+int sa_binding_check(const sa_model *m, const sa_adapter *a, const sa_delta *d,
+    const char *dname);
+
 /*
  * Low-rank factors of (layer, mat) for delta d through adapter a at scale s:
  * B = s * W1 H^T  [d_out][r],  A = W2  [r][d_in]  (A points into the adapter).
@@ -596,8 +766,37 @@ void sa_delta_print(const sa_delta *d, FILE *fp, int json);
  */
 int sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
     float s, float **B, const float **A);
-/* Apply to the model: merged (default) or as side paths. */
+/* Apply to the model: merged into its weights (merged = 1) or as side paths. */
 int sa_delta_apply(sa_model *m, const sa_adapter *a, const sa_delta *d, float s, int merged);
+
+/* Deltas given with scales (sa-run -d FILE:S, sa-export, sa-merge), and the
+ * one adapter they were made with. */
+typedef struct sa_deltas {
+	int n;
+	sa_delta **d;            /* [n] */
+	double *scale;           /* [n] */
+	char **path;             /* [n] as given, "-" = stdin */
+	sa_adapter *adapter;     /* NULL until sa_deltas_bind */
+} sa_deltas;
+
+/* Load path[i] at scale[i] (scale NULL: 1 each) into *out, the caller's
+ * (sa_deltas_free).  Deltas that do not share model, adapter and shapes:
+ * SA_EDATA (sa_delta_compatible). */
+int sa_deltas_load(sa_deltas **out, char *const *path, const double *scale, int n);
+/*
+ * The adapter of the deltas, for model m: given when not NULL, else the
+ * path the first delta records (sa-encode writes it absolute), that path
+ * relative to the delta's directory, a file of its name in the delta's
+ * directory (the two moved together), else fallback (the default adapter)
+ * if the deltas were made with it; then sa_binding_check of the model, the
+ * adapter and every delta.  None found: SA_ENOINPUT or SA_EUSAGE, "give -a".
+ */
+int sa_deltas_bind(sa_deltas *ds, const sa_model *m, const char *given, const char *fallback);
+/* Add d at scale s after the others (the set's then); name for messages. */
+int sa_deltas_add(sa_deltas *ds, sa_delta *d, double s, const char *name);
+/* Apply each delta at its scale, in order (sa_delta_apply). */
+int sa_deltas_apply(sa_model *m, const sa_deltas *ds, int merged);
+void sa_deltas_free(sa_deltas *ds);
 
 /* --------------------------------------------------------------- encoder */
 
@@ -919,11 +1118,54 @@ typedef void (*sa_cache_note)(void *ctx, const char *msg);
  */
 int sa_cache_lock(const char *dir, const char *key, sa_cache_note waiting, void *ctx);
 void sa_cache_unlock(const char *dir, const char *key, int fd);
+/* ------------------------------------------------------- encoding files */
+
+/* An encoding's progress: the segment just fed, of an input. */
+typedef struct sa_encode_step {
+	const char *source;      /* the input's name ("stdin" for "-") */
+	const sa_segment *seg;
+	int i, n_segs;           /* seg is segment i of the input's n_segs */
+	long done, total;        /* the input's tokens fed so far, and in all */
+} sa_encode_step;
+typedef void (*sa_encode_fn)(void *ctx, const sa_encode_step *s);
+
+/* d's demonstrations in segments of n_ctx tokens (sa_demos_segment) into e,
+ * then d as a source of the state; step(ctx, ...) after each segment when
+ * not NULL. */
+int sa_encoder_feed_demos(sa_encoder *e, const sa_demos *d, int n_ctx, sa_encode_fn step,
+    void *ctx);
+
+/* How files become a delta (sa-encode(1)). */
+typedef struct sa_encoding {
+	char *const *files;      /* [n] "-" = stdin */
+	const int *formats;      /* [n] resolved, by sa_demos_formats */
+	int n;
+	const char *stdin_data;  /* the bytes of "-", read by sa_demos_formats */
+	size_t stdin_len;
+	const char *tmpl;        /* the record template */
+	int n_ctx;               /* tokens per segment */
+	const sa_delta *start;   /* a state to continue (--append), or NULL */
+	const char *cache_dir;   /* the cache, or NULL; never with start */
+	sa_encode_fn step;       /* after each segment, or NULL */
+	sa_cache_note note;      /* a damaged entry replaced, an entry not stored */
+	sa_cache_note detail;    /* cache miss, waiting for another encoding, hit */
+	void *ctx;               /* of step, note and detail (each may be NULL) */
+} sa_encoding;
+
 /*
- * The delta "sa-encode -m M -a A [-f FORMAT] FILE..." makes with its
+ * The files' demonstrations fed to an encoder from start (NULL: an empty
+ * state) over model m (no delta applied) and adapter a, or the delta from
+ * the cache when it holds the key (*hit = 1); a miss is stored.  The delta
+ * records a's path made absolute and the encoding's parameters after
+ * start's (sa_demos_params, sa_delta_join_params); *out is the caller's.
+ */
+int sa_encode_files(sa_delta **out, sa_model *m, const sa_adapter *a, const sa_encoding *e,
+    int *hit);
+/*
+ * The delta "sa-encode -m M -a A [-F FORMAT] FILE..." makes with its
  * defaults (format SA_DEMOS_AUTO: each file's resolved, the default
- * template, the model's context), through the cache in dir: *hit = 1 when
- * it came from the cache.
+ * template, the model's context), through the cache in dir (NULL: the
+ * default, sa_cache_default_dir).
  */
 int sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *a,
     char *const *files, int n, int format, int *hit, sa_cache_note note, void *ctx);
@@ -1006,7 +1248,7 @@ int sa_qa_build(sa_qa *q, const sa_vocab *v, const char *input,
 void sa_qa_free(sa_qa *q);
 
 /*
- * Scoring and greedy decoding over one KV cache of a model, with whatever
+ * Scoring and greedy decoding over a session (sa_session), with whatever
  * delta is merged into the model at the time of the call.  Every call runs
  * its prompt from position 0.
  */
@@ -1015,7 +1257,7 @@ typedef struct sa_evaluator sa_evaluator;
 int sa_evaluator_new(sa_evaluator **out, sa_model *m, int n_ctx);  /* n_ctx <= 0: model's */
 void sa_evaluator_free(sa_evaluator *e);
 int sa_evaluator_ctx(const sa_evaluator *e);
-/* KV-cache bytes at the fullest point of the last call (sa_state_kv_bytes). */
+/* KV-cache bytes at the fullest point of the last call (sa_kvcache_kv_bytes). */
 size_t sa_evaluator_kv_peak(const sa_evaluator *e);
 /*
  * logprob[i] = sum over cand[i]'s tokens of log p(token | prompt, the
@@ -1033,5 +1275,147 @@ int sa_eval_continuations(sa_evaluator *e, const int *prompt, int n_prompt,
  */
 int sa_eval_generate(sa_evaluator *e, const int *prompt, int n_prompt, int max_new,
     char **text, size_t *len);
+
+/* -------------------------------------------------- evaluation protocol */
+
+/*
+ * sa-eval(1)'s three measurements: accuracy on tasks of zero-shot, ICL
+ * with k demonstrations, and deltas of the same k and of K (sa_eval_tasks);
+ * perplexity of text segments given nothing, the previous segment in the
+ * prompt, a delta of it, a delta of the M previous ones (sa_eval_text);
+ * recall of random word -> label mappings as the pairs grow, zero-shot,
+ * ICL, then a delta per adapter (sa_eval_map).  Every method sees the
+ * same tokens: an ICL prompt is BOS + demonstrations + query, and a delta
+ * is encoded from the same demonstrations packed as sa-encode packs them.
+ */
+enum { SA_RENAME_SWAP = 1, SA_RENAME_POOL = 2 };
+
+typedef struct sa_eval_opts {
+	/* tasks */
+	const char *split;         /* queries from "test" or "dev" */
+	const char *split_file;    /* sa_split_read's; NULL: TASKS.tsv beside the
+	                            * first task, unless seen or unseen is given */
+	const char *seen, *unseen; /* comma-separated task names, or NULL */
+	int k;                     /* demonstrations of ICL and of the delta */
+	int K;                     /* of the large delta; 0: 4 times those that fit */
+	int max_labels;            /* classify a task with at most this many labels */
+	int max_new;               /* tokens generated per answer */
+	int rename;                /* classification tasks with other label words:
+	                            * SA_RENAME_SWAP, SA_RENAME_POOL (from
+	                            * pool/labels.txt), 0 none */
+	/* text */
+	int segment;               /* tokens per segment */
+	int many;                  /* segments in the large delta (M) */
+	/* map */
+	const char *pool;          /* directory of words.txt and labels.txt */
+	const int *pairs;          /* numbers of pairs, a row each */
+	int n_pairs;
+	int repeat;                /* times each pair is shown */
+	int episodes;              /* mappings drawn per number of pairs */
+	/* all */
+	int limit;                 /* queries per task or episode, passages per
+	                            * text (0: all) */
+	uint64_t seed;             /* draws of demonstrations and mappings */
+	double scale;              /* of the deltas */
+} sa_eval_opts;
+
+/* sa-eval's defaults: test, k 16, K 0, 32 labels, 32 tokens, segments of
+ * 128, M 8, pairs 1, 2, 4 ... 256, shown once, 4 episodes, seed 1, scale 1. */
+void sa_eval_opts_default(sa_eval_opts *o);
+/* SA_EUSAGE "task 'x' is in both --seen and --unseen". */
+int sa_eval_opts_check(const sa_eval_opts *o);
+
+/* One query (a passage, for text) under one method, as it is answered. */
+typedef struct sa_eval_record {
+	const char *task;          /* task name; text: the file; map: NULL */
+	const char *method;        /* key of the method (sa_eval_table.method[m]) */
+	int m;
+	int k;                     /* tasks: demonstrations the method saw */
+	int pairs, episode;        /* map: the mapping */
+	int index;                 /* row of the task's split (from 0); text: the
+	                            * segment; map: the pair */
+	int i, n;                  /* i-th (from 0) of the n queries of this run */
+	const char *input, *gold, *prediction;   /* tasks and map */
+	int correct;
+	int tokens;                /* text: tokens scored */
+	double logprob;            /* text: their log-probability */
+	double time;               /* seconds; text: with the delta's encoding */
+	size_t kv_bytes;           /* KV cache at its fullest */
+} sa_eval_record;
+
+/* What a method spent, summed over its queries (or passages). */
+typedef struct sa_eval_cost {
+	double time, kv, prompt;   /* seconds, KV-cache bytes, prompt tokens */
+	long n;
+	double enc_time;           /* seconds encoding and merging deltas */
+	long n_enc;                /* deltas */
+} sa_eval_cost;
+
+/* A row of the table: a task, a text file or a number of pairs. */
+typedef struct sa_eval_row {
+	char *name;                /* task or text file; NULL for map */
+	int set;                   /* tasks: 1 seen, 0 unseen, -1 neither */
+	int kind;                  /* tasks: SA_KIND_CLASS or SA_KIND_GEN */
+	int n;                     /* queries of a task, passages of a text, pairs */
+	int k, K;                  /* tasks: as used (train may hold fewer) */
+	int records;               /* map: records in the context */
+	double tokens;             /* text: tokens scored; map: tokens of the
+	                            * context, mean over the episodes */
+	double *score;             /* [n_methods]: accuracy in % (tasks, map) or
+	                            * perplexity (text); NAN: not applicable */
+} sa_eval_row;
+
+typedef struct sa_eval_table {
+	int n_methods;
+	char **method;             /* keys: tasks "zero-shot" "icl" "sa" "sa-many";
+	                            * text "none" "prev" "delta-prev" "delta-many";
+	                            * map "zero-shot" "ICL" "<adapter file> r=<rank>" */
+	sa_eval_cost *cost;        /* [n_methods] */
+	int n_rows;
+	sa_eval_row *row;
+} sa_eval_table;
+
+void sa_eval_table_free(sa_eval_table *t);
+
+/*
+ * What a run reports as it goes, each optional (h itself may be NULL), ctx
+ * passed back: start once every input is read and checked, before the
+ * first query (the rows are planned: tasks know their queries, k and K);
+ * record after each query (the record and its strings live for the call);
+ * row once row i is scored; note a warning (verbose 0) or what -v shows
+ * (verbose 1).
+ */
+typedef struct sa_eval_hooks {
+	void (*start)(void *ctx, const sa_eval_table *t);
+	void (*record)(void *ctx, const sa_eval_record *r);
+	void (*row)(void *ctx, const sa_eval_table *t, int i);
+	void (*note)(void *ctx, int verbose, const char *msg);
+	void *ctx;
+} sa_eval_hooks;
+
+/*
+ * Each runs over its own evaluator of model m, merging deltas into m and
+ * leaving it reset, and gives the table in *out (the caller's to free;
+ * NULL on failure).  A bad input is found before start: task directories
+ * and split files as sa_task_load and sa_split_read say, a seen or unseen
+ * name that is no task (SA_EUSAGE), a query or demonstration that cannot
+ * fit the context (SA_EDATA); a segment longer than the context, more pairs
+ * than words (SA_EUSAGE); an empty pool file (SA_EDATA).  A text file too
+ * short for M + 1 segments: SA_EDATA when its row comes.  Text files are
+ * read through sa_file_read_gz and tokenized line by line, as sa-train
+ * reads text.
+ */
+int sa_eval_tasks(sa_eval_table **out, sa_model *m, const sa_adapter *a, char *const *dirs,
+    int n, const sa_eval_opts *o, const sa_eval_hooks *h);
+int sa_eval_text(sa_eval_table **out, sa_model *m, const sa_adapter *a, char *const *files,
+    int n, const sa_eval_opts *o, const sa_eval_hooks *h);
+int sa_eval_map(sa_eval_table **out, sa_model *m, sa_adapter *const *a, int n_adapters,
+    const sa_eval_opts *o, const sa_eval_hooks *h);
+/*
+ * Tasks: the mean score of method m over the rows of a set (1 seen, 0
+ * unseen, -1 every row), over those where the method applies; NAN if it
+ * applies to none.  *n: rows of the set; *partial: 1 if some lack a score.
+ */
+double sa_eval_mean(const sa_eval_table *t, int set, int m, int *n, int *partial);
 
 #endif

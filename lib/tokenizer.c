@@ -886,6 +886,23 @@ int sa_vocab_is_eog(const sa_vocab *v, int tok)
 	return tok >= 0 && tok < v->n && v->eog[tok];
 }
 
+/* A BOS id outside the vocabulary is never used: the tokenizer keeps its
+ * default, as llama.cpp does, and this says so, as llama.cpp does. */
+int
+sa_vocab_check_bos(const sa_vocab *v, const sa_gguf *g)
+{
+	static const char key[] = "tokenizer.ggml.bos_token_id";
+	uint32_t id;
+
+	if (!sa_gguf_has(g, key) || sa_gguf_get_u32(g, key, &id) != SA_OK || id < (uint32_t)v->n)
+		return SA_OK;
+	if (sa_vocab_add_bos(v))
+		return sa_fail(SA_EDATA, "%s: %s %u is outside the vocabulary of %d tokens: using %d instead",
+		    sa_gguf_path(g), key, id, v->n, v->bos);
+	return sa_fail(SA_EDATA, "%s: %s %u is outside the vocabulary of %d tokens: no BOS is added",
+	    sa_gguf_path(g), key, id, v->n);
+}
+
 /* ------------------------------------------------------------ merging */
 
 typedef struct sym {

@@ -1,9 +1,11 @@
 /*
- * util.c - errors, output files, whole-file reads, hashing.
+ * util.c - errors, output files, whole-file reads, the clock, random numbers,
+ * hashing.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -11,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -56,6 +59,13 @@ sa_fail(int code, const char *fmt, ...)
 	}
 	errbuf[o] = '\0';
 	return code;
+}
+
+const char *
+sa_num_text(char buf[32], double v)
+{
+	snprintf(buf, 32, fabs(v) < 1e20 && v == floor(v) ? "%.0f" : "%g", v);
+	return buf;
 }
 
 void *
@@ -359,6 +369,15 @@ sa_stdout_close(void)
 	return SA_OK;
 }
 
+double
+sa_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static int
 read_fd(int fd, const char *name, char **data, size_t *len)
 {
@@ -425,6 +444,74 @@ sa_file_read(const char *path, char **data, size_t *len)
 	rc = read_fd(fd, path, data, len);
 	close(fd);
 	return rc;
+}
+
+int
+sa_file_read_gz(const char *path, char **data, size_t *len)
+{
+	gzFile gz;
+	size_t n = 0, cap = 1 << 16;
+	char *buf, *p;
+	int r, e;
+
+	*data = NULL;
+	*len = 0;
+	errno = 0;
+	/* zlib reads data that is not gzip as it is */
+	if (!(gz = strcmp(path, "-") == 0 ? gzdopen(dup(0), "rb") : gzopen(path, "rb")))
+		return sa_fail(SA_ENOINPUT, "%s: %s", path, strerror(errno ? errno : ENOENT));
+	if (!(buf = sa_malloc(cap))) {
+		gzclose(gz);
+		return SA_EINTERNAL;
+	}
+	while ((r = gzread(gz, buf + n, (unsigned)(cap - n - 1))) > 0) {
+		n += (size_t)r;
+		if (cap - n < 2) {
+			if (!(p = realloc(buf, cap *= 2))) {
+				free(buf);
+				gzclose(gz);
+				return sa_fail(SA_EINTERNAL, "%s: out of memory", path);
+			}
+			buf = p;
+		}
+	}
+	if (r < 0) {
+		const char *msg = gzerror(gz, &e);
+		int rc = e == Z_ERRNO ? sa_fail(SA_EIO, "%s: %s", path, strerror(errno))
+		    : sa_fail(SA_EDATA, "%s: %s", path, msg);
+		free(buf);
+		gzclose(gz);
+		return rc;
+	}
+	gzclose(gz);
+	buf[n] = 0;
+	*data = buf;
+	*len = n;
+	return SA_OK;
+}
+
+/* ------------------------------------------------------- random numbers */
+
+uint64_t
+sa_rng_next(sa_rng *r)
+{
+	uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+double
+sa_rng_unif(sa_rng *r)
+{
+	return (double)(sa_rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+long
+sa_rng_below(sa_rng *r, long n)
+{
+	return n > 0 ? (long)(sa_rng_next(r) % (uint64_t)n) : 0;
 }
 
 /* --------------------------------------------------------------- hashing */

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Held-out word pools for random-mapping evaluation (data/pools/README.md).
 
-A word is held out when the FNV-1a hash of its text, mod 10, is 0 (dev) or
-1 (test); sa-train --map-vocab never draws such a word as a key or a label,
-so these pools measure binding of words the model never bound in training.
-Each pool directory has words.txt (keys: corpus words of 2-4 tokens) and
-labels.txt: single-token labels in dev/ and test/, labels of 2-3 tokens in
-dev-multi/ and test-multi/.  Tokens are counted with the sa4k vocabulary's
+A word of two or three tokens is held out when the FNV-1a hash of its
+text, mod 10, is 0 (dev) or 1 (test); sa-train --map-vocab never draws such
+a word as a key or a label, so these pools measure binding of words the
+model never bound in training.  Each pool directory has words.txt (keys:
+corpus words of 2-3 tokens) and labels.txt: single-token labels in dev/ and
+test/ (of the same hash class; sa-train draws every single-token word, since
+a token that never answers is one the model learns never to answer), labels
+of 2-3 tokens in dev-multi/ and test-multi/.  Tokens are counted with the sa4k vocabulary's
 own merges (SentencePiece BPE: merge the best-scoring adjacent pair).
 
 usage: scripts/make-pools.py   (from the top of the tree; deterministic)

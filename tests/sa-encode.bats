@@ -30,7 +30,7 @@ setup() {
 	unset SA_MODEL SA_ADAPTER
 }
 
-@test "encoder unit tests: mapping against a reference, forward hook, chain, append, determinism" {
+@test "encoder unit tests: mapping against a reference, forward hook, chain, append, determinism, demonstrations fed whole" {
 	run "$ROOT/tests/unit/test_encode" "$M"
 	assert_success
 	assert_output --partial ", 0 failed"

@@ -3,7 +3,7 @@
 # ICL that does not fit), a zero adapter that changes nothing, a trained
 # adapter that beats zero-shot, JSON Lines, text perplexities, random
 # mappings and their plot, split files, bad inputs.  Also runs the
-# evaluation unit tests.
+# evaluation unit tests (test_eval, test_evaluate).
 
 bats_require_minimum_version 1.5.0
 bats_load_library bats-support
@@ -58,6 +58,12 @@ first_table() {
 
 @test "evaluation unit tests: split files, tasks, prompts, cached scoring, decoding" {
 	run "$ROOT/tests/unit/test_eval" "$M" "$T"
+	assert_success
+	assert_output --partial ", 0 failed"
+}
+
+@test "the protocol through its hooks: records, rows and means agree; bad inputs report nothing" {
+	run "$ROOT/tests/unit/test_evaluate" "$M" "$T"
 	assert_success
 	assert_output --partial ", 0 failed"
 }
@@ -198,7 +204,7 @@ first_table() {
 	awk -v a="$acc" -v c="$cell" 'BEGIN { exit !(a * 25 == c) }'
 }
 
-@test "--text reports four perplexities per file" {
+@test "--text reports six perplexities per file" {
 	awk 'BEGIN { srand(3); split("the cat sat on a mat and dog ran to big red house", w, " ");
 	    for (i = 0; i < 60; i++) { s = w[int(rand() * 13) + 1];
 	        for (j = 1; j < 8; j++) s = s " " w[int(rand() * 13) + 1]; print s } }' > "$T/text.txt"
@@ -206,17 +212,18 @@ first_table() {
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" --text "$T/text.txt" --text "$T/text.txt.gz" \
 	    --segment 16 --many 6 --limit 5 -t 1 -q --jsonl "$T/t.jsonl"
 	assert_success
-	assert_line --index 0 '| text | passages | tokens | no context | previous in prompt | delta of previous | delta of 6 previous |'
-	assert_line --index 2 --regexp '^\| .*text.txt \| 5 \| 80 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|$'
+	assert_line --index 0 '| text | passages | tokens | no context | previous in prompt | delta of previous | delta of 6 previous | itself in prompt | delta of itself |'
+	assert_line --index 2 --regexp '^\| .*text.txt \| 5 \| 80 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|$'
 	# gzip or not, the same text
 	a=$(echo "${lines[2]}" | cut -d'|' -f3-)
 	b=$(echo "${lines[3]}" | cut -d'|' -f3-)
 	assert_equal "$a" "$b"
-	echo "${lines[2]}" | awk -F'|' '{ for (i = 5; i <= 8; i++) if (!($i > 1)) exit 1 }'
-	# the prompt with the previous segment changes the perplexity
-	echo "${lines[2]}" | awk -F'|' '{ exit $5 == $6 }'
+	echo "${lines[2]}" | awk -F'|' '{ for (i = 5; i <= 10; i++) if (!($i > 1)) exit 1 }'
+	# the prompt with the previous segment changes the perplexity, the
+	# segment itself in the prompt changes it otherwise, a delta of itself too
+	echo "${lines[2]}" | awk -F'|' '{ exit $5 == $6 || $9 == $6 || $10 == $5 }'
 	assert_line --regexp '^\| delta of 6 previous \| [0-9.]+ \| [0-9.]+ \| 1.0 \| [0-9.]+ \|$'
-	[ "$(wc -l < "$T/t.jsonl")" -eq 40 ]
+	[ "$(wc -l < "$T/t.jsonl")" -eq 60 ]
 	# the jsonl log-likelihoods give the table's perplexity
 	ppl=$("$GET" text method logprob tokens < "$T/t.jsonl" | awk -F'\t' -v f="$T/text.txt" \
 	    '$1 == f && $2 == "none" { s += $3; n += $4 } END { printf "%.3f", exp(-s / n) }')
@@ -224,7 +231,7 @@ first_table() {
 	# two segments and BOS exceed the context: no prompt with the previous one
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" --text "$T/text.txt" --segment 64 --many 2 --limit 2 -t 1 -q
 	assert_success
-	assert_line --index 2 --regexp '^\| .* \| 2 \| 128 \| [0-9.]+ \| n/a \| [0-9.]+ \| [0-9.]+ \|$'
+	assert_line --index 2 --regexp '^\| .* \| 2 \| 128 \| [0-9.]+ \| n/a \| [0-9.]+ \| [0-9.]+ \| n/a \| [0-9.]+ \|$'
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" --text "$T/text.txt" --segment 128
 	assert_failure 64
 }
@@ -337,6 +344,29 @@ first_table() {
 	# a jsonl that cannot be created
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --jsonl "$T/no/such/dir/q.jsonl" "$D/tasks/color"
 	assert_failure 73
+}
+
+@test "--rename: classification tasks answer with other label words, from the context only" {
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --task "$D/tasks/color" --task "$D/tasks/echo" \
+	    -k 4 -t 1 -q --jsonl "$T/plain.jsonl"
+	assert_success
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --task "$D/tasks/color" --task "$D/tasks/echo" \
+	    -k 4 -t 1 -q --rename swap --jsonl "$T/swap.jsonl"
+	assert_success
+	# two classes trade their words; the generation task is as it was
+	paste <("$GET" task method gold < "$T/plain.jsonl") <("$GET" task method gold < "$T/swap.jsonl") |
+	    awk -F'\t' '$1 == "color" { n++; if ($3 == $6 || ($6 != "red" && $6 != "blue")) exit 1 }
+	        $1 == "echo" && $3 != $6 { exit 1 } END { exit n == 0 }'
+	mkdir -p "$T/pool"
+	printf 'apple\nbread\ngreen\nstone\nriver\ncloud\n' > "$T/pool/labels.txt"
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/zero.gguf" --task "$D/tasks/color" -k 4 -t 1 -q \
+	    --rename pool --pool "$T/pool" --jsonl "$T/pool.jsonl"
+	assert_success
+	"$GET" gold prediction < "$T/pool.jsonl" | tr '\t' '\n' | sort -u > "$T/words"
+	[ "$(grep -cvxF -f "$T/pool/labels.txt" "$T/words")" -eq 0 ]
+	[ "$(sort -u "$T/words" | wc -l)" -eq 2 ]
+	run -64 "$EVAL" -m "$M" -a "$D/zero.gguf" --task "$D/tasks/color" --rename pool
+	run -64 "$EVAL" -m "$M" -a "$D/zero.gguf" --task "$D/tasks/color" --rename other
 }
 
 @test "--seen and --unseen naming one task is a usage error" {

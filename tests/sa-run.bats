@@ -153,6 +153,19 @@ field() {
 	run -66 "$RUN" -m "$M" -f "$T/absent.txt"
 }
 
+@test "session unit tests: prefix reuse, scores and choices from scratch, greedy generation, KV peak" {
+	run "$ROOT/tests/unit/test_session" "$M"
+	assert_success
+	assert_output --partial ", 0 failed"
+}
+
+@test "--echo prints the whole prompt, with -n 0 too, a cut UTF-8 sequence at its end as well" {
+	run -0 "$RUN" -m "$M" --echo -n 0 -p 'ab\xc3'
+	[ "$output" = $'ab\xc3' ]
+	run -0 "$RUN" -m "$M" --echo -n 0 -p 'ab\xc3\xa9'
+	[ "$output" = 'abé' ]
+}
+
 @test "-p and --choice expand llama.cpp's escapes unless --no-escape" {
 	run -0 "$RUN" -m "$M" --echo -n 0 -p 'a\tb\x41\\\q\x4\"\'"'"'\r\n'
 	[ "$output" = $'a\tbA\\\\q\\x4"\'\r' ]

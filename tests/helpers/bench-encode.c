@@ -27,7 +27,7 @@ main(int argc, char **argv)
 	double wall[2] = { 1e30, 1e30 }, cpu[2] = { 1e30, 1e30 };
 	sa_model *m;
 	sa_adapter *a;
-	sa_state *st;
+	sa_kvcache *st;
 	sa_encoder *e;
 
 	setprogname_(argv[0]);
@@ -47,7 +47,7 @@ main(int argc, char **argv)
 		die(SA_EINTERNAL, "out of memory");
 	for (int i = 0; i < n; i++)
 		toks[i] = (int)((i * 7919u + 13) % (unsigned)m->cfg.n_vocab);
-	TRY(sa_state_new(&st, m, n));
+	TRY(sa_kvcache_new(&st, m, n));
 	TRY(sa_encoder_new(&e, m, a, NULL));
 	/* One of each first: page in the weights, start the threads. */
 	TRY(sa_forward(st, toks, n, NULL, 0));
@@ -56,7 +56,7 @@ main(int argc, char **argv)
 		for (int which = 0; which < 2; which++) {
 			double w0 = clock_s(CLOCK_MONOTONIC), c0 = clock_s(CLOCK_PROCESS_CPUTIME_ID), w, cp;
 			if (which == 0) {
-				sa_state_truncate(st, 0);
+				sa_kvcache_truncate(st, 0);
 				TRY(sa_forward(st, toks, n, NULL, 0));
 			} else {
 				TRY(sa_encoder_feed(e, toks, n, 0));
@@ -75,7 +75,7 @@ main(int argc, char **argv)
 	printf("encode:  %8.1f tokens/s wall, %8.1f tokens/CPU-s\n", n / wall[1], n / cpu[1]);
 	printf("encode / prefill: %.3f wall, %.3f CPU\n", wall[1] / wall[0], cpu[1] / cpu[0]);
 	sa_encoder_free(e);
-	sa_state_free(st);
+	sa_kvcache_free(st);
 	sa_adapter_free(a);
 	sa_model_free(m);
 	free(toks);

@@ -68,21 +68,21 @@ static float *logits;
  * Returns the seconds; *kv gets the cache's bytes at its fullest.
  */
 static double
-run_query(sa_state *st, int pos, const int *prompt, int n, const sa_qa *qa, size_t *kv)
+run_query(sa_kvcache *st, int pos, const int *prompt, int n, const sa_qa *qa, size_t *kv)
 {
 	double t0 = now();
 	int end;
 
-	sa_state_truncate(st, pos);
+	sa_kvcache_truncate(st, pos);
 	TRY(sa_forward(st, prompt, n, logits, 0));
-	end = sa_state_pos(st);
+	end = sa_kvcache_pos(st);
 	*kv = 0;
 	for (int c = 0; c < qa->n_cand; c++) {
-		sa_state_truncate(st, end);
+		sa_kvcache_truncate(st, end);
 		for (int a = 0; a + 1 < qa->n_answer[c]; a++)
 			TRY(sa_forward(st, &qa->answer[c][a], 1, logits, 0));
-		if (sa_state_kv_bytes(st) > *kv)
-			*kv = sa_state_kv_bytes(st);
+		if (sa_kvcache_kv_bytes(st) > *kv)
+			*kv = sa_kvcache_kv_bytes(st);
 	}
 	return now() - t0;
 }
@@ -114,7 +114,7 @@ main(int argc, char **argv)
 	sa_model *m;
 	sa_adapter *a;
 	sa_task *task;
-	sa_state *st, *st_cached;
+	sa_kvcache *st, *st_cached;
 	sa_qa *qa;
 	int **qprompt, *nqprompt;
 	double *t_icl, *t_cached, *t_delta, *t_side, *t_merge, *t_sidea;
@@ -185,8 +185,8 @@ main(int argc, char **argv)
 		memcpy(qprompt[i] + nqprompt[i], qa[i].query, (size_t)qa[i].n_prefix * sizeof(int));
 		nqprompt[i] += qa[i].n_prefix;
 	}
-	TRY(sa_state_new(&st, m, n_ctx));
-	TRY(sa_state_new(&st_cached, m, n_ctx));
+	TRY(sa_kvcache_new(&st, m, n_ctx));
+	TRY(sa_kvcache_new(&st_cached, m, n_ctx));
 
 	/* page the weights in, start the threads */
 	{
@@ -229,7 +229,7 @@ main(int argc, char **argv)
 			/* the cached variant's demonstrations (BOS included); the
 			 * query then starts after them without its own BOS */
 			t0 = now();
-			sa_state_truncate(st_cached, 0);
+			sa_kvcache_truncate(st_cached, 0);
 			if (n_icl)
 				TRY(sa_forward(st_cached, segs[0].toks, n_icl, NULL, 0));
 			t_once = now() - t0;
@@ -316,8 +316,8 @@ main(int argc, char **argv)
 	free(t_side);
 	free(t_merge);
 	free(t_sidea);
-	sa_state_free(st);
-	sa_state_free(st_cached);
+	sa_kvcache_free(st);
+	sa_kvcache_free(st_cached);
 	sa_task_free(task);
 	sa_adapter_free(a);
 	sa_model_free(m);

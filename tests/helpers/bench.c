@@ -105,7 +105,7 @@ static int
 bench(const char *path, int n_prompt, int n_decode, double copy_bw)
 {
 	sa_model *m;
-	sa_state *s;
+	sa_kvcache *s;
 	float *logits;
 	int *toks, tok, rc;
 	double t0, t_prefill, t_decode, wb;
@@ -121,7 +121,7 @@ bench(const char *path, int n_prompt, int n_decode, double copy_bw)
 		sa_model_free(m);
 		return SA_EUSAGE;
 	}
-	if ((rc = sa_state_new(&s, m, n_prompt + n_decode)) != SA_OK) {
+	if ((rc = sa_kvcache_new(&s, m, n_prompt + n_decode)) != SA_OK) {
 		fprintf(stderr, "bench: %s\n", sa_error());
 		sa_model_free(m);
 		return rc;
@@ -138,7 +138,7 @@ bench(const char *path, int n_prompt, int n_decode, double copy_bw)
 	/* a short warm-up pages the weights in and starts the threads */
 	if ((rc = sa_forward(s, toks, 1, logits, 0)) != SA_OK)
 		goto fail;
-	sa_state_truncate(s, 0);
+	sa_kvcache_truncate(s, 0);
 
 	t0 = now();
 	if ((rc = sa_forward(s, toks, n_prompt, logits, 0)) != SA_OK)
@@ -165,7 +165,7 @@ fail:
 		fprintf(stderr, "bench: %s: %s\n", path, sa_error());
 	free(logits);
 	free(toks);
-	sa_state_free(s);
+	sa_kvcache_free(s);
 	sa_model_free(m);
 	return rc;
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -854,11 +855,11 @@ logits_of(const sa_model *m)
 {
 	static const int toks[] = { 1, 5, 9, 17, 33, 12, 7, 3 };
 	float *lg = malloc((size_t)m->cfg.n_vocab * sizeof *lg);
-	sa_state *st = NULL;
+	sa_kvcache *st = NULL;
 
-	CHECK_OK(sa_state_new(&st, m, 64));
+	CHECK_OK(sa_kvcache_new(&st, m, 64));
 	CHECK_OK(sa_forward(st, toks, 8, lg, 0));
-	sa_state_free(st);
+	sa_kvcache_free(st);
 	return lg;
 }
 
@@ -883,6 +884,118 @@ patch_file(const char *path, const void *find, const void *repl, size_t n)
 		}
 	free(data);
 	return ok;
+}
+
+/* Write d recording adapter path rec (NULL: none) to dir/name. */
+static void
+save_recording(sa_delta *d, const char *rec, const char *dir, const char *name)
+{
+	char path[512];
+
+	free(d->adapter_path);
+	d->adapter_path = rec ? strdup(rec) : NULL;
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	CHECK_OK(sa_delta_save(d, path));
+}
+
+/* sa_deltas_bind on dir/name alone (given, fallback as it takes them): its
+ * status, and the adapter's path in *found when one was bound. */
+static int
+bind_one(const char *dir, const char *name, const sa_model *m, const char *given,
+    const char *fallback, char *found, size_t size)
+{
+	char path[512], *paths[1] = { path };
+	sa_deltas *ds;
+	int rc;
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	*found = 0;
+	CHECK_OK(sa_deltas_load(&ds, paths, NULL, 1));
+	if (!ds)
+		return -1;
+	rc = sa_deltas_bind(ds, m, given, fallback);
+	if (rc == SA_OK)
+		snprintf(found, size, "%s", ds->adapter->path);
+	sa_deltas_free(ds);
+	return rc;
+}
+
+/*
+ * One check binds model, adapter and delta, naming the delta; the adapter
+ * of a delta is -a, else the path it records, that path from the delta's
+ * directory, its name beside the delta, else the default when it matches.
+ */
+static void
+test_binding(sa_model *m, const sa_adapter *a, const sa_adapter *a0)
+{
+	char dir[] = "/tmp/test_delta_bind.XXXXXX", sub[600], apath[700], a0path[700], got[700];
+	sa_model other = *m;
+	sa_delta *d, *e;
+
+	if (!mkdtemp(dir))
+		return;
+	CHECK_OK(sa_delta_new(&d, a));
+	CHECK_OK(sa_binding_check(m, a, d, "x.delta"));
+	CHECK_OK(sa_binding_check(NULL, a, d, NULL));
+	CHECK_OK(sa_binding_check(m, NULL, d, NULL));
+	other.fingerprint ^= 1;
+	CHECK(sa_binding_check(&other, a, NULL, NULL) == SA_EDATA && has("was made for another model"));
+	CHECK(sa_binding_check(&other, NULL, d, "x.delta") == SA_EDATA &&
+	    has("x.delta was made for another model"));
+	CHECK(sa_binding_check(m, a0, d, "x.delta") == SA_EDATA &&
+	    has("x.delta was made with another adapter"));
+	CHECK_OK(sa_delta_clone(&e, d));
+	e->rank++;
+	CHECK(sa_binding_check(NULL, a, e, "y.delta") == SA_EDATA && has("y.delta: shape does not match"));
+	e->rank--;
+	e->n_layer++;
+	CHECK(sa_binding_check(m, NULL, e, "y.delta") == SA_EDATA && has("y.delta has"));
+	sa_delta_free(e);
+
+	snprintf(sub, sizeof sub, "%s/sub", dir);
+	snprintf(apath, sizeof apath, "%s/a.gguf", sub);
+	snprintf(a0path, sizeof a0path, "%s/a0.gguf", dir);
+	CHECK(mkdir(sub, 0777) == 0);
+	CHECK_OK(sa_adapter_save(a, m, apath));
+	CHECK_OK(sa_adapter_save(a0, m, a0path));
+	/* the path it records, absolute, or from the delta's directory */
+	save_recording(d, apath, sub, "abs.delta");
+	CHECK(bind_one(sub, "abs.delta", m, NULL, NULL, got, sizeof got) == SA_OK && !strcmp(got, apath));
+	save_recording(d, "sub/a.gguf", dir, "rel.delta");
+	CHECK(bind_one(dir, "rel.delta", m, NULL, NULL, got, sizeof got) == SA_OK && strstr(got, "sub/a.gguf"));
+	/* moved with it: its name beside the delta */
+	save_recording(d, "/nonexistent/a.gguf", sub, "moved.delta");
+	CHECK(bind_one(sub, "moved.delta", m, NULL, NULL, got, sizeof got) == SA_OK &&
+	    !strcmp(got, apath));
+	/* -a wins, and is checked */
+	CHECK(bind_one(sub, "moved.delta", m, a0path, NULL, got, sizeof got) == SA_EDATA &&
+	    has("moved.delta was made with another adapter"));
+	/* missing: the default when it is the delta's adapter */
+	save_recording(d, "/nonexistent/zz.gguf", sub, "lost.delta");
+	CHECK(bind_one(sub, "lost.delta", m, NULL, apath, got, sizeof got) == SA_OK && !strcmp(got, apath));
+	CHECK(bind_one(sub, "lost.delta", m, NULL, a0path, got, sizeof got) == SA_ENOINPUT &&
+	    has("its adapter /nonexistent/zz.gguf is missing"));
+	save_recording(d, NULL, sub, "none.delta");
+	CHECK(bind_one(sub, "none.delta", m, NULL, NULL, got, sizeof got) == SA_EUSAGE &&
+	    has("records no adapter"));
+	sa_delta_free(d);
+
+	/* deltas of two adapters do not load together */
+	{
+		char p1[700], p2[700], *paths[2] = { p1, p2 };
+		sa_deltas *ds = NULL;
+		snprintf(p1, sizeof p1, "%s/abs.delta", sub);
+		snprintf(p2, sizeof p2, "%s/other.delta", sub);
+		CHECK_OK(sa_delta_new(&e, a0));
+		CHECK_OK(sa_delta_save(e, p2));
+		CHECK(sa_deltas_load(&ds, paths, NULL, 2) == SA_EDATA && has("different adapters") && !ds);
+		sa_delta_free(e);
+	}
+	{
+		char cmd[700];
+		snprintf(cmd, sizeof cmd, "rm -r '%s'", dir);
+		CHECK(system(cmd) == 0);
+	}
 }
 
 static void
@@ -993,6 +1106,7 @@ test_with_model(const char *model_path)
 	d->adapter_fingerprint = a->fingerprint;
 	d->model_fingerprint ^= 1;
 	CHECK(sa_delta_apply(m, a, d, 1.0f, 1) == SA_EDATA && has("another model"));
+	test_binding(m, a, a0);
 
 	free(base);
 	free(merged);

@@ -299,7 +299,7 @@ test_model(const char *path)
 	sa_adapter *a;
 	sa_delta *ab, *da, *db, *again, *t1, *t2;
 	capture cap;
-	sa_state *st;
+	sa_kvcache *st;
 	int bos, nA = 37, nB = 20, *A, *B, Hk, dh, r;
 	const int *both[2];
 	int lens[2];
@@ -334,8 +334,8 @@ test_model(const char *path)
 		cap.k[l] = malloc((size_t)nA * cap.dkv * sizeof(float));
 		cap.v[l] = malloc((size_t)nA * cap.dkv * sizeof(float));
 	}
-	CHECK_OK(sa_state_new(&st, m, 0));
-	sa_state_set_hook(st, capture_hook, &cap);
+	CHECK_OK(sa_kvcache_new(&st, m, 0));
+	sa_kvcache_set_hook(st, capture_hook, &cap);
 	CHECK_OK(sa_forward(st, A, nA, NULL, 0));
 	CHECK(cap.n == nA);
 	da = encode(m, a, NULL, both, lens, 1);
@@ -411,7 +411,7 @@ test_model(const char *path)
 	sa_delta_free(ab);
 	sa_delta_free(da);
 	sa_delta_free(db);
-	sa_state_free(st);
+	sa_kvcache_free(st);
 	for (int l = 0; l < cap.n_layer; l++) {
 		free(cap.k[l]);
 		free(cap.v[l]);
@@ -424,14 +424,76 @@ test_model(const char *path)
 	sa_model_free(m);
 }
 
+typedef struct steps {
+	int n, last_i, n_segs;
+	long done, total;
+} steps;
+
+static void
+count_step(void *ctx, const sa_encode_step *s)
+{
+	steps *c = ctx;
+
+	c->n++;
+	c->last_i = s->i;
+	c->n_segs = s->n_segs;
+	c->done = s->done;
+	c->total = s->total;
+	CHECK(strcmp(s->source, "d.tsv") == 0 && s->seg->n > 0);
+}
+
+/* Demonstrations fed whole: the state of their segments fed one by one,
+ * the same bytes, with a step after each segment. */
+static void
+test_feed_demos(const char *path)
+{
+	static const char tsv[] = "input\tlabel\ngreat film\tpos\ndull\tneg\nthe cat sat\tyes\n"
+	    "kind and good\tpos\nawful\tneg\nsome more words here\tno\n";
+	sa_model *m;
+	sa_adapter *a;
+	sa_demos *d;
+	sa_segment *segs;
+	sa_encoder *e1, *e2;
+	steps c = { 0 };
+	char *b1, *b2;
+	size_t l1, l2;
+	int n_segs;
+
+	CHECK_OK(sa_model_load(&m, path));
+	CHECK_OK(sa_adapter_init(&a, m, 4, 8, 1u << SA_MAT_Q | 1u << SA_MAT_V, 5, 0.1f));
+	CHECK_OK(sa_demos_parse(&d, "d.tsv", tsv, sizeof tsv - 1, SA_DEMOS_TSV, NULL));
+	CHECK_OK(sa_encoder_new(&e1, m, a, NULL));
+	CHECK_OK(sa_encoder_new(&e2, m, a, NULL));
+	CHECK_OK(sa_encoder_feed_demos(e1, d, 24, count_step, &c));
+	CHECK_OK(sa_demos_segment(d, m->vocab, 24, &segs, &n_segs));
+	CHECK(n_segs > 1 && c.n == n_segs && c.last_i == n_segs - 1 && c.n_segs == n_segs);
+	CHECK(c.done == c.total && c.total > 0);
+	for (int s = 0; s < n_segs; s++)
+		CHECK_OK(sa_encoder_feed(e2, segs[s].toks, segs[s].n, segs[s].n_demos));
+	CHECK_OK(sa_encoder_add_source(e2, d->source.name, d->source.hash));
+	b1 = delta_bytes(sa_encoder_delta(e1), &l1);
+	b2 = delta_bytes(sa_encoder_delta(e2), &l2);
+	CHECK(l1 == l2 && memcmp(b1, b2, l1) == 0);
+	CHECK(sa_encoder_delta(e1)->n_sources == 1 && sa_encoder_delta(e1)->n_demos == 6);
+	free(b1);
+	free(b2);
+	sa_segments_free(segs, n_segs);
+	sa_encoder_free(e1);
+	sa_encoder_free(e2);
+	sa_demos_free(d);
+	sa_adapter_free(a);
+	sa_model_free(m);
+}
+
 int
 main(int argc, char **argv)
 {
 	test_kernel();
 	test_kernels_agree();
-	if (argc > 1)
+	if (argc > 1) {
 		test_model(argv[1]);
-	else
+		test_feed_demos(argv[1]);
+	} else
 		fprintf(stderr, "test_encode: no model given, kernel tests only\n");
 	return t_done();
 }

@@ -211,7 +211,7 @@ test_tokens(const sa_model *m)
 static double
 from_scratch(sa_model *m, const int *prompt, int np, const int *cand, int nc)
 {
-	sa_state *s;
+	sa_kvcache *s;
 	int V = m->cfg.n_vocab, n = np + nc;
 	int *all = malloc((size_t)n * sizeof *all);
 	float *lg = malloc((size_t)n * V * sizeof *lg);
@@ -219,11 +219,11 @@ from_scratch(sa_model *m, const int *prompt, int np, const int *cand, int nc)
 
 	memcpy(all, prompt, (size_t)np * sizeof *all);
 	memcpy(all + np, cand, (size_t)nc * sizeof *all);
-	CHECK_OK(sa_state_new(&s, m, 0));
+	CHECK_OK(sa_kvcache_new(&s, m, 0));
 	CHECK_OK(sa_forward(s, all, n - 1, lg, 1));
 	for (int i = np - 1; i < n - 1; i++)
 		lp += sa_logprob(lg + (size_t)i * V, V, all[i + 1]);
-	sa_state_free(s);
+	sa_kvcache_free(s);
 	free(all);
 	free(lg);
 	return lp;
@@ -267,13 +267,13 @@ test_evaluator(sa_model *m)
 
 	/* greedy decoding: the argmax chain, cut at the first newline */
 	{
-		sa_state *s;
+		sa_kvcache *s;
 		int V = c->n_vocab, n = 0;
 		float *lg = malloc((size_t)V * sizeof *lg);
 		char want[1024] = "", piece[64];
 		int stop = 0;
 
-		CHECK_OK(sa_state_new(&s, m, 0));
+		CHECK_OK(sa_kvcache_new(&s, m, 0));
 		CHECK_OK(sa_forward(s, prompt, 12, lg, 0));
 		while (n < 8 && !stop) {
 			int best = 0, np;
@@ -303,7 +303,7 @@ test_evaluator(sa_model *m)
 		CHECK(sa_evaluator_kv_peak(e) == 12 * per_tok);
 		CHECK(strncmp(want, text, len) == 0);
 		free(text);
-		sa_state_free(s);
+		sa_kvcache_free(s);
 		free(lg);
 	}
 	sa_evaluator_free(e);

@@ -177,12 +177,12 @@ lora_tensor(const sa_gguf *g, int l, int m, char ab)
 static float *
 logits_of(sa_model *m, const int *toks, int n)
 {
-	sa_state *s;
+	sa_kvcache *s;
 	float *out = malloc((size_t)n * m->cfg.n_vocab * sizeof *out);
 
-	CHECK_OK(sa_state_new(&s, m, 64));
+	CHECK_OK(sa_kvcache_new(&s, m, 64));
 	CHECK_OK(sa_forward(s, toks, n, out, 1));
-	sa_state_free(s);
+	sa_kvcache_free(s);
 	return out;
 }
 

@@ -401,12 +401,12 @@ random_toks(int *t, int n, int V)
 static int
 run_prefill(sa_model *m, const int *toks, int n, float *logits)
 {
-	sa_state *s;
+	sa_kvcache *s;
 	int rc;
-	if ((rc = sa_state_new(&s, m, 0)) != SA_OK)
+	if ((rc = sa_kvcache_new(&s, m, 0)) != SA_OK)
 		return rc;
 	rc = sa_forward(s, toks, n, logits, 1);
-	sa_state_free(s);
+	sa_kvcache_free(s);
 	return rc;
 }
 
@@ -414,13 +414,13 @@ run_prefill(sa_model *m, const int *toks, int n, float *logits)
 static int
 run_decode(sa_model *m, const int *toks, int n, float *logits)
 {
-	sa_state *s;
+	sa_kvcache *s;
 	int rc = SA_OK;
-	if ((rc = sa_state_new(&s, m, 0)) != SA_OK)
+	if ((rc = sa_kvcache_new(&s, m, 0)) != SA_OK)
 		return rc;
 	for (int i = 0; i < n && rc == SA_OK; i++)
 		rc = sa_forward(s, toks + i, 1, logits + (size_t)i * m->cfg.n_vocab, 0);
-	sa_state_free(s);
+	sa_kvcache_free(s);
 	return rc;
 }
 
@@ -443,7 +443,7 @@ test_against_ref(sa_model *m, ref *r, int n, const char *what)
 	float *pre = malloc((size_t)n * V * sizeof *pre), *dec = malloc((size_t)n * V * sizeof *dec);
 	hook_log h = { L, kvd, n, calloc((size_t)L, sizeof(int)),
 		malloc((size_t)L * n * kvd * sizeof(float)), malloc((size_t)L * n * kvd * sizeof(float)) };
-	sa_state *s;
+	sa_kvcache *s;
 
 	random_toks(toks, n, V);
 	r->round = 0;
@@ -456,17 +456,17 @@ test_against_ref(sa_model *m, ref *r, int n, const char *what)
 		memcpy(want_r, want, (size_t)n * V * sizeof *want);
 
 	/* prefill, watching the hook */
-	CHECK_OK(sa_state_new(&s, m, 0));
-	sa_state_set_hook(s, log_hook, &h);
+	CHECK_OK(sa_kvcache_new(&s, m, 0));
+	sa_kvcache_set_hook(s, log_hook, &h);
 	CHECK_OK(sa_forward(s, toks, n, pre, 1));
-	CHECK(sa_state_pos(s) == n);
+	CHECK(sa_kvcache_pos(s) == n);
 	for (int l = 0; l < L; l++) {
 		CHECK(h.n[l] == n);
 		double ek = rel_err(h.k + (size_t)l * n * kvd, keys + (size_t)l * n * kvd, n * kvd);
 		double ev = rel_err(h.v + (size_t)l * n * kvd, vals + (size_t)l * n * kvd, n * kvd);
 		worst_k = fmax(worst_k, fmax(ek, ev));
 	}
-	sa_state_free(s);
+	sa_kvcache_free(s);
 
 	/* decode, one token at a time */
 	CHECK_OK(run_decode(m, toks, n, dec));
@@ -496,20 +496,20 @@ test_pieces(sa_model *m, const ref *r, const int *cuts, int ncuts, int n)
 	int V = m->cfg.n_vocab, *toks = malloc((size_t)n * sizeof *toks);
 	double *want = malloc((size_t)n * V * sizeof *want);
 	float *got = malloc((size_t)V * sizeof *got);
-	sa_state *s;
+	sa_kvcache *s;
 	int at = 0;
 
 	random_toks(toks, n, V);
 	ref_forward(r, toks, n, NULL, 0, want, NULL, NULL);
-	CHECK_OK(sa_state_new(&s, m, 0));
+	CHECK_OK(sa_kvcache_new(&s, m, 0));
 	for (int i = 0; i <= ncuts; i++) {
 		int end = i < ncuts ? cuts[i] : n;
 		CHECK_OK(sa_forward(s, toks + at, end - at, got, 0));
 		CHECK(rel_err(got, want + (size_t)(end - 1) * V, V) <= tol_of(m->layers[0].w[0].type));
 		at = end;
 	}
-	CHECK(sa_state_pos(s) == n);
-	sa_state_free(s);
+	CHECK(sa_kvcache_pos(s) == n);
+	sa_kvcache_free(s);
 	free(toks); free(want); free(got);
 }
 
@@ -537,31 +537,31 @@ test_truncate(sa_model *m)
 	int V = m->cfg.n_vocab, p[9], a[5], b[5];
 	float *la = malloc((size_t)5 * V * sizeof(float)), *lb = malloc((size_t)5 * V * sizeof(float));
 	float *fresh = malloc((size_t)5 * V * sizeof(float));
-	sa_state *s;
+	sa_kvcache *s;
 
 	random_toks(p, 9, V);
 	random_toks(a, 5, V);
 	random_toks(b, 5, V);
-	CHECK_OK(sa_state_new(&s, m, 0));
+	CHECK_OK(sa_kvcache_new(&s, m, 0));
 	CHECK_OK(sa_forward(s, p, 9, NULL, 0));
 	CHECK_OK(sa_forward(s, a, 5, la, 1));
-	CHECK(sa_state_pos(s) == 14);
-	sa_state_truncate(s, 9);
-	CHECK(sa_state_pos(s) == 9);
-	sa_state_truncate(s, 12);            /* cannot grow */
-	CHECK(sa_state_pos(s) == 9);
+	CHECK(sa_kvcache_pos(s) == 14);
+	sa_kvcache_truncate(s, 9);
+	CHECK(sa_kvcache_pos(s) == 9);
+	sa_kvcache_truncate(s, 12);            /* cannot grow */
+	CHECK(sa_kvcache_pos(s) == 9);
 	CHECK_OK(sa_forward(s, b, 5, lb, 1));
-	sa_state_free(s);
+	sa_kvcache_free(s);
 
-	CHECK_OK(sa_state_new(&s, m, 0));
+	CHECK_OK(sa_kvcache_new(&s, m, 0));
 	CHECK_OK(sa_forward(s, p, 9, NULL, 0));
 	CHECK_OK(sa_forward(s, b, 5, fresh, 1));
 	CHECK(!memcmp(lb, fresh, (size_t)5 * V * sizeof(float)));
 	CHECK(memcmp(la, lb, (size_t)5 * V * sizeof(float)));
 	/* and token by token after a truncation to 0 */
-	sa_state_truncate(s, -3);
-	CHECK(sa_state_pos(s) == 0);
-	sa_state_free(s);
+	sa_kvcache_truncate(s, -3);
+	CHECK(sa_kvcache_pos(s) == 0);
+	sa_kvcache_free(s);
 	free(la); free(lb); free(fresh);
 }
 
@@ -694,37 +694,37 @@ test_bounds(sa_model *m)
 {
 	int V = m->cfg.n_vocab, toks[40];
 	float *lg = malloc((size_t)V * sizeof *lg);
-	sa_state *s;
+	sa_kvcache *s;
 
 	random_toks(toks, 40, V);
-	CHECK_OK(sa_state_new(&s, m, 0));
-	CHECK(sa_state_ctx(s) == m->cfg.n_ctx);
-	sa_state_free(s);
-	CHECK_OK(sa_state_new(&s, m, m->cfg.n_ctx * 100));
-	CHECK(sa_state_ctx(s) == m->cfg.n_ctx);
-	sa_state_free(s);
+	CHECK_OK(sa_kvcache_new(&s, m, 0));
+	CHECK(sa_kvcache_ctx(s) == m->cfg.n_ctx);
+	sa_kvcache_free(s);
+	CHECK_OK(sa_kvcache_new(&s, m, m->cfg.n_ctx * 100));
+	CHECK(sa_kvcache_ctx(s) == m->cfg.n_ctx);
+	sa_kvcache_free(s);
 
-	CHECK_OK(sa_state_new(&s, m, 16));
-	CHECK(sa_state_ctx(s) == 16);
+	CHECK_OK(sa_kvcache_new(&s, m, 16));
+	CHECK(sa_kvcache_ctx(s) == 16);
 	CHECK(sa_forward(s, toks, 17, lg, 0) == SA_EDATA);
 	CHECK(strstr(sa_error(), "prompt of 17 tokens exceeds the context of 16") != NULL);
-	CHECK(sa_state_pos(s) == 0);
+	CHECK(sa_kvcache_pos(s) == 0);
 	CHECK_OK(sa_forward(s, toks, 10, lg, 0));
-	CHECK(sa_state_kv_bytes(s) == (size_t)10 * m->cfg.n_layer * m->cfg.n_head_kv *
+	CHECK(sa_kvcache_kv_bytes(s) == (size_t)10 * m->cfg.n_layer * m->cfg.n_head_kv *
 	    m->cfg.d_head * 2 * sizeof(float));
 	CHECK(sa_forward(s, toks, 7, lg, 0) == SA_EDATA);
 	CHECK(strstr(sa_error(), "prompt of 17 tokens") != NULL);
-	CHECK(sa_state_pos(s) == 10);
+	CHECK(sa_kvcache_pos(s) == 10);
 	CHECK_OK(sa_forward(s, toks, 6, lg, 0));
-	CHECK(sa_state_pos(s) == 16);
+	CHECK(sa_kvcache_pos(s) == 16);
 	toks[0] = V;
-	sa_state_truncate(s, 0);
+	sa_kvcache_truncate(s, 0);
 	CHECK(sa_forward(s, toks, 1, lg, 0) == SA_EDATA);
 	toks[0] = -1;
 	CHECK(sa_forward(s, toks, 1, lg, 0) == SA_EDATA);
 	CHECK(sa_forward(s, toks, 0, lg, 0) != SA_OK);
-	CHECK(sa_state_pos(s) == 0);
-	sa_state_free(s);
+	CHECK(sa_kvcache_pos(s) == 0);
+	sa_kvcache_free(s);
 	free(lg);
 }
 

@@ -362,7 +362,7 @@ check_ref(const char *path, const char *mkmodel, const char *tmpdir)
 {
 	ref r;
 	sa_model *m = NULL;
-	sa_state *s = NULL;
+	sa_kvcache *s = NULL;
 	float *logits = NULL, *last;
 	char model_path[4200];
 	int rc, i, type = -1, step = 0, diverged = -1;
@@ -379,7 +379,7 @@ check_ref(const char *path, const char *mkmodel, const char *tmpdir)
 	snprintf(model_path, sizeof model_path, "%s/%s.gguf", tmpdir, base(path));
 	if ((rc = make_model(&r, mkmodel, model_path)) != SA_OK ||
 	    (rc = sa_model_load(&m, model_path)) != SA_OK ||
-	    (rc = sa_state_new(&s, m, r.ntoks + r.ngen)) != SA_OK) {
+	    (rc = sa_kvcache_new(&s, m, r.ntoks + r.ngen)) != SA_OK) {
 		fprintf(stderr, "FAIL %s: %s\n", base(path), sa_error());
 		t_failed++;
 		ms.failed = 1;
@@ -477,7 +477,7 @@ check_ref(const char *path, const char *mkmodel, const char *tmpdir)
 	}
 out:
 	free(logits);
-	sa_state_free(s);
+	sa_kvcache_free(s);
 	sa_model_free(m);
 	unlink(model_path);
 	free_ref(&r);

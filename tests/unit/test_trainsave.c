@@ -23,7 +23,7 @@ compare(const char *vocab_path, const char *dir, int tied, int Hk, int n)
 	sa_tmodel *t;
 	sa_tact *a;
 	sa_model *m;
-	sa_state *s;
+	sa_kvcache *s;
 	char path[4096];
 	int toks[160];
 	uint64_t r = 9;
@@ -46,7 +46,7 @@ compare(const char *vocab_path, const char *dir, int tied, int Hk, int n)
 	CHECK_OK(sa_tmodel_forward(t, a, NULL, toks, NULL, 1, n, NULL));
 	const float *ref = sa_tact_logits(a);
 	float *got = malloc((size_t)n * c.n_vocab * sizeof(float));
-	CHECK_OK(sa_state_new(&s, m, 0));
+	CHECK_OK(sa_kvcache_new(&s, m, 0));
 	CHECK_OK(sa_forward(s, toks, n, got, 1));
 	double maxdiff = 0, maxref = 0;
 	for (size_t i = 0; i < (size_t)n * c.n_vocab; i++) {
@@ -56,7 +56,7 @@ compare(const char *vocab_path, const char *dir, int tied, int Hk, int n)
 	CHECK(maxref > 0.1);
 	CHECK_NEAR(maxdiff / maxref, 0, 1e-4);
 	free(got);
-	sa_state_free(s);
+	sa_kvcache_free(s);
 	sa_model_free(m);
 	sa_tact_free(a);
 	sa_tmodel_free(t);

@@ -1,5 +1,5 @@
 /*
- * test_util - errors, output files, whole-file reads, hashing.
+ * test_util - errors, output files, whole-file reads, random numbers, hashing.
  *
  *   test_util                  run the checks
  *   test_util signal DIR       start DIR/out through sa_outfile with the
@@ -146,6 +146,35 @@ test_hashes(void)
 	CHECK(sa_crc32(0, "The quick brown fox jumps over the lazy dog", 43) == 0x414fa339u);
 }
 
+/* SplitMix64's published stream from 0, and what unif and below make of it. */
+static void
+test_rng(void)
+{
+	static const uint64_t want[] = { 0xe220a8397b1dcdafULL, 0x6e789e6aa1b965f4ULL,
+	    0x06c45d188009454fULL };
+	sa_rng r = { 0 }, q = { 0 };
+	int seen[7] = { 0 };
+
+	for (int i = 0; i < 3; i++)
+		CHECK(sa_rng_next(&r) == want[i]);
+	r.s = q.s = 42;
+	for (int i = 0; i < 1000; i++) {
+		uint64_t x = sa_rng_next(&q);
+		double u = sa_rng_unif(&r);
+		CHECK(u == (double)(x >> 11) / 9007199254740992.0 && u >= 0 && u < 1);
+	}
+	r.s = q.s = 7;
+	for (int i = 0; i < 1000; i++) {
+		long b = sa_rng_below(&r, 7);
+		CHECK(b == (long)(sa_rng_next(&q) % 7));
+		seen[b]++;
+	}
+	for (int i = 0; i < 7; i++)
+		CHECK(seen[i] > 100);
+	CHECK(sa_rng_below(&r, 0) == 0 && sa_rng_below(&r, -3) == 0);
+	CHECK(sa_rng_below(&r, 1) == 0);
+}
+
 /* ---------------------------------------------------------- output files */
 
 static void
@@ -243,6 +272,30 @@ test_file_read(void)
 	CHECK(len == 4 && memcmp(data, "a\0b\n", 4) == 0 && data[4] == '\0');
 	free(data);
 
+	/* gzip read decompressed, plain text as it is, a damaged stream refused */
+	CHECK_OK(sa_file_read_gz(path_in("bin"), &data, &len));
+	CHECK(len == 4 && memcmp(data, "a\0b\n", 4) == 0 && data[4] == '\0');
+	free(data);
+	{
+		char cmd[600];
+		snprintf(cmd, sizeof cmd, "printf 'one\\ntwo\\n' | gzip > '%s'", path_in("t.gz"));
+		CHECK(system(cmd) == 0);
+	}
+	CHECK_OK(sa_file_read_gz(path_in("t.gz"), &data, &len));
+	CHECK(len == 8 && strcmp(data, "one\ntwo\n") == 0);
+	free(data);
+	CHECK_OK(sa_file_read(path_in("t.gz"), &data, &len));
+	fp = fopen(path_in("bad.gz"), "wb");
+	CHECK(len > 12);
+	fwrite(data, 1, 10, fp);
+	fwrite("\xff\xff\xff\xff\xff\xff\xff\xff", 1, 8, fp);
+	fclose(fp);
+	free(data);
+	CHECK(sa_file_read_gz(path_in("bad.gz"), &data, &len) == SA_EDATA && !data);
+	CHECK(has(sa_error(), "bad.gz: "));
+	CHECK(sa_file_read_gz(path_in("missing"), &data, &len) == SA_ENOINPUT && !data);
+	CHECK(has(sa_error(), "missing: No such file or directory"));
+
 	CHECK(sa_file_read(path_in("missing"), &data, &len) == SA_ENOINPUT && !data);
 	CHECK(has(sa_error(), "missing: No such file or directory"));
 	CHECK(sa_file_read(tmpdir, &data, &len) == SA_ENOINPUT);
@@ -332,6 +385,7 @@ main(int argc, char **argv)
 	}
 	test_errors();
 	test_hashes();
+	test_rng();
 	test_outfile();
 	test_file_read();
 
