@@ -43,6 +43,9 @@ tests/unit/test_%: tests/unit/test_%.c tests/unit/t.h lib/libsa.a
 tests/helpers/%: tests/helpers/%.c lib/libsa.a
 	$(CC) $(ALLCFLAGS) -o $@ $< lib/libsa.a $(LDFLAGS) $(LDLIBS)
 
+# fuzz-replay includes every harness
+tests/helpers/fuzz-replay: $(wildcard tests/fuzz/*.c tests/fuzz/*.h)
+
 # Every test: bats counts the C unit programs as tests too (tests/unit.bats).
 check: deps
 	$(MAKE) $(TOOLS) $(UNIT) $(HELPERS)

@@ -261,8 +261,14 @@ info_adapter(out *o, const sa_gguf *g, const char *path)
 	put_int(o, "n_layer", a->n_layer);
 	put_int(o, "n_head_kv", a->n_head_kv);
 	put_int(o, "d_head", a->d_head);
+	put_cstr(o, "mapping", a->mapping == SA_MAPPING_LSQ ? "lsq" : "pool");
 	put_int(o, "rank", a->rank);
-	put_int(o, "chunk", a->chunk);
+	if (a->mapping == SA_MAPPING_LSQ) {
+		put_int(o, "d_key", a->d_key);
+		put_num(o, "lambda", a->lambda);
+	} else {
+		put_int(o, "chunk", a->chunk);
+	}
 	put_mats(o, a->mats);
 	put_tensor_types(o, g);
 	finish(o);

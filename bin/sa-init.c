@@ -9,6 +9,8 @@
 
 static const char usage_text[] =
     "usage: sa-init [-m MODEL] [-r RANK] [-C CHUNK] [--mats LIST] [-s N]\n"
+    "               [--w1-scale X] [-o OUT]\n"
+    "       sa-init --kind lsq [-m MODEL] [--d-key N] [--lambda X] [--mats LIST] [-s N]\n"
     "               [--w1-scale X] [-o OUT]\n";
 
 static void __attribute__((noreturn))
@@ -24,8 +26,12 @@ help(void)
 	fputs(usage_text, stdout);
 	fputs("\n"
 	    "  -m, --model FILE      base model (default: $SA_MODEL, else the installed one)\n"
-	    "  -r, --rank N          learned query slots per KV head (default 16)\n"
-	    "  -C, --chunk N         tokens per chunk of the context mapping (default 64)\n"
+	    "      --kind KIND       the context mapping: pool (the paper's, default) or lsq\n"
+	    "                        (a least-squares memory; see sa-adapter(5))\n"
+	    "  -r, --rank N          pool: learned query slots per KV head (default 16)\n"
+	    "  -C, --chunk N         pool: tokens per chunk of the mapping (default 64)\n"
+	    "      --d-key N         lsq: features per memory (default 64)\n"
+	    "      --lambda X        lsq: ridge of the read-out (default 1)\n"
 	    "      --mats LIST       adapted matrices, comma-separated, or 'all'\n"
 	    "                        (default attn_q,attn_k,attn_v,attn_output)\n"
 	    "  -s, --seed N          seed of the random initialisation (default 0)\n"
@@ -42,6 +48,9 @@ main(int argc, char **argv)
 		{ "model", required_argument, NULL, 'm' },
 		{ "rank", required_argument, NULL, 'r' },
 		{ "chunk", required_argument, NULL, 'C' },
+		{ "kind", required_argument, NULL, 'K' },
+		{ "d-key", required_argument, NULL, 'D' },
+		{ "lambda", required_argument, NULL, 'L' },
 		{ "mats", required_argument, NULL, 'M' },
 		{ "seed", required_argument, NULL, 's' },
 		{ "w1-scale", required_argument, NULL, 'W' },
@@ -51,7 +60,8 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *model_path = NULL, *out = "-";
-	int rank = 16, chunk = 64, c;
+	int rank = 16, chunk = 64, kind = SA_MAPPING_POOL, d_key = 64, pool_only = 0, lsq_only = 0, c;
+	double lambda = 1;
 	uint32_t mats = (1u << SA_MAT_Q) | (1u << SA_MAT_K) | (1u << SA_MAT_V) | (1u << SA_MAT_O);
 	uint64_t seed = 0;
 	float w1_scale = 0;
@@ -62,8 +72,15 @@ main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "m:r:C:o:s:hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': model_path = optarg; break;
-		case 'r': rank = (int)parse_long("--rank", optarg, 1, 4096); break;
-		case 'C': chunk = (int)parse_long("--chunk", optarg, 1, 1 << 20); break;
+		case 'K':
+			if (strcmp(optarg, "pool") && strcmp(optarg, "lsq"))
+				die(SA_EUSAGE, "--kind: unknown kind '%s' (pool, lsq)", optarg);
+			kind = strcmp(optarg, "lsq") ? SA_MAPPING_POOL : SA_MAPPING_LSQ;
+			break;
+		case 'r': rank = (int)parse_long("--rank", optarg, 1, 4096); pool_only = 1; break;
+		case 'C': chunk = (int)parse_long("--chunk", optarg, 1, 1 << 20); pool_only = 1; break;
+		case 'D': d_key = (int)parse_long("--d-key", optarg, 1, 4096); lsq_only = 1; break;
+		case 'L': lambda = parse_double("--lambda", optarg, 1e-12, 1e12); lsq_only = 1; break;
 		case 'M': mats = parse_mats(optarg); break;
 		case 's': seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
 		case 'W': w1_scale = (float)parse_double("--w1-scale", optarg, -1e6, 1e6); break;
@@ -77,12 +94,19 @@ main(int argc, char **argv)
 		warnx_("unexpected argument '%s'", argv[optind]);
 		usage();
 	}
+	if (kind == SA_MAPPING_LSQ && pool_only)
+		die(SA_EUSAGE, "-r and -C are for --kind pool; the memory has --d-key and --lambda");
+	if (kind == SA_MAPPING_POOL && lsq_only)
+		die(SA_EUSAGE, "--d-key and --lambda are for --kind lsq");
 	model_path = need_model(model_path, usage_text);
 	if (strcmp(out, "-") == 0 && isatty(1))
 		die(SA_EUSAGE, "refusing to write a binary adapter to a terminal (use -o FILE)");
 
 	TRY(sa_model_load(&model, model_path));
-	TRY(sa_adapter_init(&a, model, rank, chunk, mats, seed, w1_scale));
+	if (kind == SA_MAPPING_LSQ)
+		TRY(sa_adapter_init_lsq(&a, model, d_key, (float)lambda, mats, seed, w1_scale));
+	else
+		TRY(sa_adapter_init(&a, model, rank, chunk, mats, seed, w1_scale));
 	sa_outfile_install_signals();
 	TRY(sa_adapter_save(a, model, out));
 	sa_adapter_free(a);

@@ -9,6 +9,12 @@
  *   blk.L.M.sa_b   {r, Hk}          b  [Hk][r]
  *   blk.L.M.sa_w1  {Dkv, d_out}     W1 [d_out][Dkv]
  *   blk.L.M.sa_w2  {d_in, r}        W2 [r][d_in]
+ * The least-squares memory (SA_MAPPING_LSQ) has no sa_q, sa_g, sa_b; its rank
+ * r is Hk * dk, and per layer l:
+ *   blk.L.sa_mem_p   {Dkv, dk, Hk}  P [Hk][dk][Dkv]
+ *   blk.L.sa_mem_pb  {dk, Hk}       p [Hk][dk]
+ *   blk.L.sa_mem_w   {Dkv, Hk}      w [Hk][Dkv]
+ *   blk.L.sa_mem_c   {Hk}           c [Hk]
  */
 #include <math.h>
 #include <stdio.h>
@@ -18,7 +24,8 @@
 #include "sa.h"
 #include "adapter_impl.h"
 
-#define ADAPTER_VERSION 1u
+#define ADAPTER_VERSION 1u       /* SA_MAPPING_POOL */
+#define ADAPTER_VERSION_LSQ 2u   /* SA_MAPPING_LSQ: earlier readers refuse it */
 
 /* The same limits a delta header obeys: an adapter must be able to make one. */
 #define MAX_LAYER 4096
@@ -28,12 +35,18 @@
 #define MAX_CHUNK (1 << 24)
 #define MAX_WIDTH (1 << 20)
 
+#define MAX_D_KEY 4096
+
 enum { T_Q, T_G, T_B, T_W1, T_W2, T_N };
 static const char *const tensor_suffix[T_N] = { "sa_q", "sa_g", "sa_b", "sa_w1", "sa_w2" };
+/* the memory's tensors, per layer */
+enum { M_P, M_PB, M_W, M_C, M_N };
+static const char *const memory_suffix[M_N] = { "sa_mem_p", "sa_mem_pb", "sa_mem_w", "sa_mem_c" };
+static const char *const kind_name[] = { "pool", "lsq" };
 
 static int
-check_config(int n_layer, int n_head_kv, int d_head, int rank, int chunk, uint32_t mats,
-    const char *name)
+check_config(int kind, int n_layer, int n_head_kv, int d_head, int rank, int chunk, int d_key,
+    float lambda, uint32_t mats, const char *name)
 {
 	if (n_layer < 1 || n_layer > MAX_LAYER)
 		return sa_fail(SA_EDATA, "%s: n_layer %d out of range 1..%d", name, n_layer, MAX_LAYER);
@@ -43,24 +56,66 @@ check_config(int n_layer, int n_head_kv, int d_head, int rank, int chunk, uint32
 		return sa_fail(SA_EDATA, "%s: d_head %d out of range 1..%d", name, d_head, MAX_D_HEAD);
 	if (rank < 1 || rank > MAX_RANK)
 		return sa_fail(SA_EDATA, "%s: rank %d out of range 1..%d", name, rank, MAX_RANK);
-	if (chunk < 1 || chunk > MAX_CHUNK)
+	if (kind == SA_MAPPING_LSQ) {
+		if (d_key < 1 || d_key > MAX_D_KEY)
+			return sa_fail(SA_EDATA, "%s: d_key %d out of range 1..%d", name, d_key, MAX_D_KEY);
+		if ((int64_t)n_head_kv * d_key != rank)
+			return sa_fail(SA_EDATA, "%s: rank %d is not n_head_kv %d times d_key %d", name,
+			    rank, n_head_kv, d_key);
+		if (chunk != 0)
+			return sa_fail(SA_EDATA, "%s: chunk %d: the memory has no chunks (0)", name, chunk);
+		if (!(lambda > 0) || !isfinite(lambda))
+			return sa_fail(SA_EDATA, "%s: lambda %g is not a positive number", name, lambda);
+	} else if (chunk < 1 || chunk > MAX_CHUNK)
 		return sa_fail(SA_EDATA, "%s: chunk %d out of range 1..%d", name, chunk, MAX_CHUNK);
 	if (mats == 0 || mats >> SA_NMAT)
 		return sa_fail(SA_EDATA, "%s: bad matrix set 0x%x", name, (unsigned)mats);
 	return SA_OK;
 }
 
-/* Element counts of the five tensors of one (l, m). */
+/* Element counts of the five tensors of one (l, m): 0 for those a kind
+ * does not have. */
 static void
 tensor_sizes(const sa_adapter *a, int d_out, int d_in, size_t n[T_N])
 {
-	size_t Hk = a->n_head_kv, r = a->rank, dh = a->d_head;
+	size_t Hk = a->n_head_kv, r = a->rank, dh = a->d_head, pool = a->mapping == SA_MAPPING_POOL;
 
-	n[T_Q] = Hk * r * dh;
-	n[T_G] = Hk * dh;
-	n[T_B] = Hk * r;
+	n[T_Q] = pool * Hk * r * dh;
+	n[T_G] = pool * Hk * dh;
+	n[T_B] = pool * Hk * r;
 	n[T_W1] = (size_t)d_out * Hk * dh;
 	n[T_W2] = r * (size_t)d_in;
+}
+
+/* Element counts of one layer's memory tensors. */
+static void
+memory_sizes(const sa_adapter *a, size_t n[M_N])
+{
+	size_t Hk = a->n_head_kv, dk = a->d_key, Dkv = Hk * a->d_head;
+
+	n[M_P] = Hk * dk * Dkv;
+	n[M_PB] = Hk * dk;
+	n[M_W] = Hk * Dkv;
+	n[M_C] = Hk;
+}
+
+static float **
+memory_ptr(sa_adapter_memory *mm, int t)
+{
+	switch (t) {
+	case M_P: return &mm->P;
+	case M_PB: return &mm->p;
+	case M_W: return &mm->w;
+	default: return &mm->c;
+	}
+}
+
+sa_memory_params
+sa_adapter_memory_params(const sa_adapter *a, int layer)
+{
+	const sa_adapter_memory *mm = &a->mem[layer];
+
+	return (sa_memory_params){ mm->P, mm->p, mm->w, mm->c, a->n_head_kv, a->d_head, a->d_key };
 }
 
 static float **
@@ -82,6 +137,7 @@ sa_adapter_free(sa_adapter *a)
 		return;
 	free(a->path);
 	free(a->mat);
+	free(a->mem);
 	free(a->arena);
 	free(a);
 }
@@ -90,16 +146,29 @@ int
 sa_adapter_alloc(sa_adapter **out, int n_layer, int n_head_kv, int d_head,
     int rank, int chunk, uint32_t mats, const int *d_out, const int *d_in)
 {
+	return sa_adapter_alloc_kind(out, SA_MAPPING_POOL, n_layer, n_head_kv, d_head, rank, chunk,
+	    0, 0, mats, d_out, d_in);
+}
+
+int
+sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, int d_head,
+    int rank, int chunk, int d_key, float lambda, uint32_t mats, const int *d_out,
+    const int *d_in)
+{
 	sa_adapter *a;
-	size_t total = 0, n[T_N];
+	size_t total = 0, n[T_N], nm[M_N];
 	float *p;
 	int rc;
 
 	*out = NULL;
-	if ((rc = check_config(n_layer, n_head_kv, d_head, rank, chunk, mats, "adapter")) != SA_OK)
+	if ((rc = check_config(kind, n_layer, n_head_kv, d_head, rank, chunk, d_key, lambda, mats,
+	    "adapter")) != SA_OK)
 		return rc;
 	if (!(a = sa_calloc(1, sizeof *a)))
 		return SA_EINTERNAL;
+	a->mapping = kind;
+	a->d_key = d_key;
+	a->lambda = lambda;
 	a->n_layer = n_layer;
 	a->n_head_kv = n_head_kv;
 	a->d_head = d_head;
@@ -126,12 +195,26 @@ sa_adapter_alloc(sa_adapter **out, int n_layer, int n_head_kv, int d_head,
 			for (int t = 0; t < T_N; t++)
 				total += n[t];
 		}
+	if (kind == SA_MAPPING_LSQ) {
+		if (!(a->mem = sa_calloc((size_t)n_layer, sizeof *a->mem))) {
+			sa_adapter_free(a);
+			return SA_EINTERNAL;
+		}
+		memory_sizes(a, nm);
+		for (int t = 0; t < M_N; t++)
+			total += n_layer * nm[t];
+	}
 	/* One block for every tensor: loading and freeing stay one call each. */
 	if (!(a->arena = sa_calloc(total, sizeof(float)))) {
 		sa_adapter_free(a);
 		return SA_EINTERNAL;
 	}
 	p = a->arena;
+	for (int l = 0; a->mem && l < n_layer; l++)
+		for (int t = 0; t < M_N; t++) {
+			*memory_ptr(&a->mem[l], t) = p;
+			p += nm[t];
+		}
 	for (int l = 0; l < n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
@@ -139,7 +222,7 @@ sa_adapter_alloc(sa_adapter **out, int n_layer, int n_head_kv, int d_head,
 				continue;
 			tensor_sizes(a, am->d_out, am->d_in, n);
 			for (int t = 0; t < T_N; t++) {
-				*tensor_ptr(am, t) = p;
+				*tensor_ptr(am, t) = n[t] ? p : NULL;
 				p += n[t];
 			}
 		}
@@ -164,7 +247,13 @@ sa_adapter_fingerprint(const sa_adapter *a)
 	size_t n[T_N];
 
 	h = sa_hash64(h, "streamadapter", 13);
-	h = hash_u64(h, ADAPTER_VERSION);
+	h = hash_u64(h, a->mapping == SA_MAPPING_LSQ ? ADAPTER_VERSION_LSQ : ADAPTER_VERSION);
+	if (a->mapping == SA_MAPPING_LSQ) {
+		uint32_t bits;
+		memcpy(&bits, &a->lambda, sizeof bits);
+		h = hash_u64(h, (uint64_t)a->d_key);
+		h = hash_u64(h, bits);
+	}
 	h = hash_u64(h, (uint64_t)a->n_layer);
 	h = hash_u64(h, (uint64_t)a->n_head_kv);
 	h = hash_u64(h, (uint64_t)a->d_head);
@@ -182,8 +271,16 @@ sa_adapter_fingerprint(const sa_adapter *a)
 			tensor_sizes(a, am->d_out, am->d_in, n);
 			/* Floats hash as their little-endian bytes (the file's). */
 			for (int t = 0; t < T_N; t++)
-				h = sa_hash64(h, *tensor_ptr(am, t), n[t] * sizeof(float));
+				if (n[t])
+					h = sa_hash64(h, *tensor_ptr(am, t), n[t] * sizeof(float));
 		}
+	if (a->mapping == SA_MAPPING_LSQ) {
+		size_t nm[M_N];
+		memory_sizes(a, nm);
+		for (int l = 0; l < a->n_layer; l++)
+			for (int t = 0; t < M_N; t++)
+				h = sa_hash64(h, *memory_ptr(&a->mem[l], t), nm[t] * sizeof(float));
+	}
 	return h;
 }
 
@@ -219,6 +316,39 @@ fill_normal(float *x, size_t n, double std, uint64_t *s)
 	}
 }
 
+/* The stream of tensor t of (layer, matrix); the memory's are matrix SA_NMAT. */
+static uint64_t
+tensor_stream(uint64_t seed, int l, int m, int t)
+{
+	uint64_t s = seed;
+
+	s = splitmix64(&s) ^ ((uint64_t)l << 32 | (uint64_t)m << 8 | (uint64_t)t);
+	return splitmix64(&s);
+}
+
+/*
+ * The memory's features start as random projections of the keys, of unit
+ * scale for keys of unit scale, with no offset; the write gate at sigmoid(0):
+ * every token half written until training makes the write selective.
+ */
+static void
+randomize_memory(sa_adapter *a, uint64_t seed)
+{
+	double Dkv = (double)a->n_head_kv * a->d_head;
+	size_t n[M_N];
+
+	memory_sizes(a, n);
+	for (int l = 0; l < a->n_layer; l++) {
+		sa_adapter_memory *mm = &a->mem[l];
+		uint64_t s = tensor_stream(seed, l, SA_NMAT, M_P);
+		fill_normal(mm->P, n[M_P], 1.0 / sqrt(Dkv), &s);
+		s = tensor_stream(seed, l, SA_NMAT, M_W);
+		fill_normal(mm->w, n[M_W], 1.0 / sqrt(Dkv), &s);
+		memset(mm->p, 0, n[M_PB] * sizeof(float));
+		memset(mm->c, 0, n[M_C] * sizeof(float));
+	}
+}
+
 /*
  * Each tensor draws from its own stream, keyed by (seed, layer, matrix,
  * tensor): the values of blk.3.attn_v.sa_q do not change when another
@@ -230,6 +360,9 @@ sa_adapter_randomize(sa_adapter *a, uint64_t seed, float w1_scale)
 	double dh = a->d_head, Dkv = (double)a->n_head_kv * a->d_head;
 	size_t n[T_N];
 
+	if (a->mapping == SA_MAPPING_LSQ)
+		randomize_memory(a, seed);
+
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
@@ -237,9 +370,9 @@ sa_adapter_randomize(sa_adapter *a, uint64_t seed, float w1_scale)
 				continue;
 			tensor_sizes(a, am->d_out, am->d_in, n);
 			for (int t = 0; t < T_N; t++) {
-				uint64_t s = seed;
-				s = splitmix64(&s) ^ ((uint64_t)l << 32 | (uint64_t)m << 8 | (uint64_t)t);
-				s = splitmix64(&s);
+				uint64_t s = tensor_stream(seed, l, m, t);
+				if (!n[t])
+					continue;
 				switch (t) {
 				case T_Q:
 					/* The softmax divides by sqrt(dh): unit queries give
@@ -269,9 +402,9 @@ sa_adapter_randomize(sa_adapter *a, uint64_t seed, float w1_scale)
 	a->fingerprint = sa_adapter_fingerprint(a);
 }
 
-int
-sa_adapter_init(sa_adapter **out, const sa_model *model, int rank, int chunk,
-    uint32_t mats, uint64_t seed, float w1_scale)
+static int
+init_kind(sa_adapter **out, const sa_model *model, int kind, int rank, int chunk, int d_key,
+    float lambda, uint32_t mats, uint64_t seed, float w1_scale)
 {
 	const sa_config *c = &model->cfg;
 	int *d_out, *d_in, rc;
@@ -302,10 +435,13 @@ sa_adapter_init(sa_adapter **out, const sa_model *model, int rank, int chunk,
 			d_in[(size_t)l * SA_NMAT + m] = i;
 		}
 	}
-	rc = sa_adapter_alloc(out, c->n_layer, c->n_head_kv, c->d_head, rank, chunk,
-	    mats, d_out, d_in);
-	/* The limits are the adapter's, but a bad rank or chunk is the caller's. */
-	if (rc == SA_EDATA && (rank < 1 || rank > MAX_RANK || chunk < 1 || chunk > MAX_CHUNK))
+	rc = sa_adapter_alloc_kind(out, kind, c->n_layer, c->n_head_kv, c->d_head, rank, chunk,
+	    d_key, lambda, mats, d_out, d_in);
+	/* The limits are the adapter's, but a bad rank, chunk, d_key or lambda
+	 * is the caller's. */
+	if (rc == SA_EDATA && (rank < 1 || rank > MAX_RANK ||
+	    (kind == SA_MAPPING_POOL && (chunk < 1 || chunk > MAX_CHUNK)) ||
+	    (kind == SA_MAPPING_LSQ && (d_key < 1 || d_key > MAX_D_KEY || !(lambda > 0) || !isfinite(lambda)))))
 		rc = SA_EUSAGE;
 	if (rc != SA_OK)
 		goto done;
@@ -315,6 +451,26 @@ done:
 	free(d_out);
 	free(d_in);
 	return rc;
+}
+
+int
+sa_adapter_init(sa_adapter **out, const sa_model *model, int rank, int chunk,
+    uint32_t mats, uint64_t seed, float w1_scale)
+{
+	return init_kind(out, model, SA_MAPPING_POOL, rank, chunk, 0, 0, mats, seed, w1_scale);
+}
+
+int
+sa_adapter_init_lsq(sa_adapter **out, const sa_model *model, int d_key, float lambda,
+    uint32_t mats, uint64_t seed, float w1_scale)
+{
+	int Hk = model->cfg.n_head_kv > 0 ? model->cfg.n_head_kv : 1;
+	int most = MAX_RANK / Hk < MAX_D_KEY ? MAX_RANK / Hk : MAX_D_KEY;
+
+	*out = NULL;
+	if (d_key < 1 || d_key > most)
+		return sa_fail(SA_EUSAGE, "d_key %d out of range 1..%d", d_key, most);
+	return init_kind(out, model, SA_MAPPING_LSQ, Hk * d_key, 0, d_key, lambda, mats, seed, w1_scale);
 }
 
 /*
@@ -334,6 +490,8 @@ sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, in
 	int rc;
 
 	*out = NULL;
+	if (a->mapping != SA_MAPPING_POOL)
+		return sa_fail(SA_EUSAGE, "only an adapter of the pool kind grows");
 	if (rank < a->rank)
 		return sa_fail(SA_EUSAGE, "rank %d is below the adapter's %d", rank, a->rank);
 	if ((rc = sa_adapter_check(a, model)) != SA_OK)
@@ -375,6 +533,27 @@ tensor_name(char *buf, size_t n, int l, int m, int t)
 	snprintf(buf, n, "blk.%d.%s.%s", l, sa_mat_name(m), tensor_suffix[t]);
 }
 
+static void
+memory_name(char *buf, size_t n, int l, int t)
+{
+	snprintf(buf, n, "blk.%d.%s", l, memory_suffix[t]);
+}
+
+/* GGUF dims (innermost first) of memory tensor t. */
+static int
+memory_dims(const sa_adapter *a, int t, int64_t ne[4])
+{
+	int64_t Hk = a->n_head_kv, dk = a->d_key, Dkv = Hk * a->d_head;
+
+	ne[1] = ne[2] = ne[3] = 1;
+	switch (t) {
+	case M_P: ne[0] = Dkv; ne[1] = dk; ne[2] = Hk; return 3;
+	case M_PB: ne[0] = dk; ne[1] = Hk; return 2;
+	case M_W: ne[0] = Dkv; ne[1] = Hk; return 2;
+	default: ne[0] = Hk; return 1;
+	}
+}
+
 /* GGUF dims (innermost first) of tensor t of (l, m). */
 static int
 tensor_dims(const sa_adapter *a, const sa_adapter_mat *am, int t, int64_t ne[4])
@@ -394,8 +573,22 @@ tensor_dims(const sa_adapter *a, const sa_adapter_mat *am, int t, int64_t ne[4])
 static int
 check_finite(const sa_adapter *a, const char *name)
 {
-	size_t n[T_N];
+	size_t n[T_N], nm[M_N];
 
+	if (a->mapping == SA_MAPPING_LSQ) {
+		memory_sizes(a, nm);
+		for (int l = 0; l < a->n_layer; l++)
+			for (int t = 0; t < M_N; t++) {
+				const float *x = *memory_ptr(&a->mem[l], t);
+				for (size_t i = 0; i < nm[t]; i++)
+					if (!isfinite(x[i])) {
+						char tn[64];
+						memory_name(tn, sizeof tn, l, t);
+						return sa_fail(SA_EDATA, "%s: tensor %s holds a non-finite value",
+						    name, tn);
+					}
+			}
+	}
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
@@ -404,7 +597,7 @@ check_finite(const sa_adapter *a, const char *name)
 			tensor_sizes(a, am->d_out, am->d_in, n);
 			for (int t = 0; t < T_N; t++) {
 				const float *x = *tensor_ptr(am, t);
-				for (size_t i = 0; i < n[t]; i++)
+				for (size_t i = 0; x && i < n[t]; i++)
 					if (!isfinite(x[i])) {
 						char tn[64];
 						tensor_name(tn, sizeof tn, l, m, t);
@@ -454,12 +647,18 @@ sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path)
 	/* Not "lora": llama.cpp then refuses the file by name instead of
 	 * failing on missing tensors. */
 	SET(sa_gguf_writer_set_str(w, "adapter.type", "streamadapter"));
-	SET(sa_gguf_writer_set_u32(w, "streamadapter.version", ADAPTER_VERSION));
+	SET(sa_gguf_writer_set_u32(w, "streamadapter.version",
+	    a->mapping == SA_MAPPING_LSQ ? ADAPTER_VERSION_LSQ : ADAPTER_VERSION));
+	SET(sa_gguf_writer_set_str(w, "streamadapter.kind", kind_name[a->mapping]));
 	SET(sa_gguf_writer_set_u32(w, "streamadapter.n_layer", (uint32_t)a->n_layer));
 	SET(sa_gguf_writer_set_u32(w, "streamadapter.n_head_kv", (uint32_t)a->n_head_kv));
 	SET(sa_gguf_writer_set_u32(w, "streamadapter.d_head", (uint32_t)a->d_head));
 	SET(sa_gguf_writer_set_u32(w, "streamadapter.rank", (uint32_t)a->rank));
 	SET(sa_gguf_writer_set_u32(w, "streamadapter.chunk", (uint32_t)a->chunk));
+	if (a->mapping == SA_MAPPING_LSQ) {
+		SET(sa_gguf_writer_set_u32(w, "streamadapter.d_key", (uint32_t)a->d_key));
+		SET(sa_gguf_writer_set_f32(w, "streamadapter.lambda", a->lambda));
+	}
 	SET(sa_gguf_writer_set_strs(w, "streamadapter.matrices", nm, names));
 	hex64(hex, a->model_fingerprint);
 	SET(sa_gguf_writer_set_str(w, "streamadapter.model_fingerprint", hex));
@@ -475,10 +674,21 @@ sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path)
 				char name[64];
 				int64_t ne[4];
 				int nd = tensor_dims(a, am, t, ne);
+				if (!*tensor_ptr((sa_adapter_mat *)am, t))
+					continue;
 				tensor_name(name, sizeof name, l, m, t);
 				rc = sa_gguf_writer_add_tensor(w, name, SA_TYPE_F32, nd, ne,
 				    *tensor_ptr((sa_adapter_mat *)am, t));
 			}
+		}
+	for (int l = 0; a->mapping == SA_MAPPING_LSQ && l < a->n_layer && rc == SA_OK; l++)
+		for (int t = 0; t < M_N && rc == SA_OK; t++) {
+			char name[64];
+			int64_t ne[4];
+			int nd = memory_dims(a, t, ne);
+			memory_name(name, sizeof name, l, t);
+			rc = sa_gguf_writer_add_tensor(w, name, SA_TYPE_F32, nd, ne,
+			    *memory_ptr(&a->mem[l], t));
 		}
 #undef SET
 	if (rc == SA_OK)
@@ -523,8 +733,9 @@ get_hex64(const sa_gguf *g, const char *key, uint64_t *v, const char *path)
 
 /* The header fields of an adapter file, checked; tensors are not touched. */
 static int
-read_config(const sa_gguf *g, const char *path, int *n_layer, int *n_head_kv, int *d_head,
-    int *rank, int *chunk, uint32_t *mats, uint64_t *model_fp, uint64_t *fp)
+read_config(const sa_gguf *g, const char *path, int *kind, int *n_layer, int *n_head_kv,
+    int *d_head, int *rank, int *chunk, int *d_key, float *lambda, uint32_t *mats,
+    uint64_t *model_fp, uint64_t *fp)
 {
 	sa_str s, *names = NULL;
 	uint64_t n = 0;
@@ -546,8 +757,25 @@ read_config(const sa_gguf *g, const char *path, int *n_layer, int *n_head_kv, in
 	}
 	if ((rc = sa_gguf_get_u32(g, "streamadapter.version", &version)) != SA_OK)
 		return rc;
-	if (version != ADAPTER_VERSION)
+	if (version != ADAPTER_VERSION && version != ADAPTER_VERSION_LSQ)
 		return sa_fail(SA_EDATA, "%s: unsupported adapter version %u", path, version);
+	/* version 1 is the pool kind, with or without the key; 2 names its kind */
+	*kind = SA_MAPPING_POOL;
+	if (version == ADAPTER_VERSION_LSQ || sa_gguf_has(g, "streamadapter.kind")) {
+		if ((rc = sa_gguf_get_str(g, "streamadapter.kind", &s)) != SA_OK)
+			return rc;
+		for (*kind = 0; *kind < 2; (*kind)++)
+			if (s.n == strlen(kind_name[*kind]) && !memcmp(s.s, kind_name[*kind], s.n))
+				break;
+		if (*kind == 2 || (*kind == SA_MAPPING_LSQ) != (version == ADAPTER_VERSION_LSQ))
+			return sa_fail(SA_EDATA, "%s: unknown mapping kind '%.*s' for version %u", path,
+			    (int)(s.n > 32 ? 32 : s.n), s.s, version);
+	}
+	*d_key = 0;
+	*lambda = 0;
+	if (*kind == SA_MAPPING_LSQ && ((rc = get_dim(g, "streamadapter.d_key", d_key, path)) != SA_OK ||
+	    (rc = sa_gguf_get_f32(g, "streamadapter.lambda", lambda)) != SA_OK))
+		return rc;
 	if ((rc = get_dim(g, "streamadapter.n_layer", n_layer, path)) != SA_OK ||
 	    (rc = get_dim(g, "streamadapter.n_head_kv", n_head_kv, path)) != SA_OK ||
 	    (rc = get_dim(g, "streamadapter.d_head", d_head, path)) != SA_OK ||
@@ -578,19 +806,18 @@ read_config(const sa_gguf *g, const char *path, int *n_layer, int *n_head_kv, in
 		*mats |= 1u << m;
 	}
 	free(names);
-	return check_config(*n_layer, *n_head_kv, *d_head, *rank, *chunk, *mats, path);
+	return check_config(*kind, *n_layer, *n_head_kv, *d_head, *rank, *chunk, *d_key, *lambda,
+	    *mats, path);
 }
 
 /* Tensor t of (l, m), checked for type and the dims the config implies
  * (W1's rows and W2's columns are read from the file: want 0 there). */
 static int
-find_tensor(const sa_gguf *g, const char *path, int l, int m, int t, const int64_t want[4],
+find_named(const sa_gguf *g, const char *path, const char *name, const int64_t want[4],
     int nd, const sa_tensor_info **out)
 {
 	const sa_tensor_info *ti;
-	char name[64];
 
-	tensor_name(name, sizeof name, l, m, t);
 	if (!(ti = sa_gguf_tensor(g, name)))
 		return sa_fail(SA_EDATA, "%s: missing tensor %s", path, name);
 	if (ti->type != SA_TYPE_F32)
@@ -605,12 +832,33 @@ find_tensor(const sa_gguf *g, const char *path, int l, int m, int t, const int64
 	return SA_OK;
 }
 
+static int
+find_tensor(const sa_gguf *g, const char *path, int l, int m, int t, const int64_t want[4],
+    int nd, const sa_tensor_info **out)
+{
+	char name[64];
+
+	tensor_name(name, sizeof name, l, m, t);
+	return find_named(g, path, name, want, nd, out);
+}
+
+/* Copy a tensor of n floats (checked by find_named) into dst. */
+static int
+copy_tensor(const sa_tensor_info *ti, const char *path, const char *name, float *dst, size_t n)
+{
+	if (ti->nbytes != n * sizeof(float))
+		return sa_fail(SA_EDATA, "%s: tensor %s has %zu bytes", path, name, ti->nbytes);
+	memcpy(dst, ti->data, n * sizeof(float));
+	return SA_OK;
+}
+
 int
 sa_adapter_load(sa_adapter **out, const char *path)
 {
 	sa_gguf *g = NULL;
 	sa_adapter *a = NULL, shape;
-	int n_layer = 0, n_head_kv = 0, d_head = 0, rank = 0, chunk = 0, rc;
+	int kind = 0, n_layer = 0, n_head_kv = 0, d_head = 0, rank = 0, chunk = 0, d_key = 0, rc;
+	float lambda = 0;
 	int *d_out = NULL, *d_in = NULL;
 	uint32_t mats = 0;
 	uint64_t model_fp, fp, n_expect = 0;
@@ -620,8 +868,8 @@ sa_adapter_load(sa_adapter **out, const char *path)
 	if ((rc = sa_gguf_open(&g, path)) != SA_OK)
 		return rc;
 	path = sa_gguf_path(g);
-	if ((rc = read_config(g, path, &n_layer, &n_head_kv, &d_head, &rank, &chunk, &mats,
-	    &model_fp, &fp)) != SA_OK)
+	if ((rc = read_config(g, path, &kind, &n_layer, &n_head_kv, &d_head, &rank, &chunk, &d_key,
+	    &lambda, &mats, &model_fp, &fp)) != SA_OK)
 		goto done;
 
 	/* W1 and W2 carry the widths of their matrix; read them first. */
@@ -633,6 +881,8 @@ sa_adapter_load(sa_adapter **out, const char *path)
 		goto done;
 	}
 	memset(&shape, 0, sizeof shape);
+	shape.mapping = kind;
+	shape.d_key = d_key;
 	shape.n_head_kv = n_head_kv;
 	shape.d_head = d_head;
 	shape.rank = rank;
@@ -662,20 +912,32 @@ sa_adapter_load(sa_adapter **out, const char *path)
 			 * what is checked here is no larger than the file. */
 			am.d_out = d_out[(size_t)l * SA_NMAT + m];
 			am.d_in = d_in[(size_t)l * SA_NMAT + m];
-			for (int t = T_Q; t <= T_B; t++) {
+			for (int t = T_Q; kind == SA_MAPPING_POOL && t <= T_B; t++) {
 				const sa_tensor_info *ti;
 				nd = tensor_dims(&shape, &am, t, ne);
 				if ((rc = find_tensor(g, path, l, m, t, ne, nd, &ti)) != SA_OK)
 					goto done;
 			}
-			n_expect += T_N;
+			n_expect += kind == SA_MAPPING_POOL ? T_N : 2;
+		}
+	for (int l = 0; kind == SA_MAPPING_LSQ && l < n_layer; l++)
+		for (int t = 0; t < M_N; t++) {
+			const sa_tensor_info *ti;
+			char name[64];
+			int64_t ne[4];
+			int nd = memory_dims(&shape, t, ne);
+			memory_name(name, sizeof name, l, t);
+			if ((rc = find_named(g, path, name, ne, nd, &ti)) != SA_OK)
+				goto done;
+			n_expect++;
 		}
 	if (sa_gguf_n_tensors(g) != n_expect) {
 		rc = sa_fail(SA_EDATA, "%s: %llu tensors, the configuration has %llu", path,
 		    (unsigned long long)sa_gguf_n_tensors(g), (unsigned long long)n_expect);
 		goto done;
 	}
-	if ((rc = sa_adapter_alloc(&a, n_layer, n_head_kv, d_head, rank, chunk, mats, d_out, d_in)) != SA_OK) {
+	if ((rc = sa_adapter_alloc_kind(&a, kind, n_layer, n_head_kv, d_head, rank, chunk, d_key,
+	    lambda, mats, d_out, d_in)) != SA_OK) {
 		if (rc == SA_EDATA)
 			rc = sa_fail(SA_EDATA, "%s: %s", path, sa_error());
 		goto done;
@@ -692,17 +954,29 @@ sa_adapter_load(sa_adapter **out, const char *path)
 				const sa_tensor_info *ti;
 				int64_t ne[4];
 				int nd = tensor_dims(a, am, t, ne);
-				float *dst = *tensor_ptr(am, t);
-				if ((rc = find_tensor(g, path, l, m, t, ne, nd, &ti)) != SA_OK)
+				char name[64];
+				if (!sz[t])
+					continue;
+				tensor_name(name, sizeof name, l, m, t);
+				if ((rc = find_named(g, path, name, ne, nd, &ti)) != SA_OK ||
+				    (rc = copy_tensor(ti, path, name, *tensor_ptr(am, t), sz[t])) != SA_OK)
 					goto done;
-				if (ti->nbytes != sz[t] * sizeof(float)) {
-					rc = sa_fail(SA_EDATA, "%s: tensor %s.%s has %zu bytes", path,
-					    sa_mat_name(m), tensor_suffix[t], ti->nbytes);
-					goto done;
-				}
-				memcpy(dst, ti->data, sz[t] * sizeof(float));
 			}
 		}
+	for (int l = 0; kind == SA_MAPPING_LSQ && l < n_layer; l++) {
+		size_t nm[M_N];
+		memory_sizes(a, nm);
+		for (int t = 0; t < M_N; t++) {
+			const sa_tensor_info *ti;
+			char name[64];
+			int64_t ne[4];
+			int nd = memory_dims(a, t, ne);
+			memory_name(name, sizeof name, l, t);
+			if ((rc = find_named(g, path, name, ne, nd, &ti)) != SA_OK ||
+			    (rc = copy_tensor(ti, path, name, *memory_ptr(&a->mem[l], t), nm[t])) != SA_OK)
+				goto done;
+		}
+	}
 	if ((rc = check_finite(a, path)) != SA_OK)
 		goto done;
 	a->fingerprint = sa_adapter_fingerprint(a);

@@ -62,8 +62,9 @@ sa_binding_check(const sa_model *m, const sa_adapter *a, const sa_delta *d, cons
 			return sa_fail(SA_EDATA, "%s was made with another adapter (fingerprint %016llx, "
 			    "%s has %016llx)", dname, (unsigned long long)d->adapter_fingerprint, an,
 			    (unsigned long long)a->fingerprint);
-		if (a->n_layer != d->n_layer || a->n_head_kv != d->n_head_kv || a->d_head != d->d_head ||
-		    a->rank != d->rank || a->chunk != d->chunk || a->mats != d->mats)
+		if (a->mapping != d->mapping || a->n_layer != d->n_layer || a->n_head_kv != d->n_head_kv ||
+		    a->d_head != d->d_head || a->rank != d->rank || a->chunk != d->chunk ||
+		    a->mats != d->mats)
 			return sa_fail(SA_EDATA, "%s: shape does not match %s", dname, an);
 	}
 	return SA_OK;
@@ -76,6 +77,48 @@ sa_adapter_check(const sa_adapter *a, const sa_model *model)
 }
 
 /* ---------------------------------------------------------- absorption */
+
+/*
+ * The memory read out, then the factors of (layer, mat):
+ *   M [Hk][dh][dk] = G (S + lambda I)^-1
+ *   B [d_out][Hk*dk], B[:, h*dk + j] = s * sum_i W1[:, h*dh + i] M[h][i][j]
+ *   A = W2 [Hk*dk][d_in]
+ * so that Delta W = B A = s W1 blockdiag(M) W2.
+ */
+static int
+memory_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat, float s,
+    float **B, const float **A)
+{
+	const sa_adapter_mat *am = SA_ADAPTER_MAT(a, layer, mat);
+	int Hk = d->n_head_kv, dh = d->d_head, dk = d->rank / Hk, Dkv = Hk * dh, r = d->rank, rc;
+	float *M;
+
+	if (layer < 0 || layer >= d->n_layer || mat < 0 || mat >= SA_NMAT || !(d->mats >> mat & 1))
+		return sa_fail(SA_EINTERNAL, "layer %d %s is not in the delta", layer,
+		    mat >= 0 && mat < SA_NMAT ? sa_mat_name(mat) : "?");
+	if (!(M = sa_malloc((size_t)dh * dk * sizeof *M)))
+		return SA_EINTERNAL;
+	if (!(*B = sa_malloc((size_t)am->d_out * r * sizeof **B))) {
+		free(M);
+		return SA_EINTERNAL;
+	}
+	for (int h = 0; h < Hk; h++) {
+		rc = sa_memory_read(sa_delta_G(d, layer) + (size_t)h * dh * dk,
+		    sa_delta_S(d, layer) + (size_t)h * dk * dk, dh, dk, a->lambda, M);
+		if (rc != SA_OK) {
+			free(M);
+			free(*B);
+			*B = NULL;
+			return rc;
+		}
+		/* B[:, h-block] [d_out][dk] = s * W1[:, h-block] [d_out][dh] . M [dh][dk] */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, am->d_out, dk, dh,
+		    s, am->W1 + (size_t)h * dh, Dkv, M, dk, 0.0f, *B + (size_t)h * dk, r);
+	}
+	free(M);
+	*A = am->W2;
+	return SA_OK;
+}
 
 int
 sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
@@ -90,6 +133,8 @@ sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
 	*A = NULL;
 	if ((rc = sa_binding_check(NULL, a, d, NULL)) != SA_OK)
 		return rc;
+	if (d->mapping == SA_MAPPING_LSQ)
+		return memory_factors(a, d, layer, mat, s, B, A);
 	if (!(h = sa_delta_h(d, layer, mat)))
 		return sa_fail(SA_EINTERNAL, "layer %d %s is not in the delta", layer,
 		    mat >= 0 && mat < SA_NMAT ? sa_mat_name(mat) : "?");

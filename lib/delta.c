@@ -4,13 +4,14 @@
  * goes into a model's weights in apply.c.
  *
  * File layout, little-endian throughout:
- *   header   "SADELTA\0", u32 version, u32 reserved (0), u64 model and
+ *   header   "SADELTA\0", u32 version, u32 kind (0 pool, 1 lsq), u64 model and
  *            adapter fingerprints, u32 n_layer n_head_kv d_head rank chunk
  *            mats, u64 n_tokens n_demos, u32-length strings adapter_path and
  *            params, u32 n_sources and per source (u32-length name, u64 hash),
  *            u64 payload size, u32 CRC-32 of every header byte before it
- *   payload  one zlib stream (deflate, level 6) of every h then every P as
- *            F32, cut into frames (u32 length, bytes); an empty frame ends it
+ *   payload  one zlib stream (deflate, level 6) of every h then every P
+ *            (lsq: every G then every S) as F32, cut into frames (u32
+ *            length, bytes); an empty frame ends it
  *   trailer  u32 CRC-32 of the uncompressed payload, "SADELEND"
  * Nothing needs a seek, so deltas travel through pipes.
  */
@@ -28,7 +29,9 @@
 #endif
 
 #define DELTA_END "SADELEND"       /* 8 bytes, no NUL */
-#define DELTA_VERSION 1u
+#define DELTA_VERSION 1u       /* SA_MAPPING_POOL */
+#define DELTA_VERSION_LSQ 2u   /* SA_MAPPING_LSQ: earlier readers refuse it */
+#define MAX_D_KEY 4096
 
 /* Sanity limits, checked before anything is allocated from a header. */
 #define MAX_LAYER 4096
@@ -53,18 +56,29 @@ popcount32(uint32_t x)
 int
 sa_delta_n_used(const sa_delta *d)
 {
-	return d->n_layer * popcount32(d->mats);
+	return d->mapping == SA_MAPPING_LSQ ? d->n_layer : d->n_layer * popcount32(d->mats);
 }
 
+static int
+d_key(const sa_delta *d)
+{
+	return d->rank / d->n_head_kv;
+}
+
+/* Floats of h (LSQ: G) and of P (LSQ: S) per stored block. */
 static size_t
 h_per_pair(const sa_delta *d)
 {
+	if (d->mapping == SA_MAPPING_LSQ)
+		return (size_t)d->n_head_kv * d->d_head * d_key(d);
 	return (size_t)d->n_head_kv * d->rank * d->d_head;
 }
 
 static size_t
 p_per_pair(const sa_delta *d)
 {
+	if (d->mapping == SA_MAPPING_LSQ)
+		return (size_t)d->n_head_kv * d_key(d) * d_key(d);
 	return (size_t)d->n_head_kv * d->rank;
 }
 
@@ -72,10 +86,33 @@ p_per_pair(const sa_delta *d)
 static int
 pair_index(const sa_delta *d, int layer, int mat)
 {
-	if (layer < 0 || layer >= d->n_layer || mat < 0 || mat >= SA_NMAT ||
-	    !(d->mats >> mat & 1))
+	if (d->mapping != SA_MAPPING_POOL || layer < 0 || layer >= d->n_layer || mat < 0 ||
+	    mat >= SA_NMAT || !(d->mats >> mat & 1))
 		return -1;
 	return layer * popcount32(d->mats) + popcount32(d->mats & ((1u << mat) - 1));
+}
+
+void
+sa_delta_sizes(const sa_delta *d, size_t *nh, size_t *np)
+{
+	*nh = (size_t)sa_delta_n_used(d) * h_per_pair(d);
+	*np = (size_t)sa_delta_n_used(d) * p_per_pair(d);
+}
+
+float *
+sa_delta_G(const sa_delta *d, int layer)
+{
+	if (d->mapping != SA_MAPPING_LSQ || layer < 0 || layer >= d->n_layer)
+		return NULL;
+	return d->h + (size_t)layer * h_per_pair(d);
+}
+
+float *
+sa_delta_S(const sa_delta *d, int layer)
+{
+	if (d->mapping != SA_MAPPING_LSQ || layer < 0 || layer >= d->n_layer)
+		return NULL;
+	return d->P + (size_t)layer * p_per_pair(d);
 }
 
 float *
@@ -106,13 +143,22 @@ check_shape(const sa_delta *d, const char *name)
 		return sa_fail(SA_EDATA, "%s: d_head %d out of range 1..%d", name, d->d_head, MAX_D_HEAD);
 	if (d->rank < 1 || d->rank > MAX_RANK)
 		return sa_fail(SA_EDATA, "%s: rank %d out of range 1..%d", name, d->rank, MAX_RANK);
-	if (d->chunk < 1 || d->chunk > MAX_CHUNK)
+	if (d->mapping == SA_MAPPING_LSQ) {
+		if (d->rank % d->n_head_kv || d_key(d) > MAX_D_KEY)
+			return sa_fail(SA_EDATA, "%s: rank %d is not n_head_kv %d times a d_key of 1..%d",
+			    name, d->rank, d->n_head_kv, MAX_D_KEY);
+		if (d->chunk != 0)
+			return sa_fail(SA_EDATA, "%s: chunk %d: the memory has no chunks (0)", name, d->chunk);
+	} else if (d->chunk < 1 || d->chunk > MAX_CHUNK)
 		return sa_fail(SA_EDATA, "%s: chunk %d out of range 1..%d", name, d->chunk, MAX_CHUNK);
 	if (d->mats == 0 || d->mats >> SA_NMAT)
 		return sa_fail(SA_EDATA, "%s: bad matrix set 0x%x", name, (unsigned)d->mats);
-	/* Each factor is below 2^16 and there are at most 2^12 * 7 pairs, so
-	 * the product cannot overflow 64 bits. */
-	n = (uint64_t)sa_delta_n_used(d) * d->n_head_kv * d->rank * ((uint64_t)d->d_head + 1) * 4;
+	/* Each factor is below 2^16 (d_key 2^12) and there are at most 2^12 * 7
+	 * blocks, so the products cannot overflow 64 bits. */
+	if (d->mapping == SA_MAPPING_LSQ)
+		n = (uint64_t)d->n_layer * d->n_head_kv * d_key(d) * ((uint64_t)d->d_head + d_key(d)) * 4;
+	else
+		n = (uint64_t)sa_delta_n_used(d) * d->n_head_kv * d->rank * ((uint64_t)d->d_head + 1) * 4;
 	if (n > MAX_PAYLOAD)
 		return sa_fail(SA_EDATA, "%s: state of %llu bytes exceeds the limit of %llu",
 		    name, (unsigned long long)n, (unsigned long long)MAX_PAYLOAD);
@@ -163,6 +209,7 @@ sa_delta_new(sa_delta **out, const sa_adapter *a)
 	*out = NULL;
 	if (!(d = sa_calloc(1, sizeof *d)))
 		return SA_EINTERNAL;
+	d->mapping = a->mapping;
 	d->model_fingerprint = a->model_fingerprint;
 	d->adapter_fingerprint = a->fingerprint;
 	d->n_layer = a->n_layer;
@@ -183,7 +230,7 @@ sa_delta_new(sa_delta **out, const sa_adapter *a)
 	np = (size_t)sa_delta_n_used(d) * p_per_pair(d);
 	memset(d->h, 0, nh * sizeof(float));
 	for (size_t i = 0; i < np; i++)
-		d->P[i] = 1.0f;
+		d->P[i] = d->mapping == SA_MAPPING_LSQ ? 0.0f : 1.0f;
 	*out = d;
 	return SA_OK;
 fail:
@@ -248,20 +295,20 @@ static int
 check_finite(const sa_delta *d, const char *name)
 {
 	size_t hp = h_per_pair(d), pp = p_per_pair(d);
-	int k = 0;
+	int lsq = d->mapping == SA_MAPPING_LSQ, k = 0;
 
 	for (int l = 0; l < d->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
-			if (!(d->mats >> m & 1))
+			if (lsq ? m > 0 : !(d->mats >> m & 1))
 				continue;
 			for (size_t i = 0; i < hp; i++)
 				if (!isfinite(d->h[(size_t)k * hp + i]))
-					return sa_fail(SA_EDATA, "%s: non-finite value in h of layer %d %s",
-					    name, l, sa_mat_name(m));
+					return sa_fail(SA_EDATA, "%s: non-finite value in %s of layer %d%s%s",
+					    name, lsq ? "G" : "h", l, lsq ? "" : " ", lsq ? "" : sa_mat_name(m));
 			for (size_t i = 0; i < pp; i++)
 				if (!isfinite(d->P[(size_t)k * pp + i]))
-					return sa_fail(SA_EDATA, "%s: non-finite value in P of layer %d %s",
-					    name, l, sa_mat_name(m));
+					return sa_fail(SA_EDATA, "%s: non-finite value in %s of layer %d%s%s",
+					    name, lsq ? "S" : "P", l, lsq ? "" : " ", lsq ? "" : sa_mat_name(m));
 			k++;
 		}
 	return SA_OK;
@@ -397,8 +444,8 @@ sa_delta_write(const sa_delta *d, FILE *fp, const char *name)
 		return rc;
 
 	buf_put(&b, SA_DELTA_MAGIC, 8);
-	buf_u32(&b, DELTA_VERSION);
-	buf_u32(&b, 0);
+	buf_u32(&b, d->mapping == SA_MAPPING_LSQ ? DELTA_VERSION_LSQ : DELTA_VERSION);
+	buf_u32(&b, (uint32_t)d->mapping);
 	buf_u64(&b, d->model_fingerprint);
 	buf_u64(&b, d->adapter_fingerprint);
 	buf_u32(&b, (uint32_t)d->n_layer);
@@ -569,7 +616,7 @@ static int
 read_header(reader *r, sa_delta *d, uint64_t *payload)
 {
 	unsigned char magic[8];
-	uint32_t version, reserved, n_src, crc, want;
+	uint32_t version, kind, n_src, crc, want;
 	size_t got;
 	int rc;
 
@@ -588,19 +635,23 @@ read_header(reader *r, sa_delta *d, uint64_t *payload)
 
 	if ((rc = get_u32(r, &version)) != SA_OK)
 		return rc;
-	if (version != DELTA_VERSION)
+	if (version != DELTA_VERSION && version != DELTA_VERSION_LSQ)
 		return sa_fail(SA_EDATA, "%s: unsupported version %u", r->name, version);
-	if ((rc = get_u32(r, &reserved)) != SA_OK)
+	if ((rc = get_u32(r, &kind)) != SA_OK)
 		return rc;
-	if (reserved != 0)
-		return sa_fail(SA_EDATA, "%s: reserved field is %u, not 0 (corrupted)", r->name, reserved);
+	/* version 1 is the pool kind (its field was reserved, 0), 2 the memory */
+	if (kind != (version == DELTA_VERSION_LSQ ? SA_MAPPING_LSQ : SA_MAPPING_POOL))
+		return sa_fail(SA_EDATA, "%s: kind %u in a version %u delta (corrupted)", r->name, kind,
+		    version);
+	d->mapping = (int)kind;
 	if ((rc = get_u64(r, &d->model_fingerprint)) != SA_OK ||
 	    (rc = get_u64(r, &d->adapter_fingerprint)) != SA_OK ||
 	    (rc = get_int(r, &d->n_layer, "n_layer", MAX_LAYER)) != SA_OK ||
 	    (rc = get_int(r, &d->n_head_kv, "n_head_kv", MAX_HEAD_KV)) != SA_OK ||
 	    (rc = get_int(r, &d->d_head, "d_head", MAX_D_HEAD)) != SA_OK ||
 	    (rc = get_int(r, &d->rank, "rank", MAX_RANK)) != SA_OK ||
-	    (rc = get_int(r, &d->chunk, "chunk", MAX_CHUNK)) != SA_OK ||
+	    (rc = (d->mapping == SA_MAPPING_LSQ ? get_u32(r, (uint32_t *)&d->chunk) :
+	    get_int(r, &d->chunk, "chunk", MAX_CHUNK))) != SA_OK ||
 	    (rc = get_u32(r, &d->mats)) != SA_OK)
 		return rc;
 	if ((rc = check_shape(d, r->name)) != SA_OK)
@@ -823,6 +874,7 @@ sa_delta_compatible(const sa_delta *a, const char *name_a, const sa_delta *b, co
 #define SAME(f) if (a->f != b->f) return sa_fail(SA_EDATA, \
 		"%s and %s differ in " #f " (%lld and %lld)", name_a, name_b, \
 		(long long)a->f, (long long)b->f)
+	SAME(mapping);
 	SAME(n_layer);
 	SAME(n_head_kv);
 	SAME(d_head);
@@ -898,6 +950,15 @@ sa_delta_chain(sa_delta *a, const sa_delta *b)
 
 	if ((rc = sa_delta_compatible(a, "first delta", b, "second delta")) != SA_OK)
 		return rc;
+	if (a->mapping == SA_MAPPING_LSQ) {
+		/* the memory's sums have no gates: B's tokens add to A's */
+		size_t nh = (size_t)sa_delta_n_used(a) * h_per_pair(a);
+		for (size_t i = 0; i < nh; i++)
+			a->h[i] += b->h[i];
+		for (size_t i = 0; i < rows; i++)
+			a->P[i] += b->P[i];
+		return append_meta(a, b);
+	}
 	for (size_t i = 0; i < rows; i++) {
 		float pb = b->P[i];
 		float *ha = a->h + i * dh;
@@ -1022,20 +1083,29 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 	size_t nh = (size_t)sa_delta_n_used(d) * h_per_pair(d);
 	size_t np = (size_t)sa_delta_n_used(d) * p_per_pair(d);
 	double hss = 0, psum = 0;
+	int lsq = d->mapping == SA_MAPPING_LSQ, dk = lsq ? d_key(d) : 0;
+	unsigned version = lsq ? DELTA_VERSION_LSQ : DELTA_VERSION;
+	const char *mapping = lsq ? "lsq" : "pool";
 
 	for (size_t i = 0; i < nh; i++)
 		hss += (double)d->h[i] * d->h[i];
+	/* pool: the mean gate product; lsq: the trace of S per memory, how
+	 * many tokens' worth were written */
 	for (size_t i = 0; i < np; i++)
-		psum += d->P[i];
+		psum += !lsq ? d->P[i] : i % ((size_t)dk * dk) % (dk + 1) == 0 ? d->P[i] : 0;
 
 	if (json) {
-		fprintf(fp, "{\"kind\":\"delta\",\"version\":%u", DELTA_VERSION);
+		fprintf(fp, "{\"kind\":\"delta\",\"version\":%u,\"mapping\":\"%s\"", version, mapping);
 		fprintf(fp, ",\"model_fingerprint\":\"%016llx\"", (unsigned long long)d->model_fingerprint);
 		fprintf(fp, ",\"adapter_fingerprint\":\"%016llx\"", (unsigned long long)d->adapter_fingerprint);
 		fputs(",\"adapter\":", fp);
 		json_str_or_null(fp, d->adapter_path);
-		fprintf(fp, ",\"n_layer\":%d,\"n_head_kv\":%d,\"d_head\":%d,\"rank\":%d,\"chunk\":%d",
-		    d->n_layer, d->n_head_kv, d->d_head, d->rank, d->chunk);
+		fprintf(fp, ",\"n_layer\":%d,\"n_head_kv\":%d,\"d_head\":%d,\"rank\":%d",
+		    d->n_layer, d->n_head_kv, d->d_head, d->rank);
+		if (lsq)
+			fprintf(fp, ",\"d_key\":%d", dk);
+		else
+			fprintf(fp, ",\"chunk\":%d", d->chunk);
 		fputs(",\"matrices\":", fp);
 		mats_list(fp, d->mats, 1);
 		fprintf(fp, ",\"n_tokens\":%llu,\"n_demos\":%llu",
@@ -1043,7 +1113,11 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 		fputs(",\"params\":", fp);
 		json_str_or_null(fp, d->params);
 		fprintf(fp, ",\"state_bytes\":%llu", (unsigned long long)payload_bytes(d));
-		fprintf(fp, ",\"h_norm\":%.9g,\"p_mean\":%.9g", sqrt(hss), np ? psum / np : 0.0);
+		if (lsq)
+			fprintf(fp, ",\"g_norm\":%.9g,\"s_trace\":%.9g", sqrt(hss),
+			    psum / ((double)d->n_layer * d->n_head_kv));
+		else
+			fprintf(fp, ",\"h_norm\":%.9g,\"p_mean\":%.9g", sqrt(hss), np ? psum / np : 0.0);
 		fputs(",\"sources\":[", fp);
 		for (int i = 0; i < d->n_sources; i++) {
 			fprintf(fp, "%s{\"name\":", i ? "," : "");
@@ -1057,7 +1131,8 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 	/* The JSON keys, with spaces for underscores (sa-info(1)). */
 #define KEY(k) fprintf(fp, "%-21s", k ":")
 	KEY("kind");                fputs("delta\n", fp);
-	KEY("version");             fprintf(fp, "%u\n", DELTA_VERSION);
+	KEY("version");             fprintf(fp, "%u\n", version);
+	KEY("mapping");             fprintf(fp, "%s\n", mapping);
 	KEY("model fingerprint");   fprintf(fp, "%016llx\n", (unsigned long long)d->model_fingerprint);
 	KEY("adapter fingerprint"); fprintf(fp, "%016llx\n", (unsigned long long)d->adapter_fingerprint);
 	KEY("adapter");             put_line_text(fp, d->adapter_path ? d->adapter_path : "-"); fputc('\n', fp);
@@ -1065,14 +1140,23 @@ sa_delta_print(const sa_delta *d, FILE *fp, int json)
 	KEY("n head kv");           fprintf(fp, "%d\n", d->n_head_kv);
 	KEY("d head");              fprintf(fp, "%d\n", d->d_head);
 	KEY("rank");                fprintf(fp, "%d\n", d->rank);
-	KEY("chunk");               fprintf(fp, "%d\n", d->chunk);
+	if (lsq) {
+		KEY("d key");       fprintf(fp, "%d\n", dk);
+	} else {
+		KEY("chunk");       fprintf(fp, "%d\n", d->chunk);
+	}
 	KEY("matrices");            mats_list(fp, d->mats, 0); fputc('\n', fp);
 	KEY("n tokens");            fprintf(fp, "%llu\n", (unsigned long long)d->n_tokens);
 	KEY("n demos");             fprintf(fp, "%llu\n", (unsigned long long)d->n_demos);
 	KEY("params");              put_line_text(fp, d->params && *d->params ? d->params : "-"); fputc('\n', fp);
 	KEY("state bytes");         fprintf(fp, "%llu\n", (unsigned long long)payload_bytes(d));
-	KEY("h norm");              fprintf(fp, "%.6g\n", sqrt(hss));
-	KEY("p mean");              fprintf(fp, "%.6g\n", np ? psum / np : 0.0);
+	if (lsq) {
+		KEY("g norm");      fprintf(fp, "%.6g\n", sqrt(hss));
+		KEY("s trace");     fprintf(fp, "%.6g\n", psum / ((double)d->n_layer * d->n_head_kv));
+	} else {
+		KEY("h norm");      fprintf(fp, "%.6g\n", sqrt(hss));
+		KEY("p mean");      fprintf(fp, "%.6g\n", np ? psum / np : 0.0);
+	}
 	KEY("sources");             fprintf(fp, "%d\n", d->n_sources);
 	/* the members of "sources": hash and name */
 	for (int i = 0; i < d->n_sources; i++) {

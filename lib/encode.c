@@ -30,7 +30,8 @@ struct sa_encoder {
 	sa_model *model;
 	const sa_adapter *a;
 	sa_delta *delta;      /* float copy of the state, refreshed by sa_encoder_delta */
-	double *h, *P;        /* [n_used][Hk][r][dh], [n_used][Hk][r] */
+	double *h, *P;        /* [n_used][Hk][r][dh], [n_used][Hk][r];
+	                       * LSQ: G [n_layer][Hk][dh][dk], S [n_layer][Hk][dk][dk] */
 	int *pair;            /* [n_layer * SA_NMAT]: index of (l, m) in h/P, or -1 */
 	sa_kvcache *st;
 	int seg_n;            /* tokens of the segment being fed */
@@ -469,10 +470,54 @@ sa_context_map(const sa_adapter *a, int layer, int mat, const float *k,
 typedef struct layer_job {
 	sa_encoder *e;
 	int layer, n;
+	int rc;                    /* LSQ: a failure of a head (out of memory) */
 	int mat[SA_NMAT];          /* adapted matrices of the layer */
 	const float *k, *v;
 	double *scratch;           /* [threads][scratch_size] */
 } layer_job;
+
+/*
+ * The state's blocks and their sizes in doubles: one per adapted (l, m)
+ * for the pool kind, h [Hk][r][dh] and P [Hk][r]; one per layer for the
+ * memory, G [Hk][dh][dk] and S [Hk][dk][dk].
+ */
+static void
+block_sizes(const sa_adapter *a, size_t *hs, size_t *ps)
+{
+	size_t Hk = a->n_head_kv, dh = a->d_head, dk = a->d_key;
+
+	*hs = a->mapping == SA_MAPPING_LSQ ? Hk * dh * dk : Hk * a->rank * dh;
+	*ps = a->mapping == SA_MAPPING_LSQ ? Hk * dk * dk : Hk * a->rank;
+}
+
+/* Block p's floats in the delta, (l, m)'s or layer l's. */
+static float *
+delta_block(sa_delta *d, const sa_adapter *a, int l, int m, int state)
+{
+	if (a->mapping == SA_MAPPING_LSQ)
+		return state ? sa_delta_G(d, l) : sa_delta_S(d, l);
+	return state ? sa_delta_h(d, l, m) : sa_delta_P(d, l, m);
+}
+
+/* LSQ: a chunk is one head's memory of the layer. */
+static void
+memory_task(void *arg, int ith, int item, int n_items)
+{
+	layer_job *job = arg;
+	const sa_adapter *a = job->e->a;
+	sa_memory_params mp = sa_adapter_memory_params(a, job->layer);
+	size_t hs, ps;
+	int rc;
+
+	(void)ith;
+	(void)n_items;
+	block_sizes(a, &hs, &ps);
+	rc = sa_memory_write_head(&mp, item, job->k, job->v, job->n,
+	    job->e->h + job->layer * hs + (size_t)item * a->d_head * a->d_key,
+	    job->e->P + job->layer * ps + (size_t)item * a->d_key * a->d_key);
+	if (rc != SA_OK)
+		job->rc = rc;
+}
 
 static void
 layer_task(void *arg, int ith, int item, int n_items)
@@ -507,6 +552,11 @@ encode_hook(void *ctx, int layer, int n, const float *k, const float *v)
 		    layer, n, e->seg_n);
 		return;
 	}
+	if (a->mapping == SA_MAPPING_LSQ) {
+		sa_pool_run_chunks(memory_task, &job, a->n_head_kv);
+		e->rc = job.rc;
+		return;
+	}
 	for (int m = 0; m < SA_NMAT; m++)
 		if (e->pair[(size_t)layer * SA_NMAT + m] >= 0)
 			job.mat[n_mats++] = m;
@@ -525,10 +575,10 @@ int
 sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_delta *start)
 {
 	sa_encoder *e;
-	size_t hs = (size_t)a->n_head_kv * a->rank * a->d_head;
-	size_t ps = (size_t)a->n_head_kv * a->rank;
+	size_t hs, ps;
 	int rc, n_used = 0;
 
+	block_sizes(a, &hs, &ps);
 	*out = NULL;
 	if ((rc = sa_binding_check(model, a, start, "the delta to continue")) != SA_OK)
 		return rc;
@@ -547,7 +597,8 @@ sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_
 	}
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++)
-			e->pair[(size_t)l * SA_NMAT + m] = (a->mats & (1u << m)) ? n_used++ : -1;
+			e->pair[(size_t)l * SA_NMAT + m] = a->mapping == SA_MAPPING_LSQ ? (m == 0 ? n_used++ : -1)
+			    : (a->mats & (1u << m)) ? n_used++ : -1;
 	rc = start ? sa_delta_clone(&e->delta, start) : sa_delta_new(&e->delta, a);
 	if (rc != SA_OK)
 		goto fail;
@@ -562,8 +613,8 @@ sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_
 			const float *dh, *dP;
 			if (p < 0)
 				continue;
-			dh = sa_delta_h(e->delta, l, m);
-			dP = sa_delta_P(e->delta, l, m);
+			dh = delta_block(e->delta, a, l, m, 1);
+			dP = delta_block(e->delta, a, l, m, 0);
 			for (size_t i = 0; i < hs; i++)
 				e->h[(size_t)p * hs + i] = dh[i];
 			for (size_t i = 0; i < ps; i++)
@@ -624,17 +675,17 @@ sa_delta *
 sa_encoder_delta(sa_encoder *e)
 {
 	const sa_adapter *a = e->a;
-	size_t hs = (size_t)a->n_head_kv * a->rank * a->d_head;
-	size_t ps = (size_t)a->n_head_kv * a->rank;
+	size_t hs, ps;
 
+	block_sizes(a, &hs, &ps);
 	for (int l = 0; l < a->n_layer; l++) {
 		for (int m = 0; m < SA_NMAT; m++) {
 			int p = e->pair[(size_t)l * SA_NMAT + m];
 			float *dh, *dP;
 			if (p < 0)
 				continue;
-			dh = sa_delta_h(e->delta, l, m);
-			dP = sa_delta_P(e->delta, l, m);
+			dh = delta_block(e->delta, a, l, m, 1);
+			dP = delta_block(e->delta, a, l, m, 0);
 			for (size_t i = 0; i < hs; i++)
 				dh[i] = (float)e->h[(size_t)p * hs + i];
 			for (size_t i = 0; i < ps; i++)

@@ -69,7 +69,7 @@ features(const sa_memory_params *mp, int h, const float *x, double *phi, double 
 }
 
 int
-sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int n,
+sa_memory_write_head(const sa_memory_params *mp, int h, const float *K, const float *V, int n,
     double *G, double *S)
 {
 	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh;
@@ -77,25 +77,33 @@ sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int 
 
 	if (!phi)
 		return sa_fail(SA_EINTERNAL, "out of memory");
-	for (int h = 0; h < Hk; h++) {
-		double *Gh = G + (size_t)h * dh * dk, *Sh = S + (size_t)h * dk * dk;
-		for (int t = 0; t < n; t++) {
-			const float *x = K + (size_t)t * Dkv, *v = V + (size_t)t * Dkv + (size_t)h * dh;
-			double beta = features(mp, h, x, phi, NULL);
-			for (int i = 0; i < dh; i++) {
-				double bv = beta * v[i];
-				for (int j = 0; j < dk; j++)
-					Gh[(size_t)i * dk + j] += bv * phi[j];
-			}
-			for (int i = 0; i < dk; i++) {
-				double bp = beta * phi[i];
-				for (int j = 0; j < dk; j++)
-					Sh[(size_t)i * dk + j] += bp * phi[j];
-			}
+	for (int t = 0; t < n; t++) {
+		const float *x = K + (size_t)t * Dkv, *v = V + (size_t)t * Dkv + (size_t)h * dh;
+		double beta = features(mp, h, x, phi, NULL);
+		for (int i = 0; i < dh; i++) {
+			double bv = beta * v[i];
+			for (int j = 0; j < dk; j++)
+				G[(size_t)i * dk + j] += bv * phi[j];
+		}
+		for (int i = 0; i < dk; i++) {
+			double bp = beta * phi[i];
+			for (int j = 0; j < dk; j++)
+				S[(size_t)i * dk + j] += bp * phi[j];
 		}
 	}
 	free(phi);
 	return SA_OK;
+}
+
+int
+sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int n,
+    double *G, double *S)
+{
+	int dh = mp->dh, dk = mp->dk, rc = SA_OK;
+
+	for (int h = 0; h < mp->Hk && rc == SA_OK; h++)
+		rc = sa_memory_write_head(mp, h, K, V, n, G + (size_t)h * dh * dk, S + (size_t)h * dk * dk);
+	return rc;
 }
 
 /* L L^T = A [n][n] in place (lower triangle); 0 unless positive definite. */
@@ -307,4 +315,35 @@ done:
 	free(dphi);
 	free(row);
 	return rc;
+}
+
+/*
+ * The read-out as the trainer's side path takes it (sa_tside, H [r][Dkv]
+ * with W1 [d_out][Dkv] and W2 [r][d_in]):
+ *   H [Hk*dk][Hk*dh],  H[h*dk + j][h*dh + i] = M[h][i][j], 0 off the blocks
+ * so that W1 H^T = W1 blockdiag(M), as sa_delta_factors makes B.
+ */
+void
+sa_memory_side(const float *M, int Hk, int dh, int dk, float *H)
+{
+	size_t Dkv = (size_t)Hk * dh;
+
+	memset(H, 0, (size_t)Hk * dk * Dkv * sizeof *H);
+	for (int h = 0; h < Hk; h++)
+		for (int i = 0; i < dh; i++)
+			for (int j = 0; j < dk; j++)
+				H[((size_t)h * dk + j) * Dkv + (size_t)h * dh + i] = M[((size_t)h * dh + i) * dk + j];
+}
+
+/* dM [Hk][dh][dk] += the blocks of dH [Hk*dk][Hk*dh] (off them, nothing
+ * flows: H is zero there whatever the memory holds). */
+void
+sa_memory_side_backward(const float *dH, int Hk, int dh, int dk, float *dM)
+{
+	size_t Dkv = (size_t)Hk * dh;
+
+	for (int h = 0; h < Hk; h++)
+		for (int i = 0; i < dh; i++)
+			for (int j = 0; j < dk; j++)
+				dM[((size_t)h * dh + i) * dk + j] += dH[((size_t)h * dk + j) * Dkv + (size_t)h * dh + i];
 }

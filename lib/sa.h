@@ -445,6 +445,49 @@ void sa_json_put(FILE *fp, const sa_json *j);
  * n when all of it is text. */
 size_t sa_text_len(const char *s, size_t n);
 
+/* ------------------------------------------------- least-squares memory */
+
+/*
+ * The second kind of context mapping (lib/memory.c, doc/design.md): per
+ * layer, one memory per key/value head h, over the layer's keys x [Dkv]
+ * (before RoPE) and head h's values v [dh]:
+ *   P [Hk][dk][Dkv], p [Hk][dk]   features phi = normalize(f(P x + p)),
+ *                                 f(u) = u + 1 (u > 0), exp(u) (u <= 0)
+ *   w [Hk][Dkv], c [Hk]           write gate beta = sigmoid(<w, x> + c)
+ *   G [Hk][dh][dk] += beta v phi^T,  S [Hk][dk][dk] += beta phi phi^T
+ * read out as M [Hk][dh][dk] = G (S + lambda I)^-1.  The parameters are
+ * borrowed (the adapter owns them).
+ */
+typedef struct sa_memory_params {
+	const float *P, *p, *w, *c;
+	int Hk, dh, dk;
+} sa_memory_params;
+
+/* Add n tokens (K, V [n][Hk*dh]) to G and S, in double, in a fixed order;
+ * or to one head's G [dh][dk] and S [dk][dk] (heads are independent). */
+int sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int n,
+    double *G, double *S);
+int sa_memory_write_head(const sa_memory_params *mp, int h, const float *K, const float *V, int n,
+    double *G, double *S);
+/* M [dh][dk] = G [dh][dk] (S [dk][dk] + lambda I)^-1 for one head, solved in
+ * double; SA_EDATA if S + lambda I is not positive definite. */
+int sa_memory_read(const float *G, const float *S, int dh, int dk, double lambda, float *M);
+
+/* Training: the sums in float, keeping what the backward needs:
+ * u, phi [n][Hk][dk], beta [n][Hk]; G, S as above (overwritten). */
+int sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float *V, int n,
+    float *u, float *phi, float *beta, float *G, float *S);
+/* Gradients of the parameters (added into gr, shaped as the parameters)
+ * from dM [Hk][dh][dk], the gradient of the read-out. */
+typedef struct sa_memory_grads { float *P, *p, *w, *c; } sa_memory_grads;
+int sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float *V, int n,
+    const float *u, const float *phi, const float *beta, const float *G, const float *S,
+    double lambda, const float *dM, sa_memory_grads *gr);
+/* M [Hk][dh][dk] laid out as the side path's H [Hk*dk][Hk*dh] (block
+ * diagonal), and the gradient of H back onto M (added into dM). */
+void sa_memory_side(const float *M, int Hk, int dh, int dk, float *H);
+void sa_memory_side_backward(const float *dH, int Hk, int dh, int dk, float *dM);
+
 /* --------------------------------------------------------------- session */
 
 /*
@@ -583,15 +626,39 @@ typedef struct sa_adapter_mat {
 	int d_out, d_in;
 } sa_adapter_mat;
 
+/*
+ * The two kinds of context mapping (the field "mapping" of adapters and
+ * deltas; "kind" in the files).  SA_MAPPING_POOL is the paper's: r learned
+ * queries pool each chunk, a gated recurrence sums the chunks; the delta is
+ * (h, P).  SA_MAPPING_LSQ is the least-squares memory (sa_memory_*): the delta
+ * is (G, S) per layer, read out when applied; its update has rank
+ * n_head_kv * d_key, and the adapter's rank field holds that.
+ */
+enum { SA_MAPPING_POOL = 0, SA_MAPPING_LSQ = 1 };
+
+/* One layer's memory parameters (SA_MAPPING_LSQ), shaped as in sa_memory_params:
+ * P [Hk][dk][Dkv], p [Hk][dk], w [Hk][Dkv], c [Hk]. */
+typedef struct sa_adapter_memory {
+	float *P, *p, *w, *c;
+} sa_adapter_memory;
+
 typedef struct sa_adapter {
-	int n_layer, n_head_kv, d_head, rank, chunk;
+	int mapping;                   /* SA_MAPPING_POOL or SA_MAPPING_LSQ */
+	int n_layer, n_head_kv, d_head, rank, chunk;   /* LSQ: rank = Hk * d_key, chunk 0 */
+	int d_key;                     /* LSQ: features per memory; 0 for POOL */
+	float lambda;                  /* LSQ: ridge of the read-out; 0 for POOL */
 	uint32_t mats;                 /* bitmask of SA_MAT_* */
 	uint64_t model_fingerprint;    /* of the base model */
 	uint64_t fingerprint;          /* of this adapter's config and data */
 	char *path;                    /* where it was loaded from, or NULL */
-	sa_adapter_mat *mat;           /* [n_layer * SA_NMAT]; unused entries zero */
+	sa_adapter_mat *mat;           /* [n_layer * SA_NMAT]; unused entries zero;
+	                                * LSQ: W1 and W2 only (Q, g, b NULL) */
+	sa_adapter_memory *mem;        /* LSQ: [n_layer]; NULL for POOL */
 	void *arena;                   /* internal: one block for all tensors */
 } sa_adapter;
+
+/* The parameters of layer l's memory as sa_memory_* take them. */
+sa_memory_params sa_adapter_memory_params(const sa_adapter *a, int layer);
 
 #define SA_ADAPTER_MAT(a, l, m) (&(a)->mat[(size_t)(l) * SA_NMAT + (m)])
 
@@ -599,8 +666,13 @@ typedef struct sa_adapter {
  * W2 random, W1 = 0 unless w1_scale != 0 (random, for tests). */
 int sa_adapter_init(sa_adapter **out, const sa_model *model, int rank, int chunk,
     uint32_t mats, uint64_t seed, float w1_scale);
+/* A new least-squares memory adapter (SA_MAPPING_LSQ): d_key features per
+ * memory, ridge lambda; P, w random from seed, p = 0, c = 0 (half of every
+ * token written), W2 random, W1 = 0 unless w1_scale != 0. */
+int sa_adapter_init_lsq(sa_adapter **out, const sa_model *model, int d_key, float lambda,
+    uint32_t mats, uint64_t seed, float w1_scale);
 /* A copy of a (made for model) with rank slots, rank >= a->rank: the same
- * deltas until trained, the new slots ready to learn. */
+ * deltas until trained, the new slots ready to learn (SA_MAPPING_POOL only). */
 int sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, int rank,
     uint64_t seed);
 int sa_adapter_load(sa_adapter **out, const char *path);
@@ -627,24 +699,31 @@ typedef struct sa_source {
  *   h [Hk][r][dh] and P [Hk][r].
  */
 typedef struct sa_delta {
+	int mapping;             /* SA_MAPPING_POOL or SA_MAPPING_LSQ, as its adapter */
 	uint64_t model_fingerprint, adapter_fingerprint;
-	int n_layer, n_head_kv, d_head, rank, chunk;
+	int n_layer, n_head_kv, d_head, rank, chunk;   /* LSQ: rank = Hk*dk, chunk 0 */
 	uint32_t mats;
 	uint64_t n_tokens, n_demos;
 	char *adapter_path;      /* as recorded by sa-encode, or NULL */
 	char *params;            /* encode parameters, free text (template, ...) */
 	int n_sources;
 	sa_source *sources;
-	float *h;                /* n_used * Hk*r*dh */
-	float *P;                /* n_used * Hk*r */
+	float *h;                /* POOL: n_used * Hk*r*dh;  LSQ: G, n_layer * Hk*dh*dk */
+	float *P;                /* POOL: n_used * Hk*r;     LSQ: S, n_layer * Hk*dk*dk */
 } sa_delta;
 
-/* Number of (l, m) pairs stored; offsets of pair i's h and P. */
+/* Number of blocks stored: (l, m) pairs (POOL) or layers (LSQ). */
 int sa_delta_n_used(const sa_delta *d);
-float *sa_delta_h(const sa_delta *d, int layer, int mat);   /* NULL if m not in mats */
+/* POOL: pair (layer, mat)'s h and P; NULL if m not in mats or for LSQ. */
+float *sa_delta_h(const sa_delta *d, int layer, int mat);
 float *sa_delta_P(const sa_delta *d, int layer, int mat);
+/* Floats of the whole state: *nh in h (LSQ: G), *np in P (LSQ: S). */
+void sa_delta_sizes(const sa_delta *d, size_t *nh, size_t *np);
+/* LSQ: layer's G [Hk][dh][dk] and S [Hk][dk][dk]; NULL for POOL. */
+float *sa_delta_G(const sa_delta *d, int layer);
+float *sa_delta_S(const sa_delta *d, int layer);
 
-/* An empty state for adapter a: h = 0, P = 1. */
+/* An empty state for adapter a: h = 0, P = 1 (LSQ: G = 0, S = 0). */
 int sa_delta_new(sa_delta **out, const sa_adapter *a);
 void sa_delta_free(sa_delta *d);
 int sa_delta_clone(sa_delta **out, const sa_delta *d);
@@ -658,7 +737,8 @@ int sa_delta_compatible(const sa_delta *a, const char *name_a, const sa_delta *b
 /* d's params become "old; params", or params when they were empty or the
  * same; empty params leave them. */
 int sa_delta_join_params(sa_delta *d, const char *params);
-/* a := a then b (h = P_b*h_a + h_b, P = P_a*P_b); sources and counts append. */
+/* a := a then b (h = P_b*h_a + h_b, P = P_a*P_b; LSQ: G and S add);
+ * sources and counts append. */
 int sa_delta_chain(sa_delta *a, const sa_delta *b);
 /* out := sum_i w_i * d_i (h and P both; with weights 1/n this is the mean). */
 int sa_delta_combine(sa_delta **out, sa_delta *const *d, const double *w, int n);
@@ -746,42 +826,6 @@ int sa_encoder_add_source(sa_encoder *e, const char *name, uint64_t hash);
  */
 int sa_context_map(const sa_adapter *a, int layer, int mat, const float *k,
     const float *v, int n, double *h, double *P);
-
-/* ------------------------------------------------- least-squares memory */
-
-/*
- * The second kind of context mapping (lib/memory.c, doc/design.md): per
- * layer, one memory per key/value head h, over the layer's keys x [Dkv]
- * (before RoPE) and head h's values v [dh]:
- *   P [Hk][dk][Dkv], p [Hk][dk]   features phi = normalize(f(P x + p)),
- *                                 f(u) = u + 1 (u > 0), exp(u) (u <= 0)
- *   w [Hk][Dkv], c [Hk]           write gate beta = sigmoid(<w, x> + c)
- *   G [Hk][dh][dk] += beta v phi^T,  S [Hk][dk][dk] += beta phi phi^T
- * read out as M [Hk][dh][dk] = G (S + lambda I)^-1.  The parameters are
- * borrowed (the adapter owns them).
- */
-typedef struct sa_memory_params {
-	const float *P, *p, *w, *c;
-	int Hk, dh, dk;
-} sa_memory_params;
-
-/* Add n tokens (K, V [n][Hk*dh]) to G and S, in double, in a fixed order. */
-int sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int n,
-    double *G, double *S);
-/* M [dh][dk] = G [dh][dk] (S [dk][dk] + lambda I)^-1 for one head, solved in
- * double; SA_EDATA if S + lambda I is not positive definite. */
-int sa_memory_read(const float *G, const float *S, int dh, int dk, double lambda, float *M);
-
-/* Training: the sums in float, keeping what the backward needs:
- * u, phi [n][Hk][dk], beta [n][Hk]; G, S as above (overwritten). */
-int sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float *V, int n,
-    float *u, float *phi, float *beta, float *G, float *S);
-/* Gradients of the parameters (added into gr, shaped as the parameters)
- * from dM [Hk][dh][dk], the gradient of the read-out. */
-typedef struct sa_memory_grads { float *P, *p, *w, *c; } sa_memory_grads;
-int sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float *V, int n,
-    const float *u, const float *phi, const float *beta, const float *G, const float *S,
-    double lambda, const float *dM, sa_memory_grads *gr);
 
 /* -------------------------------------------------------- demonstrations */
 

@@ -5,7 +5,7 @@
  * twice, and survive the algebra (clone, chain, mean).
  *
  * An input whose first byte is 'R' (never the first of a delta) is not a file but the recipe of one:
- * shapes, strings and state taken from its bytes, written by the library,
+ * kind, shapes, strings and state taken from its bytes, written by the library,
  * then one byte changed and the stream cut where the input says.  Its CRCs
  * are right, so the reader gets past the header into the payload, which
  * mutations of raw files (whose header CRC breaks at once) seldom do.
@@ -22,11 +22,10 @@ delta_stream(const uint8_t *data, size_t size)
 static void
 delta_same(const sa_delta *a, const sa_delta *b)
 {
-	int nu = sa_delta_n_used(a);
-	size_t nh = (size_t)nu * a->n_head_kv * a->rank * a->d_head;
-	size_t np = (size_t)nu * a->n_head_kv * a->rank;
+	size_t nh, np;
 
-	if (a->model_fingerprint != b->model_fingerprint ||
+	sa_delta_sizes(a, &nh, &np);
+	if (a->mapping != b->mapping || a->model_fingerprint != b->model_fingerprint ||
 	    a->adapter_fingerprint != b->adapter_fingerprint ||
 	    a->n_layer != b->n_layer || a->n_head_kv != b->n_head_kv ||
 	    a->d_head != b->d_head || a->rank != b->rank || a->chunk != b->chunk ||
@@ -104,8 +103,10 @@ delta_recipe(const uint8_t *data, size_t size)
 	d.n_layer = 1 + data[3] % 3;
 	d.n_head_kv = 1 + data[4] % 3;
 	d.d_head = 1 + data[5] % 8;
-	d.rank = 1 + data[6] % 4;
-	d.chunk = 1 + data[7];
+	/* the high bit of byte 7 picks the least-squares memory */
+	d.mapping = data[7] >> 7 ? SA_MAPPING_LSQ : SA_MAPPING_POOL;
+	d.rank = (1 + data[6] % 4) * (d.mapping == SA_MAPPING_LSQ ? d.n_head_kv : 1);
+	d.chunk = d.mapping == SA_MAPPING_LSQ ? 0 : 1 + (data[7] & 0x7f);
 	d.mats = 1 + data[8] % 127;
 	d.n_tokens = data[9];
 	d.n_demos = data[10];
@@ -118,8 +119,7 @@ delta_recipe(const uint8_t *data, size_t size)
 	snprintf(params, sizeof params, "p=%u", data[12]);
 	d.params = data[12] & 1 ? params : NULL;
 	d.adapter_path = data[12] & 2 ? "ad.gguf" : NULL;
-	nh = (size_t)sa_delta_n_used(&d) * d.n_head_kv * d.rank * d.d_head;
-	np = (size_t)sa_delta_n_used(&d) * d.n_head_kv * d.rank;
+	sa_delta_sizes(&d, &nh, &np);
 	if (!(d.h = malloc(nh * sizeof(float))) || !(d.P = malloc(np * sizeof(float))))
 		abort();
 	/* small exact values from the input, repeating: compressible */

@@ -88,7 +88,8 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	sa_adapter shape = { 2, 2, 8, 4, 16, 1u << SA_MAT_Q | 1u << SA_MAT_V, 1, 2, NULL, NULL, NULL };
+	sa_adapter shape = { .n_layer = 2, .n_head_kv = 2, .d_head = 8, .rank = 4, .chunk = 16,
+	    .mats = 1u << SA_MAT_Q | 1u << SA_MAT_V, .model_fingerprint = 1, .fingerprint = 2 };
 	sa_adapter *loaded = NULL;
 	const char *adapter = NULL, *out = "-", *source = NULL, *params = NULL;
 	uint64_t seed = 1, tokens = 100, demos = 4, s;
@@ -126,8 +127,7 @@ main(int argc, char **argv)
 		TRY(sa_adapter_load(&loaded, adapter));
 	TRY(sa_delta_new(&d, loaded ? loaded : &shape));
 	s = seed;
-	nh = (size_t)sa_delta_n_used(d) * d->n_head_kv * d->rank * d->d_head;
-	np = (size_t)sa_delta_n_used(d) * d->n_head_kv * d->rank;
+	sa_delta_sizes(d, &nh, &np);
 	for (size_t i = 0; i < nh; i++)
 		d->h[i] = (float)(2 * unit(&s) - 1);
 	for (size_t i = 0; i < np; i++)

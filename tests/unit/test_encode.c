@@ -270,10 +270,10 @@ encode(sa_model *m, sa_adapter *a, const sa_delta *start, const int *const *segs
 static double
 delta_diff(const sa_delta *a, const sa_delta *b)
 {
-	size_t nh = (size_t)sa_delta_n_used(a) * a->n_head_kv * a->rank * a->d_head;
-	size_t np = (size_t)sa_delta_n_used(a) * a->n_head_kv * a->rank;
+	size_t nh, np;
 	double m = 0;
 
+	sa_delta_sizes(a, &nh, &np);
 	for (size_t i = 0; i < nh; i++)
 		m = fmax(m, fabs((double)a->h[i] - b->h[i]));
 	for (size_t i = 0; i < np; i++)

@@ -154,5 +154,26 @@ main(void)
 		check_grad("w", w, gw, 8, 2, K, V, n, lambda, R);
 		check_grad("c", c, gc, HK, 1, K, V, n, lambda, R);
 	}
+	/* The side layout: W1 H^T is W1 blockdiag(M), and dH folds back onto M
+	 * as its transpose. */
+	{
+		float M[HK * DH * DK], H[HK * DK * DKV], dM[HK * DH * DK] = { 0 }, W1[3 * DKV];
+		fill(M, sizeof M / sizeof *M, 1.0f);
+		fill(W1, sizeof W1 / sizeof *W1, 1.0f);
+		sa_memory_side(M, HK, DH, DK, H);
+		for (int o = 0; o < 3; o++)
+			for (int h = 0; h < HK; h++)
+				for (int j = 0; j < DK; j++) {
+					double via_h = 0, direct = 0;
+					for (int c = 0; c < DKV; c++)
+						via_h += (double)W1[o * DKV + c] * H[(h * DK + j) * DKV + c];
+					for (int i = 0; i < DH; i++)
+						direct += (double)W1[o * DKV + h * DH + i] * M[(h * DH + i) * DK + j];
+					CHECK_NEAR(via_h, direct, 1e-5);
+				}
+		sa_memory_side_backward(H, HK, DH, DK, dM);
+		for (int i = 0; i < HK * DH * DK; i++)
+			CHECK(dM[i] == M[i]);
+	}
 	return t_done();
 }

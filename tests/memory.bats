@@ -1,0 +1,156 @@
+#!/usr/bin/env bats
+# The least-squares memory (sa-adapter(5), mapping "lsq") through the tools:
+# the adapter and delta formats, the exact algebra on (G, S), an untrained
+# adapter as a no-op, merged against side paths, and bad files.
+
+bats_require_minimum_version 1.5.0
+bats_load_library bats-support
+bats_load_library bats-assert
+
+setup_file() {
+	ROOT="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
+	D="$BATS_FILE_TMPDIR"
+	"$ROOT/tests/helpers/mkmodel" --seed 11 --kv-heads 2 --ctx 64 -o "$D/m.gguf"
+	"$ROOT/bin/sa-init" -m "$D/m.gguf" --kind lsq --d-key 16 --seed 3 --w1-scale 0.5 -o "$D/a.gguf"
+	"$ROOT/bin/sa-init" -m "$D/m.gguf" --kind lsq --d-key 16 --seed 3 -o "$D/a0.gguf"
+	"$ROOT/bin/sa-init" -m "$D/m.gguf" -r 4 -C 8 --seed 3 --w1-scale 0.5 -o "$D/pool.gguf"
+	{
+		printf 'input\tlabel\n'
+		for i in $(seq 30); do
+			printf 'review %d %s\t%s\n' $i "$(printf 'good%.0s ' $(seq $((i % 4))))" \
+			    $([ $((i % 2)) = 0 ] && echo pos || echo neg)
+		done
+	} >"$D/all.tsv"
+}
+
+setup() {
+	ROOT="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
+	D="$BATS_FILE_TMPDIR"
+	M="$D/m.gguf"
+	A="$D/a.gguf"
+	T="$BATS_TEST_TMPDIR"
+	PATH="$ROOT/bin:$PATH"
+	DIFF="$ROOT/tests/helpers/delta-diff"
+	unset SA_MODEL SA_ADAPTER
+}
+
+@test "memory unit tests: recall, composition, float sums, gradients" {
+	run "$ROOT/tests/unit/test_memory"
+	assert_success
+	assert_output --partial ", 0 failed"
+}
+
+@test "sa-init --kind lsq: the kind, d_key and lambda in the file and in sa-info; seeded" {
+	run sa-info -j "$A"
+	assert_success
+	assert_output --partial '"mapping":"lsq","rank":32,"d_key":16,"lambda":1,'
+	run sa-info -j "$D/pool.gguf"
+	assert_output --partial '"mapping":"pool","rank":4,"chunk":8,'
+	sa-init -m "$M" --kind lsq --d-key 16 --seed 3 --w1-scale 0.5 -o "$T/again.gguf"
+	cmp "$A" "$T/again.gguf"
+	sa-init -m "$M" --kind lsq --d-key 16 --seed 4 --w1-scale 0.5 -o "$T/other.gguf"
+	! cmp -s "$A" "$T/other.gguf"
+	sa-init -m "$M" --kind lsq --d-key 8 --lambda 0.25 -o "$T/small.gguf"
+	run sa-info "$T/small.gguf"
+	assert_output --partial "d key:               8"
+	assert_output --partial "lambda:              0.25"
+}
+
+@test "sa-init --kind: usage errors exit 64" {
+	run -64 sa-init -m "$M" --kind bogus -o "$T/x.gguf"
+	assert_output --partial "unknown kind"
+	run -64 sa-init -m "$M" --kind lsq -r 4 -o "$T/x.gguf"
+	run -64 sa-init -m "$M" --d-key 8 -o "$T/x.gguf"
+	run -64 sa-init -m "$M" --kind lsq --lambda 0 -o "$T/x.gguf"
+	run -64 sa-init -m "$M" --kind lsq --d-key 0 -o "$T/x.gguf"
+	[ ! -e "$T/x.gguf" ]
+}
+
+@test "an untrained memory (W1 = 0) leaves scores exactly the base model's" {
+	sa-encode -m "$M" -a "$D/a0.gguf" -o "$T/d.delta" "$D/all.tsv"
+	run sa-info -j "$T/d.delta"
+	assert_output --partial '"mapping":"lsq"'
+	refute_output --partial '"g_norm":0,'
+	base=$(sa-run -m "$M" --score -p 'review 99 good -> pos')
+	[ "$base" = "$(sa-run -m "$M" -d "$T/d.delta" --score -p 'review 99 good -> pos')" ]
+	[ "$base" = "$(sa-run -m "$M" -d "$T/d.delta:3" --unmerged --score -p 'review 99 good -> pos')" ]
+}
+
+@test "with a random W1, merged and side paths agree within 1e-4 and differ from the base" {
+	sa-encode -m "$M" -a "$A" -o "$T/d.delta" "$D/all.tsv"
+	p='review 99 good -> pos'
+	base=$(sa-run -m "$M" --score -p "$p" | awk '{print $2}')
+	merged=$(sa-run -m "$M" -d "$T/d.delta" --score -p "$p" | awk '{print $2}')
+	side=$(sa-run -m "$M" -d "$T/d.delta" --unmerged --score -p "$p" | awk '{print $2}')
+	echo "base $base merged $merged side $side"
+	awk -v a="$merged" -v b="$side" 'BEGIN { d = a - b; exit !(d < 1e-4 && d > -1e-4) }'
+	awk -v a="$merged" -v b="$base" 'BEGIN { d = a - b; exit !(d > 1e-3 || d < -1e-3) }'
+}
+
+@test "chain, append and shards of the memory equal one encode within 1e-5 of its scale" {
+	head -1 "$D/all.tsv" >"$T/header"
+	tail -n +2 "$D/all.tsv" | split -l 10 - "$T/part."
+	for p in aa ab ac; do
+		cat "$T/header" "$T/part.$p" >"$T/$p.tsv"
+		sa-encode -m "$M" -a "$A" -o "$T/$p.delta" "$T/$p.tsv"
+	done
+	sa-encode -m "$M" -a "$A" -o "$T/one.delta" "$T/aa.tsv" "$T/ab.tsv" "$T/ac.tsv"
+	sa-merge --chain "$T/aa.delta" "$T/ab.delta" "$T/ac.delta" -o "$T/chained.delta"
+	run "$DIFF" -r 1e-5 "$T/one.delta" "$T/chained.delta"
+	assert_success
+	sa-encode -m "$M" -a "$A" "$T/aa.tsv" "$T/ab.tsv" |
+	    sa-encode -m "$M" -a "$A" --append - -o "$T/grown.delta" "$T/ac.tsv"
+	run "$DIFF" -r 1e-5 "$T/one.delta" "$T/grown.delta"
+	assert_success
+	# The sums do not depend on the order of the shards, but the states differ
+	# from an encode of one shard alone: the check can fail.
+	run "$DIFF" -r 1e-5 "$T/one.delta" "$T/aa.delta"
+	assert_failure 1
+}
+
+@test "the mean of the memory is the mean of (G, S); a sum with opposite weights cancels" {
+	sa-encode -m "$M" -a "$A" -o "$T/a.delta" "$D/all.tsv"
+	sa-merge --mean "$T/a.delta" "$T/a.delta" -o "$T/mean.delta"
+	# (the counts add up, so only the state is compared)
+	run "$DIFF" "$T/a.delta" "$T/mean.delta"
+	assert_line "max difference: 0"
+	sa-merge --sum "$T/a.delta:1" "$T/a.delta:-1" -o "$T/zero.delta"
+	run sa-info -j "$T/zero.delta"
+	assert_output --partial '"g_norm":0,"s_trace":0,'
+}
+
+@test "the memory's update exports as a LoRA of rank n_head_kv * d_key" {
+	sa-encode -m "$M" -a "$A" -o "$T/d.delta" "$D/all.tsv"
+	sa-export -m "$M" -o "$T/lora.gguf" "$T/d.delta"
+	run sa-info -j "$T/lora.gguf"
+	assert_success
+	assert_output --partial '"kind":"lora adapter"'
+}
+
+@test "a memory delta with a pool adapter, or chained with a pool delta, exits 65" {
+	sa-encode -m "$M" -a "$A" -o "$T/lsq.delta" "$D/all.tsv"
+	sa-encode -m "$M" -a "$D/pool.gguf" -o "$T/pool.delta" "$D/all.tsv"
+	run -65 sa-run -m "$M" -a "$D/pool.gguf" -d "$T/lsq.delta" -p x
+	[ "${#lines[@]}" -eq 1 ]
+	run -65 sa-merge --chain "$T/lsq.delta" "$T/pool.delta"
+	[ "${#lines[@]}" -eq 1 ]
+	run -65 sa-encode -m "$M" -a "$D/pool.gguf" --append "$T/lsq.delta" "$D/all.tsv"
+}
+
+@test "bad memory files: truncated, a changed byte, a kind that contradicts the version" {
+	sa-encode -m "$M" -a "$A" -o "$T/d.delta" "$D/all.tsv"
+	size=$(stat -c %s "$T/d.delta")
+	head -c $((size / 2)) "$T/d.delta" >"$T/half.delta"
+	run -65 sa-info "$T/half.delta"
+	[ "${#lines[@]}" -eq 1 ]
+	# the kind field (bytes 12-15) says pool in a version 2 file
+	cp "$T/d.delta" "$T/kind.delta"
+	printf '\0' | dd of="$T/kind.delta" bs=1 seek=12 conv=notrunc 2>/dev/null
+	run -65 sa-info "$T/kind.delta"
+	assert_output --partial "kind 0 in a version 2 delta"
+	# an adapter whose d_key does not match its tensors
+	size=$(stat -c %s "$A")
+	head -c $((size - 100)) "$A" >"$T/cut.gguf"
+	run -65 sa-info "$T/cut.gguf"
+	[ "${#lines[@]}" -eq 1 ]
+}
