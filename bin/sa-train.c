@@ -48,12 +48,14 @@ static const char help_text[] =
     "  --type T              saved weights: f32, f16 (default), q8_0\n"
     "\n"
     "Adapter (--adapter):\n"
-    "  -r, --rank N (16)  -C, --chunk N (64)\n"
+    "  --kind pool|lsq       a new adapter's context mapping (pool)\n"
+    "  -r, --rank N (16)  -C, --chunk N (64)    pool\n"
+    "  --d-key N (64)  --lambda X (1)            lsq\n"
     "  --mats LIST|all (attn_q,attn_k,attn_v,attn_output)   adapted matrices\n"
     "  --kmin N (1)  --kmax N (64)   demonstrations per episode (log-uniform)\n"
     "  --queries N (8)               held-out queries per episode\n"
     "  --text-segs N (1)             text contexts of 1 to N segments (uniform)\n"
-    "  --gate-lr X (1)               learning-rate factor of the gates (g, b)\n"
+    "  --gate-lr X (1)               learning-rate factor of the gates (g, b; lsq: w, c)\n"
     "  --gate-bias X (3)             gate bias of a new adapter: a = sigmoid(X)\n"
     "\n"
     "Optimisation:\n"
@@ -145,7 +147,8 @@ main(int argc, char **argv)
 	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_TEXTSEGS, O_STEPS,
 	    O_BATCH, O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_GATELR,
 	    O_GATEBIAS, O_MIX, O_CKPT, O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS,
-	    O_STARTSTEP, O_REBIND, O_MAPVOCAB, O_RENAME, O_EVALPOOL, O_SHOWDATA };
+	    O_STARTSTEP, O_REBIND, O_MAPVOCAB, O_RENAME, O_EVALPOOL, O_SHOWDATA, O_KIND, O_DKEY,
+	    O_LAMBDA };
 	/* in the order of the help */
 #define ARG(name, val) { name, required_argument, NULL, val }
 #define FLAG(name, val) { name, no_argument, NULL, val }
@@ -158,7 +161,8 @@ main(int argc, char **argv)
 		ARG("dim", O_DIM), ARG("layers", O_LAYERS), ARG("heads", O_HEADS),
 		ARG("kv-heads", O_KVHEADS), ARG("ff", O_FF), ARG("ctx", O_CTX), ARG("rope-base", O_ROPE),
 		FLAG("tied", O_TIED), FLAG("untied", O_UNTIED), ARG("type", O_TYPE),
-		ARG("rank", 'r'), ARG("chunk", 'C'), ARG("mats", O_MATS), ARG("kmin", O_KMIN),
+		ARG("kind", O_KIND), ARG("rank", 'r'), ARG("chunk", 'C'), ARG("d-key", O_DKEY),
+		ARG("lambda", O_LAMBDA), ARG("mats", O_MATS), ARG("kmin", O_KMIN),
 		ARG("kmax", O_KMAX), ARG("queries", O_QUERIES), ARG("text-segs", O_TEXTSEGS),
 		ARG("gate-lr", O_GATELR), ARG("gate-bias", O_GATEBIAS),
 		ARG("steps", O_STEPS), ARG("batch-tokens", O_BATCH), ARG("seq", O_SEQ),
@@ -222,6 +226,13 @@ main(int argc, char **argv)
 			else if (!strcmp(optarg, "q8_0")) o.save_type = SA_TYPE_Q8_0;
 			else die(SA_EUSAGE, "--type: want f32, f16 or q8_0");
 			break;
+		case O_KIND:
+			if (strcmp(optarg, "pool") && strcmp(optarg, "lsq"))
+				die(SA_EUSAGE, "--kind: unknown kind '%s' (pool, lsq)", optarg);
+			o.mapping = strcmp(optarg, "lsq") ? SA_MAPPING_POOL : SA_MAPPING_LSQ;
+			break;
+		case O_DKEY: o.d_key = parse_long("--d-key", optarg, 1, 4096); break;
+		case O_LAMBDA: o.lambda = parse_double("--lambda", optarg, 1e-12, 1e12); break;
 		case 'r': o.rank = parse_long("--rank", optarg, 1, 4096); break;
 		case 'C': o.chunk = parse_long("--chunk", optarg, 1, 1 << 16); break;
 		case O_MATS: o.mats = parse_mats(optarg); break;

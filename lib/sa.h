@@ -1024,6 +1024,9 @@ int sa_tctx_new(sa_tctx **out, int n_layer, int n_head_kv, int d_head, int rank,
 void sa_tctx_free(sa_tctx *c);
 void sa_tctx_reset(sa_tctx *c);
 int sa_tctx_n_tokens(const sa_tctx *c);
+/* Layer l's keys (before RoPE) and values of the stream so far: [n_tokens][Hk*dh]. */
+const float *sa_tctx_keys(const sa_tctx *c, int l);
+const float *sa_tctx_values(const sa_tctx *c, int l);
 /* K[l], V[l]: [n][Hk*dh] for every layer l. */
 int sa_tctx_add_segment(sa_tctx *c, const float *const *K, const float *const *V, int n);
 /* State of (l, m) over the stream: Q [Hk][r][dh], g [Hk][dh], b [Hk][r]. */
@@ -1070,10 +1073,14 @@ typedef struct sa_train_opts {
 	/* pretrain: the model's shape (ff 0: 8*dim/3 rounded up to 64) and saved type */
 	int dim, layers, heads, kv_heads, ff, ctx, tied, save_type;
 	float rope_base;
-	/* adapter (rank 0: 16 for a new one, init's own rank for init) */
+	/* adapter (rank 0: 16 for a new one, init's own rank for init); a new
+	 * adapter's mapping (SA_MAPPING_*), and for SA_MAPPING_LSQ its d_key
+	 * and lambda */
 	int rank, chunk, kmin, kmax, queries, text_segs;
+	int mapping, d_key;
+	double lambda;
 	uint32_t mats;               /* bitmask of SA_MAT_* */
-	double gate_lr;              /* learning-rate factor of the gates (g, b) */
+	double gate_lr;              /* learning-rate factor of the gates (g, b; LSQ: w, c) */
 	double gate_bias;            /* gate bias of a new adapter; NAN: the default */
 	/* optimisation (seq 0: the model's context; min_lr < 0: lr / 10) */
 	long steps, batch_tokens, warmup, start_step;

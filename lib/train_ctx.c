@@ -134,6 +134,18 @@ sa_tctx_n_tokens(const sa_tctx *c)
 	return c->n_tokens;
 }
 
+const float *
+sa_tctx_keys(const sa_tctx *c, int l)
+{
+	return c->K[l];
+}
+
+const float *
+sa_tctx_values(const sa_tctx *c, int l)
+{
+	return c->V[l];
+}
+
 /*
  * Append one segment of n tokens: K, V [layer] point to [n][Hk*dh] for each
  * layer (keys before RoPE), e.g. sa_tact_keys/values of a forward over it.

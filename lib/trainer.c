@@ -32,10 +32,17 @@ typedef struct worker {
 	                      * dW1 and dW2 into the gradient of the item it runs */
 	float **H, **dH;     /* per adapted (l, m): [r][Dkv] */
 	float *dh_buf;       /* [Hk][r][dh] */
+	/* the least-squares memory, per layer: what its backward needs */
+	float **u, **phi, **beta;   /* [max_tokens][Hk][dk], [..][Hk][dk], [..][Hk] */
+	float **G, **S, **M;        /* [Hk][dh][dk], [Hk][dk][dk], [Hk][dh][dk] */
+	float *dM;                  /* [Hk][dh][dk] */
 } worker;
 
-/* An adapted matrix's tensors: views into the optimiser's block. */
+/* An adapted matrix's tensors: views into the optimiser's block (the
+ * least-squares memory has no Q, g, b: sizes 0). */
 typedef struct amat { float *Q, *g, *b, *W1, *W2; size_t nQ, ng, nb, nW1, nW2; } amat;
+/* A layer's memory tensors (SA_MAPPING_LSQ): views into the block. */
+typedef struct amem { float *P, *p, *w, *c; size_t nP, np, nw, nc; } amem;
 
 /* Micro-batches of B sequences of T tokens, drawn before they run. */
 typedef struct micro_batches {
@@ -57,6 +64,7 @@ struct sa_trainer {
 	sa_tmodel *tm;       /* the model (trained, or the frozen base) */
 	sa_adapter *adapter; /* adapter: the trained tensors are copied in to save */
 	amat *ap;            /* adapter: [n_layer*SA_NMAT] views into opt.p */
+	amem *am;            /* adapter, LSQ: [n_layer] views into opt.p */
 	sa_optim opt;
 	sa_tdata data;
 	uint64_t rng;        /* the data stream */
@@ -99,6 +107,12 @@ resolve_opts(sa_train_opts *o)
 		return sa_fail(SA_EUSAGE, "--pretrain needs --vocab (or --init)");
 	if (!isnan(o->gate_bias) && (o->mode != SA_TRAIN_ADAPTER || o->init))
 		return sa_fail(SA_EUSAGE, "--gate-bias sets the gates of a new adapter (--adapter, no --init)");
+	if ((o->mapping == SA_MAPPING_LSQ || o->d_key || o->lambda) && (o->mode != SA_TRAIN_ADAPTER || o->init))
+		return sa_fail(SA_EUSAGE, "--kind, --d-key and --lambda make a new adapter (--adapter, no --init)");
+	if (o->mapping == SA_MAPPING_LSQ && (o->rank || !isnan(o->gate_bias)))
+		return sa_fail(SA_EUSAGE, "-r and --gate-bias are for --kind pool");
+	if (o->mapping != SA_MAPPING_LSQ && (o->d_key || o->lambda))
+		return sa_fail(SA_EUSAGE, "--d-key and --lambda are for --kind lsq");
 	if (o->rebind && (o->mode != SA_TRAIN_ADAPTER || !o->init))
 		return sa_fail(SA_EUSAGE, "--rebind goes with --adapter and --init");
 	if (mix[0] + mix[1] + mix[2] + mix[3] <= 0)
@@ -304,6 +318,9 @@ build_adapter_model(sa_trainer *t)
 	t->vocab = t->base->vocab;
 	if ((rc = sa_tmodel_from_model(&t->tm, t->base)) != SA_OK)
 		return rc;
+	if (!o->init && o->mapping == SA_MAPPING_LSQ)
+		return sa_adapter_init_lsq(&t->adapter, t->base, o->d_key ? o->d_key : 64,
+		    o->lambda > 0 ? (float)o->lambda : 1.0f, o->mats, o->seed, 0);
 	if (!o->init) {
 		rc = sa_adapter_init(&t->adapter, t->base, o->rank ? o->rank : 16, o->chunk, o->mats,
 		    o->seed, 0);
@@ -330,8 +347,9 @@ build_adapter_model(sa_trainer *t)
 }
 
 /* The adapter's tensors in one block, so that AdamW and checkpoints see
- * one array: per adapted matrix Q, g, b, W1, W2.  W1 and W2 decay; the
- * gates (g, b) learn at gate_lr times the rate. */
+ * one array: per adapted matrix Q, g, b, W1, W2 (LSQ: W1, W2), then for
+ * LSQ per layer the memory's P, p, w, c.  W1 and W2 decay; the gates (g, b;
+ * LSQ: w, c) learn at gate_lr times the rate. */
 static int
 build_adapter_block(sa_trainer *t)
 {
@@ -341,7 +359,8 @@ build_adapter_block(sa_trainer *t)
 	float *p = NULL, *g = NULL;
 	size_t n = 0;
 
-	if (!(t->ap = sa_calloc((size_t)c->n_layer * SA_NMAT, sizeof *t->ap)))
+	if (!(t->ap = sa_calloc((size_t)c->n_layer * SA_NMAT, sizeof *t->ap)) ||
+	    !(t->am = sa_calloc((size_t)c->n_layer, sizeof *t->am)))
 		return SA_EINTERNAL;
 	for (int pass = 0; pass < 2; pass++) {
 		size_t at = 0;
@@ -351,7 +370,8 @@ build_adapter_block(sa_trainer *t)
 					continue;
 				int dout, din;
 				sa_model_mat_dims(t->base, m, &dout, &din);
-				size_t sz[5] = { (size_t)Hk * r * dh, (size_t)Hk * dh, (size_t)Hk * r,
+				size_t pool = a->mapping == SA_MAPPING_POOL;
+				size_t sz[5] = { pool * Hk * r * dh, pool * Hk * dh, pool * Hk * r,
 				    (size_t)dout * Dkv, (size_t)r * din };
 				if (pass == 1) {
 					amat *P = &t->ap[l * SA_NMAT + m];
@@ -361,8 +381,10 @@ build_adapter_block(sa_trainer *t)
 					const float *src[5] = { A->Q, A->g, A->b, A->W1, A->W2 };
 					size_t o = at;
 					for (int k = 0; k < 5 && rc == SA_OK; k++) {
-						*pp[k] = p + o;
+						*pp[k] = sz[k] ? p + o : NULL;
 						*np[k] = sz[k];
+						if (!sz[k])
+							continue;
 						memcpy(p + o, src[k], sz[k] * sizeof(float));
 						if (k >= 3)
 							rc = sa_optim_add_range(&t->opt, p + o, sz[k], (float)t->o.wd, 1);
@@ -373,6 +395,28 @@ build_adapter_block(sa_trainer *t)
 				}
 				at += sz[0] + sz[1] + sz[2] + sz[3] + sz[4];
 			}
+		/* the memory's tensors, per layer: the write gate (w, c) learns at
+		 * gate_lr times the rate, as the pool's gates */
+		for (int l = 0; a->mapping == SA_MAPPING_LSQ && l < c->n_layer; l++) {
+			size_t dk = a->d_key, sz[4] = { Hk * dk * Dkv, Hk * dk, (size_t)Hk * Dkv, (size_t)Hk };
+			if (pass == 1) {
+				amem *P = &t->am[l];
+				float **pp[4] = { &P->P, &P->p, &P->w, &P->c };
+				size_t *np[4] = { &P->nP, &P->np, &P->nw, &P->nc };
+				const sa_adapter_memory *A = &a->mem[l];
+				const float *src[4] = { A->P, A->p, A->w, A->c };
+				size_t o = at;
+				for (int k = 0; k < 4 && rc == SA_OK; k++) {
+					*pp[k] = p + o;
+					*np[k] = sz[k];
+					memcpy(p + o, src[k], sz[k] * sizeof(float));
+					if (k >= 2 && t->o.gate_lr != 1)
+						rc = sa_optim_add_range(&t->opt, p + o, sz[k], 0, (float)t->o.gate_lr);
+					o += sz[k];
+				}
+			}
+			at += sz[0] + sz[1] + sz[2] + sz[3];
+		}
 		if (pass == 0) {
 			n = at;
 			if (!(p = sa_calloc(n, sizeof(float))) || !(g = sa_calloc(n, sizeof(float)))) {
@@ -399,12 +443,22 @@ sync_adapter(sa_trainer *t)
 				continue;
 			amat *P = &t->ap[l * SA_NMAT + m];
 			sa_adapter_mat *A = SA_ADAPTER_MAT(a, l, m);
-			memcpy(A->Q, P->Q, P->nQ * sizeof(float));
-			memcpy(A->g, P->g, P->ng * sizeof(float));
-			memcpy(A->b, P->b, P->nb * sizeof(float));
+			if (a->mapping == SA_MAPPING_POOL) {
+				memcpy(A->Q, P->Q, P->nQ * sizeof(float));
+				memcpy(A->g, P->g, P->ng * sizeof(float));
+				memcpy(A->b, P->b, P->nb * sizeof(float));
+			}
 			memcpy(A->W1, P->W1, P->nW1 * sizeof(float));
 			memcpy(A->W2, P->W2, P->nW2 * sizeof(float));
 		}
+	for (int l = 0; a->mapping == SA_MAPPING_LSQ && l < a->n_layer; l++) {
+		const amem *P = &t->am[l];
+		sa_adapter_memory *A = &a->mem[l];
+		memcpy(A->P, P->P, P->nP * sizeof(float));
+		memcpy(A->p, P->p, P->np * sizeof(float));
+		memcpy(A->w, P->w, P->nw * sizeof(float));
+		memcpy(A->c, P->c, P->nc * sizeof(float));
+	}
 	/* the fingerprint covers the tensors: set it anew after copying them */
 	a->fingerprint = sa_adapter_fingerprint(a);
 }
@@ -439,8 +493,27 @@ build_adapter_worker(sa_trainer *t, worker *w)
 			w->side[i].dH = w->dH[i];
 		}
 	/* a context of up to kmax demonstrations, several segments long */
-	return sa_tctx_new(&w->tctx, c->n_layer, c->n_head_kv, c->d_head, a->rank, a->chunk,
-	    a->mats, t->o.seq * 16);
+	int max_tokens = t->o.seq * 16;
+	if (a->mapping == SA_MAPPING_POOL)
+		return sa_tctx_new(&w->tctx, c->n_layer, c->n_head_kv, c->d_head, a->rank, a->chunk,
+		    a->mats, max_tokens);
+	/* the memory needs the context's keys and values alone, and per layer
+	 * what its backward reads */
+	size_t Hk = c->n_head_kv, dh = c->d_head, dk = a->d_key, L = c->n_layer;
+	if (!(w->u = sa_calloc(L, sizeof *w->u)) || !(w->phi = sa_calloc(L, sizeof *w->phi)) ||
+	    !(w->beta = sa_calloc(L, sizeof *w->beta)) || !(w->G = sa_calloc(L, sizeof *w->G)) ||
+	    !(w->S = sa_calloc(L, sizeof *w->S)) || !(w->M = sa_calloc(L, sizeof *w->M)) ||
+	    !(w->dM = sa_malloc(Hk * dh * dk * sizeof *w->dM)))
+		return SA_EINTERNAL;
+	for (size_t l = 0; l < L; l++)
+		if (!(w->u[l] = sa_malloc((size_t)max_tokens * Hk * dk * sizeof(float))) ||
+		    !(w->phi[l] = sa_malloc((size_t)max_tokens * Hk * dk * sizeof(float))) ||
+		    !(w->beta[l] = sa_malloc((size_t)max_tokens * Hk * sizeof(float))) ||
+		    !(w->G[l] = sa_malloc(Hk * dh * dk * sizeof(float))) ||
+		    !(w->S[l] = sa_malloc(Hk * dk * dk * sizeof(float))) ||
+		    !(w->M[l] = sa_malloc(Hk * dh * dk * sizeof(float))))
+			return SA_EINTERNAL;
+	return sa_tctx_new(&w->tctx, c->n_layer, c->n_head_kv, c->d_head, 1, 1, 0, max_tokens);
 }
 
 /* Workers, each with activations for a micro-batch or an episode's queries;
@@ -481,10 +554,25 @@ build_workers(sa_trainer *t)
 }
 
 static void
-free_worker(worker *w, int n_mat)
+free_worker(worker *w, int n_mat, int n_layer)
 {
 	sa_tact_free(w->act);
 	sa_tctx_free(w->tctx);
+	for (int l = 0; w->u && l < n_layer; l++) {
+		free(w->u[l]);
+		free(w->phi ? w->phi[l] : NULL);
+		free(w->beta ? w->beta[l] : NULL);
+		free(w->G ? w->G[l] : NULL);
+		free(w->S ? w->S[l] : NULL);
+		free(w->M ? w->M[l] : NULL);
+	}
+	free(w->u);
+	free(w->phi);
+	free(w->beta);
+	free(w->G);
+	free(w->S);
+	free(w->M);
+	free(w->dM);
 	for (int i = 0; i < n_mat && w->H; i++) {
 		free(w->H[i]);
 		free(w->dH ? w->dH[i] : NULL);
@@ -548,8 +636,9 @@ sa_trainer_free(sa_trainer *t)
 	if (!t)
 		return;
 	for (int i = 0; t->workers && i < t->n_workers; i++)
-		free_worker(&t->workers[i], n_mat);
+		free_worker(&t->workers[i], n_mat, n_mat / SA_NMAT);
 	free(t->workers);
+	free(t->am);
 	sa_tworkers_free(t->team);
 	free(t->mb.in);
 	free(t->mb.tgt);
@@ -749,6 +838,76 @@ episodes_reserve(sa_trainer *t, int n)
 	return SA_OK;
 }
 
+/* The gradient of adapter tensor x (a view into the block) in grads, laid
+ * out as the block. */
+static float *
+grad_in(const sa_trainer *t, float *grads, const float *x)
+{
+	return grads + (x - t->opt.p);
+}
+
+/* Layer l's memory parameters: the views into the optimiser's block. */
+static sa_memory_params
+memory_params(const sa_trainer *t, int l)
+{
+	const amem *P = &t->am[l];
+
+	return (sa_memory_params){ P->P, P->p, P->w, P->c, t->adapter->n_head_kv,
+	    t->adapter->d_head, t->adapter->d_key };
+}
+
+/*
+ * The least-squares memory of every layer over the whole context (its
+ * sums do not care where segments end), read out, and laid out as the
+ * side paths' H, the same for every adapted matrix of the layer.
+ */
+static int
+memory_pass(sa_trainer *t, worker *w)
+{
+	const sa_adapter *a = t->adapter;
+	int Hk = a->n_head_kv, dh = a->d_head, dk = a->d_key, n = sa_tctx_n_tokens(w->tctx), rc;
+
+	for (int l = 0; l < a->n_layer; l++) {
+		sa_memory_params mp = memory_params(t, l);
+		rc = sa_memory_train_forward(&mp, sa_tctx_keys(w->tctx, l), sa_tctx_values(w->tctx, l), n,
+		    w->u[l], w->phi[l], w->beta[l], w->G[l], w->S[l]);
+		for (int h = 0; h < Hk && rc == SA_OK; h++)
+			rc = sa_memory_read(w->G[l] + (size_t)h * dh * dk, w->S[l] + (size_t)h * dk * dk, dh,
+			    dk, a->lambda, w->M[l] + (size_t)h * dh * dk);
+		if (rc != SA_OK)
+			return rc;
+		for (int m = 0; m < SA_NMAT; m++)
+			if (a->mats >> m & 1)
+				sa_memory_side(w->M[l], Hk, dh, dk, w->H[l * SA_NMAT + m]);
+	}
+	return SA_OK;
+}
+
+/* Backward of memory_pass: the side paths' dH, summed over each layer's
+ * matrices, back through the read-out and the sums into P, p, w, c. */
+static int
+memory_backward(sa_trainer *t, worker *w, float *grads)
+{
+	const sa_adapter *a = t->adapter;
+	int Hk = a->n_head_kv, dh = a->d_head, dk = a->d_key, n = sa_tctx_n_tokens(w->tctx), rc;
+
+	for (int l = 0; l < a->n_layer; l++) {
+		sa_memory_params mp = memory_params(t, l);
+		const amem *P = &t->am[l];
+		sa_memory_grads gr = { grad_in(t, grads, P->P), grad_in(t, grads, P->p),
+		    grad_in(t, grads, P->w), grad_in(t, grads, P->c) };
+		memset(w->dM, 0, (size_t)Hk * dh * dk * sizeof *w->dM);
+		for (int m = 0; m < SA_NMAT; m++)
+			if (a->mats >> m & 1)
+				sa_memory_side_backward(w->dH[l * SA_NMAT + m], Hk, dh, dk, w->dM);
+		rc = sa_memory_train_backward(&mp, sa_tctx_keys(w->tctx, l), sa_tctx_values(w->tctx, l),
+		    n, w->u[l], w->phi[l], w->beta[l], w->G[l], w->S[l], a->lambda, w->dM, &gr);
+		if (rc != SA_OK)
+			return rc;
+	}
+	return SA_OK;
+}
+
 /* Context pass: the frozen base over the demonstrations, segment by segment,
  * then the context mapping's state of every adapted matrix into w->H. */
 static int
@@ -770,6 +929,8 @@ context_pass(sa_trainer *t, worker *w, const sa_episode *e)
 		if ((rc = sa_tctx_add_segment(w->tctx, K, V, len)) != SA_OK)
 			return rc;
 	}
+	if (t->adapter->mapping == SA_MAPPING_LSQ)
+		return memory_pass(t, w);
 	/* H [r][Dkv] is the state h [Hk][r][dh] with heads side by side */
 	int Hk = c->n_head_kv, dh = c->d_head, r = t->adapter->rank;
 	for (int l = 0; l < c->n_layer; l++)
@@ -789,21 +950,15 @@ context_pass(sa_trainer *t, worker *w, const sa_episode *e)
 	return SA_OK;
 }
 
-/* The gradient of adapter tensor x (a view into the block) in grads, laid
- * out as the block. */
-static float *
-grad_in(const sa_trainer *t, float *grads, const float *x)
-{
-	return grads + (x - t->opt.p);
-}
-
-/* Backward from w->dH into the context mapping's Q, g, b. */
+/* Backward from w->dH into the context mapping's Q, g, b (LSQ: P, p, w, c). */
 static int
 context_backward(sa_trainer *t, worker *w, float *grads)
 {
 	const sa_config *c = &t->tm->cfg;
 	int Hk = c->n_head_kv, dh = c->d_head, r = t->adapter->rank, rc;
 
+	if (t->adapter->mapping == SA_MAPPING_LSQ)
+		return memory_backward(t, w, grads);
 	for (int l = 0; l < c->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			if (!(t->adapter->mats >> m & 1))

@@ -134,6 +134,31 @@ setup() {
 	awk -v a="$with" -v b="$without" 'BEGIN { exit !(a > b + 3) }'
 }
 
+@test "sa-train --adapter --kind lsq: the memory's delta carries the context's answer, zero-shot cannot" {
+	cd "$BATS_TEST_TMPDIR"
+	"$OLDPWD"/tests/helpers/mkmodel --dim 64 --layers 2 --heads 4 --kv-heads 2 --ctx 64 -o base.gguf
+	"$OLDPWD"/bin/sa-train --adapter -m base.gguf -o ad.gguf --kind lsq --d-key 16 --pool "$D/pool" \
+	    --mix 0,0,1 --kmin 1 --kmax 1 --steps 160 --batch-tokens 512 --eval-every 160 \
+	    --lr 1e-2 --warmup 10 -t 1 -q
+	run "$OLDPWD"/bin/sa-info -j ad.gguf
+	assert_output --partial '"mapping":"lsq","rank":32,"d_key":16,'
+	last=$(grep '"sa_acc"' ad.gguf.ckpt/log.jsonl | tail -1)
+	sa=$(echo "$last" | sed 's/.*"sa_acc":\([^,]*\).*/\1/')
+	zs=$(echo "$last" | sed 's/.*"zero_shot_acc":\([^,]*\).*/\1/')
+	echo "with delta $sa, zero-shot $zs"
+	awk -v a="$sa" -v b="$zs" 'BEGIN { exit !(a >= b + 0.5) }'
+	printf 'input\tlabel\nchair\tgreen\n' > demo.tsv
+	"$OLDPWD"/bin/sa-encode -q -m base.gguf -a ad.gguf -o d.delta demo.tsv
+	with=$("$OLDPWD"/bin/sa-run -m base.gguf -d d.delta -p "chair ->" --choice " green" | awk '/^choice/ { print $4 }')
+	without=$("$OLDPWD"/bin/sa-run -m base.gguf -p "chair ->" --choice " green" | awk '/^choice/ { print $4 }')
+	echo "log-likelihood of the demonstrated label: $with with the delta, $without without"
+	awk -v a="$with" -v b="$without" 'BEGIN { exit !(a > b + 3) }'
+	# the memory's options are for a new memory adapter only
+	run -64 "$OLDPWD"/bin/sa-train --adapter -m base.gguf -o x.gguf --pool "$D/pool" --kind lsq -r 4
+	run -64 "$OLDPWD"/bin/sa-train --adapter -m base.gguf -o x.gguf --pool "$D/pool" --d-key 8
+	run -64 "$OLDPWD"/bin/sa-train --adapter -m base.gguf -o x.gguf --pool "$D/pool" --init ad.gguf --kind lsq
+}
+
 @test "sa-train --adapter --init --rebind: an adapter of an earlier base goes on for the new one" {
 	cd "$BATS_TEST_TMPDIR"
 	shape="--dim 32 --layers 2 --heads 4 --kv-heads 2 --ctx 32"
