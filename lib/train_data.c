@@ -875,9 +875,12 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 		}
 	} else {
 		/* random mapping: the answers exist only in the context */
-		int nk = 1 + rng_below(r, k < 63 ? k : 63), len = e->ctx.n;
-		word wk[64], wv[64];
-		sa_toks keys[64], vals[64];
+		/* up to 63 pairs from a pool; open-vocabulary mappings reach 255,
+		 * past what one window holds, for the memory to hold */
+		int most = o->map_vocab ? 255 : 63, nk = 1 + rng_below(r, k < most ? k : most);
+		int len = e->ctx.n;
+		word wk[256], wv[256];
+		sa_toks keys[256], vals[256];
 		int alike_v = o->map_vocab && sa_splitmix64(r) & 1;
 		if (o->map_vocab && sa_splitmix64(r) & 1)
 			draw_words_alike(d, r, wk, nk);
