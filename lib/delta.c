@@ -20,9 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
-#include <cblas.h>
 
 #include "sa.h"
+#include "kernels_impl.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "delta.c stores floats as they lie in memory: little-endian hosts only"
@@ -1119,8 +1119,7 @@ sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
 		return SA_EINTERNAL;
 	}
 	/* B [d_out][r] = s * W1 [d_out][Dkv] . H^T [Dkv][r] */
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, am->d_out, r, Dkv,
-	    s, am->W1, Dkv, H, Dkv, 0.0f, *B, r);
+	sa_sgemm(CblasTrans, am->d_out, r, Dkv, s, am->W1, Dkv, H, Dkv, 0.0f, *B, r);
 	free(H);
 	*A = am->W2;
 	return SA_OK;
