@@ -36,6 +36,12 @@ setup() {
 	assert_output --partial ", 0 failed"
 }
 
+@test "encoder unit tests with the portable kernels (SA_KERNELS=generic)" {
+	SA_KERNELS=generic run "$ROOT/tests/unit/test_encode" "$M"
+	assert_success
+	assert_output --partial ", 0 failed"
+}
+
 @test "--help and --version print to stdout and exit 0" {
 	run --separate-stderr "$ENC" --help
 	assert_success

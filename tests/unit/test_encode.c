@@ -424,6 +424,13 @@ main(int argc, char **argv)
 {
 	test_kernel();
 	test_kernels_agree();
+	/* one choice of kernels for the whole library: SA_KERNELS=generic
+	 * holds for the mapping too */
+#if defined(__x86_64__)
+	CHECK(rowkern_get()->scores == (strcmp(sa_kernels_name(), "avx2") ? scores_generic : scores_avx2));
+#else
+	CHECK(rowkern_get()->scores == scores_generic);
+#endif
 	if (argc > 1)
 		test_model(argv[1]);
 	else
