@@ -95,6 +95,7 @@ FORCE:
 #                    tests/fuzz/fuzz_<name>.c (clang); see tests/fuzz/README
 #   make check-asan  every test against a build with AddressSanitizer and
 #                    UBSan, made in build-asan/ (a copy of the sources)
+#   make check-kernels  every test once per kernel path
 FUZZ_CC    = clang
 FUZZ_FLAGS = -std=c11 -D_GNU_SOURCE -pthread -Ilib -O1 -g -fno-omit-frame-pointer \
              -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -113,7 +114,14 @@ build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJ)
 check-asan:
 	sh scripts/check-asan.sh
 
-.PHONY: fuzz check-asan
+# Every test once per kernel path (SA_KERNELS and OPENBLAS_CORETYPE: the
+# paths a CI machine's CPU may take); KERNELS='generic:Prescott avx2:'
+# picks them.  See doc/hardening.md.
+check-kernels: deps
+	$(MAKE) $(TOOLS) $(UNIT) $(HELPERS)
+	sh scripts/check-kernels.sh $(KERNELS)
+
+.PHONY: fuzz check-asan check-kernels
 
 # Speed of the forward pass (not a test): models made on the fly by mkmodel,
 # prefill and decode tokens/s, and decode's share of the copy bandwidth.

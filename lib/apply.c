@@ -8,9 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <cblas.h>
-
 #include "sa.h"
+#include "kernels_impl.h"
 
 /* ------------------------------------------------------------- binding */
 
@@ -112,8 +111,8 @@ memory_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat, float
 			return rc;
 		}
 		/* B[:, h-block] [d_out][dk] = s * W1[:, h-block] [d_out][dh] . M [dh][dk] */
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, am->d_out, dk, dh,
-		    s, am->W1 + (size_t)h * dh, Dkv, M, dk, 0.0f, *B + (size_t)h * dk, r);
+		sa_sgemm(CblasNoTrans, am->d_out, dk, dh, s, am->W1 + (size_t)h * dh, Dkv, M, dk, 0.0f,
+		    *B + (size_t)h * dk, r);
 	}
 	free(M);
 	*A = am->W2;
@@ -153,8 +152,7 @@ sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
 		return SA_EINTERNAL;
 	}
 	/* B [d_out][r] = s * W1 [d_out][Dkv] . H^T [Dkv][r] */
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, am->d_out, r, Dkv,
-	    s, am->W1, Dkv, H, Dkv, 0.0f, *B, r);
+	sa_sgemm(CblasTrans, am->d_out, r, Dkv, s, am->W1, Dkv, H, Dkv, 0.0f, *B, r);
 	free(H);
 	*A = am->W2;
 	return SA_OK;

@@ -23,6 +23,7 @@
 #include <zlib.h>
 
 #include "sa.h"
+#include "kernels_impl.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "delta.c stores floats as they lie in memory: little-endian hosts only"

@@ -346,13 +346,14 @@ mix_avx2(const double *W, const double *V, int r, int c, int dh, double *S)
 }
 #endif
 
+/* The kernels' choice (kernels.c), so SA_KERNELS=generic holds here too. */
 static const rowkern *
 rowkern_get(void)
 {
 	static const rowkern generic = { scores_generic, softmax_generic, mix_generic, widen_generic };
 #if defined(__x86_64__)
 	static const rowkern avx2 = { scores_avx2, softmax_avx2, mix_avx2, widen_avx2 };
-	if (__builtin_cpu_supports("avx2"))
+	if (!strcmp(sa_kernels_name(), "avx2"))
 		return &avx2;
 #endif
 	return &generic;

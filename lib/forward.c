@@ -10,10 +10,12 @@
  *              xn = rmsnorm(x) * ffn_norm
  *              x += (silu(xn Wgate^T) * (xn Wup^T)) Wdown^T
  *   logits = (rmsnorm(x) * out_norm) Wout^T
- * A linear map over more than SMALL_N rows goes through sgemm (weights
- * other than F32 are converted to F32 a tile of rows at a time); fewer rows
- * go through the pool's row kernels, which read each weight once for all of
- * them: decoding is bound by memory bandwidth.
+ * A linear map over more than SMALL_N rows goes through sgemm, in blocks
+ * of weight rows (weights other than F32 converted to F32 a block at a
+ * time); fewer rows go through the pool's row kernels, which read each
+ * weight once for all of them: decoding is bound by memory bandwidth.
+ * Either way every sum runs whole on one thread, in an order that the
+ * number of threads does not change.
  *
  * The input of every linear map is first rounded to the weight's type, as
  * llama.cpp does (F16 -> F16, BF16 -> BF16, Q8_0 -> Q8_0 blocks): the same
@@ -37,7 +39,6 @@
 #define FBLK 512              /* tokens per FFN block (bounds its scratch) */
 #define ATT_GEMM_MIN 32       /* queries from which attention uses sgemm */
 #define SMALL_N 16            /* tokens up to which linear maps skip sgemm */
-#define TILE_FLOATS (1 << 20) /* weights converted per sgemm tile */
 
 struct sa_kvcache {
 	const sa_model *m;
@@ -56,7 +57,9 @@ struct sa_kvcache {
 	float *tmp;               /* [cap][d] output of attn_output and ffn_down */
 	float *rope;              /* [cap][rope_dim/2][2] cos, sin */
 	float *hb, *hb2, *hr;     /* [min(cap,FBLK)][d_ff] gate, up, rounded hidden */
-	float *tile;              /* [max(TILE_FLOATS, widest row)] converted weights */
+	float *hrow;              /* [widest row] a row in F16 or BF16 */
+	float *wt;                /* [wt_cap] per thread: weight rows converted to F32 */
+	size_t wt_cap;
 	int maxw;                 /* widest matrix input: max(d, qd, d_ff) */
 	float *vr[3];             /* [SMALL_N][maxw] inputs rounded to F16, BF16, Q8_0 */
 	void *xq;                 /* [SMALL_N] rows of maxw floats' room: Q8_0 blocks of them */
@@ -156,7 +159,7 @@ sa_kvcache_new(sa_kvcache **out, const sa_model *m, int n_ctx)
 		if (!(s->vr[i] = sa_malloc(SMALL_N * maxw * sizeof(float))))
 			goto oom;
 	if (!(s->xq = sa_malloc(SMALL_N * maxw * sizeof(float))) ||
-	    !(s->tile = sa_malloc((widest > TILE_FLOATS ? widest : TILE_FLOATS) * sizeof(float))))
+	    !(s->hrow = sa_malloc(widest * sizeof(float))))
 		goto oom;
 	*out = s;
 	return SA_OK;
@@ -180,7 +183,8 @@ sa_kvcache_free(sa_kvcache *s)
 	for (int i = 0; i < 3; i++)
 		free(s->vr[i]);
 	free(s->xq);
-	free(s->tile);
+	free(s->hrow);
+	free(s->wt);
 	free(s->lr);
 	free(s->sc);
 	free(s->rowbuf);
@@ -223,14 +227,6 @@ sa_kvcache_kv_bytes(const sa_kvcache *s)
 }
 
 /* ------------------------------------------------------- small helpers */
-
-static void
-sgemm(CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A, int lda,
-    const float *B, int ldb, float beta, float *C, int ldc)
-{
-	sa_pool_quiet();
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
 
 /* out [n] = x / rms(x) * w, the sum of squares in double as ggml does. */
 static void
@@ -414,69 +410,94 @@ round_rows(sa_kvcache *s, int type, const float *X, int n, int64_t cols, float *
 	return dst;
 }
 
-/* Weights converted to F32 a tile of rows at a time, in parallel. */
-struct tile_task {
-	const sa_matrix *w;
-	int64_t r0, nr;
-	float *dst;
-};
-
-static void
-tile_task(void *arg, int ith, int chunk, int nchunks)
-{
-	struct tile_task *t = arg;
-	int64_t lo, hi;
-
-	sa_split(t->nr, chunk, nchunks, &lo, &hi);
-	sa_rows_to_f32(t->w, t->r0 + lo, t->r0 + hi, t->dst + lo * t->w->cols);
-}
-
+/* Scratch *p of at least n floats, *cap of them now. */
 static int
-want_lr(sa_kvcache *s, int n, int rank)
+grow(float **p, size_t *cap, size_t n)
 {
-	size_t need = (size_t)n * rank;
-	if (need <= s->lr_cap)
+	if (n <= *cap)
 		return SA_OK;
-	free(s->lr);
-	if (!(s->lr = sa_malloc(need * sizeof(float)))) {
-		s->lr_cap = 0;
+	free(*p);
+	if (!(*p = sa_malloc(n * sizeof(float)))) {
+		*cap = 0;
 		return SA_EINTERNAL;
 	}
-	s->lr_cap = need;
+	*cap = n;
 	return SA_OK;
 }
 
-/* Y [n][rows] = Xr [n][cols] W^T through sgemm; Xr already rounded. */
-static int
-matmul(sa_kvcache *s, const lin *L, const float *Xr, int n, int ldy)
-{
-	const sa_matrix *w = L->w;
-	int rows = (int)w->rows, cols = (int)w->cols;
+/* Maps over the same rounded input x [n][cols], in one job of blocks of
+ * weight rows (sa_gemm_block): a block is converted to F32 on its thread if
+ * stored otherwise, then multiplied there by single-threaded sgemm. */
+struct mm_task {
+	const lin *ls;
+	int nl, n;
+	int blk[SA_NMAT];         /* rows per block of each map */
+	int first[SA_NMAT + 1];   /* first block of each map, then the total */
+	const float *x;
+	float *wt;                /* per thread: the widest block's rows */
+	size_t wt_stride;
+};
 
-	if (w->type == SA_TYPE_F32) {
-		sgemm(CblasTrans, n, rows, cols, 1.0f, Xr, cols, w->data, cols, 0.0f, L->y, ldy);
-	} else {
-		int64_t tr = TILE_FLOATS / cols;
-		if (tr < 1)
-			tr = 1;
-		for (int64_t r0 = 0; r0 < rows; r0 += tr) {
-			struct tile_task t = { w, r0, rows - r0 < tr ? rows - r0 : tr, s->tile };
-			sa_pool_run_chunks(tile_task, &t, chunks_for(t.nr));
-			sgemm(CblasTrans, n, (int)t.nr, cols, 1.0f, Xr, cols, s->tile, cols, 0.0f,
-			    L->y + r0, ldy);
-		}
+static void
+mm_task(void *arg, int ith, int chunk, int nchunks)
+{
+	struct mm_task *t = arg;
+	const sa_matrix *w;
+	const float *wf;
+	int64_t r0, nr;
+	int j = 0;
+
+	while (chunk >= t->first[j + 1])
+		j++;
+	w = t->ls[j].w;
+	r0 = (int64_t)(chunk - t->first[j]) * t->blk[j];
+	nr = w->rows - r0 < t->blk[j] ? w->rows - r0 : t->blk[j];
+	wf = (const float *)w->data + r0 * w->cols;
+	if (w->type != SA_TYPE_F32) {
+		float *wt = t->wt + ith * t->wt_stride;
+		sa_rows_to_f32(w, r0, r0 + nr, wt);
+		wf = wt;
 	}
-	if (L->bias)
-		for (int i = 0; i < n; i++)
-			for (int r = 0; r < rows; r++)
-				L->y[(size_t)i * ldy + r] += L->bias[r];
-	if (L->side) {
-		/* T [n][rank] = Xr A^T;  Y += T B^T */
-		int rank = L->side->rank;
-		if (want_lr(s, n, rank))
-			return SA_EINTERNAL;
-		sgemm(CblasTrans, n, rank, cols, 1.0f, Xr, cols, L->side->A, cols, 0.0f, s->lr, rank);
-		sgemm(CblasTrans, n, rows, rank, 1.0f, s->lr, rank, L->side->B, rank, 1.0f, L->y, ldy);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t->n, (int)nr, (int)w->cols, 1.0f,
+	    t->x, (int)w->cols, wf, (int)w->cols, 0.0f, t->ls[j].y + r0, (int)w->rows);
+}
+
+/* Y [n][rows] = Xr [n][cols] W^T (+ bias) (+ B (A Xr)) for nl maps; Xr
+ * already rounded. */
+static int
+matmul(sa_kvcache *s, const lin *ls, int nl, const float *Xr, int n)
+{
+	int cols = (int)ls[0].w->cols;
+	struct mm_task t = { ls, nl, n, { 0 }, { 0 }, Xr, NULL, 0 };
+
+	for (int j = 0; j < nl; j++) {
+		const sa_matrix *w = ls[j].w;
+		t.blk[j] = sa_gemm_block(w->rows, (int64_t)n * cols);
+		t.first[j + 1] = t.first[j] + (int)((w->rows + t.blk[j] - 1) / t.blk[j]);
+		if (w->type != SA_TYPE_F32 && (size_t)t.blk[j] * cols > t.wt_stride)
+			t.wt_stride = (size_t)t.blk[j] * cols;
+	}
+	if (grow(&s->wt, &s->wt_cap, sa_get_threads() * t.wt_stride))
+		return SA_EINTERNAL;
+	t.wt = s->wt;
+	sa_pool_run_chunks(mm_task, &t, t.first[nl]);
+	for (int j = 0; j < nl; j++) {
+		const lin *L = &ls[j];
+		int rows = (int)L->w->rows;
+		if (L->bias)
+			for (int i = 0; i < n; i++)
+				for (int r = 0; r < rows; r++)
+					L->y[(size_t)i * rows + r] += L->bias[r];
+		if (L->side) {
+			/* T [n][rank] = Xr A^T;  Y += T B^T */
+			int rank = L->side->rank;
+			if (grow(&s->lr, &s->lr_cap, (size_t)n * rank))
+				return SA_EINTERNAL;
+			sa_sgemm(CblasTrans, n, rank, cols, 1.0f, Xr, cols, L->side->A, cols, 0.0f,
+			    s->lr, rank);
+			sa_sgemm(CblasTrans, n, rows, rank, 1.0f, s->lr, rank, L->side->B, rank, 1.0f,
+			    L->y, rows);
+		}
 	}
 	return SA_OK;
 }
@@ -534,9 +555,9 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 		if (ls[j].w->type == SA_TYPE_Q8_0 && a != SA_TYPE_Q8_0)
 			return sa_fail(SA_EINTERNAL, "Q8_0 weights with a %s input", sa_type_name(a));
 		if (!have[k]) {
-			/* F16 and BF16 pass through the tile, free here */
+			/* F16 and BF16 pass through hrow */
 			for (int i = 0; i < nx; i++) {
-				void *buf = a == SA_TYPE_Q8_0 ? (char *)s->xq + i * t.xq_stride : (void *)s->tile;
+				void *buf = a == SA_TYPE_Q8_0 ? (char *)s->xq + i * t.xq_stride : (void *)s->hrow;
 				sa_round_row(a, X + i * cols, s->vr[k] + i * cols, buf, cols);
 			}
 			have[k] = 1;
@@ -556,7 +577,7 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 					y[r] += L->bias[r];
 			if (L->side) {
 				int rank = L->side->rank;
-				if (want_lr(s, 1, rank))
+				if (grow(&s->lr, &s->lr_cap, rank))
 					return SA_EINTERNAL;
 				for (int r = 0; r < rank; r++)
 					s->lr[r] = sa_dot_f32(L->side->A + (size_t)r * cols, xi, cols);
@@ -574,18 +595,17 @@ static int
 linear(sa_kvcache *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
 {
 	int64_t cols = ls[0].w->cols;
-	const float *xr = NULL;
-	int xr_type = -1, rc = SA_OK;
+	const float *xr;
+	int rc = SA_OK;
 
 	if (n <= SMALL_N)
 		return matvec(s, ls, nl, X, n);
-	for (int j = 0; j < nl; j++) {
-		if (ls[j].act != xr_type) {
-			if (!(xr = round_rows(s, ls[j].act, X, n, cols, rbuf, &rc)))
-				return rc;
-			xr_type = ls[j].act;
-		}
-		if ((rc = matmul(s, &ls[j], xr, n, (int)ls[j].w->rows)) != SA_OK)
+	/* the maps from j on that take the input rounded the same way */
+	for (int j = 0, k; j < nl; j = k) {
+		for (k = j + 1; k < nl && ls[k].act == ls[j].act; k++)
+			;
+		if (!(xr = round_rows(s, ls[j].act, X, n, cols, rbuf, &rc)) ||
+		    (rc = matmul(s, ls + j, k - j, xr, n)) != SA_OK)
 			return rc;
 	}
 	return SA_OK;
@@ -629,60 +649,58 @@ att_task(void *arg, int ith, int chunk, int nchunks)
 	}
 }
 
-/* Softmax of the score rows of every head, [H][nq][kvn]: row r of a head
- * sees keys up to base + r. */
-struct smax_task {
-	float *sc;
-	int H, nq, kvn, base;
+/*
+ * Head h of a block of nq query rows from qb, one head a chunk, through
+ * single-threaded sgemm on the chunk's thread: scores S [nq][kvn] = scale *
+ * Q_h K_g^T, where row r sees keys up to kvn - nq + r; their softmax; then
+ * O_h = S V_g.
+ */
+struct head_task {
+	sa_kvcache *s;
+	int l, qb, nq, kvn;
+	float scale;
 };
 
 static void
-smax_task(void *arg, int ith, int chunk, int nchunks)
+head_task(void *arg, int ith, int h, int H)
 {
-	struct smax_task *t = arg;
-	int64_t lo, hi;
+	struct head_task *t = arg;
+	sa_kvcache *s = t->s;
+	const sa_config *c = &s->m->cfg;
+	int dh = c->d_head, g = h / (c->n_head / c->n_head_kv);
+	int qd = H * dh, kvd = c->n_head_kv * dh;
+	float *sc = s->sc + (size_t)h * t->nq * t->kvn;
 
-	sa_split((int64_t)t->H * t->nq, chunk, nchunks, &lo, &hi);
-	for (int64_t hr = lo; hr < hi; hr++) {
-		float *row = t->sc + hr * t->kvn;
-		int len = t->base + (int)(hr % t->nq) + 1;
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t->nq, t->kvn, dh, t->scale,
+	    s->q + (size_t)t->qb * qd + (size_t)h * dh, qd, s->kc[t->l] + (size_t)g * dh, kvd,
+	    0.0f, sc, t->kvn);
+	for (int r = 0; r < t->nq; r++) {
+		float *row = sc + (size_t)r * t->kvn;
+		int len = t->kvn - t->nq + r + 1;
 		sa_softmax_f32(row, len);
 		memset(row + len, 0, (size_t)(t->kvn - len) * sizeof(float));
 	}
-}
-
-static int
-want_sc(sa_kvcache *s, size_t n)
-{
-	if (n <= s->sc_cap)
-		return SA_OK;
-	free(s->sc);
-	if (!(s->sc = sa_malloc(n * sizeof(float)))) {
-		s->sc_cap = 0;
-		return SA_EINTERNAL;
-	}
-	s->sc_cap = n;
-	return SA_OK;
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t->nq, dh, t->kvn, 1.0f, sc,
+	    t->kvn, s->vc[t->l] + (size_t)g * dh, kvd, 0.0f,
+	    s->ao + (size_t)t->qb * qd + (size_t)h * dh, qd);
 }
 
 /*
  * ao rows i0..n-1 = causal attention of q over the cache of layer l.
  * Short batches go through the kernels one (row, head) at a time; longer
- * ones through sgemm, a block of query rows for all heads at once, so
- * BLAS and the pool take turns only twice per block.
+ * ones through sgemm, a block of query rows for all heads at once.
  */
 static int
 attention(sa_kvcache *s, int l, int i0, int n)
 {
 	const sa_config *c = &s->m->cfg;
 	const sa_model_impl *x = sa_model_impl_of(s->m);
-	int H = c->n_head, dh = c->d_head, grp = c->n_head / c->n_head_kv;
-	int qd = H * dh, kvd = c->n_head_kv * dh, qblk;
+	int H = c->n_head, dh = c->d_head, qblk;
 	float scale = x->kq_scale != 0 ? x->kq_scale : 1.0f / sqrtf((float)dh);
 
 	if (n - i0 < ATT_GEMM_MIN) {
 		struct att_task t = { s, l, i0, n, scale };
-		if (want_sc(s, (size_t)sa_get_threads() * s->n_ctx))
+		if (grow(&s->sc, &s->sc_cap, (size_t)sa_get_threads() * s->n_ctx))
 			return SA_EINTERNAL;
 		sa_pool_run_chunks(att_task, &t, chunks_for((int64_t)(n - i0) * H));
 		return SA_OK;
@@ -690,22 +708,12 @@ attention(sa_kvcache *s, int l, int i0, int n)
 	/* scores [H][qblk][kvn] within SC_FLOATS */
 	qblk = (int)(SC_FLOATS / ((size_t)H * (s->pos + n)));
 	qblk = qblk < 16 ? 16 : qblk > QBLK ? QBLK : qblk;
-	if (want_sc(s, (size_t)H * qblk * (s->pos + n)))
+	if (grow(&s->sc, &s->sc_cap, (size_t)H * qblk * (s->pos + n)))
 		return SA_EINTERNAL;
 	for (int qb = i0; qb < n; qb += qblk) {
 		int nq = n - qb < qblk ? n - qb : qblk;
-		int kvn = s->pos + qb + nq;
-		struct smax_task t = { s->sc, H, nq, kvn, s->pos + qb };
-		/* S_h [nq][kvn] = scale * Q_h K_g^T;  O_h = softmax(S_h) V_g */
-		for (int h = 0; h < H; h++)
-			sgemm(CblasTrans, nq, kvn, dh, scale, s->q + (size_t)qb * qd + (size_t)h * dh, qd,
-			    s->kc[l] + (size_t)(h / grp) * dh, kvd, 0.0f,
-			    s->sc + (size_t)h * nq * kvn, kvn);
-		sa_pool_run_chunks(smax_task, &t, chunks_for((int64_t)H * nq));
-		for (int h = 0; h < H; h++)
-			sgemm(CblasNoTrans, nq, dh, kvn, 1.0f, s->sc + (size_t)h * nq * kvn, kvn,
-			    s->vc[l] + (size_t)(h / grp) * dh, kvd, 0.0f,
-			    s->ao + (size_t)qb * qd + (size_t)h * dh, qd);
+		struct head_task t = { s, l, qb, nq, s->pos + qb + nq, scale };
+		sa_pool_run_chunks(head_task, &t, H);
 	}
 	return SA_OK;
 }

@@ -6,6 +6,7 @@
 #define KERNELS_IMPL_H
 
 #include <stdint.h>
+#include <cblas.h>
 #include "sa.h"
 #include "types_impl.h"    /* sa_block_q8_0 */
 
@@ -24,12 +25,15 @@ void sa_pool_run_chunks(sa_chunk_fn fn, void *arg, int nchunks);
  * concurrently (a part may use scratch of its own, indexed by part). */
 typedef void (*sa_task_fn)(void *arg, int part, int nparts);
 void sa_pool_run(sa_task_fn fn, void *arg);
-/* Call before BLAS: idle workers stop spinning and sleep, so BLAS threads
- * get the cores to themselves.  Also makes sure of sa_blas_init. */
-void sa_pool_quiet(void);
-/* Once, before the first BLAS call: let OpenBLAS use the kernels the CPU
- * can run when it failed to recognise it (see threads.c). */
-void sa_blas_init(void);
+/* C [M][N] = alpha A [M][K] op(B) + beta C, row-major, over the pool in
+ * blocks of sa_gemm_block(N, M*K) columns of C: the same bits with any
+ * number of threads.  Not from within a chunk of the pool, where
+ * cblas_sgemm itself runs on the chunk's thread. */
+void sa_sgemm(CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A,
+    int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* Columns per block of a product's output of n columns, work multiply-adds
+ * each: a function of the shape alone. */
+int sa_gemm_block(int64_t n, int64_t work);
 
 /* The share [lo, hi) of chunk ith among nth of n items. */
 static inline void sa_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cblas.h>
 
 #include "sa.h"
 #include "kernels_impl.h"
@@ -731,9 +730,8 @@ sa_model_merge_lowrank(sa_model *m, int layer, int mat, int rank,
 	}
 	m->merged = x->owned;
 	/* W [d_out][d_in] += B [d_out][rank] A [rank][d_in] */
-	sa_pool_quiet();
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)w->rows, (int)w->cols, rank,
-	    1.0f, B, rank, A, (int)w->cols, 1.0f, x->owned[i], (int)w->cols);
+	sa_sgemm(CblasNoTrans, (int)w->rows, (int)w->cols, rank, 1.0f, B, rank, A, (int)w->cols,
+	    1.0f, x->owned[i], (int)w->cols);
 	return SA_OK;
 }
 

@@ -10,9 +10,11 @@
  * A decoded token runs a few hundred short jobs, so waking sleeping threads
  * through the kernel every time would cost more than the jobs: idle workers
  * spin for a while (yielding the CPU after a moment, for machines with more
- * runnable threads than cores), then sleep on a condition variable.  Before
- * a BLAS call the caller sends them to sleep at once (sa_pool_quiet), so the
- * pool and BLAS never compete for the cores.
+ * runnable threads than cores), then sleep on a condition variable.
+ *
+ * OpenBLAS runs on one thread, inside the pool's chunks (sa_sgemm): its own
+ * threads would cut a product where their number says, and the sums would
+ * round differently with every thread count.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -48,7 +50,6 @@ static struct pool {
 	atomic_uint gen;        /* number of the current job */
 	atomic_uint_fast64_t next;  /* gen << 32 | next chunk to take */
 	atomic_int left;        /* chunks not finished yet */
-	atomic_int quiet;       /* 1: idle workers go to sleep at once */
 	atomic_int sleeping;    /* the caller sleeps on done */
 	atomic_int stop;
 	atomic_int nchunks;
@@ -100,20 +101,14 @@ blas_pick_core(void)
 	unsetenv("OPENBLAS_CORETYPE");
 }
 
-static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
-
-void
-sa_blas_init(void)
-{
-	pthread_once(&blas_once, blas_pick_core);
-}
-
-/* At start-up, before any BLAS call of any module: a switch later on would
- * give the same product different bits before and after. */
+/* At start-up, before any BLAS call of any module: a switch of kernels
+ * later on would give the same product different bits before and after.
+ * OpenBLAS gets one thread: its products run inside the pool's chunks. */
 __attribute__((constructor)) static void
-blas_init_early(void)
+blas_init(void)
 {
-	sa_blas_init();
+	blas_pick_core();
+	openblas_set_num_threads(1);
 }
 static int pool_running;     /* threads exist for pool.nth */
 
@@ -155,8 +150,7 @@ worker(void *p)
 		unsigned g;
 		int spins = 0;
 
-		while ((g = atomic_load(&pool.gen)) == seen && spins < SPIN_PAUSE + SPIN_YIELD &&
-		    !atomic_load_explicit(&pool.quiet, memory_order_relaxed)) {
+		while ((g = atomic_load(&pool.gen)) == seen && spins < SPIN_PAUSE + SPIN_YIELD) {
 			if (spins++ < SPIN_PAUSE)
 				cpu_relax();
 			else
@@ -206,7 +200,6 @@ pool_start(int nth)
 	pool.nth = 1;
 	atomic_store(&pool.gen, 0);
 	atomic_store(&pool.next, 0);
-	atomic_store(&pool.quiet, 0);
 	atomic_store(&pool.stop, 0);
 	pool_running = 1;
 	if (nth <= 1 || !(pool.tid = calloc((size_t)nth - 1, sizeof *pool.tid)))
@@ -227,8 +220,6 @@ sa_set_threads(int n)
 		n = 256;
 	pthread_mutex_lock(&run_mu);
 	threads_wanted = n;
-	sa_blas_init();
-	openblas_set_num_threads(n);
 	if (pool_running && pool.nth != n) {
 		pool_stop();
 		pool_start(n);
@@ -240,13 +231,6 @@ int
 sa_get_threads(void)
 {
 	return threads_wanted ? threads_wanted : online_cpus();
-}
-
-void
-sa_pool_quiet(void)
-{
-	sa_blas_init();
-	atomic_store_explicit(&pool.quiet, 1, memory_order_relaxed);
 }
 
 void
@@ -274,7 +258,6 @@ sa_pool_run_chunks(sa_chunk_fn fn, void *arg, int nchunks)
 	pool.arg = arg;
 	atomic_store(&pool.nchunks, nchunks);
 	atomic_store(&pool.left, nchunks);
-	atomic_store_explicit(&pool.quiet, 0, memory_order_relaxed);
 	pthread_mutex_lock(&pool.mu);
 	atomic_store(&pool.next, (uint64_t)gen << 32);
 	atomic_store(&pool.gen, gen);
@@ -299,6 +282,64 @@ sa_pool_run_chunks(sa_chunk_fn fn, void *arg, int nchunks)
 		pthread_mutex_unlock(&pool.mu);
 	}
 	pthread_mutex_unlock(&run_mu);
+}
+
+/*
+ * Products through sgemm in blocks of the output's columns, each block one
+ * call of single-threaded OpenBLAS on one thread of the pool.  The blocks
+ * depend on the shape alone, so every element comes from the same call
+ * with any number of threads; no block cuts a sum, which runs along K whole
+ * in its call.  A block is GEMM_COLS columns or a multiple: about
+ * GEMM_BLOCKS of them to a product (each block packs the whole of A again,
+ * so fewer and wider ones for wide products), up to GEMM_MAX, and at least
+ * GEMM_WORK multiply-adds.  The last block is shorter.
+ */
+#define GEMM_COLS 128
+#define GEMM_BLOCKS 16
+#define GEMM_MAX 512
+#define GEMM_WORK (1 << 19)
+
+int
+sa_gemm_block(int64_t n, int64_t work)
+{
+	int64_t b = GEMM_COLS * ((n + GEMM_BLOCKS * GEMM_COLS - 1) / (GEMM_BLOCKS * GEMM_COLS));
+
+	if (b > GEMM_MAX)
+		b = GEMM_MAX;
+	if (work > 0 && b * work < GEMM_WORK)
+		b = GEMM_COLS * ((GEMM_WORK + GEMM_COLS * work - 1) / (GEMM_COLS * work));
+	return (int)b;
+}
+
+struct gemm_task {
+	CBLAS_TRANSPOSE tb;
+	int M, N, K, lda, ldb, ldc, blk;
+	float alpha, beta;
+	const float *A, *B;
+	float *C;
+};
+
+static void
+gemm_block(void *arg, int ith, int chunk, int nchunks)
+{
+	struct gemm_task *t = arg;
+	int c0 = chunk * t->blk, nc = t->N - c0 < t->blk ? t->N - c0 : t->blk;
+	const float *B = t->B + (t->tb == CblasTrans ? (size_t)c0 * t->ldb : (size_t)c0);
+
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, t->tb, t->M, nc, t->K, t->alpha, t->A, t->lda,
+	    B, t->ldb, t->beta, t->C + c0, t->ldc);
+}
+
+void
+sa_sgemm(CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A, int lda,
+    const float *B, int ldb, float beta, float *C, int ldc)
+{
+	struct gemm_task t = {
+		tb, M, N, K, lda, ldb, ldc, sa_gemm_block(N, (int64_t)M * K), alpha, beta, A, B, C,
+	};
+
+	if (M > 0 && N > 0)
+		sa_pool_run_chunks(gemm_block, &t, (N + t.blk - 1) / t.blk);
 }
 
 struct simple_task {

@@ -1270,8 +1270,6 @@ sa_tworkers_run(sa_tworkers *w, sa_titem_fn fn, void *ctx, int n_items, float *g
 		w->done = done;
 		w->done_cap = n_items;
 	}
-	/* each worker's products on its own core; BLAS gets the threads back after */
-	openblas_set_num_threads(1);
 	pthread_mutex_lock(&w->mu);
 	w->fn = fn;
 	w->ctx = ctx;
@@ -1295,7 +1293,6 @@ sa_tworkers_run(sa_tworkers *w, sa_titem_fn fn, void *ctx, int n_items, float *g
 			w->done[i] = NULL;
 		}
 	pthread_mutex_unlock(&w->mu);
-	openblas_set_num_threads(sa_get_threads());
 	if (rc != SA_OK)
 		return sa_fail(rc, "%s", w->msg);
 	return SA_OK;

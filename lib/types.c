@@ -7,10 +7,10 @@
 #include <string.h>
 
 #include "sa.h"
+#include "kernels_impl.h"
 #include "types_impl.h"
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
 #include <immintrin.h>
 #define HAVE_X86 1
 #endif
@@ -220,15 +220,12 @@ f32_to_f16_f16c(const float *src, uint16_t *dst, int64_t n)
 		dst[i] = sa_fp32_to_fp16(src[i]);
 }
 
-/* F16C is CPUID.1:ECX bit 29; some compilers' __builtin_cpu_supports does
- * not know it, while its "avx" also checks that the OS saves YMM state. */
+/* The kernels' choice (kernels.c), whose AVX2 set needs F16C, so that
+ * SA_KERNELS=generic holds here too. */
 static int
 have_f16c(void)
 {
-	unsigned a, b, c, d;
-
-	return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) &&
-	    (c & (1u << 29));
+	return !strcmp(sa_kernels_name(), "avx2");
 }
 #endif
 

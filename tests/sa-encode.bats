@@ -36,6 +36,12 @@ setup() {
 	assert_output --partial ", 0 failed"
 }
 
+@test "encoder unit tests with the portable kernels (SA_KERNELS=generic)" {
+	SA_KERNELS=generic run "$ROOT/tests/unit/test_encode" "$M"
+	assert_success
+	assert_output --partial ", 0 failed"
+}
+
 @test "--help and --version print to stdout and exit 0" {
 	run --separate-stderr "$ENC" --help
 	assert_success
@@ -130,6 +136,22 @@ setup() {
 	cmp "$T/1.delta" "$T/2.delta"
 	"$ENC" -m "$M" -a "$D/a1.gguf" -o "$T/3.delta" "$D/b.tsv" "$D/a.tsv"
 	! cmp -s "$T/1.delta" "$T/3.delta"
+}
+
+@test "any number of threads gives the same bytes (-t 1, 2, 3, 4, 7)" {
+	# segments of up to 256 tokens on a model 128 wide: products large
+	# enough for sgemm to be cut in blocks, attention through sgemm
+	"$ROOT/tests/helpers/mkmodel" --seed 7 --dim 128 --kv-heads 2 --ctx 256 -o "$T/t.gguf"
+	"$ROOT/bin/sa-init" -m "$T/t.gguf" -r 4 -C 8 --seed 2 --w1-scale 0.5 -o "$T/a.gguf"
+	awk 'BEGIN { print "input\tlabel"; for (i = 1; i <= 60; i++)
+		printf "record %d says %s\t%s\n", i, (i % 3 ? "yes" : "no"), (i % 2 ? "odd" : "even") }' \
+	    >"$T/t.tsv"
+	for t in 1 2 3 4 7; do
+		"$ENC" -q -t $t -m "$T/t.gguf" -a "$T/a.gguf" -o "$T/$t.delta" "$T/t.tsv"
+	done
+	for t in 2 3 4 7; do
+		cmp "$T/1.delta" "$T/$t.delta"
+	done
 }
 
 @test "--append OLD equals encoding everything at once" {

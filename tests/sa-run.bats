@@ -449,6 +449,27 @@ field() {
 	[ "$output" != "$plain" ]
 }
 
+@test "any number of threads gives the same bytes: scores, choices, text, deltas" {
+	# a text of about 190 tokens on a model 128 wide: products large enough
+	# for sgemm to be cut in blocks, attention through sgemm
+	"$ROOT/tests/helpers/mkmodel" --seed 7 --dim 128 --kv-heads 2 --ctx 256 -o "$T/t.gguf"
+	"$ROOT/bin/sa-init" -m "$T/t.gguf" -r 4 -C 8 --seed 2 --w1-scale 0.5 -o "$T/a.gguf"
+	text=$(awk 'BEGIN { for (i = 1; i <= 14; i++) printf "word %d and more ", i }')
+	printf 'input\tlabel\n%s\tyes\n' "$text" > "$T/d.tsv"
+	"$ROOT/bin/sa-encode" -q -t 1 -m "$T/t.gguf" -a "$T/a.gguf" -o "$T/d.delta" "$T/d.tsv"
+	for t in 1 3; do
+		{
+			"$RUN" -t $t -m "$T/t.gguf" --score --json -p "$text"
+			"$RUN" -t $t -m "$T/t.gguf" --json --choice ' yes' --choice ' no' -p "$text"
+			"$RUN" -t $t -m "$T/t.gguf" -d "$T/d.delta" --score --json -p "$text"
+			"$RUN" -t $t -m "$T/t.gguf" -d "$T/d.delta" --unmerged --score --json -p "$text"
+			"$RUN" -t $t -m "$T/t.gguf" -d "$T/d.delta" --temp 0.8 --seed 5 -n 24 -p "$text"
+		} > "$T/out$t"
+	done
+	[ "$(wc -l < "$T/out1")" -ge 4 ]
+	cmp "$T/out1" "$T/out3"
+}
+
 @test "deltas: another model's adapter, a broken delta, a missing adapter" {
 	"$ROOT/bin/sa-init" -m "$M" --w1-scale 0.05 -o "$T/a.gguf"
 	"$ROOT/bin/sa-init" -m "$Q" --w1-scale 0.05 -o "$T/qa.gguf"

@@ -1,15 +1,15 @@
 /*
  * bench-sgemm - the machine's sgemm rate, as the yardstick of training
- * speed: GFLOP/s of square products of size N with T threads.
+ * speed: GFLOP/s of square products of size N with T threads (libsa's
+ * sa_sgemm: single-threaded OpenBLAS on each thread of its pool).
  * usage: bench-sgemm [N [T [REPS]]]
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
-#include <cblas.h>
-
 #include "sa.h"
+#include "kernels_impl.h"
 
 int
 main(int argc, char **argv)
@@ -32,10 +32,10 @@ main(int argc, char **argv)
 		b[i] = (float)(i % 5) - 2;
 	}
 	/* one call to warm up, then the timed ones */
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+	sa_sgemm(CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (int r = 0; r < reps; r++)
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+		sa_sgemm(CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	double s = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
 	printf("%.2f\n", reps * 2.0 * n * n * n / s / 1e9);

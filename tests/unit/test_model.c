@@ -665,11 +665,13 @@ test_lowrank(sa_model *m, const ref *r)
 	free(side_dec); free(merged_dec); free(again); free(want);
 }
 
-/* Results do not depend on the number of threads. */
+/* Results do not depend on the number of threads: prefill and decoding
+ * give the same bits with 1, 2, 3 and 7. */
 static void
 test_threads(sa_model *m)
 {
 	enum { N = 40 };
+	static const int nth[] = { 2, 3, 7 };
 	int V = m->cfg.n_vocab, toks[N];
 	size_t bytes = (size_t)N * V * sizeof(float);
 	float *p1 = malloc(bytes), *p2 = malloc(bytes), *d1 = malloc(bytes), *d2 = malloc(bytes);
@@ -679,14 +681,66 @@ test_threads(sa_model *m)
 	CHECK(sa_get_threads() == 1);
 	CHECK_OK(run_prefill(m, toks, N, p1));
 	CHECK_OK(run_decode(m, toks, N, d1));
-	sa_set_threads(2);
-	CHECK(sa_get_threads() == 2);
-	CHECK_OK(run_prefill(m, toks, N, p2));
-	CHECK_OK(run_decode(m, toks, N, d2));
-	CHECK(rel_errf(p1, p2, N * V) <= 1e-6);
-	CHECK(!memcmp(d1, d2, bytes));   /* each row is one thread's, whole */
+	for (size_t i = 0; i < sizeof nth / sizeof *nth; i++) {
+		sa_set_threads(nth[i]);
+		CHECK(sa_get_threads() == nth[i]);
+		CHECK_OK(run_prefill(m, toks, N, p2));
+		CHECK_OK(run_decode(m, toks, N, d2));
+		CHECK(!memcmp(p1, p2, bytes));
+		CHECK(!memcmp(d1, d2, bytes));
+	}
 	sa_set_threads(0);
 	free(p1); free(p2); free(d1); free(d2);
+}
+
+/* sa_sgemm against sums in double, and the same bits with any number of
+ * threads, for products of one block and of many (a last one shorter),
+ * with B transposed or not and beta 0 or 1. */
+static void
+test_sgemm(void)
+{
+	static const int shapes[][3] = { { 5, 7, 3 }, { 40, 300, 64 }, { 100, 1000, 96 } };
+	static const int nth[] = { 2, 3, 7 };
+
+	for (size_t k = 0; k < sizeof shapes / sizeof *shapes; k++)
+	for (int tb = 0; tb < 2; tb++)
+	for (int beta = 0; beta < 2; beta++) {
+		int M = shapes[k][0], N = shapes[k][1], K = shapes[k][2];
+		float *A = malloc((size_t)M * K * sizeof *A), *B = malloc((size_t)K * N * sizeof *B);
+		float *C0 = malloc((size_t)M * N * sizeof *C0), *C1 = malloc((size_t)M * N * sizeof *C1);
+		float *C2 = malloc((size_t)M * N * sizeof *C2);
+		double err = 0, big = 0;
+
+		for (int i = 0; i < M * K; i++)
+			A[i] = (float)frand();
+		for (int i = 0; i < K * N; i++)
+			B[i] = (float)frand();
+		for (int i = 0; i < M * N; i++)
+			C0[i] = (float)frand();
+		memcpy(C1, C0, (size_t)M * N * sizeof *C1);
+		sa_set_threads(1);
+		sa_sgemm(tb ? CblasTrans : CblasNoTrans, M, N, K, 0.5f, A, K, B, tb ? K : N,
+		    (float)beta, C1, N);
+		for (int i = 0; i < M; i++)
+			for (int j = 0; j < N; j++) {
+				double want = beta * (double)C0[(size_t)i * N + j];
+				for (int l = 0; l < K; l++)
+					want += 0.5 * A[(size_t)i * K + l] *
+					    (tb ? B[(size_t)j * K + l] : B[(size_t)l * N + j]);
+				err = fmax(err, fabs(C1[(size_t)i * N + j] - want));
+				big = fmax(big, fabs(want));
+			}
+		CHECK(err <= 1e-5 * big);
+		for (size_t t = 0; t < sizeof nth / sizeof *nth; t++) {
+			memcpy(C2, C0, (size_t)M * N * sizeof *C2);
+			sa_set_threads(nth[t]);
+			sa_sgemm(tb ? CblasTrans : CblasNoTrans, M, N, K, 0.5f, A, K, B, tb ? K : N,
+			    (float)beta, C2, N);
+			CHECK(!memcmp(C1, C2, (size_t)M * N * sizeof *C2));
+		}
+		free(A); free(B); free(C0); free(C1); free(C2);
+	}
+	sa_set_threads(0);
 }
 
 static void
@@ -1004,6 +1058,7 @@ main(int argc, char **argv)
 	}
 
 	test_round();
+	test_sgemm();
 	test_config();
 	test_rope_variants();
 	test_model("llama-mha-untied", "--arch llama --layers 2 --dim 64 --heads 4", 20, 1);
