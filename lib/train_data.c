@@ -371,12 +371,18 @@ draw_words_alike(const sa_tdata *d, uint64_t *r, word *w, int n)
 	for (int i = 0; i < nc; i++)
 		cont[i] = d->word_cont[rng_below(r, d->n_word_cont)];
 	for (int i = 0; i < n; i++) {
-		int dup;
+		int dup, tries = 0;
 		do {
-			w[i].n = 2 + (int)rng_below(r, 2);
-			w[i].t[0] = start[rng_below(r, ns)];
-			for (int k = 1; k < w[i].n; k++)
-				w[i].t[k] = cont[rng_below(r, nc)];
+			/* the pieces drawn may repeat and leave fewer words than
+			 * asked: then a word of any pieces */
+			if (++tries > 100)
+				w[i] = draw_word(d, r, 2 + (int)rng_below(r, 2));
+			else {
+				w[i].n = 2 + (int)rng_below(r, 2);
+				w[i].t[0] = start[rng_below(r, ns)];
+				for (int k = 1; k < w[i].n; k++)
+					w[i].t[k] = cont[rng_below(r, nc)];
+			}
 			dup = word_held_out(d, &w[i]);
 			for (int j = 0; j < i && !dup; j++)
 				dup = word_eq(&w[i], &w[j]);
