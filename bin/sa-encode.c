@@ -150,6 +150,8 @@ main(int argc, char **argv)
 		n_stdin += strcmp(files[f], "-") == 0;
 	if (n_stdin > 1 || (n_stdin && append && strcmp(append, "-") == 0))
 		die(SA_EUSAGE, "standard input can be read only once");
+	if (n_stdin || (append && strcmp(append, "-") == 0))
+		stdin_not_terminal("demonstrations", "give a file, or pipe them in");
 	if (sa_template_check(tmpl) != SA_OK)
 		die(SA_EUSAGE, "%s", sa_error());
 	if (!do_dump) {

@@ -293,6 +293,8 @@ invocation() {
 	sa-merge -o $T/m.delta
 	sa-merge --sum -o $T/m.delta $D/x.delta -- -:2
 	sa-export -m $D/m.gguf -o $T/e.gguf -
+	sa-encode -m $D/m.gguf -a $D/a.gguf -o $T/e.delta
+	sa-encode -m $D/m.gguf -a $D/a.gguf -o $T/e.delta --append - $D/x.tsv
 	EOF
 	# What does not read the terminal runs as before.
 	run script -qec "sa-info $D/x.delta > /dev/null; echo status \$?" /dev/null < /dev/null
