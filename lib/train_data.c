@@ -572,8 +572,8 @@ episode_task(const sa_tdata *d, uint64_t *r, int *seq, unsigned char *unscored, 
 
 /*
  * "word -> label\n" lines of a fresh mapping of open-vocabulary words: every
- * pair once in a random order, then pairs again at random until the window
- * is full, so that recall of pairs seen once is trained up to as many pairs
+ * pair once in a random order (as many as four fifths of the window hold),
+ * then those pairs again at random until the window is full, so that recall of pairs seen once is trained up to as many pairs
  * as a window holds.  Labels at first sight are not scored: they cannot be
  * known, and scoring them teaches a prior over labels that keeps the model
  * from copying a word it never saw as a label.
@@ -605,14 +605,18 @@ episode_map_vocab(const sa_tdata *d, uint64_t *r, int *seq, unsigned char *unsco
 	}
 	if (bos >= 0)
 		seq[n++] = bos;
-	for (int i = 0; n <= T; i++) {
-		int k = i < n_keys ? order[i] : rng_below(r, n_keys), at;
+	for (int i = 0, shown = n_keys; n <= T; i++) {
+		/* the first pass ends where it would leave less than a fifth of
+		 * the window for answers that can be read back */
+		if (i > 0 && i < shown && n > T * 4 / 5)
+			shown = i;
+		int k = order[i < shown ? i : rng_below(r, shown)], at;
 		sa_toks kt = word_toks(&keys[k]), vt = word_toks(&vals[k]);
 		n = fill_seq(seq, n, T, &kt);
 		n = fill_seq(seq, n, T, &d->sep[0]);
 		at = n;
 		n = fill_seq(seq, n, T, &vt);
-		if (i < n_keys)   /* a label at first sight cannot be known */
+		if (i < shown)   /* a label at first sight cannot be known */
 			memset(unscored + at, 1, n - at);
 		n = fill_seq(seq, n, T, &d->sep[1]);
 	}
