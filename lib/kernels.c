@@ -1,6 +1,8 @@
 /*
  * kernels.c - dot products over weight rows in F32, F16, BF16 and Q8_0, and
- * the conversions of rows to F32 for the sgemm path.
+ * the conversions of rows to F32 for the sgemm path.  Rows of the other
+ * block types (Q4_0 .. Q6_K) are converted a block at a time on the stack
+ * and go through the F32 dot product.
  *
  * Each kernel exists twice: an AVX2/FMA/F16C version compiled with a target
  * attribute, and a portable one.  The first call picks one set for the CPU
@@ -682,6 +684,46 @@ sa_kernels_name(void)
 	return kernels()->name;
 }
 
+int
+sa_type_act(int type)
+{
+	switch (type) {
+	case SA_TYPE_Q4_0: case SA_TYPE_Q4_1: case SA_TYPE_Q5_0: case SA_TYPE_Q5_1:
+		/* Q8_1, which Q4_1 and Q5_1 see, holds the values of Q8_0 */
+		return SA_TYPE_Q8_0;
+	case SA_TYPE_Q2_K: case SA_TYPE_Q3_K: case SA_TYPE_Q4_K: case SA_TYPE_Q5_K:
+	case SA_TYPE_Q6_K:
+		return SA_TYPE_Q8_K;
+	}
+	return type;
+}
+
+/*
+ * y[j*ldy + r] = row r of w (nr rows of n columns, a block type) . input j
+ * (x + j*ldx) for nx inputs: each block converted once, then dotted with
+ * every input; an input's sums do not depend on nx.
+ */
+static void
+rows_blocks(const struct kernels *k, int type, const char *w, size_t rb, int64_t n,
+    int64_t nr, int nx, const float *x, size_t ldx, float *y, size_t ldy)
+{
+	float buf[SA_QK_K];
+	int64_t be;
+	size_t bb;
+
+	sa_type_block(type, &be, &bb);
+	for (int64_t r = 0; r < nr; r++) {
+		const char *row = w + r * rb;
+		for (int j = 0; j < nx; j++)
+			y[j * ldy + r] = 0;
+		for (int64_t b = 0; b < n / be; b++) {
+			sa_row_to_f32(type, row + b * bb, buf, be);
+			for (int j = 0; j < nx; j++)
+				y[j * ldy + r] += k->dot(buf, x + j * ldx + b * be, be);
+		}
+	}
+}
+
 void
 sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x,
     size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy)
@@ -701,7 +743,9 @@ sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x
 	case SA_TYPE_F16: f = k->rows_f16; f2 = k->rows2_f16; break;
 	case SA_TYPE_BF16: f = k->rows_bf16; f2 = k->rows2_bf16; break;
 	case SA_TYPE_Q8_0: f = k->rows_q8_0; f2 = k->rows2_q8_0; break;
-	default: return;
+	default:
+		rows_blocks(k, w->type, p, rb, w->cols, r1 - r0, nx, x, ldx, y + r0, ldy);
+		return;
 	}
 	/* xq is NULL but for Q8_0 */
 	for (; j + 2 <= nx; j += 2)
@@ -732,6 +776,7 @@ sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst)
 	case SA_TYPE_F16: k->deq_f16(p, rb, w->cols, dst, r1 - r0); break;
 	case SA_TYPE_BF16: k->deq_bf16(p, rb, w->cols, dst, r1 - r0); break;
 	case SA_TYPE_Q8_0: k->deq_q8_0(p, rb, w->cols, dst, r1 - r0); break;
+	default: deq_generic(w->type, p, rb, w->cols, dst, r1 - r0); break;
 	}
 }
 

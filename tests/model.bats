@@ -47,7 +47,7 @@ setup() {
 	tests/helpers/mkmodel --layers 2 --dim 256 --heads 4 -o "$model"
 	tests/unit/test_model --make-bad type "$model" "$TMPDIR/bad.gguf"
 	run -65 tests/unit/test_model --load "$TMPDIR/bad.gguf"
-	assert_output "$TMPDIR/bad.gguf: tensor blk.1.attn_k.weight has type Q4_K, which is not supported (F32, F16, BF16, Q8_0 are)"
+	assert_output "$TMPDIR/bad.gguf: tensor blk.1.attn_k.weight has type IQ4_XS, which is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K .. Q6_K are)"
 }
 
 @test "model: wrong shape" {

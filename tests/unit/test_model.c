@@ -952,7 +952,7 @@ make_bad(const char *kind, const char *in, const char *out)
 		if (target && !strcmp(kind, "missing"))
 			continue;
 		if (target && !strcmp(kind, "type")) {
-			type = 12;      /* Q4_K */
+			type = 23;      /* IQ4_XS */
 			data = zeros;
 		}
 		if (target && !strcmp(kind, "shape")) {
