@@ -7,7 +7,8 @@
  *   test_model --load FILE              load FILE; print sa_error() and exit
  *                                       with the status on failure
  *   test_model --make-bad KIND IN OUT   write a copy of model IN with one
- *                                       defect: arch, missing, type, shape
+ *                                       defect: arch, missing, type, shape,
+ *                                       scale (a NaN block scale in row 3)
  *
  * Environment: SA_MKMODEL (default tests/helpers/mkmodel), TMPDIR.
  *
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 #include "sa.h"
+#include "types_impl.h"   /* sa_type_scales */
 #include "kernels_impl.h"
 #include "t.h"
 
@@ -953,6 +955,17 @@ make_bad(const char *kind, const char *in, const char *out)
 			continue;
 		if (target && !strcmp(kind, "type")) {
 			type = 23;      /* IQ4_XS */
+			data = zeros;
+		}
+		if (target && !strcmp(kind, "scale")) {
+			/* the last fp16 scale of row 3's first block (dmin or m
+			 * where a block has two) */
+			size_t off[2], rb = sa_type_row_size(type, ne[0]);
+			int ns = sa_type_scales(type, off);
+			if (!ns || 4 * rb > (1 << 24))
+				return SA_EUSAGE;
+			memcpy(zeros, data, t->nbytes);
+			memcpy((char *)zeros + 3 * rb + off[ns - 1], &(uint16_t){ 0x7e00 }, 2);
 			data = zeros;
 		}
 		if (target && !strcmp(kind, "shape")) {
