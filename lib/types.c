@@ -462,32 +462,23 @@ q3_k_to_f32(const sa_block_q3_k *b, float *y, int64_t nb)
 	}
 }
 
+/* Q4_K and Q5_K: Q5_K is Q4_K with a fifth bit per weight in qh. */
 static void
-q4_k_to_f32(const sa_block_q4_k *b, float *y, int64_t nb)
+q4_5_k_to_f32(int q5, const uint8_t *src, float *y, int64_t nb)
 {
-	for (int64_t i = 0; i < nb; i++, y += SA_QK_K) {
-		float d = h2f(b[i].d), min = h2f(b[i].dmin);
-		for (int s = 0; s < 8; s++) {
-			int sc, m;
-			k4_scale_min(b[i].scales, s, &sc, &m);
-			float d1 = d * sc, m1 = min * m;
-			for (int e = s * 32; e < s * 32 + 32; e++)
-				y[e] = d1 * nib_at(b[i].qs, e) - m1;
-		}
-	}
-}
+	size_t bb = q5 ? sizeof(sa_block_q5_k) : sizeof(sa_block_q4_k);
 
-static void
-q5_k_to_f32(const sa_block_q5_k *b, float *y, int64_t nb)
-{
 	for (int64_t i = 0; i < nb; i++, y += SA_QK_K) {
-		float d = h2f(b[i].d), min = h2f(b[i].dmin);
+		const sa_block_q4_k *b = (const sa_block_q4_k *)(src + i * bb);
+		const uint8_t *qh = q5 ? ((const sa_block_q5_k *)b)->qh : NULL;
+		const uint8_t *qs = q5 ? ((const sa_block_q5_k *)b)->qs : b->qs;
+		float d = h2f(b->d), min = h2f(b->dmin);
 		for (int s = 0; s < 8; s++) {
 			int sc, m;
-			k4_scale_min(b[i].scales, s, &sc, &m);
+			k4_scale_min(b->scales, s, &sc, &m);
 			float d1 = d * sc, m1 = min * m;
 			for (int e = s * 32; e < s * 32 + 32; e++)
-				y[e] = d1 * (nib_at(b[i].qs, e) + (b[i].qh[e % 32] >> s & 1) * 16) - m1;
+				y[e] = d1 * (nib_at(qs, e) + (qh ? (qh[e % 32] >> s & 1) * 16 : 0)) - m1;
 		}
 	}
 }
@@ -635,8 +626,6 @@ f32_to_k(int type, const float *x, uint8_t *dst, int64_t nb)
 			for (int e = 0; e < SA_QK_K; e++)
 				b->qs[e / 128 * 32 + e % 32] |= (uint8_t)(k_level(x[e], dl[e / 16],
 				    ml[e / 16], 0, 3) << (2 * (e / 32 % 4)));
-			b->d = d;
-			b->dmin = dmin;
 			break;
 		}
 		case SA_TYPE_Q3_K: {
@@ -652,7 +641,6 @@ f32_to_k(int type, const float *x, uint8_t *dst, int64_t nb)
 				b->qs[e / 128 * 32 + e % 32] |= (uint8_t)((q & 3) << (2 * (e / 32 % 4)));
 				b->hmask[e % 32] |= (uint8_t)((q >> 2) << (e / 32));
 			}
-			b->d = d;
 			break;
 		}
 		case SA_TYPE_Q4_K:
@@ -678,8 +666,6 @@ f32_to_k(int type, const float *x, uint8_t *dst, int64_t nb)
 				if (q5)
 					qh[e % 32] |= (uint8_t)((q >> 4) << (e / 32));
 			}
-			b->d = d;
-			b->dmin = dmin;
 			break;
 		}
 		case SA_TYPE_Q6_K: {
@@ -693,10 +679,14 @@ f32_to_k(int type, const float *x, uint8_t *dst, int64_t nb)
 				    (uint8_t)((q & 0xf) << (e / 64 % 2 * 4));
 				b->qh[e / 128 * 32 + e % 32] |= (uint8_t)((q >> 4) << (2 * (e / 32 % 4)));
 			}
-			b->d = d;
 			break;
 		}
 		}
+		/* d, and dmin where the type has one */
+		size_t off[2];
+		uint16_t h[2] = { d, dmin };
+		for (int k = 0; k < sa_type_scales(type, off); k++)
+			memcpy(blk + off[k], &h[k], 2);
 	}
 }
 
@@ -765,8 +755,8 @@ sa_row_to_f32(int type, const void *src, float *dst, int64_t n)
 	case SA_TYPE_Q5_1: q5_1_to_f32(src, dst, n / SA_QK); break;
 	case SA_TYPE_Q2_K: q2_k_to_f32(src, dst, n / SA_QK_K); break;
 	case SA_TYPE_Q3_K: q3_k_to_f32(src, dst, n / SA_QK_K); break;
-	case SA_TYPE_Q4_K: q4_k_to_f32(src, dst, n / SA_QK_K); break;
-	case SA_TYPE_Q5_K: q5_k_to_f32(src, dst, n / SA_QK_K); break;
+	case SA_TYPE_Q4_K: q4_5_k_to_f32(0, src, dst, n / SA_QK_K); break;
+	case SA_TYPE_Q5_K: q4_5_k_to_f32(1, src, dst, n / SA_QK_K); break;
 	case SA_TYPE_Q6_K: q6_k_to_f32(src, dst, n / SA_QK_K); break;
 	case SA_TYPE_Q8_K: q8_k_to_f32(src, dst, n / SA_QK_K); break;
 	default:
