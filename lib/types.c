@@ -398,21 +398,10 @@ q5_1_to_f32(const sa_block_q5_1 *b, float *y, int64_t nb)
  * low or high nibble (sub-block e/32 odd or even) of qs[e/64*32 + e%32],
  * Q5_K's fifth bit is bit e/32 of qh[e%32].  Q6_K: 4 bits in the nibble
  * e/64 % 2 of ql[e/128*64 + e/32 % 2*32 + e%32], 2 bits at shift
- * 2*(e/32 % 4) of qh[e/128*32 + e%32], sub-block e/16.
+ * 2*(e/32 % 4) of qh[e/128*32 + e%32], sub-block e/16.  The loops below
+ * take a sub-block at a time, where all but e%32 is fixed, so that they
+ * vectorize.
  */
-static int
-q2_at(const uint8_t *qs, int e)
-{
-	return qs[e / 128 * 32 + e % 32] >> (2 * (e / 32 % 4)) & 3;
-}
-
-static int
-nib_at(const uint8_t *qs, int e)
-{
-	int v = qs[e / 64 * 32 + e % 32];
-	return e / 32 % 2 ? v >> 4 : v & 0xf;
-}
-
 /* Q3_K's 16 6-bit scales: low 4 bits in the nibbles of bytes 0..7, high
  * 2 bits in bytes 8..11. */
 static int
@@ -422,19 +411,6 @@ q3_k_scale(const uint8_t *s, int j)
 	return (lo | (s[8 + j % 4] >> (2 * (j / 4)) & 3) << 4) - 32;
 }
 
-/* Q4_K and Q5_K: scale and min j (0..7), 6 bits each (ggml's
- * get_scale_min_k4). */
-static void
-k4_scale_min(const uint8_t *q, int j, int *sc, int *m)
-{
-	if (j < 4) {
-		*sc = q[j] & 63;
-		*m = q[j + 4] & 63;
-	} else {
-		*sc = (q[j + 4] & 0xf) | (q[j - 4] >> 6) << 4;
-		*m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
-	}
-}
 
 static void
 q2_k_to_f32(const sa_block_q2_k *b, float *y, int64_t nb)
@@ -442,9 +418,11 @@ q2_k_to_f32(const sa_block_q2_k *b, float *y, int64_t nb)
 	for (int64_t i = 0; i < nb; i++, y += SA_QK_K) {
 		float d = h2f(b[i].d), min = h2f(b[i].dmin);
 		for (int s = 0; s < 16; s++) {
+			const uint8_t *q = b[i].qs + s / 8 * 32 + s % 2 * 16;
+			int shift = 2 * (s / 2 % 4);
 			float dl = d * (b[i].scales[s] & 0xf), ml = min * (b[i].scales[s] >> 4);
-			for (int e = s * 16; e < s * 16 + 16; e++)
-				y[e] = dl * q2_at(b[i].qs, e) - ml;
+			for (int l = 0; l < 16; l++)
+				y[s * 16 + l] = dl * (q[l] >> shift & 3) - ml;
 		}
 	}
 }
@@ -455,9 +433,12 @@ q3_k_to_f32(const sa_block_q3_k *b, float *y, int64_t nb)
 	for (int64_t i = 0; i < nb; i++, y += SA_QK_K) {
 		float d = h2f(b[i].d);
 		for (int s = 0; s < 16; s++) {
+			const uint8_t *q = b[i].qs + s / 8 * 32 + s % 2 * 16;
+			const uint8_t *hm = b[i].hmask + s % 2 * 16;
+			int shift = 2 * (s / 2 % 4), bit = s / 2;
 			float dl = d * q3_k_scale(b[i].scales, s);
-			for (int e = s * 16; e < s * 16 + 16; e++)
-				y[e] = dl * (q2_at(b[i].qs, e) - (b[i].hmask[e % 32] >> (e / 32) & 1 ? 0 : 4));
+			for (int l = 0; l < 16; l++)
+				y[s * 16 + l] = dl * ((q[l] >> shift & 3) - (hm[l] >> bit & 1 ? 0 : 4));
 		}
 	}
 }
@@ -475,20 +456,18 @@ q4_5_k_to_f32(int q5, const uint8_t *src, float *y, int64_t nb)
 		float d = h2f(b->d), min = h2f(b->dmin);
 		for (int s = 0; s < 8; s++) {
 			int sc, m;
-			k4_scale_min(b->scales, s, &sc, &m);
+			sa_k4_scale_min(b->scales, s, &sc, &m);
 			float d1 = d * sc, m1 = min * m;
-			for (int e = s * 32; e < s * 32 + 32; e++)
-				y[e] = d1 * (nib_at(qs, e) + (qh ? (qh[e % 32] >> s & 1) * 16 : 0)) - m1;
+			const uint8_t *q = qs + s / 2 * 32;
+			int shift = s % 2 * 4;
+			if (qh)
+				for (int l = 0; l < 32; l++)
+					y[s * 32 + l] = d1 * ((q[l] >> shift & 0xf) + (qh[l] >> s & 1) * 16) - m1;
+			else
+				for (int l = 0; l < 32; l++)
+					y[s * 32 + l] = d1 * (q[l] >> shift & 0xf) - m1;
 		}
 	}
-}
-
-static int
-q6_at(const sa_block_q6_k *b, int e)
-{
-	int l = b->ql[e / 128 * 64 + e / 32 % 2 * 32 + e % 32];
-	int h = b->qh[e / 128 * 32 + e % 32] >> (2 * (e / 32 % 4)) & 3;
-	return ((e / 64 % 2 ? l >> 4 : l & 0xf) | h << 4) - 32;
 }
 
 static void
@@ -496,8 +475,14 @@ q6_k_to_f32(const sa_block_q6_k *b, float *y, int64_t nb)
 {
 	for (int64_t i = 0; i < nb; i++, y += SA_QK_K) {
 		float d = h2f(b[i].d);
-		for (int e = 0; e < SA_QK_K; e++)
-			y[e] = d * b[i].scales[e / 16] * q6_at(&b[i], e);
+		for (int s = 0; s < 16; s++) {
+			const uint8_t *ql = b[i].ql + s / 8 * 64 + s / 2 % 2 * 32 + s % 2 * 16;
+			const uint8_t *qh = b[i].qh + s / 8 * 32 + s % 2 * 16;
+			int lo = s / 4 % 2 * 4, hi = 2 * (s / 2 % 4);
+			for (int l = 0; l < 16; l++)
+				y[s * 16 + l] = d * b[i].scales[s] *
+				    (((ql[l] >> lo & 0xf) | (qh[l] >> hi & 3) << 4) - 32);
+		}
 	}
 }
 

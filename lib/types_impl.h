@@ -47,6 +47,21 @@ typedef struct { uint8_t scales[16], qs[64]; uint16_t d, dmin; } sa_block_q2_k;
 typedef struct { uint8_t hmask[32], qs[64], scales[12]; uint16_t d; } sa_block_q3_k;
 /* 8 sub-blocks of 32: 6-bit scales and mins packed in 12 bytes */
 typedef struct { uint16_t d, dmin; uint8_t scales[12], qs[128]; } sa_block_q4_k;
+
+/* Scale and min of sub-block j (0..7) of Q4_K and Q5_K, 6 bits each: j < 4
+ * in the low bits of bytes j and j+4, the others in bytes 8..11 and the top
+ * bits of bytes 0..7 (ggml's get_scale_min_k4). */
+static inline void
+sa_k4_scale_min(const uint8_t *q, int j, int *sc, int *m)
+{
+	if (j < 4) {
+		*sc = q[j] & 63;
+		*m = q[j + 4] & 63;
+	} else {
+		*sc = (q[j + 4] & 0xf) | (q[j - 4] >> 6) << 4;
+		*m = (q[j + 4] >> 4) | (q[j] >> 6) << 4;
+	}
+}
 typedef struct { uint16_t d, dmin; uint8_t scales[12], qh[32], qs[128]; } sa_block_q5_k;
 /* 16 sub-blocks of 16: int8 scales; q = 4 low bits | 2 high bits, - 32 */
 typedef struct { uint8_t ql[128], qh[64]; int8_t scales[16]; uint16_t d; } sa_block_q6_k;

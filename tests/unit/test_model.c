@@ -898,6 +898,43 @@ test_round(void)
 	free(x); free(a); free(b); free(qa); free(qb);
 }
 
+/* The kernels' conversion of quantized rows (vector code where the CPU has
+ * it) gives the floats of types.c, bit for bit: random blocks with random
+ * finite scales, normal and subnormal, of either sign. */
+static void
+test_blocks(void)
+{
+	enum { ROWS = 3, COLS = 512 };
+	static const int types[] = { SA_TYPE_Q4_0, SA_TYPE_Q4_1, SA_TYPE_Q5_0, SA_TYPE_Q5_1,
+	    SA_TYPE_Q8_0, SA_TYPE_Q2_K, SA_TYPE_Q3_K, SA_TYPE_Q4_K, SA_TYPE_Q5_K, SA_TYPE_Q6_K };
+	static unsigned char w[ROWS * COLS * 2];
+	static float a[ROWS * COLS], b[ROWS * COLS];
+	int bad = 0;
+
+	for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+		size_t rb = sa_type_row_size(types[t], COLS), off[2];
+		int64_t be;
+		size_t bb;
+		int ns = sa_type_scales(types[t], off);
+		sa_type_block(types[t], &be, &bb);
+		for (int rep = 0; rep < 20; rep++) {
+			for (size_t i = 0; i < ROWS * rb; i++)
+				w[i] = (unsigned char)((frand() + 1) * 128);
+			for (size_t blk = 0; blk < ROWS * rb / bb; blk++)
+				for (int k = 0; k < ns; k++) {
+					uint16_t h = (uint16_t)((frand() + 1) * 32768) & 0xbfff;   /* finite */
+					memcpy(w + blk * bb + off[k], &h, 2);
+				}
+			sa_matrix m = { types[t], ROWS, COLS, w };
+			sa_rows_to_f32(&m, 0, ROWS, a);
+			for (int r = 0; r < ROWS; r++)
+				sa_row_to_f32(types[t], w + r * rb, b + r * COLS, COLS);
+			bad += memcmp(a, b, sizeof a) != 0;
+		}
+	}
+	CHECK(bad == 0);
+}
+
 /* ------------------------------------------------- load-error fixtures */
 
 /*
@@ -1017,6 +1054,7 @@ main(int argc, char **argv)
 	}
 
 	test_round();
+	test_blocks();
 	test_config();
 	test_rope_variants();
 	test_model("llama-mha-untied", "--arch llama --layers 2 --dim 64 --heads 4", 20, 1);
