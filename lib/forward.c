@@ -17,8 +17,9 @@
  * Either way every sum runs whole on one thread, in an order that the
  * number of threads does not change.
  *
- * The input of every linear map is first rounded to the weight's type, as
- * llama.cpp does (F16 -> F16, BF16 -> BF16, Q8_0 -> Q8_0 blocks): the same
+ * The input of every linear map is first rounded as llama.cpp rounds it
+ * for the weight's type (F16 -> F16, BF16 -> BF16, Q8_0, Q4_0 .. Q5_1 ->
+ * Q8_0 blocks, the K-quants -> Q8_K blocks; sa_type_act): the same
  * values then enter sgemm and the row kernels, and the results stay close
  * to llama.cpp's.  Low-rank side paths see that rounded input too.
  */
@@ -61,7 +62,7 @@ struct sa_kvcache {
 	float *wt;                /* [wt_cap] per thread: weight rows converted to F32 */
 	size_t wt_cap;
 	int maxw;                 /* widest matrix input: max(d, qd, d_ff) */
-	float *vr[3];             /* [SMALL_N][maxw] inputs rounded to F16, BF16, Q8_0 */
+	float *vr[4];             /* [SMALL_N][maxw] inputs rounded to F16, BF16, Q8_0, Q8_K */
 	void *xq;                 /* [SMALL_N] rows of maxw floats' room: Q8_0 blocks of them */
 	float *lr;                /* [lr_cap] low-rank intermediate A x */
 	size_t lr_cap;
@@ -155,7 +156,7 @@ sa_kvcache_new(sa_kvcache **out, const sa_model *m, int n_ctx)
 		    !(s->vc[l] = sa_calloc((size_t)s->n_ctx * kvd, sizeof(float))))
 			goto oom;
 	s->maxw = (int)maxw;
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		if (!(s->vr[i] = sa_malloc(SMALL_N * maxw * sizeof(float))))
 			goto oom;
 	if (!(s->xq = sa_malloc(SMALL_N * maxw * sizeof(float))) ||
@@ -180,7 +181,7 @@ sa_kvcache_free(sa_kvcache *s)
 	free(s->kc);
 	free(s->vc);
 	free_scratch(s);
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		free(s->vr[i]);
 	free(s->xq);
 	free(s->hrow);
@@ -359,7 +360,7 @@ layer_lin(const sa_model *m, int l, int mat, const float *bias, float *y)
 {
 	size_t i = (size_t)l * SA_NMAT + mat;
 	lin L = {
-		&m->layers[l].w[mat], sa_model_impl_of(m)->base[i].type, bias,
+		&m->layers[l].w[mat], sa_type_act(sa_model_impl_of(m)->base[i].type), bias,
 		m->side && m->side[i].rank ? &m->side[i] : NULL, y,
 	};
 	return L;
@@ -542,10 +543,11 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 	int64_t cols = ls[0].w->cols;
 	size_t stride = (size_t)s->maxw;
 	struct mv_task t = { ls, nl, nx, { 0 }, s->xq, (size_t)cols, stride * sizeof(float), 0 };
-	int have[3] = { 0, 0, 0 };
+	int have[4] = { 0, 0, 0, 0 };
 
 	for (int j = 0; j < nl; j++) {
-		int a = ls[j].act, k = a == SA_TYPE_F16 ? 0 : a == SA_TYPE_BF16 ? 1 : 2;
+		int a = ls[j].act;
+		int k = a == SA_TYPE_F16 ? 0 : a == SA_TYPE_BF16 ? 1 : a == SA_TYPE_Q8_0 ? 2 : 3;
 		t.total += ls[j].w->rows;
 		if (a == SA_TYPE_F32) {
 			t.xf[j] = X;
@@ -555,7 +557,7 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 		if (ls[j].w->type == SA_TYPE_Q8_0 && a != SA_TYPE_Q8_0)
 			return sa_fail(SA_EINTERNAL, "Q8_0 weights with a %s input", sa_type_name(a));
 		if (!have[k]) {
-			/* F16 and BF16 pass through hrow */
+			/* F16, BF16 and Q8_K pass through hrow, free here */
 			for (int i = 0; i < nx; i++) {
 				void *buf = a == SA_TYPE_Q8_0 ? (char *)s->xq + i * t.xq_stride : (void *)s->hrow;
 				sa_round_row(a, X + i * cols, s->vr[k] + i * cols, buf, cols);
@@ -827,6 +829,6 @@ sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 
 	for (int i = i0; i < n; i++)
 		rmsnorm(s->xn + i * d, s->x + i * d, m->out_norm.data, (int)d, c->norm_eps);
-	lin out = { &m->output, m->output.type, NULL, NULL, logits };
+	lin out = { &m->output, sa_type_act(m->output.type), NULL, NULL, logits };
 	return linear(s, &out, 1, s->xn + i0 * d, n - i0, s->xr);
 }

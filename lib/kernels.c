@@ -1,6 +1,8 @@
 /*
  * kernels.c - dot products over weight rows in F32, F16, BF16 and Q8_0, and
- * the conversions of rows to F32 for the sgemm path.
+ * the conversions of rows to F32 for the sgemm path.  Rows of the other
+ * block types (Q4_0 .. Q6_K) are converted a few blocks at a time on the
+ * stack and go through the F32 dot product.
  *
  * Each kernel exists twice: an AVX2/FMA/F16C version compiled with a target
  * attribute, and a portable one.  The first call picks one set for the CPU
@@ -40,6 +42,8 @@ static struct kernels {
 	rows_fn *rows_f32, *rows_f16, *rows_bf16, *rows_q8_0;
 	rows2_fn *rows2_f32, *rows2_f16, *rows2_bf16, *rows2_q8_0;
 	deq_fn *deq_f16, *deq_bf16, *deq_q8_0;
+	/* dst [n] = n weights of Q4_0 .. Q6_K blocks as F32 */
+	void (*blocks)(int type, const void *src, float *dst, int64_t n);
 	void (*round_f16)(const float *, float *, void *, int64_t);
 	void (*round_q8_0)(const float *, float *, void *, int64_t);
 	float (*dot)(const float *, const float *, int64_t);
@@ -532,6 +536,88 @@ deq_q8_0_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 	}
 }
 /*
+ * Q4_0, Q4_K, Q5_K and Q6_K blocks -> F32 [n], the floats of types.c: the
+ * same integer, converted exactly, then the same multiply and subtract
+ * (never fused).  Other block types go to types.c.
+ */
+AVX2 static void
+put8(float *y, __m128i q, __m256 a, __m256 b, int sub, int sign)
+{
+	__m256i i = sign ? _mm256_cvtepi8_epi32(q) : _mm256_cvtepu8_epi32(q);
+	__m256 f = _mm256_mul_ps(a, _mm256_cvtepi32_ps(i));
+	_mm256_storeu_ps(y, sub ? _mm256_sub_ps(f, b) : f);
+}
+
+AVX2 static void
+blocks_avx2(int type, const void *src, float *y, int64_t n)
+{
+	const uint8_t *p = src;
+	const __m128i m4 = _mm_set1_epi8(0x0f);
+
+	switch (type) {
+	case SA_TYPE_Q4_0:
+		for (int64_t i = 0; i < n / SA_QK; i++, y += SA_QK) {
+			const sa_block_q4_0 *b = (const sa_block_q4_0 *)p + i;
+			__m256 d = _mm256_set1_ps(_cvtsh_ss(b->d)), z = _mm256_setzero_ps();
+			__m128i v = _mm_loadu_si128((const __m128i *)b->qs), e = _mm_set1_epi8(8);
+			__m128i lo = _mm_sub_epi8(_mm_and_si128(v, m4), e);
+			__m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m4), e);
+			put8(y, lo, d, z, 0, 1);
+			put8(y + 8, _mm_srli_si128(lo, 8), d, z, 0, 1);
+			put8(y + 16, hi, d, z, 0, 1);
+			put8(y + 24, _mm_srli_si128(hi, 8), d, z, 0, 1);
+		}
+		return;
+	case SA_TYPE_Q4_K:
+	case SA_TYPE_Q5_K: {
+		int q5 = type == SA_TYPE_Q5_K;
+		size_t bb = q5 ? sizeof(sa_block_q5_k) : sizeof(sa_block_q4_k);
+		for (int64_t i = 0; i < n / SA_QK_K; i++, y += SA_QK_K) {
+			const sa_block_q4_k *b = (const sa_block_q4_k *)(p + i * bb);
+			const uint8_t *qh = q5 ? ((const sa_block_q5_k *)b)->qh : NULL;
+			const uint8_t *qs = q5 ? ((const sa_block_q5_k *)b)->qs : b->qs;
+			float d = _cvtsh_ss(b->d), min = _cvtsh_ss(b->dmin);
+			for (int s = 0; s < 8; s++) {
+				int sc, m;
+				sa_k4_scale_min(b->scales, s, &sc, &m);
+				__m256 d1 = _mm256_set1_ps(d * sc), m1 = _mm256_set1_ps(min * m);
+				for (int h = 0; h < 2; h++) {
+					__m128i v = _mm_loadu_si128((const __m128i *)(qs + s / 2 * 32 + 16 * h));
+					v = _mm_and_si128(_mm_srl_epi16(v, _mm_cvtsi32_si128(s % 2 * 4)), m4);
+					if (qh) {
+						__m128i u = _mm_loadu_si128((const __m128i *)(qh + 16 * h));
+						u = _mm_and_si128(_mm_srl_epi16(u, _mm_cvtsi32_si128(s)), _mm_set1_epi8(1));
+						v = _mm_or_si128(v, _mm_slli_epi16(u, 4));
+					}
+					put8(y + s * 32 + 16 * h, v, d1, m1, 1, 0);
+					put8(y + s * 32 + 16 * h + 8, _mm_srli_si128(v, 8), d1, m1, 1, 0);
+				}
+			}
+		}
+		return;
+	}
+	case SA_TYPE_Q6_K:
+		for (int64_t i = 0; i < n / SA_QK_K; i++, y += SA_QK_K) {
+			const sa_block_q6_k *b = (const sa_block_q6_k *)p + i;
+			float d = _cvtsh_ss(b->d);
+			for (int s = 0; s < 16; s++) {
+				__m128i l = _mm_loadu_si128((const __m128i *)(b->ql + s / 8 * 64 + s / 2 % 2 * 32 + s % 2 * 16));
+				__m128i h = _mm_loadu_si128((const __m128i *)(b->qh + s / 8 * 32 + s % 2 * 16));
+				l = _mm_and_si128(_mm_srl_epi16(l, _mm_cvtsi32_si128(s / 4 % 2 * 4)), m4);
+				h = _mm_and_si128(_mm_srl_epi16(h, _mm_cvtsi32_si128(2 * (s / 2 % 4))), _mm_set1_epi8(3));
+				__m128i q = _mm_sub_epi8(_mm_or_si128(l, _mm_slli_epi16(h, 4)), _mm_set1_epi8(32));
+				__m256 ds = _mm256_set1_ps(d * b->scales[s]), z = _mm256_setzero_ps();
+				put8(y + s * 16, q, ds, z, 0, 1);
+				put8(y + s * 16 + 8, _mm_srli_si128(q, 8), ds, z, 0, 1);
+			}
+		}
+		return;
+	}
+	sa_row_to_f32(type, src, y, n);
+}
+
+
+/*
  * Rounding of matrix inputs through a type, the same values as
  * sa_row_from_f32 then sa_row_to_f32 give.  Q8_0: d = amax/127 and
  * q = roundf(x * (1/d)), half away from zero; the blocks go to buf.
@@ -643,7 +729,7 @@ kernels_init(void)
 		"generic",
 		rows_f32_generic, rows_f16_generic, rows_bf16_generic, rows_q8_0_generic,
 		rows2_f32_generic, rows2_f16_generic, rows2_bf16_generic, rows2_q8_0_generic,
-		deq_f16_generic, deq_bf16_generic, deq_q8_0_generic,
+		deq_f16_generic, deq_bf16_generic, deq_q8_0_generic, sa_row_to_f32,
 		round_f16_generic, round_q8_0_generic,
 		dot_generic, axpy_generic, max_generic, exp_sum_generic,
 	};
@@ -662,7 +748,7 @@ kernels_init(void)
 			"avx2",
 			rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_0_avx2,
 			rows2_f32_avx2, rows2_f16_avx2, rows2_bf16_avx2, rows2_q8_0_avx2,
-			deq_f16_avx2, deq_bf16_avx2, deq_q8_0_avx2,
+			deq_f16_avx2, deq_bf16_avx2, deq_q8_0_avx2, blocks_avx2,
 			round_f16_avx2, round_q8_0_avx2,
 			dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2,
 		};
@@ -680,6 +766,49 @@ const char *
 sa_kernels_name(void)
 {
 	return kernels()->name;
+}
+
+int
+sa_type_act(int type)
+{
+	switch (type) {
+	case SA_TYPE_Q4_0: case SA_TYPE_Q4_1: case SA_TYPE_Q5_0: case SA_TYPE_Q5_1:
+		/* Q8_1, which Q4_1 and Q5_1 see, holds the values of Q8_0 */
+		return SA_TYPE_Q8_0;
+	case SA_TYPE_Q2_K: case SA_TYPE_Q3_K: case SA_TYPE_Q4_K: case SA_TYPE_Q5_K:
+	case SA_TYPE_Q6_K:
+		return SA_TYPE_Q8_K;
+	}
+	return type;
+}
+
+/*
+ * y[j*ldy + r] = row r of w (nr rows of n columns, a block type) . input j
+ * (x + j*ldx) for nx inputs: DEQ_FLOATS of a row converted at a time, then
+ * dotted with every input; an input's sums do not depend on nx.
+ */
+#define DEQ_FLOATS 1024
+static void
+rows_blocks(const struct kernels *k, int type, const char *w, size_t rb, int64_t n,
+    int64_t nr, int nx, const float *x, size_t ldx, float *y, size_t ldy)
+{
+	float buf[DEQ_FLOATS];
+	int64_t be;
+	size_t bb;
+
+	sa_type_block(type, &be, &bb);
+	int64_t step = DEQ_FLOATS / be * be;
+	for (int64_t r = 0; r < nr; r++) {
+		const char *row = w + r * rb;
+		for (int j = 0; j < nx; j++)
+			y[j * ldy + r] = 0;
+		for (int64_t c = 0; c < n; c += step) {
+			int64_t len = n - c < step ? n - c : step;
+			k->blocks(type, row + c / be * bb, buf, len);
+			for (int j = 0; j < nx; j++)
+				y[j * ldy + r] += k->dot(buf, x + j * ldx + c, len);
+		}
+	}
 }
 
 void
@@ -701,7 +830,9 @@ sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x
 	case SA_TYPE_F16: f = k->rows_f16; f2 = k->rows2_f16; break;
 	case SA_TYPE_BF16: f = k->rows_bf16; f2 = k->rows2_bf16; break;
 	case SA_TYPE_Q8_0: f = k->rows_q8_0; f2 = k->rows2_q8_0; break;
-	default: return;
+	default:
+		rows_blocks(k, w->type, p, rb, w->cols, r1 - r0, nx, x, ldx, y + r0, ldy);
+		return;
 	}
 	/* xq is NULL but for Q8_0 */
 	for (; j + 2 <= nx; j += 2)
@@ -732,6 +863,10 @@ sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst)
 	case SA_TYPE_F16: k->deq_f16(p, rb, w->cols, dst, r1 - r0); break;
 	case SA_TYPE_BF16: k->deq_bf16(p, rb, w->cols, dst, r1 - r0); break;
 	case SA_TYPE_Q8_0: k->deq_q8_0(p, rb, w->cols, dst, r1 - r0); break;
+	default:
+		for (int64_t r = r0; r < r1; r++, p += rb, dst += w->cols)
+			k->blocks(w->type, p, dst, w->cols);
+		break;
 	}
 }
 

@@ -58,6 +58,11 @@ void sa_rows_dot(const sa_matrix *w, int64_t r0, int64_t r1, const float *x,
 void sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x,
     size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy);
 
+/* The type llama.cpp rounds the input of a matrix of this type to (its
+ * vec_dot_type): the type itself, Q8_0 for Q4_0 .. Q5_1, Q8_K for the
+ * K-quants. */
+int sa_type_act(int type);
+
 /* dst [r1-r0][cols] = rows r0..r1-1 of W as F32. */
 void sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst);
 

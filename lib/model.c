@@ -179,7 +179,8 @@ bind(sa_model *m, const char *name, int64_t ne0, int64_t ne1, int required, sa_m
 		return required ? sa_fail(SA_EDATA, "%s: missing tensor %s", path, name) : SA_OK;
 	if (!sa_type_supported(t->type))
 		return sa_fail(SA_EDATA, "%s: tensor %s has type %s, which is not supported "
-		    "(F32, F16, BF16, Q8_0 are)", path, name, sa_type_name(t->type));
+		    "(F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K .. Q6_K are)",
+		    path, name, sa_type_name(t->type));
 	if (t->ne[0] != ne0 || t->ne[1] != (ne1 ? ne1 : 1) || t->ne[2] != 1 || t->ne[3] != 1) {
 		char got[96], exp[96];
 		shape_str(got, sizeof got, t->n_dims, t->ne);
@@ -457,11 +458,19 @@ first_nonfinite_row(const sa_matrix *w, int64_t r0, int64_t r1)
 				bad |= (h[i] & 0x7f80u) == 0x7f80u;
 			break;
 		}
-		case SA_TYPE_Q8_0: {
-			/* the int8 quants are always finite; only the scale can be not */
-			const sa_block_q8_0 *b = (const sa_block_q8_0 *)row;
-			for (int64_t i = 0; i < w->cols / SA_QK8_0; i++)
-				bad |= (b[i].d & 0x7c00u) == 0x7c00u;
+		default: {
+			/* the integer quants are always finite; only the fp16
+			 * scales can be not */
+			int64_t be;
+			size_t bb, off[2];
+			int ns = sa_type_scales(w->type, off);
+			sa_type_block(w->type, &be, &bb);
+			for (int64_t i = 0; i < w->cols / be; i++)
+				for (int k = 0; k < ns; k++) {
+					uint16_t h;
+					memcpy(&h, row + i * bb + off[k], 2);
+					bad |= (h & 0x7c00u) == 0x7c00u;
+				}
 			break;
 		}
 		}

@@ -109,13 +109,23 @@ long sa_rng_below(sa_rng *r, long n);
 enum {
 	SA_TYPE_F32 = 0,
 	SA_TYPE_F16 = 1,
+	SA_TYPE_Q4_0 = 2,
+	SA_TYPE_Q4_1 = 3,
+	SA_TYPE_Q5_0 = 6,
+	SA_TYPE_Q5_1 = 7,
 	SA_TYPE_Q8_0 = 8,
+	SA_TYPE_Q2_K = 10,
+	SA_TYPE_Q3_K = 11,
+	SA_TYPE_Q4_K = 12,
+	SA_TYPE_Q5_K = 13,
+	SA_TYPE_Q6_K = 14,
 	SA_TYPE_BF16 = 30,
 };
 
 /* "F32", "F16", "Q4_K", ... for any ggml id (for messages); "type 77" if unknown. */
 const char *sa_type_name(int type);
-/* 1 if this build can compute with the type (F32, F16, BF16, Q8_0). */
+/* 1 if this build can compute with the type (F32, F16, BF16, Q8_0, Q4_0,
+ * Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K). */
 int sa_type_supported(int type);
 /* Bytes of one row of n elements; 0 if unsupported or n not a block multiple. */
 size_t sa_type_row_size(int type, int64_t n);

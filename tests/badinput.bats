@@ -77,10 +77,9 @@ patch_bytes() {
 	cp "$GOOD" "$T/type.gguf"
 	# Tensor info: name, u32 n_dims (2), two u64 dims, then the u32 type.
 	at=$(offset_of blk.0.attn_q.weight "$T/type.gguf")
-	patch_bytes "$T/type.gguf" $((at + 19 + 4 + 16)) '\002'    # Q4_0
+	patch_bytes "$T/type.gguf" $((at + 19 + 4 + 16)) '\024'    # IQ4_NL
 	run -65 "$RUN" -m "$T/type.gguf" -p hi
-	assert_output --partial "blk.0.attn_q.weight"
-	assert_output --partial "Q4_0"
+	assert_output --partial "blk.0.attn_q.weight has type IQ4_NL, which is not supported"
 	patch_bytes "$T/type.gguf" $((at + 19 + 4 + 16)) '\377'    # no such type
 	run -65 "$RUN" -m "$T/type.gguf" -p hi
 	assert_output --partial "blk.0.attn_q.weight"

@@ -155,7 +155,9 @@ setup() {
 }
 
 @test "mkmodel: bad arguments are usage errors; --help and --version succeed" {
-	run $mk --type q4_0 -o "$TMPDIR/x.gguf"
+	run $mk --type iq4_xs -o "$TMPDIR/x.gguf"
+	assert_failure 64
+	run $mk --type q4_k -o "$TMPDIR/x.gguf"
 	assert_failure 64
 	run $mk --type q8_0 --dim 48 --heads 2 -o "$TMPDIR/x.gguf"
 	assert_failure 64

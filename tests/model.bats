@@ -47,7 +47,24 @@ setup() {
 	tests/helpers/mkmodel --layers 2 --dim 256 --heads 4 -o "$model"
 	tests/unit/test_model --make-bad type "$model" "$TMPDIR/bad.gguf"
 	run -65 tests/unit/test_model --load "$TMPDIR/bad.gguf"
-	assert_output "$TMPDIR/bad.gguf: tensor blk.1.attn_k.weight has type Q4_K, which is not supported (F32, F16, BF16, Q8_0 are)"
+	assert_output "$TMPDIR/bad.gguf: tensor blk.1.attn_k.weight has type IQ4_XS, which is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K .. Q6_K are)"
+}
+
+@test "model: a NaN block scale of a quantized matrix is bad data naming the tensor and row" {
+	for t in q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k; do
+		tests/helpers/mkmodel --layers 2 --dim 256 --ff 256 --heads 4 -t $t -o "$model"
+		run -0 tests/unit/test_model --load "$model"
+		tests/unit/test_model --make-bad scale "$model" "$TMPDIR/bad.gguf"
+		run -65 tests/unit/test_model --load "$TMPDIR/bad.gguf"
+		assert_output "$TMPDIR/bad.gguf: tensor blk.1.attn_k.weight holds a non-finite value in row 3"
+	done
+}
+
+@test "model: a quantized tensor whose bytes overrun the file is refused when opened" {
+	tests/helpers/mkmodel --layers 1 --dim 256 --ff 256 --heads 4 -t q4_k -o "$model"
+	head -c $(($(stat -c %s "$model") - 1)) "$model" > "$TMPDIR/bad.gguf"
+	run -65 tests/unit/test_model --load "$TMPDIR/bad.gguf"
+	assert_output --regexp "^$TMPDIR/bad.gguf: tensor [a-z_.0-9]+: data out of bounds$"
 }
 
 @test "model: wrong shape" {

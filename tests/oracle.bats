@@ -28,6 +28,8 @@ oracle() {
 
 @test "oracle: the references cover both architectures, tied and untied output, GQA, every type" {
 	for pat in 'llama-*' 'qwen2-*' '*-f32-*' '*-f16-*' '*-bf16-*' '*-q8_0-*' \
+	    '*-q4_0-*' '*-q4_1-*' '*-q5_0-*' '*-q5_1-*' \
+	    '*-q2_k-*' '*-q3_k-*' '*-q4_k-*' '*-q5_k-*' '*-q6_k-*' \
 	    '*-gqa*' '*-mha*' '*-tied*' '*-untied*' '*-spm' '*-bpe'; do
 		files=( $refs/$pat.ref )
 		[ -e "${files[0]}" ] || fail "no reference for $pat"
@@ -60,6 +62,23 @@ oracle() {
 
 @test "oracle: Q8_0 models: logits within tolerance, greedy continuation identical" {
 	oracle '*-q8_0-*.ref'
+	assert_success
+}
+
+@test "oracle: Q4_0, Q4_1, Q5_0, Q5_1 models: logits within tolerance, greedy continuation identical" {
+	oracle '*-q[45]_[01]-*.ref'
+	assert_success
+	assert_output --partial 'greedy identical'
+}
+
+@test "oracle: Q2_K .. Q6_K models: logits within tolerance, greedy continuation identical" {
+	oracle '*-q[2-6]_k-*.ref'
+	assert_success
+	assert_output --partial 'greedy identical'
+}
+
+@test "oracle: the quantized models agree with the portable kernels too" {
+	SA_KERNELS=generic oracle '*-q[2-6]_[01k]-*.ref'
 	assert_success
 }
 

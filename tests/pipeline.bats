@@ -94,3 +94,26 @@ setup() {
 	run -66 sa-run -m "$M" -d two/x.delta -p x -n 1
 	assert_output --partial "one/ad.gguf is missing"
 }
+
+@test "every tool that reads a model takes a quantized one (Q4_K, Q5_0)" {
+	cd "$T"
+	for t in q4_k q5_0; do
+		"$ROOT/tests/helpers/mkmodel" -t $t --dim 256 --ff 256 --heads 4 --kv-heads 2 \
+		    --ctx 64 --seed 5 -o q.gguf
+		run -0 sa-info q.gguf
+		assert_output --regexp "tensor types: +F32 [0-9]+, $(echo $t | tr a-z A-Z) 16$"
+		sa-init -m q.gguf -r 4 -C 8 --seed 3 --w1-scale 0.5 -o qa.gguf
+		sa-encode -q -m q.gguf -a qa.gguf -o q.delta "$D/all.tsv"
+		run -0 sa-run -m q.gguf -d q.delta -p "review 3 ->" --choice " pos" --choice " neg"
+		assert_line --regexp '^best [01]$'
+		sa-export -m q.gguf -o lora.gguf q.delta
+		printf 'review one good good\nreview two\nreview three good\n' > t.txt
+		run -0 sa-eval -m q.gguf -a qa.gguf --text t.txt --segment 4 --limit 1
+		mkdir -p pool
+		printf 'apple\nbread\nchair\ndoor\n' > pool/words.txt
+		printf 'red\nblue\ngreen\nbig\n' > pool/labels.txt
+		sa-train --adapter -m q.gguf -o qt.gguf --pool pool --mix 0,0,1 --kmin 1 --kmax 1 \
+		    --rank 4 --chunk 16 --steps 1 --batch-tokens 256 --eval-every 0 -t 1 -q
+		[ -s qt.gguf ]
+	done
+}

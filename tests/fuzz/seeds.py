@@ -70,6 +70,26 @@ def main():
     open(os.path.join(d, "every-type.gguf"), "wb").write(gguf(every, tensors, align=16))
     open(os.path.join(d, "v2-empty.gguf"), "wb").write(gguf([], version=2))
 
+    # One block of each of llama-quantize's types, two rows of the K-quants:
+    # bytes from a fixed pattern, fp16 scales of 0.5 and 0.25 at the offsets
+    # of ggml's layouts, so that every element decodes to a finite value.
+    blocks = [  # name, ggml id, elements, bytes, fp16 scale offsets
+        ("q4_0", 2, 32, 18, [0]), ("q4_1", 3, 32, 20, [0, 2]),
+        ("q5_0", 6, 32, 22, [0]), ("q5_1", 7, 32, 24, [0, 2]),
+        ("q2_k", 10, 256, 84, [80, 82]), ("q3_k", 11, 256, 110, [108]),
+        ("q4_k", 12, 256, 144, [0, 2]), ("q5_k", 13, 256, 176, [0, 2]),
+        ("q6_k", 14, 256, 210, [208]),
+    ]
+    qt = []
+    for name, tid, ne, nb, scales in blocks:
+        rows = 2 if ne == 256 else 1
+        blk = bytearray((i * 37 + tid) & 0xff for i in range(nb * rows))
+        for r in range(rows):
+            for k, o in enumerate(scales):
+                blk[r * nb + o:r * nb + o + 2] = struct.pack("<e", 0.5 / (k + 1))
+        qt.append(("w." + name, tid, [ne, rows], bytes(blk)))
+    open(os.path.join(d, "quant-types.gguf"), "wb").write(gguf([], qt))
+
     # SentencePiece: bytes, pieces with scores, a user-defined token.
     toks = ["<unk>", "<s>", "</s>"] + ["<0x%02X>" % b for b in range(256)]
     toks += ["\u2581", "a", "b", "\u2581a", "ab", "\u2581ab", "<user>", "\u00e9"]

@@ -11,13 +11,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "../../bin/tool.h"
 
 static const char usage_text[] =
     "usage: mkmodel [--arch llama|qwen2] [--layers N] [--dim N] [--heads N]\n"
-    "               [--kv-heads N] [--ff N] [--ctx N] [--type f32|f16|bf16|q8_0]\n"
+    "               [--kv-heads N] [--ff N] [--ctx N] [--type T]\n"
     "               [--tied] [--seed N] [--rope-base X] [--eps X] [--name S]\n"
     "               [--vocab FILE | --bos N] [-v] [-o FILE]\n";
 
@@ -31,8 +32,10 @@ static const char help_text[] =
     "  --kv-heads N    key/value heads (default: heads)\n"
     "  --ff N          feed-forward width (default 3*dim)\n"
     "  --ctx N         context_length (default 256)\n"
-    "  -t, --type T    2-D weights and token_embd: f32 (default), f16, bf16, q8_0;\n"
-    "                  norms and biases stay f32\n"
+    "  -t, --type T    2-D weights and token_embd: f32 (default), f16, bf16, q8_0,\n"
+    "                  q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k (by\n"
+    "                  rounding to nearest, not llama-quantize's search); norms\n"
+    "                  and biases stay f32\n"
     "  --tied          no output.weight: the output shares token_embd\n"
     "  -s, --seed N    weights' seed (default 1)\n"
     "  --rope-base X   rope.freq_base (default 10000)\n"
@@ -354,11 +357,12 @@ main(int argc, char **argv)
 		case 'F': o.d_ff = (int)parse_long("--ff", optarg, 1, 1 << 20); break;
 		case 'C': o.n_ctx = (int)parse_long("--ctx", optarg, 1, 1 << 24); break;
 		case 't':
-			if (!strcmp(optarg, "f32")) o.type = SA_TYPE_F32;
-			else if (!strcmp(optarg, "f16")) o.type = SA_TYPE_F16;
-			else if (!strcmp(optarg, "bf16")) o.type = SA_TYPE_BF16;
-			else if (!strcmp(optarg, "q8_0")) o.type = SA_TYPE_Q8_0;
-			else die(SA_EUSAGE, "--type: want f32, f16, bf16 or q8_0, not '%s'", optarg);
+			for (o.type = 0; o.type < 64; o.type++)
+				if (sa_type_supported(o.type) && !strcasecmp(optarg, sa_type_name(o.type)))
+					break;
+			if (o.type == 64)
+				die(SA_EUSAGE, "--type: want f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, "
+				    "q5_1, q2_k, q3_k, q4_k, q5_k or q6_k, not '%s'", optarg);
 			break;
 		case 'T': o.tied = 1; break;
 		case 's': {
@@ -404,8 +408,9 @@ main(int argc, char **argv)
 		die(SA_EUSAGE, "--dim %d must be a multiple of 2*heads (%d)", o.dim, 2 * o.n_head);
 	if (o.n_head % o.n_head_kv)
 		die(SA_EUSAGE, "--heads %d must be a multiple of --kv-heads %d", o.n_head, o.n_head_kv);
-	if (o.type == SA_TYPE_Q8_0 && (o.dim % 32 || o.d_ff % 32))
-		die(SA_EUSAGE, "--type q8_0 needs --dim and --ff multiples of 32");
+	if (!sa_type_row_size(o.type, o.dim) || !sa_type_row_size(o.type, o.d_ff))
+		die(SA_EUSAGE, "--type %s needs --dim and --ff multiples of its block size",
+		    sa_type_name(o.type));
 	if (strcmp(o.out, "-") == 0 && isatty(1))
 		die(SA_EUSAGE, "not writing a model to a terminal; use -o FILE");
 	build(&o);

@@ -295,7 +295,7 @@ check_every_type(const sa_gguf *g)
 	CHECK(memcmp(a->data, t_f32, sizeof t_f32) == 0);
 	CHECK(b->type == SA_TYPE_F16 && b->nbytes == 32 && b->offset == 64);
 	CHECK(memcmp(b->data, t_f16, sizeof t_f16) == 0);
-	CHECK(c->type == 12 && c->nbytes == 144 && !sa_type_supported(c->type));
+	CHECK(c->type == 12 && c->nbytes == 144 && sa_type_supported(c->type));
 	CHECK(memcmp(c->data, t_q4k, sizeof t_q4k) == 0);
 	CHECK(strcmp(sa_type_name(c->type), "Q4_K") == 0);
 	CHECK(((const uint8_t *)b->data - (const uint8_t *)a->data) == 64);
@@ -945,6 +945,80 @@ test_q8_0(void)
 	CHECK((int8_t)blk[2 + 31] == 119);  /* 15 * 127/16 = 119.06 */
 }
 
+/* One block of each of llama-quantize's types, written byte by byte after
+ * ggml's layouts (ggml-common.h), and weights worked out by hand from it. */
+static void
+test_blocks(void)
+{
+	static const struct {
+		int type;
+		int n;                /* block size */
+		struct { int at, byte; } set[8];
+		struct { int e; float v; } want[4];
+	} c[] = {
+		/* d = 0.5; weight j = (nibble - 8) d: low nibbles first, then high */
+		{ SA_TYPE_Q4_0, 32, { { 1, 0x38 }, { 2, 0x2f }, { 17, 0x80 } },
+		    { { 0, 3.5f }, { 16, -3 }, { 15, -4 }, { 31, 0 } } },
+		/* d = 0.5, m = -1: nibble d + m */
+		{ SA_TYPE_Q4_1, 32, { { 1, 0x38 }, { 3, 0xbc }, { 5, 0xf3 } },
+		    { { 1, 0.5f }, { 17, 6.5f }, { 0, -1 }, { 31, -1 } } },
+		/* d = 0.25; fifth bit j in qh (bits 0 and 17 set): (q - 16) d */
+		{ SA_TYPE_Q5_0, 32, { { 1, 0x34 }, { 2, 0x01 }, { 4, 0x02 }, { 6, 0x0f }, { 7, 0x10 } },
+		    { { 0, 3.75f }, { 1, -4 }, { 17, 0.25f }, { 16, -4 } } },
+		/* d = 1, m = 0.5; bit 31 of qh: weight 31 = (7 + 16) + 0.5 */
+		{ SA_TYPE_Q5_1, 32, { { 1, 0x3c }, { 3, 0x38 }, { 7, 0x80 }, { 23, 0x70 } },
+		    { { 31, 23.5f }, { 15, 0.5f }, { 0, 0.5f } } },
+		/* Q2_K: scales[16], qs[64], d = 0.5 at 80, dmin = 0.25 at 82;
+		 * sub-block 0: 3 d, 2 dmin; qs[0] = 11 10 01 00 (weights 96, 64,
+		 * 32, 0); sub-block 2 (weight 32): 0 d, 1 dmin; 6 (weight 96):
+		 * 1 d; 8 (weight 128, qs[32] = 2): 15 d */
+		{ SA_TYPE_Q2_K, 256, { { 81, 0x38 }, { 83, 0x34 }, { 0, 0x23 }, { 2, 0x10 },
+		    { 6, 0x01 }, { 8, 0x0f }, { 16, 0xe4 }, { 48, 0x02 } },
+		    { { 0, -0.5f }, { 32, -0.25f }, { 96, 1.5f }, { 128, 15 } } },
+		/* Q3_K: hmask[32], qs[64], scales[12] at 96, d = 1 at 108; scale 0
+		 * = (1 | 2 << 4) - 32 = 1, scale 9 = (15 | 0) - 32 = -17, the
+		 * others -32; weight 0: 3 with its hmask bit; weight 1: 0 - 4;
+		 * weight 144: qs[48] = 2, bit 4 of hmask[16] */
+		{ SA_TYPE_Q3_K, 256, { { 109, 0x3c }, { 96, 0x01 }, { 104, 0x02 }, { 97, 0xf0 },
+		    { 0, 0x01 }, { 32, 0x03 }, { 16, 0x10 }, { 80, 0x02 } },
+		    { { 0, 3 }, { 1, -4 * 1 }, { 144, -34 }, { 255, 128 } } },
+		/* Q4_K: d = 0.5, dmin = 1, scales[12] at 4, qs at 16; sub-block
+		 * 0: 2 d, 3 dmin; 1: 1 d; 5: (3 | 1 << 4) d, 2 dmin; qs[0] =
+		 * 0x9a (weights 0 and 32), qs[64] = 0x40 (weight 160, high) */
+		{ SA_TYPE_Q4_K, 256, { { 1, 0x38 }, { 3, 0x3c }, { 4, 0x02 }, { 5, 0x41 },
+		    { 8, 0x03 }, { 13, 0x23 }, { 16, 0x9a }, { 80, 0x40 } },
+		    { { 0, 7 }, { 32, 4.5f }, { 160, 36 }, { 161, -2 } } },
+		/* Q5_K: as Q4_K, qh[32] at 16, qs at 48; bit 0 of qh[0] adds
+		 * 16 to weight 0, bit 5 of qh[1] to weight 161 (sub-block 5: 3 d) */
+		{ SA_TYPE_Q5_K, 256, { { 1, 0x38 }, { 3, 0x3c }, { 4, 0x02 }, { 8, 0x03 },
+		    { 13, 0x23 }, { 16, 0x01 }, { 17, 0x20 }, { 48, 0x0a } },
+		    { { 0, 23 }, { 1, -3 }, { 161, 22 }, { 160, -2 } } },
+		/* Q6_K: ql[128], qh[64] at 128, scales[16] at 192, d = 0.5 at
+		 * 208; weight 0: (5 | 2 << 4) - 32 = 5, scale 2; weight 80:
+		 * high nibble of ql[16] = 7, - 32, scale -3 */
+		{ SA_TYPE_Q6_K, 256, { { 209, 0x38 }, { 192, 0x02 }, { 197, 0xfd }, { 0, 0x05 },
+		    { 128, 0x02 }, { 16, 0x70 } },
+		    { { 0, 5 }, { 80, 37.5f }, { 1, -32 } } },
+	};
+	uint8_t blk[256];
+	float y[256];
+
+	for (size_t t = 0; t < sizeof c / sizeof *c; t++) {
+		memset(blk, 0, sizeof blk);
+		for (int i = 0; i < 8 && c[t].set[i].byte; i++)
+			blk[c[t].set[i].at] = (uint8_t)c[t].set[i].byte;
+		CHECK(sa_type_supported(c[t].type));
+		sa_row_to_f32(c[t].type, blk, y, c[t].n);
+		for (int i = 0; i < 4 && (c[t].want[i].e || c[t].want[i].v); i++) {
+			int e = c[t].want[i].e, ok = y[e] == c[t].want[i].v;
+			CHECK(ok);
+			if (!ok)
+				printf("# %s weight %d: %g, want %g\n", sa_type_name(c[t].type),
+				    e, y[e], c[t].want[i].v);
+		}
+	}
+}
+
 static void
 test_type_names(void)
 {
@@ -961,12 +1035,15 @@ test_type_names(void)
 	CHECK(strcmp(sa_type_name(-1), "type -1") == 0);
 	CHECK(sa_type_supported(SA_TYPE_F32) && sa_type_supported(SA_TYPE_F16) &&
 	    sa_type_supported(SA_TYPE_BF16) && sa_type_supported(SA_TYPE_Q8_0));
-	CHECK(!sa_type_supported(2) && !sa_type_supported(12) && !sa_type_supported(99));
+	CHECK(!sa_type_supported(15) && !sa_type_supported(16) && !sa_type_supported(23) &&
+	    !sa_type_supported(99));
 	CHECK(sa_type_row_size(SA_TYPE_F32, 10) == 40);
 	CHECK(sa_type_row_size(SA_TYPE_F16, 10) == 20);
 	CHECK(sa_type_row_size(SA_TYPE_BF16, 10) == 20);
 	CHECK(sa_type_row_size(SA_TYPE_Q8_0, 64) == 68);
-	CHECK(sa_type_row_size(12, 256) == 0);
+	CHECK(sa_type_row_size(SA_TYPE_Q4_K, 256) == 144);
+	CHECK(sa_type_row_size(SA_TYPE_Q4_K, 128) == 0);
+	CHECK(sa_type_row_size(23, 256) == 0);   /* IQ4_XS: not supported */
 }
 
 /* test_gguf --dump FILE: what the reader sees, one line per entry, for the
@@ -1035,6 +1112,7 @@ main(int argc, char **argv)
 	test_fp16();
 	test_bf16();
 	test_q8_0();
+	test_blocks();
 	test_every_type();
 	test_v2();
 	test_truncations();

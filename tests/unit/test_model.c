@@ -7,7 +7,8 @@
  *   test_model --load FILE              load FILE; print sa_error() and exit
  *                                       with the status on failure
  *   test_model --make-bad KIND IN OUT   write a copy of model IN with one
- *                                       defect: arch, missing, type, shape
+ *                                       defect: arch, missing, type, shape,
+ *                                       scale (a NaN block scale in row 3)
  *
  * Environment: SA_MKMODEL (default tests/helpers/mkmodel), TMPDIR.
  *
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 #include "sa.h"
+#include "types_impl.h"   /* sa_type_scales */
 #include "kernels_impl.h"
 #include "t.h"
 
@@ -950,6 +952,43 @@ test_round(void)
 	free(x); free(a); free(b); free(qa); free(qb);
 }
 
+/* The kernels' conversion of quantized rows (vector code where the CPU has
+ * it) gives the floats of types.c, bit for bit: random blocks with random
+ * finite scales, normal and subnormal, of either sign. */
+static void
+test_blocks(void)
+{
+	enum { ROWS = 3, COLS = 512 };
+	static const int types[] = { SA_TYPE_Q4_0, SA_TYPE_Q4_1, SA_TYPE_Q5_0, SA_TYPE_Q5_1,
+	    SA_TYPE_Q8_0, SA_TYPE_Q2_K, SA_TYPE_Q3_K, SA_TYPE_Q4_K, SA_TYPE_Q5_K, SA_TYPE_Q6_K };
+	static unsigned char w[ROWS * COLS * 2];
+	static float a[ROWS * COLS], b[ROWS * COLS];
+	int bad = 0;
+
+	for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+		size_t rb = sa_type_row_size(types[t], COLS), off[2];
+		int64_t be;
+		size_t bb;
+		int ns = sa_type_scales(types[t], off);
+		sa_type_block(types[t], &be, &bb);
+		for (int rep = 0; rep < 20; rep++) {
+			for (size_t i = 0; i < ROWS * rb; i++)
+				w[i] = (unsigned char)((frand() + 1) * 128);
+			for (size_t blk = 0; blk < ROWS * rb / bb; blk++)
+				for (int k = 0; k < ns; k++) {
+					uint16_t h = (uint16_t)((frand() + 1) * 32768) & 0xbfff;   /* finite */
+					memcpy(w + blk * bb + off[k], &h, 2);
+				}
+			sa_matrix m = { types[t], ROWS, COLS, w };
+			sa_rows_to_f32(&m, 0, ROWS, a);
+			for (int r = 0; r < ROWS; r++)
+				sa_row_to_f32(types[t], w + r * rb, b + r * COLS, COLS);
+			bad += memcmp(a, b, sizeof a) != 0;
+		}
+	}
+	CHECK(bad == 0);
+}
+
 /* ------------------------------------------------- load-error fixtures */
 
 /*
@@ -1006,7 +1045,18 @@ make_bad(const char *kind, const char *in, const char *out)
 		if (target && !strcmp(kind, "missing"))
 			continue;
 		if (target && !strcmp(kind, "type")) {
-			type = 12;      /* Q4_K */
+			type = 23;      /* IQ4_XS */
+			data = zeros;
+		}
+		if (target && !strcmp(kind, "scale")) {
+			/* the last fp16 scale of row 3's first block (dmin or m
+			 * where a block has two) */
+			size_t off[2], rb = sa_type_row_size(type, ne[0]);
+			int ns = sa_type_scales(type, off);
+			if (!ns || 4 * rb > (1 << 24))
+				return SA_EUSAGE;
+			memcpy(zeros, data, t->nbytes);
+			memcpy((char *)zeros + 3 * rb + off[ns - 1], &(uint16_t){ 0x7e00 }, 2);
 			data = zeros;
 		}
 		if (target && !strcmp(kind, "shape")) {
@@ -1059,6 +1109,7 @@ main(int argc, char **argv)
 
 	test_round();
 	test_sgemm();
+	test_blocks();
 	test_config();
 	test_rope_variants();
 	test_model("llama-mha-untied", "--arch llama --layers 2 --dim 64 --heads 4", 20, 1);
