@@ -1359,35 +1359,6 @@ int sa_qa_build(sa_qa *q, const sa_vocab *v, const char *input,
     const char *const *labels, int n_labels);
 void sa_qa_free(sa_qa *q);
 
-/*
- * Scoring and greedy decoding over a session (sa_session), with whatever
- * delta is merged into the model at the time of the call.  Every call runs
- * its prompt from position 0.
- */
-typedef struct sa_evaluator sa_evaluator;
-
-int sa_evaluator_new(sa_evaluator **out, sa_model *m, int n_ctx);  /* n_ctx <= 0: model's */
-void sa_evaluator_free(sa_evaluator *e);
-int sa_evaluator_ctx(const sa_evaluator *e);
-/* KV-cache bytes at the fullest point of the last call (sa_kvcache_kv_bytes). */
-size_t sa_evaluator_kv_peak(const sa_evaluator *e);
-/*
- * logprob[i] = sum over cand[i]'s tokens of log p(token | prompt, the
- * candidate's earlier tokens).  The prompt (at least one token) runs once;
- * the cache is cut back to it for each candidate.  Prompt and candidate
- * longer than the context: SA_EDATA.
- */
-int sa_eval_continuations(sa_evaluator *e, const int *prompt, int n_prompt,
-    int *const *cand, const int *n_cand, int n, double *logprob);
-/*
- * Greedy decoding (argmax, lowest id on ties) after prompt, until a token
- * whose text holds a newline, an end-of-generation token, max_new tokens or
- * the end of the context.  *text (malloc'd, NUL-terminated) is the text
- * before the newline.
- */
-int sa_eval_generate(sa_evaluator *e, const int *prompt, int n_prompt, int max_new,
-    char **text, size_t *len);
-
 /* -------------------------------------------------- evaluation protocol */
 
 /*
@@ -1506,7 +1477,7 @@ typedef struct sa_eval_hooks {
 } sa_eval_hooks;
 
 /*
- * Each runs over its own evaluator of model m, merging deltas into m and
+ * Each runs over its own session of model m, merging deltas into m and
  * leaving it reset, and gives the table in *out (the caller's to free;
  * NULL on failure).  A bad input is found before start: task directories
  * and split files as sa_task_load and sa_split_read say, a seen or unseen
