@@ -15,13 +15,6 @@ static const char usage_text[] = "usage: sa-info [-j] [FILE ...]\n";
 
 static int json;
 
-static void __attribute__((noreturn))
-usage(void)
-{
-	fputs(usage_text, stderr);
-	exit(SA_EUSAGE);
-}
-
 static void
 help(void)
 {
@@ -475,7 +468,7 @@ main(int argc, char **argv)
 		case 'j': json = 1; break;
 		case 'h': help(); close_stdout(); return 0;
 		case 'V': puts("sa-info " SA_VERSION); close_stdout(); return 0;
-		default: usage();
+		default: usage_die(usage_text, NULL);
 		}
 	}
 	files = optind < argc ? argv + optind : stdin_only;

@@ -399,3 +399,9 @@ without() {
 	done
 	report "${p[@]}"
 }
+
+@test "a usage error goes through tool.h's usage_die: no tool has a usage function of its own" {
+	run grep -lE '^usage\(' "$ROOT"/bin/sa-*.c
+	assert_failure
+	assert_output ""
+}
