@@ -118,7 +118,7 @@ put_mats(out *o, uint32_t mats)
 	if (json)
 		fputc('[', o->fp);
 	for (int m = 0; m < SA_NMAT; m++) {
-		if (!(mats >> m & 1))
+		if (!sa_adapted(mats, m))
 			continue;
 		fprintf(o->fp, json ? "%s\"%s\"" : "%s%s", first ? "" : ",", sa_mat_name(m));
 		first = 0;

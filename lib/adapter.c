@@ -182,7 +182,7 @@ sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, in
 	for (int l = 0; l < n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			size_t i = (size_t)l * SA_NMAT + m;
-			if (!(mats >> m & 1))
+			if (!sa_adapted(mats, m))
 				continue;
 			if (d_out[i] < 1 || d_out[i] > MAX_WIDTH || d_in[i] < 1 || d_in[i] > MAX_WIDTH) {
 				sa_adapter_free(a);
@@ -218,7 +218,7 @@ sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, in
 	for (int l = 0; l < n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (!(mats >> m & 1))
+			if (!sa_adapted(mats, m))
 				continue;
 			tensor_sizes(a, am->d_out, am->d_in, n);
 			for (int t = 0; t < T_N; t++) {
@@ -264,7 +264,7 @@ sa_adapter_fingerprint(const sa_adapter *a)
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (!(a->mats >> m & 1))
+			if (!sa_adapted(a->mats, m))
 				continue;
 			h = hash_u64(h, (uint64_t)am->d_out);
 			h = hash_u64(h, (uint64_t)am->d_in);
@@ -366,7 +366,7 @@ sa_adapter_randomize(sa_adapter *a, uint64_t seed, float w1_scale)
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (!(a->mats >> m & 1))
+			if (!sa_adapted(a->mats, m))
 				continue;
 			tensor_sizes(a, am->d_out, am->d_in, n);
 			for (int t = 0; t < T_N; t++) {
@@ -426,7 +426,7 @@ init_kind(sa_adapter **out, const sa_model *model, int kind, int rank, int chunk
 	}
 	for (int m = 0; m < SA_NMAT; m++) {
 		int o, i;
-		if (!(mats >> m & 1))
+		if (!sa_adapted(mats, m))
 			continue;
 		if ((rc = sa_model_mat_dims(model, m, &o, &i)) != SA_OK)
 			goto done;
@@ -502,7 +502,7 @@ sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, in
 		for (int m = 0; m < SA_NMAT; m++) {
 			const sa_adapter_mat *src = SA_ADAPTER_MAT(a, l, m);
 			sa_adapter_mat *dst = SA_ADAPTER_MAT(g, l, m);
-			if (!(a->mats >> m & 1))
+			if (!sa_adapted(a->mats, m))
 				continue;
 			for (int h = 0; h < a->n_head_kv; h++) {
 				float *b = dst->b + (size_t)h * rank;
@@ -592,7 +592,7 @@ check_finite(const sa_adapter *a, const char *name)
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (!(a->mats >> m & 1))
+			if (!sa_adapted(a->mats, m))
 				continue;
 			tensor_sizes(a, am->d_out, am->d_in, n);
 			for (int t = 0; t < T_N; t++) {
@@ -633,7 +633,7 @@ sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path)
 	if ((rc = check_finite(a, strcmp(path, "-") ? path : "stdout")) != SA_OK)
 		return rc;
 	for (int m = 0; m < SA_NMAT; m++)
-		if (a->mats >> m & 1) {
+		if (sa_adapted(a->mats, m)) {
 			names[nm].s = sa_mat_name(m);
 			names[nm++].n = strlen(sa_mat_name(m));
 		}
@@ -668,7 +668,7 @@ sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path)
 	for (int l = 0; l < a->n_layer && rc == SA_OK; l++)
 		for (int m = 0; m < SA_NMAT && rc == SA_OK; m++) {
 			const sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (!(a->mats >> m & 1))
+			if (!sa_adapted(a->mats, m))
 				continue;
 			for (int t = 0; t < T_N && rc == SA_OK; t++) {
 				char name[64];
@@ -799,7 +799,7 @@ read_config(const sa_gguf *g, const char *path, int *kind, int *n_layer, int *n_
 			free(names);
 			return sa_fail(SA_EDATA, "%s: unknown matrix %s in streamadapter.matrices", path, buf);
 		}
-		if (*mats >> m & 1) {
+		if (sa_adapted(*mats, m)) {
 			free(names);
 			return sa_fail(SA_EDATA, "%s: matrix %s listed twice", path, buf);
 		}
@@ -892,7 +892,7 @@ sa_adapter_load(sa_adapter **out, const char *path)
 			sa_adapter_mat am = { 0 };
 			int64_t ne[4];
 			int nd;
-			if (!(mats >> m & 1))
+			if (!sa_adapted(mats, m))
 				continue;
 			nd = tensor_dims(&shape, &am, T_W1, ne);
 			if ((rc = find_tensor(g, path, l, m, T_W1, ne, nd, &w1)) != SA_OK)
@@ -947,7 +947,7 @@ sa_adapter_load(sa_adapter **out, const char *path)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
 			size_t sz[T_N];
-			if (!(mats >> m & 1))
+			if (!sa_adapted(mats, m))
 				continue;
 			tensor_sizes(a, am->d_out, am->d_in, sz);
 			for (int t = 0; t < T_N; t++) {

@@ -451,7 +451,7 @@ sa_context_map(const sa_adapter *a, int layer, int mat, const float *k,
 	double *scratch;
 
 	if (layer < 0 || layer >= a->n_layer || mat < 0 || mat >= SA_NMAT ||
-	    !(a->mats & (1u << mat)))
+	    !sa_adapted(a->mats, mat))
 		return sa_fail(SA_EINTERNAL, "context map: layer %d %s is not adapted",
 		    layer, mat >= 0 && mat < SA_NMAT ? sa_mat_name(mat) : "?");
 	if (!(scratch = sa_malloc(scratch_size(a) * sizeof *scratch)))
@@ -598,7 +598,7 @@ sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++)
 			e->pair[(size_t)l * SA_NMAT + m] = a->mapping == SA_MAPPING_LSQ ? (m == 0 ? n_used++ : -1)
-			    : (a->mats & (1u << m)) ? n_used++ : -1;
+			    : sa_adapted(a->mats, m) ? n_used++ : -1;
 	rc = start ? sa_delta_clone(&e->delta, start) : sa_delta_new(&e->delta, a);
 	if (rc != SA_OK)
 		goto fail;

@@ -272,6 +272,9 @@ enum {
 	SA_MAT_DOWN,      /* ffn_down:    d_ff    -> d_model   */
 	SA_NMAT
 };
+/* 1 if the set mats (a bit per SA_MAT_*, as adapters and deltas hold it)
+ * has matrix m: the one test of every loop over adapted matrices. */
+static inline int sa_adapted(uint32_t mats, int m) { return mats >> m & 1; }
 /* "attn_q", ... ; and the inverse (-1 if unknown). */
 const char *sa_mat_name(int m);
 int sa_mat_from_name(const char *name);

@@ -405,3 +405,11 @@ without() {
 	assert_failure
 	assert_output ""
 }
+
+@test "whether a matrix is adapted is asked of sa_adapted, not open-coded" {
+	local hits
+	hits=$(grep -nE 'mats\)? *>> *[a-z_]+\)? *& *1|mats *& *\(?1u? *<< *[a-z_]+' \
+	    "$ROOT"/lib/*.c "$ROOT"/lib/*.h "$ROOT"/bin/*.c "$ROOT"/tests/unit/*.c \
+	    "$ROOT"/tests/helpers/*.c | grep -v 'int sa_adapted(') || true
+	[ -z "$hits" ] || { echo "$hits"; false; }
+}

@@ -148,7 +148,7 @@ main(int argc, char **argv)
 	}
 	for (int mat = 0; mat < SA_NMAT; mat++) {
 		int d_out, d_in;
-		if (!(a->mats >> mat & 1))
+		if (!sa_adapted(a->mats, mat))
 			continue;
 		TRY(sa_model_mat_dims(m, mat, &d_out, &d_in));
 		merged_bytes += (size_t)m->cfg.n_layer * d_out * d_in * sizeof(float);

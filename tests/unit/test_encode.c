@@ -345,7 +345,7 @@ test_model(const char *path)
 			double *h, *P, worst = 0, scale = 0;
 			const float *eh = sa_delta_h(da, l, mt), *eP = sa_delta_P(da, l, mt);
 
-			if (!(mats & 1u << mt)) {
+			if (!sa_adapted(mats, mt)) {
 				CHECK(eh == NULL);
 				continue;
 			}
