@@ -286,29 +286,12 @@ sa_adapter_fingerprint(const sa_adapter *a)
 
 /* ------------------------------------------------------ initialisation */
 
-static uint64_t
-splitmix64(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-/* Uniform in (0, 1): never 0, so log() below is finite. */
-static double
-uniform(uint64_t *s)
-{
-	return ((splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-
 /* n draws of N(0, std^2), Box-Muller. */
 static void
 fill_normal(float *x, size_t n, double std, uint64_t *s)
 {
 	for (size_t i = 0; i < n; i += 2) {
-		double u = uniform(s), v = uniform(s);
+		double u = sa_unif_mid(s), v = sa_unif_mid(s);  /* never 0: log(u) is finite */
 		double rad = std * sqrt(-2.0 * log(u));
 		x[i] = (float)(rad * cos(2 * M_PI * v));
 		if (i + 1 < n)
@@ -322,8 +305,8 @@ tensor_stream(uint64_t seed, int l, int m, int t)
 {
 	uint64_t s = seed;
 
-	s = splitmix64(&s) ^ ((uint64_t)l << 32 | (uint64_t)m << 8 | (uint64_t)t);
-	return splitmix64(&s);
+	s = sa_splitmix64(&s) ^ ((uint64_t)l << 32 | (uint64_t)m << 8 | (uint64_t)t);
+	return sa_splitmix64(&s);
 }
 
 /*

@@ -89,17 +89,29 @@ uint32_t sa_crc32(uint32_t crc, const void *p, size_t n);
 /* ------------------------------------------------------- random numbers */
 
 /*
- * SplitMix64: the same draws on every machine.  Any 64-bit value seeds it;
- * { seed } is a stream.
+ * SplitMix64, the library's one generator: the next draw of the stream *s,
+ * the same on every machine.  Any 64-bit value seeds it.  The uniforms
+ * below take the top 53 bits k of one draw; each is some caller's, kept so
+ * that its numbers stay what they were.
  */
+uint64_t sa_splitmix64(uint64_t *s);
+/* k * 2^-53, in [0, 1): sampling, the training data, sa_rng_unif. */
+double sa_unif(uint64_t *s);
+/* (k + 1/2) * 2^-53, in (0, 1), never 0: an adapter's Box-Muller. */
+double sa_unif_mid(uint64_t *s);
+/* (k + 1) * 2^-53, in (0, 1], never 0: the trainer's Box-Muller. */
+double sa_unif_pos(uint64_t *s);
+/* floor(sa_unif(s) * n), for n > 0; 0 otherwise: the training data's. */
+long sa_unif_below(uint64_t *s, long n);
+
+/* A stream as a value: { seed }. */
 typedef struct sa_rng {
 	uint64_t s;
 } sa_rng;
 
-uint64_t sa_rng_next(sa_rng *r);
-/* Uniform in [0, 1): the top 53 bits of the next draw, times 2^-53. */
-double sa_rng_unif(sa_rng *r);
-/* sa_rng_next(r) % n, for n > 0; 0 otherwise.  (Not floor(unif * n),
+uint64_t sa_rng_next(sa_rng *r);      /* sa_splitmix64(&r->s) */
+double sa_rng_unif(sa_rng *r);        /* sa_unif(&r->s) */
+/* sa_rng_next(r) % n, for n > 0; 0 otherwise.  (Not sa_unif_below,
  * which draws other numbers.) */
 long sa_rng_below(sa_rng *r, long n);
 
