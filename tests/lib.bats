@@ -33,11 +33,15 @@ header_usage() {
 	    "$ROOT/lib/sa.h" | sed -e '1{/^ \*$/d}' -e '${/^ \*$/d}' -e 's/^ \*\t\{0,1\}//'
 }
 
-@test "sa.h's usage example is tests/unit/test_usage.c's, and it runs: the text sa-run gives" {
+@test "sa.h's usage example is tests/unit/test_usage.c's and sa(3)'s, and it runs: the text sa-run gives" {
 	run diff <(header_usage) <(awk '/usage: end/ { f = 0 } f { print } /usage: begin/ { f = 1 }' \
 	    "$ROOT/tests/unit/test_usage.c" | sed 's/^\t//')
 	assert_success
 	[ "$(header_usage | wc -l)" -ge 10 ]
+	# and sa(3)'s
+	run diff <(header_usage) <(sed -n '/^\.Bd -literal/,/^\.Ed/p' "$ROOT/man/sa.3" |
+	    sed '1d; $d; s/\\e/\\/g')
+	assert_success
 	cd "$BATS_TEST_TMPDIR"
 	"$ROOT/tests/helpers/mkmodel" --dim 64 --layers 2 --heads 4 --kv-heads 2 --ctx 128 -o m.gguf
 	"$ROOT/bin/sa-init" -m m.gguf -o a.gguf
