@@ -293,9 +293,7 @@ merge_delta(run *r, const sa_adapter *a, const sa_segment *segs, int n_segs, dou
 	sa_model_reset_weights(r->m);
 	if ((rc = sa_encoder_new(&enc, r->m, a, NULL)) != SA_OK)
 		return rc;
-	for (int i = 0; i < n_segs && rc == SA_OK; i++)
-		rc = sa_encoder_feed(enc, segs[i].toks, segs[i].n, segs[i].n_demos);
-	if (rc == SA_OK)
+	if ((rc = sa_encoder_feed_segments(enc, segs, n_segs, NULL, NULL, NULL)) == SA_OK)
 		rc = sa_delta_apply(r->m, a, sa_encoder_delta(enc), (float)r->o->scale, 1);
 	sa_encoder_free(enc);
 	*secs = now() - t0;

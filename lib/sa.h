@@ -902,6 +902,10 @@ typedef struct sa_encode_step {
 } sa_encode_step;
 typedef void (*sa_encode_fn)(void *ctx, const sa_encode_step *s);
 
+/* Segments segs[0..n) into e, in order; step(ctx, ...) after each when not
+ * NULL, naming source. */
+int sa_encoder_feed_segments(sa_encoder *e, const sa_segment *segs, int n, const char *source,
+    sa_encode_fn step, void *ctx);
 /* d's demonstrations in segments of n_ctx tokens (sa_demos_segment) into e,
  * then d as a source of the state; step(ctx, ...) after each segment when
  * not NULL. */
