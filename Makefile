@@ -16,6 +16,12 @@ UNIT     = $(patsubst %.c,%,$(sort $(wildcard tests/unit/test_*.c)))
 HELPERS  = $(patsubst %.c,%,$(sort $(wildcard tests/helpers/*.c)))
 
 PREFIX  ?= /usr/local
+LIBDIR   = $(PREFIX)/lib
+INCLUDEDIR = $(PREFIX)/include
+# libsa.so.$(VERSION), its soname libsa.so.$(SOMAJOR)
+VERSION  = $(shell sed -n 's/^\#define SA_VERSION "\(.*\)"/\1/p' lib/sa.h)
+SOMAJOR  = $(firstword $(subst ., ,$(VERSION)))
+LIB_PIC  = $(LIB_SRC:.c=.pic.o)
 # The shipped model and adapter, installed; the tools look there by default.
 DATADIR  = $(PREFIX)/share/sa
 DATA     = data/model.gguf data/adapter.gguf
@@ -29,6 +35,23 @@ lib/%.o: lib/%.c lib/sa.h $(wildcard lib/*_impl.h)
 lib/libsa.a: $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $(LIB_OBJ)
+
+# The shared library, of position-independent objects: for make install.
+lib/%.pic.o: lib/%.c lib/sa.h $(wildcard lib/*_impl.h)
+	$(CC) $(ALLCFLAGS) -fPIC -c -o $@ $<
+
+lib/libsa.so: $(LIB_PIC)
+	$(CC) $(ALLCFLAGS) -shared -Wl,-soname,libsa.so.$(SOMAJOR) -o $@ $(LIB_PIC) \
+	    $(LDFLAGS) $(LDLIBS)
+
+# pkg-config's description of the installed library (bin/.datadir changes
+# with PREFIX).
+lib/sa.pc: lib/sa.h bin/.datadir
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+	    'Name: sa' \
+	    'Description: StreamAdapter: demonstrations into weight deltas of a language model' \
+	    'Version: $(VERSION)' 'Cflags: -I$${includedir}' 'Libs: -L$${libdir} -lsa' \
+	    'Libs.private: $(LDLIBS)' > $@
 
 # DATADIR as the tools were built with: a new PREFIX rebuilds them.
 bin/.datadir: FORCE
@@ -65,26 +88,39 @@ lint-man:
 	mandoc -Tlint -W warning man/*.[0-9]
 
 MAN1 = $(sort $(wildcard man/*.1))
+MAN3 = $(sort $(wildcard man/*.3))
 MAN5 = $(sort $(wildcard man/*.5))
 
-install: all
+install: all lib/libsa.so lib/sa.pc
 	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
-	    $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(DATADIR)
+	    $(DESTDIR)$(PREFIX)/share/man/man3 $(DESTDIR)$(PREFIX)/share/man/man5 \
+	    $(DESTDIR)$(DATADIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
 	cp $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
 	cp $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1/
+	cp $(MAN3) $(DESTDIR)$(PREFIX)/share/man/man3/
 	cp $(MAN5) $(DESTDIR)$(PREFIX)/share/man/man5/
 	cp $(DATA) $(DESTDIR)$(DATADIR)/
+	cp lib/libsa.a $(DESTDIR)$(LIBDIR)/
+	cp lib/libsa.so $(DESTDIR)$(LIBDIR)/libsa.so.$(VERSION)
+	ln -sf libsa.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libsa.so.$(SOMAJOR)
+	ln -sf libsa.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/libsa.so
+	cp lib/sa.h $(DESTDIR)$(INCLUDEDIR)/
+	cp lib/sa.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
 
 # Exactly what install put in place; directories only when left empty.
 uninstall:
 	rm -f $(patsubst bin/%,$(DESTDIR)$(PREFIX)/bin/%,$(TOOLS)) \
 	    $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man1/%,$(MAN1)) \
+	    $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man3/%,$(MAN3)) \
 	    $(patsubst man/%,$(DESTDIR)$(PREFIX)/share/man/man5/%,$(MAN5)) \
-	    $(patsubst data/%,$(DESTDIR)$(DATADIR)/%,$(DATA))
+	    $(patsubst data/%,$(DESTDIR)$(DATADIR)/%,$(DATA)) \
+	    $(DESTDIR)$(LIBDIR)/libsa.a $(DESTDIR)$(LIBDIR)/libsa.so.$(VERSION) \
+	    $(DESTDIR)$(LIBDIR)/libsa.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/libsa.so \
+	    $(DESTDIR)$(INCLUDEDIR)/sa.h $(DESTDIR)$(LIBDIR)/pkgconfig/sa.pc
 	rmdir $(DESTDIR)$(DATADIR) 2>/dev/null || true
 
 clean:
-	rm -f lib/*.o lib/libsa.a $(TOOLS) $(UNIT) $(HELPERS) bin/.datadir
+	rm -f lib/*.o lib/libsa.a lib/libsa.so lib/sa.pc $(TOOLS) $(UNIT) $(HELPERS) bin/.datadir
 
 FORCE:
 

@@ -21,13 +21,6 @@ static const char usage_text[] =
 /* A temporary file older than this belongs to a process that died. */
 #define STALE_TMP_SECONDS 3600
 
-static void __attribute__((noreturn))
-usage(void)
-{
-	fputs(usage_text, stderr);
-	exit(SA_EUSAGE);
-}
-
 static void
 help(void)
 {
@@ -293,12 +286,11 @@ main(int argc, char **argv)
 		case 'v': verbose = 1; break;
 		case 'h': help(); close_stdout(); return 0;
 		case 'V': puts("sa-cache " SA_VERSION); close_stdout(); return 0;
-		default: usage();
+		default: usage_die(usage_text, NULL);
 		}
 	}
 	if (optind >= argc) {
-		warnx_("no command (list, prune, clear)");
-		usage();
+		usage_die(usage_text, "no command (list, prune, clear)");
 	}
 	cmd = argv[optind++];
 	if (optind < argc) {
@@ -307,12 +299,10 @@ main(int argc, char **argv)
 		dir_opt = argv[optind++];
 	}
 	if (optind < argc) {
-		warnx_("unexpected argument '%s'", argv[optind]);
-		usage();
+		usage_die(usage_text, "unexpected argument '%s'", argv[optind]);
 	}
 	if (strcmp(cmd, "list") && strcmp(cmd, "prune") && strcmp(cmd, "clear")) {
-		warnx_("unknown command '%s' (list, prune, clear)", cmd);
-		usage();
+		usage_die(usage_text, "unknown command '%s' (list, prune, clear)", cmd);
 	}
 	if ((max_age >= 0 || max_size >= 0 || dry_run) && strcmp(cmd, "prune"))
 		die(SA_EUSAGE, "--max-age, --max-size and --dry-run are for prune");

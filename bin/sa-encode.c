@@ -12,13 +12,6 @@ static const char usage_text[] =
     "                 [-T TEMPLATE] [-c N] [-t N] [--cache-dir DIR] [-q | -v] [FILE ...]\n"
     "       sa-encode --dump [-F FORMAT] [-T TEMPLATE] [FILE ...]\n";
 
-static void __attribute__((noreturn))
-usage(void)
-{
-	fputs(usage_text, stderr);
-	exit(SA_EUSAGE);
-}
-
 static void
 help(void)
 {
@@ -141,7 +134,7 @@ main(int argc, char **argv)
 		case 'v': verbose = 1; quiet = 0; break;
 		case 'h': help(); close_stdout(); return 0;
 		case 'V': puts("sa-encode " SA_VERSION); close_stdout(); return 0;
-		default: usage();
+		default: usage_die(usage_text, NULL);
 		}
 	}
 	files = optind < argc ? argv + optind : stdin_only;

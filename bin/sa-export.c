@@ -14,13 +14,6 @@ static const char usage_text[] =
 
 enum { LLAMA, PEFT };
 
-static void __attribute__((noreturn))
-usage(void)
-{
-	fputs(usage_text, stderr);
-	exit(SA_EUSAGE);
-}
-
 static void
 help(void)
 {
@@ -86,13 +79,12 @@ main(int argc, char **argv)
 		case 'v': verbose = 1; break;
 		case 'h': help(); close_stdout(); return 0;
 		case 'V': puts("sa-export " SA_VERSION); close_stdout(); return 0;
-		default: usage();
+		default: usage_die(usage_text, NULL);
 		}
 	}
 	model_path = need_model(model_path, usage_text);
 	if (optind >= argc) {
-		warnx_("no delta to export");
-		usage();
+		usage_die(usage_text, "no delta to export");
 	}
 	if (format == PEFT && (!out || !strcmp(out, "-")))
 		die(SA_EUSAGE, "a PEFT adapter is a directory: give it with -o DIR");

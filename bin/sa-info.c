@@ -15,13 +15,6 @@ static const char usage_text[] = "usage: sa-info [-j] [FILE ...]\n";
 
 static int json;
 
-static void __attribute__((noreturn))
-usage(void)
-{
-	fputs(usage_text, stderr);
-	exit(SA_EUSAGE);
-}
-
 static void
 help(void)
 {
@@ -125,7 +118,7 @@ put_mats(out *o, uint32_t mats)
 	if (json)
 		fputc('[', o->fp);
 	for (int m = 0; m < SA_NMAT; m++) {
-		if (!(mats >> m & 1))
+		if (!sa_adapted(mats, m))
 			continue;
 		fprintf(o->fp, json ? "%s\"%s\"" : "%s%s", first ? "" : ",", sa_mat_name(m));
 		first = 0;
@@ -475,7 +468,7 @@ main(int argc, char **argv)
 		case 'j': json = 1; break;
 		case 'h': help(); close_stdout(); return 0;
 		case 'V': puts("sa-info " SA_VERSION); close_stdout(); return 0;
-		default: usage();
+		default: usage_die(usage_text, NULL);
 		}
 	}
 	files = optind < argc ? argv + optind : stdin_only;

@@ -13,13 +13,6 @@ static const char usage_text[] =
     "       sa-init --kind lsq [-m MODEL] [--d-key N] [--lambda X] [--mats LIST] [-s N]\n"
     "               [--w1-scale X] [-o OUT]\n";
 
-static void __attribute__((noreturn))
-usage(void)
-{
-	fputs(usage_text, stderr);
-	exit(SA_EUSAGE);
-}
-
 static void
 help(void)
 {
@@ -87,12 +80,11 @@ main(int argc, char **argv)
 		case 'o': out = optarg; break;
 		case 'h': help(); close_stdout(); return 0;
 		case 'V': puts("sa-init " SA_VERSION); close_stdout(); return 0;
-		default: usage();
+		default: usage_die(usage_text, NULL);
 		}
 	}
 	if (optind < argc) {
-		warnx_("unexpected argument '%s'", argv[optind]);
-		usage();
+		usage_die(usage_text, "unexpected argument '%s'", argv[optind]);
 	}
 	if (kind == SA_MAPPING_LSQ && pool_only)
 		die(SA_EUSAGE, "-r and -C are for --kind pool; the memory has --d-key and --lambda");

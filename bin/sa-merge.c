@@ -14,13 +14,6 @@ static const char usage_text[] =
 
 enum { CHAIN, MEAN, SUM };
 
-static void __attribute__((noreturn))
-usage(void)
-{
-	fputs(usage_text, stderr);
-	exit(SA_EUSAGE);
-}
-
 static void
 help(void)
 {
@@ -75,12 +68,11 @@ main(int argc, char **argv)
 		case 'v': verbose = 1; break;
 		case 'h': help(); close_stdout(); return 0;
 		case 'V': puts("sa-merge " SA_VERSION); close_stdout(); return 0;
-		default: usage();
+		default: usage_die(usage_text, NULL);
 		}
 	}
 	if (nmode > 1) {
-		warnx_("--chain, --mean and --sum exclude each other");
-		usage();
+		usage_die(usage_text, "--chain, --mean and --sum exclude each other");
 	}
 	args = optind < argc ? argv + optind : stdin_only;
 	n = optind < argc ? argc - optind : 1;

@@ -182,7 +182,7 @@ sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, in
 	for (int l = 0; l < n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			size_t i = (size_t)l * SA_NMAT + m;
-			if (!(mats >> m & 1))
+			if (!sa_adapted(mats, m))
 				continue;
 			if (d_out[i] < 1 || d_out[i] > MAX_WIDTH || d_in[i] < 1 || d_in[i] > MAX_WIDTH) {
 				sa_adapter_free(a);
@@ -218,7 +218,7 @@ sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, in
 	for (int l = 0; l < n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (!(mats >> m & 1))
+			if (!sa_adapted(mats, m))
 				continue;
 			tensor_sizes(a, am->d_out, am->d_in, n);
 			for (int t = 0; t < T_N; t++) {
@@ -264,7 +264,7 @@ sa_adapter_fingerprint(const sa_adapter *a)
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (!(a->mats >> m & 1))
+			if (!sa_adapted(a->mats, m))
 				continue;
 			h = hash_u64(h, (uint64_t)am->d_out);
 			h = hash_u64(h, (uint64_t)am->d_in);
@@ -286,29 +286,12 @@ sa_adapter_fingerprint(const sa_adapter *a)
 
 /* ------------------------------------------------------ initialisation */
 
-static uint64_t
-splitmix64(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-/* Uniform in (0, 1): never 0, so log() below is finite. */
-static double
-uniform(uint64_t *s)
-{
-	return ((splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-
 /* n draws of N(0, std^2), Box-Muller. */
 static void
 fill_normal(float *x, size_t n, double std, uint64_t *s)
 {
 	for (size_t i = 0; i < n; i += 2) {
-		double u = uniform(s), v = uniform(s);
+		double u = sa_unif_mid(s), v = sa_unif_mid(s);  /* never 0: log(u) is finite */
 		double rad = std * sqrt(-2.0 * log(u));
 		x[i] = (float)(rad * cos(2 * M_PI * v));
 		if (i + 1 < n)
@@ -322,8 +305,8 @@ tensor_stream(uint64_t seed, int l, int m, int t)
 {
 	uint64_t s = seed;
 
-	s = splitmix64(&s) ^ ((uint64_t)l << 32 | (uint64_t)m << 8 | (uint64_t)t);
-	return splitmix64(&s);
+	s = sa_splitmix64(&s) ^ ((uint64_t)l << 32 | (uint64_t)m << 8 | (uint64_t)t);
+	return sa_splitmix64(&s);
 }
 
 /*
@@ -366,7 +349,7 @@ sa_adapter_randomize(sa_adapter *a, uint64_t seed, float w1_scale)
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (!(a->mats >> m & 1))
+			if (!sa_adapted(a->mats, m))
 				continue;
 			tensor_sizes(a, am->d_out, am->d_in, n);
 			for (int t = 0; t < T_N; t++) {
@@ -426,7 +409,7 @@ init_kind(sa_adapter **out, const sa_model *model, int kind, int rank, int chunk
 	}
 	for (int m = 0; m < SA_NMAT; m++) {
 		int o, i;
-		if (!(mats >> m & 1))
+		if (!sa_adapted(mats, m))
 			continue;
 		if ((rc = sa_model_mat_dims(model, m, &o, &i)) != SA_OK)
 			goto done;
@@ -502,7 +485,7 @@ sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, in
 		for (int m = 0; m < SA_NMAT; m++) {
 			const sa_adapter_mat *src = SA_ADAPTER_MAT(a, l, m);
 			sa_adapter_mat *dst = SA_ADAPTER_MAT(g, l, m);
-			if (!(a->mats >> m & 1))
+			if (!sa_adapted(a->mats, m))
 				continue;
 			for (int h = 0; h < a->n_head_kv; h++) {
 				float *b = dst->b + (size_t)h * rank;
@@ -592,7 +575,7 @@ check_finite(const sa_adapter *a, const char *name)
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (!(a->mats >> m & 1))
+			if (!sa_adapted(a->mats, m))
 				continue;
 			tensor_sizes(a, am->d_out, am->d_in, n);
 			for (int t = 0; t < T_N; t++) {
@@ -633,7 +616,7 @@ sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path)
 	if ((rc = check_finite(a, strcmp(path, "-") ? path : "stdout")) != SA_OK)
 		return rc;
 	for (int m = 0; m < SA_NMAT; m++)
-		if (a->mats >> m & 1) {
+		if (sa_adapted(a->mats, m)) {
 			names[nm].s = sa_mat_name(m);
 			names[nm++].n = strlen(sa_mat_name(m));
 		}
@@ -668,7 +651,7 @@ sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path)
 	for (int l = 0; l < a->n_layer && rc == SA_OK; l++)
 		for (int m = 0; m < SA_NMAT && rc == SA_OK; m++) {
 			const sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (!(a->mats >> m & 1))
+			if (!sa_adapted(a->mats, m))
 				continue;
 			for (int t = 0; t < T_N && rc == SA_OK; t++) {
 				char name[64];
@@ -799,7 +782,7 @@ read_config(const sa_gguf *g, const char *path, int *kind, int *n_layer, int *n_
 			free(names);
 			return sa_fail(SA_EDATA, "%s: unknown matrix %s in streamadapter.matrices", path, buf);
 		}
-		if (*mats >> m & 1) {
+		if (sa_adapted(*mats, m)) {
 			free(names);
 			return sa_fail(SA_EDATA, "%s: matrix %s listed twice", path, buf);
 		}
@@ -892,7 +875,7 @@ sa_adapter_load(sa_adapter **out, const char *path)
 			sa_adapter_mat am = { 0 };
 			int64_t ne[4];
 			int nd;
-			if (!(mats >> m & 1))
+			if (!sa_adapted(mats, m))
 				continue;
 			nd = tensor_dims(&shape, &am, T_W1, ne);
 			if ((rc = find_tensor(g, path, l, m, T_W1, ne, nd, &w1)) != SA_OK)
@@ -947,7 +930,7 @@ sa_adapter_load(sa_adapter **out, const char *path)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
 			size_t sz[T_N];
-			if (!(mats >> m & 1))
+			if (!sa_adapted(mats, m))
 				continue;
 			tensor_sizes(a, am->d_out, am->d_in, sz);
 			for (int t = 0; t < T_N; t++) {

@@ -37,7 +37,7 @@ sa_binding_check(const sa_model *m, const sa_adapter *a, const sa_delta *d, cons
 			    m->cfg.n_layer, m->cfg.n_head_kv, m->cfg.d_head);
 		for (int mat = 0; mat < SA_NMAT; mat++) {
 			int o, i, rc;
-			if (!(a->mats >> mat & 1))
+			if (!sa_adapted(a->mats, mat))
 				continue;
 			if ((rc = sa_model_mat_dims(m, mat, &o, &i)) != SA_OK)
 				return rc;
@@ -92,7 +92,7 @@ memory_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat, float
 	int Hk = d->n_head_kv, dh = d->d_head, dk = d->rank / Hk, Dkv = Hk * dh, r = d->rank, rc;
 	float *M;
 
-	if (layer < 0 || layer >= d->n_layer || mat < 0 || mat >= SA_NMAT || !(d->mats >> mat & 1))
+	if (layer < 0 || layer >= d->n_layer || mat < 0 || mat >= SA_NMAT || !sa_adapted(d->mats, mat))
 		return sa_fail(SA_EINTERNAL, "layer %d %s is not in the delta", layer,
 		    mat >= 0 && mat < SA_NMAT ? sa_mat_name(mat) : "?");
 	if (!(M = sa_malloc((size_t)dh * dk * sizeof *M)))
@@ -169,7 +169,7 @@ sa_delta_apply(sa_model *m, const sa_adapter *a, const sa_delta *d, float s, int
 		for (int mat = 0; mat < SA_NMAT; mat++) {
 			const float *A;
 			float *B;
-			if (!(d->mats >> mat & 1))
+			if (!sa_adapted(d->mats, mat))
 				continue;
 			if ((rc = sa_delta_factors(a, d, l, mat, s, &B, &A)) != SA_OK)
 				return rc;

@@ -88,7 +88,7 @@ static int
 pair_index(const sa_delta *d, int layer, int mat)
 {
 	if (d->mapping != SA_MAPPING_POOL || layer < 0 || layer >= d->n_layer || mat < 0 ||
-	    mat >= SA_NMAT || !(d->mats >> mat & 1))
+	    mat >= SA_NMAT || !sa_adapted(d->mats, mat))
 		return -1;
 	return layer * popcount32(d->mats) + popcount32(d->mats & ((1u << mat) - 1));
 }
@@ -300,7 +300,7 @@ check_finite(const sa_delta *d, const char *name)
 
 	for (int l = 0; l < d->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
-			if (lsq ? m > 0 : !(d->mats >> m & 1))
+			if (lsq ? m > 0 : !sa_adapted(d->mats, m))
 				continue;
 			for (size_t i = 0; i < hp; i++)
 				if (!isfinite(d->h[(size_t)k * hp + i]))
@@ -1041,7 +1041,7 @@ mats_list(FILE *fp, uint32_t mats, int json)
 	if (json)
 		fputc('[', fp);
 	for (int m = 0; m < SA_NMAT; m++) {
-		if (!(mats >> m & 1))
+		if (!sa_adapted(mats, m))
 			continue;
 		if (json)
 			fprintf(fp, "%s\"%s\"", first ? "" : ",", sa_mat_name(m));

@@ -452,7 +452,7 @@ sa_context_map(const sa_adapter *a, int layer, int mat, const float *k,
 	double *scratch;
 
 	if (layer < 0 || layer >= a->n_layer || mat < 0 || mat >= SA_NMAT ||
-	    !(a->mats & (1u << mat)))
+	    !sa_adapted(a->mats, mat))
 		return sa_fail(SA_EINTERNAL, "context map: layer %d %s is not adapted",
 		    layer, mat >= 0 && mat < SA_NMAT ? sa_mat_name(mat) : "?");
 	if (!(scratch = sa_malloc(scratch_size(a) * sizeof *scratch)))
@@ -599,7 +599,7 @@ sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++)
 			e->pair[(size_t)l * SA_NMAT + m] = a->mapping == SA_MAPPING_LSQ ? (m == 0 ? n_used++ : -1)
-			    : (a->mats & (1u << m)) ? n_used++ : -1;
+			    : sa_adapted(a->mats, m) ? n_used++ : -1;
 	rc = start ? sa_delta_clone(&e->delta, start) : sa_delta_new(&e->delta, a);
 	if (rc != SA_OK)
 		goto fail;
@@ -717,17 +717,15 @@ sa_encoder_add_source(sa_encoder *e, const char *name, uint64_t hash)
 }
 
 int
-sa_encoder_feed_demos(sa_encoder *e, const sa_demos *d, int n_ctx, sa_encode_fn step, void *ctx)
+sa_encoder_feed_segments(sa_encoder *e, const sa_segment *segs, int n, const char *source,
+    sa_encode_fn step, void *ctx)
 {
-	sa_encode_step st = { d->source.name, NULL, 0, 0, 0, 0 };
-	sa_segment *segs;
-	int rc;
+	sa_encode_step st = { source, NULL, 0, n, 0, 0 };
+	int rc = SA_OK;
 
-	if ((rc = sa_demos_segment(d, e->model->vocab, n_ctx, &segs, &st.n_segs)) != SA_OK)
-		return rc;
-	for (int s = 0; s < st.n_segs; s++)
+	for (int s = 0; s < n; s++)
 		st.total += segs[s].n;
-	for (; st.i < st.n_segs; st.i++) {
+	for (; st.i < n; st.i++) {
 		st.seg = &segs[st.i];
 		if ((rc = sa_encoder_feed(e, st.seg->toks, st.seg->n, st.seg->n_demos)) != SA_OK)
 			break;
@@ -735,8 +733,19 @@ sa_encoder_feed_demos(sa_encoder *e, const sa_demos *d, int n_ctx, sa_encode_fn 
 		if (step)
 			step(ctx, &st);
 	}
-	if (rc == SA_OK)
+	return rc;
+}
+
+int
+sa_encoder_feed_demos(sa_encoder *e, const sa_demos *d, int n_ctx, sa_encode_fn step, void *ctx)
+{
+	sa_segment *segs;
+	int n, rc;
+
+	if ((rc = sa_demos_segment(d, e->model->vocab, n_ctx, &segs, &n)) != SA_OK)
+		return rc;
+	if ((rc = sa_encoder_feed_segments(e, segs, n, d->source.name, step, ctx)) == SA_OK)
 		rc = sa_encoder_add_source(e, d->source.name, d->source.hash);
-	sa_segments_free(segs, st.n_segs);
+	sa_segments_free(segs, n);
 	return rc;
 }

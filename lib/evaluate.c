@@ -1,6 +1,6 @@
 /*
  * evaluate.c - sa-eval(1)'s protocol over eval.c's tasks, prompts and
- * evaluator: accuracy of zero-shot, in-context learning and StreamAdapter
+ * session: accuracy of zero-shot, in-context learning and StreamAdapter
  * on tasks, with the per-query cost of each; perplexity of held-out text
  * with and without its preceding context; recall of random mappings as the
  * number of pairs grows.  Each query's record goes to the caller's hook as
@@ -110,7 +110,8 @@ typedef struct run {
 	const sa_eval_opts *o;
 	const sa_eval_hooks *h;
 	sa_eval_table *t;
-	sa_evaluator *ev;
+	sa_session *s;             /* every call runs its prompt from position 0 */
+	int *seq;                  /* [n_ctx + 1] scratch: prompt and candidate */
 	int n_ctx;
 	int bos, nb;               /* BOS, and 1 if the model wants it (else bos -1) */
 	toks prompt;               /* scratch for answer() */
@@ -174,7 +175,7 @@ sa_eval_table_free(sa_eval_table *t)
 	free(t);
 }
 
-/* The run's evaluator and a table of n_rows rows for these methods (keys
+/* The run's session and a table of n_rows rows for these methods (keys
  * NULL: the caller names them). */
 static int
 run_open(run *r, sa_model *m, const sa_eval_opts *o, const sa_eval_hooks *h,
@@ -200,9 +201,11 @@ run_open(run *r, sa_model *m, const sa_eval_opts *o, const sa_eval_hooks *h,
 			return SA_EINTERNAL;
 		t->row[i].set = -1;
 	}
-	if ((rc = sa_evaluator_new(&r->ev, m, 0)) != SA_OK)
+	if ((rc = sa_session_new(&r->s, m, 0, 0)) != SA_OK)
 		return rc;
-	r->n_ctx = sa_evaluator_ctx(r->ev);
+	r->n_ctx = sa_session_ctx(r->s);
+	if (!(r->seq = sa_malloc(((size_t)r->n_ctx + 1) * sizeof *r->seq)))
+		return SA_EINTERNAL;
 	r->nb = sa_vocab_add_bos(m->vocab) != 0;
 	r->bos = r->nb ? sa_vocab_bos(m->vocab) : -1;
 	return SA_OK;
@@ -213,7 +216,8 @@ static int
 run_close(run *r, int rc, sa_eval_table **out)
 {
 	sa_model_reset_weights(r->m);
-	sa_evaluator_free(r->ev);
+	sa_session_free(r->s);
+	free(r->seq);
 	free(r->prompt.t);
 	if (rc == SA_OK)
 		*out = r->t;
@@ -289,13 +293,102 @@ merge_delta(run *r, const sa_adapter *a, const sa_segment *segs, int n_segs, dou
 	sa_model_reset_weights(r->m);
 	if ((rc = sa_encoder_new(&enc, r->m, a, NULL)) != SA_OK)
 		return rc;
-	for (int i = 0; i < n_segs && rc == SA_OK; i++)
-		rc = sa_encoder_feed(enc, segs[i].toks, segs[i].n, segs[i].n_demos);
-	if (rc == SA_OK)
+	if ((rc = sa_encoder_feed_segments(enc, segs, n_segs, NULL, NULL, NULL)) == SA_OK)
 		rc = sa_delta_apply(r->m, a, sa_encoder_delta(enc), (float)r->o->scale, 1);
 	sa_encoder_free(enc);
 	*secs = now() - t0;
 	return rc;
+}
+
+/*
+ * logprob[i] = log p(cand[i] | prompt), summed over cand[i]'s tokens.  The
+ * prompt runs once, from position 0; its last logits predict each
+ * candidate's first token, and the cache is cut back to it for the rest.
+ */
+static int
+score_answers(run *r, const int *prompt, int n_prompt, int *const *cand, const int *n_cand,
+    int n, double *logprob)
+{
+	int V = sa_vocab_size(r->m->vocab), rc;
+	const float *last;
+
+	sa_session_reset(r->s);
+	if ((rc = sa_session_feed(r->s, prompt, n_prompt, &last)) != SA_OK)
+		return rc;
+	for (int i = 0; i < n; i++) {
+		/* the last token is only predicted, never run */
+		if (n_prompt + n_cand[i] - 1 > r->n_ctx)
+			return sa_fail(SA_EDATA, "prompt of %d tokens and answer of %d exceed the context of %d",
+			    n_prompt, n_cand[i], r->n_ctx);
+		memcpy(r->seq, prompt, (size_t)n_prompt * sizeof *r->seq);
+		memcpy(r->seq + n_prompt, cand[i], (size_t)n_cand[i] * sizeof *r->seq);
+		logprob[i] = sa_logprob(last, V, cand[i][0]);
+		if ((rc = sa_session_score(r->s, r->seq, n_prompt + n_cand[i], n_prompt,
+		    &logprob[i])) != SA_OK)
+			return rc;
+	}
+	return SA_OK;
+}
+
+/* The text of greedy decoding, up to the first newline. */
+typedef struct line {
+	const sa_vocab *v;
+	char *s;
+	size_t n, cap;
+} line;
+
+static int
+line_put(void *ctx, int tok, int *stop)
+{
+	line *l = ctx;
+	char piece[256], *nl;
+	int np = sa_token_to_piece(l->v, tok, piece, sizeof piece);
+
+	if (np > (int)sizeof piece)
+		np = sizeof piece;
+	if ((nl = memchr(piece, '\n', (size_t)np))) {
+		np = (int)(nl - piece);
+		*stop = 1;
+	}
+	if (l->n + (size_t)np + 1 > l->cap) {
+		size_t cap = (l->n + (size_t)np + 1) * 2;
+		char *p = realloc(l->s, cap);
+		if (!p)
+			return sa_fail(SA_EINTERNAL, "out of memory");
+		l->s = p;
+		l->cap = cap;
+	}
+	memcpy(l->s + l->n, piece, (size_t)np);
+	l->n += (size_t)np;
+	return SA_OK;
+}
+
+/*
+ * Greedy decoding (argmax, lowest id on ties) after prompt, run from
+ * position 0, until a newline, an end-of-generation token, max_new tokens
+ * or the end of the context: *text (malloc'd) the text before the newline.
+ */
+static int
+generate_line(run *r, const int *prompt, int n_prompt, int max_new, char **text, size_t *len)
+{
+	line l = { r->m->vocab, NULL, 0, 0 };
+	sa_sampler greedy;
+	int rc;
+
+	*text = NULL;
+	*len = 0;
+	sa_session_reset(r->s);
+	sa_sampler_init(&greedy, 0, 0, 1, 0, 0);
+	if ((rc = sa_session_generate(r->s, prompt, n_prompt, &greedy, max_new, line_put, &l)) != SA_OK) {
+		free(l.s);
+		return rc;
+	}
+	if (!l.s && !(l.s = sa_malloc(1)))
+		return SA_EINTERNAL;
+	l.s[l.n] = 0;
+	*text = l.s;
+	*len = l.n;
+	return SA_OK;
 }
 
 /* The demonstrations ex[idx[0..n)], packed as sa-encode packs them. */
@@ -384,7 +477,7 @@ answer(run *r, const sa_task *t, int kind, const query *q, const int *prefix, in
 		int best = 0;
 		if (!lp)
 			return SA_EINTERNAL;
-		rc = sa_eval_continuations(r->ev, r->prompt.t, r->prompt.n, q->qa.answer,
+		rc = score_answers(r, r->prompt.t, r->prompt.n, q->qa.answer,
 		    q->qa.n_answer, q->qa.n_cand, lp);
 		for (int i = 1; rc == SA_OK && i < q->qa.n_cand; i++)
 			if (lp[i] > lp[best])
@@ -398,7 +491,7 @@ answer(run *r, const sa_task *t, int kind, const query *q, const int *prefix, in
 		*right = strcmp(*pred, gold) == 0;
 	} else {
 		char *text;
-		if ((rc = sa_eval_generate(r->ev, r->prompt.t, r->prompt.n, r->o->max_new, &text,
+		if ((rc = generate_line(r, r->prompt.t, r->prompt.n, r->o->max_new, &text,
 		    &n)) != SA_OK)
 			return rc;
 		*secs = now() - t0;
@@ -431,7 +524,7 @@ ask(run *r, const sa_task *t, int kind, int m, const query *qs, int nq, const in
 
 		if ((rc = answer(r, t, kind, &qs[i], prefix, n_prefix, &pred, &ok, &secs)) != SA_OK)
 			return rc;
-		kv = sa_evaluator_kv_peak(r->ev);
+		kv = sa_session_kv_peak(r->s);
 		*right += ok;
 		cost_add(&r->t->cost[m], secs, kv, n_prefix + qs[i].n_prompt);
 		rec->method = r->t->method[m];
@@ -1053,14 +1146,14 @@ text_file(run *r, const sa_adapter *a, const char *path, sa_eval_row *row)
 			    (rc = toks_push(&r->prompt, blk, given)) != SA_OK)
 				goto done;
 			t0 = now();
-			rc = sa_eval_continuations(r->ev, r->prompt.t, r->prompt.n, cand, n_cand, 1,
+			rc = score_answers(r, r->prompt.t, r->prompt.n, cand, n_cand, 1,
 			    &rec.logprob);
 			rec.time = now() - t0;
 			sa_model_reset_weights(r->m);
 			if (rc != SA_OK)
 				goto done;
 			nll[m] -= rec.logprob;
-			rec.kv_bytes = sa_evaluator_kv_peak(r->ev);
+			rec.kv_bytes = sa_session_kv_peak(r->s);
 			cost_add(&r->t->cost[m], rec.time, rec.kv_bytes, r->prompt.n);
 			rec.time += enc;
 			emit(r, &rec);

@@ -82,7 +82,7 @@ build_lora(lora *L, const sa_model *m, const sa_adapter *a, sa_delta *const *d,
 	for (int l = 0; l < src->n_layer; l++)
 		for (int mat = 0; mat < SA_NMAT; mat++) {
 			lora_pair *p = &L->p[L->n];
-			if (!(src->mats >> mat & 1))
+			if (!sa_adapted(src->mats, mat))
 				continue;
 			if ((rc = sa_delta_factors(a, src, l, mat, s, &p->B, &p->A)) != SA_OK) {
 				sa_delta_free(sum);
@@ -281,7 +281,7 @@ write_config(FILE *fp, const char *path, const lora *L, const char *base_model)
 	    "  \"use_rslora\": false,\n  \"use_dora\": false,\n  \"inference_mode\": true,\n"
 	    "  \"target_modules\": [", fp);
 	for (int m = 0; m < SA_NMAT; m++) {
-		if (!(mats >> m & 1))
+		if (!sa_adapted(mats, m))
 			continue;
 		fprintf(fp, "%s\"%s\"", first ? "" : ", ", strchr(hf_module[m], '.') + 1);
 		first = 0;

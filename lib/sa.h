@@ -1,15 +1,74 @@
 /*
  * sa.h - libsa, the one public header of the StreamAdapter tools.
  *
- * Every function that can fail returns a status code (SA_OK or a sysexits
- * value) and leaves a one-line message in sa_error(); nothing here exits or
- * prints.  Messages name the file they concern ("model.gguf: not a GGUF
- * file") and carry no tool prefix: the tool adds "sa-run: ".
+ * A model reads demonstrations once; an adapter maps the keys and values
+ * they leave in its KV cache to a delta of its weights (the encoder); the
+ * delta, applied, lets the model answer as if they were still in its
+ * context, at the cost of an empty prompt.  The sections follow that flow.
  *
- * Sections: errors and output files, hashing, tensor types, GGUF, tokenizer,
- * model and forward pass, threads, sampling, JSON, session, requests,
- * adapter, delta, applying deltas, encoder, demonstrations, training,
- * export, cache, encoding files, evaluation.
+ * Usage: greedy text after a prompt, with a delta of a file of
+ * demonstrations (model, adapter, demos, prompt: two GGUF files, a text
+ * file of records, a string; put(ctx, tok, stop) writes a token's text).
+ * The same lines are tests/unit/test_usage.c, which the tests build and run.
+ *
+ *	sa_model *m; sa_adapter *a; sa_demos *d; sa_encoder *enc; sa_session *s;
+ *	sa_sampler greedy;
+ *	int *toks, n;
+ *
+ *	if (sa_model_load(&m, model) || sa_adapter_load(&a, adapter) ||
+ *	    sa_demos_read(&d, demos, NULL, 0, SA_DEMOS_TEXT, SA_DEMOS_TEMPLATE) ||
+ *	    sa_encoder_new(&enc, m, a, NULL) ||
+ *	    sa_encoder_feed_demos(enc, d, m->cfg.n_ctx, NULL, NULL) ||
+ *	    sa_delta_apply(m, a, sa_encoder_delta(enc), 1, 1) ||
+ *	    sa_session_new(&s, m, 0, 1) ||
+ *	    sa_session_tokenize(s, prompt, strlen(prompt), &toks, &n))
+ *		return fprintf(stderr, "%s\n", sa_error()), 1;
+ *	sa_sampler_init(&greedy, 0, 0, 1, 0, 0);
+ *	if (sa_session_generate(s, toks, n, &greedy, 16, put, (void *)sa_session_vocab(s)))
+ *		return fprintf(stderr, "%s\n", sa_error()), 1;
+ *	free(toks);
+ *	sa_session_free(s); sa_encoder_free(enc); sa_demos_free(d);
+ *	sa_adapter_free(a); sa_model_free(m);
+ *
+ * Contents:
+ *   errors                          status codes, sa_error(), allocation
+ *   tensor types, GGUF, tokenizer,  reading a model: its file, its
+ *   model                           vocabulary, its weights
+ *   forward pass, threads           the KV cache and one pass of tokens
+ *   sampling, session, requests     prompts, scores and generation (sa-run)
+ *   demonstrations                  records of files, packed into segments
+ *   least-squares memory, adapter   the context mappings: memory, pool
+ *   delta, encoder, cache,          demonstrations -> a delta (sa-encode,
+ *   encoding files                  sa-cache)
+ *   applying deltas, export         a delta -> the model's weights, LoRA
+ *   evaluation, evaluation protocol sa-eval
+ *   training, trainer               sa-train
+ *   output files, hashing,          utilities
+ *   random numbers, JSON
+ *
+ * Status: every function that can fail returns a status code (SA_OK or a
+ * sysexits value) and leaves a one-line message in sa_error(); nothing here
+ * exits or prints.  Messages name the file they concern ("model.gguf: not a
+ * GGUF file") and carry no tool prefix: the tool adds "sa-run: ".
+ *
+ * Ownership: what sa_<noun>_new, _load, _read, _parse or _clone makes
+ * through its first argument (*out; NULL on failure) is the caller's, to
+ * give to the matching sa_<noun>_free (which takes NULL).  Text and token
+ * arrays handed back through char ** or int ** are malloc'd: free(3).
+ * Every other pointer is borrowed: arguments are read during the call and
+ * not kept, except that an object made over another keeps it (a KV cache,
+ * session or encoder its model, an encoder its adapter), so that one must
+ * outlive it; a pointer an object hands out (its delta, its logits, its
+ * vocabulary) is valid until the object is freed or, where said, until its
+ * next call.
+ *
+ * Threads: sa_error() is per thread.  A model, vocabulary, adapter or delta
+ * is only read once loaded, so threads may share it, each with its own KV
+ * cache, session, encoder or sampler (an object with state belongs to one
+ * thread at a time), except while something changes the model's weights
+ * (sa_delta_apply, sa_deltas_apply, sa_model_reset_weights): that needs the
+ * model to itself.  The kernels' worker threads are the process's
+ * (sa_set_threads): callers on several threads take turns with them.
  */
 #ifndef SA_H
 #define SA_H
@@ -45,63 +104,6 @@ const char *sa_num_text(char buf[32], double v);
 /* malloc/calloc that set SA_EINTERNAL "out of memory" on failure (return NULL). */
 void *sa_malloc(size_t n);
 void *sa_calloc(size_t n, size_t size);
-
-/* --------------------------------------------------------- output files */
-
-/*
- * An output written to a temporary file in the target's directory and
- * renamed into place on commit, so an interrupted run leaves either the old
- * file or the new one, never half of one.  Path "-" is stdout (no rename).
- * A symbolic link is followed: its target is replaced and the link stays.
- * Temporary names are registered so that sa_outfile_install_signals() can
- * unlink them on SIGINT/SIGTERM/SIGHUP before the process dies.
- */
-typedef struct sa_outfile {
-	FILE *fp;
-	char *path;  /* final name (NULL for stdout) */
-	char *tmp;   /* temporary name (NULL for stdout) */
-} sa_outfile;
-
-int sa_outfile_open(sa_outfile *o, const char *path);   /* SA_ECANTCREAT */
-int sa_outfile_commit(sa_outfile *o);                   /* SA_EIO; closes */
-void sa_outfile_abort(sa_outfile *o);                   /* unlink tmp; closes */
-void sa_outfile_install_signals(void);
-/* fflush+fclose(stdout) with error check; SA_EIO "stdout: ..." on failure. */
-int sa_stdout_close(void);
-
-/* Read a whole file ("-" = stdin) into memory, NUL-terminated (not counted in *len). */
-int sa_file_read(const char *path, char **data, size_t *len);
-/* The same, and gzip data is read decompressed (plain text stays as it is):
- * SA_EDATA "path: ..." for a damaged stream. */
-int sa_file_read_gz(const char *path, char **data, size_t *len);
-
-/* Seconds on the monotonic clock, for rates and timings. */
-double sa_now(void);
-
-/* --------------------------------------------------------------- hashing */
-
-/* 64-bit FNV-1a, chainable: h = sa_hash64(h, p, n); start with SA_HASH64_INIT. */
-#define SA_HASH64_INIT 0xcbf29ce484222325ULL
-uint64_t sa_hash64(uint64_t h, const void *p, size_t n);
-/* CRC-32 (zlib's polynomial), chainable from 0. */
-uint32_t sa_crc32(uint32_t crc, const void *p, size_t n);
-
-/* ------------------------------------------------------- random numbers */
-
-/*
- * SplitMix64: the same draws on every machine.  Any 64-bit value seeds it;
- * { seed } is a stream.
- */
-typedef struct sa_rng {
-	uint64_t s;
-} sa_rng;
-
-uint64_t sa_rng_next(sa_rng *r);
-/* Uniform in [0, 1): the top 53 bits of the next draw, times 2^-53. */
-double sa_rng_unif(sa_rng *r);
-/* sa_rng_next(r) % n, for n > 0; 0 otherwise.  (Not floor(unif * n),
- * which draws other numbers.) */
-long sa_rng_below(sa_rng *r, long n);
 
 /* ---------------------------------------------------------- tensor types */
 
@@ -282,6 +284,9 @@ enum {
 	SA_MAT_DOWN,      /* ffn_down:    d_ff    -> d_model   */
 	SA_NMAT
 };
+/* 1 if the set mats (a bit per SA_MAT_*, as adapters and deltas hold it)
+ * has matrix m: the one test of every loop over adapted matrices. */
+static inline int sa_adapted(uint32_t mats, int m) { return mats >> m & 1; }
 /* "attn_q", ... ; and the inverse (-1 if unknown). */
 const char *sa_mat_name(int m);
 int sa_mat_from_name(const char *name);
@@ -423,81 +428,6 @@ int sa_sample(sa_sampler *s, const float *logits, int n_vocab);
 /* log-softmax of logits[tok]. */
 double sa_logprob(const float *logits, int n_vocab, int tok);
 
-/* ------------------------------------------------------------------ JSON */
-
-/* A small JSON value tree (RFC 8259), enough for JSON Lines requests. */
-enum { SA_JSON_NULL, SA_JSON_BOOL, SA_JSON_NUM, SA_JSON_STR, SA_JSON_ARR, SA_JSON_OBJ };
-typedef struct sa_json {
-	int type;
-	double num;              /* NUM, BOOL (0/1) */
-	char *str;               /* STR, NUL-terminated UTF-8 (may contain NUL: see len) */
-	size_t len;
-	struct sa_json *items;   /* ARR elements, OBJ values */
-	char **keys;             /* OBJ keys */
-	size_t n;
-	const char *raw;         /* the value's own text in the parsed text, */
-	size_t raw_len;          /* valid while that text is */
-} sa_json;
-
-/* Parse one complete JSON text; SA_EDATA with "column N: ..." on error
- * (also: invalid UTF-8, unpaired surrogates, nesting deeper than 64). */
-int sa_json_parse(const char *text, size_t len, sa_json *out);
-void sa_json_free(sa_json *j);
-/* NULL if absent; with duplicate keys, the last one. */
-const sa_json *sa_json_get(const sa_json *obj, const char *key);
-/* Write s as a JSON string literal (quotes, escapes; invalid UTF-8 -> U+FFFD). */
-void sa_json_put_str(FILE *fp, const char *s, size_t len);
-/* Write a number in the shortest form that reads back the same (NaN, inf: null). */
-void sa_json_put_num(FILE *fp, double v);
-/* Write any value, compact, on one line. */
-void sa_json_put(FILE *fp, const sa_json *j);
-/* Bytes from the start of s[0..n) that are well-formed UTF-8 without a NUL:
- * n when all of it is text. */
-size_t sa_text_len(const char *s, size_t n);
-
-/* ------------------------------------------------- least-squares memory */
-
-/*
- * The second kind of context mapping (lib/memory.c, doc/design.md): per
- * layer, one memory per key/value head h, over the layer's keys x [Dkv]
- * (before RoPE) and head h's values v [dh]:
- *   P [Hk][dk][Dkv], p [Hk][dk]   features phi = normalize(f(P x + p)),
- *                                 f(u) = u + 1 (u > 0), exp(u) (u <= 0)
- *   w [Hk][Dkv], c [Hk]           write gate beta = sigmoid(<w, x> + c)
- *   G [Hk][dh][dk] += beta v phi^T,  S [Hk][dk][dk] += beta phi phi^T
- * read out as M [Hk][dh][dk] = G (S + lambda I)^-1.  The parameters are
- * borrowed (the adapter owns them).
- */
-typedef struct sa_memory_params {
-	const float *P, *p, *w, *c;
-	int Hk, dh, dk;
-} sa_memory_params;
-
-/* Add n tokens (K, V [n][Hk*dh]) to G and S, in double, in a fixed order;
- * or to one head's G [dh][dk] and S [dk][dk] (heads are independent). */
-int sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int n,
-    double *G, double *S);
-int sa_memory_write_head(const sa_memory_params *mp, int h, const float *K, const float *V, int n,
-    double *G, double *S);
-/* M [dh][dk] = G [dh][dk] (S [dk][dk] + lambda I)^-1 for one head, solved in
- * double; SA_EDATA if S + lambda I is not positive definite. */
-int sa_memory_read(const float *G, const float *S, int dh, int dk, double lambda, float *M);
-
-/* Training: the sums in float, keeping what the backward needs:
- * u, phi [n][Hk][dk], beta [n][Hk]; G, S as above (overwritten). */
-int sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float *V, int n,
-    float *u, float *phi, float *beta, float *G, float *S);
-/* Gradients of the parameters (added into gr, shaped as the parameters)
- * from dM [Hk][dh][dk], the gradient of the read-out. */
-typedef struct sa_memory_grads { float *P, *p, *w, *c; } sa_memory_grads;
-int sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float *V, int n,
-    const float *u, const float *phi, const float *beta, const float *G, const float *S,
-    double lambda, const float *dM, sa_memory_grads *gr);
-/* M [Hk][dh][dk] laid out as the side path's H [Hk*dk][Hk*dh] (block
- * diagonal), and the gradient of H back onto M (added into dM). */
-void sa_memory_side(const float *M, int Hk, int dh, int dk, float *H);
-void sa_memory_side_backward(const float *dH, int Hk, int dh, int dk, float *dM);
-
 /* --------------------------------------------------------------- session */
 
 /*
@@ -619,6 +549,140 @@ int sa_request_run(sa_session *s, const sa_request *req, sa_reply *out);
 int sa_serve(sa_session *s, FILE *in, const char *in_name, const sa_sampling *def, FILE *out,
     const char *out_name);
 
+/* -------------------------------------------------------- demonstrations */
+
+/* Input formats of sa-encode(1); AUTO: from the name or the content. */
+enum { SA_DEMOS_AUTO = -1, SA_DEMOS_TEXT = 0, SA_DEMOS_TSV = 1, SA_DEMOS_JSONL = 2 };
+
+/* Default record template, in the template language (escapes unexpanded). */
+#define SA_DEMOS_TEMPLATE "{input} -> {label}\\n"
+
+/* A file of demonstrations, as a delta records what it absorbed. */
+typedef struct sa_source {
+	char *name;
+	uint64_t hash;           /* sa_hash64 of its bytes */
+} sa_source;
+
+typedef struct sa_demo {
+	char *text;          /* rendered, NUL-terminated (may contain NUL: see len) */
+	size_t len;
+	long line;           /* line of the record in its source (1 for plain text) */
+} sa_demo;
+
+/* The demonstrations of one input file, rendered. */
+typedef struct sa_demos {
+	sa_source source;    /* name ("stdin" for "-") and sa_hash64 of the bytes */
+	int format;          /* SA_DEMOS_*; plain text is one stream, not records */
+	int n;
+	sa_demo *demo;
+} sa_demos;
+
+/* "text", "tsv", "jsonl"; and back (-1 if unknown). */
+const char *sa_demos_format_name(int format);
+int sa_demos_format_from_name(const char *name);
+/*
+ * The format of the demonstrations in path ("-": stdin) when *format is
+ * SA_DEMOS_AUTO, by the rules of sa-encode(1): the extension in any case
+ * (.tsv; .jsonl, .json; .txt), else the first non-blank line (a JSON
+ * object; a TSV header naming the fields of tmpl; else text).  data: the
+ * bytes when read already (stdin), else NULL and the file's start is read.
+ * CSV, bytes that are not text, a line that could be either: SA_EDATA
+ * "name: ...".
+ */
+int sa_demos_format_resolve(const char *path, const char *data, size_t len,
+    const char *tmpl, int *format);
+/*
+ * formats[i] of files[0..n): forced unless SA_DEMOS_AUTO, else resolved.
+ * "-" is read here, once, into *stdin_data (malloc'd; NULL without "-"),
+ * for sa_demos_read and sa_cache_key; a second "-" is SA_EUSAGE.
+ */
+int sa_demos_formats(char *const *files, int n, int forced, const char *tmpl,
+    int *formats, char **stdin_data, size_t *stdin_len);
+/* What a delta's params say of an encoding: "format=tsv context=N
+ * template=..." with each format once, in order (malloc'd; NULL on OOM). */
+char *sa_demos_params(const int *formats, int n, int n_ctx, const char *tmpl);
+
+/* {field} substitution with \n \t \r \\ \{ \} escapes; SA_EUSAGE
+ * "template: ..." if malformed. */
+int sa_template_check(const char *tmpl);
+
+/*
+ * Parse a file's bytes.  TSV: a header row names the fields; JSON Lines: one
+ * object per line.  Each record is rendered through tmpl (NULL: the default);
+ * blank lines are skipped.  A bad record or one missing a field the template
+ * uses: SA_EDATA "name:LINE: ...".  Plain text: one demo holding all of it.
+ */
+int sa_demos_parse(sa_demos **out, const char *name, const char *data, size_t len,
+    int format, const char *tmpl);
+/* The demonstrations of path ("-" = stdin) in a resolved format: its bytes
+ * are data when not NULL (stdin, read once), else read here.  Parsed as
+ * sa_demos_parse does; none at all is SA_EDATA "name: no demonstrations". */
+int sa_demos_read(sa_demos **out, const char *path, const char *data, size_t len,
+    int format, const char *tmpl);
+void sa_demos_free(sa_demos *d);
+
+/* Tokens the encoder takes in one forward pass from position 0. */
+typedef struct sa_segment {
+	int *toks;
+	int n;               /* <= n_ctx, BOS included */
+	int n_demos;         /* records it holds (0 for plain text) */
+	long line;           /* source line where it starts */
+} sa_segment;
+
+/*
+ * Tokenize and pack into segments of at most n_ctx tokens, each starting
+ * with BOS when the vocab adds one.  Records are tokenized one by one and
+ * packed greedily in order, never split; one that alone exceeds n_ctx is
+ * SA_EDATA "name:LINE: ...".  Plain text is tokenized whole and cut at the
+ * last line boundary that fits (at a token boundary inside an over-long line).
+ */
+int sa_demos_segment(const sa_demos *d, const sa_vocab *v, int n_ctx,
+    sa_segment **segs, int *n_segs);
+void sa_segments_free(sa_segment *segs, int n);
+
+/* ------------------------------------------------- least-squares memory */
+
+/*
+ * The second kind of context mapping (lib/memory.c, doc/design.md): per
+ * layer, one memory per key/value head h, over the layer's keys x [Dkv]
+ * (before RoPE) and head h's values v [dh]:
+ *   P [Hk][dk][Dkv], p [Hk][dk]   features phi = normalize(f(P x + p)),
+ *                                 f(u) = u + 1 (u > 0), exp(u) (u <= 0)
+ *   w [Hk][Dkv], c [Hk]           write gate beta = sigmoid(<w, x> + c)
+ *   G [Hk][dh][dk] += beta v phi^T,  S [Hk][dk][dk] += beta phi phi^T
+ * read out as M [Hk][dh][dk] = G (S + lambda I)^-1.  The parameters are
+ * borrowed (the adapter owns them).
+ */
+typedef struct sa_memory_params {
+	const float *P, *p, *w, *c;
+	int Hk, dh, dk;
+} sa_memory_params;
+
+/* Add n tokens (K, V [n][Hk*dh]) to G and S, in double, in a fixed order;
+ * or to one head's G [dh][dk] and S [dk][dk] (heads are independent). */
+int sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int n,
+    double *G, double *S);
+int sa_memory_write_head(const sa_memory_params *mp, int h, const float *K, const float *V, int n,
+    double *G, double *S);
+/* M [dh][dk] = G [dh][dk] (S [dk][dk] + lambda I)^-1 for one head, solved in
+ * double; SA_EDATA if S + lambda I is not positive definite. */
+int sa_memory_read(const float *G, const float *S, int dh, int dk, double lambda, float *M);
+
+/* Training: the sums in float, keeping what the backward needs:
+ * u, phi [n][Hk][dk], beta [n][Hk]; G, S as above (overwritten). */
+int sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float *V, int n,
+    float *u, float *phi, float *beta, float *G, float *S);
+/* Gradients of the parameters (added into gr, shaped as the parameters)
+ * from dM [Hk][dh][dk], the gradient of the read-out. */
+typedef struct sa_memory_grads { float *P, *p, *w, *c; } sa_memory_grads;
+int sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float *V, int n,
+    const float *u, const float *phi, const float *beta, const float *G, const float *S,
+    double lambda, const float *dM, sa_memory_grads *gr);
+/* M [Hk][dh][dk] laid out as the side path's H [Hk*dk][Hk*dh] (block
+ * diagonal), and the gradient of H back onto M (added into dM). */
+void sa_memory_side(const float *M, int Hk, int dh, int dk, float *H);
+void sa_memory_side_backward(const float *dH, int Hk, int dh, int dk, float *dM);
+
 /* --------------------------------------------------------------- adapter */
 
 /*
@@ -698,12 +762,6 @@ int sa_adapter_check(const sa_adapter *a, const sa_model *model);
 
 #define SA_DELTA_MAGIC "SADELTA"   /* with its NUL: a delta's first 8 bytes */
 
-/* A source absorbed into a delta. */
-typedef struct sa_source {
-	char *name;
-	uint64_t hash;           /* sa_hash64 of its bytes */
-} sa_source;
-
 /*
  * A context state (sa-delta(5)): for every (l, m) in mats, in order of l then m,
  *   h [Hk][r][dh] and P [Hk][r].
@@ -755,6 +813,149 @@ int sa_delta_combine(sa_delta **out, sa_delta *const *d, const double *w, int n)
 
 /* Header as text (human) or one JSON object (json = 1), newline-terminated. */
 void sa_delta_print(const sa_delta *d, FILE *fp, int json);
+
+/* --------------------------------------------------------------- encoder */
+
+typedef struct sa_encoder sa_encoder;
+
+/* Encoder over model (run without any delta) into adapter a's state.
+ * start: NULL for an empty state, or a delta to continue (--append). */
+int sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_delta *start);
+void sa_encoder_free(sa_encoder *e);
+/* Absorb one segment of tokens (at most the context length); the KV cache is
+ * reset before it, so positions start at 0.  n_demos counts what it holds. */
+int sa_encoder_feed(sa_encoder *e, const int *toks, int n, int n_demos);
+/* The state so far (owned by the encoder; clone to keep). */
+sa_delta *sa_encoder_delta(sa_encoder *e);
+/* Record a source (name and sa_hash64 of its bytes) in the state's list. */
+int sa_encoder_add_source(sa_encoder *e, const char *name, uint64_t hash);
+
+/*
+ * The context mapping of one (layer, matrix) over one segment of n tokens,
+ * the kernel sa_encoder_feed runs in its forward hook:
+ *   k, v [n][Hk*dh]     keys (before RoPE) and values, head h at h*dh
+ *   h    [Hk][r][dh]    state, updated in place: chunks of the adapter's C,
+ *   P    [Hk][r]        S = softmax(Q K^T/sqrt(dh)) V, a = sigmoid(g.S + b),
+ *                       h = a*h + S, P = P*a
+ * Computed in double in a fixed order: the result does not depend on the
+ * number of threads or the CPU's vector extensions.  SA_EINTERNAL on OOM.
+ */
+int sa_context_map(const sa_adapter *a, int layer, int mat, const float *k,
+    const float *v, int n, double *h, double *P);
+
+/* ----------------------------------------------------------------- cache */
+
+/*
+ * A content-addressed cache of encodings (sa-cache(1)).  An entry is the
+ * delta DIR/KEY.delta, KEY 32 hex digits of a SHA-256 over what the state
+ * depends on: the library version, the model and adapter fingerprints, the
+ * model's tokenizer.* metadata, the segment length, the template, and each
+ * input's format and bytes (not its name).  Entries are written through a
+ * temporary file renamed into place: processes encoding one key at once
+ * leave one whole entry.  A process that misses holds the key's lock while
+ * it encodes and stores, so that the others wait and then hit.
+ */
+#define SA_CACHE_KEY_LEN 32
+
+/* dir if given, else $SA_CACHE_DIR if set, else NULL: no cache. */
+const char *sa_cache_dir(const char *dir);
+/* $SA_CACHE_DIR, else $XDG_CACHE_HOME/sa, else $HOME/.cache/sa (malloc'd). */
+char *sa_cache_default_dir(void);
+/* 1 for an entry's file name, 2 for an entry's temporary or lock file,
+ * 0 otherwise. */
+int sa_cache_name_kind(const char *name);
+
+/*
+ * The key of encoding files (formats[i] each, resolved; "-" = stdin, whose
+ * bytes are stdin_data, see sa_demos_formats) through model m and adapter
+ * a, with template tmpl, in segments of n_ctx tokens.  Files are read as a
+ * stream.
+ */
+int sa_cache_key(char key[SA_CACHE_KEY_LEN + 1], const sa_model *m, const sa_adapter *a,
+    int n_ctx, const char *tmpl, char *const *files, const int *formats, int n,
+    const char *stdin_data, size_t stdin_len);
+/*
+ * Look key up in dir.  Hit: SA_OK, and *d with its sources named after
+ * files, params and adapter_path NULL (the caller's to set); the entry's
+ * time becomes its last use (sa-cache prune).  Miss: SA_ENOINPUT.  Entry
+ * damaged (sa_delta_load fails: CRC, truncation) or of other inputs:
+ * SA_EDATA "cache entry PATH: ..."; encoding again and sa_cache_put
+ * replace it.
+ */
+int sa_cache_get(const char *dir, const char *key, const sa_model *m, const sa_adapter *a,
+    char *const *files, int n, sa_delta **d);
+/* Store d as the entry of key (dir made if missing). */
+int sa_cache_put(const char *dir, const char *key, const sa_delta *d);
+
+/* Receives what the caller may want to report: a damaged entry replaced,
+ * an entry that could not be stored (neither fails the encoding). */
+typedef void (*sa_cache_note)(void *ctx, const char *msg);
+/*
+ * The lock of key, DIR/.KEY.lock (flock(2); dir made if missing), for a
+ * miss: take it, look again (another process may have stored the entry
+ * meanwhile), encode, sa_cache_put, sa_cache_unlock.  Blocks while another
+ * process holds it, after telling waiting(ctx, msg) if given.  Returns
+ * the descriptor for sa_cache_unlock, or -1 when the cache cannot be
+ * written: the encoding then goes on unlocked.
+ */
+int sa_cache_lock(const char *dir, const char *key, sa_cache_note waiting, void *ctx);
+void sa_cache_unlock(const char *dir, const char *key, int fd);
+
+/* ------------------------------------------------------- encoding files */
+
+/* An encoding's progress: the segment just fed, of an input. */
+typedef struct sa_encode_step {
+	const char *source;      /* the input's name ("stdin" for "-") */
+	const sa_segment *seg;
+	int i, n_segs;           /* seg is segment i of the input's n_segs */
+	long done, total;        /* the input's tokens fed so far, and in all */
+} sa_encode_step;
+typedef void (*sa_encode_fn)(void *ctx, const sa_encode_step *s);
+
+/* Segments segs[0..n) into e, in order; step(ctx, ...) after each when not
+ * NULL, naming source. */
+int sa_encoder_feed_segments(sa_encoder *e, const sa_segment *segs, int n, const char *source,
+    sa_encode_fn step, void *ctx);
+/* d's demonstrations in segments of n_ctx tokens (sa_demos_segment) into e,
+ * then d as a source of the state; step(ctx, ...) after each segment when
+ * not NULL. */
+int sa_encoder_feed_demos(sa_encoder *e, const sa_demos *d, int n_ctx, sa_encode_fn step,
+    void *ctx);
+
+/* How files become a delta (sa-encode(1)). */
+typedef struct sa_encoding {
+	char *const *files;      /* [n] "-" = stdin */
+	const int *formats;      /* [n] resolved, by sa_demos_formats */
+	int n;
+	const char *stdin_data;  /* the bytes of "-", read by sa_demos_formats */
+	size_t stdin_len;
+	const char *tmpl;        /* the record template */
+	int n_ctx;               /* tokens per segment */
+	const sa_delta *start;   /* a state to continue (--append), or NULL */
+	const char *cache_dir;   /* the cache, or NULL; never with start */
+	sa_encode_fn step;       /* after each segment, or NULL */
+	sa_cache_note note;      /* a damaged entry replaced, an entry not stored */
+	sa_cache_note detail;    /* cache miss, waiting for another encoding, hit */
+	void *ctx;               /* of step, note and detail (each may be NULL) */
+} sa_encoding;
+
+/*
+ * The files' demonstrations fed to an encoder from start (NULL: an empty
+ * state) over model m (no delta applied) and adapter a, or the delta from
+ * the cache when it holds the key (*hit = 1); a miss is stored.  The delta
+ * records a's path made absolute and the encoding's parameters after
+ * start's (sa_demos_params, sa_delta_join_params); *out is the caller's.
+ */
+int sa_encode_files(sa_delta **out, sa_model *m, const sa_adapter *a, const sa_encoding *e,
+    int *hit);
+/*
+ * The delta "sa-encode -m M -a A [-F FORMAT] FILE..." makes with its
+ * defaults (format SA_DEMOS_AUTO: each file's resolved, the default
+ * template, the model's context), through the cache in dir (NULL: the
+ * default, sa_cache_default_dir).
+ */
+int sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *a,
+    char *const *files, int n, int format, int *hit, sa_cache_note note, void *ctx);
 
 /* ------------------------------------------------------- applying deltas */
 
@@ -808,119 +1009,252 @@ int sa_deltas_add(sa_deltas *ds, sa_delta *d, double s, const char *name);
 int sa_deltas_apply(sa_model *m, const sa_deltas *ds, int merged);
 void sa_deltas_free(sa_deltas *ds);
 
-/* --------------------------------------------------------------- encoder */
-
-typedef struct sa_encoder sa_encoder;
-
-/* Encoder over model (run without any delta) into adapter a's state.
- * start: NULL for an empty state, or a delta to continue (--append). */
-int sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_delta *start);
-void sa_encoder_free(sa_encoder *e);
-/* Absorb one segment of tokens (at most the context length); the KV cache is
- * reset before it, so positions start at 0.  n_demos counts what it holds. */
-int sa_encoder_feed(sa_encoder *e, const int *toks, int n, int n_demos);
-/* The state so far (owned by the encoder; clone to keep). */
-sa_delta *sa_encoder_delta(sa_encoder *e);
-/* Record a source (name and sa_hash64 of its bytes) in the state's list. */
-int sa_encoder_add_source(sa_encoder *e, const char *name, uint64_t hash);
+/* ---------------------------------------------------------------- export */
 
 /*
- * The context mapping of one (layer, matrix) over one segment of n tokens,
- * the kernel sa_encoder_feed runs in its forward hook:
- *   k, v [n][Hk*dh]     keys (before RoPE) and values, head h at h*dh
- *   h    [Hk][r][dh]    state, updated in place: chunks of the adapter's C,
- *   P    [Hk][r]        S = softmax(Q K^T/sqrt(dh)) V, a = sigmoid(g.S + b),
- *                       h = a*h + S, P = P*a
- * Computed in double in a fixed order: the result does not depend on the
- * number of threads or the CPU's vector extensions.  SA_EINTERNAL on OOM.
+ * Deltas as a plain LoRA adapter for other tools (sa-export(1)).  Several
+ * deltas of one adapter are summed in the state space first, h = sum_i s_i
+ * h_i, so that each matrix gets exactly Delta W = W1 h^T W2 = B A with
+ * B = W1 h^T [d_out][r] and A = W2 [r][d_in]; factors are never scaled and
+ * added separately.  Every check of sa_delta_apply applies.
  */
-int sa_context_map(const sa_adapter *a, int layer, int mat, const float *k,
-    const float *v, int n, double *h, double *P);
 
-/* -------------------------------------------------------- demonstrations */
+/* llama.cpp LoRA GGUF: blk.L.<mat>.weight.lora_a (ne {d_in, r}) and .lora_b
+ * (ne {r, d_out}), F32, adapter.lora.alpha = 0, which llama.cpp reads as
+ * "no alpha/rank factor": its scale is then exactly the user's.  "-" = stdout. */
+int sa_export_llama(const sa_model *m, const sa_adapter *a, sa_delta *const *d,
+    const double *scale, int n, const char *path);
+/* PEFT directory: adapter_config.json (lora_alpha = r: scaling 1) and
+ * adapter_model.safetensors (F32), written to a temporary directory and
+ * renamed into place.  For llama, the rows of q and k lora_B are put back
+ * in Hugging Face order (see sa_rows_gguf_to_hf). */
+int sa_export_peft(const sa_model *m, const sa_adapter *a, sa_delta *const *d,
+    const double *scale, int n, const char *base_model, const char *dir);
+/* Rows [n_head*d_head][cols] of a llama q or k projection: llama.cpp's
+ * converter interleaves the two halves of every head for its RoPE
+ * (HF row h*dh + j*dh/2 + i becomes GGUF row h*dh + 2*i + j); these undo
+ * and redo that.  src and dst must not overlap. */
+void sa_rows_gguf_to_hf(const float *src, float *dst, int n_head, int d_head, int cols);
+void sa_rows_hf_to_gguf(const float *src, float *dst, int n_head, int d_head, int cols);
 
-/* Input formats of sa-encode(1); AUTO: from the name or the content. */
-enum { SA_DEMOS_AUTO = -1, SA_DEMOS_TEXT = 0, SA_DEMOS_TSV = 1, SA_DEMOS_JSONL = 2 };
-
-/* Default record template, in the template language (escapes unexpanded). */
-#define SA_DEMOS_TEMPLATE "{input} -> {label}\\n"
-
-typedef struct sa_demo {
-	char *text;          /* rendered, NUL-terminated (may contain NUL: see len) */
-	size_t len;
-	long line;           /* line of the record in its source (1 for plain text) */
-} sa_demo;
-
-/* The demonstrations of one input file, rendered. */
-typedef struct sa_demos {
-	sa_source source;    /* name ("stdin" for "-") and sa_hash64 of the bytes */
-	int format;          /* SA_DEMOS_*; plain text is one stream, not records */
-	int n;
-	sa_demo *demo;
-} sa_demos;
-
-/* "text", "tsv", "jsonl"; and back (-1 if unknown). */
-const char *sa_demos_format_name(int format);
-int sa_demos_format_from_name(const char *name);
-/*
- * The format of the demonstrations in path ("-": stdin) when *format is
- * SA_DEMOS_AUTO, by the rules of sa-encode(1): the extension in any case
- * (.tsv; .jsonl, .json; .txt), else the first non-blank line (a JSON
- * object; a TSV header naming the fields of tmpl; else text).  data: the
- * bytes when read already (stdin), else NULL and the file's start is read.
- * CSV, bytes that are not text, a line that could be either: SA_EDATA
- * "name: ...".
- */
-int sa_demos_format_resolve(const char *path, const char *data, size_t len,
-    const char *tmpl, int *format);
-/*
- * formats[i] of files[0..n): forced unless SA_DEMOS_AUTO, else resolved.
- * "-" is read here, once, into *stdin_data (malloc'd; NULL without "-"),
- * for sa_demos_read and sa_cache_key; a second "-" is SA_EUSAGE.
- */
-int sa_demos_formats(char *const *files, int n, int forced, const char *tmpl,
-    int *formats, char **stdin_data, size_t *stdin_len);
-/* What a delta's params say of an encoding: "format=tsv context=N
- * template=..." with each format once, in order (malloc'd; NULL on OOM). */
-char *sa_demos_params(const int *formats, int n, int n_ctx, const char *tmpl);
-
-/* {field} substitution with \n \t \r \\ \{ \} escapes; SA_EUSAGE
- * "template: ..." if malformed. */
-int sa_template_check(const char *tmpl);
+/* ------------------------------------------------------------ evaluation */
 
 /*
- * Parse a file's bytes.  TSV: a header row names the fields; JSON Lines: one
- * object per line.  Each record is rendered through tmpl (NULL: the default);
- * blank lines are skipped.  A bad record or one missing a field the template
- * uses: SA_EDATA "name:LINE: ...".  Plain text: one demo holding all of it.
+ * A task of sa-eval(1): a directory with train.tsv, dev.tsv and test.tsv,
+ * each headed by a row naming (at least) the columns input and label.
  */
-int sa_demos_parse(sa_demos **out, const char *name, const char *data, size_t len,
-    int format, const char *tmpl);
-/* The demonstrations of path ("-" = stdin) in a resolved format: its bytes
- * are data when not NULL (stdin, read once), else read here.  Parsed as
- * sa_demos_parse does; none at all is SA_EDATA "name: no demonstrations". */
-int sa_demos_read(sa_demos **out, const char *path, const char *data, size_t len,
-    int format, const char *tmpl);
-void sa_demos_free(sa_demos *d);
+typedef struct sa_example {
+	char *input, *label;
+	long line;               /* in its file */
+} sa_example;
 
-/* Tokens the encoder takes in one forward pass from position 0. */
-typedef struct sa_segment {
-	int *toks;
-	int n;               /* <= n_ctx, BOS included */
-	int n_demos;         /* records it holds (0 for plain text) */
-	long line;           /* source line where it starts */
-} sa_segment;
+typedef struct sa_task {
+	char *name;              /* the directory's last component */
+	char *dir;
+	sa_example *train;       /* DIR/train.tsv: where demonstrations come from */
+	sa_example *eval;        /* DIR/<split>.tsv: the queries */
+	int n_train, n_eval;
+	char **labels;           /* distinct labels of train, in order of first use */
+	int n_labels;
+} sa_task;
+
+/* No such directory or file: SA_ENOINPUT; a file without both columns, or
+ * without rows: SA_EDATA "DIR/x.tsv:LINE: ...". */
+int sa_task_load(sa_task **out, const char *dir, const char *split);
+void sa_task_free(sa_task *t);
+
+/* How a task is scored: candidate labels by likelihood, or greedy decoding. */
+enum { SA_KIND_AUTO = -1, SA_KIND_CLASS = 0, SA_KIND_GEN = 1 };
+
+/* One task's entry in a split file. */
+typedef struct sa_split_entry {
+	char *task;
+	int seen;                /* 1: the adapter was trained on it; 0: unseen */
+	int kind;                /* SA_KIND_*; AUTO when the file does not say */
+	char **labels;           /* the classes a "labels" column lists (a|b|c) */
+	int n_labels;            /* 0: not listed */
+} sa_split_entry;
 
 /*
- * Tokenize and pack into segments of at most n_ctx tokens, each starting
- * with BOS when the vocab adds one.  Records are tokenized one by one and
- * packed greedily in order, never split; one that alone exceeds n_ctx is
- * SA_EDATA "name:LINE: ...".  Plain text is tokenized whole and cut at the
- * last line boundary that fits (at a token boundary inside an over-long line).
+ * A split file.  TSV: lines "task<TAB>seen|unseen[<TAB>class|gen]", or
+ * columns named by a header row "task<TAB>...", of which "split" (or "set"),
+ * "kind" and "labels" are read.  Markdown: table rows whose first cell is
+ * the task and another cell "seen" or "unseen" (else the set is the one the
+ * last heading names, as in "## Unseen tasks"); a cell starting "class" or
+ * "gen" gives the kind.  Other lines are prose.  A TSV row without a set or
+ * with an unknown kind: SA_EDATA "path:LINE: ..."; a file that is not UTF-8
+ * text: SA_EDATA.
  */
-int sa_demos_segment(const sa_demos *d, const sa_vocab *v, int n_ctx,
-    sa_segment **segs, int *n_segs);
-void sa_segments_free(sa_segment *segs, int n);
+int sa_split_read(const char *path, sa_split_entry **out, int *n);
+void sa_split_free(sa_split_entry *s, int n);
+
+/*
+ * The demonstrations ex[idx[0..n)] through the default template, as
+ * sa_demos_parse gives them (for sa_demos_segment).  name: the source.
+ */
+int sa_demos_from_examples(sa_demos **out, const char *name, const sa_example *ex,
+    const int *idx, int n);
+
+/*
+ * An example under the default template, tokenized as sa-encode and
+ * sa-train do it (no BOS): the query "{input} ->" and, per candidate label,
+ * the record "{input} -> {label}\n".  A prompt ends with the query's first
+ * n_prefix tokens (the part every record shares with the query), and
+ * candidate i's answer is its record's tokens after them.
+ */
+typedef struct sa_qa {
+	int *query;              /* [n_query] */
+	int n_query, n_prefix;
+	int n_cand;
+	int **answer;            /* [n_cand][n_answer[i]] */
+	int *n_answer;
+} sa_qa;
+
+int sa_qa_build(sa_qa *q, const sa_vocab *v, const char *input,
+    const char *const *labels, int n_labels);
+void sa_qa_free(sa_qa *q);
+
+/* -------------------------------------------------- evaluation protocol */
+
+/*
+ * sa-eval(1)'s three measurements: accuracy on tasks of zero-shot, ICL
+ * with k demonstrations, and deltas of the same k and of K (sa_eval_tasks);
+ * perplexity of text segments given nothing, the previous segment in the
+ * prompt, a delta of it, a delta of the M previous ones (sa_eval_text);
+ * recall of random word -> label mappings as the pairs grow, zero-shot,
+ * ICL, then a delta per adapter (sa_eval_map).  Every method sees the
+ * same tokens: an ICL prompt is BOS + demonstrations + query, and a delta
+ * is encoded from the same demonstrations packed as sa-encode packs them.
+ */
+enum { SA_RENAME_SWAP = 1, SA_RENAME_POOL = 2 };
+
+typedef struct sa_eval_opts {
+	/* tasks */
+	const char *split;         /* queries from "test" or "dev" */
+	const char *split_file;    /* sa_split_read's; NULL: TASKS.tsv beside the
+	                            * first task, unless seen or unseen is given */
+	const char *seen, *unseen; /* comma-separated task names, or NULL */
+	int k;                     /* demonstrations of ICL and of the delta */
+	int K;                     /* of the large delta; 0: 4 times those that fit */
+	int max_labels;            /* classify a task with at most this many labels */
+	int max_new;               /* tokens generated per answer */
+	int rename;                /* classification tasks with other label words:
+	                            * SA_RENAME_SWAP, SA_RENAME_POOL (from
+	                            * pool/labels.txt), 0 none */
+	/* text */
+	int segment;               /* tokens per segment */
+	int many;                  /* segments in the large delta (M) */
+	/* map */
+	const char *pool;          /* directory of words.txt and labels.txt */
+	const int *pairs;          /* numbers of pairs, a row each */
+	int n_pairs;
+	int repeat;                /* times each pair is shown */
+	int episodes;              /* mappings drawn per number of pairs */
+	/* all */
+	int limit;                 /* queries per task or episode, passages per
+	                            * text (0: all) */
+	uint64_t seed;             /* draws of demonstrations and mappings */
+	double scale;              /* of the deltas */
+} sa_eval_opts;
+
+/* sa-eval's defaults: test, k 16, K 0, 32 labels, 32 tokens, segments of
+ * 128, M 8, pairs 1, 2, 4 ... 256, shown once, 4 episodes, seed 1, scale 1. */
+void sa_eval_opts_default(sa_eval_opts *o);
+/* SA_EUSAGE "task 'x' is in both --seen and --unseen". */
+int sa_eval_opts_check(const sa_eval_opts *o);
+
+/* One query (a passage, for text) under one method, as it is answered. */
+typedef struct sa_eval_record {
+	const char *task;          /* task name; text: the file; map: NULL */
+	const char *method;        /* key of the method (sa_eval_table.method[m]) */
+	int m;
+	int k;                     /* tasks: demonstrations the method saw */
+	int pairs, episode;        /* map: the mapping */
+	int index;                 /* row of the task's split (from 0); text: the
+	                            * segment; map: the pair */
+	int i, n;                  /* i-th (from 0) of the n queries of this run */
+	const char *input, *gold, *prediction;   /* tasks and map */
+	int correct;
+	int tokens;                /* text: tokens scored */
+	double logprob;            /* text: their log-probability */
+	double time;               /* seconds; text: with the delta's encoding */
+	size_t kv_bytes;           /* KV cache at its fullest */
+} sa_eval_record;
+
+/* What a method spent, summed over its queries (or passages). */
+typedef struct sa_eval_cost {
+	double time, kv, prompt;   /* seconds, KV-cache bytes, prompt tokens */
+	long n;
+	double enc_time;           /* seconds encoding and merging deltas */
+	long n_enc;                /* deltas */
+} sa_eval_cost;
+
+/* A row of the table: a task, a text file or a number of pairs. */
+typedef struct sa_eval_row {
+	char *name;                /* task or text file; NULL for map */
+	int set;                   /* tasks: 1 seen, 0 unseen, -1 neither */
+	int kind;                  /* tasks: SA_KIND_CLASS or SA_KIND_GEN */
+	int n;                     /* queries of a task, passages of a text, pairs */
+	int k, K;                  /* tasks: as used (train may hold fewer) */
+	int records;               /* map: records in the context */
+	double tokens;             /* text: tokens scored; map: tokens of the
+	                            * context, mean over the episodes */
+	double *score;             /* [n_methods]: accuracy in % (tasks, map) or
+	                            * perplexity (text); NAN: not applicable */
+} sa_eval_row;
+
+typedef struct sa_eval_table {
+	int n_methods;
+	char **method;             /* keys: tasks "zero-shot" "icl" "sa" "sa-many";
+	                            * text "none" "prev" "delta-prev" "delta-many";
+	                            * map "zero-shot" "ICL" "<adapter file> r=<rank>" */
+	sa_eval_cost *cost;        /* [n_methods] */
+	int n_rows;
+	sa_eval_row *row;
+} sa_eval_table;
+
+void sa_eval_table_free(sa_eval_table *t);
+
+/*
+ * What a run reports as it goes, each optional (h itself may be NULL), ctx
+ * passed back: start once every input is read and checked, before the
+ * first query (the rows are planned: tasks know their queries, k and K);
+ * record after each query (the record and its strings live for the call);
+ * row once row i is scored; note a warning (verbose 0) or what -v shows
+ * (verbose 1).
+ */
+typedef struct sa_eval_hooks {
+	void (*start)(void *ctx, const sa_eval_table *t);
+	void (*record)(void *ctx, const sa_eval_record *r);
+	void (*row)(void *ctx, const sa_eval_table *t, int i);
+	void (*note)(void *ctx, int verbose, const char *msg);
+	void *ctx;
+} sa_eval_hooks;
+
+/*
+ * Each runs over its own session of model m, merging deltas into m and
+ * leaving it reset, and gives the table in *out (the caller's to free;
+ * NULL on failure).  A bad input is found before start: task directories
+ * and split files as sa_task_load and sa_split_read say, a seen or unseen
+ * name that is no task (SA_EUSAGE), a query or demonstration that cannot
+ * fit the context (SA_EDATA); a segment longer than the context, more pairs
+ * than words (SA_EUSAGE); an empty pool file (SA_EDATA).  A text file too
+ * short for M + 1 segments: SA_EDATA when its row comes.  Text files are
+ * read through sa_file_read_gz and tokenized line by line, as sa-train
+ * reads text.
+ */
+int sa_eval_tasks(sa_eval_table **out, sa_model *m, const sa_adapter *a, char *const *dirs,
+    int n, const sa_eval_opts *o, const sa_eval_hooks *h);
+int sa_eval_text(sa_eval_table **out, sa_model *m, const sa_adapter *a, char *const *files,
+    int n, const sa_eval_opts *o, const sa_eval_hooks *h);
+int sa_eval_map(sa_eval_table **out, sa_model *m, sa_adapter *const *a, int n_adapters,
+    const sa_eval_opts *o, const sa_eval_hooks *h);
+/*
+ * Tasks: the mean score of method m over the rows of a set (1 seen, 0
+ * unseen, -1 every row), over those where the method applies; NAN if it
+ * applies to none.  *n: rows of the set; *partial: 1 if some lack a score.
+ */
+double sa_eval_mean(const sa_eval_table *t, int set, int m, int *n, int *partial);
 
 /* -------------------------------------------------------------- training */
 
@@ -1155,389 +1489,105 @@ int sa_trainer_checkpoint(const sa_trainer *t, const char *path);
  * of another mode or size: SA_EDATA, the trainer unchanged. */
 int sa_trainer_resume(sa_trainer *t, const char *path);
 
-/* ---------------------------------------------------------------- export */
+/* --------------------------------------------------------- output files */
 
 /*
- * Deltas as a plain LoRA adapter for other tools (sa-export(1)).  Several
- * deltas of one adapter are summed in the state space first, h = sum_i s_i
- * h_i, so that each matrix gets exactly Delta W = W1 h^T W2 = B A with
- * B = W1 h^T [d_out][r] and A = W2 [r][d_in]; factors are never scaled and
- * added separately.  Every check of sa_delta_apply applies.
+ * An output written to a temporary file in the target's directory and
+ * renamed into place on commit, so an interrupted run leaves either the old
+ * file or the new one, never half of one.  Path "-" is stdout (no rename).
+ * A symbolic link is followed: its target is replaced and the link stays.
+ * Temporary names are registered so that sa_outfile_install_signals() can
+ * unlink them on SIGINT/SIGTERM/SIGHUP before the process dies.
  */
+typedef struct sa_outfile {
+	FILE *fp;
+	char *path;  /* final name (NULL for stdout) */
+	char *tmp;   /* temporary name (NULL for stdout) */
+} sa_outfile;
 
-/* llama.cpp LoRA GGUF: blk.L.<mat>.weight.lora_a (ne {d_in, r}) and .lora_b
- * (ne {r, d_out}), F32, adapter.lora.alpha = 0, which llama.cpp reads as
- * "no alpha/rank factor": its scale is then exactly the user's.  "-" = stdout. */
-int sa_export_llama(const sa_model *m, const sa_adapter *a, sa_delta *const *d,
-    const double *scale, int n, const char *path);
-/* PEFT directory: adapter_config.json (lora_alpha = r: scaling 1) and
- * adapter_model.safetensors (F32), written to a temporary directory and
- * renamed into place.  For llama, the rows of q and k lora_B are put back
- * in Hugging Face order (see sa_rows_gguf_to_hf). */
-int sa_export_peft(const sa_model *m, const sa_adapter *a, sa_delta *const *d,
-    const double *scale, int n, const char *base_model, const char *dir);
-/* Rows [n_head*d_head][cols] of a llama q or k projection: llama.cpp's
- * converter interleaves the two halves of every head for its RoPE
- * (HF row h*dh + j*dh/2 + i becomes GGUF row h*dh + 2*i + j); these undo
- * and redo that.  src and dst must not overlap. */
-void sa_rows_gguf_to_hf(const float *src, float *dst, int n_head, int d_head, int cols);
-void sa_rows_hf_to_gguf(const float *src, float *dst, int n_head, int d_head, int cols);
+int sa_outfile_open(sa_outfile *o, const char *path);   /* SA_ECANTCREAT */
+int sa_outfile_commit(sa_outfile *o);                   /* SA_EIO; closes */
+void sa_outfile_abort(sa_outfile *o);                   /* unlink tmp; closes */
+void sa_outfile_install_signals(void);
+/* fflush+fclose(stdout) with error check; SA_EIO "stdout: ..." on failure. */
+int sa_stdout_close(void);
 
-/* ----------------------------------------------------------------- cache */
+/* Read a whole file ("-" = stdin) into memory, NUL-terminated (not counted in *len). */
+int sa_file_read(const char *path, char **data, size_t *len);
+/* The same, and gzip data is read decompressed (plain text stays as it is):
+ * SA_EDATA "path: ..." for a damaged stream. */
+int sa_file_read_gz(const char *path, char **data, size_t *len);
+
+/* Seconds on the monotonic clock, for rates and timings. */
+double sa_now(void);
+
+/* --------------------------------------------------------------- hashing */
+
+/* 64-bit FNV-1a, chainable: h = sa_hash64(h, p, n); start with SA_HASH64_INIT. */
+#define SA_HASH64_INIT 0xcbf29ce484222325ULL
+uint64_t sa_hash64(uint64_t h, const void *p, size_t n);
+/* CRC-32 (zlib's polynomial), chainable from 0. */
+uint32_t sa_crc32(uint32_t crc, const void *p, size_t n);
+
+/* ------------------------------------------------------- random numbers */
 
 /*
- * A content-addressed cache of encodings (sa-cache(1)).  An entry is the
- * delta DIR/KEY.delta, KEY 32 hex digits of a SHA-256 over what the state
- * depends on: the library version, the model and adapter fingerprints, the
- * model's tokenizer.* metadata, the segment length, the template, and each
- * input's format and bytes (not its name).  Entries are written through a
- * temporary file renamed into place: processes encoding one key at once
- * leave one whole entry.  A process that misses holds the key's lock while
- * it encodes and stores, so that the others wait and then hit.
+ * SplitMix64, the library's one generator: the next draw of the stream *s,
+ * the same on every machine.  Any 64-bit value seeds it.  The uniforms
+ * below take the top 53 bits k of one draw; each is some caller's, kept so
+ * that its numbers stay what they were.
  */
-#define SA_CACHE_KEY_LEN 32
+uint64_t sa_splitmix64(uint64_t *s);
+/* k * 2^-53, in [0, 1): sampling, the training data, sa_rng_unif. */
+double sa_unif(uint64_t *s);
+/* (k + 1/2) * 2^-53, in (0, 1), never 0: an adapter's Box-Muller. */
+double sa_unif_mid(uint64_t *s);
+/* (k + 1) * 2^-53, in (0, 1], never 0: the trainer's Box-Muller. */
+double sa_unif_pos(uint64_t *s);
+/* floor(sa_unif(s) * n), for n > 0; 0 otherwise: the training data's. */
+long sa_unif_below(uint64_t *s, long n);
 
-/* dir if given, else $SA_CACHE_DIR if set, else NULL: no cache. */
-const char *sa_cache_dir(const char *dir);
-/* $SA_CACHE_DIR, else $XDG_CACHE_HOME/sa, else $HOME/.cache/sa (malloc'd). */
-char *sa_cache_default_dir(void);
-/* 1 for an entry's file name, 2 for an entry's temporary or lock file,
- * 0 otherwise. */
-int sa_cache_name_kind(const char *name);
+/* A stream as a value: { seed }. */
+typedef struct sa_rng {
+	uint64_t s;
+} sa_rng;
 
-/*
- * The key of encoding files (formats[i] each, resolved; "-" = stdin, whose
- * bytes are stdin_data, see sa_demos_formats) through model m and adapter
- * a, with template tmpl, in segments of n_ctx tokens.  Files are read as a
- * stream.
- */
-int sa_cache_key(char key[SA_CACHE_KEY_LEN + 1], const sa_model *m, const sa_adapter *a,
-    int n_ctx, const char *tmpl, char *const *files, const int *formats, int n,
-    const char *stdin_data, size_t stdin_len);
-/*
- * Look key up in dir.  Hit: SA_OK, and *d with its sources named after
- * files, params and adapter_path NULL (the caller's to set); the entry's
- * time becomes its last use (sa-cache prune).  Miss: SA_ENOINPUT.  Entry
- * damaged (sa_delta_load fails: CRC, truncation) or of other inputs:
- * SA_EDATA "cache entry PATH: ..."; encoding again and sa_cache_put
- * replace it.
- */
-int sa_cache_get(const char *dir, const char *key, const sa_model *m, const sa_adapter *a,
-    char *const *files, int n, sa_delta **d);
-/* Store d as the entry of key (dir made if missing). */
-int sa_cache_put(const char *dir, const char *key, const sa_delta *d);
+uint64_t sa_rng_next(sa_rng *r);      /* sa_splitmix64(&r->s) */
+double sa_rng_unif(sa_rng *r);        /* sa_unif(&r->s) */
+/* sa_rng_next(r) % n, for n > 0; 0 otherwise.  (Not sa_unif_below,
+ * which draws other numbers.) */
+long sa_rng_below(sa_rng *r, long n);
 
-/* Receives what the caller may want to report: a damaged entry replaced,
- * an entry that could not be stored (neither fails the encoding). */
-typedef void (*sa_cache_note)(void *ctx, const char *msg);
-/*
- * The lock of key, DIR/.KEY.lock (flock(2); dir made if missing), for a
- * miss: take it, look again (another process may have stored the entry
- * meanwhile), encode, sa_cache_put, sa_cache_unlock.  Blocks while another
- * process holds it, after telling waiting(ctx, msg) if given.  Returns
- * the descriptor for sa_cache_unlock, or -1 when the cache cannot be
- * written: the encoding then goes on unlocked.
- */
-int sa_cache_lock(const char *dir, const char *key, sa_cache_note waiting, void *ctx);
-void sa_cache_unlock(const char *dir, const char *key, int fd);
-/* ------------------------------------------------------- encoding files */
+/* ------------------------------------------------------------------ JSON */
 
-/* An encoding's progress: the segment just fed, of an input. */
-typedef struct sa_encode_step {
-	const char *source;      /* the input's name ("stdin" for "-") */
-	const sa_segment *seg;
-	int i, n_segs;           /* seg is segment i of the input's n_segs */
-	long done, total;        /* the input's tokens fed so far, and in all */
-} sa_encode_step;
-typedef void (*sa_encode_fn)(void *ctx, const sa_encode_step *s);
+/* A small JSON value tree (RFC 8259), enough for JSON Lines requests. */
+enum { SA_JSON_NULL, SA_JSON_BOOL, SA_JSON_NUM, SA_JSON_STR, SA_JSON_ARR, SA_JSON_OBJ };
+typedef struct sa_json {
+	int type;
+	double num;              /* NUM, BOOL (0/1) */
+	char *str;               /* STR, NUL-terminated UTF-8 (may contain NUL: see len) */
+	size_t len;
+	struct sa_json *items;   /* ARR elements, OBJ values */
+	char **keys;             /* OBJ keys */
+	size_t n;
+	const char *raw;         /* the value's own text in the parsed text, */
+	size_t raw_len;          /* valid while that text is */
+} sa_json;
 
-/* d's demonstrations in segments of n_ctx tokens (sa_demos_segment) into e,
- * then d as a source of the state; step(ctx, ...) after each segment when
- * not NULL. */
-int sa_encoder_feed_demos(sa_encoder *e, const sa_demos *d, int n_ctx, sa_encode_fn step,
-    void *ctx);
-
-/* How files become a delta (sa-encode(1)). */
-typedef struct sa_encoding {
-	char *const *files;      /* [n] "-" = stdin */
-	const int *formats;      /* [n] resolved, by sa_demos_formats */
-	int n;
-	const char *stdin_data;  /* the bytes of "-", read by sa_demos_formats */
-	size_t stdin_len;
-	const char *tmpl;        /* the record template */
-	int n_ctx;               /* tokens per segment */
-	const sa_delta *start;   /* a state to continue (--append), or NULL */
-	const char *cache_dir;   /* the cache, or NULL; never with start */
-	sa_encode_fn step;       /* after each segment, or NULL */
-	sa_cache_note note;      /* a damaged entry replaced, an entry not stored */
-	sa_cache_note detail;    /* cache miss, waiting for another encoding, hit */
-	void *ctx;               /* of step, note and detail (each may be NULL) */
-} sa_encoding;
-
-/*
- * The files' demonstrations fed to an encoder from start (NULL: an empty
- * state) over model m (no delta applied) and adapter a, or the delta from
- * the cache when it holds the key (*hit = 1); a miss is stored.  The delta
- * records a's path made absolute and the encoding's parameters after
- * start's (sa_demos_params, sa_delta_join_params); *out is the caller's.
- */
-int sa_encode_files(sa_delta **out, sa_model *m, const sa_adapter *a, const sa_encoding *e,
-    int *hit);
-/*
- * The delta "sa-encode -m M -a A [-F FORMAT] FILE..." makes with its
- * defaults (format SA_DEMOS_AUTO: each file's resolved, the default
- * template, the model's context), through the cache in dir (NULL: the
- * default, sa_cache_default_dir).
- */
-int sa_cache_encode(sa_delta **out, const char *dir, sa_model *m, const sa_adapter *a,
-    char *const *files, int n, int format, int *hit, sa_cache_note note, void *ctx);
-
-/* ------------------------------------------------------------ evaluation */
-
-/*
- * A task of sa-eval(1): a directory with train.tsv, dev.tsv and test.tsv,
- * each headed by a row naming (at least) the columns input and label.
- */
-typedef struct sa_example {
-	char *input, *label;
-	long line;               /* in its file */
-} sa_example;
-
-typedef struct sa_task {
-	char *name;              /* the directory's last component */
-	char *dir;
-	sa_example *train;       /* DIR/train.tsv: where demonstrations come from */
-	sa_example *eval;        /* DIR/<split>.tsv: the queries */
-	int n_train, n_eval;
-	char **labels;           /* distinct labels of train, in order of first use */
-	int n_labels;
-} sa_task;
-
-/* No such directory or file: SA_ENOINPUT; a file without both columns, or
- * without rows: SA_EDATA "DIR/x.tsv:LINE: ...". */
-int sa_task_load(sa_task **out, const char *dir, const char *split);
-void sa_task_free(sa_task *t);
-
-/* How a task is scored: candidate labels by likelihood, or greedy decoding. */
-enum { SA_KIND_AUTO = -1, SA_KIND_CLASS = 0, SA_KIND_GEN = 1 };
-
-/* One task's entry in a split file. */
-typedef struct sa_split_entry {
-	char *task;
-	int seen;                /* 1: the adapter was trained on it; 0: unseen */
-	int kind;                /* SA_KIND_*; AUTO when the file does not say */
-	char **labels;           /* the classes a "labels" column lists (a|b|c) */
-	int n_labels;            /* 0: not listed */
-} sa_split_entry;
-
-/*
- * A split file.  TSV: lines "task<TAB>seen|unseen[<TAB>class|gen]", or
- * columns named by a header row "task<TAB>...", of which "split" (or "set"),
- * "kind" and "labels" are read.  Markdown: table rows whose first cell is
- * the task and another cell "seen" or "unseen" (else the set is the one the
- * last heading names, as in "## Unseen tasks"); a cell starting "class" or
- * "gen" gives the kind.  Other lines are prose.  A TSV row without a set or
- * with an unknown kind: SA_EDATA "path:LINE: ..."; a file that is not UTF-8
- * text: SA_EDATA.
- */
-int sa_split_read(const char *path, sa_split_entry **out, int *n);
-void sa_split_free(sa_split_entry *s, int n);
-
-/*
- * The demonstrations ex[idx[0..n)] through the default template, as
- * sa_demos_parse gives them (for sa_demos_segment).  name: the source.
- */
-int sa_demos_from_examples(sa_demos **out, const char *name, const sa_example *ex,
-    const int *idx, int n);
-
-/*
- * An example under the default template, tokenized as sa-encode and
- * sa-train do it (no BOS): the query "{input} ->" and, per candidate label,
- * the record "{input} -> {label}\n".  A prompt ends with the query's first
- * n_prefix tokens (the part every record shares with the query), and
- * candidate i's answer is its record's tokens after them.
- */
-typedef struct sa_qa {
-	int *query;              /* [n_query] */
-	int n_query, n_prefix;
-	int n_cand;
-	int **answer;            /* [n_cand][n_answer[i]] */
-	int *n_answer;
-} sa_qa;
-
-int sa_qa_build(sa_qa *q, const sa_vocab *v, const char *input,
-    const char *const *labels, int n_labels);
-void sa_qa_free(sa_qa *q);
-
-/*
- * Scoring and greedy decoding over a session (sa_session), with whatever
- * delta is merged into the model at the time of the call.  Every call runs
- * its prompt from position 0.
- */
-typedef struct sa_evaluator sa_evaluator;
-
-int sa_evaluator_new(sa_evaluator **out, sa_model *m, int n_ctx);  /* n_ctx <= 0: model's */
-void sa_evaluator_free(sa_evaluator *e);
-int sa_evaluator_ctx(const sa_evaluator *e);
-/* KV-cache bytes at the fullest point of the last call (sa_kvcache_kv_bytes). */
-size_t sa_evaluator_kv_peak(const sa_evaluator *e);
-/*
- * logprob[i] = sum over cand[i]'s tokens of log p(token | prompt, the
- * candidate's earlier tokens).  The prompt (at least one token) runs once;
- * the cache is cut back to it for each candidate.  Prompt and candidate
- * longer than the context: SA_EDATA.
- */
-int sa_eval_continuations(sa_evaluator *e, const int *prompt, int n_prompt,
-    int *const *cand, const int *n_cand, int n, double *logprob);
-/*
- * Greedy decoding (argmax, lowest id on ties) after prompt, until a token
- * whose text holds a newline, an end-of-generation token, max_new tokens or
- * the end of the context.  *text (malloc'd, NUL-terminated) is the text
- * before the newline.
- */
-int sa_eval_generate(sa_evaluator *e, const int *prompt, int n_prompt, int max_new,
-    char **text, size_t *len);
-
-/* -------------------------------------------------- evaluation protocol */
-
-/*
- * sa-eval(1)'s three measurements: accuracy on tasks of zero-shot, ICL
- * with k demonstrations, and deltas of the same k and of K (sa_eval_tasks);
- * perplexity of text segments given nothing, the previous segment in the
- * prompt, a delta of it, a delta of the M previous ones (sa_eval_text);
- * recall of random word -> label mappings as the pairs grow, zero-shot,
- * ICL, then a delta per adapter (sa_eval_map).  Every method sees the
- * same tokens: an ICL prompt is BOS + demonstrations + query, and a delta
- * is encoded from the same demonstrations packed as sa-encode packs them.
- */
-enum { SA_RENAME_SWAP = 1, SA_RENAME_POOL = 2 };
-
-typedef struct sa_eval_opts {
-	/* tasks */
-	const char *split;         /* queries from "test" or "dev" */
-	const char *split_file;    /* sa_split_read's; NULL: TASKS.tsv beside the
-	                            * first task, unless seen or unseen is given */
-	const char *seen, *unseen; /* comma-separated task names, or NULL */
-	int k;                     /* demonstrations of ICL and of the delta */
-	int K;                     /* of the large delta; 0: 4 times those that fit */
-	int max_labels;            /* classify a task with at most this many labels */
-	int max_new;               /* tokens generated per answer */
-	int rename;                /* classification tasks with other label words:
-	                            * SA_RENAME_SWAP, SA_RENAME_POOL (from
-	                            * pool/labels.txt), 0 none */
-	/* text */
-	int segment;               /* tokens per segment */
-	int many;                  /* segments in the large delta (M) */
-	/* map */
-	const char *pool;          /* directory of words.txt and labels.txt */
-	const int *pairs;          /* numbers of pairs, a row each */
-	int n_pairs;
-	int repeat;                /* times each pair is shown */
-	int episodes;              /* mappings drawn per number of pairs */
-	/* all */
-	int limit;                 /* queries per task or episode, passages per
-	                            * text (0: all) */
-	uint64_t seed;             /* draws of demonstrations and mappings */
-	double scale;              /* of the deltas */
-} sa_eval_opts;
-
-/* sa-eval's defaults: test, k 16, K 0, 32 labels, 32 tokens, segments of
- * 128, M 8, pairs 1, 2, 4 ... 256, shown once, 4 episodes, seed 1, scale 1. */
-void sa_eval_opts_default(sa_eval_opts *o);
-/* SA_EUSAGE "task 'x' is in both --seen and --unseen". */
-int sa_eval_opts_check(const sa_eval_opts *o);
-
-/* One query (a passage, for text) under one method, as it is answered. */
-typedef struct sa_eval_record {
-	const char *task;          /* task name; text: the file; map: NULL */
-	const char *method;        /* key of the method (sa_eval_table.method[m]) */
-	int m;
-	int k;                     /* tasks: demonstrations the method saw */
-	int pairs, episode;        /* map: the mapping */
-	int index;                 /* row of the task's split (from 0); text: the
-	                            * segment; map: the pair */
-	int i, n;                  /* i-th (from 0) of the n queries of this run */
-	const char *input, *gold, *prediction;   /* tasks and map */
-	int correct;
-	int tokens;                /* text: tokens scored */
-	double logprob;            /* text: their log-probability */
-	double time;               /* seconds; text: with the delta's encoding */
-	size_t kv_bytes;           /* KV cache at its fullest */
-} sa_eval_record;
-
-/* What a method spent, summed over its queries (or passages). */
-typedef struct sa_eval_cost {
-	double time, kv, prompt;   /* seconds, KV-cache bytes, prompt tokens */
-	long n;
-	double enc_time;           /* seconds encoding and merging deltas */
-	long n_enc;                /* deltas */
-} sa_eval_cost;
-
-/* A row of the table: a task, a text file or a number of pairs. */
-typedef struct sa_eval_row {
-	char *name;                /* task or text file; NULL for map */
-	int set;                   /* tasks: 1 seen, 0 unseen, -1 neither */
-	int kind;                  /* tasks: SA_KIND_CLASS or SA_KIND_GEN */
-	int n;                     /* queries of a task, passages of a text, pairs */
-	int k, K;                  /* tasks: as used (train may hold fewer) */
-	int records;               /* map: records in the context */
-	double tokens;             /* text: tokens scored; map: tokens of the
-	                            * context, mean over the episodes */
-	double *score;             /* [n_methods]: accuracy in % (tasks, map) or
-	                            * perplexity (text); NAN: not applicable */
-} sa_eval_row;
-
-typedef struct sa_eval_table {
-	int n_methods;
-	char **method;             /* keys: tasks "zero-shot" "icl" "sa" "sa-many";
-	                            * text "none" "prev" "delta-prev" "delta-many";
-	                            * map "zero-shot" "ICL" "<adapter file> r=<rank>" */
-	sa_eval_cost *cost;        /* [n_methods] */
-	int n_rows;
-	sa_eval_row *row;
-} sa_eval_table;
-
-void sa_eval_table_free(sa_eval_table *t);
-
-/*
- * What a run reports as it goes, each optional (h itself may be NULL), ctx
- * passed back: start once every input is read and checked, before the
- * first query (the rows are planned: tasks know their queries, k and K);
- * record after each query (the record and its strings live for the call);
- * row once row i is scored; note a warning (verbose 0) or what -v shows
- * (verbose 1).
- */
-typedef struct sa_eval_hooks {
-	void (*start)(void *ctx, const sa_eval_table *t);
-	void (*record)(void *ctx, const sa_eval_record *r);
-	void (*row)(void *ctx, const sa_eval_table *t, int i);
-	void (*note)(void *ctx, int verbose, const char *msg);
-	void *ctx;
-} sa_eval_hooks;
-
-/*
- * Each runs over its own evaluator of model m, merging deltas into m and
- * leaving it reset, and gives the table in *out (the caller's to free;
- * NULL on failure).  A bad input is found before start: task directories
- * and split files as sa_task_load and sa_split_read say, a seen or unseen
- * name that is no task (SA_EUSAGE), a query or demonstration that cannot
- * fit the context (SA_EDATA); a segment longer than the context, more pairs
- * than words (SA_EUSAGE); an empty pool file (SA_EDATA).  A text file too
- * short for M + 1 segments: SA_EDATA when its row comes.  Text files are
- * read through sa_file_read_gz and tokenized line by line, as sa-train
- * reads text.
- */
-int sa_eval_tasks(sa_eval_table **out, sa_model *m, const sa_adapter *a, char *const *dirs,
-    int n, const sa_eval_opts *o, const sa_eval_hooks *h);
-int sa_eval_text(sa_eval_table **out, sa_model *m, const sa_adapter *a, char *const *files,
-    int n, const sa_eval_opts *o, const sa_eval_hooks *h);
-int sa_eval_map(sa_eval_table **out, sa_model *m, sa_adapter *const *a, int n_adapters,
-    const sa_eval_opts *o, const sa_eval_hooks *h);
-/*
- * Tasks: the mean score of method m over the rows of a set (1 seen, 0
- * unseen, -1 every row), over those where the method applies; NAN if it
- * applies to none.  *n: rows of the set; *partial: 1 if some lack a score.
- */
-double sa_eval_mean(const sa_eval_table *t, int set, int m, int *n, int *partial);
+/* Parse one complete JSON text; SA_EDATA with "column N: ..." on error
+ * (also: invalid UTF-8, unpaired surrogates, nesting deeper than 64). */
+int sa_json_parse(const char *text, size_t len, sa_json *out);
+void sa_json_free(sa_json *j);
+/* NULL if absent; with duplicate keys, the last one. */
+const sa_json *sa_json_get(const sa_json *obj, const char *key);
+/* Write s as a JSON string literal (quotes, escapes; invalid UTF-8 -> U+FFFD). */
+void sa_json_put_str(FILE *fp, const char *s, size_t len);
+/* Write a number in the shortest form that reads back the same (NaN, inf: null). */
+void sa_json_put_num(FILE *fp, double v);
+/* Write any value, compact, on one line. */
+void sa_json_put(FILE *fp, const sa_json *j);
+/* Bytes from the start of s[0..n) that are well-formed UTF-8 without a NUL:
+ * n when all of it is text. */
+size_t sa_text_len(const char *s, size_t n);
 
 #endif

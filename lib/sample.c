@@ -3,9 +3,9 @@
  *
  * The chain and its meaning follow llama.cpp's default sampler: top-k, then
  * top-p and min-p on the softmax of the raw logits, then the temperature,
- * then one draw.  The draw uses SplitMix64, whose whole state fits the
- * sampler's one 64-bit word and whose output is defined bit for bit, so a
- * seed gives the same text on every machine.
+ * then one draw.  The draw uses SplitMix64 (sa_splitmix64), whose whole
+ * state fits the sampler's one 64-bit word and whose output is defined bit
+ * for bit, so a seed gives the same text on every machine.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -143,16 +143,6 @@ select_top(work *w, int n, int m)
 	qsort(c, (size_t)m, sizeof *c, cand_cmp);
 }
 
-static uint64_t
-splitmix64(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
 void
 sa_sampler_init(sa_sampler *s, float temp, int top_k, float top_p, float min_p, uint64_t seed)
 {
@@ -283,7 +273,7 @@ sa_sample(sa_sampler *s, const float *logits, int n_vocab)
 
 	/* temperature, softmax, draw */
 	sum = weigh(c, n, 1.0f / s->temp);
-	target = (double)(splitmix64(&s->rng) >> 11) * 0x1.0p-53 * sum;
+	target = sa_unif(&s->rng) * sum;
 	/* The first candidate whose running sum passes the target: one of
 	 * probability 0 can never be it. */
 	run = 0;

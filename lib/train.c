@@ -124,21 +124,12 @@ sa_tmodel_want_grads(sa_tmodel *t, int on)
 	return SA_OK;
 }
 
-/* splitmix64 and Box-Muller: the same numbers on every machine. */
-uint64_t
-sa_splitmix64(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
+/* Box-Muller: the same numbers on every machine. */
 static double
 next_gauss(uint64_t *s)
 {
-	double u1 = ((sa_splitmix64(s) >> 11) + 1.0) / 9007199254740993.0;
-	double u2 = (sa_splitmix64(s) >> 11) / 9007199254740992.0;
+	double u1 = sa_unif_pos(s);
+	double u2 = sa_unif(s);
 	return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 

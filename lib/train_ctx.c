@@ -105,7 +105,7 @@ sa_tctx_new(sa_tctx **out, int n_layer, int n_head_kv, int d_head, int rank,
 			goto oom;
 		for (int m = 0; m < SA_NMAT; m++) {
 			size_t i = (size_t)l * SA_NMAT + m, hr = (size_t)n_head_kv * rank;
-			if (!(mats >> m & 1))
+			if (!sa_adapted(mats, m))
 				continue;
 			if (!(c->A[i] = sa_malloc((size_t)mc * hr * chunk * sizeof(float))) ||
 			    !(c->S[i] = sa_malloc((size_t)mc * hr * d_head * sizeof(float))) ||
@@ -192,7 +192,7 @@ sa_tctx_forward(sa_tctx *c, int l, int m, const float *Q, const float *g, const 
 	float scale = 1.0f / sqrtf((float)dh);
 	float *h = c->hfinal[i];
 
-	if (!(c->mats >> m & 1))
+	if (!sa_adapted(c->mats, m))
 		return sa_fail(SA_EUSAGE, "matrix %s is not adapted", sa_mat_name(m));
 	memset(h, 0, (size_t)Hk * r * dh * sizeof(float));
 	for (int ci = 0; ci < c->n_chunks; ci++) {

@@ -18,18 +18,6 @@
 #include "sa.h"
 #include "train_impl.h"
 
-static double
-rng_unif(uint64_t *r)
-{
-	return (sa_splitmix64(r) >> 11) / 9007199254740992.0;
-}
-
-static long
-rng_below(uint64_t *r, long n)
-{
-	return n > 0 ? (long)(rng_unif(r) * n) : 0;
-}
-
 /* ------------------------------------------------------------ token data */
 
 static int
@@ -305,7 +293,7 @@ draw_word(const sa_tdata *d, uint64_t *r, int n_tok)
 		word w = { .n = 0 };
 		if (sa_splitmix64(r) & 1 && c->n > 64) {
 			/* the next whole word of the corpus from a random place */
-			long at = rng_below(r, c->n - 64), end = at + 60;
+			long at = sa_unif_below(r, c->n - 64), end = at + 60;
 			while (at < end && kind[c->t[at]] != 1)
 				at++;
 			if (at == end)
@@ -316,9 +304,9 @@ draw_word(const sa_tdata *d, uint64_t *r, int n_tok)
 			if (w.n != n_tok || kind[c->t[at]] == 2)
 				continue;
 		} else {
-			w.t[w.n++] = d->word_start[rng_below(r, d->n_word_start)];
+			w.t[w.n++] = d->word_start[sa_unif_below(r, d->n_word_start)];
 			while (w.n < n_tok)
-				w.t[w.n++] = d->word_cont[rng_below(r, d->n_word_cont)];
+				w.t[w.n++] = d->word_cont[sa_unif_below(r, d->n_word_cont)];
 		}
 		if (!word_held_out(d, &w))
 			return w;
@@ -329,7 +317,7 @@ draw_word(const sa_tdata *d, uint64_t *r, int n_tok)
 static int
 draw_word_len(uint64_t *r)
 {
-	return 1 + (int)rng_below(r, 3);
+	return 1 + (int)sa_unif_below(r, 3);
 }
 
 static int
@@ -367,21 +355,21 @@ draw_words_alike(const sa_tdata *d, uint64_t *r, word *w, int n)
 	while (ns * nc * (1 + nc) < 2 * n && ns < 8)
 		ns++, nc++;
 	for (int i = 0; i < ns; i++)
-		start[i] = d->word_start[rng_below(r, d->n_word_start)];
+		start[i] = d->word_start[sa_unif_below(r, d->n_word_start)];
 	for (int i = 0; i < nc; i++)
-		cont[i] = d->word_cont[rng_below(r, d->n_word_cont)];
+		cont[i] = d->word_cont[sa_unif_below(r, d->n_word_cont)];
 	for (int i = 0; i < n; i++) {
 		int dup, tries = 0;
 		do {
 			/* the pieces drawn may repeat and leave fewer words than
 			 * asked: then a word of any pieces */
 			if (++tries > 100)
-				w[i] = draw_word(d, r, 2 + (int)rng_below(r, 2));
+				w[i] = draw_word(d, r, 2 + (int)sa_unif_below(r, 2));
 			else {
-				w[i].n = 2 + (int)rng_below(r, 2);
-				w[i].t[0] = start[rng_below(r, ns)];
+				w[i].n = 2 + (int)sa_unif_below(r, 2);
+				w[i].t[0] = start[sa_unif_below(r, ns)];
 				for (int k = 1; k < w[i].n; k++)
-					w[i].t[k] = cont[rng_below(r, nc)];
+					w[i].t[k] = cont[sa_unif_below(r, nc)];
 			}
 			dup = word_held_out(d, &w[i]);
 			for (int j = 0; j < i && !dup; j++)
@@ -500,7 +488,7 @@ sa_tdata_free(sa_tdata *d)
 void
 sa_tdata_window(const sa_toks *src, uint64_t *r, int *seq, int T)
 {
-	long s = rng_below(r, src->n - T - 1);
+	long s = sa_unif_below(r, src->n - T - 1);
 	memcpy(seq, src->t + s, (size_t)(T + 1) * sizeof *seq);
 }
 
@@ -538,9 +526,9 @@ demo_toks(const sa_tdata *d, const sa_texample *x, word *name, int cap)
 static const sa_ttask *
 draw_task(const sa_tdata *d, uint64_t *r, word names[16], int *renamed)
 {
-	const sa_ttask *t = &d->tasks[rng_below(r, d->n_tasks)];
+	const sa_ttask *t = &d->tasks[sa_unif_below(r, d->n_tasks)];
 
-	*renamed = d->o->rename > 0 && t->renamable && rng_unif(r) < d->o->rename;
+	*renamed = d->o->rename > 0 && t->renamable && sa_unif(r) < d->o->rename;
 	if (*renamed)
 		draw_words(d, r, names, t->n_labels);
 	return t;
@@ -557,7 +545,7 @@ episode_task(const sa_tdata *d, uint64_t *r, int *seq, unsigned char *unscored, 
 	if (bos >= 0)
 		seq[n++] = bos;
 	while (n <= T) {
-		const sa_texample *x = &t->train[rng_below(r, t->n_train)];
+		const sa_texample *x = &t->train[sa_unif_below(r, t->n_train)];
 		sa_toks dt = demo_toks(d, x, renamed ? &names[x->label] : NULL, d->o->seq + 8);
 		int at = n;
 		n = fill_seq(seq, n, T, &dt);
@@ -584,7 +572,7 @@ episode_map_vocab(const sa_tdata *d, uint64_t *r, int *seq, unsigned char *unsco
 	enum { MAXK = 96 };
 	word keys[MAXK], vals[MAXK];
 	int order[MAXK], n = 0, bos = sa_vocab_bos(d->vocab);
-	int n_keys = (int)floor(exp(log(2) + rng_unif(r) * (log(MAXK) - log(2))));
+	int n_keys = (int)floor(exp(log(2) + sa_unif(r) * (log(MAXK) - log(2))));
 
 	/* in half the episodes, keys alike; in half, labels alike */
 	if (sa_splitmix64(r) & 1)
@@ -599,7 +587,7 @@ episode_map_vocab(const sa_tdata *d, uint64_t *r, int *seq, unsigned char *unsco
 	for (int i = 0; i < n_keys; i++)
 		order[i] = i;
 	for (int i = n_keys - 1; i > 0; i--) {
-		int j = rng_below(r, i + 1), t = order[i];
+		int j = sa_unif_below(r, i + 1), t = order[i];
 		order[i] = order[j];
 		order[j] = t;
 	}
@@ -610,7 +598,7 @@ episode_map_vocab(const sa_tdata *d, uint64_t *r, int *seq, unsigned char *unsco
 		 * the window for answers that can be read back */
 		if (i > 0 && i < shown && n > T * 4 / 5)
 			shown = i;
-		int k = order[i < shown ? i : rng_below(r, shown)], at;
+		int k = order[i < shown ? i : sa_unif_below(r, shown)], at;
 		sa_toks kt = word_toks(&keys[k]), vt = word_toks(&vals[k]);
 		n = fill_seq(seq, n, T, &kt);
 		n = fill_seq(seq, n, T, &d->sep[0]);
@@ -631,13 +619,13 @@ episode_map(const sa_tdata *d, uint64_t *r, int *seq, int T, int n_keys)
 	if (n_keys > 64)
 		n_keys = 64;
 	for (int i = 0; i < n_keys; i++) {
-		keys[i] = rng_below(r, d->words.n);
-		vals[i] = rng_below(r, d->labels.n);
+		keys[i] = sa_unif_below(r, d->words.n);
+		vals[i] = sa_unif_below(r, d->labels.n);
 	}
 	if (bos >= 0)
 		seq[n++] = bos;
 	while (n <= T) {
-		int k = rng_below(r, n_keys);
+		int k = sa_unif_below(r, n_keys);
 		n = fill_seq(seq, n, T, &d->words.w[keys[k]]);
 		n = fill_seq(seq, n, T, &d->sep[0]);
 		n = fill_seq(seq, n, T, &d->labels.w[vals[k]]);
@@ -656,13 +644,13 @@ episode_map(const sa_tdata *d, uint64_t *r, int *seq, int T, int n_keys)
 static void
 episode_repeat(uint64_t *r, const sa_toks *src, int *seq, int T)
 {
-	int len = 8 << rng_below(r, 4), n = 0;
+	int len = 8 << sa_unif_below(r, 4), n = 0;
 	long s;
 
-	len += rng_below(r, len);                 /* 8 to 127 tokens */
+	len += sa_unif_below(r, len);                 /* 8 to 127 tokens */
 	if (len > T / 2)                          /* at least two copies */
 		len = T / 2 > 1 ? T / 2 : 1;
-	s = rng_below(r, src->n - len);
+	s = sa_unif_below(r, src->n - len);
 	while (n <= T)
 		for (int i = 0; i < len && n <= T; i++)
 			seq[n++] = src->t[s + i];
@@ -673,7 +661,7 @@ static int
 pick_kind(const sa_tdata *d, uint64_t *r)
 {
 	const double *mix = d->o->mix;
-	double u = rng_unif(r) * (mix[0] + mix[1] + mix[2] + mix[3]), below = 0;
+	double u = sa_unif(r) * (mix[0] + mix[1] + mix[2] + mix[3]), below = 0;
 	int k;
 
 	for (k = 0; k < 3; k++)
@@ -695,7 +683,7 @@ sa_tdata_sequence(sa_tdata *d, uint64_t *r, int *s, unsigned char *unscored, int
 		if (d->o->map_vocab)
 			episode_map_vocab(d, r, s, unscored, T);
 		else
-			episode_map(d, r, s, T, 2 + rng_below(r, 15));
+			episode_map(d, r, s, T, 2 + sa_unif_below(r, 15));
 		break;
 	default: episode_repeat(r, &d->corpus, s, T); break;
 	}
@@ -768,8 +756,8 @@ sa_tdata_copy_test(const sa_tdata *d, uint64_t *r, int *s, int *in, int *tgt,
 	int keys[8], vals[8], k = 0, bos = sa_vocab_bos(d->vocab), seen[8] = { 0 };
 
 	for (int i = 0; i < 8; i++) {
-		keys[i] = rng_below(r, ew->n);
-		vals[i] = rng_below(r, el->n);
+		keys[i] = sa_unif_below(r, ew->n);
+		vals[i] = sa_unif_below(r, el->n);
 	}
 	if (bos >= 0)
 		s[k++] = bos;
@@ -778,7 +766,7 @@ sa_tdata_copy_test(const sa_tdata *d, uint64_t *r, int *s, int *in, int *tgt,
 		first[i] = 0;
 	}
 	while (k <= T) {
-		int j = rng_below(r, 8);
+		int j = sa_unif_below(r, 8);
 		k = fill_seq(s, k, T, &ew->w[keys[j]]);
 		k = fill_seq(s, k, T, &d->sep[0]);
 		if (k < T) {
@@ -810,7 +798,7 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 	const sa_train_opts *o = d->o;
 	int bos = sa_vocab_bos(d->vocab), Q = o->queries, rc = SA_OK;
 	double lk = log(o->kmin), hk = log(o->kmax);
-	int k = (int)floor(exp(lk + rng_unif(r) * (hk - lk)) + 0.5);
+	int k = (int)floor(exp(lk + sa_unif(r) * (hk - lk)) + 0.5);
 	int kind = pick_kind(d, r);
 	int *in = e->in, *tgt = e->tgt;
 	const sa_toks *c = &d->corpus;
@@ -830,8 +818,8 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 	if (kind == 0 && c->n > (o->text_segs + 1) * T + 2) {
 		/* language modelling: context = one or more text segments (the
 		 * state must not blow up over long contexts), target = the next */
-		int len = T - 1, ns = o->text_segs > 1 ? 1 + (int)rng_below(r, o->text_segs) : 1;
-		long s = rng_below(r, c->n - (long)(ns + 1) * len - 1);
+		int len = T - 1, ns = o->text_segs > 1 ? 1 + (int)sa_unif_below(r, o->text_segs) : 1;
+		long s = sa_unif_below(r, c->n - (long)(ns + 1) * len - 1);
 		for (int j = 0; j < ns && rc == SA_OK; j++, s += len) {
 			if (j)
 				rc = new_segment(e, bos);
@@ -853,7 +841,7 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 		word names[16];
 		const sa_ttask *t = draw_task(d, r, names, &renamed);
 		for (int i = 0; i < k; i++) {
-			const sa_texample *x = &t->train[rng_below(r, t->n_train)];
+			const sa_texample *x = &t->train[sa_unif_below(r, t->n_train)];
 			sa_toks dt = demo_toks(d, x, renamed ? &names[x->label] : NULL, cap);
 			if (dt.n + (bos >= 0) > o->seq)
 				continue;
@@ -870,8 +858,8 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 		}
 		int from_dev = held_out && t->n_dev > 0;
 		for (int q = 0; q < Q; q++) {
-			const sa_texample *x = from_dev ? &t->dev[rng_below(r, t->n_dev)]
-			    : &t->train[rng_below(r, t->n_train)];
+			const sa_texample *x = from_dev ? &t->dev[sa_unif_below(r, t->n_dev)]
+			    : &t->train[sa_unif_below(r, t->n_train)];
 			sa_toks dt = demo_toks(d, x, renamed ? &names[x->label] : NULL, cap);
 			int n = 0;
 			if (bos >= 0)
@@ -887,7 +875,7 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 		/* random mapping: the answers exist only in the context */
 		/* up to 63 pairs from a pool; open-vocabulary mappings reach 255,
 		 * past what one window holds, for the memory to hold */
-		int most = o->map_vocab ? 255 : 63, nk = 1 + rng_below(r, k < most ? k : most);
+		int most = o->map_vocab ? 255 : 63, nk = 1 + sa_unif_below(r, k < most ? k : most);
 		int len = e->ctx.n;
 		word wk[256], wv[256];
 		sa_toks keys[256], vals[256];
@@ -905,12 +893,12 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 				keys[i] = word_toks(&wk[i]);
 				vals[i] = word_toks(&wv[i]);
 			} else {
-				keys[i] = d->words.w[rng_below(r, d->words.n)];
-				vals[i] = d->labels.w[rng_below(r, d->labels.n)];
+				keys[i] = d->words.w[sa_unif_below(r, d->words.n)];
+				vals[i] = d->labels.w[sa_unif_below(r, d->labels.n)];
 			}
 		}
 		for (int i = 0; i < k + nk; i++) {
-			int j = i < nk ? i : rng_below(r, nk);
+			int j = i < nk ? i : sa_unif_below(r, nk);
 			sa_toks parts[4] = { keys[j], d->sep[0], vals[j], d->sep[1] };
 			int n = parts[0].n + parts[1].n + parts[2].n + parts[3].n;
 			if (len + n > o->seq) {
@@ -927,7 +915,7 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 			len += n;
 		}
 		for (int q = 0; q < Q; q++) {
-			int j = rng_below(r, nk), n = 0;
+			int j = sa_unif_below(r, nk), n = 0;
 			if (bos >= 0)
 				in[q * T + n++] = bos;
 			sa_toks parts[4] = { keys[j], d->sep[0], vals[j], d->sep[1] };

@@ -14,9 +14,6 @@
  * (kernels_impl.h), shared with the inference engine. */
 double sa_train_dot(const float *a, const float *b, int n);
 
-/* splitmix64: the next number of the stream *s, the same on every machine. */
-uint64_t sa_splitmix64(uint64_t *s);
-
 /* ------------------------------------------------------------------ data */
 
 /* A growable array of tokens. */

@@ -299,7 +299,7 @@ set_gate_bias(sa_adapter *a, float bias)
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (a->mats >> m & 1)
+			if (sa_adapted(a->mats, m))
 				for (int i = 0; i < a->n_head_kv * a->rank; i++)
 					am->b[i] = bias;
 		}
@@ -366,7 +366,7 @@ build_adapter_block(sa_trainer *t)
 		size_t at = 0;
 		for (int l = 0; l < c->n_layer; l++)
 			for (int m = 0; m < SA_NMAT; m++) {
-				if (!(a->mats >> m & 1))
+				if (!sa_adapted(a->mats, m))
 					continue;
 				int dout, din;
 				sa_model_mat_dims(t->base, m, &dout, &din);
@@ -439,7 +439,7 @@ sync_adapter(sa_trainer *t)
 
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
-			if (!(a->mats >> m & 1))
+			if (!sa_adapted(a->mats, m))
 				continue;
 			amat *P = &t->ap[l * SA_NMAT + m];
 			sa_adapter_mat *A = SA_ADAPTER_MAT(a, l, m);
@@ -480,7 +480,7 @@ build_adapter_worker(sa_trainer *t, worker *w)
 		return SA_EINTERNAL;
 	for (int l = 0; l < c->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
-			if (!(a->mats >> m & 1))
+			if (!sa_adapted(a->mats, m))
 				continue;
 			size_t i = (size_t)l * SA_NMAT + m;
 			if (!(w->H[i] = sa_calloc((size_t)a->rank * Dkv, sizeof(float))) ||
@@ -877,7 +877,7 @@ memory_pass(sa_trainer *t, worker *w)
 		if (rc != SA_OK)
 			return rc;
 		for (int m = 0; m < SA_NMAT; m++)
-			if (a->mats >> m & 1)
+			if (sa_adapted(a->mats, m))
 				sa_memory_side(w->M[l], Hk, dh, dk, w->H[l * SA_NMAT + m]);
 	}
 	return SA_OK;
@@ -898,7 +898,7 @@ memory_backward(sa_trainer *t, worker *w, float *grads)
 		    grad_in(t, grads, P->w), grad_in(t, grads, P->c) };
 		memset(w->dM, 0, (size_t)Hk * dh * dk * sizeof *w->dM);
 		for (int m = 0; m < SA_NMAT; m++)
-			if (a->mats >> m & 1)
+			if (sa_adapted(a->mats, m))
 				sa_memory_side_backward(w->dH[l * SA_NMAT + m], Hk, dh, dk, w->dM);
 		rc = sa_memory_train_backward(&mp, sa_tctx_keys(w->tctx, l), sa_tctx_values(w->tctx, l),
 		    n, w->u[l], w->phi[l], w->beta[l], w->G[l], w->S[l], a->lambda, w->dM, &gr);
@@ -935,7 +935,7 @@ context_pass(sa_trainer *t, worker *w, const sa_episode *e)
 	int Hk = c->n_head_kv, dh = c->d_head, r = t->adapter->rank;
 	for (int l = 0; l < c->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
-			if (!(t->adapter->mats >> m & 1))
+			if (!sa_adapted(t->adapter->mats, m))
 				continue;
 			amat *P = &t->ap[l * SA_NMAT + m];
 			if ((rc = sa_tctx_forward(w->tctx, l, m, P->Q, P->g, P->b)) != SA_OK)
@@ -961,7 +961,7 @@ context_backward(sa_trainer *t, worker *w, float *grads)
 		return memory_backward(t, w, grads);
 	for (int l = 0; l < c->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
-			if (!(t->adapter->mats >> m & 1))
+			if (!sa_adapted(t->adapter->mats, m))
 				continue;
 			const float *dH = w->dH[l * SA_NMAT + m];
 			for (int hh = 0; hh < Hk; hh++)

@@ -493,9 +493,9 @@ sa_file_read_gz(const char *path, char **data, size_t *len)
 /* ------------------------------------------------------- random numbers */
 
 uint64_t
-sa_rng_next(sa_rng *r)
+sa_splitmix64(uint64_t *s)
 {
-	uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
 
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
@@ -503,9 +503,39 @@ sa_rng_next(sa_rng *r)
 }
 
 double
+sa_unif(uint64_t *s)
+{
+	return (double)(sa_splitmix64(s) >> 11) * 0x1.0p-53;
+}
+
+double
+sa_unif_mid(uint64_t *s)
+{
+	return ((sa_splitmix64(s) >> 11) + 0.5) * 0x1.0p-53;
+}
+
+double
+sa_unif_pos(uint64_t *s)
+{
+	return ((sa_splitmix64(s) >> 11) + 1) * 0x1.0p-53;
+}
+
+long
+sa_unif_below(uint64_t *s, long n)
+{
+	return n > 0 ? (long)(sa_unif(s) * n) : 0;
+}
+
+uint64_t
+sa_rng_next(sa_rng *r)
+{
+	return sa_splitmix64(&r->s);
+}
+
+double
 sa_rng_unif(sa_rng *r)
 {
-	return (double)(sa_rng_next(r) >> 11) * 0x1.0p-53;
+	return sa_unif(&r->s);
 }
 
 long

@@ -401,3 +401,17 @@ without() {
 	done
 	report "${p[@]}"
 }
+
+@test "a usage error goes through tool.h's usage_die: no tool has a usage function of its own" {
+	run grep -lE '^usage\(' "$ROOT"/bin/sa-*.c
+	assert_failure
+	assert_output ""
+}
+
+@test "whether a matrix is adapted is asked of sa_adapted, not open-coded" {
+	local hits
+	hits=$(grep -nE 'mats\)? *>> *[a-z_]+\)? *& *1|mats *& *\(?1u? *<< *[a-z_]+' \
+	    "$ROOT"/lib/*.c "$ROOT"/lib/*.h "$ROOT"/bin/*.c "$ROOT"/tests/unit/*.c \
+	    "$ROOT"/tests/helpers/*.c | grep -v 'int sa_adapted(') || true
+	[ -z "$hits" ] || { echo "$hits"; false; }
+}

@@ -59,14 +59,14 @@ fake_debian() {
 	refute_output --partial mandoc
 }
 
-@test "deps.sh test adds bats and mandoc; deps.sh alone (.ci/run, make check) installs both sets" {
+@test "deps.sh test adds bats, mandoc and pkgconf; deps.sh alone (.ci/run, make check) installs both sets" {
 	fake_debian 0
 	run -0 sh "$ROOT/scripts/deps.sh" test
-	assert_output "deps: installing with apt-get: bats bats-support bats-assert bats-file mandoc"
+	assert_output "deps: installing with apt-get: bats bats-support bats-assert bats-file mandoc pkgconf"
 	rm "$BATS_TEST_TMPDIR/apt.log"
 	run -0 sh "$ROOT/scripts/deps.sh"
 	run grep '^install' "$BATS_TEST_TMPDIR/apt.log"
-	assert_output "install -y -qq gcc make libc6-dev libopenblas-dev zlib1g-dev bats bats-support bats-assert bats-file mandoc"
+	assert_output "install -y -qq gcc make libc6-dev libopenblas-dev zlib1g-dev bats bats-support bats-assert bats-file mandoc pkgconf"
 	run -64 sh "$ROOT/scripts/deps.sh" everything
 }
 

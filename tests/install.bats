@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # make install and make uninstall, in a copy of the sources (the build here
 # is not touched): the tools, the man pages, and the model and adapter under
-# PREFIX/share/sa, where the installed tools look for them by default.
+# PREFIX/share/sa, where the installed tools look for them by default; and
+# libsa (static and shared), sa.h and sa.pc, for programs of one's own.
 
 bats_require_minimum_version 1.5.0
 bats_load_library bats-support
@@ -21,6 +22,7 @@ setup_file() {
 }
 
 setup() {
+	ROOT="$(cd "$BATS_TEST_DIRNAME/.." && pwd)"
 	S="$BATS_FILE_TMPDIR/src"
 	T="$BATS_TEST_TMPDIR"
 	unset SA_MODEL SA_ADAPTER
@@ -60,8 +62,9 @@ setup() {
 	run -0 make -C "$S" install PREFIX="$P"
 	[ "$(find "$P/share/sa" -type f | wc -l)" -eq 2 ]
 	run -0 make -C "$S" uninstall PREFIX="$P"
-	# mkdir -p made the man5 directory; the rest is as it was
-	find "$P" | grep -vx "$P/share/man/man5" | sort > "$T/after"
+	# mkdir -p made these directories; the rest is as it was
+	find "$P" | grep -vxF -e "$P/share/man/man3" -e "$P/share/man/man5" -e "$P/lib" \
+	    -e "$P/lib/pkgconfig" -e "$P/include" | sort > "$T/after"
 	diff "$T/before" "$T/after"
 }
 
@@ -72,5 +75,37 @@ setup() {
 	run -64 "$T/stage/opt/sa-test/bin/sa-run" -n 1 -p hello
 	assert_output --partial "there is no /opt/sa-test/share/sa/model.gguf"
 	run -0 make -C "$S" uninstall DESTDIR="$T/stage" PREFIX=/opt/sa-test
-	[ -z "$(find "$T/stage" -type f)" ]
+	[ -z "$(find "$T/stage" ! -type d)" ]
+}
+
+@test "make install: libsa.a, libsa.so with its soname, sa.h, sa.pc, sa(3); a program built with pkg-config runs" {
+	P="$T/usr"
+	run -0 make -C "$S" install PREFIX="$P"
+	for f in lib/libsa.a lib/libsa.so lib/libsa.so.0 include/sa.h lib/pkgconfig/sa.pc \
+	    share/man/man3/sa.3; do
+		[ -e "$P/$f" ] || fail "$P/$f is not installed"
+	done
+	cmp "$S/lib/sa.h" "$P/include/sa.h"
+	run -0 readelf -d "$P/lib/libsa.so"
+	assert_output --partial "Library soname: [libsa.so.0]"
+	export PKG_CONFIG_PATH="$P/lib/pkgconfig"
+	run -0 pkg-config --cflags --libs sa
+	assert_equal "$(echo $output)" "-I$P/include -L$P/lib -lsa"
+	# sa.h's usage example, against the installed header and shared library
+	cc $(pkg-config --cflags sa) -o "$T/usage" "$ROOT/tests/unit/test_usage.c" \
+	    $(pkg-config --libs sa)
+	printf 'cat -> chat\ndog -> chien\n' > "$T/demos.txt"
+	SA_CACHE_DIR="$T/cache" "$P/bin/sa-run" --demos "$T/demos.txt" --temp 0 -n 16 \
+	    -p "dog ->" > "$T/want"
+	[ -s "$T/want" ]
+	run ! "$T/usage" "$P/share/sa/model.gguf" "$P/share/sa/adapter.gguf" "$T/demos.txt" "dog ->"
+	LD_LIBRARY_PATH="$P/lib" "$T/usage" "$P/share/sa/model.gguf" "$P/share/sa/adapter.gguf" \
+	    "$T/demos.txt" "dog ->" | cmp - "$T/want"
+	# and the static library, with the libraries it needs
+	cc $(pkg-config --cflags sa) -o "$T/usage-static" "$ROOT/tests/unit/test_usage.c" \
+	    "$P/lib/libsa.a" $(pkg-config --static --libs-only-l sa | sed 's/-lsa //')
+	"$T/usage-static" "$P/share/sa/model.gguf" "$P/share/sa/adapter.gguf" "$T/demos.txt" \
+	    "dog ->" | cmp - "$T/want"
+	run -0 make -C "$S" uninstall PREFIX="$P"
+	[ -z "$(find "$P/lib" "$P/include" ! -type d)" ]
 }

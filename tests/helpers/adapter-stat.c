@@ -25,7 +25,7 @@ main(int argc, char **argv)
 			size_t Hk = a->n_head_kv, r = a->rank, dh = a->d_head;
 			const float *t[5] = { am->Q, am->g, am->b, am->W1, am->W2 };
 			size_t len[5] = { Hk * r * dh, Hk * dh, Hk * r, am->d_out * Hk * dh, r * am->d_in };
-			if (!(a->mats >> m & 1))
+			if (!sa_adapted(a->mats, m))
 				continue;
 			for (int k = 0; k < 5; k++)
 				for (size_t i = 0; i < len[k]; i++) {

@@ -148,7 +148,7 @@ main(int argc, char **argv)
 	}
 	for (int mat = 0; mat < SA_NMAT; mat++) {
 		int d_out, d_in;
-		if (!(a->mats >> mat & 1))
+		if (!sa_adapted(a->mats, mat))
 			continue;
 		TRY(sa_model_mat_dims(m, mat, &d_out, &d_in));
 		merged_bytes += (size_t)m->cfg.n_layer * d_out * d_in * sizeof(float);
@@ -238,8 +238,7 @@ main(int argc, char **argv)
 		/* the delta of the same demonstrations, from the base model */
 		t0 = now();
 		TRY(sa_encoder_new(&enc, m, a, NULL));
-		for (int s = 0; s < n_segs; s++)
-			TRY(sa_encoder_feed(enc, segs[s].toks, segs[s].n, segs[s].n_demos));
+		TRY(sa_encoder_feed_segments(enc, segs, n_segs, NULL, NULL, NULL));
 		TRY(sa_delta_clone(&delta, sa_encoder_delta(enc)));
 		t_encode = now() - t0;
 		sa_encoder_free(enc);

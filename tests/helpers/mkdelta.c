@@ -49,22 +49,6 @@ parse_hex(const char *opt, const char *s)
 	return v;
 }
 
-static uint64_t
-next(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-static double
-unit(uint64_t *s)
-{
-	return (double)(next(s) >> 11) / 9007199254740992.0;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -129,9 +113,9 @@ main(int argc, char **argv)
 	s = seed;
 	sa_delta_sizes(d, &nh, &np);
 	for (size_t i = 0; i < nh; i++)
-		d->h[i] = (float)(2 * unit(&s) - 1);
+		d->h[i] = (float)(2 * sa_unif(&s) - 1);
 	for (size_t i = 0; i < np; i++)
-		d->P[i] = (float)(0.05 + 0.9 * unit(&s));
+		d->P[i] = (float)(0.05 + 0.9 * sa_unif(&s));
 	d->n_tokens = tokens;
 	d->n_demos = demos;
 	if (params && !(d->params = strdup(params)))

@@ -52,40 +52,20 @@ static const char help_text[] =
 
 /* ---------------------------------------------------------------- random */
 
-typedef struct rng {
-	uint64_t s;
-} rng;
-
-static uint64_t
-splitmix64(rng *r)
-{
-	uint64_t z = (r->s += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
-/* uniform in (0, 1], never 0 so the logarithm below is finite */
+/* standard normal, Box-Muller (u1 never 0: the logarithm is finite) */
 static double
-uniform(rng *r)
+gauss(sa_rng *r)
 {
-	return ((splitmix64(r) >> 11) + 1) * 0x1p-53;
-}
-
-/* standard normal, Box-Muller */
-static double
-gauss(rng *r)
-{
-	double u1 = uniform(r), u2 = uniform(r);
+	double u1 = sa_unif_pos(&r->s), u2 = sa_unif_pos(&r->s);
 	return sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
 }
 
 /* The stream of one tensor. */
-static rng
+static sa_rng
 tensor_rng(uint64_t seed, const char *name)
 {
-	rng r = { seed ^ sa_hash64(SA_HASH64_INIT, name, strlen(name)) };
-	splitmix64(&r);
+	sa_rng r = { seed ^ sa_hash64(SA_HASH64_INIT, name, strlen(name)) };
+	sa_rng_next(&r);
 	return r;
 }
 
@@ -132,7 +112,7 @@ add_random(sa_gguf_writer *w, bufs *b, const opts *o, const char *name, int type
 	size_t row = sa_type_row_size(type, ne0);
 	float *x = malloc((size_t)ne0 * sizeof *x);
 	char *data = keep(b, row * (size_t)ne1);
-	rng r = tensor_rng(o->seed, name);
+	sa_rng r = tensor_rng(o->seed, name);
 
 	if (!x)
 		die(SA_EINTERNAL, "out of memory");

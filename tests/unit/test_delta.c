@@ -241,7 +241,7 @@ test_new_and_index(const sa_adapter *a)
 	for (int l = 0; l < NL; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			float *h = sa_delta_h(d, l, m), *P = sa_delta_P(d, l, m);
-			if (!(MATS >> m & 1)) {
+			if (!sa_adapted(MATS, m)) {
 				CHECK(h == NULL && P == NULL);
 				continue;
 			}
@@ -655,7 +655,7 @@ test_factors(const sa_adapter *a)
 			const sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
 			const float *h = sa_delta_h(d, l, m), *A = NULL;
 			float *B = NULL;
-			if (!(MATS >> m & 1))
+			if (!sa_adapted(MATS, m))
 				continue;
 			CHECK_OK(sa_delta_factors(a, d, l, m, 0.5f, &B, &A));
 			CHECK(A == am->W2);
@@ -697,7 +697,7 @@ test_combine(const sa_adapter *a)
 			const sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
 			size_t n = (size_t)am->d_out * am->d_in;
 			float *W[3], *Wm, *Ws;
-			if (!(MATS >> m & 1))
+			if (!sa_adapted(MATS, m))
 				continue;
 			for (int k = 0; k < 3; k++)
 				W[k] = full_delta_w(a, d[k], l, m, 1.0f);
@@ -1034,7 +1034,7 @@ test_with_model(const char *model_path)
 			for (int mt = 0; mt < SA_NMAT; mt++) {
 				const sa_adapter_mat *x = SA_ADAPTER_MAT(a, l, mt), *y = SA_ADAPTER_MAT(b, l, mt);
 				int Dkv = a->n_head_kv * a->d_head;
-				if (!(mats >> mt & 1))
+				if (!sa_adapted(mats, mt))
 					continue;
 				same &= x->d_out == y->d_out && x->d_in == y->d_in;
 				same &= !memcmp(x->Q, y->Q, (size_t)Dkv * 4 * sizeof(float));

@@ -20,11 +20,7 @@ static uint64_t rng_state = 42;
 static double
 urand(void)
 {
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	z ^= z >> 31;
-	return (double)(z >> 11) / 9007199254740992.0;
+	return sa_unif(&rng_state);
 }
 
 static void
@@ -345,7 +341,7 @@ test_model(const char *path)
 			double *h, *P, worst = 0, scale = 0;
 			const float *eh = sa_delta_h(da, l, mt), *eP = sa_delta_P(da, l, mt);
 
-			if (!(mats & 1u << mt)) {
+			if (!sa_adapted(mats, mt)) {
 				CHECK(eh == NULL);
 				continue;
 			}
@@ -438,7 +434,8 @@ count_step(void *ctx, const sa_encode_step *s)
 }
 
 /* Demonstrations fed whole: the state of their segments fed one by one,
- * the same bytes, with a step after each segment. */
+ * the same bytes, with a step after each segment; and the segments fed
+ * together (sa_encoder_feed_segments), the same again. */
 static void
 test_feed_demos(const char *path)
 {
@@ -448,10 +445,10 @@ test_feed_demos(const char *path)
 	sa_adapter *a;
 	sa_demos *d;
 	sa_segment *segs;
-	sa_encoder *e1, *e2;
-	steps c = { 0 };
-	char *b1, *b2;
-	size_t l1, l2;
+	sa_encoder *e1, *e2, *e3;
+	steps c = { 0 }, c3 = { 0 };
+	char *b1, *b2, *b3;
+	size_t l1, l2, l3;
 	int n_segs;
 
 	CHECK_OK(sa_model_load(&m, path));
@@ -466,15 +463,23 @@ test_feed_demos(const char *path)
 	for (int s = 0; s < n_segs; s++)
 		CHECK_OK(sa_encoder_feed(e2, segs[s].toks, segs[s].n, segs[s].n_demos));
 	CHECK_OK(sa_encoder_add_source(e2, d->source.name, d->source.hash));
+	CHECK_OK(sa_encoder_new(&e3, m, a, NULL));
+	CHECK_OK(sa_encoder_feed_segments(e3, segs, n_segs, "d.tsv", count_step, &c3));
+	CHECK(c3.n == c.n && c3.last_i == c.last_i && c3.done == c.done && c3.total == c.total);
+	CHECK_OK(sa_encoder_add_source(e3, d->source.name, d->source.hash));
 	b1 = delta_bytes(sa_encoder_delta(e1), &l1);
 	b2 = delta_bytes(sa_encoder_delta(e2), &l2);
+	b3 = delta_bytes(sa_encoder_delta(e3), &l3);
 	CHECK(l1 == l2 && memcmp(b1, b2, l1) == 0);
+	CHECK(l1 == l3 && memcmp(b1, b3, l1) == 0);
 	CHECK(sa_encoder_delta(e1)->n_sources == 1 && sa_encoder_delta(e1)->n_demos == 6);
 	free(b1);
 	free(b2);
+	free(b3);
 	sa_segments_free(segs, n_segs);
 	sa_encoder_free(e1);
 	sa_encoder_free(e2);
+	sa_encoder_free(e3);
 	sa_demos_free(d);
 	sa_adapter_free(a);
 	sa_model_free(m);

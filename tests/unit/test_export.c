@@ -254,7 +254,7 @@ main(int argc, char **argv)
 				const sa_tensor_info *ta = lora_tensor(g, l, m, 'a'), *tb = lora_tensor(g, l, m, 'b');
 				const sa_matrix *w = &model->layers[l].w[m];
 				double *ref, e;
-				if (!(a->mats >> m & 1)) {
+				if (!sa_adapted(a->mats, m)) {
 					CHECK(!ta && !tb);
 					continue;
 				}
@@ -286,7 +286,7 @@ main(int argc, char **argv)
 			const sa_tensor_info *ta, *tb;
 			const float *A;
 			float *B;
-			if (!(a->mats >> m & 1))
+			if (!sa_adapted(a->mats, m))
 				continue;
 			ta = lora_tensor(g1, l, m, 'a');
 			tb = lora_tensor(g1, l, m, 'b');
@@ -377,7 +377,7 @@ main(int argc, char **argv)
 			CHECK(bm && !strcmp(bm->str, "org/base-model"));
 			CHECK(tm && tm->type == SA_JSON_ARR && tm->n == (size_t)__builtin_popcount(a->mats));
 			for (int m = 0; tm && m < SA_NMAT; m++)
-				if (a->mats >> m & 1) {
+				if (sa_adapted(a->mats, m)) {
 					CHECK(k < tm->n && !strcmp(tm->items[k].str, strchr(hf_module[m], '.') + 1));
 					k++;
 				}

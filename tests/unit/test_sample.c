@@ -7,8 +7,6 @@
 #include "sa.h"
 #include "t.h"
 
-static uint64_t splitmix64(uint64_t *x);
-
 /* Logits whose softmax is exactly p (up to rounding). */
 static void
 logits_of(const double *p, int n, float *logits)
@@ -182,7 +180,7 @@ test_large_top_k(void)
 	sa_sampler s;
 
 	for (int i = 0; i < n; i++) {
-		uint64_t v = splitmix64(&x);
+		uint64_t v = sa_splitmix64(&x);
 		/* The cut falls among the zeros, where -0 must equal +0. */
 		switch (v % 8) {
 		case 0: l[i] = (float)(v >> 40) / (1 << 24) + 0.01f; break;
@@ -217,7 +215,7 @@ test_large_top_k(void)
 	double total = 0, before = 0;
 	k = 5;
 	for (int i = 0; i < n; i++) {
-		int level = (int)(splitmix64(&x) % 8);
+		int level = (int)(sa_splitmix64(&x) % 8);
 		l[i] = -0.1f * (float)level;
 		r[i].l = l[i];
 		r[i].id = i;
@@ -246,15 +244,6 @@ test_large_top_k(void)
 	free(in);
 }
 
-static uint64_t
-splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-	return z ^ (z >> 31);
-}
-
 static void
 test_stream(void)
 {
@@ -264,7 +253,7 @@ test_stream(void)
 	int same = 1, differ = 0, expect_ok = 1;
 
 	/* SplitMix64's published first output for seed 0. */
-	CHECK(splitmix64(&x) == 0xe220a8397b1dcdafULL);
+	CHECK(sa_splitmix64(&x) == 0xe220a8397b1dcdafULL);
 
 	for (int i = 0; i < 50; i++)
 		l[i] = (float)sin(i * 1.7) * 3;
@@ -279,7 +268,7 @@ test_stream(void)
 
 		/* Without filters the draw is the inverse CDF in id order at
 		 * u = (next >> 11) / 2^53: the same on every machine. */
-		double z = 0, run = 0, u = (double)(splitmix64(&x) >> 11) * 0x1.0p-53;
+		double z = 0, run = 0, u = (double)(sa_splitmix64(&x) >> 11) * 0x1.0p-53;
 		int want = 49;
 		for (int i = 0; i < 50; i++)
 			z += exp(l[i] / 0.9);

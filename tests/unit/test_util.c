@@ -173,6 +173,17 @@ test_rng(void)
 		CHECK(seen[i] > 100);
 	CHECK(sa_rng_below(&r, 0) == 0 && sa_rng_below(&r, -3) == 0);
 	CHECK(sa_rng_below(&r, 1) == 0);
+
+	/* The other uniforms: the formulas their callers wrote, bit for bit. */
+	for (int i = 0; i < 1000; i++) {
+		uint64_t s = 99 + i, t = s, k = sa_splitmix64(&t) >> 11;
+		uint64_t s1 = s, s2 = s, s3 = s, s4 = s;
+		CHECK(sa_unif(&s1) == k / 9007199254740992.0 && s1 == t);
+		CHECK(sa_unif_mid(&s2) == (k + 0.5) * (1.0 / 9007199254740992.0) && s2 == t);
+		CHECK(sa_unif_pos(&s3) == (k + 1.0) / 9007199254740993.0 && s3 == t);
+		CHECK(sa_unif_below(&s4, 13) == (long)(k / 9007199254740992.0 * 13) && s4 == t);
+	}
+	CHECK(sa_unif_below(&r.s, 0) == 0);
 }
 
 /* ---------------------------------------------------------- output files */
