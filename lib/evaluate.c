@@ -83,27 +83,6 @@ sa_eval_opts_check(const sa_eval_opts *o)
 
 /* ---------------------------------------------------------------- shared */
 
-/* Growable token list. */
-typedef struct toks { int *t; int n, cap; } toks;
-
-static int
-toks_push(toks *a, const int *t, int n)
-{
-	if (a->n + n > a->cap) {
-		int cap = a->cap ? a->cap : 256;
-		int *p;
-		while (cap < a->n + n)
-			cap *= 2;
-		if (!(p = realloc(a->t, (size_t)cap * sizeof *p)))
-			return sa_fail(SA_EINTERNAL, "out of memory");
-		a->t = p;
-		a->cap = cap;
-	}
-	memcpy(a->t + a->n, t, (size_t)n * sizeof *t);
-	a->n += n;
-	return SA_OK;
-}
-
 /* What every mode runs with. */
 typedef struct run {
 	sa_model *m;
@@ -114,7 +93,7 @@ typedef struct run {
 	int *seq;                  /* [n_ctx + 1] scratch: prompt and candidate */
 	int n_ctx;
 	int bos, nb;               /* BOS, and 1 if the model wants it (else bos -1) */
-	toks prompt;               /* scratch for answer() */
+	sa_toks prompt;               /* scratch for answer() */
 } run;
 
 static double
@@ -469,8 +448,8 @@ answer(run *r, const sa_task *t, int kind, const query *q, const int *prefix, in
 
 	*pred = NULL;
 	r->prompt.n = 0;
-	if ((rc = toks_push(&r->prompt, prefix, n_prefix)) != SA_OK ||
-	    (rc = toks_push(&r->prompt, q->qa.query, q->n_prompt)) != SA_OK)
+	if ((rc = sa_toks_push(&r->prompt, prefix, n_prefix)) != SA_OK ||
+	    (rc = sa_toks_push(&r->prompt, q->qa.query, q->n_prompt)) != SA_OK)
 		return rc;
 	if (kind == SA_KIND_CLASS) {
 		double *lp = sa_calloc((size_t)q->qa.n_cand, sizeof *lp);
@@ -1045,7 +1024,7 @@ enum { T_NONE, T_PREV, T_DPREV, T_DMANY, T_SELF, T_DSELF, N_TEXT };
 
 /* The text tokenized line by line, as sa-train reads text. */
 static int
-tokenize_text(const sa_vocab *v, const char *data, size_t len, toks *all)
+tokenize_text(const sa_vocab *v, const char *data, size_t len, sa_toks *all)
 {
 	size_t start = 0;
 	int *t, n, rc;
@@ -1056,7 +1035,7 @@ tokenize_text(const sa_vocab *v, const char *data, size_t len, toks *all)
 		if (i > start) {
 			if ((rc = sa_tokenize(v, data + start, i - start + (i < len), 0, &t, &n)) != SA_OK)
 				return rc;
-			rc = toks_push(all, t, n);
+			rc = sa_toks_push(all, t, n);
 			free(t);
 			if (rc != SA_OK)
 				return rc;
@@ -1069,7 +1048,7 @@ tokenize_text(const sa_vocab *v, const char *data, size_t len, toks *all)
 /* Segments of BOS and as many whole blocks of N tokens as fit, over blocks
  * [from, to) of all: the context of a delta. */
 static int
-segment_blocks(run *r, const toks *all, int N, int from, int to, sa_segment **segs, int *n_segs)
+segment_blocks(run *r, const sa_toks *all, int N, int from, int to, sa_segment **segs, int *n_segs)
 {
 	int per_seg = (r->n_ctx - r->nb) / N;
 
@@ -1099,7 +1078,7 @@ text_file(run *r, const sa_adapter *a, const char *path, sa_eval_row *row)
 	int given = nb ? 0 : 1, prev_fits = 2 * N + nb <= r->n_ctx;
 	double nll[N_TEXT] = { 0 };
 	long scored = 0;
-	toks all = { 0 };
+	sa_toks all = { 0 };
 	char *data;
 	size_t len;
 
@@ -1140,10 +1119,10 @@ text_file(run *r, const sa_adapter *a, const char *path, sa_eval_row *row)
 				r->t->cost[m].n_enc++;
 			}
 			r->prompt.n = 0;
-			if ((nb && (rc = toks_push(&r->prompt, &r->bos, 1)) != SA_OK) ||
-			    (m == T_PREV && (rc = toks_push(&r->prompt, blk - N, N)) != SA_OK) ||
-			    (m == T_SELF && (rc = toks_push(&r->prompt, blk, N)) != SA_OK) ||
-			    (rc = toks_push(&r->prompt, blk, given)) != SA_OK)
+			if ((nb && (rc = sa_toks_push(&r->prompt, &r->bos, 1)) != SA_OK) ||
+			    (m == T_PREV && (rc = sa_toks_push(&r->prompt, blk - N, N)) != SA_OK) ||
+			    (m == T_SELF && (rc = sa_toks_push(&r->prompt, blk, N)) != SA_OK) ||
+			    (rc = sa_toks_push(&r->prompt, blk, given)) != SA_OK)
 				goto done;
 			t0 = now();
 			rc = score_answers(r, r->prompt.t, r->prompt.n, cand, n_cand, 1,

@@ -269,6 +269,14 @@ int sa_token_to_piece(const sa_vocab *v, int tok, char *buf, int cap);
  * *text is malloc'd, NUL-terminated. */
 int sa_detokenize(const sa_vocab *v, const int *toks, int n, char **text, size_t *len);
 
+/* A growable array of tokens: {0} is empty; free t.  Push n tokens
+ * (SA_EINTERNAL when out of memory, the array as it was). */
+typedef struct sa_toks {
+	int *t;
+	int n, cap;
+} sa_toks;
+int sa_toks_push(sa_toks *a, const int *t, int n);
+
 /* ---------------------------------------------------------------- model */
 
 enum { SA_ARCH_LLAMA = 0, SA_ARCH_QWEN2 = 1 };

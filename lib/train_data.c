@@ -21,24 +21,6 @@
 /* ------------------------------------------------------------ token data */
 
 static int
-toks_push(sa_toks *a, const int *t, int n)
-{
-	if (a->n + n > a->cap) {
-		int cap = a->cap ? a->cap : 64;
-		while (cap < a->n + n)
-			cap *= 2;
-		int *p = realloc(a->t, (size_t)cap * sizeof *p);
-		if (!p)
-			return sa_fail(SA_EINTERNAL, "out of memory");
-		a->t = p;
-		a->cap = cap;
-	}
-	memcpy(a->t + a->n, t, (size_t)n * sizeof *t);
-	a->n += n;
-	return SA_OK;
-}
-
-static int
 tokenize(const sa_tdata *d, const char *s, size_t n, sa_toks *out)
 {
 	*out = (sa_toks){ 0 };
@@ -102,7 +84,7 @@ load_text(sa_tdata *d, sa_toks *dst, const char *path)
 		if (i > start) {
 			sa_toks t;
 			if ((rc = tokenize(d, data + start, i - start + (i < len), &t)) == SA_OK)
-				rc = toks_push(dst, t.t, t.n);
+				rc = sa_toks_push(dst, t.t, t.n);
 			free(t.t);
 		}
 		start = i + 1;
@@ -142,8 +124,8 @@ load_examples(sa_tdata *d, const sa_example *ex, int n, const char **labels,
 		if ((rc = sa_qa_build(&q, d->vocab, ex[i].input, &label, 1)) != SA_OK)
 			break;
 		e->answer_at = q.n_prefix;
-		if ((rc = toks_push(&e->demo, q.query, q.n_prefix)) == SA_OK)
-			rc = toks_push(&e->demo, q.answer[0], q.n_answer[0]);
+		if ((rc = sa_toks_push(&e->demo, q.query, q.n_prefix)) == SA_OK)
+			rc = sa_toks_push(&e->demo, q.answer[0], q.n_answer[0]);
 		sa_qa_free(&q);
 	}
 	return rc;
@@ -409,7 +391,7 @@ mid_line(sa_tdata *d, const char *s, sa_toks *out)
 		skip++;
 	free(x.t);
 	out->n = 0;
-	rc = toks_push(out, a.t + skip, a.n - skip);
+	rc = sa_toks_push(out, a.t + skip, a.n - skip);
 	free(a.t);
 	return rc;
 }
@@ -789,7 +771,7 @@ static int
 new_segment(sa_episode *e, int bos)
 {
 	e->seg[e->n_seg++] = e->ctx.n;
-	return bos >= 0 ? toks_push(&e->ctx, &bos, 1) : SA_OK;
+	return bos >= 0 ? sa_toks_push(&e->ctx, &bos, 1) : SA_OK;
 }
 
 int
@@ -809,7 +791,7 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 	e->ctx.n = 0;
 	e->seg[0] = 0;
 	e->n_seg = 1;
-	if (bos >= 0 && (rc = toks_push(&e->ctx, &bos, 1)) != SA_OK)
+	if (bos >= 0 && (rc = sa_toks_push(&e->ctx, &bos, 1)) != SA_OK)
 		return rc;
 	for (int i = 0; i < Q * T; i++) {
 		in[i] = 0;
@@ -824,7 +806,7 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 			if (j)
 				rc = new_segment(e, bos);
 			if (rc == SA_OK)
-				rc = toks_push(&e->ctx, c->t + s, len);
+				rc = sa_toks_push(&e->ctx, c->t + s, len);
 		}
 		if (rc != SA_OK)
 			return rc;
@@ -852,7 +834,7 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 					return rc;
 				len = bos >= 0;
 			}
-			if ((rc = toks_push(&e->ctx, dt.t, dt.n)) != SA_OK)
+			if ((rc = sa_toks_push(&e->ctx, dt.t, dt.n)) != SA_OK)
 				return rc;
 			len += dt.n;
 		}
@@ -909,7 +891,7 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 				len = bos >= 0;
 			}
 			for (int p = 0; p < 4 && rc == SA_OK; p++)
-				rc = toks_push(&e->ctx, parts[p].t, parts[p].n);
+				rc = sa_toks_push(&e->ctx, parts[p].t, parts[p].n);
 			if (rc != SA_OK)
 				return rc;
 			len += n;

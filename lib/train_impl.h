@@ -16,12 +16,6 @@ double sa_train_dot(const float *a, const float *b, int n);
 
 /* ------------------------------------------------------------------ data */
 
-/* A growable array of tokens. */
-typedef struct sa_toks {
-	int *t;
-	int n, cap;
-} sa_toks;
-
 /* One labelled example: the whole demonstration, and where its answer starts. */
 typedef struct sa_texample {
 	sa_toks demo;        /* "{input} -> {label}\n" */

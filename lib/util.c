@@ -572,3 +572,20 @@ sa_crc32(uint32_t crc, const void *p, size_t n)
 	}
 	return crc;
 }
+
+int
+sa_toks_push(sa_toks *a, const int *t, int n)
+{
+	if (a->n + n > a->cap) {
+		int cap = a->cap ? a->cap : 64, *p;
+		while (cap < a->n + n)
+			cap *= 2;
+		if (!(p = realloc(a->t, (size_t)cap * sizeof *p)))
+			return sa_fail(SA_EINTERNAL, "out of memory");
+		a->t = p;
+		a->cap = cap;
+	}
+	memcpy(a->t + a->n, t, (size_t)n * sizeof *t);
+	a->n += n;
+	return SA_OK;
+}
