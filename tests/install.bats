@@ -92,7 +92,9 @@ setup() {
 	run -0 pkg-config --cflags --libs sa
 	assert_equal "$(echo $output)" "-I$P/include -L$P/lib -lsa"
 	# sa.h's usage example, against the installed header and shared library
-	cc $(pkg-config --cflags sa) -o "$T/usage" "$ROOT/tests/unit/test_usage.c" \
+	# (a sanitized libsa wants the sanitizers' runtime in the program too)
+	san=${SA_SANITIZED:+-fsanitize=address,undefined}
+	cc $san $(pkg-config --cflags sa) -o "$T/usage" "$ROOT/tests/unit/test_usage.c" \
 	    $(pkg-config --libs sa)
 	printf 'cat -> chat\ndog -> chien\n' > "$T/demos.txt"
 	SA_CACHE_DIR="$T/cache" "$P/bin/sa-run" --demos "$T/demos.txt" --temp 0 -n 16 \
@@ -102,7 +104,7 @@ setup() {
 	LD_LIBRARY_PATH="$P/lib" "$T/usage" "$P/share/sa/model.gguf" "$P/share/sa/adapter.gguf" \
 	    "$T/demos.txt" "dog ->" | cmp - "$T/want"
 	# and the static library, with the libraries it needs
-	cc $(pkg-config --cflags sa) -o "$T/usage-static" "$ROOT/tests/unit/test_usage.c" \
+	cc $san $(pkg-config --cflags sa) -o "$T/usage-static" "$ROOT/tests/unit/test_usage.c" \
 	    "$P/lib/libsa.a" $(pkg-config --static --libs-only-l sa | sed 's/-lsa //')
 	"$T/usage-static" "$P/share/sa/model.gguf" "$P/share/sa/adapter.gguf" "$T/demos.txt" \
 	    "dog ->" | cmp - "$T/want"
