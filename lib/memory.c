@@ -24,9 +24,9 @@
  * features are not orthogonal.  The features go through a positive
  * nonlinearity so that dk may exceed Dkv.
  *
- * The encoder's sums run in double in a fixed order (one head after the
- * other, tokens in order), so a delta is the same bits on any thread count;
- * the trainer's run in float.
+ * The sums run in double in a fixed order (one head after the other,
+ * tokens in order), so a delta is the same bits on any thread count; the
+ * trainer takes the same sums, rounded to float.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -68,31 +68,55 @@ features(const sa_memory_params *mp, int h, const float *x, double *phi, double 
 	return sigmoid(z);
 }
 
+/*
+ * Head h's sums over n tokens, in double and in order; with u, phi, beta
+ * not NULL, each token's features are kept there too ([n][Hk][dk], [n][Hk]:
+ * what the trainer's backward reads).
+ */
+static int
+write_head(const sa_memory_params *mp, int h, const float *K, const float *V, int n,
+    double *G, double *S, float *u, float *phi, float *beta)
+{
+	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh;
+	double *ph = malloc((size_t)dk * sizeof *ph), *uh = malloc((size_t)dk * sizeof *uh);
+
+	if (!ph || !uh) {
+		free(ph);
+		free(uh);
+		return sa_fail(SA_EINTERNAL, "out of memory");
+	}
+	for (int t = 0; t < n; t++) {
+		const float *x = K + (size_t)t * Dkv, *v = V + (size_t)t * Dkv + (size_t)h * dh;
+		double b = features(mp, h, x, ph, u ? uh : NULL);
+		if (u) {
+			size_t at = ((size_t)t * Hk + h) * dk;
+			beta[(size_t)t * Hk + h] = (float)b;
+			for (int i = 0; i < dk; i++) {
+				u[at + i] = (float)uh[i];
+				phi[at + i] = (float)ph[i];
+			}
+		}
+		for (int i = 0; i < dh; i++) {
+			double bv = b * v[i];
+			for (int j = 0; j < dk; j++)
+				G[(size_t)i * dk + j] += bv * ph[j];
+		}
+		for (int i = 0; i < dk; i++) {
+			double bp = b * ph[i];
+			for (int j = 0; j < dk; j++)
+				S[(size_t)i * dk + j] += bp * ph[j];
+		}
+	}
+	free(ph);
+	free(uh);
+	return SA_OK;
+}
+
 int
 sa_memory_write_head(const sa_memory_params *mp, int h, const float *K, const float *V, int n,
     double *G, double *S)
 {
-	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh;
-	double *phi = malloc((size_t)dk * sizeof *phi);
-
-	if (!phi)
-		return sa_fail(SA_EINTERNAL, "out of memory");
-	for (int t = 0; t < n; t++) {
-		const float *x = K + (size_t)t * Dkv, *v = V + (size_t)t * Dkv + (size_t)h * dh;
-		double beta = features(mp, h, x, phi, NULL);
-		for (int i = 0; i < dh; i++) {
-			double bv = beta * v[i];
-			for (int j = 0; j < dk; j++)
-				G[(size_t)i * dk + j] += bv * phi[j];
-		}
-		for (int i = 0; i < dk; i++) {
-			double bp = beta * phi[i];
-			for (int j = 0; j < dk; j++)
-				S[(size_t)i * dk + j] += bp * phi[j];
-		}
-	}
-	free(phi);
-	return SA_OK;
+	return write_head(mp, h, K, V, n, G, S, NULL, NULL, NULL);
 }
 
 int
@@ -195,38 +219,23 @@ int
 sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float *V, int n,
     float *u, float *phi, float *beta, float *G, float *S)
 {
-	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh;
-	double *ph = malloc((size_t)dk * sizeof *ph), *uh = malloc((size_t)dk * sizeof *uh);
+	size_t ng = (size_t)mp->dh * mp->dk, ns = (size_t)mp->dk * mp->dk;
+	double *g = malloc(ng * sizeof *g), *sq = malloc(ns * sizeof *sq);
+	int rc = g && sq ? SA_OK : sa_fail(SA_EINTERNAL, "out of memory");
 
-	if (!ph || !uh) {
-		free(ph);
-		free(uh);
-		return sa_fail(SA_EINTERNAL, "out of memory");
+	/* the encoder's sums, so that training sees the deltas sa-encode makes */
+	for (int h = 0; h < mp->Hk && rc == SA_OK; h++) {
+		memset(g, 0, ng * sizeof *g);
+		memset(sq, 0, ns * sizeof *sq);
+		rc = write_head(mp, h, K, V, n, g, sq, u, phi, beta);
+		for (size_t i = 0; i < ng; i++)
+			G[h * ng + i] = (float)g[i];
+		for (size_t i = 0; i < ns; i++)
+			S[h * ns + i] = (float)sq[i];
 	}
-	memset(G, 0, (size_t)Hk * dh * dk * sizeof *G);
-	memset(S, 0, (size_t)Hk * dk * dk * sizeof *S);
-	for (int h = 0; h < Hk; h++) {
-		float *Gh = G + (size_t)h * dh * dk, *Sh = S + (size_t)h * dk * dk;
-		for (int t = 0; t < n; t++) {
-			const float *x = K + (size_t)t * Dkv, *v = V + (size_t)t * Dkv + (size_t)h * dh;
-			size_t at = ((size_t)t * Hk + h) * dk;
-			double b = features(mp, h, x, ph, uh);
-			beta[(size_t)t * Hk + h] = (float)b;
-			for (int i = 0; i < dk; i++) {
-				u[at + i] = (float)uh[i];
-				phi[at + i] = (float)ph[i];
-			}
-			for (int i = 0; i < dh; i++)
-				for (int j = 0; j < dk; j++)
-					Gh[(size_t)i * dk + j] += (float)(b * v[i] * ph[j]);
-			for (int i = 0; i < dk; i++)
-				for (int j = 0; j < dk; j++)
-					Sh[(size_t)i * dk + j] += (float)(b * ph[i] * ph[j]);
-		}
-	}
-	free(ph);
-	free(uh);
-	return SA_OK;
+	free(g);
+	free(sq);
+	return rc;
 }
 
 /*

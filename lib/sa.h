@@ -676,7 +676,7 @@ int sa_memory_write_head(const sa_memory_params *mp, int h, const float *K, cons
  * double; SA_EDATA if S + lambda I is not positive definite. */
 int sa_memory_read(const float *G, const float *S, int dh, int dk, double lambda, float *M);
 
-/* Training: the sums in float, keeping what the backward needs:
+/* Training: the same sums, as float, keeping what the backward needs:
  * u, phi [n][Hk][dk], beta [n][Hk]; G, S as above (overwritten). */
 int sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float *V, int n,
     float *u, float *phi, float *beta, float *G, float *S);
