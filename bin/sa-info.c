@@ -259,6 +259,7 @@ info_adapter(out *o, const sa_gguf *g, const char *path)
 	if (a->mapping == SA_MAPPING_LSQ) {
 		put_int(o, "d_key", a->d_key);
 		put_num(o, "lambda", a->lambda);
+		put_int(o, "value_offset", a->value_offset);
 	} else {
 		put_int(o, "chunk", a->chunk);
 	}

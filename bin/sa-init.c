@@ -10,8 +10,8 @@
 static const char usage_text[] =
     "usage: sa-init [-m MODEL] [-r RANK] [-C CHUNK] [--mats LIST] [-s N]\n"
     "               [--w1-scale X] [-o OUT]\n"
-    "       sa-init --kind lsq [-m MODEL] [--d-key N] [--lambda X] [--mats LIST] [-s N]\n"
-    "               [--w1-scale X] [-o OUT]\n";
+    "       sa-init --kind lsq [-m MODEL] [--d-key N] [--lambda X] [--value-offset N]\n"
+    "               [--mats LIST] [-s N] [--w1-scale X] [-o OUT]\n";
 
 static void
 help(void)
@@ -25,6 +25,8 @@ help(void)
 	    "  -C, --chunk N         pool: tokens per chunk of the mapping (default 64)\n"
 	    "      --d-key N         lsq: features per memory (default 64)\n"
 	    "      --lambda X        lsq: ridge of the read-out (default 1)\n"
+	    "      --value-offset N  lsq: bind each key to the value N tokens on (0 or 1,\n"
+	    "                        default 0)\n"
 	    "      --mats LIST       adapted matrices, comma-separated, or 'all'\n"
 	    "                        (default attn_q,attn_k,attn_v,attn_output)\n"
 	    "  -s, --seed N          seed of the random initialisation (default 0)\n"
@@ -44,6 +46,7 @@ main(int argc, char **argv)
 		{ "kind", required_argument, NULL, 'K' },
 		{ "d-key", required_argument, NULL, 'D' },
 		{ "lambda", required_argument, NULL, 'L' },
+		{ "value-offset", required_argument, NULL, 'O' },
 		{ "mats", required_argument, NULL, 'M' },
 		{ "seed", required_argument, NULL, 's' },
 		{ "w1-scale", required_argument, NULL, 'W' },
@@ -53,7 +56,8 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *model_path = NULL, *out = "-";
-	int rank = 16, chunk = 64, kind = SA_MAPPING_POOL, d_key = 64, pool_only = 0, lsq_only = 0, c;
+	int rank = 16, chunk = 64, kind = SA_MAPPING_POOL, d_key = 64, value_offset = 0, c;
+	int pool_only = 0, lsq_only = 0;
 	double lambda = 1;
 	uint32_t mats = (1u << SA_MAT_Q) | (1u << SA_MAT_K) | (1u << SA_MAT_V) | (1u << SA_MAT_O);
 	uint64_t seed = 0;
@@ -74,6 +78,10 @@ main(int argc, char **argv)
 		case 'C': chunk = (int)parse_long("--chunk", optarg, 1, 1 << 20); pool_only = 1; break;
 		case 'D': d_key = (int)parse_long("--d-key", optarg, 1, 4096); lsq_only = 1; break;
 		case 'L': lambda = parse_double("--lambda", optarg, 1e-12, 1e12); lsq_only = 1; break;
+		case 'O':
+			value_offset = (int)parse_long("--value-offset", optarg, 0, 1);
+			lsq_only = 1;
+			break;
 		case 'M': mats = parse_mats(optarg); break;
 		case 's': seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
 		case 'W': w1_scale = (float)parse_double("--w1-scale", optarg, -1e6, 1e6); break;
@@ -87,16 +95,16 @@ main(int argc, char **argv)
 		usage_die(usage_text, "unexpected argument '%s'", argv[optind]);
 	}
 	if (kind == SA_MAPPING_LSQ && pool_only)
-		die(SA_EUSAGE, "-r and -C are for --kind pool; the memory has --d-key and --lambda");
+		die(SA_EUSAGE, "-r and -C are for --kind pool; the memory has --d-key, --lambda and --value-offset");
 	if (kind == SA_MAPPING_POOL && lsq_only)
-		die(SA_EUSAGE, "--d-key and --lambda are for --kind lsq");
+		die(SA_EUSAGE, "--d-key, --lambda and --value-offset are for --kind lsq");
 	model_path = need_model(model_path, usage_text);
 	if (strcmp(out, "-") == 0 && isatty(1))
 		die(SA_EUSAGE, "refusing to write a binary adapter to a terminal (use -o FILE)");
 
 	TRY(sa_model_load(&model, model_path));
 	if (kind == SA_MAPPING_LSQ)
-		TRY(sa_adapter_init_lsq(&a, model, d_key, (float)lambda, mats, seed, w1_scale));
+		TRY(sa_adapter_init_lsq(&a, model, d_key, (float)lambda, value_offset, mats, seed, w1_scale));
 	else
 		TRY(sa_adapter_init(&a, model, rank, chunk, mats, seed, w1_scale));
 	sa_outfile_install_signals();

@@ -50,7 +50,7 @@ static const char help_text[] =
     "Adapter (--adapter):\n"
     "  --kind pool|lsq       a new adapter's context mapping (pool)\n"
     "  -r, --rank N (16)  -C, --chunk N (64)    pool\n"
-    "  --d-key N (64)  --lambda X (1)            lsq\n"
+    "  --d-key N (64)  --lambda X (1)  --value-offset N (0)   lsq\n"
     "  --mats LIST|all (attn_q,attn_k,attn_v,attn_output)   adapted matrices\n"
     "  --kmin N (1)  --kmax N (64)   demonstrations per episode (log-uniform)\n"
     "  --queries N (8)               held-out queries per episode\n"
@@ -148,7 +148,7 @@ main(int argc, char **argv)
 	    O_BATCH, O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_GATELR,
 	    O_GATEBIAS, O_MIX, O_CKPT, O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS,
 	    O_STARTSTEP, O_REBIND, O_MAPVOCAB, O_RENAME, O_EVALPOOL, O_SHOWDATA, O_KIND, O_DKEY,
-	    O_LAMBDA };
+	    O_LAMBDA, O_VOFFSET };
 	/* in the order of the help */
 #define ARG(name, val) { name, required_argument, NULL, val }
 #define FLAG(name, val) { name, no_argument, NULL, val }
@@ -162,7 +162,7 @@ main(int argc, char **argv)
 		ARG("kv-heads", O_KVHEADS), ARG("ff", O_FF), ARG("ctx", O_CTX), ARG("rope-base", O_ROPE),
 		FLAG("tied", O_TIED), FLAG("untied", O_UNTIED), ARG("type", O_TYPE),
 		ARG("kind", O_KIND), ARG("rank", 'r'), ARG("chunk", 'C'), ARG("d-key", O_DKEY),
-		ARG("lambda", O_LAMBDA), ARG("mats", O_MATS), ARG("kmin", O_KMIN),
+		ARG("lambda", O_LAMBDA), ARG("value-offset", O_VOFFSET), ARG("mats", O_MATS), ARG("kmin", O_KMIN),
 		ARG("kmax", O_KMAX), ARG("queries", O_QUERIES), ARG("text-segs", O_TEXTSEGS),
 		ARG("gate-lr", O_GATELR), ARG("gate-bias", O_GATEBIAS),
 		ARG("steps", O_STEPS), ARG("batch-tokens", O_BATCH), ARG("seq", O_SEQ),
@@ -233,6 +233,7 @@ main(int argc, char **argv)
 			break;
 		case O_DKEY: o.d_key = parse_long("--d-key", optarg, 1, 4096); break;
 		case O_LAMBDA: o.lambda = parse_double("--lambda", optarg, 1e-12, 1e12); break;
+		case O_VOFFSET: o.value_offset = (int)parse_long("--value-offset", optarg, 0, 1); break;
 		case 'r': o.rank = parse_long("--rank", optarg, 1, 4096); break;
 		case 'C': o.chunk = parse_long("--chunk", optarg, 1, 1 << 16); break;
 		case O_MATS: o.mats = parse_mats(optarg); break;

@@ -36,6 +36,7 @@
 #define MAX_WIDTH (1 << 20)
 
 #define MAX_D_KEY 4096
+#define MAX_VALUE_OFFSET 1
 
 enum { T_Q, T_G, T_B, T_W1, T_W2, T_N };
 static const char *const tensor_suffix[T_N] = { "sa_q", "sa_g", "sa_b", "sa_w1", "sa_w2" };
@@ -115,7 +116,8 @@ sa_adapter_memory_params(const sa_adapter *a, int layer)
 {
 	const sa_adapter_memory *mm = &a->mem[layer];
 
-	return (sa_memory_params){ mm->P, mm->p, mm->w, mm->c, a->n_head_kv, a->d_head, a->d_key };
+	return (sa_memory_params){ mm->P, mm->p, mm->w, mm->c, a->n_head_kv, a->d_head, a->d_key,
+	    a->value_offset };
 }
 
 static float **
@@ -253,6 +255,9 @@ sa_adapter_fingerprint(const sa_adapter *a)
 		memcpy(&bits, &a->lambda, sizeof bits);
 		h = hash_u64(h, (uint64_t)a->d_key);
 		h = hash_u64(h, bits);
+		/* absent from the files of offset 0, and from their hash */
+		if (a->value_offset)
+			h = hash_u64(h, (uint64_t)a->value_offset | 1ull << 32);
 	}
 	h = hash_u64(h, (uint64_t)a->n_layer);
 	h = hash_u64(h, (uint64_t)a->n_head_kv);
@@ -445,15 +450,23 @@ sa_adapter_init(sa_adapter **out, const sa_model *model, int rank, int chunk,
 
 int
 sa_adapter_init_lsq(sa_adapter **out, const sa_model *model, int d_key, float lambda,
-    uint32_t mats, uint64_t seed, float w1_scale)
+    int value_offset, uint32_t mats, uint64_t seed, float w1_scale)
 {
 	int Hk = model->cfg.n_head_kv > 0 ? model->cfg.n_head_kv : 1;
-	int most = MAX_RANK / Hk < MAX_D_KEY ? MAX_RANK / Hk : MAX_D_KEY;
+	int most = MAX_RANK / Hk < MAX_D_KEY ? MAX_RANK / Hk : MAX_D_KEY, rc;
 
 	*out = NULL;
 	if (d_key < 1 || d_key > most)
 		return sa_fail(SA_EUSAGE, "d_key %d out of range 1..%d", d_key, most);
-	return init_kind(out, model, SA_MAPPING_LSQ, Hk * d_key, 0, d_key, lambda, mats, seed, w1_scale);
+	if (value_offset < 0 || value_offset > MAX_VALUE_OFFSET)
+		return sa_fail(SA_EUSAGE, "value offset %d out of range 0..%d", value_offset,
+		    MAX_VALUE_OFFSET);
+	rc = init_kind(out, model, SA_MAPPING_LSQ, Hk * d_key, 0, d_key, lambda, mats, seed, w1_scale);
+	if (rc == SA_OK && value_offset) {
+		(*out)->value_offset = value_offset;
+		(*out)->fingerprint = sa_adapter_fingerprint(*out);
+	}
+	return rc;
 }
 
 /*
@@ -641,6 +654,9 @@ sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path)
 	if (a->mapping == SA_MAPPING_LSQ) {
 		SET(sa_gguf_writer_set_u32(w, "streamadapter.d_key", (uint32_t)a->d_key));
 		SET(sa_gguf_writer_set_f32(w, "streamadapter.lambda", a->lambda));
+		if (a->value_offset)
+			SET(sa_gguf_writer_set_u32(w, "streamadapter.value_offset",
+			    (uint32_t)a->value_offset));
 	}
 	SET(sa_gguf_writer_set_strs(w, "streamadapter.matrices", nm, names));
 	hex64(hex, a->model_fingerprint);
@@ -717,8 +733,8 @@ get_hex64(const sa_gguf *g, const char *key, uint64_t *v, const char *path)
 /* The header fields of an adapter file, checked; tensors are not touched. */
 static int
 read_config(const sa_gguf *g, const char *path, int *kind, int *n_layer, int *n_head_kv,
-    int *d_head, int *rank, int *chunk, int *d_key, float *lambda, uint32_t *mats,
-    uint64_t *model_fp, uint64_t *fp)
+    int *d_head, int *rank, int *chunk, int *d_key, float *lambda, int *value_offset,
+    uint32_t *mats, uint64_t *model_fp, uint64_t *fp)
 {
 	sa_str s, *names = NULL;
 	uint64_t n = 0;
@@ -756,9 +772,19 @@ read_config(const sa_gguf *g, const char *path, int *kind, int *n_layer, int *n_
 	}
 	*d_key = 0;
 	*lambda = 0;
+	*value_offset = 0;
 	if (*kind == SA_MAPPING_LSQ && ((rc = get_dim(g, "streamadapter.d_key", d_key, path)) != SA_OK ||
 	    (rc = sa_gguf_get_f32(g, "streamadapter.lambda", lambda)) != SA_OK))
 		return rc;
+	if (*kind == SA_MAPPING_LSQ && sa_gguf_has(g, "streamadapter.value_offset")) {
+		uint32_t o;
+		if ((rc = sa_gguf_get_u32(g, "streamadapter.value_offset", &o)) != SA_OK)
+			return rc;
+		if (o > MAX_VALUE_OFFSET)
+			return sa_fail(SA_EDATA, "%s: value_offset %u out of range 0..%d", path, o,
+			    MAX_VALUE_OFFSET);
+		*value_offset = (int)o;
+	}
 	if ((rc = get_dim(g, "streamadapter.n_layer", n_layer, path)) != SA_OK ||
 	    (rc = get_dim(g, "streamadapter.n_head_kv", n_head_kv, path)) != SA_OK ||
 	    (rc = get_dim(g, "streamadapter.d_head", d_head, path)) != SA_OK ||
@@ -841,6 +867,7 @@ sa_adapter_load(sa_adapter **out, const char *path)
 	sa_gguf *g = NULL;
 	sa_adapter *a = NULL, shape;
 	int kind = 0, n_layer = 0, n_head_kv = 0, d_head = 0, rank = 0, chunk = 0, d_key = 0, rc;
+	int value_offset = 0;
 	float lambda = 0;
 	int *d_out = NULL, *d_in = NULL;
 	uint32_t mats = 0;
@@ -852,7 +879,7 @@ sa_adapter_load(sa_adapter **out, const char *path)
 		return rc;
 	path = sa_gguf_path(g);
 	if ((rc = read_config(g, path, &kind, &n_layer, &n_head_kv, &d_head, &rank, &chunk, &d_key,
-	    &lambda, &mats, &model_fp, &fp)) != SA_OK)
+	    &lambda, &value_offset, &mats, &model_fp, &fp)) != SA_OK)
 		goto done;
 
 	/* W1 and W2 carry the widths of their matrix; read them first. */
@@ -926,6 +953,7 @@ sa_adapter_load(sa_adapter **out, const char *path)
 		goto done;
 	}
 	a->model_fingerprint = model_fp;
+	a->value_offset = value_offset;
 	for (int l = 0; l < n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);

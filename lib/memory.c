@@ -10,8 +10,14 @@
  *   f_t    = u + 1 where u > 0, else exp(u)       [dk]   positive features
  *   phi_t  = f_t / |f_t|                          [dk]
  *   beta_t = sigmoid(<w[h], x_t> + c[h])                 how much t is written
- *   G[h]  += beta_t v_t phi_t^T                   [dh][dk]
+ *   G[h]  += beta_t v_{t+o} phi_t^T               [dh][dk]
  *   S[h]  += beta_t phi_t phi_t^T                 [dk][dk]
+ *
+ * With the value offset o = 1 the memory binds each token's key to the
+ * value of the token after it, as the next-token prediction at a query
+ * reads it: the key of "word ->" in a demonstration to the value of the
+ * label that follows.  A pair never reaches across the end of a segment,
+ * and the last o tokens of one are not written.
  *
  * Both sums are linear in the tokens, so streams compose exactly by adding
  * (G, S).  Only when a delta is applied is the memory read out, as the
@@ -69,15 +75,28 @@ features(const sa_memory_params *mp, int h, const float *x, double *phi, double 
 }
 
 /*
+ * The first token after t that a pair starting at t may not reach: the
+ * start of the next segment (seg [n_seg], ascending; NULL: one segment),
+ * else n.  *next walks seg along with t.
+ */
+static int
+segment_end(const int *seg, int n_seg, int n, int t, int *next)
+{
+	while (*next < n_seg && seg[*next] <= t)
+		(*next)++;
+	return *next < n_seg ? seg[*next] : n;
+}
+
+/*
  * Head h's sums over n tokens, in double and in order; with u, phi, beta
  * not NULL, each token's features are kept there too ([n][Hk][dk], [n][Hk]:
- * what the trainer's backward reads).
+ * what the trainer's backward reads; zero for a token not written).
  */
 static int
 write_head(const sa_memory_params *mp, int h, const float *K, const float *V, int n,
-    double *G, double *S, float *u, float *phi, float *beta)
+    const int *seg, int n_seg, double *G, double *S, float *u, float *phi, float *beta)
 {
-	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh;
+	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh, next = 0;
 	double *ph = malloc((size_t)dk * sizeof *ph), *uh = malloc((size_t)dk * sizeof *uh);
 
 	if (!ph || !uh) {
@@ -86,10 +105,19 @@ write_head(const sa_memory_params *mp, int h, const float *K, const float *V, in
 		return sa_fail(SA_EINTERNAL, "out of memory");
 	}
 	for (int t = 0; t < n; t++) {
-		const float *x = K + (size_t)t * Dkv, *v = V + (size_t)t * Dkv + (size_t)h * dh;
+		const float *x = K + (size_t)t * Dkv;
+		size_t at = ((size_t)t * Hk + h) * dk;
+		if (t + mp->offset >= segment_end(seg, n_seg, n, t, &next)) {
+			if (u) {
+				beta[(size_t)t * Hk + h] = 0;
+				memset(u + at, 0, (size_t)dk * sizeof *u);
+				memset(phi + at, 0, (size_t)dk * sizeof *phi);
+			}
+			continue;
+		}
+		const float *v = V + (size_t)(t + mp->offset) * Dkv + (size_t)h * dh;
 		double b = features(mp, h, x, ph, u ? uh : NULL);
 		if (u) {
-			size_t at = ((size_t)t * Hk + h) * dk;
 			beta[(size_t)t * Hk + h] = (float)b;
 			for (int i = 0; i < dk; i++) {
 				u[at + i] = (float)uh[i];
@@ -116,7 +144,7 @@ int
 sa_memory_write_head(const sa_memory_params *mp, int h, const float *K, const float *V, int n,
     double *G, double *S)
 {
-	return write_head(mp, h, K, V, n, G, S, NULL, NULL, NULL);
+	return write_head(mp, h, K, V, n, NULL, 0, G, S, NULL, NULL, NULL);
 }
 
 int
@@ -217,7 +245,7 @@ done:
 
 int
 sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float *V, int n,
-    float *u, float *phi, float *beta, float *G, float *S)
+    const int *seg, int n_seg, float *u, float *phi, float *beta, float *G, float *S)
 {
 	size_t ng = (size_t)mp->dh * mp->dk, ns = (size_t)mp->dk * mp->dk;
 	double *g = malloc(ng * sizeof *g), *sq = malloc(ns * sizeof *sq);
@@ -227,7 +255,7 @@ sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float 
 	for (int h = 0; h < mp->Hk && rc == SA_OK; h++) {
 		memset(g, 0, ng * sizeof *g);
 		memset(sq, 0, ns * sizeof *sq);
-		rc = write_head(mp, h, K, V, n, g, sq, u, phi, beta);
+		rc = write_head(mp, h, K, V, n, seg, n_seg, g, sq, u, phi, beta);
 		for (size_t i = 0; i < ng; i++)
 			G[h * ng + i] = (float)g[i];
 		for (size_t i = 0; i < ns; i++)
@@ -242,14 +270,14 @@ sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float 
  * Backward of M = G (S + lambda I)^-1 and of the sums, for memory h:
  *   dG = dM A^-1                [dh][dk]
  *   dS = -M^T dG                [dk][dk]
- *   dbeta_t = v_t^T dG phi_t + phi_t^T dS phi_t
- *   dphi_t  = beta_t (dG^T v_t + (dS + dS^T) phi_t)
+ *   dbeta_t = v_{t+o}^T dG phi_t + phi_t^T dS phi_t
+ *   dphi_t  = beta_t (dG^T v_{t+o} + (dS + dS^T) phi_t)
  *   du = (dphi - phi <phi, dphi>) f'(u) / |f|,   dP += du x^T, dp += du
  *   dz = dbeta beta (1 - beta),  dw += dz x,  dc += dz
  */
 int
 sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float *V, int n,
-    const float *u, const float *phi, const float *beta, const float *G, const float *S,
+    const int *seg, int n_seg, const float *u, const float *phi, const float *beta, const float *G, const float *S,
     double lambda, const float *dM, sa_memory_grads *gr)
 {
 	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh, rc = SA_OK;
@@ -283,8 +311,11 @@ sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float
 					s += M[(size_t)i * dk + a] * dG[(size_t)i * dk + b];
 				dS[(size_t)a * dk + b] = -s;
 			}
-		for (int t = 0; t < n; t++) {
-			const float *x = K + (size_t)t * Dkv, *v = V + (size_t)t * Dkv + (size_t)h * dh;
+		for (int t = 0, next = 0; t < n; t++) {
+			if (t + mp->offset >= segment_end(seg, n_seg, n, t, &next))
+				continue;
+			const float *x = K + (size_t)t * Dkv;
+			const float *v = V + (size_t)(t + mp->offset) * Dkv + (size_t)h * dh;
 			const float *ph = phi + ((size_t)t * Hk + h) * dk, *uh = u + ((size_t)t * Hk + h) * dk;
 			double b = beta[(size_t)t * Hk + h], db = 0, dot = 0, fnorm = 0;
 			for (int j = 0; j < dk; j++) {

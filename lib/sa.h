@@ -657,17 +657,20 @@ void sa_segments_free(sa_segment *segs, int n);
  *   P [Hk][dk][Dkv], p [Hk][dk]   features phi = normalize(f(P x + p)),
  *                                 f(u) = u + 1 (u > 0), exp(u) (u <= 0)
  *   w [Hk][Dkv], c [Hk]           write gate beta = sigmoid(<w, x> + c)
- *   G [Hk][dh][dk] += beta v phi^T,  S [Hk][dk][dk] += beta phi phi^T
- * read out as M [Hk][dh][dk] = G (S + lambda I)^-1.  The parameters are
+ *   G [Hk][dh][dk] += beta v' phi^T,  S [Hk][dk][dk] += beta phi phi^T
+ * read out as M [Hk][dh][dk] = G (S + lambda I)^-1, where v' is the value
+ * of the token offset places after the key's (0: the same token); a token
+ * with no such token in its segment is not written.  The parameters are
  * borrowed (the adapter owns them).
  */
 typedef struct sa_memory_params {
 	const float *P, *p, *w, *c;
-	int Hk, dh, dk;
+	int Hk, dh, dk, offset;
 } sa_memory_params;
 
-/* Add n tokens (K, V [n][Hk*dh]) to G and S, in double, in a fixed order;
- * or to one head's G [dh][dk] and S [dk][dk] (heads are independent). */
+/* Add a segment of n tokens (K, V [n][Hk*dh]) to G and S, in double, in a
+ * fixed order; or to one head's G [dh][dk] and S [dk][dk] (heads are
+ * independent). */
 int sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int n,
     double *G, double *S);
 int sa_memory_write_head(const sa_memory_params *mp, int h, const float *K, const float *V, int n,
@@ -677,14 +680,15 @@ int sa_memory_write_head(const sa_memory_params *mp, int h, const float *K, cons
 int sa_memory_read(const float *G, const float *S, int dh, int dk, double lambda, float *M);
 
 /* Training: the same sums, as float, keeping what the backward needs:
- * u, phi [n][Hk][dk], beta [n][Hk]; G, S as above (overwritten). */
+ * u, phi [n][Hk][dk], beta [n][Hk]; G, S as above (overwritten).  The n
+ * tokens are n_seg segments starting at seg [n_seg] (NULL: one). */
 int sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float *V, int n,
-    float *u, float *phi, float *beta, float *G, float *S);
+    const int *seg, int n_seg, float *u, float *phi, float *beta, float *G, float *S);
 /* Gradients of the parameters (added into gr, shaped as the parameters)
  * from dM [Hk][dh][dk], the gradient of the read-out. */
 typedef struct sa_memory_grads { float *P, *p, *w, *c; } sa_memory_grads;
 int sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float *V, int n,
-    const float *u, const float *phi, const float *beta, const float *G, const float *S,
+    const int *seg, int n_seg, const float *u, const float *phi, const float *beta, const float *G, const float *S,
     double lambda, const float *dM, sa_memory_grads *gr);
 /* M [Hk][dh][dk] laid out as the side path's H [Hk*dk][Hk*dh] (block
  * diagonal), and the gradient of H back onto M (added into dM). */
@@ -729,6 +733,8 @@ typedef struct sa_adapter {
 	int n_layer, n_head_kv, d_head, rank, chunk;   /* LSQ: rank = Hk * d_key, chunk 0 */
 	int d_key;                     /* LSQ: features per memory; 0 for POOL */
 	float lambda;                  /* LSQ: ridge of the read-out; 0 for POOL */
+	int value_offset;              /* LSQ: a key is bound to the value of the token
+	                                * this many places on (0 or 1); 0 for POOL */
 	uint32_t mats;                 /* bitmask of SA_MAT_* */
 	uint64_t model_fingerprint;    /* of the base model */
 	uint64_t fingerprint;          /* of this adapter's config and data */
@@ -749,10 +755,11 @@ sa_memory_params sa_adapter_memory_params(const sa_adapter *a, int layer);
 int sa_adapter_init(sa_adapter **out, const sa_model *model, int rank, int chunk,
     uint32_t mats, uint64_t seed, float w1_scale);
 /* A new least-squares memory adapter (SA_MAPPING_LSQ): d_key features per
- * memory, ridge lambda; P, w random from seed, p = 0, c = 0 (half of every
- * token written), W2 random, W1 = 0 unless w1_scale != 0. */
+ * memory, ridge lambda, value_offset 0 or 1; P, w random from seed, p = 0,
+ * c = 0 (half of every token written), W2 random, W1 = 0 unless
+ * w1_scale != 0. */
 int sa_adapter_init_lsq(sa_adapter **out, const sa_model *model, int d_key, float lambda,
-    uint32_t mats, uint64_t seed, float w1_scale);
+    int value_offset, uint32_t mats, uint64_t seed, float w1_scale);
 /* A copy of a (made for model) with rank slots, rank >= a->rank: the same
  * deltas until trained, the new slots ready to learn (SA_MAPPING_POOL only). */
 int sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, int rank,
@@ -1376,6 +1383,8 @@ int sa_tctx_new(sa_tctx **out, int n_layer, int n_head_kv, int d_head, int rank,
 void sa_tctx_free(sa_tctx *c);
 void sa_tctx_reset(sa_tctx *c);
 int sa_tctx_n_tokens(const sa_tctx *c);
+/* The segments so far: their count, and where each starts (*start). */
+int sa_tctx_segments(const sa_tctx *c, const int **start);
 /* Layer l's keys (before RoPE) and values of the stream so far: [n_tokens][Hk*dh]. */
 const float *sa_tctx_keys(const sa_tctx *c, int l);
 const float *sa_tctx_values(const sa_tctx *c, int l);
@@ -1429,7 +1438,7 @@ typedef struct sa_train_opts {
 	 * adapter's mapping (SA_MAPPING_*), and for SA_MAPPING_LSQ its d_key
 	 * and lambda */
 	int rank, chunk, kmin, kmax, queries, text_segs;
-	int mapping, d_key;
+	int mapping, d_key, value_offset;
 	double lambda;
 	uint32_t mats;               /* bitmask of SA_MAT_* */
 	double gate_lr;              /* learning-rate factor of the gates (g, b; LSQ: w, c) */

@@ -134,6 +134,13 @@ sa_tctx_n_tokens(const sa_tctx *c)
 	return c->n_tokens;
 }
 
+int
+sa_tctx_segments(const sa_tctx *c, const int **start)
+{
+	*start = c->seg_start;
+	return c->n_seg;
+}
+
 const float *
 sa_tctx_keys(const sa_tctx *c, int l)
 {

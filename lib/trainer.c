@@ -107,12 +107,14 @@ resolve_opts(sa_train_opts *o)
 		return sa_fail(SA_EUSAGE, "--pretrain needs --vocab (or --init)");
 	if (!isnan(o->gate_bias) && (o->mode != SA_TRAIN_ADAPTER || o->init))
 		return sa_fail(SA_EUSAGE, "--gate-bias sets the gates of a new adapter (--adapter, no --init)");
-	if ((o->mapping == SA_MAPPING_LSQ || o->d_key || o->lambda) && (o->mode != SA_TRAIN_ADAPTER || o->init))
-		return sa_fail(SA_EUSAGE, "--kind, --d-key and --lambda make a new adapter (--adapter, no --init)");
+	if ((o->mapping == SA_MAPPING_LSQ || o->d_key || o->lambda || o->value_offset) &&
+	    (o->mode != SA_TRAIN_ADAPTER || o->init))
+		return sa_fail(SA_EUSAGE,
+		    "--kind, --d-key, --lambda and --value-offset make a new adapter (--adapter, no --init)");
 	if (o->mapping == SA_MAPPING_LSQ && (o->rank || !isnan(o->gate_bias)))
 		return sa_fail(SA_EUSAGE, "-r and --gate-bias are for --kind pool");
-	if (o->mapping != SA_MAPPING_LSQ && (o->d_key || o->lambda))
-		return sa_fail(SA_EUSAGE, "--d-key and --lambda are for --kind lsq");
+	if (o->mapping != SA_MAPPING_LSQ && (o->d_key || o->lambda || o->value_offset))
+		return sa_fail(SA_EUSAGE, "--d-key, --lambda and --value-offset are for --kind lsq");
 	if (o->rebind && (o->mode != SA_TRAIN_ADAPTER || !o->init))
 		return sa_fail(SA_EUSAGE, "--rebind goes with --adapter and --init");
 	if (mix[0] + mix[1] + mix[2] + mix[3] <= 0)
@@ -320,7 +322,7 @@ build_adapter_model(sa_trainer *t)
 		return rc;
 	if (!o->init && o->mapping == SA_MAPPING_LSQ)
 		return sa_adapter_init_lsq(&t->adapter, t->base, o->d_key ? o->d_key : 64,
-		    o->lambda > 0 ? (float)o->lambda : 1.0f, o->mats, o->seed, 0);
+		    o->lambda > 0 ? (float)o->lambda : 1.0f, o->value_offset, o->mats, o->seed, 0);
 	if (!o->init) {
 		rc = sa_adapter_init(&t->adapter, t->base, o->rank ? o->rank : 16, o->chunk, o->mats,
 		    o->seed, 0);
@@ -853,24 +855,26 @@ memory_params(const sa_trainer *t, int l)
 	const amem *P = &t->am[l];
 
 	return (sa_memory_params){ P->P, P->p, P->w, P->c, t->adapter->n_head_kv,
-	    t->adapter->d_head, t->adapter->d_key };
+	    t->adapter->d_head, t->adapter->d_key, t->adapter->value_offset };
 }
 
 /*
- * The least-squares memory of every layer over the whole context (its
- * sums do not care where segments end), read out, and laid out as the
- * side paths' H, the same for every adapted matrix of the layer.
+ * The least-squares memory of every layer over the whole context (a key
+ * and its value are never in different segments), read out, and laid out
+ * as the side paths' H, the same for every adapted matrix of the layer.
  */
 static int
 memory_pass(sa_trainer *t, worker *w)
 {
 	const sa_adapter *a = t->adapter;
 	int Hk = a->n_head_kv, dh = a->d_head, dk = a->d_key, n = sa_tctx_n_tokens(w->tctx), rc;
+	const int *seg;
+	int n_seg = sa_tctx_segments(w->tctx, &seg);
 
 	for (int l = 0; l < a->n_layer; l++) {
 		sa_memory_params mp = memory_params(t, l);
 		rc = sa_memory_train_forward(&mp, sa_tctx_keys(w->tctx, l), sa_tctx_values(w->tctx, l), n,
-		    w->u[l], w->phi[l], w->beta[l], w->G[l], w->S[l]);
+		    seg, n_seg, w->u[l], w->phi[l], w->beta[l], w->G[l], w->S[l]);
 		for (int h = 0; h < Hk && rc == SA_OK; h++)
 			rc = sa_memory_read(w->G[l] + (size_t)h * dh * dk, w->S[l] + (size_t)h * dk * dk, dh,
 			    dk, a->lambda, w->M[l] + (size_t)h * dh * dk);
@@ -890,6 +894,8 @@ memory_backward(sa_trainer *t, worker *w, float *grads)
 {
 	const sa_adapter *a = t->adapter;
 	int Hk = a->n_head_kv, dh = a->d_head, dk = a->d_key, n = sa_tctx_n_tokens(w->tctx), rc;
+	const int *seg;
+	int n_seg = sa_tctx_segments(w->tctx, &seg);
 
 	for (int l = 0; l < a->n_layer; l++) {
 		sa_memory_params mp = memory_params(t, l);
@@ -901,7 +907,7 @@ memory_backward(sa_trainer *t, worker *w, float *grads)
 			if (sa_adapted(a->mats, m))
 				sa_memory_side_backward(w->dH[l * SA_NMAT + m], Hk, dh, dk, w->dM);
 		rc = sa_memory_train_backward(&mp, sa_tctx_keys(w->tctx, l), sa_tctx_values(w->tctx, l),
-		    n, w->u[l], w->phi[l], w->beta[l], w->G[l], w->S[l], a->lambda, w->dM, &gr);
+		    n, seg, n_seg, w->u[l], w->phi[l], w->beta[l], w->G[l], w->S[l], a->lambda, w->dM, &gr);
 		if (rc != SA_OK)
 			return rc;
 	}

@@ -108,6 +108,44 @@ setup() {
 	assert_failure 1
 }
 
+@test "value offset 1: in the file and sa-info; chain equals one encode; not offset 0's delta" {
+	sa-init -m "$M" --kind lsq --d-key 16 --seed 3 --w1-scale 0.5 --value-offset 1 -o "$T/a1.gguf"
+	run sa-info -j "$T/a1.gguf"
+	assert_output --partial '"lambda":1,"value_offset":1,'
+	run sa-info -j "$A"
+	assert_output --partial '"value_offset":0,'
+	! cmp -s "$A" "$T/a1.gguf"
+	head -1 "$D/all.tsv" >"$T/header"
+	tail -n +2 "$D/all.tsv" | split -l 15 - "$T/part."
+	for p in aa ab; do
+		cat "$T/header" "$T/part.$p" >"$T/$p.tsv"
+		sa-encode -m "$M" -a "$T/a1.gguf" -o "$T/$p.delta" "$T/$p.tsv"
+	done
+	sa-encode -m "$M" -a "$T/a1.gguf" -o "$T/one.delta" "$T/aa.tsv" "$T/ab.tsv"
+	sa-merge --chain "$T/aa.delta" "$T/ab.delta" -o "$T/chained.delta"
+	run "$DIFF" -r 1e-5 "$T/one.delta" "$T/chained.delta"
+	assert_success
+	# the same tokens bound to other values: another memory
+	sa-encode -m "$M" -a "$A" -o "$T/zero.delta" "$T/aa.tsv" "$T/ab.tsv"
+	run "$DIFF" -r 1e-5 "$T/one.delta" "$T/zero.delta"
+	assert_failure
+	sa-export -m "$M" -o "$T/lora.gguf" "$T/one.delta"
+	p='review 99 good -> pos'
+	merged=$(sa-run -m "$M" -d "$T/one.delta" --score -p "$p" | awk '{print $2}')
+	side=$(sa-run -m "$M" -d "$T/one.delta" --unmerged --score -p "$p" | awk '{print $2}')
+	awk -v a="$merged" -v b="$side" 'BEGIN { d = a - b; exit !(d < 1e-4 && d > -1e-4) }'
+	# an offset the format does not know: one line, 65
+	off=$(grep -obUa 'streamadapter.value_offset' "$T/a1.gguf" | cut -d: -f1)
+	cp "$T/a1.gguf" "$T/bad.gguf"
+	printf '\002' | dd of="$T/bad.gguf" bs=1 seek=$((off + 26 + 4)) conv=notrunc 2>/dev/null
+	run -65 sa-info "$T/bad.gguf"
+	[ "${#lines[@]}" -eq 1 ]
+	assert_output --partial "value_offset 2 out of range"
+	run -64 sa-init -m "$M" --value-offset 1 -o "$T/x.gguf"
+	run -64 sa-init -m "$M" --kind lsq --value-offset 2 -o "$T/x.gguf"
+	[ ! -e "$T/x.gguf" ]
+}
+
 @test "the mean of the memory is the mean of (G, S); a sum with opposite weights cancels" {
 	sa-encode -m "$M" -a "$A" -o "$T/a.delta" "$D/all.tsv"
 	sa-merge --mean "$T/a.delta" "$T/a.delta" -o "$T/mean.delta"

@@ -159,6 +159,23 @@ setup() {
 	run -64 "$OLDPWD"/bin/sa-train --adapter -m base.gguf -o x.gguf --pool "$D/pool" --init ad.gguf --kind lsq
 }
 
+@test "sa-train --adapter --kind lsq --value-offset 1: a key bound to the next value learns the mapping too" {
+	cd "$BATS_TEST_TMPDIR"
+	"$OLDPWD"/tests/helpers/mkmodel --dim 64 --layers 2 --heads 4 --kv-heads 2 --ctx 64 -o base.gguf
+	"$OLDPWD"/bin/sa-train --adapter -m base.gguf -o ad.gguf --kind lsq --d-key 16 --value-offset 1 \
+	    --pool "$D/pool" --mix 0,0,1 --kmin 1 --kmax 1 --steps 160 --batch-tokens 512 \
+	    --eval-every 160 --lr 1e-2 --warmup 10 -t 1 -q
+	run "$OLDPWD"/bin/sa-info -j ad.gguf
+	assert_output --partial '"d_key":16,"lambda":1,"value_offset":1,'
+	last=$(grep '"sa_acc"' ad.gguf.ckpt/log.jsonl | tail -1)
+	sa=$(echo "$last" | sed 's/.*"sa_acc":\([^,]*\).*/\1/')
+	zs=$(echo "$last" | sed 's/.*"zero_shot_acc":\([^,]*\).*/\1/')
+	echo "with delta $sa, zero-shot $zs"
+	awk -v a="$sa" -v b="$zs" 'BEGIN { exit !(a >= b + 0.5) }'
+	run -64 "$OLDPWD"/bin/sa-train --adapter -m base.gguf -o x.gguf --pool "$D/pool" --value-offset 1
+	run -64 "$OLDPWD"/bin/sa-train --adapter -m base.gguf -o x.gguf --pool "$D/pool" --kind lsq --value-offset 2
+}
+
 @test "sa-train --adapter --init --rebind: an adapter of an earlier base goes on for the new one" {
 	cd "$BATS_TEST_TMPDIR"
 	shape="--dim 32 --layers 2 --heads 4 --kv-heads 2 --ctx 32"

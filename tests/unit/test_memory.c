@@ -1,6 +1,7 @@
 /* test_memory.c - the least-squares memory (lib/memory.c): recall of what
  * was written, exact composition, the trainer's float sums against the
- * encoder's double ones, and gradients against finite differences. */
+ * encoder's double ones, and gradients against finite differences; with
+ * each key bound to its own value and to the next token's. */
 #include <string.h>
 
 #include "sa.h"
@@ -25,7 +26,8 @@ fill(float *x, size_t n, float scale)
 }
 
 static float P[HK * DK * DKV], p[HK * DK], w[HK * DKV], c[HK];
-static sa_memory_params mp = { P, p, w, c, HK, DH, DK };
+static sa_memory_params mp = { P, p, w, c, HK, DH, DK, 0 };
+static int split;    /* the second segment's start, 0: one segment */
 
 /* loss = sum R .* M over every head, M read from the double sums */
 static double
@@ -34,7 +36,12 @@ loss_of(const float *K, const float *V, int n, double lambda, const float *R)
 	double G[HK * DH * DK] = { 0 }, S[HK * DK * DK] = { 0 }, l = 0;
 	float Gf[HK * DH * DK], Sf[HK * DK * DK], M[DH * DK];
 
-	sa_memory_write(&mp, K, V, n, G, S);
+	if (split) {
+		sa_memory_write(&mp, K, V, split, G, S);
+		sa_memory_write(&mp, K + split * DKV, V + split * DKV, n - split, G, S);
+	} else {
+		sa_memory_write(&mp, K, V, n, G, S);
+	}
 	for (size_t i = 0; i < sizeof Gf / sizeof *Gf; i++)
 		Gf[i] = (float)G[i];
 	for (size_t i = 0; i < sizeof Sf / sizeof *Sf; i++)
@@ -92,7 +99,7 @@ main(void)
 		float u[N * HK * DK], phi[N * HK * DK], beta[N * HK];
 		float G2[HK * DH * DK], S2[HK * DK * DK];
 		double worst = 0;
-		CHECK_OK(sa_memory_train_forward(&mp, K, V, N, u, phi, beta, G2, S2));
+		CHECK_OK(sa_memory_train_forward(&mp, K, V, N, NULL, 0, u, phi, beta, G2, S2));
 		for (int h = 0; h < HK; h++) {
 			for (int i = 0; i < DH * DK; i++)
 				Gf[i] = (float)G[h * DH * DK + i];
@@ -135,25 +142,79 @@ main(void)
 	}
 
 	/* Gradients, with partial writes (beta around 1/2) and a few more
-	 * tokens than features, where the solve matters. */
+	 * tokens than features, where the solve matters; then with each key
+	 * bound to the next token's value, over two segments. */
 	for (int h = 0; h < HK; h++)
 		c[h] = 0.3f * (float)h;
-	{
-		int n = 2 * N;
+	for (int offset = 0; offset <= 1; offset++) {
+		int n = 2 * N, seg[2] = { 0, N };
 		double lambda = 0.5;
 		float R[HK * DH * DK], u[2 * N * HK * DK], phi[2 * N * HK * DK], beta[2 * N * HK];
 		float Gf[HK * DH * DK], Sf[HK * DK * DK];
 		float gP[sizeof P / sizeof *P] = { 0 }, gp[sizeof p / sizeof *p] = { 0 };
 		float gw[sizeof w / sizeof *w] = { 0 }, gc[HK] = { 0 };
 		sa_memory_grads gr = { gP, gp, gw, gc };
+		mp.offset = offset;
+		split = offset ? N : 0;
 		fill(R, sizeof R / sizeof *R, 1.0f);
-		CHECK_OK(sa_memory_train_forward(&mp, K, V, n, u, phi, beta, Gf, Sf));
-		CHECK_OK(sa_memory_train_backward(&mp, K, V, n, u, phi, beta, Gf, Sf, lambda, R, &gr));
+		CHECK_OK(sa_memory_train_forward(&mp, K, V, n, offset ? seg : NULL, offset ? 2 : 0,
+		    u, phi, beta, Gf, Sf));
+		CHECK_OK(sa_memory_train_backward(&mp, K, V, n, offset ? seg : NULL, offset ? 2 : 0,
+		    u, phi, beta, Gf, Sf, lambda, R, &gr));
 		check_grad("P", P, gP, 12, 17, K, V, n, lambda, R);
 		check_grad("p", p, gp, 8, 3, K, V, n, lambda, R);
 		check_grad("w", w, gw, 8, 2, K, V, n, lambda, R);
 		check_grad("c", c, gc, HK, 1, K, V, n, lambda, R);
 	}
+	split = 0;
+
+	/* Value offset 1: M phi_t gives v_{t+1} back, the last token of a
+	 * segment is not written, and a pair never spans two segments. */
+	mp.offset = 1;
+	for (int h = 0; h < HK; h++)
+		c[h] = 30;
+	{
+		double G1[HK * DH * DK] = { 0 }, S1[HK * DK * DK] = { 0 };
+		double Gw[HK * DH * DK] = { 0 }, Sw[HK * DK * DK] = { 0 };
+		float Gs[HK * DH * DK], Ss[HK * DK * DK], M[DH * DK], Gh[DH * DK], Sh[DK * DK];
+		float u[2 * N * HK * DK], phi[2 * N * HK * DK], beta[2 * N * HK];
+		int seg[2] = { 0, N };
+		double worst = 0, apart = 0;
+		CHECK_OK(sa_memory_write(&mp, K, V, N, G1, S1));
+		CHECK_OK(sa_memory_write(&mp, K + N * DKV, V + N * DKV, N, G1, S1));
+		CHECK_OK(sa_memory_write(&mp, K, V, 2 * N, Gw, Sw));
+		CHECK_OK(sa_memory_train_forward(&mp, K, V, 2 * N, seg, 2, u, phi, beta, Gs, Ss));
+		for (int i = 0; i < HK * DH * DK; i++) {
+			CHECK_NEAR(Gs[i], G1[i], 1e-5 * (1 + fabs(G1[i])));
+			apart = fmax(apart, fabs(Gw[i] - G1[i]));
+		}
+		for (int i = 0; i < HK * DK * DK; i++)
+			CHECK_NEAR(Ss[i], S1[i], 1e-5 * (1 + fabs(S1[i])));
+		CHECK(apart > 1e-3);    /* one long segment holds one pair more */
+		CHECK(beta[(N - 1) * HK] == 0 && beta[(2 * N - 1) * HK + 1] == 0 && beta[0] > 0.9f);
+		memset(G1, 0, sizeof G1);
+		memset(S1, 0, sizeof S1);
+		CHECK_OK(sa_memory_write(&mp, K, V, N, G1, S1));
+		for (int h = 0; h < HK; h++) {
+			for (int i = 0; i < DH * DK; i++)
+				Gh[i] = (float)G1[h * DH * DK + i];
+			for (int i = 0; i < DK * DK; i++)
+				Sh[i] = (float)S1[h * DK * DK + i];
+			CHECK_OK(sa_memory_read(Gh, Sh, DH, DK, 1e-6, M));
+			for (int t = 0; t + 1 < N; t++)
+				for (int i = 0; i < DH; i++) {
+					double r = 0;
+					for (int j = 0; j < DK; j++)
+						r += (double)M[i * DK + j] * phi[(t * HK + h) * DK + j];
+					r -= V[(t + 1) * DKV + h * DH + i];
+					worst = fabs(r) > worst ? fabs(r) : worst;
+				}
+		}
+		fprintf(stderr, "offset 1: recall of %d next values: worst error %.2g\n", N - 1, worst);
+		CHECK(worst < 1e-2);
+	}
+	mp.offset = 0;
+
 	/* The side layout: W1 H^T is W1 blockdiag(M), and dH folds back onto M
 	 * as its transpose. */
 	{
