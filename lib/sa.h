@@ -43,6 +43,7 @@
  *   applying deltas, export         a delta -> the model's weights, LoRA
  *   evaluation, evaluation protocol sa-eval
  *   training, trainer               sa-train
+ *   file description                sa-info
  *   output files, hashing,          utilities
  *   random numbers, JSON
  *
@@ -1496,6 +1497,19 @@ int sa_trainer_checkpoint(const sa_trainer *t, const char *path);
 /* Continue from a checkpoint: exactly where the run that wrote it was.  One
  * of another mode or size: SA_EDATA, the trainer unchanged. */
 int sa_trainer_resume(sa_trainer *t, const char *path);
+
+/* ------------------------------------------------------ file description */
+
+/*
+ * What the file at path ("-" = stdin) is, as sa-info(1) tells it, onto fp:
+ * "key: value" lines, or one JSON object on a line (json = 1).  A delta
+ * shows its header; a GGUF file its kind (model, adapter, lora adapter,
+ * vocab, gguf), metadata, tensor types and fingerprint.  A model or adapter
+ * is described only if its loader accepts it, so on failure fp may hold
+ * part of a description, which the caller drops.  SA_ENOINPUT, SA_EDATA
+ * (neither a delta nor a GGUF file, or what the loaders say), SA_EIO.
+ */
+int sa_file_describe(FILE *fp, const char *path, int json);
 
 /* --------------------------------------------------------- output files */
 
