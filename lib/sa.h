@@ -1265,6 +1265,33 @@ int sa_eval_map(sa_eval_table **out, sa_model *m, sa_adapter *const *a, int n_ad
  */
 double sa_eval_mean(const sa_eval_table *t, int set, int m, int *n, int *partial);
 
+/* What a run measures, for what prints it. */
+enum { SA_EVAL_TASKS, SA_EVAL_TEXT, SA_EVAL_MAP };
+
+/*
+ * sa-eval(1)'s tables of a run of kind what, onto out as the run goes:
+ * start and row are for the hooks' start and row (the header, then each
+ * row once scored, flushed), end for after the run (tasks: the means over
+ * seen and unseen tasks; every kind: the costs).  csv, when not NULL, takes
+ * the table as CSV (map runs).  out and csv are borrowed.
+ */
+typedef struct sa_eval_report {
+	FILE *out, *csv;
+	int what;                  /* SA_EVAL_TASKS, SA_EVAL_TEXT or SA_EVAL_MAP */
+	int many;                  /* text: M of sa_eval_opts, for a title */
+	/* set by start: */
+	int k_same;                /* tasks: every task used the same k */
+	char k_used[16];           /* "=k" then, else "" */
+	char head[8][64], name[8][64];   /* tasks, text: the methods' titles */
+} sa_eval_report;
+
+void sa_eval_report_start(sa_eval_report *r, const sa_eval_table *t);
+void sa_eval_report_row(sa_eval_report *r, const sa_eval_table *t, int i);
+void sa_eval_report_end(sa_eval_report *r, const sa_eval_table *t);
+/* A query's record as one line of JSON (sa-eval --jsonl), with the keys
+ * of a run of kind what. */
+void sa_eval_record_print(FILE *fp, const sa_eval_record *r, int what);
+
 /* -------------------------------------------------------------- training */
 
 /*
