@@ -874,6 +874,31 @@ char *sa_cache_default_dir(void);
  * 0 otherwise. */
 int sa_cache_name_kind(const char *name);
 
+/* A file of the cache, as sa-cache(1) lists and prunes them. */
+typedef struct sa_cache_file {
+	char *name;              /* in the cache's directory */
+	int64_t size;            /* bytes */
+	int64_t mtime;           /* last use, seconds since the epoch */
+	int kind;                /* sa_cache_name_kind's: 1 entry, 2 temporary or lock file */
+} sa_cache_file;
+
+/*
+ * The cache's own files in dir, oldest use first (then by name), into *out
+ * (malloc'd, NULL when none; give to sa_cache_scan_free with *n).  A
+ * missing dir is an empty cache unless must_exist (SA_ENOINPUT); SA_EIO.
+ */
+int sa_cache_scan(sa_cache_file **out, int *n, const char *dir, int must_exist);
+void sa_cache_scan_free(sa_cache_file *v, int n);
+/*
+ * What sa-cache prune (or clear, all = 1) drops of v[0..n), in drop[i]:
+ * every file (all), else temporary and lock files an hour old, entries
+ * unused for more than max_age seconds, then the least recently used until
+ * the entries left fit max_size bytes (max_age, max_size negative: no
+ * limit), at time now.
+ */
+void sa_cache_select(const sa_cache_file *v, int n, int all, double max_age, double max_size,
+    int64_t now, char *drop);
+
 /*
  * The key of encoding files (formats[i] each, resolved; "-" = stdin, whose
  * bytes are stdin_data, see sa_demos_formats) through model m and adapter
