@@ -4,8 +4,6 @@
  * metadata that matters here, its tensor count and types, and the
  * fingerprint that binds adapters and deltas to it (lib/describe.c).
  */
-#include <getopt.h>
-
 #include "tool.h"
 
 static const char usage_text[] = "usage: sa-info [-j] [FILE ...]\n";
@@ -25,12 +23,7 @@ help(void)
 int
 main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
+	static const struct option longopts[] = { FLAG("json", 'j'), OPTIONS_END };
 	static char *stdin_only[] = { "-" };
 	char **files;
 	int n, c, json = 0, status = 0, printed = 0;

@@ -65,11 +65,7 @@ main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "m:r:C:o:s:hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': model_path = optarg; break;
-		case 'K':
-			if (strcmp(optarg, "pool") && strcmp(optarg, "lsq"))
-				die(SA_EUSAGE, "--kind: unknown kind '%s' (pool, lsq)", optarg);
-			kind = strcmp(optarg, "lsq") ? SA_MAPPING_POOL : SA_MAPPING_LSQ;
-			break;
+		case 'K': kind = parse_kind(optarg); break;
 		case 'r': rank = (int)parse_long("--rank", optarg, 1, 4096); pool_only = 1; break;
 		case 'C': chunk = (int)parse_long("--chunk", optarg, 1, 1 << 20); pool_only = 1; break;
 		case 'D': d_key = (int)parse_long("--d-key", optarg, 1, 4096); lsq_only = 1; break;

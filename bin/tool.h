@@ -148,6 +148,15 @@ parse_mats(const char *list)
 	return mats;
 }
 
+/* --kind pool|lsq: an adapter's context mapping. */
+static int __attribute__((unused))
+parse_kind(const char *s)
+{
+	if (strcmp(s, "pool") && strcmp(s, "lsq"))
+		die(SA_EUSAGE, "--kind: unknown kind '%s' (pool, lsq)", s);
+	return strcmp(s, "lsq") ? SA_MAPPING_POOL : SA_MAPPING_LSQ;
+}
+
 /* -c N against the model: 0 is the model's own context, and more than it
  * is refused rather than quietly cut to it. */
 static int __attribute__((unused))

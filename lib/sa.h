@@ -1494,6 +1494,13 @@ typedef struct sa_train_opts {
 	uint64_t seed;
 } sa_train_opts;
 
+/* sa-train(1)'s defaults: a 256-wide model of 6 layers, 8 heads (4 of
+ * keys and values), context 512, tied, saved as F16; chunks of 64, 1 to 64
+ * demonstrations and 8 queries an episode, attn_q, attn_k, attn_v and
+ * attn_output; 1000 steps of 16384 tokens in micro-batches of 8, lr 1e-3
+ * (min lr / 10), warmup 100, wd 0.1, clip 1, seed 1. */
+void sa_train_opts_default(sa_train_opts *o);
+
 /*
  * A trainer: the model (and adapter), the data, the optimiser's state and
  * the workers (sa_get_threads() of them, each with its activations).  A
@@ -1549,6 +1556,11 @@ int sa_trainer_checkpoint(const sa_trainer *t, const char *path);
 /* Continue from a checkpoint: exactly where the run that wrote it was.  One
  * of another mode or size: SA_EDATA, the trainer unchanged. */
 int sa_trainer_resume(sa_trainer *t, const char *path);
+/* The lines of sa-train's JSON Lines log: a step's stats (and its
+ * tokens per second over seconds), an evaluation's results (the keys of
+ * mode, SA_TRAIN_*). */
+void sa_train_stats_print(FILE *fp, long step, const sa_train_stats *s, double seconds);
+void sa_train_eval_print(FILE *fp, int mode, long step, const sa_train_eval *e);
 
 /* ------------------------------------------------------ file description */
 
