@@ -1039,6 +1039,12 @@ int sa_deltas_load(sa_deltas **out, char *const *path, const double *scale, int 
 int sa_deltas_bind(sa_deltas *ds, const sa_model *m, const char *given, const char *fallback);
 /* Add d at scale s after the others (the set's then); name for messages. */
 int sa_deltas_add(sa_deltas *ds, sa_delta *d, double s, const char *name);
+/* The delta of demonstrations files as sa-encode makes it, through the
+ * cache in cache_dir (sa_cache_encode, *hit its), over model m (no delta
+ * applied yet) and the deltas' adapter (sa_deltas_bind first), added at
+ * scale 1 as "demonstrations" (sa-run --demos). */
+int sa_deltas_add_demos(sa_deltas *ds, sa_model *m, const char *cache_dir, char *const *files,
+    int n, int format, int *hit, sa_cache_note note, void *ctx);
 /* Apply each delta at its scale, in order (sa_delta_apply). */
 int sa_deltas_apply(sa_model *m, const sa_deltas *ds, int merged);
 void sa_deltas_free(sa_deltas *ds);
