@@ -177,6 +177,15 @@ put_tensor_types(out *o, const sa_gguf *g)
 	end_value(o);
 }
 
+/* How a GGUF file's description starts: its kind, version and architecture. */
+static void
+put_head(out *o, const sa_gguf *g, const char *kind)
+{
+	put_cstr(o, "kind", kind);
+	put_int(o, "gguf_version", sa_gguf_version(g));
+	put_gguf_str(o, "architecture", g, "general.architecture");
+}
+
 static int
 describe_model(out *o, const sa_gguf *g, const char *path)
 {
@@ -189,9 +198,7 @@ describe_model(out *o, const sa_gguf *g, const char *path)
 	if ((rc = sa_model_load(&m, path)) != SA_OK)
 		return rc;
 	c = &m->cfg;
-	put_cstr(o, "kind", "model");
-	put_int(o, "gguf_version", sa_gguf_version(g));
-	put_gguf_str(o, "architecture", g, "general.architecture");
+	put_head(o, g, "model");
 	put_gguf_str(o, "name", g, "general.name");
 	put_int(o, "n_layer", c->n_layer);
 	put_int(o, "d_model", c->d_model);
@@ -217,10 +224,8 @@ describe_adapter(out *o, const sa_gguf *g, const char *path)
 
 	if (!sa_gguf_has(g, "streamadapter.version")) {
 		float alpha;
-		put_cstr(o, "kind", get_sa_str(g, "adapter.type", &s) && s.n == 4 &&
+		put_head(o, g, get_sa_str(g, "adapter.type", &s) && s.n == 4 &&
 		    memcmp(s.s, "lora", 4) == 0 ? "lora adapter" : "adapter");
-		put_int(o, "gguf_version", sa_gguf_version(g));
-		put_gguf_str(o, "architecture", g, "general.architecture");
 		put_gguf_str(o, "name", g, "general.name");
 		put_gguf_str(o, "adapter_type", g, "adapter.type");
 		if (sa_gguf_has(g, "adapter.lora.alpha") &&
@@ -233,9 +238,7 @@ describe_adapter(out *o, const sa_gguf *g, const char *path)
 	/* Loading checks every shape, every value and the fingerprint. */
 	if ((rc = sa_adapter_load(&a, path)) != SA_OK)
 		return rc;
-	put_cstr(o, "kind", "adapter");
-	put_int(o, "gguf_version", sa_gguf_version(g));
-	put_gguf_str(o, "architecture", g, "general.architecture");
+	put_head(o, g, "adapter");
 	put_gguf_str(o, "base_model", g, "streamadapter.base_model");
 	put_hex(o, "model_fingerprint", a->model_fingerprint);
 	put_hex(o, "fingerprint", a->fingerprint);
@@ -270,9 +273,7 @@ describe_gguf(out *o, const char *path)
 		if (sa_gguf_n_tensors(g) == 0 && sa_gguf_has(g, "tokenizer.ggml.tokens")) {
 			uint64_t n = 0;
 			sa_str *toks = NULL;
-			put_cstr(o, "kind", "vocab");
-			put_int(o, "gguf_version", sa_gguf_version(g));
-			put_gguf_str(o, "architecture", g, "general.architecture");
+			put_head(o, g, "vocab");
 			put_gguf_str(o, "name", g, "general.name");
 			put_gguf_str(o, "tokenizer", g, "tokenizer.ggml.model");
 			if (sa_gguf_get_strs(g, "tokenizer.ggml.tokens", &n, &toks) == SA_OK)
