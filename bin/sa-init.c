@@ -2,7 +2,6 @@
  * sa-init - a new, untrained adapter for a base model.  With W1 = 0 it
  * changes nothing, whatever delta goes through it; training starts there.
  */
-#include <getopt.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -38,19 +37,9 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "model", required_argument, NULL, 'm' },
-		{ "rank", required_argument, NULL, 'r' },
-		{ "chunk", required_argument, NULL, 'C' },
-		{ "kind", required_argument, NULL, 'K' },
-		{ "d-key", required_argument, NULL, 'D' },
-		{ "lambda", required_argument, NULL, 'L' },
-		{ "mats", required_argument, NULL, 'M' },
-		{ "seed", required_argument, NULL, 's' },
-		{ "w1-scale", required_argument, NULL, 'W' },
-		{ "output", required_argument, NULL, 'o' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		ARG("model", 'm'), ARG("rank", 'r'), ARG("chunk", 'C'), ARG("kind", 'K'),
+		ARG("d-key", 'D'), ARG("lambda", 'L'), ARG("mats", 'M'), ARG("seed", 's'),
+		ARG("w1-scale", 'W'), ARG("output", 'o'), OPTIONS_END,
 	};
 	const char *model_path = NULL, *out = "-";
 	int rank = 16, chunk = 64, kind = SA_MAPPING_POOL, d_key = 64, pool_only = 0, lsq_only = 0, c;
