@@ -271,12 +271,10 @@ evaluate(sa_trainer *t, int mode, FILE *log, int quiet)
 	sa_train_eval e;
 
 	TRY(sa_trainer_evaluate(t, &e));
-	if (quiet)
-		;
-	else if (mode == SA_TRAIN_PRETRAIN)
+	if (!quiet && mode == SA_TRAIN_PRETRAIN)
 		warnx_("step %ld: valid loss %.4f, in-context copy accuracy %.3f (first sight %.3f)",
 		    step, e.valid_loss, e.copy_acc, e.copy_acc_first);
-	else
+	else if (!quiet)
 		warnx_("step %ld: answer accuracy with delta %.3f, zero-shot %.3f (%d answers)",
 		    step, e.sa_acc, e.zero_shot_acc, e.answers);
 	sa_train_eval_print(log, mode, step, &e);
