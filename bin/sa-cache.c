@@ -3,12 +3,7 @@
  * --cache-dir and sa-run --demos keep.  Only the cache's own files are
  * ever touched: KEY.delta entries, their temporary files and lock files.
  */
-#include <dirent.h>
-#include <getopt.h>
-#include <stdint.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "tool.h"
 
@@ -17,9 +12,6 @@ static const char usage_text[] =
     "       sa-cache [-qv] prune [--max-size SIZE] [--max-age AGE] [--dry-run]\n"
     "                [--cache-dir DIR | DIR]\n"
     "       sa-cache [-qv] clear [--cache-dir DIR | DIR]\n";
-
-/* A temporary file older than this belongs to a process that died. */
-#define STALE_TMP_SECONDS 3600
 
 static void
 help(void)
@@ -64,73 +56,6 @@ parse_unit(const char *opt, const char *s, const char *units, const double *mult
 	die(SA_EUSAGE, "%s: invalid value '%s' (a number and one of %s)", opt, s, units);
 }
 
-typedef struct entry {
-	char *name;
-	off_t size;
-	time_t mtime;
-	int kind;          /* 1 entry, 2 temporary or lock file */
-} entry;
-
-static int
-by_age(const void *x, const void *y)
-{
-	const entry *a = x, *b = y;
-
-	if (a->mtime != b->mtime)
-		return a->mtime < b->mtime ? -1 : 1;
-	return strcmp(a->name, b->name);
-}
-
-/* The cache's files in dir, oldest use first.  A missing dir is empty. */
-static entry *
-scan(const char *dir, int *n, int must_exist)
-{
-	DIR *dp = opendir(dir);
-	struct dirent *e;
-	entry *v = NULL;
-	int cap = 0;
-
-	*n = 0;
-	if (!dp) {
-		if (errno == ENOENT && !must_exist)
-			return NULL;
-		die(SA_ENOINPUT, "%s: %s", dir, strerror(errno));
-	}
-	while ((errno = 0, e = readdir(dp))) {
-		int kind = sa_cache_name_kind(e->d_name);
-		char path[4096];
-		struct stat st;
-
-		if (!kind)
-			continue;
-		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-		if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
-			continue;   /* gone meanwhile, or not ours */
-		if (*n == cap && !(v = realloc(v, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *v)))
-			die(SA_EINTERNAL, "out of memory");
-		if (!(v[*n].name = strdup(e->d_name)))
-			die(SA_EINTERNAL, "out of memory");
-		v[*n].size = st.st_size;
-		v[*n].mtime = st.st_mtime;
-		v[*n].kind = kind;
-		(*n)++;
-	}
-	if (errno)
-		die(SA_EIO, "%s: %s", dir, strerror(errno));
-	closedir(dp);
-	if (*n > 0)   /* an empty directory leaves v NULL, which qsort must not see */
-		qsort(v, (size_t)*n, sizeof *v, by_age);
-	return v;
-}
-
-static void
-free_entries(entry *v, int n)
-{
-	for (int i = 0; i < n; i++)
-		free(v[i].name);
-	free(v);
-}
-
 static void
 iso_time(time_t t, char *buf, size_t n)
 {
@@ -145,8 +70,9 @@ cmd_list(const char *dir, int must_exist, int json, int verbose)
 {
 	long long total = 0;
 	int n, count = 0;
-	entry *v = scan(dir, &n, must_exist);
+	sa_cache_file *v;
 
+	TRY(sa_cache_scan(&v, &n, dir, must_exist));
 	for (int i = 0; i < n; i++) {
 		char when[32], key[SA_CACHE_KEY_LEN + 1], path[4096];
 		sa_delta *d = NULL;
@@ -158,7 +84,7 @@ cmd_list(const char *dir, int must_exist, int json, int verbose)
 		total += v[i].size;
 		memcpy(key, v[i].name, SA_CACHE_KEY_LEN);
 		key[SA_CACHE_KEY_LEN] = 0;
-		iso_time(v[i].mtime, when, sizeof when);
+		iso_time((time_t)v[i].mtime, when, sizeof when);
 		snprintf(path, sizeof path, "%s/%s", dir, v[i].name);
 		if (verbose > 0 && (rc = sa_delta_load(&d, path)) != SA_OK)
 			warnx_("%s", sa_error());
@@ -185,44 +111,24 @@ cmd_list(const char *dir, int must_exist, int json, int verbose)
 	}
 	if (verbose > 0)
 		warnx_("%s: %d entr%s, %lld bytes", dir, count, count == 1 ? "y" : "ies", total);
-	free_entries(v, n);
+	sa_cache_scan_free(v, n);
 	return SA_OK;
 }
 
-/*
- * Drop what prune or clear selects: every file (clear), or temporary files
- * older than STALE_TMP_SECONDS, entries unused for max_age, then the least
- * recently used until the entries fit max_size (negative: no limit).
- */
+/* Drop what prune or clear selects (sa_cache_select). */
 static int
 cmd_prune(const char *dir, int must_exist, int all, double max_age, double max_size,
     int dry_run, int verbose)
 {
-	time_t now = time(NULL);
-	long long total = 0, freed = 0, left = 0;
+	long long freed = 0, left = 0;
 	int n, dropped = 0, status = SA_OK;
-	entry *v = scan(dir, &n, must_exist);
-	char *drop = calloc((size_t)(n ? n : 1), 1);
+	sa_cache_file *v;
+	char *drop;
 
-	if (!drop)
+	TRY(sa_cache_scan(&v, &n, dir, must_exist));
+	if (!(drop = calloc((size_t)(n ? n : 1), 1)))
 		die(SA_EINTERNAL, "out of memory");
-	for (int i = 0; i < n; i++) {
-		double age = difftime(now, v[i].mtime);
-		if (all)
-			drop[i] = 1;
-		else if (v[i].kind == 2)
-			drop[i] = age > STALE_TMP_SECONDS;
-		else if (max_age >= 0 && age > max_age)
-			drop[i] = 1;
-		if (v[i].kind == 1 && !drop[i])
-			total += v[i].size;
-	}
-	/* Oldest use first: v is in that order. */
-	for (int i = 0; max_size >= 0 && total > max_size && i < n; i++)
-		if (v[i].kind == 1 && !drop[i]) {
-			drop[i] = 1;
-			total -= v[i].size;
-		}
+	sa_cache_select(v, n, all, max_age, max_size, (int64_t)time(NULL), drop);
 	for (int i = 0; i < n; i++) {
 		char path[4096];
 
@@ -247,7 +153,7 @@ cmd_prune(const char *dir, int must_exist, int all, double max_age, double max_s
 		warnx_("%s: %s %d file%s, %lld bytes; %lld bytes of entries left", dir,
 		    dry_run ? "would drop" : "dropped", dropped, dropped == 1 ? "" : "s", freed, left);
 	free(drop);
-	free_entries(v, n);
+	sa_cache_scan_free(v, n);
 	return status;
 }
 
@@ -256,16 +162,9 @@ main(int argc, char **argv)
 {
 	enum { O_MAX_SIZE = 256, O_MAX_AGE, O_CACHE_DIR, O_DRY_RUN };
 	static const struct option longopts[] = {
-		{ "cache-dir", required_argument, NULL, O_CACHE_DIR },
-		{ "max-size", required_argument, NULL, O_MAX_SIZE },
-		{ "max-age", required_argument, NULL, O_MAX_AGE },
-		{ "dry-run", no_argument, NULL, O_DRY_RUN },
-		{ "json", no_argument, NULL, 'j' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		ARG("cache-dir", O_CACHE_DIR), ARG("max-size", O_MAX_SIZE), ARG("max-age", O_MAX_AGE),
+		FLAG("dry-run", O_DRY_RUN), FLAG("json", 'j'), FLAG("quiet", 'q'), FLAG("verbose", 'v'),
+		OPTIONS_END,
 	};
 	static const double size_mult[] = { 1024.0, 1024.0, 1048576.0, 1073741824.0, 1099511627776.0 };
 	static const double age_mult[] = { 1, 60, 3600, 86400, 604800 };

@@ -2,7 +2,6 @@
  * sa-encode - turn demonstrations into a delta: the base model reads them,
  * the adapter maps their keys and values into a context state.
  */
-#include <getopt.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -86,21 +85,10 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "model", required_argument, NULL, 'm' },
-		{ "adapter", required_argument, NULL, 'a' },
-		{ "output", required_argument, NULL, 'o' },
-		{ "append", required_argument, NULL, 'A' },
-		{ "format", required_argument, NULL, 'F' },
-		{ "template", required_argument, NULL, 'T' },
-		{ "ctx-size", required_argument, NULL, 'c' },
-		{ "threads", required_argument, NULL, 't' },
-		{ "dump", no_argument, NULL, 'D' },
-		{ "cache-dir", required_argument, NULL, 'K' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		ARG("model", 'm'), ARG("adapter", 'a'), ARG("output", 'o'), ARG("append", 'A'),
+		ARG("format", 'F'), ARG("template", 'T'), ARG("ctx-size", 'c'),
+		ARG("threads", 't'), FLAG("dump", 'D'), ARG("cache-dir", 'K'),
+		FLAG("quiet", 'q'), FLAG("verbose", 'v'), OPTIONS_END,
 	};
 	const char *model_path = NULL, *adapter_path = NULL, *out = "-", *append = NULL;
 	const char *tmpl = SA_DEMOS_TEMPLATE, *cache = NULL;

@@ -74,7 +74,8 @@ static struct {
 	char **adapters, **tasks, **texts;   /* [argc] each */
 	int n_adapters, n_tasks, n_texts;
 	int *pairs;
-	int map, quiet, verbose, progress;
+	int what, quiet, verbose, progress;
+	sa_eval_report report;
 } opt;
 
 static void
@@ -127,198 +128,37 @@ note(void *ctx, int verbose, const char *msg)
 		warnx_("%s", msg);
 }
 
-/* "key":"s", after a comma unless it comes first */
-static void
-json_str(FILE *fp, int first, const char *key, const char *s)
-{
-	fprintf(fp, "%s\"%s\":", first ? "" : ",", key);
-	sa_json_put_str(fp, s, strlen(s));
-}
-
 /* A query: the progress, and its line of --jsonl. */
 static void
 record(void *ctx, const sa_eval_record *r)
 {
-	FILE *fp = out_jsonl.fp;
-	const char *base = opt.n_texts && strrchr(r->task, '/') ? strrchr(r->task, '/') + 1 : r->task;
+	const char *base;
 
-	if (opt.map)
+	if (opt.what == SA_EVAL_MAP)
 		progress("%d pairs, episode %d/%d: %s %d/%d", r->pairs, r->episode + 1,
 		    opt.eo.episodes, r->method, r->i + 1, r->n);
-	else if (opt.n_texts)
-		progress("%s: passage %d/%d: %s", base, r->i + 1, r->n, r->method);
+	else if (opt.what == SA_EVAL_TEXT)
+		progress("%s: passage %d/%d: %s", (base = strrchr(r->task, '/')) ? base + 1 : r->task,
+		    r->i + 1, r->n, r->method);
 	else
 		progress("%s: %s %d/%d", r->task, r->method, r->i + 1, r->n);
-	if (!fp)
-		return;
-	fputc('{', fp);
-	if (opt.map)
-		fprintf(fp, "\"pairs\":%d,\"episode\":%d", r->pairs, r->episode);
-	else
-		json_str(fp, 1, opt.n_texts ? "text" : "task", r->task);
-	json_str(fp, 0, "method", r->method);
-	if (opt.n_tasks)
-		fprintf(fp, ",\"k\":%d", r->k);
-	fprintf(fp, ",\"index\":%d", r->index);
-	if (opt.n_texts) {
-		fprintf(fp, ",\"tokens\":%d,\"logprob\":", r->tokens);
-		sa_json_put_num(fp, r->logprob);
-	} else {
-		if (opt.map)
-			json_str(fp, 0, "input", r->input);
-		json_str(fp, 0, "gold", r->gold);
-		json_str(fp, 0, "prediction", r->prediction);
-		fprintf(fp, ",\"correct\":%s", r->correct ? "true" : "false");
-	}
-	fputs(",\"time\":", fp);
-	sa_json_put_num(fp, r->time);
-	if (opt.n_tasks)
-		fprintf(fp, ",\"kv_bytes\":%zu", r->kv_bytes);
-	fputs("}\n", fp);
+	if (out_jsonl.fp)
+		sa_eval_record_print(out_jsonl.fp, r, opt.what);
 }
 
-/* -------------------------------------------------------------- tables */
-
-static int k_same = 1;          /* every task used the same k, */
-static char k_used[16];         /* "=k" then */
-static char head[8][64], name[8][64];   /* tasks, text: the methods' titles */
-
-/* Method m in the first table, or in the cost table. */
-static const char *
-title(const sa_eval_table *t, int m, int cost)
-{
-	return opt.map ? t->method[m] : cost && opt.n_tasks ? name[m] : head[m];
-}
-
-/* The header of the first table (and the CSV), before the first query. */
+/* The tables: their header before the first query, then each row once scored. */
 static void
 start(void *ctx, const sa_eval_table *t)
 {
-	static const char *const task_head[] = { "zero-shot", "ICL k%s", "SA k%s", "SA K" },
-	    *task_name[] = { "zero-shot", "ICL (k%s)", "StreamAdapter (k%s)", "StreamAdapter (K)" },
-	    *text_head[] = { "no context", "previous in prompt", "delta of previous",
-	    "delta of %d previous", "itself in prompt", "delta of itself" };
-	int n = t->n_methods;
-
-	for (int i = 0; opt.n_tasks && i < t->n_rows; i++)
-		k_same &= t->row[i].k == t->row[0].k;
-	/* the k of the header is the one every task used, else a column says */
-	if (opt.n_tasks && k_same)
-		snprintf(k_used, sizeof k_used, "=%d", t->row[0].k);
-	for (int m = 0; m < n && opt.n_tasks; m++) {
-		snprintf(head[m], 64, task_head[m], k_used);
-		snprintf(name[m], 64, task_name[m], k_used);
-	}
-	for (int m = 0; m < n && opt.n_texts; m++)
-		snprintf(head[m], 64, text_head[m], opt.eo.many);
-	fputs(opt.map ? "| pairs | records | tokens |" : opt.n_texts ? "| text | passages | tokens |"
-	    : "| task | set | kind | queries |", stdout);
-	for (int m = 0; m < n; m++)
-		printf(" %s |", title(t, m, 0));
-	if (opt.n_tasks)
-		fputs(k_same ? " K |" : " k | K |", stdout);
-	fputs(opt.map ? "\n|---:|---:|---:|" : opt.n_texts ? "\n|---|---:|---:|" : "\n|---|---|---|---:|",
-	    stdout);
-	for (int m = 0; m < n + (opt.n_tasks ? 2 - k_same : 0); m++)
-		fputs("---:|", stdout);
-	putchar('\n');
-	fflush(stdout);
-	if (!out_csv.fp)
-		return;
-	fputs("pairs,records,tokens", out_csv.fp);
-	for (int m = 0; m < n; m++) {
-		/* a header without commas or quotes: gnuplot reads it as a title */
-		fputc(',', out_csv.fp);
-		for (const char *p = t->method[m]; *p; p++)
-			fputc(*p == ',' || *p == '"' ? '_' : *p, out_csv.fp);
-	}
-	fputc('\n', out_csv.fp);
+	sa_eval_report_start(&opt.report, t);
 }
 
-/* Row i, once scored. */
 static void
 row(void *ctx, const sa_eval_table *t, int i)
 {
-	const sa_eval_row *r = &t->row[i];
-	FILE *csv = out_csv.fp;
-
 	if (opt.progress)
 		fputs("\r\033[K", stderr);
-	if (opt.map)
-		printf("| %d | %d | %.0f |", r->n, r->records, r->tokens);
-	else if (opt.n_texts)
-		printf("| %s | %d | %ld |", r->name, r->n, (long)r->tokens);
-	else
-		printf("| %s | %s | %s | %d |", r->name, r->set < 0 ? "-" : r->set ? "seen" : "unseen",
-		    r->kind == SA_KIND_CLASS ? "class" : "gen", r->n);
-	if (csv)
-		fprintf(csv, "%d,%d,%.0f", r->n, r->records, r->tokens);
-	for (int m = 0; m < t->n_methods; m++) {
-		if (isnan(r->score[m]))
-			fputs(" n/a |", stdout);
-		else
-			printf(" %.*f |", opt.n_texts ? 3 : 1, r->score[m]);
-		if (csv)
-			fprintf(csv, isnan(r->score[m]) ? "," : ",%.2f", r->score[m]);
-	}
-	if (opt.n_tasks && !k_same)
-		printf(" %d |", r->k);
-	if (opt.n_tasks)
-		printf(" %d |", r->K);
-	putchar('\n');
-	if (csv)
-		fputc('\n', csv);
-	fflush(stdout);
-}
-
-/* The means over the seen, the unseen (and all) tasks. */
-static void
-means(const sa_eval_table *t)
-{
-	static const char *const label[] = { "all (avg)", "unseen (avg)", "seen (avg)" };
-	int any_none = 0, any_partial = 0;
-
-	for (int i = 0; i < t->n_rows; i++)
-		any_none |= t->row[i].set < 0;
-	for (int set = 1; set >= (any_none ? -1 : 0); set--) {
-		int n, partial;
-		sa_eval_mean(t, set, 0, &n, &partial);
-		printf("| %s | | | %d tasks |", label[set + 1], n);
-		for (int m = 0; m < t->n_methods; m++) {
-			double a = sa_eval_mean(t, set, m, &n, &partial);
-			if (isnan(a))
-				fputs(" n/a |", stdout);
-			else
-				printf(" %.1f%s |", a, partial ? "*" : "");
-			any_partial |= !isnan(a) && partial;
-		}
-		fputs(k_same ? " |\n" : " | |\n", stdout);
-	}
-	if (any_partial)
-		puts("\n\\* mean over the tasks where the method applies (ICL: where k demonstrations fit the context).");
-}
-
-/* What each method spent. */
-static void
-costs(const sa_eval_table *t)
-{
-	const char *unit = opt.n_texts ? "passage" : "query";
-
-	printf("\n| method | time/%s (ms) | KV cache/%s (KiB) | prompt tokens/%s | encode+merge (ms/delta) |\n"
-	    "|---|---:|---:|---:|---:|\n", unit, unit, unit);
-	for (int m = 0; m < t->n_methods; m++) {
-		const sa_eval_cost *c = &t->cost[m];
-		printf("| %s |", title(t, m, 1));
-		if (!c->n)
-			fputs(" n/a | n/a | n/a |", stdout);
-		else
-			printf(" %.2f | %.1f | %.1f |", c->time / c->n * 1e3, c->kv / c->n / 1024,
-			    c->prompt / c->n);
-		if (c->n_enc)
-			printf(" %.1f |\n", c->enc_time / c->n_enc * 1e3);
-		else
-			fputs(" |\n", stdout);
-	}
+	sa_eval_report_row(&opt.report, t, i);
 }
 
 int
@@ -328,37 +168,15 @@ main(int argc, char **argv)
 	    O_MAXNEW, O_SCALE, O_JSONL, O_TEXT, O_SEGMENT, O_MANY, O_MAP, O_POOL, O_RENAME, O_PAIRS,
 	    O_REPEAT, O_EPISODES, O_CSV };
 	static const struct option longopts[] = {
-		{ "model", required_argument, NULL, 'm' },
-		{ "adapter", required_argument, NULL, 'a' },
-		{ "task", required_argument, NULL, O_TASK },
-		{ "seen", required_argument, NULL, O_SEEN },
-		{ "unseen", required_argument, NULL, O_UNSEEN },
-		{ "split-file", required_argument, NULL, O_SPLITFILE },
-		{ "split", required_argument, NULL, O_SPLIT },
-		{ "limit", required_argument, NULL, O_LIMIT },
-		{ "max-labels", required_argument, NULL, O_MAXLABELS },
-		{ "max-new", required_argument, NULL, O_MAXNEW },
-		{ "seed", required_argument, NULL, 's' },
-		{ "shots", required_argument, NULL, 'k' },
-		{ "many-shots", required_argument, NULL, 'K' },
-		{ "scale", required_argument, NULL, O_SCALE },
-		{ "jsonl", required_argument, NULL, O_JSONL },
-		{ "text", required_argument, NULL, O_TEXT },
-		{ "segment", required_argument, NULL, O_SEGMENT },
-		{ "many", required_argument, NULL, O_MANY },
-		{ "map", no_argument, NULL, O_MAP },
-		{ "pool", required_argument, NULL, O_POOL },
-		{ "rename", required_argument, NULL, O_RENAME },
-		{ "pairs", required_argument, NULL, O_PAIRS },
-		{ "repeat", required_argument, NULL, O_REPEAT },
-		{ "episodes", required_argument, NULL, O_EPISODES },
-		{ "csv", required_argument, NULL, O_CSV },
-		{ "threads", required_argument, NULL, 't' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		ARG("model", 'm'), ARG("adapter", 'a'), ARG("task", O_TASK), ARG("seen", O_SEEN),
+		ARG("unseen", O_UNSEEN), ARG("split-file", O_SPLITFILE), ARG("split", O_SPLIT),
+		ARG("limit", O_LIMIT), ARG("max-labels", O_MAXLABELS), ARG("max-new", O_MAXNEW),
+		ARG("seed", 's'), ARG("shots", 'k'), ARG("many-shots", 'K'), ARG("scale", O_SCALE),
+		ARG("jsonl", O_JSONL), ARG("text", O_TEXT), ARG("segment", O_SEGMENT),
+		ARG("many", O_MANY), FLAG("map", O_MAP), ARG("pool", O_POOL), ARG("rename", O_RENAME),
+		ARG("pairs", O_PAIRS), ARG("repeat", O_REPEAT), ARG("episodes", O_EPISODES),
+		ARG("csv", O_CSV), ARG("threads", 't'), FLAG("quiet", 'q'), FLAG("verbose", 'v'),
+		OPTIONS_END,
 	};
 	sa_eval_opts *eo = &opt.eo;
 	sa_eval_hooks hooks = { .start = start, .record = record, .row = row, .note = note };
@@ -366,7 +184,7 @@ main(int argc, char **argv)
 	sa_model *model;
 	sa_adapter **adapters;
 	sa_eval_table *table;
-	int c, modes, rc;
+	int c, map, modes, rc;
 
 	setprogname_(argv[0]);
 	sa_eval_opts_default(eo);
@@ -398,7 +216,7 @@ main(int argc, char **argv)
 		case O_TEXT: opt.texts[opt.n_texts++] = optarg; break;
 		case O_SEGMENT: eo->segment = (int)parse_long("--segment", optarg, 2, 1 << 20); break;
 		case O_MANY: eo->many = (int)parse_long("--many", optarg, 1, 1 << 16); break;
-		case O_MAP: opt.map = 1; break;
+		case O_MAP: opt.what = SA_EVAL_MAP; break;
 		case O_POOL: eo->pool = optarg; break;
 		case O_RENAME:
 			if (strcmp(optarg, "swap") && strcmp(optarg, "pool"))
@@ -419,16 +237,19 @@ main(int argc, char **argv)
 	}
 	for (int i = optind; i < argc; i++)
 		opt.tasks[opt.n_tasks++] = argv[i];
-	modes = (opt.n_tasks > 0) + (opt.n_texts > 0) + opt.map;
+	map = opt.what == SA_EVAL_MAP;
+	modes = (opt.n_tasks > 0) + (opt.n_texts > 0) + map;
 	if (modes != 1)
 		usage_die(synopsis, modes ? "--task, --text and --map are separate runs" : "nothing to evaluate: give --task, --text or --map");
 	if (!opt.n_adapters)
 		opt.adapters[opt.n_adapters++] = (char *)need_adapter(NULL, synopsis);
-	if (!opt.map && opt.n_adapters > 1)
+	if (opt.n_texts)
+		opt.what = SA_EVAL_TEXT;
+	if (!map && opt.n_adapters > 1)
 		usage_die(synopsis, "several adapters are compared only with --map");
-	if (opt.map && !eo->pool)
+	if (map && !eo->pool)
 		usage_die(synopsis, "--map needs --pool DIR");
-	if (opt.csv && !opt.map)
+	if (opt.csv && !map)
 		usage_die(synopsis, "--csv goes with --map");
 	if (opt.jsonl && strcmp(opt.jsonl, "-") == 0)
 		usage_die(synopsis, "--jsonl: give a file name (the standard output holds the tables)");
@@ -440,6 +261,7 @@ main(int argc, char **argv)
 		usage_die(synopsis, "%s", sa_error());
 	model_path = need_model(model_path, synopsis);
 	opt.progress = !opt.quiet && isatty(2);
+	opt.report = (sa_eval_report){ .out = stdout, .what = opt.what, .many = eo->many };
 
 	TRY(sa_model_load(&model, model_path));
 	if (!(adapters = calloc((size_t)opt.n_adapters, sizeof *adapters)))
@@ -454,6 +276,7 @@ main(int argc, char **argv)
 		TRY(sa_outfile_open(&out_jsonl, opt.jsonl));
 	if (opt.csv)
 		TRY(sa_outfile_open(&out_csv, opt.csv));
+	opt.report.csv = out_csv.fp;
 
 	if (opt.n_tasks)
 		rc = sa_eval_tasks(&table, model, adapters[0], opt.tasks, opt.n_tasks, eo, &hooks);
@@ -464,9 +287,7 @@ main(int argc, char **argv)
 	if (rc == SA_EUSAGE)
 		usage_die(synopsis, "%s", sa_error());
 	TRY(rc);
-	if (opt.n_tasks)
-		means(table);
-	costs(table);
+	sa_eval_report_end(&opt.report, table);
 
 	if (out_jsonl.fp)
 		TRY(sa_outfile_commit(&out_jsonl));

@@ -3,7 +3,6 @@
  * a PEFT directory.  Several deltas are summed in the state space first,
  * exactly as sa-run applies several -d.
  */
-#include <getopt.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -41,16 +40,9 @@ main(int argc, char **argv)
 {
 	enum { O_BASE = 256 };
 	static const struct option longopts[] = {
-		{ "model", required_argument, NULL, 'm' },
-		{ "adapter", required_argument, NULL, 'a' },
-		{ "format", required_argument, NULL, 'F' },
-		{ "base-model", required_argument, NULL, O_BASE },
-		{ "output", required_argument, NULL, 'o' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		ARG("model", 'm'), ARG("adapter", 'a'), ARG("format", 'F'),
+		ARG("base-model", O_BASE), ARG("output", 'o'), FLAG("quiet", 'q'),
+		FLAG("verbose", 'v'), OPTIONS_END,
 	};
 	const char *model_path = NULL, *adapter_arg = NULL, *out = NULL, *base_model = NULL;
 	char **files;

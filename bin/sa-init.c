@@ -2,7 +2,6 @@
  * sa-init - a new, untrained adapter for a base model.  With W1 = 0 it
  * changes nothing, whatever delta goes through it; training starts there.
  */
-#include <getopt.h>
 #include <unistd.h>
 
 #include "tool.h"
@@ -40,20 +39,9 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "model", required_argument, NULL, 'm' },
-		{ "rank", required_argument, NULL, 'r' },
-		{ "chunk", required_argument, NULL, 'C' },
-		{ "kind", required_argument, NULL, 'K' },
-		{ "d-key", required_argument, NULL, 'D' },
-		{ "lambda", required_argument, NULL, 'L' },
-		{ "value-offset", required_argument, NULL, 'O' },
-		{ "mats", required_argument, NULL, 'M' },
-		{ "seed", required_argument, NULL, 's' },
-		{ "w1-scale", required_argument, NULL, 'W' },
-		{ "output", required_argument, NULL, 'o' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		ARG("model", 'm'), ARG("rank", 'r'), ARG("chunk", 'C'), ARG("kind", 'K'),
+		ARG("d-key", 'D'), ARG("lambda", 'L'), ARG("value-offset", 'O'), ARG("mats", 'M'),
+		ARG("seed", 's'), ARG("w1-scale", 'W'), ARG("output", 'o'), OPTIONS_END,
 	};
 	const char *model_path = NULL, *out = "-";
 	int rank = 16, chunk = 64, kind = SA_MAPPING_POOL, d_key = 64, value_offset = 0, c;
@@ -69,11 +57,7 @@ main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "m:r:C:o:s:hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': model_path = optarg; break;
-		case 'K':
-			if (strcmp(optarg, "pool") && strcmp(optarg, "lsq"))
-				die(SA_EUSAGE, "--kind: unknown kind '%s' (pool, lsq)", optarg);
-			kind = strcmp(optarg, "lsq") ? SA_MAPPING_POOL : SA_MAPPING_LSQ;
-			break;
+		case 'K': kind = parse_kind(optarg); break;
 		case 'r': rank = (int)parse_long("--rank", optarg, 1, 4096); pool_only = 1; break;
 		case 'C': chunk = (int)parse_long("--chunk", optarg, 1, 1 << 20); pool_only = 1; break;
 		case 'D': d_key = (int)parse_long("--d-key", optarg, 1, 4096); lsq_only = 1; break;

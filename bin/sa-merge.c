@@ -3,7 +3,6 @@
  * the state one encoder would reach over all the inputs in order), or as a
  * weighted mean or sum of their states.
  */
-#include <getopt.h>
 #include <math.h>
 #include <unistd.h>
 
@@ -39,15 +38,8 @@ main(int argc, char **argv)
 {
 	enum { O_CHAIN = 256, O_MEAN, O_SUM };
 	static const struct option longopts[] = {
-		{ "chain", no_argument, NULL, O_CHAIN },
-		{ "mean", no_argument, NULL, O_MEAN },
-		{ "sum", no_argument, NULL, O_SUM },
-		{ "output", required_argument, NULL, 'o' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
+		FLAG("chain", O_CHAIN), FLAG("mean", O_MEAN), FLAG("sum", O_SUM),
+		ARG("output", 'o'), FLAG("quiet", 'q'), FLAG("verbose", 'v'), OPTIONS_END,
 	};
 	static char *stdin_only[] = { "-" };
 	const char *out = "-";

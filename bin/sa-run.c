@@ -3,7 +3,6 @@
  * StreamAdapter deltas applied: options, then the model, its deltas and a
  * session (lib/session.c) for the requests of lib/serve.c.
  */
-#include <getopt.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -117,36 +116,15 @@ enum {
 };
 
 static const struct option longopts[] = {
-	{ "model", required_argument, NULL, 'm' },
-	{ "delta", required_argument, NULL, 'd' },
-	{ "adapter", required_argument, NULL, 'a' },
-	{ "unmerged", no_argument, NULL, OPT_UNMERGED },
-	{ "demos", required_argument, NULL, OPT_DEMOS },
-	{ "demos-format", required_argument, NULL, OPT_DEMOS_FORMAT },
-	{ "cache-dir", required_argument, NULL, OPT_CACHE_DIR },
-	{ "prompt", required_argument, NULL, 'p' },
-	{ "escape", no_argument, NULL, 'e' },
-	{ "no-escape", no_argument, NULL, OPT_NO_ESCAPE },
-	{ "file", required_argument, NULL, 'f' },
-	{ "n-predict", required_argument, NULL, 'n' },
-	{ "predict", required_argument, NULL, 'n' },
-	{ "temp", required_argument, NULL, OPT_TEMP },
-	{ "top-k", required_argument, NULL, OPT_TOP_K },
-	{ "top-p", required_argument, NULL, OPT_TOP_P },
-	{ "min-p", required_argument, NULL, OPT_MIN_P },
-	{ "seed", required_argument, NULL, 's' },
-	{ "echo", no_argument, NULL, OPT_ECHO },
-	{ "score", no_argument, NULL, OPT_SCORE },
-	{ "choice", required_argument, NULL, OPT_CHOICE },
-	{ "batch", required_argument, NULL, OPT_BATCH },
-	{ "json", no_argument, NULL, OPT_JSON },
-	{ "ctx-size", required_argument, NULL, 'c' },
-	{ "threads", required_argument, NULL, 't' },
-	{ "no-bos", no_argument, NULL, OPT_NO_BOS },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "help", no_argument, NULL, 'h' },
-	{ "version", no_argument, NULL, 'V' },
-	{ NULL, 0, NULL, 0 },
+	ARG("model", 'm'), ARG("delta", 'd'), ARG("adapter", 'a'), FLAG("unmerged", OPT_UNMERGED),
+	ARG("demos", OPT_DEMOS), ARG("demos-format", OPT_DEMOS_FORMAT),
+	ARG("cache-dir", OPT_CACHE_DIR), ARG("prompt", 'p'), FLAG("escape", 'e'),
+	FLAG("no-escape", OPT_NO_ESCAPE), ARG("file", 'f'), ARG("n-predict", 'n'),
+	ARG("predict", 'n'), ARG("temp", OPT_TEMP), ARG("top-k", OPT_TOP_K), ARG("top-p", OPT_TOP_P),
+	ARG("min-p", OPT_MIN_P), ARG("seed", 's'), FLAG("echo", OPT_ECHO), FLAG("score", OPT_SCORE),
+	ARG("choice", OPT_CHOICE), ARG("batch", OPT_BATCH), FLAG("json", OPT_JSON),
+	ARG("ctx-size", 'c'), ARG("threads", 't'), FLAG("no-bos", OPT_NO_BOS),
+	FLAG("verbose", 'v'), OPTIONS_END,
 };
 
 static void
@@ -253,19 +231,17 @@ static void
 apply_deltas(sa_model *model, const opts *o)
 {
 	sa_deltas *ds;
-	sa_delta *d;
 	int hit;
 
 	TRY(sa_deltas_load(&ds, o->deltas, o->scales, o->n_deltas));
 	TRY(sa_deltas_bind(ds, model, o->adapter, default_adapter()));
 	if (o->n_demos) {
-		TRY(sa_cache_encode(&d, o->cache_dir, model, ds->adapter, o->demos, o->n_demos,
+		TRY(sa_deltas_add_demos(ds, model, o->cache_dir, o->demos, o->n_demos,
 		    o->demos_format, &hit, note, NULL));
 		if (o->verbose)
 			warnx_("demonstrations: %s, %llu tokens, %llu demonstrations",
-			    hit ? "cache hit" : "encoded", (unsigned long long)d->n_tokens,
-			    (unsigned long long)d->n_demos);
-		TRY(sa_deltas_add(ds, d, 1, "demonstrations"));
+			    hit ? "cache hit" : "encoded", (unsigned long long)ds->d[ds->n - 1]->n_tokens,
+			    (unsigned long long)ds->d[ds->n - 1]->n_demos);
 	}
 	TRY(sa_deltas_apply(model, ds, !o->unmerged));
 	sa_deltas_free(ds);

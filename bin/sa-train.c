@@ -2,11 +2,10 @@
  * sa-train - pretrain a small base model, or train the StreamAdapter mapping
  * of a frozen base model, on text and task episodes.
  *
- * The loop of the trainer in libsa (lib/trainer.c): step, log, evaluate,
- * checkpoint.  A signal stops the run after a last checkpoint, from which
+ * Options, then the loop over the trainer in libsa (lib/trainer.c): step,
+ * log, evaluate, checkpoint.  A signal stops the run after a last checkpoint, from which
  * --resume continues exactly.
  */
-#include <getopt.h>
 #include <signal.h>
 
 #include "tool.h"
@@ -75,13 +74,12 @@ static const char help_text[] =
     "  --eval-every N (100)  --log FILE  JSON Lines log (default DIR/log.jsonl)\n"
     "  -t, --threads N  -q, --quiet  -v, --verbose  -h, --help  -V, --version\n";
 
-static volatile sig_atomic_t stop_signal;
-
-static void
-on_signal(int sig)
-{
-	stop_signal = sig;
-}
+/* sa-train's own options: what the run does around the trainer. */
+typedef struct run {
+	const char *out, *log;
+	long ckpt_every, eval_every, run_steps, show_data;
+	int resume, threads, quiet, verbose;
+} run;
 
 static void
 parse_mix(double mix[4], const char *s)
@@ -95,6 +93,133 @@ parse_mix(double mix[4], const char *s)
 		die(SA_EUSAGE, "--mix: want three or four non-negative shares, e.g. 0.5,0.25,0.25");
 }
 
+/* o's texts and tasks are malloc'd arrays, the caller's to free. */
+static void
+parse_args(int argc, char **argv, sa_train_opts *o, run *r)
+{
+	enum { O_PRETRAIN = 256, O_ADAPTER, O_VOCAB, O_INIT, O_TEXT, O_VALID, O_TASK,
+	    O_POOL, O_DIM, O_LAYERS, O_HEADS, O_KVHEADS, O_FF, O_CTX, O_ROPE, O_TIED,
+	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_TEXTSEGS, O_STEPS,
+	    O_BATCH, O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_GATELR,
+	    O_GATEBIAS, O_MIX, O_CKPT, O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS,
+	    O_STARTSTEP, O_REBIND, O_MAPVOCAB, O_RENAME, O_EVALPOOL, O_SHOWDATA, O_KIND, O_DKEY,
+	    O_LAMBDA, O_VOFFSET };
+	/* in the order of the help */
+	static const struct option longopts[] = {
+		FLAG("pretrain", O_PRETRAIN), FLAG("adapter", O_ADAPTER), ARG("model", 'm'),
+		ARG("vocab", O_VOCAB), ARG("init", O_INIT), FLAG("rebind", O_REBIND), ARG("output", 'o'),
+		ARG("text", O_TEXT), ARG("valid", O_VALID), ARG("task", O_TASK), ARG("pool", O_POOL),
+		FLAG("map-vocab", O_MAPVOCAB), ARG("rename", O_RENAME), ARG("eval-pool", O_EVALPOOL),
+		ARG("show-data", O_SHOWDATA),
+		ARG("dim", O_DIM), ARG("layers", O_LAYERS), ARG("heads", O_HEADS),
+		ARG("kv-heads", O_KVHEADS), ARG("ff", O_FF), ARG("ctx", O_CTX), ARG("rope-base", O_ROPE),
+		FLAG("tied", O_TIED), FLAG("untied", O_UNTIED), ARG("type", O_TYPE),
+		ARG("kind", O_KIND), ARG("rank", 'r'), ARG("chunk", 'C'), ARG("d-key", O_DKEY),
+		ARG("lambda", O_LAMBDA), ARG("value-offset", O_VOFFSET), ARG("mats", O_MATS),
+		ARG("kmin", O_KMIN), ARG("kmax", O_KMAX), ARG("queries", O_QUERIES), ARG("text-segs", O_TEXTSEGS),
+		ARG("gate-lr", O_GATELR), ARG("gate-bias", O_GATEBIAS),
+		ARG("steps", O_STEPS), ARG("batch-tokens", O_BATCH), ARG("seq", O_SEQ),
+		ARG("micro", O_MICRO), ARG("lr", O_LR), ARG("min-lr", O_MINLR), ARG("warmup", O_WARMUP),
+		ARG("wd", O_WD), ARG("clip", O_CLIP), ARG("seed", 's'), ARG("mix", O_MIX),
+		ARG("ckpt", O_CKPT), ARG("ckpt-every", O_CKPTEVERY), FLAG("resume", O_RESUME),
+		ARG("run-steps", O_RUNSTEPS), ARG("start-step", O_STARTSTEP),
+		ARG("eval-every", O_EVALEVERY), ARG("log", O_LOG), ARG("threads", 't'),
+		FLAG("quiet", 'q'), FLAG("verbose", 'v'), OPTIONS_END,
+	};
+	const char **texts = calloc(argc, sizeof *texts), **tasks = calloc(argc, sizeof *tasks);
+	int ch;
+
+	if (!texts || !tasks)
+		die(SA_EINTERNAL, "out of memory");
+	sa_train_opts_default(o);
+	*r = (run){ .ckpt_every = 100, .eval_every = 100 };
+	o->texts = texts;
+	o->tasks = tasks;
+	while ((ch = getopt_long(argc, argv, "m:o:r:C:s:t:qvhV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case O_PRETRAIN: o->mode |= SA_TRAIN_PRETRAIN; break;
+		case O_ADAPTER: o->mode |= SA_TRAIN_ADAPTER; break;
+		case 'm': o->model = optarg; break;
+		case O_VOCAB: o->vocab = optarg; break;
+		case O_INIT: o->init = optarg; break;
+		case O_REBIND: o->rebind = 1; break;
+		case 'o': r->out = optarg; break;
+		case O_TEXT: texts[o->n_texts++] = optarg; break;
+		case O_VALID: o->valid = optarg; break;
+		case O_TASK: tasks[o->n_tasks++] = optarg; break;
+		case O_POOL: o->pool = optarg; break;
+		case O_MAPVOCAB: o->map_vocab = 1; break;
+		case O_RENAME: o->rename = parse_double("--rename", optarg, 0, 1); break;
+		case O_EVALPOOL: o->eval_pool = optarg; break;
+		case O_SHOWDATA: r->show_data = parse_long("--show-data", optarg, 1, LONG_MAX); break;
+		case O_DIM: o->dim = parse_long("--dim", optarg, 8, 16384); break;
+		case O_LAYERS: o->layers = parse_long("--layers", optarg, 1, 256); break;
+		case O_HEADS: o->heads = parse_long("--heads", optarg, 1, 1024); break;
+		case O_KVHEADS: o->kv_heads = parse_long("--kv-heads", optarg, 1, 1024); break;
+		case O_FF: o->ff = parse_long("--ff", optarg, 1, 1 << 20); break;
+		case O_CTX: o->ctx = parse_long("--ctx", optarg, 8, 1 << 16); break;
+		case O_ROPE: o->rope_base = parse_double("--rope-base", optarg, 1, 1e9); break;
+		case O_TIED: o->tied = 1; break;
+		case O_UNTIED: o->tied = 0; break;
+		case O_TYPE:
+			if (!strcmp(optarg, "f32")) o->save_type = SA_TYPE_F32;
+			else if (!strcmp(optarg, "f16")) o->save_type = SA_TYPE_F16;
+			else if (!strcmp(optarg, "q8_0")) o->save_type = SA_TYPE_Q8_0;
+			else die(SA_EUSAGE, "--type: want f32, f16 or q8_0");
+			break;
+		case O_KIND: o->mapping = parse_kind(optarg); break;
+		case O_DKEY: o->d_key = parse_long("--d-key", optarg, 1, 4096); break;
+		case O_LAMBDA: o->lambda = parse_double("--lambda", optarg, 1e-12, 1e12); break;
+		case O_VOFFSET: o->value_offset = (int)parse_long("--value-offset", optarg, 0, 1); break;
+		case 'r': o->rank = parse_long("--rank", optarg, 1, 4096); break;
+		case 'C': o->chunk = parse_long("--chunk", optarg, 1, 1 << 16); break;
+		case O_MATS: o->mats = parse_mats(optarg); break;
+		case O_KMIN: o->kmin = parse_long("--kmin", optarg, 1, 1 << 20); break;
+		case O_KMAX: o->kmax = parse_long("--kmax", optarg, 1, 1 << 20); break;
+		case O_TEXTSEGS: o->text_segs = parse_long("--text-segs", optarg, 1, 16); break;
+		case O_QUERIES: o->queries = parse_long("--queries", optarg, 1, 4096); break;
+		case O_STEPS: o->steps = parse_long("--steps", optarg, 1, LONG_MAX); break;
+		case O_BATCH: o->batch_tokens = parse_long("--batch-tokens", optarg, 1, LONG_MAX); break;
+		case O_SEQ: o->seq = parse_long("--seq", optarg, 2, 1 << 16); break;
+		case O_MICRO: o->micro = parse_long("--micro", optarg, 1, 4096); break;
+		case O_LR: o->lr = parse_double("--lr", optarg, 0, 10); break;
+		case O_MINLR: o->min_lr = parse_double("--min-lr", optarg, 0, 10); break;
+		case O_WARMUP: o->warmup = parse_long("--warmup", optarg, 0, LONG_MAX); break;
+		case O_WD: o->wd = parse_double("--wd", optarg, 0, 10); break;
+		case O_GATELR: o->gate_lr = parse_double("--gate-lr", optarg, 0, 1000); break;
+		case O_GATEBIAS: o->gate_bias = parse_double("--gate-bias", optarg, -20, 20); break;
+		case O_CLIP: o->clip = parse_double("--clip", optarg, 0, 1e9); break;
+		case 's': o->seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
+		case O_MIX: parse_mix(o->mix, optarg); break;
+		case O_CKPT: o->ckpt = optarg; break;
+		case O_CKPTEVERY: r->ckpt_every = parse_long("--ckpt-every", optarg, 1, LONG_MAX); break;
+		case O_RESUME: r->resume = 1; break;
+		case O_RUNSTEPS: r->run_steps = parse_long("--run-steps", optarg, 1, LONG_MAX); break;
+		case O_STARTSTEP: o->start_step = parse_long("--start-step", optarg, 0, LONG_MAX); break;
+		case O_EVALEVERY: r->eval_every = parse_long("--eval-every", optarg, 0, LONG_MAX); break;
+		case O_LOG: r->log = optarg; break;
+		case 't': r->threads = parse_long("--threads", optarg, 0, 1024); break;
+		case 'q': r->quiet = 1; break;
+		case 'v': r->verbose = 1; break;
+		case 'h': fputs(usage_text, stdout); fputs(help_text, stdout); close_stdout(); exit(0);
+		case 'V': puts("sa-train " SA_VERSION); close_stdout(); exit(0);
+		default: usage_die(usage_text, NULL);
+		}
+	}
+	if (optind != argc || !o->mode)
+		usage_die(usage_text, NULL);
+	if (r->verbose)   /* the later of -q and -v is not tracked: -v wins */
+		r->quiet = 0;
+	if (o->mode == SA_TRAIN_ADAPTER)
+		o->model = need_model(o->model, usage_text);
+	if (!r->out)
+		die(SA_EUSAGE, "no output: give -o FILE (or -o - for stdout)");
+	if (!strcmp(r->out, "-") && !o->ckpt)
+		die(SA_EUSAGE, "-o - needs --ckpt DIR for the checkpoints");
+	if (!strcmp(r->out, "-") && isatty(1))
+		die(SA_EUSAGE, "refusing to write a binary result to a terminal (use -o FILE)");
+}
+
 /* dir + name, malloc'd. */
 static char *
 path_in(const char *dir, const char *name)
@@ -104,6 +229,30 @@ path_in(const char *dir, const char *name)
 	if (asprintf(&p, "%s%s", dir, name) < 0)
 		die(SA_EINTERNAL, "out of memory");
 	return p;
+}
+
+static volatile sig_atomic_t stop_signal;
+
+static void
+on_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+/* SIGINT and SIGTERM stop the run after a last checkpoint.  So does a
+ * hangup (the terminal went away): left to its default it killed the run
+ * in the middle of a checkpoint and left the temporary file.  Under nohup
+ * it stays ignored. */
+static void
+stop_on_signals(void)
+{
+	struct sigaction sa = { 0 }, old;
+
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	if (sigaction(SIGHUP, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+		sigaction(SIGHUP, &sa, NULL);
 }
 
 /* The checkpoint, then the result beside it: stdout takes one result, the
@@ -123,236 +272,87 @@ evaluate(sa_trainer *t, int mode, FILE *log, int quiet)
 	sa_train_eval e;
 
 	TRY(sa_trainer_evaluate(t, &e));
-	if (mode == SA_TRAIN_PRETRAIN) {
-		if (!quiet)
-			warnx_("step %ld: valid loss %.4f, in-context copy accuracy %.3f (first sight %.3f)",
-			    step, e.valid_loss, e.copy_acc, e.copy_acc_first);
-		fprintf(log, "{\"step\":%ld,\"valid_loss\":%.6g,\"map_acc\":%.6g,\"map_acc_first\":%.6g}\n",
+	if (!quiet && mode == SA_TRAIN_PRETRAIN)
+		warnx_("step %ld: valid loss %.4f, in-context copy accuracy %.3f (first sight %.3f)",
 		    step, e.valid_loss, e.copy_acc, e.copy_acc_first);
-	} else {
-		if (!quiet)
-			warnx_("step %ld: answer accuracy with delta %.3f, zero-shot %.3f (%d answers)",
-			    step, e.sa_acc, e.zero_shot_acc, e.answers);
-		fprintf(log, "{\"step\":%ld,\"sa_acc\":%.6g,\"zero_shot_acc\":%.6g,\"answers\":%d}\n",
+	else if (!quiet)
+		warnx_("step %ld: answer accuracy with delta %.3f, zero-shot %.3f (%d answers)",
 		    step, e.sa_acc, e.zero_shot_acc, e.answers);
-	}
+	sa_train_eval_print(log, mode, step, &e);
 	fflush(log);
 }
 
 int
 main(int argc, char **argv)
 {
-	enum { O_PRETRAIN = 256, O_ADAPTER, O_VOCAB, O_INIT, O_TEXT, O_VALID, O_TASK,
-	    O_POOL, O_DIM, O_LAYERS, O_HEADS, O_KVHEADS, O_FF, O_CTX, O_ROPE, O_TIED,
-	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_TEXTSEGS, O_STEPS,
-	    O_BATCH, O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_GATELR,
-	    O_GATEBIAS, O_MIX, O_CKPT, O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS,
-	    O_STARTSTEP, O_REBIND, O_MAPVOCAB, O_RENAME, O_EVALPOOL, O_SHOWDATA, O_KIND, O_DKEY,
-	    O_LAMBDA, O_VOFFSET };
-	/* in the order of the help */
-#define ARG(name, val) { name, required_argument, NULL, val }
-#define FLAG(name, val) { name, no_argument, NULL, val }
-	static const struct option longopts[] = {
-		FLAG("pretrain", O_PRETRAIN), FLAG("adapter", O_ADAPTER), ARG("model", 'm'),
-		ARG("vocab", O_VOCAB), ARG("init", O_INIT), FLAG("rebind", O_REBIND), ARG("output", 'o'),
-		ARG("text", O_TEXT), ARG("valid", O_VALID), ARG("task", O_TASK), ARG("pool", O_POOL),
-		FLAG("map-vocab", O_MAPVOCAB), ARG("rename", O_RENAME), ARG("eval-pool", O_EVALPOOL),
-		ARG("show-data", O_SHOWDATA),
-		ARG("dim", O_DIM), ARG("layers", O_LAYERS), ARG("heads", O_HEADS),
-		ARG("kv-heads", O_KVHEADS), ARG("ff", O_FF), ARG("ctx", O_CTX), ARG("rope-base", O_ROPE),
-		FLAG("tied", O_TIED), FLAG("untied", O_UNTIED), ARG("type", O_TYPE),
-		ARG("kind", O_KIND), ARG("rank", 'r'), ARG("chunk", 'C'), ARG("d-key", O_DKEY),
-		ARG("lambda", O_LAMBDA), ARG("value-offset", O_VOFFSET), ARG("mats", O_MATS), ARG("kmin", O_KMIN),
-		ARG("kmax", O_KMAX), ARG("queries", O_QUERIES), ARG("text-segs", O_TEXTSEGS),
-		ARG("gate-lr", O_GATELR), ARG("gate-bias", O_GATEBIAS),
-		ARG("steps", O_STEPS), ARG("batch-tokens", O_BATCH), ARG("seq", O_SEQ),
-		ARG("micro", O_MICRO), ARG("lr", O_LR), ARG("min-lr", O_MINLR), ARG("warmup", O_WARMUP),
-		ARG("wd", O_WD), ARG("clip", O_CLIP), ARG("seed", 's'), ARG("mix", O_MIX),
-		ARG("ckpt", O_CKPT), ARG("ckpt-every", O_CKPTEVERY), FLAG("resume", O_RESUME),
-		ARG("run-steps", O_RUNSTEPS), ARG("start-step", O_STARTSTEP),
-		ARG("eval-every", O_EVALEVERY), ARG("log", O_LOG), ARG("threads", 't'),
-		FLAG("quiet", 'q'), FLAG("verbose", 'v'), FLAG("help", 'h'), FLAG("version", 'V'),
-		{ NULL, 0, NULL, 0 },
-	};
-#undef ARG
-#undef FLAG
-	sa_train_opts o = {
-		.dim = 256, .layers = 6, .heads = 8, .kv_heads = 4, .ctx = 512, .tied = 1,
-		.save_type = SA_TYPE_F16, .rope_base = 10000, .chunk = 64,
-		.kmin = 1, .kmax = 64, .queries = 8, .text_segs = 1,
-		.mats = 1u << SA_MAT_Q | 1u << SA_MAT_K | 1u << SA_MAT_V | 1u << SA_MAT_O,
-		.steps = 1000, .batch_tokens = 16384, .micro = 8, .lr = 1e-3, .min_lr = -1,
-		.warmup = 100, .wd = 0.1, .clip = 1.0, .gate_lr = 1, .gate_bias = NAN, .seed = 1,
-	};
-	const char *out = NULL, *log_arg = NULL, **texts = calloc(argc, sizeof *texts);
-	const char **tasks = calloc(argc, sizeof *tasks);
-	long ckpt_every = 100, eval_every = 100, run_steps = 0, show_data = 0;
-	int ch, resume = 0, threads = 0, quiet = 0, verbose = 0;
+	sa_train_opts o;
+	run r;
+	sa_trainer *t;
+	char *ckpt, *state, *log;
+	FILE *logfp;
+	long step, first_step;
 
 	setprogname_(argv[0]);
-	if (!texts || !tasks)
-		die(SA_EINTERNAL, "out of memory");
-	o.texts = texts;
-	o.tasks = tasks;
-	while ((ch = getopt_long(argc, argv, "m:o:r:C:s:t:qvhV", longopts, NULL)) != -1) {
-		switch (ch) {
-		case O_PRETRAIN: o.mode |= SA_TRAIN_PRETRAIN; break;
-		case O_ADAPTER: o.mode |= SA_TRAIN_ADAPTER; break;
-		case 'm': o.model = optarg; break;
-		case O_VOCAB: o.vocab = optarg; break;
-		case O_INIT: o.init = optarg; break;
-		case O_REBIND: o.rebind = 1; break;
-		case 'o': out = optarg; break;
-		case O_TEXT: texts[o.n_texts++] = optarg; break;
-		case O_VALID: o.valid = optarg; break;
-		case O_TASK: tasks[o.n_tasks++] = optarg; break;
-		case O_POOL: o.pool = optarg; break;
-		case O_MAPVOCAB: o.map_vocab = 1; break;
-		case O_RENAME: o.rename = parse_double("--rename", optarg, 0, 1); break;
-		case O_EVALPOOL: o.eval_pool = optarg; break;
-		case O_SHOWDATA: show_data = parse_long("--show-data", optarg, 1, LONG_MAX); break;
-		case O_DIM: o.dim = parse_long("--dim", optarg, 8, 16384); break;
-		case O_LAYERS: o.layers = parse_long("--layers", optarg, 1, 256); break;
-		case O_HEADS: o.heads = parse_long("--heads", optarg, 1, 1024); break;
-		case O_KVHEADS: o.kv_heads = parse_long("--kv-heads", optarg, 1, 1024); break;
-		case O_FF: o.ff = parse_long("--ff", optarg, 1, 1 << 20); break;
-		case O_CTX: o.ctx = parse_long("--ctx", optarg, 8, 1 << 16); break;
-		case O_ROPE: o.rope_base = parse_double("--rope-base", optarg, 1, 1e9); break;
-		case O_TIED: o.tied = 1; break;
-		case O_UNTIED: o.tied = 0; break;
-		case O_TYPE:
-			if (!strcmp(optarg, "f32")) o.save_type = SA_TYPE_F32;
-			else if (!strcmp(optarg, "f16")) o.save_type = SA_TYPE_F16;
-			else if (!strcmp(optarg, "q8_0")) o.save_type = SA_TYPE_Q8_0;
-			else die(SA_EUSAGE, "--type: want f32, f16 or q8_0");
-			break;
-		case O_KIND:
-			if (strcmp(optarg, "pool") && strcmp(optarg, "lsq"))
-				die(SA_EUSAGE, "--kind: unknown kind '%s' (pool, lsq)", optarg);
-			o.mapping = strcmp(optarg, "lsq") ? SA_MAPPING_POOL : SA_MAPPING_LSQ;
-			break;
-		case O_DKEY: o.d_key = parse_long("--d-key", optarg, 1, 4096); break;
-		case O_LAMBDA: o.lambda = parse_double("--lambda", optarg, 1e-12, 1e12); break;
-		case O_VOFFSET: o.value_offset = (int)parse_long("--value-offset", optarg, 0, 1); break;
-		case 'r': o.rank = parse_long("--rank", optarg, 1, 4096); break;
-		case 'C': o.chunk = parse_long("--chunk", optarg, 1, 1 << 16); break;
-		case O_MATS: o.mats = parse_mats(optarg); break;
-		case O_KMIN: o.kmin = parse_long("--kmin", optarg, 1, 1 << 20); break;
-		case O_KMAX: o.kmax = parse_long("--kmax", optarg, 1, 1 << 20); break;
-		case O_TEXTSEGS: o.text_segs = parse_long("--text-segs", optarg, 1, 16); break;
-		case O_QUERIES: o.queries = parse_long("--queries", optarg, 1, 4096); break;
-		case O_STEPS: o.steps = parse_long("--steps", optarg, 1, LONG_MAX); break;
-		case O_BATCH: o.batch_tokens = parse_long("--batch-tokens", optarg, 1, LONG_MAX); break;
-		case O_SEQ: o.seq = parse_long("--seq", optarg, 2, 1 << 16); break;
-		case O_MICRO: o.micro = parse_long("--micro", optarg, 1, 4096); break;
-		case O_LR: o.lr = parse_double("--lr", optarg, 0, 10); break;
-		case O_MINLR: o.min_lr = parse_double("--min-lr", optarg, 0, 10); break;
-		case O_WARMUP: o.warmup = parse_long("--warmup", optarg, 0, LONG_MAX); break;
-		case O_WD: o.wd = parse_double("--wd", optarg, 0, 10); break;
-		case O_GATELR: o.gate_lr = parse_double("--gate-lr", optarg, 0, 1000); break;
-		case O_GATEBIAS: o.gate_bias = parse_double("--gate-bias", optarg, -20, 20); break;
-		case O_CLIP: o.clip = parse_double("--clip", optarg, 0, 1e9); break;
-		case 's': o.seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
-		case O_MIX: parse_mix(o.mix, optarg); break;
-		case O_CKPT: o.ckpt = optarg; break;
-		case O_CKPTEVERY: ckpt_every = parse_long("--ckpt-every", optarg, 1, LONG_MAX); break;
-		case O_RESUME: resume = 1; break;
-		case O_RUNSTEPS: run_steps = parse_long("--run-steps", optarg, 1, LONG_MAX); break;
-		case O_STARTSTEP: o.start_step = parse_long("--start-step", optarg, 0, LONG_MAX); break;
-		case O_EVALEVERY: eval_every = parse_long("--eval-every", optarg, 0, LONG_MAX); break;
-		case O_LOG: log_arg = optarg; break;
-		case 't': threads = parse_long("--threads", optarg, 0, 1024); break;
-		case 'q': quiet = 1; break;
-		case 'v': verbose = 1; break;
-		case 'h': fputs(usage_text, stdout); fputs(help_text, stdout); close_stdout(); return 0;
-		case 'V': puts("sa-train " SA_VERSION); close_stdout(); return 0;
-		default: usage_die(usage_text, NULL);
-		}
-	}
-	if (optind != argc || !o.mode)
-		usage_die(usage_text, NULL);
-	if (verbose)   /* the later of -q and -v is not tracked: -v wins */
-		quiet = 0;
-	if (o.mode == SA_TRAIN_ADAPTER)
-		o.model = need_model(o.model, usage_text);
-	if (!out)
-		die(SA_EUSAGE, "no output: give -o FILE (or -o - for stdout)");
-	if (!strcmp(out, "-") && !o.ckpt)
-		die(SA_EUSAGE, "-o - needs --ckpt DIR for the checkpoints");
-	if (!strcmp(out, "-") && isatty(1))
-		die(SA_EUSAGE, "refusing to write a binary result to a terminal (use -o FILE)");
-	sa_set_threads(threads);
-
-	char *ckpt = o.ckpt ? path_in(o.ckpt, "") : path_in(out, ".ckpt");
-	sa_trainer *t;
-	FILE *logfp;
-
-	o.ckpt = ckpt;
+	parse_args(argc, argv, &o, &r);
+	sa_set_threads(r.threads);
+	o.ckpt = ckpt = o.ckpt ? path_in(o.ckpt, "") : path_in(r.out, ".ckpt");
 	TRY(sa_trainer_new(&t, &o));
-	free(texts);
-	free(tasks);
-	if (show_data) {
-		TRY(sa_trainer_show_data(t, show_data, stdout));
+	free((void *)o.texts);
+	free((void *)o.tasks);
+	if (r.show_data) {
+		TRY(sa_trainer_show_data(t, r.show_data, stdout));
 		sa_trainer_free(t);
 		free(ckpt);
 		close_stdout();
 		return 0;
 	}
-	char *state = path_in(ckpt, "/state.gguf");
-	if (resume && access(state, F_OK) == 0) {
+	state = path_in(ckpt, "/state.gguf");
+	if (r.resume && access(state, F_OK) == 0) {
 		TRY(sa_trainer_resume(t, state));
-		if (!quiet)
+		if (!r.quiet)
 			warnx_("resumed from %s at step %ld", state, sa_trainer_steps(t));
-	} else if (resume && !quiet) {
+	} else if (r.resume && !r.quiet) {
 		warnx_("no checkpoint in %s: starting", ckpt);
 	}
-	char *log = log_arg ? path_in(log_arg, "") : path_in(ckpt, "/log.jsonl");
+	log = r.log ? path_in(r.log, "") : path_in(ckpt, "/log.jsonl");
 	if (!(logfp = fopen(log, "a")))
 		die(SA_ECANTCREAT, "%s: %s", log, strerror(errno));
+	stop_on_signals();
 
-	struct sigaction sa = { 0 }, old;
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	/* A hangup (the terminal went away) stops the run the same way; left
-	 * to its default it killed the run in the middle of a checkpoint and
-	 * left the temporary file.  Under nohup it stays ignored. */
-	if (sigaction(SIGHUP, NULL, &old) == 0 && old.sa_handler != SIG_IGN)
-		sigaction(SIGHUP, &sa, NULL);
-
-	long step = sa_trainer_steps(t), first_step = step;
-	if (eval_every && step == 0)
-		evaluate(t, o.mode, logfp, quiet);
-	while (step < o.steps && !stop_signal && (!run_steps || step - first_step < run_steps)) {
+	step = first_step = sa_trainer_steps(t);
+	if (r.eval_every && step == 0)
+		evaluate(t, o.mode, logfp, r.quiet);
+	while (step < o.steps && !stop_signal && (!r.run_steps || step - first_step < r.run_steps)) {
 		sa_train_stats s;
 		double t0 = now(), dt;
+
 		TRY(sa_trainer_step(t, &s));
 		step = sa_trainer_steps(t);
 		dt = now() - t0;
-		fprintf(logfp, "{\"step\":%ld,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens\":%ld,\"tok_per_s\":%.1f}\n",
-		    step, s.loss, s.lr, s.grad_norm, s.tokens, s.tokens / dt);
+		sa_train_stats_print(logfp, step, &s, dt);
 		fflush(logfp);
-		if (verbose || (!quiet && isatty(2)))
+		if (r.verbose || (!r.quiet && isatty(2)))
 			warnx_("step %ld/%ld loss %.4f lr %.2e |g| %.3f %.0f tok/s",
 			    step, o.steps, s.loss, s.lr, s.grad_norm, s.tokens / dt);
-		if (eval_every && step % eval_every == 0)
-			evaluate(t, o.mode, logfp, quiet);
-		if (step % ckpt_every == 0 || step == o.steps || (run_steps && step - first_step == run_steps))
-			checkpoint(t, state, out);
+		if (r.eval_every && step % r.eval_every == 0)
+			evaluate(t, o.mode, logfp, r.quiet);
+		if (step % r.ckpt_every == 0 || step == o.steps ||
+		    (r.run_steps && step - first_step == r.run_steps))
+			checkpoint(t, state, r.out);
 	}
 	if (stop_signal) {
-		checkpoint(t, state, out);
-		if (!quiet)
+		checkpoint(t, state, r.out);
+		if (!r.quiet)
 			warnx_("stopped at step %ld; checkpoint saved in %s", step, ckpt);
 		fclose(logfp);
 		return 128 + stop_signal;
 	}
 	if (fclose(logfp) != 0)
 		die(SA_EIO, "%s: %s", log, strerror(errno));
-	if (!strcmp(out, "-"))
-		TRY(sa_trainer_save(t, out));
-	if (!quiet)
-		warnx_("done after %ld steps; wrote %s", step, strcmp(out, "-") ? out : "stdout");
+	if (!strcmp(r.out, "-"))
+		TRY(sa_trainer_save(t, r.out));
+	if (!r.quiet)
+		warnx_("done after %ld steps; wrote %s", step, strcmp(r.out, "-") ? r.out : "stdout");
 	sa_trainer_free(t);
 	free(log);
 	free(state);

@@ -1,7 +1,7 @@
 /*
  * tool.h - what every sa tool's main shares: its name in messages, die/warn,
- * number parsing for options, the default model and adapter, and the
- * closing check of stdout.
+ * its table of options, number parsing for options, the default model and
+ * adapter, and the closing check of stdout.
  * Included by exactly one .c per tool, so the definitions live here.
  */
 #ifndef TOOL_H
@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <float.h>
+#include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
@@ -21,6 +22,12 @@
 #include "sa.h"
 
 static const char *argv0 = "sa";
+
+/* getopt_long's table, a few options a line: ARG takes a value, FLAG none;
+ * every table ends with OPTIONS_END, --help and --version. */
+#define ARG(name, val) { name, required_argument, NULL, val }
+#define FLAG(name, val) { name, no_argument, NULL, val }
+#define OPTIONS_END FLAG("help", 'h'), FLAG("version", 'V'), { NULL, 0, NULL, 0 }
 
 static void __attribute__((unused))
 setprogname_(const char *a)
@@ -139,6 +146,15 @@ parse_mats(const char *list)
 	if (!mats)
 		die(SA_EUSAGE, "--mats: empty list");
 	return mats;
+}
+
+/* --kind pool|lsq: an adapter's context mapping. */
+static int __attribute__((unused))
+parse_kind(const char *s)
+{
+	if (strcmp(s, "pool") && strcmp(s, "lsq"))
+		die(SA_EUSAGE, "--kind: unknown kind '%s' (pool, lsq)", s);
+	return strcmp(s, "lsq") ? SA_MAPPING_POOL : SA_MAPPING_LSQ;
 }
 
 /* -c N against the model: 0 is the model's own context, and more than it

@@ -332,6 +332,21 @@ sa_deltas_add(sa_deltas *ds, sa_delta *d, double s, const char *name)
 }
 
 int
+sa_deltas_add_demos(sa_deltas *ds, sa_model *m, const char *cache_dir, char *const *files,
+    int n, int format, int *hit, sa_cache_note note, void *ctx)
+{
+	sa_delta *d;
+	int rc;
+
+	if ((rc = sa_cache_encode(&d, cache_dir, m, ds->adapter, files, n, format, hit, note,
+	    ctx)) != SA_OK)
+		return rc;
+	if ((rc = sa_deltas_add(ds, d, 1, "demonstrations")) != SA_OK)
+		sa_delta_free(d);
+	return rc;
+}
+
+int
 sa_deltas_apply(sa_model *m, const sa_deltas *ds, int merged)
 {
 	int rc;

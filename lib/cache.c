@@ -8,6 +8,7 @@
  * none, never part of one, however many processes write the same key.
  * The delta's own CRCs find an entry damaged on disk.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sa.h"
@@ -201,6 +203,109 @@ sa_cache_name_kind(const char *name)
 	    !strcmp(name + 1 + SA_CACHE_KEY_LEN, ".lock"))
 		return 2;
 	return 0;
+}
+
+/* A temporary file older than this belongs to a process that died. */
+#define STALE_TMP_SECONDS 3600
+
+static int
+by_age(const void *x, const void *y)
+{
+	const sa_cache_file *a = x, *b = y;
+
+	if (a->mtime != b->mtime)
+		return a->mtime < b->mtime ? -1 : 1;
+	return strcmp(a->name, b->name);
+}
+
+int
+sa_cache_scan(sa_cache_file **out, int *n, const char *dir, int must_exist)
+{
+	DIR *dp = opendir(dir);
+	struct dirent *e;
+	sa_cache_file *v = NULL;
+	int cap = 0, rc = SA_OK;
+
+	*out = NULL;
+	*n = 0;
+	if (!dp) {
+		if (errno == ENOENT && !must_exist)
+			return SA_OK;
+		return sa_fail(SA_ENOINPUT, "%s: %s", dir, strerror(errno));
+	}
+	while ((errno = 0, e = readdir(dp))) {
+		int kind = sa_cache_name_kind(e->d_name);
+		char path[4096];
+		struct stat st;
+		sa_cache_file *w;
+
+		if (!kind)
+			continue;
+		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+		if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
+			continue;   /* gone meanwhile, or not ours */
+		if (*n == cap) {
+			if (!(w = realloc(v, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *v))) {
+				rc = sa_fail(SA_EINTERNAL, "out of memory");
+				break;
+			}
+			v = w;
+		}
+		if (!(v[*n].name = strdup(e->d_name))) {
+			rc = sa_fail(SA_EINTERNAL, "out of memory");
+			break;
+		}
+		v[*n].size = st.st_size;
+		v[*n].mtime = st.st_mtime;
+		v[*n].kind = kind;
+		(*n)++;
+	}
+	if (rc == SA_OK && errno)
+		rc = sa_fail(SA_EIO, "%s: %s", dir, strerror(errno));
+	closedir(dp);
+	if (rc != SA_OK) {
+		sa_cache_scan_free(v, *n);
+		*n = 0;
+		return rc;
+	}
+	if (*n > 0)   /* an empty directory leaves v NULL, which qsort must not see */
+		qsort(v, (size_t)*n, sizeof *v, by_age);
+	*out = v;
+	return SA_OK;
+}
+
+void
+sa_cache_scan_free(sa_cache_file *v, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(v[i].name);
+	free(v);
+}
+
+void
+sa_cache_select(const sa_cache_file *v, int n, int all, double max_age, double max_size,
+    int64_t now, char *drop)
+{
+	long long total = 0;
+
+	for (int i = 0; i < n; i++) {
+		double age = difftime((time_t)now, (time_t)v[i].mtime);
+		drop[i] = 0;
+		if (all)
+			drop[i] = 1;
+		else if (v[i].kind == 2)
+			drop[i] = age > STALE_TMP_SECONDS;
+		else if (max_age >= 0 && age > max_age)
+			drop[i] = 1;
+		if (v[i].kind == 1 && !drop[i])
+			total += v[i].size;
+	}
+	/* Oldest use first: v is in that order. */
+	for (int i = 0; max_size >= 0 && total > max_size && i < n; i++)
+		if (v[i].kind == 1 && !drop[i]) {
+			drop[i] = 1;
+			total -= v[i].size;
+		}
 }
 
 /* mkdir -p */

@@ -43,6 +43,7 @@
  *   applying deltas, export         a delta -> the model's weights, LoRA
  *   evaluation, evaluation protocol sa-eval
  *   training, trainer               sa-train
+ *   file description                sa-info
  *   output files, hashing,          utilities
  *   random numbers, JSON
  *
@@ -880,6 +881,31 @@ char *sa_cache_default_dir(void);
  * 0 otherwise. */
 int sa_cache_name_kind(const char *name);
 
+/* A file of the cache, as sa-cache(1) lists and prunes them. */
+typedef struct sa_cache_file {
+	char *name;              /* in the cache's directory */
+	int64_t size;            /* bytes */
+	int64_t mtime;           /* last use, seconds since the epoch */
+	int kind;                /* sa_cache_name_kind's: 1 entry, 2 temporary or lock file */
+} sa_cache_file;
+
+/*
+ * The cache's own files in dir, oldest use first (then by name), into *out
+ * (malloc'd, NULL when none; give to sa_cache_scan_free with *n).  A
+ * missing dir is an empty cache unless must_exist (SA_ENOINPUT); SA_EIO.
+ */
+int sa_cache_scan(sa_cache_file **out, int *n, const char *dir, int must_exist);
+void sa_cache_scan_free(sa_cache_file *v, int n);
+/*
+ * What sa-cache prune (or clear, all = 1) drops of v[0..n), in drop[i]:
+ * every file (all), else temporary and lock files an hour old, entries
+ * unused for more than max_age seconds, then the least recently used until
+ * the entries left fit max_size bytes (max_age, max_size negative: no
+ * limit), at time now.
+ */
+void sa_cache_select(const sa_cache_file *v, int n, int all, double max_age, double max_size,
+    int64_t now, char *drop);
+
 /*
  * The key of encoding files (formats[i] each, resolved; "-" = stdin, whose
  * bytes are stdin_data, see sa_demos_formats) through model m and adapter
@@ -1020,6 +1046,12 @@ int sa_deltas_load(sa_deltas **out, char *const *path, const double *scale, int 
 int sa_deltas_bind(sa_deltas *ds, const sa_model *m, const char *given, const char *fallback);
 /* Add d at scale s after the others (the set's then); name for messages. */
 int sa_deltas_add(sa_deltas *ds, sa_delta *d, double s, const char *name);
+/* The delta of demonstrations files as sa-encode makes it, through the
+ * cache in cache_dir (sa_cache_encode, *hit its), over model m (no delta
+ * applied yet) and the deltas' adapter (sa_deltas_bind first), added at
+ * scale 1 as "demonstrations" (sa-run --demos). */
+int sa_deltas_add_demos(sa_deltas *ds, sa_model *m, const char *cache_dir, char *const *files,
+    int n, int format, int *hit, sa_cache_note note, void *ctx);
 /* Apply each delta at its scale, in order (sa_delta_apply). */
 int sa_deltas_apply(sa_model *m, const sa_deltas *ds, int merged);
 void sa_deltas_free(sa_deltas *ds);
@@ -1271,6 +1303,33 @@ int sa_eval_map(sa_eval_table **out, sa_model *m, sa_adapter *const *a, int n_ad
  */
 double sa_eval_mean(const sa_eval_table *t, int set, int m, int *n, int *partial);
 
+/* What a run measures, for what prints it. */
+enum { SA_EVAL_TASKS, SA_EVAL_TEXT, SA_EVAL_MAP };
+
+/*
+ * sa-eval(1)'s tables of a run of kind what, onto out as the run goes:
+ * start and row are for the hooks' start and row (the header, then each
+ * row once scored, flushed), end for after the run (tasks: the means over
+ * seen and unseen tasks; every kind: the costs).  csv, when not NULL, takes
+ * the table as CSV (map runs).  out and csv are borrowed.
+ */
+typedef struct sa_eval_report {
+	FILE *out, *csv;
+	int what;                  /* SA_EVAL_TASKS, SA_EVAL_TEXT or SA_EVAL_MAP */
+	int many;                  /* text: M of sa_eval_opts, for a title */
+	/* set by start: */
+	int k_same;                /* tasks: every task used the same k */
+	char k_used[16];           /* "=k" then, else "" */
+	char head[8][64], name[8][64];   /* tasks, text: the methods' titles */
+} sa_eval_report;
+
+void sa_eval_report_start(sa_eval_report *r, const sa_eval_table *t);
+void sa_eval_report_row(sa_eval_report *r, const sa_eval_table *t, int i);
+void sa_eval_report_end(sa_eval_report *r, const sa_eval_table *t);
+/* A query's record as one line of JSON (sa-eval --jsonl), with the keys
+ * of a run of kind what. */
+void sa_eval_record_print(FILE *fp, const sa_eval_record *r, int what);
+
 /* -------------------------------------------------------------- training */
 
 /*
@@ -1450,6 +1509,13 @@ typedef struct sa_train_opts {
 	uint64_t seed;
 } sa_train_opts;
 
+/* sa-train(1)'s defaults: a 256-wide model of 6 layers, 8 heads (4 of
+ * keys and values), context 512, tied, saved as F16; chunks of 64, 1 to 64
+ * demonstrations and 8 queries an episode, attn_q, attn_k, attn_v and
+ * attn_output; 1000 steps of 16384 tokens in micro-batches of 8, lr 1e-3
+ * (min lr / 10), warmup 100, wd 0.1, clip 1, seed 1. */
+void sa_train_opts_default(sa_train_opts *o);
+
 /*
  * A trainer: the model (and adapter), the data, the optimiser's state and
  * the workers (sa_get_threads() of them, each with its activations).  A
@@ -1505,6 +1571,24 @@ int sa_trainer_checkpoint(const sa_trainer *t, const char *path);
 /* Continue from a checkpoint: exactly where the run that wrote it was.  One
  * of another mode or size: SA_EDATA, the trainer unchanged. */
 int sa_trainer_resume(sa_trainer *t, const char *path);
+/* The lines of sa-train's JSON Lines log: a step's stats (and its
+ * tokens per second over seconds), an evaluation's results (the keys of
+ * mode, SA_TRAIN_*). */
+void sa_train_stats_print(FILE *fp, long step, const sa_train_stats *s, double seconds);
+void sa_train_eval_print(FILE *fp, int mode, long step, const sa_train_eval *e);
+
+/* ------------------------------------------------------ file description */
+
+/*
+ * What the file at path ("-" = stdin) is, as sa-info(1) tells it, onto fp:
+ * "key: value" lines, or one JSON object on a line (json = 1).  A delta
+ * shows its header; a GGUF file its kind (model, adapter, lora adapter,
+ * vocab, gguf), metadata, tensor types and fingerprint.  A model or adapter
+ * is described only if its loader accepts it, so on failure fp may hold
+ * part of a description, which the caller drops.  SA_ENOINPUT, SA_EDATA
+ * (neither a delta nor a GGUF file, or what the loaders say), SA_EIO.
+ */
+int sa_file_describe(FILE *fp, const char *path, int json);
 
 /* --------------------------------------------------------- output files */
 

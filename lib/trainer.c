@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -586,6 +587,19 @@ free_worker(worker *w, int n_mat, int n_layer)
 }
 
 /* ---------------------------------------------------------- the trainer */
+
+void
+sa_train_opts_default(sa_train_opts *o)
+{
+	*o = (sa_train_opts){
+		.dim = 256, .layers = 6, .heads = 8, .kv_heads = 4, .ctx = 512, .tied = 1,
+		.save_type = SA_TYPE_F16, .rope_base = 10000, .chunk = 64,
+		.kmin = 1, .kmax = 64, .queries = 8, .text_segs = 1,
+		.mats = 1u << SA_MAT_Q | 1u << SA_MAT_K | 1u << SA_MAT_V | 1u << SA_MAT_O,
+		.steps = 1000, .batch_tokens = 16384, .micro = 8, .lr = 1e-3, .min_lr = -1,
+		.warmup = 100, .wd = 0.1, .clip = 1.0, .gate_lr = 1, .gate_bias = NAN, .seed = 1,
+	};
+}
 
 int
 sa_trainer_new(sa_trainer **out, const sa_train_opts *o)
@@ -1200,4 +1214,24 @@ sa_trainer_resume(sa_trainer *t, const char *path)
 done:
 	sa_gguf_close(g);
 	return rc;
+}
+
+/* ------------------------------------------------------------- the log */
+
+void
+sa_train_stats_print(FILE *fp, long step, const sa_train_stats *s, double seconds)
+{
+	fprintf(fp, "{\"step\":%ld,\"loss\":%.6g,\"lr\":%.6g,\"grad_norm\":%.6g,\"tokens\":%ld,\"tok_per_s\":%.1f}\n",
+	    step, s->loss, s->lr, s->grad_norm, s->tokens, s->tokens / seconds);
+}
+
+void
+sa_train_eval_print(FILE *fp, int mode, long step, const sa_train_eval *e)
+{
+	if (mode == SA_TRAIN_PRETRAIN)
+		fprintf(fp, "{\"step\":%ld,\"valid_loss\":%.6g,\"map_acc\":%.6g,\"map_acc_first\":%.6g}\n",
+		    step, e->valid_loss, e->copy_acc, e->copy_acc_first);
+	else
+		fprintf(fp, "{\"step\":%ld,\"sa_acc\":%.6g,\"zero_shot_acc\":%.6g,\"answers\":%d}\n",
+		    step, e->sa_acc, e->zero_shot_acc, e->answers);
 }

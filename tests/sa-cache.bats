@@ -378,3 +378,9 @@ fill_cache() {
 	run "$CACHE" list "$C"
 	assert_output ""
 }
+
+@test "the library's view of a cache: its own files, oldest use first; what prune and clear select" {
+	run "$ROOT/tests/unit/test_cache" "$T/c"
+	assert_success
+	assert_output --partial " 0 failed"
+}
