@@ -267,3 +267,34 @@ sa_chat_render(int tmpl, const sa_chat_msg *m, int n, int add_assistant, char **
 	}
 	return SA_OK;
 }
+
+int
+sa_chat_record_template(int tmpl, char **out)
+{
+	/* The exchange rendered around two bytes no template writes, then
+	 * written in the template language with the fields in their place. */
+	static const sa_chat_msg turn[] = { { "user", "\x01", 1 }, { "assistant", "\x02", 1 } };
+	char *text, *o;
+	size_t len;
+	int rc;
+
+	if ((rc = sa_chat_render(tmpl, turn, 2, 0, &text, &len)) != SA_OK)
+		return rc;
+	if (!(*out = o = sa_malloc(2 * len + 16))) {
+		free(text);
+		return SA_EINTERNAL;
+	}
+	for (size_t i = 0; i < len; i++) {
+		if (text[i] == 1 || text[i] == 2) {
+			o = stpcpy(o, text[i] == 1 ? "{input}" : "{label}");
+			continue;
+		}
+		if (strchr("\\{}\n\t\r", text[i]))
+			*o++ = '\\';
+		*o++ = text[i] == '\n' ? 'n' : text[i] == '\t' ? 't' : text[i] == '\r' ? 'r' :
+		    text[i];
+	}
+	*o = 0;
+	free(text);
+	return SA_OK;
+}

@@ -559,6 +559,10 @@ int sa_chat_find(const sa_gguf *g, const char *name, int *tmpl);
  */
 int sa_chat_render(int tmpl, const sa_chat_msg *m, int n, int add_assistant, char **text,
     size_t *len);
+/* The record template (sa_template_check's language) of one exchange in
+ * family tmpl: {input} the user's message, {label} the assistant's answer.
+ * *out malloc'd. */
+int sa_chat_record_template(int tmpl, char **out);
 
 /* -------------------------------------------------------------- requests */
 
@@ -655,6 +659,7 @@ typedef struct sa_demo {
 typedef struct sa_demos {
 	sa_source source;    /* name ("stdin" for "-") and sa_hash64 of the bytes */
 	int format;          /* SA_DEMOS_*; plain text is one stream, not records */
+	int special;         /* tokenized with control tokens parsed (chat turns) */
 	int n;
 	sa_demo *demo;
 } sa_demos;
@@ -1012,6 +1017,7 @@ typedef struct sa_encoding {
 	const char *stdin_data;  /* the bytes of "-", read by sa_demos_formats */
 	size_t stdin_len;
 	const char *tmpl;        /* the record template */
+	int special;             /* its control tokens are tokens (not cached) */
 	int n_ctx;               /* tokens per segment */
 	const sa_delta *start;   /* a state to continue (--append), or NULL */
 	const char *cache_dir;   /* the cache, or NULL; never with start */

@@ -168,3 +168,28 @@ setup() {
 	[[ "${lines[0]}" == *'"logprobs":[{"id":'* ]]
 	[[ "${lines[1]}" == *'"logprobs\" must be an integer from 0 to 100'* ]]
 }
+
+@test "sa-encode --chat: records as chat turns of the model's template, control tokens parsed" {
+	ENC="$ROOT/bin/sa-encode"
+	printf 'input\tlabel\ngreat film\tpos\ndull {x}\tneg\n' > t.tsv
+	run -0 "$ENC" --dump --chat -m "$C" t.tsv
+	assert_line --index 0 '{"source":"t.tsv","line":2,"text":"<|im_start|>user\ngreat film<|im_end|>\n<|im_start|>assistant\npos<|im_end|>\n"}'
+	assert_line --index 1 --partial '"text":"<|im_start|>user\ndull {x}<|im_end|>'
+	run -0 "$ENC" --dump --chat --chat-template mistral-v7 -m "$P" t.tsv
+	assert_line --index 0 --partial '"text":"[INST] great film[/INST] pos</s>"'
+	"$ROOT/bin/sa-init" -m "$C" -r 4 -C 8 --seed 1 -o a.gguf
+	"$ENC" -m "$C" -a a.gguf --chat -o chat.delta t.tsv
+	"$ENC" -m "$C" -a a.gguf -o as-text.delta \
+	    -T '<|im_start|>user\n{input}<|im_end|>\n<|im_start|>assistant\n{label}<|im_end|>\n' t.tsv
+	chat=$("$ROOT/bin/sa-info" --json chat.delta | "$GET" n_tokens)
+	text=$("$ROOT/bin/sa-info" --json as-text.delta | "$GET" n_tokens)
+	# Four control tokens a record, each one token instead of several.
+	[ "$chat" -lt "$text" ]
+	run -65 "$ENC" --dump --chat -m "$P" t.tsv
+	assert_output --partial "has no chat template"
+	run -64 "$ENC" --dump --chat -T '{input}' -m "$C" t.tsv
+	run -64 "$ENC" --dump --chat-template chatml -m "$C" t.tsv
+	printf 'hello\n' > x.txt
+	run -64 "$ENC" --dump --chat -m "$C" x.txt
+	assert_output --partial "x.txt is text"
+}
