@@ -166,6 +166,32 @@ is(const sa_chat_msg *m, const char *role)
 	return strcmp(m->role, role) == 0;
 }
 
+/* Families that write every message alike: a head naming the role, the
+ * content, a tail; then the assistant's head. */
+static void
+render_turns(FILE *fp, int tmpl, const sa_chat_msg *m, int n, int add_assistant)
+{
+	static const struct {
+		int tmpl, trim;
+		const char *head, *tail;
+	} fam[] = {
+		{ SA_CHAT_CHATML, 0, "<|im_start|>%s\n", "<|im_end|>\n" },
+		{ SA_CHAT_ZEPHYR, 0, "<|%s|>\n", "<|endoftext|>\n" },
+		{ SA_CHAT_LLAMA3, 1, "<|start_header_id|>%s<|end_header_id|>\n\n", "<|eot_id|>" },
+	};
+	int f = 0;
+
+	while (fam[f].tmpl != tmpl)
+		f++;
+	for (int i = 0; i < n; i++) {
+		fprintf(fp, fam[f].head, m[i].role);
+		put_content(fp, &m[i], fam[f].trim);
+		put(fp, fam[f].tail);
+	}
+	if (add_assistant)
+		fprintf(fp, fam[f].head, "assistant");
+}
+
 /* [INST] families: llama2 and its variants, mistral v1, v3, v3-tekken. */
 static void
 render_inst(FILE *fp, int tmpl, const sa_chat_msg *m, int n)
@@ -223,13 +249,9 @@ sa_chat_render(int tmpl, const sa_chat_msg *m, int n, int add_assistant, char **
 		return sa_fail(SA_EINTERNAL, "out of memory");
 	switch (tmpl) {
 	case SA_CHAT_CHATML:
-		for (int i = 0; i < n; i++) {
-			fprintf(fp, "<|im_start|>%s\n", m[i].role);
-			put_content(fp, &m[i], 0);
-			put(fp, "<|im_end|>\n");
-		}
-		if (add_assistant)
-			put(fp, "<|im_start|>assistant\n");
+	case SA_CHAT_ZEPHYR:
+	case SA_CHAT_LLAMA3:
+		render_turns(fp, tmpl, m, n, add_assistant);
 		break;
 	case SA_CHAT_MISTRAL_V7:
 		for (int i = 0; i < n; i++) {
@@ -238,24 +260,6 @@ sa_chat_render(int tmpl, const sa_chat_msg *m, int n, int add_assistant, char **
 			put_content(fp, &m[i], 0);
 			put(fp, sys ? "[/SYSTEM_PROMPT]" : user ? "[/INST]" : "</s>");
 		}
-		break;
-	case SA_CHAT_ZEPHYR:
-		for (int i = 0; i < n; i++) {
-			fprintf(fp, "<|%s|>\n", m[i].role);
-			put_content(fp, &m[i], 0);
-			put(fp, "<|endoftext|>\n");
-		}
-		if (add_assistant)
-			put(fp, "<|assistant|>\n");
-		break;
-	case SA_CHAT_LLAMA3:
-		for (int i = 0; i < n; i++) {
-			fprintf(fp, "<|start_header_id|>%s<|end_header_id|>\n\n", m[i].role);
-			put_content(fp, &m[i], 1);
-			put(fp, "<|eot_id|>");
-		}
-		if (add_assistant)
-			put(fp, "<|start_header_id|>assistant<|end_header_id|>\n\n");
 		break;
 	default:
 		render_inst(fp, tmpl, m, n);

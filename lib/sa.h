@@ -35,7 +35,8 @@
  *   tensor types, GGUF, tokenizer,  reading a model: its file, its
  *   model                           vocabulary, its weights
  *   forward pass, threads           the KV cache and one pass of tokens
- *   sampling, session, requests     prompts, scores and generation (sa-run)
+ *   sampling, session, chat,        prompts, scores and generation (sa-run)
+ *   requests
  *   demonstrations                  records of files, packed into segments
  *   least-squares memory, adapter   the context mappings: memory, pool
  *   delta, encoder, cache,          demonstrations -> a delta (sa-encode,

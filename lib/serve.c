@@ -611,24 +611,23 @@ bad:
 	    objs ? "objects" : "strings");
 }
 
-/* "stop": [...] into stop (its strings) and stop_len, freed by the caller. */
+/* The strings of array key, a non-empty one, into *s and *len (the
+ * caller's to free) and *n; absent: *n = 0. */
 static int
-req_stop(const sa_json *req, sa_sampling *p, const char ***stop, size_t **stop_len)
+req_strs(const sa_json *req, const char *key, const char ***s, size_t **len, int *n)
 {
 	const sa_json *a;
 	int rc;
 
-	if ((rc = req_arr(req, "stop", 0, &a)) || !a)
+	if ((rc = req_arr(req, key, 0, &a)) || !a)
 		return rc;
-	if (!(*stop = sa_calloc(a->n, sizeof **stop)) || !(*stop_len = sa_calloc(a->n, sizeof **stop_len)))
+	if (!(*s = sa_calloc(a->n, sizeof **s)) || !(*len = sa_calloc(a->n, sizeof **len)))
 		return SA_EINTERNAL;
 	for (size_t i = 0; i < a->n; i++) {
-		(*stop)[i] = a->items[i].str;
-		(*stop_len)[i] = a->items[i].len;
+		(*s)[i] = a->items[i].str;
+		(*len)[i] = a->items[i].len;
 	}
-	p->stop = *stop;
-	p->stop_len = *stop_len;
-	p->n_stop = (int)a->n;
+	*n = (int)a->n;
 	return SA_OK;
 }
 
@@ -703,25 +702,18 @@ req_prompt(const sa_json *j, sa_request *req, sa_chat_msg **msg)
 /* What the request asks, into req: the arrays it needs are the caller's
  * to free. */
 static int
-batch_kind(sa_session *s, const sa_json *j, const sa_json *choices, const sa_json *score,
+batch_kind(const sa_json *j, const sa_json *choices, const sa_json *score,
     sa_request *req, const char ***cs, size_t **cl, sa_chat_msg **msg, const char ***stop,
     size_t **stop_len)
 {
 	int rc;
 
 	if (choices) {
-		if ((rc = req_prompt(j, req, msg)) || (rc = req_arr(j, "choices", 0, &choices)))
+		if ((rc = req_prompt(j, req, msg)) ||
+		    (rc = req_strs(j, "choices", cs, cl, &req->n_choices)))
 			return rc;
-		if (!(*cs = sa_calloc(choices->n, sizeof **cs)) ||
-		    !(*cl = sa_calloc(choices->n, sizeof **cl)))
-			return SA_EINTERNAL;
-		for (size_t i = 0; i < choices->n; i++) {
-			(*cs)[i] = choices->items[i].str;
-			(*cl)[i] = choices->items[i].len;
-		}
 		req->choice = *cs;
 		req->choice_len = *cl;
-		req->n_choices = (int)choices->n;
 		return SA_OK;
 	}
 	if (score && score->num) {
@@ -734,7 +726,12 @@ batch_kind(sa_session *s, const sa_json *j, const sa_json *choices, const sa_jso
 	}
 	if ((rc = req_prompt(j, req, msg)) || (rc = req_sampling(j, &req->smp)))
 		return rc;
-	return req_stop(j, &req->smp, stop, stop_len);
+	if (!sa_json_get(j, "stop"))
+		return SA_OK;
+	rc = req_strs(j, "stop", stop, stop_len, &req->smp.n_stop);
+	req->smp.stop = *stop;
+	req->smp.stop_len = *stop_len;
+	return rc;
 }
 
 /* A request object: "choices" ranks them after "prompt", "score": true
@@ -758,7 +755,7 @@ batch_request(sa_session *s, const sa_json *j, const sa_request *def, sa_reply *
 		return sa_fail(SA_EDATA, "\"special\" must be true or false");
 	if (special)
 		req.special = special->num != 0;
-	rc = batch_kind(s, j, choices, score, &req, &cs, &cl, &msg, &stop, &stop_len);
+	rc = batch_kind(j, choices, score, &req, &cs, &cl, &msg, &stop, &stop_len);
 	if (rc == SA_OK)
 		rc = sa_request_run(s, &req, out);
 	free(cs);
