@@ -193,3 +193,28 @@ setup() {
 	run -64 "$ENC" --dump --chat -m "$C" x.txt
 	assert_output --partial "x.txt is text"
 }
+
+@test "--chat recognises each family by llama.cpp's substrings of the template" {
+	mk="$ROOT/tests/helpers/mkmodel"
+	check() {   # template, --system or "", expected rendering of "Hi"
+		"$mk" --layers 1 --dim 8 --heads 2 --ff 8 --ctx 64 --chat-template "$1" -o t.gguf
+		run -0 "$RUN" -m t.gguf --chat ${2:+--system "$2"} -p Hi -n 0 --echo
+		assert_output "$(printf '%s' "$3")"
+	}
+	check "{{ '[INST] ' }}" "" "[INST] Hi [/INST]"
+	check "{{ '[INST] <<SYS>>' }}" S $'[INST] <<SYS>>\nS\n<</SYS>>\n\nHi [/INST]'
+	check "{{ bos_token + '[INST] ' + content.strip() + '<<SYS>>' }}" " S " \
+	    $'[INST] <<SYS>>\nS\n<</SYS>>\n\nHi [/INST]'
+	check "{{ bos_token + '[INST] ' + '<<SYS>>' }}" S $'[INST] <<SYS>>\nS\n<</SYS>>\n\nHi [/INST]'
+	check "{{ ' [INST] ' + system_message }}" S $' [INST] S\n\nHi [/INST]'
+	check "[AVAILABLE_TOOLS]{{'[INST]'}}" S $'[INST] S\n\nHi[/INST]'
+	check '[AVAILABLE_TOOLS]{{"[INST]"}}' S $'[INST]S\n\nHi[/INST]'
+	check "{{ '[SYSTEM_PROMPT]' + '[INST]' }}" S '[SYSTEM_PROMPT] S[/SYSTEM_PROMPT][INST] Hi[/INST]'
+	check "{{ '<|user|>' + '<|endoftext|>' }}" "" $'<|user|>\nHi<|endoftext|>\n<|assistant|>\n'
+	check "{{ '<|im_start|>' }}" "" $'<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n'
+	# Phi 4 is ChatML with <|im_sep|>: llama.cpp's own family, refused here.
+	"$mk" --layers 1 --dim 8 --heads 2 --ff 8 --ctx 64 \
+	    --chat-template "{{ '<|im_start|>' + '<|im_sep|>' }}" -o t.gguf
+	run -65 "$RUN" -m t.gguf --chat -p Hi
+	assert_output --partial "family 'phi4' is not supported"
+}
