@@ -268,6 +268,9 @@ int sa_tokenize_special(const sa_vocab *v, const char *text, size_t len, int add
  * only cap bytes were written).  Control tokens (BOS/EOS) give 0 bytes.
  */
 int sa_token_to_piece(const sa_vocab *v, int tok, char *buf, int cap);
+/* The token as the vocabulary spells it ("<|im_start|>", "\u2581the"), *len
+ * bytes, not NUL-terminated, borrowed; NULL if tok is out of range. */
+const char *sa_token_text(const sa_vocab *v, int tok, size_t *len);
 /* ids -> text; drops the SPM leading space after BOS like llama.cpp's detokenizer
  * (the one sa_tokenize puts at the start and after a user-defined token, so
  * that decode(encode(x)) == x; no other clean-up of spaces).

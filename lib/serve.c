@@ -504,7 +504,8 @@ reply_text(sa_session *s, const sa_request *req, sa_reply *out)
 }
 
 /* The tokens of the text: "[1, 2, 3]" as llama-tokenize --ids prints them,
- * or in JSON each token's id and piece. */
+ * or in JSON each token's id and piece (a control token's own text, as
+ * llama.cpp shows it, where it prints as nothing). */
 static int
 reply_tokens(sa_session *s, const sa_request *req, sa_reply *out)
 {
@@ -522,13 +523,18 @@ reply_tokens(sa_session *s, const sa_request *req, sa_reply *out)
 	for (int i = 0; i < n; i++) {
 		char piece[256];
 		int len = sa_token_to_piece(v, toks[i], piece, sizeof piece);
+		const char *text;
+		size_t tlen;
 
 		if (!out->json) {
 			fprintf(out->fp, i ? ", %d" : "%d", toks[i]);
 			continue;
 		}
 		fprintf(out->fp, i ? ",{\"id\":%d,\"piece\":" : "{\"id\":%d,\"piece\":", toks[i]);
-		sa_json_put_str(out->fp, piece, (size_t)(len < (int)sizeof piece ? len : (int)sizeof piece));
+		if (len == 0 && (text = sa_token_text(v, toks[i], &tlen)))
+			sa_json_put_str(out->fp, text, tlen);
+		else
+			sa_json_put_str(out->fp, piece, (size_t)(len < (int)sizeof piece ? len : (int)sizeof piece));
 		fputc('}', out->fp);
 	}
 	fputs(out->json ? "]}\n" : "]\n", out->fp);

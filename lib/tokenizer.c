@@ -1615,6 +1615,14 @@ int sa_token_to_piece(const sa_vocab *v, int tok, char *buf, int cap)
 	return n;
 }
 
+const char *sa_token_text(const sa_vocab *v, int tok, size_t *len)
+{
+	if (tok < 0 || tok >= v->n)
+		return NULL;
+	*len = v->len[tok];
+	return v->text + v->off[tok];
+}
+
 int sa_detokenize(const sa_vocab *v, const int *toks, int n, char **text, size_t *len)
 {
 	size_t total = 0, k = 0;

@@ -49,7 +49,9 @@ setup() {
 	run -0 "$RUN" -m "$C" --tokenize --special --no-bos -p '<|im_end|><|im_start|>'
 	assert_output "[407, 406]"
 	run -0 "$RUN" -m "$C" --tokenize --json -p 'ab'
-	assert_output '{"tokens":[{"id":1,"piece":""},{"id":354,"piece":" a"},{"id":325,"piece":"b"}]}'
+	assert_output '{"tokens":[{"id":1,"piece":"<s>"},{"id":354,"piece":" a"},{"id":325,"piece":"b"}]}'
+	run -0 "$RUN" -m "$C" --tokenize --json --special --no-bos -p '<|im_end|>'
+	assert_output '{"tokens":[{"id":407,"piece":"<|im_end|>"}]}'
 }
 
 @test "--chat renders the model's template, with --system, and parses its control tokens" {
