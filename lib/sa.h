@@ -470,8 +470,8 @@ int sa_session_new(sa_session **out, sa_model *m, int n_ctx, int add_bos);
 void sa_session_free(sa_session *s);
 int sa_session_ctx(const sa_session *s);
 const sa_vocab *sa_session_vocab(const sa_session *s);
-/* Text -> tokens (malloc'd), with BOS as the session was made; control
- * tokens written in the text parsed too (sa_tokenize_special). */
+/* Text -> tokens (malloc'd), with BOS as the session was made; with
+ * _special, the control tokens written in the text too (sa_tokenize_special). */
 int sa_session_tokenize(const sa_session *s, const char *text, size_t len, int **toks, int *n);
 int sa_session_tokenize_special(const sa_session *s, const char *text, size_t len, int **toks,
     int *n);

@@ -162,7 +162,7 @@ typedef struct emitter {
 	int n_prompt, first;
 	char *held;           /* text that may be the start of a stop string */
 	size_t n_held, cap;
-	FILE *probs;          /* n_probs: the JSON array of each token's */
+	FILE *probs;          /* n_probs > 0: the tokens' log-probabilities, JSON */
 	int n_gen;
 } emitter;
 
