@@ -8,8 +8,9 @@
 
 static const char usage_text[] =
     "usage: sa-encode [-m MODEL] [-a ADAPTER] [-o OUT] [--append OLD] [-F text|tsv|jsonl]\n"
-    "                 [-T TEMPLATE] [-c N] [-t N] [--cache-dir DIR] [-q | -v] [FILE ...]\n"
-    "       sa-encode --dump [-F FORMAT] [-T TEMPLATE] [FILE ...]\n";
+    "                 [-T TEMPLATE | --chat [--chat-template NAME]] [-c N] [-t N]\n"
+    "                 [--cache-dir DIR] [-q | -v] [FILE ...]\n"
+    "       sa-encode --dump [-F FORMAT] [-T TEMPLATE | --chat ...] [FILE ...]\n";
 
 static void
 help(void)
@@ -23,6 +24,10 @@ help(void)
 	    "  -F, --format FMT      text, tsv or jsonl (default: from each file's extension\n"
 	    "                        or first line; see sa-encode(1))\n"
 	    "  -T, --template T      how a record reads (default: '" SA_DEMOS_TEMPLATE "')\n"
+	    "      --chat            a record is a user message (input) and the answer (label)\n"
+	    "                        in the model's chat template\n"
+	    "      --chat-template NAME  that template's family instead of the model's:\n"
+	    "                        " SA_CHAT_NAMES "\n"
 	    "  -c, --ctx-size N      tokens per segment (default: the model's context)\n"
 	    "  -t, --threads N       threads (default: all CPUs)\n"
 	    "      --cache-dir DIR   reuse and keep encodings in DIR (default: $SA_CACHE_DIR)\n"
@@ -37,6 +42,22 @@ static void
 note(void *ctx, const char *msg)
 {
 	warnx_("%s", msg);
+}
+
+/* The record template of a chat exchange in model_path's template (or the
+ * family named name). */
+static char *
+chat_template(const char *model_path, const char *name)
+{
+	sa_gguf *g;
+	char *t;
+	int tmpl;
+
+	TRY(sa_gguf_open(&g, model_path));
+	TRY(sa_chat_find(g, name, &tmpl));
+	TRY(sa_chat_record_template(tmpl, &t));
+	sa_gguf_close(g);
+	return t;
 }
 
 static void
@@ -86,16 +107,16 @@ main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		ARG("model", 'm'), ARG("adapter", 'a'), ARG("output", 'o'), ARG("append", 'A'),
-		ARG("format", 'F'), ARG("template", 'T'), ARG("ctx-size", 'c'),
-		ARG("threads", 't'), FLAG("dump", 'D'), ARG("cache-dir", 'K'),
+		ARG("format", 'F'), ARG("template", 'T'), FLAG("chat", 'H'), ARG("chat-template", 'N'),
+		ARG("ctx-size", 'c'), ARG("threads", 't'), FLAG("dump", 'D'), ARG("cache-dir", 'K'),
 		FLAG("quiet", 'q'), FLAG("verbose", 'v'), OPTIONS_END,
 	};
 	const char *model_path = NULL, *adapter_path = NULL, *out = "-", *append = NULL;
-	const char *tmpl = SA_DEMOS_TEMPLATE, *cache = NULL;
-	char *stdin_data = NULL, *stdin_only[] = { "-" }, **files;
+	const char *tmpl = NULL, *cache = NULL, *chat_name = NULL;
+	char *stdin_data = NULL, *stdin_only[] = { "-" }, **files, *chat_tmpl = NULL;
 	size_t stdin_len = 0;
 	int forced = SA_DEMOS_AUTO, n_ctx = 0, quiet = 0, verbose = 0, do_dump = 0, n_files;
-	int n_stdin = 0, c, *formats, hit;
+	int n_stdin = 0, c, *formats, hit, chat = 0;
 	progress p = { 0 };
 	sa_model *model;
 	sa_adapter *adapter;
@@ -114,6 +135,8 @@ main(int argc, char **argv)
 				die(SA_EUSAGE, "--format: unknown format '%s' (text, tsv, jsonl)", optarg);
 			break;
 		case 'T': tmpl = optarg; break;
+		case 'H': chat = 1; break;
+		case 'N': chat_name = optarg; break;
 		case 'c': n_ctx = (int)parse_long("--ctx-size", optarg, 2, INT_MAX / 2); break;
 		case 't': sa_set_threads((int)parse_long("--threads", optarg, 1, 1024)); break;
 		case 'D': do_dump = 1; break;
@@ -133,10 +156,19 @@ main(int argc, char **argv)
 		die(SA_EUSAGE, "standard input can be read only once");
 	if (n_stdin || (append && strcmp(append, "-") == 0))
 		stdin_not_terminal("demonstrations", "give a file, or pipe them in");
+	if (chat && tmpl)
+		usage_die(usage_text, "--chat writes the record template: no -T");
+	if (chat_name && !chat)
+		usage_die(usage_text, "--chat-template goes with --chat");
+	if (!tmpl)
+		tmpl = SA_DEMOS_TEMPLATE;
 	if (sa_template_check(tmpl) != SA_OK)
 		die(SA_EUSAGE, "%s", sa_error());
-	if (!do_dump) {
+	if (!do_dump || chat)
 		model_path = need_model(model_path, usage_text);
+	if (chat)
+		tmpl = chat_tmpl = chat_template(model_path, chat_name);
+	if (!do_dump) {
 		adapter_path = need_adapter(adapter_path, usage_text);
 	}
 	if (!do_dump && strcmp(out, "-") == 0 && isatty(1))
@@ -145,6 +177,9 @@ main(int argc, char **argv)
 	if (!(formats = calloc((size_t)n_files, sizeof *formats)))
 		die(SA_EINTERNAL, "out of memory");
 	TRY(sa_demos_formats(files, n_files, forced, tmpl, formats, &stdin_data, &stdin_len));
+	for (int f = 0; chat && f < n_files; f++)
+		if (formats[f] == SA_DEMOS_TEXT)
+			die(SA_EUSAGE, "--chat takes records (tsv, jsonl): %s is text", files[f]);
 	if (do_dump) {
 		dump(files, n_files, formats, stdin_data, stdin_len, tmpl);
 		close_stdout();
@@ -165,7 +200,7 @@ main(int argc, char **argv)
 	sa_outfile_install_signals();
 	p.t0 = now();
 	TRY(sa_encode_files(&d, model, adapter, &(sa_encoding){ .files = files, .formats = formats,
-	    .n = n_files, .stdin_data = stdin_data, .stdin_len = stdin_len, .tmpl = tmpl,
+	    .n = n_files, .stdin_data = stdin_data, .stdin_len = stdin_len, .tmpl = tmpl, .special = chat,
 	    .n_ctx = n_ctx, .start = start, .cache_dir = sa_cache_dir(cache), .step = step,
 	    .note = note, .detail = verbose ? note : NULL, .ctx = &p }, &hit));
 	if (verbose && !hit)
@@ -174,6 +209,7 @@ main(int argc, char **argv)
 
 	free(formats);
 	free(stdin_data);
+	free(chat_tmpl);
 	sa_delta_free(d);
 	sa_delta_free(start);
 	sa_adapter_free(adapter);

@@ -13,7 +13,8 @@ static const char synopsis[] =
     "              [options] [-p text | -f file]\n"
     "       sa-run [-m model] ... --score [-p text | -f file]\n"
     "       sa-run [-m model] ... --choice text... [-p text | -f file]\n"
-    "       sa-run [-m model] ... --batch file\n";
+    "       sa-run [-m model] ... --batch file\n"
+    "       sa-run [-m model] ... --tokenize [-p text | -f file]\n";
 
 static void
 help(void)
@@ -38,16 +39,26 @@ help(void)
 	    "  -e, --escape           expand \\n \\t \\xHH ... in prompt and choices (default)\n"
 	    "      --no-escape        take the prompt and choices as they are\n"
 	    "  -f, --file FILE        read the prompt from FILE ('-' = stdin)\n"
+	    "      --special          control tokens written in the prompt (<|im_start|>) are tokens\n"
+	    "      --chat             the prompt is a user message in the model's chat template\n"
+	    "      --system TEXT      with --chat, a system message first\n"
+	    "      --chat-template NAME  the template family for --chat and batch \"messages\"\n"
+	    "                         instead of the model's: " SA_CHAT_NAMES "\n"
 	    "  -n, --n-predict N      tokens to generate (default 128, -1 = until the end)\n"
 	    "      --temp T           temperature (default 0.8, 0 = greedy)\n"
 	    "      --top-k K          keep the K most likely tokens (default 40, 0 = off)\n"
 	    "      --top-p P          keep the smallest set of probability P (default 0.95, 1 = off)\n"
 	    "      --min-p P          drop tokens below P times the best (default 0.05, 0 = off)\n"
 	    "  -s, --seed N           sampling seed (default 0, -1 = from the clock)\n"
+	    "      --repeat-penalty X penalize the last tokens' logits (default 1.0 = off)\n"
+	    "      --repeat-last-n N  over the last N tokens (default 64, 0 = off, -1 = context)\n"
+	    "      --stop TEXT        end the generation before TEXT; repeatable\n"
+	    "      --logprobs N       with --json, each token's log-probability and the N best\n"
 	    "      --echo             print the prompt before the generated text\n"
 	    "      --score            print log-likelihood, token count and perplexity of the text\n"
 	    "      --choice TEXT      score TEXT as a continuation of the prompt; repeatable\n"
 	    "      --batch FILE       JSON Lines requests from FILE ('-' = stdin)\n"
+	    "      --tokenize         print the prompt's token ids (with --json, and pieces)\n"
 	    "      --json             JSON output\n"
 	    "  -c, --ctx-size N       context length (default 4096 or the model's if smaller, 0 = model's)\n"
 	    "  -t, --threads N        threads (default: all CPUs)\n"
@@ -68,6 +79,8 @@ typedef struct opts {
 	const char **choices, *cache_dir;
 	int n_demos, demos_format, n_choices;
 	int score, json, echo, no_bos, unmerged, verbose, escape;
+	int special, chat, tokenize, n_stop;
+	const char *system, *chat_template, **stops;
 	long n_ctx, threads;
 	sa_sampling smp;
 } opts;
@@ -112,18 +125,22 @@ parse_seed(const char *s)
 enum {
 	OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_NO_BOS, OPT_SCORE,
 	OPT_CHOICE, OPT_JSON, OPT_BATCH, OPT_UNMERGED, OPT_ECHO, OPT_DEMOS, OPT_CACHE_DIR,
-	OPT_NO_ESCAPE, OPT_DEMOS_FORMAT,
+	OPT_NO_ESCAPE, OPT_DEMOS_FORMAT, OPT_SPECIAL, OPT_CHAT, OPT_SYSTEM, OPT_CHAT_TEMPLATE,
+	OPT_REPEAT_PENALTY, OPT_REPEAT_LAST_N, OPT_STOP, OPT_LOGPROBS, OPT_TOKENIZE,
 };
 
 static const struct option longopts[] = {
 	ARG("model", 'm'), ARG("delta", 'd'), ARG("adapter", 'a'), FLAG("unmerged", OPT_UNMERGED),
 	ARG("demos", OPT_DEMOS), ARG("demos-format", OPT_DEMOS_FORMAT),
 	ARG("cache-dir", OPT_CACHE_DIR), ARG("prompt", 'p'), FLAG("escape", 'e'),
-	FLAG("no-escape", OPT_NO_ESCAPE), ARG("file", 'f'), ARG("n-predict", 'n'),
-	ARG("predict", 'n'), ARG("temp", OPT_TEMP), ARG("top-k", OPT_TOP_K), ARG("top-p", OPT_TOP_P),
-	ARG("min-p", OPT_MIN_P), ARG("seed", 's'), FLAG("echo", OPT_ECHO), FLAG("score", OPT_SCORE),
-	ARG("choice", OPT_CHOICE), ARG("batch", OPT_BATCH), FLAG("json", OPT_JSON),
-	ARG("ctx-size", 'c'), ARG("threads", 't'), FLAG("no-bos", OPT_NO_BOS),
+	FLAG("no-escape", OPT_NO_ESCAPE), ARG("file", 'f'), FLAG("special", OPT_SPECIAL),
+	FLAG("chat", OPT_CHAT), ARG("system", OPT_SYSTEM), ARG("chat-template", OPT_CHAT_TEMPLATE),
+	ARG("repeat-penalty", OPT_REPEAT_PENALTY), ARG("repeat-last-n", OPT_REPEAT_LAST_N),
+	ARG("stop", OPT_STOP), ARG("logprobs", OPT_LOGPROBS), FLAG("tokenize", OPT_TOKENIZE),
+	ARG("n-predict", 'n'), ARG("predict", 'n'), ARG("temp", OPT_TEMP), ARG("top-k", OPT_TOP_K),
+	ARG("top-p", OPT_TOP_P), ARG("min-p", OPT_MIN_P), ARG("seed", 's'), FLAG("echo", OPT_ECHO),
+	FLAG("score", OPT_SCORE), ARG("choice", OPT_CHOICE), ARG("batch", OPT_BATCH),
+	FLAG("json", OPT_JSON), ARG("ctx-size", 'c'), ARG("threads", 't'), FLAG("no-bos", OPT_NO_BOS),
 	FLAG("verbose", 'v'), OPTIONS_END,
 };
 
@@ -134,7 +151,7 @@ parse_args(int argc, char **argv, opts *o)
 
 	memset(o, 0, sizeof *o);
 	o->smp = (sa_sampling){ .n_predict = 128, .temp = 0.8, .top_k = 40, .top_p = 0.95,
-	    .min_p = 0.05, .seed = 0 };
+	    .min_p = 0.05, .seed = 0, .repeat_penalty = 1, .repeat_last_n = 64 };
 	o->n_ctx = -1;
 	o->escape = 1;
 	o->demos_format = SA_DEMOS_AUTO;
@@ -162,6 +179,29 @@ parse_args(int argc, char **argv, opts *o)
 		case 'e': o->escape = 1; break;
 		case OPT_NO_ESCAPE: o->escape = 0; break;
 		case 'f': o->file = optarg; break;
+		case OPT_SPECIAL: o->special = 1; break;
+		case OPT_CHAT: o->chat = 1; break;
+		case OPT_SYSTEM: o->system = optarg; break;
+		case OPT_CHAT_TEMPLATE:
+			if (sa_chat_from_name(optarg) < 0)
+				usage_die(synopsis, "--chat-template: unknown family '%s' (%s)", optarg,
+				    SA_CHAT_NAMES);
+			o->chat_template = optarg;
+			break;
+		case OPT_REPEAT_PENALTY:
+			o->smp.repeat_penalty = parse_double("--repeat-penalty", optarg, 0, 1e6);
+			break;
+		case OPT_REPEAT_LAST_N:
+			o->smp.repeat_last_n = parse_long("--repeat-last-n", optarg, -1, INT_MAX);
+			break;
+		case OPT_STOP:
+			o->stops = grow(o->stops, o->n_stop + 1, sizeof *o->stops);
+			o->stops[o->n_stop++] = optarg;
+			break;
+		case OPT_LOGPROBS:
+			o->smp.n_probs = (int)parse_long("--logprobs", optarg, 0, SA_MAX_PROBS);
+			break;
+		case OPT_TOKENIZE: o->tokenize = 1; break;
 		case 'n': o->smp.n_predict = parse_long("-n", optarg, -1, INT_MAX); break;
 		case OPT_TEMP: o->smp.temp = parse_double("--temp", optarg, 0, 1e6); break;
 		case OPT_TOP_K: o->smp.top_k = parse_long("--top-k", optarg, 0, INT_MAX); break;
@@ -195,6 +235,16 @@ parse_args(int argc, char **argv, opts *o)
 		usage_die(synopsis, "give --score or --choice, not both");
 	if (o->echo && (o->score || o->n_choices || o->json))
 		usage_die(synopsis, "--echo is for plain generation");
+	if (o->tokenize && (o->batch || o->score || o->n_choices || o->echo))
+		usage_die(synopsis, "--tokenize prints tokens: no --batch, --score, --choice or --echo");
+	if (o->chat && o->batch)
+		usage_die(synopsis, "--chat is for -p or -f: a batch request gives \"messages\"");
+	if (o->system && !o->chat)
+		usage_die(synopsis, "--system goes with --chat");
+	if (o->chat_template && !o->chat && !o->batch)
+		usage_die(synopsis, "--chat-template goes with --chat or --batch");
+	if (o->smp.n_probs && !o->json && !o->batch)
+		usage_die(synopsis, "--logprobs needs --json");
 	if (o->adapter && !o->n_deltas && !o->n_demos)
 		usage_die(synopsis, "-a needs a delta (-d) or demonstrations (--demos)");
 	if (o->n_demos && !o->adapter && !o->n_deltas)
@@ -284,8 +334,9 @@ main(int argc, char **argv)
 	sa_request req = { 0 };
 	sa_reply out = { stdout, "stdout", 0, 0, NULL, 0, 0 };
 	const char *model_path;
-	char *text = NULL, **cs;
-	size_t *cl;
+	char *text = NULL, *sys = NULL, **cs, **stops;
+	size_t *cl, *stop_len, sys_len = 0;
+	sa_chat_msg msg[2];
 	double t0;
 	int status = 0;
 
@@ -302,6 +353,15 @@ main(int argc, char **argv)
 	cl = grow(NULL, o.n_choices + 1, sizeof *cl);
 	for (int i = 0; i < o.n_choices; i++)
 		cs[i] = arg_text(o.choices[i], o.escape, &cl[i]);
+	stops = grow(NULL, o.n_stop + 1, sizeof *stops);
+	stop_len = grow(NULL, o.n_stop + 1, sizeof *stop_len);
+	for (int i = 0; i < o.n_stop; i++)
+		stops[i] = arg_text(o.stops[i], o.escape, &stop_len[i]);
+	o.smp.stop = (const char *const *)stops;
+	o.smp.stop_len = stop_len;
+	o.smp.n_stop = o.n_stop;
+	if (o.system)
+		sys = arg_text(o.system, o.escape, &sys_len);
 
 	sa_set_threads((int)o.threads);
 	t0 = now();
@@ -319,13 +379,21 @@ main(int argc, char **argv)
 
 		if (!fp)
 			die(SA_ENOINPUT, "%s: %s", o.batch, strerror(errno));
-		status = sa_serve(s, fp, o.batch, &o.smp, stdout, "stdout");
+		req = (sa_request){ .smp = o.smp, .special = o.special,
+		    .chat_template = o.chat_template };
+		status = sa_serve(s, fp, o.batch, &req, stdout, "stdout");
 		if (status != SA_OK && status != SA_EDATA)
 			die_sa(status);
 		if (fp != stdin)
 			fclose(fp);
 	} else {
-		req = (sa_request){ text, req.len, o.score, (const char *const *)cs, cl, o.n_choices, o.smp };
+		req = (sa_request){ text, req.len, o.score, (const char *const *)cs, cl, o.n_choices,
+		    o.smp, o.tokenize, o.special, msg, 0, o.chat_template };
+		/* --chat: the prompt is the user's message, after --system's */
+		if (o.chat && sys)
+			msg[req.n_msg++] = (sa_chat_msg){ "system", sys, sys_len };
+		if (o.chat)
+			msg[req.n_msg++] = (sa_chat_msg){ "user", text, req.len };
 		out.json = o.json;
 		out.echo = o.echo;
 		TRY(sa_request_run(s, &req, &out));
@@ -343,10 +411,16 @@ main(int argc, char **argv)
 	free(text);
 	for (int i = 0; i < o.n_choices; i++)
 		free(cs[i]);
+	for (int i = 0; i < o.n_stop; i++)
+		free(stops[i]);
 	for (int i = 0; i < o.n_deltas; i++)
 		free(o.deltas[i]);
 	free(cs);
 	free(cl);
+	free(stops);
+	free(stop_len);
+	free(o.stops);
+	free(sys);
 	free(o.deltas);
 	free(o.scales);
 	free(o.choices);

@@ -678,6 +678,14 @@ seg_emit(seglist *l, const int *toks, int n, int n_demos, long line)
 	return SA_OK;
 }
 
+/* A demonstration's text -> tokens, without BOS, as d says. */
+static int
+tokenize(const sa_demos *d, const sa_vocab *v, const char *text, size_t len, int **toks, int *n)
+{
+	return d->special ? sa_tokenize_special(v, text, len, 0, toks, n) :
+	    sa_tokenize(v, text, len, 0, toks, n);
+}
+
 /* A text stream: tokenized whole, cut at the last token ending a line that
  * still fits, or anywhere inside a line longer than a segment. */
 static int
@@ -689,7 +697,7 @@ segment_text(const sa_demos *d, const sa_vocab *v, int n_ctx, int bos, seglist *
 
 	if (d->n == 0 || d->demo[0].len == 0)
 		return SA_OK;
-	if ((rc = sa_tokenize(v, d->demo[0].text, d->demo[0].len, 0, &toks, &n)) != SA_OK)
+	if ((rc = tokenize(d, v, d->demo[0].text, d->demo[0].len, &toks, &n)) != SA_OK)
 		return sa_fail(rc, "%s: %s", d->source.name, sa_error());
 	if (!(ends_line = sa_malloc((size_t)n + 1)) || !(seg = sa_malloc((size_t)n_ctx * sizeof *seg))) {
 		rc = SA_EINTERNAL;
@@ -741,7 +749,7 @@ segment_records(const sa_demos *d, const sa_vocab *v, int n_ctx, int bos, seglis
 		const sa_demo *dm = &d->demo[i];
 		int *toks = NULL, n = 0;
 
-		if ((rc = sa_tokenize(v, dm->text, dm->len, 0, &toks, &n)) != SA_OK) {
+		if ((rc = tokenize(d, v, dm->text, dm->len, &toks, &n)) != SA_OK) {
 			rc = sa_fail(rc, "%s:%ld: %s", d->source.name, dm->line, sa_error());
 			break;
 		}

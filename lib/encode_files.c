@@ -62,6 +62,7 @@ encode(const sa_encoding *e, sa_model *m, const sa_adapter *a, sa_delta **out)
 		if ((rc = sa_demos_read(&d, e->files[f], is_stdin ? e->stdin_data : NULL, e->stdin_len,
 		    e->formats[f], e->tmpl)) != SA_OK)
 			break;
+		d->special = e->special;
 		rc = sa_encoder_feed_demos(enc, d, e->n_ctx, e->step, e->ctx);
 		sa_demos_free(d);
 	}
@@ -74,8 +75,9 @@ encode(const sa_encoding *e, sa_model *m, const sa_adapter *a, sa_delta **out)
 int
 sa_encode_files(sa_delta **out, sa_model *m, const sa_adapter *a, const sa_encoding *e, int *hit)
 {
-	/* The cache holds encodings from an empty state. */
-	const char *dir = e->start ? NULL : e->cache_dir;
+	/* The cache holds encodings from an empty state, of templates whose
+	 * text is text (its key does not tell chat turns apart). */
+	const char *dir = e->start || e->special ? NULL : e->cache_dir;
 	char key[SA_CACHE_KEY_LEN + 1], abspath[PATH_MAX], *params = NULL;
 	int lock = -1, rc = SA_ENOINPUT;
 

@@ -35,7 +35,8 @@
  *   tensor types, GGUF, tokenizer,  reading a model: its file, its
  *   model                           vocabulary, its weights
  *   forward pass, threads           the KV cache and one pass of tokens
- *   sampling, session, requests     prompts, scores and generation (sa-run)
+ *   sampling, session, chat,        prompts, scores and generation (sa-run)
+ *   requests
  *   demonstrations                  records of files, packed into segments
  *   least-squares memory, adapter   the context mappings: memory, pool
  *   delta, encoder, cache,          demonstrations -> a delta (sa-encode,
@@ -258,12 +259,19 @@ int sa_vocab_check_bos(const sa_vocab *v, const sa_gguf *g);
  */
 int sa_tokenize(const sa_vocab *v, const char *text, size_t len, int add_special,
     int **toks, int *n);
+/* As sa_tokenize with parse_special = true: control and unknown tokens
+ * written in the text ("<|im_start|>") are tokens too, longest first. */
+int sa_tokenize_special(const sa_vocab *v, const char *text, size_t len, int add_special,
+    int **toks, int *n);
 /*
  * The bytes of one token as text (SPM "▁" -> ' ', <0xNN> -> the byte, gpt2
  * byte-level unicode -> bytes).  Returns the byte count (may exceed cap: then
  * only cap bytes were written).  Control tokens (BOS/EOS) give 0 bytes.
  */
 int sa_token_to_piece(const sa_vocab *v, int tok, char *buf, int cap);
+/* The token as the vocabulary spells it ("<|im_start|>", "\u2581the"), *len
+ * bytes, not NUL-terminated, borrowed; NULL if tok is out of range. */
+const char *sa_token_text(const sa_vocab *v, int tok, size_t *len);
 /* ids -> text; drops the SPM leading space after BOS like llama.cpp's detokenizer
  * (the one sa_tokenize puts at the start and after a user-defined token, so
  * that decode(encode(x)) == x; no other clean-up of spaces).
@@ -427,6 +435,8 @@ typedef struct sa_sampler {
 	float top_p;      /* 1 = off */
 	float min_p;      /* 0 = off */
 	uint64_t rng;     /* state, from --seed */
+	float penalty;    /* repeat penalty, 1 = off (sa_sampler_init) */
+	int last_n;       /* over this many last tokens, -1 all, 0 = off */
 } sa_sampler;
 
 void sa_sampler_init(sa_sampler *s, float temp, int top_k, float top_p, float min_p, uint64_t seed);
@@ -434,6 +444,13 @@ void sa_sampler_init(sa_sampler *s, float temp, int top_k, float top_p, float mi
  * min-p, temperature, then a draw from a SplitMix64 stream (the same seed
  * gives the same tokens everywhere).  -1 if out of memory. */
 int sa_sample(sa_sampler *s, const float *logits, int n_vocab);
+/* The same after llama.cpp's repeat penalty: the logit of each token among
+ * the last last_n of toks[0..n) divided by the penalty when positive, else
+ * multiplied by it (once per token, however often it came). */
+int sa_sample_after(sa_sampler *s, const float *logits, int n_vocab, const int *toks, int n);
+/* The k most likely tokens (ties: lower id first), best first, and their
+ * log-softmax.  Returns how many (min(k, n_vocab)), -1 if out of memory. */
+int sa_logprob_top(const float *logits, int n_vocab, int k, int *ids, double *logprob);
 /* log-softmax of logits[tok]. */
 double sa_logprob(const float *logits, int n_vocab, int tok);
 
@@ -454,8 +471,16 @@ int sa_session_new(sa_session **out, sa_model *m, int n_ctx, int add_bos);
 void sa_session_free(sa_session *s);
 int sa_session_ctx(const sa_session *s);
 const sa_vocab *sa_session_vocab(const sa_session *s);
-/* Text -> tokens (malloc'd), with BOS as the session was made. */
+/* Text -> tokens (malloc'd), with BOS as the session was made; with
+ * _special, the control tokens written in the text too (sa_tokenize_special). */
 int sa_session_tokenize(const sa_session *s, const char *text, size_t len, int **toks, int *n);
+int sa_session_tokenize_special(const sa_session *s, const char *text, size_t len, int **toks,
+    int *n);
+/* The model, borrowed. */
+const sa_model *sa_session_model(const sa_session *s);
+/* [n_vocab] the logits after the last token fed: during generation, those
+ * the token handed to sa_token_fn was drawn from (before any penalty). */
+const float *sa_session_logits(const sa_session *s);
 /* Forget every token; the KV peak starts again from nothing. */
 void sa_session_reset(sa_session *s);
 /* KV-cache bytes at the fullest point since the session was made or reset
@@ -491,7 +516,8 @@ int sa_session_score(sa_session *s, const int *toks, int n, int from, double *lo
 int sa_session_choices(sa_session *s, const int *prompt, int n_prompt, int *const *seq,
     const int *n_seq, int n, double *logprob, int *count);
 /*
- * Generate after toks[0..n): feed them, then draw a token with smp, hand it
+ * Generate after toks[0..n): feed them, then draw a token with smp (its
+ * repeat penalty over the tokens the cache holds), hand it
  * to fn and run it, until an end-of-generation token, max_new tokens (-1:
  * no limit), the end of the context, or fn sets *stop.  The last token is
  * handed over, never run.  fn returns SA_OK, or a failure that ends the
@@ -501,6 +527,48 @@ typedef int (*sa_token_fn)(void *ctx, int tok, int *stop);
 int sa_session_generate(sa_session *s, const int *toks, int n, sa_sampler *smp, long max_new,
     sa_token_fn fn, void *ctx);
 
+/* ------------------------------------------------------------------ chat */
+
+/* Chat template families (lib/chat.c), named as llama.cpp's built-in list. */
+enum {
+	SA_CHAT_CHATML = 1, SA_CHAT_LLAMA2, SA_CHAT_LLAMA2_SYS, SA_CHAT_LLAMA2_SYS_BOS,
+	SA_CHAT_LLAMA2_SYS_STRIP, SA_CHAT_MISTRAL_V1, SA_CHAT_MISTRAL_V3,
+	SA_CHAT_MISTRAL_V3_TEKKEN, SA_CHAT_MISTRAL_V7, SA_CHAT_ZEPHYR, SA_CHAT_LLAMA3,
+};
+#define SA_CHAT_NAMES "chatml, llama2, llama2-sys, llama2-sys-bos, llama2-sys-strip, " \
+    "mistral-v1, mistral-v3, mistral-v3-tekken, mistral-v7, zephyr, llama3"
+
+/* One message of a conversation: role "system", "user" or "assistant"
+ * (NUL-terminated), its content len bytes.  Borrowed. */
+typedef struct sa_chat_msg {
+	const char *role;
+	const char *content;
+	size_t content_len;
+} sa_chat_msg;
+
+/* "chatml", ...; and back (-1 if unknown). */
+const char *sa_chat_name(int tmpl);
+int sa_chat_from_name(const char *name);
+/*
+ * *tmpl: the family called name (--chat-template; unknown: SA_EUSAGE), or
+ * when name is NULL the family of g's tokenizer.chat_template, recognised
+ * as llama.cpp does by substrings.  No template, or one of another family:
+ * SA_EDATA with a one-line message that names the supported families.
+ */
+int sa_chat_find(const sa_gguf *g, const char *name, int *tmpl);
+/*
+ * The text of messages m[0..n) in family tmpl, then the assistant's prefix
+ * when add_assistant, byte for byte as llama.cpp's llama_chat_apply_template
+ * writes it.  Control tokens are text in it: tokenize with
+ * sa_tokenize_special.  *text malloc'd, NUL-terminated.
+ */
+int sa_chat_render(int tmpl, const sa_chat_msg *m, int n, int add_assistant, char **text,
+    size_t *len);
+/* The record template (sa_template_check's language) of one exchange in
+ * family tmpl: {input} the user's message, {label} the assistant's answer.
+ * *out malloc'd. */
+int sa_chat_record_template(int tmpl, char **out);
+
 /* -------------------------------------------------------------- requests */
 
 /* How a request generates: sa-run's options, a batch request's keys. */
@@ -509,7 +577,16 @@ typedef struct sa_sampling {
 	double temp, top_p, min_p;
 	long top_k;
 	uint64_t seed;
+	double repeat_penalty;   /* sa_sample_after; 0 or 1 = off */
+	long repeat_last_n;      /* -1: the whole context */
+	const char *const *stop; /* generation ends before the first of these */
+	const size_t *stop_len;  /* strings in the text; it is not written */
+	int n_stop;
+	int n_probs;             /* JSON: each token's top n_probs log-probabilities */
 } sa_sampling;
+
+/* The most log-probabilities a token is given with (n_probs). */
+#define SA_MAX_PROBS 100
 
 /* A seed from the clock and the process (--seed -1). */
 uint64_t sa_seed_from_clock(void);
@@ -528,7 +605,12 @@ typedef struct sa_request {
 	const char *const *choice;   /* or rank these continuations of it, */
 	const size_t *choice_len;
 	int n_choices;
-	sa_sampling smp;         /* or generate after it */
+	sa_sampling smp;         /* or generate after it, */
+	int tokenize;            /* or give its tokens (ids, and pieces in JSON) */
+	int special;             /* control tokens written in text are tokens */
+	const sa_chat_msg *msg;  /* n_msg > 0: the text is these messages and the */
+	int n_msg;               /* assistant's prefix in the model's chat template */
+	const char *chat_template;   /* or the family of this name (sa_chat_find) */
 } sa_request;
 
 /* Where a request's result goes, and how. */
@@ -550,12 +632,12 @@ typedef struct sa_reply {
  */
 int sa_request_run(sa_session *s, const sa_request *req, sa_reply *out);
 /*
- * The JSON Lines batch of sa-run(1): a request object a line from in (the
- * defaults of generation def), a result or error record a line to out,
- * flushed, in order.  Bad data fails its line with an error record; any
+ * The JSON Lines batch of sa-run(1): a request object a line from in (its
+ * defaults def->smp, def->special, def->chat_template), a result or error
+ * record a line to out, flushed, in order.  Bad data fails its line with an error record; any
  * other failure ends the batch with it.  SA_EDATA when a line failed.
  */
-int sa_serve(sa_session *s, FILE *in, const char *in_name, const sa_sampling *def, FILE *out,
+int sa_serve(sa_session *s, FILE *in, const char *in_name, const sa_request *def, FILE *out,
     const char *out_name);
 
 /* -------------------------------------------------------- demonstrations */
@@ -582,6 +664,7 @@ typedef struct sa_demo {
 typedef struct sa_demos {
 	sa_source source;    /* name ("stdin" for "-") and sa_hash64 of the bytes */
 	int format;          /* SA_DEMOS_*; plain text is one stream, not records */
+	int special;         /* tokenized with control tokens parsed (chat turns) */
 	int n;
 	sa_demo *demo;
 } sa_demos;
@@ -971,6 +1054,7 @@ typedef struct sa_encoding {
 	const char *stdin_data;  /* the bytes of "-", read by sa_demos_formats */
 	size_t stdin_len;
 	const char *tmpl;        /* the record template */
+	int special;             /* its control tokens are tokens (not cached) */
 	int n_ctx;               /* tokens per segment */
 	const sa_delta *start;   /* a state to continue (--append), or NULL */
 	const char *cache_dir;   /* the cache, or NULL; never with start */

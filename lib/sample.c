@@ -110,6 +110,7 @@ typedef struct work {
 	cand *c;          /* [cap] */
 	uint64_t *key;    /* [cap] */
 	uint64_t *tmp;    /* [cap] */
+	float *pen;       /* [cap] logits after the repeat penalty */
 	size_t cap;
 } work;
 
@@ -151,6 +152,8 @@ sa_sampler_init(sa_sampler *s, float temp, int top_k, float top_p, float min_p, 
 	s->top_p = top_p;
 	s->min_p = min_p;
 	s->rng = seed;
+	s->penalty = 1;
+	s->last_n = 0;
 }
 
 static int
@@ -195,6 +198,24 @@ weigh(cand *c, int n, float scale)
 	return sum;
 }
 
+/* Room for n_vocab candidates in w; 0 if out of memory. */
+static int
+work_fit(work *w, int n_vocab)
+{
+	if (w->cap >= (size_t)n_vocab)
+		return 1;
+	free(w->c);
+	free(w->key);
+	free(w->tmp);
+	free(w->pen);
+	w->key = sa_malloc((size_t)n_vocab * sizeof *w->key);
+	w->tmp = sa_malloc((size_t)n_vocab * sizeof *w->tmp);
+	w->c = sa_malloc((size_t)n_vocab * sizeof *w->c);
+	w->pen = sa_malloc((size_t)n_vocab * sizeof *w->pen);
+	w->cap = w->c && w->key && w->tmp && w->pen ? (size_t)n_vocab : 0;
+	return w->cap > 0;
+}
+
 int
 sa_sample(sa_sampler *s, const float *logits, int n_vocab)
 {
@@ -207,17 +228,8 @@ sa_sample(sa_sampler *s, const float *logits, int n_vocab)
 		return -1;
 	if (!(s->temp > 0))
 		return argmax(logits, n_vocab);
-	if (w->cap < (size_t)n_vocab) {
-		free(w->c);
-		free(w->key);
-		free(w->tmp);
-		w->key = sa_malloc((size_t)n_vocab * sizeof *w->key);
-		w->tmp = sa_malloc((size_t)n_vocab * sizeof *w->tmp);
-		w->c = sa_malloc((size_t)n_vocab * sizeof *w->c);
-		w->cap = w->c && w->key && w->tmp ? (size_t)n_vocab : 0;
-		if (!w->cap)
-			return -1;
-	}
+	if (!work_fit(w, n_vocab))
+		return -1;
 	c = w->c;
 	for (int i = 0; i < n; i++) {
 		c[i].logit = isnan(logits[i]) ? -INFINITY : logits[i];
@@ -288,6 +300,62 @@ sa_sample(sa_sampler *s, const float *logits, int n_vocab)
 	if (tok < 0)	/* every logit -inf */
 		tok = argmax(logits, n_vocab);
 	return tok;
+}
+
+int
+sa_sample_after(sa_sampler *s, const float *logits, int n_vocab, const int *toks, int n)
+{
+	work *w = &scratch;
+	int from = s->last_n < 0 || s->last_n > n ? 0 : n - s->last_n;
+
+	if (s->penalty == 1 || s->last_n == 0 || from == n)
+		return sa_sample(s, logits, n_vocab);
+	if (n_vocab <= 0 || !work_fit(w, n_vocab))
+		return -1;
+	/* pen [n_vocab]: a copy, so that the logits stay those of the model */
+	memcpy(w->pen, logits, (size_t)n_vocab * sizeof *w->pen);
+	/* key [n_vocab] marks the tokens done (sa_sample overwrites it) */
+	for (int i = from; i < n; i++)
+		if (toks[i] >= 0 && toks[i] < n_vocab)
+			w->key[toks[i]] = 0;
+	for (int i = from; i < n; i++) {
+		int t = toks[i];
+		if (t < 0 || t >= n_vocab || w->key[t])
+			continue;
+		w->key[t] = 1;
+		w->pen[t] = w->pen[t] > 0 ? w->pen[t] / s->penalty : w->pen[t] * s->penalty;
+	}
+	return sa_sample(s, w->pen, n_vocab);
+}
+
+int
+sa_logprob_top(const float *logits, int n_vocab, int k, int *ids, double *logprob)
+{
+	work *w = &scratch;
+	float max = -INFINITY;
+	double sum = 0;
+
+	if (k > n_vocab)
+		k = n_vocab;
+	if (k <= 0)
+		return 0;
+	if (!work_fit(w, n_vocab))
+		return -1;
+	for (int i = 0; i < n_vocab; i++) {
+		w->c[i].logit = isnan(logits[i]) ? -INFINITY : logits[i];
+		w->c[i].id = i;
+		if (logits[i] > max)
+			max = logits[i];
+	}
+	select_top(w, n_vocab, k);
+	/* As sa_logprob sums, so that the two agree to the bit. */
+	for (int i = 0; i < n_vocab; i++)
+		sum += expf(logits[i] - max);
+	for (int i = 0; i < k; i++) {
+		ids[i] = w->c[i].id;
+		logprob[i] = (double)logits[ids[i]] - max - log(sum);
+	}
+	return k;
 }
 
 double

@@ -145,12 +145,125 @@ text_end(textout *t)
 
 /* --------------------------------------------------------- generation */
 
+/* Text -> tokens, the control tokens written in it too when special. */
+static int
+tokenize(const sa_session *s, int special, const char *text, size_t len, int **toks, int *n)
+{
+	return special ? sa_session_tokenize_special(s, text, len, toks, n) :
+	    sa_session_tokenize(s, text, len, toks, n);
+}
+
 typedef struct emitter {
+	const sa_session *s;
 	const sa_vocab *v;
+	const sa_sampling *p;
 	textout *out;
 	const int *prompt;
 	int n_prompt, first;
+	char *held;           /* text that may be the start of a stop string */
+	size_t n_held, cap;
+	FILE *probs;          /* n_probs > 0: the tokens' log-probabilities, JSON */
+	int n_gen;
 } emitter;
+
+/* The first stop string in t[0..n): its offset, or n. */
+static size_t
+stop_find(const sa_sampling *p, const char *t, size_t n)
+{
+	size_t at = n;
+
+	for (int i = 0; i < p->n_stop; i++) {
+		const char *hit = p->stop_len[i] ? memmem(t, n, p->stop[i], p->stop_len[i]) : NULL;
+		if (hit && (size_t)(hit - t) < at)
+			at = (size_t)(hit - t);
+	}
+	return at;
+}
+
+/* Where the tail of t[0..n) that could still grow into a stop string starts. */
+static size_t
+stop_hold(const sa_sampling *p, const char *t, size_t n)
+{
+	for (size_t at = 0; at < n; at++)
+		for (int i = 0; i < p->n_stop; i++)
+			if (p->stop_len[i] > n - at && memcmp(t + at, p->stop[i], n - at) == 0)
+				return at;
+	return n;
+}
+
+/* Text of a token out; with stop strings, through the held text: what
+ * cannot be part of one goes out, a stop string ends the generation. */
+static int
+emit_text(emitter *e, const char *s, size_t n, int *stop)
+{
+	size_t at;
+	int rc;
+
+	if (!e->p->n_stop)
+		return text_put(e->out, s, n);
+	if (e->n_held + n > e->cap) {
+		size_t cap = 2 * (e->n_held + n);
+		char *h = realloc(e->held, cap);
+		if (!h)
+			return sa_fail(SA_EINTERNAL, "out of memory");
+		e->held = h;
+		e->cap = cap;
+	}
+	memcpy(e->held + e->n_held, s, n);
+	e->n_held += n;
+	if ((at = stop_find(e->p, e->held, e->n_held)) < e->n_held) {
+		*stop = 1;
+		e->n_held = 0;
+		return text_put(e->out, e->held, at);
+	}
+	at = stop_hold(e->p, e->held, e->n_held);
+	rc = text_put(e->out, e->held, at);
+	memmove(e->held, e->held + at, e->n_held - at);
+	e->n_held -= at;
+	return rc;
+}
+
+static void
+put_prob(FILE *fp, const sa_vocab *v, int tok, double logprob)
+{
+	char piece[256];
+	int n = sa_token_to_piece(v, tok, piece, sizeof piece);
+
+	fprintf(fp, "{\"id\":%d,\"token\":", tok);
+	sa_json_put_str(fp, piece, (size_t)(n < (int)sizeof piece ? n : (int)sizeof piece));
+	fputs(",\"logprob\":", fp);
+	sa_json_put_num(fp, logprob);
+}
+
+/* The token drawn, its log-probability and the n_probs best, as llama.cpp's
+ * server gives them. */
+static int
+emit_probs(emitter *e, int tok)
+{
+	const float *logits = sa_session_logits(e->s);
+	int nv = sa_vocab_size(e->v), k = e->p->n_probs, *ids = sa_malloc((size_t)k * sizeof *ids);
+	double *lp = sa_malloc((size_t)k * sizeof *lp);
+
+	if (!ids || !lp || (k = sa_logprob_top(logits, nv, k, ids, lp)) < 0) {
+		free(ids);
+		free(lp);
+		return sa_fail(SA_EINTERNAL, "out of memory");
+	}
+	if (e->n_gen++)
+		fputc(',', e->probs);
+	put_prob(e->probs, e->v, tok, sa_logprob(logits, nv, tok));
+	fputs(",\"top_logprobs\":[", e->probs);
+	for (int i = 0; i < k; i++) {
+		if (i)
+			fputc(',', e->probs);
+		put_prob(e->probs, e->v, ids[i], lp[i]);
+		fputc('}', e->probs);
+	}
+	fputs("]}", e->probs);
+	free(ids);
+	free(lp);
+	return SA_OK;
+}
 
 static int
 emit_token(void *ctx, int tok, int *stop)
@@ -160,6 +273,8 @@ emit_token(void *ctx, int tok, int *stop)
 	int first = e->first, n, rc;
 
 	e->first = 0;
+	if (e->probs && (rc = emit_probs(e, tok)) != SA_OK)
+		return rc;
 	/* After a bare BOS, the detokenizer knows whether the token's leading
 	 * space belongs to the text (it does not for SentencePiece). */
 	if (first && e->n_prompt == 1 && e->prompt[0] == sa_vocab_bos(e->v)) {
@@ -169,7 +284,7 @@ emit_token(void *ctx, int tok, int *stop)
 
 		if ((rc = sa_detokenize(e->v, pair, 2, &text, &len)) != SA_OK)
 			return rc;
-		rc = text_put(e->out, text, len);
+		rc = emit_text(e, text, len, stop);
 		free(text);
 		return rc;
 	}
@@ -179,25 +294,34 @@ emit_token(void *ctx, int tok, int *stop)
 			return SA_EINTERNAL;
 		sa_token_to_piece(e->v, tok, piece, n);
 	}
-	rc = n > 0 ? text_put(e->out, piece, (size_t)n) : SA_OK;
+	rc = n > 0 ? emit_text(e, piece, (size_t)n, stop) : SA_OK;
 	if (piece != small)
 		free(piece);
 	return rc;
 }
 
 static int
-generate(sa_session *s, const char *prompt, size_t plen, const sa_sampling *p, textout *out)
+generate(sa_session *s, const sa_request *req, textout *out, FILE *probs)
 {
-	emitter e = { sa_session_vocab(s), out, NULL, 0, 1 };
+	const sa_sampling *p = &req->smp;
+	emitter e = { s, sa_session_vocab(s), p, out, NULL, 0, 1, NULL, 0, 0, probs, 0 };
 	sa_sampler smp;
 	int *toks, rc, end;
 
-	if ((rc = sa_session_tokenize(s, prompt, plen, &toks, &e.n_prompt)) != SA_OK)
+	if ((rc = tokenize(s, req->special, req->text, req->len, &toks, &e.n_prompt)) != SA_OK)
 		return rc;
 	e.prompt = toks;
 	sa_sampler_init(&smp, (float)p->temp, (int)p->top_k, (float)p->top_p, (float)p->min_p, p->seed);
+	if (p->repeat_penalty > 0) {
+		smp.penalty = (float)p->repeat_penalty;
+		smp.last_n = p->repeat_last_n < INT_MAX ? (int)p->repeat_last_n : INT_MAX;
+	}
 	rc = sa_session_generate(s, toks, e.n_prompt, &smp, p->n_predict, emit_token, &e);
+	/* Held text that no stop string completed is text. */
+	if (rc == SA_OK && e.n_held)
+		rc = text_put(out, e.held, e.n_held);
 	end = text_end(out);
+	free(e.held);
 	free(toks);
 	return rc != SA_OK ? rc : end;
 }
@@ -206,11 +330,11 @@ generate(sa_session *s, const char *prompt, size_t plen, const sa_sampling *p, t
 
 /* Sum log-likelihood of every token after the first. */
 static int
-score_text(sa_session *s, const char *text, size_t len, double *logprob, int *count)
+score_text(sa_session *s, const sa_request *req, double *logprob, int *count)
 {
 	int *toks, n, rc;
 
-	if ((rc = sa_session_tokenize(s, text, len, &toks, &n)) != SA_OK)
+	if ((rc = tokenize(s, req->special, req->text, req->len, &toks, &n)) != SA_OK)
 		return rc;
 	if (n < 2)
 		rc = sa_fail(SA_EDATA, "text of %d token%s: nothing to score", n, n == 1 ? "" : "s");
@@ -233,7 +357,7 @@ score_choices(sa_session *s, const sa_request *req, double *logprob, int *count)
 
 	seq = sa_calloc((size_t)n, sizeof *seq);
 	n_seq = sa_calloc((size_t)n, sizeof *n_seq);
-	rc = seq && n_seq ? sa_session_tokenize(s, req->text, req->len, &ptoks, &np) : SA_EINTERNAL;
+	rc = seq && n_seq ? tokenize(s, req->special, req->text, req->len, &ptoks, &np) : SA_EINTERNAL;
 	for (int i = 0; i < n && rc == SA_OK; i++) {
 		char *text = sa_malloc(req->len + req->choice_len[i] + 1);
 
@@ -243,7 +367,7 @@ score_choices(sa_session *s, const sa_request *req, double *logprob, int *count)
 		}
 		memcpy(text, req->text, req->len);
 		memcpy(text + req->len, req->choice[i], req->choice_len[i]);
-		rc = sa_session_tokenize(s, text, req->len + req->choice_len[i], &seq[i], &n_seq[i]);
+		rc = tokenize(s, req->special, text, req->len + req->choice_len[i], &seq[i], &n_seq[i]);
 		free(text);
 	}
 	if (rc == SA_OK)
@@ -299,7 +423,7 @@ reply_score(sa_session *s, const sa_request *req, sa_reply *out)
 	double lp = 0;
 	int count = 0, rc;
 
-	if ((rc = score_text(s, req->text, req->len, &lp, &count)) != SA_OK)
+	if ((rc = score_text(s, req, &lp, &count)) != SA_OK)
 		return rc;
 	if (!out->json) {
 		fprintf(out->fp, "logprob %.6f tokens %d ppl %.6f\n", lp, count, exp(-lp / count));
@@ -342,40 +466,102 @@ static int
 reply_text(sa_session *s, const sa_request *req, sa_reply *out)
 {
 	textout t = { out->fp, out->name, 1, { 0 }, 0, 0 };
-	char *gen = NULL;
-	size_t glen;
+	char *gen = NULL, *probs = NULL;
+	size_t glen, plen;
+	FILE *pf = NULL;
 	int rc;
 
 	if (!out->json) {
 		rc = out->echo ? text_put(&t, req->text, req->len) : SA_OK;
 		if (rc == SA_OK)
-			rc = generate(s, req->text, req->len, &req->smp, &t);
+			rc = generate(s, req, &t, NULL);
 		out->last = t.last;
 		return rc;
 	}
-	if (!(t.fp = open_memstream(&gen, &glen)))
+	if (!(t.fp = open_memstream(&gen, &glen)) ||
+	    (req->smp.n_probs > 0 && !(pf = open_memstream(&probs, &plen)))) {
+		if (t.fp)
+			fclose(t.fp);
+		free(gen);
 		return sa_fail(SA_EINTERNAL, "out of memory");
+	}
 	t.flush = 0;
-	rc = generate(s, req->text, req->len, &req->smp, &t);
+	rc = generate(s, req, &t, pf);
 	fclose(t.fp);
+	if (pf)
+		fclose(pf);
 	if (rc == SA_OK) {
 		put_head(out);
 		fputs("\"text\":", out->fp);
 		sa_json_put_str(out->fp, gen, glen);
+		if (pf)
+			fprintf(out->fp, ",\"logprobs\":[%.*s]", (int)plen, probs);
 		fputs("}\n", out->fp);
 	}
 	free(gen);
+	free(probs);
 	return rc;
+}
+
+/* The tokens of the text: "[1, 2, 3]" as llama-tokenize --ids prints them,
+ * or in JSON each token's id and piece (a control token's own text, as
+ * llama.cpp shows it, where it prints as nothing). */
+static int
+reply_tokens(sa_session *s, const sa_request *req, sa_reply *out)
+{
+	const sa_vocab *v = sa_session_vocab(s);
+	int *toks, n, rc;
+
+	if ((rc = tokenize(s, req->special, req->text, req->len, &toks, &n)) != SA_OK)
+		return rc;
+	if (out->json) {
+		put_head(out);
+		fputs("\"tokens\":[", out->fp);
+	} else {
+		fputc('[', out->fp);
+	}
+	for (int i = 0; i < n; i++) {
+		char piece[256];
+		int len = sa_token_to_piece(v, toks[i], piece, sizeof piece);
+		const char *text;
+		size_t tlen;
+
+		if (!out->json) {
+			fprintf(out->fp, i ? ", %d" : "%d", toks[i]);
+			continue;
+		}
+		fprintf(out->fp, i ? ",{\"id\":%d,\"piece\":" : "{\"id\":%d,\"piece\":", toks[i]);
+		if (len == 0 && (text = sa_token_text(v, toks[i], &tlen)))
+			sa_json_put_str(out->fp, text, tlen);
+		else
+			sa_json_put_str(out->fp, piece, (size_t)(len < (int)sizeof piece ? len : (int)sizeof piece));
+		fputc('}', out->fp);
+	}
+	fputs(out->json ? "]}\n" : "]\n", out->fp);
+	free(toks);
+	return SA_OK;
 }
 
 int
 sa_request_run(sa_session *s, const sa_request *req, sa_reply *out)
 {
-	if (req->score)
-		return reply_score(s, req, out);
-	if (req->n_choices)
-		return reply_choices(s, req, out);
-	return reply_text(s, req, out);
+	sa_request r = *req;
+	char *chat = NULL;
+	int tmpl, rc;
+
+	/* Messages are the text of the chat template, whose control tokens
+	 * are tokens. */
+	if (req->n_msg) {
+		if ((rc = sa_chat_find(sa_session_model(s)->gguf, req->chat_template, &tmpl)) ||
+		    (rc = sa_chat_render(tmpl, req->msg, req->n_msg, 1, &chat, &r.len)))
+			return rc;
+		r.text = chat;
+		r.special = 1;
+	}
+	rc = r.tokenize ? reply_tokens(s, &r, out) : r.score ? reply_score(s, &r, out) :
+	    r.n_choices ? reply_choices(s, &r, out) : reply_text(s, &r, out);
+	free(chat);
+	return rc;
 }
 
 /* ----------------------------------------------------------- batches */
@@ -411,11 +597,52 @@ req_num(const sa_json *req, const char *key, double lo, double hi, int want_int,
 	return SA_OK;
 }
 
+/* A non-empty array of strings (or of objects when objs), or absent. */
+static int
+req_arr(const sa_json *req, const char *key, int objs, const sa_json **arr)
+{
+	const sa_json *v = sa_json_get(req, key);
+
+	*arr = v;
+	if (!v)
+		return SA_OK;
+	if (v->type != SA_JSON_ARR || v->n == 0)
+		goto bad;
+	for (size_t i = 0; i < v->n; i++)
+		if (v->items[i].type != (objs ? SA_JSON_OBJ : SA_JSON_STR))
+			goto bad;
+	return SA_OK;
+bad:
+	return sa_fail(SA_EDATA, "\"%s\" must be a non-empty array of %s", key,
+	    objs ? "objects" : "strings");
+}
+
+/* The strings of array key, a non-empty one, into *s and *len (the
+ * caller's to free) and *n; absent: *n = 0. */
+static int
+req_strs(const sa_json *req, const char *key, const char ***s, size_t **len, int *n)
+{
+	const sa_json *a;
+	int rc;
+
+	if ((rc = req_arr(req, key, 0, &a)) || !a)
+		return rc;
+	if (!(*s = sa_calloc(a->n, sizeof **s)) || !(*len = sa_calloc(a->n, sizeof **len)))
+		return SA_EINTERNAL;
+	for (size_t i = 0; i < a->n; i++) {
+		(*s)[i] = a->items[i].str;
+		(*len)[i] = a->items[i].len;
+	}
+	*n = (int)a->n;
+	return SA_OK;
+}
+
 /* The sampling keys of a generation request over the defaults. */
 static int
 req_sampling(const sa_json *req, sa_sampling *p)
 {
 	double n_predict = (double)p->n_predict, top_k = (double)p->top_k, seed = -2;
+	double last_n = (double)p->repeat_last_n, n_probs = p->n_probs;
 	int rc;
 
 	if ((rc = req_num(req, "n_predict", -1, INT_MAX, 1, &n_predict)) ||
@@ -423,10 +650,15 @@ req_sampling(const sa_json *req, sa_sampling *p)
 	    (rc = req_num(req, "top_k", 0, INT_MAX, 1, &top_k)) ||
 	    (rc = req_num(req, "top_p", 0, 1, 0, &p->top_p)) ||
 	    (rc = req_num(req, "min_p", 0, 1, 0, &p->min_p)) ||
-	    (rc = req_num(req, "seed", -1, 0x1p64, 1, &seed)))
+	    (rc = req_num(req, "seed", -1, 0x1p64, 1, &seed)) ||
+	    (rc = req_num(req, "repeat_penalty", 0, 1e6, 0, &p->repeat_penalty)) ||
+	    (rc = req_num(req, "repeat_last_n", -1, INT_MAX, 1, &last_n)) ||
+	    (rc = req_num(req, "logprobs", 0, SA_MAX_PROBS, 1, &n_probs)))
 		return rc;
 	p->n_predict = (long)n_predict;
 	p->top_k = (long)top_k;
+	p->repeat_last_n = (long)last_n;
+	p->n_probs = (int)n_probs;
 	if (seed == -1)
 		p->seed = sa_seed_from_clock();
 	else if (seed >= 0)
@@ -434,60 +666,114 @@ req_sampling(const sa_json *req, sa_sampling *p)
 	return SA_OK;
 }
 
-/* A request object: "choices" ranks them after "prompt", "score": true
- * scores "text" (or "prompt"), else "prompt" is generated after. */
+/* "messages": [{"role": ..., "content": ...}, ...] into *msg (the
+ * caller's to free), when there are. */
 static int
-batch_request(sa_session *s, const sa_json *j, const sa_sampling *def, sa_reply *out)
+req_messages(const sa_json *j, sa_request *req, sa_chat_msg **msg)
+{
+	const sa_json *a;
+	int rc;
+
+	if ((rc = req_arr(j, "messages", 1, &a)) || !a)
+		return rc;
+	if (!(*msg = sa_calloc(a->n, sizeof **msg)))
+		return SA_EINTERNAL;
+	for (size_t i = 0; i < a->n; i++) {
+		const sa_json *role = sa_json_get(&a->items[i], "role");
+		const sa_json *content = sa_json_get(&a->items[i], "content");
+
+		if (!role || role->type != SA_JSON_STR || strlen(role->str) != role->len ||
+		    !content || content->type != SA_JSON_STR)
+			return sa_fail(SA_EDATA, "\"messages\"[%zu] must have a string \"role\" "
+			    "and \"content\"", i);
+		(*msg)[i] = (sa_chat_msg){ role->str, content->str, content->len };
+	}
+	req->msg = *msg;
+	req->n_msg = (int)a->n;
+	return SA_OK;
+}
+
+/* The prompt: "messages" in the chat template, or "prompt". */
+static int
+req_prompt(const sa_json *j, sa_request *req, sa_chat_msg **msg)
+{
+	if (sa_json_get(j, "messages")) {
+		if (sa_json_get(j, "prompt"))
+			return sa_fail(SA_EDATA, "give \"prompt\" or \"messages\", not both");
+		return req_messages(j, req, msg);
+	}
+	return req_str(j, "prompt", &req->text, &req->len);
+}
+
+/* What the request asks, into req: the arrays it needs are the caller's
+ * to free. */
+static int
+batch_kind(const sa_json *j, const sa_json *choices, const sa_json *score,
+    sa_request *req, const char ***cs, size_t **cl, sa_chat_msg **msg, const char ***stop,
+    size_t **stop_len)
+{
+	int rc;
+
+	if (choices) {
+		if ((rc = req_prompt(j, req, msg)) ||
+		    (rc = req_strs(j, "choices", cs, cl, &req->n_choices)))
+			return rc;
+		req->choice = *cs;
+		req->choice_len = *cl;
+		return SA_OK;
+	}
+	if (score && score->num) {
+		req->score = 1;
+		if (sa_json_get(j, "text"))
+			return req_str(j, "text", &req->text, &req->len);
+		if (sa_json_get(j, "prompt") || sa_json_get(j, "messages"))
+			return req_prompt(j, req, msg);
+		return sa_fail(SA_EDATA, "missing \"text\"");
+	}
+	if ((rc = req_prompt(j, req, msg)) || (rc = req_sampling(j, &req->smp)))
+		return rc;
+	if (!sa_json_get(j, "stop"))
+		return SA_OK;
+	rc = req_strs(j, "stop", stop, stop_len, &req->smp.n_stop);
+	req->smp.stop = *stop;
+	req->smp.stop_len = *stop_len;
+	return rc;
+}
+
+/* A request object: "choices" ranks them after "prompt", "score": true
+ * scores "text" (or "prompt"), else "prompt" is generated after; each
+ * "prompt" may be "messages" instead. */
+static int
+batch_request(sa_session *s, const sa_json *j, const sa_request *def, sa_reply *out)
 {
 	const sa_json *choices = sa_json_get(j, "choices"), *score = sa_json_get(j, "score");
-	sa_request req = { .smp = *def };
-	const char **cs = NULL;
-	size_t *cl = NULL;
+	const sa_json *special = sa_json_get(j, "special");
+	sa_request req = { .smp = def->smp, .special = def->special,
+	    .chat_template = def->chat_template };
+	const char **cs = NULL, **stop = NULL;
+	size_t *cl = NULL, *stop_len = NULL;
+	sa_chat_msg *msg = NULL;
 	int rc;
 
 	if (score && score->type != SA_JSON_BOOL)
 		return sa_fail(SA_EDATA, "\"score\" must be true or false");
-	if (choices) {
-		if ((rc = req_str(j, "prompt", &req.text, &req.len)))
-			return rc;
-		if (choices->type != SA_JSON_ARR || choices->n == 0)
-			return sa_fail(SA_EDATA, "\"choices\" must be a non-empty array of strings");
-		for (size_t i = 0; i < choices->n; i++)
-			if (choices->items[i].type != SA_JSON_STR)
-				return sa_fail(SA_EDATA, "\"choices\" must be a non-empty array of strings");
-		if (!(cs = sa_calloc(choices->n, sizeof *cs)) || !(cl = sa_calloc(choices->n, sizeof *cl))) {
-			free(cs);
-			return SA_EINTERNAL;
-		}
-		for (size_t i = 0; i < choices->n; i++) {
-			cs[i] = choices->items[i].str;
-			cl[i] = choices->items[i].len;
-		}
-		req.choice = cs;
-		req.choice_len = cl;
-		req.n_choices = (int)choices->n;
-	} else if (score && score->num) {
-		req.score = 1;
-		if (sa_json_get(j, "text"))
-			rc = req_str(j, "text", &req.text, &req.len);
-		else if (sa_json_get(j, "prompt"))
-			rc = req_str(j, "prompt", &req.text, &req.len);
-		else
-			rc = sa_fail(SA_EDATA, "missing \"text\"");
-		if (rc)
-			return rc;
-	} else if ((rc = req_str(j, "prompt", &req.text, &req.len)) ||
-	    (rc = req_sampling(j, &req.smp))) {
-		return rc;
-	}
-	rc = sa_request_run(s, &req, out);
+	if (special && special->type != SA_JSON_BOOL)
+		return sa_fail(SA_EDATA, "\"special\" must be true or false");
+	if (special)
+		req.special = special->num != 0;
+	rc = batch_kind(j, choices, score, &req, &cs, &cl, &msg, &stop, &stop_len);
+	if (rc == SA_OK)
+		rc = sa_request_run(s, &req, out);
 	free(cs);
 	free(cl);
+	free(msg);
+	free(stop);
+	free(stop_len);
 	return rc;
 }
 
 int
-sa_serve(sa_session *s, FILE *in, const char *in_name, const sa_sampling *def, FILE *out,
+sa_serve(sa_session *s, FILE *in, const char *in_name, const sa_request *def, FILE *out,
     const char *out_name)
 {
 	char *line = NULL;

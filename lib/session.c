@@ -125,6 +125,24 @@ sa_session_tokenize(const sa_session *s, const char *text, size_t len, int **tok
 	return sa_tokenize(s->model->vocab, text, len, s->add_bos, toks, n);
 }
 
+int
+sa_session_tokenize_special(const sa_session *s, const char *text, size_t len, int **toks, int *n)
+{
+	return sa_tokenize_special(s->model->vocab, text, len, s->add_bos, toks, n);
+}
+
+const sa_model *
+sa_session_model(const sa_session *s)
+{
+	return s->model;
+}
+
+const float *
+sa_session_logits(const sa_session *s)
+{
+	return s->last;
+}
+
 /* Run toks[a..b) after the cache; logits as sa_forward takes them. */
 static int
 forward(sa_session *s, const int *toks, int a, int b, float *logits, int all)
@@ -281,7 +299,7 @@ sa_session_generate(sa_session *s, const int *toks, int n, sa_sampler *smp, long
 		return rc;
 	for (long i = 0; max_new < 0 || i < max_new; i++) {
 		double t0 = sa_now();
-		int tok = sa_sample(smp, s->last, s->n_vocab), stop = 0;
+		int tok = sa_sample_after(smp, s->last, s->n_vocab, s->toks, s->n), stop = 0;
 
 		if (tok < 0)
 			return sa_fail(SA_EINTERNAL, "out of memory");

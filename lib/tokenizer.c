@@ -1,7 +1,7 @@
 /*
  * tokenizer.c - text <-> token ids from the tokenizer.ggml.* metadata of a
  * GGUF file, giving the same ids as llama.cpp's llama_tokenize with
- * parse_special = false.
+ * parse_special = false, or true (sa_tokenize_special).
  *
  * Two vocabulary types:
  *   "llama"  SentencePiece BPE: spaces become U+2581 ("▁"), a space is put in
@@ -19,7 +19,7 @@
  *
  * User-defined tokens (token type 4) are cut out of the text before anything
  * else, as llama.cpp does even without parse_special; control tokens in the
- * text are ordinary text.
+ * text are ordinary text, unless parse_special asks for them too.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +103,8 @@ struct sa_vocab {
 	int byte_tok[256];       /* spm: token of each byte for the fallback */
 	int *user;               /* user-defined tokens, longest first */
 	int n_user;
+	int *special;            /* and control and unknown ones, longest first */
+	int n_special;
 
 	/* gpt2 byte-level alphabet: byte -> code point (UTF-8), and back */
 	char bl_utf8[256][2];
@@ -652,6 +654,36 @@ static int cmp_user(const void *a, const void *b, void *arg)
 	return x < y ? -1 : x > y;
 }
 
+/* Whether token i is cut out of a text before anything else: a
+ * user-defined one, or with parse_special also a control or unknown one
+ * (llama.cpp's special-token cache). */
+static int is_cut(const sa_vocab *v, int i, int parse_special)
+{
+	int t = v->ttype[i];
+
+	return v->len[i] > 0 && (t == TT_USER ||
+	    (parse_special && (t == TT_CONTROL || t == TT_UNKNOWN)));
+}
+
+/* *list: the tokens is_cut picks, longest first. */
+static int cut_list(const sa_vocab *v, int parse_special, int **list, int *n)
+{
+	int k = 0;
+
+	for (int i = 0; i < v->n; i++)
+		k += is_cut(v, i, parse_special);
+	if (!k)
+		return SA_OK;
+	if (!(*list = sa_malloc((size_t)k * sizeof **list)))
+		return SA_EINTERNAL;
+	*n = 0;
+	for (int i = 0; i < v->n; i++)
+		if (is_cut(v, i, parse_special))
+			(*list)[(*n)++] = i;
+	qsort_r(*list, (size_t)k, sizeof **list, cmp_user, (void *)v);
+	return SA_OK;
+}
+
 static int load(sa_vocab *v, const sa_gguf *g)
 {
 	const char *path = sa_gguf_path(g);
@@ -805,17 +837,9 @@ static int load(sa_vocab *v, const sa_gguf *g)
 		}
 	}
 
-	for (int i = 0; i < v->n; i++)
-		v->n_user += v->ttype[i] == TT_USER && v->len[i] > 0;
-	if (v->n_user) {
-		int k = 0;
-		if (!(v->user = sa_malloc(v->n_user * sizeof *v->user)))
-			return SA_EINTERNAL;
-		for (int i = 0; i < v->n; i++)
-			if (v->ttype[i] == TT_USER && v->len[i] > 0)
-				v->user[k++] = i;
-		qsort_r(v->user, v->n_user, sizeof *v->user, cmp_user, v);
-	}
+	if ((rc = cut_list(v, 0, &v->user, &v->n_user)) ||
+	    (rc = cut_list(v, 1, &v->special, &v->n_special)))
+		return rc;
 
 	/* Decoded pieces, once, so that decoding is a copy. */
 	{
@@ -873,6 +897,7 @@ void sa_vocab_free(sa_vocab *v)
 	free(v->msplit);
 	free(v->merge.slot);
 	free(v->user);
+	free(v->special);
 	free(v);
 }
 
@@ -1468,8 +1493,9 @@ typedef struct frag {
 	int id;
 } frag;
 
-/* Cut user-defined tokens out of the text, longest token first. */
-static int partition(const sa_vocab *v, const char *text, size_t len, frag **out, size_t *nout)
+/* Cut the tokens list[0..nlist) out of the text, longest token first. */
+static int partition(const sa_vocab *v, const int *list, int nlist, const char *text, size_t len,
+    frag **out, size_t *nout)
 {
 	size_t n = 1, cap = 16;
 	frag *f = malloc(cap * sizeof *f);
@@ -1477,8 +1503,8 @@ static int partition(const sa_vocab *v, const char *text, size_t len, frag **out
 	if (!f)
 		return sa_fail(SA_EINTERNAL, "out of memory");
 	f[0] = (frag){ 0, len, -1 };
-	for (int u = 0; u < v->n_user; u++) {
-		int id = v->user[u];
+	for (int u = 0; u < nlist; u++) {
+		int id = list[u];
 		const char *t = v->text + v->off[id];
 		size_t tl = v->len[id];
 		for (size_t i = 0; i < n; i++) {
@@ -1517,8 +1543,8 @@ static int partition(const sa_vocab *v, const char *text, size_t len, frag **out
 	return SA_OK;
 }
 
-int sa_tokenize(const sa_vocab *v, const char *text, size_t len, int add_special,
-    int **toks, int *n)
+static int tokenize(const sa_vocab *v, const char *text, size_t len, int add_special,
+    int parse_special, int **toks, int *n)
 {
 	ivec out = { 0 };
 	work w = { 0 };
@@ -1532,7 +1558,8 @@ int sa_tokenize(const sa_vocab *v, const char *text, size_t len, int add_special
 		return sa_fail(SA_EDATA, "text of %zu bytes is too long to tokenize", len);
 	if (add_special && sa_vocab_add_bos(v) && (rc = ivec_push(&out, v->bos)))
 		goto done;
-	if (len > 0 && (rc = partition(v, text, len, &f, &nf)))
+	if (len > 0 && (rc = partition(v, parse_special ? v->special : v->user,
+	    parse_special ? v->n_special : v->n_user, text, len, &f, &nf)))
 		goto done;
 	for (size_t i = 0; i < nf && !rc; i++) {
 		if (f[i].id >= 0) {
@@ -1562,6 +1589,18 @@ done:
 	return SA_OK;
 }
 
+int sa_tokenize(const sa_vocab *v, const char *text, size_t len, int add_special,
+    int **toks, int *n)
+{
+	return tokenize(v, text, len, add_special, 0, toks, n);
+}
+
+int sa_tokenize_special(const sa_vocab *v, const char *text, size_t len, int add_special,
+    int **toks, int *n)
+{
+	return tokenize(v, text, len, add_special, 1, toks, n);
+}
+
 /* ------------------------------------------------------------ decoding */
 
 int sa_token_to_piece(const sa_vocab *v, int tok, char *buf, int cap)
@@ -1574,6 +1613,14 @@ int sa_token_to_piece(const sa_vocab *v, int tok, char *buf, int cap)
 	if (cap > 0)
 		memcpy(buf, v->piece + v->poff[tok], (size_t)(n < cap ? n : cap));
 	return n;
+}
+
+const char *sa_token_text(const sa_vocab *v, int tok, size_t *len)
+{
+	if (tok < 0 || tok >= v->n)
+		return NULL;
+	*len = v->len[tok];
+	return v->text + v->off[tok];
 }
 
 int sa_detokenize(const sa_vocab *v, const int *toks, int n, char **text, size_t *len)

@@ -20,7 +20,8 @@ static const char usage_text[] =
     "usage: mkmodel [--arch llama|qwen2] [--layers N] [--dim N] [--heads N]\n"
     "               [--kv-heads N] [--ff N] [--ctx N] [--type T]\n"
     "               [--tied] [--seed N] [--rope-base X] [--eps X] [--name S]\n"
-    "               [--vocab FILE | --bos N] [-v] [-o FILE]\n";
+    "               [--vocab FILE | --bos N] [--special TEXT]... [--chat-template T]\n"
+    "               [-v] [-o FILE]\n";
 
 static const char help_text[] =
     "Write a Llama-family GGUF model with deterministic random weights.\n"
@@ -46,6 +47,8 @@ static const char help_text[] =
     "                  SentencePiece vocab of bytes, ASCII and \"\xe2\x96\x81\"+letter\n"
     "  --bos N         the built-in vocab's tokenizer.ggml.bos_token_id (default 1;\n"
     "                  one past the vocab makes a model with a bad BOS)\n"
+    "  --special TEXT  add a control token TEXT to the built-in vocab; repeatable\n"
+    "  --chat-template T  tokenizer.chat_template (Jinja source)\n"
     "  -o FILE         output (default: stdout, \"-\")\n"
     "  -v, --verbose   say what was written\n"
     "  -h, --help, --version\n";
@@ -79,6 +82,9 @@ typedef struct opts {
 	const char *name, *vocab, *out;
 	int verbose;
 	uint32_t bos;
+	const char *special[16];  /* control tokens added to the built-in vocab */
+	int n_special;
+	const char *chat_template;
 } opts;
 
 /* Everything the writer points at until it has written. */
@@ -131,7 +137,7 @@ add_random(sa_gguf_writer *w, bufs *b, const opts *o, const char *name, int type
  * llama.cpp's SPM tokenizer merges "▁" with a following letter.
  */
 static int
-builtin_vocab(sa_gguf_writer *w, bufs *b, uint32_t bos)
+builtin_vocab(sa_gguf_writer *w, bufs *b, uint32_t bos, const char *const *special, int n_special)
 {
 	enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_BYTE = 6 };
 	static const char space[] = "\xe2\x96\x81";  /* U+2581 */
@@ -170,6 +176,8 @@ builtin_vocab(sa_gguf_writer *w, bufs *b, uint32_t bos)
 		/* above the single characters, so merges happen */
 		PIECE(s, 4, -1 - (float)c / 64, TOK_NORMAL);
 	}
+	for (int i = 0; i < n_special; i++)
+		PIECE(special[i], strlen(special[i]), 0, TOK_CONTROL);
 #undef PIECE
 
 	(void)b;
@@ -241,8 +249,10 @@ build(const opts *o)
 		TRY(sa_gguf_open(&vg, o->vocab));
 		n_vocab = copy_vocab(w, vg);
 	} else {
-		n_vocab = builtin_vocab(w, &b, o->bos);
+		n_vocab = builtin_vocab(w, &b, o->bos, o->special, o->n_special);
 	}
+	if (o->chat_template)
+		TRY(sa_gguf_writer_set_str(w, "tokenizer.chat_template", o->chat_template));
 
 	/* Linear maps: std 1/sqrt(d_in) keeps activations O(1) layer to layer;
 	 * norms near 1 and biases big enough that dropping one shows. */
@@ -308,6 +318,8 @@ main(int argc, char **argv)
 		{ "name", required_argument, NULL, 'N' },
 		{ "vocab", required_argument, NULL, 'V' },
 		{ "bos", required_argument, NULL, 'B' },
+		{ "special", required_argument, NULL, 'S' },
+		{ "chat-template", required_argument, NULL, 'M' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
@@ -360,6 +372,12 @@ main(int argc, char **argv)
 			o.bos = (uint32_t)parse_long("--bos", optarg, 0, UINT32_MAX);
 			bos_given = 1;
 			break;
+		case 'S':
+			if (o.n_special == 16 || strlen(optarg) > 64)
+				die(SA_EUSAGE, "--special: at most 16, of at most 64 bytes");
+			o.special[o.n_special++] = optarg;
+			break;
+		case 'M': o.chat_template = optarg; break;
 		case 'o': o.out = optarg; break;
 		case 'v': o.verbose = 1; break;
 		case 'h':

@@ -288,6 +288,42 @@ test_stream(void)
 	CHECK(expect_ok);
 }
 
+/* llama.cpp's repeat penalty: positive logits divided, negative ones
+ * multiplied, once per token of the window; the logits stay as they were. */
+static void
+test_penalty(void)
+{
+	float l[4] = { 2.0f, 1.9f, -1.0f, -1.2f }, copy[4];
+	int hist[] = { 3, 0, 0, 2 }, ids[4];
+	double lp[4];
+	sa_sampler s;
+
+	memcpy(copy, l, sizeof l);
+	sa_sampler_init(&s, 0, 0, 1, 0, 1);
+	CHECK(sa_sample_after(&s, l, 4, hist, 4) == 0);      /* off by default */
+	s.penalty = 1.5f;
+	s.last_n = 64;
+	CHECK(sa_sample_after(&s, l, 4, hist, 4) == 1);      /* 2 / 1.5 < 1.9 */
+	s.penalty = 1.01f;
+	CHECK(sa_sample_after(&s, l, 4, hist, 4) == 0);      /* once, not twice */
+	s.penalty = 1.5f;
+	s.last_n = 1;
+	CHECK(sa_sample_after(&s, l, 4, hist, 4) == 0);      /* only token 2 */
+	/* -1 * 3 < -1.2: a negative logit goes down */
+	l[0] = l[1] = -5;
+	s.penalty = 3;
+	s.last_n = -1;
+	CHECK(sa_sample_after(&s, l, 4, (int[]){ 2 }, 1) == 3);
+	l[0] = copy[0];
+	l[1] = copy[1];
+	CHECK(memcmp(l, copy, sizeof l) == 0);
+	/* the best k by log-softmax, agreeing with sa_logprob */
+	CHECK(sa_logprob_top(l, 4, 3, ids, lp) == 3);
+	CHECK(ids[0] == 0 && ids[1] == 1 && ids[2] == 2);
+	CHECK(lp[1] == sa_logprob(l, 4, 1));
+	CHECK(sa_logprob_top(l, 4, 9, ids, lp) == 4 && ids[3] == 3);
+}
+
 int
 main(void)
 {
@@ -297,5 +333,6 @@ main(void)
 	test_wide_top_p();
 	test_large_top_k();
 	test_stream();
+	test_penalty();
 	return t_done();
 }
