@@ -209,6 +209,8 @@ pool_free(sa_tpool *p)
  */
 typedef struct word { int t[3], n; } word;
 
+enum { LINE_KEY_MAX = 6 };   /* tokens of a key laid out after a newline */
+
 static int
 piece_letters(const sa_tdata *d, int tok, char *buf, int cap)
 {
@@ -541,19 +543,64 @@ episode_task(const sa_tdata *d, uint64_t *r, int *seq, unsigned char *unscored, 
 }
 
 /*
+ * Word w's tokens where a text has it right after a newline (no space
+ * before it) in out [LINE_KEY_MAX]; 0 when they do not fit.
+ */
+static int
+key_after_newline(const sa_tdata *d, const word *w, int *out)
+{
+	char text[256];
+	size_t len = 2;
+	sa_toks a, x;
+	int n = 0, skip = 0;
+
+	memcpy(text, "x\n", 2);
+	for (int i = 0; i < w->n; i++) {
+		int pn = sa_token_to_piece(d->vocab, w->t[i], text + len, (int)(sizeof text - len));
+		if (pn < 0 || (size_t)pn >= sizeof text - len)
+			return 0;
+		len += (size_t)pn;
+	}
+	if (len > 2 && text[2] == ' ')
+		memmove(text + 2, text + 3, --len - 2);
+	if (tokenize(d, text, len, &a) != SA_OK)
+		return 0;
+	if (tokenize(d, "x\n", 2, &x) != SA_OK) {
+		free(a.t);
+		return 0;
+	}
+	while (skip < x.n && skip < a.n && x.t[skip] == a.t[skip])
+		skip++;
+	if (skip == x.n && a.n - skip <= LINE_KEY_MAX) {
+		n = a.n - skip;
+		memcpy(out, a.t + skip, (size_t)n * sizeof *out);
+	}
+	free(a.t);
+	free(x.t);
+	return n;
+}
+
+/*
  * "word -> label\n" lines of a fresh mapping of open-vocabulary words: every
  * pair once in a random order (as many as four fifths of the window hold),
  * then those pairs again at random until the window is full, so that recall of pairs seen once is trained up to as many pairs
  * as a window holds.  Labels at first sight are not scored: they cannot be
  * known, and scoring them teaches a prior over labels that keeps the model
  * from copying a word it never saw as a label.
+ *
+ * Half the episodes are laid out as records tokenized one by one (each key
+ * a word-start piece, as sa-encode and sa-eval tokenize demonstrations);
+ * half as one text, the way a prompt is tokenized: a key after a newline
+ * has no leading space, so its first piece is another token.  A model
+ * trained on one layout only reads the other poorly.
  */
 static void
 episode_map_vocab(const sa_tdata *d, uint64_t *r, int *seq, unsigned char *unscored, int T)
 {
 	enum { MAXK = 96 };
 	word keys[MAXK], vals[MAXK];
-	int order[MAXK], n = 0, bos = sa_vocab_bos(d->vocab);
+	int order[MAXK], n = 0, bos = sa_vocab_bos(d->vocab), as_text = sa_splitmix64(r) & 1;
+	int line_keys[MAXK][LINE_KEY_MAX], n_line_key[MAXK];
 	int n_keys = (int)floor(exp(log(2) + sa_unif(r) * (log(MAXK) - log(2))));
 
 	/* in half the episodes, keys alike; in half, labels alike */
@@ -573,6 +620,8 @@ episode_map_vocab(const sa_tdata *d, uint64_t *r, int *seq, unsigned char *unsco
 		order[i] = order[j];
 		order[j] = t;
 	}
+	for (int i = 0; i < n_keys; i++)
+		n_line_key[i] = as_text ? key_after_newline(d, &keys[i], line_keys[i]) : 0;
 	if (bos >= 0)
 		seq[n++] = bos;
 	for (int i = 0, shown = n_keys; n <= T; i++) {
@@ -582,6 +631,8 @@ episode_map_vocab(const sa_tdata *d, uint64_t *r, int *seq, unsigned char *unsco
 			shown = i;
 		int k = order[i < shown ? i : sa_unif_below(r, shown)], at;
 		sa_toks kt = word_toks(&keys[k]), vt = word_toks(&vals[k]);
+		if (i > 0 && n_line_key[k] > 0)
+			kt = (sa_toks){ .t = line_keys[k], .n = n_line_key[k], .cap = n_line_key[k] };
 		n = fill_seq(seq, n, T, &kt);
 		n = fill_seq(seq, n, T, &d->sep[0]);
 		at = n;

@@ -293,6 +293,12 @@ setup() {
 	sed 's/\\n/\n/g' map.jsonl | sed -n 's/^[{"a-z:,]*\(text":"\)\{0,1\} *\([a-z]*\) -> \([a-z]*\)$/\2\n\3/p' | sort -u > seen
 	echo "$(wc -l < seen) distinct words in mappings"
 	[ "$(wc -l < seen)" -gt 3000 ]
+	# both layouts: records tokenized one by one (a space after each
+	# newline) and one text (none)
+	spaced=$(grep -c '\\n [a-z]' map.jsonl)
+	joined=$(grep -c '\\n[a-z]' map.jsonl)
+	echo "$spaced spaced, $joined joined"
+	[ "$spaced" -gt 400 ] && [ "$joined" -gt 400 ]
 	# a label is not scored at its first sight, and only then: as many
 	# unscored runs as distinct keys, each the label of a key's first line
 	head -50 map.jsonl | while read -r line; do
