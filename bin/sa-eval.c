@@ -16,7 +16,7 @@ static const char synopsis[] =
     "               [-t N] [-q | -v]\n"
     "       sa-eval [-m MODEL] [-a ADAPTER] --text FILE... [--segment N] [--many M] [--limit N]\n"
     "       sa-eval [-m MODEL] [-a ADAPTER]... --map --pool DIR [--pairs LIST] [--repeat N]\n"
-    "               [--episodes N] [--limit N] [--csv FILE]\n";
+    "               [--episodes N] [--icl-layout records|text] [--limit N] [--csv FILE]\n";
 
 static void
 help(void)
@@ -59,6 +59,8 @@ help(void)
 	    "      --pairs LIST      numbers of pairs (default 1,2,4,8,16,32,64,128,256)\n"
 	    "      --repeat N        times each pair is shown (default 1)\n"
 	    "      --episodes N      mappings drawn per number of pairs (default 4)\n"
+	    "      --icl-layout L    ICL's prompt: the encoder's records (default), or\n"
+	    "                        text: records and query as one text, as sa-run -p has it\n"
 	    "      --csv FILE        the table as CSV (for scripts/plot-map.gp)\n"
 	    "\n"
 	    "  -t, --threads N       threads (default: all CPUs)\n"
@@ -166,7 +168,7 @@ main(int argc, char **argv)
 {
 	enum { O_TASK = 256, O_SEEN, O_UNSEEN, O_SPLITFILE, O_SPLIT, O_LIMIT, O_MAXLABELS,
 	    O_MAXNEW, O_SCALE, O_JSONL, O_TEXT, O_SEGMENT, O_MANY, O_MAP, O_POOL, O_RENAME, O_PAIRS,
-	    O_REPEAT, O_EPISODES, O_CSV };
+	    O_REPEAT, O_EPISODES, O_CSV, O_LAYOUT };
 	static const struct option longopts[] = {
 		ARG("model", 'm'), ARG("adapter", 'a'), ARG("task", O_TASK), ARG("seen", O_SEEN),
 		ARG("unseen", O_UNSEEN), ARG("split-file", O_SPLITFILE), ARG("split", O_SPLIT),
@@ -175,7 +177,7 @@ main(int argc, char **argv)
 		ARG("jsonl", O_JSONL), ARG("text", O_TEXT), ARG("segment", O_SEGMENT),
 		ARG("many", O_MANY), FLAG("map", O_MAP), ARG("pool", O_POOL), ARG("rename", O_RENAME),
 		ARG("pairs", O_PAIRS), ARG("repeat", O_REPEAT), ARG("episodes", O_EPISODES),
-		ARG("csv", O_CSV), ARG("threads", 't'), FLAG("quiet", 'q'), FLAG("verbose", 'v'),
+		ARG("icl-layout", O_LAYOUT), ARG("csv", O_CSV), ARG("threads", 't'), FLAG("quiet", 'q'), FLAG("verbose", 'v'),
 		OPTIONS_END,
 	};
 	sa_eval_opts *eo = &opt.eo;
@@ -226,6 +228,11 @@ main(int argc, char **argv)
 		case O_PAIRS: parse_pairs(optarg); break;
 		case O_REPEAT: eo->repeat = (int)parse_long("--repeat", optarg, 1, 64); break;
 		case O_EPISODES: eo->episodes = (int)parse_long("--episodes", optarg, 1, 1 << 20); break;
+		case O_LAYOUT:
+			if (strcmp(optarg, "records") && strcmp(optarg, "text"))
+				usage_die(synopsis, "--icl-layout: records or text, not '%s'", optarg);
+			eo->icl_text = !strcmp(optarg, "text");
+			break;
 		case O_CSV: opt.csv = optarg; break;
 		case 't': sa_set_threads((int)parse_long("--threads", optarg, 1, 1024)); break;
 		case 'q': opt.quiet = 1; opt.verbose = 0; break;

@@ -478,9 +478,47 @@ sa_demos_from_examples(sa_demos **out, const char *name, const sa_example *ex,
 	return SA_OK;
 }
 
-int
-sa_qa_build(sa_qa *q, const sa_vocab *v, const char *input,
-    const char *const *labels, int n_labels)
+/*
+ * text's tokens (no BOS); with after_newline, as a text that holds it right
+ * after a newline tokenizes it: "\n" + text, without the tokens of "\n".
+ */
+static int
+tokenize_at(const sa_vocab *v, const char *text, size_t len, int after_newline, int **toks,
+    int *n)
+{
+	int *nl = NULL, n_nl = 0, skip = 0, rc;
+	char *s;
+
+	if (!after_newline)
+		return sa_tokenize(v, text, len, 0, toks, n);
+	if (!(s = sa_malloc(len + 2)))
+		return SA_EINTERNAL;
+	s[0] = '\n';
+	memcpy(s + 1, text, len);
+	s[len + 1] = '\0';
+	rc = sa_tokenize(v, s, len + 1, 0, toks, n);
+	free(s);
+	if (rc == SA_OK && (rc = sa_tokenize(v, "\n", 1, 0, &nl, &n_nl)) == SA_OK) {
+		while (skip < n_nl && skip < *n && (*toks)[skip] == nl[skip])
+			skip++;
+		if (skip < n_nl)
+			rc = sa_fail(SA_EDATA, "'%.40s' does not tokenize apart from a newline before it",
+			    text);
+		else
+			memmove(*toks, *toks + skip, (size_t)(*n -= skip) * sizeof **toks);
+	}
+	free(nl);
+	if (rc != SA_OK) {
+		free(*toks);
+		*toks = NULL;
+		*n = 0;
+	}
+	return rc;
+}
+
+static int
+qa_build(sa_qa *q, const sa_vocab *v, const char *input, const char *const *labels,
+    int n_labels, int after_newline)
 {
 	int **rec = NULL, *nrec = NULL, rc;
 	size_t len;
@@ -489,7 +527,7 @@ sa_qa_build(sa_qa *q, const sa_vocab *v, const char *input,
 	memset(q, 0, sizeof *q);
 	if (!(s = render(input, NULL, &len)))
 		return SA_EINTERNAL;
-	rc = sa_tokenize(v, s, len, 0, &q->query, &q->n_query);
+	rc = tokenize_at(v, s, len, after_newline, &q->query, &q->n_query);
 	free(s);
 	if (rc != SA_OK)
 		return rc;
@@ -506,7 +544,7 @@ sa_qa_build(sa_qa *q, const sa_vocab *v, const char *input,
 			rc = SA_EINTERNAL;
 			goto fail;
 		}
-		rc = sa_tokenize(v, s, len, 0, &rec[i], &nrec[i]);
+		rc = tokenize_at(v, s, len, after_newline, &rec[i], &nrec[i]);
 		free(s);
 		if (rc != SA_OK)
 			goto fail;
@@ -528,6 +566,20 @@ sa_qa_build(sa_qa *q, const sa_vocab *v, const char *input,
 fail:
 	sa_qa_free(q);
 	return rc;
+}
+
+int
+sa_qa_build(sa_qa *q, const sa_vocab *v, const char *input,
+    const char *const *labels, int n_labels)
+{
+	return qa_build(q, v, input, labels, n_labels, 0);
+}
+
+int
+sa_qa_build_in_text(sa_qa *q, const sa_vocab *v, const char *input,
+    const char *const *labels, int n_labels)
+{
+	return qa_build(q, v, input, labels, n_labels, 1);
 }
 
 void

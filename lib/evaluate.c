@@ -411,14 +411,16 @@ queries_free(query *qs, int n)
  * which is predicted, never run. */
 static int
 query_build(run *r, query *q, int kind, const sa_example *e, int index,
-    char *const *labels, int n_labels)
+    char *const *labels, int n_labels, int in_text)
 {
+	int (*build)(sa_qa *, const sa_vocab *, const char *, const char *const *, int) =
+	    in_text ? sa_qa_build_in_text : sa_qa_build;
 	int longest = 0, rc;
 
 	if (kind == SA_KIND_CLASS)
-		rc = sa_qa_build(&q->qa, r->m->vocab, e->input, (const char *const *)labels, n_labels);
+		rc = build(&q->qa, r->m->vocab, e->input, (const char *const *)labels, n_labels);
 	else
-		rc = sa_qa_build(&q->qa, r->m->vocab, e->input, (const char *const *)&e->label, 1);
+		rc = build(&q->qa, r->m->vocab, e->input, (const char *const *)&e->label, 1);
 	if (rc != SA_OK)
 		return rc;
 	/* generation prompts end with the whole query, whatever the gold is */
@@ -580,7 +582,7 @@ plan_queries(run *r, const sa_task *t, plan *p, sa_eval_row *row)
 	for (int i = 0; i < nq; i++) {
 		query *q = &p->qs[n_ok];
 		if ((rc = query_build(r, q, row->kind, &t->eval[order[i]], order[i], t->labels,
-		    t->n_labels)) != SA_OK)
+		    t->n_labels, 0)) != SA_OK)
 			break;
 		if (r->nb + q->need > r->n_ctx) {
 			sa_qa_free(&q->qa);
@@ -1205,20 +1207,58 @@ typedef struct mapping {
 } mapping;
 
 /*
+ * The ICL prompt of o->icl_text: BOS, then the records ex[idx[0..n)] as one
+ * text, tokenized as sa-run tokenizes a prompt (*toks malloc'd).
+ */
+static int
+prompt_of_records(run *r, const char *name, const sa_example *ex, const int *idx, int n,
+    int **toks, int *n_toks)
+{
+	sa_demos *d;
+	sa_toks all = { 0 };
+	char *text = NULL;
+	size_t len = 0;
+	int *t = NULL, nt = 0, rc;
+
+	if ((rc = sa_demos_from_examples(&d, name, ex, idx, n)) != SA_OK)
+		return rc;
+	for (int i = 0; i < d->n; i++)
+		len += d->demo[i].len;
+	if (!(text = sa_malloc(len + 1)))
+		rc = SA_EINTERNAL;
+	for (int i = 0, at = 0; rc == SA_OK && i < d->n; at += (int)d->demo[i++].len)
+		memcpy(text + at, d->demo[i].text, d->demo[i].len);
+	if (rc == SA_OK && (rc = sa_tokenize(r->m->vocab, text, len, 0, &t, &nt)) == SA_OK &&
+	    (rc = sa_toks_push(&all, &r->bos, r->nb)) == SA_OK)
+		rc = sa_toks_push(&all, t, nt);
+	free(t);
+	free(text);
+	sa_demos_free(d);
+	if (rc != SA_OK) {
+		free(all.t);
+		return rc;
+	}
+	*toks = all.t;
+	*n_toks = all.n;
+	return SA_OK;
+}
+
+/*
  * Episode e of mp: n distinct words, each with a label drawn from the pool,
  * shown repeat times each in a new order every pass; queries in another
- * order, every column on them.
+ * order, every column on them.  With o->icl_text, ICL reads the records and
+ * its queries as one text.
  */
 static int
 map_episode(run *r, sa_adapter *const *a, const pool *words, const pool *labels, mapping *mp,
     int e)
 {
 	int n = mp->n, nq = r->o->limit && r->o->limit < n ? r->o->limit : n, n_q = 0;
-	int n_segs = 0, max_need = 0, fit, rc = SA_OK;
+	int n_segs = 0, max_need = 0, fit, rc = SA_OK, *text = NULL, n_text = 0, n_qt = 0;
 	sa_task t = { .name = "map", .eval = mp->ex, .n_eval = n };
 	sa_eval_record rec = { .pairs = n, .episode = e };
 	sa_segment *segs = NULL;
-	query *qs;
+	query *qs, *qt = NULL;
 	char name[64];
 	sa_rng rng;
 
@@ -1237,7 +1277,7 @@ map_episode(run *r, sa_adapter *const *a, const pool *words, const pool *labels,
 		return SA_EINTERNAL;
 	for (; n_q < nq; n_q++) {
 		int i = mp->qperm[n_q];
-		if ((rc = query_build(r, &qs[n_q], SA_KIND_GEN, &mp->ex[i], i, NULL, 0)) != SA_OK)
+		if ((rc = query_build(r, &qs[n_q], SA_KIND_GEN, &mp->ex[i], i, NULL, 0, 0)) != SA_OK)
 			goto done;
 		if (qs[n_q].need > max_need)
 			max_need = qs[n_q].need;
@@ -1247,6 +1287,23 @@ map_episode(run *r, sa_adapter *const *a, const pool *words, const pool *labels,
 	for (int s = 0; s < n_segs; s++)
 		mp->tokens += segs[s].n;
 	fit = n_segs == 1 && segs[0].n + max_need <= r->n_ctx;
+	if (r->o->icl_text) {
+		int need = 0;
+		if (!(qt = sa_calloc((size_t)nq, sizeof *qt))) {
+			rc = SA_EINTERNAL;
+			goto done;
+		}
+		for (; n_qt < nq; n_qt++) {
+			int i = mp->qperm[n_qt];
+			if ((rc = query_build(r, &qt[n_qt], SA_KIND_GEN, &mp->ex[i], i, NULL, 0, 1)) != SA_OK)
+				goto done;
+			if (qt[n_qt].need > need)
+				need = qt[n_qt].need;
+		}
+		if ((rc = prompt_of_records(r, name, mp->ex, mp->rec, mp->n_rec, &text, &n_text)) != SA_OK)
+			goto done;
+		fit = n_text + need <= r->n_ctx;
+	}
 	for (int c = 0; c < r->t->n_methods && rc == SA_OK; c++) {
 		const int *prefix = &r->bos;
 		int n_prefix = r->nb;
@@ -1255,20 +1312,23 @@ map_episode(run *r, sa_adapter *const *a, const pool *words, const pool *labels,
 			mp->icl_missed |= !fit;
 			if (!fit)
 				continue;
-			prefix = segs[0].toks;
-			n_prefix = segs[0].n;
+			prefix = qt ? text : segs[0].toks;
+			n_prefix = qt ? n_text : segs[0].n;
 		} else if (c >= 2) {
 			if ((rc = merge_delta(r, a[c - 2], segs, n_segs, &secs)) != SA_OK)
 				break;
 			r->t->cost[c].enc_time += secs;
 			r->t->cost[c].n_enc++;
 		}
-		rc = ask(r, &t, SA_KIND_GEN, c, qs, nq, prefix, n_prefix, &rec, &mp->right[c]);
+		rc = ask(r, &t, SA_KIND_GEN, c, c == 1 && qt ? qt : qs, nq, prefix, n_prefix, &rec,
+		    &mp->right[c]);
 		mp->total[c] += nq;
 		sa_model_reset_weights(r->m);
 	}
 done:
 	queries_free(qs, n_q);
+	queries_free(qt, n_qt);
+	free(text);
 	sa_segments_free(segs, n_segs);
 	return rc;
 }

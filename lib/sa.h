@@ -1243,6 +1243,11 @@ typedef struct sa_qa {
 
 int sa_qa_build(sa_qa *q, const sa_vocab *v, const char *input,
     const char *const *labels, int n_labels);
+/* The same where a prompt of one text holds the example right after a
+ * newline (after other records): tokenized as part of that text, without
+ * the leading space a text's start gets. */
+int sa_qa_build_in_text(sa_qa *q, const sa_vocab *v, const char *input,
+    const char *const *labels, int n_labels);
 void sa_qa_free(sa_qa *q);
 
 /* -------------------------------------------------- evaluation protocol */
@@ -1255,7 +1260,8 @@ void sa_qa_free(sa_qa *q);
  * recall of random word -> label mappings as the pairs grow, zero-shot,
  * ICL, then a delta per adapter (sa_eval_map).  Every method sees the
  * same tokens: an ICL prompt is BOS + demonstrations + query, and a delta
- * is encoded from the same demonstrations packed as sa-encode packs them.
+ * is encoded from the same demonstrations packed as sa-encode packs them
+ * (but for icl_text, where ICL reads the prompt a user would type).
  */
 enum { SA_RENAME_SWAP = 1, SA_RENAME_POOL = 2 };
 
@@ -1281,6 +1287,8 @@ typedef struct sa_eval_opts {
 	int n_pairs;
 	int repeat;                /* times each pair is shown */
 	int episodes;              /* mappings drawn per number of pairs */
+	int icl_text;              /* ICL's prompt as one text (sa-run -p's
+	                            * tokens), not the encoder's records */
 	/* all */
 	int limit;                 /* queries per task or episode, passages per
 	                            * text (0: all) */

@@ -254,6 +254,14 @@ first_table() {
 	awk -F, 'NR > 1 && $4 != $7 { exit 1 }' "$T/map.csv"
 	# (1 + 2 + 12) queries x 2 episodes x 3 methods, plus ICL where it fits
 	[ "$(wc -l < "$T/map.jsonl")" -eq $(( (1 + 2 + 12) * 2 * 3 + (1 + 2) * 2 )) ]
+	# ICL's prompt as one text: another ICL column, the same other columns
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" -a "$D/zero.gguf" --map --pool "$T/pool" \
+	    --pairs 1,2,12 --episodes 2 -t 1 -q --csv "$T/text.csv" --icl-layout text
+	assert_success
+	cut -d, -f1-4,6- "$T/map.csv" > "$T/a"
+	cut -d, -f1-4,6- "$T/text.csv" > "$T/b"
+	cmp "$T/a" "$T/b"
+	run -64 "$EVAL" -m "$M" -a "$D/rand.gguf" --map --pool "$T/pool" --icl-layout spaced
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" --map --pool "$T/pool" --pairs 13
 	assert_failure 64
 	[[ "$stderr" == *"words.txt has 12"* ]]

@@ -185,6 +185,23 @@ test_tokens(const sa_model *m)
 	}
 	sa_qa_free(&q);
 
+	/* in a text, after a newline: the tokens "x\n{record}" has after "x\n" */
+	CHECK_OK(sa_qa_build_in_text(&q, v, "apple", labels, 3));
+	for (int i = 0; i < 3; i++) {
+		char rec[64];
+		int *head, nh, *whole;
+		snprintf(rec, sizeof rec, "x\napple -> %s\n", labels[i]);
+		CHECK_OK(sa_tokenize(v, "x\n", 2, 0, &head, &nh));
+		CHECK_OK(sa_tokenize(v, rec, strlen(rec), 0, &whole, &n));
+		CHECK(same(whole, head, nh));
+		CHECK(n - nh == q.n_prefix + q.n_answer[i]);
+		CHECK(same(whole + nh, q.query, q.n_prefix));
+		CHECK(same(whole + nh + q.n_prefix, q.answer[i], q.n_answer[i]));
+		free(head);
+		free(whole);
+	}
+	sa_qa_free(&q);
+
 	/* demonstrations: rendered records, packed as sa-encode packs them */
 	CHECK_OK(sa_demos_from_examples(&d, "x", ex, idx, 3));
 	CHECK(d->n == 3 && strcmp(d->demo[0].text, "a hill -> big red\n") == 0 && d->demo[0].line == 4);
