@@ -4,9 +4,12 @@
  * block types (Q4_0 .. Q6_K) are converted a few blocks at a time on the
  * stack and go through the F32 dot product.
  *
- * Each kernel exists twice: an AVX2/FMA/F16C version compiled with a target
- * attribute, and a portable one.  The first call picks one set for the CPU
- * the program runs on.
+ * Each kernel exists as a portable version and as versions for wider vector
+ * extensions (AVX2 with FMA and F16C; AVX-512 F, BW and VL, with VNNI where
+ * the CPU has it), compiled with target attributes.  The first call reads
+ * the CPU's feature bits (cpuid) and fills the one table of kernels of the
+ * library: the widest path the CPU has, or a narrower one SA_KERNELS names.
+ * A path lacking a kernel of its own takes the next narrower one's.
  *
  * The inputs of a row dot product are already rounded the way llama.cpp
  * rounds them (F16 weights see F16 activations, Q8_0 weights see Q8_0
@@ -38,10 +41,11 @@ typedef void rows2_fn(const void *w, size_t row_bytes, int64_t n, const float *x
 typedef void deq_fn(const void *w, size_t row_bytes, int64_t n, float *dst, int64_t nr);
 
 static struct kernels {
-	const char *name;
 	rows_fn *rows_f32, *rows_f16, *rows_bf16, *rows_q8_0;
 	rows2_fn *rows2_f32, *rows2_f16, *rows2_bf16, *rows2_q8_0;
-	deq_fn *deq_f16, *deq_bf16, *deq_q8_0;
+	deq_fn *deq_bf16, *deq_q8_0;
+	void (*fp16_to_fp32)(const uint16_t *, float *, int64_t);
+	void (*fp32_to_fp16)(const float *, uint16_t *, int64_t);
 	/* dst [n] = n weights of Q4_0 .. Q6_K blocks as F32 */
 	void (*blocks)(int type, const void *src, float *dst, int64_t n);
 	void (*round_f16)(const float *, float *, void *, int64_t);
@@ -175,12 +179,6 @@ deq_generic(int type, const void *w, size_t rb, int64_t n, float *dst, int64_t n
 }
 
 static void
-deq_f16_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
-{
-	deq_generic(SA_TYPE_F16, w, rb, n, dst, nr);
-}
-
-static void
 deq_bf16_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 {
 	deq_generic(SA_TYPE_BF16, w, rb, n, dst, nr);
@@ -190,6 +188,20 @@ static void
 deq_q8_0_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 {
 	deq_generic(SA_TYPE_Q8_0, w, rb, n, dst, nr);
+}
+
+static void
+fp16_to_fp32_generic(const uint16_t *src, float *dst, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		dst[i] = sa_fp16_to_fp32(src[i]);
+}
+
+static void
+fp32_to_fp16_generic(const float *src, uint16_t *dst, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		dst[i] = sa_fp32_to_fp16(src[i]);
 }
 
 static float
@@ -493,17 +505,26 @@ rows2_q8_0_avx2(const void *w, size_t rb, int64_t n, const float *x,
 	}
 }
 
+/* The hardware conversions: exact to F32, to nearest even to F16. */
 AVX2 static void
-deq_f16_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+fp16_to_fp32_avx2(const uint16_t *src, float *dst, int64_t n)
 {
-	for (int64_t r = 0; r < nr; r++, dst += n) {
-		const uint16_t *row = (const uint16_t *)((const char *)w + r * rb);
-		int64_t i = 0;
-		for (; i + 8 <= n; i += 8)
-			_mm256_storeu_ps(dst + i, load_f16(row + i));
-		for (; i < n; i++)
-			dst[i] = _cvtsh_ss(row[i]);
-	}
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(dst + i, load_f16(src + i));
+	for (; i < n; i++)
+		dst[i] = _cvtsh_ss(src[i]);
+}
+
+AVX2 static void
+fp32_to_fp16_avx2(const float *src, uint16_t *dst, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm_storeu_si128((__m128i *)(dst + i),
+		    _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+	for (; i < n; i++)
+		dst[i] = sa_fp32_to_fp16(src[i]);
 }
 
 AVX2 static void
@@ -716,42 +737,377 @@ exp_sum_avx2(float *y, const float *x, int64_t n, float mx)
 	}
 	return sum;
 }
+
+/* ------------------------------------------------------------- AVX-512 */
+
+/*
+ * The same kernels on 16 lanes.  Sums are cut differently from the AVX2
+ * ones, so the last bits differ between paths; within a path, one and two
+ * inputs still give an input the same sums.
+ */
+#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
+#define AVX512_INLINE AVX512 static inline __attribute__((always_inline))
+
+typedef __m512 (*ld16_fn)(const void *, int64_t);
+
+AVX512_INLINE __m512 ld16_f32(const void *p, int64_t i) { return _mm512_loadu_ps((const float *)p + i); }
+AVX512_INLINE __m512
+ld16_f16(const void *p, int64_t i)
+{
+	return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
+}
+AVX512_INLINE __m512
+ld16_bf16(const void *p, int64_t i)
+{
+	__m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
+	return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+/* es: bytes per element of the row; 64 elements per step. */
+AVX512_INLINE void
+prefetch64(const void *row, int64_t i, int es)
+{
+	const char *p = (const char *)row + i * es + PREFETCH_AHEAD;
+	for (int o = 0; o < 64 * es; o += 64)
+		_mm_prefetch(p + o, _MM_HINT_T0);
+}
+
+AVX512_INLINE float
+dot1_512(ld16_fn ld16, ld1_fn ld1, int es, const void *row, const float *x, int64_t n)
+{
+	__m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+	int64_t i = 0;
+	for (; i + 64 <= n; i += 64) {
+		prefetch64(row, i, es);
+		s0 = _mm512_fmadd_ps(ld16(row, i), _mm512_loadu_ps(x + i), s0);
+		s1 = _mm512_fmadd_ps(ld16(row, i + 16), _mm512_loadu_ps(x + i + 16), s1);
+		s2 = _mm512_fmadd_ps(ld16(row, i + 32), _mm512_loadu_ps(x + i + 32), s2);
+		s3 = _mm512_fmadd_ps(ld16(row, i + 48), _mm512_loadu_ps(x + i + 48), s3);
+	}
+	for (; i + 16 <= n; i += 16)
+		s0 = _mm512_fmadd_ps(ld16(row, i), _mm512_loadu_ps(x + i), s0);
+	float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+	for (; i < n; i++)
+		s += ld1(row, i) * x[i];
+	return s;
+}
+
+AVX512_INLINE void
+dot2_512(ld16_fn ld16, ld1_fn ld1, int es, const void *row, const float *x, const float *z,
+    int64_t n, float *rx, float *rz)
+{
+	__m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+	__m512 t0 = s0, t1 = s0, t2 = s0, t3 = s0;
+	int64_t i = 0;
+	for (; i + 64 <= n; i += 64) {
+		prefetch64(row, i, es);
+		__m512 w0 = ld16(row, i), w1 = ld16(row, i + 16), w2 = ld16(row, i + 32), w3 = ld16(row, i + 48);
+		s0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i), s0);
+		t0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(z + i), t0);
+		s1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + i + 16), s1);
+		t1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(z + i + 16), t1);
+		s2 = _mm512_fmadd_ps(w2, _mm512_loadu_ps(x + i + 32), s2);
+		t2 = _mm512_fmadd_ps(w2, _mm512_loadu_ps(z + i + 32), t2);
+		s3 = _mm512_fmadd_ps(w3, _mm512_loadu_ps(x + i + 48), s3);
+		t3 = _mm512_fmadd_ps(w3, _mm512_loadu_ps(z + i + 48), t3);
+	}
+	for (; i + 16 <= n; i += 16) {
+		__m512 w0 = ld16(row, i);
+		s0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i), s0);
+		t0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(z + i), t0);
+	}
+	float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+	float t = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(t0, t1), _mm512_add_ps(t2, t3)));
+	for (; i < n; i++) {
+		float wi = ld1(row, i);
+		s += wi * x[i];
+		t += wi * z[i];
+	}
+	*rx = s;
+	*rz = t;
+}
+
+#define FLOAT_ROWS512(T, ES) \
+AVX512 static void rows_##T##_avx512(const void *w, size_t rb, int64_t n, const float *x, \
+    const void *xq, float *y, int64_t nr) \
+{ \
+	for (int64_t r = 0; r < nr; r++) \
+		y[r] = dot1_512(ld16_##T, ld1_##T, ES, (const char *)w + r * rb, x, n); \
+} \
+AVX512 static void rows2_##T##_avx512(const void *w, size_t rb, int64_t n, const float *x, \
+    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr) \
+{ \
+	for (int64_t r = 0; r < nr; r++) \
+		dot2_512(ld16_##T, ld1_##T, ES, (const char *)w + r * rb, x, z, n, &y[r], &yz[r]); \
+}
+FLOAT_ROWS512(f32, 4)
+FLOAT_ROWS512(f16, 2)
+FLOAT_ROWS512(bf16, 2)
+
+/*
+ * Q8_0 rows against Q8_0 inputs, two blocks per 512-bit register: the
+ * int32 sums of 4 products each, 8 lanes per block, exact; converted to
+ * float, they are scaled by their block's dw*dx and summed into two
+ * accumulators.  w's sign moves onto x as in the AVX2 kernel, for the
+ * unsigned x signed products of VPMADDUBSW or, with VNNI, VPDPBUSD: the
+ * same integers either way.
+ */
+typedef __m512i (*pair_fn)(__m512i uw, __m512i sx);
+
+AVX512_INLINE __m512i
+pair_bw(__m512i uw, __m512i sx)
+{
+	return _mm512_madd_epi16(_mm512_maddubs_epi16(uw, sx), _mm512_set1_epi16(1));
+}
+
+__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"), always_inline))
+static inline __m512i
+pair_vnni(__m512i uw, __m512i sx)
+{
+	return _mm512_dpbusd_epi32(_mm512_setzero_si512(), uw, sx);
+}
+
+/* the 64 int8 of blocks b and b+1 */
+AVX512_INLINE __m512i
+load_pair(const sa_block_q8_0 *b)
+{
+	return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[0].qs)),
+	    _mm256_loadu_si256((const __m256i *)b[1].qs), 1);
+}
+
+/* the fp16 scales of blocks b..b+15, as floats */
+AVX512_INLINE __m512
+scales16(const sa_block_q8_0 *b)
+{
+	return _mm512_cvtph_ps(_mm256_set_epi16((short)b[15].d, (short)b[14].d, (short)b[13].d,
+	    (short)b[12].d, (short)b[11].d, (short)b[10].d, (short)b[9].d, (short)b[8].d,
+	    (short)b[7].d, (short)b[6].d, (short)b[5].d, (short)b[4].d, (short)b[3].d,
+	    (short)b[2].d, (short)b[1].d, (short)b[0].d));
+}
+
+/* dot of one row with one input whose scales are xd; blocks past the last
+ * multiple of 16 one at a time, as in the AVX2 kernel */
+AVX512_INLINE float
+q8_row512(pair_fn pair, const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd,
+    int64_t nb)
+{
+	const __m512i half = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+	__m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() };
+	int64_t b = 0;
+	float s;
+
+	for (; b + 16 <= nb; b += 16) {
+		/* 16 blocks are 544 bytes: every line of them, PREFETCH_AHEAD on */
+		for (int o = 0; o < 16 * (int)sizeof *bw; o += 64)
+			_mm_prefetch((const char *)(bw + b) + PREFETCH_AHEAD + o, _MM_HINT_T0);
+		__m512 sc = _mm512_mul_ps(scales16(bw + b), _mm512_loadu_ps(xd + b));
+		for (int k = 0; k < 8; k++) {
+			__m512i qw = load_pair(bw + b + 2 * k), qx = load_pair(bx + b + 2 * k);
+			__m512i sx = _mm512_mask_sub_epi8(qx, _mm512_movepi8_mask(qw), _mm512_setzero_si512(), qx);
+			__m512 p = _mm512_cvtepi32_ps(pair(_mm512_abs_epi8(qw), sx));
+			__m512 d = _mm512_permutexvar_ps(_mm512_add_epi32(half, _mm512_set1_epi32(2 * k)), sc);
+			acc[k & 1] = _mm512_fmadd_ps(p, d, acc[k & 1]);
+		}
+	}
+	s = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+	for (; b < nb; b++) {
+		__m256i i = block_isum(bw[b].qs, bx[b].qs);
+		__m128i h = _mm_add_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+		h = _mm_hadd_epi32(h, h);
+		h = _mm_hadd_epi32(h, h);
+		s += _cvtsh_ss(bw[b].d) * xd[b] * (float)_mm_cvtsi128_si32(h);
+	}
+	return s;
+}
+
+/* one input, or two, each row read from memory once (then from L1) */
+#define Q8_ROWS512(V, TARGET) \
+TARGET static void rows_q8_0_##V(const void *w, size_t rb, int64_t n, const float *x, \
+    const void *xq, float *y, int64_t nr) \
+{ \
+	const sa_block_q8_0 *bx = xq; \
+	int64_t nb = n / SA_QK8_0; \
+	float xd[Q8_MAXB]; \
+	if (nb > Q8_MAXB) { \
+		rows_q8_0_generic(w, rb, n, x, xq, y, nr); \
+		return; \
+	} \
+	for (int64_t b = 0; b < nb; b++) \
+		xd[b] = _cvtsh_ss(bx[b].d); \
+	for (int64_t r = 0; r < nr; r++) \
+		y[r] = q8_row512(pair_##V, (const sa_block_q8_0 *)((const char *)w + r * rb), bx, xd, nb); \
+} \
+TARGET static void rows2_q8_0_##V(const void *w, size_t rb, int64_t n, const float *x, \
+    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr) \
+{ \
+	const sa_block_q8_0 *bx = xq, *bz = zq; \
+	int64_t nb = n / SA_QK8_0; \
+	float xd[Q8_MAXB], zd[Q8_MAXB]; \
+	if (nb > Q8_MAXB) { \
+		rows2_q8_0_generic(w, rb, n, x, z, xq, zq, y, yz, nr); \
+		return; \
+	} \
+	for (int64_t b = 0; b < nb; b++) { \
+		xd[b] = _cvtsh_ss(bx[b].d); \
+		zd[b] = _cvtsh_ss(bz[b].d); \
+	} \
+	for (int64_t r = 0; r < nr; r++) { \
+		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb); \
+		y[r] = q8_row512(pair_##V, bw, bx, xd, nb); \
+		yz[r] = q8_row512(pair_##V, bw, bz, zd, nb); \
+	} \
+}
+Q8_ROWS512(bw, AVX512)
+Q8_ROWS512(vnni, __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"))))
+
+AVX512 static void
+fp16_to_fp32_avx512(const uint16_t *src, float *dst, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 16 <= n; i += 16)
+		_mm512_storeu_ps(dst + i, ld16_f16(src, i));
+	for (; i < n; i++)
+		dst[i] = _cvtsh_ss(src[i]);
+}
+
+AVX512 static void
+fp32_to_fp16_avx512(const float *src, uint16_t *dst, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 16 <= n; i += 16)
+		_mm256_storeu_si256((__m256i *)(dst + i),
+		    _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+	for (; i < n; i++)
+		dst[i] = sa_fp32_to_fp16(src[i]);
+}
+
+AVX512 static void
+deq_bf16_avx512(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+{
+	for (int64_t r = 0; r < nr; r++, dst += n) {
+		const uint16_t *row = (const uint16_t *)((const char *)w + r * rb);
+		int64_t i = 0;
+		for (; i + 16 <= n; i += 16)
+			_mm512_storeu_ps(dst + i, ld16_bf16(row, i));
+		for (; i < n; i++)
+			dst[i] = sa_bf16_to_fp32(row[i]);
+	}
+}
+
+AVX512 static void
+deq_q8_0_avx512(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+{
+	int64_t nb = n / SA_QK8_0;
+	for (int64_t r = 0; r < nr; r++) {
+		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb);
+		for (int64_t b = 0; b < nb; b++, dst += SA_QK8_0) {
+			__m512 d = _mm512_set1_ps(_cvtsh_ss(bw[b].d));
+			for (int j = 0; j < SA_QK8_0; j += 16) {
+				__m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(bw[b].qs + j)));
+				_mm512_storeu_ps(dst + j, _mm512_mul_ps(d, _mm512_cvtepi32_ps(q)));
+			}
+		}
+	}
+}
+
+AVX512 static float
+dot_avx512(const float *a, const float *b, int64_t n)
+{
+	return dot1_512(ld16_f32, ld1_f32, 4, a, b, n);
+}
 #endif /* HAVE_X86 */
 
 /* ------------------------------------------------------------ dispatch */
 
+static const char *const path_names[] = { "generic", "avx2", "avx512" };
+
+static const struct kernels kernels_generic = {
+	rows_f32_generic, rows_f16_generic, rows_bf16_generic, rows_q8_0_generic,
+	rows2_f32_generic, rows2_f16_generic, rows2_bf16_generic, rows2_q8_0_generic,
+	deq_bf16_generic, deq_q8_0_generic, fp16_to_fp32_generic, fp32_to_fp16_generic,
+	sa_row_to_f32, round_f16_generic, round_q8_0_generic,
+	dot_generic, axpy_generic, max_generic, exp_sum_generic,
+};
+
+#ifdef HAVE_X86
+static const struct kernels kernels_avx2 = {
+	rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_0_avx2,
+	rows2_f32_avx2, rows2_f16_avx2, rows2_bf16_avx2, rows2_q8_0_avx2,
+	deq_bf16_avx2, deq_q8_0_avx2, fp16_to_fp32_avx2, fp32_to_fp16_avx2,
+	blocks_avx2, round_f16_avx2, round_q8_0_avx2,
+	dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2,
+};
+
+/* Q8_0 rows through VPMADDUBSW; kernels_init takes the VNNI ones instead
+ * where the CPU has them */
+static const struct kernels kernels_avx512 = {
+	rows_f32_avx512, rows_f16_avx512, rows_bf16_avx512, rows_q8_0_bw,
+	rows2_f32_avx512, rows2_f16_avx512, rows2_bf16_avx512, rows2_q8_0_bw,
+	deq_bf16_avx512, deq_q8_0_avx512, fp16_to_fp32_avx512, fp32_to_fp16_avx512,
+	blocks_avx2, round_f16_avx2, round_q8_0_avx2,
+	dot_avx512, axpy_avx2, max_avx2, exp_sum_avx2,
+};
+
+/*
+ * The SA_CPU_ features of this CPU: cpuid's bits (leaf 1 ECX, leaf 7 EBX,
+ * ECX and, subleaf 1, EAX), where the OS also saves the registers they use
+ * (XCR0: YMM bits 1-2, ZMM bits 5-7), without which they fault.
+ */
+static unsigned
+cpu_read(void)
+{
+	unsigned a, b, c, d, lo, hi, max7, f = 0;
+
+	if (!__get_cpuid(1, &a, &b, &c, &d) || !(c >> 27 & 1))    /* OSXSAVE */
+		return 0;
+	int fma = c >> 12 & 1, avx = c >> 28 & 1, f16c = c >> 29 & 1;
+	__asm__ volatile ("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	if (!__get_cpuid_count(7, 0, &max7, &b, &c, &d))
+		return 0;
+	if ((lo & 0x6) == 0x6 && avx && fma && f16c && (b >> 5 & 1))
+		f |= SA_CPU_AVX2;
+	/* F (EBX 16), BW (30), VL (31) */
+	if ((f & SA_CPU_AVX2) && (lo & 0xe6) == 0xe6 && (b >> 16 & 1) && (b >> 30 & 1) && (b >> 31 & 1))
+		f |= SA_CPU_AVX512;
+	if ((f & SA_CPU_AVX512) && (c >> 11 & 1))
+		f |= SA_CPU_VNNI;
+	if ((f & SA_CPU_AVX512) && max7 >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 5 & 1))
+		f |= SA_CPU_BF16;
+	return f;
+}
+#endif
+
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
+static int kernels_path = SA_KERNELS_GENERIC;
+static unsigned cpu_features;
 
 static void
 kernels_init(void)
 {
-	K = (struct kernels){
-		"generic",
-		rows_f32_generic, rows_f16_generic, rows_bf16_generic, rows_q8_0_generic,
-		rows2_f32_generic, rows2_f16_generic, rows2_bf16_generic, rows2_q8_0_generic,
-		deq_f16_generic, deq_bf16_generic, deq_q8_0_generic, sa_row_to_f32,
-		round_f16_generic, round_q8_0_generic,
-		dot_generic, axpy_generic, max_generic, exp_sum_generic,
-	};
-	/* SA_KERNELS=generic forces the portable kernels (for tests) */
 	const char *want = getenv("SA_KERNELS");
-	if (want && !strcmp(want, "generic"))
-		return;
+
+	K = kernels_generic;
 #ifdef HAVE_X86
-	/* F16C by CPUID leaf 1, ECX bit 29: not every compiler's
-	 * __builtin_cpu_supports knows it */
-	unsigned a, b, c, d;
-	__builtin_cpu_init();
-	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-	    __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1))
-		K = (struct kernels){
-			"avx2",
-			rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_0_avx2,
-			rows2_f32_avx2, rows2_f16_avx2, rows2_bf16_avx2, rows2_q8_0_avx2,
-			deq_f16_avx2, deq_bf16_avx2, deq_q8_0_avx2, blocks_avx2,
-			round_f16_avx2, round_q8_0_avx2,
-			dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2,
-		};
+	cpu_features = cpu_read();
+	if (cpu_features & SA_CPU_AVX512)
+		kernels_path = SA_KERNELS_AVX512;
+	else if (cpu_features & SA_CPU_AVX2)
+		kernels_path = SA_KERNELS_AVX2;
+#endif
+	/* a narrower path by name, for tests and comparisons */
+	for (int p = 0; want && p < kernels_path; p++)
+		if (!strcmp(want, path_names[p]))
+			kernels_path = p;
+#ifdef HAVE_X86
+	if (kernels_path == SA_KERNELS_AVX2)
+		K = kernels_avx2;
+	if (kernels_path == SA_KERNELS_AVX512) {
+		K = kernels_avx512;
+		if (cpu_features & SA_CPU_VNNI) {
+			K.rows_q8_0 = rows_q8_0_vnni;
+			K.rows2_q8_0 = rows2_q8_0_vnni;
+		}
+	}
 #endif
 }
 
@@ -762,10 +1118,24 @@ kernels(void)
 	return &K;
 }
 
+int
+sa_kernels_path(void)
+{
+	kernels();
+	return kernels_path;
+}
+
 const char *
 sa_kernels_name(void)
 {
-	return kernels()->name;
+	return path_names[sa_kernels_path()];
+}
+
+unsigned
+sa_cpu_features(void)
+{
+	kernels();
+	return cpu_features;
 }
 
 int
@@ -860,7 +1230,10 @@ sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst)
 		return;
 	switch (w->type) {
 	case SA_TYPE_F32: memcpy(dst, p, (size_t)(r1 - r0) * rb); break;
-	case SA_TYPE_F16: k->deq_f16(p, rb, w->cols, dst, r1 - r0); break;
+	case SA_TYPE_F16:
+		for (int64_t r = r0; r < r1; r++, p += rb, dst += w->cols)
+			k->fp16_to_fp32((const uint16_t *)p, dst, w->cols);
+		break;
 	case SA_TYPE_BF16: k->deq_bf16(p, rb, w->cols, dst, r1 - r0); break;
 	case SA_TYPE_Q8_0: k->deq_q8_0(p, rb, w->cols, dst, r1 - r0); break;
 	default:
@@ -881,6 +1254,18 @@ sa_round_row(int type, const float *src, float *dst, void *buf, int64_t n)
 	case SA_TYPE_F32: if (dst != src) memcpy(dst, src, (size_t)n * sizeof(float)); break;
 	default: round_generic(type, src, dst, buf, n); break;
 	}
+}
+
+void
+sa_fp16_to_fp32_n(const uint16_t *src, float *dst, int64_t n)
+{
+	kernels()->fp16_to_fp32(src, dst, n);
+}
+
+void
+sa_fp32_to_fp16_n(const float *src, uint16_t *dst, int64_t n)
+{
+	kernels()->fp32_to_fp16(src, dst, n);
 }
 
 float
