@@ -559,18 +559,25 @@ deq_q8_0_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 /*
  * Q4_0, Q4_K, Q5_K and Q6_K blocks -> F32 [n], the floats of types.c: the
  * same integer, converted exactly, then the same multiply and subtract
- * (never fused).  Other block types go to types.c.
+ * (never fused).  Other block types go to types.c.  The unpacking is
+ * written once on 16 bytes; put16 stores their 16 floats a * q (- b), q
+ * signed or not, on 8 lanes (AVX2) or 16 (AVX-512).
  */
-AVX2 static void
-put8(float *y, __m128i q, __m256 a, __m256 b, int sub, int sign)
+typedef void (*put16_fn)(float *y, __m128i q, float a, float b, int sub, int sign);
+
+ALWAYS_INLINE void
+put16_avx2(float *y, __m128i q, float a, float b, int sub, int sign)
 {
-	__m256i i = sign ? _mm256_cvtepi8_epi32(q) : _mm256_cvtepu8_epi32(q);
-	__m256 f = _mm256_mul_ps(a, _mm256_cvtepi32_ps(i));
-	_mm256_storeu_ps(y, sub ? _mm256_sub_ps(f, b) : f);
+	__m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+	for (int h = 0; h < 2; h++, q = _mm_srli_si128(q, 8), y += 8) {
+		__m256i i = sign ? _mm256_cvtepi8_epi32(q) : _mm256_cvtepu8_epi32(q);
+		__m256 f = _mm256_mul_ps(va, _mm256_cvtepi32_ps(i));
+		_mm256_storeu_ps(y, sub ? _mm256_sub_ps(f, vb) : f);
+	}
 }
 
-AVX2 static void
-blocks_avx2(int type, const void *src, float *y, int64_t n)
+ALWAYS_INLINE void
+blocks_body(put16_fn put16, int type, const void *src, float *y, int64_t n)
 {
 	const uint8_t *p = src;
 	const __m128i m4 = _mm_set1_epi8(0x0f);
@@ -579,14 +586,10 @@ blocks_avx2(int type, const void *src, float *y, int64_t n)
 	case SA_TYPE_Q4_0:
 		for (int64_t i = 0; i < n / SA_QK; i++, y += SA_QK) {
 			const sa_block_q4_0 *b = (const sa_block_q4_0 *)p + i;
-			__m256 d = _mm256_set1_ps(_cvtsh_ss(b->d)), z = _mm256_setzero_ps();
+			float d = _cvtsh_ss(b->d);
 			__m128i v = _mm_loadu_si128((const __m128i *)b->qs), e = _mm_set1_epi8(8);
-			__m128i lo = _mm_sub_epi8(_mm_and_si128(v, m4), e);
-			__m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m4), e);
-			put8(y, lo, d, z, 0, 1);
-			put8(y + 8, _mm_srli_si128(lo, 8), d, z, 0, 1);
-			put8(y + 16, hi, d, z, 0, 1);
-			put8(y + 24, _mm_srli_si128(hi, 8), d, z, 0, 1);
+			put16(y, _mm_sub_epi8(_mm_and_si128(v, m4), e), d, 0, 0, 1);
+			put16(y + 16, _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m4), e), d, 0, 0, 1);
 		}
 		return;
 	case SA_TYPE_Q4_K:
@@ -601,7 +604,6 @@ blocks_avx2(int type, const void *src, float *y, int64_t n)
 			for (int s = 0; s < 8; s++) {
 				int sc, m;
 				sa_k4_scale_min(b->scales, s, &sc, &m);
-				__m256 d1 = _mm256_set1_ps(d * sc), m1 = _mm256_set1_ps(min * m);
 				for (int h = 0; h < 2; h++) {
 					__m128i v = _mm_loadu_si128((const __m128i *)(qs + s / 2 * 32 + 16 * h));
 					v = _mm_and_si128(_mm_srl_epi16(v, _mm_cvtsi32_si128(s % 2 * 4)), m4);
@@ -610,8 +612,7 @@ blocks_avx2(int type, const void *src, float *y, int64_t n)
 						u = _mm_and_si128(_mm_srl_epi16(u, _mm_cvtsi32_si128(s)), _mm_set1_epi8(1));
 						v = _mm_or_si128(v, _mm_slli_epi16(u, 4));
 					}
-					put8(y + s * 32 + 16 * h, v, d1, m1, 1, 0);
-					put8(y + s * 32 + 16 * h + 8, _mm_srli_si128(v, 8), d1, m1, 1, 0);
+					put16(y + s * 32 + 16 * h, v, d * sc, min * m, 1, 0);
 				}
 			}
 		}
@@ -627,9 +628,7 @@ blocks_avx2(int type, const void *src, float *y, int64_t n)
 				l = _mm_and_si128(_mm_srl_epi16(l, _mm_cvtsi32_si128(s / 4 % 2 * 4)), m4);
 				h = _mm_and_si128(_mm_srl_epi16(h, _mm_cvtsi32_si128(2 * (s / 2 % 4))), _mm_set1_epi8(3));
 				__m128i q = _mm_sub_epi8(_mm_or_si128(l, _mm_slli_epi16(h, 4)), _mm_set1_epi8(32));
-				__m256 ds = _mm256_set1_ps(d * b->scales[s]), z = _mm256_setzero_ps();
-				put8(y + s * 16, q, ds, z, 0, 1);
-				put8(y + s * 16 + 8, _mm_srli_si128(q, 8), ds, z, 0, 1);
+				put16(y + s * 16, q, d * b->scales[s], 0, 0, 1);
 			}
 		}
 		return;
@@ -637,6 +636,11 @@ blocks_avx2(int type, const void *src, float *y, int64_t n)
 	sa_row_to_f32(type, src, y, n);
 }
 
+AVX2 static void
+blocks_avx2(int type, const void *src, float *y, int64_t n)
+{
+	blocks_body(put16_avx2, type, src, y, n);
+}
 
 /*
  * Rounding of matrix inputs through a type, the same values as
@@ -1010,6 +1014,20 @@ deq_q8_0_avx512(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 	}
 }
 
+AVX512_INLINE void
+put16_avx512(float *y, __m128i q, float a, float b, int sub, int sign)
+{
+	__m512i i = sign ? _mm512_cvtepi8_epi32(q) : _mm512_cvtepu8_epi32(q);
+	__m512 f = _mm512_mul_ps(_mm512_set1_ps(a), _mm512_cvtepi32_ps(i));
+	_mm512_storeu_ps(y, sub ? _mm512_sub_ps(f, _mm512_set1_ps(b)) : f);
+}
+
+AVX512 static void
+blocks_avx512(int type, const void *src, float *y, int64_t n)
+{
+	blocks_body(put16_avx512, type, src, y, n);
+}
+
 AVX512 static float
 dot_avx512(const float *a, const float *b, int64_t n)
 {
@@ -1044,7 +1062,7 @@ static const struct kernels kernels_avx512 = {
 	rows_f32_avx512, rows_f16_avx512, rows_bf16_avx512, rows_q8_0_bw,
 	rows2_f32_avx512, rows2_f16_avx512, rows2_bf16_avx512, rows2_q8_0_bw,
 	deq_bf16_avx512, deq_q8_0_avx512, fp16_to_fp32_avx512, fp32_to_fp16_avx512,
-	blocks_avx2, round_f16_avx2, round_q8_0_avx2,
+	blocks_avx512, round_f16_avx2, round_q8_0_avx2,
 	dot_avx512, axpy_avx2, max_avx2, exp_sum_avx2,
 };
 

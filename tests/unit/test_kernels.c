@@ -157,6 +157,40 @@ test_convert(const struct path *p, int64_t n)
 	CHECK(!memcmp(a, b, n * sizeof *a));
 }
 
+/* Quantized blocks to F32 give types.c's floats: random blocks with random
+ * finite scales, normal and subnormal, of either sign. */
+static void
+test_blocks(const struct path *p)
+{
+	static const int types[] = { SA_TYPE_Q4_0, SA_TYPE_Q4_1, SA_TYPE_Q5_0, SA_TYPE_Q5_1,
+	    SA_TYPE_Q2_K, SA_TYPE_Q3_K, SA_TYPE_Q4_K, SA_TYPE_Q5_K, SA_TYPE_Q6_K };
+	enum { N = 1024 };
+	static unsigned char w[N * 2];
+	static float a[N], b[N];
+
+	for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+		size_t rb = sa_type_row_size(types[t], N), off[2], bb;
+		int64_t be;
+		int ns = sa_type_scales(types[t], off), bad = 0;
+		sa_type_block(types[t], &be, &bb);
+		for (int rep = 0; rep < 10; rep++) {
+			for (size_t i = 0; i < rb; i++)
+				w[i] = (unsigned char)((frand() + 1) * 128);
+			for (size_t blk = 0; blk < rb / bb; blk++)
+				for (int k = 0; k < ns; k++) {
+					uint16_t h = (uint16_t)((frand() + 1) * 32768) & 0xbfff;   /* finite */
+					memcpy(w + blk * bb + off[k], &h, 2);
+				}
+			p->k->blocks(types[t], w, a, N);
+			kernels_generic.blocks(types[t], w, b, N);
+			bad += memcmp(a, b, sizeof a) != 0;
+		}
+		if (bad)
+			fprintf(stderr, "%s %s: %d rows differ\n", p->name, sa_type_name(types[t]), bad);
+		CHECK(bad == 0);
+	}
+}
+
 /* The float helpers: dot and axpy within the tolerance, max and the sum
  * of exponentials the generic bits (their vector forms fuse nothing). */
 static void
@@ -266,6 +300,7 @@ main(void)
 			test_floats(&paths[i], odd[s]);
 		}
 		test_floats(&paths[i], MAXN);
+		test_blocks(&paths[i]);
 	}
 	return t_done();
 }
