@@ -66,16 +66,16 @@ static int threads_wanted;   /* 0: not set yet */
 static pthread_mutex_t run_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /*
- * OpenBLAS picks its kernels by the CPU's name and family: 0.3.21 (Debian
- * 12) takes its Haswell (AVX2) kernels on AMD's AVX-512 cores, whose
- * SkylakeX kernels give sgemm 1.7 times the speed, and its Prescott (SSE3)
- * ones on Intel cores newer than it.  Unless the user chose with
- * OPENBLAS_CORETYPE, take the core type that the kernel path of libsa
- * (kernels.c, from the CPU's feature bits) says: SkylakeX for AVX-512
- * (Cooperlake with AVX512_BF16), Haswell for AVX2; the generic path
- * leaves OpenBLAS its own choice.  The switch goes through the entry
- * points of OpenBLAS builds with DYNAMIC_ARCH (weak: other builds just
- * lack them).
+ * OpenBLAS picks its kernels from the CPU's vendor, family and model, and
+ * falls back to slow ones on cores newer than its tables: 0.3.21 (Debian
+ * 12) runs its Prescott (SSE3) kernels on Sapphire Rapids and later, 4
+ * times slower.  Unless the user chose with OPENBLAS_CORETYPE, take the
+ * core type that libsa's kernel path says (kernels.c, from the CPU's
+ * feature bits): SkylakeX for avx512 (Cooperlake, which adds BF16
+ * kernels, with AVX512_BF16), Haswell for avx2; generic leaves OpenBLAS
+ * its own choice.  On a Zen 5 EPYC, SkylakeX's sgemm is 1.7 times
+ * Haswell's.  The switch goes through the entry points of OpenBLAS builds
+ * with DYNAMIC_ARCH (weak: other builds just lack them).
  */
 char *openblas_get_corename(void);
 extern void gotoblas_dynamic_init(void) __attribute__((weak));
