@@ -43,10 +43,10 @@ typedef void deq_fn(const void *w, size_t row_bytes, int64_t n, float *dst, int6
 static struct kernels {
 	rows_fn *rows_f32, *rows_f16, *rows_bf16, *rows_q8_0;
 	rows2_fn *rows2_f32, *rows2_f16, *rows2_bf16, *rows2_q8_0;
-	deq_fn *deq_bf16, *deq_q8_0;
+	deq_fn *deq_bf16;
 	void (*fp16_to_fp32)(const uint16_t *, float *, int64_t);
 	void (*fp32_to_fp16)(const float *, uint16_t *, int64_t);
-	/* dst [n] = n weights of Q4_0 .. Q6_K blocks as F32 */
+	/* dst [n] = n weights of Q8_0 and Q4_0 .. Q6_K blocks as F32 */
 	void (*blocks)(int type, const void *src, float *dst, int64_t n);
 	void (*round_f16)(const float *, float *, void *, int64_t);
 	void (*round_q8_0)(const float *, float *, void *, int64_t);
@@ -185,12 +185,6 @@ deq_bf16_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 }
 
 static void
-deq_q8_0_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
-{
-	deq_generic(SA_TYPE_Q8_0, w, rb, n, dst, nr);
-}
-
-static void
 fp16_to_fp32_generic(const uint16_t *src, float *dst, int64_t n)
 {
 	for (int64_t i = 0; i < n; i++)
@@ -288,11 +282,12 @@ axpy_avx2(float a, const float *x, float *y, int64_t n)
 }
 
 /*
- * Row dot products.  Four independent accumulators over 32 columns hide the
- * FMA latency behind the loads; a row is read once, front to back, which is
+ * Row dot products, written once for each vector width W (V holding L
+ * floats).  Four independent accumulators over 4L columns hide the FMA
+ * latency behind the loads; a row is read once, front to back, which is
  * what the hardware prefetcher likes.  dot2 does two inputs per pass over
  * the weights in the same order as dot1, so a row gives the same sum for an
- * input whichever kernel computes it.  ld converts 8 weights from column i.
+ * input whichever kernel computes it.  ld converts L weights from column i.
  */
 typedef __m256 (*ld8_fn)(const void *, int64_t);
 typedef float (*ld1_fn)(const void *, int64_t);
@@ -314,87 +309,89 @@ AVX2 static inline float ld1_bf16(const void *p, int64_t i) { return sa_bf16_to_
  */
 #define PREFETCH_AHEAD 4096
 
-/* es: bytes per element of the row (4 or 2); 32 elements per step. */
-ALWAYS_INLINE void
-prefetch32(const void *row, int64_t i, int es)
+/* the lines of n elements of es bytes from element i on, PREFETCH_AHEAD on */
+static inline __attribute__((always_inline)) void
+prefetch_step(const void *row, int64_t i, int es, int n)
 {
 	const char *p = (const char *)row + i * es + PREFETCH_AHEAD;
-	_mm_prefetch(p, _MM_HINT_T0);
-	if (es == 4)
-		_mm_prefetch(p + 64, _MM_HINT_T0);
+	for (int o = 0; o < n * es; o += 64)
+		_mm_prefetch(p + o, _MM_HINT_T0);
 }
 
-ALWAYS_INLINE float
-dot1(ld8_fn ld8, ld1_fn ld1, int es, const void *row, const float *x, int64_t n)
-{
-	__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-	int64_t i = 0;
-	for (; i + 32 <= n; i += 32) {
-		prefetch32(row, i, es);
-		s0 = _mm256_fmadd_ps(ld8(row, i), _mm256_loadu_ps(x + i), s0);
-		s1 = _mm256_fmadd_ps(ld8(row, i + 8), _mm256_loadu_ps(x + i + 8), s1);
-		s2 = _mm256_fmadd_ps(ld8(row, i + 16), _mm256_loadu_ps(x + i + 16), s2);
-		s3 = _mm256_fmadd_ps(ld8(row, i + 24), _mm256_loadu_ps(x + i + 24), s3);
-	}
-	for (; i + 8 <= n; i += 8)
-		s0 = _mm256_fmadd_ps(ld8(row, i), _mm256_loadu_ps(x + i), s0);
-	float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-	for (; i < n; i++)
-		s += ld1(row, i) * x[i];
-	return s;
+#define ROW_DOTS(W, INLINE, V, L, LD, LOADU, FMADD, ADD, ZERO, HSUM) \
+INLINE float \
+dot1_##W(LD ld, ld1_fn ld1, int es, const void *row, const float *x, int64_t n) \
+{ \
+	V s0 = ZERO(), s1 = s0, s2 = s0, s3 = s0; \
+	int64_t i = 0; \
+	for (; i + 4 * L <= n; i += 4 * L) { \
+		prefetch_step(row, i, es, 4 * L); \
+		s0 = FMADD(ld(row, i), LOADU(x + i), s0); \
+		s1 = FMADD(ld(row, i + L), LOADU(x + i + L), s1); \
+		s2 = FMADD(ld(row, i + 2 * L), LOADU(x + i + 2 * L), s2); \
+		s3 = FMADD(ld(row, i + 3 * L), LOADU(x + i + 3 * L), s3); \
+	} \
+	for (; i + L <= n; i += L) \
+		s0 = FMADD(ld(row, i), LOADU(x + i), s0); \
+	float s = HSUM(ADD(ADD(s0, s1), ADD(s2, s3))); \
+	for (; i < n; i++) \
+		s += ld1(row, i) * x[i]; \
+	return s; \
+} \
+INLINE void \
+dot2_##W(LD ld, ld1_fn ld1, int es, const void *row, const float *x, const float *z, \
+    int64_t n, float *rx, float *rz) \
+{ \
+	V s0 = ZERO(), s1 = s0, s2 = s0, s3 = s0, t0 = s0, t1 = s0, t2 = s0, t3 = s0; \
+	int64_t i = 0; \
+	for (; i + 4 * L <= n; i += 4 * L) { \
+		prefetch_step(row, i, es, 4 * L); \
+		V w0 = ld(row, i), w1 = ld(row, i + L), w2 = ld(row, i + 2 * L), w3 = ld(row, i + 3 * L); \
+		s0 = FMADD(w0, LOADU(x + i), s0); \
+		t0 = FMADD(w0, LOADU(z + i), t0); \
+		s1 = FMADD(w1, LOADU(x + i + L), s1); \
+		t1 = FMADD(w1, LOADU(z + i + L), t1); \
+		s2 = FMADD(w2, LOADU(x + i + 2 * L), s2); \
+		t2 = FMADD(w2, LOADU(z + i + 2 * L), t2); \
+		s3 = FMADD(w3, LOADU(x + i + 3 * L), s3); \
+		t3 = FMADD(w3, LOADU(z + i + 3 * L), t3); \
+	} \
+	for (; i + L <= n; i += L) { \
+		V w0 = ld(row, i); \
+		s0 = FMADD(w0, LOADU(x + i), s0); \
+		t0 = FMADD(w0, LOADU(z + i), t0); \
+	} \
+	float s = HSUM(ADD(ADD(s0, s1), ADD(s2, s3))); \
+	float t = HSUM(ADD(ADD(t0, t1), ADD(t2, t3))); \
+	for (; i < n; i++) { \
+		float wi = ld1(row, i); \
+		s += wi * x[i]; \
+		t += wi * z[i]; \
+	} \
+	*rx = s; \
+	*rz = t; \
 }
 
-ALWAYS_INLINE void
-dot2(ld8_fn ld8, ld1_fn ld1, int es, const void *row, const float *x, const float *z,
-    int64_t n, float *rx, float *rz)
-{
-	__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-	__m256 t0 = s0, t1 = s0, t2 = s0, t3 = s0;
-	int64_t i = 0;
-	for (; i + 32 <= n; i += 32) {
-		prefetch32(row, i, es);
-		__m256 w0 = ld8(row, i), w1 = ld8(row, i + 8), w2 = ld8(row, i + 16), w3 = ld8(row, i + 24);
-		s0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), s0);
-		t0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(z + i), t0);
-		s1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), s1);
-		t1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(z + i + 8), t1);
-		s2 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + i + 16), s2);
-		t2 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(z + i + 16), t2);
-		s3 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + i + 24), s3);
-		t3 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(z + i + 24), t3);
-	}
-	for (; i + 8 <= n; i += 8) {
-		__m256 w0 = ld8(row, i);
-		s0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), s0);
-		t0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(z + i), t0);
-	}
-	float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-	float t = hsum8(_mm256_add_ps(_mm256_add_ps(t0, t1), _mm256_add_ps(t2, t3)));
-	for (; i < n; i++) {
-		float wi = ld1(row, i);
-		s += wi * x[i];
-		t += wi * z[i];
-	}
-	*rx = s;
-	*rz = t;
-}
-
-#define FLOAT_ROWS(T, ES) \
-AVX2 static void rows_##T##_avx2(const void *w, size_t rb, int64_t n, const float *x, \
+/* rows_T_W and rows2_T_W: the rows of type T (ES bytes an element) */
+#define FLOAT_ROWS(W, ATTR, LD, T, ES) \
+ATTR static void rows_##T##_##W(const void *w, size_t rb, int64_t n, const float *x, \
     const void *xq, float *y, int64_t nr) \
 { \
 	for (int64_t r = 0; r < nr; r++) \
-		y[r] = dot1(ld8_##T, ld1_##T, ES, (const char *)w + r * rb, x, n); \
+		y[r] = dot1_##W(LD##_##T, ld1_##T, ES, (const char *)w + r * rb, x, n); \
 } \
-AVX2 static void rows2_##T##_avx2(const void *w, size_t rb, int64_t n, const float *x, \
+ATTR static void rows2_##T##_##W(const void *w, size_t rb, int64_t n, const float *x, \
     const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr) \
 { \
 	for (int64_t r = 0; r < nr; r++) \
-		dot2(ld8_##T, ld1_##T, ES, (const char *)w + r * rb, x, z, n, &y[r], &yz[r]); \
+		dot2_##W(LD##_##T, ld1_##T, ES, (const char *)w + r * rb, x, z, n, &y[r], &yz[r]); \
 }
-FLOAT_ROWS(f32, 4)
-FLOAT_ROWS(f16, 2)
-FLOAT_ROWS(bf16, 2)
+
+ROW_DOTS(avx2, ALWAYS_INLINE, __m256, 8, ld8_fn, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_add_ps,
+    _mm256_setzero_ps, hsum8)
+FLOAT_ROWS(avx2, AVX2, ld8, f32, 4)
+FLOAT_ROWS(avx2, AVX2, ld8, f16, 2)
+FLOAT_ROWS(avx2, AVX2, ld8, bf16, 2)
 
 /*
  * Q8_0 rows against Q8_0 inputs.  A block's 32 int8 products sum exactly in
@@ -434,10 +431,25 @@ scales8(const sa_block_q8_0 *b)
 
 #define Q8_MAXB 2048     /* blocks of an input whose scales fit the stack */
 
+/* s + blocks b..nb-1 of the dot of a row and an input, one at a time */
+ALWAYS_INLINE float
+q8_tail(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_t b,
+    int64_t nb, float s)
+{
+	for (; b < nb; b++) {
+		__m256i i = block_isum(bw[b].qs, bx[b].qs);
+		__m128i h = _mm_add_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+		h = _mm_hadd_epi32(h, h);
+		h = _mm_hadd_epi32(h, h);
+		s += _cvtsh_ss(bw[b].d) * xd[b] * (float)_mm_cvtsi128_si32(h);
+	}
+	return s;
+}
+
 /* dot of one row with one input whose scales are xd; blocks past the
  * last multiple of 8 one at a time */
-AVX2 static inline __attribute__((always_inline)) float
-q8_row(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_t nb)
+ALWAYS_INLINE float
+q8_row_avx2(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_t nb)
 {
 	__m256 acc = _mm256_setzero_ps();
 	__m256i p[8];
@@ -453,57 +465,48 @@ q8_row(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_
 		acc = _mm256_fmadd_ps(_mm256_mul_ps(scales8(bw + b), _mm256_loadu_ps(xd + b)), fold8(p), acc);
 	}
 	s = hsum8(acc);
-	for (; b < nb; b++) {
-		__m256i i = block_isum(bw[b].qs, bx[b].qs);
-		__m128i h = _mm_add_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
-		h = _mm_hadd_epi32(h, h);
-		h = _mm_hadd_epi32(h, h);
-		s += _cvtsh_ss(bw[b].d) * xd[b] * (float)_mm_cvtsi128_si32(h);
-	}
-	return s;
+	return q8_tail(bw, bx, xd, b, nb, s);
 }
 
-AVX2 static void
-rows_q8_0_avx2(const void *w, size_t rb, int64_t n, const float *x,
-    const void *xq, float *y, int64_t nr)
-{
-	const sa_block_q8_0 *bx = xq;
-	int64_t nb = n / SA_QK8_0;
-	float xd[Q8_MAXB];
-
-	if (nb > Q8_MAXB) {
-		rows_q8_0_generic(w, rb, n, x, xq, y, nr);
-		return;
-	}
-	for (int64_t b = 0; b < nb; b++)
-		xd[b] = _cvtsh_ss(bx[b].d);
-	for (int64_t r = 0; r < nr; r++)
-		y[r] = q8_row((const sa_block_q8_0 *)((const char *)w + r * rb), bx, xd, nb);
+/* rows_q8_0_V and rows2_q8_0_V through q8_row_V: one input, or two, each
+ * row read from memory once (then from L1) */
+#define Q8_ROWS(V, ATTR) \
+ATTR static void rows_q8_0_##V(const void *w, size_t rb, int64_t n, const float *x, \
+    const void *xq, float *y, int64_t nr) \
+{ \
+	const sa_block_q8_0 *bx = xq; \
+	int64_t nb = n / SA_QK8_0; \
+	float xd[Q8_MAXB]; \
+	if (nb > Q8_MAXB) { \
+		rows_q8_0_generic(w, rb, n, x, xq, y, nr); \
+		return; \
+	} \
+	for (int64_t b = 0; b < nb; b++) \
+		xd[b] = _cvtsh_ss(bx[b].d); \
+	for (int64_t r = 0; r < nr; r++) \
+		y[r] = q8_row_##V((const sa_block_q8_0 *)((const char *)w + r * rb), bx, xd, nb); \
+} \
+ATTR static void rows2_q8_0_##V(const void *w, size_t rb, int64_t n, const float *x, \
+    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr) \
+{ \
+	const sa_block_q8_0 *bx = xq, *bz = zq; \
+	int64_t nb = n / SA_QK8_0; \
+	float xd[Q8_MAXB], zd[Q8_MAXB]; \
+	if (nb > Q8_MAXB) { \
+		rows2_q8_0_generic(w, rb, n, x, z, xq, zq, y, yz, nr); \
+		return; \
+	} \
+	for (int64_t b = 0; b < nb; b++) { \
+		xd[b] = _cvtsh_ss(bx[b].d); \
+		zd[b] = _cvtsh_ss(bz[b].d); \
+	} \
+	for (int64_t r = 0; r < nr; r++) { \
+		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb); \
+		y[r] = q8_row_##V(bw, bx, xd, nb); \
+		yz[r] = q8_row_##V(bw, bz, zd, nb); \
+	} \
 }
-
-/* Two inputs: the row is read from memory once, then from L1. */
-AVX2 static void
-rows2_q8_0_avx2(const void *w, size_t rb, int64_t n, const float *x,
-    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr)
-{
-	const sa_block_q8_0 *bx = xq, *bz = zq;
-	int64_t nb = n / SA_QK8_0;
-	float xd[Q8_MAXB], zd[Q8_MAXB];
-
-	if (nb > Q8_MAXB) {
-		rows2_q8_0_generic(w, rb, n, x, z, xq, zq, y, yz, nr);
-		return;
-	}
-	for (int64_t b = 0; b < nb; b++) {
-		xd[b] = _cvtsh_ss(bx[b].d);
-		zd[b] = _cvtsh_ss(bz[b].d);
-	}
-	for (int64_t r = 0; r < nr; r++) {
-		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb);
-		y[r] = q8_row(bw, bx, xd, nb);
-		yz[r] = q8_row(bw, bz, zd, nb);
-	}
-}
+Q8_ROWS(avx2, AVX2)
 
 /* The hardware conversions: exact to F32, to nearest even to F16. */
 AVX2 static void
@@ -540,24 +543,8 @@ deq_bf16_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 	}
 }
 
-AVX2 static void
-deq_q8_0_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
-{
-	int64_t nb = n / SA_QK8_0;
-	for (int64_t r = 0; r < nr; r++) {
-		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb);
-		for (int64_t b = 0; b < nb; b++, dst += SA_QK8_0) {
-			__m256 d = _mm256_set1_ps(_cvtsh_ss(bw[b].d));
-			for (int j = 0; j < SA_QK8_0; j += 8) {
-				__m128i q = _mm_loadl_epi64((const __m128i *)(bw[b].qs + j));
-				__m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-				_mm256_storeu_ps(dst + j, _mm256_mul_ps(d, f));
-			}
-		}
-	}
-}
 /*
- * Q4_0, Q4_K, Q5_K and Q6_K blocks -> F32 [n], the floats of types.c: the
+ * Q8_0, Q4_0, Q4_K, Q5_K and Q6_K blocks -> F32 [n], the floats of types.c: the
  * same integer, converted exactly, then the same multiply and subtract
  * (never fused).  Other block types go to types.c.  The unpacking is
  * written once on 16 bytes; put16 stores their 16 floats a * q (- b), q
@@ -583,6 +570,14 @@ blocks_body(put16_fn put16, int type, const void *src, float *y, int64_t n)
 	const __m128i m4 = _mm_set1_epi8(0x0f);
 
 	switch (type) {
+	case SA_TYPE_Q8_0:
+		for (int64_t i = 0; i < n / SA_QK8_0; i++, y += SA_QK8_0) {
+			const sa_block_q8_0 *b = (const sa_block_q8_0 *)p + i;
+			float d = _cvtsh_ss(b->d);
+			put16(y, _mm_loadu_si128((const __m128i *)b->qs), d, 0, 0, 1);
+			put16(y + 16, _mm_loadu_si128((const __m128i *)(b->qs + 16)), d, 0, 0, 1);
+		}
+		return;
 	case SA_TYPE_Q4_0:
 		for (int64_t i = 0; i < n / SA_QK; i++, y += SA_QK) {
 			const sa_block_q4_0 *b = (const sa_block_q4_0 *)p + i;
@@ -751,6 +746,7 @@ exp_sum_avx2(float *y, const float *x, int64_t n, float mx)
  */
 #define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 #define AVX512_INLINE AVX512 static inline __attribute__((always_inline))
+#define VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 typedef __m512 (*ld16_fn)(const void *, int64_t);
 
@@ -767,86 +763,11 @@ ld16_bf16(const void *p, int64_t i)
 	return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
 }
 
-/* es: bytes per element of the row; 64 elements per step. */
-AVX512_INLINE void
-prefetch64(const void *row, int64_t i, int es)
-{
-	const char *p = (const char *)row + i * es + PREFETCH_AHEAD;
-	for (int o = 0; o < 64 * es; o += 64)
-		_mm_prefetch(p + o, _MM_HINT_T0);
-}
-
-AVX512_INLINE float
-dot1_512(ld16_fn ld16, ld1_fn ld1, int es, const void *row, const float *x, int64_t n)
-{
-	__m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-	int64_t i = 0;
-	for (; i + 64 <= n; i += 64) {
-		prefetch64(row, i, es);
-		s0 = _mm512_fmadd_ps(ld16(row, i), _mm512_loadu_ps(x + i), s0);
-		s1 = _mm512_fmadd_ps(ld16(row, i + 16), _mm512_loadu_ps(x + i + 16), s1);
-		s2 = _mm512_fmadd_ps(ld16(row, i + 32), _mm512_loadu_ps(x + i + 32), s2);
-		s3 = _mm512_fmadd_ps(ld16(row, i + 48), _mm512_loadu_ps(x + i + 48), s3);
-	}
-	for (; i + 16 <= n; i += 16)
-		s0 = _mm512_fmadd_ps(ld16(row, i), _mm512_loadu_ps(x + i), s0);
-	float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-	for (; i < n; i++)
-		s += ld1(row, i) * x[i];
-	return s;
-}
-
-AVX512_INLINE void
-dot2_512(ld16_fn ld16, ld1_fn ld1, int es, const void *row, const float *x, const float *z,
-    int64_t n, float *rx, float *rz)
-{
-	__m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-	__m512 t0 = s0, t1 = s0, t2 = s0, t3 = s0;
-	int64_t i = 0;
-	for (; i + 64 <= n; i += 64) {
-		prefetch64(row, i, es);
-		__m512 w0 = ld16(row, i), w1 = ld16(row, i + 16), w2 = ld16(row, i + 32), w3 = ld16(row, i + 48);
-		s0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i), s0);
-		t0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(z + i), t0);
-		s1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + i + 16), s1);
-		t1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(z + i + 16), t1);
-		s2 = _mm512_fmadd_ps(w2, _mm512_loadu_ps(x + i + 32), s2);
-		t2 = _mm512_fmadd_ps(w2, _mm512_loadu_ps(z + i + 32), t2);
-		s3 = _mm512_fmadd_ps(w3, _mm512_loadu_ps(x + i + 48), s3);
-		t3 = _mm512_fmadd_ps(w3, _mm512_loadu_ps(z + i + 48), t3);
-	}
-	for (; i + 16 <= n; i += 16) {
-		__m512 w0 = ld16(row, i);
-		s0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i), s0);
-		t0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(z + i), t0);
-	}
-	float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-	float t = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(t0, t1), _mm512_add_ps(t2, t3)));
-	for (; i < n; i++) {
-		float wi = ld1(row, i);
-		s += wi * x[i];
-		t += wi * z[i];
-	}
-	*rx = s;
-	*rz = t;
-}
-
-#define FLOAT_ROWS512(T, ES) \
-AVX512 static void rows_##T##_avx512(const void *w, size_t rb, int64_t n, const float *x, \
-    const void *xq, float *y, int64_t nr) \
-{ \
-	for (int64_t r = 0; r < nr; r++) \
-		y[r] = dot1_512(ld16_##T, ld1_##T, ES, (const char *)w + r * rb, x, n); \
-} \
-AVX512 static void rows2_##T##_avx512(const void *w, size_t rb, int64_t n, const float *x, \
-    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr) \
-{ \
-	for (int64_t r = 0; r < nr; r++) \
-		dot2_512(ld16_##T, ld1_##T, ES, (const char *)w + r * rb, x, z, n, &y[r], &yz[r]); \
-}
-FLOAT_ROWS512(f32, 4)
-FLOAT_ROWS512(f16, 2)
-FLOAT_ROWS512(bf16, 2)
+ROW_DOTS(avx512, AVX512_INLINE, __m512, 16, ld16_fn, _mm512_loadu_ps, _mm512_fmadd_ps,
+    _mm512_add_ps, _mm512_setzero_ps, _mm512_reduce_add_ps)
+FLOAT_ROWS(avx512, AVX512, ld16, f32, 4)
+FLOAT_ROWS(avx512, AVX512, ld16, f16, 2)
+FLOAT_ROWS(avx512, AVX512, ld16, bf16, 2)
 
 /*
  * Q8_0 rows against Q8_0 inputs, two blocks per 512-bit register: the
@@ -864,8 +785,7 @@ pair_bw(__m512i uw, __m512i sx)
 	return _mm512_madd_epi16(_mm512_maddubs_epi16(uw, sx), _mm512_set1_epi16(1));
 }
 
-__attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"), always_inline))
-static inline __m512i
+VNNI static inline __attribute__((always_inline)) __m512i
 pair_vnni(__m512i uw, __m512i sx)
 {
 	return _mm512_dpbusd_epi32(_mm512_setzero_si512(), uw, sx);
@@ -914,55 +834,23 @@ q8_row512(pair_fn pair, const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const 
 		}
 	}
 	s = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
-	for (; b < nb; b++) {
-		__m256i i = block_isum(bw[b].qs, bx[b].qs);
-		__m128i h = _mm_add_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
-		h = _mm_hadd_epi32(h, h);
-		h = _mm_hadd_epi32(h, h);
-		s += _cvtsh_ss(bw[b].d) * xd[b] * (float)_mm_cvtsi128_si32(h);
-	}
-	return s;
+	return q8_tail(bw, bx, xd, b, nb, s);
 }
 
-/* one input, or two, each row read from memory once (then from L1) */
-#define Q8_ROWS512(V, TARGET) \
-TARGET static void rows_q8_0_##V(const void *w, size_t rb, int64_t n, const float *x, \
-    const void *xq, float *y, int64_t nr) \
-{ \
-	const sa_block_q8_0 *bx = xq; \
-	int64_t nb = n / SA_QK8_0; \
-	float xd[Q8_MAXB]; \
-	if (nb > Q8_MAXB) { \
-		rows_q8_0_generic(w, rb, n, x, xq, y, nr); \
-		return; \
-	} \
-	for (int64_t b = 0; b < nb; b++) \
-		xd[b] = _cvtsh_ss(bx[b].d); \
-	for (int64_t r = 0; r < nr; r++) \
-		y[r] = q8_row512(pair_##V, (const sa_block_q8_0 *)((const char *)w + r * rb), bx, xd, nb); \
-} \
-TARGET static void rows2_q8_0_##V(const void *w, size_t rb, int64_t n, const float *x, \
-    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr) \
-{ \
-	const sa_block_q8_0 *bx = xq, *bz = zq; \
-	int64_t nb = n / SA_QK8_0; \
-	float xd[Q8_MAXB], zd[Q8_MAXB]; \
-	if (nb > Q8_MAXB) { \
-		rows2_q8_0_generic(w, rb, n, x, z, xq, zq, y, yz, nr); \
-		return; \
-	} \
-	for (int64_t b = 0; b < nb; b++) { \
-		xd[b] = _cvtsh_ss(bx[b].d); \
-		zd[b] = _cvtsh_ss(bz[b].d); \
-	} \
-	for (int64_t r = 0; r < nr; r++) { \
-		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb); \
-		y[r] = q8_row512(pair_##V, bw, bx, xd, nb); \
-		yz[r] = q8_row512(pair_##V, bw, bz, zd, nb); \
-	} \
+AVX512_INLINE float
+q8_row_bw(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_t nb)
+{
+	return q8_row512(pair_bw, bw, bx, xd, nb);
 }
-Q8_ROWS512(bw, AVX512)
-Q8_ROWS512(vnni, __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"))))
+
+VNNI static inline __attribute__((always_inline)) float
+q8_row_vnni(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_t nb)
+{
+	return q8_row512(pair_vnni, bw, bx, xd, nb);
+}
+
+Q8_ROWS(bw, AVX512)
+Q8_ROWS(vnni, VNNI)
 
 AVX512 static void
 fp16_to_fp32_avx512(const uint16_t *src, float *dst, int64_t n)
@@ -972,46 +860,6 @@ fp16_to_fp32_avx512(const uint16_t *src, float *dst, int64_t n)
 		_mm512_storeu_ps(dst + i, ld16_f16(src, i));
 	for (; i < n; i++)
 		dst[i] = _cvtsh_ss(src[i]);
-}
-
-AVX512 static void
-fp32_to_fp16_avx512(const float *src, uint16_t *dst, int64_t n)
-{
-	int64_t i = 0;
-	for (; i + 16 <= n; i += 16)
-		_mm256_storeu_si256((__m256i *)(dst + i),
-		    _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
-	for (; i < n; i++)
-		dst[i] = sa_fp32_to_fp16(src[i]);
-}
-
-AVX512 static void
-deq_bf16_avx512(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
-{
-	for (int64_t r = 0; r < nr; r++, dst += n) {
-		const uint16_t *row = (const uint16_t *)((const char *)w + r * rb);
-		int64_t i = 0;
-		for (; i + 16 <= n; i += 16)
-			_mm512_storeu_ps(dst + i, ld16_bf16(row, i));
-		for (; i < n; i++)
-			dst[i] = sa_bf16_to_fp32(row[i]);
-	}
-}
-
-AVX512 static void
-deq_q8_0_avx512(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
-{
-	int64_t nb = n / SA_QK8_0;
-	for (int64_t r = 0; r < nr; r++) {
-		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb);
-		for (int64_t b = 0; b < nb; b++, dst += SA_QK8_0) {
-			__m512 d = _mm512_set1_ps(_cvtsh_ss(bw[b].d));
-			for (int j = 0; j < SA_QK8_0; j += 16) {
-				__m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(bw[b].qs + j)));
-				_mm512_storeu_ps(dst + j, _mm512_mul_ps(d, _mm512_cvtepi32_ps(q)));
-			}
-		}
-	}
 }
 
 AVX512_INLINE void
@@ -1031,7 +879,7 @@ blocks_avx512(int type, const void *src, float *y, int64_t n)
 AVX512 static float
 dot_avx512(const float *a, const float *b, int64_t n)
 {
-	return dot1_512(ld16_f32, ld1_f32, 4, a, b, n);
+	return dot1_avx512(ld16_f32, ld1_f32, 4, a, b, n);
 }
 #endif /* HAVE_X86 */
 
@@ -1042,7 +890,7 @@ static const char *const path_names[] = { "generic", "avx2", "avx512" };
 static const struct kernels kernels_generic = {
 	rows_f32_generic, rows_f16_generic, rows_bf16_generic, rows_q8_0_generic,
 	rows2_f32_generic, rows2_f16_generic, rows2_bf16_generic, rows2_q8_0_generic,
-	deq_bf16_generic, deq_q8_0_generic, fp16_to_fp32_generic, fp32_to_fp16_generic,
+	deq_bf16_generic, fp16_to_fp32_generic, fp32_to_fp16_generic,
 	sa_row_to_f32, round_f16_generic, round_q8_0_generic,
 	dot_generic, axpy_generic, max_generic, exp_sum_generic,
 };
@@ -1051,17 +899,17 @@ static const struct kernels kernels_generic = {
 static const struct kernels kernels_avx2 = {
 	rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_0_avx2,
 	rows2_f32_avx2, rows2_f16_avx2, rows2_bf16_avx2, rows2_q8_0_avx2,
-	deq_bf16_avx2, deq_q8_0_avx2, fp16_to_fp32_avx2, fp32_to_fp16_avx2,
+	deq_bf16_avx2, fp16_to_fp32_avx2, fp32_to_fp16_avx2,
 	blocks_avx2, round_f16_avx2, round_q8_0_avx2,
 	dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2,
 };
 
-/* Q8_0 rows through VPMADDUBSW; kernels_init takes the VNNI ones instead
- * where the CPU has them */
+/* AVX-512 kernels where they pay, AVX2 ones for the rest; Q8_0 rows
+ * through VPMADDUBSW, or VNNI where kernels_init finds it */
 static const struct kernels kernels_avx512 = {
 	rows_f32_avx512, rows_f16_avx512, rows_bf16_avx512, rows_q8_0_bw,
 	rows2_f32_avx512, rows2_f16_avx512, rows2_bf16_avx512, rows2_q8_0_bw,
-	deq_bf16_avx512, deq_q8_0_avx512, fp16_to_fp32_avx512, fp32_to_fp16_avx512,
+	deq_bf16_avx2, fp16_to_fp32_avx512, fp32_to_fp16_avx2,
 	blocks_avx512, round_f16_avx2, round_q8_0_avx2,
 	dot_avx512, axpy_avx2, max_avx2, exp_sum_avx2,
 };
@@ -1253,7 +1101,6 @@ sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst)
 			k->fp16_to_fp32((const uint16_t *)p, dst, w->cols);
 		break;
 	case SA_TYPE_BF16: k->deq_bf16(p, rb, w->cols, dst, r1 - r0); break;
-	case SA_TYPE_Q8_0: k->deq_q8_0(p, rb, w->cols, dst, r1 - r0); break;
 	default:
 		for (int64_t r = r0; r < r1; r++, p += rb, dst += w->cols)
 			k->blocks(w->type, p, dst, w->cols);
