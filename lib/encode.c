@@ -353,7 +353,7 @@ rowkern_get(void)
 	static const rowkern generic = { scores_generic, softmax_generic, mix_generic, widen_generic };
 #if defined(__x86_64__)
 	static const rowkern avx2 = { scores_avx2, softmax_avx2, mix_avx2, widen_avx2 };
-	if (!strcmp(sa_kernels_name(), "avx2"))
+	if (sa_kernels_path() >= SA_KERNELS_AVX2)
 		return &avx2;
 #endif
 	return &generic;

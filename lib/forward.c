@@ -282,7 +282,7 @@ exp_fns_pick(void)
 {
 	silu_mul_fn = silu_mul_generic;
 #if defined(__x86_64__)
-	if (!strcmp(sa_kernels_name(), "avx2")) {
+	if (sa_kernels_path() >= SA_KERNELS_AVX2) {
 		silu_mul_fn = silu_mul_avx2;
 	}
 #endif

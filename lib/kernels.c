@@ -4,9 +4,12 @@
  * block types (Q4_0 .. Q6_K) are converted a few blocks at a time on the
  * stack and go through the F32 dot product.
  *
- * Each kernel exists twice: an AVX2/FMA/F16C version compiled with a target
- * attribute, and a portable one.  The first call picks one set for the CPU
- * the program runs on.
+ * Each kernel exists as a portable version and as versions for wider vector
+ * extensions (AVX2 with FMA and F16C; AVX-512 F, BW and VL, with VNNI where
+ * the CPU has it), compiled with target attributes.  The first call reads
+ * the CPU's feature bits (cpuid) and fills the one table of kernels of the
+ * library: the widest path the CPU has, or a narrower one SA_KERNELS names.
+ * A path lacking a kernel of its own takes the next narrower one's.
  *
  * The inputs of a row dot product are already rounded the way llama.cpp
  * rounds them (F16 weights see F16 activations, Q8_0 weights see Q8_0
@@ -38,11 +41,12 @@ typedef void rows2_fn(const void *w, size_t row_bytes, int64_t n, const float *x
 typedef void deq_fn(const void *w, size_t row_bytes, int64_t n, float *dst, int64_t nr);
 
 static struct kernels {
-	const char *name;
 	rows_fn *rows_f32, *rows_f16, *rows_bf16, *rows_q8_0;
 	rows2_fn *rows2_f32, *rows2_f16, *rows2_bf16, *rows2_q8_0;
-	deq_fn *deq_f16, *deq_bf16, *deq_q8_0;
-	/* dst [n] = n weights of Q4_0 .. Q6_K blocks as F32 */
+	deq_fn *deq_bf16;
+	void (*fp16_to_fp32)(const uint16_t *, float *, int64_t);
+	void (*fp32_to_fp16)(const float *, uint16_t *, int64_t);
+	/* dst [n] = n weights of Q8_0 and Q4_0 .. Q6_K blocks as F32 */
 	void (*blocks)(int type, const void *src, float *dst, int64_t n);
 	void (*round_f16)(const float *, float *, void *, int64_t);
 	void (*round_q8_0)(const float *, float *, void *, int64_t);
@@ -175,21 +179,23 @@ deq_generic(int type, const void *w, size_t rb, int64_t n, float *dst, int64_t n
 }
 
 static void
-deq_f16_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
-{
-	deq_generic(SA_TYPE_F16, w, rb, n, dst, nr);
-}
-
-static void
 deq_bf16_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 {
 	deq_generic(SA_TYPE_BF16, w, rb, n, dst, nr);
 }
 
 static void
-deq_q8_0_generic(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+fp16_to_fp32_generic(const uint16_t *src, float *dst, int64_t n)
 {
-	deq_generic(SA_TYPE_Q8_0, w, rb, n, dst, nr);
+	for (int64_t i = 0; i < n; i++)
+		dst[i] = sa_fp16_to_fp32(src[i]);
+}
+
+static void
+fp32_to_fp16_generic(const float *src, uint16_t *dst, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		dst[i] = sa_fp32_to_fp16(src[i]);
 }
 
 static float
@@ -276,11 +282,12 @@ axpy_avx2(float a, const float *x, float *y, int64_t n)
 }
 
 /*
- * Row dot products.  Four independent accumulators over 32 columns hide the
- * FMA latency behind the loads; a row is read once, front to back, which is
+ * Row dot products, written once for each vector width W (V holding L
+ * floats).  Four independent accumulators over 4L columns hide the FMA
+ * latency behind the loads; a row is read once, front to back, which is
  * what the hardware prefetcher likes.  dot2 does two inputs per pass over
  * the weights in the same order as dot1, so a row gives the same sum for an
- * input whichever kernel computes it.  ld converts 8 weights from column i.
+ * input whichever kernel computes it.  ld converts L weights from column i.
  */
 typedef __m256 (*ld8_fn)(const void *, int64_t);
 typedef float (*ld1_fn)(const void *, int64_t);
@@ -302,87 +309,89 @@ AVX2 static inline float ld1_bf16(const void *p, int64_t i) { return sa_bf16_to_
  */
 #define PREFETCH_AHEAD 4096
 
-/* es: bytes per element of the row (4 or 2); 32 elements per step. */
-ALWAYS_INLINE void
-prefetch32(const void *row, int64_t i, int es)
+/* the lines of n elements of es bytes from element i on, PREFETCH_AHEAD on */
+static inline __attribute__((always_inline)) void
+prefetch_step(const void *row, int64_t i, int es, int n)
 {
 	const char *p = (const char *)row + i * es + PREFETCH_AHEAD;
-	_mm_prefetch(p, _MM_HINT_T0);
-	if (es == 4)
-		_mm_prefetch(p + 64, _MM_HINT_T0);
+	for (int o = 0; o < n * es; o += 64)
+		_mm_prefetch(p + o, _MM_HINT_T0);
 }
 
-ALWAYS_INLINE float
-dot1(ld8_fn ld8, ld1_fn ld1, int es, const void *row, const float *x, int64_t n)
-{
-	__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-	int64_t i = 0;
-	for (; i + 32 <= n; i += 32) {
-		prefetch32(row, i, es);
-		s0 = _mm256_fmadd_ps(ld8(row, i), _mm256_loadu_ps(x + i), s0);
-		s1 = _mm256_fmadd_ps(ld8(row, i + 8), _mm256_loadu_ps(x + i + 8), s1);
-		s2 = _mm256_fmadd_ps(ld8(row, i + 16), _mm256_loadu_ps(x + i + 16), s2);
-		s3 = _mm256_fmadd_ps(ld8(row, i + 24), _mm256_loadu_ps(x + i + 24), s3);
-	}
-	for (; i + 8 <= n; i += 8)
-		s0 = _mm256_fmadd_ps(ld8(row, i), _mm256_loadu_ps(x + i), s0);
-	float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-	for (; i < n; i++)
-		s += ld1(row, i) * x[i];
-	return s;
+#define ROW_DOTS(W, INLINE, V, L, LD, LOADU, FMADD, ADD, ZERO, HSUM) \
+INLINE float \
+dot1_##W(LD ld, ld1_fn ld1, int es, const void *row, const float *x, int64_t n) \
+{ \
+	V s0 = ZERO(), s1 = s0, s2 = s0, s3 = s0; \
+	int64_t i = 0; \
+	for (; i + 4 * L <= n; i += 4 * L) { \
+		prefetch_step(row, i, es, 4 * L); \
+		s0 = FMADD(ld(row, i), LOADU(x + i), s0); \
+		s1 = FMADD(ld(row, i + L), LOADU(x + i + L), s1); \
+		s2 = FMADD(ld(row, i + 2 * L), LOADU(x + i + 2 * L), s2); \
+		s3 = FMADD(ld(row, i + 3 * L), LOADU(x + i + 3 * L), s3); \
+	} \
+	for (; i + L <= n; i += L) \
+		s0 = FMADD(ld(row, i), LOADU(x + i), s0); \
+	float s = HSUM(ADD(ADD(s0, s1), ADD(s2, s3))); \
+	for (; i < n; i++) \
+		s += ld1(row, i) * x[i]; \
+	return s; \
+} \
+INLINE void \
+dot2_##W(LD ld, ld1_fn ld1, int es, const void *row, const float *x, const float *z, \
+    int64_t n, float *rx, float *rz) \
+{ \
+	V s0 = ZERO(), s1 = s0, s2 = s0, s3 = s0, t0 = s0, t1 = s0, t2 = s0, t3 = s0; \
+	int64_t i = 0; \
+	for (; i + 4 * L <= n; i += 4 * L) { \
+		prefetch_step(row, i, es, 4 * L); \
+		V w0 = ld(row, i), w1 = ld(row, i + L), w2 = ld(row, i + 2 * L), w3 = ld(row, i + 3 * L); \
+		s0 = FMADD(w0, LOADU(x + i), s0); \
+		t0 = FMADD(w0, LOADU(z + i), t0); \
+		s1 = FMADD(w1, LOADU(x + i + L), s1); \
+		t1 = FMADD(w1, LOADU(z + i + L), t1); \
+		s2 = FMADD(w2, LOADU(x + i + 2 * L), s2); \
+		t2 = FMADD(w2, LOADU(z + i + 2 * L), t2); \
+		s3 = FMADD(w3, LOADU(x + i + 3 * L), s3); \
+		t3 = FMADD(w3, LOADU(z + i + 3 * L), t3); \
+	} \
+	for (; i + L <= n; i += L) { \
+		V w0 = ld(row, i); \
+		s0 = FMADD(w0, LOADU(x + i), s0); \
+		t0 = FMADD(w0, LOADU(z + i), t0); \
+	} \
+	float s = HSUM(ADD(ADD(s0, s1), ADD(s2, s3))); \
+	float t = HSUM(ADD(ADD(t0, t1), ADD(t2, t3))); \
+	for (; i < n; i++) { \
+		float wi = ld1(row, i); \
+		s += wi * x[i]; \
+		t += wi * z[i]; \
+	} \
+	*rx = s; \
+	*rz = t; \
 }
 
-ALWAYS_INLINE void
-dot2(ld8_fn ld8, ld1_fn ld1, int es, const void *row, const float *x, const float *z,
-    int64_t n, float *rx, float *rz)
-{
-	__m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-	__m256 t0 = s0, t1 = s0, t2 = s0, t3 = s0;
-	int64_t i = 0;
-	for (; i + 32 <= n; i += 32) {
-		prefetch32(row, i, es);
-		__m256 w0 = ld8(row, i), w1 = ld8(row, i + 8), w2 = ld8(row, i + 16), w3 = ld8(row, i + 24);
-		s0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), s0);
-		t0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(z + i), t0);
-		s1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), s1);
-		t1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(z + i + 8), t1);
-		s2 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x + i + 16), s2);
-		t2 = _mm256_fmadd_ps(w2, _mm256_loadu_ps(z + i + 16), t2);
-		s3 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x + i + 24), s3);
-		t3 = _mm256_fmadd_ps(w3, _mm256_loadu_ps(z + i + 24), t3);
-	}
-	for (; i + 8 <= n; i += 8) {
-		__m256 w0 = ld8(row, i);
-		s0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), s0);
-		t0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(z + i), t0);
-	}
-	float s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-	float t = hsum8(_mm256_add_ps(_mm256_add_ps(t0, t1), _mm256_add_ps(t2, t3)));
-	for (; i < n; i++) {
-		float wi = ld1(row, i);
-		s += wi * x[i];
-		t += wi * z[i];
-	}
-	*rx = s;
-	*rz = t;
-}
-
-#define FLOAT_ROWS(T, ES) \
-AVX2 static void rows_##T##_avx2(const void *w, size_t rb, int64_t n, const float *x, \
+/* rows_T_W and rows2_T_W: the rows of type T (ES bytes an element) */
+#define FLOAT_ROWS(W, ATTR, LD, T, ES) \
+ATTR static void rows_##T##_##W(const void *w, size_t rb, int64_t n, const float *x, \
     const void *xq, float *y, int64_t nr) \
 { \
 	for (int64_t r = 0; r < nr; r++) \
-		y[r] = dot1(ld8_##T, ld1_##T, ES, (const char *)w + r * rb, x, n); \
+		y[r] = dot1_##W(LD##_##T, ld1_##T, ES, (const char *)w + r * rb, x, n); \
 } \
-AVX2 static void rows2_##T##_avx2(const void *w, size_t rb, int64_t n, const float *x, \
+ATTR static void rows2_##T##_##W(const void *w, size_t rb, int64_t n, const float *x, \
     const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr) \
 { \
 	for (int64_t r = 0; r < nr; r++) \
-		dot2(ld8_##T, ld1_##T, ES, (const char *)w + r * rb, x, z, n, &y[r], &yz[r]); \
+		dot2_##W(LD##_##T, ld1_##T, ES, (const char *)w + r * rb, x, z, n, &y[r], &yz[r]); \
 }
-FLOAT_ROWS(f32, 4)
-FLOAT_ROWS(f16, 2)
-FLOAT_ROWS(bf16, 2)
+
+ROW_DOTS(avx2, ALWAYS_INLINE, __m256, 8, ld8_fn, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_add_ps,
+    _mm256_setzero_ps, hsum8)
+FLOAT_ROWS(avx2, AVX2, ld8, f32, 4)
+FLOAT_ROWS(avx2, AVX2, ld8, f16, 2)
+FLOAT_ROWS(avx2, AVX2, ld8, bf16, 2)
 
 /*
  * Q8_0 rows against Q8_0 inputs.  A block's 32 int8 products sum exactly in
@@ -422,10 +431,25 @@ scales8(const sa_block_q8_0 *b)
 
 #define Q8_MAXB 2048     /* blocks of an input whose scales fit the stack */
 
+/* s + blocks b..nb-1 of the dot of a row and an input, one at a time */
+ALWAYS_INLINE float
+q8_tail(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_t b,
+    int64_t nb, float s)
+{
+	for (; b < nb; b++) {
+		__m256i i = block_isum(bw[b].qs, bx[b].qs);
+		__m128i h = _mm_add_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+		h = _mm_hadd_epi32(h, h);
+		h = _mm_hadd_epi32(h, h);
+		s += _cvtsh_ss(bw[b].d) * xd[b] * (float)_mm_cvtsi128_si32(h);
+	}
+	return s;
+}
+
 /* dot of one row with one input whose scales are xd; blocks past the
  * last multiple of 8 one at a time */
-AVX2 static inline __attribute__((always_inline)) float
-q8_row(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_t nb)
+ALWAYS_INLINE float
+q8_row_avx2(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_t nb)
 {
 	__m256 acc = _mm256_setzero_ps();
 	__m256i p[8];
@@ -441,69 +465,69 @@ q8_row(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_
 		acc = _mm256_fmadd_ps(_mm256_mul_ps(scales8(bw + b), _mm256_loadu_ps(xd + b)), fold8(p), acc);
 	}
 	s = hsum8(acc);
-	for (; b < nb; b++) {
-		__m256i i = block_isum(bw[b].qs, bx[b].qs);
-		__m128i h = _mm_add_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
-		h = _mm_hadd_epi32(h, h);
-		h = _mm_hadd_epi32(h, h);
-		s += _cvtsh_ss(bw[b].d) * xd[b] * (float)_mm_cvtsi128_si32(h);
-	}
-	return s;
+	return q8_tail(bw, bx, xd, b, nb, s);
+}
+
+/* rows_q8_0_V and rows2_q8_0_V through q8_row_V: one input, or two, each
+ * row read from memory once (then from L1) */
+#define Q8_ROWS(V, ATTR) \
+ATTR static void rows_q8_0_##V(const void *w, size_t rb, int64_t n, const float *x, \
+    const void *xq, float *y, int64_t nr) \
+{ \
+	const sa_block_q8_0 *bx = xq; \
+	int64_t nb = n / SA_QK8_0; \
+	float xd[Q8_MAXB]; \
+	if (nb > Q8_MAXB) { \
+		rows_q8_0_generic(w, rb, n, x, xq, y, nr); \
+		return; \
+	} \
+	for (int64_t b = 0; b < nb; b++) \
+		xd[b] = _cvtsh_ss(bx[b].d); \
+	for (int64_t r = 0; r < nr; r++) \
+		y[r] = q8_row_##V((const sa_block_q8_0 *)((const char *)w + r * rb), bx, xd, nb); \
+} \
+ATTR static void rows2_q8_0_##V(const void *w, size_t rb, int64_t n, const float *x, \
+    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr) \
+{ \
+	const sa_block_q8_0 *bx = xq, *bz = zq; \
+	int64_t nb = n / SA_QK8_0; \
+	float xd[Q8_MAXB], zd[Q8_MAXB]; \
+	if (nb > Q8_MAXB) { \
+		rows2_q8_0_generic(w, rb, n, x, z, xq, zq, y, yz, nr); \
+		return; \
+	} \
+	for (int64_t b = 0; b < nb; b++) { \
+		xd[b] = _cvtsh_ss(bx[b].d); \
+		zd[b] = _cvtsh_ss(bz[b].d); \
+	} \
+	for (int64_t r = 0; r < nr; r++) { \
+		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb); \
+		y[r] = q8_row_##V(bw, bx, xd, nb); \
+		yz[r] = q8_row_##V(bw, bz, zd, nb); \
+	} \
+}
+Q8_ROWS(avx2, AVX2)
+
+/* The hardware conversions: exact to F32, to nearest even to F16. */
+AVX2 static void
+fp16_to_fp32_avx2(const uint16_t *src, float *dst, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(dst + i, load_f16(src + i));
+	for (; i < n; i++)
+		dst[i] = _cvtsh_ss(src[i]);
 }
 
 AVX2 static void
-rows_q8_0_avx2(const void *w, size_t rb, int64_t n, const float *x,
-    const void *xq, float *y, int64_t nr)
+fp32_to_fp16_avx2(const float *src, uint16_t *dst, int64_t n)
 {
-	const sa_block_q8_0 *bx = xq;
-	int64_t nb = n / SA_QK8_0;
-	float xd[Q8_MAXB];
-
-	if (nb > Q8_MAXB) {
-		rows_q8_0_generic(w, rb, n, x, xq, y, nr);
-		return;
-	}
-	for (int64_t b = 0; b < nb; b++)
-		xd[b] = _cvtsh_ss(bx[b].d);
-	for (int64_t r = 0; r < nr; r++)
-		y[r] = q8_row((const sa_block_q8_0 *)((const char *)w + r * rb), bx, xd, nb);
-}
-
-/* Two inputs: the row is read from memory once, then from L1. */
-AVX2 static void
-rows2_q8_0_avx2(const void *w, size_t rb, int64_t n, const float *x,
-    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr)
-{
-	const sa_block_q8_0 *bx = xq, *bz = zq;
-	int64_t nb = n / SA_QK8_0;
-	float xd[Q8_MAXB], zd[Q8_MAXB];
-
-	if (nb > Q8_MAXB) {
-		rows2_q8_0_generic(w, rb, n, x, z, xq, zq, y, yz, nr);
-		return;
-	}
-	for (int64_t b = 0; b < nb; b++) {
-		xd[b] = _cvtsh_ss(bx[b].d);
-		zd[b] = _cvtsh_ss(bz[b].d);
-	}
-	for (int64_t r = 0; r < nr; r++) {
-		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb);
-		y[r] = q8_row(bw, bx, xd, nb);
-		yz[r] = q8_row(bw, bz, zd, nb);
-	}
-}
-
-AVX2 static void
-deq_f16_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
-{
-	for (int64_t r = 0; r < nr; r++, dst += n) {
-		const uint16_t *row = (const uint16_t *)((const char *)w + r * rb);
-		int64_t i = 0;
-		for (; i + 8 <= n; i += 8)
-			_mm256_storeu_ps(dst + i, load_f16(row + i));
-		for (; i < n; i++)
-			dst[i] = _cvtsh_ss(row[i]);
-	}
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm_storeu_si128((__m128i *)(dst + i),
+		    _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+	for (; i < n; i++)
+		dst[i] = sa_fp32_to_fp16(src[i]);
 }
 
 AVX2 static void
@@ -519,53 +543,48 @@ deq_bf16_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 	}
 }
 
-AVX2 static void
-deq_q8_0_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
+/*
+ * Q8_0, Q4_0, Q4_K, Q5_K and Q6_K blocks -> F32 [n], the floats of types.c: the
+ * same integer, converted exactly, then the same multiply and subtract
+ * (never fused).  Other block types go to types.c.  The unpacking is
+ * written once on 16 bytes; put16 stores their 16 floats a * q (- b), q
+ * signed or not, on 8 lanes (AVX2) or 16 (AVX-512).
+ */
+typedef void (*put16_fn)(float *y, __m128i q, float a, float b, int sub, int sign);
+
+ALWAYS_INLINE void
+put16_avx2(float *y, __m128i q, float a, float b, int sub, int sign)
 {
-	int64_t nb = n / SA_QK8_0;
-	for (int64_t r = 0; r < nr; r++) {
-		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb);
-		for (int64_t b = 0; b < nb; b++, dst += SA_QK8_0) {
-			__m256 d = _mm256_set1_ps(_cvtsh_ss(bw[b].d));
-			for (int j = 0; j < SA_QK8_0; j += 8) {
-				__m128i q = _mm_loadl_epi64((const __m128i *)(bw[b].qs + j));
-				__m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-				_mm256_storeu_ps(dst + j, _mm256_mul_ps(d, f));
-			}
-		}
+	__m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);
+	for (int h = 0; h < 2; h++, q = _mm_srli_si128(q, 8), y += 8) {
+		__m256i i = sign ? _mm256_cvtepi8_epi32(q) : _mm256_cvtepu8_epi32(q);
+		__m256 f = _mm256_mul_ps(va, _mm256_cvtepi32_ps(i));
+		_mm256_storeu_ps(y, sub ? _mm256_sub_ps(f, vb) : f);
 	}
 }
-/*
- * Q4_0, Q4_K, Q5_K and Q6_K blocks -> F32 [n], the floats of types.c: the
- * same integer, converted exactly, then the same multiply and subtract
- * (never fused).  Other block types go to types.c.
- */
-AVX2 static void
-put8(float *y, __m128i q, __m256 a, __m256 b, int sub, int sign)
-{
-	__m256i i = sign ? _mm256_cvtepi8_epi32(q) : _mm256_cvtepu8_epi32(q);
-	__m256 f = _mm256_mul_ps(a, _mm256_cvtepi32_ps(i));
-	_mm256_storeu_ps(y, sub ? _mm256_sub_ps(f, b) : f);
-}
 
-AVX2 static void
-blocks_avx2(int type, const void *src, float *y, int64_t n)
+ALWAYS_INLINE void
+blocks_body(put16_fn put16, int type, const void *src, float *y, int64_t n)
 {
 	const uint8_t *p = src;
 	const __m128i m4 = _mm_set1_epi8(0x0f);
 
 	switch (type) {
+	case SA_TYPE_Q8_0:
+		for (int64_t i = 0; i < n / SA_QK8_0; i++, y += SA_QK8_0) {
+			const sa_block_q8_0 *b = (const sa_block_q8_0 *)p + i;
+			float d = _cvtsh_ss(b->d);
+			put16(y, _mm_loadu_si128((const __m128i *)b->qs), d, 0, 0, 1);
+			put16(y + 16, _mm_loadu_si128((const __m128i *)(b->qs + 16)), d, 0, 0, 1);
+		}
+		return;
 	case SA_TYPE_Q4_0:
 		for (int64_t i = 0; i < n / SA_QK; i++, y += SA_QK) {
 			const sa_block_q4_0 *b = (const sa_block_q4_0 *)p + i;
-			__m256 d = _mm256_set1_ps(_cvtsh_ss(b->d)), z = _mm256_setzero_ps();
+			float d = _cvtsh_ss(b->d);
 			__m128i v = _mm_loadu_si128((const __m128i *)b->qs), e = _mm_set1_epi8(8);
-			__m128i lo = _mm_sub_epi8(_mm_and_si128(v, m4), e);
-			__m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m4), e);
-			put8(y, lo, d, z, 0, 1);
-			put8(y + 8, _mm_srli_si128(lo, 8), d, z, 0, 1);
-			put8(y + 16, hi, d, z, 0, 1);
-			put8(y + 24, _mm_srli_si128(hi, 8), d, z, 0, 1);
+			put16(y, _mm_sub_epi8(_mm_and_si128(v, m4), e), d, 0, 0, 1);
+			put16(y + 16, _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m4), e), d, 0, 0, 1);
 		}
 		return;
 	case SA_TYPE_Q4_K:
@@ -580,7 +599,6 @@ blocks_avx2(int type, const void *src, float *y, int64_t n)
 			for (int s = 0; s < 8; s++) {
 				int sc, m;
 				sa_k4_scale_min(b->scales, s, &sc, &m);
-				__m256 d1 = _mm256_set1_ps(d * sc), m1 = _mm256_set1_ps(min * m);
 				for (int h = 0; h < 2; h++) {
 					__m128i v = _mm_loadu_si128((const __m128i *)(qs + s / 2 * 32 + 16 * h));
 					v = _mm_and_si128(_mm_srl_epi16(v, _mm_cvtsi32_si128(s % 2 * 4)), m4);
@@ -589,8 +607,7 @@ blocks_avx2(int type, const void *src, float *y, int64_t n)
 						u = _mm_and_si128(_mm_srl_epi16(u, _mm_cvtsi32_si128(s)), _mm_set1_epi8(1));
 						v = _mm_or_si128(v, _mm_slli_epi16(u, 4));
 					}
-					put8(y + s * 32 + 16 * h, v, d1, m1, 1, 0);
-					put8(y + s * 32 + 16 * h + 8, _mm_srli_si128(v, 8), d1, m1, 1, 0);
+					put16(y + s * 32 + 16 * h, v, d * sc, min * m, 1, 0);
 				}
 			}
 		}
@@ -606,9 +623,7 @@ blocks_avx2(int type, const void *src, float *y, int64_t n)
 				l = _mm_and_si128(_mm_srl_epi16(l, _mm_cvtsi32_si128(s / 4 % 2 * 4)), m4);
 				h = _mm_and_si128(_mm_srl_epi16(h, _mm_cvtsi32_si128(2 * (s / 2 % 4))), _mm_set1_epi8(3));
 				__m128i q = _mm_sub_epi8(_mm_or_si128(l, _mm_slli_epi16(h, 4)), _mm_set1_epi8(32));
-				__m256 ds = _mm256_set1_ps(d * b->scales[s]), z = _mm256_setzero_ps();
-				put8(y + s * 16, q, ds, z, 0, 1);
-				put8(y + s * 16 + 8, _mm_srli_si128(q, 8), ds, z, 0, 1);
+				put16(y + s * 16, q, d * b->scales[s], 0, 0, 1);
 			}
 		}
 		return;
@@ -616,6 +631,11 @@ blocks_avx2(int type, const void *src, float *y, int64_t n)
 	sa_row_to_f32(type, src, y, n);
 }
 
+AVX2 static void
+blocks_avx2(int type, const void *src, float *y, int64_t n)
+{
+	blocks_body(put16_avx2, type, src, y, n);
+}
 
 /*
  * Rounding of matrix inputs through a type, the same values as
@@ -716,42 +736,244 @@ exp_sum_avx2(float *y, const float *x, int64_t n, float mx)
 	}
 	return sum;
 }
+
+/* ------------------------------------------------------------- AVX-512 */
+
+/*
+ * The same kernels on 16 lanes.  Sums are cut differently from the AVX2
+ * ones, so the last bits differ between paths; within a path, one and two
+ * inputs still give an input the same sums.
+ */
+#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
+#define AVX512_INLINE AVX512 static inline __attribute__((always_inline))
+#define VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+typedef __m512 (*ld16_fn)(const void *, int64_t);
+
+AVX512_INLINE __m512 ld16_f32(const void *p, int64_t i) { return _mm512_loadu_ps((const float *)p + i); }
+AVX512_INLINE __m512
+ld16_f16(const void *p, int64_t i)
+{
+	return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
+}
+AVX512_INLINE __m512
+ld16_bf16(const void *p, int64_t i)
+{
+	__m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
+	return _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+}
+
+ROW_DOTS(avx512, AVX512_INLINE, __m512, 16, ld16_fn, _mm512_loadu_ps, _mm512_fmadd_ps,
+    _mm512_add_ps, _mm512_setzero_ps, _mm512_reduce_add_ps)
+FLOAT_ROWS(avx512, AVX512, ld16, f32, 4)
+FLOAT_ROWS(avx512, AVX512, ld16, f16, 2)
+FLOAT_ROWS(avx512, AVX512, ld16, bf16, 2)
+
+/*
+ * Q8_0 rows against Q8_0 inputs, two blocks per 512-bit register: the
+ * int32 sums of 4 products each, 8 lanes per block, exact; converted to
+ * float, they are scaled by their block's dw*dx and summed into two
+ * accumulators.  w's sign moves onto x as in the AVX2 kernel, for the
+ * unsigned x signed products of VPMADDUBSW or, with VNNI, VPDPBUSD: the
+ * same integers either way.
+ */
+typedef __m512i (*pair_fn)(__m512i uw, __m512i sx);
+
+AVX512_INLINE __m512i
+pair_bw(__m512i uw, __m512i sx)
+{
+	return _mm512_madd_epi16(_mm512_maddubs_epi16(uw, sx), _mm512_set1_epi16(1));
+}
+
+VNNI static inline __attribute__((always_inline)) __m512i
+pair_vnni(__m512i uw, __m512i sx)
+{
+	return _mm512_dpbusd_epi32(_mm512_setzero_si512(), uw, sx);
+}
+
+/* the 64 int8 of blocks b and b+1 */
+AVX512_INLINE __m512i
+load_pair(const sa_block_q8_0 *b)
+{
+	return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)b[0].qs)),
+	    _mm256_loadu_si256((const __m256i *)b[1].qs), 1);
+}
+
+/* the fp16 scales of blocks b..b+15, as floats */
+AVX512_INLINE __m512
+scales16(const sa_block_q8_0 *b)
+{
+	return _mm512_cvtph_ps(_mm256_set_epi16((short)b[15].d, (short)b[14].d, (short)b[13].d,
+	    (short)b[12].d, (short)b[11].d, (short)b[10].d, (short)b[9].d, (short)b[8].d,
+	    (short)b[7].d, (short)b[6].d, (short)b[5].d, (short)b[4].d, (short)b[3].d,
+	    (short)b[2].d, (short)b[1].d, (short)b[0].d));
+}
+
+/* dot of one row with one input whose scales are xd; blocks past the last
+ * multiple of 16 one at a time, as in the AVX2 kernel */
+AVX512_INLINE float
+q8_row512(pair_fn pair, const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd,
+    int64_t nb)
+{
+	const __m512i half = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+	__m512 acc[2] = { _mm512_setzero_ps(), _mm512_setzero_ps() };
+	int64_t b = 0;
+	float s;
+
+	for (; b + 16 <= nb; b += 16) {
+		/* 16 blocks are 544 bytes: every line of them, PREFETCH_AHEAD on */
+		for (int o = 0; o < 16 * (int)sizeof *bw; o += 64)
+			_mm_prefetch((const char *)(bw + b) + PREFETCH_AHEAD + o, _MM_HINT_T0);
+		__m512 sc = _mm512_mul_ps(scales16(bw + b), _mm512_loadu_ps(xd + b));
+		for (int k = 0; k < 8; k++) {
+			__m512i qw = load_pair(bw + b + 2 * k), qx = load_pair(bx + b + 2 * k);
+			__m512i sx = _mm512_mask_sub_epi8(qx, _mm512_movepi8_mask(qw), _mm512_setzero_si512(), qx);
+			__m512 p = _mm512_cvtepi32_ps(pair(_mm512_abs_epi8(qw), sx));
+			__m512 d = _mm512_permutexvar_ps(_mm512_add_epi32(half, _mm512_set1_epi32(2 * k)), sc);
+			acc[k & 1] = _mm512_fmadd_ps(p, d, acc[k & 1]);
+		}
+	}
+	s = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+	return q8_tail(bw, bx, xd, b, nb, s);
+}
+
+AVX512_INLINE float
+q8_row_bw(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_t nb)
+{
+	return q8_row512(pair_bw, bw, bx, xd, nb);
+}
+
+VNNI static inline __attribute__((always_inline)) float
+q8_row_vnni(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, int64_t nb)
+{
+	return q8_row512(pair_vnni, bw, bx, xd, nb);
+}
+
+Q8_ROWS(bw, AVX512)
+Q8_ROWS(vnni, VNNI)
+
+AVX512 static void
+fp16_to_fp32_avx512(const uint16_t *src, float *dst, int64_t n)
+{
+	int64_t i = 0;
+	for (; i + 16 <= n; i += 16)
+		_mm512_storeu_ps(dst + i, ld16_f16(src, i));
+	for (; i < n; i++)
+		dst[i] = _cvtsh_ss(src[i]);
+}
+
+AVX512_INLINE void
+put16_avx512(float *y, __m128i q, float a, float b, int sub, int sign)
+{
+	__m512i i = sign ? _mm512_cvtepi8_epi32(q) : _mm512_cvtepu8_epi32(q);
+	__m512 f = _mm512_mul_ps(_mm512_set1_ps(a), _mm512_cvtepi32_ps(i));
+	_mm512_storeu_ps(y, sub ? _mm512_sub_ps(f, _mm512_set1_ps(b)) : f);
+}
+
+AVX512 static void
+blocks_avx512(int type, const void *src, float *y, int64_t n)
+{
+	blocks_body(put16_avx512, type, src, y, n);
+}
+
+AVX512 static float
+dot_avx512(const float *a, const float *b, int64_t n)
+{
+	return dot1_avx512(ld16_f32, ld1_f32, 4, a, b, n);
+}
 #endif /* HAVE_X86 */
 
 /* ------------------------------------------------------------ dispatch */
 
+static const char *const path_names[] = { "generic", "avx2", "avx512" };
+
+static const struct kernels kernels_generic = {
+	rows_f32_generic, rows_f16_generic, rows_bf16_generic, rows_q8_0_generic,
+	rows2_f32_generic, rows2_f16_generic, rows2_bf16_generic, rows2_q8_0_generic,
+	deq_bf16_generic, fp16_to_fp32_generic, fp32_to_fp16_generic,
+	sa_row_to_f32, round_f16_generic, round_q8_0_generic,
+	dot_generic, axpy_generic, max_generic, exp_sum_generic,
+};
+
+#ifdef HAVE_X86
+static const struct kernels kernels_avx2 = {
+	rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_0_avx2,
+	rows2_f32_avx2, rows2_f16_avx2, rows2_bf16_avx2, rows2_q8_0_avx2,
+	deq_bf16_avx2, fp16_to_fp32_avx2, fp32_to_fp16_avx2,
+	blocks_avx2, round_f16_avx2, round_q8_0_avx2,
+	dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2,
+};
+
+/* AVX-512 kernels where they pay, AVX2 ones for the rest; Q8_0 rows
+ * through VPMADDUBSW, or VNNI where kernels_init finds it */
+static const struct kernels kernels_avx512 = {
+	rows_f32_avx512, rows_f16_avx512, rows_bf16_avx512, rows_q8_0_bw,
+	rows2_f32_avx512, rows2_f16_avx512, rows2_bf16_avx512, rows2_q8_0_bw,
+	deq_bf16_avx2, fp16_to_fp32_avx512, fp32_to_fp16_avx2,
+	blocks_avx512, round_f16_avx2, round_q8_0_avx2,
+	dot_avx512, axpy_avx2, max_avx2, exp_sum_avx2,
+};
+
+/*
+ * The SA_CPU_ features of this CPU: cpuid's bits (leaf 1 ECX, leaf 7 EBX,
+ * ECX and, subleaf 1, EAX), where the OS also saves the registers they use
+ * (XCR0: YMM bits 1-2, ZMM bits 5-7), without which they fault.
+ */
+static unsigned
+cpu_read(void)
+{
+	unsigned a, b, c, d, lo, hi, max7, f = 0;
+
+	if (!__get_cpuid(1, &a, &b, &c, &d) || !(c >> 27 & 1))    /* OSXSAVE */
+		return 0;
+	int fma = c >> 12 & 1, avx = c >> 28 & 1, f16c = c >> 29 & 1;
+	__asm__ volatile ("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	if (!__get_cpuid_count(7, 0, &max7, &b, &c, &d))
+		return 0;
+	if ((lo & 0x6) == 0x6 && avx && fma && f16c && (b >> 5 & 1))
+		f |= SA_CPU_AVX2;
+	/* F (EBX 16), BW (30), VL (31) */
+	if ((f & SA_CPU_AVX2) && (lo & 0xe6) == 0xe6 && (b >> 16 & 1) && (b >> 30 & 1) && (b >> 31 & 1))
+		f |= SA_CPU_AVX512;
+	if ((f & SA_CPU_AVX512) && (c >> 11 & 1))
+		f |= SA_CPU_VNNI;
+	if ((f & SA_CPU_AVX512) && max7 >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 5 & 1))
+		f |= SA_CPU_BF16;
+	return f;
+}
+#endif
+
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
+static int kernels_path = SA_KERNELS_GENERIC;
+static unsigned cpu_features;
 
 static void
 kernels_init(void)
 {
-	K = (struct kernels){
-		"generic",
-		rows_f32_generic, rows_f16_generic, rows_bf16_generic, rows_q8_0_generic,
-		rows2_f32_generic, rows2_f16_generic, rows2_bf16_generic, rows2_q8_0_generic,
-		deq_f16_generic, deq_bf16_generic, deq_q8_0_generic, sa_row_to_f32,
-		round_f16_generic, round_q8_0_generic,
-		dot_generic, axpy_generic, max_generic, exp_sum_generic,
-	};
-	/* SA_KERNELS=generic forces the portable kernels (for tests) */
 	const char *want = getenv("SA_KERNELS");
-	if (want && !strcmp(want, "generic"))
-		return;
+
+	K = kernels_generic;
 #ifdef HAVE_X86
-	/* F16C by CPUID leaf 1, ECX bit 29: not every compiler's
-	 * __builtin_cpu_supports knows it */
-	unsigned a, b, c, d;
-	__builtin_cpu_init();
-	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-	    __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1))
-		K = (struct kernels){
-			"avx2",
-			rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_0_avx2,
-			rows2_f32_avx2, rows2_f16_avx2, rows2_bf16_avx2, rows2_q8_0_avx2,
-			deq_f16_avx2, deq_bf16_avx2, deq_q8_0_avx2, blocks_avx2,
-			round_f16_avx2, round_q8_0_avx2,
-			dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2,
-		};
+	cpu_features = cpu_read();
+	if (cpu_features & SA_CPU_AVX512)
+		kernels_path = SA_KERNELS_AVX512;
+	else if (cpu_features & SA_CPU_AVX2)
+		kernels_path = SA_KERNELS_AVX2;
+#endif
+	/* a narrower path by name, for tests and comparisons */
+	for (int p = 0; want && p < kernels_path; p++)
+		if (!strcmp(want, path_names[p]))
+			kernels_path = p;
+#ifdef HAVE_X86
+	if (kernels_path == SA_KERNELS_AVX2)
+		K = kernels_avx2;
+	if (kernels_path == SA_KERNELS_AVX512) {
+		K = kernels_avx512;
+		if (cpu_features & SA_CPU_VNNI) {
+			K.rows_q8_0 = rows_q8_0_vnni;
+			K.rows2_q8_0 = rows2_q8_0_vnni;
+		}
+	}
 #endif
 }
 
@@ -762,10 +984,24 @@ kernels(void)
 	return &K;
 }
 
+int
+sa_kernels_path(void)
+{
+	kernels();
+	return kernels_path;
+}
+
 const char *
 sa_kernels_name(void)
 {
-	return kernels()->name;
+	return path_names[sa_kernels_path()];
+}
+
+unsigned
+sa_cpu_features(void)
+{
+	kernels();
+	return cpu_features;
 }
 
 int
@@ -860,9 +1096,11 @@ sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst)
 		return;
 	switch (w->type) {
 	case SA_TYPE_F32: memcpy(dst, p, (size_t)(r1 - r0) * rb); break;
-	case SA_TYPE_F16: k->deq_f16(p, rb, w->cols, dst, r1 - r0); break;
+	case SA_TYPE_F16:
+		for (int64_t r = r0; r < r1; r++, p += rb, dst += w->cols)
+			k->fp16_to_fp32((const uint16_t *)p, dst, w->cols);
+		break;
 	case SA_TYPE_BF16: k->deq_bf16(p, rb, w->cols, dst, r1 - r0); break;
-	case SA_TYPE_Q8_0: k->deq_q8_0(p, rb, w->cols, dst, r1 - r0); break;
 	default:
 		for (int64_t r = r0; r < r1; r++, p += rb, dst += w->cols)
 			k->blocks(w->type, p, dst, w->cols);
@@ -881,6 +1119,18 @@ sa_round_row(int type, const float *src, float *dst, void *buf, int64_t n)
 	case SA_TYPE_F32: if (dst != src) memcpy(dst, src, (size_t)n * sizeof(float)); break;
 	default: round_generic(type, src, dst, buf, n); break;
 	}
+}
+
+void
+sa_fp16_to_fp32_n(const uint16_t *src, float *dst, int64_t n)
+{
+	kernels()->fp16_to_fp32(src, dst, n);
+}
+
+void
+sa_fp32_to_fp16_n(const float *src, uint16_t *dst, int64_t n)
+{
+	kernels()->fp32_to_fp16(src, dst, n);
 }
 
 float

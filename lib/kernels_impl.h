@@ -84,7 +84,26 @@ double sa_exp_sum_f32(float *y, const float *x, int64_t n, float mx);
 /* x [n] := exp(x - max(x)) / sum, in place, from the two above. */
 void sa_softmax_f32(float *x, int64_t n);
 
-/* Name of the kernel set chosen for this CPU ("avx2" or "generic"). */
+/* dst [n] = src [n] F16 as F32 (exact), and back, rounding to nearest
+ * even: the conversions of F16 rows (sa_row_to_f32, sa_row_from_f32). */
+void sa_fp16_to_fp32_n(const uint16_t *src, float *dst, int64_t n);
+void sa_fp32_to_fp16_n(const float *src, uint16_t *dst, int64_t n);
+
+/*
+ * The kernel paths, each needing more of the CPU than the one before.  The
+ * library takes one for the whole process at its first use: the widest the
+ * CPU's feature bits allow, or a narrower one named by the environment
+ * variable SA_KERNELS (generic, avx2 or avx512); vector code elsewhere in
+ * the library follows it.
+ */
+enum { SA_KERNELS_GENERIC, SA_KERNELS_AVX2, SA_KERNELS_AVX512 };
+int sa_kernels_path(void);
+/* Its name: "generic", "avx2" or "avx512". */
 const char *sa_kernels_name(void);
+
+/* What the CPU has of what the kernels (and OpenBLAS's) use:
+ * AVX2 with FMA and F16C; AVX-512 F, BW and VL; AVX512_VNNI; AVX512_BF16. */
+enum { SA_CPU_AVX2 = 1, SA_CPU_AVX512 = 2, SA_CPU_VNNI = 4, SA_CPU_BF16 = 8 };
+unsigned sa_cpu_features(void);
 
 #endif

@@ -66,11 +66,15 @@ static int threads_wanted;   /* 0: not set yet */
 static pthread_mutex_t run_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /*
- * OpenBLAS 0.3.21 (Debian 12) does not know recent Intel cores (Sapphire
- * Rapids and later) and falls back to its Prescott kernels, which are 4
- * times slower here.  When it did so on a CPU with AVX2 or AVX-512, and the
- * user did not choose with OPENBLAS_CORETYPE, pick the right kernels again
- * before the first BLAS call, through the entry points of OpenBLAS builds
+ * OpenBLAS picks its kernels from the CPU's vendor, family and model, and
+ * falls back to slow ones on cores newer than its tables: 0.3.21 (Debian
+ * 12) runs its Prescott (SSE3) kernels on Sapphire Rapids and later, 4
+ * times slower.  Unless the user chose with OPENBLAS_CORETYPE, take the
+ * core type that libsa's kernel path says (kernels.c, from the CPU's
+ * feature bits): SkylakeX for avx512 (Cooperlake, which adds BF16
+ * kernels, with AVX512_BF16), Haswell for avx2; generic leaves OpenBLAS
+ * its own choice.  On a Zen 5 EPYC, SkylakeX's sgemm is 1.7 times
+ * Haswell's.  The switch goes through the entry points of OpenBLAS builds
  * with DYNAMIC_ARCH (weak: other builds just lack them).
  */
 char *openblas_get_corename(void);
@@ -82,18 +86,16 @@ blas_pick_core(void)
 {
 	const char *core = NULL, *now = openblas_get_corename();
 
-	if (getenv("OPENBLAS_CORETYPE") || !gotoblas_dynamic_init || !gotoblas_dynamic_quit ||
-	    !now || strcasecmp(now, "prescott"))
-		return;
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_cpu_init();
-	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-	    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
-		core = "SkylakeX";
-	else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+	switch (sa_kernels_path()) {
+	case SA_KERNELS_AVX512:
+		core = sa_cpu_features() & SA_CPU_BF16 ? "Cooperlake" : "SkylakeX";
+		break;
+	case SA_KERNELS_AVX2:
 		core = "Haswell";
-#endif
-	if (!core)
+		break;
+	}
+	if (!core || getenv("OPENBLAS_CORETYPE") || !gotoblas_dynamic_init ||
+	    !gotoblas_dynamic_quit || (now && !strcasecmp(now, core)))
 		return;
 	setenv("OPENBLAS_CORETYPE", core, 0);
 	gotoblas_dynamic_quit();

@@ -17,7 +17,7 @@
 
 #include "sa.h"
 #include "expf_impl.h"
-#include "kernels_impl.h"     /* sa_kernels_name */
+#include "kernels_impl.h"     /* sa_kernels_path */
 #include "train_impl.h"
 
 /* Queries per block of the causal attention (see attention_forward). */
@@ -637,7 +637,7 @@ kern_pick(void)
 	kern.swiglu_forward = swiglu_forward_generic;
 	kern.swiglu_backward = swiglu_backward_generic;
 #if defined(__x86_64__)
-	if (!strcmp(sa_kernels_name(), "avx2")) {
+	if (sa_kernels_path() >= SA_KERNELS_AVX2) {
 		kern.dot = dot_avx2;
 		kern.swiglu_forward = swiglu_forward_avx2;
 		kern.swiglu_backward = swiglu_backward_avx2;

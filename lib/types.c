@@ -11,11 +11,6 @@
 #include "kernels_impl.h"
 #include "types_impl.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define HAVE_X86 1
-#endif
-
 /* Names and block geometry by ggml id (ggml.h); ids 4, 5, 31-33 and 36-38
  * were removed from the format and stay empty. */
 static const struct {
@@ -215,72 +210,6 @@ sa_fp32_to_bf16(float f)
 }
 
 /* --------------------------------------------------------- row conversion */
-
-#ifdef HAVE_X86
-/* src [n] fp16 -> dst [n] f32; the hardware conversion is exact. */
-__attribute__((target("avx,f16c")))
-static void
-f16_to_f32_f16c(const uint16_t *src, float *dst, int64_t n)
-{
-	int64_t i = 0;
-
-	for (; i + 8 <= n; i += 8) {
-		__m128i h = _mm_loadu_si128((const __m128i *)(src + i));
-		_mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
-	}
-	for (; i < n; i++)
-		dst[i] = sa_fp16_to_fp32(src[i]);
-}
-
-/* src [n] f32 -> dst [n] fp16, round to nearest even like the scalar path. */
-__attribute__((target("avx,f16c")))
-static void
-f32_to_f16_f16c(const float *src, uint16_t *dst, int64_t n)
-{
-	int64_t i = 0;
-
-	for (; i + 8 <= n; i += 8) {
-		__m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT);
-		_mm_storeu_si128((__m128i *)(dst + i), h);
-	}
-	for (; i < n; i++)
-		dst[i] = sa_fp32_to_fp16(src[i]);
-}
-
-/* The kernels' choice (kernels.c), whose AVX2 set needs F16C, so that
- * SA_KERNELS=generic holds here too. */
-static int
-have_f16c(void)
-{
-	return !strcmp(sa_kernels_name(), "avx2");
-}
-#endif
-
-static void
-f16_to_f32(const uint16_t *src, float *dst, int64_t n)
-{
-#ifdef HAVE_X86
-	if (have_f16c()) {
-		f16_to_f32_f16c(src, dst, n);
-		return;
-	}
-#endif
-	for (int64_t i = 0; i < n; i++)
-		dst[i] = sa_fp16_to_fp32(src[i]);
-}
-
-static void
-f32_to_f16(const float *src, uint16_t *dst, int64_t n)
-{
-#ifdef HAVE_X86
-	if (have_f16c()) {
-		f32_to_f16_f16c(src, dst, n);
-		return;
-	}
-#endif
-	for (int64_t i = 0; i < n; i++)
-		dst[i] = sa_fp32_to_fp16(src[i]);
-}
 
 /* Q8_0 blocks -> f32 [n]: x = d * q.  Blocks are read bytewise: a row
  * may start at any address (34-byte blocks keep only 2-byte alignment). */
@@ -720,7 +649,7 @@ sa_row_to_f32(int type, const void *src, float *dst, int64_t n)
 		memcpy(dst, src, (size_t)n * sizeof(float));
 		break;
 	case SA_TYPE_F16:
-		f16_to_f32(src, dst, n);
+		sa_fp16_to_fp32_n(src, dst, n);
 		break;
 	case SA_TYPE_BF16: {
 		const uint16_t *s = src;
@@ -756,7 +685,7 @@ sa_row_from_f32(int type, const float *src, void *dst, int64_t n)
 		memcpy(dst, src, (size_t)n * sizeof(float));
 		break;
 	case SA_TYPE_F16:
-		f32_to_f16(src, dst, n);
+		sa_fp32_to_fp16_n(src, dst, n);
 		break;
 	case SA_TYPE_BF16: {
 		uint16_t *d = dst;

@@ -230,7 +230,7 @@ median() {
 
 samples=$tmp/samples.csv
 echo "model,test,threads,rep,libsa_tps,llama_tps" >"$samples"
-core=
+kernels= core=
 for model in $models; do
 	[ -f "$model" ] || { echo "$prog: $model: no such file" >&2; exit 66; }
 	name=$(basename "$model" .gguf)
@@ -254,6 +254,7 @@ for model in $models; do
 		fi
 		out=$($bench -t "$threads" -p "$p" -n "$n_gen" "$model") ||
 			{ echo "$prog: $bench failed on $model" >&2; exit 70; }
+		kernels=$(echo "$out" | sed -n 's/.*kernels \([^,]*\),.*/\1/p')
 		core=$(echo "$out" | sed -n 's/.*OpenBLAS core \([^,]*\),.*/\1/p')
 		set -- $(echo "$out" | sed -n 's/.*prefill *[0-9]*: *\([0-9.]*\) tok\/s *decode *[0-9]*: *\([0-9.]*\) tok\/s.*/\1 \2/p')
 		[ $# = 2 ] || { echo "$prog: cannot read $bench's output: $out" >&2; exit 70; }
@@ -278,7 +279,7 @@ table() {
 		    "$(case $ratio in -) echo - ;; *) printf %.2f "$ratio" ;; esac)" "$goal"
 	done
 	echo
-	echo "Medians of $reps repetitions; OpenBLAS core ${core:-?}; $llama_note."
+	echo "Medians of $reps repetitions; libsa kernels ${kernels:-?}, OpenBLAS core ${core:-?}; $llama_note."
 }
 
 table

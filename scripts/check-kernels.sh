@@ -6,11 +6,13 @@
 #   make check-kernels [KERNELS='path ...']
 #
 # A path is SA_KERNELS:OPENBLAS_CORETYPE, e.g. generic:Prescott; an empty
-# core type (avx2:) leaves OpenBLAS its own choice for the CPU.  By default
-# the paths this CPU can run of those a CPU would take: the portable kernels
-# on OpenBLAS's SSE3 kernels (generic:Prescott, no AVX) and on its AVX ones
-# (generic:Sandybridge, AVX without AVX2), AVX2 on OpenBLAS's Haswell and
-# SkylakeX (AVX-512) kernels, and AVX2 on OpenBLAS's own choice.
+# half is left unset, which gives libsa's choice from the CPU's feature bits
+# (the widest kernel path, and OpenBLAS's core type to go with it).  By
+# default the paths this CPU can run of those a CPU would take: the portable
+# kernels on OpenBLAS's SSE3 kernels (generic:Prescott, no AVX) and on its
+# AVX ones (generic:Sandybridge, AVX without AVX2), AVX2 on OpenBLAS's
+# Haswell and SkylakeX (AVX-512) kernels, AVX-512 on SkylakeX, and libsa's
+# own choice for this CPU (:).
 #
 # The TAP of every run goes to the standard output, then one line per path
 # with its tally.  Exit status 1 when a test failed on any path.
@@ -27,8 +29,10 @@ if [ $# -eq 0 ]; then
 	set -- generic:Prescott
 	has avx && set -- "$@" generic:Sandybridge
 	has avx2 fma f16c && set -- "$@" avx2:Haswell
-	has avx2 fma f16c avx512f avx512bw avx512vl avx512dq && set -- "$@" avx2:SkylakeX
-	has avx2 fma f16c && set -- "$@" avx2:
+	if has avx2 fma f16c avx512f avx512bw avx512vl avx512dq; then
+		set -- "$@" avx2:SkylakeX avx512:SkylakeX
+	fi
+	set -- "$@" :
 fi
 
 log=$(mktemp) && tally=$(mktemp) || exit 70
@@ -36,9 +40,13 @@ trap 'rm -f "$log" "$tally"' EXIT
 for path; do
 	kernels=${path%%:*} core=${path#*:}
 	case $path in *:*) ;; *) core= ;; esac
-	echo "# SA_KERNELS=$kernels OPENBLAS_CORETYPE=${core:-(OpenBLAS's choice)}"
+	echo "# SA_KERNELS=${kernels:-(libsa's choice)} OPENBLAS_CORETYPE=${core:-(libsa's choice)}"
 	(
-		export SA_KERNELS="$kernels"
+		if [ -n "$kernels" ]; then
+			export SA_KERNELS="$kernels"
+		else
+			unset SA_KERNELS
+		fi
 		if [ -n "$core" ]; then
 			export OPENBLAS_CORETYPE="$core"
 		else

@@ -27,6 +27,7 @@ field() {
 	assert_line --regexp '^\| tiny-q8_0 \| pp32 \|'
 	assert_line --regexp '^\| tiny-q8_0 \| tg8 \|'
 	assert_output --partial 'llama.cpp: not run (--dry-run)'
+	assert_output --regexp 'libsa kernels (generic|avx2|avx512), OpenBLAS core'
 	[ "$(wc -l <"$T/out/compare.csv")" -eq 5 ]
 	# every libsa speed is a positive number
 	run awk -F, 'NR > 1 && !($5 > 0) { bad = 1 } END { exit bad }' "$T/out/compare.csv"

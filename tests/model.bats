@@ -25,6 +25,15 @@ setup() {
 	assert_success
 }
 
+@test "kernels: every path this CPU has against the portable one; SA_KERNELS picks a path, OpenBLAS's core type follows unless set" {
+	for k in '' generic avx2 avx512 bogus; do
+		SA_KERNELS=$k run env -u OPENBLAS_CORETYPE tests/unit/test_kernels
+		assert_success
+	done
+	SA_KERNELS=avx2 OPENBLAS_CORETYPE=Prescott run tests/unit/test_kernels
+	assert_success
+}
+
 @test "model: a good model loads" {
 	run tests/unit/test_model --load "$model"
 	assert_success

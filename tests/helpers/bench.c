@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "sa.h"
+#include "kernels_impl.h"     /* sa_kernels_name */
 
 char *openblas_get_corename(void);
 
@@ -233,8 +234,8 @@ main(int argc, char **argv)
 
 	sa_set_threads(sa_get_threads());
 	bw = copy_bandwidth(sa_get_threads());
-	printf("threads %d, OpenBLAS core %s, memcpy %.2f GB/s copied (%.2f GB/s read + written)\n",
-	    sa_get_threads(), openblas_get_corename(), bw / 1e9, 2 * bw / 1e9);
+	printf("threads %d, kernels %s, OpenBLAS core %s, memcpy %.2f GB/s copied (%.2f GB/s read + written)\n",
+	    sa_get_threads(), sa_kernels_name(), openblas_get_corename(), bw / 1e9, 2 * bw / 1e9);
 	fflush(stdout);
 	if (argc) {
 		for (int i = 0; i < argc; i++)

@@ -1,0 +1,299 @@
+/*
+ * test_kernels - every kernel path this CPU can run against the portable
+ * one: the row dot products within a tolerance of summation order, the
+ * conversions bit for bit; the path taken from the CPU's feature bits and
+ * SA_KERNELS, and OpenBLAS's core type with it.
+ * usage: test_kernels (SA_KERNELS and OPENBLAS_CORETYPE as the library
+ * reads them)
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* The kernel tables are static: take them from the source.  The program
+ * then defines every symbol of kernels.o, so the linker never pulls that
+ * member from libsa.a. */
+#include "../../lib/kernels.c"
+#include "t.h"
+
+char *openblas_get_corename(void);
+extern void gotoblas_dynamic_init(void) __attribute__((weak));
+
+static uint64_t rng = 7;
+
+static float
+frand(void)
+{
+	return (float)(2 * sa_unif(&rng) - 1);
+}
+
+/* One path's table under test against the generic one. */
+struct path {
+	const char *name;
+	const struct kernels *k;
+};
+
+enum { ROWS = 5, MAXN = 2080 };
+
+/* |a - b| within what summing n products in another order may move: a
+ * relative 1e-5 of the sum of their magnitudes (ulp 6e-8 times a few
+ * hundred, far below a real error's size) */
+static int
+near(float a, float b, double mag)
+{
+	return fabs((double)a - b) <= 1e-5 * mag + 1e-30;
+}
+
+/* sum |w_i x_i| of row r of an F32 copy of the weights */
+static double
+magnitude(const float *wf, const float *x, int64_t n)
+{
+	double m = 0;
+	for (int64_t i = 0; i < n; i++)
+		m += fabs((double)wf[i] * x[i]);
+	return m;
+}
+
+/* The row dot products of one type: one input and two, against the
+ * generic ones; within a path an input gets the same sums either way. */
+static void
+test_rows(const struct path *p, int type, int64_t n)
+{
+	static float wf[ROWS * MAXN], x[MAXN], z[MAXN], xr[MAXN], zr[MAXN];
+	static unsigned char w[ROWS * MAXN * 4], xq[MAXN * 4], zq[MAXN * 4];
+	float y0[ROWS], y1[ROWS], y2[ROWS], yz[ROWS];
+	size_t rb = sa_type_row_size(type, n);
+	int bad = 0, bad2 = 0;
+	rows_fn *f, *g;
+	rows2_fn *f2;
+
+	switch (type) {
+	case SA_TYPE_F32: f = p->k->rows_f32; f2 = p->k->rows2_f32; g = kernels_generic.rows_f32; break;
+	case SA_TYPE_F16: f = p->k->rows_f16; f2 = p->k->rows2_f16; g = kernels_generic.rows_f16; break;
+	case SA_TYPE_BF16: f = p->k->rows_bf16; f2 = p->k->rows2_bf16; g = kernels_generic.rows_bf16; break;
+	default: f = p->k->rows_q8_0; f2 = p->k->rows2_q8_0; g = kernels_generic.rows_q8_0; break;
+	}
+	for (int rep = 0; rep < 4; rep++) {
+		for (int64_t i = 0; i < ROWS * n; i++)
+			wf[i] = frand() * (rep == 3 ? 1e-3f : 1);
+		for (int r = 0; r < ROWS; r++) {
+			sa_row_from_f32(type, wf + r * n, w + r * rb, n);
+			sa_row_to_f32(type, w + r * rb, wf + r * n, n);
+		}
+		for (int64_t i = 0; i < n; i++) {
+			x[i] = frand() * 3;
+			z[i] = frand();
+		}
+		/* the inputs rounded as the forward pass rounds them */
+		round_generic(sa_type_act(type), x, xr, xq, n);
+		round_generic(sa_type_act(type), z, zr, zq, n);
+		g(w, rb, n, xr, xq, y0, ROWS);
+		f(w, rb, n, xr, xq, y1, ROWS);
+		f2(w, rb, n, xr, zr, xq, zq, y2, yz, ROWS);
+		for (int r = 0; r < ROWS; r++) {
+			bad += !near(y0[r], y1[r], magnitude(wf + r * n, xr, n));
+			bad2 += memcmp(&y1[r], &y2[r], sizeof(float)) != 0;
+		}
+		f(w, rb, n, zr, zq, y1, ROWS);
+		g(w, rb, n, zr, zq, y0, ROWS);
+		for (int r = 0; r < ROWS; r++) {
+			bad += !near(y0[r], y1[r], magnitude(wf + r * n, zr, n));
+			bad2 += memcmp(&y1[r], &yz[r], sizeof(float)) != 0;
+		}
+	}
+	if (bad || bad2)
+		fprintf(stderr, "%s %s n=%lld: %d sums off, %d differ between one and two inputs\n",
+		    p->name, sa_type_name(type), (long long)n, bad, bad2);
+	CHECK(bad == 0);
+	CHECK(bad2 == 0);
+}
+
+/* The conversions give the generic path's bits. */
+static void
+test_convert(const struct path *p, int64_t n)
+{
+	static float src[MAXN], a[ROWS * MAXN], b[ROWS * MAXN];
+	static uint16_t h[MAXN], h2[MAXN];
+	static unsigned char w[ROWS * MAXN * 2], qa[MAXN * 4], qb[MAXN * 4];
+	size_t rb = sa_type_row_size(SA_TYPE_BF16, n);
+	static const float special[] = { 0.0f, -0.0f, 65504.0f, 65520.0f, -1e9f, 6e-8f, 3e-5f,
+	    -2.9802322e-8f, 1e-40f, INFINITY, -INFINITY };
+	for (int64_t i = 0; i < n; i++)
+		src[i] = frand() * (i % 3 ? 1 : 1e-4f) * (i % 5 ? 1 : 1e4f);
+	/* Q8_0 rounding of finite scales; the F16 and BF16 conversions then see
+	 * infinities, overflow and subnormals too */
+	if (n % SA_QK8_0 == 0) {
+		p->k->round_q8_0(src, a, qa, n);
+		kernels_generic.round_q8_0(src, b, qb, n);
+		CHECK(!memcmp(a, b, n * sizeof *a) &&
+		    !memcmp(qa, qb, sa_type_row_size(SA_TYPE_Q8_0, n)));
+	}
+	for (size_t i = 0; i < sizeof special / sizeof *special && (int64_t)i < n; i++)
+		src[i * 7 % n] = special[i];
+	p->k->fp32_to_fp16(src, h, n);
+	kernels_generic.fp32_to_fp16(src, h2, n);
+	CHECK(!memcmp(h, h2, n * sizeof *h));
+	p->k->fp16_to_fp32(h, a, n);
+	kernels_generic.fp16_to_fp32(h, b, n);
+	CHECK(!memcmp(a, b, n * sizeof *a));
+
+	for (int r = 0; r < ROWS; r++)
+		sa_row_from_f32(SA_TYPE_BF16, src, w + r * rb, n);
+	p->k->deq_bf16(w, rb, n, a, ROWS);
+	kernels_generic.deq_bf16(w, rb, n, b, ROWS);
+	CHECK(!memcmp(a, b, ROWS * n * sizeof *a));
+
+	p->k->round_f16(src, a, h2, n);
+	kernels_generic.round_f16(src, b, h, n);
+	CHECK(!memcmp(a, b, n * sizeof *a));
+}
+
+/* Quantized blocks to F32 give types.c's floats: random blocks with random
+ * finite scales, normal and subnormal, of either sign. */
+static void
+test_blocks(const struct path *p)
+{
+	static const int types[] = { SA_TYPE_Q8_0, SA_TYPE_Q4_0, SA_TYPE_Q4_1, SA_TYPE_Q5_0,
+	    SA_TYPE_Q5_1, SA_TYPE_Q2_K, SA_TYPE_Q3_K, SA_TYPE_Q4_K, SA_TYPE_Q5_K, SA_TYPE_Q6_K };
+	enum { N = 1024 };
+	static unsigned char w[N * 2];
+	static float a[N], b[N];
+
+	for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+		size_t rb = sa_type_row_size(types[t], N), off[2], bb;
+		int64_t be;
+		int ns = sa_type_scales(types[t], off), bad = 0;
+		sa_type_block(types[t], &be, &bb);
+		for (int rep = 0; rep < 10; rep++) {
+			for (size_t i = 0; i < rb; i++)
+				w[i] = (unsigned char)((frand() + 1) * 128);
+			for (size_t blk = 0; blk < rb / bb; blk++)
+				for (int k = 0; k < ns; k++) {
+					uint16_t h = (uint16_t)((frand() + 1) * 32768) & 0xbfff;   /* finite */
+					memcpy(w + blk * bb + off[k], &h, 2);
+				}
+			p->k->blocks(types[t], w, a, N);
+			kernels_generic.blocks(types[t], w, b, N);
+			bad += memcmp(a, b, sizeof a) != 0;
+		}
+		if (bad)
+			fprintf(stderr, "%s %s: %d rows differ\n", p->name, sa_type_name(types[t]), bad);
+		CHECK(bad == 0);
+	}
+}
+
+/* The float helpers: dot and axpy within the tolerance, max and the sum
+ * of exponentials the generic bits (their vector forms fuse nothing). */
+static void
+test_floats(const struct path *p, int64_t n)
+{
+	static float x[MAXN], y[MAXN], a[MAXN], b[MAXN];
+	int bad = 0;
+
+	for (int64_t i = 0; i < n; i++) {
+		x[i] = frand();
+		y[i] = frand() * 10;
+		a[i] = b[i] = frand();
+	}
+	CHECK(near(p->k->dot(x, y, n), kernels_generic.dot(x, y, n), magnitude(x, y, n)));
+	p->k->axpy(0.3f, x, a, n);
+	kernels_generic.axpy(0.3f, x, b, n);
+	for (int64_t i = 0; i < n; i++)
+		bad += !near(a[i], b[i], fabs(b[i]) + fabs(0.3 * x[i]));
+	CHECK(bad == 0);
+	CHECK(p->k->max(y, n) == kernels_generic.max(y, n));
+	float mx = kernels_generic.max(y, n);
+	CHECK(p->k->exp_sum(a, y, n, mx) == kernels_generic.exp_sum(b, y, n, mx));
+	CHECK(!memcmp(a, b, n * sizeof *a));
+}
+
+/* The path from the feature bits and SA_KERNELS, its table, and OpenBLAS's
+ * core type with it. */
+static void
+test_choice(void)
+{
+	unsigned cpu = sa_cpu_features();
+	int widest = cpu & SA_CPU_AVX512 ? SA_KERNELS_AVX512 : cpu & SA_CPU_AVX2 ? SA_KERNELS_AVX2 :
+	    SA_KERNELS_GENERIC;
+	const char *want = getenv("SA_KERNELS"), *core = getenv("OPENBLAS_CORETYPE");
+	int path = widest;
+
+	for (int p = 0; want && p < widest; p++)
+		if (!strcmp(want, path_names[p]))
+			path = p;
+	CHECK(sa_kernels_path() == path);
+	CHECK(!strcmp(sa_kernels_name(), path_names[path]));
+	/* each feature only with those below it */
+	CHECK(!(cpu & SA_CPU_AVX512) || (cpu & SA_CPU_AVX2));
+	CHECK(!(cpu & (SA_CPU_VNNI | SA_CPU_BF16)) || (cpu & SA_CPU_AVX512));
+	const struct kernels *k = &kernels_generic;
+#ifdef HAVE_X86
+	if (path == SA_KERNELS_AVX2)
+		k = &kernels_avx2;
+	if (path == SA_KERNELS_AVX512) {
+		k = &kernels_avx512;
+		CHECK(K.rows_q8_0 == (cpu & SA_CPU_VNNI ? rows_q8_0_vnni : rows_q8_0_bw));
+	}
+#endif
+	CHECK(K.rows_f16 == k->rows_f16 && K.dot == k->dot);
+
+	/* the pool's start-up picked OpenBLAS's core type, or kept the user's */
+	sa_set_threads(1);
+	if (!gotoblas_dynamic_init)
+		return;
+	if (core)
+		CHECK(!strcasecmp(openblas_get_corename(), core));
+	else if (path == SA_KERNELS_AVX512)
+		CHECK(!strcasecmp(openblas_get_corename(), cpu & SA_CPU_BF16 ? "cooperlake" : "skylakex"));
+	else if (path == SA_KERNELS_AVX2)
+		CHECK(!strcasecmp(openblas_get_corename(), "haswell"));
+}
+
+int
+main(void)
+{
+	static const int types[] = { SA_TYPE_F32, SA_TYPE_F16, SA_TYPE_BF16, SA_TYPE_Q8_0 };
+	/* tails of every width: 16 and 64 floats, 16 Q8_0 blocks */
+	static const int64_t sizes[] = { 32, 64, 96, 544, 1056, MAXN };
+	static const int64_t odd[] = { 1, 7, 15, 17, 33, 100, 1030 };
+	struct path paths[4];
+	int np = 0;
+
+	test_choice();
+#ifdef HAVE_X86
+	unsigned cpu = sa_cpu_features();
+	if (cpu & SA_CPU_AVX2)
+		paths[np++] = (struct path){ "avx2", &kernels_avx2 };
+	if (cpu & SA_CPU_AVX512)
+		paths[np++] = (struct path){ "avx512", &kernels_avx512 };
+	static struct kernels vnni;
+	if (cpu & SA_CPU_VNNI) {
+		vnni = kernels_avx512;
+		vnni.rows_q8_0 = rows_q8_0_vnni;
+		vnni.rows2_q8_0 = rows2_q8_0_vnni;
+		paths[np++] = (struct path){ "avx512-vnni", &vnni };
+	}
+#endif
+	/* the generic path against itself: the harness holds */
+	paths[np++] = (struct path){ "generic", &kernels_generic };
+	for (int i = 0; i < np; i++) {
+		fprintf(stderr, "path %s\n", paths[i].name);
+		for (size_t t = 0; t < sizeof types / sizeof *types; t++)
+			for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++)
+				test_rows(&paths[i], types[t], sizes[s]);
+		for (size_t t = 0; t < 3; t++)
+			for (size_t s = 0; s < sizeof odd / sizeof *odd; s++)
+				test_rows(&paths[i], types[t], odd[s]);
+		for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++)
+			test_convert(&paths[i], sizes[s]);
+		for (size_t s = 0; s < sizeof odd / sizeof *odd; s++) {
+			test_convert(&paths[i], odd[s]);
+			test_floats(&paths[i], odd[s]);
+		}
+		test_floats(&paths[i], MAXN);
+		test_blocks(&paths[i]);
+	}
+	return t_done();
+}
