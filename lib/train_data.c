@@ -153,6 +153,15 @@ load_task(sa_tdata *d, sa_ttask *t, const char *dir)
 	t->renamable = t->n_labels >= 2 && t->n_labels <= 16;
 	for (int j = 0; j < t->n_labels; j++)
 		t->renamable &= isalpha((unsigned char)labels[j][0]) != 0;
+	/* each label's tokens where an answer has them, the newline left out */
+	for (int i = 0; rc == SA_OK && t->renamable && i < t->n_train; i++) {
+		const sa_texample *x = &t->train[i];
+		int n = x->demo.n - x->answer_at - 1;
+		if (t->label_n[x->label] == 0 && n >= 1 && n <= 3) {
+			memcpy(t->label_tok[x->label], x->demo.t + x->answer_at, (size_t)n * sizeof(int));
+			t->label_n[x->label] = n;
+		}
+	}
 	free(labels);
 	sa_task_free(st);
 	return rc;
@@ -506,15 +515,40 @@ demo_toks(const sa_tdata *d, const sa_texample *x, word *name, int cap)
 	return t;
 }
 
-/* The task of an episode, and whether (then names holds its new label words). */
+/*
+ * The task of an episode, and whether it is renamed (then names holds its
+ * label words): in half the renamed episodes new words, in half the task's
+ * own labels shuffled so that none keeps its class, which only reading the
+ * context can tell from the labels the model knows.
+ */
 static const sa_ttask *
 draw_task(const sa_tdata *d, uint64_t *r, word names[16], int *renamed)
 {
 	const sa_ttask *t = &d->tasks[sa_unif_below(r, d->n_tasks)];
+	int own = 1, perm[16];
 
 	*renamed = d->o->rename > 0 && t->renamable && sa_unif(r) < d->o->rename;
-	if (*renamed)
+	if (!*renamed)
+		return t;
+	for (int j = 0; j < t->n_labels; j++)
+		own &= t->label_n[j] > 0;
+	if (!own || sa_splitmix64(r) & 1) {
 		draw_words(d, r, names, t->n_labels);
+		return t;
+	}
+	/* a random cyclic shift of a random order: no label stays in place */
+	for (int j = 0; j < t->n_labels; j++)
+		perm[j] = j;
+	for (int j = t->n_labels - 1; j > 0; j--) {
+		int k = sa_unif_below(r, j + 1), x = perm[j];
+		perm[j] = perm[k];
+		perm[k] = x;
+	}
+	for (int j = 0; j < t->n_labels; j++) {
+		int from = perm[j], to = perm[(j + 1) % t->n_labels];
+		names[from].n = t->label_n[to];
+		memcpy(names[from].t, t->label_tok[to], (size_t)t->label_n[to] * sizeof(int));
+	}
 	return t;
 }
 

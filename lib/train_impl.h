@@ -28,6 +28,8 @@ typedef struct sa_ttask {
 	int n_train, n_dev;
 	int n_labels;
 	int renamable;       /* 2 to 16 labels, all words: a classification task */
+	int label_tok[16][3], label_n[16];   /* a renamable task's labels as answered,
+	                                      * 0 tokens when longer than 3 */
 } sa_ttask;
 
 /* Words for random mappings, each pre-tokenized. */

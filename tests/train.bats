@@ -323,9 +323,16 @@ setup() {
 	T="--text text.txt --task $OLDPWD/data/tasks/gender --task $OLDPWD/data/tasks/plural --mix 0,1,0"
 	"$OLDPWD"/bin/sa-train $V $T --show-data 200 > plain.jsonl
 	"$OLDPWD"/bin/sa-train $V $T --rename 1 --show-data 200 > renamed.jsonl
-	# gender's labels are gone; plural (not a classification) keeps its own
+	# gender's labels are new words, or its own swapped: every name then
+	# answers the other gender; plural (not a classification) keeps its own
 	grep -q -- '-> \(fe\)\{0,1\}male' plain.jsonl
-	! grep -q -- '-> \(fe\)\{0,1\}male' renamed.jsonl
+	sed 's/\\n/\n/g' renamed.jsonl | sed -n 's/^[{"a-z:,]*\(text":"\)\{0,1\} *\([A-Za-z]*\) -> \(male\|female\)$/\2\t\3/p' |
+	    sort -u > shown
+	[ "$(wc -l < shown)" -gt 20 ]
+	tail -n +2 "$OLDPWD"/data/tasks/gender/train.tsv | sort -u > truth
+	run comm -12 shown truth
+	assert_output ""
+	[ "$(join -t "$(printf '\t')" shown truth | wc -l)" -gt 20 ]
 	[ "$(grep -c -- '-> ' renamed.jsonl)" -eq 200 ]
 	grep -qE ' ([a-z]{3,}) -> \1(s|es)\\n' renamed.jsonl
 	# a renamed episode uses two label words, each for one gender throughout
