@@ -11,10 +11,11 @@
 
 static const char synopsis[] =
     "usage: sa-run [-m model] [-d delta[:scale]]... [-a adapter] [--demos file]...\n"
+    "              [--lora file[:scale]]...\n"
     "              [options] [-p text | -f file]\n"
     "       sa-run [-m model] ... --score [-p text | -f file]\n"
     "       sa-run [-m model] ... --choice text... [-p text | -f file]\n"
-    "       sa-run [-m model] ... --batch file\n";
+    "       sa-run [-m model] ... [--max-deltas N] [--max-delta-mem MIB] --batch file\n";
 
 static void
 help(void)
@@ -35,6 +36,7 @@ help(void)
 	    "      --demos-format FMT text, tsv or jsonl for every --demos (default: from each\n"
 	    "                         file's extension or first line, as sa-encode -f)\n"
 	    "      --cache-dir DIR    cache of --demos (default: $SA_CACHE_DIR, ~/.cache/sa)\n"
+	    "      --lora FILE[:S]    apply a llama.cpp LoRA GGUF at scale S (default 1); repeatable\n"
 	    "  -p, --prompt TEXT      prompt text\n"
 	    "  -e, --escape           expand \\n \\t \\xHH ... in prompt and choices (default)\n"
 	    "      --no-escape        take the prompt and choices as they are\n"
@@ -49,6 +51,8 @@ help(void)
 	    "      --score            print log-likelihood, token count and perplexity of the text\n"
 	    "      --choice TEXT      score TEXT as a continuation of the prompt; repeatable\n"
 	    "      --batch FILE       JSON Lines requests from FILE ('-' = stdin)\n"
+	    "      --max-deltas N     side paths of at most N requests' deltas held (default 8)\n"
+	    "      --max-delta-mem M  and of at most M MiB (default: no limit)\n"
 	    "      --json             JSON output\n"
 	    "  -c, --ctx-size N       context length (default 4096 or the model's if smaller, 0 = model's)\n"
 	    "  -t, --threads N        threads (default: all CPUs)\n"
@@ -65,6 +69,10 @@ typedef struct opts {
 	char **deltas;           /* -d FILE[:SCALE] */
 	double *scales;
 	int n_deltas;
+	char **lora;             /* --lora FILE[:SCALE] */
+	double *lora_scales;
+	int n_lora;
+	long max_deltas, max_delta_mem;
 	char **demos;
 	const char **choices, *cache_dir;
 	int n_demos, demos_format, n_choices;
@@ -113,7 +121,7 @@ parse_seed(const char *s)
 enum {
 	OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_NO_BOS, OPT_SCORE,
 	OPT_CHOICE, OPT_JSON, OPT_BATCH, OPT_UNMERGED, OPT_ECHO, OPT_DEMOS, OPT_CACHE_DIR,
-	OPT_NO_ESCAPE, OPT_DEMOS_FORMAT,
+	OPT_NO_ESCAPE, OPT_DEMOS_FORMAT, OPT_LORA, OPT_MAX_DELTAS, OPT_MAX_DELTA_MEM,
 };
 
 static const struct option longopts[] = {
@@ -124,6 +132,9 @@ static const struct option longopts[] = {
 	{ "demos", required_argument, NULL, OPT_DEMOS },
 	{ "demos-format", required_argument, NULL, OPT_DEMOS_FORMAT },
 	{ "cache-dir", required_argument, NULL, OPT_CACHE_DIR },
+	{ "lora", required_argument, NULL, OPT_LORA },
+	{ "max-deltas", required_argument, NULL, OPT_MAX_DELTAS },
+	{ "max-delta-mem", required_argument, NULL, OPT_MAX_DELTA_MEM },
 	{ "prompt", required_argument, NULL, 'p' },
 	{ "escape", no_argument, NULL, 'e' },
 	{ "no-escape", no_argument, NULL, OPT_NO_ESCAPE },
@@ -160,6 +171,8 @@ parse_args(int argc, char **argv, opts *o)
 	o->n_ctx = -1;
 	o->escape = 1;
 	o->demos_format = SA_DEMOS_AUTO;
+	o->max_deltas = -1;
+	o->max_delta_mem = -1;
 	while ((c = getopt_long(argc, argv, "m:d:a:p:ef:n:s:c:t:vhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': o->model = optarg; break;
@@ -180,6 +193,16 @@ parse_args(int argc, char **argv, opts *o)
 				usage_die(synopsis, "--demos-format: unknown format '%s' (text, tsv, jsonl)", optarg);
 			break;
 		case OPT_CACHE_DIR: o->cache_dir = optarg; break;
+		case OPT_LORA:
+			o->lora = grow(o->lora, o->n_lora + 1, sizeof *o->lora);
+			o->lora_scales = grow(o->lora_scales, o->n_lora + 1, sizeof *o->lora_scales);
+			split_scale("scale", optarg, &o->lora[o->n_lora], &o->lora_scales[o->n_lora]);
+			o->n_lora++;
+			break;
+		case OPT_MAX_DELTAS: o->max_deltas = parse_long("--max-deltas", optarg, 1, INT_MAX); break;
+		case OPT_MAX_DELTA_MEM:
+			o->max_delta_mem = parse_long("--max-delta-mem", optarg, 1, LONG_MAX >> 20);
+			break;
 		case 'p': o->prompt = optarg; break;
 		case 'e': o->escape = 1; break;
 		case OPT_NO_ESCAPE: o->escape = 0; break;
@@ -217,8 +240,10 @@ parse_args(int argc, char **argv, opts *o)
 		usage_die(synopsis, "give --score or --choice, not both");
 	if (o->echo && (o->score || o->n_choices || o->json))
 		usage_die(synopsis, "--echo is for plain generation");
-	if (o->adapter && !o->n_deltas && !o->n_demos)
+	if (o->adapter && !o->n_deltas && !o->n_demos && !o->batch)
 		usage_die(synopsis, "-a needs a delta (-d) or demonstrations (--demos)");
+	if ((o->max_deltas >= 0 || o->max_delta_mem >= 0) && !o->batch)
+		usage_die(synopsis, "--max-deltas and --max-delta-mem go with --batch");
 	if (o->n_demos && !o->adapter && !o->n_deltas)
 		o->adapter = need_adapter(NULL, synopsis);
 	if (o->demos_format != SA_DEMOS_AUTO && !o->n_demos)
@@ -230,6 +255,9 @@ parse_args(int argc, char **argv, opts *o)
 		stdin_users += strcmp(o->deltas[i], "-") == 0;
 	for (int i = 0; i < o->n_demos; i++)
 		stdin_users += strcmp(o->demos[i], "-") == 0;
+	for (int i = 0; i < o->n_lora; i++)
+		if (strcmp(o->lora[i], "-") == 0)
+			usage_die(synopsis, "--lora: give a file, not standard input");
 	if (stdin_users > 1)
 		usage_die(synopsis, "only one input can come from standard input");
 	if (stdin_users && !prompt_in)
@@ -334,20 +362,28 @@ main(int argc, char **argv)
 		warnx_("%s", sa_error());
 	if (o.n_deltas || o.n_demos)
 		apply_deltas(model, &o);
+	for (int i = 0; i < o.n_lora; i++)
+		TRY(sa_lora_apply(model, o.lora[i], o.lora_scales[i], !o.unmerged));
 	TRY(sa_session_new(&s, model, o.n_ctx >= 0 ? ctx_size(o.n_ctx, model) :
 	    model->cfg.n_ctx < 4096 ? model->cfg.n_ctx : 4096, !o.no_bos));
 	t0 = now() - t0;
 
 	if (o.batch) {
 		FILE *fp = strcmp(o.batch, "-") == 0 ? stdin : fopen(o.batch, "r");
+		sa_deltaset_opts dso = { o.adapter, default_adapter(), o.cache_dir, o.demos_format,
+		    o.max_deltas > 0 ? (int)o.max_deltas : 8,
+		    o.max_delta_mem > 0 ? (size_t)o.max_delta_mem << 20 : 0 };
+		sa_deltaset *ds;
 
 		if (!fp)
 			die(SA_ENOINPUT, "%s: %s", o.batch, strerror(errno));
-		status = sa_serve(s, fp, o.batch, &o.smp, stdout, "stdout");
+		TRY(sa_deltaset_new(&ds, model, &dso));
+		status = sa_serve(s, ds, fp, o.batch, &o.smp, stdout, "stdout");
 		if (status != SA_OK && status != SA_EDATA)
 			die_sa(status);
 		if (fp != stdin)
 			fclose(fp);
+		sa_deltaset_free(ds);
 	} else {
 		req = (sa_request){ text, req.len, o.score, (const char *const *)cs, cl, o.n_choices, o.smp };
 		out.json = o.json;
@@ -369,6 +405,10 @@ main(int argc, char **argv)
 		free(cs[i]);
 	for (int i = 0; i < o.n_deltas; i++)
 		free(o.deltas[i]);
+	for (int i = 0; i < o.n_lora; i++)
+		free(o.lora[i]);
+	free(o.lora);
+	free(o.lora_scales);
 	free(cs);
 	free(cl);
 	free(o.deltas);

@@ -48,6 +48,7 @@ struct sa_kvcache {
 	float **kc, **vc;         /* [n_layer] -> [n_ctx][kvd], keys after RoPE */
 	sa_kv_hook hook;
 	void *hook_ctx;
+	const sa_lowrank *side;   /* [n_layer * SA_NMAT] used instead of the model's, or NULL */
 
 	int cap;                  /* tokens the scratch below holds */
 	float *x;                 /* [cap][d] residual stream */
@@ -214,6 +215,12 @@ sa_kvcache_truncate(sa_kvcache *s, int pos)
 }
 
 void
+sa_kvcache_set_side(sa_kvcache *s, const sa_lowrank *side)
+{
+	s->side = side;
+}
+
+void
 sa_kvcache_set_hook(sa_kvcache *s, sa_kv_hook hook, void *ctx)
 {
 	s->hook = hook;
@@ -356,12 +363,14 @@ typedef struct lin {
 } lin;
 
 static lin
-layer_lin(const sa_model *m, int l, int mat, const float *bias, float *y)
+layer_lin(const sa_kvcache *s, int l, int mat, const float *bias, float *y)
 {
+	const sa_model *m = s->m;
+	const sa_lowrank *side = s->side ? s->side : m->side;
 	size_t i = (size_t)l * SA_NMAT + mat;
 	lin L = {
 		&m->layers[l].w[mat], sa_type_act(sa_model_impl_of(m)->base[i].type), bias,
-		m->side && m->side[i].rank ? &m->side[i] : NULL, y,
+		side && side[i].rank ? &side[i] : NULL, y,
 	};
 	return L;
 }
@@ -745,13 +754,13 @@ ffn(sa_kvcache *s, int l, int i0, int n)
 		for (int i = 0; i < nb; i++)
 			rmsnorm(xn + i * d, x + i * d, L->ffn_norm.data, (int)d, c->norm_eps);
 		lin gu[2] = {
-			layer_lin(m, l, SA_MAT_GATE, NULL, s->hb),
-			layer_lin(m, l, SA_MAT_UP, NULL, s->hb2),
+			layer_lin(s, l, SA_MAT_GATE, NULL, s->hb),
+			layer_lin(s, l, SA_MAT_UP, NULL, s->hb2),
 		};
 		if ((rc = linear(s, gu, 2, xn, nb, s->xr)) != SA_OK)
 			return rc;
 		silu_mul(s->hb, s->hb2, (size_t)nb * ff);
-		lin down = layer_lin(m, l, SA_MAT_DOWN, NULL, s->tmp);
+		lin down = layer_lin(s, l, SA_MAT_DOWN, NULL, s->tmp);
 		if ((rc = linear(s, &down, 1, s->hb, nb, s->hr)) != SA_OK)
 			return rc;
 		add_rows(x, s->tmp, (size_t)nb * d);
@@ -791,9 +800,9 @@ sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 		for (int i = 0; i < n; i++)
 			rmsnorm(s->xn + i * d, s->x + i * d, L->attn_norm.data, (int)d, c->norm_eps);
 		lin qkv[3] = {
-			layer_lin(m, l, SA_MAT_Q, L->bq.data, s->q),
-			layer_lin(m, l, SA_MAT_K, L->bk.data, s->k),
-			layer_lin(m, l, SA_MAT_V, L->bv.data, s->v),
+			layer_lin(s, l, SA_MAT_Q, L->bq.data, s->q),
+			layer_lin(s, l, SA_MAT_K, L->bk.data, s->k),
+			layer_lin(s, l, SA_MAT_V, L->bv.data, s->v),
 		};
 		if ((rc = linear(s, qkv, 3, s->xn, n, s->xr)) != SA_OK)
 			return rc;
@@ -816,7 +825,7 @@ sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 		}
 		if ((rc = attention(s, l, i0, n)) != SA_OK)
 			return rc;
-		lin o = layer_lin(m, l, SA_MAT_O, NULL, s->tmp + i0 * d);
+		lin o = layer_lin(s, l, SA_MAT_O, NULL, s->tmp + i0 * d);
 		if ((rc = linear(s, &o, 1, s->ao + i0 * qd, n - i0, s->xr)) != SA_OK)
 			return rc;
 		add_rows(s->x + i0 * d, s->tmp + i0 * d, (size_t)(n - i0) * d);

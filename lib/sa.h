@@ -379,6 +379,15 @@ int sa_model_merge_lowrank(sa_model *m, int layer, int mat, int rank,
 /* Or keep it on the side: y = W x + B (A x).  Several calls add up (ranks concatenate). */
 int sa_model_add_side(sa_model *m, int layer, int mat, int rank,
     const float *B, const float *A);
+/*
+ * Side paths of one's own, side [n_layer * SA_NMAT]: *side stays NULL until
+ * the first update that is not zero, then is allocated (the caller's, freed
+ * with sa_side_free).  Ranks concatenate; sa_model_add_side is this on
+ * m->side, so the same updates give the same bits either way.
+ */
+int sa_side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
+    const float *B, const float *A);
+void sa_side_free(sa_lowrank *side, const sa_model *m);
 /* Drop side paths and owned copies: back to the mapped base weights. */
 void sa_model_reset_weights(sa_model *m);
 
@@ -397,6 +406,9 @@ int sa_kvcache_pos(const sa_kvcache *s);        /* tokens in the cache */
 int sa_kvcache_ctx(const sa_kvcache *s);
 void sa_kvcache_truncate(sa_kvcache *s, int pos);   /* forget tokens at >= pos */
 void sa_kvcache_set_hook(sa_kvcache *s, sa_kv_hook hook, void *ctx);
+/* Side paths (sa_side_add) this cache's forward passes use instead of the
+ * model's; NULL: the model's again.  Not copied: they must outlive their use. */
+void sa_kvcache_set_side(sa_kvcache *s, const sa_lowrank *side);
 /* Bytes of KV cache in use (for reports). */
 size_t sa_kvcache_kv_bytes(const sa_kvcache *s);
 
@@ -553,9 +565,12 @@ int sa_request_run(sa_session *s, const sa_request *req, sa_reply *out);
  * defaults of generation def), a result or error record a line to out,
  * flushed, in order.  Bad data fails its line with an error record; any
  * other failure ends the batch with it.  SA_EDATA when a line failed.
+ * A request's "deltas", "demos" and "lora" come from ds (NULL: such a
+ * request fails its line); a request without runs on the session as it is.
  */
-int sa_serve(sa_session *s, FILE *in, const char *in_name, const sa_sampling *def, FILE *out,
-    const char *out_name);
+typedef struct sa_deltaset sa_deltaset;
+int sa_serve(sa_session *s, sa_deltaset *ds, FILE *in, const char *in_name,
+    const sa_sampling *def, FILE *out, const char *out_name);
 
 /* -------------------------------------------------------- demonstrations */
 
@@ -987,6 +1002,15 @@ int sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
     float s, float **B, const float **A);
 /* Apply to the model: merged into its weights (merged = 1) or as side paths. */
 int sa_delta_apply(sa_model *m, const sa_adapter *a, const sa_delta *d, float s, int merged);
+/* Or add to side paths *side of one's own (sa_side_add), m left as it is. */
+int sa_delta_sides(sa_lowrank **side, const sa_model *m, const sa_adapter *a, const sa_delta *d,
+    float s);
+/*
+ * The adapter delta d (read from path) was made with, into *out: the path
+ * it records, that path from the delta's directory, its name beside the
+ * delta, else fallback if d was made with it (sa_deltas_bind says more).
+ */
+int sa_delta_adapter(sa_adapter **out, const sa_delta *d, const char *path, const char *fallback);
 
 /* Deltas given with scales (sa-run -d FILE:S, sa-export, sa-merge), and the
  * one adapter they were made with. */
@@ -1016,6 +1040,74 @@ int sa_deltas_add(sa_deltas *ds, sa_delta *d, double s, const char *name);
 /* Apply each delta at its scale, in order (sa_delta_apply). */
 int sa_deltas_apply(sa_model *m, const sa_deltas *ds, int merged);
 void sa_deltas_free(sa_deltas *ds);
+
+/* ------------------------------------------------------- many deltas */
+
+/*
+ * The deltas of one request (sa-run --batch): files at scales, then
+ * demonstrations encoded as sa-run --demos does, then llama.cpp LoRA
+ * files at scales.  The arrays are the caller's.
+ */
+typedef struct sa_delta_spec {
+	const char *const *path;
+	const double *scale;
+	int n;
+	const char *const *demos;
+	int n_demos;
+	const char *const *lora;
+	const double *lora_scale;
+	int n_lora;
+} sa_delta_spec;
+
+/* Side paths of one spec, held by a deltaset: serial is new for every set
+ * built, so a KV cache made under other deltas is never taken for it. */
+typedef struct sa_sides {
+	sa_lowrank *side;         /* [n_layer * SA_NMAT], NULL when all are zero */
+	size_t bytes;
+	uint64_t serial;
+} sa_sides;
+
+typedef struct sa_deltaset_opts {
+	const char *adapter;      /* -a: every delta's adapter, or NULL */
+	const char *fallback;     /* the default adapter, or NULL */
+	const char *cache_dir;    /* of demonstrations (NULL: the default) */
+	int demos_format;         /* SA_DEMOS_* */
+	int max_held;             /* side path sets kept, at least 1 */
+	size_t max_bytes;         /* and their bytes at most (0: no limit) */
+} sa_deltaset_opts;
+
+/* Side paths of many specs over model m (sa_deltaset), built when first
+ * asked for and kept until the least recently used must go.  On top of the
+ * model's own side paths (copied in); with deltas merged into m, on top of
+ * those. */
+
+int sa_deltaset_new(sa_deltaset **out, sa_model *m, const sa_deltaset_opts *o);
+void sa_deltaset_free(sa_deltaset *ds);
+/*
+ * The side paths of sp, built or held, in use until sa_deltaset_put: sets
+ * in use are never dropped (the limits then wait).  A missing file, a
+ * delta of another model or adapter, a LoRA that does not fit: the error
+ * of the load (SA_ENOINPUT, SA_EDATA, ...), nothing held.
+ */
+int sa_deltaset_get(sa_deltaset *ds, const sa_delta_spec *sp, const sa_sides **out);
+void sa_deltaset_put(sa_deltaset *ds, const sa_sides *s);
+/* Bytes of side paths held. */
+size_t sa_deltaset_bytes(const sa_deltaset *ds);
+/* Run the session's next calls with these side paths (NULL: the model's
+ * own); a cache made under others is forgotten, never reused. */
+void sa_session_use_sides(sa_session *s, const sa_sides *sides);
+
+/* ------------------------------------------------------------ LoRA in */
+
+/*
+ * A llama.cpp LoRA GGUF (sa_export_llama writes them) into model m at user
+ * scale s: y = W x + c B (A x), c = s * alpha / rank (s when alpha is 0).
+ * Merged (merged = 1) or as side paths; sa_lora_sides adds to side paths
+ * of one's own instead.  Not a LoRA, another architecture or (recorded by
+ * sa-export) another model, a tensor that fits no matrix: SA_EDATA.
+ */
+int sa_lora_apply(sa_model *m, const char *path, double s, int merged);
+int sa_lora_sides(sa_lowrank **side, const sa_model *m, const char *path, double s);
 
 /* ---------------------------------------------------------------- export */
 

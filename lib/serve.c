@@ -434,12 +434,105 @@ req_sampling(const sa_json *req, sa_sampling *p)
 	return SA_OK;
 }
 
+/* "deltas" or "lora": an array of files, each a string (scale 1) or an
+ * object {"file": F, "scale": S}.  Absent: none.  The strings stay j's. */
+static int
+req_files(const sa_json *j, const char *key, const char ***path, double **scale, int *n)
+{
+	const sa_json *v = sa_json_get(j, key);
+
+	*n = 0;
+	if (!v)
+		return SA_OK;
+	if (v->type != SA_JSON_ARR)
+		return sa_fail(SA_EDATA, "\"%s\" must be an array of files", key);
+	if (!(*path = sa_calloc(v->n + 1, sizeof **path)) || !(*scale = sa_calloc(v->n + 1, sizeof **scale)))
+		return SA_EINTERNAL;
+	for (size_t i = 0; i < v->n; i++) {
+		const sa_json *f = &v->items[i], *file = f, *sc = NULL;
+
+		if (f->type == SA_JSON_OBJ) {
+			file = sa_json_get(f, "file");
+			sc = sa_json_get(f, "scale");
+		}
+		if (!file || file->type != SA_JSON_STR || strlen(file->str) != file->len || !file->len)
+			return sa_fail(SA_EDATA, "\"%s\": item %zu: want a file name or "
+			    "{\"file\": NAME, \"scale\": S}", key, i + 1);
+		if (sc && (sc->type != SA_JSON_NUM || !(fabs(sc->num) <= 3.4028234663852886e38)))
+			return sa_fail(SA_EDATA, "\"%s\": item %zu: \"scale\" must be a finite float",
+			    key, i + 1);
+		(*path)[i] = file->str;
+		(*scale)[i] = sc ? sc->num : 1;
+	}
+	*n = (int)v->n;
+	return SA_OK;
+}
+
+/* "demos": a file or an array of files, one stream. */
+static int
+req_demos(const sa_json *j, const char ***path, int *n)
+{
+	const sa_json *v = sa_json_get(j, "demos");
+	size_t k = v && v->type == SA_JSON_ARR ? v->n : 1;
+
+	*n = 0;
+	if (!v)
+		return SA_OK;
+	if (!(*path = sa_calloc(k + 1, sizeof **path)))
+		return SA_EINTERNAL;
+	for (size_t i = 0; i < k; i++) {
+		const sa_json *f = v->type == SA_JSON_ARR ? &v->items[i] : v;
+
+		if (f->type != SA_JSON_STR || strlen(f->str) != f->len || !f->len)
+			return sa_fail(SA_EDATA, "\"demos\" must be a file name or an array of them");
+		(*path)[i] = f->str;
+	}
+	*n = (int)k;
+	return SA_OK;
+}
+
+static void
+spec_free(sa_delta_spec *sp)
+{
+	free((void *)sp->path);
+	free((void *)sp->scale);
+	free((void *)sp->demos);
+	free((void *)sp->lora);
+	free((void *)sp->lora_scale);
+}
+
+/* The side paths of the request's deltas, demonstrations and LoRA files,
+ * NULL when it has none.  Not loadable: the line fails, not the batch. */
+static int
+req_sides(const sa_json *j, sa_deltaset *ds, const sa_sides **sides)
+{
+	sa_delta_spec sp = { 0 };
+	int rc;
+
+	*sides = NULL;
+	if ((rc = req_files(j, "deltas", (const char ***)&sp.path, (double **)&sp.scale, &sp.n)) ||
+	    (rc = req_files(j, "lora", (const char ***)&sp.lora, (double **)&sp.lora_scale, &sp.n_lora)) ||
+	    (rc = req_demos(j, (const char ***)&sp.demos, &sp.n_demos))) {
+		spec_free(&sp);
+		return rc;
+	}
+	if (sp.n || sp.n_lora || sp.n_demos) {
+		rc = ds ? sa_deltaset_get(ds, &sp, sides) : sa_fail(SA_EDATA, "requests take no deltas here");
+		if (rc != SA_OK && rc != SA_EINTERNAL)
+			rc = SA_EDATA;
+	}
+	spec_free(&sp);
+	return rc;
+}
+
 /* A request object: "choices" ranks them after "prompt", "score": true
  * scores "text" (or "prompt"), else "prompt" is generated after. */
 static int
-batch_request(sa_session *s, const sa_json *j, const sa_sampling *def, sa_reply *out)
+batch_request(sa_session *s, sa_deltaset *ds, const sa_json *j, const sa_sampling *def,
+    sa_reply *out)
 {
 	const sa_json *choices = sa_json_get(j, "choices"), *score = sa_json_get(j, "score");
+	const sa_sides *sides = NULL;
 	sa_request req = { .smp = *def };
 	const char **cs = NULL;
 	size_t *cl = NULL;
@@ -480,15 +573,20 @@ batch_request(sa_session *s, const sa_json *j, const sa_sampling *def, sa_reply 
 	    (rc = req_sampling(j, &req.smp))) {
 		return rc;
 	}
-	rc = sa_request_run(s, &req, out);
+	if ((rc = req_sides(j, ds, &sides)) == SA_OK) {
+		sa_session_use_sides(s, sides);
+		rc = sa_request_run(s, &req, out);
+		if (sides)
+			sa_deltaset_put(ds, sides);
+	}
 	free(cs);
 	free(cl);
 	return rc;
 }
 
 int
-sa_serve(sa_session *s, FILE *in, const char *in_name, const sa_sampling *def, FILE *out,
-    const char *out_name)
+sa_serve(sa_session *s, sa_deltaset *ds, FILE *in, const char *in_name, const sa_sampling *def,
+    FILE *out, const char *out_name)
 {
 	char *line = NULL;
 	size_t cap = 0;
@@ -522,7 +620,7 @@ sa_serve(sa_session *s, FILE *in, const char *in_name, const sa_sampling *def, F
 					reply.id = id->raw;
 					reply.id_len = id->raw_len;
 				}
-				rc = batch_request(s, &req, def, &reply);
+				rc = batch_request(s, ds, &req, def, &reply);
 			}
 		}
 		/* Bad data fails its line; anything else ends the run. */

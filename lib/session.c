@@ -29,6 +29,7 @@ struct sa_session {
 	float *rows;          /* [LOGITS_CHUNK][n_vocab] */
 	float *last;          /* [n_vocab] logits after the last token fed */
 	size_t kv_peak;
+	uint64_t side;        /* serial of the side paths the cache was made under */
 	sa_timings t;
 };
 
@@ -96,6 +97,17 @@ sa_session_reset(sa_session *s)
 {
 	forget(s);
 	s->kv_peak = 0;
+}
+
+void
+sa_session_use_sides(sa_session *s, const sa_sides *sides)
+{
+	uint64_t serial = sides ? sides->serial : 0;
+
+	if (serial != s->side)
+		forget(s);
+	s->side = serial;
+	sa_kvcache_set_side(s->kv, sides ? sides->side : NULL);
 }
 
 static void
