@@ -15,7 +15,8 @@ static const char synopsis[] =
     "              [options] [-p text | -f file]\n"
     "       sa-run [-m model] ... --score [-p text | -f file]\n"
     "       sa-run [-m model] ... --choice text... [-p text | -f file]\n"
-    "       sa-run [-m model] ... [--max-deltas N] [--max-delta-mem MIB] --batch file\n";
+    "       sa-run [-m model] ... [--max-deltas N] [--max-delta-mem MIB] [--parallel N]\n"
+    "              --batch file\n";
 
 static void
 help(void)
@@ -53,6 +54,7 @@ help(void)
 	    "      --batch FILE       JSON Lines requests from FILE ('-' = stdin)\n"
 	    "      --max-deltas N     side paths of at most N requests' deltas held (default 8)\n"
 	    "      --max-delta-mem M  and of at most M MiB (default: no limit)\n"
+	    "      --parallel N       decode up to N generation requests together (default 1)\n"
 	    "      --json             JSON output\n"
 	    "  -c, --ctx-size N       context length (default 4096 or the model's if smaller, 0 = model's)\n"
 	    "  -t, --threads N        threads (default: all CPUs)\n"
@@ -72,7 +74,7 @@ typedef struct opts {
 	char **lora;             /* --lora FILE[:SCALE] */
 	double *lora_scales;
 	int n_lora;
-	long max_deltas, max_delta_mem;
+	long max_deltas, max_delta_mem, parallel;
 	char **demos;
 	const char **choices, *cache_dir;
 	int n_demos, demos_format, n_choices;
@@ -122,6 +124,7 @@ enum {
 	OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_NO_BOS, OPT_SCORE,
 	OPT_CHOICE, OPT_JSON, OPT_BATCH, OPT_UNMERGED, OPT_ECHO, OPT_DEMOS, OPT_CACHE_DIR,
 	OPT_NO_ESCAPE, OPT_DEMOS_FORMAT, OPT_LORA, OPT_MAX_DELTAS, OPT_MAX_DELTA_MEM,
+	OPT_PARALLEL,
 };
 
 static const struct option longopts[] = {
@@ -135,6 +138,7 @@ static const struct option longopts[] = {
 	{ "lora", required_argument, NULL, OPT_LORA },
 	{ "max-deltas", required_argument, NULL, OPT_MAX_DELTAS },
 	{ "max-delta-mem", required_argument, NULL, OPT_MAX_DELTA_MEM },
+	{ "parallel", required_argument, NULL, OPT_PARALLEL },
 	{ "prompt", required_argument, NULL, 'p' },
 	{ "escape", no_argument, NULL, 'e' },
 	{ "no-escape", no_argument, NULL, OPT_NO_ESCAPE },
@@ -173,6 +177,7 @@ parse_args(int argc, char **argv, opts *o)
 	o->demos_format = SA_DEMOS_AUTO;
 	o->max_deltas = -1;
 	o->max_delta_mem = -1;
+	o->parallel = 1;
 	while ((c = getopt_long(argc, argv, "m:d:a:p:ef:n:s:c:t:vhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': o->model = optarg; break;
@@ -200,6 +205,7 @@ parse_args(int argc, char **argv, opts *o)
 			o->n_lora++;
 			break;
 		case OPT_MAX_DELTAS: o->max_deltas = parse_long("--max-deltas", optarg, 1, INT_MAX); break;
+		case OPT_PARALLEL: o->parallel = parse_long("--parallel", optarg, 1, 16); break;
 		case OPT_MAX_DELTA_MEM:
 			o->max_delta_mem = parse_long("--max-delta-mem", optarg, 1, LONG_MAX >> 20);
 			break;
@@ -242,8 +248,8 @@ parse_args(int argc, char **argv, opts *o)
 		usage_die(synopsis, "--echo is for plain generation");
 	if (o->adapter && !o->n_deltas && !o->n_demos && !o->batch)
 		usage_die(synopsis, "-a needs a delta (-d) or demonstrations (--demos)");
-	if ((o->max_deltas >= 0 || o->max_delta_mem >= 0) && !o->batch)
-		usage_die(synopsis, "--max-deltas and --max-delta-mem go with --batch");
+	if ((o->max_deltas >= 0 || o->max_delta_mem >= 0 || o->parallel > 1) && !o->batch)
+		usage_die(synopsis, "--max-deltas, --max-delta-mem and --parallel go with --batch");
 	if (o->n_demos && !o->adapter && !o->n_deltas)
 		o->adapter = need_adapter(NULL, synopsis);
 	if (o->demos_format != SA_DEMOS_AUTO && !o->n_demos)
@@ -332,7 +338,7 @@ main(int argc, char **argv)
 {
 	opts o;
 	sa_model *model;
-	sa_session *s;
+	sa_session *ss[16], *s;
 	sa_request req = { 0 };
 	sa_reply out = { stdout, "stdout", 0, 0, NULL, 0, 0 };
 	const char *model_path;
@@ -364,8 +370,11 @@ main(int argc, char **argv)
 		apply_deltas(model, &o);
 	for (int i = 0; i < o.n_lora; i++)
 		TRY(sa_lora_apply(model, o.lora[i], o.lora_scales[i], !o.unmerged));
-	TRY(sa_session_new(&s, model, o.n_ctx >= 0 ? ctx_size(o.n_ctx, model) :
-	    model->cfg.n_ctx < 4096 ? model->cfg.n_ctx : 4096, !o.no_bos));
+	/* one session, and with --parallel one for each request in flight */
+	for (int i = 0; i < o.parallel; i++)
+		TRY(sa_session_new(&ss[i], model, o.n_ctx >= 0 ? ctx_size(o.n_ctx, model) :
+		    model->cfg.n_ctx < 4096 ? model->cfg.n_ctx : 4096, !o.no_bos));
+	s = ss[0];
 	t0 = now() - t0;
 
 	if (o.batch) {
@@ -378,7 +387,7 @@ main(int argc, char **argv)
 		if (!fp)
 			die(SA_ENOINPUT, "%s: %s", o.batch, strerror(errno));
 		TRY(sa_deltaset_new(&ds, model, &dso));
-		status = sa_serve(s, ds, fp, o.batch, &o.smp, stdout, "stdout");
+		status = sa_serve(ss, (int)o.parallel, ds, fp, o.batch, &o.smp, stdout, "stdout");
 		if (status != SA_OK && status != SA_EDATA)
 			die_sa(status);
 		if (fp != stdin)
@@ -398,7 +407,8 @@ main(int argc, char **argv)
 	if (o.verbose)
 		report(s, t0, &o);
 	close_stdout();
-	sa_session_free(s);
+	for (int i = 0; i < o.parallel; i++)
+		sa_session_free(ss[i]);
 	sa_model_free(model);
 	free(text);
 	for (int i = 0; i < o.n_choices; i++)

@@ -49,6 +49,7 @@ struct sa_kvcache {
 	sa_kv_hook hook;
 	void *hook_ctx;
 	const sa_lowrank *side;   /* [n_layer * SA_NMAT] used instead of the model's, or NULL */
+	sa_kvcache *const *rows;  /* during sa_forward_rows: the cache of each row */
 
 	int cap;                  /* tokens the scratch below holds */
 	float *x;                 /* [cap][d] residual stream */
@@ -310,26 +311,29 @@ silu_mul(float *g, const float *u, size_t n)
  * built by repeated multiplication in float, as ggml builds it.
  */
 static void
+rope_row(const sa_model *m, int pos, float *cs)
+{
+	const sa_config *c = &m->cfg;
+	const sa_model_impl *x = sa_model_impl_of(m);
+	int half = c->rope_dim / 2;
+	float theta_scale = powf(c->rope_base, -2.0f / c->rope_dim), theta = (float)pos;
+
+	for (int j = 0; j < half; j++) {
+		float t = theta;
+		if (x->rope_freqs)
+			t /= x->rope_freqs[j];
+		t *= x->rope_freq_scale;
+		cs[2 * j] = cosf(t);
+		cs[2 * j + 1] = sinf(t);
+		theta *= theta_scale;
+	}
+}
+
+static void
 rope_table(sa_kvcache *s, int n)
 {
-	const sa_config *c = &s->m->cfg;
-	const sa_model_impl *x = sa_model_impl_of(s->m);
-	int half = c->rope_dim / 2;
-	float theta_scale = powf(c->rope_base, -2.0f / c->rope_dim);
-
-	for (int i = 0; i < n; i++) {
-		float theta = (float)(s->pos + i);
-		float *cs = s->rope + (size_t)i * c->rope_dim;
-		for (int j = 0; j < half; j++) {
-			float t = theta;
-			if (x->rope_freqs)
-				t /= x->rope_freqs[j];
-			t *= x->rope_freq_scale;
-			cs[2 * j] = cosf(t);
-			cs[2 * j + 1] = sinf(t);
-			theta *= theta_scale;
-		}
-	}
+	for (int i = 0; i < n; i++)
+		rope_row(s->m, s->pos + i, s->rope + (size_t)i * s->m->cfg.rope_dim);
 }
 
 /* Rotate the heads of one token's vector v [nh][d_head]: llama rotates
@@ -360,17 +364,27 @@ typedef struct lin {
 	const float *bias;        /* [rows] or NULL */
 	const sa_lowrank *side;   /* or NULL */
 	float *y;                 /* [n][rows] */
+	sa_kvcache *const *rows;  /* or each input row's side path from its cache's */
+	size_t mi;                /* layer * SA_NMAT + mat */
 } lin;
+
+/* The side path of matrix mi in cache s's forward passes, or NULL. */
+static const sa_lowrank *
+side_of(const sa_kvcache *s, size_t mi)
+{
+	const sa_lowrank *side = s->side ? s->side : s->m->side;
+
+	return side && side[mi].rank ? &side[mi] : NULL;
+}
 
 static lin
 layer_lin(const sa_kvcache *s, int l, int mat, const float *bias, float *y)
 {
 	const sa_model *m = s->m;
-	const sa_lowrank *side = s->side ? s->side : m->side;
 	size_t i = (size_t)l * SA_NMAT + mat;
 	lin L = {
 		&m->layers[l].w[mat], sa_type_act(sa_model_impl_of(m)->base[i].type), bias,
-		side && side[i].rank ? &side[i] : NULL, y,
+		side_of(s, i), y, s->rows, i,
 	};
 	return L;
 }
@@ -583,17 +597,18 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 		for (int i = 0; i < nx; i++) {
 			const float *xi = t.xf[j] + i * cols;
 			float *y = L->y + i * rows;
+			const sa_lowrank *side = L->rows ? side_of(L->rows[i], L->mi) : L->side;
 			if (L->bias)
 				for (int64_t r = 0; r < rows; r++)
 					y[r] += L->bias[r];
-			if (L->side) {
-				int rank = L->side->rank;
+			if (side) {
+				int rank = side->rank;
 				if (grow(&s->lr, &s->lr_cap, rank))
 					return SA_EINTERNAL;
 				for (int r = 0; r < rank; r++)
-					s->lr[r] = sa_dot_f32(L->side->A + (size_t)r * cols, xi, cols);
+					s->lr[r] = sa_dot_f32(side->A + (size_t)r * cols, xi, cols);
 				for (int64_t o = 0; o < rows; o++)
-					y[o] += sa_dot_f32(L->side->B + (size_t)o * rank, s->lr, rank);
+					y[o] += sa_dot_f32(side->B + (size_t)o * rank, s->lr, rank);
 			}
 		}
 	}
@@ -632,6 +647,20 @@ struct att_task {
 	float scale;
 };
 
+/* out [dh] = softmax(q [dh] . K_g [len][dh]^T * scale) V_g [len][dh], the
+ * keys and values of kv group g in caches kc, vc [len][kvd]; sc [len] scratch. */
+static void
+att_one(const float *q, const float *kc, const float *vc, int len, size_t kvd, int g, int dh,
+    float scale, float *sc, float *out)
+{
+	for (int p = 0; p < len; p++)
+		sc[p] = sa_dot_f32(q, kc + p * kvd + (size_t)g * dh, dh) * scale;
+	sa_softmax_f32(sc, len);
+	memset(out, 0, (size_t)dh * sizeof(float));
+	for (int p = 0; p < len; p++)
+		sa_axpy_f32(sc[p], vc + p * kvd + (size_t)g * dh, out, dh);
+}
+
 static void
 att_task(void *arg, int ith, int chunk, int nchunks)
 {
@@ -641,22 +670,18 @@ att_task(void *arg, int ith, int chunk, int nchunks)
 	int H = c->n_head, dh = c->d_head, grp = c->n_head / c->n_head_kv;
 	size_t qd = (size_t)H * dh, kvd = (size_t)c->n_head_kv * dh;
 	float *sc = s->sc + (size_t)ith * s->n_ctx;
-	const float *kc = s->kc[t->l], *vc = s->vc[t->l];
 	int64_t lo, hi;
 
 	sa_split((int64_t)(t->n - t->i0) * H, chunk, nchunks, &lo, &hi);
 	for (int64_t task = lo; task < hi; task++) {
-		int i = t->i0 + (int)(task / H), h = (int)(task % H), g = h / grp;
-		int len = s->pos + i + 1;
-		const float *q = s->q + i * qd + (size_t)h * dh;
-		float *out = s->ao + i * qd + (size_t)h * dh;
+		int i = t->i0 + (int)(task / H), h = (int)(task % H);
+		/* a row of sa_forward_rows sees its own cache, the rows of one
+		 * sequence the tokens before them */
+		const sa_kvcache *kv = s->rows ? s->rows[i] : s;
+		int len = s->rows ? kv->pos + 1 : s->pos + i + 1;
 
-		for (int p = 0; p < len; p++)
-			sc[p] = sa_dot_f32(q, kc + p * kvd + (size_t)g * dh, dh) * t->scale;
-		sa_softmax_f32(sc, len);
-		memset(out, 0, (size_t)dh * sizeof(float));
-		for (int p = 0; p < len; p++)
-			sa_axpy_f32(sc[p], vc + p * kvd + (size_t)g * dh, out, dh);
+		att_one(s->q + i * qd + (size_t)h * dh, kv->kc[t->l], kv->vc[t->l], len, kvd,
+		    h / grp, dh, t->scale, sc, s->ao + i * qd + (size_t)h * dh);
 	}
 }
 
@@ -759,7 +784,12 @@ ffn(sa_kvcache *s, int l, int i0, int n)
 		};
 		if ((rc = linear(s, gu, 2, xn, nb, s->xr)) != SA_OK)
 			return rc;
-		silu_mul(s->hb, s->hb2, (size_t)nb * ff);
+		/* Rows of sa_forward_rows a row at a time, as each runs alone:
+		 * the vector unit's tail then falls where it does there. */
+		for (int i = 0; s->rows && i < nb; i++)
+			silu_mul(s->hb + i * ff, s->hb2 + i * ff, ff);
+		if (!s->rows)
+			silu_mul(s->hb, s->hb2, (size_t)nb * ff);
 		lin down = layer_lin(s, l, SA_MAT_DOWN, NULL, s->tmp);
 		if ((rc = linear(s, &down, 1, s->hb, nb, s->hr)) != SA_OK)
 			return rc;
@@ -838,6 +868,82 @@ sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 
 	for (int i = i0; i < n; i++)
 		rmsnorm(s->xn + i * d, s->x + i * d, m->out_norm.data, (int)d, c->norm_eps);
-	lin out = { &m->output, sa_type_act(m->output.type), NULL, NULL, logits };
+	lin out = { &m->output, sa_type_act(m->output.type), NULL, NULL, logits, NULL, 0 };
 	return linear(s, &out, 1, s->xn + i0 * d, n - i0, s->xr);
+}
+
+/*
+ * One token for each of n sequences, each with its own cache, in one pass
+ * over the weights: the layers of sa_forward with n = 1, for n rows at
+ * once.  The linear maps read each weight once for all rows through the
+ * row kernels, whose result for a row does not depend on the others; the
+ * side paths, RoPE positions and attention are each row's own.  So each
+ * row's logits are the bits sa_forward gives for its token alone.  The
+ * scratch is kv[0]'s.
+ */
+int
+sa_forward_rows(sa_kvcache *const *kv, const int *toks, int n, float *logits)
+{
+	sa_kvcache *s = kv[0];
+	const sa_model *m = s->m;
+	const sa_config *c = &m->cfg;
+	size_t d = c->d_model, qd = (size_t)c->n_head * c->d_head;
+	size_t kvd = (size_t)c->n_head_kv * c->d_head;
+	int rc = SA_OK;
+
+	if (n < 1 || n > SMALL_N)
+		return sa_fail(SA_EUSAGE, "%d rows: one pass runs 1 to %d", n, SMALL_N);
+	for (int i = 0; i < n; i++) {
+		if (kv[i]->m != m || kv[i]->n_ctx != s->n_ctx)
+			return sa_fail(SA_EUSAGE, "rows of one pass need caches of one model and size");
+		if (kv[i]->pos >= kv[i]->n_ctx)
+			return sa_fail(SA_EDATA, "prompt of %lld tokens exceeds the context of %d",
+			    (long long)kv[i]->pos + 1, kv[i]->n_ctx);
+		if (toks[i] < 0 || toks[i] >= c->n_vocab)
+			return sa_fail(SA_EDATA, "token %d out of range (the vocabulary has %d)",
+			    toks[i], c->n_vocab);
+	}
+	if ((rc = build_scratch(s, n)) != SA_OK)
+		return rc;
+	for (int i = 0; i < n; i++) {
+		sa_rows_to_f32(&m->tok_embd, toks[i], toks[i] + 1, s->x + i * d);
+		rope_row(m, kv[i]->pos, s->rope + (size_t)i * c->rope_dim);
+	}
+	s->rows = kv;
+	for (int l = 0; l < c->n_layer && rc == SA_OK; l++) {
+		const sa_layer *L = &m->layers[l];
+
+		for (int i = 0; i < n; i++)
+			rmsnorm(s->xn + i * d, s->x + i * d, L->attn_norm.data, (int)d, c->norm_eps);
+		lin qkv[3] = {
+			layer_lin(s, l, SA_MAT_Q, L->bq.data, s->q),
+			layer_lin(s, l, SA_MAT_K, L->bk.data, s->k),
+			layer_lin(s, l, SA_MAT_V, L->bv.data, s->v),
+		};
+		if ((rc = linear(s, qkv, 3, s->xn, n, s->xr)) != SA_OK)
+			break;
+		for (int i = 0; i < n; i++) {
+			const float *cs = s->rope + (size_t)i * c->rope_dim;
+			rope_apply(c, cs, s->q + i * qd, c->n_head);
+			rope_apply(c, cs, s->k + i * kvd, c->n_head_kv);
+			memcpy(kv[i]->kc[l] + (size_t)kv[i]->pos * kvd, s->k + i * kvd, kvd * sizeof(float));
+			memcpy(kv[i]->vc[l] + (size_t)kv[i]->pos * kvd, s->v + i * kvd, kvd * sizeof(float));
+		}
+		if ((rc = attention(s, l, 0, n)) != SA_OK)
+			break;
+		lin o = layer_lin(s, l, SA_MAT_O, NULL, s->tmp);
+		if ((rc = linear(s, &o, 1, s->ao, n, s->xr)) != SA_OK)
+			break;
+		add_rows(s->x, s->tmp, (size_t)n * d);
+		rc = ffn(s, l, 0, n);
+	}
+	s->rows = NULL;
+	if (rc != SA_OK)
+		return rc;
+	for (int i = 0; i < n; i++) {
+		kv[i]->pos++;
+		rmsnorm(s->xn + i * d, s->x + i * d, m->out_norm.data, (int)d, c->norm_eps);
+	}
+	lin out = { &m->output, sa_type_act(m->output.type), NULL, NULL, logits, NULL, 0 };
+	return linear(s, &out, 1, s->xn, n, s->xr);
 }

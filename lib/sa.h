@@ -422,6 +422,13 @@ size_t sa_kvcache_kv_bytes(const sa_kvcache *s);
  * of running it alone); longer prompts through sgemm (prefill).
  */
 int sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits);
+/*
+ * One token toks[i] after each cache kv[i] (1 <= n <= 16 caches of one
+ * model and size, each with its own side paths), in one pass over the
+ * weights; logits [n][n_vocab].  Row i's logits and cache are the bits
+ * sa_forward(kv[i], &toks[i], 1, ...) gives: batched decoding.
+ */
+int sa_forward_rows(sa_kvcache *const *kv, const int *toks, int n, float *logits);
 
 /* ---------------------------------------------------------------- threads */
 
@@ -511,6 +518,20 @@ int sa_session_choices(sa_session *s, const int *prompt, int n_prompt, int *cons
 typedef int (*sa_token_fn)(void *ctx, int tok, int *stop);
 int sa_session_generate(sa_session *s, const int *toks, int n, sa_sampler *smp, long max_new,
     sa_token_fn fn, void *ctx);
+/*
+ * The same a step at a time, for several sessions decoding together:
+ * sa_session_gen_start checks and feeds the prompt (nothing when max_new is
+ * 0, and then no step follows); step i (from 0) draws a token from the last
+ * logits and hands it to fn; *next is the token to run next, or -1 when
+ * the generation ends there.  sa_sessions_decode runs the next tokens of
+ * n sessions (1 to 16, of one model and context) in one pass over the
+ * weights (sa_forward_rows): each session's logits are those its token
+ * alone would give, so the text is that of sa_session_generate.
+ */
+int sa_session_gen_start(sa_session *s, const int *toks, int n, long max_new);
+int sa_session_gen_step(sa_session *s, sa_sampler *smp, long i, long max_new, sa_token_fn fn,
+    void *ctx, int *next);
+int sa_sessions_decode(sa_session *const *s, const int *toks, int n);
 
 /* -------------------------------------------------------------- requests */
 
@@ -567,9 +588,12 @@ int sa_request_run(sa_session *s, const sa_request *req, sa_reply *out);
  * other failure ends the batch with it.  SA_EDATA when a line failed.
  * A request's "deltas", "demos" and "lora" come from ds (NULL: such a
  * request fails its line); a request without runs on the session as it is.
+ * With n > 1 sessions s[0..n) (up to 16, of one model and context), up to
+ * n generation requests are decoded together (sa_sessions_decode), each
+ * with the text it would have alone; records still come out in order.
  */
 typedef struct sa_deltaset sa_deltaset;
-int sa_serve(sa_session *s, sa_deltaset *ds, FILE *in, const char *in_name,
+int sa_serve(sa_session *const *s, int n, sa_deltaset *ds, FILE *in, const char *in_name,
     const sa_sampling *def, FILE *out, const char *out_name);
 
 /* -------------------------------------------------------- demonstrations */

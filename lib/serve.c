@@ -584,19 +584,264 @@ batch_request(sa_session *s, sa_deltaset *ds, const sa_json *j, const sa_samplin
 	return rc;
 }
 
-int
-sa_serve(sa_session *s, sa_deltaset *ds, FILE *in, const char *in_name, const sa_sampling *def,
-    FILE *out, const char *out_name)
+/* ------------------------------------------------ requests in flight */
+
+/*
+ * With several sessions, generation requests run together: each on a
+ * session (a slot) of its own, and every decoding step one pass over the
+ * weights for all of them (sa_sessions_decode).  Other requests run alone
+ * on a free session.  Records come out in the order of the lines: one
+ * that is done waits for those before it.  Every request starts from an
+ * empty cache: which cache a request would meet depends on the others in
+ * flight, and a prompt run in other chunks rounds otherwise (sgemm or the
+ * row kernels), so each answer is that of the request alone, exactly.
+ */
+typedef struct slot {
+	sa_session *s;
+	int busy;
+	const sa_sides *sides;
+	sa_sampler smp;
+	long i, max_new;
+	int next;                 /* token to run next, -1 none */
+	int *toks;                /* the prompt (the emitter reads it) */
+	emitter e;
+	textout t;                /* the text, to gen */
+	char *gen;
+	size_t glen;
+	long rec;                 /* its record in the queue */
+	char *id;                 /* JSON text of its id */
+	size_t id_len;
+	long lineno;
+} slot;
+
+typedef struct record {
+	char *buf;
+	size_t len;
+	int done;
+} record;
+
+typedef struct server {
+	sa_session *const *s;
+	int n;
+	slot *sl;
+	sa_deltaset *ds;
+	record *q;                /* records q0.. not yet written */
+	long q0, qn, qcap;
+	FILE *out;
+	const char *out_name;
+	int failed;
+} server;
+
+/* The JSON object of a failed line. */
+static void
+put_error(const sa_reply *r, long lineno)
 {
+	char msg[1100];
+
+	snprintf(msg, sizeof msg, "line %ld: %s", lineno, sa_error());
+	put_head(r);
+	fputs("\"error\":", r->fp);
+	sa_json_put_str(r->fp, msg, strlen(msg));
+	fputs("}\n", r->fp);
+}
+
+/* A place for the next record, which a memory stream fills. */
+static int
+record_new(server *sv, long *idx)
+{
+	if (sv->qn - sv->q0 == sv->qcap) {
+		long cap = sv->qcap ? 2 * sv->qcap : 16;
+		record *q = sa_calloc((size_t)cap, sizeof *q);
+
+		if (!q)
+			return SA_EINTERNAL;
+		for (long k = sv->q0; k < sv->qn; k++)
+			q[k % cap] = sv->q[k % sv->qcap];
+		free(sv->q);
+		sv->q = q;
+		sv->qcap = cap;
+	}
+	*idx = sv->qn++;
+	sv->q[*idx % sv->qcap] = (record){ NULL, 0, 0 };
+	return SA_OK;
+}
+
+/* The records done, from the first on, to the output. */
+static int
+records_flush(server *sv)
+{
+	while (sv->q0 < sv->qn && sv->q[sv->q0 % sv->qcap].done) {
+		record *r = &sv->q[sv->q0++ % sv->qcap];
+
+		fwrite(r->buf, 1, r->len, sv->out);
+		free(r->buf);
+		if (fflush(sv->out) == EOF)
+			return sa_fail(SA_EIO, "%s: %s", sv->out_name, strerror(errno));
+	}
+	return SA_OK;
+}
+
+/* Slot k's generation ended (rc): its text or its error is its record. */
+static int
+slot_end(server *sv, slot *k, int rc)
+{
+	record *r = &sv->q[k->rec % sv->qcap];
+	sa_reply reply = { NULL, sv->out_name, 1, 0, k->id, k->id_len, 0 };
+	int end = text_end(&k->t);
+
+	fclose(k->t.fp);
+	rc = rc != SA_OK ? rc : end;
+	if (rc == SA_OK || rc == SA_EDATA) {
+		if (!(reply.fp = open_memstream(&r->buf, &r->len)))
+			rc = sa_fail(SA_EINTERNAL, "out of memory");
+		else if (rc == SA_OK) {
+			put_head(&reply);
+			fputs("\"text\":", reply.fp);
+			sa_json_put_str(reply.fp, k->gen, k->glen);
+			fputs("}\n", reply.fp);
+		} else {
+			put_error(&reply, k->lineno);
+			sv->failed = 1;
+			rc = SA_OK;
+		}
+		if (reply.fp)
+			fclose(reply.fp);
+		r->done = 1;
+	}
+	if (k->sides)
+		sa_deltaset_put(sv->ds, k->sides);
+	free(k->gen);
+	free(k->toks);
+	free(k->id);
+	memset(&k->t, 0, sizeof k->t);
+	k->gen = NULL;
+	k->toks = NULL;
+	k->id = NULL;
+	k->busy = 0;
+	return rc;
+}
+
+/* One step of every generation in flight: a token drawn for each, then
+ * one pass that runs the tokens of those that go on. */
+static int
+step(server *sv)
+{
+	sa_session *run[16];
+	int toks[16], n = 0, rc = SA_OK;
+
+	for (int j = 0; j < sv->n && rc == SA_OK; j++) {
+		slot *k = &sv->sl[j];
+
+		if (!k->busy)
+			continue;
+		rc = sa_session_gen_step(k->s, &k->smp, k->i++, k->max_new, emit_token, &k->e, &k->next);
+		if (rc != SA_OK || k->next < 0)
+			rc = slot_end(sv, k, rc);
+		else {
+			run[n] = k->s;
+			toks[n++] = k->next;
+		}
+	}
+	if (rc == SA_OK && n)
+		rc = sa_sessions_decode(run, toks, n);
+	return rc;
+}
+
+/* A slot without a generation, after as many steps as free one. */
+static int
+slot_free(server *sv, slot **out)
+{
+	int rc = SA_OK;
+
+	for (;;) {
+		for (int j = 0; j < sv->n; j++)
+			if (!sv->sl[j].busy) {
+				*out = &sv->sl[j];
+				return SA_OK;
+			}
+		if ((rc = step(sv)) != SA_OK || (rc = records_flush(sv)) != SA_OK)
+			return rc;
+	}
+}
+
+/* Generation request j of line lineno set off on a free slot: its prompt
+ * fed; the steps draw its tokens. */
+static int
+slot_start(server *sv, const sa_json *j, const sa_json *id, const sa_sampling *def,
+    long lineno)
+{
+	sa_request req = { .smp = *def };
+	slot *k;
+	long rec;
+	int rc, n;
+
+	if ((rc = slot_free(sv, &k)) != SA_OK || (rc = record_new(sv, &rec)) != SA_OK)
+		return rc;
+	memset(k, 0, sizeof *k);
+	k->s = sv->s[k - sv->sl];
+	k->rec = rec;
+	k->lineno = lineno;
+	k->id_len = id ? id->raw_len : 4;
+	k->id = strndup(id ? id->raw : "null", k->id_len);
+	k->t = (textout){ open_memstream(&k->gen, &k->glen), sv->out_name, 0, { 0 }, 0, 0 };
+	if (!k->id || !k->t.fp) {
+		if (k->t.fp)
+			fclose(k->t.fp);
+		free(k->id);
+		free(k->gen);
+		return sa_fail(SA_EINTERNAL, "out of memory");
+	}
+	k->busy = 1;
+	if ((rc = req_str(j, "prompt", &req.text, &req.len)) == SA_OK &&
+	    (rc = req_sampling(j, &req.smp)) == SA_OK &&
+	    (rc = req_sides(j, sv->ds, &k->sides)) == SA_OK) {
+		sa_session_use_sides(k->s, k->sides);
+		sa_session_reset(k->s);
+		rc = sa_session_tokenize(k->s, req.text, req.len, &k->toks, &n);
+	}
+	if (rc == SA_OK) {
+		k->e = (emitter){ sa_session_vocab(k->s), &k->t, k->toks, n, 1 };
+		sa_sampler_init(&k->smp, (float)req.smp.temp, (int)req.smp.top_k,
+		    (float)req.smp.top_p, (float)req.smp.min_p, req.smp.seed);
+		k->max_new = req.smp.n_predict;
+		rc = sa_session_gen_start(k->s, k->toks, n, k->max_new);
+	}
+	if (rc != SA_OK || k->max_new == 0)
+		return slot_end(sv, k, rc);
+	return SA_OK;
+}
+
+/* Whether request j generates text: neither "choices" nor a "score" but false. */
+static int
+generates(const sa_json *j)
+{
+	const sa_json *score = sa_json_get(j, "score");
+
+	return !sa_json_get(j, "choices") && (!score || (score->type == SA_JSON_BOOL && !score->num));
+}
+
+int
+sa_serve(sa_session *const *s, int n, sa_deltaset *ds, FILE *in, const char *in_name,
+    const sa_sampling *def, FILE *out, const char *out_name)
+{
+	server sv = { s, n, NULL, ds, NULL, 0, 0, 0, out, out_name, 0 };
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t len;
 	long lineno = 0;
-	int failed = 0, rc = SA_OK;
+	int rc = SA_OK;
 
-	while ((len = getline(&line, &cap, in)) > 0) {
+	if (n < 1 || n > 16)
+		return sa_fail(SA_EUSAGE, "%d sessions: a batch runs on 1 to 16", n);
+	if (!(sv.sl = sa_calloc((size_t)n, sizeof *sv.sl)))
+		return SA_EINTERNAL;
+	while (rc == SA_OK && (len = getline(&line, &cap, in)) > 0) {
 		sa_reply reply = { out, out_name, 1, 0, "null", 4, 0 };
+		const sa_json *id = NULL;
+		record *r = NULL;
 		sa_json req;
+		slot *k;
+		long rec;
 		size_t i;
 
 		lineno++;
@@ -611,44 +856,66 @@ sa_serve(sa_session *s, sa_deltaset *ds, FILE *in, const char *in_name, const sa
 		if (line[len - 1] == '\r')
 			len--;
 		if ((rc = sa_json_parse(line, (size_t)len, &req)) == SA_OK) {
-			const sa_json *id = sa_json_get(&req, "id");
-
-			if (req.type != SA_JSON_OBJ) {
+			id = sa_json_get(&req, "id");
+			if (req.type != SA_JSON_OBJ)
 				rc = sa_fail(SA_EDATA, "a request must be a JSON object");
-			} else {
-				if (id) {
-					reply.id = id->raw;
-					reply.id_len = id->raw_len;
-				}
-				rc = batch_request(s, ds, &req, def, &reply);
+			else if (id) {
+				reply.id = id->raw;
+				reply.id_len = id->raw_len;
 			}
 		}
-		/* Bad data fails its line; anything else ends the run. */
-		if (rc != SA_OK && rc != SA_EDATA) {
-			sa_json_free(&req);
-			break;
-		}
-		if (rc != SA_OK) {
-			char msg[1100];
+		if (rc == SA_OK && n > 1 && generates(&req)) {
+			rc = slot_start(&sv, &req, id, def, lineno);
+		} else {
+			/* Alone on a free session; behind records still to come,
+			 * into a record of its own. */
+			if ((rc == SA_OK || rc == SA_EDATA) && sv.q0 < sv.qn) {
+				int rc2 = record_new(&sv, &rec);
 
-			snprintf(msg, sizeof msg, "line %ld: %s", lineno, sa_error());
-			put_head(&reply);
-			fputs("\"error\":", out);
-			sa_json_put_str(out, msg, strlen(msg));
-			fputs("}\n", out);
-			failed = 1;
-			rc = SA_OK;
+				if (rc2 == SA_OK) {
+					r = &sv.q[rec % sv.qcap];
+					if (!(reply.fp = open_memstream(&r->buf, &r->len)))
+						rc2 = sa_fail(SA_EINTERNAL, "out of memory");
+				}
+				rc = rc2 != SA_OK ? rc2 : rc;
+			}
+			if (rc == SA_OK && (rc = slot_free(&sv, &k)) == SA_OK) {
+				if (n > 1)
+					sa_session_reset(s[k - sv.sl]);
+				rc = batch_request(s[k - sv.sl], ds, &req, def, &reply);
+			}
+			/* Bad data fails its line; anything else ends the run. */
+			if (rc == SA_EDATA) {
+				put_error(&reply, lineno);
+				sv.failed = 1;
+				rc = SA_OK;
+			}
+			if (r) {
+				fclose(reply.fp);
+				r->done = 1;
+			}
 		}
 		sa_json_free(&req);
-		if (fflush(out) == EOF) {
+		if (rc == SA_OK && !r && sv.q0 == sv.qn && fflush(out) == EOF)
 			rc = sa_fail(SA_EIO, "%s: %s", out_name, strerror(errno));
-			break;
-		}
+		if (rc == SA_OK)
+			rc = records_flush(&sv);
 	}
 	if (rc == SA_OK && ferror(in))
 		rc = sa_fail(SA_EIO, "%s: %s", in_name, strerror(errno));
+	for (int j = 0; j < n && rc == SA_OK; j++)
+		while (rc == SA_OK && sv.sl[j].busy)
+			if ((rc = step(&sv)) == SA_OK)
+				rc = records_flush(&sv);
+	for (int j = 0; j < n; j++)
+		if (sv.sl[j].busy)
+			slot_end(&sv, &sv.sl[j], rc);
+	for (long k = sv.q0; k < sv.qn; k++)
+		free(sv.q[k % sv.qcap].buf);
+	free(sv.q);
+	free(sv.sl);
 	free(line);
 	if (rc != SA_OK)
 		return rc;
-	return failed ? SA_EDATA : SA_OK;
+	return sv.failed ? SA_EDATA : SA_OK;
 }

@@ -182,3 +182,47 @@ alone() {	# id options...
 	run --separate-stderr sa-run -m model.gguf --max-delta-mem 1 --max-deltas 1 --batch /dev/null
 	assert_success
 }
+
+# Requests of every kind, some with deltas, some with prompts longer than
+# the row kernels' 16 tokens, some failing.
+mix() {
+	awk 'BEGIN { srand(5); for (i = 1; i <= 40; i++) { r = rand()
+		d = rand() < 0.5 ? ",\"deltas\":[\"d" (1 + int(rand() * 3)) ".delta\"]" : ""
+		p = "the story " i " begins when"
+		if (rand() < 0.3) p = p " a long prompt goes on and on with many words, past sixteen tokens for sure"
+		if (r < 0.15) printf "{\"id\":%d,\"text\":\"%s\",\"score\":true%s}\n", i, p, d
+		else if (r < 0.25) printf "{\"id\":%d,\"prompt\":\"%s\",\"choices\":[\" a\",\" b\"]%s}\n", i, p, d
+		else if (r < 0.3) printf "{\"id\":%d,\"prompt\":\"%s\",\"deltas\":[\"none.delta\"]}\n", i, p
+		else if (r < 0.33) printf "not json %d\n", i
+		else printf "{\"id\":%d,\"prompt\":\"%s\",\"n_predict\":%d,\"seed\":%d%s}\n", i, p, int(rand() * 30), i, d } }'
+}
+
+@test "--parallel: each answer is the request's alone, in the order of the lines" {
+	mix > "$T/mix.jsonl"
+	n=0
+	while IFS= read -r line; do
+		n=$((n + 1))
+		printf '%s\n' "$line" > "$T/one.jsonl"
+		sa-run -m model.gguf --batch "$T/one.jsonl" | sed "s/\"line 1: /\"line $n: /"
+	done < "$T/mix.jsonl" > "$T/alone"
+	grep -q '"error"' "$T/alone"
+	grep -q '"logprob"' "$T/alone"
+	for p in 2 5 16; do
+		run -65 --separate-stderr sa-run -m model.gguf --parallel "$p" --batch "$T/mix.jsonl"
+		diff "$T/alone" <(echo "$output")
+	done
+}
+
+@test "--parallel gives --parallel 1's answers to short prompts" {
+	for i in 1 2 3 4 5 6 7 8 9; do
+		req "r$i" ",\"seed\":$i,\"temp\":0.9,\"n_predict\":$((i * 3)),\"deltas\":[\"d$((i % 4 + 1)).delta\"]"
+	done | grep -v '"score"' > "$T/req.jsonl"
+	run -0 sa-run -m model.gguf --batch "$T/req.jsonl"
+	one="$output"
+	run -0 sa-run -m model.gguf --batch "$T/req.jsonl" --parallel 4 --max-deltas 2
+	[ "$output" = "$one" ]
+	run --separate-stderr sa-run -m model.gguf --parallel 2 -p x
+	assert_failure 64
+	run --separate-stderr sa-run -m model.gguf --parallel 17 --batch /dev/null
+	assert_failure 64
+}
