@@ -317,12 +317,22 @@ same_file(int a, int b)
 	    sa.st_ino == sb.st_ino;
 }
 
+/* Timings summed over the sessions (--parallel): decoding's time is
+ * shared out among the requests of each step. */
 static void
-report(const sa_session *s, double t_load, const opts *o)
+report(sa_session *const *ss, double t_load, const opts *o)
 {
-	sa_timings t;
+	const sa_session *s = ss[0];
+	sa_timings t, u;
 
 	sa_session_timings(s, &t);
+	for (int i = 1; i < o->parallel; i++) {
+		sa_session_timings(ss[i], &u);
+		t.n_eval += u.n_eval;
+		t.t_eval += u.t_eval;
+		t.n_gen += u.n_gen;
+		t.t_gen += u.t_gen;
+	}
 	warnx_("load %.3f s; seed %llu; context %d", t_load, (unsigned long long)o->smp.seed,
 	    sa_session_ctx(s));
 	if (t.n_eval)
@@ -405,7 +415,7 @@ main(int argc, char **argv)
 	}
 
 	if (o.verbose)
-		report(s, t0, &o);
+		report(ss, t0, &o);
 	close_stdout();
 	for (int i = 0; i < o.parallel; i++)
 		sa_session_free(ss[i]);

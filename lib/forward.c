@@ -40,6 +40,7 @@
 #define FBLK 512              /* tokens per FFN block (bounds its scratch) */
 #define ATT_GEMM_MIN 32       /* queries from which attention uses sgemm */
 #define SMALL_N 16            /* tokens up to which linear maps skip sgemm */
+#define MV_BLOCK (128 << 10)   /* bytes of weight rows the row kernels reuse */
 
 struct sa_kvcache {
 	const sa_model *m;
@@ -547,8 +548,17 @@ mv_task(void *arg, int ith, int chunk, int nchunks)
 		const sa_matrix *w = t->ls[j].w;
 		if (lo < base + w->rows) {
 			int64_t end = hi < base + w->rows ? hi : base + w->rows;
-			sa_rows_dot_n(w, lo - base, end - base, t->nx, t->xf[j], t->x_stride,
-			    t->xq, t->xq_stride, t->ls[j].y, (size_t)w->rows);
+			/* More inputs than one pass of the kernels takes (two):
+			 * the rows a block at a time, so that later passes find
+			 * the block in the cache.  Each row's sums stay as they
+			 * are: the kernels sum every row on its own. */
+			int64_t blk = MV_BLOCK / (int64_t)sa_type_row_size(w->type, w->cols);
+			if (t->nx <= 2 || blk < 1)
+				blk = end - lo;
+			for (int64_t a = lo; a < end; a += blk)
+				sa_rows_dot_n(w, a - base, (a + blk < end ? a + blk : end) - base, t->nx,
+				    t->xf[j], t->x_stride, t->xq, t->xq_stride, t->ls[j].y,
+				    (size_t)w->rows);
 			lo = end;
 		}
 		base += w->rows;
