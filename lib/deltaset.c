@@ -23,9 +23,8 @@ typedef struct held {
 struct sa_deltaset {
 	sa_model *m;
 	sa_deltaset_opts o;
-	sa_adapter **adapters;    /* loaded once, found by fingerprint */
+	sa_adapter **adapters;    /* loaded once, found by path or fingerprint */
 	int n_adapters;
-	sa_adapter *given;        /* o.adapter, loaded when first needed */
 	held **h;                 /* [n], each its own allocation: handles stay put */
 	int n;
 	size_t bytes;
@@ -64,7 +63,6 @@ sa_deltaset_free(sa_deltaset *ds)
 	for (int i = 0; i < ds->n_adapters; i++)
 		sa_adapter_free(ds->adapters[i]);
 	free(ds->adapters);
-	sa_adapter_free(ds->given);
 	free(ds->h);
 	free(ds);
 }
@@ -102,37 +100,38 @@ spec_key(const sa_delta_spec *sp)
 
 /* --------------------------------------------------------- adapters */
 
+/* *a, loaded with status rc, checked against the model and kept. */
 static int
-adapter_keep(sa_deltaset *ds, sa_adapter *a)
+adapter_keep(sa_deltaset *ds, int rc, sa_adapter **ap, const sa_adapter **out)
 {
-	sa_adapter **p = realloc(ds->adapters, (size_t)(ds->n_adapters + 1) * sizeof *p);
+	sa_adapter **p = NULL, *a = *ap;
 
-	if (!p) {
+	if (rc == SA_OK)
+		rc = sa_adapter_check(a, ds->m);
+	if (rc == SA_OK && !(p = realloc(ds->adapters, (size_t)(ds->n_adapters + 1) * sizeof *p)))
+		rc = sa_fail(SA_EINTERNAL, "out of memory");
+	if (rc != SA_OK) {
 		sa_adapter_free(a);
-		return sa_fail(SA_EINTERNAL, "out of memory");
+		return rc;
 	}
 	ds->adapters = p;
 	ds->adapters[ds->n_adapters++] = a;
+	*out = a;
 	return SA_OK;
 }
 
-/* The adapter -a gave, loaded and checked against the model once. */
+/* The adapter file path, loaded once. */
 static int
-adapter_given(sa_deltaset *ds, const sa_adapter **out)
+adapter_at(sa_deltaset *ds, const char *path, const sa_adapter **out)
 {
-	int rc;
+	sa_adapter *a = NULL;
 
-	if (!ds->given) {
-		if ((rc = sa_adapter_load(&ds->given, ds->o.adapter)) != SA_OK)
-			return rc;
-		if ((rc = sa_adapter_check(ds->given, ds->m)) != SA_OK) {
-			sa_adapter_free(ds->given);
-			ds->given = NULL;
-			return rc;
+	for (int i = 0; i < ds->n_adapters; i++)
+		if (ds->adapters[i]->path && strcmp(ds->adapters[i]->path, path) == 0) {
+			*out = ds->adapters[i];
+			return SA_OK;
 		}
-	}
-	*out = ds->given;
-	return SA_OK;
+	return adapter_keep(ds, sa_adapter_load(&a, path), &a, out);
 }
 
 /* The adapter of delta d (read from path), as sa-run finds it: the one
@@ -140,24 +139,16 @@ adapter_given(sa_deltaset *ds, const sa_adapter **out)
 static int
 adapter_for(sa_deltaset *ds, const sa_delta *d, const char *path, const sa_adapter **out)
 {
-	sa_adapter *a;
-	int rc;
+	sa_adapter *a = NULL;
 
 	if (ds->o.adapter)
-		return adapter_given(ds, out);
+		return adapter_at(ds, ds->o.adapter, out);
 	for (int i = 0; i < ds->n_adapters; i++)
 		if (ds->adapters[i]->fingerprint == d->adapter_fingerprint) {
 			*out = ds->adapters[i];
 			return SA_OK;
 		}
-	if ((rc = sa_delta_adapter(&a, d, path, ds->o.fallback)) != SA_OK)
-		return rc;
-	if ((rc = sa_adapter_check(a, ds->m)) != SA_OK) {
-		sa_adapter_free(a);
-		return rc;
-	}
-	*out = a;
-	return adapter_keep(ds, a);
+	return adapter_keep(ds, sa_delta_adapter(&a, d, path, ds->o.fallback), &a, out);
 }
 
 /* The adapter of demonstrations without deltas: the one given, else the
@@ -165,27 +156,11 @@ adapter_for(sa_deltaset *ds, const sa_delta *d, const char *path, const sa_adapt
 static int
 adapter_default(sa_deltaset *ds, const sa_adapter **out)
 {
-	sa_adapter *a;
-	int rc;
+	const char *path = ds->o.adapter ? ds->o.adapter : ds->o.fallback;
 
-	if (ds->o.adapter)
-		return adapter_given(ds, out);
-	for (int i = 0; i < ds->n_adapters; i++)
-		if (ds->adapters[i]->path && ds->o.fallback &&
-		    strcmp(ds->adapters[i]->path, ds->o.fallback) == 0) {
-			*out = ds->adapters[i];
-			return SA_OK;
-		}
-	if (!ds->o.fallback)
+	if (!path)
 		return sa_fail(SA_EUSAGE, "no adapter for the demonstrations: give -a ADAPTER");
-	if ((rc = sa_adapter_load(&a, ds->o.fallback)) != SA_OK)
-		return rc;
-	if ((rc = sa_adapter_check(a, ds->m)) != SA_OK) {
-		sa_adapter_free(a);
-		return rc;
-	}
-	*out = a;
-	return adapter_keep(ds, a);
+	return adapter_at(ds, path, out);
 }
 
 /* ------------------------------------------------------- side paths */

@@ -330,11 +330,32 @@ rope_row(const sa_model *m, int pos, float *cs)
 	}
 }
 
+/* The rotations of n tokens: those after the cache, or one a row. */
 static void
 rope_table(sa_kvcache *s, int n)
 {
 	for (int i = 0; i < n; i++)
-		rope_row(s->m, s->pos + i, s->rope + (size_t)i * s->m->cfg.rope_dim);
+		rope_row(s->m, s->rows ? s->rows[i]->pos : s->pos + i,
+		    s->rope + (size_t)i * s->m->cfg.rope_dim);
+}
+
+/* Layer l's keys and values of n tokens into the cache, or each row's
+ * into its own. */
+static void
+kv_store(sa_kvcache *s, int l, int n)
+{
+	size_t kvd = (size_t)s->m->cfg.n_head_kv * s->m->cfg.d_head;
+
+	if (!s->rows) {
+		memcpy(s->kc[l] + (size_t)s->pos * kvd, s->k, (size_t)n * kvd * sizeof(float));
+		memcpy(s->vc[l] + (size_t)s->pos * kvd, s->v, (size_t)n * kvd * sizeof(float));
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		sa_kvcache *r = s->rows[i];
+		memcpy(r->kc[l] + (size_t)r->pos * kvd, s->k + i * kvd, kvd * sizeof(float));
+		memcpy(r->vc[l] + (size_t)r->pos * kvd, s->v + i * kvd, kvd * sizeof(float));
+	}
 }
 
 /* Rotate the heads of one token's vector v [nh][d_head]: llama rotates
@@ -808,8 +829,12 @@ ffn(sa_kvcache *s, int l, int i0, int n)
 	return SA_OK;
 }
 
-int
-sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
+/*
+ * toks [n] through the layers after the cache: the tokens of one sequence,
+ * or with s->rows one token of each row's sequence.  The checks are done.
+ */
+static int
+forward_tokens(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 {
 	const sa_model *m = s->m;
 	const sa_config *c = &m->cfg;
@@ -817,15 +842,6 @@ sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 	size_t kvd = (size_t)c->n_head_kv * c->d_head;
 	int rc, i0 = 0;
 
-	if (n < 1)
-		return sa_fail(SA_EUSAGE, "no tokens to run");
-	if (n > s->n_ctx - s->pos)
-		return sa_fail(SA_EDATA, "prompt of %lld tokens exceeds the context of %d",
-		    (long long)s->pos + n, s->n_ctx);
-	for (int i = 0; i < n; i++)
-		if (toks[i] < 0 || toks[i] >= c->n_vocab)
-			return sa_fail(SA_EDATA, "token %d out of range (the vocabulary has %d)",
-			    toks[i], c->n_vocab);
 	if ((rc = build_scratch(s, n)) != SA_OK)
 		return rc;
 
@@ -853,8 +869,7 @@ sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 			rope_apply(c, cs, s->q + i * qd, c->n_head);
 			rope_apply(c, cs, s->k + i * kvd, c->n_head_kv);
 		}
-		memcpy(s->kc[l] + (size_t)s->pos * kvd, s->k, (size_t)n * kvd * sizeof(float));
-		memcpy(s->vc[l] + (size_t)s->pos * kvd, s->v, (size_t)n * kvd * sizeof(float));
+		kv_store(s, l, n);
 
 		/* Past the last layer's cache only the rows wanted for logits matter. */
 		if (last) {
@@ -872,7 +887,10 @@ sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 		if ((rc = ffn(s, l, i0, n)) != SA_OK)
 			return rc;
 	}
-	s->pos += n;
+	for (int i = 0; s->rows && i < n; i++)
+		s->rows[i]->pos++;
+	if (!s->rows)
+		s->pos += n;
 	if (!logits)
 		return SA_OK;
 
@@ -880,6 +898,31 @@ sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 		rmsnorm(s->xn + i * d, s->x + i * d, m->out_norm.data, (int)d, c->norm_eps);
 	lin out = { &m->output, sa_type_act(m->output.type), NULL, NULL, logits, NULL, 0 };
 	return linear(s, &out, 1, s->xn + i0 * d, n - i0, s->xr);
+}
+
+static int
+check_tokens(const sa_config *c, const int *toks, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (toks[i] < 0 || toks[i] >= c->n_vocab)
+			return sa_fail(SA_EDATA, "token %d out of range (the vocabulary has %d)",
+			    toks[i], c->n_vocab);
+	return SA_OK;
+}
+
+int
+sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
+{
+	int rc;
+
+	if (n < 1)
+		return sa_fail(SA_EUSAGE, "no tokens to run");
+	if (n > s->n_ctx - s->pos)
+		return sa_fail(SA_EDATA, "prompt of %lld tokens exceeds the context of %d",
+		    (long long)s->pos + n, s->n_ctx);
+	if ((rc = check_tokens(&s->m->cfg, toks, n)) != SA_OK)
+		return rc;
+	return forward_tokens(s, toks, n, logits, all_logits);
 }
 
 /*
@@ -895,65 +938,22 @@ int
 sa_forward_rows(sa_kvcache *const *kv, const int *toks, int n, float *logits)
 {
 	sa_kvcache *s = kv[0];
-	const sa_model *m = s->m;
-	const sa_config *c = &m->cfg;
-	size_t d = c->d_model, qd = (size_t)c->n_head * c->d_head;
-	size_t kvd = (size_t)c->n_head_kv * c->d_head;
-	int rc = SA_OK;
+	int rc;
 
 	if (n < 1 || n > SMALL_N)
 		return sa_fail(SA_EUSAGE, "%d rows: one pass runs 1 to %d", n, SMALL_N);
 	for (int i = 0; i < n; i++) {
-		if (kv[i]->m != m || kv[i]->n_ctx != s->n_ctx)
-			return sa_fail(SA_EUSAGE, "rows of one pass need caches of one model and size");
+		if (kv[i]->m != s->m || kv[i]->n_ctx != s->n_ctx || kv[i]->hook)
+			return sa_fail(SA_EUSAGE, "rows of one pass need caches of one model and size, "
+			    "without hooks");
 		if (kv[i]->pos >= kv[i]->n_ctx)
 			return sa_fail(SA_EDATA, "prompt of %lld tokens exceeds the context of %d",
 			    (long long)kv[i]->pos + 1, kv[i]->n_ctx);
-		if (toks[i] < 0 || toks[i] >= c->n_vocab)
-			return sa_fail(SA_EDATA, "token %d out of range (the vocabulary has %d)",
-			    toks[i], c->n_vocab);
 	}
-	if ((rc = build_scratch(s, n)) != SA_OK)
+	if ((rc = check_tokens(&s->m->cfg, toks, n)) != SA_OK)
 		return rc;
-	for (int i = 0; i < n; i++) {
-		sa_rows_to_f32(&m->tok_embd, toks[i], toks[i] + 1, s->x + i * d);
-		rope_row(m, kv[i]->pos, s->rope + (size_t)i * c->rope_dim);
-	}
 	s->rows = kv;
-	for (int l = 0; l < c->n_layer && rc == SA_OK; l++) {
-		const sa_layer *L = &m->layers[l];
-
-		for (int i = 0; i < n; i++)
-			rmsnorm(s->xn + i * d, s->x + i * d, L->attn_norm.data, (int)d, c->norm_eps);
-		lin qkv[3] = {
-			layer_lin(s, l, SA_MAT_Q, L->bq.data, s->q),
-			layer_lin(s, l, SA_MAT_K, L->bk.data, s->k),
-			layer_lin(s, l, SA_MAT_V, L->bv.data, s->v),
-		};
-		if ((rc = linear(s, qkv, 3, s->xn, n, s->xr)) != SA_OK)
-			break;
-		for (int i = 0; i < n; i++) {
-			const float *cs = s->rope + (size_t)i * c->rope_dim;
-			rope_apply(c, cs, s->q + i * qd, c->n_head);
-			rope_apply(c, cs, s->k + i * kvd, c->n_head_kv);
-			memcpy(kv[i]->kc[l] + (size_t)kv[i]->pos * kvd, s->k + i * kvd, kvd * sizeof(float));
-			memcpy(kv[i]->vc[l] + (size_t)kv[i]->pos * kvd, s->v + i * kvd, kvd * sizeof(float));
-		}
-		if ((rc = attention(s, l, 0, n)) != SA_OK)
-			break;
-		lin o = layer_lin(s, l, SA_MAT_O, NULL, s->tmp);
-		if ((rc = linear(s, &o, 1, s->ao, n, s->xr)) != SA_OK)
-			break;
-		add_rows(s->x, s->tmp, (size_t)n * d);
-		rc = ffn(s, l, 0, n);
-	}
+	rc = forward_tokens(s, toks, n, logits, 1);
 	s->rows = NULL;
-	if (rc != SA_OK)
-		return rc;
-	for (int i = 0; i < n; i++) {
-		kv[i]->pos++;
-		rmsnorm(s->xn + i * d, s->x + i * d, m->out_norm.data, (int)d, c->norm_eps);
-	}
-	lin out = { &m->output, sa_type_act(m->output.type), NULL, NULL, logits, NULL, 0 };
-	return linear(s, &out, 1, s->xn, n, s->xr);
+	return rc;
 }
