@@ -1,8 +1,10 @@
 /*
  * deltaset.c - the deltas of many requests over one base model: each
- * request's deltas (files at scales, then demonstrations encoded through
- * the cache) become side paths of their own, held while they are used and
- * after, up to a count and a size; the least recently used go first.
+ * request's deltas (files at scales, demonstrations encoded through the
+ * cache, LoRA files) become side paths of their own, held while they are
+ * used and after, up to a count and a size; the least recently used go
+ * first.  A set is known by its files' names, scales and identities (a
+ * file rewritten is read again).
  * Switching deltas is then choosing other side paths: the base weights
  * are never touched, and a request's answer is that of sa-run --unmerged
  * with the same deltas, bit for bit (the same side paths, sa_side_add).
@@ -10,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "sa.h"
 
@@ -75,6 +78,20 @@ sa_deltaset_bytes(const sa_deltaset *ds)
 
 /* ------------------------------------------------------------ keys */
 
+/* A file by name and by what it is now: a file rewritten in place is
+ * another key, and is read again. */
+static void
+key_file(FILE *fp, char kind, double scale, const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) != 0)
+		memset(&st, 0, sizeof st);
+	fprintf(fp, "%c %.17g %llx %llx %lld %lld.%09ld %s\n", kind, scale,
+	    (unsigned long long)st.st_dev, (unsigned long long)st.st_ino, (long long)st.st_size,
+	    (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, path);
+}
+
 /* The request as one string: equal strings, equal side paths. */
 static char *
 spec_key(const sa_delta_spec *sp)
@@ -86,11 +103,11 @@ spec_key(const sa_delta_spec *sp)
 	if (!fp)
 		return NULL;
 	for (int i = 0; i < sp->n; i++)
-		fprintf(fp, "d %.17g %s\n", sp->scale[i], sp->path[i]);
+		key_file(fp, 'd', sp->scale[i], sp->path[i]);
 	for (int i = 0; i < sp->n_lora; i++)
-		fprintf(fp, "l %.17g %s\n", sp->lora_scale[i], sp->lora[i]);
+		key_file(fp, 'l', sp->lora_scale[i], sp->lora[i]);
 	for (int i = 0; i < sp->n_demos; i++)
-		fprintf(fp, "e %s\n", sp->demos[i]);
+		key_file(fp, 'e', 1, sp->demos[i]);
 	if (fclose(fp) != 0) {
 		free(key);
 		return NULL;

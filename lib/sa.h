@@ -41,6 +41,7 @@
  *   delta, encoder, cache,          demonstrations -> a delta (sa-encode,
  *   encoding files                  sa-cache)
  *   applying deltas, export         a delta -> the model's weights, LoRA
+ *   many deltas, LoRA in            side paths per request, LoRA files read
  *   evaluation, evaluation protocol sa-eval
  *   training, trainer               sa-train
  *   output files, hashing,          utilities
@@ -57,16 +58,17 @@
  * arrays handed back through char ** or int ** are malloc'd: free(3).
  * Every other pointer is borrowed: arguments are read during the call and
  * not kept, except that an object made over another keeps it (a KV cache,
- * session or encoder its model, an encoder its adapter), so that one must
- * outlive it; a pointer an object hands out (its delta, its logits, its
- * vocabulary) is valid until the object is freed or, where said, until its
- * next call.
+ * session, encoder or deltaset its model, an encoder its adapter), so
+ * that one must outlive it; a pointer an object hands out (its delta, its
+ * logits, its vocabulary) is valid until the object is freed or, where
+ * said, until its next call.
  *
  * Threads: sa_error() is per thread.  A model, vocabulary, adapter or delta
  * is only read once loaded, so threads may share it, each with its own KV
  * cache, session, encoder or sampler (an object with state belongs to one
  * thread at a time), except while something changes the model's weights
- * (sa_delta_apply, sa_deltas_apply, sa_model_reset_weights): that needs the
+ * (sa_delta_apply, sa_deltas_apply, sa_lora_apply, sa_model_reset_weights,
+ * a deltaset encoding a request's demonstrations): that needs the
  * model to itself.  The kernels' worker threads are the process's
  * (sa_set_threads): callers on several threads take turns with them.
  */
@@ -1065,7 +1067,35 @@ int sa_deltas_add(sa_deltas *ds, sa_delta *d, double s, const char *name);
 int sa_deltas_apply(sa_model *m, const sa_deltas *ds, int merged);
 void sa_deltas_free(sa_deltas *ds);
 
-/* ------------------------------------------------------- many deltas */
+/* ---------------------------------------------------------------- export */
+
+/*
+ * Deltas as a plain LoRA adapter for other tools (sa-export(1)).  Several
+ * deltas of one adapter are summed in the state space first, h = sum_i s_i
+ * h_i, so that each matrix gets exactly Delta W = W1 h^T W2 = B A with
+ * B = W1 h^T [d_out][r] and A = W2 [r][d_in]; factors are never scaled and
+ * added separately.  Every check of sa_delta_apply applies.
+ */
+
+/* llama.cpp LoRA GGUF: blk.L.<mat>.weight.lora_a (ne {d_in, r}) and .lora_b
+ * (ne {r, d_out}), F32, adapter.lora.alpha = 0, which llama.cpp reads as
+ * "no alpha/rank factor": its scale is then exactly the user's.  "-" = stdout. */
+int sa_export_llama(const sa_model *m, const sa_adapter *a, sa_delta *const *d,
+    const double *scale, int n, const char *path);
+/* PEFT directory: adapter_config.json (lora_alpha = r: scaling 1) and
+ * adapter_model.safetensors (F32), written to a temporary directory and
+ * renamed into place.  For llama, the rows of q and k lora_B are put back
+ * in Hugging Face order (see sa_rows_gguf_to_hf). */
+int sa_export_peft(const sa_model *m, const sa_adapter *a, sa_delta *const *d,
+    const double *scale, int n, const char *base_model, const char *dir);
+/* Rows [n_head*d_head][cols] of a llama q or k projection: llama.cpp's
+ * converter interleaves the two halves of every head for its RoPE
+ * (HF row h*dh + j*dh/2 + i becomes GGUF row h*dh + 2*i + j); these undo
+ * and redo that.  src and dst must not overlap. */
+void sa_rows_gguf_to_hf(const float *src, float *dst, int n_head, int d_head, int cols);
+void sa_rows_hf_to_gguf(const float *src, float *dst, int n_head, int d_head, int cols);
+
+/* ---------------------------------------------------------- many deltas */
 
 /*
  * The deltas of one request (sa-run --batch): files at scales, then
@@ -1121,7 +1151,7 @@ size_t sa_deltaset_bytes(const sa_deltaset *ds);
  * own); a cache made under others is forgotten, never reused. */
 void sa_session_use_sides(sa_session *s, const sa_sides *sides);
 
-/* ------------------------------------------------------------ LoRA in */
+/* -------------------------------------------------------------- LoRA in */
 
 /*
  * A llama.cpp LoRA GGUF (sa_export_llama writes them) into model m at user
@@ -1132,34 +1162,6 @@ void sa_session_use_sides(sa_session *s, const sa_sides *sides);
  */
 int sa_lora_apply(sa_model *m, const char *path, double s, int merged);
 int sa_lora_sides(sa_lowrank **side, const sa_model *m, const char *path, double s);
-
-/* ---------------------------------------------------------------- export */
-
-/*
- * Deltas as a plain LoRA adapter for other tools (sa-export(1)).  Several
- * deltas of one adapter are summed in the state space first, h = sum_i s_i
- * h_i, so that each matrix gets exactly Delta W = W1 h^T W2 = B A with
- * B = W1 h^T [d_out][r] and A = W2 [r][d_in]; factors are never scaled and
- * added separately.  Every check of sa_delta_apply applies.
- */
-
-/* llama.cpp LoRA GGUF: blk.L.<mat>.weight.lora_a (ne {d_in, r}) and .lora_b
- * (ne {r, d_out}), F32, adapter.lora.alpha = 0, which llama.cpp reads as
- * "no alpha/rank factor": its scale is then exactly the user's.  "-" = stdout. */
-int sa_export_llama(const sa_model *m, const sa_adapter *a, sa_delta *const *d,
-    const double *scale, int n, const char *path);
-/* PEFT directory: adapter_config.json (lora_alpha = r: scaling 1) and
- * adapter_model.safetensors (F32), written to a temporary directory and
- * renamed into place.  For llama, the rows of q and k lora_B are put back
- * in Hugging Face order (see sa_rows_gguf_to_hf). */
-int sa_export_peft(const sa_model *m, const sa_adapter *a, sa_delta *const *d,
-    const double *scale, int n, const char *base_model, const char *dir);
-/* Rows [n_head*d_head][cols] of a llama q or k projection: llama.cpp's
- * converter interleaves the two halves of every head for its RoPE
- * (HF row h*dh + j*dh/2 + i becomes GGUF row h*dh + 2*i + j); these undo
- * and redo that.  src and dst must not overlap. */
-void sa_rows_gguf_to_hf(const float *src, float *dst, int n_head, int d_head, int cols);
-void sa_rows_hf_to_gguf(const float *src, float *dst, int n_head, int d_head, int cols);
 
 /* ------------------------------------------------------------ evaluation */
 

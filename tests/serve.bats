@@ -112,6 +112,21 @@ alone() {	# id options...
 	[ "$(sed -n 1,2p <<<"$output" | cut -d, -f2-)" = "$(sed -n 8,9p <<<"$output" | cut -d, -f2-)" ]
 }
 
+@test "a delta file rewritten between two requests is read again" {
+	cp d1.delta "$T/x.delta"
+	mkfifo "$T/in"
+	sa-run -m model.gguf -a adapter.gguf --batch "$T/in" > "$T/out" 3>&- &
+	exec 4> "$T/in"
+	echo '{"prompt":"the cat","n_predict":10,"temp":0,"deltas":["'"$T"'/x.delta"]}' >&4
+	while [ "$(wc -l < "$T/out")" -lt 1 ]; do sleep 0.1; done
+	cp d2.delta "$T/x.delta"
+	echo '{"prompt":"the cat","n_predict":10,"temp":0,"deltas":["'"$T"'/x.delta"]}' >&4
+	exec 4>&-
+	wait
+	[ "$(sed -n 1p "$T/out")" = "$(alone x -d d1.delta --unmerged | sed -n 1p | sed 's/"id":"x-t",/"id":null,/')" ]
+	[ "$(sed -n 2p "$T/out")" = "$(alone x -d d2.delta --unmerged | sed -n 1p | sed 's/"id":"x-t",/"id":null,/')" ]
+}
+
 @test "\"demos\" in a request equals sa-run --demos --unmerged" {
 	{
 		req e ',"demos":"demos.tsv"'
