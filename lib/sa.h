@@ -1095,7 +1095,7 @@ int sa_export_peft(const sa_model *m, const sa_adapter *a, sa_delta *const *d,
 void sa_rows_gguf_to_hf(const float *src, float *dst, int n_head, int d_head, int cols);
 void sa_rows_hf_to_gguf(const float *src, float *dst, int n_head, int d_head, int cols);
 
-/* ---------------------------------------------------------- many deltas */
+/* ----------------------------------------------------------- many deltas */
 
 /*
  * The deltas of one request (sa-run --batch): files at scales, then
@@ -1151,7 +1151,7 @@ size_t sa_deltaset_bytes(const sa_deltaset *ds);
  * own); a cache made under others is forgotten, never reused. */
 void sa_session_use_sides(sa_session *s, const sa_sides *sides);
 
-/* -------------------------------------------------------------- LoRA in */
+/* --------------------------------------------------------------- LoRA in */
 
 /*
  * A llama.cpp LoRA GGUF (sa_export_llama writes them) into model m at user
