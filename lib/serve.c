@@ -6,6 +6,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -458,7 +459,7 @@ req_files(const sa_json *j, const char *key, const char ***path, double **scale,
 		if (!file || file->type != SA_JSON_STR || strlen(file->str) != file->len || !file->len)
 			return sa_fail(SA_EDATA, "\"%s\": item %zu: want a file name or "
 			    "{\"file\": NAME, \"scale\": S}", key, i + 1);
-		if (sc && (sc->type != SA_JSON_NUM || !(fabs(sc->num) <= 3.4028234663852886e38)))
+		if (sc && (sc->type != SA_JSON_NUM || !(fabs(sc->num) <= FLT_MAX)))
 			return sa_fail(SA_EDATA, "\"%s\": item %zu: \"scale\" must be a finite float",
 			    key, i + 1);
 		(*path)[i] = file->str;
@@ -491,37 +492,35 @@ req_demos(const sa_json *j, const char ***path, int *n)
 	return SA_OK;
 }
 
-static void
-spec_free(sa_delta_spec *sp)
-{
-	free((void *)sp->path);
-	free((void *)sp->scale);
-	free((void *)sp->demos);
-	free((void *)sp->lora);
-	free((void *)sp->lora_scale);
-}
-
 /* The side paths of the request's deltas, demonstrations and LoRA files,
  * NULL when it has none.  Not loadable: the line fails, not the batch. */
 static int
 req_sides(const sa_json *j, sa_deltaset *ds, const sa_sides **sides)
 {
+	const char **path = NULL, **lora = NULL, **demos = NULL;
+	double *scale = NULL, *lora_scale = NULL;
 	sa_delta_spec sp = { 0 };
 	int rc;
 
 	*sides = NULL;
-	if ((rc = req_files(j, "deltas", (const char ***)&sp.path, (double **)&sp.scale, &sp.n)) ||
-	    (rc = req_files(j, "lora", (const char ***)&sp.lora, (double **)&sp.lora_scale, &sp.n_lora)) ||
-	    (rc = req_demos(j, (const char ***)&sp.demos, &sp.n_demos))) {
-		spec_free(&sp);
-		return rc;
-	}
-	if (sp.n || sp.n_lora || sp.n_demos) {
+	if ((rc = req_files(j, "deltas", &path, &scale, &sp.n)) == SA_OK &&
+	    (rc = req_files(j, "lora", &lora, &lora_scale, &sp.n_lora)) == SA_OK &&
+	    (rc = req_demos(j, &demos, &sp.n_demos)) == SA_OK &&
+	    (sp.n || sp.n_lora || sp.n_demos)) {
+		sp.path = path;
+		sp.scale = scale;
+		sp.lora = lora;
+		sp.lora_scale = lora_scale;
+		sp.demos = demos;
 		rc = ds ? sa_deltaset_get(ds, &sp, sides) : sa_fail(SA_EDATA, "requests take no deltas here");
 		if (rc != SA_OK && rc != SA_EINTERNAL)
 			rc = SA_EDATA;
 	}
-	spec_free(&sp);
+	free(path);
+	free(scale);
+	free(lora);
+	free(lora_scale);
+	free(demos);
 	return rc;
 }
 
