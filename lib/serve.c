@@ -435,6 +435,14 @@ req_sampling(const sa_json *req, sa_sampling *p)
 	return SA_OK;
 }
 
+/* Whether v names a file: a string without NUL, not empty, and not "-"
+ * (the standard input may be the requests themselves). */
+static int
+req_file(const sa_json *v)
+{
+	return v->type == SA_JSON_STR && v->len && strlen(v->str) == v->len && strcmp(v->str, "-");
+}
+
 /* "deltas" or "lora": an array of files, each a string (scale 1) or an
  * object {"file": F, "scale": S}.  Absent: none.  The strings stay j's. */
 static int
@@ -456,7 +464,7 @@ req_files(const sa_json *j, const char *key, const char ***path, double **scale,
 			file = sa_json_get(f, "file");
 			sc = sa_json_get(f, "scale");
 		}
-		if (!file || file->type != SA_JSON_STR || strlen(file->str) != file->len || !file->len)
+		if (!file || !req_file(file))
 			return sa_fail(SA_EDATA, "\"%s\": item %zu: want a file name or "
 			    "{\"file\": NAME, \"scale\": S}", key, i + 1);
 		if (sc && (sc->type != SA_JSON_NUM || !(fabs(sc->num) <= FLT_MAX)))
@@ -484,7 +492,7 @@ req_demos(const sa_json *j, const char ***path, int *n)
 	for (size_t i = 0; i < k; i++) {
 		const sa_json *f = v->type == SA_JSON_ARR ? &v->items[i] : v;
 
-		if (f->type != SA_JSON_STR || strlen(f->str) != f->len || !f->len)
+		if (!req_file(f))
 			return sa_fail(SA_EDATA, "\"demos\" must be a file name or an array of them");
 		(*path)[i] = f->str;
 	}

@@ -99,17 +99,19 @@ alone() {	# id options...
 		echo '{"id":"notdelta","prompt":"x","deltas":["model.gguf"]}'
 		echo '{"id":"badscale","prompt":"x","deltas":[{"file":"d1.delta","scale":"2"}]}'
 		echo '{"id":"badlist","prompt":"x","deltas":"d1.delta"}'
+		echo '{"id":"stdin","prompt":"x","deltas":["-"]}'
 		req ok2 ',"deltas":["d1.delta"]'
 	} > "$T/req.jsonl"
 	run --separate-stderr sa-run -m model.gguf -a adapter.gguf --batch "$T/req.jsonl"
 	assert_failure 65
-	[ "$(grep -c '"error"' <<<"$output")" -eq 5 ]
+	[ "$(grep -c '"error"' <<<"$output")" -eq 6 ]
 	assert_line --index 2 --partial '"id":"missing","error":"line 3: nothere.delta: No such file'
 	assert_line --index 3 --partial 'other.delta was made for another model'
 	assert_line --index 4 --partial 'not a delta'
 	assert_line --index 5 --partial '"scale\" must be a finite float'
 	assert_line --index 6 --partial 'must be an array of files'
-	[ "$(sed -n 1,2p <<<"$output" | cut -d, -f2-)" = "$(sed -n 8,9p <<<"$output" | cut -d, -f2-)" ]
+	assert_line --index 7 --partial '"id":"stdin","error":"line 8: \"deltas\": item 1: want a file name'
+	[ "$(sed -n 1,2p <<<"$output" | cut -d, -f2-)" = "$(sed -n 9,10p <<<"$output" | cut -d, -f2-)" ]
 }
 
 @test "a delta file rewritten between two requests is read again" {
