@@ -341,24 +341,15 @@ same_file(int a, int b)
 	    sa.st_ino == sb.st_ino;
 }
 
-/* Timings summed over the sessions (--parallel): decoding's time is
- * shared out among the requests of each step. */
+/* Timings summed over the sessions (--parallel). */
 static void
 report(sa_session *const *ss, double t_load, const opts *o)
 {
-	const sa_session *s = ss[0];
-	sa_timings t, u;
+	sa_timings t;
 
-	sa_session_timings(s, &t);
-	for (int i = 1; i < o->parallel; i++) {
-		sa_session_timings(ss[i], &u);
-		t.n_eval += u.n_eval;
-		t.t_eval += u.t_eval;
-		t.n_gen += u.n_gen;
-		t.t_gen += u.t_gen;
-	}
+	sa_sessions_timings(ss, (int)o->parallel, &t);
 	warnx_("load %.3f s; seed %llu; context %d", t_load, (unsigned long long)o->smp.seed,
-	    sa_session_ctx(s));
+	    sa_session_ctx(ss[0]));
 	if (t.n_eval)
 		warnx_("prompt: %ld tokens in %.3f s, %.1f tokens/s", t.n_eval, t.t_eval,
 		    t.t_eval > 0 ? t.n_eval / t.t_eval : 0);

@@ -514,6 +514,9 @@ typedef struct sa_timings {
 	double t_eval, t_gen;
 } sa_timings;
 void sa_session_timings(const sa_session *s, sa_timings *t);
+/* The sum over sessions s[0..n) decoding together (sa_sessions_decode
+ * shares a step's time out among them). */
+void sa_sessions_timings(sa_session *const *s, int n, sa_timings *t);
 
 /*
  * Make the cache hold toks[0..n) (n >= 1).  The last token always runs, so

@@ -131,6 +131,18 @@ sa_session_timings(const sa_session *s, sa_timings *t)
 	*t = s->t;
 }
 
+void
+sa_sessions_timings(sa_session *const *s, int n, sa_timings *t)
+{
+	*t = (sa_timings){ 0 };
+	for (int i = 0; i < n; i++) {
+		t->n_eval += s[i]->t.n_eval;
+		t->t_eval += s[i]->t.t_eval;
+		t->n_gen += s[i]->t.n_gen;
+		t->t_gen += s[i]->t.t_gen;
+	}
+}
+
 int
 sa_session_tokenize(const sa_session *s, const char *text, size_t len, int **toks, int *n)
 {

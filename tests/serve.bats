@@ -290,3 +290,14 @@ chat_req() {
 	    --parallel 2
 	[ "$output" = "$one" ]
 }
+
+@test "-v with --parallel: the tokens of every session counted" {
+	for i in 1 2 3; do
+		printf '{"prompt":"the story %d begins","n_predict":%d,"seed":%d}\n' "$i" $((i * 4)) "$i"
+	done > "$T/req.jsonl"
+	run -0 --separate-stderr sa-run -m model.gguf -v --batch "$T/req.jsonl"
+	one=$(grep -o 'generation: [0-9]* tokens' <<<"$stderr")
+	[ -n "$one" ]
+	run -0 --separate-stderr sa-run -m model.gguf -v --parallel 3 --batch "$T/req.jsonl"
+	[ "$(grep -o 'generation: [0-9]* tokens' <<<"$stderr")" = "$one" ]
+}
