@@ -180,4 +180,9 @@ bench-compare: tests/helpers/bench tests/helpers/mkmodel bin/sa-info
 bench-icl: tests/helpers/bench-icl tests/helpers/mkmodel
 	sh scripts/bench-icl.sh $(BENCH_ARGS)
 
-.PHONY: bench-compare bench-icl
+# Many deltas served from one process, requests decoded together
+# (scripts/bench-serve.sh; sa-run(1) --parallel).
+bench-serve: $(TOOLS) tests/helpers/mkmodel tests/helpers/mkdelta
+	sh scripts/bench-serve.sh $(BENCH_ARGS)
+
+.PHONY: bench-compare bench-icl bench-serve

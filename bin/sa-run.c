@@ -10,10 +10,12 @@
 
 static const char synopsis[] =
     "usage: sa-run [-m model] [-d delta[:scale]]... [-a adapter] [--demos file]...\n"
+    "              [--lora file[:scale]]...\n"
     "              [options] [-p text | -f file]\n"
     "       sa-run [-m model] ... --score [-p text | -f file]\n"
     "       sa-run [-m model] ... --choice text... [-p text | -f file]\n"
-    "       sa-run [-m model] ... --batch file\n"
+    "       sa-run [-m model] ... [--max-deltas N] [--max-delta-mem MIB] [--parallel N]\n"
+    "              --batch file\n"
     "       sa-run [-m model] ... --tokenize [-p text | -f file]\n";
 
 static void
@@ -35,6 +37,7 @@ help(void)
 	    "      --demos-format FMT text, tsv or jsonl for every --demos (default: from each\n"
 	    "                         file's extension or first line, as sa-encode -f)\n"
 	    "      --cache-dir DIR    cache of --demos (default: $SA_CACHE_DIR, ~/.cache/sa)\n"
+	    "      --lora FILE[:S]    apply a llama.cpp LoRA GGUF at scale S (default 1); repeatable\n"
 	    "  -p, --prompt TEXT      prompt text\n"
 	    "  -e, --escape           expand \\n \\t \\xHH ... in prompt and choices (default)\n"
 	    "      --no-escape        take the prompt and choices as they are\n"
@@ -58,6 +61,9 @@ help(void)
 	    "      --score            print log-likelihood, token count and perplexity of the text\n"
 	    "      --choice TEXT      score TEXT as a continuation of the prompt; repeatable\n"
 	    "      --batch FILE       JSON Lines requests from FILE ('-' = stdin)\n"
+	    "      --max-deltas N     side paths of at most N requests' deltas held (default 8)\n"
+	    "      --max-delta-mem M  and of at most M MiB (default: no limit)\n"
+	    "      --parallel N       decode up to N generation requests together (default 1)\n"
 	    "      --tokenize         print the prompt's token ids (with --json, and pieces)\n"
 	    "      --json             JSON output\n"
 	    "  -c, --ctx-size N       context length (default 4096 or the model's if smaller, 0 = model's)\n"
@@ -75,6 +81,10 @@ typedef struct opts {
 	char **deltas;           /* -d FILE[:SCALE] */
 	double *scales;
 	int n_deltas;
+	char **lora;             /* --lora FILE[:SCALE] */
+	double *lora_scales;
+	int n_lora;
+	long max_deltas, max_delta_mem, parallel;
 	char **demos;
 	const char **choices, *cache_dir;
 	int n_demos, demos_format, n_choices;
@@ -126,13 +136,16 @@ enum {
 	OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_NO_BOS, OPT_SCORE,
 	OPT_CHOICE, OPT_JSON, OPT_BATCH, OPT_UNMERGED, OPT_ECHO, OPT_DEMOS, OPT_CACHE_DIR,
 	OPT_NO_ESCAPE, OPT_DEMOS_FORMAT, OPT_SPECIAL, OPT_CHAT, OPT_SYSTEM, OPT_CHAT_TEMPLATE,
-	OPT_REPEAT_PENALTY, OPT_REPEAT_LAST_N, OPT_STOP, OPT_LOGPROBS, OPT_TOKENIZE,
+	OPT_REPEAT_PENALTY, OPT_REPEAT_LAST_N, OPT_STOP, OPT_LOGPROBS, OPT_TOKENIZE, OPT_LORA,
+	OPT_MAX_DELTAS, OPT_MAX_DELTA_MEM, OPT_PARALLEL,
 };
 
 static const struct option longopts[] = {
 	ARG("model", 'm'), ARG("delta", 'd'), ARG("adapter", 'a'), FLAG("unmerged", OPT_UNMERGED),
 	ARG("demos", OPT_DEMOS), ARG("demos-format", OPT_DEMOS_FORMAT),
-	ARG("cache-dir", OPT_CACHE_DIR), ARG("prompt", 'p'), FLAG("escape", 'e'),
+	ARG("cache-dir", OPT_CACHE_DIR), ARG("lora", OPT_LORA), ARG("max-deltas", OPT_MAX_DELTAS),
+	ARG("max-delta-mem", OPT_MAX_DELTA_MEM), ARG("parallel", OPT_PARALLEL),
+	ARG("prompt", 'p'), FLAG("escape", 'e'),
 	FLAG("no-escape", OPT_NO_ESCAPE), ARG("file", 'f'), FLAG("special", OPT_SPECIAL),
 	FLAG("chat", OPT_CHAT), ARG("system", OPT_SYSTEM), ARG("chat-template", OPT_CHAT_TEMPLATE),
 	ARG("repeat-penalty", OPT_REPEAT_PENALTY), ARG("repeat-last-n", OPT_REPEAT_LAST_N),
@@ -155,6 +168,9 @@ parse_args(int argc, char **argv, opts *o)
 	o->n_ctx = -1;
 	o->escape = 1;
 	o->demos_format = SA_DEMOS_AUTO;
+	o->max_deltas = -1;
+	o->max_delta_mem = -1;
+	o->parallel = 1;
 	while ((c = getopt_long(argc, argv, "m:d:a:p:ef:n:s:c:t:vhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'm': o->model = optarg; break;
@@ -175,6 +191,17 @@ parse_args(int argc, char **argv, opts *o)
 				usage_die(synopsis, "--demos-format: unknown format '%s' (text, tsv, jsonl)", optarg);
 			break;
 		case OPT_CACHE_DIR: o->cache_dir = optarg; break;
+		case OPT_LORA:
+			o->lora = grow(o->lora, o->n_lora + 1, sizeof *o->lora);
+			o->lora_scales = grow(o->lora_scales, o->n_lora + 1, sizeof *o->lora_scales);
+			split_scale("scale", optarg, &o->lora[o->n_lora], &o->lora_scales[o->n_lora]);
+			o->n_lora++;
+			break;
+		case OPT_MAX_DELTAS: o->max_deltas = parse_long("--max-deltas", optarg, 1, INT_MAX); break;
+		case OPT_PARALLEL: o->parallel = parse_long("--parallel", optarg, 1, 16); break;
+		case OPT_MAX_DELTA_MEM:
+			o->max_delta_mem = parse_long("--max-delta-mem", optarg, 1, LONG_MAX >> 20);
+			break;
 		case 'p': o->prompt = optarg; break;
 		case 'e': o->escape = 1; break;
 		case OPT_NO_ESCAPE: o->escape = 0; break;
@@ -245,8 +272,10 @@ parse_args(int argc, char **argv, opts *o)
 		usage_die(synopsis, "--chat-template goes with --chat or --batch");
 	if (o->smp.n_probs && !o->json && !o->batch)
 		usage_die(synopsis, "--logprobs needs --json");
-	if (o->adapter && !o->n_deltas && !o->n_demos)
+	if (o->adapter && !o->n_deltas && !o->n_demos && !o->batch)
 		usage_die(synopsis, "-a needs a delta (-d) or demonstrations (--demos)");
+	if ((o->max_deltas >= 0 || o->max_delta_mem >= 0 || o->parallel > 1) && !o->batch)
+		usage_die(synopsis, "--max-deltas, --max-delta-mem and --parallel go with --batch");
 	if (o->n_demos && !o->adapter && !o->n_deltas)
 		o->adapter = need_adapter(NULL, synopsis);
 	if (o->demos_format != SA_DEMOS_AUTO && !o->n_demos)
@@ -258,6 +287,9 @@ parse_args(int argc, char **argv, opts *o)
 		stdin_users += strcmp(o->deltas[i], "-") == 0;
 	for (int i = 0; i < o->n_demos; i++)
 		stdin_users += strcmp(o->demos[i], "-") == 0;
+	for (int i = 0; i < o->n_lora; i++)
+		if (strcmp(o->lora[i], "-") == 0)
+			usage_die(synopsis, "--lora: give a file, not standard input");
 	if (stdin_users > 1)
 		usage_die(synopsis, "only one input can come from standard input");
 	if (stdin_users && !prompt_in)
@@ -309,14 +341,15 @@ same_file(int a, int b)
 	    sa.st_ino == sb.st_ino;
 }
 
+/* Timings summed over the sessions (--parallel). */
 static void
-report(const sa_session *s, double t_load, const opts *o)
+report(sa_session *const *ss, double t_load, const opts *o)
 {
 	sa_timings t;
 
-	sa_session_timings(s, &t);
+	sa_sessions_timings(ss, (int)o->parallel, &t);
 	warnx_("load %.3f s; seed %llu; context %d", t_load, (unsigned long long)o->smp.seed,
-	    sa_session_ctx(s));
+	    sa_session_ctx(ss[0]));
 	if (t.n_eval)
 		warnx_("prompt: %ld tokens in %.3f s, %.1f tokens/s", t.n_eval, t.t_eval,
 		    t.t_eval > 0 ? t.n_eval / t.t_eval : 0);
@@ -330,7 +363,7 @@ main(int argc, char **argv)
 {
 	opts o;
 	sa_model *model;
-	sa_session *s;
+	sa_session *ss[16], *s;
 	sa_request req = { 0 };
 	sa_reply out = { stdout, "stdout", 0, 0, NULL, 0, 0 };
 	const char *model_path;
@@ -370,22 +403,33 @@ main(int argc, char **argv)
 		warnx_("%s", sa_error());
 	if (o.n_deltas || o.n_demos)
 		apply_deltas(model, &o);
-	TRY(sa_session_new(&s, model, o.n_ctx >= 0 ? ctx_size(o.n_ctx, model) :
-	    model->cfg.n_ctx < 4096 ? model->cfg.n_ctx : 4096, !o.no_bos));
+	for (int i = 0; i < o.n_lora; i++)
+		TRY(sa_lora_apply(model, o.lora[i], o.lora_scales[i], !o.unmerged));
+	/* one session, and with --parallel one for each request in flight */
+	for (int i = 0; i < o.parallel; i++)
+		TRY(sa_session_new(&ss[i], model, o.n_ctx >= 0 ? ctx_size(o.n_ctx, model) :
+		    model->cfg.n_ctx < 4096 ? model->cfg.n_ctx : 4096, !o.no_bos));
+	s = ss[0];
 	t0 = now() - t0;
 
 	if (o.batch) {
 		FILE *fp = strcmp(o.batch, "-") == 0 ? stdin : fopen(o.batch, "r");
+		sa_deltaset_opts dso = { o.adapter, default_adapter(), o.cache_dir, o.demos_format,
+		    o.max_deltas > 0 ? (int)o.max_deltas : 8,
+		    o.max_delta_mem > 0 ? (size_t)o.max_delta_mem << 20 : 0 };
+		sa_deltaset *ds;
 
 		if (!fp)
 			die(SA_ENOINPUT, "%s: %s", o.batch, strerror(errno));
 		req = (sa_request){ .smp = o.smp, .special = o.special,
 		    .chat_template = o.chat_template };
-		status = sa_serve(s, fp, o.batch, &req, stdout, "stdout");
+		TRY(sa_deltaset_new(&ds, model, &dso));
+		status = sa_serve(ss, (int)o.parallel, ds, fp, o.batch, &req, stdout, "stdout");
 		if (status != SA_OK && status != SA_EDATA)
 			die_sa(status);
 		if (fp != stdin)
 			fclose(fp);
+		sa_deltaset_free(ds);
 	} else {
 		req = (sa_request){ text, req.len, o.score, (const char *const *)cs, cl, o.n_choices,
 		    o.smp, o.tokenize, o.special, msg, 0, o.chat_template };
@@ -404,9 +448,10 @@ main(int argc, char **argv)
 	}
 
 	if (o.verbose)
-		report(s, t0, &o);
+		report(ss, t0, &o);
 	close_stdout();
-	sa_session_free(s);
+	for (int i = 0; i < o.parallel; i++)
+		sa_session_free(ss[i]);
 	sa_model_free(model);
 	free(text);
 	for (int i = 0; i < o.n_choices; i++)
@@ -415,6 +460,10 @@ main(int argc, char **argv)
 		free(stops[i]);
 	for (int i = 0; i < o.n_deltas; i++)
 		free(o.deltas[i]);
+	for (int i = 0; i < o.n_lora; i++)
+		free(o.lora[i]);
+	free(o.lora);
+	free(o.lora_scales);
 	free(cs);
 	free(cl);
 	free(stops);

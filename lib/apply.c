@@ -158,8 +158,11 @@ sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
 	return SA_OK;
 }
 
-int
-sa_delta_apply(sa_model *m, const sa_adapter *a, const sa_delta *d, float s, int merged)
+/* Every matrix of d at scale s merged into merge's weights, or, merge NULL,
+ * added to the side paths *side of model m. */
+static int
+delta_put(const sa_model *m, sa_model *merge, sa_lowrank **side, const sa_adapter *a,
+    const sa_delta *d, float s)
 {
 	int rc;
 
@@ -173,13 +176,26 @@ sa_delta_apply(sa_model *m, const sa_adapter *a, const sa_delta *d, float s, int
 				continue;
 			if ((rc = sa_delta_factors(a, d, l, mat, s, &B, &A)) != SA_OK)
 				return rc;
-			rc = merged ? sa_model_merge_lowrank(m, l, mat, d->rank, B, A)
-			    : sa_model_add_side(m, l, mat, d->rank, B, A);
+			rc = merge ? sa_model_merge_lowrank(merge, l, mat, d->rank, B, A)
+			    : sa_side_add(side, m, l, mat, d->rank, B, A);
 			free(B);
 			if (rc != SA_OK)
 				return rc;
 		}
 	return SA_OK;
+}
+
+int
+sa_delta_apply(sa_model *m, const sa_adapter *a, const sa_delta *d, float s, int merged)
+{
+	return delta_put(m, merged ? m : NULL, &m->side, a, d, s);
+}
+
+int
+sa_delta_sides(sa_lowrank **side, const sa_model *m, const sa_adapter *a, const sa_delta *d,
+    float s)
+{
+	return delta_put(m, NULL, side, a, d, s);
 }
 
 /* ------------------------------------------------------ deltas given */
@@ -257,8 +273,8 @@ readable(const char *dir, int n, const char *name)
  * of its name in the delta's directory (the two moved together), else
  * fallback (the default adapter) if d was made with it.
  */
-static int
-adapter_of(sa_adapter **out, const sa_delta *d, const char *path, const char *fallback)
+int
+sa_delta_adapter(sa_adapter **out, const sa_delta *d, const char *path, const char *fallback)
 {
 	const char *rec = d->adapter_path && *d->adapter_path ? d->adapter_path : NULL;
 	const char *base = rec && strrchr(rec, '/') ? strrchr(rec, '/') + 1 : rec;
@@ -299,7 +315,7 @@ sa_deltas_bind(sa_deltas *ds, const sa_model *m, const char *given, const char *
 	if (given)
 		rc = sa_adapter_load(&ds->adapter, given);
 	else if (ds->n)
-		rc = adapter_of(&ds->adapter, ds->d[0], ds->path[0], fallback);
+		rc = sa_delta_adapter(&ds->adapter, ds->d[0], ds->path[0], fallback);
 	else
 		rc = sa_fail(SA_EUSAGE, "no adapter: give -a ADAPTER");
 	if (rc != SA_OK || (rc = sa_binding_check(m, ds->adapter, NULL, NULL)) != SA_OK)

@@ -40,6 +40,7 @@
 #define FBLK 512              /* tokens per FFN block (bounds its scratch) */
 #define ATT_GEMM_MIN 32       /* queries from which attention uses sgemm */
 #define SMALL_N 16            /* tokens up to which linear maps skip sgemm */
+#define MV_BLOCK (128 << 10)   /* bytes of weight rows the row kernels reuse */
 
 struct sa_kvcache {
 	const sa_model *m;
@@ -48,6 +49,8 @@ struct sa_kvcache {
 	float **kc, **vc;         /* [n_layer] -> [n_ctx][kvd], keys after RoPE */
 	sa_kv_hook hook;
 	void *hook_ctx;
+	const sa_lowrank *side;   /* [n_layer * SA_NMAT] used instead of the model's, or NULL */
+	sa_kvcache *const *rows;  /* during sa_forward_rows: the cache of each row */
 
 	int cap;                  /* tokens the scratch below holds */
 	float *x;                 /* [cap][d] residual stream */
@@ -214,6 +217,12 @@ sa_kvcache_truncate(sa_kvcache *s, int pos)
 }
 
 void
+sa_kvcache_set_side(sa_kvcache *s, const sa_lowrank *side)
+{
+	s->side = side;
+}
+
+void
 sa_kvcache_set_hook(sa_kvcache *s, sa_kv_hook hook, void *ctx)
 {
 	s->hook = hook;
@@ -303,25 +312,49 @@ silu_mul(float *g, const float *u, size_t n)
  * built by repeated multiplication in float, as ggml builds it.
  */
 static void
+rope_row(const sa_model *m, int pos, float *cs)
+{
+	const sa_config *c = &m->cfg;
+	const sa_model_impl *x = sa_model_impl_of(m);
+	int half = c->rope_dim / 2;
+	float theta_scale = powf(c->rope_base, -2.0f / c->rope_dim), theta = (float)pos;
+
+	for (int j = 0; j < half; j++) {
+		float t = theta;
+		if (x->rope_freqs)
+			t /= x->rope_freqs[j];
+		t *= x->rope_freq_scale;
+		cs[2 * j] = cosf(t);
+		cs[2 * j + 1] = sinf(t);
+		theta *= theta_scale;
+	}
+}
+
+/* The rotations of n tokens: those after the cache, or one a row. */
+static void
 rope_table(sa_kvcache *s, int n)
 {
-	const sa_config *c = &s->m->cfg;
-	const sa_model_impl *x = sa_model_impl_of(s->m);
-	int half = c->rope_dim / 2;
-	float theta_scale = powf(c->rope_base, -2.0f / c->rope_dim);
+	for (int i = 0; i < n; i++)
+		rope_row(s->m, s->rows ? s->rows[i]->pos : s->pos + i,
+		    s->rope + (size_t)i * s->m->cfg.rope_dim);
+}
 
+/* Layer l's keys and values of n tokens into the cache, or each row's
+ * into its own. */
+static void
+kv_store(sa_kvcache *s, int l, int n)
+{
+	size_t kvd = (size_t)s->m->cfg.n_head_kv * s->m->cfg.d_head;
+
+	if (!s->rows) {
+		memcpy(s->kc[l] + (size_t)s->pos * kvd, s->k, (size_t)n * kvd * sizeof(float));
+		memcpy(s->vc[l] + (size_t)s->pos * kvd, s->v, (size_t)n * kvd * sizeof(float));
+		return;
+	}
 	for (int i = 0; i < n; i++) {
-		float theta = (float)(s->pos + i);
-		float *cs = s->rope + (size_t)i * c->rope_dim;
-		for (int j = 0; j < half; j++) {
-			float t = theta;
-			if (x->rope_freqs)
-				t /= x->rope_freqs[j];
-			t *= x->rope_freq_scale;
-			cs[2 * j] = cosf(t);
-			cs[2 * j + 1] = sinf(t);
-			theta *= theta_scale;
-		}
+		sa_kvcache *r = s->rows[i];
+		memcpy(r->kc[l] + (size_t)r->pos * kvd, s->k + i * kvd, kvd * sizeof(float));
+		memcpy(r->vc[l] + (size_t)r->pos * kvd, s->v + i * kvd, kvd * sizeof(float));
 	}
 }
 
@@ -353,15 +386,27 @@ typedef struct lin {
 	const float *bias;        /* [rows] or NULL */
 	const sa_lowrank *side;   /* or NULL */
 	float *y;                 /* [n][rows] */
+	sa_kvcache *const *rows;  /* or each input row's side path from its cache's */
+	size_t mi;                /* layer * SA_NMAT + mat */
 } lin;
 
-static lin
-layer_lin(const sa_model *m, int l, int mat, const float *bias, float *y)
+/* The side path of matrix mi in cache s's forward passes, or NULL. */
+static const sa_lowrank *
+side_of(const sa_kvcache *s, size_t mi)
 {
+	const sa_lowrank *side = s->side ? s->side : s->m->side;
+
+	return side && side[mi].rank ? &side[mi] : NULL;
+}
+
+static lin
+layer_lin(const sa_kvcache *s, int l, int mat, const float *bias, float *y)
+{
+	const sa_model *m = s->m;
 	size_t i = (size_t)l * SA_NMAT + mat;
 	lin L = {
 		&m->layers[l].w[mat], sa_type_act(sa_model_impl_of(m)->base[i].type), bias,
-		m->side && m->side[i].rank ? &m->side[i] : NULL, y,
+		side_of(s, i), y, s->rows, i,
 	};
 	return L;
 }
@@ -524,8 +569,17 @@ mv_task(void *arg, int ith, int chunk, int nchunks)
 		const sa_matrix *w = t->ls[j].w;
 		if (lo < base + w->rows) {
 			int64_t end = hi < base + w->rows ? hi : base + w->rows;
-			sa_rows_dot_n(w, lo - base, end - base, t->nx, t->xf[j], t->x_stride,
-			    t->xq, t->xq_stride, t->ls[j].y, (size_t)w->rows);
+			/* More inputs than one pass of the kernels takes (two):
+			 * the rows a block at a time, so that later passes find
+			 * the block in the cache.  Each row's sums stay as they
+			 * are: the kernels sum every row on its own. */
+			int64_t blk = MV_BLOCK / (int64_t)sa_type_row_size(w->type, w->cols);
+			if (t->nx <= 2 || blk < 1)
+				blk = end - lo;
+			for (int64_t a = lo; a < end; a += blk)
+				sa_rows_dot_n(w, a - base, (a + blk < end ? a + blk : end) - base, t->nx,
+				    t->xf[j], t->x_stride, t->xq, t->xq_stride, t->ls[j].y,
+				    (size_t)w->rows);
 			lo = end;
 		}
 		base += w->rows;
@@ -574,17 +628,18 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 		for (int i = 0; i < nx; i++) {
 			const float *xi = t.xf[j] + i * cols;
 			float *y = L->y + i * rows;
+			const sa_lowrank *side = L->rows ? side_of(L->rows[i], L->mi) : L->side;
 			if (L->bias)
 				for (int64_t r = 0; r < rows; r++)
 					y[r] += L->bias[r];
-			if (L->side) {
-				int rank = L->side->rank;
+			if (side) {
+				int rank = side->rank;
 				if (grow(&s->lr, &s->lr_cap, rank))
 					return SA_EINTERNAL;
 				for (int r = 0; r < rank; r++)
-					s->lr[r] = sa_dot_f32(L->side->A + (size_t)r * cols, xi, cols);
+					s->lr[r] = sa_dot_f32(side->A + (size_t)r * cols, xi, cols);
 				for (int64_t o = 0; o < rows; o++)
-					y[o] += sa_dot_f32(L->side->B + (size_t)o * rank, s->lr, rank);
+					y[o] += sa_dot_f32(side->B + (size_t)o * rank, s->lr, rank);
 			}
 		}
 	}
@@ -623,6 +678,20 @@ struct att_task {
 	float scale;
 };
 
+/* out [dh] = softmax(q [dh] . K_g [len][dh]^T * scale) V_g [len][dh], the
+ * keys and values of kv group g in caches kc, vc [len][kvd]; sc [len] scratch. */
+static void
+att_one(const float *q, const float *kc, const float *vc, int len, size_t kvd, int g, int dh,
+    float scale, float *sc, float *out)
+{
+	for (int p = 0; p < len; p++)
+		sc[p] = sa_dot_f32(q, kc + p * kvd + (size_t)g * dh, dh) * scale;
+	sa_softmax_f32(sc, len);
+	memset(out, 0, (size_t)dh * sizeof(float));
+	for (int p = 0; p < len; p++)
+		sa_axpy_f32(sc[p], vc + p * kvd + (size_t)g * dh, out, dh);
+}
+
 static void
 att_task(void *arg, int ith, int chunk, int nchunks)
 {
@@ -632,22 +701,18 @@ att_task(void *arg, int ith, int chunk, int nchunks)
 	int H = c->n_head, dh = c->d_head, grp = c->n_head / c->n_head_kv;
 	size_t qd = (size_t)H * dh, kvd = (size_t)c->n_head_kv * dh;
 	float *sc = s->sc + (size_t)ith * s->n_ctx;
-	const float *kc = s->kc[t->l], *vc = s->vc[t->l];
 	int64_t lo, hi;
 
 	sa_split((int64_t)(t->n - t->i0) * H, chunk, nchunks, &lo, &hi);
 	for (int64_t task = lo; task < hi; task++) {
-		int i = t->i0 + (int)(task / H), h = (int)(task % H), g = h / grp;
-		int len = s->pos + i + 1;
-		const float *q = s->q + i * qd + (size_t)h * dh;
-		float *out = s->ao + i * qd + (size_t)h * dh;
+		int i = t->i0 + (int)(task / H), h = (int)(task % H);
+		/* a row of sa_forward_rows sees its own cache, the rows of one
+		 * sequence the tokens before them */
+		const sa_kvcache *kv = s->rows ? s->rows[i] : s;
+		int len = s->rows ? kv->pos + 1 : s->pos + i + 1;
 
-		for (int p = 0; p < len; p++)
-			sc[p] = sa_dot_f32(q, kc + p * kvd + (size_t)g * dh, dh) * t->scale;
-		sa_softmax_f32(sc, len);
-		memset(out, 0, (size_t)dh * sizeof(float));
-		for (int p = 0; p < len; p++)
-			sa_axpy_f32(sc[p], vc + p * kvd + (size_t)g * dh, out, dh);
+		att_one(s->q + i * qd + (size_t)h * dh, kv->kc[t->l], kv->vc[t->l], len, kvd,
+		    h / grp, dh, t->scale, sc, s->ao + i * qd + (size_t)h * dh);
 	}
 }
 
@@ -745,13 +810,18 @@ ffn(sa_kvcache *s, int l, int i0, int n)
 		for (int i = 0; i < nb; i++)
 			rmsnorm(xn + i * d, x + i * d, L->ffn_norm.data, (int)d, c->norm_eps);
 		lin gu[2] = {
-			layer_lin(m, l, SA_MAT_GATE, NULL, s->hb),
-			layer_lin(m, l, SA_MAT_UP, NULL, s->hb2),
+			layer_lin(s, l, SA_MAT_GATE, NULL, s->hb),
+			layer_lin(s, l, SA_MAT_UP, NULL, s->hb2),
 		};
 		if ((rc = linear(s, gu, 2, xn, nb, s->xr)) != SA_OK)
 			return rc;
-		silu_mul(s->hb, s->hb2, (size_t)nb * ff);
-		lin down = layer_lin(m, l, SA_MAT_DOWN, NULL, s->tmp);
+		/* Rows of sa_forward_rows a row at a time, as each runs alone:
+		 * the vector unit's tail then falls where it does there. */
+		for (int i = 0; s->rows && i < nb; i++)
+			silu_mul(s->hb + i * ff, s->hb2 + i * ff, ff);
+		if (!s->rows)
+			silu_mul(s->hb, s->hb2, (size_t)nb * ff);
+		lin down = layer_lin(s, l, SA_MAT_DOWN, NULL, s->tmp);
 		if ((rc = linear(s, &down, 1, s->hb, nb, s->hr)) != SA_OK)
 			return rc;
 		add_rows(x, s->tmp, (size_t)nb * d);
@@ -759,8 +829,12 @@ ffn(sa_kvcache *s, int l, int i0, int n)
 	return SA_OK;
 }
 
-int
-sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
+/*
+ * toks [n] through the layers after the cache: the tokens of one sequence,
+ * or with s->rows one token of each row's sequence.  The checks are done.
+ */
+static int
+forward_tokens(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 {
 	const sa_model *m = s->m;
 	const sa_config *c = &m->cfg;
@@ -768,15 +842,6 @@ sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 	size_t kvd = (size_t)c->n_head_kv * c->d_head;
 	int rc, i0 = 0;
 
-	if (n < 1)
-		return sa_fail(SA_EUSAGE, "no tokens to run");
-	if (n > s->n_ctx - s->pos)
-		return sa_fail(SA_EDATA, "prompt of %lld tokens exceeds the context of %d",
-		    (long long)s->pos + n, s->n_ctx);
-	for (int i = 0; i < n; i++)
-		if (toks[i] < 0 || toks[i] >= c->n_vocab)
-			return sa_fail(SA_EDATA, "token %d out of range (the vocabulary has %d)",
-			    toks[i], c->n_vocab);
 	if ((rc = build_scratch(s, n)) != SA_OK)
 		return rc;
 
@@ -791,9 +856,9 @@ sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 		for (int i = 0; i < n; i++)
 			rmsnorm(s->xn + i * d, s->x + i * d, L->attn_norm.data, (int)d, c->norm_eps);
 		lin qkv[3] = {
-			layer_lin(m, l, SA_MAT_Q, L->bq.data, s->q),
-			layer_lin(m, l, SA_MAT_K, L->bk.data, s->k),
-			layer_lin(m, l, SA_MAT_V, L->bv.data, s->v),
+			layer_lin(s, l, SA_MAT_Q, L->bq.data, s->q),
+			layer_lin(s, l, SA_MAT_K, L->bk.data, s->k),
+			layer_lin(s, l, SA_MAT_V, L->bv.data, s->v),
 		};
 		if ((rc = linear(s, qkv, 3, s->xn, n, s->xr)) != SA_OK)
 			return rc;
@@ -804,8 +869,7 @@ sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 			rope_apply(c, cs, s->q + i * qd, c->n_head);
 			rope_apply(c, cs, s->k + i * kvd, c->n_head_kv);
 		}
-		memcpy(s->kc[l] + (size_t)s->pos * kvd, s->k, (size_t)n * kvd * sizeof(float));
-		memcpy(s->vc[l] + (size_t)s->pos * kvd, s->v, (size_t)n * kvd * sizeof(float));
+		kv_store(s, l, n);
 
 		/* Past the last layer's cache only the rows wanted for logits matter. */
 		if (last) {
@@ -816,19 +880,80 @@ sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
 		}
 		if ((rc = attention(s, l, i0, n)) != SA_OK)
 			return rc;
-		lin o = layer_lin(m, l, SA_MAT_O, NULL, s->tmp + i0 * d);
+		lin o = layer_lin(s, l, SA_MAT_O, NULL, s->tmp + i0 * d);
 		if ((rc = linear(s, &o, 1, s->ao + i0 * qd, n - i0, s->xr)) != SA_OK)
 			return rc;
 		add_rows(s->x + i0 * d, s->tmp + i0 * d, (size_t)(n - i0) * d);
 		if ((rc = ffn(s, l, i0, n)) != SA_OK)
 			return rc;
 	}
-	s->pos += n;
+	for (int i = 0; s->rows && i < n; i++)
+		s->rows[i]->pos++;
+	if (!s->rows)
+		s->pos += n;
 	if (!logits)
 		return SA_OK;
 
 	for (int i = i0; i < n; i++)
 		rmsnorm(s->xn + i * d, s->x + i * d, m->out_norm.data, (int)d, c->norm_eps);
-	lin out = { &m->output, sa_type_act(m->output.type), NULL, NULL, logits };
+	lin out = { &m->output, sa_type_act(m->output.type), NULL, NULL, logits, NULL, 0 };
 	return linear(s, &out, 1, s->xn + i0 * d, n - i0, s->xr);
+}
+
+static int
+check_tokens(const sa_config *c, const int *toks, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (toks[i] < 0 || toks[i] >= c->n_vocab)
+			return sa_fail(SA_EDATA, "token %d out of range (the vocabulary has %d)",
+			    toks[i], c->n_vocab);
+	return SA_OK;
+}
+
+int
+sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits)
+{
+	int rc;
+
+	if (n < 1)
+		return sa_fail(SA_EUSAGE, "no tokens to run");
+	if (n > s->n_ctx - s->pos)
+		return sa_fail(SA_EDATA, "prompt of %lld tokens exceeds the context of %d",
+		    (long long)s->pos + n, s->n_ctx);
+	if ((rc = check_tokens(&s->m->cfg, toks, n)) != SA_OK)
+		return rc;
+	return forward_tokens(s, toks, n, logits, all_logits);
+}
+
+/*
+ * One token for each of n sequences, each with its own cache, in one pass
+ * over the weights: the layers of sa_forward with n = 1, for n rows at
+ * once.  The linear maps read each weight once for all rows through the
+ * row kernels, whose result for a row does not depend on the others; the
+ * side paths, RoPE positions and attention are each row's own.  So each
+ * row's logits are the bits sa_forward gives for its token alone.  The
+ * scratch is kv[0]'s.
+ */
+int
+sa_forward_rows(sa_kvcache *const *kv, const int *toks, int n, float *logits)
+{
+	sa_kvcache *s = kv[0];
+	int rc;
+
+	if (n < 1 || n > SMALL_N)
+		return sa_fail(SA_EUSAGE, "%d rows: one pass runs 1 to %d", n, SMALL_N);
+	for (int i = 0; i < n; i++) {
+		if (kv[i]->m != s->m || kv[i]->n_ctx != s->n_ctx || kv[i]->hook)
+			return sa_fail(SA_EUSAGE, "rows of one pass need caches of one model and size, "
+			    "without hooks");
+		if (kv[i]->pos >= kv[i]->n_ctx)
+			return sa_fail(SA_EDATA, "prompt of %lld tokens exceeds the context of %d",
+			    (long long)kv[i]->pos + 1, kv[i]->n_ctx);
+	}
+	if ((rc = check_tokens(&s->m->cfg, toks, n)) != SA_OK)
+		return rc;
+	s->rows = kv;
+	rc = forward_tokens(s, toks, n, logits, 1);
+	s->rows = NULL;
+	return rc;
 }

@@ -745,10 +745,9 @@ sa_model_merge_lowrank(sa_model *m, int layer, int mat, int rank,
 }
 
 int
-sa_model_add_side(sa_model *m, int layer, int mat, int rank,
+sa_side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
     const float *B, const float *A)
 {
-	size_t i = (size_t)layer * SA_NMAT + mat;
 	const sa_matrix *w;
 	sa_lowrank *s;
 	float *nA, *nB;
@@ -759,9 +758,9 @@ sa_model_add_side(sa_model *m, int layer, int mat, int rank,
 	w = &m->layers[layer].w[mat];
 	if (!rank || all_zero(B, (size_t)w->rows * rank) || all_zero(A, (size_t)rank * w->cols))
 		return SA_OK;
-	if (!m->side && !(m->side = sa_calloc((size_t)m->cfg.n_layer * SA_NMAT, sizeof *m->side)))
+	if (!*side && !(*side = sa_calloc((size_t)m->cfg.n_layer * SA_NMAT, sizeof **side)))
 		return SA_EINTERNAL;
-	s = &m->side[i];
+	s = &(*side)[(size_t)layer * SA_NMAT + mat];
 	r0 = s->rank;
 	nA = sa_malloc((size_t)(r0 + rank) * w->cols * sizeof(float));
 	nB = sa_malloc((size_t)w->rows * (r0 + rank) * sizeof(float));
@@ -788,6 +787,25 @@ sa_model_add_side(sa_model *m, int layer, int mat, int rank,
 }
 
 void
+sa_side_free(sa_lowrank *side, const sa_model *m)
+{
+	if (!side)
+		return;
+	for (size_t i = 0; i < (size_t)m->cfg.n_layer * SA_NMAT; i++) {
+		free(side[i].A);
+		free(side[i].B);
+	}
+	free(side);
+}
+
+int
+sa_model_add_side(sa_model *m, int layer, int mat, int rank,
+    const float *B, const float *A)
+{
+	return sa_side_add(&m->side, m, layer, mat, rank, B, A);
+}
+
+void
 sa_model_reset_weights(sa_model *m)
 {
 	sa_model_impl *x = sa_model_impl_of(m);
@@ -803,12 +821,6 @@ sa_model_reset_weights(sa_model *m)
 		x->owned = NULL;
 	}
 	m->merged = NULL;
-	if (m->side) {
-		for (size_t i = 0; i < n; i++) {
-			free(m->side[i].A);
-			free(m->side[i].B);
-		}
-		free(m->side);
-		m->side = NULL;
-	}
+	sa_side_free(m->side, m);
+	m->side = NULL;
 }

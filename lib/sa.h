@@ -42,6 +42,7 @@
  *   delta, encoder, cache,          demonstrations -> a delta (sa-encode,
  *   encoding files                  sa-cache)
  *   applying deltas, export         a delta -> the model's weights, LoRA
+ *   many deltas, LoRA in            side paths per request, LoRA files read
  *   evaluation, evaluation protocol sa-eval
  *   training, trainer               sa-train
  *   file description                sa-info
@@ -59,16 +60,17 @@
  * arrays handed back through char ** or int ** are malloc'd: free(3).
  * Every other pointer is borrowed: arguments are read during the call and
  * not kept, except that an object made over another keeps it (a KV cache,
- * session or encoder its model, an encoder its adapter), so that one must
- * outlive it; a pointer an object hands out (its delta, its logits, its
- * vocabulary) is valid until the object is freed or, where said, until its
- * next call.
+ * session, encoder or deltaset its model, an encoder its adapter), so
+ * that one must outlive it; a pointer an object hands out (its delta, its
+ * logits, its vocabulary) is valid until the object is freed or, where
+ * said, until its next call.
  *
  * Threads: sa_error() is per thread.  A model, vocabulary, adapter or delta
  * is only read once loaded, so threads may share it, each with its own KV
  * cache, session, encoder or sampler (an object with state belongs to one
  * thread at a time), except while something changes the model's weights
- * (sa_delta_apply, sa_deltas_apply, sa_model_reset_weights): that needs the
+ * (sa_delta_apply, sa_deltas_apply, sa_lora_apply, sa_model_reset_weights,
+ * a deltaset encoding a request's demonstrations): that needs the
  * model to itself.  The kernels' worker threads are the process's
  * (sa_set_threads): callers on several threads take turns with them.
  */
@@ -388,6 +390,15 @@ int sa_model_merge_lowrank(sa_model *m, int layer, int mat, int rank,
 /* Or keep it on the side: y = W x + B (A x).  Several calls add up (ranks concatenate). */
 int sa_model_add_side(sa_model *m, int layer, int mat, int rank,
     const float *B, const float *A);
+/*
+ * Side paths of one's own, side [n_layer * SA_NMAT]: *side stays NULL until
+ * the first update that is not zero, then is allocated (the caller's, freed
+ * with sa_side_free).  Ranks concatenate; sa_model_add_side is this on
+ * m->side, so the same updates give the same bits either way.
+ */
+int sa_side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
+    const float *B, const float *A);
+void sa_side_free(sa_lowrank *side, const sa_model *m);
 /* Drop side paths and owned copies: back to the mapped base weights. */
 void sa_model_reset_weights(sa_model *m);
 
@@ -406,6 +417,9 @@ int sa_kvcache_pos(const sa_kvcache *s);        /* tokens in the cache */
 int sa_kvcache_ctx(const sa_kvcache *s);
 void sa_kvcache_truncate(sa_kvcache *s, int pos);   /* forget tokens at >= pos */
 void sa_kvcache_set_hook(sa_kvcache *s, sa_kv_hook hook, void *ctx);
+/* Side paths (sa_side_add) this cache's forward passes use instead of the
+ * model's; NULL: the model's again.  Not copied: they must outlive their use. */
+void sa_kvcache_set_side(sa_kvcache *s, const sa_lowrank *side);
 /* Bytes of KV cache in use (for reports). */
 size_t sa_kvcache_kv_bytes(const sa_kvcache *s);
 
@@ -419,6 +433,13 @@ size_t sa_kvcache_kv_bytes(const sa_kvcache *s);
  * of running it alone); longer prompts through sgemm (prefill).
  */
 int sa_forward(sa_kvcache *s, const int *toks, int n, float *logits, int all_logits);
+/*
+ * One token toks[i] after each cache kv[i] (1 <= n <= 16 caches of one
+ * model and size, each with its own side paths), in one pass over the
+ * weights; logits [n][n_vocab].  Row i's logits and cache are the bits
+ * sa_forward(kv[i], &toks[i], 1, ...) gives: batched decoding.
+ */
+int sa_forward_rows(sa_kvcache *const *kv, const int *toks, int n, float *logits);
 
 /* ---------------------------------------------------------------- threads */
 
@@ -493,6 +514,9 @@ typedef struct sa_timings {
 	double t_eval, t_gen;
 } sa_timings;
 void sa_session_timings(const sa_session *s, sa_timings *t);
+/* The sum over sessions s[0..n) decoding together (sa_sessions_decode
+ * shares a step's time out among them). */
+void sa_sessions_timings(sa_session *const *s, int n, sa_timings *t);
 
 /*
  * Make the cache hold toks[0..n) (n >= 1).  The last token always runs, so
@@ -526,6 +550,20 @@ int sa_session_choices(sa_session *s, const int *prompt, int n_prompt, int *cons
 typedef int (*sa_token_fn)(void *ctx, int tok, int *stop);
 int sa_session_generate(sa_session *s, const int *toks, int n, sa_sampler *smp, long max_new,
     sa_token_fn fn, void *ctx);
+/*
+ * The same a step at a time, for several sessions decoding together:
+ * sa_session_gen_start checks and feeds the prompt (nothing when max_new is
+ * 0, and then no step follows); step i (from 0) draws a token from the last
+ * logits and hands it to fn; *next is the token to run next, or -1 when
+ * the generation ends there.  sa_sessions_decode runs the next tokens of
+ * n sessions (1 to 16, of one model and context) in one pass over the
+ * weights (sa_forward_rows): each session's logits are those its token
+ * alone would give, so the text is that of sa_session_generate.
+ */
+int sa_session_gen_start(sa_session *s, const int *toks, int n, long max_new);
+int sa_session_gen_step(sa_session *s, sa_sampler *smp, long i, long max_new, sa_token_fn fn,
+    void *ctx, int *next);
+int sa_sessions_decode(sa_session *const *s, const int *toks, int n);
 
 /* ------------------------------------------------------------------ chat */
 
@@ -633,12 +671,20 @@ typedef struct sa_reply {
 int sa_request_run(sa_session *s, const sa_request *req, sa_reply *out);
 /*
  * The JSON Lines batch of sa-run(1): a request object a line from in (its
- * defaults def->smp, def->special, def->chat_template), a result or error
- * record a line to out, flushed, in order.  Bad data fails its line with an error record; any
- * other failure ends the batch with it.  SA_EDATA when a line failed.
+ * defaults def->smp, def->special, def->chat_template), a result or
+ * error record a line to out, flushed, in order.  Bad data fails its line
+ * with an error record; any other failure ends the batch with it.
+ * SA_EDATA when a line failed.
+ * A request's "deltas", "demos" and "lora" come from ds (NULL: such a
+ * request fails its line); a request without runs on the session as it is.
+ * With n > 1 sessions s[0..n) (up to 16, of one model and context), up to
+ * n generation requests are decoded together (sa_sessions_decode), each
+ * with the record it would have alone (stop strings, repeat penalty,
+ * log-probabilities and messages too); records still come out in order.
  */
-int sa_serve(sa_session *s, FILE *in, const char *in_name, const sa_request *def, FILE *out,
-    const char *out_name);
+typedef struct sa_deltaset sa_deltaset;
+int sa_serve(sa_session *const *s, int n, sa_deltaset *ds, FILE *in, const char *in_name,
+    const sa_request *def, FILE *out, const char *out_name);
 
 /* -------------------------------------------------------- demonstrations */
 
@@ -1104,6 +1150,15 @@ int sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
     float s, float **B, const float **A);
 /* Apply to the model: merged into its weights (merged = 1) or as side paths. */
 int sa_delta_apply(sa_model *m, const sa_adapter *a, const sa_delta *d, float s, int merged);
+/* Or add to side paths *side of one's own (sa_side_add), m left as it is. */
+int sa_delta_sides(sa_lowrank **side, const sa_model *m, const sa_adapter *a, const sa_delta *d,
+    float s);
+/*
+ * The adapter delta d (read from path) was made with, into *out: the path
+ * it records, that path from the delta's directory, its name beside the
+ * delta, else fallback if d was made with it (sa_deltas_bind says more).
+ */
+int sa_delta_adapter(sa_adapter **out, const sa_delta *d, const char *path, const char *fallback);
 
 /* Deltas given with scales (sa-run -d FILE:S, sa-export, sa-merge), and the
  * one adapter they were made with. */
@@ -1167,6 +1222,74 @@ int sa_export_peft(const sa_model *m, const sa_adapter *a, sa_delta *const *d,
  * and redo that.  src and dst must not overlap. */
 void sa_rows_gguf_to_hf(const float *src, float *dst, int n_head, int d_head, int cols);
 void sa_rows_hf_to_gguf(const float *src, float *dst, int n_head, int d_head, int cols);
+
+/* ----------------------------------------------------------- many deltas */
+
+/*
+ * The deltas of one request (sa-run --batch): files at scales, then
+ * demonstrations encoded as sa-run --demos does, then llama.cpp LoRA
+ * files at scales.  The arrays are the caller's.
+ */
+typedef struct sa_delta_spec {
+	const char *const *path;
+	const double *scale;
+	int n;
+	const char *const *demos;
+	int n_demos;
+	const char *const *lora;
+	const double *lora_scale;
+	int n_lora;
+} sa_delta_spec;
+
+/* Side paths of one spec, held by a deltaset: serial is new for every set
+ * built, so a KV cache made under other deltas is never taken for it. */
+typedef struct sa_sides {
+	sa_lowrank *side;         /* [n_layer * SA_NMAT], NULL when all are zero */
+	size_t bytes;
+	uint64_t serial;
+} sa_sides;
+
+typedef struct sa_deltaset_opts {
+	const char *adapter;      /* -a: every delta's adapter, or NULL */
+	const char *fallback;     /* the default adapter, or NULL */
+	const char *cache_dir;    /* of demonstrations (NULL: the default) */
+	int demos_format;         /* SA_DEMOS_* */
+	int max_held;             /* side path sets kept, at least 1 */
+	size_t max_bytes;         /* and their bytes at most (0: no limit) */
+} sa_deltaset_opts;
+
+/* Side paths of many specs over model m (sa_deltaset), built when first
+ * asked for and kept until the least recently used must go.  On top of the
+ * model's own side paths (copied in); with deltas merged into m, on top of
+ * those. */
+
+int sa_deltaset_new(sa_deltaset **out, sa_model *m, const sa_deltaset_opts *o);
+void sa_deltaset_free(sa_deltaset *ds);
+/*
+ * The side paths of sp, built or held, in use until sa_deltaset_put: sets
+ * in use are never dropped (the limits then wait).  A missing file, a
+ * delta of another model or adapter, a LoRA that does not fit: the error
+ * of the load (SA_ENOINPUT, SA_EDATA, ...), nothing held.
+ */
+int sa_deltaset_get(sa_deltaset *ds, const sa_delta_spec *sp, const sa_sides **out);
+void sa_deltaset_put(sa_deltaset *ds, const sa_sides *s);
+/* Bytes of side paths held. */
+size_t sa_deltaset_bytes(const sa_deltaset *ds);
+/* Run the session's next calls with these side paths (NULL: the model's
+ * own); a cache made under others is forgotten, never reused. */
+void sa_session_use_sides(sa_session *s, const sa_sides *sides);
+
+/* --------------------------------------------------------------- LoRA in */
+
+/*
+ * A llama.cpp LoRA GGUF (sa_export_llama writes them) into model m at user
+ * scale s: y = W x + c B (A x), c = s * alpha / rank (s when alpha is 0).
+ * Merged (merged = 1) or as side paths; sa_lora_sides adds to side paths
+ * of one's own instead.  Not a LoRA, another architecture or (recorded by
+ * sa-export) another model, a tensor that fits no matrix: SA_EDATA.
+ */
+int sa_lora_apply(sa_model *m, const char *path, double s, int merged);
+int sa_lora_sides(sa_lowrank **side, const sa_model *m, const char *path, double s);
 
 /* ------------------------------------------------------------ evaluation */
 

@@ -6,6 +6,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -158,7 +159,7 @@ typedef struct emitter {
 	const sa_vocab *v;
 	const sa_sampling *p;
 	textout *out;
-	const int *prompt;
+	int *prompt;          /* the prompt's tokens, its own */
 	int n_prompt, first;
 	char *held;           /* text that may be the start of a stop string */
 	size_t n_held, cap;
@@ -300,30 +301,51 @@ emit_token(void *ctx, int tok, int *stop)
 	return rc;
 }
 
+/* A generation set off: req's prompt tokenized into e (its text to out,
+ * its log-probabilities to probs when not NULL), the sampler set. */
+static int
+gen_open(sa_session *s, const sa_request *req, textout *out, FILE *probs, emitter *e,
+    sa_sampler *smp)
+{
+	const sa_sampling *p = &req->smp;
+
+	*e = (emitter){ s, sa_session_vocab(s), p, out, NULL, 0, 1, NULL, 0, 0, probs, 0 };
+	sa_sampler_init(smp, (float)p->temp, (int)p->top_k, (float)p->top_p, (float)p->min_p, p->seed);
+	if (p->repeat_penalty > 0) {
+		smp->penalty = (float)p->repeat_penalty;
+		smp->last_n = p->repeat_last_n < INT_MAX ? (int)p->repeat_last_n : INT_MAX;
+	}
+	return tokenize(s, req->special, req->text, req->len, &e->prompt, &e->n_prompt);
+}
+
+/* The generation ended (rc): held text that no stop string completed is
+ * text. */
+static int
+gen_close(emitter *e, int rc)
+{
+	int end;
+
+	if (rc == SA_OK && e->n_held)
+		rc = text_put(e->out, e->held, e->n_held);
+	end = text_end(e->out);
+	free(e->held);
+	free(e->prompt);
+	e->held = NULL;
+	e->prompt = NULL;
+	return rc != SA_OK ? rc : end;
+}
+
 static int
 generate(sa_session *s, const sa_request *req, textout *out, FILE *probs)
 {
-	const sa_sampling *p = &req->smp;
-	emitter e = { s, sa_session_vocab(s), p, out, NULL, 0, 1, NULL, 0, 0, probs, 0 };
+	emitter e;
 	sa_sampler smp;
-	int *toks, rc, end;
+	int rc;
 
-	if ((rc = tokenize(s, req->special, req->text, req->len, &toks, &e.n_prompt)) != SA_OK)
-		return rc;
-	e.prompt = toks;
-	sa_sampler_init(&smp, (float)p->temp, (int)p->top_k, (float)p->top_p, (float)p->min_p, p->seed);
-	if (p->repeat_penalty > 0) {
-		smp.penalty = (float)p->repeat_penalty;
-		smp.last_n = p->repeat_last_n < INT_MAX ? (int)p->repeat_last_n : INT_MAX;
-	}
-	rc = sa_session_generate(s, toks, e.n_prompt, &smp, p->n_predict, emit_token, &e);
-	/* Held text that no stop string completed is text. */
-	if (rc == SA_OK && e.n_held)
-		rc = text_put(out, e.held, e.n_held);
-	end = text_end(out);
-	free(e.held);
-	free(toks);
-	return rc != SA_OK ? rc : end;
+	if ((rc = gen_open(s, req, out, probs, &e, &smp)) == SA_OK)
+		rc = sa_session_generate(s, e.prompt, e.n_prompt, &smp, req->smp.n_predict,
+		    emit_token, &e);
+	return gen_close(&e, rc);
 }
 
 /* ------------------------------------------------------------ scoring */
@@ -462,13 +484,53 @@ reply_choices(sa_session *s, const sa_request *req, sa_reply *out)
 	return rc;
 }
 
+/* A generation's text and log-probabilities, in memory until its record
+ * is written. */
+typedef struct genbuf {
+	textout t;
+	FILE *pf;             /* NULL: no log-probabilities asked */
+	char *gen, *probs;
+	size_t glen, plen;
+} genbuf;
+
+static int
+genbuf_open(genbuf *g, const char *name, int probs)
+{
+	*g = (genbuf){ { NULL, name, 0, { 0 }, 0, 0 }, NULL, NULL, NULL, 0, 0 };
+	if ((g->t.fp = open_memstream(&g->gen, &g->glen)) &&
+	    (!probs || (g->pf = open_memstream(&g->probs, &g->plen))))
+		return SA_OK;
+	if (g->t.fp)
+		fclose(g->t.fp);
+	free(g->gen);
+	return sa_fail(SA_EINTERNAL, "out of memory");
+}
+
+/* The record of the generation: its text and, when asked, its tokens'
+ * log-probabilities; when put, out of memory. */
+static void
+genbuf_close(genbuf *g, const sa_reply *out, int put)
+{
+	fclose(g->t.fp);
+	if (g->pf)
+		fclose(g->pf);
+	if (put) {
+		put_head(out);
+		fputs("\"text\":", out->fp);
+		sa_json_put_str(out->fp, g->gen, g->glen);
+		if (g->pf)
+			fprintf(out->fp, ",\"logprobs\":[%.*s]", (int)g->plen, g->probs);
+		fputs("}\n", out->fp);
+	}
+	free(g->gen);
+	free(g->probs);
+}
+
 static int
 reply_text(sa_session *s, const sa_request *req, sa_reply *out)
 {
 	textout t = { out->fp, out->name, 1, { 0 }, 0, 0 };
-	char *gen = NULL, *probs = NULL;
-	size_t glen, plen;
-	FILE *pf = NULL;
+	genbuf g;
 	int rc;
 
 	if (!out->json) {
@@ -478,28 +540,10 @@ reply_text(sa_session *s, const sa_request *req, sa_reply *out)
 		out->last = t.last;
 		return rc;
 	}
-	if (!(t.fp = open_memstream(&gen, &glen)) ||
-	    (req->smp.n_probs > 0 && !(pf = open_memstream(&probs, &plen)))) {
-		if (t.fp)
-			fclose(t.fp);
-		free(gen);
-		return sa_fail(SA_EINTERNAL, "out of memory");
-	}
-	t.flush = 0;
-	rc = generate(s, req, &t, pf);
-	fclose(t.fp);
-	if (pf)
-		fclose(pf);
-	if (rc == SA_OK) {
-		put_head(out);
-		fputs("\"text\":", out->fp);
-		sa_json_put_str(out->fp, gen, glen);
-		if (pf)
-			fprintf(out->fp, ",\"logprobs\":[%.*s]", (int)plen, probs);
-		fputs("}\n", out->fp);
-	}
-	free(gen);
-	free(probs);
+	if ((rc = genbuf_open(&g, out->name, req->smp.n_probs > 0)) != SA_OK)
+		return rc;
+	rc = generate(s, req, &g.t, g.pf);
+	genbuf_close(&g, out, rc == SA_OK);
 	return rc;
 }
 
@@ -542,24 +586,35 @@ reply_tokens(sa_session *s, const sa_request *req, sa_reply *out)
 	return SA_OK;
 }
 
+/* r: req with its messages as the text of the chat template, whose
+ * control tokens are tokens; *chat that text, to free. */
+static int
+chat_apply(const sa_session *s, const sa_request *req, sa_request *r, char **chat)
+{
+	int tmpl, rc;
+
+	*r = *req;
+	*chat = NULL;
+	if (!req->n_msg)
+		return SA_OK;
+	if ((rc = sa_chat_find(sa_session_model(s)->gguf, req->chat_template, &tmpl)) ||
+	    (rc = sa_chat_render(tmpl, req->msg, req->n_msg, 1, chat, &r->len)))
+		return rc;
+	r->text = *chat;
+	r->special = 1;
+	return SA_OK;
+}
+
 int
 sa_request_run(sa_session *s, const sa_request *req, sa_reply *out)
 {
-	sa_request r = *req;
-	char *chat = NULL;
-	int tmpl, rc;
+	sa_request r;
+	char *chat;
+	int rc;
 
-	/* Messages are the text of the chat template, whose control tokens
-	 * are tokens. */
-	if (req->n_msg) {
-		if ((rc = sa_chat_find(sa_session_model(s)->gguf, req->chat_template, &tmpl)) ||
-		    (rc = sa_chat_render(tmpl, req->msg, req->n_msg, 1, &chat, &r.len)))
-			return rc;
-		r.text = chat;
-		r.special = 1;
-	}
-	rc = r.tokenize ? reply_tokens(s, &r, out) : r.score ? reply_score(s, &r, out) :
-	    r.n_choices ? reply_choices(s, &r, out) : reply_text(s, &r, out);
+	if ((rc = chat_apply(s, req, &r, &chat)) == SA_OK)
+		rc = r.tokenize ? reply_tokens(s, &r, out) : r.score ? reply_score(s, &r, out) :
+		    r.n_choices ? reply_choices(s, &r, out) : reply_text(s, &r, out);
 	free(chat);
 	return rc;
 }
@@ -705,21 +760,135 @@ req_prompt(const sa_json *j, sa_request *req, sa_chat_msg **msg)
 	return req_str(j, "prompt", &req->text, &req->len);
 }
 
-/* What the request asks, into req: the arrays it needs are the caller's
- * to free. */
+/* Whether v names a file: a string without NUL, not empty, and not "-"
+ * (the standard input may be the requests themselves). */
 static int
-batch_kind(const sa_json *j, const sa_json *choices, const sa_json *score,
-    sa_request *req, const char ***cs, size_t **cl, sa_chat_msg **msg, const char ***stop,
-    size_t **stop_len)
+req_file(const sa_json *v)
 {
+	return v->type == SA_JSON_STR && v->len && strlen(v->str) == v->len && strcmp(v->str, "-");
+}
+
+/* "deltas" or "lora": an array of files, each a string (scale 1) or an
+ * object {"file": F, "scale": S}.  Absent: none.  The strings stay j's. */
+static int
+req_files(const sa_json *j, const char *key, const char ***path, double **scale, int *n)
+{
+	const sa_json *v = sa_json_get(j, key);
+
+	*n = 0;
+	if (!v)
+		return SA_OK;
+	if (v->type != SA_JSON_ARR)
+		return sa_fail(SA_EDATA, "\"%s\" must be an array of files", key);
+	if (!(*path = sa_calloc(v->n + 1, sizeof **path)) || !(*scale = sa_calloc(v->n + 1, sizeof **scale)))
+		return SA_EINTERNAL;
+	for (size_t i = 0; i < v->n; i++) {
+		const sa_json *f = &v->items[i], *file = f, *sc = NULL;
+
+		if (f->type == SA_JSON_OBJ) {
+			file = sa_json_get(f, "file");
+			sc = sa_json_get(f, "scale");
+		}
+		if (!file || !req_file(file))
+			return sa_fail(SA_EDATA, "\"%s\": item %zu: want a file name or "
+			    "{\"file\": NAME, \"scale\": S}", key, i + 1);
+		if (sc && (sc->type != SA_JSON_NUM || !(fabs(sc->num) <= FLT_MAX)))
+			return sa_fail(SA_EDATA, "\"%s\": item %zu: \"scale\" must be a finite float",
+			    key, i + 1);
+		(*path)[i] = file->str;
+		(*scale)[i] = sc ? sc->num : 1;
+	}
+	*n = (int)v->n;
+	return SA_OK;
+}
+
+/* "demos": a file or an array of files, one stream. */
+static int
+req_demos(const sa_json *j, const char ***path, int *n)
+{
+	const sa_json *v = sa_json_get(j, "demos");
+	size_t k = v && v->type == SA_JSON_ARR ? v->n : 1;
+
+	*n = 0;
+	if (!v)
+		return SA_OK;
+	if (!(*path = sa_calloc(k + 1, sizeof **path)))
+		return SA_EINTERNAL;
+	for (size_t i = 0; i < k; i++) {
+		const sa_json *f = v->type == SA_JSON_ARR ? &v->items[i] : v;
+
+		if (!req_file(f))
+			return sa_fail(SA_EDATA, "\"demos\" must be a file name or an array of them");
+		(*path)[i] = f->str;
+	}
+	*n = (int)k;
+	return SA_OK;
+}
+
+/* The side paths of the request's deltas, demonstrations and LoRA files,
+ * NULL when it has none.  Not loadable: the line fails, not the batch. */
+static int
+req_sides(const sa_json *j, sa_deltaset *ds, const sa_sides **sides)
+{
+	const char **path = NULL, **lora = NULL, **demos = NULL;
+	double *scale = NULL, *lora_scale = NULL;
+	sa_delta_spec sp = { 0 };
+	int rc;
+
+	*sides = NULL;
+	if ((rc = req_files(j, "deltas", &path, &scale, &sp.n)) == SA_OK &&
+	    (rc = req_files(j, "lora", &lora, &lora_scale, &sp.n_lora)) == SA_OK &&
+	    (rc = req_demos(j, &demos, &sp.n_demos)) == SA_OK &&
+	    (sp.n || sp.n_lora || sp.n_demos)) {
+		sp.path = path;
+		sp.scale = scale;
+		sp.lora = lora;
+		sp.lora_scale = lora_scale;
+		sp.demos = demos;
+		rc = ds ? sa_deltaset_get(ds, &sp, sides) : sa_fail(SA_EDATA, "requests take no deltas here");
+		if (rc != SA_OK && rc != SA_EINTERNAL)
+			rc = SA_EDATA;
+	}
+	free(path);
+	free(scale);
+	free(lora);
+	free(lora_scale);
+	free(demos);
+	return rc;
+}
+
+/* A request object read: req, and the arrays it points into j with, its
+ * own (batch_free). */
+typedef struct batch {
+	sa_request req;
+	const char **cs, **stop;
+	size_t *cl, *stop_len;
+	sa_chat_msg *msg;
+} batch;
+
+static void
+batch_free(batch *b)
+{
+	free(b->cs);
+	free(b->cl);
+	free(b->msg);
+	free(b->stop);
+	free(b->stop_len);
+}
+
+/* What the request asks, into b->req. */
+static int
+batch_kind(const sa_json *j, const sa_json *choices, const sa_json *score, batch *b)
+{
+	sa_request *req = &b->req;
 	int rc;
 
 	if (choices) {
-		if ((rc = req_prompt(j, req, msg)) ||
-		    (rc = req_strs(j, "choices", cs, cl, &req->n_choices)))
+		if ((rc = req_prompt(j, req, &b->msg)) ||
+		    (rc = req_strs(j, "choices", &b->cs, &b->cl, &req->n_choices)))
 			return rc;
-		req->choice = *cs;
-		req->choice_len = *cl;
+		req->choice = b->cs;
+		req->choice_len = b->cl;
 		return SA_OK;
 	}
 	if (score && score->num) {
@@ -727,64 +896,310 @@ batch_kind(const sa_json *j, const sa_json *choices, const sa_json *score,
 		if (sa_json_get(j, "text"))
 			return req_str(j, "text", &req->text, &req->len);
 		if (sa_json_get(j, "prompt") || sa_json_get(j, "messages"))
-			return req_prompt(j, req, msg);
+			return req_prompt(j, req, &b->msg);
 		return sa_fail(SA_EDATA, "missing \"text\"");
 	}
-	if ((rc = req_prompt(j, req, msg)) || (rc = req_sampling(j, &req->smp)))
+	if ((rc = req_prompt(j, req, &b->msg)) || (rc = req_sampling(j, &req->smp)))
 		return rc;
 	if (!sa_json_get(j, "stop"))
 		return SA_OK;
-	rc = req_strs(j, "stop", stop, stop_len, &req->smp.n_stop);
-	req->smp.stop = *stop;
-	req->smp.stop_len = *stop_len;
+	rc = req_strs(j, "stop", &b->stop, &b->stop_len, &req->smp.n_stop);
+	req->smp.stop = b->stop;
+	req->smp.stop_len = b->stop_len;
 	return rc;
 }
 
 /* A request object: "choices" ranks them after "prompt", "score": true
  * scores "text" (or "prompt"), else "prompt" is generated after; each
- * "prompt" may be "messages" instead. */
+ * "prompt" may be "messages" instead.  Over the defaults def. */
 static int
-batch_request(sa_session *s, const sa_json *j, const sa_request *def, sa_reply *out)
+batch_read(const sa_json *j, const sa_request *def, batch *b)
 {
 	const sa_json *choices = sa_json_get(j, "choices"), *score = sa_json_get(j, "score");
 	const sa_json *special = sa_json_get(j, "special");
-	sa_request req = { .smp = def->smp, .special = def->special,
-	    .chat_template = def->chat_template };
-	const char **cs = NULL, **stop = NULL;
-	size_t *cl = NULL, *stop_len = NULL;
-	sa_chat_msg *msg = NULL;
-	int rc;
 
+	*b = (batch){ .req = { .smp = def->smp, .special = def->special,
+	    .chat_template = def->chat_template } };
 	if (score && score->type != SA_JSON_BOOL)
 		return sa_fail(SA_EDATA, "\"score\" must be true or false");
 	if (special && special->type != SA_JSON_BOOL)
 		return sa_fail(SA_EDATA, "\"special\" must be true or false");
 	if (special)
-		req.special = special->num != 0;
-	rc = batch_kind(j, choices, score, &req, &cs, &cl, &msg, &stop, &stop_len);
-	if (rc == SA_OK)
-		rc = sa_request_run(s, &req, out);
-	free(cs);
-	free(cl);
-	free(msg);
-	free(stop);
-	free(stop_len);
+		b->req.special = special->num != 0;
+	return batch_kind(j, choices, score, b);
+}
+
+/* Request j carried out alone on s, with its side paths. */
+static int
+batch_request(sa_session *s, sa_deltaset *ds, const sa_json *j, const sa_request *def,
+    sa_reply *out)
+{
+	const sa_sides *sides = NULL;
+	batch b;
+	int rc;
+
+	if ((rc = batch_read(j, def, &b)) == SA_OK && (rc = req_sides(j, ds, &sides)) == SA_OK) {
+		sa_session_use_sides(s, sides);
+		rc = sa_request_run(s, &b.req, out);
+		if (sides)
+			sa_deltaset_put(ds, sides);
+	}
+	batch_free(&b);
 	return rc;
 }
 
-int
-sa_serve(sa_session *s, FILE *in, const char *in_name, const sa_request *def, FILE *out,
-    const char *out_name)
+/* ------------------------------------------------ requests in flight */
+
+/*
+ * With several sessions, generation requests run together: each on a
+ * session (a slot) of its own, and every decoding step one pass over the
+ * weights for all of them (sa_sessions_decode).  Other requests run alone
+ * on a free session.  Records come out in the order of the lines: one
+ * that is done waits for those before it.  Every request starts from an
+ * empty cache: which cache a request would meet depends on the others in
+ * flight, and a prompt run in other chunks rounds otherwise (sgemm or the
+ * row kernels), so each answer is that of the request alone, exactly.
+ * A slot's tokens go through the emitter of a generation alone: its stop
+ * strings, repeat penalty and log-probabilities are the same.
+ */
+typedef struct slot {
+	sa_session *s;
+	int busy;
+	sa_json j;                /* the request, which b points into */
+	batch b;
+	sa_request r;             /* b.req, its messages rendered (chat) */
+	char *chat;
+	const sa_sides *sides;
+	sa_sampler smp;
+	long i;
+	int next;                 /* token to run next, -1 none */
+	emitter e;
+	genbuf g;                 /* its text and log-probabilities */
+	long rec;                 /* its record in the queue */
+	char *id;                 /* JSON text of its id */
+	size_t id_len;
+	long lineno;
+} slot;
+
+typedef struct record {
+	char *buf;
+	size_t len;
+	int done;
+} record;
+
+typedef struct server {
+	sa_session *const *s;
+	int n;
+	slot *sl;
+	sa_deltaset *ds;
+	record *q;                /* records q0.. not yet written */
+	long q0, qn, qcap;
+	FILE *out;
+	const char *out_name;
+	int failed;
+} server;
+
+/* The JSON object of a failed line. */
+static void
+put_error(const sa_reply *r, long lineno)
 {
+	char msg[1100];
+
+	snprintf(msg, sizeof msg, "line %ld: %s", lineno, sa_error());
+	put_head(r);
+	fputs("\"error\":", r->fp);
+	sa_json_put_str(r->fp, msg, strlen(msg));
+	fputs("}\n", r->fp);
+}
+
+/* A place for the next record, which a memory stream fills. */
+static int
+record_new(server *sv, long *idx)
+{
+	if (sv->qn - sv->q0 == sv->qcap) {
+		long cap = sv->qcap ? 2 * sv->qcap : 16;
+		record *q = sa_calloc((size_t)cap, sizeof *q);
+
+		if (!q)
+			return SA_EINTERNAL;
+		for (long k = sv->q0; k < sv->qn; k++)
+			q[k % cap] = sv->q[k % sv->qcap];
+		free(sv->q);
+		sv->q = q;
+		sv->qcap = cap;
+	}
+	*idx = sv->qn++;
+	sv->q[*idx % sv->qcap] = (record){ NULL, 0, 0 };
+	return SA_OK;
+}
+
+/* The records done, from the first on, to the output. */
+static int
+records_flush(server *sv)
+{
+	while (sv->q0 < sv->qn && sv->q[sv->q0 % sv->qcap].done) {
+		record *r = &sv->q[sv->q0++ % sv->qcap];
+
+		fwrite(r->buf, 1, r->len, sv->out);
+		free(r->buf);
+		if (fflush(sv->out) == EOF)
+			return sa_fail(SA_EIO, "%s: %s", sv->out_name, strerror(errno));
+	}
+	return SA_OK;
+}
+
+/* Slot k's request, done with: what it holds freed. */
+static void
+slot_clear(server *sv, slot *k)
+{
+	if (k->sides)
+		sa_deltaset_put(sv->ds, k->sides);
+	batch_free(&k->b);
+	sa_json_free(&k->j);
+	free(k->chat);
+	free(k->id);
+	k->busy = 0;
+}
+
+/* Slot k's generation ended (rc): its text or its error is its record. */
+static int
+slot_end(server *sv, slot *k, int rc)
+{
+	record *r = &sv->q[k->rec % sv->qcap];
+	sa_reply reply = { NULL, sv->out_name, 1, 0, k->id, k->id_len, 0 };
+
+	rc = gen_close(&k->e, rc);
+	if ((rc == SA_OK || rc == SA_EDATA) && !(reply.fp = open_memstream(&r->buf, &r->len)))
+		rc = sa_fail(SA_EINTERNAL, "out of memory");
+	genbuf_close(&k->g, &reply, rc == SA_OK);
+	if (rc == SA_EDATA) {
+		put_error(&reply, k->lineno);
+		sv->failed = 1;
+		rc = SA_OK;
+	}
+	if (reply.fp) {
+		fclose(reply.fp);
+		r->done = 1;
+	}
+	slot_clear(sv, k);
+	return rc;
+}
+
+/* One step of every generation in flight: a token drawn for each, then
+ * one pass that runs the tokens of those that go on. */
+static int
+step(server *sv)
+{
+	sa_session *run[16];
+	int toks[16], n = 0, rc = SA_OK;
+
+	for (int j = 0; j < sv->n && rc == SA_OK; j++) {
+		slot *k = &sv->sl[j];
+
+		if (!k->busy)
+			continue;
+		rc = sa_session_gen_step(k->s, &k->smp, k->i++, k->r.smp.n_predict, emit_token, &k->e,
+		    &k->next);
+		if (rc != SA_OK || k->next < 0)
+			rc = slot_end(sv, k, rc);
+		else {
+			run[n] = k->s;
+			toks[n++] = k->next;
+		}
+	}
+	if (rc == SA_OK && n)
+		rc = sa_sessions_decode(run, toks, n);
+	return rc;
+}
+
+/* A slot without a generation, after as many steps as free one. */
+static int
+slot_free(server *sv, slot **out)
+{
+	int rc = SA_OK;
+
+	for (;;) {
+		for (int j = 0; j < sv->n; j++)
+			if (!sv->sl[j].busy) {
+				*out = &sv->sl[j];
+				return SA_OK;
+			}
+		if ((rc = step(sv)) != SA_OK || (rc = records_flush(sv)) != SA_OK)
+			return rc;
+	}
+}
+
+/* Generation request *j (now the slot's) of line lineno set off on a free
+ * slot: its prompt fed; the steps draw its tokens. */
+static int
+slot_start(server *sv, sa_json *j, const sa_request *def, long lineno)
+{
+	const sa_json *id = sa_json_get(j, "id");
+	slot *k;
+	long rec;
+	int rc, rc2;
+
+	if ((rc = slot_free(sv, &k)) != SA_OK || (rc = record_new(sv, &rec)) != SA_OK)
+		return rc;
+	memset(k, 0, sizeof *k);
+	k->s = sv->s[k - sv->sl];
+	k->rec = rec;
+	k->lineno = lineno;
+	k->id_len = id ? id->raw_len : 4;
+	if (!(k->id = strndup(id ? id->raw : "null", k->id_len)))
+		return sa_fail(SA_EINTERNAL, "out of memory");
+	k->j = *j;
+	memset(j, 0, sizeof *j);
+	rc = batch_read(&k->j, def, &k->b);
+	if ((rc2 = genbuf_open(&k->g, sv->out_name, rc == SA_OK && k->b.req.smp.n_probs > 0))) {
+		slot_clear(sv, k);
+		return rc2;
+	}
+	k->busy = 1;
+	k->e.out = &k->g.t;
+	if (rc == SA_OK && (rc = req_sides(&k->j, sv->ds, &k->sides)) == SA_OK &&
+	    (rc = chat_apply(k->s, &k->b.req, &k->r, &k->chat)) == SA_OK) {
+		sa_session_use_sides(k->s, k->sides);
+		sa_session_reset(k->s);
+		if ((rc = gen_open(k->s, &k->r, &k->g.t, k->g.pf, &k->e, &k->smp)) == SA_OK)
+			rc = sa_session_gen_start(k->s, k->e.prompt, k->e.n_prompt, k->r.smp.n_predict);
+	}
+	if (rc != SA_OK || k->r.smp.n_predict == 0)
+		return slot_end(sv, k, rc);
+	return SA_OK;
+}
+
+/* Whether request j generates text: neither "choices" nor a "score" but false. */
+static int
+generates(const sa_json *j)
+{
+	const sa_json *score = sa_json_get(j, "score");
+
+	return !sa_json_get(j, "choices") && (!score || (score->type == SA_JSON_BOOL && !score->num));
+}
+
+int
+sa_serve(sa_session *const *s, int n, sa_deltaset *ds, FILE *in, const char *in_name,
+    const sa_request *def, FILE *out, const char *out_name)
+{
+	server sv = { s, n, NULL, ds, NULL, 0, 0, 0, out, out_name, 0 };
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t len;
 	long lineno = 0;
-	int failed = 0, rc = SA_OK;
+	int rc = SA_OK;
 
-	while ((len = getline(&line, &cap, in)) > 0) {
+	if (n < 1 || n > 16)
+		return sa_fail(SA_EUSAGE, "%d sessions: a batch runs on 1 to 16", n);
+	if (!(sv.sl = sa_calloc((size_t)n, sizeof *sv.sl)))
+		return SA_EINTERNAL;
+	while (rc == SA_OK && (len = getline(&line, &cap, in)) > 0) {
 		sa_reply reply = { out, out_name, 1, 0, "null", 4, 0 };
+		const sa_json *id = NULL;
+		record *r = NULL;
 		sa_json req;
+		slot *k;
+		long rec;
 		size_t i;
 
 		lineno++;
@@ -799,44 +1214,66 @@ sa_serve(sa_session *s, FILE *in, const char *in_name, const sa_request *def, FI
 		if (line[len - 1] == '\r')
 			len--;
 		if ((rc = sa_json_parse(line, (size_t)len, &req)) == SA_OK) {
-			const sa_json *id = sa_json_get(&req, "id");
-
-			if (req.type != SA_JSON_OBJ) {
+			id = sa_json_get(&req, "id");
+			if (req.type != SA_JSON_OBJ)
 				rc = sa_fail(SA_EDATA, "a request must be a JSON object");
-			} else {
-				if (id) {
-					reply.id = id->raw;
-					reply.id_len = id->raw_len;
-				}
-				rc = batch_request(s, &req, def, &reply);
+			else if (id) {
+				reply.id = id->raw;
+				reply.id_len = id->raw_len;
 			}
 		}
-		/* Bad data fails its line; anything else ends the run. */
-		if (rc != SA_OK && rc != SA_EDATA) {
-			sa_json_free(&req);
-			break;
-		}
-		if (rc != SA_OK) {
-			char msg[1100];
+		if (rc == SA_OK && n > 1 && generates(&req)) {
+			rc = slot_start(&sv, &req, def, lineno);
+		} else {
+			/* Alone on a free session; behind records still to come,
+			 * into a record of its own. */
+			if ((rc == SA_OK || rc == SA_EDATA) && sv.q0 < sv.qn) {
+				int rc2 = record_new(&sv, &rec);
 
-			snprintf(msg, sizeof msg, "line %ld: %s", lineno, sa_error());
-			put_head(&reply);
-			fputs("\"error\":", out);
-			sa_json_put_str(out, msg, strlen(msg));
-			fputs("}\n", out);
-			failed = 1;
-			rc = SA_OK;
+				if (rc2 == SA_OK) {
+					r = &sv.q[rec % sv.qcap];
+					if (!(reply.fp = open_memstream(&r->buf, &r->len)))
+						rc2 = sa_fail(SA_EINTERNAL, "out of memory");
+				}
+				rc = rc2 != SA_OK ? rc2 : rc;
+			}
+			if (rc == SA_OK && (rc = slot_free(&sv, &k)) == SA_OK) {
+				if (n > 1)
+					sa_session_reset(s[k - sv.sl]);
+				rc = batch_request(s[k - sv.sl], ds, &req, def, &reply);
+			}
+			/* Bad data fails its line; anything else ends the run. */
+			if (rc == SA_EDATA) {
+				put_error(&reply, lineno);
+				sv.failed = 1;
+				rc = SA_OK;
+			}
+			if (r) {
+				fclose(reply.fp);
+				r->done = 1;
+			}
 		}
 		sa_json_free(&req);
-		if (fflush(out) == EOF) {
+		if (rc == SA_OK && !r && sv.q0 == sv.qn && fflush(out) == EOF)
 			rc = sa_fail(SA_EIO, "%s: %s", out_name, strerror(errno));
-			break;
-		}
+		if (rc == SA_OK)
+			rc = records_flush(&sv);
 	}
 	if (rc == SA_OK && ferror(in))
 		rc = sa_fail(SA_EIO, "%s: %s", in_name, strerror(errno));
+	for (int j = 0; j < n && rc == SA_OK; j++)
+		while (rc == SA_OK && sv.sl[j].busy)
+			if ((rc = step(&sv)) == SA_OK)
+				rc = records_flush(&sv);
+	for (int j = 0; j < n; j++)
+		if (sv.sl[j].busy)
+			slot_end(&sv, &sv.sl[j], rc);
+	for (long k = sv.q0; k < sv.qn; k++)
+		free(sv.q[k % sv.qcap].buf);
+	free(sv.q);
+	free(sv.sl);
 	free(line);
 	if (rc != SA_OK)
 		return rc;
-	return failed ? SA_EDATA : SA_OK;
+	return sv.failed ? SA_EDATA : SA_OK;
 }

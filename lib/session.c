@@ -29,6 +29,7 @@ struct sa_session {
 	float *rows;          /* [LOGITS_CHUNK][n_vocab] */
 	float *last;          /* [n_vocab] logits after the last token fed */
 	size_t kv_peak;
+	uint64_t side;        /* serial of the side paths the cache was made under */
 	sa_timings t;
 };
 
@@ -98,6 +99,17 @@ sa_session_reset(sa_session *s)
 	s->kv_peak = 0;
 }
 
+void
+sa_session_use_sides(sa_session *s, const sa_sides *sides)
+{
+	uint64_t serial = sides ? sides->serial : 0;
+
+	if (serial != s->side)
+		forget(s);
+	s->side = serial;
+	sa_kvcache_set_side(s->kv, sides ? sides->side : NULL);
+}
+
 static void
 note_peak(sa_session *s)
 {
@@ -117,6 +129,18 @@ void
 sa_session_timings(const sa_session *s, sa_timings *t)
 {
 	*t = s->t;
+}
+
+void
+sa_sessions_timings(sa_session *const *s, int n, sa_timings *t)
+{
+	*t = (sa_timings){ 0 };
+	for (int i = 0; i < n; i++) {
+		t->n_eval += s[i]->t.n_eval;
+		t->t_eval += s[i]->t.t_eval;
+		t->n_gen += s[i]->t.n_gen;
+		t->t_gen += s[i]->t.t_gen;
+	}
 }
 
 int
@@ -282,42 +306,87 @@ sa_session_choices(sa_session *s, const int *prompt, int n_prompt, int *const *s
 }
 
 int
-sa_session_generate(sa_session *s, const int *toks, int n, sa_sampler *smp, long max_new,
-    sa_token_fn fn, void *ctx)
+sa_session_gen_step(sa_session *s, sa_sampler *smp, long i, long max_new, sa_token_fn fn,
+    void *ctx, int *next)
 {
-	const sa_vocab *v = s->model->vocab;
-	const float *logits;
+	double t0 = sa_now();
+	int tok = sa_sample_after(smp, s->last, s->n_vocab, s->toks, s->n), stop = 0, rc;
+
+	*next = -1;
+	if (tok < 0)
+		return sa_fail(SA_EINTERNAL, "out of memory");
+	if (sa_vocab_is_eog(s->model->vocab, tok))
+		return SA_OK;
+	if ((rc = fn(ctx, tok, &stop)) != SA_OK)
+		return rc;
+	s->t.n_gen++;
+	s->t.t_gen += sa_now() - t0;
+	/* The last token is handed over, not run: nothing needs its logits. */
+	if (!stop && (max_new < 0 || i + 1 < max_new) && s->n < s->n_ctx)
+		*next = tok;
+	return SA_OK;
+}
+
+/* tok has run after the cache: it holds it now. */
+static void
+gen_ran(sa_session *s, int tok, double t)
+{
+	s->toks[s->n++] = tok;
+	note_peak(s);
+	s->t.t_gen += t;
+}
+
+int
+sa_sessions_decode(sa_session *const *s, const int *toks, int n)
+{
+	sa_kvcache *kv[16];
+	double t0 = sa_now(), t;
 	int rc;
+
+	if (n < 1 || n > 16)
+		return sa_fail(SA_EUSAGE, "%d sessions: one pass decodes 1 to 16", n);
+	for (int i = 0; i < n; i++)
+		kv[i] = s[i]->kv;
+	if ((rc = sa_forward_rows(kv, toks, n, s[0]->rows)) != SA_OK)
+		return rc;
+	t = (sa_now() - t0) / n;
+	for (int i = 0; i < n; i++) {
+		memcpy(s[i]->last, s[0]->rows + (size_t)i * s[0]->n_vocab,
+		    (size_t)s[0]->n_vocab * sizeof *s[i]->last);
+		gen_ran(s[i], toks[i], t);
+	}
+	return SA_OK;
+}
+
+int
+sa_session_gen_start(sa_session *s, const int *toks, int n, long max_new)
+{
+	const float *logits;
 
 	if (n < 1)
 		return sa_fail(SA_EDATA, "empty prompt (and no BOS token to start from)");
 	if (n > s->n_ctx)
 		return sa_fail(SA_EDATA, "prompt of %d tokens exceeds the context of %d", n, s->n_ctx);
-	if (max_new == 0)
-		return SA_OK;
-	if ((rc = sa_session_feed(s, toks, n, &logits)) != SA_OK)
+	return max_new == 0 ? SA_OK : sa_session_feed(s, toks, n, &logits);
+}
+
+int
+sa_session_generate(sa_session *s, const int *toks, int n, sa_sampler *smp, long max_new,
+    sa_token_fn fn, void *ctx)
+{
+	int rc, tok;
+
+	if ((rc = sa_session_gen_start(s, toks, n, max_new)) != SA_OK || max_new == 0)
 		return rc;
 	for (long i = 0; max_new < 0 || i < max_new; i++) {
-		double t0 = sa_now();
-		int tok = sa_sample_after(smp, s->last, s->n_vocab, s->toks, s->n), stop = 0;
+		double t0;
 
-		if (tok < 0)
-			return sa_fail(SA_EINTERNAL, "out of memory");
-		if (sa_vocab_is_eog(v, tok))
-			break;
-		if ((rc = fn(ctx, tok, &stop)) != SA_OK)
+		if ((rc = sa_session_gen_step(s, smp, i, max_new, fn, ctx, &tok)) != SA_OK || tok < 0)
 			return rc;
-		s->t.n_gen++;
-		/* The last token is handed over, not run: nothing needs its logits. */
-		if (stop || (max_new >= 0 && i + 1 >= max_new) || s->n >= s->n_ctx) {
-			s->t.t_gen += sa_now() - t0;
-			break;
-		}
+		t0 = sa_now();
 		if ((rc = sa_forward(s->kv, &tok, 1, s->last, 0)) != SA_OK)
 			return rc;
-		s->toks[s->n++] = tok;
-		note_peak(s);
-		s->t.t_gen += sa_now() - t0;
+		gen_ran(s, tok, sa_now() - t0);
 	}
 	return SA_OK;
 }

@@ -90,3 +90,17 @@ field() {
 	run "$ROOT/tests/helpers/bench-icl" -T "$T/nosuchtask" "$T/m.gguf"
 	assert_failure 66
 }
+
+@test "bench-serve --dry-run: one process against one per task, the same answers, a CSV" {
+	run --separate-stderr sh scripts/bench-serve.sh --dry-run "$T/out"
+	assert_success
+	[ "$(wc -l <"$T/out/serve-tiny.csv")" -eq 5 ]
+	for r in parallel-1 parallel-4 parallel-8 per-task; do
+		# 2 tasks of 3 queries of 4 tokens each
+		[ "$(awk -F, -v r=$r '$2 == r { print $4 }' "$T/out/serve-tiny.csv")" = 24 ]
+	done
+	run sh scripts/bench-serve.sh -s nope
+	assert_failure 64
+	run find "$T" -name 'sa-bench-serve.*'
+	assert_output ''
+}

@@ -362,10 +362,11 @@ field() {
 	printf 'input,label\ngreat film,pos\ndull,neg\n' > train.csv
 	mandoc -Tascii "$ROOT/man/sa-run.1" | col -b > page.txt
 	sed -n '/^EXAMPLES/,/^SEE ALSO/p' page.txt > examples.txt
-	# requests.jsonl: the lines shown after "$ cat requests.jsonl"
-	awk '/\$ cat requests.jsonl/ { on = 1; next } on && /^[[:space:]]*\$/ { on = 0 } on && NF { sub(/^[[:space:]]+/, ""); print }' \
-	    examples.txt > requests.jsonl
+	# requests.jsonl, tasks.jsonl: the lines shown after "$ cat FILE.jsonl"
+	awk '/\$ cat [a-z]+\.jsonl/ { f = $NF; on = 1; next } on && /^[[:space:]]*\$/ { on = 0 } on && NF { sub(/^[[:space:]]+/, ""); print > f }' \
+	    examples.txt
 	[ "$(wc -l < requests.jsonl)" -eq 3 ]
+	[ "$(wc -l < tasks.jsonl)" -eq 3 ]
 	# The commands: each "$ " line and the lines it continues with "\" or "|".
 	awk '/^[[:space:]]*\$ / { sub(/^[[:space:]]*\$ /, ""); print; more = /[\\|]$/; next }
 	    more { print; more = /[\\|]$/ }' examples.txt > examples.sh
