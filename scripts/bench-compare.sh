@@ -15,6 +15,8 @@
 #             FFN 704, ctx 512, F16, tied, mkmodel's built-in vocab)
 #   f16       TinyLlama's shape (d 2048, 22 layers, 32 heads, 4 KV heads,
 #   q8_0      FFN 5632, the 32000-token Llama vocab) in F16 and in Q8_0
+#   q4_k_m    the F16 one quantized by llama.cpp's llama-quantize to Q4_K_M
+#   q6_k      and to Q6_K (built beside llama-bench when missing)
 # and every -M file.
 #
 # Each repetition runs llama.cpp's llama-bench and libsa's tests/helpers/
@@ -72,8 +74,8 @@ for v in "$reps" "$n_prompt" "$n_gen" ${threads:+"$threads"}; do
 done
 for s in $(echo "$sets" | tr , ' '); do
 	case $s in
-	default|f16|q8_0|tiny-f16|tiny-q8_0) ;;
-	*) echo "$prog: -s: unknown set '$s' (default, f16, q8_0)" >&2; exit 64 ;;
+	default|f16|q8_0|q4_k_m|q6_k|tiny-f16|tiny-q8_0) ;;
+	*) echo "$prog: -s: unknown set '$s' (default, f16, q8_0, q4_k_m, q6_k)" >&2; exit 64 ;;
 	esac
 done
 
@@ -191,19 +193,35 @@ for s in $(echo "$sets" | tr , ' '); do
 	default)
 		if [ -f "$default_model" ]; then
 			models="$models $default_model"
-			echo "$(basename "$default_model" .gguf) 1.5 1.5" >>"$tmp/goals"
+			echo "$(basename "$default_model" .gguf) 1.2 1.2" >>"$tmp/goals"
 		else
 			echo "$prog: no $default_model: using a random model of its shape instead" >&2
 			make_model default-shape-f16 --layers 6 --dim 256 --heads 8 --kv-heads 4 \
 			    --ff 704 --ctx 512 --tied -t f16
 			models="$models $tmp/default-shape-f16.gguf"
-			echo "default-shape-f16 1.5 1.5" >>"$tmp/goals"
+			echo "default-shape-f16 1.2 1.2" >>"$tmp/goals"
 		fi ;;
 	f16|q8_0)
 		make_model tinyllama-shape-$s --layers 22 --dim 2048 --heads 32 --kv-heads 4 \
 		    --ff 5632 --ctx 2048 --vocab $spm -t $s
 		models="$models $tmp/tinyllama-shape-$s.gguf"
-		echo "tinyllama-shape-$s 0.8 1.0" >>"$tmp/goals" ;;
+		echo "tinyllama-shape-$s 1.0 1.0" >>"$tmp/goals" ;;
+	q4_k_m|q6_k)
+		quant=$LLAMA_CPP_DIR/build/bin/llama-quantize
+		if [ ! -x "$quant" ] && ! cmake --build "$LLAMA_CPP_DIR/build" -j"$(nproc)" \
+		    --target llama-quantize >"$LLAMA_CPP_DIR.quantize.log" 2>&1; then
+			echo "$prog: no llama-quantize: set $s left out" >&2
+			continue
+		fi
+		[ -f "$tmp/tinyllama-shape-f16.gguf" ] ||
+			make_model tinyllama-shape-f16 --layers 22 --dim 2048 --heads 32 --kv-heads 4 \
+			    --ff 5632 --ctx 2048 --vocab $spm -t f16
+		echo "$prog: quantizing to $s" >&2
+		LD_LIBRARY_PATH=$LLAMA_CPP_DIR/build/bin "$quant" "$tmp/tinyllama-shape-f16.gguf" \
+		    "$tmp/tinyllama-shape-$s.gguf" "$(echo $s | tr a-z A-Z)" >"$tmp/quantize.log" 2>&1 ||
+			{ echo "$prog: llama-quantize failed:" >&2; tail -3 "$tmp/quantize.log" >&2; exit 70; }
+		models="$models $tmp/tinyllama-shape-$s.gguf"
+		echo "tinyllama-shape-$s 1.0 1.0" >>"$tmp/goals" ;;
 	tiny-f16|tiny-q8_0)
 		make_model $s --dim 64 --ff 192 --ctx 256 -t ${s#tiny-}
 		models="$models $tmp/$s.gguf" ;;
