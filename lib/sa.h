@@ -1258,6 +1258,20 @@ typedef struct sa_deltaset_opts {
 	size_t max_bytes;         /* and their bytes at most (0: no limit) */
 } sa_deltaset_opts;
 
+/*
+ * The command line's spec (sa-run -d, --demos, --lora) applied to m itself,
+ * merged into its weights (merged = 1) or as its side paths, in the order a
+ * deltaset builds a request's: the files at their scales with their adapter
+ * (o->adapter, else the one they record, else o->fallback: sa_deltas_bind),
+ * the demonstrations encoded over m as loaded through o->cache_dir in
+ * o->demos_format (sa_deltas_add_demos; note(ctx, msg) gets the cache's
+ * messages, detail(ctx, msg) whether it hit and the tokens and
+ * demonstrations encoded; either may be NULL), then the LoRA files
+ * (sa_lora_apply).  o->max_held and o->max_bytes are not used.
+ */
+int sa_delta_spec_apply(sa_model *m, const sa_delta_spec *sp, const sa_deltaset_opts *o,
+    int merged, sa_cache_note note, sa_cache_note detail, void *ctx);
+
 /* Side paths of many specs over model m (sa_deltaset), built when first
  * asked for and kept until the least recently used must go.  On top of the
  * model's own side paths (copied in); with deltas merged into m, on top of
