@@ -153,30 +153,24 @@ parse_seed(const char *s)
 	return v;
 }
 
-enum {
-	OPT_TEMP = 256, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_NO_BOS, OPT_SCORE,
-	OPT_CHOICE, OPT_JSON, OPT_BATCH, OPT_UNMERGED, OPT_ECHO, OPT_DEMOS, OPT_CACHE_DIR,
-	OPT_NO_ESCAPE, OPT_DEMOS_FORMAT, OPT_SPECIAL, OPT_CHAT, OPT_SYSTEM, OPT_CHAT_TEMPLATE,
-	OPT_REPEAT_PENALTY, OPT_REPEAT_LAST_N, OPT_STOP, OPT_LOGPROBS, OPT_TOKENIZE, OPT_LORA,
-	OPT_MAX_DELTAS, OPT_MAX_DELTA_MEM, OPT_PARALLEL,
-};
+/* A sampling option, opt in messages (NULL: --name), in the range of the
+ * batch request's key of its name (sa_sampling_keys). */
+static void
+set_sampling(sa_sampling *p, const char *opt, const char *name, const char *arg)
+{
+	const sa_sampling_key *k = sa_sampling_keys;
+	char key[32], flag[40];
 
-static const struct option longopts[] = {
-	ARG("model", 'm'), ARG("delta", 'd'), ARG("adapter", 'a'), FLAG("unmerged", OPT_UNMERGED),
-	ARG("demos", OPT_DEMOS), ARG("demos-format", OPT_DEMOS_FORMAT),
-	ARG("cache-dir", OPT_CACHE_DIR), ARG("lora", OPT_LORA), ARG("max-deltas", OPT_MAX_DELTAS),
-	ARG("max-delta-mem", OPT_MAX_DELTA_MEM), ARG("parallel", OPT_PARALLEL),
-	ARG("prompt", 'p'), FLAG("escape", 'e'),
-	FLAG("no-escape", OPT_NO_ESCAPE), ARG("file", 'f'), FLAG("special", OPT_SPECIAL),
-	FLAG("chat", OPT_CHAT), ARG("system", OPT_SYSTEM), ARG("chat-template", OPT_CHAT_TEMPLATE),
-	ARG("repeat-penalty", OPT_REPEAT_PENALTY), ARG("repeat-last-n", OPT_REPEAT_LAST_N),
-	ARG("stop", OPT_STOP), ARG("logprobs", OPT_LOGPROBS), FLAG("tokenize", OPT_TOKENIZE),
-	ARG("n-predict", 'n'), ARG("predict", 'n'), ARG("temp", OPT_TEMP), ARG("top-k", OPT_TOP_K),
-	ARG("top-p", OPT_TOP_P), ARG("min-p", OPT_MIN_P), ARG("seed", 's'), FLAG("echo", OPT_ECHO),
-	FLAG("score", OPT_SCORE), ARG("choice", OPT_CHOICE), ARG("batch", OPT_BATCH),
-	FLAG("json", OPT_JSON), ARG("ctx-size", 'c'), ARG("threads", 't'), FLAG("no-bos", OPT_NO_BOS),
-	FLAG("verbose", 'v'), OPTIONS_END,
-};
+	snprintf(key, sizeof key, "%s", name);
+	for (char *c = key; (c = strchr(c, '-')); )
+		*c = '_';
+	while (strcmp(k->name, key))
+		k++;
+	snprintf(flag, sizeof flag, "--%s", name);
+	opt = opt ? opt : flag;
+	sa_sampling_set(p, k, k->integer ? parse_long(opt, arg, (long)k->lo, (long)k->hi) :
+	    parse_double(opt, arg, k->lo, k->hi));
+}
 
 /* Options that do not go together, in the order they are checked. */
 static void
@@ -213,23 +207,36 @@ check_args(opts *o)
 static void
 parse_args(int argc, char **argv, opts *o)
 {
-	int c, stdin_users, prompt_in;
+	enum { OPT_SMP = 256, OPT_CHOICE, OPT_BATCH, OPT_DEMOS, OPT_CACHE_DIR, OPT_DEMOS_FORMAT,
+	    OPT_SYSTEM, OPT_CHAT_TEMPLATE, OPT_STOP, OPT_LORA, OPT_MAX_DELTAS, OPT_MAX_DELTA_MEM,
+	    OPT_PARALLEL };
+	const struct option longopts[] = {
+		ARG("model", 'm'), ARG("delta", 'd'), ARG("adapter", 'a'), SET("unmerged", &o->unmerged),
+		ARG("demos", OPT_DEMOS), ARG("demos-format", OPT_DEMOS_FORMAT),
+		ARG("cache-dir", OPT_CACHE_DIR), ARG("lora", OPT_LORA), ARG("max-deltas", OPT_MAX_DELTAS),
+		ARG("max-delta-mem", OPT_MAX_DELTA_MEM), ARG("parallel", OPT_PARALLEL),
+		ARG("prompt", 'p'), FLAG("escape", 'e'), { "no-escape", no_argument, &o->escape, 0 },
+		ARG("file", 'f'), SET("special", &o->special), SET("chat", &o->chat),
+		ARG("system", OPT_SYSTEM), ARG("chat-template", OPT_CHAT_TEMPLATE),
+		ARG("repeat-penalty", OPT_SMP), ARG("repeat-last-n", OPT_SMP), ARG("stop", OPT_STOP),
+		ARG("logprobs", OPT_SMP), SET("tokenize", &o->tokenize), ARG("n-predict", 'n'),
+		ARG("predict", 'n'), ARG("temp", OPT_SMP), ARG("top-k", OPT_SMP), ARG("top-p", OPT_SMP),
+		ARG("min-p", OPT_SMP), ARG("seed", 's'), SET("echo", &o->echo), SET("score", &o->score),
+		ARG("choice", OPT_CHOICE), ARG("batch", OPT_BATCH), SET("json", &o->json),
+		ARG("ctx-size", 'c'), ARG("threads", 't'), SET("no-bos", &o->no_bos),
+		FLAG("verbose", 'v'), OPTIONS_END,
+	};
+	int c, li, stdin_users, prompt_in;
 
-	memset(o, 0, sizeof *o);
-	o->smp = (sa_sampling){ .n_predict = 128, .temp = 0.8, .top_k = 40, .top_p = 0.95,
-	    .min_p = 0.05, .seed = 0, .repeat_penalty = 1, .repeat_last_n = 64 };
-	o->n_ctx = -1;
-	o->escape = 1;
-	o->demos_format = SA_DEMOS_AUTO;
-	o->max_deltas = -1;
-	o->max_delta_mem = -1;
-	o->parallel = 1;
-	while ((c = getopt_long(argc, argv, "m:d:a:p:ef:n:s:c:t:vhV", longopts, NULL)) != -1) {
+	*o = (opts){ .n_ctx = -1, .escape = 1, .demos_format = SA_DEMOS_AUTO, .max_deltas = -1,
+	    .max_delta_mem = -1, .parallel = 1, .smp = { .n_predict = 128, .temp = 0.8,
+	    .top_k = 40, .top_p = 0.95, .min_p = 0.05, .repeat_penalty = 1, .repeat_last_n = 64 } };
+	while ((c = getopt_long(argc, argv, "m:d:a:p:ef:n:s:c:t:vhV", longopts, &li)) != -1) {
 		switch (c) {
+		case 0: break;   /* a flag SET sets */
 		case 'm': o->model = optarg; break;
 		case 'a': o->adapter = optarg; break;
 		case 'd': push_scaled(&o->deltas, &o->scales, &o->n_deltas, optarg); break;
-		case OPT_UNMERGED: o->unmerged = 1; break;
 		case OPT_DEMOS: o->demos = push(o->demos, &o->n_demos, optarg); break;
 		case OPT_DEMOS_FORMAT:
 			if ((o->demos_format = sa_demos_format_from_name(optarg)) < 0)
@@ -244,10 +251,7 @@ parse_args(int argc, char **argv, opts *o)
 			break;
 		case 'p': o->prompt = optarg; break;
 		case 'e': o->escape = 1; break;
-		case OPT_NO_ESCAPE: o->escape = 0; break;
 		case 'f': o->file = optarg; break;
-		case OPT_SPECIAL: o->special = 1; break;
-		case OPT_CHAT: o->chat = 1; break;
 		case OPT_SYSTEM: o->system = optarg; break;
 		case OPT_CHAT_TEMPLATE:
 			if (sa_chat_from_name(optarg) < 0)
@@ -255,31 +259,14 @@ parse_args(int argc, char **argv, opts *o)
 				    SA_CHAT_NAMES);
 			o->chat_template = optarg;
 			break;
-		case OPT_REPEAT_PENALTY:
-			o->smp.repeat_penalty = parse_double("--repeat-penalty", optarg, 0, 1e6);
-			break;
-		case OPT_REPEAT_LAST_N:
-			o->smp.repeat_last_n = parse_long("--repeat-last-n", optarg, -1, INT_MAX);
-			break;
 		case OPT_STOP: o->stops = push(o->stops, &o->n_stop, optarg); break;
-		case OPT_LOGPROBS:
-			o->smp.n_probs = (int)parse_long("--logprobs", optarg, 0, SA_MAX_PROBS);
-			break;
-		case OPT_TOKENIZE: o->tokenize = 1; break;
-		case 'n': o->smp.n_predict = parse_long("-n", optarg, -1, INT_MAX); break;
-		case OPT_TEMP: o->smp.temp = parse_double("--temp", optarg, 0, 1e6); break;
-		case OPT_TOP_K: o->smp.top_k = parse_long("--top-k", optarg, 0, INT_MAX); break;
-		case OPT_TOP_P: o->smp.top_p = parse_double("--top-p", optarg, 0, 1); break;
-		case OPT_MIN_P: o->smp.min_p = parse_double("--min-p", optarg, 0, 1); break;
+		case 'n': set_sampling(&o->smp, "-n", "n-predict", optarg); break;
+		case OPT_SMP: set_sampling(&o->smp, NULL, longopts[li].name, optarg); break;
 		case 's': o->smp.seed = parse_seed(optarg); break;
-		case OPT_ECHO: o->echo = 1; break;
-		case OPT_SCORE: o->score = 1; break;
 		case OPT_CHOICE: o->choices = push(o->choices, &o->n_choices, optarg); break;
 		case OPT_BATCH: o->batch = optarg; break;
-		case OPT_JSON: o->json = 1; break;
 		case 'c': o->n_ctx = parse_long("-c", optarg, 0, INT_MAX); break;
 		case 't': o->threads = parse_long("-t", optarg, 0, 4096); break;
-		case OPT_NO_BOS: o->no_bos = 1; break;
 		case 'v': o->verbose = 1; break;
 		case 'h': help(); close_stdout(); exit(0);
 		case 'V': puts("sa-run " SA_VERSION); close_stdout(); exit(0);
@@ -292,13 +279,10 @@ parse_args(int argc, char **argv, opts *o)
 	stdin_users = o->batch ? strcmp(o->batch, "-") == 0 :
 	    !o->prompt && (!o->file || strcmp(o->file, "-") == 0);
 	prompt_in = stdin_users;
-	for (int i = 0; i < o->n_deltas; i++)
-		stdin_users += strcmp(o->deltas[i], "-") == 0;
-	for (int i = 0; i < o->n_demos; i++)
-		stdin_users += strcmp(o->demos[i], "-") == 0;
-	for (int i = 0; i < o->n_lora; i++)
-		if (strcmp(o->lora[i], "-") == 0)
-			usage_die(synopsis, "--lora: give a file, not standard input");
+	stdin_users += stdin_count((const char *const *)o->deltas, o->n_deltas) +
+	    stdin_count(o->demos, o->n_demos);
+	if (stdin_count((const char *const *)o->lora, o->n_lora))
+		usage_die(synopsis, "--lora: give a file, not standard input");
 	if (stdin_users > 1)
 		usage_die(synopsis, "only one input can come from standard input");
 	if (stdin_users && !prompt_in)

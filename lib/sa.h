@@ -626,6 +626,19 @@ typedef struct sa_sampling {
 /* The most log-probabilities a token is given with (n_probs). */
 #define SA_MAX_PROBS 100
 
+/* The numbers of a sampling by a batch request's keys, sa-run's options of
+ * the same names ('-' for '_'; logprobs is n_probs): the values each takes,
+ * written once for both.  The table ends with a NULL name. */
+typedef struct sa_sampling_key {
+	const char *name;
+	double lo, hi;
+	int integer;             /* whole numbers only */
+} sa_sampling_key;
+extern const sa_sampling_key sa_sampling_keys[];
+/* Set k's number of p to v, one in its range: seed -1 is one from the
+ * clock (sa_seed_from_clock), 2^64 the largest. */
+void sa_sampling_set(sa_sampling *p, const sa_sampling_key *k, double v);
+
 /* A seed from the clock and the process (--seed -1). */
 uint64_t sa_seed_from_clock(void);
 /* A prompt file ("-" = stdin) as llama.cpp's -f reads it: its final
