@@ -138,6 +138,8 @@ free_strs(char **a, int n)
 	free(a);
 }
 
+/* --seed, a 64-bit integer to the last bit (a batch request's is a JSON
+ * number: sa_sampling_keys). */
 static uint64_t
 parse_seed(const char *s)
 {
@@ -164,7 +166,7 @@ set_sampling(sa_sampling *p, const char *opt, const char *name, const char *arg)
 	snprintf(key, sizeof key, "%s", name);
 	for (char *c = key; (c = strchr(c, '-')); )
 		*c = '_';
-	while (strcmp(k->name, key))
+	while (strcmp(k->name, key))   /* every OPT_SMP has its key */
 		k++;
 	snprintf(flag, sizeof flag, "--%s", name);
 	opt = opt ? opt : flag;
@@ -211,20 +213,22 @@ parse_args(int argc, char **argv, opts *o)
 	    OPT_SYSTEM, OPT_CHAT_TEMPLATE, OPT_STOP, OPT_LORA, OPT_MAX_DELTAS, OPT_MAX_DELTA_MEM,
 	    OPT_PARALLEL };
 	const struct option longopts[] = {
-		ARG("model", 'm'), ARG("delta", 'd'), ARG("adapter", 'a'), SET("unmerged", &o->unmerged),
-		ARG("demos", OPT_DEMOS), ARG("demos-format", OPT_DEMOS_FORMAT),
-		ARG("cache-dir", OPT_CACHE_DIR), ARG("lora", OPT_LORA), ARG("max-deltas", OPT_MAX_DELTAS),
+		ARG("model", 'm'), ARG("delta", 'd'), ARG("adapter", 'a'),
+		SET("unmerged", &o->unmerged, 1), ARG("demos", OPT_DEMOS),
+		ARG("demos-format", OPT_DEMOS_FORMAT), ARG("cache-dir", OPT_CACHE_DIR),
+		ARG("lora", OPT_LORA), ARG("max-deltas", OPT_MAX_DELTAS),
 		ARG("max-delta-mem", OPT_MAX_DELTA_MEM), ARG("parallel", OPT_PARALLEL),
-		ARG("prompt", 'p'), FLAG("escape", 'e'), { "no-escape", no_argument, &o->escape, 0 },
-		ARG("file", 'f'), SET("special", &o->special), SET("chat", &o->chat),
+		ARG("prompt", 'p'), FLAG("escape", 'e'), SET("no-escape", &o->escape, 0),
+		ARG("file", 'f'), SET("special", &o->special, 1), SET("chat", &o->chat, 1),
 		ARG("system", OPT_SYSTEM), ARG("chat-template", OPT_CHAT_TEMPLATE),
 		ARG("repeat-penalty", OPT_SMP), ARG("repeat-last-n", OPT_SMP), ARG("stop", OPT_STOP),
-		ARG("logprobs", OPT_SMP), SET("tokenize", &o->tokenize), ARG("n-predict", 'n'),
-		ARG("predict", 'n'), ARG("temp", OPT_SMP), ARG("top-k", OPT_SMP), ARG("top-p", OPT_SMP),
-		ARG("min-p", OPT_SMP), ARG("seed", 's'), SET("echo", &o->echo), SET("score", &o->score),
-		ARG("choice", OPT_CHOICE), ARG("batch", OPT_BATCH), SET("json", &o->json),
-		ARG("ctx-size", 'c'), ARG("threads", 't'), SET("no-bos", &o->no_bos),
-		FLAG("verbose", 'v'), OPTIONS_END,
+		ARG("logprobs", OPT_SMP), SET("tokenize", &o->tokenize, 1), ARG("n-predict", 'n'),
+		ARG("predict", 'n'), ARG("temp", OPT_SMP), ARG("top-k", OPT_SMP),
+		ARG("top-p", OPT_SMP), ARG("min-p", OPT_SMP), ARG("seed", 's'),
+		SET("echo", &o->echo, 1), SET("score", &o->score, 1), ARG("choice", OPT_CHOICE),
+		ARG("batch", OPT_BATCH), SET("json", &o->json, 1), ARG("ctx-size", 'c'),
+		ARG("threads", 't'), SET("no-bos", &o->no_bos, 1), FLAG("verbose", 'v'),
+		OPTIONS_END,
 	};
 	int c, li, stdin_users, prompt_in;
 

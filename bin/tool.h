@@ -24,11 +24,11 @@
 static const char *argv0 = "sa";
 
 /* getopt_long's table, a few options a line: ARG takes a value, FLAG none,
- * SET none and sets the int *var to 1 itself (getopt_long returns 0); every
- * table ends with OPTIONS_END, --help and --version. */
+ * SET none and sets the int *var to val itself (getopt_long returns 0);
+ * every table ends with OPTIONS_END, --help and --version. */
 #define ARG(name, val) { name, required_argument, NULL, val }
 #define FLAG(name, val) { name, no_argument, NULL, val }
-#define SET(name, var) { name, no_argument, var, 1 }
+#define SET(name, var, val) { name, no_argument, var, val }
 #define OPTIONS_END FLAG("help", 'h'), FLAG("version", 'V'), { NULL, 0, NULL, 0 }
 
 static void __attribute__((unused))

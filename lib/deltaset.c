@@ -337,12 +337,15 @@ sa_delta_spec_apply(sa_model *m, const sa_delta_spec *sp, const sa_deltaset_opts
 	if (sp->n || sp->n_demos) {
 		if ((rc = sa_deltas_load(&dl, (char *const *)sp->path, sp->scale, sp->n)) == SA_OK)
 			rc = sa_deltas_bind(dl, m, o->adapter, o->fallback);
-		if (rc == SA_OK && sp->n_demos && (rc = sa_deltas_add_demos(dl, m, o->cache_dir,
-		    (char *const *)sp->demos, sp->n_demos, o->demos_format, &hit, note, ctx)) == SA_OK &&
-		    detail) {
+		if (rc == SA_OK && sp->n_demos)
+			rc = sa_deltas_add_demos(dl, m, o->cache_dir, (char *const *)sp->demos,
+			    sp->n_demos, o->demos_format, &hit, note, ctx);
+		if (rc == SA_OK && sp->n_demos && detail) {
+			const sa_delta *d = dl->d[dl->n - 1];
+
 			snprintf(msg, sizeof msg, "demonstrations: %s, %llu tokens, %llu demonstrations",
-			    hit ? "cache hit" : "encoded", (unsigned long long)dl->d[dl->n - 1]->n_tokens,
-			    (unsigned long long)dl->d[dl->n - 1]->n_demos);
+			    hit ? "cache hit" : "encoded", (unsigned long long)d->n_tokens,
+			    (unsigned long long)d->n_demos);
 			detail(ctx, msg);
 		}
 		if (rc == SA_OK)

@@ -626,9 +626,10 @@ typedef struct sa_sampling {
 /* The most log-probabilities a token is given with (n_probs). */
 #define SA_MAX_PROBS 100
 
-/* The numbers of a sampling by a batch request's keys, sa-run's options of
- * the same names ('-' for '_'; logprobs is n_probs): the values each takes,
- * written once for both.  The table ends with a NULL name. */
+/* The numbers of a sampling by the keys of a batch request, which sa-run's
+ * options share ('-' for '_': --top-k is top_k; -n is n_predict; logprobs
+ * sets n_probs): the values each takes, written once for both.  The table
+ * ends with a NULL name. */
 typedef struct sa_sampling_key {
 	const char *name;
 	double lo, hi;
