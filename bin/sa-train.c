@@ -15,28 +15,22 @@ static const char usage_text[] =
     "       sa-train --adapter [-m MODEL] -o ADAPTER [options] [--task DIR]... [--text FILE]...\n";
 
 static const char help_text[] =
-    "Pretrain a base model, or train a StreamAdapter mapping for one.\n"
+    "Pretrain a base model, or train a StreamAdapter mapping for one (sa-train(1)).\n"
     "\n"
     "Mode and files:\n"
     "  --pretrain            train every weight of a new model (needs --vocab)\n"
     "  --adapter             train an adapter for the frozen model of -m\n"
     "  -m, --model FILE      base model (--adapter; default: $SA_MODEL, else the installed one)\n"
-    "  --vocab FILE          tokenizer: a GGUF with tokenizer.* keys, or a TSV\n"
-    "                        (id, piece, score, type) (--pretrain)\n"
+    "  --vocab FILE          tokenizer: a GGUF, or a TSV (id, piece, score, type)\n"
     "  --init FILE           start from these weights (model or adapter GGUF)\n"
-    "  --rebind              --init's adapter was made for another model of the\n"
-    "                        same shape (an earlier base): train it for -m\n"
-    "  -o, --output FILE     result, rewritten at every checkpoint (-: stdout,\n"
-    "                        once at the end; needs --ckpt)\n"
+    "  --rebind              --init's adapter is of another model of this shape\n"
+    "  -o, --output FILE     result, rewritten at every checkpoint (-: stdout at the end)\n"
     "  --text FILE           plain text for language-model episodes (repeatable)\n"
     "  --valid FILE          held-out text for the validation loss\n"
-    "  --task DIR            a task: DIR/train.tsv and DIR/dev.tsv with columns\n"
-    "                        input and label (repeatable)\n"
+    "  --task DIR            DIR/train.tsv and DIR/dev.tsv, input and label (repeatable)\n"
     "  --pool DIR            words.txt and labels.txt for random-mapping episodes\n"
-    "  --map-vocab           random mappings of words of 1-3 tokens drawn from the\n"
-    "                        vocabulary and the text, held-out words excluded\n"
-    "  --rename X            share of classification-task episodes whose label\n"
-    "                        words are replaced by new words (0)\n"
+    "  --map-vocab           random mappings of words drawn from the vocabulary\n"
+    "  --rename X            share of class-task episodes with new label words (0)\n"
     "  --eval-pool DIR       words and labels of the copy evaluation (--pool)\n"
     "  --show-data N         print the first N sequences as JSON Lines and exit\n"
     "\n"
@@ -61,16 +55,13 @@ static const char help_text[] =
     "  --steps N (1000)  --batch-tokens N (16384)  --seq N (ctx)  --micro N (8)\n"
     "  --lr X (1e-3)  --min-lr X (lr/10)  --warmup N (100)  --wd X (0.1)\n"
     "  --clip X (1.0)  -s, --seed N (1)\n"
-    "  --mix T,K,M[,R]       shares of text, task, random-mapping and (--pretrain)\n"
-    "                        repeated-span episodes\n"
-    "                        (pretrain default 0.5,0.25,0.25; adapter 0,0.5,0.5)\n"
+    "  --mix T,K,M[,R]       shares of text, task, mapping and repeated-span episodes\n"
     "\n"
     "Runs:\n"
     "  --ckpt DIR            checkpoint directory (default: OUTPUT.ckpt)\n"
     "  --ckpt-every N (100)  --resume   continue from DIR's checkpoint\n"
     "  --run-steps N         stop after N steps of this run (checkpointed; exit 0)\n"
-    "  --start-step N        with --init and no checkpoint: where in the schedule to\n"
-    "                        begin (the weights' step; the optimizer starts afresh)\n"
+    "  --start-step N        with --init and no checkpoint: the weights' step\n"
     "  --eval-every N (100)  --log FILE  JSON Lines log (default DIR/log.jsonl)\n"
     "  -t, --threads N  -q, --quiet  -v, --verbose  -h, --help  -V, --version\n";
 
@@ -98,22 +89,21 @@ static void
 parse_args(int argc, char **argv, sa_train_opts *o, run *r)
 {
 	enum { O_PRETRAIN = 256, O_ADAPTER, O_VOCAB, O_INIT, O_TEXT, O_VALID, O_TASK,
-	    O_POOL, O_DIM, O_LAYERS, O_HEADS, O_KVHEADS, O_FF, O_CTX, O_ROPE, O_TIED,
-	    O_UNTIED, O_TYPE, O_MATS, O_KMIN, O_KMAX, O_QUERIES, O_TEXTSEGS, O_STEPS,
-	    O_BATCH, O_SEQ, O_MICRO, O_LR, O_MINLR, O_WARMUP, O_WD, O_CLIP, O_GATELR,
-	    O_GATEBIAS, O_MIX, O_CKPT, O_CKPTEVERY, O_RESUME, O_EVALEVERY, O_LOG, O_RUNSTEPS,
-	    O_STARTSTEP, O_REBIND, O_MAPVOCAB, O_RENAME, O_EVALPOOL, O_SHOWDATA, O_KIND, O_DKEY,
-	    O_LAMBDA, O_VOFFSET };
+	    O_POOL, O_DIM, O_LAYERS, O_HEADS, O_KVHEADS, O_FF, O_CTX, O_ROPE, O_TYPE, O_MATS,
+	    O_KMIN, O_KMAX, O_QUERIES, O_TEXTSEGS, O_STEPS, O_BATCH, O_SEQ, O_MICRO, O_LR,
+	    O_MINLR, O_WARMUP, O_WD, O_CLIP, O_GATELR, O_GATEBIAS, O_MIX, O_CKPT, O_CKPTEVERY,
+	    O_EVALEVERY, O_LOG, O_RUNSTEPS, O_STARTSTEP, O_RENAME, O_EVALPOOL, O_SHOWDATA,
+	    O_KIND, O_DKEY, O_LAMBDA, O_VOFFSET };
 	/* in the order of the help */
-	static const struct option longopts[] = {
+	const struct option longopts[] = {
 		FLAG("pretrain", O_PRETRAIN), FLAG("adapter", O_ADAPTER), ARG("model", 'm'),
-		ARG("vocab", O_VOCAB), ARG("init", O_INIT), FLAG("rebind", O_REBIND), ARG("output", 'o'),
-		ARG("text", O_TEXT), ARG("valid", O_VALID), ARG("task", O_TASK), ARG("pool", O_POOL),
-		FLAG("map-vocab", O_MAPVOCAB), ARG("rename", O_RENAME), ARG("eval-pool", O_EVALPOOL),
-		ARG("show-data", O_SHOWDATA),
+		ARG("vocab", O_VOCAB), ARG("init", O_INIT), SET("rebind", &o->rebind, 1),
+		ARG("output", 'o'), ARG("text", O_TEXT), ARG("valid", O_VALID), ARG("task", O_TASK),
+		ARG("pool", O_POOL), SET("map-vocab", &o->map_vocab, 1), ARG("rename", O_RENAME),
+		ARG("eval-pool", O_EVALPOOL), ARG("show-data", O_SHOWDATA),
 		ARG("dim", O_DIM), ARG("layers", O_LAYERS), ARG("heads", O_HEADS),
 		ARG("kv-heads", O_KVHEADS), ARG("ff", O_FF), ARG("ctx", O_CTX), ARG("rope-base", O_ROPE),
-		FLAG("tied", O_TIED), FLAG("untied", O_UNTIED), ARG("type", O_TYPE),
+		SET("tied", &o->tied, 1), SET("untied", &o->tied, 0), ARG("type", O_TYPE),
 		ARG("kind", O_KIND), ARG("rank", 'r'), ARG("chunk", 'C'), ARG("d-key", O_DKEY),
 		ARG("lambda", O_LAMBDA), ARG("value-offset", O_VOFFSET), ARG("mats", O_MATS),
 		ARG("kmin", O_KMIN), ARG("kmax", O_KMAX), ARG("queries", O_QUERIES), ARG("text-segs", O_TEXTSEGS),
@@ -121,7 +111,7 @@ parse_args(int argc, char **argv, sa_train_opts *o, run *r)
 		ARG("steps", O_STEPS), ARG("batch-tokens", O_BATCH), ARG("seq", O_SEQ),
 		ARG("micro", O_MICRO), ARG("lr", O_LR), ARG("min-lr", O_MINLR), ARG("warmup", O_WARMUP),
 		ARG("wd", O_WD), ARG("clip", O_CLIP), ARG("seed", 's'), ARG("mix", O_MIX),
-		ARG("ckpt", O_CKPT), ARG("ckpt-every", O_CKPTEVERY), FLAG("resume", O_RESUME),
+		ARG("ckpt", O_CKPT), ARG("ckpt-every", O_CKPTEVERY), SET("resume", &r->resume, 1),
 		ARG("run-steps", O_RUNSTEPS), ARG("start-step", O_STARTSTEP),
 		ARG("eval-every", O_EVALEVERY), ARG("log", O_LOG), ARG("threads", 't'),
 		FLAG("quiet", 'q'), FLAG("verbose", 'v'), OPTIONS_END,
@@ -137,18 +127,17 @@ parse_args(int argc, char **argv, sa_train_opts *o, run *r)
 	o->tasks = tasks;
 	while ((ch = getopt_long(argc, argv, "m:o:r:C:s:t:qvhV", longopts, NULL)) != -1) {
 		switch (ch) {
+		case 0: break;   /* a flag SET sets */
 		case O_PRETRAIN: o->mode |= SA_TRAIN_PRETRAIN; break;
 		case O_ADAPTER: o->mode |= SA_TRAIN_ADAPTER; break;
 		case 'm': o->model = optarg; break;
 		case O_VOCAB: o->vocab = optarg; break;
 		case O_INIT: o->init = optarg; break;
-		case O_REBIND: o->rebind = 1; break;
 		case 'o': r->out = optarg; break;
 		case O_TEXT: texts[o->n_texts++] = optarg; break;
 		case O_VALID: o->valid = optarg; break;
 		case O_TASK: tasks[o->n_tasks++] = optarg; break;
 		case O_POOL: o->pool = optarg; break;
-		case O_MAPVOCAB: o->map_vocab = 1; break;
 		case O_RENAME: o->rename = parse_double("--rename", optarg, 0, 1); break;
 		case O_EVALPOOL: o->eval_pool = optarg; break;
 		case O_SHOWDATA: r->show_data = parse_long("--show-data", optarg, 1, LONG_MAX); break;
@@ -159,8 +148,6 @@ parse_args(int argc, char **argv, sa_train_opts *o, run *r)
 		case O_FF: o->ff = parse_long("--ff", optarg, 1, 1 << 20); break;
 		case O_CTX: o->ctx = parse_long("--ctx", optarg, 8, 1 << 16); break;
 		case O_ROPE: o->rope_base = parse_double("--rope-base", optarg, 1, 1e9); break;
-		case O_TIED: o->tied = 1; break;
-		case O_UNTIED: o->tied = 0; break;
 		case O_TYPE:
 			if (!strcmp(optarg, "f32")) o->save_type = SA_TYPE_F32;
 			else if (!strcmp(optarg, "f16")) o->save_type = SA_TYPE_F16;
@@ -193,7 +180,6 @@ parse_args(int argc, char **argv, sa_train_opts *o, run *r)
 		case O_MIX: parse_mix(o->mix, optarg); break;
 		case O_CKPT: o->ckpt = optarg; break;
 		case O_CKPTEVERY: r->ckpt_every = parse_long("--ckpt-every", optarg, 1, LONG_MAX); break;
-		case O_RESUME: r->resume = 1; break;
 		case O_RUNSTEPS: r->run_steps = parse_long("--run-steps", optarg, 1, LONG_MAX); break;
 		case O_STARTSTEP: o->start_step = parse_long("--start-step", optarg, 0, LONG_MAX); break;
 		case O_EVALEVERY: r->eval_every = parse_long("--eval-every", optarg, 0, LONG_MAX); break;

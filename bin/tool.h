@@ -23,10 +23,12 @@
 
 static const char *argv0 = "sa";
 
-/* getopt_long's table, a few options a line: ARG takes a value, FLAG none;
+/* getopt_long's table, a few options a line: ARG takes a value, FLAG none,
+ * SET none and sets the int *var to val itself (getopt_long returns 0);
  * every table ends with OPTIONS_END, --help and --version. */
 #define ARG(name, val) { name, required_argument, NULL, val }
 #define FLAG(name, val) { name, no_argument, NULL, val }
+#define SET(name, var, val) { name, no_argument, var, val }
 #define OPTIONS_END FLAG("help", 'h'), FLAG("version", 'V'), { NULL, 0, NULL, 0 }
 
 static void __attribute__((unused))
@@ -178,15 +180,25 @@ stdin_not_terminal(const char *what, const char *hint)
 		die(SA_EUSAGE, "refusing to read %s from a terminal (%s)", what, hint);
 }
 
-/* File operands, '-' the standard input: at most once, and no terminal. */
-static void __attribute__((unused))
-stdin_operands(char *const *files, int n, const char *what)
+/* How many of files[0..n) are '-', the standard input. */
+static int __attribute__((unused))
+stdin_count(const char *const *files, int n)
 {
 	int seen = 0;
 
 	for (int i = 0; i < n; i++)
-		if (strcmp(files[i], "-") == 0 && seen++)
-			die(SA_EUSAGE, "stdin ('-') given more than once");
+		seen += strcmp(files[i], "-") == 0;
+	return seen;
+}
+
+/* File operands, '-' the standard input: at most once, and no terminal. */
+static void __attribute__((unused))
+stdin_operands(char *const *files, int n, const char *what)
+{
+	int seen = stdin_count((const char *const *)files, n);
+
+	if (seen > 1)
+		die(SA_EUSAGE, "stdin ('-') given more than once");
 	if (seen)
 		stdin_not_terminal(what, "give a file, or pipe one in");
 }

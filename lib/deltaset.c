@@ -321,3 +321,38 @@ sa_deltaset_put(sa_deltaset *ds, const sa_sides *s)
 			return;
 		}
 }
+
+/* --------------------------------------------------- the model's own */
+
+/* The deltas of sa-run's command line go into the model itself, in the
+ * order build() puts a request's on side paths. */
+int
+sa_delta_spec_apply(sa_model *m, const sa_delta_spec *sp, const sa_deltaset_opts *o, int merged,
+    sa_cache_note note, sa_cache_note detail, void *ctx)
+{
+	sa_deltas *dl = NULL;
+	char msg[128];
+	int hit, rc = SA_OK;
+
+	if (sp->n || sp->n_demos) {
+		if ((rc = sa_deltas_load(&dl, (char *const *)sp->path, sp->scale, sp->n)) == SA_OK)
+			rc = sa_deltas_bind(dl, m, o->adapter, o->fallback);
+		if (rc == SA_OK && sp->n_demos)
+			rc = sa_deltas_add_demos(dl, m, o->cache_dir, (char *const *)sp->demos,
+			    sp->n_demos, o->demos_format, &hit, note, ctx);
+		if (rc == SA_OK && sp->n_demos && detail) {
+			const sa_delta *d = dl->d[dl->n - 1];
+
+			snprintf(msg, sizeof msg, "demonstrations: %s, %llu tokens, %llu demonstrations",
+			    hit ? "cache hit" : "encoded", (unsigned long long)d->n_tokens,
+			    (unsigned long long)d->n_demos);
+			detail(ctx, msg);
+		}
+		if (rc == SA_OK)
+			rc = sa_deltas_apply(m, dl, merged);
+		sa_deltas_free(dl);
+	}
+	for (int i = 0; i < sp->n_lora && rc == SA_OK; i++)
+		rc = sa_lora_apply(m, sp->lora[i], sp->lora_scale[i], merged);
+	return rc;
+}

@@ -626,6 +626,20 @@ typedef struct sa_sampling {
 /* The most log-probabilities a token is given with (n_probs). */
 #define SA_MAX_PROBS 100
 
+/* The numbers of a sampling by the keys of a batch request, which sa-run's
+ * options share ('-' for '_': --top-k is top_k; -n is n_predict; logprobs
+ * sets n_probs): the values each takes, written once for both.  The table
+ * ends with a NULL name. */
+typedef struct sa_sampling_key {
+	const char *name;
+	double lo, hi;
+	int integer;             /* whole numbers only */
+} sa_sampling_key;
+extern const sa_sampling_key sa_sampling_keys[];
+/* Set k's number of p to v, one in its range: seed -1 is one from the
+ * clock (sa_seed_from_clock), 2^64 the largest. */
+void sa_sampling_set(sa_sampling *p, const sa_sampling_key *k, double v);
+
 /* A seed from the clock and the process (--seed -1). */
 uint64_t sa_seed_from_clock(void);
 /* A prompt file ("-" = stdin) as llama.cpp's -f reads it: its final
@@ -1257,6 +1271,20 @@ typedef struct sa_deltaset_opts {
 	int max_held;             /* side path sets kept, at least 1 */
 	size_t max_bytes;         /* and their bytes at most (0: no limit) */
 } sa_deltaset_opts;
+
+/*
+ * The command line's spec (sa-run -d, --demos, --lora) applied to m itself,
+ * merged into its weights (merged = 1) or as its side paths, in the order a
+ * deltaset builds a request's: the files at their scales with their adapter
+ * (o->adapter, else the one they record, else o->fallback: sa_deltas_bind),
+ * the demonstrations encoded over m as loaded through o->cache_dir in
+ * o->demos_format (sa_deltas_add_demos; note(ctx, msg) gets the cache's
+ * messages, detail(ctx, msg) whether it hit and the tokens and
+ * demonstrations encoded; either may be NULL), then the LoRA files
+ * (sa_lora_apply).  o->max_held and o->max_bytes are not used.
+ */
+int sa_delta_spec_apply(sa_model *m, const sa_delta_spec *sp, const sa_deltaset_opts *o,
+    int merged, sa_cache_note note, sa_cache_note detail, void *ctx);
 
 /* Side paths of many specs over model m (sa_deltaset), built when first
  * asked for and kept until the least recently used must go.  On top of the

@@ -24,6 +24,39 @@ sa_seed_from_clock(void)
 	    (uint64_t)(sa_now() * 1e9);
 }
 
+/* In the order a request's keys are checked: its first bad one is told. */
+const sa_sampling_key sa_sampling_keys[] = {
+	{ "n_predict", -1, INT_MAX, 1 }, { "temp", 0, 1e6, 0 }, { "top_k", 0, INT_MAX, 1 },
+	{ "top_p", 0, 1, 0 }, { "min_p", 0, 1, 0 }, { "seed", -1, 0x1p64, 1 },
+	{ "repeat_penalty", 0, 1e6, 0 }, { "repeat_last_n", -1, INT_MAX, 1 },
+	{ "logprobs", 0, SA_MAX_PROBS, 1 }, { NULL, 0, 0, 0 },
+};
+
+void
+sa_sampling_set(sa_sampling *p, const sa_sampling_key *k, double v)
+{
+	const char *n = k->name;
+
+	if (!strcmp(n, "n_predict"))
+		p->n_predict = (long)v;
+	else if (!strcmp(n, "temp"))
+		p->temp = v;
+	else if (!strcmp(n, "top_k"))
+		p->top_k = (long)v;
+	else if (!strcmp(n, "top_p"))
+		p->top_p = v;
+	else if (!strcmp(n, "min_p"))
+		p->min_p = v;
+	else if (!strcmp(n, "seed"))
+		p->seed = v < 0 ? sa_seed_from_clock() : v >= 0x1p64 ? UINT64_MAX : (uint64_t)v;
+	else if (!strcmp(n, "repeat_penalty"))
+		p->repeat_penalty = v;
+	else if (!strcmp(n, "repeat_last_n"))
+		p->repeat_last_n = (long)v;
+	else if (!strcmp(n, "logprobs"))
+		p->n_probs = (int)v;
+}
+
 int
 sa_prompt_read(const char *path, char **text, size_t *len)
 {
@@ -696,28 +729,16 @@ req_strs(const sa_json *req, const char *key, const char ***s, size_t **len, int
 static int
 req_sampling(const sa_json *req, sa_sampling *p)
 {
-	double n_predict = (double)p->n_predict, top_k = (double)p->top_k, seed = -2;
-	double last_n = (double)p->repeat_last_n, n_probs = p->n_probs;
-	int rc;
+	for (const sa_sampling_key *k = sa_sampling_keys; k->name; k++) {
+		double v = 0;
+		int rc;
 
-	if ((rc = req_num(req, "n_predict", -1, INT_MAX, 1, &n_predict)) ||
-	    (rc = req_num(req, "temp", 0, 1e6, 0, &p->temp)) ||
-	    (rc = req_num(req, "top_k", 0, INT_MAX, 1, &top_k)) ||
-	    (rc = req_num(req, "top_p", 0, 1, 0, &p->top_p)) ||
-	    (rc = req_num(req, "min_p", 0, 1, 0, &p->min_p)) ||
-	    (rc = req_num(req, "seed", -1, 0x1p64, 1, &seed)) ||
-	    (rc = req_num(req, "repeat_penalty", 0, 1e6, 0, &p->repeat_penalty)) ||
-	    (rc = req_num(req, "repeat_last_n", -1, INT_MAX, 1, &last_n)) ||
-	    (rc = req_num(req, "logprobs", 0, SA_MAX_PROBS, 1, &n_probs)))
-		return rc;
-	p->n_predict = (long)n_predict;
-	p->top_k = (long)top_k;
-	p->repeat_last_n = (long)last_n;
-	p->n_probs = (int)n_probs;
-	if (seed == -1)
-		p->seed = sa_seed_from_clock();
-	else if (seed >= 0)
-		p->seed = seed >= 0x1p64 ? UINT64_MAX : (uint64_t)seed;
+		if (!sa_json_get(req, k->name))
+			continue;
+		if ((rc = req_num(req, k->name, k->lo, k->hi, k->integer, &v)) != SA_OK)
+			return rc;
+		sa_sampling_set(p, k, v);
+	}
 	return SA_OK;
 }
 

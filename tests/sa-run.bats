@@ -58,6 +58,20 @@ field() {
 	[ -z "$output" ]
 }
 
+@test "a sampling option takes the values of the batch key of its name (sa_sampling_keys)" {
+	local opt key bad range
+	for opt in -n:n_predict --temp:temp --top-k:top_k --top-p:top_p --min-p:min_p \
+	    --repeat-penalty:repeat_penalty --repeat-last-n:repeat_last_n --logprobs:logprobs; do
+		key=${opt#*:} opt=${opt%%:*}
+		run -64 "$RUN" -m "$M" "$opt" 1e300 -p x
+		range=$(sed -n 's/.*(want \(.*\))$/\1/p' <<<"$output")
+		[ -n "$range" ] || fail "$opt: no range in '$output'"
+		printf '{"prompt":"x","%s":1e300}\n' "$key" > "$T/r.jsonl"
+		run -65 --separate-stderr "$RUN" -m "$M" --batch "$T/r.jsonl"
+		[[ "$output" == *"\\\"$key\\\" must be $range\""* ]] || fail "$opt: '$range'; $key: $output"
+	done
+}
+
 @test "without -m: SA_MODEL, then data/model.gguf above the executable, else a usage error" {
 	mkdir -p "$T/inst/bin"
 	cp "$RUN" "$T/inst/bin/sa-run"
