@@ -34,15 +34,14 @@
 /* y[i] = row i of w (n columns) . x, for nr rows starting at w. */
 typedef void rows_fn(const void *w, size_t row_bytes, int64_t n, const float *x,
     const void *xq, float *y, int64_t nr);
-/* The same for nx inputs, ROWS_GROUP at a time over all nr rows (the
- * groups after the first find the rows in the cache if they fit): input j
- * at x + j*ldx (and xq + j*ldxq bytes) into y + j*ldy, each the bits
- * rows_fn gives it. */
+/* The same for nx inputs, a few at a time over all nr rows (the groups
+ * after the first find the rows in the cache if they fit): input j at
+ * x + j*ldx (and xq + j*ldxq bytes) into y + j*ldy, each the bits rows_fn
+ * gives it. */
 typedef void rowsn_fn(const void *w, size_t row_bytes, int64_t n, int nx, const float *x,
     size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy, int64_t nr);
-/* Inputs the vector rowsn kernels take at a time (the cases of the switch
- * in FLOAT_ROWS): two accumulators each and two weight vectors are 10 of
- * AVX2's 16 registers. */
+/* Inputs the vector rowsn kernels take at most at a time (the cases of
+ * the switch in FLOAT_ROWS) */
 #define ROWS_GROUP 4
 /* dst [nr][n] = rows as F32. */
 typedef void deq_fn(const void *w, size_t row_bytes, int64_t n, float *dst, int64_t nr);
@@ -298,10 +297,10 @@ axpy_avx2(float a, const float *x, float *y, int64_t n)
  *
  * dotn: y[j*ldy] = row . x + j*ldx for g inputs at once, each with dot1's
  * sums: the same four accumulators, filled in the same order and folded
- * the same way.  4g accumulators would not fit the registers, so the row
- * goes in two passes, the second from the cache: accumulators 0 and 1
- * (then the L-wide tail, which dot1 puts in accumulator 0), then 2 and 3.
- * g is a constant where dotn is inlined, so its arrays stay in registers.
+ * the same way, each weight vector loaded and converted once for all g.
+ * g is a constant where dotn is inlined, so its arrays stay in registers:
+ * 4g accumulators, 12 of AVX2's 16 registers (g up to 3) or 16 of
+ * AVX-512's 32 (g up to 4).
  */
 typedef __m256 (*ld8_fn)(const void *, int64_t);
 typedef float (*ld1_fn)(const void *, int64_t);
@@ -355,46 +354,38 @@ dot1_##W(LD ld, ld1_fn ld1, int es, const void *row, const float *x, int64_t n) 
 	return s; \
 } \
 INLINE void \
-dotn_##W(LD ld, ld1_fn ld1, int es, const void *row, const float *x, size_t ldx, int g, \
+dotn_##W(LD ld, ld1_fn ld1, int es, const char *row, const float *x, size_t ldx, int g, \
     int64_t n, float *y, size_t ldy) \
 { \
 	V s[ROWS_GROUP][4]; \
-	int64_t m = n / (4 * L) * (4 * L), i; \
-	UNROLL for (int h = 0; h < 4; h += 2) { \
-		V a[ROWS_GROUP], b[ROWS_GROUP]; \
-		UNROLL for (int j = 0; j < g; j++) \
-			a[j] = b[j] = ZERO(); \
-		for (i = 0; i < m; i += 4 * L) { \
-			if (h == 0) \
-				prefetch_step(row, i, es, 4 * L); \
-			V w0 = ld(row, i + h * L), w1 = ld(row, i + (h + 1) * L); \
-			UNROLL for (int j = 0; j < g; j++) { \
-				const float *xj = x + j * ldx + i + h * L; \
-				a[j] = FMADD(w0, LOADU(xj), a[j]); \
-				b[j] = FMADD(w1, LOADU(xj + L), b[j]); \
-			} \
-		} \
-		UNROLL for (int j = 0; j < g; j++) { \
-			s[j][h] = a[j]; \
-			s[j][h + 1] = b[j]; \
+	int64_t i = 0; \
+	UNROLL for (int j = 0; j < g; j++) \
+		s[j][0] = s[j][1] = s[j][2] = s[j][3] = ZERO(); \
+	for (; i + 4 * L <= n; i += 4 * L) { \
+		prefetch_step(row, i, es, 4 * L); \
+		UNROLL for (int k = 0; k < 4; k++) { \
+			V wv = ld(row, i + k * L); \
+			UNROLL for (int j = 0; j < g; j++) \
+				s[j][k] = FMADD(wv, LOADU(x + j * ldx + i + k * L), s[j][k]); \
 		} \
 	} \
-	for (i = m; i + L <= n; i += L) { \
-		V w0 = ld(row, i); \
+	for (; i + L <= n; i += L) { \
+		V wv = ld(row, i); \
 		UNROLL for (int j = 0; j < g; j++) \
-			s[j][0] = FMADD(w0, LOADU(x + j * ldx + i), s[j][0]); \
+			s[j][0] = FMADD(wv, LOADU(x + j * ldx + i), s[j][0]); \
 	} \
 	UNROLL for (int j = 0; j < g; j++) { \
 		float t = HSUM(ADD(ADD(s[j][0], s[j][1]), ADD(s[j][2], s[j][3]))); \
-		for (int64_t k = i; k < n; k++) \
-			t += ld1(row, k) * x[j * ldx + k]; \
+		for (int64_t c = i; c < n; c++) \
+			t += ld1(row, c) * x[j * ldx + c]; \
 		y[j * ldy] = t; \
 	} \
 }
+
 /* rows_T_W and rowsn_T_W: the rows of type T (ES bytes an element).
- * rowsn takes the inputs ROWS_GROUP at a time, each group over all the
- * rows: the caller passes as many rows as the cache holds. */
-#define FLOAT_ROWS(W, ATTR, LD, T, ES) \
+ * rowsn takes the inputs G at a time, each group over all the rows: the
+ * caller passes as many rows as the cache holds. */
+#define FLOAT_ROWS(W, ATTR, LD, T, ES, G) \
 ATTR static void rows_##T##_##W(const void *w, size_t rb, int64_t n, const float *x, \
     const void *xq, float *y, int64_t nr) \
 { \
@@ -404,8 +395,8 @@ ATTR static void rows_##T##_##W(const void *w, size_t rb, int64_t n, const float
 ATTR static void rowsn_##T##_##W(const void *w, size_t rb, int64_t n, int nx, const float *x, \
     size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy, int64_t nr) \
 { \
-	for (int j = 0; j < nx; j += ROWS_GROUP) { \
-		int g = nx - j < ROWS_GROUP ? nx - j : ROWS_GROUP; \
+	for (int j = 0; j < nx; j += G) { \
+		int g = nx - j < G ? nx - j : G; \
 		const float *xj = x + j * ldx; \
 		for (int64_t r = 0; r < nr; r++) { \
 			const char *row = (const char *)w + r * rb; \
@@ -414,7 +405,7 @@ ATTR static void rowsn_##T##_##W(const void *w, size_t rb, int64_t n, int nx, co
 			case 1: *yj = dot1_##W(LD##_##T, ld1_##T, ES, row, xj, n); break; \
 			case 2: dotn_##W(LD##_##T, ld1_##T, ES, row, xj, ldx, 2, n, yj, ldy); break; \
 			case 3: dotn_##W(LD##_##T, ld1_##T, ES, row, xj, ldx, 3, n, yj, ldy); break; \
-			default: dotn_##W(LD##_##T, ld1_##T, ES, row, xj, ldx, 4, n, yj, ldy); break; \
+			default: dotn_##W(LD##_##T, ld1_##T, ES, row, xj, ldx, G, n, yj, ldy); break; \
 			} \
 		} \
 	} \
@@ -422,9 +413,9 @@ ATTR static void rowsn_##T##_##W(const void *w, size_t rb, int64_t n, int nx, co
 
 ROW_DOTS(avx2, ALWAYS_INLINE, __m256, 8, ld8_fn, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_add_ps,
     _mm256_setzero_ps, hsum8)
-FLOAT_ROWS(avx2, AVX2, ld8, f32, 4)
-FLOAT_ROWS(avx2, AVX2, ld8, f16, 2)
-FLOAT_ROWS(avx2, AVX2, ld8, bf16, 2)
+FLOAT_ROWS(avx2, AVX2, ld8, f32, 4, 3)
+FLOAT_ROWS(avx2, AVX2, ld8, f16, 2, 3)
+FLOAT_ROWS(avx2, AVX2, ld8, bf16, 2, 3)
 
 /*
  * Q8_0 rows against Q8_0 inputs.  A block's 32 int8 products sum exactly in
@@ -803,9 +794,9 @@ ld16_bf16(const void *p, int64_t i)
 
 ROW_DOTS(avx512, AVX512_INLINE, __m512, 16, ld16_fn, _mm512_loadu_ps, _mm512_fmadd_ps,
     _mm512_add_ps, _mm512_setzero_ps, _mm512_reduce_add_ps)
-FLOAT_ROWS(avx512, AVX512, ld16, f32, 4)
-FLOAT_ROWS(avx512, AVX512, ld16, f16, 2)
-FLOAT_ROWS(avx512, AVX512, ld16, bf16, 2)
+FLOAT_ROWS(avx512, AVX512, ld16, f32, 4, 4)
+FLOAT_ROWS(avx512, AVX512, ld16, f16, 2, 4)
+FLOAT_ROWS(avx512, AVX512, ld16, bf16, 2, 4)
 
 /*
  * Q8_0 rows against Q8_0 inputs, two blocks per 512-bit register: the
