@@ -40,8 +40,8 @@ typedef void rows_fn(const void *w, size_t row_bytes, int64_t n, const float *x,
  * gives it. */
 typedef void rowsn_fn(const void *w, size_t row_bytes, int64_t n, int nx, const float *x,
     size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy, int64_t nr);
-/* Inputs the vector rowsn kernels take at most at a time (the cases of
- * the switch in FLOAT_ROWS) */
+/* Inputs a vector rowsn kernel takes at a time, at most: the switch of
+ * FLOAT_ROWS has a case for each; the Q8_0 kernels take this many. */
 #define ROWS_GROUP 4
 /* dst [nr][n] = rows as F32. */
 typedef void deq_fn(const void *w, size_t row_bytes, int64_t n, float *dst, int64_t nr);
