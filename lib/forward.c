@@ -569,12 +569,13 @@ mv_task(void *arg, int ith, int chunk, int nchunks)
 		const sa_matrix *w = t->ls[j].w;
 		if (lo < base + w->rows) {
 			int64_t end = hi < base + w->rows ? hi : base + w->rows;
-			/* More inputs than one pass of the kernels takes (two):
-			 * the rows a block at a time, so that later passes find
-			 * the block in the cache.  Each row's sums stay as they
-			 * are: the kernels sum every row on its own. */
+			/* Several inputs: the kernels take them a few at a
+			 * time, each few over all the rows they are given, so
+			 * the rows go a block at a time, for the later passes
+			 * to find the block in the cache.  Each row's sums stay
+			 * as they are: the kernels sum every row on its own. */
 			int64_t blk = MV_BLOCK / (int64_t)sa_type_row_size(w->type, w->cols);
-			if (t->nx <= 2 || blk < 1)
+			if (t->nx == 1 || blk < 1)
 				blk = end - lo;
 			for (int64_t a = lo; a < end; a += blk)
 				sa_rows_dot_n(w, a - base, (a + blk < end ? a + blk : end) - base, t->nx,

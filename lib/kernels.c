@@ -34,15 +34,21 @@
 /* y[i] = row i of w (n columns) . x, for nr rows starting at w. */
 typedef void rows_fn(const void *w, size_t row_bytes, int64_t n, const float *x,
     const void *xq, float *y, int64_t nr);
-/* The same for two inputs x and z at once, into y and yz. */
-typedef void rows2_fn(const void *w, size_t row_bytes, int64_t n, const float *x,
-    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr);
+/* The same for nx inputs, a few at a time over all nr rows (the groups
+ * after the first find the rows in the cache if they fit): input j at
+ * x + j*ldx (and xq + j*ldxq bytes) into y + j*ldy, each the bits rows_fn
+ * gives it. */
+typedef void rowsn_fn(const void *w, size_t row_bytes, int64_t n, int nx, const float *x,
+    size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy, int64_t nr);
+/* Inputs a vector rowsn kernel takes at a time, at most: the switch of
+ * FLOAT_ROWS has a case for each; the Q8_0 kernels take this many. */
+#define ROWS_GROUP 4
 /* dst [nr][n] = rows as F32. */
 typedef void deq_fn(const void *w, size_t row_bytes, int64_t n, float *dst, int64_t nr);
 
 static struct kernels {
 	rows_fn *rows_f32, *rows_f16, *rows_bf16, *rows_q8_0;
-	rows2_fn *rows2_f32, *rows2_f16, *rows2_bf16, *rows2_q8_0;
+	rowsn_fn *rowsn_f32, *rowsn_f16, *rowsn_bf16, *rowsn_q8_0;
 	deq_fn *deq_bf16;
 	void (*fp16_to_fp32)(const uint16_t *, float *, int64_t);
 	void (*fp32_to_fp16)(const float *, uint16_t *, int64_t);
@@ -138,18 +144,19 @@ rows_q8_0_generic(const void *w, size_t rb, int64_t n, const float *x,
 	}
 }
 
-/* Two inputs: one after the other, which gives the same sums. */
-#define ROWS2_GENERIC(T) \
-static void rows2_##T##_generic(const void *w, size_t rb, int64_t n, const float *x, \
-    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr) \
+/* Several inputs: one after the other, which gives the same sums. */
+#define ROWSN_GENERIC(T) \
+static void rowsn_##T##_generic(const void *w, size_t rb, int64_t n, int nx, const float *x, \
+    size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy, int64_t nr) \
 { \
-	rows_##T##_generic(w, rb, n, x, xq, y, nr); \
-	rows_##T##_generic(w, rb, n, z, zq, yz, nr); \
+	for (int j = 0; j < nx; j++) \
+		rows_##T##_generic(w, rb, n, x + j * ldx, \
+		    xq ? (const char *)xq + j * ldxq : NULL, y + j * ldy, nr); \
 }
-ROWS2_GENERIC(f32)
-ROWS2_GENERIC(f16)
-ROWS2_GENERIC(bf16)
-ROWS2_GENERIC(q8_0)
+ROWSN_GENERIC(f32)
+ROWSN_GENERIC(f16)
+ROWSN_GENERIC(bf16)
+ROWSN_GENERIC(q8_0)
 
 /* Through the type and back, with the conversions of types.c. */
 static void
@@ -283,11 +290,17 @@ axpy_avx2(float a, const float *x, float *y, int64_t n)
 
 /*
  * Row dot products, written once for each vector width W (V holding L
- * floats).  Four independent accumulators over 4L columns hide the FMA
- * latency behind the loads; a row is read once, front to back, which is
- * what the hardware prefetcher likes.  dot2 does two inputs per pass over
- * the weights in the same order as dot1, so a row gives the same sum for an
- * input whichever kernel computes it.  ld converts L weights from column i.
+ * floats): dot1 = row [n] . x [n].  Four independent accumulators over 4L
+ * columns hide the FMA latency behind the loads; a row is read once, front
+ * to back, which is what the hardware prefetcher likes.  ld converts L
+ * weights from column i.
+ *
+ * dotn: y[j*ldy] = row . x + j*ldx for g inputs at once, each with dot1's
+ * sums: the same four accumulators, filled in the same order and folded
+ * the same way, each weight vector loaded and converted once for all g.
+ * g is a constant where dotn is inlined, so its arrays stay in registers:
+ * 4g accumulators, 12 of AVX2's 16 registers (g up to 3) or 16 of
+ * AVX-512's 32 (g up to 4).
  */
 typedef __m256 (*ld8_fn)(const void *, int64_t);
 typedef float (*ld1_fn)(const void *, int64_t);
@@ -308,6 +321,8 @@ AVX2 static inline float ld1_bf16(const void *p, int64_t i) { return sa_bf16_to_
  * one thread: 1.4x with 4 KiB ahead; 512 B gave 1.1x, 2 KiB 1.3x).
  */
 #define PREFETCH_AHEAD 4096
+
+#define UNROLL _Pragma("GCC unroll 8")
 
 /* the lines of n elements of es bytes from element i on, PREFETCH_AHEAD on */
 static inline __attribute__((always_inline)) void
@@ -339,59 +354,68 @@ dot1_##W(LD ld, ld1_fn ld1, int es, const void *row, const float *x, int64_t n) 
 	return s; \
 } \
 INLINE void \
-dot2_##W(LD ld, ld1_fn ld1, int es, const void *row, const float *x, const float *z, \
-    int64_t n, float *rx, float *rz) \
+dotn_##W(LD ld, ld1_fn ld1, int es, const char *row, const float *x, size_t ldx, int g, \
+    int64_t n, float *y, size_t ldy) \
 { \
-	V s0 = ZERO(), s1 = s0, s2 = s0, s3 = s0, t0 = s0, t1 = s0, t2 = s0, t3 = s0; \
+	V s[ROWS_GROUP][4]; \
 	int64_t i = 0; \
+	UNROLL for (int j = 0; j < g; j++) \
+		s[j][0] = s[j][1] = s[j][2] = s[j][3] = ZERO(); \
 	for (; i + 4 * L <= n; i += 4 * L) { \
 		prefetch_step(row, i, es, 4 * L); \
-		V w0 = ld(row, i), w1 = ld(row, i + L), w2 = ld(row, i + 2 * L), w3 = ld(row, i + 3 * L); \
-		s0 = FMADD(w0, LOADU(x + i), s0); \
-		t0 = FMADD(w0, LOADU(z + i), t0); \
-		s1 = FMADD(w1, LOADU(x + i + L), s1); \
-		t1 = FMADD(w1, LOADU(z + i + L), t1); \
-		s2 = FMADD(w2, LOADU(x + i + 2 * L), s2); \
-		t2 = FMADD(w2, LOADU(z + i + 2 * L), t2); \
-		s3 = FMADD(w3, LOADU(x + i + 3 * L), s3); \
-		t3 = FMADD(w3, LOADU(z + i + 3 * L), t3); \
+		UNROLL for (int k = 0; k < 4; k++) { \
+			V wv = ld(row, i + k * L); \
+			UNROLL for (int j = 0; j < g; j++) \
+				s[j][k] = FMADD(wv, LOADU(x + j * ldx + i + k * L), s[j][k]); \
+		} \
 	} \
 	for (; i + L <= n; i += L) { \
-		V w0 = ld(row, i); \
-		s0 = FMADD(w0, LOADU(x + i), s0); \
-		t0 = FMADD(w0, LOADU(z + i), t0); \
+		V wv = ld(row, i); \
+		UNROLL for (int j = 0; j < g; j++) \
+			s[j][0] = FMADD(wv, LOADU(x + j * ldx + i), s[j][0]); \
 	} \
-	float s = HSUM(ADD(ADD(s0, s1), ADD(s2, s3))); \
-	float t = HSUM(ADD(ADD(t0, t1), ADD(t2, t3))); \
-	for (; i < n; i++) { \
-		float wi = ld1(row, i); \
-		s += wi * x[i]; \
-		t += wi * z[i]; \
+	UNROLL for (int j = 0; j < g; j++) { \
+		float t = HSUM(ADD(ADD(s[j][0], s[j][1]), ADD(s[j][2], s[j][3]))); \
+		for (int64_t c = i; c < n; c++) \
+			t += ld1(row, c) * x[j * ldx + c]; \
+		y[j * ldy] = t; \
 	} \
-	*rx = s; \
-	*rz = t; \
 }
 
-/* rows_T_W and rows2_T_W: the rows of type T (ES bytes an element) */
-#define FLOAT_ROWS(W, ATTR, LD, T, ES) \
+/* rows_T_W and rowsn_T_W: the rows of type T (ES bytes an element).
+ * rowsn takes the inputs G at a time, each group over all the rows: the
+ * caller passes as many rows as the cache holds. */
+#define FLOAT_ROWS(W, ATTR, LD, T, ES, G) \
 ATTR static void rows_##T##_##W(const void *w, size_t rb, int64_t n, const float *x, \
     const void *xq, float *y, int64_t nr) \
 { \
 	for (int64_t r = 0; r < nr; r++) \
 		y[r] = dot1_##W(LD##_##T, ld1_##T, ES, (const char *)w + r * rb, x, n); \
 } \
-ATTR static void rows2_##T##_##W(const void *w, size_t rb, int64_t n, const float *x, \
-    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr) \
+ATTR static void rowsn_##T##_##W(const void *w, size_t rb, int64_t n, int nx, const float *x, \
+    size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy, int64_t nr) \
 { \
-	for (int64_t r = 0; r < nr; r++) \
-		dot2_##W(LD##_##T, ld1_##T, ES, (const char *)w + r * rb, x, z, n, &y[r], &yz[r]); \
+	for (int j = 0; j < nx; j += G) { \
+		int g = nx - j < G ? nx - j : G; \
+		const float *xj = x + j * ldx; \
+		for (int64_t r = 0; r < nr; r++) { \
+			const char *row = (const char *)w + r * rb; \
+			float *yj = y + j * ldy + r; \
+			switch (g) { \
+			case 1: *yj = dot1_##W(LD##_##T, ld1_##T, ES, row, xj, n); break; \
+			case 2: dotn_##W(LD##_##T, ld1_##T, ES, row, xj, ldx, 2, n, yj, ldy); break; \
+			case 3: dotn_##W(LD##_##T, ld1_##T, ES, row, xj, ldx, 3, n, yj, ldy); break; \
+			default: dotn_##W(LD##_##T, ld1_##T, ES, row, xj, ldx, G, n, yj, ldy); break; \
+			} \
+		} \
+	} \
 }
 
 ROW_DOTS(avx2, ALWAYS_INLINE, __m256, 8, ld8_fn, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_add_ps,
     _mm256_setzero_ps, hsum8)
-FLOAT_ROWS(avx2, AVX2, ld8, f32, 4)
-FLOAT_ROWS(avx2, AVX2, ld8, f16, 2)
-FLOAT_ROWS(avx2, AVX2, ld8, bf16, 2)
+FLOAT_ROWS(avx2, AVX2, ld8, f32, 4, 3)
+FLOAT_ROWS(avx2, AVX2, ld8, f16, 2, 3)
+FLOAT_ROWS(avx2, AVX2, ld8, bf16, 2, 3)
 
 /*
  * Q8_0 rows against Q8_0 inputs.  A block's 32 int8 products sum exactly in
@@ -468,8 +492,9 @@ q8_row_avx2(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, i
 	return q8_tail(bw, bx, xd, b, nb, s);
 }
 
-/* rows_q8_0_V and rows2_q8_0_V through q8_row_V: one input, or two, each
- * row read from memory once (then from L1) */
+/* rows_q8_0_V and rowsn_q8_0_V through q8_row_V: one input, or the inputs
+ * ROWS_GROUP at a time, each row read from memory once for a group (then
+ * from L1) */
 #define Q8_ROWS(V, ATTR) \
 ATTR static void rows_q8_0_##V(const void *w, size_t rb, int64_t n, const float *x, \
     const void *xq, float *y, int64_t nr) \
@@ -486,24 +511,28 @@ ATTR static void rows_q8_0_##V(const void *w, size_t rb, int64_t n, const float 
 	for (int64_t r = 0; r < nr; r++) \
 		y[r] = q8_row_##V((const sa_block_q8_0 *)((const char *)w + r * rb), bx, xd, nb); \
 } \
-ATTR static void rows2_q8_0_##V(const void *w, size_t rb, int64_t n, const float *x, \
-    const float *z, const void *xq, const void *zq, float *y, float *yz, int64_t nr) \
+ATTR static void rowsn_q8_0_##V(const void *w, size_t rb, int64_t n, int nx, const float *x, \
+    size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy, int64_t nr) \
 { \
-	const sa_block_q8_0 *bx = xq, *bz = zq; \
+	const sa_block_q8_0 *bx[ROWS_GROUP]; \
 	int64_t nb = n / SA_QK8_0; \
-	float xd[Q8_MAXB], zd[Q8_MAXB]; \
+	float xd[ROWS_GROUP][Q8_MAXB]; \
 	if (nb > Q8_MAXB) { \
-		rows2_q8_0_generic(w, rb, n, x, z, xq, zq, y, yz, nr); \
+		rowsn_q8_0_generic(w, rb, n, nx, x, ldx, xq, ldxq, y, ldy, nr); \
 		return; \
 	} \
-	for (int64_t b = 0; b < nb; b++) { \
-		xd[b] = _cvtsh_ss(bx[b].d); \
-		zd[b] = _cvtsh_ss(bz[b].d); \
-	} \
-	for (int64_t r = 0; r < nr; r++) { \
-		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb); \
-		y[r] = q8_row_##V(bw, bx, xd, nb); \
-		yz[r] = q8_row_##V(bw, bz, zd, nb); \
+	for (int j0 = 0; j0 < nx; j0 += ROWS_GROUP) { \
+		int g = nx - j0 < ROWS_GROUP ? nx - j0 : ROWS_GROUP; \
+		for (int j = 0; j < g; j++) { \
+			bx[j] = (const sa_block_q8_0 *)((const char *)xq + (j0 + j) * ldxq); \
+			for (int64_t b = 0; b < nb; b++) \
+				xd[j][b] = _cvtsh_ss(bx[j][b].d); \
+		} \
+		for (int64_t r = 0; r < nr; r++) { \
+			const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb); \
+			for (int j = 0; j < g; j++) \
+				y[(j0 + j) * ldy + r] = q8_row_##V(bw, bx[j], xd[j], nb); \
+		} \
 	} \
 }
 Q8_ROWS(avx2, AVX2)
@@ -741,8 +770,8 @@ exp_sum_avx2(float *y, const float *x, int64_t n, float mx)
 
 /*
  * The same kernels on 16 lanes.  Sums are cut differently from the AVX2
- * ones, so the last bits differ between paths; within a path, one and two
- * inputs still give an input the same sums.
+ * ones, so the last bits differ between paths; within a path, one input
+ * or several still give an input the same sums.
  */
 #define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 #define AVX512_INLINE AVX512 static inline __attribute__((always_inline))
@@ -765,9 +794,9 @@ ld16_bf16(const void *p, int64_t i)
 
 ROW_DOTS(avx512, AVX512_INLINE, __m512, 16, ld16_fn, _mm512_loadu_ps, _mm512_fmadd_ps,
     _mm512_add_ps, _mm512_setzero_ps, _mm512_reduce_add_ps)
-FLOAT_ROWS(avx512, AVX512, ld16, f32, 4)
-FLOAT_ROWS(avx512, AVX512, ld16, f16, 2)
-FLOAT_ROWS(avx512, AVX512, ld16, bf16, 2)
+FLOAT_ROWS(avx512, AVX512, ld16, f32, 4, 4)
+FLOAT_ROWS(avx512, AVX512, ld16, f16, 2, 4)
+FLOAT_ROWS(avx512, AVX512, ld16, bf16, 2, 4)
 
 /*
  * Q8_0 rows against Q8_0 inputs, two blocks per 512-bit register: the
@@ -889,7 +918,7 @@ static const char *const path_names[] = { "generic", "avx2", "avx512" };
 
 static const struct kernels kernels_generic = {
 	rows_f32_generic, rows_f16_generic, rows_bf16_generic, rows_q8_0_generic,
-	rows2_f32_generic, rows2_f16_generic, rows2_bf16_generic, rows2_q8_0_generic,
+	rowsn_f32_generic, rowsn_f16_generic, rowsn_bf16_generic, rowsn_q8_0_generic,
 	deq_bf16_generic, fp16_to_fp32_generic, fp32_to_fp16_generic,
 	sa_row_to_f32, round_f16_generic, round_q8_0_generic,
 	dot_generic, axpy_generic, max_generic, exp_sum_generic,
@@ -898,7 +927,7 @@ static const struct kernels kernels_generic = {
 #ifdef HAVE_X86
 static const struct kernels kernels_avx2 = {
 	rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_0_avx2,
-	rows2_f32_avx2, rows2_f16_avx2, rows2_bf16_avx2, rows2_q8_0_avx2,
+	rowsn_f32_avx2, rowsn_f16_avx2, rowsn_bf16_avx2, rowsn_q8_0_avx2,
 	deq_bf16_avx2, fp16_to_fp32_avx2, fp32_to_fp16_avx2,
 	blocks_avx2, round_f16_avx2, round_q8_0_avx2,
 	dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2,
@@ -908,7 +937,7 @@ static const struct kernels kernels_avx2 = {
  * through VPMADDUBSW, or VNNI where kernels_init finds it */
 static const struct kernels kernels_avx512 = {
 	rows_f32_avx512, rows_f16_avx512, rows_bf16_avx512, rows_q8_0_bw,
-	rows2_f32_avx512, rows2_f16_avx512, rows2_bf16_avx512, rows2_q8_0_bw,
+	rowsn_f32_avx512, rowsn_f16_avx512, rowsn_bf16_avx512, rowsn_q8_0_bw,
 	deq_bf16_avx2, fp16_to_fp32_avx512, fp32_to_fp16_avx2,
 	blocks_avx512, round_f16_avx2, round_q8_0_avx2,
 	dot_avx512, axpy_avx2, max_avx2, exp_sum_avx2,
@@ -971,7 +1000,7 @@ kernels_init(void)
 		K = kernels_avx512;
 		if (cpu_features & SA_CPU_VNNI) {
 			K.rows_q8_0 = rows_q8_0_vnni;
-			K.rows2_q8_0 = rows2_q8_0_vnni;
+			K.rowsn_q8_0 = rowsn_q8_0_vnni;
 		}
 	}
 #endif
@@ -1054,28 +1083,24 @@ sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x
 	const struct kernels *k = kernels();
 	size_t rb = sa_type_row_size(w->type, w->cols);
 	const char *p = (const char *)w->data + (size_t)r0 * rb;
-	const char *q = xq;
 	rows_fn *f;
-	rows2_fn *f2;
-	int j = 0;
+	rowsn_fn *fn;
 
 	if (r1 <= r0)
 		return;
 	switch (w->type) {
-	case SA_TYPE_F32: f = k->rows_f32; f2 = k->rows2_f32; break;
-	case SA_TYPE_F16: f = k->rows_f16; f2 = k->rows2_f16; break;
-	case SA_TYPE_BF16: f = k->rows_bf16; f2 = k->rows2_bf16; break;
-	case SA_TYPE_Q8_0: f = k->rows_q8_0; f2 = k->rows2_q8_0; break;
+	case SA_TYPE_F32: f = k->rows_f32; fn = k->rowsn_f32; break;
+	case SA_TYPE_F16: f = k->rows_f16; fn = k->rowsn_f16; break;
+	case SA_TYPE_BF16: f = k->rows_bf16; fn = k->rowsn_bf16; break;
+	case SA_TYPE_Q8_0: f = k->rows_q8_0; fn = k->rowsn_q8_0; break;
 	default:
 		rows_blocks(k, w->type, p, rb, w->cols, r1 - r0, nx, x, ldx, y + r0, ldy);
 		return;
 	}
-	/* xq is NULL but for Q8_0 */
-	for (; j + 2 <= nx; j += 2)
-		f2(p, rb, w->cols, x + j * ldx, x + (j + 1) * ldx, q ? q + j * ldxq : NULL,
-		    q ? q + (j + 1) * ldxq : NULL, y + j * ldy + r0, y + (j + 1) * ldy + r0, r1 - r0);
-	if (j < nx)
-		f(p, rb, w->cols, x + j * ldx, q ? q + j * ldxq : NULL, y + j * ldy + r0, r1 - r0);
+	if (nx == 1)
+		f(p, rb, w->cols, x, xq, y + r0, r1 - r0);
+	else
+		fn(p, rb, w->cols, nx, x, ldx, xq, ldxq, y + r0, ldy, r1 - r0);
 }
 
 void

@@ -1,7 +1,8 @@
 /*
  * test_kernels - every kernel path this CPU can run against the portable
- * one: the row dot products within a tolerance of summation order, the
- * conversions bit for bit; the path taken from the CPU's feature bits and
+ * one: the row dot products within a tolerance of summation order (and
+ * several inputs at once each the bits of one alone), the conversions bit
+ * for bit; the path taken from the CPU's feature bits and
  * SA_KERNELS, and OpenBLAS's core type with it.
  * usage: test_kernels (SA_KERNELS and OPENBLAS_CORETYPE as the library
  * reads them)
@@ -35,7 +36,8 @@ struct path {
 	const struct kernels *k;
 };
 
-enum { ROWS = 5, MAXN = 2080 };
+/* MAXX inputs at once: two groups of the kernels and a part of a third */
+enum { ROWS = 5, MAXN = 2080, MAXX = 2 * ROWS_GROUP + 2 };
 
 /* |a - b| within what summing n products in another order may move: a
  * relative 1e-5 of the sum of their magnitudes (ulp 6e-8 times a few
@@ -56,24 +58,25 @@ magnitude(const float *wf, const float *x, int64_t n)
 	return m;
 }
 
-/* The row dot products of one type: one input and two, against the
- * generic ones; within a path an input gets the same sums either way. */
+/* The row dot products of one type: one input against the generic
+ * kernel; within a path, 1 .. MAXX inputs at once give each input the
+ * bits it gets alone. */
 static void
 test_rows(const struct path *p, int type, int64_t n)
 {
-	static float wf[ROWS * MAXN], x[MAXN], z[MAXN], xr[MAXN], zr[MAXN];
-	static unsigned char w[ROWS * MAXN * 4], xq[MAXN * 4], zq[MAXN * 4];
-	float y0[ROWS], y1[ROWS], y2[ROWS], yz[ROWS];
+	static float wf[ROWS * MAXN], x[MAXN], xr[MAXX][MAXN], yn[MAXX][ROWS];
+	static unsigned char w[ROWS * MAXN * 4], xq[MAXX][MAXN * 4];
+	float y0[ROWS], y1[ROWS];
 	size_t rb = sa_type_row_size(type, n);
-	int bad = 0, bad2 = 0;
+	int bad = 0, badn = 0;
 	rows_fn *f, *g;
-	rows2_fn *f2;
+	rowsn_fn *fn;
 
 	switch (type) {
-	case SA_TYPE_F32: f = p->k->rows_f32; f2 = p->k->rows2_f32; g = kernels_generic.rows_f32; break;
-	case SA_TYPE_F16: f = p->k->rows_f16; f2 = p->k->rows2_f16; g = kernels_generic.rows_f16; break;
-	case SA_TYPE_BF16: f = p->k->rows_bf16; f2 = p->k->rows2_bf16; g = kernels_generic.rows_bf16; break;
-	default: f = p->k->rows_q8_0; f2 = p->k->rows2_q8_0; g = kernels_generic.rows_q8_0; break;
+	case SA_TYPE_F32: f = p->k->rows_f32; fn = p->k->rowsn_f32; g = kernels_generic.rows_f32; break;
+	case SA_TYPE_F16: f = p->k->rows_f16; fn = p->k->rowsn_f16; g = kernels_generic.rows_f16; break;
+	case SA_TYPE_BF16: f = p->k->rows_bf16; fn = p->k->rowsn_bf16; g = kernels_generic.rows_bf16; break;
+	default: f = p->k->rows_q8_0; fn = p->k->rowsn_q8_0; g = kernels_generic.rows_q8_0; break;
 	}
 	for (int rep = 0; rep < 4; rep++) {
 		for (int64_t i = 0; i < ROWS * n; i++)
@@ -82,32 +85,29 @@ test_rows(const struct path *p, int type, int64_t n)
 			sa_row_from_f32(type, wf + r * n, w + r * rb, n);
 			sa_row_to_f32(type, w + r * rb, wf + r * n, n);
 		}
-		for (int64_t i = 0; i < n; i++) {
-			x[i] = frand() * 3;
-			z[i] = frand();
+		for (int j = 0; j < MAXX; j++) {
+			for (int64_t i = 0; i < n; i++)
+				x[i] = frand() * (j % 2 ? 1 : 3);
+			/* the inputs rounded as the forward pass rounds them */
+			round_generic(sa_type_act(type), x, xr[j], xq[j], n);
+			g(w, rb, n, xr[j], xq[j], y0, ROWS);
+			f(w, rb, n, xr[j], xq[j], y1, ROWS);
+			for (int r = 0; r < ROWS; r++)
+				bad += !near(y0[r], y1[r], magnitude(wf + r * n, xr[j], n));
 		}
-		/* the inputs rounded as the forward pass rounds them */
-		round_generic(sa_type_act(type), x, xr, xq, n);
-		round_generic(sa_type_act(type), z, zr, zq, n);
-		g(w, rb, n, xr, xq, y0, ROWS);
-		f(w, rb, n, xr, xq, y1, ROWS);
-		f2(w, rb, n, xr, zr, xq, zq, y2, yz, ROWS);
-		for (int r = 0; r < ROWS; r++) {
-			bad += !near(y0[r], y1[r], magnitude(wf + r * n, xr, n));
-			bad2 += memcmp(&y1[r], &y2[r], sizeof(float)) != 0;
-		}
-		f(w, rb, n, zr, zq, y1, ROWS);
-		g(w, rb, n, zr, zq, y0, ROWS);
-		for (int r = 0; r < ROWS; r++) {
-			bad += !near(y0[r], y1[r], magnitude(wf + r * n, zr, n));
-			bad2 += memcmp(&y1[r], &yz[r], sizeof(float)) != 0;
+		for (int nx = 1; nx <= MAXX; nx++) {
+			fn(w, rb, n, nx, xr[0], MAXN, xq[0], sizeof xq[0], yn[0], ROWS, ROWS);
+			for (int j = 0; j < nx; j++) {
+				f(w, rb, n, xr[j], xq[j], y1, ROWS);
+				badn += memcmp(y1, yn[j], sizeof y1) != 0;
+			}
 		}
 	}
-	if (bad || bad2)
-		fprintf(stderr, "%s %s n=%lld: %d sums off, %d differ between one and two inputs\n",
-		    p->name, sa_type_name(type), (long long)n, bad, bad2);
+	if (bad || badn)
+		fprintf(stderr, "%s %s n=%lld: %d sums off, %d differ between one input and several\n",
+		    p->name, sa_type_name(type), (long long)n, bad, badn);
 	CHECK(bad == 0);
-	CHECK(bad2 == 0);
+	CHECK(badn == 0);
 }
 
 /* The conversions give the generic path's bits. */
@@ -272,7 +272,7 @@ main(void)
 	if (cpu & SA_CPU_VNNI) {
 		vnni = kernels_avx512;
 		vnni.rows_q8_0 = rows_q8_0_vnni;
-		vnni.rows2_q8_0 = rows2_q8_0_vnni;
+		vnni.rowsn_q8_0 = rowsn_q8_0_vnni;
 		paths[np++] = (struct path){ "avx512-vnni", &vnni };
 	}
 #endif
