@@ -5,7 +5,7 @@
  *   x = embed(toks)                                   [n][d]
  *   per layer: xn = rmsnorm(x) * attn_norm
  *              q, k, v = xn Wq^T (+bq), xn Wk^T (+bk), xn Wv^T (+bv)
- *              hook(k, v); rope(q, k); cache <- k, v
+ *              hook(k, v), q_hook(q); rope(q, k); cache <- k, v
  *              x += attention(q, cache) Wo^T
  *              xn = rmsnorm(x) * ffn_norm
  *              x += (silu(xn Wgate^T) * (xn Wup^T)) Wdown^T
@@ -49,6 +49,8 @@ struct sa_kvcache {
 	float **kc, **vc;         /* [n_layer] -> [n_ctx][kvd], keys after RoPE */
 	sa_kv_hook hook;
 	void *hook_ctx;
+	sa_q_hook q_hook;
+	void *q_hook_ctx;
 	const sa_lowrank *side;   /* [n_layer * SA_NMAT] used instead of the model's, or NULL */
 	sa_kvcache *const *rows;  /* during sa_forward_rows: the cache of each row */
 
@@ -227,6 +229,13 @@ sa_kvcache_set_hook(sa_kvcache *s, sa_kv_hook hook, void *ctx)
 {
 	s->hook = hook;
 	s->hook_ctx = ctx;
+}
+
+void
+sa_kvcache_set_q_hook(sa_kvcache *s, sa_q_hook hook, void *ctx)
+{
+	s->q_hook = hook;
+	s->q_hook_ctx = ctx;
 }
 
 size_t
@@ -865,6 +874,8 @@ forward_tokens(sa_kvcache *s, const int *toks, int n, float *logits, int all_log
 			return rc;
 		if (s->hook)
 			s->hook(s->hook_ctx, l, n, s->k, s->v);
+		if (s->q_hook)
+			s->q_hook(s->q_hook_ctx, l, n, s->q);
 		for (int i = 0; i < n; i++) {
 			const float *cs = s->rope + (size_t)i * c->rope_dim;
 			rope_apply(c, cs, s->q + i * qd, c->n_head);
@@ -944,7 +955,8 @@ sa_forward_rows(sa_kvcache *const *kv, const int *toks, int n, float *logits)
 	if (n < 1 || n > SMALL_N)
 		return sa_fail(SA_EUSAGE, "%d rows: one pass runs 1 to %d", n, SMALL_N);
 	for (int i = 0; i < n; i++) {
-		if (kv[i]->m != s->m || kv[i]->n_ctx != s->n_ctx || kv[i]->hook)
+		if (kv[i]->m != s->m || kv[i]->n_ctx != s->n_ctx || kv[i]->hook ||
+		    kv[i]->q_hook)
 			return sa_fail(SA_EUSAGE, "rows of one pass need caches of one model and size, "
 			    "without hooks");
 		if (kv[i]->pos >= kv[i]->n_ctx)

@@ -410,13 +410,20 @@ typedef struct sa_kvcache sa_kvcache;
 /* Called once per layer during sa_forward with the layer's keys before RoPE
  * and values for the n new tokens: k and v are [n][n_head_kv*d_head]. */
 typedef void (*sa_kv_hook)(void *ctx, int layer, int n, const float *k, const float *v);
+/* The same for the layer's queries before RoPE, q [n][n_head*d_head]: what
+ * a query reads the keys with (query head h reads key head
+ * h / (n_head / n_head_kv)).  Called right after the sa_kv_hook, if any. */
+typedef void (*sa_q_hook)(void *ctx, int layer, int n, const float *q);
 
 int sa_kvcache_new(sa_kvcache **out, const sa_model *m, int n_ctx);  /* n_ctx <= 0: model's */
 void sa_kvcache_free(sa_kvcache *s);
 int sa_kvcache_pos(const sa_kvcache *s);        /* tokens in the cache */
 int sa_kvcache_ctx(const sa_kvcache *s);
 void sa_kvcache_truncate(sa_kvcache *s, int pos);   /* forget tokens at >= pos */
+/* Hooks of this cache's forward passes; NULL: none.  sa_forward_rows
+ * takes no cache with a hook. */
 void sa_kvcache_set_hook(sa_kvcache *s, sa_kv_hook hook, void *ctx);
+void sa_kvcache_set_q_hook(sa_kvcache *s, sa_q_hook hook, void *ctx);
 /* Side paths (sa_side_add) this cache's forward passes use instead of the
  * model's; NULL: the model's again.  Not copied: they must outlive their use. */
 void sa_kvcache_set_side(sa_kvcache *s, const sa_lowrank *side);

@@ -291,12 +291,12 @@ ref_rope(const sa_config *c, double *v, int nh, int pos)
 }
 
 /*
- * Logits [n][V] of toks at positions 0..n-1; keys [n_layer][n][kvd] and
- * values (before RoPE) if not NULL.
+ * Logits [n][V] of toks at positions 0..n-1; keys [n_layer][n][kvd],
+ * values and queries [n_layer][n][qd] (before RoPE) if not NULL.
  */
 static void
 ref_forward(const ref *r, const int *toks, int n, const upd *u, int nu, double *logits,
-    double *keys, double *vals)
+    double *keys, double *vals, double *queries)
 {
 	const sa_config *c = &r->c;
 	int d = c->d_model, H = c->n_head, Hk = c->n_head_kv, dh = c->d_head, ff = c->d_ff;
@@ -322,6 +322,8 @@ ref_forward(const ref *r, const int *toks, int n, const upd *u, int nu, double *
 			memcpy(keys + (size_t)l * n * kvd, k, (size_t)n * kvd * sizeof *k);
 		if (vals)
 			memcpy(vals + (size_t)l * n * kvd, v, (size_t)n * kvd * sizeof *v);
+		if (queries)
+			memcpy(queries + (size_t)l * n * qd, q, (size_t)n * qd * sizeof *q);
 		for (int i = 0; i < n; i++) {
 			ref_rope(c, q + (size_t)i * qd, H, i);
 			ref_rope(c, k + (size_t)i * kvd, Hk, i);
@@ -373,11 +375,13 @@ ref_forward(const ref *r, const int *toks, int n, const upd *u, int nu, double *
 
 /* ------------------------------------------------------------ the tests */
 
-/* Keys and values the hook saw, appended per layer. */
+/* Keys and values the hook saw, appended per layer; queries the q hook saw. */
 typedef struct hook_log {
 	int n_layer, kvd, cap;
 	int *n;           /* [n_layer] tokens so far */
 	float *k, *v;     /* [n_layer][cap][kvd] */
+	int qd, *nq;      /* [n_layer] queries so far */
+	float *q;         /* [n_layer][cap][qd] */
 } hook_log;
 
 static void
@@ -390,6 +394,16 @@ log_hook(void *ctx, int layer, int n, const float *k, const float *v)
 	memcpy(h->k + off, k, (size_t)n * h->kvd * sizeof(float));
 	memcpy(h->v + off, v, (size_t)n * h->kvd * sizeof(float));
 	h->n[layer] += n;
+}
+
+static void
+log_q_hook(void *ctx, int layer, int n, const float *q)
+{
+	hook_log *h = ctx;
+	if (h->nq[layer] + n > h->cap)
+		return;
+	memcpy(h->q + ((size_t)layer * h->cap + h->nq[layer]) * h->qd, q, (size_t)n * h->qd * sizeof(float));
+	h->nq[layer] += n;
 }
 
 static void
@@ -426,15 +440,15 @@ run_decode(sa_model *m, const int *toks, int n, float *logits)
 	return rc;
 }
 
-/* The reference, the prefill and the decode path agree; the hook sees the
- * keys before RoPE.  Against the reference in exact arithmetic within the
+/* The reference, the prefill and the decode path agree; the hooks see the
+ * keys, values and queries before RoPE and change nothing.  Against the reference in exact arithmetic within the
  * type's tolerance, and against the reference that rounds matrix inputs as
  * ggml does within the closer tol_round. */
 static void
 test_against_ref(sa_model *m, ref *r, int n, const char *what)
 {
 	int V = m->cfg.n_vocab, L = m->cfg.n_layer;
-	int kvd = m->cfg.n_head_kv * m->cfg.d_head;
+	int kvd = m->cfg.n_head_kv * m->cfg.d_head, qd = m->cfg.n_head * m->cfg.d_head;
 	int type = m->layers[0].w[SA_MAT_Q].type;
 	double tol = tol_of(type), worst = 0, worst_dec = 0, worst_k = 0, worst_r = 0;
 	int *toks = malloc((size_t)n * sizeof *toks);
@@ -442,32 +456,45 @@ test_against_ref(sa_model *m, ref *r, int n, const char *what)
 	double *want_r = malloc((size_t)n * V * sizeof *want_r);
 	double *keys = malloc((size_t)L * n * kvd * sizeof *keys);
 	double *vals = malloc((size_t)L * n * kvd * sizeof *vals);
+	double *quers = malloc((size_t)L * n * qd * sizeof *quers);
 	float *pre = malloc((size_t)n * V * sizeof *pre), *dec = malloc((size_t)n * V * sizeof *dec);
+	float *plain = malloc((size_t)n * V * sizeof *plain);
 	hook_log h = { L, kvd, n, calloc((size_t)L, sizeof(int)),
-		malloc((size_t)L * n * kvd * sizeof(float)), malloc((size_t)L * n * kvd * sizeof(float)) };
+		malloc((size_t)L * n * kvd * sizeof(float)), malloc((size_t)L * n * kvd * sizeof(float)),
+		qd, calloc((size_t)L, sizeof(int)), malloc((size_t)L * n * qd * sizeof(float)) };
 	sa_kvcache *s;
 
 	random_toks(toks, n, V);
 	r->round = 0;
-	ref_forward(r, toks, n, NULL, 0, want, keys, vals);
+	ref_forward(r, toks, n, NULL, 0, want, keys, vals, quers);
 	if (type != SA_TYPE_F32) {
 		r->round = 1;
-		ref_forward(r, toks, n, NULL, 0, want_r, NULL, NULL);
+		ref_forward(r, toks, n, NULL, 0, want_r, NULL, NULL, NULL);
 		r->round = 0;
 	} else
 		memcpy(want_r, want, (size_t)n * V * sizeof *want);
 
-	/* prefill, watching the hook */
+	/* prefill, watching the hooks; the same bits as without them */
 	CHECK_OK(sa_kvcache_new(&s, m, 0));
 	sa_kvcache_set_hook(s, log_hook, &h);
+	sa_kvcache_set_q_hook(s, log_q_hook, &h);
 	CHECK_OK(sa_forward(s, toks, n, pre, 1));
 	CHECK(sa_kvcache_pos(s) == n);
 	for (int l = 0; l < L; l++) {
 		CHECK(h.n[l] == n);
+		CHECK(h.nq[l] == n);
 		double ek = rel_err(h.k + (size_t)l * n * kvd, keys + (size_t)l * n * kvd, n * kvd);
 		double ev = rel_err(h.v + (size_t)l * n * kvd, vals + (size_t)l * n * kvd, n * kvd);
-		worst_k = fmax(worst_k, fmax(ek, ev));
+		double eq = rel_err(h.q + (size_t)l * n * qd, quers + (size_t)l * n * qd, n * qd);
+		worst_k = fmax(worst_k, fmax(eq, fmax(ek, ev)));
 	}
+	/* rows of one pass take no cache with a hook */
+	sa_kvcache_truncate(s, 0);
+	sa_kvcache_set_hook(s, NULL, NULL);
+	CHECK(sa_forward_rows(&s, toks, 1, plain) == SA_EUSAGE);
+	sa_kvcache_set_q_hook(s, NULL, NULL);
+	CHECK_OK(sa_forward(s, toks, n, plain, 1));
+	CHECK(memcmp(plain, pre, (size_t)n * V * sizeof *pre) == 0);
 	sa_kvcache_free(s);
 
 	/* decode, one token at a time */
@@ -479,7 +506,7 @@ test_against_ref(sa_model *m, ref *r, int n, const char *what)
 		worst_r = fmax(worst_r, fmax(rel_err(pre + o, want_r + o, V), rel_err(dec + o, want_r + o, V)));
 	}
 	printf("%-20s %-4s n=%-3d prefill %.1e decode %.1e (tol %g)  rounded ref %.1e (tol %g)  "
-	    "keys %.1e  prefill-decode %.1e\n", what, sa_type_name(type), n, worst, worst_dec, tol,
+	    "q/k/v %.1e  prefill-decode %.1e\n", what, sa_type_name(type), n, worst, worst_dec, tol,
 	    worst_r, tol_round(type), worst_k, rel_errf(pre, dec, n * V));
 	CHECK(worst <= tol);
 	CHECK(worst_dec <= tol);
@@ -487,8 +514,9 @@ test_against_ref(sa_model *m, ref *r, int n, const char *what)
 	CHECK(worst_k <= tol);
 	CHECK(rel_errf(pre + (size_t)(n - 1) * V, dec + (size_t)(n - 1) * V, V) <= tol_round(type));
 
-	free(toks); free(want); free(want_r); free(keys); free(vals); free(pre); free(dec);
-	free(h.n); free(h.k); free(h.v);
+	free(toks); free(want); free(want_r); free(keys); free(vals); free(quers); free(pre);
+	free(dec); free(plain);
+	free(h.n); free(h.k); free(h.v); free(h.nq); free(h.q);
 }
 
 /* Prefill in pieces (with a later piece at pos > 0), last logits only. */
@@ -502,7 +530,7 @@ test_pieces(sa_model *m, const ref *r, const int *cuts, int ncuts, int n)
 	int at = 0;
 
 	random_toks(toks, n, V);
-	ref_forward(r, toks, n, NULL, 0, want, NULL, NULL);
+	ref_forward(r, toks, n, NULL, 0, want, NULL, NULL, NULL);
 	CHECK_OK(sa_kvcache_new(&s, m, 0));
 	for (int i = 0; i <= ncuts; i++) {
 		int end = i < ncuts ? cuts[i] : n;
@@ -641,7 +669,7 @@ test_lowrank(sa_model *m, const ref *r)
 	CHECK_OK(run_prefill(m, toks, N, again));
 	CHECK(!memcmp(again, base, bytes));
 
-	ref_forward(r, toks, N, u, NU, want, NULL, NULL);
+	ref_forward(r, toks, N, u, NU, want, NULL, NULL, NULL);
 	double e_ms = 0, e_msd = 0, e_ref = 0, e_base = 0;
 	for (int i = 0; i < N; i++) {
 		size_t o = (size_t)i * V;
