@@ -1196,11 +1196,67 @@ map_methods(run *r, sa_adapter *const *a, int n_adapters)
 	return SA_OK;
 }
 
+int
+sa_map_pool_read(sa_map_pool **out, const char *dir)
+{
+	pool words = { 0 }, labels = { 0 };
+	sa_map_pool *p;
+	int rc;
+
+	*out = NULL;
+	if ((rc = pool_read(&words, dir, "words.txt")) == SA_OK &&
+	    (rc = pool_read(&labels, dir, "labels.txt")) == SA_OK && !(p = sa_malloc(sizeof *p)))
+		rc = SA_EINTERNAL;
+	if (rc != SA_OK) {
+		pool_free(&words);
+		pool_free(&labels);
+		return rc;
+	}
+	*p = (sa_map_pool){ words.w, labels.w, words.n, labels.n };
+	*out = p;
+	return SA_OK;
+}
+
+void
+sa_map_pool_free(sa_map_pool *p)
+{
+	if (!p)
+		return;
+	pool_free(&(pool){ p->words, p->n_words });
+	pool_free(&(pool){ p->labels, p->n_labels });
+	free(p);
+}
+
+int
+sa_map_draw(const sa_map_pool *p, uint64_t seed, int n, int e, int repeat, sa_example *ex,
+    int *rec, int *qperm)
+{
+	int *wperm = sa_malloc((size_t)p->n_words * sizeof *wperm);
+	char name[64];
+	sa_rng rng;
+
+	if (!wperm)
+		return SA_EINTERNAL;
+	snprintf(name, sizeof name, "map-%d-%d", n, e);
+	rng = rng_for(seed, name, 0);
+	shuffle(&rng, wperm, p->n_words);
+	for (int i = 0; i < n; i++) {
+		ex[i].input = p->words[wperm[i]];
+		ex[i].label = p->labels[sa_rng_below(&rng, p->n_labels)];
+		ex[i].line = i + 1;
+	}
+	for (int i = 0; i < repeat; i++)
+		shuffle(&rng, rec + i * n, n);
+	shuffle(&rng, qperm, n);
+	free(wperm);
+	return SA_OK;
+}
+
 /* Scratch of one number of pairs, shared by its episodes. */
 typedef struct mapping {
 	int n, n_rec;              /* pairs; records in the context */
 	sa_example *ex;            /* the pairs */
-	int *wperm, *rec, *qperm;  /* words drawn; records' order; queries' */
+	int *rec, *qperm;          /* records' order; queries' */
 	long *right, *total;       /* per column */
 	long tokens;               /* of the contexts */
 	int icl_missed;            /* an episode where ICL did not fit */
@@ -1250,8 +1306,7 @@ prompt_of_records(run *r, const char *name, const sa_example *ex, const int *idx
  * its queries as one text.
  */
 static int
-map_episode(run *r, sa_adapter *const *a, const pool *words, const pool *labels, mapping *mp,
-    int e)
+map_episode(run *r, sa_adapter *const *a, const sa_map_pool *p, mapping *mp, int e)
 {
 	int n = mp->n, nq = r->o->limit && r->o->limit < n ? r->o->limit : n, n_q = 0;
 	int n_segs = 0, max_need = 0, fit, rc = SA_OK, *text = NULL, n_text = 0, n_qt = 0;
@@ -1260,19 +1315,10 @@ map_episode(run *r, sa_adapter *const *a, const pool *words, const pool *labels,
 	sa_segment *segs = NULL;
 	query *qs, *qt = NULL;
 	char name[64];
-	sa_rng rng;
 
 	snprintf(name, sizeof name, "map-%d-%d", n, e);
-	rng = rng_for(r->o->seed, name, 0);
-	shuffle(&rng, mp->wperm, words->n);
-	for (int i = 0; i < n; i++) {
-		mp->ex[i].input = words->w[mp->wperm[i]];
-		mp->ex[i].label = labels->w[sa_rng_below(&rng, labels->n)];
-		mp->ex[i].line = i + 1;
-	}
-	for (int p = 0; p < r->o->repeat; p++)
-		shuffle(&rng, mp->rec + p * n, n);
-	shuffle(&rng, mp->qperm, n);
+	if ((rc = sa_map_draw(p, r->o->seed, n, e, r->o->repeat, mp->ex, mp->rec, mp->qperm)) != SA_OK)
+		return rc;
 	if (!(qs = sa_calloc((size_t)nq, sizeof *qs)))
 		return SA_EINTERNAL;
 	for (; n_q < nq; n_q++) {
@@ -1335,21 +1381,20 @@ done:
 
 /* Row i: the pairs of o->pairs[i] over every episode. */
 static int
-map_row(run *r, sa_adapter *const *a, const pool *words, const pool *labels, int i)
+map_row(run *r, sa_adapter *const *a, const sa_map_pool *p, int i)
 {
 	int n = r->o->pairs[i], n_cols = r->t->n_methods, rc = SA_OK;
 	sa_eval_row *row = &r->t->row[i];
 	mapping mp = { .n = n, .n_rec = n * r->o->repeat };
 
 	if (!(mp.ex = sa_calloc((size_t)n, sizeof *mp.ex)) ||
-	    !(mp.wperm = sa_calloc((size_t)words->n, sizeof *mp.wperm)) ||
 	    !(mp.rec = sa_calloc((size_t)mp.n_rec, sizeof *mp.rec)) ||
 	    !(mp.qperm = sa_calloc((size_t)n, sizeof *mp.qperm)) ||
 	    !(mp.right = sa_calloc((size_t)n_cols, sizeof *mp.right)) ||
 	    !(mp.total = sa_calloc((size_t)n_cols, sizeof *mp.total)))
 		rc = SA_EINTERNAL;
 	for (int e = 0; e < r->o->episodes && rc == SA_OK; e++)
-		rc = map_episode(r, a, words, labels, &mp, e);
+		rc = map_episode(r, a, p, &mp, e);
 	if (rc == SA_OK) {
 		row->n = n;
 		row->records = mp.n_rec;
@@ -1361,7 +1406,6 @@ map_row(run *r, sa_adapter *const *a, const pool *words, const pool *labels, int
 			row->score[c] = accuracy(mp.right[c], mp.total[c]);
 	}
 	free(mp.ex);
-	free(mp.wperm);
 	free(mp.rec);
 	free(mp.qperm);
 	free(mp.right);
@@ -1373,29 +1417,27 @@ int
 sa_eval_map(sa_eval_table **out, sa_model *m, sa_adapter *const *a, int n_adapters,
     const sa_eval_opts *o, const sa_eval_hooks *h)
 {
-	pool words = { 0 }, labels = { 0 };
+	sa_map_pool *p = NULL;
 	run r;
 	int rc;
 
 	*out = NULL;
 	if ((rc = run_open(&r, m, o, h, NULL, 2 + n_adapters, o->n_pairs)) != SA_OK ||
-	    (rc = pool_read(&words, o->pool, "words.txt")) != SA_OK ||
-	    (rc = pool_read(&labels, o->pool, "labels.txt")) != SA_OK ||
+	    (rc = sa_map_pool_read(&p, o->pool)) != SA_OK ||
 	    (rc = map_methods(&r, a, n_adapters)) != SA_OK)
 		goto done;
 	for (int i = 0; i < o->n_pairs; i++)
-		if (o->pairs[i] > words.n) {
+		if (o->pairs[i] > p->n_words) {
 			rc = sa_fail(SA_EUSAGE, "--pairs: %d pairs need %d words; %s/words.txt has %d",
-			    o->pairs[i], o->pairs[i], o->pool, words.n);
+			    o->pairs[i], o->pairs[i], o->pool, p->n_words);
 			goto done;
 		}
 	if (r.h->start)
 		r.h->start(r.h->ctx, r.t);
 	for (int i = 0; i < o->n_pairs && rc == SA_OK; i++)
-		if ((rc = map_row(&r, a, &words, &labels, i)) == SA_OK)
+		if ((rc = map_row(&r, a, p, i)) == SA_OK)
 			row_done(&r, i);
 done:
-	pool_free(&words);
-	pool_free(&labels);
+	sa_map_pool_free(p);
 	return run_close(&r, rc, out);
 }

@@ -1547,6 +1547,25 @@ int sa_eval_text(sa_eval_table **out, sa_model *m, const sa_adapter *a, char *co
 int sa_eval_map(sa_eval_table **out, sa_model *m, sa_adapter *const *a, int n_adapters,
     const sa_eval_opts *o, const sa_eval_hooks *h);
 /*
+ * The random mappings of sa_eval_map, for other measurements on the same
+ * episodes: the pool of dir, the entries of words.txt and labels.txt (their
+ * lines without the blanks around them, empty ones skipped; a file without
+ * entries is SA_EDATA).  sa_map_draw: episode e of n <= n_words pairs under
+ * seed, as sa_eval_map draws it: ex[0..n) n distinct words, each with a
+ * label drawn from the pool (the strings are the pool's), rec[0..n*repeat)
+ * the order of the records (each pass a new one), qperm[0..n) the order of
+ * the queries.
+ */
+typedef struct sa_map_pool {
+	char **words, **labels;
+	int n_words, n_labels;
+} sa_map_pool;
+
+int sa_map_pool_read(sa_map_pool **out, const char *dir);
+void sa_map_pool_free(sa_map_pool *p);
+int sa_map_draw(const sa_map_pool *p, uint64_t seed, int n, int e, int repeat, sa_example *ex,
+    int *rec, int *qperm);
+/*
  * Tasks: the mean score of method m over the rows of a set (1 seen, 0
  * unseen, -1 every row), over those where the method applies; NAN if it
  * applies to none.  *n: rows of the set; *partial: 1 if some lack a score.

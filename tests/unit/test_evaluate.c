@@ -37,6 +37,8 @@ typedef struct seen {
 	long tokens[8][8];
 	char pred[64][64];           /* zero-shot then sa-many predictions, tasks */
 	int n_pred[2];
+	char map[16][64];            /* "input -> gold" of zero-shot's map queries */
+	int n_map;
 } seen;
 
 static void
@@ -66,6 +68,8 @@ on_record(void *ctx, const sa_eval_record *r)
 		if (r->prediction && strcmp(r->method, w ? "sa-many" : "zero-shot") == 0 &&
 		    s->n_pred[w] < 32)
 			snprintf(s->pred[w * 32 + s->n_pred[w]++], 64, "%s", r->prediction);
+	if (!r->task && r->m == 0 && s->n_map < 16)
+		snprintf(s->map[s->n_map++], 64, "%s -> %s", r->input, r->gold);
 }
 
 static void
@@ -216,6 +220,7 @@ test_map(sa_model *m, sa_adapter *rand, sa_adapter *zero)
 {
 	static const int pairs[] = { 1, 3 };
 	sa_adapter *a[2] = { rand, zero };
+	sa_map_pool *p;
 	sa_eval_opts o;
 	sa_eval_table *t;
 	sa_eval_hooks h;
@@ -243,6 +248,26 @@ test_map(sa_model *m, sa_adapter *rand, sa_adapter *zero)
 			CHECK(t->row[i].score[j] == 100.0 * s.right[i][j] / s.asked[i][j]);
 	}
 	sa_eval_table_free(t);
+	/* the pool as read, and the episodes sa_map_draw draws: n distinct words,
+	 * asked in its order */
+	CHECK_OK(sa_map_pool_read(&p, "pool"));
+	CHECK(p && p->n_words == 5 && p->n_labels == 3 && strcmp(p->words[2], "chair") == 0);
+	for (int i = 0, k = 0; p && i < 2; i++)
+		for (int e = 0; e < 2; e++) {
+			int n = pairs[i], rec[3], qperm[3];
+			sa_example ex[3];
+			char want[64];
+			CHECK_OK(sa_map_draw(p, o.seed, n, e, 1, ex, rec, qperm));
+			for (int j = 0; j < n; j++, k++) {
+				snprintf(want, sizeof want, "%s -> %s", ex[qperm[j]].input, ex[qperm[j]].label);
+				CHECK(k < s.n_map && strcmp(s.map[k], want) == 0);
+				for (int j2 = 0; j2 < j; j2++)
+					CHECK(strcmp(ex[j].input, ex[j2].input) != 0);
+			}
+		}
+	CHECK(s.n_map == 8);
+	sa_map_pool_free(p);
+	CHECK(sa_map_pool_read(&p, "none") == SA_ENOINPUT && !p);
 	/* more pairs than words */
 	o.n_pairs = 1;
 	o.pairs = (const int[]){ 6 };
