@@ -192,3 +192,51 @@ setup() {
 	run -65 sa-info "$T/cut.gguf"
 	[ "${#lines[@]}" -eq 1 ]
 }
+
+# tests/helpers/memory-floor: the untrained memory over the model's own keys,
+# on sa-eval --map's episodes.  Labels of one token, contexts of two segments.
+floor_pool() {
+	mkdir -p "$T/pool"
+	printf '%s\n' apple bread chair door eagle frost grape hill ice jar kite lamp >"$T/pool/words.txt"
+	printf '%s\n' a b c d e f g h >"$T/pool/labels.txt"
+}
+
+@test "memory-floor: a row per head of --layer, else per number of pairs; one pair is always read back" {
+	floor_pool
+	FLOOR="$ROOT/tests/helpers/memory-floor"
+	run --separate-stderr "$FLOOR" -m "$M" --pool "$T/pool" --pairs 1,2,8 --episodes 3 --layer 1 -t 1
+	assert_success
+	one="$output"
+	[ "${#lines[@]}" -eq 15 ]
+	assert_line --index 2 --regexp '^ +n layer head +attn +soft( +[0-9.]+){16}$'
+	# rows: n, layer 1, each head; 16 memories and attention in percent
+	echo "$output" | awk 'NR > 3 {
+		if (NF != 21 || $1 != (NR <= 7 ? 1 : NR <= 11 ? 2 : 8) || $2 != 1 || $3 != (NR - 4) % 4) bad++
+		for (i = 4; i <= NF; i++) if ($i < 0 || $i > 100) bad++
+		# one pair: its label is the only one, so every readout is right
+		for (i = 5; NR <= 7 && i <= NF; i++) if ($i != "100.0") bad++
+	} END { exit bad }'
+	# the same on any number of threads; without --layer, the best head per row
+	run --separate-stderr "$FLOOR" -m "$M" --pool "$T/pool" --pairs 1,2,8 --episodes 3 --layer 1 -t 2
+	[ "$output" = "$one" ]
+	run --separate-stderr "$FLOOR" -m "$M" --pool "$T/pool" --pairs 1,2,8 --episodes 3 --lambdas 0.5,2
+	assert_success
+	[ "${#lines[@]}" -eq 6 ]
+	echo "$output" | awk 'NR > 3 && (NF != 13 || $2 > 1 || $3 > 3) { bad++ } END { exit bad }'
+}
+
+@test "memory-floor: usage errors exit 64, a missing pool 66" {
+	floor_pool
+	FLOOR="$ROOT/tests/helpers/memory-floor"
+	run -64 "$FLOOR" -m "$M" --pairs 1
+	assert_output --partial "no pool"
+	run -64 "$FLOOR" -m "$M" --pool "$T/pool" --pairs 13
+	assert_output --partial "memory-floor: --pairs: 13 is not a number of pairs from 1 to 12"
+	run -64 "$FLOOR" -m "$M" --pool "$T/pool" --pairs 1.5
+	run -64 "$FLOOR" -m "$M" --pool "$T/pool" --layer 2
+	assert_output "memory-floor: --layer 2: the model has 2 layers"
+	run -64 "$FLOOR" -m "$M" --pool "$T/pool" --lambdas 0
+	run -64 "$FLOOR" -m "$M" --pool "$T/pool" extra
+	run -66 "$FLOOR" -m "$M" --pool "$T/none"
+	[ "${#lines[@]}" -eq 1 ]
+}
