@@ -223,6 +223,12 @@ floor_pool() {
 	assert_success
 	[ "${#lines[@]}" -eq 6 ]
 	echo "$output" | awk 'NR > 3 && (NF != 13 || $2 > 1 || $3 > 3) { bad++ } END { exit bad }'
+	# the records as one text: one pair is read back too
+	run --separate-stderr "$FLOOR" -m "$M" --pool "$T/pool" --pairs 1,4 --episodes 3 --layout text
+	assert_success
+	assert_line --index 0 --partial ", one text, 3 episodes,"
+	echo "$output" | awk 'NR == 4 { for (i = 5; i <= NF; i++) if ($i != "100.0") bad++ }
+	    NR > 5 { bad++ } END { exit bad + (NR != 5) }'
 }
 
 @test "memory-floor: usage errors exit 64, a missing pool 66" {
@@ -237,6 +243,9 @@ floor_pool() {
 	assert_output "memory-floor: --layer 2: the model has 2 layers"
 	run -64 "$FLOOR" -m "$M" --pool "$T/pool" --lambdas 0
 	run -64 "$FLOOR" -m "$M" --pool "$T/pool" extra
+	run -64 "$FLOOR" -m "$M" --pool "$T/pool" --layout spaced
+	run -64 --separate-stderr "$FLOOR" -m "$M" --pool "$T/pool" --pairs 12 --layout text
+	[[ "$stderr" =~ ^memory-floor:\ 12\ pairs\ as\ one\ text\ take\ [0-9]+\ tokens\;\ the\ context\ has\ 64$ ]]
 	run -66 "$FLOOR" -m "$M" --pool "$T/none"
 	[ "${#lines[@]}" -eq 1 ]
 }

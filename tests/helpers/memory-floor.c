@@ -6,14 +6,17 @@
  * floor").
  *
  *   memory-floor [-m MODEL] --pool DIR [--pairs LIST] [--episodes N]
- *                [--limit N] [-s SEED] [--layer L] [--lambdas LIST] [-t N]
+ *                [--limit N] [-s SEED] [--layer L] [--lambdas LIST]
+ *                [--layout records|text] [-t N]
  *
  * The episodes are those sa-eval --map draws from the pool for the seed
  * (sa_map_draw), laid out as it lays them out for a delta: the records
  * "word -> label\n" packed into segments as sa-encode packs them, each
  * segment run alone from BOS, each layer's keys (before RoPE) and values
  * kept; each query "word ->" run alone after BOS, each layer's queries
- * (before RoPE) at its last token kept.  For every layer and query head
+ * (before RoPE) at its last token kept.  (--layout text: the records as
+ * one text after BOS, the queries tokenized as after a newline, as
+ * sa-eval --icl-layout text has them.)  For every layer and query head
  * (reading key/value head g = h / (n_head / n_head_kv)), the share of
  * queries q for which
  *   attn   q.k over the context's tokens peaks on a token of q's label;
@@ -39,7 +42,8 @@ enum { MAX_LAMBDAS = 8, N_MEM = 4 };   /* memories: all/label x raw/unit */
 
 static const char usage_text[] =
     "usage: memory-floor [-m MODEL] --pool DIR [--pairs LIST] [--episodes N] [--limit N]\n"
-    "                    [-s SEED] [--layer L] [--lambdas LIST] [-t N]\n";
+    "                    [-s SEED] [--layer L] [--lambdas LIST] [--layout records|text]\n"
+    "                    [-t N]\n";
 
 static const char help_text[] =
     "\nHow many pairs of a random mapping an untrained memory over the model's own\n"
@@ -53,6 +57,8 @@ static const char help_text[] =
     "  -s, --seed N      the draw, as sa-eval's (default 1)\n"
     "      --layer L     every head of layer L (default: the best head of any)\n"
     "      --lambdas LIST  the memories' lambdas (default 0.01,0.1,1,10)\n"
+    "      --layout L    the context: the encoder's records (default), or one text\n"
+    "                    as sa-eval --icl-layout text has it\n"
     "  -t, --threads N   threads (default: every CPU)\n"
     "  -h, --help, --version\n";
 
@@ -105,81 +111,118 @@ xcalloc(size_t n, size_t size)
 	return p;
 }
 
-/*
- * The tokens of pair i's label in its record: those after the query's that
- * the record without its closing newline has too.
- */
-static int
-label_tokens(const sa_vocab *v, const sa_example *ex, const sa_qa *qa)
+/* The tokens of a newline in the middle of a line: those of "x\n" past "x"'s. */
+static void
+newline_tokens(const sa_vocab *v, sa_toks *nl)
 {
-	char *s;
-	int *t, n, same = qa->n_prefix;
+	int *x, nx, same = 0;
 
-	if (asprintf(&s, "%s -> %s", ex->input, ex->label) < 0)
-		die(SA_EINTERNAL, "out of memory");
-	TRY(sa_tokenize(v, s, strlen(s), 0, &t, &n));
-	while (same < n && same - qa->n_prefix < qa->n_answer[0] &&
-	    t[same] == qa->answer[0][same - qa->n_prefix])
+	TRY(sa_tokenize(v, "x\n", 2, 0, &nl->t, &nl->n));
+	TRY(sa_tokenize(v, "x", 1, 0, &x, &nx));
+	while (same < nx && same < nl->n && x[same] == nl->t[same])
 		same++;
-	free(t);
-	free(s);
-	return same - qa->n_prefix;
+	memmove(nl->t, nl->t + same, (size_t)(nl->n -= same) * sizeof *nl->t);
+	free(x);
 }
 
 /*
- * Mark the tokens of segment seg, whose records are those of pairs
- * rec[0..seg->n_demos), from ep->pair + at: the pair of each, and which are
- * its label's (n_label[i] of pair i, after the query's tokens).
+ * Mark the tokens of segment seg from ep->pair + at: its records are those
+ * of pairs rec[0..seg->n_demos), tokenized as rq[0..n_demos) say.  Each
+ * token gets its pair, and which of them are its label's: the record's
+ * tokens after the query's, but for the newline nl that ends it.
  */
 static void
-mark_records(episode *ep, const sa_segment *seg, int at, int nb, const sa_qa *qa,
-    const int *n_label, const int *rec)
+mark_records(episode *ep, const sa_segment *seg, int at, int nb, const sa_qa *const *rq,
+    const int *rec, const sa_toks *nl)
 {
 	int pos = 0;
 
 	for (; pos < nb; pos++)
 		ep->pair[at + pos] = -1;
 	for (int r = 0; r < seg->n_demos; r++) {
-		const sa_qa *a = &qa[rec[r]];
-		int len = a->n_prefix + a->n_answer[0];
+		const sa_qa *a = rq[r];
+		const int *ans = a->answer[0];
+		int len = a->n_prefix + a->n_answer[0], n_label = a->n_answer[0];
 		if (pos + len > seg->n ||
-		    memcmp(seg->toks + pos, a->query, (size_t)a->n_prefix * sizeof(int)) ||
-		    memcmp(seg->toks + pos + a->n_prefix, a->answer[0], (size_t)a->n_answer[0] * sizeof(int)))
+		    memcmp(seg->toks + pos, a->query, (size_t)a->n_prefix * sizeof *ans) ||
+		    memcmp(seg->toks + pos + a->n_prefix, ans, (size_t)a->n_answer[0] * sizeof *ans))
 			die(SA_EINTERNAL, "record %d of a segment is not tokenized as its query", r);
-		for (int i = 0; i < len; i++, pos++) {
-			int ans = i - a->n_prefix;
+		if (n_label > nl->n && !memcmp(ans + n_label - nl->n, nl->t, (size_t)nl->n * sizeof *ans))
+			n_label -= nl->n;
+		for (int i = -a->n_prefix; i < a->n_answer[0]; i++, pos++) {
 			ep->pair[at + pos] = rec[r];
-			ep->label[at + pos] = ans < 0 || ans >= n_label[rec[r]] ? 0 : ans == 0 ? 2 : 1;
+			ep->label[at + pos] = i < 0 || i >= n_label ? 0 : i == 0 ? 2 : 1;
 		}
 	}
 	if (pos != seg->n)
 		die(SA_EINTERNAL, "a segment holds %d tokens past its records", seg->n - pos);
 }
 
+/* The records of d as one text after BOS, as sa-eval --icl-layout text
+ * prompts: one segment. */
+static sa_segment *
+text_segment(const sa_vocab *v, const sa_demos *d, int nb, int bos, int n_ctx)
+{
+	sa_segment *seg = xcalloc(1, sizeof *seg);
+	size_t len = 0;
+	char *text;
+	int *t, n;
+
+	for (int i = 0; i < d->n; i++)
+		len += d->demo[i].len;
+	text = xcalloc(len + 1, 1);
+	for (int i = 0, at = 0; i < d->n; at += (int)d->demo[i++].len)
+		memcpy(text + at, d->demo[i].text, d->demo[i].len);
+	TRY(sa_tokenize(v, text, len, 0, &t, &n));
+	if (nb + n > n_ctx)
+		die(SA_EUSAGE, "%d pairs as one text take %d tokens; the context has %d", d->n,
+		    nb + n, n_ctx);
+	seg->toks = xcalloc((size_t)(nb + n), sizeof *seg->toks);
+	seg->toks[0] = bos;
+	memcpy(seg->toks + nb, t, (size_t)n * sizeof *t);
+	seg->n = nb + n;
+	seg->n_demos = d->n;
+	free(t);
+	free(text);
+	return seg;
+}
+
 /*
- * Episode e of n pairs into ep: ex, qperm and qa [n] as drawn, the
- * context's keys and values, and the queries of the first ep->nq pairs of
- * qperm.
+ * Episode e of n pairs into ep: ex, qperm and qa [2n] as drawn (each pair
+ * tokenized at a text's start, then with text after a newline), the context's keys
+ * and values, and the queries of the first ep->nq pairs of qperm.  The
+ * context is the encoder's segments of records, each after BOS; with
+ * text, the records as one text after BOS, and the queries tokenized as
+ * after a newline, as sa-eval --icl-layout text has them.
  */
 static void
 episode_run(sa_kvcache *st, const sa_model *m, const sa_map_pool *p, uint64_t seed, int n,
-    int e, sa_example *ex, int *qperm, sa_qa *qa, episode *ep)
+    int e, int text, sa_example *ex, int *qperm, sa_qa *qa, episode *ep)
 {
 	const sa_config *c = &m->cfg;
 	size_t kvd = (size_t)c->n_head_kv * c->d_head, qd = (size_t)c->n_head * c->d_head;
-	int nb = sa_vocab_add_bos(m->vocab) != 0, bos = sa_vocab_bos(m->vocab);
-	int *rec = xcalloc((size_t)n, sizeof *rec), *n_label = xcalloc((size_t)n, sizeof *n_label);
-	int n_segs, *prompt;
+	int nb = sa_vocab_add_bos(m->vocab) != 0, bos = sa_vocab_bos(m->vocab), n_segs = 1, *prompt;
+	int *rec = xcalloc((size_t)n, sizeof *rec);
+	const sa_qa **rq = xcalloc((size_t)n, sizeof *rq), *asked = text ? qa + n : qa;
+	sa_toks nl;
 	sa_segment *segs;
 	sa_demos *d;
 
 	TRY(sa_map_draw(p, seed, n, e, 1, ex, rec, qperm));
 	for (int i = 0; i < n; i++) {
-		TRY(sa_qa_build(&qa[i], m->vocab, ex[i].input, (const char *const *)&ex[i].label, 1));
-		n_label[i] = label_tokens(m->vocab, &ex[i], &qa[i]);
+		const char *const *label = (const char *const *)&ex[i].label;
+		TRY(sa_qa_build(&qa[i], m->vocab, ex[i].input, label, 1));
+		if (text)
+			TRY(sa_qa_build_in_text(&qa[n + i], m->vocab, ex[i].input, label, 1));
 	}
+	for (int r = 0; r < n; r++)
+		rq[r] = text && r > 0 ? &qa[n + rec[r]] : &qa[rec[r]];
+	newline_tokens(m->vocab, &nl);
 	TRY(sa_demos_from_examples(&d, "map", ex, rec, n));
-	TRY(sa_demos_segment(d, m->vocab, sa_kvcache_ctx(st), &segs, &n_segs));
+	if (text)
+		segs = text_segment(m->vocab, d, nb, bos, sa_kvcache_ctx(st));
+	else
+		TRY(sa_demos_segment(d, m->vocab, sa_kvcache_ctx(st), &segs, &n_segs));
 	ep->n_tok = 0;
 	for (int s = 0; s < n_segs; s++)
 		ep->n_tok += segs[s].n;
@@ -191,7 +234,7 @@ episode_run(sa_kvcache *st, const sa_model *m, const sa_map_pool *p, uint64_t se
 
 	sa_kvcache_set_hook(st, kv_hook, ep);
 	for (int s = 0, r = 0; s < n_segs; r += segs[s].n_demos, ep->at += segs[s++].n) {
-		mark_records(ep, &segs[s], ep->at, nb, qa, n_label, rec + r);
+		mark_records(ep, &segs[s], ep->at, nb, rq + r, rec + r, &nl);
 		sa_kvcache_truncate(st, 0);
 		TRY(sa_forward(st, segs[s].toks, segs[s].n, NULL, 0));
 	}
@@ -199,7 +242,7 @@ episode_run(sa_kvcache *st, const sa_model *m, const sa_map_pool *p, uint64_t se
 
 	sa_kvcache_set_q_hook(st, q_hook, ep);
 	for (ep->j = 0; ep->j < ep->nq; ep->j++) {
-		const sa_qa *a = &qa[qperm[ep->j]];
+		const sa_qa *a = &asked[qperm[ep->j]];
 		prompt = xcalloc((size_t)(nb + a->n_query), sizeof *prompt);
 		prompt[0] = bos;
 		memcpy(prompt + nb, a->query, (size_t)a->n_query * sizeof *prompt);
@@ -210,7 +253,8 @@ episode_run(sa_kvcache *st, const sa_model *m, const sa_map_pool *p, uint64_t se
 	sa_kvcache_set_q_hook(st, NULL, NULL);
 	sa_segments_free(segs, n_segs);
 	sa_demos_free(d);
-	free(n_label);
+	free(nl.t);
+	free(rq);
 	free(rec);
 }
 
@@ -380,7 +424,7 @@ score_memories(const episode *ep, int l, const sa_example *ex, const int *qperm,
 typedef struct opts {
 	const char *model, *pool;
 	double pairs[64], lambda[MAX_LAMBDAS];
-	int n_pairs, n_lambda, episodes, limit, layer;
+	int n_pairs, n_lambda, episodes, limit, layer, text;
 	uint64_t seed;
 } opts;
 
@@ -390,8 +434,8 @@ print_header(const opts *o)
 	static const char *const mem[N_MEM] = { "all/raw", "all/unit", "label/raw", "label/unit" };
 	int w = 6 * o->n_lambda - 1;
 
-	printf("# %s, pool %s, %d episodes, seed %llu: %% of queries right\n", o->model, o->pool,
-	    o->episodes, (unsigned long long)o->seed);
+	printf("# %s, pool %s, %s, %d episodes, seed %llu: %% of queries right\n", o->model,
+	    o->pool, o->text ? "one text" : "records", o->episodes, (unsigned long long)o->seed);
 	printf("%27s", "");
 	for (int k = 0; k < N_MEM; k++)
 		printf(" %-*.*s", k < N_MEM - 1 ? w : 0, w, mem[k]);
@@ -425,7 +469,7 @@ pairs_run(sa_kvcache *st, const sa_model *m, const sa_map_pool *p, const opts *o
 	size_t cells = (size_t)c->n_layer * c->n_head * ty->n_col;
 	int l0 = o->layer < 0 ? 0 : o->layer, l1 = o->layer < 0 ? c->n_layer : o->layer + 1;
 	sa_example *ex = xcalloc((size_t)n, sizeof *ex);
-	sa_qa *qa = xcalloc((size_t)n, sizeof *qa);
+	sa_qa *qa = xcalloc(2 * (size_t)n, sizeof *qa);
 	int *qperm = xcalloc((size_t)n, sizeof *qperm), best = 0;
 
 	memset(ty->right, 0, cells * sizeof *ty->right);
@@ -433,13 +477,13 @@ pairs_run(sa_kvcache *st, const sa_model *m, const sa_map_pool *p, const opts *o
 	ty->asked = 0;
 	for (int e = 0; e < o->episodes; e++) {
 		episode ep = { .c = c, .nq = o->limit && o->limit < n ? o->limit : n };
-		episode_run(st, m, p, o->seed, n, e, ex, qperm, qa, &ep);
+		episode_run(st, m, p, o->seed, n, e, o->text, ex, qperm, qa, &ep);
 		for (int l = l0; l < l1; l++) {
 			score_attention(&ep, l, ex, qperm, ty);
 			score_memories(&ep, l, ex, qperm, o->lambda, o->n_lambda, ty);
 		}
 		ty->asked += ep.nq;
-		for (int i = 0; i < n; i++)
+		for (int i = 0; i < 2 * n; i++)
 			sa_qa_free(&qa[i]);
 		free(ep.k); free(ep.v); free(ep.pair); free(ep.label); free(ep.q);
 	}
@@ -482,7 +526,7 @@ main(int argc, char **argv)
 	static const struct option longopts[] = {
 		ARG("model", 'm'), ARG("pool", 'P'), ARG("pairs", 'n'), ARG("episodes", 'e'),
 		ARG("limit", 'l'), ARG("seed", 's'), ARG("layer", 'L'), ARG("lambdas", 'y'),
-		ARG("threads", 't'), OPTIONS_END,
+		ARG("layout", 'T'), ARG("threads", 't'), OPTIONS_END,
 	};
 	opts o = {
 		.pairs = { 1, 4, 16, 64 }, .n_pairs = 4, .lambda = { 0.01, 0.1, 1, 10 },
@@ -506,6 +550,11 @@ main(int argc, char **argv)
 		case 'L': o.layer = (int)parse_long("--layer", optarg, 0, 1 << 20); break;
 		case 'y':
 			o.n_lambda = parse_list("--lambdas", optarg, o.lambda, MAX_LAMBDAS, 1e-9, 1e9);
+			break;
+		case 'T':
+			if (strcmp(optarg, "records") && strcmp(optarg, "text"))
+				usage_die(usage_text, "--layout: records or text, not '%s'", optarg);
+			o.text = !strcmp(optarg, "text");
 			break;
 		case 't': sa_set_threads((int)parse_long("--threads", optarg, 0, 1024)); break;
 		case 'h':
