@@ -186,3 +186,13 @@ bench-serve: $(TOOLS) tests/helpers/mkmodel tests/helpers/mkdelta
 	sh scripts/bench-serve.sh $(BENCH_ARGS)
 
 .PHONY: bench-compare bench-icl bench-serve
+
+# The floor an untrained least-squares memory over a base's own keys sets
+# for a trained one (data/train/README.md, "The floor"); FLOOR_ARGS adds
+# options and overrides these, e.g.
+#   make memory-floor FLOOR_ARGS='-t 1 -m data/model.gguf --layout text'
+memory-floor: tests/helpers/memory-floor
+	tests/helpers/memory-floor -m data/train/base7.gguf --pool data/pools/dev \
+	    --pairs 1,4,16,64 --episodes 8 $(FLOOR_ARGS)
+
+.PHONY: memory-floor
