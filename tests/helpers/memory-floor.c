@@ -189,11 +189,11 @@ text_segment(const sa_vocab *v, const sa_demos *d, int nb, int bos, int n_ctx)
 
 /*
  * Episode e of n pairs into ep: ex, qperm and qa [2n] as drawn (each pair
- * tokenized at a text's start, then with text after a newline), the context's keys
- * and values, and the queries of the first ep->nq pairs of qperm.  The
- * context is the encoder's segments of records, each after BOS; with
- * text, the records as one text after BOS, and the queries tokenized as
- * after a newline, as sa-eval --icl-layout text has them.
+ * tokenized at a text's start; with text, then after a newline), the
+ * context's keys and values, and the queries of the first ep->nq pairs of
+ * qperm.  The context is the encoder's segments of records, each after
+ * BOS; with text, the records as one text after BOS, and the queries
+ * tokenized as after a newline, as sa-eval --icl-layout text has them.
  */
 static void
 episode_run(sa_kvcache *st, const sa_model *m, const sa_map_pool *p, uint64_t seed, int n,
@@ -368,7 +368,8 @@ score_memories(const episode *ep, int l, const sa_example *ex, const int *qperm,
 	const sa_config *c = ep->c;
 	int dh = c->d_head, qd = c->n_head * dh, grp = c->n_head / c->n_head_kv;
 	size_t dd = (size_t)dh * dh;
-	double *G = xcalloc(dd, sizeof *G), *S = xcalloc(dd, sizeof *S), *r = xcalloc((size_t)dh, sizeof *r);
+	double *G = xcalloc(dd, sizeof *G), *S = xcalloc(dd, sizeof *S);
+	double *r = xcalloc((size_t)dh, sizeof *r);
 	float *Gf = xcalloc(dd, sizeof *Gf), *Sf = xcalloc(dd, sizeof *Sf), *M = xcalloc(dd, sizeof *M);
 
 	for (int g = 0; g < c->n_head_kv; g++)

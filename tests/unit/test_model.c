@@ -402,7 +402,8 @@ log_q_hook(void *ctx, int layer, int n, const float *q)
 	hook_log *h = ctx;
 	if (h->nq[layer] + n > h->cap)
 		return;
-	memcpy(h->q + ((size_t)layer * h->cap + h->nq[layer]) * h->qd, q, (size_t)n * h->qd * sizeof(float));
+	memcpy(h->q + ((size_t)layer * h->cap + h->nq[layer]) * h->qd, q,
+	    (size_t)n * h->qd * sizeof(float));
 	h->nq[layer] += n;
 }
 
