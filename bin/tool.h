@@ -480,7 +480,7 @@ opt_do(const tool_opt *t, const char *arg, const tool_opt *table, const char *sy
  * entries in order, and entries of one CALL code are one option to it: a
  * prefix of several of their names stands for the first.
  */
-static int
+static int __attribute__((unused))
 opts_parse(int argc, char **argv, const tool_opt *t, const char *synopsis,
     void (*call)(void *ctx, const tool_opt *t, const char *arg), void *ctx)
 {
