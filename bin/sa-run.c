@@ -1,7 +1,8 @@
 /*
  * sa-run - generate text with a GGUF model, or score text under it, with
- * StreamAdapter deltas applied: options, then the model, its deltas and a
- * session (lib/session.c) for the requests of lib/serve.c.
+ * StreamAdapter deltas applied: options (their rules and the request they
+ * make are lib/run.c's), then the model, its deltas and a session
+ * (lib/session.c) for the requests of lib/serve.c.
  */
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,51 +22,12 @@ static const char synopsis[] =
 
 /* ------------------------------------------------------------ options */
 
-typedef struct opts {
-	const char *model, *adapter, *prompt, *file, *batch, *cache_dir;
+/* The options (lib/run.c), and the lists they point to. */
+typedef struct args {
+	sa_run_opts o;
 	scaled_list deltas, lora;   /* -d, --lora FILE[:SCALE] */
 	tool_list demos, choices, stops;
-	int demos_format, score, json, echo, no_bos, unmerged, verbose, escape;
-	int special, chat, tokenize;
-	const char *system, *chat_template;
-	long max_deltas, max_delta_mem, parallel, n_ctx, threads;
-	sa_sampling smp;
-} opts;
-
-/* Text given on the command line (-p, --choice, --stop, --system), copied;
- * with -e (the default) llama.cpp's escapes are expanded. */
-static char *
-arg_text(const char *s, int escape, size_t *len)
-{
-	char *t = escape ? sa_text_unescape(s, len) : strdup(s);
-
-	if (!t)
-		die(SA_EINTERNAL, "out of memory");
-	*len = escape ? *len : strlen(t);
-	return t;
-}
-
-/* arg_text of each of l, their lengths in *len (malloc'd). */
-static char **
-arg_texts(const tool_list *l, int escape, size_t **len)
-{
-	char **t = calloc((size_t)l->n + 1, sizeof *t);
-
-	if (!t || !(*len = calloc((size_t)l->n + 1, sizeof **len)))
-		die(SA_EINTERNAL, "out of memory");
-	for (int i = 0; i < l->n; i++)
-		t[i] = arg_text(l->v[i], escape, &(*len)[i]);
-	return t;
-}
-
-/* The n strings of a, and a. */
-static void
-free_strs(char **a, int n)
-{
-	for (int i = 0; i < n; i++)
-		free(a[i]);
-	free(a);
-}
+} args;
 
 /* --seed, a 64-bit integer to the last bit (a batch request's is a JSON
  * number: sa_sampling_keys). */
@@ -109,11 +71,12 @@ enum { O_DELTA, O_LORA, O_DEMOS_FORMAT, O_CHAT_TEMPLATE, O_SMP, O_N, O_SEED, O_C
 static void
 opt_call(void *ctx, const tool_opt *t, const char *arg)
 {
-	opts *o = ctx;
+	args *a = ctx;
+	sa_run_opts *o = &a->o;
 
 	switch (t->val) {
-	case O_DELTA: scaled_push(&o->deltas, "scale", arg); break;
-	case O_LORA: scaled_push(&o->lora, "scale", arg); break;
+	case O_DELTA: scaled_push(&a->deltas, "scale", arg); break;
+	case O_LORA: scaled_push(&a->lora, "scale", arg); break;
 	case O_DEMOS_FORMAT:
 		if ((o->demos_format = sa_demos_format_from_name(arg)) < 0)
 			usage_die(synopsis, "--demos-format: unknown format '%s' (text, tsv, jsonl)", arg);
@@ -131,41 +94,10 @@ opt_call(void *ctx, const tool_opt *t, const char *arg)
 	}
 }
 
-/* Options that do not go together, in the order they are checked. */
 static void
-check_args(opts *o)
+parse_args(int argc, char **argv, args *a)
 {
-	const int scoring = o->score || o->choices.n;
-	const struct { int bad; const char *msg; } rule[] = {
-		{ o->prompt && o->file, "give -p or -f, not both" },
-		{ o->batch && (o->prompt || o->file || scoring || o->echo),
-		    "--batch takes its prompts from its file: no -p, -f, --score, --choice or --echo" },
-		{ o->score && o->choices.n, "give --score or --choice, not both" },
-		{ o->echo && (scoring || o->json), "--echo is for plain generation" },
-		{ o->tokenize && (o->batch || scoring || o->echo),
-		    "--tokenize prints tokens: no --batch, --score, --choice or --echo" },
-		{ o->chat && o->batch, "--chat is for -p or -f: a batch request gives \"messages\"" },
-		{ o->system && !o->chat, "--system goes with --chat" },
-		{ o->chat_template && !o->chat && !o->batch, "--chat-template goes with --chat or --batch" },
-		{ o->smp.n_probs && !o->json && !o->batch, "--logprobs needs --json" },
-		{ o->adapter && !o->deltas.n && !o->demos.n && !o->batch,
-		    "-a needs a delta (-d) or demonstrations (--demos)" },
-		{ (o->max_deltas >= 0 || o->max_delta_mem >= 0 || o->parallel > 1) && !o->batch,
-		    "--max-deltas, --max-delta-mem and --parallel go with --batch" },
-		{ o->demos_format != SA_DEMOS_AUTO && !o->demos.n, "--demos-format goes with --demos" },
-	};
-
-	for (size_t i = 0; i < sizeof rule / sizeof rule[0]; i++)
-		if (rule[i].bad)
-			usage_die(synopsis, "%s", rule[i].msg);
-	/* --demos alone: the default adapter, and a usage error without one */
-	if (o->demos.n && !o->adapter && !o->deltas.n)
-		o->adapter = need_adapter(NULL, synopsis);
-}
-
-static void
-parse_args(int argc, char **argv, opts *o)
-{
+	sa_run_opts *o = &a->o;
 	/* (two options that a prefix of their names could stand for keep the
 	 * order they have always had: tool.h's opts_parse) */
 	const tool_opt table[] = {
@@ -180,7 +112,7 @@ parse_args(int argc, char **argv, opts *o)
 		    "adapter of the deltas (default: the one they record)" },
 		{ "unmerged", 0, NULL, FLAG(&o->unmerged, 1),
 		    "keep deltas as side paths instead of merging them" },
-		{ "demos", 0, "FILE", LIST(&o->demos),
+		{ "demos", 0, "FILE", LIST(&a->demos),
 		    "encode FILE as sa-encode does and apply it; repeatable" },
 		{ "demos-format", 0, "FMT", CALL(O_DEMOS_FORMAT), "text, tsv or jsonl for every --demos" },
 		{ "cache-dir", 0, "DIR", STR(&o->cache_dir),
@@ -212,12 +144,12 @@ parse_args(int argc, char **argv, opts *o)
 		{ "min-p", 0, "P", CALL(O_SMP), "drop those less likely than P times the likeliest\n(default 0.05)" },
 		{ "repeat-penalty", 0, "X", CALL(O_SMP), "penalty of the last tokens (default 1 = none)" },
 		{ "repeat-last-n", 0, "N", CALL(O_SMP), "tokens the penalty looks at (default 64)" },
-		{ "stop", 0, "TEXT", LIST(&o->stops), "end the generation before TEXT; repeatable" },
+		{ "stop", 0, "TEXT", LIST(&a->stops), "end the generation before TEXT; repeatable" },
 		{ "seed", 's', "N", CALL(O_SEED), "sampling seed (default 0, -1 = from the clock)" },
 		{ "logprobs", 0, "N", CALL(O_SMP), "with --json, log-probabilities and the N best" },
 		{ "echo", 0, NULL, FLAG(&o->echo, 1), "print the prompt before the generated text" },
 		{ "score", 0, NULL, FLAG(&o->score, 1), "print log-likelihood, token count and perplexity" },
-		{ "choice", 0, "TEXT", LIST(&o->choices),
+		{ "choice", 0, "TEXT", LIST(&a->choices),
 		    "score TEXT as a continuation of the prompt; repeatable" },
 		{ "batch", 0, "FILE", STR(&o->batch), "JSON Lines requests from FILE ('-' = stdin)" },
 		{ "json", 0, NULL, FLAG(&o->json, 1), "JSON output" },
@@ -230,18 +162,26 @@ parse_args(int argc, char **argv, opts *o)
 	};
 	int stdin_users, prompt_in;
 
-	*o = (opts){ .n_ctx = -1, .escape = 1, .demos_format = SA_DEMOS_AUTO, .max_deltas = -1,
-	    .max_delta_mem = -1, .parallel = 1, .smp = { .n_predict = 128, .temp = 0.8,
-	    .top_k = 40, .top_p = 0.95, .min_p = 0.05, .repeat_penalty = 1, .repeat_last_n = 64 } };
-	if ((optind = opts_parse(argc, argv, table, synopsis, opt_call, o)) < argc)
+	*a = (args){ 0 };
+	sa_run_opts_default(o);
+	if ((optind = opts_parse(argc, argv, table, synopsis, opt_call, a)) < argc)
 		usage_die(synopsis, "unexpected argument '%s'", argv[optind]);
-	check_args(o);
+	o->spec = (sa_delta_spec){ (const char *const *)a->deltas.path, a->deltas.scale, a->deltas.n,
+	    a->demos.v, a->demos.n, (const char *const *)a->lora.path, a->lora.scale, a->lora.n };
+	o->choices = a->choices.v;
+	o->n_choices = a->choices.n;
+	o->stops = a->stops.v;
+	o->n_stops = a->stops.n;
+	if (sa_run_opts_check(o) != SA_OK)
+		usage_die(synopsis, "%s", sa_error());
+	/* --demos alone: the default adapter, and a usage error without one */
+	if (o->spec.n_demos && !o->adapter && !o->spec.n)
+		o->adapter = need_adapter(NULL, synopsis);
 	stdin_users = o->batch ? strcmp(o->batch, "-") == 0 :
 	    !o->prompt && (!o->file || strcmp(o->file, "-") == 0);
 	prompt_in = stdin_users;
-	stdin_users += stdin_count((const char *const *)o->deltas.path, o->deltas.n) +
-	    stdin_count(o->demos.v, o->demos.n);
-	if (stdin_count((const char *const *)o->lora.path, o->lora.n))
+	stdin_users += stdin_count(o->spec.path, o->spec.n) + stdin_count(o->spec.demos, o->spec.n_demos);
+	if (stdin_count(o->spec.lora, o->spec.n_lora))
 		usage_die(synopsis, "--lora: give a file, not standard input");
 	if (stdin_users > 1)
 		usage_die(synopsis, "only one input can come from standard input");
@@ -253,12 +193,6 @@ parse_args(int argc, char **argv, opts *o)
 }
 
 /* --------------------------------------------------------------- main */
-
-static void
-note(void *ctx, const char *msg)
-{
-	warnx_("%s", msg);
-}
 
 /* Whether two descriptors are one file: a terminal, or 2>&1. */
 static int
@@ -272,7 +206,7 @@ same_file(int a, int b)
 
 /* Timings summed over the sessions (--parallel). */
 static void
-report(sa_session *const *ss, double t_load, const opts *o)
+report(sa_session *const *ss, double t_load, const sa_run_opts *o)
 {
 	sa_timings t;
 
@@ -287,19 +221,20 @@ report(sa_session *const *ss, double t_load, const opts *o)
 		    t.t_gen > 0 ? t.n_gen / t.t_gen : 0);
 }
 
-/* The requests of --batch, each with deltas of its own from dso. */
+/* The requests of --batch over the defaults def, each with deltas of its
+ * own from dso. */
 static int
-serve(sa_session *const *ss, sa_model *model, const opts *o, const sa_deltaset_opts *dso)
+serve(sa_session *const *ss, sa_model *model, const sa_run_opts *o, const sa_request *def,
+    const sa_deltaset_opts *dso)
 {
 	FILE *fp = strcmp(o->batch, "-") == 0 ? stdin : fopen(o->batch, "r");
-	sa_request def = { .smp = o->smp, .special = o->special, .chat_template = o->chat_template };
 	sa_deltaset *ds;
 	int status;
 
 	if (!fp)
 		die(SA_ENOINPUT, "%s: %s", o->batch, strerror(errno));
 	TRY(sa_deltaset_new(&ds, model, dso));
-	status = sa_serve(ss, (int)o->parallel, ds, fp, o->batch, &def, stdout, "stdout");
+	status = sa_serve(ss, (int)o->parallel, ds, fp, o->batch, def, stdout, "stdout");
 	if (status != SA_OK && status != SA_EDATA)
 		die_sa(status);
 	if (fp != stdin)
@@ -311,89 +246,62 @@ serve(sa_session *const *ss, sa_model *model, const opts *o, const sa_deltaset_o
 int
 main(int argc, char **argv)
 {
-	opts o;
+	args a;
+	const sa_run_opts *o = &a.o;
+	sa_run_request *r;
 	sa_model *model;
 	sa_session *ss[16];
-	sa_request req = { 0 };
 	sa_reply out = { stdout, "stdout", 0, 0, NULL, 0, 0 };
 	const char *model_path;
-	char *text = NULL, *sys = NULL, **cs, **stops;
-	size_t *cl, *stop_len, sys_len = 0;
-	sa_chat_msg msg[2];
 	double t0;
 	int status = 0;
 
 	setprogname_(argv[0]);
-	parse_args(argc, argv, &o);
-	model_path = need_model(o.model, synopsis);
+	parse_args(argc, argv, &a);
+	model_path = need_model(o->model, synopsis);
 	/* The prompt is read before the model loads, so bad input fails fast. */
-	if (o.prompt) {
-		text = arg_text(o.prompt, o.escape, &req.len);
-	} else if (!o.batch) {
-		TRY(sa_prompt_read(o.file ? o.file : "-", &text, &req.len));
-	}
-	cs = arg_texts(&o.choices, o.escape, &cl);
-	stops = arg_texts(&o.stops, o.escape, &stop_len);
-	o.smp.stop = (const char *const *)stops;
-	o.smp.stop_len = stop_len;
-	o.smp.n_stop = o.stops.n;
-	if (o.system)
-		sys = arg_text(o.system, o.escape, &sys_len);
+	TRY(sa_run_request_new(&r, o));
 
-	sa_delta_spec spec = { (const char *const *)o.deltas.path, o.deltas.scale, o.deltas.n,
-	    o.demos.v, o.demos.n, (const char *const *)o.lora.path, o.lora.scale, o.lora.n };
-	sa_deltaset_opts dso = { o.adapter, default_adapter(), o.cache_dir, o.demos_format,
-	    o.max_deltas > 0 ? (int)o.max_deltas : 8,
-	    o.max_delta_mem > 0 ? (size_t)o.max_delta_mem << 20 : 0 };
-	sa_set_threads((int)o.threads);
+	sa_deltaset_opts dso = { o->adapter, default_adapter(), o->cache_dir, o->demos_format,
+	    o->max_deltas > 0 ? (int)o->max_deltas : 8,
+	    o->max_delta_mem > 0 ? (size_t)o->max_delta_mem << 20 : 0 };
+	sa_set_threads((int)o->threads);
 	t0 = now();
 	TRY(sa_model_load(&model, model_path));
-	if (!o.no_bos && sa_vocab_check_bos(model->vocab, model->gguf) != SA_OK)
+	if (!o->no_bos && sa_vocab_check_bos(model->vocab, model->gguf) != SA_OK)
 		warnx_("%s", sa_error());
 	/* -d, then --demos encoded over the base model, then --lora */
-	TRY(sa_delta_spec_apply(model, &spec, &dso, !o.unmerged, note, o.verbose ? note : NULL,
-	    NULL));
+	TRY(sa_delta_spec_apply(model, &o->spec, &dso, !o->unmerged, note_stderr,
+	    o->verbose ? note_stderr : NULL, NULL));
 	/* one session, and with --parallel one for each request in flight */
-	for (int i = 0; i < o.parallel; i++)
-		TRY(sa_session_new(&ss[i], model, o.n_ctx >= 0 ? ctx_size(o.n_ctx, model) :
-		    model->cfg.n_ctx < 4096 ? model->cfg.n_ctx : 4096, !o.no_bos));
+	for (int i = 0; i < o->parallel; i++)
+		TRY(sa_session_new(&ss[i], model, o->n_ctx >= 0 ? ctx_size(o->n_ctx, model) :
+		    model->cfg.n_ctx < 4096 ? model->cfg.n_ctx : 4096, !o->no_bos));
 	t0 = now() - t0;
 
-	if (o.batch) {
-		status = serve(ss, model, &o, &dso);
+	if (o->batch) {
+		status = serve(ss, model, o, &r->req, &dso);
 	} else {
-		req = (sa_request){ text, req.len, o.score, (const char *const *)cs, cl, o.choices.n,
-		    o.smp, o.tokenize, o.special, msg, 0, o.chat_template };
-		/* --chat: the prompt is the user's message, after --system's */
-		if (o.chat && sys)
-			msg[req.n_msg++] = (sa_chat_msg){ "system", sys, sys_len };
-		if (o.chat)
-			msg[req.n_msg++] = (sa_chat_msg){ "user", text, req.len };
-		out.json = o.json;
-		out.echo = o.echo;
-		TRY(sa_request_run(ss[0], &req, &out));
+		out.json = o->json;
+		out.echo = o->echo;
+		TRY(sa_request_run(ss[0], &r->req, &out));
 		/* The text ends where it ends; where the timings follow it on
 		 * one file, they start a line of their own. */
-		if (o.verbose && out.last && out.last != '\n' && same_file(1, 2))
+		if (o->verbose && out.last && out.last != '\n' && same_file(1, 2))
 			fputc('\n', stderr);
 	}
 
-	if (o.verbose)
-		report(ss, t0, &o);
+	if (o->verbose)
+		report(ss, t0, o);
 	close_stdout();
-	for (int i = 0; i < o.parallel; i++)
+	for (int i = 0; i < o->parallel; i++)
 		sa_session_free(ss[i]);
 	sa_model_free(model);
-	free(text);
-	free(sys);
-	free_strs(cs, o.choices.n);
-	free_strs(stops, o.stops.n);
-	free(cl);
-	free(stop_len);
-	scaled_free(&o.deltas);
-	scaled_free(&o.lora);
-	free(o.choices.v);
-	free(o.stops.v);
-	free(o.demos.v);
+	sa_run_request_free(r);
+	scaled_free(&a.deltas);
+	scaled_free(&a.lora);
+	free(a.demos.v);
+	free(a.choices.v);
+	free(a.stops.v);
 	return status;
 }
