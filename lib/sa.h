@@ -267,6 +267,16 @@ int sa_tokenize(const sa_vocab *v, const char *text, size_t len, int add_special
 int sa_tokenize_special(const sa_vocab *v, const char *text, size_t len, int add_special,
     int **toks, int *n);
 /*
+ * text's tokens (no BOS) as a longer text has them where text follows
+ * before ("x": mid-line, "\n": at the start of a line, where a
+ * SentencePiece text would give text a leading space): the tokens of
+ * before + text, less the leading ones they share with before's own.
+ * *whole: whether they share all of before's, so that text tokenized
+ * apart from it.  *toks is malloc'd.
+ */
+int sa_tokenize_after(const sa_vocab *v, const char *before, const char *text, size_t len,
+    int **toks, int *n, int *whole);
+/*
  * The bytes of one token as text (SPM "▁" -> ' ', <0xNN> -> the byte, gpt2
  * byte-level unicode -> bytes).  Returns the byte count (may exceed cap: then
  * only cap bytes were written).  Control tokens (BOS/EOS) give 0 bytes.
