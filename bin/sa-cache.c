@@ -5,6 +5,7 @@
  */
 #include <time.h>
 
+#define TOOL "sa-cache"
 #include "tool.h"
 
 static const char usage_text[] =
@@ -12,29 +13,6 @@ static const char usage_text[] =
     "       sa-cache [-qv] prune [--max-size SIZE] [--max-age AGE] [--dry-run]\n"
     "                [--cache-dir DIR | DIR]\n"
     "       sa-cache [-qv] clear [--cache-dir DIR | DIR]\n";
-
-static void
-help(void)
-{
-	fputs(usage_text, stdout);
-	fputs("\n"
-	    "The cache of encodings of sa-encode --cache-dir and sa-run --demos.\n"
-	    "DIR defaults to $SA_CACHE_DIR, else $XDG_CACHE_HOME/sa, else ~/.cache/sa.\n\n"
-	    "  list                  one line per entry: key, bytes, last use (UTC)\n"
-	    "  prune                 drop entries unused for AGE, then the least recently\n"
-	    "                        used until the rest fits SIZE; and dead temporary files\n"
-	    "  clear                 drop every entry, and temporary and lock files\n\n"
-	    "      --cache-dir DIR   the cache (as the operand DIR)\n"
-	    "      --max-age AGE     N followed by s, m, h, d or w (30d)\n"
-	    "      --max-size SIZE   bytes, or N followed by K, M, G or T (powers of 1024)\n"
-	    "      --dry-run         print what prune would drop, drop nothing\n"
-	    "  -j, --json            list as JSON Lines\n"
-	    "  -q, --quiet           no messages but errors\n"
-	    "  -v, --verbose         list: tokens, demonstrations and sources of each entry\n"
-	    "                        (and damaged ones); prune, clear: what was dropped\n"
-	    "  -h, --help            this help\n"
-	    "  -V, --version         version\n", stdout);
-}
 
 /* N with a unit from units (each unit's multiplier in mult); a bare number
  * takes bare (0: not allowed). */
@@ -157,37 +135,53 @@ cmd_prune(const char *dir, int must_exist, int all, double max_age, double max_s
 	return status;
 }
 
+/* --max-size and --max-age in bytes and seconds; -1: not given. */
+typedef struct limits {
+	double size, age;
+} limits;
+
+enum { O_MAX_SIZE, O_MAX_AGE };
+
+static void
+opt_call(void *ctx, const tool_opt *t, const char *arg)
+{
+	static const double size_mult[] = { 1024.0, 1024.0, 1048576.0, 1073741824.0, 1099511627776.0 };
+	static const double age_mult[] = { 1, 60, 3600, 86400, 604800 };
+	limits *l = ctx;
+
+	if (t->val == O_MAX_SIZE)
+		l->size = parse_unit("--max-size", arg, "kKMGT", size_mult, 1);
+	else
+		l->age = parse_unit("--max-age", arg, "smhdw", age_mult, 0);
+}
+
 int
 main(int argc, char **argv)
 {
-	enum { O_MAX_SIZE = 256, O_MAX_AGE, O_CACHE_DIR, O_DRY_RUN };
-	static const struct option longopts[] = {
-		ARG("cache-dir", O_CACHE_DIR), ARG("max-size", O_MAX_SIZE), ARG("max-age", O_MAX_AGE),
-		FLAG("dry-run", O_DRY_RUN), FLAG("json", 'j'), FLAG("quiet", 'q'), FLAG("verbose", 'v'),
+	const char *dir_opt = NULL, *cmd;
+	limits lim = { -1, -1 };
+	int json = 0, verbose = 0, dry_run = 0, must_exist, rc;
+	char *dir;
+	const tool_opt table[] = {
+		TEXT("\nThe cache of encodings of sa-encode --cache-dir and sa-run --demos.\n"
+		    "DIR defaults to $SA_CACHE_DIR, else $XDG_CACHE_HOME/sa, else ~/.cache/sa.\n\n"
+		    "  list                  one line per entry: key, bytes, last use (UTC)\n"
+		    "  prune                 drop entries unused for AGE, then the least recently\n"
+		    "                        used until the rest fits SIZE; and dead temporary files\n"
+		    "  clear                 drop every entry, and temporary and lock files\n"),
+		{ "cache-dir", 0, "DIR", STR(&dir_opt), "the cache (as the operand DIR)" },
+		{ "max-size", 0, "SIZE", CALL(O_MAX_SIZE), "bytes, or N followed by K, M, G or T (powers of 1024)" },
+		{ "max-age", 0, "AGE", CALL(O_MAX_AGE), "N followed by s, m, h, d or w (30d)" },
+		{ "dry-run", 0, NULL, FLAG(&dry_run, 1), "print what prune would drop, drop nothing" },
+		{ "json", 'j', NULL, FLAG(&json, 1), "list as JSON Lines" },
+		{ "quiet", 'q', NULL, FLAG(&verbose, -1), "no messages but errors" },
+		{ "verbose", 'v', NULL, FLAG(&verbose, 1), "list: tokens, demonstrations and sources of each\n"
+		    "entry (and damaged ones); prune, clear: what was\ndropped" },
 		OPTIONS_END,
 	};
-	static const double size_mult[] = { 1024.0, 1024.0, 1048576.0, 1073741824.0, 1099511627776.0 };
-	static const double age_mult[] = { 1, 60, 3600, 86400, 604800 };
-	const char *dir_opt = NULL, *cmd;
-	double max_age = -1, max_size = -1;
-	int json = 0, verbose = 0, dry_run = 0, must_exist, c, rc;
-	char *dir;
 
 	setprogname_(argv[0]);
-	while ((c = getopt_long(argc, argv, "jqvhV", longopts, NULL)) != -1) {
-		switch (c) {
-		case O_CACHE_DIR: dir_opt = optarg; break;
-		case O_MAX_SIZE: max_size = parse_unit("--max-size", optarg, "kKMGT", size_mult, 1); break;
-		case O_MAX_AGE: max_age = parse_unit("--max-age", optarg, "smhdw", age_mult, 0); break;
-		case O_DRY_RUN: dry_run = 1; break;
-		case 'j': json = 1; break;
-		case 'q': verbose = -1; break;
-		case 'v': verbose = 1; break;
-		case 'h': help(); close_stdout(); return 0;
-		case 'V': puts("sa-cache " SA_VERSION); close_stdout(); return 0;
-		default: usage_die(usage_text, NULL);
-		}
-	}
+	opts_parse(argc, argv, table, usage_text, opt_call, &lim);
 	if (optind >= argc) {
 		usage_die(usage_text, "no command (list, prune, clear)");
 	}
@@ -203,7 +197,7 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "list") && strcmp(cmd, "prune") && strcmp(cmd, "clear")) {
 		usage_die(usage_text, "unknown command '%s' (list, prune, clear)", cmd);
 	}
-	if ((max_age >= 0 || max_size >= 0 || dry_run) && strcmp(cmd, "prune"))
+	if ((lim.age >= 0 || lim.size >= 0 || dry_run) && strcmp(cmd, "prune"))
 		die(SA_EUSAGE, "--max-age, --max-size and --dry-run are for prune");
 	if (json && strcmp(cmd, "list"))
 		die(SA_EUSAGE, "--json is for list");
@@ -216,7 +210,7 @@ main(int argc, char **argv)
 	if (!strcmp(cmd, "list"))
 		rc = cmd_list(dir, must_exist, json, verbose);
 	else
-		rc = cmd_prune(dir, must_exist, !strcmp(cmd, "clear"), max_age, max_size, dry_run, verbose);
+		rc = cmd_prune(dir, must_exist, !strcmp(cmd, "clear"), lim.age, lim.size, dry_run, verbose);
 	free(dir);
 	close_stdout();
 	return rc;

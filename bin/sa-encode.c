@@ -4,6 +4,7 @@
  */
 #include <unistd.h>
 
+#define TOOL "sa-encode"
 #include "tool.h"
 
 static const char usage_text[] =
@@ -11,38 +12,6 @@ static const char usage_text[] =
     "                 [-T TEMPLATE | --chat [--chat-template NAME]] [-c N] [-t N]\n"
     "                 [--cache-dir DIR] [-q | -v] [FILE ...]\n"
     "       sa-encode --dump [-F FORMAT] [-T TEMPLATE | --chat ...] [FILE ...]\n";
-
-static void
-help(void)
-{
-	fputs(usage_text, stdout);
-	fputs("\n"
-	    "  -m, --model FILE      base model (default: $SA_MODEL, else the installed one)\n"
-	    "  -a, --adapter FILE    adapter of that model (default: $SA_ADAPTER, else the installed one)\n"
-	    "  -o, --output FILE     write the delta here (default: stdout)\n"
-	    "      --append OLD      continue the state of delta OLD with the inputs\n"
-	    "  -F, --format FMT      text, tsv or jsonl (default: from each file's extension\n"
-	    "                        or first line; see sa-encode(1))\n"
-	    "  -T, --template T      how a record reads (default: '" SA_DEMOS_TEMPLATE "')\n"
-	    "      --chat            a record is a user message (input) and the answer (label)\n"
-	    "                        in the model's chat template\n"
-	    "      --chat-template NAME  that template's family instead of the model's:\n"
-	    "                        " SA_CHAT_NAMES "\n"
-	    "  -c, --ctx-size N      tokens per segment (default: the model's context)\n"
-	    "  -t, --threads N       threads (default: all CPUs)\n"
-	    "      --cache-dir DIR   reuse and keep encodings in DIR (default: $SA_CACHE_DIR)\n"
-	    "      --dump            print the rendered demonstrations as JSON Lines, encode nothing\n"
-	    "  -q, --quiet           no progress\n"
-	    "  -v, --verbose         report every segment\n"
-	    "  -h, --help            this help\n"
-	    "  -V, --version         version\n", stdout);
-}
-
-static void
-note(void *ctx, const char *msg)
-{
-	warnx_("%s", msg);
-}
 
 /* The record template of a chat exchange in model_path's template (or the
  * family named name). */
@@ -102,56 +71,61 @@ step(void *ctx, const sa_encode_step *s)
 		    s->done, s->total, p->fed / (now() - p->t0 + 1e-9), s->i + 1 == s->n_segs ? "\n" : "");
 }
 
+/* -F FORMAT; -f FORMAT is an error that says so. */
+static void
+opt_call(void *ctx, const tool_opt *t, const char *arg)
+{
+	if (t->letter == 'f')
+		format_moved(arg, usage_text);
+	if ((*(int *)ctx = sa_demos_format_from_name(arg)) < 0)
+		die(SA_EUSAGE, "--format: unknown format '%s' (text, tsv, jsonl)", arg);
+}
+
 int
 main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		ARG("model", 'm'), ARG("adapter", 'a'), ARG("output", 'o'), ARG("append", 'A'),
-		ARG("format", 'F'), ARG("template", 'T'), FLAG("chat", 'H'), ARG("chat-template", 'N'),
-		ARG("ctx-size", 'c'), ARG("threads", 't'), FLAG("dump", 'D'), ARG("cache-dir", 'K'),
-		FLAG("quiet", 'q'), FLAG("verbose", 'v'), OPTIONS_END,
-	};
 	const char *model_path = NULL, *adapter_path = NULL, *out = "-", *append = NULL;
 	const char *tmpl = NULL, *cache = NULL, *chat_name = NULL;
 	char *stdin_data = NULL, *stdin_only[] = { "-" }, **files, *chat_tmpl = NULL;
 	size_t stdin_len = 0;
-	int forced = SA_DEMOS_AUTO, n_ctx = 0, quiet = 0, verbose = 0, do_dump = 0, n_files;
-	int n_stdin = 0, c, *formats, hit, chat = 0;
+	int forced = SA_DEMOS_AUTO, n_ctx = 0, threads = 0, verbose = 0, do_dump = 0, n_files;
+	int n_stdin, *formats, hit, chat = 0;
 	progress p = { 0 };
 	sa_model *model;
 	sa_adapter *adapter;
 	sa_delta *start = NULL, *d;
+	const tool_opt table[] = {
+		TEXT(""),
+		{ "model", 'm', "FILE", STR(&model_path), "base model (default: $SA_MODEL, else the installed one)" },
+		{ "adapter", 'a', "FILE", STR(&adapter_path),
+		    "adapter of that model (default: $SA_ADAPTER, else\nthe installed one)" },
+		{ "output", 'o', "FILE", STR(&out), "write the delta here (default: stdout)" },
+		{ "append", 0, "OLD", STR(&append), "continue the state of delta OLD with the inputs" },
+		{ "format", 'F', "FMT", CALL(0), "text, tsv or jsonl (default: from each file's extension\n"
+		    "or first line; see sa-encode(1))" },
+		{ NULL, 'f', "FMT", CALL(0), NULL },
+		{ "template", 'T', "T", STR(&tmpl), "how a record reads (default: '" SA_DEMOS_TEMPLATE "')" },
+		{ "chat", 0, NULL, FLAG(&chat, 1), "a record is a user message (input) and the answer\n"
+		    "(label) in the model's chat template" },
+		{ "chat-template", 0, "NAME", STR(&chat_name),
+		    "that template's family instead of the model's:\n" SA_CHAT_NAMES },
+		{ "ctx-size", 'c', "N", NUM(&n_ctx, 2, INT_MAX / 2), "tokens per segment (default: the model's context)" },
+		{ "threads", 't', "N", NUM(&threads, 1, 1024), "threads (default: all CPUs)" },
+		{ "cache-dir", 0, "DIR", STR(&cache), "reuse and keep encodings in DIR (default: $SA_CACHE_DIR)" },
+		{ "dump", 0, NULL, FLAG(&do_dump, 1),
+		    "print the rendered demonstrations as JSON Lines,\nencode nothing" },
+		{ "quiet", 'q', NULL, FLAG(&verbose, -1), "no progress" },
+		{ "verbose", 'v', NULL, FLAG(&verbose, 1), "report every segment" },
+		OPTIONS_END,
+	};
 
 	setprogname_(argv[0]);
-	while ((c = getopt_long(argc, argv, "m:a:o:F:f:T:c:t:qvhV", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'm': model_path = optarg; break;
-		case 'a': adapter_path = optarg; break;
-		case 'o': out = optarg; break;
-		case 'A': append = optarg; break;
-		case 'f': format_moved(optarg, usage_text);
-		case 'F':
-			if ((forced = sa_demos_format_from_name(optarg)) < 0)
-				die(SA_EUSAGE, "--format: unknown format '%s' (text, tsv, jsonl)", optarg);
-			break;
-		case 'T': tmpl = optarg; break;
-		case 'H': chat = 1; break;
-		case 'N': chat_name = optarg; break;
-		case 'c': n_ctx = (int)parse_long("--ctx-size", optarg, 2, INT_MAX / 2); break;
-		case 't': sa_set_threads((int)parse_long("--threads", optarg, 1, 1024)); break;
-		case 'D': do_dump = 1; break;
-		case 'K': cache = optarg; break;
-		case 'q': quiet = 1; verbose = 0; break;
-		case 'v': verbose = 1; quiet = 0; break;
-		case 'h': help(); close_stdout(); return 0;
-		case 'V': puts("sa-encode " SA_VERSION); close_stdout(); return 0;
-		default: usage_die(usage_text, NULL);
-		}
-	}
+	opts_parse(argc, argv, table, usage_text, opt_call, &forced);
+	if (threads)
+		sa_set_threads(threads);
 	files = optind < argc ? argv + optind : stdin_only;
 	n_files = optind < argc ? argc - optind : 1;
-	for (int f = 0; f < n_files; f++)
-		n_stdin += strcmp(files[f], "-") == 0;
+	n_stdin = stdin_count((const char *const *)files, n_files);
 	if (n_stdin > 1 || (n_stdin && append && strcmp(append, "-") == 0))
 		die(SA_EUSAGE, "standard input can be read only once");
 	if (n_stdin || (append && strcmp(append, "-") == 0))
@@ -171,8 +145,8 @@ main(int argc, char **argv)
 	if (!do_dump) {
 		adapter_path = need_adapter(adapter_path, usage_text);
 	}
-	if (!do_dump && strcmp(out, "-") == 0 && isatty(1))
-		die(SA_EUSAGE, "refusing to write a binary delta to a terminal (use -o FILE)");
+	if (!do_dump)
+		stdout_not_terminal(out, "delta");
 	/* Every input's format before the model loads: bad input fails fast. */
 	if (!(formats = calloc((size_t)n_files, sizeof *formats)))
 		die(SA_EINTERNAL, "out of memory");
@@ -185,8 +159,8 @@ main(int argc, char **argv)
 		close_stdout();
 		return 0;
 	}
-	p.verbose = verbose;
-	p.on = !quiet && isatty(2);
+	p.verbose = verbose > 0;
+	p.on = verbose >= 0 && isatty(2);
 
 	TRY(sa_model_load(&model, model_path));
 	TRY(sa_adapter_load(&adapter, adapter_path));
@@ -202,8 +176,8 @@ main(int argc, char **argv)
 	TRY(sa_encode_files(&d, model, adapter, &(sa_encoding){ .files = files, .formats = formats,
 	    .n = n_files, .stdin_data = stdin_data, .stdin_len = stdin_len, .tmpl = tmpl, .special = chat,
 	    .n_ctx = n_ctx, .start = start, .cache_dir = sa_cache_dir(cache), .step = step,
-	    .note = note, .detail = verbose ? note : NULL, .ctx = &p }, &hit));
-	if (verbose && !hit)
+	    .note = note_stderr, .detail = verbose > 0 ? note_stderr : NULL, .ctx = &p }, &hit));
+	if (verbose > 0 && !hit)
 		warnx_("%ld tokens in %.2f s", p.fed, now() - p.t0);
 	TRY(sa_delta_save(d, out));
 

@@ -4,39 +4,26 @@
  * metadata that matters here, its tensor count and types, and the
  * fingerprint that binds adapters and deltas to it (lib/describe.c).
  */
+#define TOOL "sa-info"
 #include "tool.h"
 
 static const char usage_text[] = "usage: sa-info [-j] [FILE ...]\n";
 
-static void
-help(void)
-{
-	fputs(usage_text, stdout);
-	fputs("\n"
-	    "Describe deltas, adapters and models.  FILE '-' is stdin; with no FILE,\n"
-	    "read stdin.\n\n"
-	    "  -j, --json      one JSON object per file, one per line\n"
-	    "  -h, --help      this help\n"
-	    "  -V, --version   version\n", stdout);
-}
-
 int
 main(int argc, char **argv)
 {
-	static const struct option longopts[] = { FLAG("json", 'j'), OPTIONS_END };
 	static char *stdin_only[] = { "-" };
 	char **files;
-	int n, c, json = 0, status = 0, printed = 0;
+	int n, json = 0, status = 0, printed = 0;
+	const tool_opt table[] = {
+		TEXT("\nDescribe deltas, adapters and models.  FILE '-' is stdin; with no FILE,\n"
+		    "read stdin.\n"),
+		{ "json", 'j', NULL, FLAG(&json, 1), "one JSON object per file, one per line" },
+		OPTIONS_END,
+	};
 
 	setprogname_(argv[0]);
-	while ((c = getopt_long(argc, argv, "jhV", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'j': json = 1; break;
-		case 'h': help(); close_stdout(); return 0;
-		case 'V': puts("sa-info " SA_VERSION); close_stdout(); return 0;
-		default: usage_die(usage_text, NULL);
-		}
-	}
+	opts_parse(argc, argv, table, usage_text, NULL, NULL);
 	files = optind < argc ? argv + optind : stdin_only;
 	n = optind < argc ? argc - optind : 1;
 	stdin_operands(files, n, "a delta or GGUF file");

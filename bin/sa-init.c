@@ -4,6 +4,7 @@
  */
 #include <unistd.h>
 
+#define TOOL "sa-init"
 #include "tool.h"
 
 static const char usage_text[] =
@@ -12,87 +13,81 @@ static const char usage_text[] =
     "       sa-init --kind lsq [-m MODEL] [--d-key N] [--lambda X] [--value-offset N]\n"
     "               [--mats LIST] [-s N] [--w1-scale X] [-o OUT]\n";
 
+/* The options; 0 (value_offset -1) is one not given. */
+typedef struct opts {
+	const char *model, *out;
+	int kind, rank, chunk, d_key, value_offset;
+	double lambda;
+	uint32_t mats;
+	uint64_t seed;
+	float w1_scale;
+} opts;
+
+enum { O_KIND, O_MATS };
+
 static void
-help(void)
+opt_call(void *ctx, const tool_opt *t, const char *arg)
 {
-	fputs(usage_text, stdout);
-	fputs("\n"
-	    "  -m, --model FILE      base model (default: $SA_MODEL, else the installed one)\n"
-	    "      --kind KIND       the context mapping: pool (the paper's, default) or lsq\n"
-	    "                        (a least-squares memory; see sa-adapter(5))\n"
-	    "  -r, --rank N          pool: learned query slots per KV head (default 16)\n"
-	    "  -C, --chunk N         pool: tokens per chunk of the mapping (default 64)\n"
-	    "      --d-key N         lsq: features per memory (default 64)\n"
-	    "      --lambda X        lsq: ridge of the read-out (default 1)\n"
-	    "      --value-offset N  lsq: bind each key to the value N tokens on (0 or 1,\n"
-	    "                        default 0)\n"
-	    "      --mats LIST       adapted matrices, comma-separated, or 'all'\n"
-	    "                        (default attn_q,attn_k,attn_v,attn_output)\n"
-	    "  -s, --seed N          seed of the random initialisation (default 0)\n"
-	    "      --w1-scale X      random W1 of this scale instead of zero\n"
-	    "  -o, --output FILE     write the adapter here (default: stdout)\n"
-	    "  -h, --help            this help\n"
-	    "  -V, --version         version\n", stdout);
+	opts *o = ctx;
+
+	if (t->val == O_KIND)
+		o->kind = parse_kind(arg);
+	else
+		o->mats = parse_mats(arg);
 }
 
 int
 main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		ARG("model", 'm'), ARG("rank", 'r'), ARG("chunk", 'C'), ARG("kind", 'K'),
-		ARG("d-key", 'D'), ARG("lambda", 'L'), ARG("value-offset", 'O'), ARG("mats", 'M'),
-		ARG("seed", 's'), ARG("w1-scale", 'W'), ARG("output", 'o'), OPTIONS_END,
+	opts o = { .out = "-", .kind = SA_MAPPING_POOL, .value_offset = -1,
+	    .mats = (1u << SA_MAT_Q) | (1u << SA_MAT_K) | (1u << SA_MAT_V) | (1u << SA_MAT_O) };
+	const tool_opt table[] = {
+		TEXT(""),
+		{ "model", 'm', "FILE", STR(&o.model), "base model (default: $SA_MODEL, else the installed one)" },
+		{ "kind", 0, "KIND", CALL(O_KIND), "the context mapping: pool (the paper's, default) or\n"
+		    "lsq (a least-squares memory; see sa-adapter(5))" },
+		{ "rank", 'r', "N", NUM(&o.rank, 1, 4096), "pool: learned query slots per KV head (default 16)" },
+		{ "chunk", 'C', "N", NUM(&o.chunk, 1, 1 << 20), "pool: tokens per chunk of the mapping (default 64)" },
+		{ "d-key", 0, "N", NUM(&o.d_key, 1, 4096), "lsq: features per memory (default 64)" },
+		{ "lambda", 0, "X", NUM(&o.lambda, 1e-12, 1e12), "lsq: ridge of the read-out (default 1)" },
+		{ "value-offset", 0, "N", NUM(&o.value_offset, 0, 1),
+		    "lsq: bind each key to the value N tokens on (0 or 1,\ndefault 0)" },
+		{ "mats", 0, "LIST", CALL(O_MATS), "adapted matrices, comma-separated, or 'all'\n"
+		    "(default attn_q,attn_k,attn_v,attn_output)" },
+		{ "seed", 's', "N", NUM(&o.seed, 0, LONG_MAX), "seed of the random initialisation (default 0)" },
+		{ "w1-scale", 0, "X", NUM(&o.w1_scale, -1e6, 1e6), "random W1 of this scale instead of zero" },
+		{ "output", 'o', "FILE", STR(&o.out), "write the adapter here (default: stdout)" },
+		OPTIONS_END,
 	};
-	const char *model_path = NULL, *out = "-";
-	int rank = 16, chunk = 64, kind = SA_MAPPING_POOL, d_key = 64, value_offset = 0, c;
-	int pool_only = 0, lsq_only = 0;
-	double lambda = 1;
-	uint32_t mats = (1u << SA_MAT_Q) | (1u << SA_MAT_K) | (1u << SA_MAT_V) | (1u << SA_MAT_O);
-	uint64_t seed = 0;
-	float w1_scale = 0;
 	sa_model *model;
 	sa_adapter *a;
 
 	setprogname_(argv[0]);
-	while ((c = getopt_long(argc, argv, "m:r:C:o:s:hV", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'm': model_path = optarg; break;
-		case 'K': kind = parse_kind(optarg); break;
-		case 'r': rank = (int)parse_long("--rank", optarg, 1, 4096); pool_only = 1; break;
-		case 'C': chunk = (int)parse_long("--chunk", optarg, 1, 1 << 20); pool_only = 1; break;
-		case 'D': d_key = (int)parse_long("--d-key", optarg, 1, 4096); lsq_only = 1; break;
-		case 'L': lambda = parse_double("--lambda", optarg, 1e-12, 1e12); lsq_only = 1; break;
-		case 'O':
-			value_offset = (int)parse_long("--value-offset", optarg, 0, 1);
-			lsq_only = 1;
-			break;
-		case 'M': mats = parse_mats(optarg); break;
-		case 's': seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
-		case 'W': w1_scale = (float)parse_double("--w1-scale", optarg, -1e6, 1e6); break;
-		case 'o': out = optarg; break;
-		case 'h': help(); close_stdout(); return 0;
-		case 'V': puts("sa-init " SA_VERSION); close_stdout(); return 0;
-		default: usage_die(usage_text, NULL);
-		}
-	}
-	if (optind < argc) {
+	if (opts_parse(argc, argv, table, usage_text, opt_call, &o) < argc) {
 		usage_die(usage_text, "unexpected argument '%s'", argv[optind]);
 	}
-	if (kind == SA_MAPPING_LSQ && pool_only)
+	if (o.kind == SA_MAPPING_LSQ && (o.rank || o.chunk))
 		die(SA_EUSAGE, "-r and -C are for --kind pool; the memory has --d-key, --lambda and --value-offset");
-	if (kind == SA_MAPPING_POOL && lsq_only)
+	if (o.kind == SA_MAPPING_POOL && (o.d_key || o.lambda || o.value_offset >= 0))
 		die(SA_EUSAGE, "--d-key, --lambda and --value-offset are for --kind lsq");
-	model_path = need_model(model_path, usage_text);
-	if (strcmp(out, "-") == 0 && isatty(1))
-		die(SA_EUSAGE, "refusing to write a binary adapter to a terminal (use -o FILE)");
+	o.model = need_model(o.model, usage_text);
+	stdout_not_terminal(o.out, "adapter");
 
-	TRY(sa_model_load(&model, model_path));
-	if (kind == SA_MAPPING_LSQ)
-		TRY(sa_adapter_init_lsq(&a, model, d_key, (float)lambda, value_offset, mats, seed, w1_scale));
+	/* the defaults of what was not given */
+	o.rank = o.rank ? o.rank : 16;
+	o.chunk = o.chunk ? o.chunk : 64;
+	o.d_key = o.d_key ? o.d_key : 64;
+	o.lambda = o.lambda ? o.lambda : 1;
+	o.value_offset = o.value_offset > 0;
+
+	TRY(sa_model_load(&model, o.model));
+	if (o.kind == SA_MAPPING_LSQ)
+		TRY(sa_adapter_init_lsq(&a, model, o.d_key, (float)o.lambda, o.value_offset, o.mats, o.seed,
+		    o.w1_scale));
 	else
-		TRY(sa_adapter_init(&a, model, rank, chunk, mats, seed, w1_scale));
+		TRY(sa_adapter_init(&a, model, o.rank, o.chunk, o.mats, o.seed, o.w1_scale));
 	sa_outfile_install_signals();
-	TRY(sa_adapter_save(a, model, out));
+	TRY(sa_adapter_save(a, model, o.out));
 	sa_adapter_free(a);
 	sa_model_free(model);
 	close_stdout();

@@ -8,66 +8,17 @@
  */
 #include <signal.h>
 
+#define TOOL "sa-train"
 #include "tool.h"
 
 static const char usage_text[] =
     "usage: sa-train --pretrain --vocab FILE -o MODEL [options] [--text FILE]... [--task DIR]...\n"
     "       sa-train --adapter [-m MODEL] -o ADAPTER [options] [--task DIR]... [--text FILE]...\n";
 
-static const char help_text[] =
-    "Pretrain a base model, or train a StreamAdapter mapping for one (sa-train(1)).\n"
-    "\n"
-    "Mode and files:\n"
-    "  --pretrain            train every weight of a new model (needs --vocab)\n"
-    "  --adapter             train an adapter for the frozen model of -m\n"
-    "  -m, --model FILE      base model (--adapter; default: $SA_MODEL, else the installed one)\n"
-    "  --vocab FILE          tokenizer: a GGUF, or a TSV (id, piece, score, type)\n"
-    "  --init FILE           start from these weights (model or adapter GGUF)\n"
-    "  --rebind              --init's adapter is of another model of this shape\n"
-    "  -o, --output FILE     result, rewritten at every checkpoint (-: stdout at the end)\n"
-    "  --text FILE           plain text for language-model episodes (repeatable)\n"
-    "  --valid FILE          held-out text for the validation loss\n"
-    "  --task DIR            DIR/train.tsv and DIR/dev.tsv, input and label (repeatable)\n"
-    "  --pool DIR            words.txt and labels.txt for random-mapping episodes\n"
-    "  --map-vocab           random mappings of words drawn from the vocabulary\n"
-    "  --rename X            share of class-task episodes with new label words (0)\n"
-    "  --eval-pool DIR       words and labels of the copy evaluation (--pool)\n"
-    "  --show-data N         print the first N sequences as JSON Lines and exit\n"
-    "\n"
-    "Model shape (--pretrain):\n"
-    "  --dim N (256)  --layers N (6)  --heads N (8)  --kv-heads N (4)\n"
-    "  --ff N (4*dim*2/3 rounded to 64)  --ctx N (512)  --rope-base X (10000)\n"
-    "  --tied / --untied     output shares the embedding (default tied)\n"
-    "  --type T              saved weights: f32, f16 (default), q8_0\n"
-    "\n"
-    "Adapter (--adapter):\n"
-    "  --kind pool|lsq       a new adapter's context mapping (pool)\n"
-    "  -r, --rank N (16)  -C, --chunk N (64)    pool\n"
-    "  --d-key N (64)  --lambda X (1)  --value-offset N (0)   lsq\n"
-    "  --mats LIST|all (attn_q,attn_k,attn_v,attn_output)   adapted matrices\n"
-    "  --kmin N (1)  --kmax N (64)   demonstrations per episode (log-uniform)\n"
-    "  --queries N (8)               held-out queries per episode\n"
-    "  --text-segs N (1)             text contexts of 1 to N segments (uniform)\n"
-    "  --gate-lr X (1)               learning-rate factor of the gates (g, b; lsq: w, c)\n"
-    "  --gate-bias X (3)             gate bias of a new adapter: a = sigmoid(X)\n"
-    "\n"
-    "Optimisation:\n"
-    "  --steps N (1000)  --batch-tokens N (16384)  --seq N (ctx)  --micro N (8)\n"
-    "  --lr X (1e-3)  --min-lr X (lr/10)  --warmup N (100)  --wd X (0.1)\n"
-    "  --clip X (1.0)  -s, --seed N (1)\n"
-    "  --mix T,K,M[,R]       shares of text, task, mapping and repeated-span episodes\n"
-    "\n"
-    "Runs:\n"
-    "  --ckpt DIR            checkpoint directory (default: OUTPUT.ckpt)\n"
-    "  --ckpt-every N (100)  --resume   continue from DIR's checkpoint\n"
-    "  --run-steps N         stop after N steps of this run (checkpointed; exit 0)\n"
-    "  --start-step N        with --init and no checkpoint: the weights' step\n"
-    "  --eval-every N (100)  --log FILE  JSON Lines log (default DIR/log.jsonl)\n"
-    "  -t, --threads N  -q, --quiet  -v, --verbose  -h, --help  -V, --version\n";
-
 /* sa-train's own options: what the run does around the trainer. */
 typedef struct run {
 	const char *out, *log;
+	tool_list texts, tasks;
 	long ckpt_every, eval_every, run_steps, show_data;
 	int resume, threads, quiet, verbose;
 } run;
@@ -84,116 +35,119 @@ parse_mix(double mix[4], const char *s)
 		die(SA_EUSAGE, "--mix: want three or four non-negative shares, e.g. 0.5,0.25,0.25");
 }
 
-/* o's texts and tasks are malloc'd arrays, the caller's to free. */
+enum { O_PRETRAIN, O_ADAPTER, O_TYPE, O_KIND, O_MATS, O_MIX };
+
+/* The options that are more than a value to keep. */
+static void
+opt_call(void *ctx, const tool_opt *t, const char *arg)
+{
+	sa_train_opts *o = ctx;
+
+	switch (t->val) {
+	case O_PRETRAIN: o->mode |= SA_TRAIN_PRETRAIN; break;
+	case O_ADAPTER: o->mode |= SA_TRAIN_ADAPTER; break;
+	case O_TYPE:
+		if (!strcmp(arg, "f32")) o->save_type = SA_TYPE_F32;
+		else if (!strcmp(arg, "f16")) o->save_type = SA_TYPE_F16;
+		else if (!strcmp(arg, "q8_0")) o->save_type = SA_TYPE_Q8_0;
+		else die(SA_EUSAGE, "--type: want f32, f16 or q8_0");
+		break;
+	case O_KIND: o->mapping = parse_kind(arg); break;
+	case O_MATS: o->mats = parse_mats(arg); break;
+	case O_MIX: parse_mix(o->mix, arg); break;
+	}
+}
+
+/* o's texts and tasks are r's lists, the caller's to free. */
 static void
 parse_args(int argc, char **argv, sa_train_opts *o, run *r)
 {
-	enum { O_PRETRAIN = 256, O_ADAPTER, O_VOCAB, O_INIT, O_TEXT, O_VALID, O_TASK,
-	    O_POOL, O_DIM, O_LAYERS, O_HEADS, O_KVHEADS, O_FF, O_CTX, O_ROPE, O_TYPE, O_MATS,
-	    O_KMIN, O_KMAX, O_QUERIES, O_TEXTSEGS, O_STEPS, O_BATCH, O_SEQ, O_MICRO, O_LR,
-	    O_MINLR, O_WARMUP, O_WD, O_CLIP, O_GATELR, O_GATEBIAS, O_MIX, O_CKPT, O_CKPTEVERY,
-	    O_EVALEVERY, O_LOG, O_RUNSTEPS, O_STARTSTEP, O_RENAME, O_EVALPOOL, O_SHOWDATA,
-	    O_KIND, O_DKEY, O_LAMBDA, O_VOFFSET };
-	/* in the order of the help */
-	const struct option longopts[] = {
-		FLAG("pretrain", O_PRETRAIN), FLAG("adapter", O_ADAPTER), ARG("model", 'm'),
-		ARG("vocab", O_VOCAB), ARG("init", O_INIT), SET("rebind", &o->rebind, 1),
-		ARG("output", 'o'), ARG("text", O_TEXT), ARG("valid", O_VALID), ARG("task", O_TASK),
-		ARG("pool", O_POOL), SET("map-vocab", &o->map_vocab, 1), ARG("rename", O_RENAME),
-		ARG("eval-pool", O_EVALPOOL), ARG("show-data", O_SHOWDATA),
-		ARG("dim", O_DIM), ARG("layers", O_LAYERS), ARG("heads", O_HEADS),
-		ARG("kv-heads", O_KVHEADS), ARG("ff", O_FF), ARG("ctx", O_CTX), ARG("rope-base", O_ROPE),
-		SET("tied", &o->tied, 1), SET("untied", &o->tied, 0), ARG("type", O_TYPE),
-		ARG("kind", O_KIND), ARG("rank", 'r'), ARG("chunk", 'C'), ARG("d-key", O_DKEY),
-		ARG("lambda", O_LAMBDA), ARG("value-offset", O_VOFFSET), ARG("mats", O_MATS),
-		ARG("kmin", O_KMIN), ARG("kmax", O_KMAX), ARG("queries", O_QUERIES), ARG("text-segs", O_TEXTSEGS),
-		ARG("gate-lr", O_GATELR), ARG("gate-bias", O_GATEBIAS),
-		ARG("steps", O_STEPS), ARG("batch-tokens", O_BATCH), ARG("seq", O_SEQ),
-		ARG("micro", O_MICRO), ARG("lr", O_LR), ARG("min-lr", O_MINLR), ARG("warmup", O_WARMUP),
-		ARG("wd", O_WD), ARG("clip", O_CLIP), ARG("seed", 's'), ARG("mix", O_MIX),
-		ARG("ckpt", O_CKPT), ARG("ckpt-every", O_CKPTEVERY), SET("resume", &r->resume, 1),
-		ARG("run-steps", O_RUNSTEPS), ARG("start-step", O_STARTSTEP),
-		ARG("eval-every", O_EVALEVERY), ARG("log", O_LOG), ARG("threads", 't'),
-		FLAG("quiet", 'q'), FLAG("verbose", 'v'), OPTIONS_END,
+	const tool_opt table[] = {
+		TEXT("Pretrain a base model, or train a StreamAdapter mapping for one (sa-train(1)).\n"),
+		TEXT("Mode and files:"),
+		{ "pretrain", 0, NULL, CALL(O_PRETRAIN), "train every weight of a new model (needs --vocab)" },
+		{ "adapter", 0, NULL, CALL(O_ADAPTER), "train an adapter for the frozen model of -m" },
+		{ "model", 'm', "FILE", STR(&o->model),
+		    "base model (--adapter; default: $SA_MODEL, else\nthe installed one)" },
+		{ "vocab", 0, "FILE", STR(&o->vocab), "tokenizer: a GGUF, or a TSV (id, piece, score, type)" },
+		{ "init", 0, "FILE", STR(&o->init), "start from these weights (model or adapter GGUF)" },
+		{ "rebind", 0, NULL, FLAG(&o->rebind, 1), "--init's adapter is of another model of this shape" },
+		{ "output", 'o', "FILE", STR(&r->out),
+		    "result, rewritten at every checkpoint (-: stdout at\nthe end)" },
+		{ "text", 0, "FILE", LIST(&r->texts), "plain text for language-model episodes (repeatable)" },
+		{ "valid", 0, "FILE", STR(&o->valid), "held-out text for the validation loss" },
+		{ "task", 0, "DIR", LIST(&r->tasks), "DIR/train.tsv and DIR/dev.tsv, input and label\n(repeatable)" },
+		{ "pool", 0, "DIR", STR(&o->pool), "words.txt and labels.txt for random-mapping episodes" },
+		{ "map-vocab", 0, NULL, FLAG(&o->map_vocab, 1), "random mappings of words drawn from the vocabulary" },
+		{ "rename", 0, "X", NUM(&o->rename, 0, 1), "share of class-task episodes with new label words (0)" },
+		{ "eval-pool", 0, "DIR", STR(&o->eval_pool), "words and labels of the copy evaluation (--pool)" },
+		{ "show-data", 0, "N", NUM(&r->show_data, 1, LONG_MAX),
+		    "print the first N sequences as JSON Lines and exit" },
+		TEXT("\nModel shape (--pretrain):"),
+		{ "dim", 0, "N", NUM(&o->dim, 8, 16384), "model width (256)" },
+		{ "layers", 0, "N", NUM(&o->layers, 1, 256), "layers (6)" },
+		{ "heads", 0, "N", NUM(&o->heads, 1, 1024), "attention heads (8)" },
+		{ "kv-heads", 0, "N", NUM(&o->kv_heads, 1, 1024), "heads of keys and values (4)" },
+		{ "ff", 0, "N", NUM(&o->ff, 1, 1 << 20), "feed-forward width (4*dim*2/3 rounded up to 64)" },
+		{ "ctx", 0, "N", NUM(&o->ctx, 8, 1 << 16), "context length (512)" },
+		{ "rope-base", 0, "X", NUM(&o->rope_base, 1, 1e9), "RoPE base (10000)" },
+		{ "tied", 0, NULL, FLAG(&o->tied, 1), "output shares the embedding (default)" },
+		{ "untied", 0, NULL, FLAG(&o->tied, 0), "output of its own" },
+		{ "type", 0, "T", CALL(O_TYPE), "saved weights: f32, f16 (default), q8_0" },
+		TEXT("\nAdapter (--adapter):"),
+		{ "kind", 0, "pool|lsq", CALL(O_KIND), "a new adapter's context mapping (pool)" },
+		{ "rank", 'r', "N", NUM(&o->rank, 1, 4096), "pool: learned query slots per KV head (16)" },
+		{ "chunk", 'C', "N", NUM(&o->chunk, 1, 1 << 16), "pool: tokens per chunk (64)" },
+		{ "d-key", 0, "N", NUM(&o->d_key, 1, 4096), "lsq: features per memory (64)" },
+		{ "lambda", 0, "X", NUM(&o->lambda, 1e-12, 1e12), "lsq: ridge of the read-out (1)" },
+		{ "value-offset", 0, "N", NUM(&o->value_offset, 0, 1), "lsq: bind a key to the value N tokens on (0)" },
+		{ "mats", 0, "LIST|all", CALL(O_MATS),
+		    "adapted matrices (attn_q,attn_k,attn_v,attn_output)" },
+		{ "kmin", 0, "N", NUM(&o->kmin, 1, 1 << 20), "demonstrations per episode, at least (1)" },
+		{ "kmax", 0, "N", NUM(&o->kmax, 1, 1 << 20), "and at most (64), drawn log-uniform" },
+		{ "queries", 0, "N", NUM(&o->queries, 1, 4096), "held-out queries per episode (8)" },
+		{ "text-segs", 0, "N", NUM(&o->text_segs, 1, 16), "text contexts of 1 to N segments, uniform (1)" },
+		{ "gate-lr", 0, "X", NUM(&o->gate_lr, 0, 1000),
+		    "learning-rate factor of the gates (g, b; lsq: w, c)\n(1)" },
+		{ "gate-bias", 0, "X", NUM(&o->gate_bias, -20, 20),
+		    "gate bias of a new adapter: a = sigmoid(X) (3)" },
+		TEXT("\nOptimisation:"),
+		{ "steps", 0, "N", NUM(&o->steps, 1, LONG_MAX), "steps (1000)" },
+		{ "batch-tokens", 0, "N", NUM(&o->batch_tokens, 1, LONG_MAX), "tokens per step (16384)" },
+		{ "seq", 0, "N", NUM(&o->seq, 2, 1 << 16), "sequence length (the context length)" },
+		{ "micro", 0, "N", NUM(&o->micro, 1, 4096), "sequences per micro-batch in pretraining (8)" },
+		{ "lr", 0, "X", NUM(&o->lr, 0, 10), "peak learning rate (1e-3)" },
+		{ "min-lr", 0, "X", NUM(&o->min_lr, 0, 10), "final learning rate (lr/10)" },
+		{ "warmup", 0, "N", NUM(&o->warmup, 0, LONG_MAX), "steps of warmup (100)" },
+		{ "wd", 0, "X", NUM(&o->wd, 0, 10), "weight decay of matrices (0.1)" },
+		{ "clip", 0, "X", NUM(&o->clip, 0, 1e9), "gradient-norm clip (1.0)" },
+		{ "seed", 's', "N", NUM(&o->seed, 0, LONG_MAX), "seed (1)" },
+		{ "mix", 0, "T,K,M[,R]", CALL(O_MIX),
+		    "shares of text, task, mapping and repeated-span\nepisodes" },
+		TEXT("\nRuns:"),
+		{ "ckpt", 0, "DIR", STR(&o->ckpt), "checkpoint directory (default: OUTPUT.ckpt)" },
+		{ "ckpt-every", 0, "N", NUM(&r->ckpt_every, 1, LONG_MAX), "steps between checkpoints (100)" },
+		{ "resume", 0, NULL, FLAG(&r->resume, 1), "continue from DIR's checkpoint" },
+		{ "run-steps", 0, "N", NUM(&r->run_steps, 1, LONG_MAX),
+		    "stop after N steps of this run (checkpointed; exit 0)" },
+		{ "start-step", 0, "N", NUM(&o->start_step, 0, LONG_MAX),
+		    "with --init and no checkpoint: the weights' step" },
+		{ "eval-every", 0, "N", NUM(&r->eval_every, 0, LONG_MAX), "steps between evaluations (100; 0: none)" },
+		{ "log", 0, "FILE", STR(&r->log), "JSON Lines log (default DIR/log.jsonl)" },
+		{ "threads", 't', "N", NUM(&r->threads, 0, 1024), "threads (default: all CPUs)" },
+		{ "quiet", 'q', NULL, FLAG(&r->quiet, 1), "no progress" },
+		{ "verbose", 'v', NULL, FLAG(&r->verbose, 1), "progress every step, even when stderr is not a terminal" },
+		OPTIONS_END,
 	};
-	const char **texts = calloc(argc, sizeof *texts), **tasks = calloc(argc, sizeof *tasks);
-	int ch;
 
-	if (!texts || !tasks)
-		die(SA_EINTERNAL, "out of memory");
 	sa_train_opts_default(o);
 	*r = (run){ .ckpt_every = 100, .eval_every = 100 };
-	o->texts = texts;
-	o->tasks = tasks;
-	while ((ch = getopt_long(argc, argv, "m:o:r:C:s:t:qvhV", longopts, NULL)) != -1) {
-		switch (ch) {
-		case 0: break;   /* a flag SET sets */
-		case O_PRETRAIN: o->mode |= SA_TRAIN_PRETRAIN; break;
-		case O_ADAPTER: o->mode |= SA_TRAIN_ADAPTER; break;
-		case 'm': o->model = optarg; break;
-		case O_VOCAB: o->vocab = optarg; break;
-		case O_INIT: o->init = optarg; break;
-		case 'o': r->out = optarg; break;
-		case O_TEXT: texts[o->n_texts++] = optarg; break;
-		case O_VALID: o->valid = optarg; break;
-		case O_TASK: tasks[o->n_tasks++] = optarg; break;
-		case O_POOL: o->pool = optarg; break;
-		case O_RENAME: o->rename = parse_double("--rename", optarg, 0, 1); break;
-		case O_EVALPOOL: o->eval_pool = optarg; break;
-		case O_SHOWDATA: r->show_data = parse_long("--show-data", optarg, 1, LONG_MAX); break;
-		case O_DIM: o->dim = parse_long("--dim", optarg, 8, 16384); break;
-		case O_LAYERS: o->layers = parse_long("--layers", optarg, 1, 256); break;
-		case O_HEADS: o->heads = parse_long("--heads", optarg, 1, 1024); break;
-		case O_KVHEADS: o->kv_heads = parse_long("--kv-heads", optarg, 1, 1024); break;
-		case O_FF: o->ff = parse_long("--ff", optarg, 1, 1 << 20); break;
-		case O_CTX: o->ctx = parse_long("--ctx", optarg, 8, 1 << 16); break;
-		case O_ROPE: o->rope_base = parse_double("--rope-base", optarg, 1, 1e9); break;
-		case O_TYPE:
-			if (!strcmp(optarg, "f32")) o->save_type = SA_TYPE_F32;
-			else if (!strcmp(optarg, "f16")) o->save_type = SA_TYPE_F16;
-			else if (!strcmp(optarg, "q8_0")) o->save_type = SA_TYPE_Q8_0;
-			else die(SA_EUSAGE, "--type: want f32, f16 or q8_0");
-			break;
-		case O_KIND: o->mapping = parse_kind(optarg); break;
-		case O_DKEY: o->d_key = parse_long("--d-key", optarg, 1, 4096); break;
-		case O_LAMBDA: o->lambda = parse_double("--lambda", optarg, 1e-12, 1e12); break;
-		case O_VOFFSET: o->value_offset = (int)parse_long("--value-offset", optarg, 0, 1); break;
-		case 'r': o->rank = parse_long("--rank", optarg, 1, 4096); break;
-		case 'C': o->chunk = parse_long("--chunk", optarg, 1, 1 << 16); break;
-		case O_MATS: o->mats = parse_mats(optarg); break;
-		case O_KMIN: o->kmin = parse_long("--kmin", optarg, 1, 1 << 20); break;
-		case O_KMAX: o->kmax = parse_long("--kmax", optarg, 1, 1 << 20); break;
-		case O_TEXTSEGS: o->text_segs = parse_long("--text-segs", optarg, 1, 16); break;
-		case O_QUERIES: o->queries = parse_long("--queries", optarg, 1, 4096); break;
-		case O_STEPS: o->steps = parse_long("--steps", optarg, 1, LONG_MAX); break;
-		case O_BATCH: o->batch_tokens = parse_long("--batch-tokens", optarg, 1, LONG_MAX); break;
-		case O_SEQ: o->seq = parse_long("--seq", optarg, 2, 1 << 16); break;
-		case O_MICRO: o->micro = parse_long("--micro", optarg, 1, 4096); break;
-		case O_LR: o->lr = parse_double("--lr", optarg, 0, 10); break;
-		case O_MINLR: o->min_lr = parse_double("--min-lr", optarg, 0, 10); break;
-		case O_WARMUP: o->warmup = parse_long("--warmup", optarg, 0, LONG_MAX); break;
-		case O_WD: o->wd = parse_double("--wd", optarg, 0, 10); break;
-		case O_GATELR: o->gate_lr = parse_double("--gate-lr", optarg, 0, 1000); break;
-		case O_GATEBIAS: o->gate_bias = parse_double("--gate-bias", optarg, -20, 20); break;
-		case O_CLIP: o->clip = parse_double("--clip", optarg, 0, 1e9); break;
-		case 's': o->seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
-		case O_MIX: parse_mix(o->mix, optarg); break;
-		case O_CKPT: o->ckpt = optarg; break;
-		case O_CKPTEVERY: r->ckpt_every = parse_long("--ckpt-every", optarg, 1, LONG_MAX); break;
-		case O_RUNSTEPS: r->run_steps = parse_long("--run-steps", optarg, 1, LONG_MAX); break;
-		case O_STARTSTEP: o->start_step = parse_long("--start-step", optarg, 0, LONG_MAX); break;
-		case O_EVALEVERY: r->eval_every = parse_long("--eval-every", optarg, 0, LONG_MAX); break;
-		case O_LOG: r->log = optarg; break;
-		case 't': r->threads = parse_long("--threads", optarg, 0, 1024); break;
-		case 'q': r->quiet = 1; break;
-		case 'v': r->verbose = 1; break;
-		case 'h': fputs(usage_text, stdout); fputs(help_text, stdout); close_stdout(); exit(0);
-		case 'V': puts("sa-train " SA_VERSION); close_stdout(); exit(0);
-		default: usage_die(usage_text, NULL);
-		}
-	}
-	if (optind != argc || !o->mode)
+	if (opts_parse(argc, argv, table, usage_text, opt_call, o) != argc || !o->mode)
 		usage_die(usage_text, NULL);
+	o->texts = r->texts.v;
+	o->n_texts = r->texts.n;
+	o->tasks = r->tasks.v;
+	o->n_tasks = r->tasks.n;
 	if (r->verbose)   /* the later of -q and -v is not tracked: -v wins */
 		r->quiet = 0;
 	if (o->mode == SA_TRAIN_ADAPTER)
@@ -202,8 +156,7 @@ parse_args(int argc, char **argv, sa_train_opts *o, run *r)
 		die(SA_EUSAGE, "no output: give -o FILE (or -o - for stdout)");
 	if (!strcmp(r->out, "-") && !o->ckpt)
 		die(SA_EUSAGE, "-o - needs --ckpt DIR for the checkpoints");
-	if (!strcmp(r->out, "-") && isatty(1))
-		die(SA_EUSAGE, "refusing to write a binary result to a terminal (use -o FILE)");
+	stdout_not_terminal(r->out, "result");
 }
 
 /* dir + name, malloc'd. */
@@ -283,8 +236,8 @@ main(int argc, char **argv)
 	sa_set_threads(r.threads);
 	o.ckpt = ckpt = o.ckpt ? path_in(o.ckpt, "") : path_in(r.out, ".ckpt");
 	TRY(sa_trainer_new(&t, &o));
-	free((void *)o.texts);
-	free((void *)o.tasks);
+	free(r.texts.v);
+	free(r.tasks.v);
 	if (r.show_data) {
 		TRY(sa_trainer_show_data(t, r.show_data, stdout));
 		sa_trainer_free(t);

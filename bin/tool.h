@@ -1,8 +1,10 @@
 /*
  * tool.h - what every sa tool's main shares: its name in messages, die/warn,
- * its table of options, number parsing for options, the default model and
- * adapter, and the closing check of stdout.
- * Included by exactly one .c per tool, so the definitions live here.
+ * number parsing for options, the default model and adapter, the closing
+ * check of stdout, and its options: one table that gives getopt_long's, the
+ * letters and the --help text, and says what each option does.
+ * Included by exactly one .c per tool, which defines TOOL (its name) first,
+ * so the definitions live here.
  */
 #ifndef TOOL_H
 #define TOOL_H
@@ -22,14 +24,6 @@
 #include "sa.h"
 
 static const char *argv0 = "sa";
-
-/* getopt_long's table, a few options a line: ARG takes a value, FLAG none,
- * SET none and sets the int *var to val itself (getopt_long returns 0);
- * every table ends with OPTIONS_END, --help and --version. */
-#define ARG(name, val) { name, required_argument, NULL, val }
-#define FLAG(name, val) { name, no_argument, NULL, val }
-#define SET(name, var, val) { name, no_argument, var, val }
-#define OPTIONS_END FLAG("help", 'h'), FLAG("version", 'V'), { NULL, 0, NULL, 0 }
 
 static void __attribute__((unused))
 setprogname_(const char *a)
@@ -312,6 +306,13 @@ format_moved(const char *arg, const char *synopsis)
 	usage_die(synopsis, "-f %s: the format option is -F (--format); did you mean -F %s?", arg, arg);
 }
 
+/* A library's message (sa_note_fn): a line on stderr. */
+static void __attribute__((unused))
+note_stderr(void *ctx, const char *msg)
+{
+	warnx_("%s", msg);
+}
+
 /* Seconds on the monotonic clock, for rates and timings. */
 static double __attribute__((unused))
 now(void)
@@ -325,6 +326,189 @@ close_stdout(void)
 {
 	if (sa_stdout_close() != SA_OK)
 		die_sa(SA_EIO);
+}
+
+/* An output of binary data (-o OUT) on a terminal is refused. */
+static void __attribute__((unused))
+stdout_not_terminal(const char *out, const char *what)
+{
+	if (strcmp(out, "-") == 0 && isatty(STDOUT_FILENO))
+		die(SA_EUSAGE, "refusing to write a binary %s to a terminal (use -o FILE)", what);
+}
+
+/* The values of a repeatable option, in the order given (argv's strings). */
+typedef struct tool_list {
+	const char **v;          /* malloc'd */
+	int n;
+} tool_list;
+
+static void
+list_push(tool_list *l, const char *s)
+{
+	if (!(l->v = realloc(l->v, (size_t)(l->n + 1) * sizeof *l->v)))
+		die(SA_EINTERNAL, "out of memory");
+	l->v[l->n++] = s;
+}
+
+/* Files with a scale each, FILE[:NUMBER] split (split_scale). */
+typedef struct scaled_list {
+	char **path;             /* malloc'd, each too */
+	double *scale;
+	int n;
+} scaled_list;
+
+/* arg, a FILE[:NUMBER] ("weight" or "scale" in messages), after the others;
+ * returns whether it gave a number. */
+static int __attribute__((unused))
+scaled_push(scaled_list *l, const char *what, const char *arg)
+{
+	if (!(l->path = realloc(l->path, (size_t)(l->n + 1) * sizeof *l->path)) ||
+	    !(l->scale = realloc(l->scale, (size_t)(l->n + 1) * sizeof *l->scale)))
+		die(SA_EINTERNAL, "out of memory");
+	l->n++;
+	return split_scale(what, arg, &l->path[l->n - 1], &l->scale[l->n - 1]);
+}
+
+static void __attribute__((unused))
+scaled_free(scaled_list *l)
+{
+	for (int i = 0; i < l->n; i++)
+		free(l->path[i]);
+	free(l->path);
+	free(l->scale);
+}
+
+/* ------------------------------------------------------------ options */
+
+/*
+ * A tool's options are one table of tool_opt, a line each:
+ *   { "name", 'x', "ARG", ACTION, "its line of --help" }
+ * the long name, the letter (0: none), the value's name in the help (NULL:
+ * the option takes none), what the option does, and the help (NULL: an
+ * alias, not listed; "a\nb": b goes on the next line).  The ACTION:
+ *   STR(&s)          s = the value
+ *   NUM(&x, lo, hi)  x = the value, a number from lo to hi, of x's type
+ *                    (int, long, uint64_t, float, double)
+ *   FLAG(&i, v)      i = v
+ *   LIST(&l)         the value after the others of tool_list l
+ *   CALL(code)       the tool's own: its function is called with the entry
+ * TEXT("...") is a line of the help as it is; OPTIONS_END, -h and -V,
+ * closes the table.  A bad number is a usage error naming --name.
+ */
+enum { OPT_END, OPT_TEXT, OPT_STR, OPT_FLAG, OPT_INT, OPT_LONG, OPT_U64, OPT_FLOAT,
+    OPT_DOUBLE, OPT_LIST, OPT_CALL, OPT_HELP, OPT_VERSION };
+
+typedef struct tool_opt {
+	const char *name;
+	int letter;
+	const char *arg;
+	int kind;                /* OPT_* */
+	void *p;                 /* the variable set */
+	long lo, hi;             /* the range of an integer, */
+	double dlo, dhi;         /* of a float */
+	int val;                 /* FLAG: the value set; CALL: the code */
+	const char *help;
+} tool_opt;
+
+/* _Generic: a variable of another type does not compile. */
+#define STR(p) OPT_STR, _Generic((p), const char **: (p)), 0, 0, 0, 0, 0
+#define NUM(p, lo, hi) _Generic((p), int *: OPT_INT, long *: OPT_LONG, uint64_t *: OPT_U64, \
+    float *: OPT_FLOAT, double *: OPT_DOUBLE), (p), (long)(lo), (long)(hi), lo, hi, 0
+#define FLAG(p, v) OPT_FLAG, _Generic((p), int *: (p)), 0, 0, 0, 0, v
+#define LIST(p) OPT_LIST, _Generic((p), tool_list *: (p)), 0, 0, 0, 0, 0
+#define CALL(code) OPT_CALL, NULL, 0, 0, 0, 0, code
+#define TEXT(s) { NULL, 0, NULL, OPT_TEXT, NULL, 0, 0, 0, 0, 0, s }
+#define OPTIONS_END { "help", 'h', NULL, OPT_HELP, NULL, 0, 0, 0, 0, 0, "this help" }, \
+    { "version", 'V', NULL, OPT_VERSION, NULL, 0, 0, 0, 0, 0, "version" }, { NULL }
+
+/* The column of the options' descriptions in the help. */
+#define HELP_COLUMN 24
+
+/* The help: the synopsis, then an entry a line, the options' descriptions
+ * at HELP_COLUMN (or two spaces after a longer option). */
+static void
+opts_help(const tool_opt *t, const char *synopsis)
+{
+	fputs(synopsis, stdout);
+	for (; t->kind; t++) {
+		int n;
+
+		if (t->kind == OPT_TEXT)
+			puts(t->help);
+		if (t->kind == OPT_TEXT || !t->help)
+			continue;
+		n = t->letter ? printf("  -%c, --%s", t->letter, t->name) : printf("      --%s", t->name);
+		n += t->arg ? printf(" %s", t->arg) : 0;
+		printf("%*s", n <= HELP_COLUMN - 2 ? HELP_COLUMN - n : 2, "");
+		for (const char *s = t->help; *s; s++)
+			if (putchar(*s) == '\n')
+				printf("%*s", HELP_COLUMN, "");
+		putchar('\n');
+	}
+}
+
+/* Do what option t says with its value arg. */
+static void
+opt_do(const tool_opt *t, const char *arg, const tool_opt *table, const char *synopsis,
+    void (*call)(void *, const tool_opt *, const char *), void *ctx)
+{
+	char name[64];
+
+	snprintf(name, sizeof name, "--%s", t->name ? t->name : "");
+	switch (t->kind) {
+	case OPT_STR: *(const char **)t->p = arg; break;
+	case OPT_FLAG: *(int *)t->p = t->val; break;
+	case OPT_INT: *(int *)t->p = (int)parse_long(name, arg, t->lo, t->hi); break;
+	case OPT_LONG: *(long *)t->p = parse_long(name, arg, t->lo, t->hi); break;
+	case OPT_U64: *(uint64_t *)t->p = (uint64_t)parse_long(name, arg, t->lo, t->hi); break;
+	case OPT_FLOAT: *(float *)t->p = (float)parse_double(name, arg, t->dlo, t->dhi); break;
+	case OPT_DOUBLE: *(double *)t->p = parse_double(name, arg, t->dlo, t->dhi); break;
+	case OPT_LIST: list_push(t->p, arg); break;
+	case OPT_CALL: call(ctx, t, arg); break;
+	case OPT_HELP: opts_help(table, synopsis); close_stdout(); exit(0);
+	case OPT_VERSION: puts(TOOL " " SA_VERSION); close_stdout(); exit(0);
+	}
+}
+
+#define OPTS_MAX 96
+
+/*
+ * argv's options by table t, in order, each as its entry says (a CALL
+ * through call(ctx, entry, value)); an unknown one, or one without its
+ * value, is a usage error.  Returns the index of the first operand.
+ * getopt_long takes a prefix of one name for the option; its table has the
+ * entries in order, and entries of one CALL code are one option to it: a
+ * prefix of several of their names stands for the first.
+ */
+static int __attribute__((unused))
+opts_parse(int argc, char **argv, const tool_opt *t, const char *synopsis,
+    void (*call)(void *ctx, const tool_opt *t, const char *arg), void *ctx)
+{
+	struct option lo[OPTS_MAX + 1] = { { 0 } };
+	const tool_opt *of[OPTS_MAX], *e;
+	char so[3 * OPTS_MAX + 1], *s = so;
+	int n = 0, c, li;
+
+	for (e = t; e->kind; e++) {
+		if (e->letter)
+			s += sprintf(s, "%c%s", e->letter, e->arg ? ":" : "");
+		if (e->name) {
+			if (n == OPTS_MAX)
+				die(SA_EINTERNAL, "more than %d options", OPTS_MAX);
+			of[n] = e;
+			lo[n++] = (struct option){ e->name, e->arg ? required_argument : no_argument,
+			    NULL, e->letter ? e->letter : e->kind == OPT_CALL ? 256 + e->val :
+			    1024 + (int)(e - t) };
+		}
+	}
+	while (li = -1, (c = getopt_long(argc, argv, so, lo, &li)) != -1) {
+		for (e = t; li < 0 && e->kind && e->letter != c; e++)
+			;
+		if (c == '?' || c == ':')
+			usage_die(synopsis, NULL);
+		opt_do(li >= 0 ? of[li] : e, optarg, t, synopsis, call, ctx);
+	}
+	return optind;
 }
 
 #endif

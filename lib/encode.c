@@ -16,15 +16,15 @@
 #include <string.h>
 
 #include "sa.h"
+#include "expf_impl.h"
 #include "kernels_impl.h"
 
 /* Products of two floats are exact in double; keep the compiler from fusing
- * the other multiply-adds, so every build rounds the same way. */
+ * the other multiply-adds, so every build rounds the same way (the kernels
+ * of the mapping are kernels_float.c's, built so too). */
 #if defined(__clang__)
 #pragma STDC FP_CONTRACT OFF
 #endif
-
-typedef struct rowkern rowkern;
 
 struct sa_encoder {
 	sa_model *model;
@@ -36,328 +36,8 @@ struct sa_encoder {
 	sa_kvcache *st;
 	int seg_n;            /* tokens of the segment being fed */
 	int rc;               /* first failure inside the hook */
-	const rowkern *kern;
+	const sa_float_kernels *kern;
 };
-
-/* ------------------------------------------------------------------ kernels */
-
-/*
- * The inner loops of the chunk attention, in double on queries, keys and
- * values widened from float once per chunk:
- *   scores: sc [r][c]  = Q [r][dh] K [c][dh]^T
- *   mix:    S  [r][dh] = W [r][c] V [c][dh]      (each S[i][j] summed in order of t)
- * The generic and AVX2 versions round identically: a product of two floats
- * is exact in double, every sum keeps the same order (a dot product in eight
- * running sums, element j into sum j mod 8, folded as an AVX2 register pair
- * folds them), and nothing is fused into a multiply-add (the AVX2 versions
- * are built without FMA).
- */
-struct rowkern {
-	void (*scores)(const double *Q, const double *K, int r, int c, int dh, double *sc);
-	/* sc [c] := exp(sc*scale - max); returns their sum */
-	double (*softmax)(double *sc, int c, double scale);
-	void (*mix)(const double *W, const double *V, int r, int c, int dh, double *S);
-	/* dst [n] := src [n] */
-	void (*widen)(const float *src, double *dst, int n);
-};
-
-/*
- * exp(x) for x <= 0, to a few ulp, 0 below -708: x = k ln2 + r
- * with |r| <= ln2/2, then the Taylor polynomial of degree 13 in r, then
- * 2^k through the exponent bits.  Written once as scalar code and once for
- * AVX2 with the same operations in the same order, so both give the same
- * bits (unlike libm's exp, which may pick an FMA path at run time).
- */
-#define EXP_MIN (-708.0)
-static const double exp_log2e = 1.4426950408889634074;
-static const double exp_ln2_hi = 6.93147180369123816490e-01;   /* low 32 bits zero */
-static const double exp_ln2_lo = 1.90821492927058770002e-10;
-static const double exp_c[14] = {
-	1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040,
-	1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600,
-	1.0 / 6227020800,
-};
-
-static double
-exp_neg(double x)
-{
-	double k, r, p;
-	uint64_t bits;
-
-	if (!(x >= EXP_MIN))
-		return x != x ? x : 0.0;
-	k = nearbyint(x * exp_log2e);
-	r = x - k * exp_ln2_hi;
-	r = r - k * exp_ln2_lo;
-	p = exp_c[13];
-	for (int i = 12; i >= 0; i--)
-		p = p * r + exp_c[i];
-	bits = (uint64_t)((int64_t)k + 1023) << 52;
-	memcpy(&k, &bits, sizeof k);
-	return p * k;
-}
-
-static double
-dot_generic(const double *q, const double *k, int dh)
-{
-	double p[8] = { 0 }, s;
-	int j = 0;
-
-	for (; j + 8 <= dh; j += 8)
-		for (int l = 0; l < 8; l++)
-			p[l] += q[j + l] * k[j + l];
-	s = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
-	for (; j < dh; j++)
-		s += q[j] * k[j];
-	return s;
-}
-
-static void
-scores_generic(const double *Q, const double *K, int r, int c, int dh, double *sc)
-{
-	for (int i = 0; i < r; i++)
-		for (int t = 0; t < c; t++)
-			sc[(size_t)i * c + t] = dot_generic(Q + (size_t)i * dh, K + (size_t)t * dh, dh);
-}
-
-/* Four running sums, element t into sum t mod 4, folded in pairs; the
- * tail after. */
-static double
-softmax_generic(double *sc, int c, double scale)
-{
-	double mx = -HUGE_VAL, p[4] = { 0 }, sum;
-	int t = 0;
-
-	for (int u = 0; u < c; u++) {
-		sc[u] *= scale;
-		if (sc[u] > mx)
-			mx = sc[u];
-	}
-	for (int u = 0; u < c; u++)
-		sc[u] = exp_neg(sc[u] - mx);
-	for (; t + 4 <= c; t += 4)
-		for (int l = 0; l < 4; l++)
-			p[l] += sc[t + l];
-	sum = (p[0] + p[1]) + (p[2] + p[3]);
-	for (; t < c; t++)
-		sum += sc[t];
-	return sum;
-}
-
-static void
-widen_generic(const float *src, double *dst, int n)
-{
-	for (int i = 0; i < n; i++)
-		dst[i] = src[i];
-}
-
-static void
-mix_generic(const double *W, const double *V, int r, int c, int dh, double *S)
-{
-	for (int i = 0; i < r; i++) {
-		double *Si = S + (size_t)i * dh;
-		memset(Si, 0, (size_t)dh * sizeof *Si);
-		for (int t = 0; t < c; t++) {
-			const double *v = V + (size_t)t * dh;
-			for (int j = 0; j < dh; j++)
-				Si[j] += W[(size_t)i * c + t] * v[j];
-		}
-	}
-}
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-
-#define AVX2 __attribute__((target("avx2")))
-
-/* (lo + hi) folded as dot_generic folds its eight sums. */
-AVX2 static inline double
-fold(__m256d lo, __m256d hi)
-{
-	double f[4];
-
-	_mm256_storeu_pd(f, _mm256_add_pd(lo, hi));
-	return (f[0] + f[1]) + (f[2] + f[3]);
-}
-
-/* Four keys at a time for every query (eight independent sums keep both FP
- * ports busy), so the four keys stay in L1 while the queries go by. */
-AVX2 static void
-scores_avx2(const double *Q, const double *K, int r, int c, int dh, double *sc)
-{
-	int t = 0, j8 = dh & ~7;
-
-	for (; t + 4 <= c; t += 4) {
-		const double *k0 = K + (size_t)t * dh, *k1 = k0 + dh, *k2 = k1 + dh, *k3 = k2 + dh;
-		for (int i = 0; i < r; i++) {
-			const double *q = Q + (size_t)i * dh;
-			double *o = sc + (size_t)i * c + t;
-			__m256d l0 = _mm256_setzero_pd(), h0 = l0, l1 = l0, h1 = l0;
-			__m256d l2 = l0, h2 = l0, l3 = l0, h3 = l0;
-
-			for (int j = 0; j < j8; j += 8) {
-				__m256d ql = _mm256_loadu_pd(q + j), qh = _mm256_loadu_pd(q + j + 4);
-				l0 = _mm256_add_pd(l0, _mm256_mul_pd(ql, _mm256_loadu_pd(k0 + j)));
-				h0 = _mm256_add_pd(h0, _mm256_mul_pd(qh, _mm256_loadu_pd(k0 + j + 4)));
-				l1 = _mm256_add_pd(l1, _mm256_mul_pd(ql, _mm256_loadu_pd(k1 + j)));
-				h1 = _mm256_add_pd(h1, _mm256_mul_pd(qh, _mm256_loadu_pd(k1 + j + 4)));
-				l2 = _mm256_add_pd(l2, _mm256_mul_pd(ql, _mm256_loadu_pd(k2 + j)));
-				h2 = _mm256_add_pd(h2, _mm256_mul_pd(qh, _mm256_loadu_pd(k2 + j + 4)));
-				l3 = _mm256_add_pd(l3, _mm256_mul_pd(ql, _mm256_loadu_pd(k3 + j)));
-				h3 = _mm256_add_pd(h3, _mm256_mul_pd(qh, _mm256_loadu_pd(k3 + j + 4)));
-			}
-			o[0] = fold(l0, h0);
-			o[1] = fold(l1, h1);
-			o[2] = fold(l2, h2);
-			o[3] = fold(l3, h3);
-			for (int j = j8; j < dh; j++) {
-				o[0] += q[j] * k0[j];
-				o[1] += q[j] * k1[j];
-				o[2] += q[j] * k2[j];
-				o[3] += q[j] * k3[j];
-			}
-		}
-	}
-	for (; t < c; t++) {
-		const double *k = K + (size_t)t * dh;
-		for (int i = 0; i < r; i++) {
-			const double *q = Q + (size_t)i * dh;
-			__m256d lo = _mm256_setzero_pd(), hi = lo;
-			double s;
-
-			for (int j = 0; j < j8; j += 8) {
-				lo = _mm256_add_pd(lo, _mm256_mul_pd(_mm256_loadu_pd(q + j),
-				    _mm256_loadu_pd(k + j)));
-				hi = _mm256_add_pd(hi, _mm256_mul_pd(_mm256_loadu_pd(q + j + 4),
-				    _mm256_loadu_pd(k + j + 4)));
-			}
-			s = fold(lo, hi);
-			for (int j = j8; j < dh; j++)
-				s += q[j] * k[j];
-			sc[(size_t)i * c + t] = s;
-		}
-	}
-}
-
-AVX2 static __m256d
-exp_neg_avx2(__m256d x)
-{
-	__m256d k = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(exp_log2e)),
-	    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-	__m256d r = _mm256_sub_pd(x, _mm256_mul_pd(k, _mm256_set1_pd(exp_ln2_hi)));
-	__m256d p = _mm256_set1_pd(exp_c[13]), two_k;
-	__m256i e;
-
-	r = _mm256_sub_pd(r, _mm256_mul_pd(k, _mm256_set1_pd(exp_ln2_lo)));
-	for (int i = 12; i >= 0; i--)
-		p = _mm256_add_pd(_mm256_mul_pd(p, r), _mm256_set1_pd(exp_c[i]));
-	e = _mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(k));
-	two_k = _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_add_epi64(e, _mm256_set1_epi64x(1023)), 52));
-	p = _mm256_mul_pd(p, two_k);
-	/* Below EXP_MIN: 0; NaN stays NaN through p. */
-	return _mm256_andnot_pd(_mm256_cmp_pd(x, _mm256_set1_pd(EXP_MIN), _CMP_LT_OQ), p);
-}
-
-AVX2 static double
-softmax_avx2(double *sc, int c, double scale)
-{
-	__m256d vs = _mm256_set1_pd(scale), vm, acc = _mm256_setzero_pd();
-	double mx = -HUGE_VAL, f[4], sum;
-	int t = 0, c4 = c & ~3;
-
-	for (; t < c4; t += 4)
-		_mm256_storeu_pd(sc + t, _mm256_mul_pd(_mm256_loadu_pd(sc + t), vs));
-	for (; t < c; t++)
-		sc[t] *= scale;
-	for (t = 0; t < c; t++)
-		if (sc[t] > mx)
-			mx = sc[t];
-	vm = _mm256_set1_pd(mx);
-	for (t = 0; t < c4; t += 4) {
-		__m256d e = exp_neg_avx2(_mm256_sub_pd(_mm256_loadu_pd(sc + t), vm));
-		_mm256_storeu_pd(sc + t, e);
-		acc = _mm256_add_pd(acc, e);
-	}
-	for (; t < c; t++)
-		sc[t] = exp_neg(sc[t] - mx);
-	_mm256_storeu_pd(f, acc);
-	sum = (f[0] + f[1]) + (f[2] + f[3]);
-	for (t = c4; t < c; t++)
-		sum += sc[t];
-	return sum;
-}
-
-AVX2 static void
-widen_avx2(const float *src, double *dst, int n)
-{
-	int i = 0;
-
-	for (; i + 4 <= n; i += 4)
-		_mm256_storeu_pd(dst + i, _mm256_cvtps_pd(_mm_loadu_ps(src + i)));
-	for (; i < n; i++)
-		dst[i] = src[i];
-}
-
-/* Sixteen columns of S stay in registers while t runs over the chunk; those
- * columns of V stay in L1 while the rows go by. */
-AVX2 static void
-mix_avx2(const double *W, const double *V, int r, int c, int dh, double *S)
-{
-	int j = 0;
-
-	for (; j + 16 <= dh; j += 16) {
-		for (int i = 0; i < r; i++) {
-			const double *w = W + (size_t)i * c;
-			__m256d s0 = _mm256_setzero_pd(), s1 = s0, s2 = s0, s3 = s0;
-
-			for (int t = 0; t < c; t++) {
-				const double *v = V + (size_t)t * dh + j;
-				__m256d wt = _mm256_broadcast_sd(w + t);
-				s0 = _mm256_add_pd(s0, _mm256_mul_pd(wt, _mm256_loadu_pd(v)));
-				s1 = _mm256_add_pd(s1, _mm256_mul_pd(wt, _mm256_loadu_pd(v + 4)));
-				s2 = _mm256_add_pd(s2, _mm256_mul_pd(wt, _mm256_loadu_pd(v + 8)));
-				s3 = _mm256_add_pd(s3, _mm256_mul_pd(wt, _mm256_loadu_pd(v + 12)));
-			}
-			_mm256_storeu_pd(S + (size_t)i * dh + j, s0);
-			_mm256_storeu_pd(S + (size_t)i * dh + j + 4, s1);
-			_mm256_storeu_pd(S + (size_t)i * dh + j + 8, s2);
-			_mm256_storeu_pd(S + (size_t)i * dh + j + 12, s3);
-		}
-	}
-	for (; j + 4 <= dh; j += 4) {
-		for (int i = 0; i < r; i++) {
-			const double *w = W + (size_t)i * c;
-			__m256d s0 = _mm256_setzero_pd();
-
-			for (int t = 0; t < c; t++)
-				s0 = _mm256_add_pd(s0, _mm256_mul_pd(_mm256_broadcast_sd(w + t),
-				    _mm256_loadu_pd(V + (size_t)t * dh + j)));
-			_mm256_storeu_pd(S + (size_t)i * dh + j, s0);
-		}
-	}
-	for (; j < dh; j++) {
-		for (int i = 0; i < r; i++) {
-			double s = 0;
-			for (int t = 0; t < c; t++)
-				s += W[(size_t)i * c + t] * V[(size_t)t * dh + j];
-			S[(size_t)i * dh + j] = s;
-		}
-	}
-}
-#endif
-
-/* The kernels' choice (kernels.c), so SA_KERNELS=generic holds here too. */
-static const rowkern *
-rowkern_get(void)
-{
-	static const rowkern generic = { scores_generic, softmax_generic, mix_generic, widen_generic };
-#if defined(__x86_64__)
-	static const rowkern avx2 = { scores_avx2, softmax_avx2, mix_avx2, widen_avx2 };
-	if (sa_kernels_path() >= SA_KERNELS_AVX2)
-		return &avx2;
-#endif
-	return &generic;
-}
 
 /* Scratch of map_head, in doubles: Q [r][dh], K and V [C][dh], sc [r][C],
  * S [r][dh], inv [r]. */
@@ -379,7 +59,7 @@ scratch_size(const sa_adapter *a)
  * S[i] = softmax_t(Q[i].K[t] / sqrt(dh)) V,  a[i] = sigmoid(g.S[i] + b[i]).
  */
 static void
-chunk_head(const rowkern *kern, const double *Q, const float *g, const float *b,
+chunk_head(const sa_float_kernels *kern, const double *Q, const float *g, const float *b,
     const double *K, const double *V, int c, int r, int dh, double *h, double *P,
     double *sc, double *S, double *inv)
 {
@@ -416,7 +96,7 @@ chunk_head(const rowkern *kern, const double *Q, const float *g, const float *b,
  * scratch: scratch_size(a) doubles.
  */
 static void
-map_head(const rowkern *kern, const sa_adapter *a, const sa_adapter_mat *am, int hd,
+map_head(const sa_float_kernels *kern, const sa_adapter *a, const sa_adapter_mat *am, int hd,
     const float *k, const float *v, int n, double *h, double *P, double *scratch)
 {
 	int Hk = a->n_head_kv, dh = a->d_head, r = a->rank, C = a->chunk, ld = Hk * dh;
@@ -447,7 +127,7 @@ int
 sa_context_map(const sa_adapter *a, int layer, int mat, const float *k,
     const float *v, int n, double *h, double *P)
 {
-	const rowkern *kern = rowkern_get();
+	const sa_float_kernels *kern = sa_kernels_float();
 	int Hk = a->n_head_kv, dh = a->d_head, r = a->rank;
 	double *scratch;
 
@@ -591,7 +271,7 @@ sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_
 		return SA_EINTERNAL;
 	e->model = model;
 	e->a = a;
-	e->kern = rowkern_get();
+	e->kern = sa_kernels_float();
 	if (!(e->pair = sa_malloc((size_t)a->n_layer * SA_NMAT * sizeof *e->pair))) {
 		rc = SA_EINTERNAL;
 		goto fail;

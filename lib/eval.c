@@ -478,42 +478,22 @@ sa_demos_from_examples(sa_demos **out, const char *name, const sa_example *ex,
 	return SA_OK;
 }
 
-/*
- * text's tokens (no BOS); with after_newline, as a text that holds it right
- * after a newline tokenizes it: "\n" + text, without the tokens of "\n".
- */
+/* text's tokens (no BOS); with after_newline, as a text that holds it
+ * right after a newline tokenizes it. */
 static int
 tokenize_at(const sa_vocab *v, const char *text, size_t len, int after_newline, int **toks,
     int *n)
 {
-	int *nl = NULL, n_nl = 0, skip = 0, rc;
-	char *s;
+	int whole, rc;
 
 	if (!after_newline)
 		return sa_tokenize(v, text, len, 0, toks, n);
-	if (!(s = sa_malloc(len + 2)))
-		return SA_EINTERNAL;
-	s[0] = '\n';
-	memcpy(s + 1, text, len);
-	s[len + 1] = '\0';
-	rc = sa_tokenize(v, s, len + 1, 0, toks, n);
-	free(s);
-	if (rc == SA_OK && (rc = sa_tokenize(v, "\n", 1, 0, &nl, &n_nl)) == SA_OK) {
-		while (skip < n_nl && skip < *n && (*toks)[skip] == nl[skip])
-			skip++;
-		if (skip < n_nl)
-			rc = sa_fail(SA_EDATA, "'%.40s' does not tokenize apart from a newline before it",
-			    text);
-		else
-			memmove(*toks, *toks + skip, (size_t)(*n -= skip) * sizeof **toks);
-	}
-	free(nl);
-	if (rc != SA_OK) {
-		free(*toks);
-		*toks = NULL;
-		*n = 0;
-	}
-	return rc;
+	if ((rc = sa_tokenize_after(v, "\n", text, len, toks, n, &whole)) != SA_OK || whole)
+		return rc;
+	free(*toks);
+	*toks = NULL;
+	*n = 0;
+	return sa_fail(SA_EDATA, "'%.40s' does not tokenize apart from a newline before it", text);
 }
 
 static int

@@ -24,14 +24,12 @@
  * to llama.cpp's.  Low-rank side paths see that rounded input too.
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
 
 #include "sa.h"
-#include "expf_impl.h"
 #include "kernels_impl.h"
 #include "model_impl.h"
 
@@ -257,62 +255,6 @@ rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 	float scale = 1.0f / sqrtf((float)(ss / n) + eps);
 	for (int i = 0; i < n; i++)
 		out[i] = (x[i] * scale) * w[i];
-}
-
-/* g [n] := silu(g) * u = g * sigmoid(g) * u, sigmoid through exp(-|g|)
- * (which stays within expf_neg's range): 1/(1+e) for g >= 0, e/(1+e) below. */
-static void
-silu_mul_generic(float *g, const float *u, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		float e = expf_neg(-fabsf(g[i]));
-		g[i] = g[i] * ((g[i] >= 0 ? 1.0f : e) / (1.0f + e)) * u[i];
-	}
-}
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-
-#define AVX2 __attribute__((target("avx2")))
-
-AVX2 static void
-silu_mul_avx2(float *g, const float *u, size_t n)
-{
-	const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
-	size_t i = 0;
-
-	for (; i + 8 <= n; i += 8) {
-		__m256 x = _mm256_loadu_ps(g + i);
-		__m256 e = expf_neg_avx2(_mm256_or_ps(x, sign));   /* -|x| */
-		__m256 num = _mm256_blendv_ps(e, one, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
-		__m256 sig = _mm256_div_ps(num, _mm256_add_ps(one, e));
-		_mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_mul_ps(x, sig), _mm256_loadu_ps(u + i)));
-	}
-	silu_mul_generic(g + i, u + i, n - i);
-}
-#endif
-
-static void (*silu_mul_fn)(float *g, const float *u, size_t n);
-
-/* SiLU with the kernels' choice, so SA_KERNELS=generic holds here too. */
-static void
-exp_fns_pick(void)
-{
-	silu_mul_fn = silu_mul_generic;
-#if defined(__x86_64__)
-	if (sa_kernels_path() >= SA_KERNELS_AVX2) {
-		silu_mul_fn = silu_mul_avx2;
-	}
-#endif
-}
-
-static pthread_once_t exp_fns_once = PTHREAD_ONCE_INIT;
-
-static void
-silu_mul(float *g, const float *u, size_t n)
-{
-	pthread_once(&exp_fns_once, exp_fns_pick);
-	silu_mul_fn(g, u, n);
 }
 
 /*
@@ -811,6 +753,7 @@ ffn(sa_kvcache *s, int l, int i0, int n)
 	const sa_model *m = s->m;
 	const sa_config *c = &m->cfg;
 	const sa_layer *L = &m->layers[l];
+	const sa_float_kernels *fk = sa_kernels_float();
 	size_t d = c->d_model, ff = c->d_ff;
 	int rc;
 
@@ -825,12 +768,13 @@ ffn(sa_kvcache *s, int l, int i0, int n)
 		};
 		if ((rc = linear(s, gu, 2, xn, nb, s->xr)) != SA_OK)
 			return rc;
-		/* Rows of sa_forward_rows a row at a time, as each runs alone:
-		 * the vector unit's tail then falls where it does there. */
+		/* hb := silu(hb) * hb2.  Rows of sa_forward_rows a row at a time,
+		 * as each runs alone: the vector unit's tail then falls where it
+		 * does there. */
 		for (int i = 0; s->rows && i < nb; i++)
-			silu_mul(s->hb + i * ff, s->hb2 + i * ff, ff);
+			fk->swiglu(s->hb + i * ff, s->hb + i * ff, s->hb2 + i * ff, ff);
 		if (!s->rows)
-			silu_mul(s->hb, s->hb2, (size_t)nb * ff);
+			fk->swiglu(s->hb, s->hb, s->hb2, (size_t)nb * ff);
 		lin down = layer_lin(s, l, SA_MAT_DOWN, NULL, s->tmp);
 		if ((rc = linear(s, &down, 1, s->hb, nb, s->hr)) != SA_OK)
 			return rc;

@@ -9,7 +9,9 @@
  * the CPU has it), compiled with target attributes.  The first call reads
  * the CPU's feature bits (cpuid) and fills the one table of kernels of the
  * library: the widest path the CPU has, or a narrower one SA_KERNELS names.
- * A path lacking a kernel of its own takes the next narrower one's.
+ * A path lacking a kernel of its own takes the next narrower one's.  The
+ * table holds the kernels of kernels_float.c too, whose bits are the same
+ * on every path: its set for the path.
  *
  * The inputs of a row dot product are already rounded the way llama.cpp
  * rounds them (F16 weights see F16 activations, Q8_0 weights see Q8_0
@@ -47,6 +49,7 @@ typedef void rowsn_fn(const void *w, size_t row_bytes, int64_t n, int nx, const 
 typedef void deq_fn(const void *w, size_t row_bytes, int64_t n, float *dst, int64_t nr);
 
 static struct kernels {
+	const sa_float_kernels *f;   /* kernels_float.c's */
 	rows_fn *rows_f32, *rows_f16, *rows_bf16, *rows_q8_0;
 	rowsn_fn *rowsn_f32, *rowsn_f16, *rowsn_bf16, *rowsn_q8_0;
 	deq_fn *deq_bf16;
@@ -917,6 +920,7 @@ dot_avx512(const float *a, const float *b, int64_t n)
 static const char *const path_names[] = { "generic", "avx2", "avx512" };
 
 static const struct kernels kernels_generic = {
+	&sa_float_kernels_generic,
 	rows_f32_generic, rows_f16_generic, rows_bf16_generic, rows_q8_0_generic,
 	rowsn_f32_generic, rowsn_f16_generic, rowsn_bf16_generic, rowsn_q8_0_generic,
 	deq_bf16_generic, fp16_to_fp32_generic, fp32_to_fp16_generic,
@@ -926,6 +930,7 @@ static const struct kernels kernels_generic = {
 
 #ifdef HAVE_X86
 static const struct kernels kernels_avx2 = {
+	&sa_float_kernels_avx2,
 	rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_0_avx2,
 	rowsn_f32_avx2, rowsn_f16_avx2, rowsn_bf16_avx2, rowsn_q8_0_avx2,
 	deq_bf16_avx2, fp16_to_fp32_avx2, fp32_to_fp16_avx2,
@@ -936,6 +941,7 @@ static const struct kernels kernels_avx2 = {
 /* AVX-512 kernels where they pay, AVX2 ones for the rest; Q8_0 rows
  * through VPMADDUBSW, or VNNI where kernels_init finds it */
 static const struct kernels kernels_avx512 = {
+	&sa_float_kernels_avx2,
 	rows_f32_avx512, rows_f16_avx512, rows_bf16_avx512, rows_q8_0_bw,
 	rowsn_f32_avx512, rowsn_f16_avx512, rowsn_bf16_avx512, rowsn_q8_0_bw,
 	deq_bf16_avx2, fp16_to_fp32_avx512, fp32_to_fp16_avx2,
@@ -1156,6 +1162,12 @@ void
 sa_fp32_to_fp16_n(const float *src, uint16_t *dst, int64_t n)
 {
 	kernels()->fp32_to_fp16(src, dst, n);
+}
+
+const sa_float_kernels *
+sa_kernels_float(void)
+{
+	return kernels()->f;
 }
 
 float

@@ -90,6 +90,30 @@ void sa_fp16_to_fp32_n(const uint16_t *src, float *dst, int64_t n);
 void sa_fp32_to_fp16_n(const float *src, uint16_t *dst, int64_t n);
 
 /*
+ * Kernels whose sums give the same bits on every path (kernels_float.c),
+ * one set per path, the path's through sa_kernels_float():
+ *   scores   sc [r][c] = Q [r][dh] K [c][dh]^T, in double      (encode.c)
+ *   softmax  sc [c] := exp(sc * scale - max); returns the sum
+ *   mix      S [r][dh] = W [r][c] V [c][dh]
+ *   widen    dst [n] = src [n], float to double
+ *   dot_f64  a . b [n] of floats, in double                    (train.c)
+ *   swiglu   act [n] = silu(gate) * up; act may be gate         (train.c, forward.c)
+ *   swiglu_back  dgate, dup [n] from dact [n], gate and up
+ */
+typedef struct sa_float_kernels {
+	void (*scores)(const double *Q, const double *K, int r, int c, int dh, double *sc);
+	double (*softmax)(double *sc, int c, double scale);
+	void (*mix)(const double *W, const double *V, int r, int c, int dh, double *S);
+	void (*widen)(const float *src, double *dst, int n);
+	double (*dot_f64)(const float *a, const float *b, int n);
+	void (*swiglu)(float *act, const float *gate, const float *up, size_t n);
+	void (*swiglu_back)(float *dgate, float *dup, const float *dact, const float *gate,
+	    const float *up, size_t n);
+} sa_float_kernels;
+extern const sa_float_kernels sa_float_kernels_generic, sa_float_kernels_avx2;
+const sa_float_kernels *sa_kernels_float(void);
+
+/*
  * The kernel paths, each needing more of the CPU than the one before.  The
  * library takes one for the whole process at its first use: the widest the
  * CPU's feature bits allow, or a narrower one named by the environment

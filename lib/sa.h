@@ -43,6 +43,7 @@
  *   encoding files                  sa-cache)
  *   applying deltas, export         a delta -> the model's weights, LoRA
  *   many deltas, LoRA in            side paths per request, LoRA files read
+ *   sa-run's options                what sa-run is asked, its rules, its request
  *   evaluation, evaluation protocol sa-eval
  *   training, trainer               sa-train
  *   file description                sa-info
@@ -265,6 +266,16 @@ int sa_tokenize(const sa_vocab *v, const char *text, size_t len, int add_special
  * written in the text ("<|im_start|>") are tokens too, longest first. */
 int sa_tokenize_special(const sa_vocab *v, const char *text, size_t len, int add_special,
     int **toks, int *n);
+/*
+ * text's tokens (no BOS) as a longer text has them where text follows
+ * before ("x": mid-line, "\n": at the start of a line, where a
+ * SentencePiece text would give text a leading space): the tokens of
+ * before + text, less the leading ones they share with before's own.
+ * *whole: whether they share all of before's, so that text tokenized
+ * apart from it.  *toks is malloc'd.
+ */
+int sa_tokenize_after(const sa_vocab *v, const char *before, const char *text, size_t len,
+    int **toks, int *n, int *whole);
 /*
  * The bytes of one token as text (SPM "▁" -> ' ', <0xNN> -> the byte, gpt2
  * byte-level unicode -> bytes).  Returns the byte count (may exceed cap: then
@@ -1325,6 +1336,58 @@ void sa_session_use_sides(sa_session *s, const sa_sides *sides);
  */
 int sa_lora_apply(sa_model *m, const char *path, double s, int merged);
 int sa_lora_sides(sa_lowrank **side, const sa_model *m, const char *path, double s);
+
+/* ------------------------------------------------------ sa-run's options */
+
+/*
+ * sa-run(1)'s options, a field each (lib/run.c); strings and arrays are the
+ * caller's.  They make one request (a prompt from prompt, or file, or the
+ * standard input), or with batch the defaults of its requests: the
+ * sampling (with the stops), special and chat_template.
+ */
+typedef struct sa_run_opts {
+	const char *model;               /* -m */
+	sa_delta_spec spec;              /* -d FILE[:S], --demos, --lora FILE[:S] */
+	const char *adapter, *cache_dir; /* -a, --cache-dir */
+	int demos_format, unmerged;      /* --demos-format (SA_DEMOS_AUTO: none) */
+	long max_deltas, max_delta_mem;  /* --batch's side paths; -1: not given */
+	long parallel;                   /* --batch's requests in flight */
+	const char *prompt, *file, *batch;   /* -p, -f, --batch; NULL: not given */
+	const char *system, *chat_template;
+	const char *const *choices;      /* --choice, as given (see escape) */
+	int n_choices;
+	const char *const *stops;        /* --stop, as given */
+	int n_stops;
+	int escape;                      /* expand llama.cpp's escapes in the texts */
+	int special, chat, tokenize, score, echo, json, no_bos, verbose;
+	sa_sampling smp;                 /* -n, --temp, ... (its stops: stops) */
+	long n_ctx, threads;             /* -c (-1: not given), -t */
+} sa_run_opts;
+
+/* sa-run(1)'s defaults: escapes expanded; 128 tokens at temperature 0.8,
+ * top-k 40, top-p 0.95, min-p 0.05, no repeat penalty (over the last 64),
+ * seed 0; one request in flight. */
+void sa_run_opts_default(sa_run_opts *o);
+/* SA_EUSAGE, the message naming the options, when some of o do not go
+ * together: the first of sa-run(1)'s rules that o breaks. */
+int sa_run_opts_check(const sa_run_opts *o);
+
+/*
+ * The request o makes: its prompt o->prompt, else (not batch) the file
+ * o->file or the standard input, read now (sa_prompt_read); the texts of
+ * -p, --system, --choice and --stop with llama.cpp's escapes expanded when
+ * o->escape (sa_text_unescape); with o->chat, the messages of --system
+ * and the prompt.  req points into the rest, which is sa_run_request's.
+ */
+typedef struct sa_run_request {
+	sa_request req;
+	sa_chat_msg msg[2];
+	char *text, *system, **choices, **stops;
+	size_t *choice_len, *stop_len;
+	int n_choices, n_stops;
+} sa_run_request;
+int sa_run_request_new(sa_run_request **out, const sa_run_opts *o);
+void sa_run_request_free(sa_run_request *r);
 
 /* ------------------------------------------------------------ evaluation */
 

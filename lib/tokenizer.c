@@ -1601,6 +1601,37 @@ int sa_tokenize_special(const sa_vocab *v, const char *text, size_t len, int add
 	return tokenize(v, text, len, add_special, 1, toks, n);
 }
 
+int sa_tokenize_after(const sa_vocab *v, const char *before, const char *text, size_t len,
+    int **toks, int *n, int *whole)
+{
+	size_t nb = strlen(before);
+	char *s = sa_malloc(nb + len + 1);
+	int *bt = NULL, nbt = 0, skip = 0, rc;
+
+	*toks = NULL;
+	*n = 0;
+	if (!s)
+		return SA_EINTERNAL;
+	memcpy(s, before, nb);
+	memcpy(s + nb, text, len);
+	s[nb + len] = '\0';
+	rc = tokenize(v, s, nb + len, 0, 0, toks, n);
+	free(s);
+	if (rc == SA_OK && (rc = tokenize(v, before, nb, 0, 0, &bt, &nbt)) == SA_OK) {
+		while (skip < nbt && skip < *n && (*toks)[skip] == bt[skip])
+			skip++;
+		memmove(*toks, *toks + skip, (size_t)(*n -= skip) * sizeof **toks);
+		*whole = skip == nbt;
+	}
+	free(bt);
+	if (rc != SA_OK) {
+		free(*toks);
+		*toks = NULL;
+		*n = 0;
+	}
+	return rc;
+}
+
 /* ------------------------------------------------------------ decoding */
 
 int sa_token_to_piece(const sa_vocab *v, int tok, char *buf, int cap)

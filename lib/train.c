@@ -16,8 +16,7 @@
 #include <cblas.h>
 
 #include "sa.h"
-#include "expf_impl.h"
-#include "kernels_impl.h"     /* sa_kernels_path */
+#include "kernels_impl.h"     /* sa_kernels_float, sa_softmax_f32 */
 #include "train_impl.h"
 
 /* Queries per block of the causal attention (see attention_forward). */
@@ -492,175 +491,6 @@ rope(float *x, const sa_tact *a, int B, int T, int nh, int dh, int dir)
 }
 
 /*
- * The kernels of training beside kernels.c's (whose sa_softmax_f32 and
- * sa_exp_sum_f32 serve attention and the cross-entropy): SiLU through
- * expf_neg (expf_impl.h), and a dot product in double.  Each kernel is
- * written once as scalar code and once for AVX2 with the same operations in
- * the same order (sums in eight running lanes, folded in pairs), so both
- * give the same bits.
- */
-/* a . b over n floats, in double. */
-static double
-dot_generic(const float *a, const float *b, int n)
-{
-	double p[8] = { 0 }, sum;
-	int i = 0;
-
-	for (; i + 8 <= n; i += 8)
-		for (int l = 0; l < 8; l++)
-			p[l] += (double)a[i + l] * b[i + l];
-	sum = ((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]));
-	for (; i < n; i++)
-		sum += (double)a[i] * b[i];
-	return sum;
-}
-
-/* sigmoid(g) through e = exp(-|g|), in expf_neg's range: 1/(1+e) for g >= 0,
- * e/(1+e) below. */
-static float
-sigmoid_generic(float g)
-{
-	float e = expf_neg(-fabsf(g));
-	return (g >= 0 ? 1.0f : e) / (1.0f + e);
-}
-
-/* act [n] = silu(gate) * up = gate * sigmoid(gate) * up */
-static void
-swiglu_forward_generic(float *act, const float *gate, const float *up, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		act[i] = gate[i] * sigmoid_generic(gate[i]) * up[i];
-}
-
-/* dgate, dup [n] from dact [n] */
-static void
-swiglu_backward_generic(float *dgate, float *dup, const float *dact, const float *gate,
-    const float *up, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		float sg = sigmoid_generic(gate[i]);
-		dup[i] = dact[i] * gate[i] * sg;
-		dgate[i] = dact[i] * up[i] * sg * (1.0f + gate[i] * (1.0f - sg));
-	}
-}
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-
-#define AVX2 __attribute__((target("avx2")))
-/* inlined into the loops: a call per eight values cost as much as the work */
-#define AVX2_INLINE __attribute__((target("avx2"), always_inline)) inline
-
-/* The eight lanes' double sums lo (lanes 0-3) and hi (4-7), folded as the
- * generic kernels fold them. */
-AVX2 static double
-fold8_avx2(__m256d lo, __m256d hi)
-{
-	double d[4];
-	_mm256_storeu_pd(d, _mm256_add_pd(lo, hi));
-	return (d[0] + d[1]) + (d[2] + d[3]);
-}
-
-AVX2 static double
-dot_avx2(const float *a, const float *b, int n)
-{
-	__m256d lo = _mm256_setzero_pd(), hi = lo;
-	int i = 0, n8 = n & ~7;
-	double sum;
-
-	for (; i < n8; i += 8) {
-		__m256 va = _mm256_loadu_ps(a + i), vb = _mm256_loadu_ps(b + i);
-		lo = _mm256_add_pd(lo, _mm256_mul_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(va)),
-		    _mm256_cvtps_pd(_mm256_castps256_ps128(vb))));
-		hi = _mm256_add_pd(hi, _mm256_mul_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(va, 1)),
-		    _mm256_cvtps_pd(_mm256_extractf128_ps(vb, 1))));
-	}
-	sum = fold8_avx2(lo, hi);
-	for (; i < n; i++)
-		sum += (double)a[i] * b[i];
-	return sum;
-}
-
-AVX2_INLINE static __m256
-sigmoid_avx2(__m256 g)
-{
-	const __m256 one = _mm256_set1_ps(1.0f);
-	__m256 e = expf_neg_avx2(_mm256_or_ps(g, _mm256_set1_ps(-0.0f)));   /* exp(-|g|) */
-	__m256 num = _mm256_blendv_ps(e, one, _mm256_cmp_ps(g, _mm256_setzero_ps(), _CMP_GE_OQ));
-	return _mm256_div_ps(num, _mm256_add_ps(one, e));
-}
-
-AVX2 static void
-swiglu_forward_avx2(float *act, const float *gate, const float *up, size_t n)
-{
-	size_t i = 0;
-
-	for (; i + 8 <= n; i += 8) {
-		__m256 g = _mm256_loadu_ps(gate + i);
-		_mm256_storeu_ps(act + i, _mm256_mul_ps(_mm256_mul_ps(g, sigmoid_avx2(g)),
-		    _mm256_loadu_ps(up + i)));
-	}
-	swiglu_forward_generic(act + i, gate + i, up + i, n - i);
-}
-
-AVX2 static void
-swiglu_backward_avx2(float *dgate, float *dup, const float *dact, const float *gate,
-    const float *up, size_t n)
-{
-	const __m256 one = _mm256_set1_ps(1.0f);
-	size_t i = 0;
-
-	for (; i + 8 <= n; i += 8) {
-		__m256 g = _mm256_loadu_ps(gate + i), da = _mm256_loadu_ps(dact + i);
-		__m256 sg = sigmoid_avx2(g);
-		_mm256_storeu_ps(dup + i, _mm256_mul_ps(_mm256_mul_ps(da, g), sg));
-		__m256 t = _mm256_add_ps(one, _mm256_mul_ps(g, _mm256_sub_ps(one, sg)));
-		_mm256_storeu_ps(dgate + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(da,
-		    _mm256_loadu_ps(up + i)), sg), t));
-	}
-	swiglu_backward_generic(dgate + i, dup + i, dact + i, gate + i, up + i, n - i);
-}
-#endif
-
-static struct {
-	double (*dot)(const float *a, const float *b, int n);
-	void (*swiglu_forward)(float *act, const float *gate, const float *up, size_t n);
-	void (*swiglu_backward)(float *dgate, float *dup, const float *dact, const float *gate,
-	    const float *up, size_t n);
-} kern;
-
-/* The kernels' choice of vector extensions, so SA_KERNELS=generic holds here too. */
-static void
-kern_pick(void)
-{
-	kern.dot = dot_generic;
-	kern.swiglu_forward = swiglu_forward_generic;
-	kern.swiglu_backward = swiglu_backward_generic;
-#if defined(__x86_64__)
-	if (sa_kernels_path() >= SA_KERNELS_AVX2) {
-		kern.dot = dot_avx2;
-		kern.swiglu_forward = swiglu_forward_avx2;
-		kern.swiglu_backward = swiglu_backward_avx2;
-	}
-#endif
-}
-
-static pthread_once_t kern_once = PTHREAD_ONCE_INIT;
-
-static void
-kern_init(void)
-{
-	pthread_once(&kern_once, kern_pick);
-}
-
-double
-sa_train_dot(const float *a, const float *b, int n)
-{
-	kern_init();
-	return kern.dot(a, b, n);
-}
-
-/*
  * Causal attention for one layer.  q [B*T][H][dh], k, v [B*T][Hk][dh];
  * out [B*T][H][dh]; query head h reads KV head h / (H/Hk).  att [B][H][T][T]
  * keeps the probabilities: query row i of block [i0, i1) (see ATT_BLOCK)
@@ -711,6 +541,7 @@ attention_backward(float *dq, float *dk, float *dv, float *datt, const float *do
     const float *att, const float *q, const float *k, const float *v,
     int B, int T, int H, int Hk, int dh)
 {
+	const sa_float_kernels *fk = sa_kernels_float();
 	int hd = H * dh, kvd = Hk * dh, group = H / Hk;
 	float scale = 1.0f / sqrtf((float)dh);
 
@@ -734,7 +565,7 @@ attention_backward(float *dq, float *dk, float *dv, float *datt, const float *do
 				for (int i = i0; i < i1; i++) {
 					const float *p = P + (size_t)i * T;
 					float *d = datt + (size_t)(i - i0) * T;
-					float dot = (float)kern.dot(p, d, i + 1);
+					float dot = (float)fk->dot_f64(p, d, i + 1);
 					for (int j = 0; j <= i; j++)
 						d[j] = p[j] * (d[j] - dot);
 					for (int j = i + 1; j < i1; j++)
@@ -881,7 +712,6 @@ sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
 		return sa_fail(SA_EUSAGE, "batch %dx%d exceeds the activations' %dx%d", B, T, a->Bmax, a->Tmax);
 	if ((rc = side_bufs(a, side)) != SA_OK)
 		return rc;
-	kern_init();
 	a->B = B;
 	a->T = T;
 	for (int n = 0; n < N; n++) {
@@ -912,7 +742,7 @@ sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
 		rmsnorm_forward(L->xn2, L->rstd2, L->mid, W->ffn_norm, N, d, c->norm_eps);
 		linear_forward(a, side, l, SA_MAT_GATE, L->gate, L->xn2, W->w[SA_MAT_GATE], N, d, ff);
 		linear_forward(a, side, l, SA_MAT_UP, L->up, L->xn2, W->w[SA_MAT_UP], N, d, ff);
-		kern.swiglu_forward(L->act, L->gate, L->up, (size_t)N * ff);
+		sa_kernels_float()->swiglu(L->act, L->gate, L->up, (size_t)N * ff);
 		linear_forward(a, side, l, SA_MAT_DOWN, res_next, L->act, W->w[SA_MAT_DOWN], N, ff, d);
 		for (size_t i = 0; i < (size_t)N * d; i++)
 			res_next[i] += L->mid[i];
@@ -950,7 +780,6 @@ sa_tmodel_backward_into(const sa_tmodel *t, sa_tact *a, const sa_tside *side, fl
 	int hd = H * dh, kv = Hk * dh, ff = c->d_ff, V = c->n_vocab;
 	int B = a->B, T = a->T, N = B * T;
 
-	kern_init();
 	cross_entropy_backward(a->dlogits, a->expsum, a->targets, N, V, a->n_scored);
 	/* output projection and final norm */
 	memset(a->dxn, 0, (size_t)N * d * sizeof(float));
@@ -968,7 +797,7 @@ sa_tmodel_backward_into(const sa_tmodel *t, sa_tact *a, const sa_tside *side, fl
 		float *dact = a->dff1, *dgate = a->dff2, *dup = a->dff3;
 		linear_backward(a, side, l, SA_MAT_DOWN, dact, GW(SA_MAT_DOWN), a->dres, L->act,
 		    W->w[SA_MAT_DOWN], N, ff, d, 0);
-		kern.swiglu_backward(dgate, dup, dact, L->gate, L->up, (size_t)N * ff);
+		sa_kernels_float()->swiglu_back(dgate, dup, dact, L->gate, L->up, (size_t)N * ff);
 		linear_backward(a, side, l, SA_MAT_GATE, a->dxn, GW(SA_MAT_GATE), dgate, L->xn2,
 		    W->w[SA_MAT_GATE], N, d, ff, 0);
 		linear_backward(a, side, l, SA_MAT_UP, a->dxn, GW(SA_MAT_UP), dup, L->xn2,

@@ -18,7 +18,7 @@
 #include <cblas.h>
 
 #include "sa.h"
-#include "kernels_impl.h"    /* sa_softmax_f32 */
+#include "kernels_impl.h"    /* sa_softmax_f32, sa_kernels_float */
 #include "train_impl.h"
 
 struct sa_tctx {
@@ -298,7 +298,7 @@ sa_tctx_backward(sa_tctx *c, int l, int m, const float *Q, const float *g,
 			for (int j = 0; j < r; j++) {
 				const float *Aj = A + (size_t)j * C;
 				float *dAj = dA + (size_t)j * C;
-				float dot = (float)sa_train_dot(dAj, Aj, n);
+				float dot = (float)sa_kernels_float()->dot_f64(dAj, Aj, n);
 				for (int t = 0; t < n; t++)
 					dAj[t] = Aj[t] * (dAj[t] - dot) * scale;
 			}

@@ -379,31 +379,13 @@ word_toks(word *w)
 
 /* ------------------------------------------------------------------ load */
 
-/* s's tokens mid-line: after those of "x", with which "xs" starts. */
+/* s's tokens mid-line: after "x". */
 static int
 mid_line(sa_tdata *d, const char *s, sa_toks *out)
 {
-	size_t n = strlen(s);
-	char *xs = sa_malloc(n + 2);
-	sa_toks x, a;
-	int rc, skip = 0;
+	int whole, rc = sa_tokenize_after(d->vocab, "x", s, strlen(s), &out->t, &out->n, &whole);
 
-	if (!xs)
-		return SA_EINTERNAL;
-	xs[0] = 'x';
-	memcpy(xs + 1, s, n + 1);
-	rc = tokenize(d, xs, n + 1, &a);
-	free(xs);
-	if (rc != SA_OK || (rc = tokenize(d, "x", 1, &x)) != SA_OK) {
-		free(a.t);
-		return rc;
-	}
-	while (skip < x.n && skip < a.n && x.t[skip] == a.t[skip])
-		skip++;
-	free(x.t);
-	out->n = 0;
-	rc = sa_toks_push(out, a.t + skip, a.n - skip);
-	free(a.t);
+	out->cap = out->n;
 	return rc;
 }
 
@@ -584,33 +566,23 @@ static int
 key_after_newline(const sa_tdata *d, const word *w, int *out)
 {
 	char text[256];
-	size_t len = 2;
-	sa_toks a, x;
-	int n = 0, skip = 0;
+	size_t len = 0;
+	int *t, n, whole;
 
-	memcpy(text, "x\n", 2);
 	for (int i = 0; i < w->n; i++) {
 		int pn = sa_token_to_piece(d->vocab, w->t[i], text + len, (int)(sizeof text - len));
 		if (pn < 0 || (size_t)pn >= sizeof text - len)
 			return 0;
 		len += (size_t)pn;
 	}
-	if (len > 2 && text[2] == ' ')
-		memmove(text + 2, text + 3, --len - 2);
-	if (tokenize(d, text, len, &a) != SA_OK)
+	if (len > 0 && text[0] == ' ')
+		memmove(text, text + 1, --len);
+	if (sa_tokenize_after(d->vocab, "x\n", text, len, &t, &n, &whole) != SA_OK)
 		return 0;
-	if (tokenize(d, "x\n", 2, &x) != SA_OK) {
-		free(a.t);
-		return 0;
-	}
-	while (skip < x.n && skip < a.n && x.t[skip] == a.t[skip])
-		skip++;
-	if (skip == x.n && a.n - skip <= LINE_KEY_MAX) {
-		n = a.n - skip;
-		memcpy(out, a.t + skip, (size_t)n * sizeof *out);
-	}
-	free(a.t);
-	free(x.t);
+	if (!whole || n > LINE_KEY_MAX)
+		n = 0;
+	memcpy(out, t, (size_t)n * sizeof *out);
+	free(t);
 	return n;
 }
 

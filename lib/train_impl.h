@@ -1,18 +1,13 @@
 /*
  * train_impl.h - what the files of training share and the public API does
- * not show: the vector kernels of train.c (also used by the context mapping
- * in train_ctx.c), the random numbers, and the trainer's data (train_data.c)
- * and optimiser (optim.c), which trainer.c puts together.
+ * not show: the random numbers, and the trainer's data (train_data.c) and
+ * optimiser (optim.c), which trainer.c puts together.  Their vector
+ * kernels are kernels.c's and kernels_float.c's (kernels_impl.h).
  */
 #ifndef TRAIN_IMPL_H
 #define TRAIN_IMPL_H
 
 #include "sa.h"
-
-/* a . b over n floats, summed in double.  Scalar and AVX2 forms with the
- * same bits (see train.c).  Softmax rows are sa_softmax_f32
- * (kernels_impl.h), shared with the inference engine. */
-double sa_train_dot(const float *a, const float *b, int n);
 
 /* ------------------------------------------------------------------ data */
 

@@ -45,6 +45,7 @@
 set -eu
 
 prog=bench-compare
+. "$(dirname "$0")/bench-common.sh"
 reps=3 threads= n_prompt=512 n_gen=128 sets=default,f16,q8_0 outdir= dry=0 extra=
 default_model=data/model.gguf
 usage() {
@@ -64,33 +65,21 @@ while [ $# -gt 0 ]; do
 	-M) extra="$extra ${2:?}"; shift ;;
 	-o) outdir=${2:?}; shift ;;
 	--dry-run) dry=1 ;;
-	-h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) bench_help ;;
 	*) usage ;;
 	esac
 	shift
 done
-for v in "$reps" "$n_prompt" "$n_gen" ${threads:+"$threads"}; do
-	case $v in ''|*[!0-9]*|0) usage ;; esac
-done
-for s in $(echo "$sets" | tr , ' '); do
-	case $s in
-	default|f16|q8_0|q4_k_m|q6_k|tiny-f16|tiny-q8_0) ;;
-	*) echo "$prog: -s: unknown set '$s' (default, f16, q8_0, q4_k_m, q6_k)" >&2; exit 64 ;;
-	esac
-done
+bench_counts "$reps" "$n_prompt" "$n_gen" ${threads:+"$threads"}
+bench_sets "$sets" "default f16 q8_0 q4_k_m q6_k" "tiny-f16 tiny-q8_0"
 
-[ -f lib/sa.h ] || { echo "$prog: run from the top of the sa tree" >&2; exit 64; }
-threads=${threads:-$(nproc)}
 bench=tests/helpers/bench
 mkmodel=tests/helpers/mkmodel
 spm=tests/data/vocab/ggml-vocab-llama-spm.gguf
-for f in $bench $mkmodel; do
-	[ -x $f ] || { echo "$prog: $f missing: make $f" >&2; exit 66; }
-done
+bench_tree $bench $mkmodel
+threads=${threads:-$(nproc)}
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/sa-bench-compare.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 130' INT TERM HUP
+bench_tmp
 
 if [ $dry = 1 ]; then
 	reps=1 n_prompt=32 n_gen=8

@@ -33,6 +33,7 @@
 set -eu
 
 prog=bench-icl
+. "$(dirname "$0")/bench-common.sh"
 threads= reps=3 nq=4 sets=default,tinyllama outdir=bench-out dry=0 adapter= task= plot_only=0
 default_model=data/model.gguf
 usage() {
@@ -52,35 +53,22 @@ while [ $# -gt 0 ]; do
 	-T) task=${2:?}; shift ;;
 	--dry-run) dry=1 ;;
 	--plot) plot_only=1 ;;
-	-h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) bench_help ;;
 	-*) usage ;;
 	*) outdir=$1 ;;
 	esac
 	shift
 done
-for v in "$reps" "$nq" ${threads:+"$threads"}; do
-	case $v in ''|*[!0-9]*|0) usage ;; esac
-done
-for s in $(echo "$sets" | tr , ' '); do
-	case $s in
-	default|tinyllama) ;;
-	*) echo "$prog: -s: unknown set '$s' (default, tinyllama)" >&2; exit 64 ;;
-	esac
-done
+bench_counts "$reps" "$nq" ${threads:+"$threads"}
+bench_sets "$sets" "default tinyllama"
 
-[ -f lib/sa.h ] || { echo "$prog: run from the top of the sa tree" >&2; exit 64; }
-threads=${threads:-$(nproc)}
 helper=tests/helpers/bench-icl
 mkmodel=tests/helpers/mkmodel
 spm=tests/data/vocab/ggml-vocab-llama-spm.gguf
-for f in $helper $mkmodel; do
-	[ -x $f ] || { echo "$prog: $f missing: make $f" >&2; exit 66; }
-done
+bench_tree $helper $mkmodel
+threads=${threads:-$(nproc)}
 mkdir -p "$outdir" || exit 73
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/sa-bench-icl.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 130' INT TERM HUP
+bench_tmp
 
 [ $dry = 0 ] || sets=tiny
 [ $plot_only = 0 ] || sets=

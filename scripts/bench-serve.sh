@@ -31,6 +31,7 @@
 set -eu
 
 prog=bench-serve
+. "$(dirname "$0")/bench-common.sh"
 threads= ntok=32 sets=default,tinyllama outdir=bench-out dry=0
 usage() {
 	echo "usage: scripts/bench-serve.sh [-t threads] [-n tokens] [-s default,tinyllama]" >&2
@@ -43,35 +44,22 @@ while [ $# -gt 0 ]; do
 	-n) ntok=${2:?}; shift ;;
 	-s) sets=${2?}; shift ;;
 	--dry-run) dry=1 ;;
-	-h|--help) sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) bench_help ;;
 	-*) usage ;;
 	*) outdir=$1 ;;
 	esac
 	shift
 done
-for v in "$ntok" ${threads:+"$threads"}; do
-	case $v in ''|*[!0-9]*|0) usage ;; esac
-done
-for s in $(echo "$sets" | tr , ' '); do
-	case $s in
-	default|tinyllama) ;;
-	*) echo "$prog: -s: unknown set '$s' (default, tinyllama)" >&2; exit 64 ;;
-	esac
-done
+bench_counts "$ntok" ${threads:+"$threads"}
+bench_sets "$sets" "default tinyllama"
 
-[ -f lib/sa.h ] || { echo "$prog: run from the top of the sa tree" >&2; exit 64; }
-threads=${threads:-$(nproc)}
 mkmodel=tests/helpers/mkmodel
 mkdelta=tests/helpers/mkdelta
 spm=tests/data/vocab/ggml-vocab-llama-spm.gguf
-for f in $mkmodel $mkdelta bin/sa-run bin/sa-init; do
-	[ -x $f ] || { echo "$prog: $f missing: make $f" >&2; exit 66; }
-done
+bench_tree $mkmodel $mkdelta bin/sa-run bin/sa-init
+threads=${threads:-$(nproc)}
 mkdir -p "$outdir" || exit 73
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/sa-bench-serve.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-trap 'exit 130' INT TERM HUP
+bench_tmp
 
 ntask=16 nq=50 ctx=
 if [ $dry = 1 ]; then

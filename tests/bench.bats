@@ -104,3 +104,17 @@ field() {
 	run find "$T" -name 'sa-bench-serve.*'
 	assert_output ''
 }
+
+@test "the bench scripts check their arguments and the tree through one sourced fragment (bench-common.sh)" {
+	for s in bench-compare bench-icl bench-serve; do
+		grep -q '^\. "$(dirname "$0")/bench-common.sh"$' "scripts/$s.sh"
+		run sh "scripts/$s.sh" -s 'x y'
+		assert_failure 64
+		assert_output "$s: -s: unknown set 'x' ($(grep -q compare <<<$s && echo 'default, f16, q8_0, q4_k_m, q6_k' || echo 'default, tinyllama'))"
+		run sh "scripts/$s.sh" -h
+		assert_success
+		assert_line --index 0 --partial "$s.sh - "
+	done
+	run grep -l 'run from the top of the sa tree\|missing: make\|unknown set' scripts/*.sh
+	assert_output scripts/bench-common.sh
+}

@@ -141,7 +141,7 @@ help_pairs() {
 @test "getopt_long: every option the help lists is accepted, short and long" {
 	local t tok p=()
 	for t in $(tools); do
-		grep -q 'getopt_long(' "$ROOT/bin/$t.c" || p+=("$t: does not use getopt_long")
+		grep -q 'opts_parse(' "$ROOT/bin/$t.c" || p+=("$t: does not parse with tool.h's opts_parse")
 		# (-h, --help, -V and --version have a test of their own)
 		for tok in $(help_tokens "$t" | grep -vxE -- '-h|--help|-V|--version' | sort -u); do
 			# an argument for the option, or an operand; --help ends the parse
@@ -404,6 +404,13 @@ without() {
 
 @test "a usage error goes through tool.h's usage_die: no tool has a usage function of its own" {
 	run grep -lE '^usage\(' "$ROOT"/bin/sa-*.c
+	assert_failure
+	assert_output ""
+}
+
+@test "options are one table each: getopt_long's table, the letters and --help come from tool.h's tool_opt" {
+	grep -q 'getopt_long(' "$ROOT/bin/tool.h"
+	run grep -lE 'struct option|getopt_long\(|^help\(' "$ROOT"/bin/sa-*.c
 	assert_failure
 	assert_output ""
 }

@@ -167,7 +167,7 @@ field() {
 	run -66 "$RUN" -m "$M" -f "$T/absent.txt"
 }
 
-@test "session unit tests: prefix reuse, scores and choices from scratch, greedy generation, KV peak" {
+@test "session unit tests: prefix reuse, scores and choices from scratch, greedy generation, KV peak, the request of the options" {
 	run "$ROOT/tests/unit/test_session" "$M"
 	assert_success
 	assert_output --partial ", 0 failed"

@@ -6,6 +6,7 @@
  */
 #include <math.h>
 
+#define TOOL "adapter-stat"
 #include "../../bin/tool.h"
 
 int

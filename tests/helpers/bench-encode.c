@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#define TOOL "bench-encode"
 #include "../../bin/tool.h"
 
 static double

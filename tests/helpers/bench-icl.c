@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#define TOOL "bench-icl"
 #include "../../bin/tool.h"
 
 static int

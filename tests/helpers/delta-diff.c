@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <math.h>
 
+#define TOOL "delta-diff"
 #include "../../bin/tool.h"
 
 int

@@ -5,6 +5,7 @@
  * JSON, a missing key as "-".  Exits 1 on the first line that is not a
  * JSON object, naming it.
  */
+#define TOOL "jsonl-get"
 #include "../../bin/tool.h"
 
 static void

@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <unistd.h>
 
+#define TOOL "mkdelta"
 #include "../../bin/tool.h"
 
 static const char usage_text[] =

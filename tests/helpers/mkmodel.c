@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#define TOOL "mkmodel"
 #include "../../bin/tool.h"
 
 static const char usage_text[] =

@@ -1,7 +1,7 @@
 /*
- * test_encode - the context mapping against a plain reference, its generic
- * and AVX2 kernels against each other, the encoder against the reference on
- * a real forward pass, chain composition, and determinism.
+ * test_encode - the context mapping against a plain reference, the encoder
+ * against the reference on a real forward pass, chain composition, and
+ * determinism.  Its kernels' paths against each other: test_kernels.
  * usage: test_encode MODEL.gguf (a small random model).
  */
 #include <math.h>
@@ -9,10 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The kernels are static: take them from the source.  The program then
- * defines every symbol of encode.o, so the linker never pulls that member
- * from libsa.a. */
-#include "../../lib/encode.c"
+#include "sa.h"
 #include "t.h"
 
 static uint64_t rng_state = 42;
@@ -134,90 +131,6 @@ test_kernel(void)
 		CHECK(sa_context_map(&a, 1, SA_MAT_Q, k, v, 3, h, P) == SA_EINTERNAL);
 		CHECK(sa_context_map(&a, 2, SA_MAT_V, k, v, 3, h, P) == SA_EINTERNAL);
 	}
-}
-
-#if defined(__x86_64__)
-AVX2 static void
-exp4_avx2(const double *x, double *y)
-{
-	_mm256_storeu_pd(y, exp_neg_avx2(_mm256_loadu_pd(x)));
-}
-#endif
-
-/* The AVX2 kernels give the generic kernels' bits, tails included. */
-static void
-test_kernels_agree(void)
-{
-#if defined(__x86_64__)
-	static const int dhs[] = { 64, 20, 13, 8, 3 }, cs[] = { 7, 8, 1 }, rs[] = { 3, 1 };
-	enum { CMAX = 8, DMAX = 64, RMAX = 3 };
-	double Q[RMAX * DMAX], K[CMAX * DMAX], V[CMAX * DMAX];
-	double s1[RMAX * CMAX], s2[RMAX * CMAX], S1[RMAX * DMAX], S2[RMAX * DMAX];
-	float f[CMAX * DMAX];
-
-	if (!__builtin_cpu_supports("avx2")) {
-		fprintf(stderr, "test_encode: no AVX2 on this CPU, kernel comparison skipped\n");
-		return;
-	}
-	for (size_t di = 0; di < sizeof dhs / sizeof *dhs; di++) {
-	for (size_t ci = 0; ci < sizeof cs / sizeof *cs; ci++) {
-	for (size_t ri = 0; ri < sizeof rs / sizeof *rs; ri++) {
-		int dh = dhs[di], c = cs[ci], r = rs[ri];
-
-		/* Queries, keys and values are widened floats, as map_head makes them. */
-		fill(f, RMAX * DMAX, -3, 3);
-		for (int j = 0; j < RMAX * DMAX; j++)
-			Q[j] = f[j];
-		fill(f, CMAX * DMAX, -3, 3);
-		for (int j = 0; j < CMAX * DMAX; j++)
-			K[j] = f[j];
-		fill(f, CMAX * DMAX, -3, 3);
-		for (int j = 0; j < CMAX * DMAX; j++)
-			V[j] = f[j];
-		memset(s1, 0, sizeof s1);
-		memset(s2, 0, sizeof s2);
-		scores_generic(Q, K, r, c, dh, s1);
-		scores_avx2(Q, K, r, c, dh, s2);
-		CHECK(memcmp(s1, s2, sizeof s1) == 0);
-		CHECK(s1[0] != 0 && s1[r * c - 1] != 0);
-		for (int i = 0; i < r; i++)
-			CHECK(softmax_generic(s1 + i * c, c, 0.3) == softmax_avx2(s2 + i * c, c, 0.3));
-		CHECK(memcmp(s1, s2, sizeof s1) == 0);
-		memset(S1, 0, sizeof S1);
-		memset(S2, 0, sizeof S2);
-		mix_generic(s1, V, r, c, dh, S1);
-		mix_avx2(s2, V, r, c, dh, S2);
-		CHECK(memcmp(S1, S2, sizeof S1) == 0);
-		CHECK(S1[0] != 0 && S1[r * dh - 1] != 0);
-		widen_generic(f, S1, dh);
-		widen_avx2(f, S2, dh);
-		CHECK(memcmp(S1, S2, sizeof S1) == 0);
-	}
-	}
-	}
-	/* exp: the vector form gives the scalar form's bits, both near libm's. */
-	for (int i = 0; i < 20000; i++) {
-		double x[4], y[4], worst = 0;
-		for (int l = 0; l < 4; l++)
-			x[l] = i < 4 ? (double[]){ 0, -708, -709, -1e-300 }[l] : -745 * pow(urand(), 3);
-		exp4_avx2(x, y);
-		for (int l = 0; l < 4; l++) {
-			if (memcmp(&y[l], &(double){ exp_neg(x[l]) }, sizeof(double)) != 0)
-				worst = INFINITY;
-			if (x[l] >= EXP_MIN)
-				worst = fmax(worst, fabs(y[l] - exp(x[l])) / exp(x[l]));
-			else if (y[l] != 0)
-				worst = INFINITY;
-		}
-		if (worst > 1e-15) {
-			CHECK(worst <= 1e-15);
-			for (int l = 0; l < 4; l++)
-				fprintf(stderr, "exp_neg(%.17g) = %.17g, scalar %.17g, libm %.17g\n",
-				    x[l], y[l], exp_neg(x[l]), exp(x[l]));
-			break;
-		}
-	}
-#endif
 }
 
 /* ------------------------------------------------------- on a real model */
@@ -489,14 +402,6 @@ int
 main(int argc, char **argv)
 {
 	test_kernel();
-	test_kernels_agree();
-	/* one choice of kernels for the whole library: SA_KERNELS=generic
-	 * holds for the mapping too */
-#if defined(__x86_64__)
-	CHECK(rowkern_get()->scores == (sa_kernels_path() >= SA_KERNELS_AVX2 ? scores_avx2 : scores_generic));
-#else
-	CHECK(rowkern_get()->scores == scores_generic);
-#endif
 	if (argc > 1) {
 		test_model(argv[1]);
 		test_feed_demos(argv[1]);

@@ -2,8 +2,8 @@
  * test_kernels - every kernel path this CPU can run against the portable
  * one: the row dot products within a tolerance of summation order (and
  * several inputs at once each the bits of one alone), the conversions bit
- * for bit; the path taken from the CPU's feature bits and
- * SA_KERNELS, and OpenBLAS's core type with it.
+ * for bit, and kernels_float.c's kernels bit for bit; the path taken from
+ * the CPU's feature bits and SA_KERNELS, and OpenBLAS's core type with it.
  * usage: test_kernels (SA_KERNELS and OPENBLAS_CORETYPE as the library
  * reads them)
  */
@@ -209,6 +209,114 @@ test_floats(const struct path *p, int64_t n)
 	CHECK(!memcmp(a, b, n * sizeof *a));
 }
 
+/* kernels_float.c's set of the path: the generic set's bits, tails
+ * included.  Queries, keys and values are widened floats, as the mapping
+ * makes them. */
+static void
+test_float_kernels(const struct path *p)
+{
+	static const int dhs[] = { 64, 20, 13, 8, 3 }, cs[] = { 7, 8, 1 }, rs[] = { 3, 1 };
+	static const int64_t ns[] = { 1, 7, 8, 17, 100, 1030 };
+	enum { CMAX = 8, DMAX = 64, RMAX = 3 };
+	const sa_float_kernels *f = p->k->f, *g = kernels_generic.f;
+	double Q[RMAX * DMAX], K[CMAX * DMAX], V[CMAX * DMAX];
+	double s1[RMAX * CMAX], s2[RMAX * CMAX], S1[RMAX * DMAX], S2[RMAX * DMAX];
+	static float x[MAXN], y[MAXN], a[5][MAXN];
+
+	for (size_t di = 0; di < sizeof dhs / sizeof *dhs; di++) {
+	for (size_t ci = 0; ci < sizeof cs / sizeof *cs; ci++) {
+	for (size_t ri = 0; ri < sizeof rs / sizeof *rs; ri++) {
+		int dh = dhs[di], c = cs[ci], r = rs[ri];
+
+		for (int j = 0; j < RMAX * DMAX; j++)
+			Q[j] = 3 * frand();
+		for (int j = 0; j < CMAX * DMAX; j++) {
+			K[j] = 3 * frand();
+			V[j] = 3 * frand();
+			x[j] = 3 * frand();
+		}
+		memset(s1, 0, sizeof s1);
+		memset(s2, 0, sizeof s2);
+		g->scores(Q, K, r, c, dh, s1);
+		f->scores(Q, K, r, c, dh, s2);
+		CHECK(memcmp(s1, s2, sizeof s1) == 0);
+		CHECK(s1[0] != 0 && s1[r * c - 1] != 0);
+		for (int i = 0; i < r; i++)
+			CHECK(g->softmax(s1 + i * c, c, 0.3) == f->softmax(s2 + i * c, c, 0.3));
+		CHECK(memcmp(s1, s2, sizeof s1) == 0);
+		memset(S1, 0, sizeof S1);
+		memset(S2, 0, sizeof S2);
+		g->mix(s1, V, r, c, dh, S1);
+		f->mix(s2, V, r, c, dh, S2);
+		CHECK(memcmp(S1, S2, sizeof S1) == 0);
+		CHECK(S1[0] != 0 && S1[r * dh - 1] != 0);
+		g->widen(x, S1, dh);
+		f->widen(x, S2, dh);
+		CHECK(memcmp(S1, S2, sizeof S1) == 0);
+	}
+	}
+	}
+	/* training's: the dot product in double, SwiGLU (in place too, as the
+	 * forward pass runs it) and its backward */
+	for (size_t s = 0; s < sizeof ns / sizeof *ns; s++) {
+		int64_t n = ns[s];
+
+		for (int64_t i = 0; i < n; i++) {
+			x[i] = 8 * frand();
+			y[i] = frand();
+		}
+		CHECK(g->dot_f64(x, y, (int)n) == f->dot_f64(x, y, (int)n));
+		g->swiglu(a[0], x, y, (size_t)n);
+		f->swiglu(a[1], x, y, (size_t)n);
+		CHECK(!memcmp(a[0], a[1], n * sizeof **a));
+		memcpy(a[2], x, n * sizeof **a);
+		f->swiglu(a[2], a[2], y, (size_t)n);
+		CHECK(!memcmp(a[0], a[2], n * sizeof **a));
+		g->swiglu_back(a[1], a[2], y, x, a[0], (size_t)n);
+		f->swiglu_back(a[3], a[4], y, x, a[0], (size_t)n);
+		CHECK(!memcmp(a[1], a[3], n * sizeof **a) && !memcmp(a[2], a[4], n * sizeof **a));
+	}
+}
+
+#ifdef HAVE_X86
+/* exp_neg_avx2 as the mapping's kernels build it: AVX2 without FMA */
+__attribute__((target("avx2"))) static void
+exp4_avx2(const double *x, double *y)
+{
+	_mm256_storeu_pd(y, exp_neg_avx2(_mm256_loadu_pd(x)));
+}
+#endif
+
+/* exp in double (expf_impl.h): the vector form gives the scalar form's
+ * bits, both near libm's. */
+static void
+test_exp_double(void)
+{
+#ifdef HAVE_X86
+	for (int i = 0; i < 20000; i++) {
+		double x[4], y[4], worst = 0;
+		for (int l = 0; l < 4; l++)
+			x[l] = i < 4 ? (double[]){ 0, -708, -709, -1e-300 }[l] : -745 * pow(sa_unif(&rng), 3);
+		exp4_avx2(x, y);
+		for (int l = 0; l < 4; l++) {
+			if (memcmp(&y[l], &(double){ exp_neg(x[l]) }, sizeof(double)) != 0)
+				worst = INFINITY;
+			if (x[l] >= EXP_MIN)
+				worst = fmax(worst, fabs(y[l] - exp(x[l])) / exp(x[l]));
+			else if (y[l] != 0)
+				worst = INFINITY;
+		}
+		if (worst > 1e-15) {
+			CHECK(worst <= 1e-15);
+			for (int l = 0; l < 4; l++)
+				fprintf(stderr, "exp_neg(%.17g) = %.17g, scalar %.17g, libm %.17g\n",
+				    x[l], y[l], exp_neg(x[l]), exp(x[l]));
+			break;
+		}
+	}
+#endif
+}
+
 /* The path from the feature bits and SA_KERNELS, its table, and OpenBLAS's
  * core type with it. */
 static void
@@ -238,6 +346,9 @@ test_choice(void)
 	}
 #endif
 	CHECK(K.rows_f16 == k->rows_f16 && K.dot == k->dot);
+	/* kernels_float.c's kernels follow the path too */
+	CHECK(sa_kernels_float() == k->f);
+	CHECK(k->f == (path == SA_KERNELS_GENERIC ? &sa_float_kernels_generic : &sa_float_kernels_avx2));
 
 	/* the pool's start-up picked OpenBLAS's core type, or kept the user's */
 	sa_set_threads(1);
@@ -294,6 +405,9 @@ main(void)
 		}
 		test_floats(&paths[i], MAXN);
 		test_blocks(&paths[i]);
+		test_float_kernels(&paths[i]);
 	}
+	if (sa_cpu_features() & SA_CPU_AVX2)
+		test_exp_double();
 	return t_done();
 }

@@ -2,7 +2,8 @@
  * test_session - the KV session under sa-run and sa-eval: a prompt that
  * shares a prefix with what the cache holds runs only the tokens after it
  * (and always its last), scores and choices against every token run from
- * scratch, generation against a plain greedy loop, and the KV peak.
+ * scratch, generation against a plain greedy loop, and the KV peak; and
+ * the request sa-run's options make (lib/run.c).
  * usage: test_session MODEL.gguf (a small random model).
  */
 #include <stdio.h>
@@ -187,6 +188,45 @@ test_generate(sa_model *m)
 	free(lg);
 }
 
+/* sa-run's options: their defaults, a rule, and the request they make of
+ * the texts (escapes, chat messages, stops, choices). */
+static void
+test_run_opts(void)
+{
+	const char *choices[] = { "x\\ty" }, *stops[] = { "\\n", "z" };
+	sa_run_opts o;
+	sa_run_request *r;
+
+	sa_run_opts_default(&o);
+	CHECK(o.escape && o.smp.n_predict == 128 && o.n_ctx == -1 && o.parallel == 1);
+	CHECK_OK(sa_run_opts_check(&o));
+	o.system = "be brief";
+	CHECK(sa_run_opts_check(&o) == SA_EUSAGE && !strcmp(sa_error(), "--system goes with --chat"));
+	o.chat = 1;
+	o.prompt = "a\\tb";
+	o.choices = choices;
+	o.n_choices = 1;
+	o.stops = stops;
+	o.n_stops = 2;
+	CHECK_OK(sa_run_opts_check(&o));
+	CHECK_OK(sa_run_request_new(&r, &o));
+	CHECK(r->req.len == 3 && !memcmp(r->req.text, "a\tb", 3));
+	CHECK(r->req.n_choices == 1 && r->req.choice_len[0] == 3 && !strcmp(r->req.choice[0], "x\ty"));
+	CHECK(r->req.smp.n_stop == 2 && !strcmp(r->req.smp.stop[0], "\n") && r->req.smp.stop_len[1] == 1);
+	CHECK(r->req.n_msg == 2 && !strcmp(r->req.msg[0].role, "system") &&
+	    !strcmp(r->req.msg[1].role, "user") && r->req.msg[1].content_len == 3);
+	sa_run_request_free(r);
+	o.escape = 0;
+	o.chat = 0;
+	o.system = NULL;
+	CHECK_OK(sa_run_request_new(&r, &o));
+	CHECK(r->req.len == 4 && r->req.n_msg == 0 && r->req.choice_len[0] == 4);
+	sa_run_request_free(r);
+	o.prompt = NULL;
+	o.file = "/nonexistent/prompt.txt";
+	CHECK(sa_run_request_new(&r, &o) == SA_ENOINPUT && !r);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -204,6 +244,7 @@ main(int argc, char **argv)
 	test_feed(m);
 	test_score(m);
 	test_generate(m);
+	test_run_opts();
 	sa_model_free(m);
 	return t_done();
 }

@@ -2,7 +2,8 @@
  * test_tokenizer - the tokenizer against llama.cpp's vocabulary test vectors
  * (every case of ggml-vocab-*.gguf.inp/.out, as its test-tokenizer-0 reads
  * them: cases separated by "\n__ggml_vocab_test__\n", one line of ids per
- * case, no BOS), the decode round trip, BOS/EOS, pieces, byte fallback, and
+ * case, no BOS), the decode round trip, BOS/EOS, pieces, byte fallback,
+ * a text's tokens after other text (sa_tokenize_after), and
  * small SentencePiece vocabularies written here to check scores, byte
  * fallback and user-defined tokens in isolation.
  *
@@ -463,6 +464,39 @@ static void test_bad(const char *tmp)
 	unlink(path);
 }
 
+/* A text's tokens where it follows other text: after a newline, SentencePiece
+ * gives it no leading space; a text that merges with what is before it is
+ * told. */
+static void test_after(void)
+{
+	sa_gguf *g;
+	sa_vocab *v;
+	int *t, n, whole;
+
+	if ((v = open_named("llama-spm", &g))) {
+		CHECK_OK(sa_tokenize_after(v, "\n", "Hello world", 11, &t, &n, &whole));
+		CHECK(whole && n == 2 && piece_is(v, t[0], "Hello") && t[1] == 3186);
+		free(t);
+		CHECK_OK(sa_tokenize_after(v, "x", " ->", 3, &t, &n, &whole));
+		CHECK(whole && n > 0 && t[0] != 1);
+		free(t);
+		sa_vocab_free(v);
+		sa_gguf_close(g);
+	}
+	/* gpt-2: "\n\n" is one token, so a newline after a newline is no
+	 * token of its own */
+	if ((v = open_named("gpt-2", &g))) {
+		CHECK_OK(sa_tokenize_after(v, "\n", "\n", 1, &t, &n, &whole));
+		CHECK(!whole);
+		free(t);
+		CHECK_OK(sa_tokenize_after(v, "\n", "Hello", 5, &t, &n, &whole));
+		CHECK(whole && n == 1 && piece_is(v, t[0], "Hello"));
+		free(t);
+		sa_vocab_free(v);
+		sa_gguf_close(g);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const char *tmp = getenv("BATS_TEST_TMPDIR");
@@ -477,6 +511,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < NVOCAB; i++)
 		test_vectors(vocabs[i]);
 	test_specials();
+	test_after();
 	test_synthetic(tmp);
 	test_bad(tmp);
 	return t_done();
