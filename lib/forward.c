@@ -66,7 +66,8 @@ struct sa_kvcache {
 	size_t wt_cap;
 	int maxw;                 /* widest matrix input: max(d, qd, d_ff) */
 	float *vr[4];             /* [SMALL_N][maxw] inputs rounded to F16, BF16, Q8_0, Q8_K */
-	void *xq;                 /* [SMALL_N] rows of maxw floats' room: Q8_0 blocks of them */
+	void *xq[2];              /* [SMALL_N] rows of maxw floats' room: the Q8_0 and Q8_K
+	                           * blocks of vr[2] and vr[3], which the row kernels read */
 	float *lr;                /* [lr_cap] low-rank intermediate A x */
 	size_t lr_cap;
 	float *sc;                /* attention scores */
@@ -162,7 +163,8 @@ sa_kvcache_new(sa_kvcache **out, const sa_model *m, int n_ctx)
 	for (int i = 0; i < 4; i++)
 		if (!(s->vr[i] = sa_malloc(SMALL_N * maxw * sizeof(float))))
 			goto oom;
-	if (!(s->xq = sa_malloc(SMALL_N * maxw * sizeof(float))) ||
+	if (!(s->xq[0] = sa_malloc(SMALL_N * maxw * sizeof(float))) ||
+	    !(s->xq[1] = sa_malloc(SMALL_N * maxw * sizeof(float))) ||
 	    !(s->hrow = sa_malloc(widest * sizeof(float))))
 		goto oom;
 	*out = s;
@@ -186,7 +188,8 @@ sa_kvcache_free(sa_kvcache *s)
 	free_scratch(s);
 	for (int i = 0; i < 4; i++)
 		free(s->vr[i]);
-	free(s->xq);
+	free(s->xq[0]);
+	free(s->xq[1]);
 	free(s->hrow);
 	free(s->wt);
 	free(s->lr);
@@ -553,7 +556,7 @@ struct mv_task {
 	const lin *ls;
 	int nl, nx;
 	const float *xf[SA_NMAT];   /* inputs per lin [nx][cols], rounded for its act type */
-	const void *xq;             /* Q8_0 blocks of the inputs, xq_stride bytes apart */
+	const void *xq[SA_NMAT];    /* per lin: its inputs quantized (or NULL), xq_stride bytes apart */
 	size_t x_stride, xq_stride;
 	int64_t total;
 };
@@ -579,7 +582,7 @@ mv_task(void *arg, int ith, int chunk, int nchunks)
 				blk = end - lo;
 			for (int64_t a = lo; a < end; a += blk)
 				sa_rows_dot_n(w, a - base, (a + blk < end ? a + blk : end) - base, t->nx,
-				    t->xf[j], t->x_stride, t->xq, t->xq_stride, t->ls[j].y,
+				    t->xf[j], t->x_stride, t->xq[j], t->xq_stride, t->ls[j].y,
 				    (size_t)w->rows);
 			lo = end;
 		}
@@ -597,7 +600,7 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 {
 	int64_t cols = ls[0].w->cols;
 	size_t stride = (size_t)s->maxw;
-	struct mv_task t = { ls, nl, nx, { 0 }, s->xq, (size_t)cols, stride * sizeof(float), 0 };
+	struct mv_task t = { ls, nl, nx, { 0 }, { 0 }, (size_t)cols, stride * sizeof(float), 0 };
 	int have[4] = { 0, 0, 0, 0 };
 
 	for (int j = 0; j < nl; j++) {
@@ -608,18 +611,20 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 			t.xf[j] = X;
 			continue;
 		}
-		/* a Q8_0 weight reads the Q8_0 blocks of its input from xq */
+		/* a Q8_0 weight reads the Q8_0 blocks of its input from xq, the
+		 * other block types their Q8_0 or Q8_K blocks */
 		if (ls[j].w->type == SA_TYPE_Q8_0 && a != SA_TYPE_Q8_0)
 			return sa_fail(SA_EINTERNAL, "Q8_0 weights with a %s input", sa_type_name(a));
 		if (!have[k]) {
-			/* F16, BF16 and Q8_K pass through hrow, free here */
+			/* F16 and BF16 pass through hrow, free here */
 			for (int i = 0; i < nx; i++) {
-				void *buf = a == SA_TYPE_Q8_0 ? (char *)s->xq + i * t.xq_stride : (void *)s->hrow;
+				void *buf = k >= 2 ? (char *)s->xq[k - 2] + i * t.xq_stride : (void *)s->hrow;
 				sa_round_row(a, X + i * cols, s->vr[k] + i * cols, buf, cols);
 			}
 			have[k] = 1;
 		}
 		t.xf[j] = s->vr[k];
+		t.xq[j] = k >= 2 ? s->xq[k - 2] : NULL;
 	}
 	sa_pool_run_chunks(mv_task, &t, chunks_for(t.total / 16));
 

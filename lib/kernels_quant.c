@@ -1,0 +1,702 @@
+/*
+ * kernels_quant.c - dot products of weight rows of the block types with
+ * inputs quantized once per input vector, in integers, as llama.cpp's
+ * ggml_vec_dot_*_q8_K and *_q8_0 compute them.
+ *
+ * A K-quant row [n] (n/256 blocks) meets its input as Q8_K blocks (a float
+ * scale, 256 int8, the sums of each 16); Q4_0 .. Q5_1 rows [n] (n/32
+ * blocks) meet Q8_0 blocks.  Within a block the products of the weights'
+ * integers by the input's int8 and their sums under the sub-block scales
+ * are exact in int32; the block's scales (fp16 of the weights times the
+ * input's) then weigh that sum in float, and the minimums or offsets of a
+ * sub-block multiply the input's sum over it (bsums) instead of each value.
+ * Results thus differ from the dequantized F32 dot product only in where
+ * the scales are applied and in the order of the float sums; between
+ * paths, only in the order of the float sums.
+ *
+ * Each kernel dot_T_P(row, xs, g, nb, y, ldy) takes g inputs (xs[0..g-1])
+ * in one pass over the nb blocks of a row, every input with accumulators
+ * of its own filled in the same order whatever g is: rowsn's inputs get
+ * the bits rows gives them.  The vector kernels are inlined with g a
+ * constant.
+ */
+#include <string.h>
+
+#include "sa.h"
+#include "kernels_impl.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_X86 1
+#endif
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+static float
+h2f(uint16_t h)
+{
+	return sa_fp16_to_fp32(h);
+}
+
+/* -------------------------------------------------------------- portable */
+
+/* Each block: the int32 sum under the sub-block scales, then in float
+ * dx * dw * sum - dx * dmin * (minimums . the input's sums). */
+
+/* Q4_K [nb] . Q8_K [nb]: 8 sub-blocks of 32, 6-bit scale and minimum */
+static float
+dot_q4_k_generic(const sa_block_q4_k *w, const sa_block_q8_k *x, int64_t nb)
+{
+	float s = 0;
+
+	for (int64_t i = 0; i < nb; i++) {
+		int32_t sum = 0, msum = 0;
+		for (int j = 0; j < 8; j++) {
+			const uint8_t *q = w[i].qs + j / 2 * 32;
+			const int8_t *xq = x[i].qs + j * 32;
+			int sc, m, shift = j % 2 * 4, t = 0;
+			sa_k4_scale_min(w[i].scales, j, &sc, &m);
+			for (int l = 0; l < 32; l++)
+				t += (q[l] >> shift & 0xf) * xq[l];
+			sum += sc * t;
+			msum += m * (x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
+		}
+		s += x[i].d * h2f(w[i].d) * (float)sum - x[i].d * h2f(w[i].dmin) * (float)msum;
+	}
+	return s;
+}
+
+/* Q5_K [nb] . Q8_K [nb]: Q4_K with a fifth bit, bit j of qh[l] */
+static float
+dot_q5_k_generic(const sa_block_q5_k *w, const sa_block_q8_k *x, int64_t nb)
+{
+	float s = 0;
+
+	for (int64_t i = 0; i < nb; i++) {
+		int32_t sum = 0, msum = 0;
+		for (int j = 0; j < 8; j++) {
+			const uint8_t *q = w[i].qs + j / 2 * 32;
+			const int8_t *xq = x[i].qs + j * 32;
+			int sc, m, shift = j % 2 * 4, t = 0;
+			sa_k4_scale_min(w[i].scales, j, &sc, &m);
+			for (int l = 0; l < 32; l++)
+				t += ((q[l] >> shift & 0xf) | (w[i].qh[l] >> j & 1) << 4) * xq[l];
+			sum += sc * t;
+			msum += m * (x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
+		}
+		s += x[i].d * h2f(w[i].d) * (float)sum - x[i].d * h2f(w[i].dmin) * (float)msum;
+	}
+	return s;
+}
+
+/* Q6_K [nb] . Q8_K [nb]: 16 sub-blocks of 16, int8 scales, q - 32 */
+static float
+dot_q6_k_generic(const sa_block_q6_k *w, const sa_block_q8_k *x, int64_t nb)
+{
+	float s = 0;
+
+	for (int64_t i = 0; i < nb; i++) {
+		int32_t sum = 0;
+		for (int j = 0; j < 16; j++) {
+			const uint8_t *ql = w[i].ql + j / 8 * 64 + j / 2 % 2 * 32 + j % 2 * 16;
+			const uint8_t *qh = w[i].qh + j / 8 * 32 + j % 2 * 16;
+			const int8_t *xq = x[i].qs + j * 16;
+			int lo = j / 4 % 2 * 4, hi = 2 * (j / 2 % 4), t = 0;
+			for (int l = 0; l < 16; l++)
+				t += (((ql[l] >> lo & 0xf) | (qh[l] >> hi & 3) << 4) - 32) * xq[l];
+			sum += w[i].scales[j] * t;
+		}
+		s += x[i].d * h2f(w[i].d) * (float)sum;
+	}
+	return s;
+}
+
+/* Q2_K [nb] . Q8_K [nb]: 16 sub-blocks of 16, 4-bit scale and minimum */
+static float
+dot_q2_k_generic(const sa_block_q2_k *w, const sa_block_q8_k *x, int64_t nb)
+{
+	float s = 0;
+
+	for (int64_t i = 0; i < nb; i++) {
+		int32_t sum = 0, msum = 0;
+		for (int j = 0; j < 16; j++) {
+			const uint8_t *q = w[i].qs + j / 8 * 32 + j % 2 * 16;
+			const int8_t *xq = x[i].qs + j * 16;
+			int shift = 2 * (j / 2 % 4), t = 0;
+			for (int l = 0; l < 16; l++)
+				t += (q[l] >> shift & 3) * xq[l];
+			sum += (w[i].scales[j] & 0xf) * t;
+			msum += (w[i].scales[j] >> 4) * x[i].bsums[j];
+		}
+		s += x[i].d * h2f(w[i].d) * (float)sum - x[i].d * h2f(w[i].dmin) * (float)msum;
+	}
+	return s;
+}
+
+/* Q3_K [nb] . Q8_K [nb]: 16 sub-blocks of 16, 6-bit scales - 32 */
+static float
+dot_q3_k_generic(const sa_block_q3_k *w, const sa_block_q8_k *x, int64_t nb)
+{
+	float s = 0;
+
+	for (int64_t i = 0; i < nb; i++) {
+		int32_t sum = 0;
+		for (int j = 0; j < 16; j++) {
+			const uint8_t *q = w[i].qs + j / 8 * 32 + j % 2 * 16;
+			const uint8_t *hm = w[i].hmask + j % 2 * 16;
+			const int8_t *xq = x[i].qs + j * 16;
+			int shift = 2 * (j / 2 % 4), bit = j / 2, t = 0;
+			for (int l = 0; l < 16; l++)
+				t += ((q[l] >> shift & 3) - (hm[l] >> bit & 1 ? 0 : 4)) * xq[l];
+			sum += sa_q3_k_scale(w[i].scales, j) * t;
+		}
+		s += x[i].d * h2f(w[i].d) * (float)sum;
+	}
+	return s;
+}
+
+/* The 32 integers of a block of Q4_0 .. Q5_1 (before the offset). */
+static void
+q4_ints(const uint8_t *qs, int *q)
+{
+	for (int l = 0; l < 16; l++) {
+		q[l] = qs[l] & 0xf;
+		q[l + 16] = qs[l] >> 4;
+	}
+}
+
+static void
+q5_ints(const uint8_t *qs, const uint8_t *qh, int *q)
+{
+	uint32_t h = qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
+
+	q4_ints(qs, q);
+	for (int l = 0; l < 32; l++)
+		q[l] |= (h >> l & 1) << 4;
+}
+
+/* sum over a block of q[l] * x[l], and of x[l] */
+static int32_t
+block_sum(const int *q, const int8_t *x, int32_t *xsum)
+{
+	int32_t t = 0, xs = 0;
+
+	for (int l = 0; l < 32; l++) {
+		t += q[l] * x[l];
+		xs += x[l];
+	}
+	*xsum = xs;
+	return t;
+}
+
+/* Q4_0 and Q5_0 [nb] . Q8_0 [nb]: dw * dx * sum (q - 8 or 16) x */
+static float
+dot_q4_0_generic(const sa_block_q4_0 *w, const sa_block_q8_0 *x, int64_t nb)
+{
+	float s = 0;
+	int q[32];
+	int32_t xs;
+
+	for (int64_t i = 0; i < nb; i++) {
+		q4_ints(w[i].qs, q);
+		int32_t t = block_sum(q, x[i].qs, &xs) - 8 * xs;
+		s += h2f(w[i].d) * h2f(x[i].d) * (float)t;
+	}
+	return s;
+}
+
+static float
+dot_q5_0_generic(const sa_block_q5_0 *w, const sa_block_q8_0 *x, int64_t nb)
+{
+	float s = 0;
+	int q[32];
+	int32_t xs;
+
+	for (int64_t i = 0; i < nb; i++) {
+		q5_ints(w[i].qs, w[i].qh, q);
+		int32_t t = block_sum(q, x[i].qs, &xs) - 16 * xs;
+		s += h2f(w[i].d) * h2f(x[i].d) * (float)t;
+	}
+	return s;
+}
+
+/* Q4_1 and Q5_1 [nb] . Q8_0 [nb]: dw * dx * sum q x + m * dx * sum x */
+static float
+dot_q4_1_generic(const sa_block_q4_1 *w, const sa_block_q8_0 *x, int64_t nb)
+{
+	float s = 0;
+	int q[32];
+	int32_t xs;
+
+	for (int64_t i = 0; i < nb; i++) {
+		q4_ints(w[i].qs, q);
+		int32_t t = block_sum(q, x[i].qs, &xs);
+		float dx = h2f(x[i].d);
+		s += h2f(w[i].d) * dx * (float)t + h2f(w[i].m) * dx * (float)xs;
+	}
+	return s;
+}
+
+static float
+dot_q5_1_generic(const sa_block_q5_1 *w, const sa_block_q8_0 *x, int64_t nb)
+{
+	float s = 0;
+	int q[32];
+	int32_t xs;
+
+	for (int64_t i = 0; i < nb; i++) {
+		q5_ints(w[i].qs, w[i].qh, q);
+		int32_t t = block_sum(q, x[i].qs, &xs);
+		float dx = h2f(x[i].d);
+		s += h2f(w[i].d) * dx * (float)t + h2f(w[i].m) * dx * (float)xs;
+	}
+	return s;
+}
+
+/* rows_T_generic and rowsn_T_generic from dot_T_generic: the inputs one
+ * after the other, which gives each the same sums; BE weights a block. */
+#define GENERIC_ROWS(T, BT, XT, BE) \
+static void rows_##T##_generic(const void *w, size_t rb, int64_t n, const float *x, \
+    const void *xq, float *y, int64_t nr) \
+{ \
+	for (int64_t r = 0; r < nr; r++) \
+		y[r] = dot_##T##_generic((const BT *)((const char *)w + r * rb), xq, n / BE); \
+} \
+static void rowsn_##T##_generic(const void *w, size_t rb, int64_t n, int nx, const float *x, \
+    size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy, int64_t nr) \
+{ \
+	for (int j = 0; j < nx; j++) \
+		rows_##T##_generic(w, rb, n, NULL, (const char *)xq + j * ldxq, y + j * ldy, nr); \
+}
+GENERIC_ROWS(q4_0, sa_block_q4_0, sa_block_q8_0, SA_QK)
+GENERIC_ROWS(q4_1, sa_block_q4_1, sa_block_q8_0, SA_QK)
+GENERIC_ROWS(q5_0, sa_block_q5_0, sa_block_q8_0, SA_QK)
+GENERIC_ROWS(q5_1, sa_block_q5_1, sa_block_q8_0, SA_QK)
+GENERIC_ROWS(q2_k, sa_block_q2_k, sa_block_q8_k, SA_QK_K)
+GENERIC_ROWS(q3_k, sa_block_q3_k, sa_block_q8_k, SA_QK_K)
+GENERIC_ROWS(q4_k, sa_block_q4_k, sa_block_q8_k, SA_QK_K)
+GENERIC_ROWS(q5_k, sa_block_q5_k, sa_block_q8_k, SA_QK_K)
+GENERIC_ROWS(q6_k, sa_block_q6_k, sa_block_q8_k, SA_QK_K)
+
+const sa_quant_rows sa_quant_generic[SA_QUANT_TYPES] = {
+	[SA_TYPE_Q4_0] = { rows_q4_0_generic, rowsn_q4_0_generic },
+	[SA_TYPE_Q4_1] = { rows_q4_1_generic, rowsn_q4_1_generic },
+	[SA_TYPE_Q5_0] = { rows_q5_0_generic, rowsn_q5_0_generic },
+	[SA_TYPE_Q5_1] = { rows_q5_1_generic, rowsn_q5_1_generic },
+	[SA_TYPE_Q2_K] = { rows_q2_k_generic, rowsn_q2_k_generic },
+	[SA_TYPE_Q3_K] = { rows_q3_k_generic, rowsn_q3_k_generic },
+	[SA_TYPE_Q4_K] = { rows_q4_k_generic, rowsn_q4_k_generic },
+	[SA_TYPE_Q5_K] = { rows_q5_k_generic, rowsn_q5_k_generic },
+	[SA_TYPE_Q6_K] = { rows_q6_k_generic, rowsn_q6_k_generic },
+};
+
+/* ------------------------------------------------------------------ x86 */
+
+#ifdef HAVE_X86
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define AVX2_INLINE AVX2 ALWAYS_INLINE
+#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
+#define AVX512_INLINE AVX512 ALWAYS_INLINE
+#define VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define VNNI_INLINE VNNI ALWAYS_INLINE
+
+/* rows_T_P and rowsn_T_P from dot_T_P, which takes g inputs a pass over
+ * a row: rowsn G at a time, each group over all the rows (the caller
+ * passes as many as the cache holds); BE weights a block. */
+#define VECTOR_ROWS(T, P, ATTR, G, BE) \
+ATTR static void rows_##T##_##P(const void *w, size_t rb, int64_t n, const float *x, \
+    const void *xq, float *y, int64_t nr) \
+{ \
+	const void *xs[1] = { xq }; \
+	for (int64_t r = 0; r < nr; r++) \
+		dot_##T##_##P((const char *)w + r * rb, xs, 1, n / BE, y + r, 0); \
+} \
+ATTR static void rowsn_##T##_##P(const void *w, size_t rb, int64_t n, int nx, const float *x, \
+    size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy, int64_t nr) \
+{ \
+	for (int j0 = 0; j0 < nx; j0 += G) { \
+		int g = nx - j0 < G ? nx - j0 : G; \
+		const void *xs[G]; \
+		for (int j = 0; j < g; j++) \
+			xs[j] = (const char *)xq + (j0 + j) * ldxq; \
+		for (int64_t r = 0; r < nr; r++) { \
+			const char *row = (const char *)w + r * rb; \
+			float *yj = y + j0 * ldy + r; \
+			switch (g) { \
+			case 1: dot_##T##_##P(row, xs, 1, n / BE, yj, ldy); break; \
+			case 2: dot_##T##_##P(row, xs, 2, n / BE, yj, ldy); break; \
+			case 3: dot_##T##_##P(row, xs, 3, n / BE, yj, ldy); break; \
+			default: dot_##T##_##P(row, xs, G, n / BE, yj, ldy); break; \
+			} \
+		} \
+	} \
+}
+
+/* the lines of a block of bb bytes at p, PREFETCH_AHEAD on */
+ALWAYS_INLINE void
+prefetch_block(const void *p, size_t bb)
+{
+	for (size_t o = 0; o < bb; o += 64)
+		_mm_prefetch((const char *)p + PREFETCH_AHEAD + o, _MM_HINT_T0);
+}
+
+AVX2_INLINE float
+hsum4(__m128 s)
+{
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+AVX2_INLINE float
+hsum8(__m256 v)
+{
+	return hsum4(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
+}
+
+/* The 8 scales (low 128 bits) and 8 minimums (high) of a Q4_K or Q5_K
+ * block as int16, from their 12 bytes (sa_k4_scale_min's packing). */
+AVX2_INLINE __m256i
+k4_scales(const uint8_t *s12)
+{
+	uint32_t t[3], u[4];
+
+	memcpy(t, s12, 12);
+	u[0] = t[0] & 0x3f3f3f3f;
+	u[1] = (t[2] & 0x0f0f0f0f) | (t[0] >> 6 & 0x03030303) << 4;
+	u[2] = t[1] & 0x3f3f3f3f;
+	u[3] = (t[2] >> 4 & 0x0f0f0f0f) | (t[1] >> 6 & 0x03030303) << 4;
+	return _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)u));
+}
+
+/* int16 lanes all holding int16 lane s of each 128 bits (for shuffle_epi8) */
+#define PICK16(s) ((short)(((2 * (s) + 1) << 8) | 2 * (s)))
+
+/* 16 in the bytes of b where bit `bit` is set: the fifth bit of Q5_K */
+AVX2_INLINE __m256i
+fifth_bit(__m256i b, int bit)
+{
+	__m256i m = _mm256_set1_epi8((char)(1 << bit));
+	return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(b, m), m), _mm256_set1_epi8(16));
+}
+
+/* The minimums' part of a Q4_K or Q5_K block for input block x:
+ * acc += -dx*dmin * (mins [8] . the input's sums over each 32). */
+AVX2_INLINE __m128
+k4_mins(__m128 acc, __m128i mins, const sa_block_q8_k *x, float dmin)
+{
+	__m256i bs = _mm256_loadu_si256((const __m256i *)x->bsums);
+	__m128i s32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+	return _mm_fmadd_ps(_mm_set1_ps(-x->d * dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins, s32)), acc);
+}
+
+/*
+ * Q4_K or Q5_K rows [nb blocks] . g Q8_K inputs [nb], AVX2: per block and
+ * input, sub-blocks of 32 as 32 unsigned weights by 32 int8 (maddubs,
+ * pairs of int16), weighed by their scale and summed in int32 (madd); the
+ * 8 int32 lanes scaled by dx*dw into a float accumulator, the minimums'
+ * part into another of 4 lanes.
+ */
+AVX2_INLINE void
+dot_q45_k_avx2(int q5, const void *row, const void *const *xs, int g, int64_t nb, float *y,
+    size_t ldy)
+{
+	const __m256i m4 = _mm256_set1_epi8(0xf);
+	size_t bb = q5 ? sizeof(sa_block_q5_k) : sizeof(sa_block_q4_k);
+	__m256 acc[ROWS_GROUP];
+	__m128 accm[ROWS_GROUP];
+
+	for (int j = 0; j < g; j++) {
+		acc[j] = _mm256_setzero_ps();
+		accm[j] = _mm_setzero_ps();
+	}
+	for (int64_t i = 0; i < nb; i++) {
+		const sa_block_q4_k *b = (const sa_block_q4_k *)((const char *)row + i * bb);
+		const sa_block_q5_k *b5 = (const sa_block_q5_k *)b;
+		const uint8_t *qs = q5 ? b5->qs : b->qs;
+		__m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
+		__m256i ms = k4_scales(b->scales), sum[ROWS_GROUP];
+		__m256i sc = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(ms));
+		float dw = _cvtsh_ss(b->d), mw = _cvtsh_ss(b->dmin);
+
+		prefetch_block(b, bb);
+		for (int j = 0; j < g; j++)
+			sum[j] = _mm256_setzero_si256();
+		for (int k = 0; k < 4; k++) {
+			__m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
+			__m256i lo = _mm256_and_si256(bits, m4);
+			__m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+			__m256i sl = _mm256_shuffle_epi8(sc, _mm256_set1_epi16(PICK16(2 * k)));
+			__m256i sh = _mm256_shuffle_epi8(sc, _mm256_set1_epi16(PICK16(2 * k + 1)));
+			if (q5) {
+				lo = _mm256_or_si256(lo, fifth_bit(hb, 2 * k));
+				hi = _mm256_or_si256(hi, fifth_bit(hb, 2 * k + 1));
+			}
+			for (int j = 0; j < g; j++) {
+				const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 64 * k;
+				__m256i pl = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq));
+				__m256i ph = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32)));
+				sum[j] = _mm256_add_epi32(sum[j], _mm256_add_epi32(_mm256_madd_epi16(sl, pl),
+				    _mm256_madd_epi16(sh, ph)));
+			}
+		}
+		for (int j = 0; j < g; j++) {
+			const sa_block_q8_k *x = (const sa_block_q8_k *)xs[j] + i;
+			accm[j] = k4_mins(accm[j], _mm256_extracti128_si256(ms, 1), x, mw);
+			acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * dw), _mm256_cvtepi32_ps(sum[j]), acc[j]);
+		}
+	}
+	for (int j = 0; j < g; j++)
+		y[j * ldy] = hsum8(acc[j]) + hsum4(accm[j]);
+}
+
+AVX2_INLINE void
+dot_q4_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *y, size_t ldy)
+{
+	dot_q45_k_avx2(0, row, xs, g, nb, y, ldy);
+}
+
+AVX2_INLINE void
+dot_q5_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *y, size_t ldy)
+{
+	dot_q45_k_avx2(1, row, xs, g, nb, y, ldy);
+}
+
+/* The 6-bit weights q of Q6_K as unsigned bytes; q - 32 is the weight, so
+ * the block's sum less 32 * (scales . the input's sums over each 16). */
+AVX2_INLINE __m256i
+q6_offset(const sa_block_q8_k *x, __m256i sc16)
+{
+	__m256i bs = _mm256_loadu_si256((const __m256i *)x->bsums);
+	return _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5);
+}
+
+/*
+ * Q6_K rows [nb blocks] . g Q8_K inputs [nb], AVX2: per half block, the
+ * 4 vectors of 32 weights, each two sub-blocks of 16 (one per 128 bits)
+ * whose int8 scales multiply their maddubs pairs (madd).
+ */
+AVX2_INLINE void
+dot_q6_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *y, size_t ldy)
+{
+	const __m256i m4 = _mm256_set1_epi8(0xf), m2 = _mm256_set1_epi8(3);
+	const int64_t one = 0x0101010101010101;
+	__m256 acc[ROWS_GROUP];
+
+	for (int j = 0; j < g; j++)
+		acc[j] = _mm256_setzero_ps();
+	for (int64_t i = 0; i < nb; i++) {
+		const sa_block_q6_k *b = (const sa_block_q6_k *)row + i;
+		__m128i sc8 = _mm_loadu_si128((const __m128i *)b->scales);
+		__m256i sum[ROWS_GROUP];
+		float dw = _cvtsh_ss(b->d);
+
+		prefetch_block(b, sizeof *b);
+		for (int j = 0; j < g; j++)
+			sum[j] = _mm256_setzero_si256();
+		for (int h = 0; h < 2; h++) {
+			__m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+			__m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+			__m256i hb = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)), q[4];
+			q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4),
+			    _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4));
+			q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4),
+			    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4));
+			q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4),
+			    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
+			q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+			    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
+			for (int v = 0; v < 4; v++) {
+				int s = 8 * h + 2 * v;     /* sub-blocks s and s + 1 */
+				__m256i scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8,
+				    _mm_set_epi64x(one * (s + 1), one * s)));
+				for (int j = 0; j < g; j++) {
+					const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 16 * s;
+					__m256i p = _mm256_maddubs_epi16(q[v], _mm256_loadu_si256((const __m256i *)xq));
+					sum[j] = _mm256_add_epi32(sum[j], _mm256_madd_epi16(scv, p));
+				}
+			}
+		}
+		for (int j = 0; j < g; j++) {
+			const sa_block_q8_k *x = (const sa_block_q8_k *)xs[j] + i;
+			__m256i t = _mm256_sub_epi32(sum[j], q6_offset(x, _mm256_cvtepi8_epi16(sc8)));
+			acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * dw), _mm256_cvtepi32_ps(t), acc[j]);
+		}
+	}
+	for (int j = 0; j < g; j++)
+		y[j * ldy] = hsum8(acc[j]);
+}
+
+VECTOR_ROWS(q4_k, avx2, AVX2, 3, SA_QK_K)
+VECTOR_ROWS(q5_k, avx2, AVX2, 3, SA_QK_K)
+VECTOR_ROWS(q6_k, avx2, AVX2, 3, SA_QK_K)
+
+/*
+ * AVX-512: the same sums on 64 weights a vector, two sub-blocks of 32
+ * (Q4_K, Q5_K) or four of 16 (Q6_K) side by side.  The int16 pairs of
+ * maddubs times their scales go into the int32 sums through VPMADDWD and
+ * an add, or with VNNI one VPDPWSSD: the same integers either way.
+ */
+typedef __m512i (*sacc_fn)(__m512i acc, __m512i sc, __m512i p16);
+
+AVX512_INLINE __m512i
+sacc_bw(__m512i acc, __m512i sc, __m512i p16)
+{
+	return _mm512_add_epi32(acc, _mm512_madd_epi16(sc, p16));
+}
+
+VNNI_INLINE __m512i
+sacc_vnni(__m512i acc, __m512i sc, __m512i p16)
+{
+	return _mm512_dpwssd_epi32(acc, sc, p16);
+}
+
+/* a in the low 256 bits, b in the high */
+AVX512_INLINE __m512i
+join256(__m256i a, __m256i b)
+{
+	return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+}
+
+/* Q4_K or Q5_K rows [nb] . g Q8_K inputs [nb], AVX-512: 64 bytes of qs
+ * hold 4 sub-blocks, low nibbles [s | s+2], high [s+1 | s+3]; regrouped
+ * [s | s+1] and [s+2 | s+3] they meet 64 consecutive input values. */
+AVX512_INLINE void
+dot_q45_k_512(sacc_fn sacc, int q5, const void *row, const void *const *xs, int g, int64_t nb,
+    float *y, size_t ldy)
+{
+	const __m512i m4 = _mm512_set1_epi8(0xf), sixteen = _mm512_set1_epi8(16);
+	size_t bb = q5 ? sizeof(sa_block_q5_k) : sizeof(sa_block_q4_k);
+	__m512 acc[ROWS_GROUP];
+	__m128 accm[ROWS_GROUP];
+
+	for (int j = 0; j < g; j++) {
+		acc[j] = _mm512_setzero_ps();
+		accm[j] = _mm_setzero_ps();
+	}
+	for (int64_t i = 0; i < nb; i++) {
+		const sa_block_q4_k *b = (const sa_block_q4_k *)((const char *)row + i * bb);
+		const sa_block_q5_k *b5 = (const sa_block_q5_k *)b;
+		const uint8_t *qs = q5 ? b5->qs : b->qs;
+		__m512i hb = q5 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b5->qh)) :
+		    _mm512_setzero_si512();
+		__m256i ms = k4_scales(b->scales);
+		__m512i sc = _mm512_broadcast_i32x4(_mm256_castsi256_si128(ms)), sum[ROWS_GROUP];
+		float dw = _cvtsh_ss(b->d), mw = _cvtsh_ss(b->dmin);
+
+		prefetch_block(b, bb);
+		for (int j = 0; j < g; j++)
+			sum[j] = _mm512_setzero_si512();
+		for (int h = 0; h < 2; h++) {
+			__m512i bits = _mm512_loadu_si512(qs + 64 * h);
+			__m512i lo = _mm512_and_si512(bits, m4);
+			__m512i hi = _mm512_and_si512(_mm512_srli_epi16(bits, 4), m4);
+			__m512i q[2] = { _mm512_shuffle_i64x2(lo, hi, 0x44), _mm512_shuffle_i64x2(lo, hi, 0xee) };
+			for (int v = 0; v < 2; v++) {
+				int s = 4 * h + 2 * v;     /* sub-blocks s and s + 1 */
+				__m512i scv = _mm512_shuffle_epi8(sc, join256(_mm256_set1_epi16(PICK16(s)),
+				    _mm256_set1_epi16(PICK16(s + 1))));
+				if (q5) {
+					__m512i m = join256(_mm256_set1_epi8((char)(1 << s)),
+					    _mm256_set1_epi8((char)(1 << (s + 1))));
+					q[v] = _mm512_or_si512(q[v],
+					    _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(hb, m), sixteen));
+				}
+				for (int j = 0; j < g; j++) {
+					const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 32 * s;
+					sum[j] = sacc(sum[j], scv, _mm512_maddubs_epi16(q[v], _mm512_loadu_si512(xq)));
+				}
+			}
+		}
+		for (int j = 0; j < g; j++) {
+			const sa_block_q8_k *x = (const sa_block_q8_k *)xs[j] + i;
+			accm[j] = k4_mins(accm[j], _mm256_extracti128_si256(ms, 1), x, mw);
+			acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(x->d * dw), _mm512_cvtepi32_ps(sum[j]), acc[j]);
+		}
+	}
+	for (int j = 0; j < g; j++)
+		y[j * ldy] = _mm512_reduce_add_ps(acc[j]) + hsum4(accm[j]);
+}
+
+/* Q6_K rows [nb] . g Q8_K inputs [nb], AVX-512: 64 bytes of ql give 64
+ * consecutive weights in their low nibbles and the next 64 in their high
+ * ones; qh's 32 bytes, in both halves, give each its two high bits. */
+AVX512_INLINE void
+dot_q6_k_512(sacc_fn sacc, const void *row, const void *const *xs, int g, int64_t nb, float *y,
+    size_t ldy)
+{
+	const __m512i m4 = _mm512_set1_epi8(0xf);
+	/* the high bits of weights 0..31 and 32..63 of a half block, and of
+	 * 64..95 and 96..127, moved to bits 4-5 */
+	const __m512i mlo = join256(_mm256_set1_epi8(3), _mm256_set1_epi8(12));
+	const __m512i slo = join256(_mm256_set1_epi16(4), _mm256_set1_epi16(2));
+	const __m512i mhi = join256(_mm256_set1_epi8(48), _mm256_set1_epi8((char)192));
+	const __m512i shi = join256(_mm256_set1_epi16(0), _mm256_set1_epi16(2));
+	/* int16 lane l: scale l/8, the sub-block of its 128 bits */
+	const int64_t r = 0x0001000100010001;
+	const __m512i quarter = _mm512_set_epi64(3 * r, 3 * r, 2 * r, 2 * r, r, r, 0, 0);
+	__m512 acc[ROWS_GROUP];
+
+	for (int j = 0; j < g; j++)
+		acc[j] = _mm512_setzero_ps();
+	for (int64_t i = 0; i < nb; i++) {
+		const sa_block_q6_k *b = (const sa_block_q6_k *)row + i;
+		__m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+		__m512i sc = _mm512_castsi256_si512(sc16), sum[ROWS_GROUP];
+		float dw = _cvtsh_ss(b->d);
+
+		prefetch_block(b, sizeof *b);
+		for (int j = 0; j < g; j++)
+			sum[j] = _mm512_setzero_si512();
+		for (int h = 0; h < 2; h++) {
+			__m512i l = _mm512_loadu_si512(b->ql + 64 * h);
+			__m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
+			__m512i q[2] = {
+				_mm512_or_si512(_mm512_and_si512(l, m4),
+				    _mm512_sllv_epi16(_mm512_and_si512(hb, mlo), slo)),
+				_mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+				    _mm512_srlv_epi16(_mm512_and_si512(hb, mhi), shi)),
+			};
+			for (int v = 0; v < 2; v++) {
+				int s = 8 * h + 4 * v;     /* sub-blocks s .. s + 3 */
+				__m512i scv = _mm512_permutexvar_epi16(_mm512_add_epi16(quarter,
+				    _mm512_set1_epi16((short)s)), sc);
+				for (int j = 0; j < g; j++) {
+					const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 16 * s;
+					sum[j] = sacc(sum[j], scv, _mm512_maddubs_epi16(q[v], _mm512_loadu_si512(xq)));
+				}
+			}
+		}
+		for (int j = 0; j < g; j++) {
+			const sa_block_q8_k *x = (const sa_block_q8_k *)xs[j] + i;
+			__m512i t = _mm512_sub_epi32(sum[j], _mm512_zextsi256_si512(q6_offset(x, sc16)));
+			acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(x->d * dw), _mm512_cvtepi32_ps(t), acc[j]);
+		}
+	}
+	for (int j = 0; j < g; j++)
+		y[j * ldy] = _mm512_reduce_add_ps(acc[j]);
+}
+
+#define KQUANTS_512(P, INLINE, ATTR) \
+INLINE void dot_q4_k_##P(const void *row, const void *const *xs, int g, int64_t nb, float *y, \
+    size_t ldy) { dot_q45_k_512(sacc_##P, 0, row, xs, g, nb, y, ldy); } \
+INLINE void dot_q5_k_##P(const void *row, const void *const *xs, int g, int64_t nb, float *y, \
+    size_t ldy) { dot_q45_k_512(sacc_##P, 1, row, xs, g, nb, y, ldy); } \
+INLINE void dot_q6_k_##P(const void *row, const void *const *xs, int g, int64_t nb, float *y, \
+    size_t ldy) { dot_q6_k_512(sacc_##P, row, xs, g, nb, y, ldy); } \
+VECTOR_ROWS(q4_k, P, ATTR, ROWS_GROUP, SA_QK_K) \
+VECTOR_ROWS(q5_k, P, ATTR, ROWS_GROUP, SA_QK_K) \
+VECTOR_ROWS(q6_k, P, ATTR, ROWS_GROUP, SA_QK_K)
+KQUANTS_512(bw, AVX512_INLINE, AVX512)
+KQUANTS_512(vnni, VNNI_INLINE, VNNI)
+
+#define KQUANT_TABLE(P) { \
+	[SA_TYPE_Q4_K] = { rows_q4_k_##P, rowsn_q4_k_##P }, \
+	[SA_TYPE_Q5_K] = { rows_q5_k_##P, rowsn_q5_k_##P }, \
+	[SA_TYPE_Q6_K] = { rows_q6_k_##P, rowsn_q6_k_##P }, \
+}
+/* the other types' rows go through F32 (kernels.c's rows_blocks) */
+const sa_quant_rows sa_quant_avx2[SA_QUANT_TYPES] = KQUANT_TABLE(avx2);
+const sa_quant_rows sa_quant_avx512[SA_QUANT_TYPES] = KQUANT_TABLE(bw);
+const sa_quant_rows sa_quant_vnni[SA_QUANT_TYPES] = KQUANT_TABLE(vnni);
+#endif /* HAVE_X86 */
