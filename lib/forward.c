@@ -420,20 +420,21 @@ struct round_task {
 	const float *src;
 	float *dst;
 	int64_t n, cols;
-	char *buf;          /* per thread: one row in the type */
+	char *buf;          /* per thread, or per row: one row in the type */
 	size_t buf_stride;
+	int buf_per_row;
 };
 
 static void
 round_rows_task(void *arg, int ith, int chunk, int nchunks)
 {
 	struct round_task *t = arg;
-	char *buf = t->buf + (size_t)ith * t->buf_stride;
 	int64_t lo, hi;
 
 	sa_split(t->n, chunk, nchunks, &lo, &hi);
 	for (int64_t i = lo; i < hi; i++)
-		sa_round_row(t->type, t->src + i * t->cols, t->dst + i * t->cols, buf, t->cols);
+		sa_round_row(t->type, t->src + i * t->cols, t->dst + i * t->cols,
+		    t->buf + (size_t)(t->buf_per_row ? i : ith) * t->buf_stride, t->cols);
 }
 
 /* X [n][cols] rounded to type, in dst (or X itself for F32). */
@@ -441,7 +442,7 @@ static const float *
 round_rows(sa_kvcache *s, int type, const float *X, int n, int64_t cols, float *dst, int *rc)
 {
 	size_t stride = (size_t)cols * sizeof(float), need = stride * sa_get_threads();
-	struct round_task t = { type, X, dst, n, cols, NULL, stride };
+	struct round_task t = { type, X, dst, n, cols, NULL, stride, 0 };
 
 	if (type == SA_TYPE_F32)
 		return X;
@@ -615,14 +616,18 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 		 * other block types their Q8_0 or Q8_K blocks */
 		if (ls[j].w->type == SA_TYPE_Q8_0 && a != SA_TYPE_Q8_0)
 			return sa_fail(SA_EINTERNAL, "Q8_0 weights with a %s input", sa_type_name(a));
-		if (!have[k]) {
+		if (!have[k] && k >= 2 && nx > 1) {
+			/* the blocks of each input kept, in parallel */
+			struct round_task rt = { a, X, s->vr[k], nx, cols, s->xq[k - 2], t.xq_stride, 1 };
+			sa_pool_run_chunks(round_rows_task, &rt, chunks_for(nx));
+		} else if (!have[k]) {
 			/* F16 and BF16 pass through hrow, free here */
 			for (int i = 0; i < nx; i++) {
 				void *buf = k >= 2 ? (char *)s->xq[k - 2] + i * t.xq_stride : (void *)s->hrow;
 				sa_round_row(a, X + i * cols, s->vr[k] + i * cols, buf, cols);
 			}
-			have[k] = 1;
 		}
+		have[k] = 1;
 		t.xf[j] = s->vr[k];
 		t.xq[j] = k >= 2 ? s->xq[k - 2] : NULL;
 	}
@@ -652,6 +657,16 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 	return SA_OK;
 }
 
+/* Do the row kernels of all these maps compute in integers? */
+static int
+rows_integer(const lin *ls, int nl)
+{
+	for (int j = 0; j < nl; j++)
+		if (!sa_rows_integer(ls[j].w->type))
+			return 0;
+	return 1;
+}
+
 /* Several maps over the same input X [n][cols]; rbuf [n][cols] scratch for
  * the rounded input.  Outputs have row stride rows (their width). */
 static int
@@ -663,6 +678,22 @@ linear(sa_kvcache *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
 
 	if (n <= SMALL_N)
 		return matvec(s, ls, nl, X, n);
+	if (rows_integer(ls, nl)) {
+		/* SMALL_N inputs at a time through the integer row kernels,
+		 * which beat converting the weights for sgemm */
+		lin part[SA_NMAT];
+		for (int i = 0; i < n; i += SMALL_N) {
+			for (int j = 0; j < nl; j++) {
+				part[j] = ls[j];
+				part[j].y = ls[j].y + (size_t)i * ls[j].w->rows;
+				part[j].rows = ls[j].rows ? ls[j].rows + i : NULL;
+			}
+			if ((rc = matvec(s, part, nl, X + (size_t)i * cols,
+			    n - i < SMALL_N ? n - i : SMALL_N)) != SA_OK)
+				return rc;
+		}
+		return SA_OK;
+	}
 	/* the maps from j on that take the input rounded the same way */
 	for (int j = 0, k; j < nl; j = k) {
 		for (k = j + 1; k < nl && ls[k].act == ls[j].act; k++)

@@ -1092,6 +1092,12 @@ sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x
 		fn(p, rb, w->cols, nx, x, ldx, xq, ldxq, y + r0, ldy, r1 - r0);
 }
 
+int
+sa_rows_integer(int type)
+{
+	return type >= 0 && type < SA_QUANT_TYPES && kernels()->quant[type].rows;
+}
+
 void
 sa_rows_dot(const sa_matrix *w, int64_t r0, int64_t r1, const float *x,
     const void *xq, float *y)

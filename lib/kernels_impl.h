@@ -59,6 +59,10 @@ void sa_rows_dot(const sa_matrix *w, int64_t r0, int64_t r1, const float *x,
 void sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x,
     size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy);
 
+/* Whether the rows of a block type have kernels in integers on this path
+ * (then read xq, which sa_rows_dot must be given). */
+int sa_rows_integer(int type);
+
 /* The type llama.cpp rounds the input of a matrix of this type to (its
  * vec_dot_type): the type itself, Q8_0 for Q4_0 .. Q5_1, Q8_K for the
  * K-quants. */

@@ -299,6 +299,9 @@ const sa_quant_rows sa_quant_generic[SA_QUANT_TYPES] = {
 #define AVX512_INLINE AVX512 ALWAYS_INLINE
 #define VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define VNNI_INLINE VNNI ALWAYS_INLINE
+/* the loops over inputs and parts of a block, unrolled: their arrays then
+ * stay in registers */
+#define UNROLL _Pragma("GCC unroll 8")
 
 /* rows_T_P and rowsn_T_P from dot_T_P, which takes g inputs a pass over
  * a row: rowsn G at a time, each group over all the rows (the caller
@@ -354,19 +357,21 @@ hsum8(__m256 v)
 	return hsum4(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
 }
 
-/* The 8 scales (low 128 bits) and 8 minimums (high) of a Q4_K or Q5_K
- * block as int16, from their 12 bytes (sa_k4_scale_min's packing). */
-AVX2_INLINE __m256i
-k4_scales(const uint8_t *s12)
+/* The 8 scales of a Q4_K or Q5_K block, from their 12 bytes (the packing
+ * of sa_k4_scale_min), as int16 in each 128 bits of *sc; its 8 minimums
+ * as int16 in *mins, each twice, for the two sums of 16 of a sub-block. */
+AVX2_INLINE void
+k4_scales(const uint8_t *s12, __m128i *sc, __m256i *mins)
 {
-	uint32_t t[3], u[4];
+	uint32_t t[3];
 
 	memcpy(t, s12, 12);
-	u[0] = t[0] & 0x3f3f3f3f;
-	u[1] = (t[2] & 0x0f0f0f0f) | (t[0] >> 6 & 0x03030303) << 4;
-	u[2] = t[1] & 0x3f3f3f3f;
-	u[3] = (t[2] >> 4 & 0x0f0f0f0f) | (t[1] >> 6 & 0x03030303) << 4;
-	return _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)u));
+	__m128i u = _mm_set_epi32((int)((t[2] >> 4 & 0x0f0f0f0f) | (t[1] >> 6 & 0x03030303) << 4),
+	    (int)(t[1] & 0x3f3f3f3f), (int)((t[2] & 0x0f0f0f0f) | (t[0] >> 6 & 0x03030303) << 4),
+	    (int)(t[0] & 0x3f3f3f3f));
+	*sc = _mm_cvtepu8_epi16(u);
+	*mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(u,
+	    _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
 }
 
 /* int16 lanes all holding int16 lane s of each 128 bits (for shuffle_epi8) */
@@ -381,13 +386,13 @@ fifth_bit(__m256i b, int bit)
 }
 
 /* The minimums' part of a Q4_K or Q5_K block for input block x:
- * acc += -dx*dmin * (mins [8] . the input's sums over each 32). */
-AVX2_INLINE __m128
-k4_mins(__m128 acc, __m128i mins, const sa_block_q8_k *x, float dmin)
+ * acc += dx * -dmin * (mins [16] . the input's sums over each 16). */
+AVX2_INLINE __m256
+k4_mins(__m256 acc, __m256i mins, const sa_block_q8_k *x, float ndmin)
 {
 	__m256i bs = _mm256_loadu_si256((const __m256i *)x->bsums);
-	__m128i s32 = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-	return _mm_fmadd_ps(_mm_set1_ps(-x->d * dmin), _mm_cvtepi32_ps(_mm_madd_epi16(mins, s32)), acc);
+	return _mm256_fmadd_ps(_mm256_set1_ps(x->d * ndmin), _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)),
+	    acc);
 }
 
 /*
@@ -403,26 +408,25 @@ dot_q45_k_avx2(int q5, const void *row, const void *const *xs, int g, int64_t nb
 {
 	const __m256i m4 = _mm256_set1_epi8(0xf);
 	size_t bb = q5 ? sizeof(sa_block_q5_k) : sizeof(sa_block_q4_k);
-	__m256 acc[ROWS_GROUP];
-	__m128 accm[ROWS_GROUP];
+	__m256 acc[ROWS_GROUP], accm[ROWS_GROUP];
 
-	for (int j = 0; j < g; j++) {
-		acc[j] = _mm256_setzero_ps();
-		accm[j] = _mm_setzero_ps();
-	}
+	UNROLL for (int j = 0; j < g; j++)
+		acc[j] = accm[j] = _mm256_setzero_ps();
 	for (int64_t i = 0; i < nb; i++) {
 		const sa_block_q4_k *b = (const sa_block_q4_k *)((const char *)row + i * bb);
 		const sa_block_q5_k *b5 = (const sa_block_q5_k *)b;
 		const uint8_t *qs = q5 ? b5->qs : b->qs;
 		__m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
-		__m256i ms = k4_scales(b->scales), sum[ROWS_GROUP];
-		__m256i sc = _mm256_broadcastsi128_si256(_mm256_castsi256_si128(ms));
-		float dw = _cvtsh_ss(b->d), mw = _cvtsh_ss(b->dmin);
+		__m256i mins, sum[ROWS_GROUP];
+		__m128i sc8;
+		k4_scales(b->scales, &sc8, &mins);
+		__m256i sc = _mm256_broadcastsi128_si256(sc8);
+		float dw = _cvtsh_ss(b->d), ndmin = -_cvtsh_ss(b->dmin);
 
 		prefetch_block(b, bb);
-		for (int j = 0; j < g; j++)
+		UNROLL for (int j = 0; j < g; j++)
 			sum[j] = _mm256_setzero_si256();
-		for (int k = 0; k < 4; k++) {
+		UNROLL for (int k = 0; k < 4; k++) {
 			__m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * k));
 			__m256i lo = _mm256_and_si256(bits, m4);
 			__m256i hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
@@ -432,7 +436,7 @@ dot_q45_k_avx2(int q5, const void *row, const void *const *xs, int g, int64_t nb
 				lo = _mm256_or_si256(lo, fifth_bit(hb, 2 * k));
 				hi = _mm256_or_si256(hi, fifth_bit(hb, 2 * k + 1));
 			}
-			for (int j = 0; j < g; j++) {
+			UNROLL for (int j = 0; j < g; j++) {
 				const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 64 * k;
 				__m256i pl = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq));
 				__m256i ph = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32)));
@@ -440,14 +444,14 @@ dot_q45_k_avx2(int q5, const void *row, const void *const *xs, int g, int64_t nb
 				    _mm256_madd_epi16(sh, ph)));
 			}
 		}
-		for (int j = 0; j < g; j++) {
+		UNROLL for (int j = 0; j < g; j++) {
 			const sa_block_q8_k *x = (const sa_block_q8_k *)xs[j] + i;
-			accm[j] = k4_mins(accm[j], _mm256_extracti128_si256(ms, 1), x, mw);
+			accm[j] = k4_mins(accm[j], mins, x, ndmin);
 			acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * dw), _mm256_cvtepi32_ps(sum[j]), acc[j]);
 		}
 	}
-	for (int j = 0; j < g; j++)
-		y[j * ldy] = hsum8(acc[j]) + hsum4(accm[j]);
+	UNROLL for (int j = 0; j < g; j++)
+		y[j * ldy] = hsum8(acc[j]) + hsum8(accm[j]);
 }
 
 AVX2_INLINE void
@@ -483,7 +487,7 @@ dot_q6_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *
 	const int64_t one = 0x0101010101010101;
 	__m256 acc[ROWS_GROUP];
 
-	for (int j = 0; j < g; j++)
+	UNROLL for (int j = 0; j < g; j++)
 		acc[j] = _mm256_setzero_ps();
 	for (int64_t i = 0; i < nb; i++) {
 		const sa_block_q6_k *b = (const sa_block_q6_k *)row + i;
@@ -492,9 +496,9 @@ dot_q6_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *
 		float dw = _cvtsh_ss(b->d);
 
 		prefetch_block(b, sizeof *b);
-		for (int j = 0; j < g; j++)
+		UNROLL for (int j = 0; j < g; j++)
 			sum[j] = _mm256_setzero_si256();
-		for (int h = 0; h < 2; h++) {
+		UNROLL for (int h = 0; h < 2; h++) {
 			__m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
 			__m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
 			__m256i hb = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)), q[4];
@@ -506,24 +510,24 @@ dot_q6_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *
 			    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4));
 			q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
 			    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
-			for (int v = 0; v < 4; v++) {
+			UNROLL for (int v = 0; v < 4; v++) {
 				int s = 8 * h + 2 * v;     /* sub-blocks s and s + 1 */
 				__m256i scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8,
 				    _mm_set_epi64x(one * (s + 1), one * s)));
-				for (int j = 0; j < g; j++) {
+				UNROLL for (int j = 0; j < g; j++) {
 					const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 16 * s;
 					__m256i p = _mm256_maddubs_epi16(q[v], _mm256_loadu_si256((const __m256i *)xq));
 					sum[j] = _mm256_add_epi32(sum[j], _mm256_madd_epi16(scv, p));
 				}
 			}
 		}
-		for (int j = 0; j < g; j++) {
+		UNROLL for (int j = 0; j < g; j++) {
 			const sa_block_q8_k *x = (const sa_block_q8_k *)xs[j] + i;
 			__m256i t = _mm256_sub_epi32(sum[j], q6_offset(x, _mm256_cvtepi8_epi16(sc8)));
 			acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * dw), _mm256_cvtepi32_ps(t), acc[j]);
 		}
 	}
-	for (int j = 0; j < g; j++)
+	UNROLL for (int j = 0; j < g; j++)
 		y[j * ldy] = hsum8(acc[j]);
 }
 
@@ -568,11 +572,11 @@ dot_q45_k_512(sacc_fn sacc, int q5, const void *row, const void *const *xs, int 
 	const __m512i m4 = _mm512_set1_epi8(0xf), sixteen = _mm512_set1_epi8(16);
 	size_t bb = q5 ? sizeof(sa_block_q5_k) : sizeof(sa_block_q4_k);
 	__m512 acc[ROWS_GROUP];
-	__m128 accm[ROWS_GROUP];
+	__m256 accm[ROWS_GROUP];
 
-	for (int j = 0; j < g; j++) {
+	UNROLL for (int j = 0; j < g; j++) {
 		acc[j] = _mm512_setzero_ps();
-		accm[j] = _mm_setzero_ps();
+		accm[j] = _mm256_setzero_ps();
 	}
 	for (int64_t i = 0; i < nb; i++) {
 		const sa_block_q4_k *b = (const sa_block_q4_k *)((const char *)row + i * bb);
@@ -580,19 +584,21 @@ dot_q45_k_512(sacc_fn sacc, int q5, const void *row, const void *const *xs, int 
 		const uint8_t *qs = q5 ? b5->qs : b->qs;
 		__m512i hb = q5 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)b5->qh)) :
 		    _mm512_setzero_si512();
-		__m256i ms = k4_scales(b->scales);
-		__m512i sc = _mm512_broadcast_i32x4(_mm256_castsi256_si128(ms)), sum[ROWS_GROUP];
-		float dw = _cvtsh_ss(b->d), mw = _cvtsh_ss(b->dmin);
+		__m256i mins;
+		__m128i sc8;
+		k4_scales(b->scales, &sc8, &mins);
+		__m512i sc = _mm512_broadcast_i32x4(sc8), sum[ROWS_GROUP];
+		float dw = _cvtsh_ss(b->d), ndmin = -_cvtsh_ss(b->dmin);
 
 		prefetch_block(b, bb);
-		for (int j = 0; j < g; j++)
+		UNROLL for (int j = 0; j < g; j++)
 			sum[j] = _mm512_setzero_si512();
-		for (int h = 0; h < 2; h++) {
+		UNROLL for (int h = 0; h < 2; h++) {
 			__m512i bits = _mm512_loadu_si512(qs + 64 * h);
 			__m512i lo = _mm512_and_si512(bits, m4);
 			__m512i hi = _mm512_and_si512(_mm512_srli_epi16(bits, 4), m4);
 			__m512i q[2] = { _mm512_shuffle_i64x2(lo, hi, 0x44), _mm512_shuffle_i64x2(lo, hi, 0xee) };
-			for (int v = 0; v < 2; v++) {
+			UNROLL for (int v = 0; v < 2; v++) {
 				int s = 4 * h + 2 * v;     /* sub-blocks s and s + 1 */
 				__m512i scv = _mm512_shuffle_epi8(sc, join256(_mm256_set1_epi16(PICK16(s)),
 				    _mm256_set1_epi16(PICK16(s + 1))));
@@ -602,20 +608,20 @@ dot_q45_k_512(sacc_fn sacc, int q5, const void *row, const void *const *xs, int 
 					q[v] = _mm512_or_si512(q[v],
 					    _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(hb, m), sixteen));
 				}
-				for (int j = 0; j < g; j++) {
+				UNROLL for (int j = 0; j < g; j++) {
 					const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 32 * s;
 					sum[j] = sacc(sum[j], scv, _mm512_maddubs_epi16(q[v], _mm512_loadu_si512(xq)));
 				}
 			}
 		}
-		for (int j = 0; j < g; j++) {
+		UNROLL for (int j = 0; j < g; j++) {
 			const sa_block_q8_k *x = (const sa_block_q8_k *)xs[j] + i;
-			accm[j] = k4_mins(accm[j], _mm256_extracti128_si256(ms, 1), x, mw);
+			accm[j] = k4_mins(accm[j], mins, x, ndmin);
 			acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(x->d * dw), _mm512_cvtepi32_ps(sum[j]), acc[j]);
 		}
 	}
-	for (int j = 0; j < g; j++)
-		y[j * ldy] = _mm512_reduce_add_ps(acc[j]) + hsum4(accm[j]);
+	UNROLL for (int j = 0; j < g; j++)
+		y[j * ldy] = _mm512_reduce_add_ps(acc[j]) + hsum8(accm[j]);
 }
 
 /* Q6_K rows [nb] . g Q8_K inputs [nb], AVX-512: 64 bytes of ql give 64
@@ -637,7 +643,7 @@ dot_q6_k_512(sacc_fn sacc, const void *row, const void *const *xs, int g, int64_
 	const __m512i quarter = _mm512_set_epi64(3 * r, 3 * r, 2 * r, 2 * r, r, r, 0, 0);
 	__m512 acc[ROWS_GROUP];
 
-	for (int j = 0; j < g; j++)
+	UNROLL for (int j = 0; j < g; j++)
 		acc[j] = _mm512_setzero_ps();
 	for (int64_t i = 0; i < nb; i++) {
 		const sa_block_q6_k *b = (const sa_block_q6_k *)row + i;
@@ -646,9 +652,9 @@ dot_q6_k_512(sacc_fn sacc, const void *row, const void *const *xs, int g, int64_
 		float dw = _cvtsh_ss(b->d);
 
 		prefetch_block(b, sizeof *b);
-		for (int j = 0; j < g; j++)
+		UNROLL for (int j = 0; j < g; j++)
 			sum[j] = _mm512_setzero_si512();
-		for (int h = 0; h < 2; h++) {
+		UNROLL for (int h = 0; h < 2; h++) {
 			__m512i l = _mm512_loadu_si512(b->ql + 64 * h);
 			__m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(b->qh + 32 * h)));
 			__m512i q[2] = {
@@ -657,23 +663,23 @@ dot_q6_k_512(sacc_fn sacc, const void *row, const void *const *xs, int g, int64_
 				_mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
 				    _mm512_srlv_epi16(_mm512_and_si512(hb, mhi), shi)),
 			};
-			for (int v = 0; v < 2; v++) {
+			UNROLL for (int v = 0; v < 2; v++) {
 				int s = 8 * h + 4 * v;     /* sub-blocks s .. s + 3 */
 				__m512i scv = _mm512_permutexvar_epi16(_mm512_add_epi16(quarter,
 				    _mm512_set1_epi16((short)s)), sc);
-				for (int j = 0; j < g; j++) {
+				UNROLL for (int j = 0; j < g; j++) {
 					const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 16 * s;
 					sum[j] = sacc(sum[j], scv, _mm512_maddubs_epi16(q[v], _mm512_loadu_si512(xq)));
 				}
 			}
 		}
-		for (int j = 0; j < g; j++) {
+		UNROLL for (int j = 0; j < g; j++) {
 			const sa_block_q8_k *x = (const sa_block_q8_k *)xs[j] + i;
 			__m512i t = _mm512_sub_epi32(sum[j], _mm512_zextsi256_si512(q6_offset(x, sc16)));
 			acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(x->d * dw), _mm512_cvtepi32_ps(t), acc[j]);
 		}
 	}
-	for (int j = 0; j < g; j++)
+	UNROLL for (int j = 0; j < g; j++)
 		y[j * ldy] = _mm512_reduce_add_ps(acc[j]);
 }
 
