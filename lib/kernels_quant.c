@@ -535,6 +535,212 @@ VECTOR_ROWS(q4_k, avx2, AVX2, 3, SA_QK_K)
 VECTOR_ROWS(q5_k, avx2, AVX2, 3, SA_QK_K)
 VECTOR_ROWS(q6_k, avx2, AVX2, 3, SA_QK_K)
 
+/* The 16 int8 scales of a Q2_K or Q3_K block, and those of sub-blocks s
+ * and s + 1 as int16, 8 lanes each. */
+AVX2_INLINE __m256i
+pick_scales(__m128i sc8, int s)
+{
+	const int64_t one = 0x0101010101010101;
+
+	return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_set_epi64x(one * (s + 1), one * s)));
+}
+
+/*
+ * Q2_K rows [nb blocks] . g Q8_K inputs [nb], AVX2: 32 bytes of qs hold
+ * 128 weights, 2 bits each at 4 shifts, each shift 32 consecutive weights
+ * of two sub-blocks of 16 (one per 128 bits) weighed by their 4-bit
+ * scales; the 4-bit minimums against the input's sums of 16.
+ */
+AVX2_INLINE void
+dot_q2_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *y, size_t ldy)
+{
+	const __m256i m2 = _mm256_set1_epi8(3);
+	const __m128i m4 = _mm_set1_epi8(0xf);
+	__m256 acc[ROWS_GROUP], accm[ROWS_GROUP];
+
+	UNROLL for (int j = 0; j < g; j++)
+		acc[j] = accm[j] = _mm256_setzero_ps();
+	for (int64_t i = 0; i < nb; i++) {
+		const sa_block_q2_k *b = (const sa_block_q2_k *)row + i;
+		__m128i sm = _mm_loadu_si128((const __m128i *)b->scales);
+		__m128i sc8 = _mm_and_si128(sm, m4);
+		__m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), m4));
+		__m256i sum[ROWS_GROUP];
+		float dw = _cvtsh_ss(b->d), ndmin = -_cvtsh_ss(b->dmin);
+
+		prefetch_block(b, sizeof *b);
+		UNROLL for (int j = 0; j < g; j++)
+			sum[j] = _mm256_setzero_si256();
+		UNROLL for (int h = 0; h < 2; h++) {
+			__m256i bits = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
+			UNROLL for (int c = 0; c < 4; c++) {
+				int s = 8 * h + 2 * c;     /* sub-blocks s and s + 1 */
+				__m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * c), m2);
+				__m256i scv = pick_scales(sc8, s);
+				UNROLL for (int j = 0; j < g; j++) {
+					const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 16 * s;
+					__m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)xq));
+					sum[j] = _mm256_add_epi32(sum[j], _mm256_madd_epi16(scv, p));
+				}
+			}
+		}
+		UNROLL for (int j = 0; j < g; j++) {
+			const sa_block_q8_k *x = (const sa_block_q8_k *)xs[j] + i;
+			__m256i bs = _mm256_loadu_si256((const __m256i *)x->bsums);
+			accm[j] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * ndmin),
+			    _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), accm[j]);
+			acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * dw), _mm256_cvtepi32_ps(sum[j]), acc[j]);
+		}
+	}
+	UNROLL for (int j = 0; j < g; j++)
+		y[j * ldy] = hsum8(acc[j]) + hsum8(accm[j]);
+}
+
+/* Q3_K's 16 scales as int8, from their 12 bytes (sa_q3_k_scale's
+ * packing): low nibbles of bytes 0..7, then their high nibbles, each
+ * with 2 high bits from bytes 8..11, less 32. */
+AVX2_INLINE __m128i
+q3_scales(const uint8_t *s12)
+{
+	uint32_t t[3];
+
+	memcpy(t, s12, 12);
+	__m128i u = _mm_set_epi32((int)((t[1] >> 4 & 0x0f0f0f0f) | (t[2] >> 6 & 0x03030303) << 4),
+	    (int)((t[0] >> 4 & 0x0f0f0f0f) | (t[2] >> 4 & 0x03030303) << 4),
+	    (int)((t[1] & 0x0f0f0f0f) | (t[2] >> 2 & 0x03030303) << 4),
+	    (int)((t[0] & 0x0f0f0f0f) | (t[2] & 0x03030303) << 4));
+	return _mm_sub_epi8(u, _mm_set1_epi8(32));
+}
+
+/*
+ * Q3_K rows [nb blocks] . g Q8_K inputs [nb], AVX2: Q2_K's layout of the
+ * low 2 bits, with a third from hmask; the weight q - 4 taken as q (0..7,
+ * unsigned for maddubs), less 4 * (scales . the input's sums of 16).
+ */
+AVX2_INLINE void
+dot_q3_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *y, size_t ldy)
+{
+	const __m256i m2 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+	__m256 acc[ROWS_GROUP];
+
+	UNROLL for (int j = 0; j < g; j++)
+		acc[j] = _mm256_setzero_ps();
+	for (int64_t i = 0; i < nb; i++) {
+		const sa_block_q3_k *b = (const sa_block_q3_k *)row + i;
+		__m128i sc8 = q3_scales(b->scales);
+		__m256i hm = _mm256_loadu_si256((const __m256i *)b->hmask), sum[ROWS_GROUP];
+		float dw = _cvtsh_ss(b->d);
+
+		prefetch_block(b, sizeof *b);
+		UNROLL for (int j = 0; j < g; j++)
+			sum[j] = _mm256_setzero_si256();
+		UNROLL for (int h = 0; h < 2; h++) {
+			__m256i bits = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
+			UNROLL for (int c = 0; c < 4; c++) {
+				int s = 8 * h + 2 * c;     /* sub-blocks s and s + 1 */
+				__m256i hbit = _mm256_set1_epi8((char)(1 << (4 * h + c)));
+				__m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * c), m2),
+				    _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, hbit), hbit), four));
+				__m256i scv = pick_scales(sc8, s);
+				UNROLL for (int j = 0; j < g; j++) {
+					const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 16 * s;
+					__m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)xq));
+					sum[j] = _mm256_add_epi32(sum[j], _mm256_madd_epi16(scv, p));
+				}
+			}
+		}
+		UNROLL for (int j = 0; j < g; j++) {
+			const sa_block_q8_k *x = (const sa_block_q8_k *)xs[j] + i;
+			__m256i bs = _mm256_loadu_si256((const __m256i *)x->bsums);
+			__m256i off = _mm256_slli_epi32(_mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(sc8)), 2);
+			acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * dw),
+			    _mm256_cvtepi32_ps(_mm256_sub_epi32(sum[j], off)), acc[j]);
+		}
+	}
+	UNROLL for (int j = 0; j < g; j++)
+		y[j * ldy] = hsum8(acc[j]);
+}
+
+VECTOR_ROWS(q2_k, avx2, AVX2, 3, SA_QK_K)
+VECTOR_ROWS(q3_k, avx2, AVX2, 3, SA_QK_K)
+
+/* The 32 integers of a block of Q4_0 .. Q5_1 as bytes in order: 16 bytes
+ * of nibbles (weights l and l + 16), with Q5's fifth bits (bit l of qh
+ * for weight l) as 16. */
+AVX2_INLINE __m256i
+q32_bytes(const uint8_t *qs, const uint8_t *qh)
+{
+	__m128i b = _mm_loadu_si128((const __m128i *)qs);
+	__m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0xf));
+	uint32_t h;
+
+	if (!qh)
+		return q;
+	memcpy(&h, qh, 4);
+	__m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
+	    _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+	const __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201);
+	return _mm256_or_si256(q, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit),
+	    _mm256_set1_epi8(16)));
+}
+
+/*
+ * Q4_0, Q4_1, Q5_0 or Q5_1 rows [nb blocks of 32] . g Q8_0 inputs [nb],
+ * AVX2: per block and input, the 32 products in int32 lanes scaled by
+ * dw*dx into a float accumulator.  Q4_0 and Q5_0 weights q - 8 or q - 16
+ * are signed: their sign moves onto x for maddubs.  Q4_1 and Q5_1 add
+ * m*dx times the input's sum.
+ */
+AVX2_INLINE void
+dot_q32_avx2(int type, const void *row, const void *const *xs, int g, int64_t nb, float *y,
+    size_t ldy)
+{
+	const __m256i ones = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
+	int five = type == SA_TYPE_Q5_0 || type == SA_TYPE_Q5_1;
+	int min = type == SA_TYPE_Q4_1 || type == SA_TYPE_Q5_1;
+	size_t bb = 2 + 2 * min + 4 * five + 16;
+	__m256 acc[ROWS_GROUP];
+
+	UNROLL for (int j = 0; j < g; j++)
+		acc[j] = _mm256_setzero_ps();
+	for (int64_t i = 0; i < nb; i++) {
+		const uint8_t *b = (const uint8_t *)row + i * bb;
+		uint16_t d16[2];
+		memcpy(d16, b, 2 + 2 * min);
+		__m256i q = q32_bytes(b + 2 + 2 * min + 4 * five, five ? b + 2 + 2 * min : NULL);
+		float dw = _cvtsh_ss(d16[0]), mw = min ? _cvtsh_ss(d16[1]) : 0;
+
+		if (!min)
+			q = _mm256_sub_epi8(q, _mm256_set1_epi8(five ? 16 : 8));
+		__m256i aq = _mm256_sign_epi8(q, q);
+		UNROLL for (int j = 0; j < g; j++) {
+			const sa_block_q8_0 *x = (const sa_block_q8_0 *)xs[j] + i;
+			__m256i xv = _mm256_loadu_si256((const __m256i *)x->qs);
+			float dx = _cvtsh_ss(x->d);
+			if (min) {
+				__m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
+				__m256i sx = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, xv), ones);
+				acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), _mm256_cvtepi32_ps(p), acc[j]);
+				acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(mw * dx), _mm256_cvtepi32_ps(sx), acc[j]);
+			} else {
+				__m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(xv, q)), ones);
+				acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(dw * dx), _mm256_cvtepi32_ps(p), acc[j]);
+			}
+		}
+	}
+	UNROLL for (int j = 0; j < g; j++)
+		y[j * ldy] = hsum8(acc[j]);
+}
+
+#define Q32_KERNEL(T, TYPE) \
+AVX2_INLINE void dot_##T##_avx2(const void *row, const void *const *xs, int g, int64_t nb, \
+    float *y, size_t ldy) { dot_q32_avx2(TYPE, row, xs, g, nb, y, ldy); } \
+VECTOR_ROWS(T, avx2, AVX2, 3, SA_QK)
+Q32_KERNEL(q4_0, SA_TYPE_Q4_0)
+Q32_KERNEL(q4_1, SA_TYPE_Q4_1)
+Q32_KERNEL(q5_0, SA_TYPE_Q5_0)
+Q32_KERNEL(q5_1, SA_TYPE_Q5_1)
+
 /*
  * AVX-512: the same sums on 64 weights a vector, two sub-blocks of 32
  * (Q4_K, Q5_K) or four of 16 (Q6_K) side by side.  The int16 pairs of
@@ -696,13 +902,20 @@ VECTOR_ROWS(q6_k, P, ATTR, ROWS_GROUP, SA_QK_K)
 KQUANTS_512(bw, AVX512_INLINE, AVX512)
 KQUANTS_512(vnni, VNNI_INLINE, VNNI)
 
-#define KQUANT_TABLE(P) { \
-	[SA_TYPE_Q4_K] = { rows_q4_k_##P, rowsn_q4_k_##P }, \
-	[SA_TYPE_Q5_K] = { rows_q5_k_##P, rowsn_q5_k_##P }, \
-	[SA_TYPE_Q6_K] = { rows_q6_k_##P, rowsn_q6_k_##P }, \
+/* AVX-512 tables: their own Q4_K, Q5_K and Q6_K kernels, the AVX2 ones of
+ * the other types */
+#define QUANT_TABLE(P512) { \
+	[SA_TYPE_Q4_0] = { rows_q4_0_avx2, rowsn_q4_0_avx2 }, \
+	[SA_TYPE_Q4_1] = { rows_q4_1_avx2, rowsn_q4_1_avx2 }, \
+	[SA_TYPE_Q5_0] = { rows_q5_0_avx2, rowsn_q5_0_avx2 }, \
+	[SA_TYPE_Q5_1] = { rows_q5_1_avx2, rowsn_q5_1_avx2 }, \
+	[SA_TYPE_Q2_K] = { rows_q2_k_avx2, rowsn_q2_k_avx2 }, \
+	[SA_TYPE_Q3_K] = { rows_q3_k_avx2, rowsn_q3_k_avx2 }, \
+	[SA_TYPE_Q4_K] = { rows_q4_k_##P512, rowsn_q4_k_##P512 }, \
+	[SA_TYPE_Q5_K] = { rows_q5_k_##P512, rowsn_q5_k_##P512 }, \
+	[SA_TYPE_Q6_K] = { rows_q6_k_##P512, rowsn_q6_k_##P512 }, \
 }
-/* the other types' rows go through F32 (kernels.c's rows_blocks) */
-const sa_quant_rows sa_quant_avx2[SA_QUANT_TYPES] = KQUANT_TABLE(avx2);
-const sa_quant_rows sa_quant_avx512[SA_QUANT_TYPES] = KQUANT_TABLE(bw);
-const sa_quant_rows sa_quant_vnni[SA_QUANT_TYPES] = KQUANT_TABLE(vnni);
+const sa_quant_rows sa_quant_avx2[SA_QUANT_TYPES] = QUANT_TABLE(avx2);
+const sa_quant_rows sa_quant_avx512[SA_QUANT_TYPES] = QUANT_TABLE(bw);
+const sa_quant_rows sa_quant_vnni[SA_QUANT_TYPES] = QUANT_TABLE(vnni);
 #endif /* HAVE_X86 */
