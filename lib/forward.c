@@ -14,8 +14,10 @@
  * of weight rows (weights other than F32 converted to F32 a block at a
  * time); fewer rows go through the pool's row kernels, which read each
  * weight once for all of them: decoding is bound by memory bandwidth.
- * Either way every sum runs whole on one thread, in an order that the
- * number of threads does not change.
+ * Block types whose row kernels compute in integers take those for more
+ * rows too, SMALL_N at a time (sa_rows_batch): they beat sgemm on the
+ * weights converted.  Either way every sum runs whole on one thread, in
+ * an order that the number of threads does not change.
  *
  * The input of every linear map is first rounded as llama.cpp rounds it
  * for the weight's type (F16 -> F16, BF16 -> BF16, Q8_0, Q4_0 .. Q5_1 ->
@@ -657,12 +659,12 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 	return SA_OK;
 }
 
-/* Do the row kernels of all these maps compute in integers? */
+/* Do batches go faster through the row kernels for all these maps? */
 static int
-rows_integer(const lin *ls, int nl)
+rows_batch(const lin *ls, int nl)
 {
 	for (int j = 0; j < nl; j++)
-		if (!sa_rows_integer(ls[j].w->type))
+		if (!sa_rows_batch(ls[j].w->type))
 			return 0;
 	return 1;
 }
@@ -678,9 +680,8 @@ linear(sa_kvcache *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
 
 	if (n <= SMALL_N)
 		return matvec(s, ls, nl, X, n);
-	if (rows_integer(ls, nl)) {
-		/* SMALL_N inputs at a time through the integer row kernels,
-		 * which beat converting the weights for sgemm */
+	if (rows_batch(ls, nl)) {
+		/* SMALL_N inputs at a time through the row kernels */
 		lin part[SA_NMAT];
 		for (int i = 0; i < n; i += SMALL_N) {
 			for (int j = 0; j < nl; j++) {

@@ -1093,9 +1093,12 @@ sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x
 }
 
 int
-sa_rows_integer(int type)
+sa_rows_batch(int type)
 {
-	return type >= 0 && type < SA_QUANT_TYPES && kernels()->quant[type].rows;
+	const struct kernels *k = kernels();
+
+	return kernels_path != SA_KERNELS_GENERIC && type >= 0 && type < SA_QUANT_TYPES &&
+	    k->quant[type].rows;
 }
 
 void

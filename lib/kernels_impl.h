@@ -59,9 +59,11 @@ void sa_rows_dot(const sa_matrix *w, int64_t r0, int64_t r1, const float *x,
 void sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x,
     size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy);
 
-/* Whether the rows of a block type have kernels in integers on this path
- * (then read xq, which sa_rows_dot must be given). */
-int sa_rows_integer(int type);
+/* Whether a batch of inputs goes faster through the row kernels of a
+ * matrix of this type than through sgemm on its rows converted to F32:
+ * the vector kernels of the block types, in integers (the portable ones
+ * are slower than sgemm). */
+int sa_rows_batch(int type);
 
 /* The type llama.cpp rounds the input of a matrix of this type to (its
  * vec_dot_type): the type itself, Q8_0 for Q4_0 .. Q5_1, Q8_K for the
