@@ -303,6 +303,11 @@ const sa_quant_rows sa_quant_generic[SA_QUANT_TYPES] = {
  * stay in registers */
 #define UNROLL _Pragma("GCC unroll 8")
 
+/* Inputs a pass of the AVX-512 kernels of the K-quants, at most 8 (the
+ * cases of VECTOR_ROWS): the block's unpacking shared by more of them,
+ * their accumulators still in the 32 registers. */
+#define QUANT_GROUP 8
+
 /* rows_T_P and rowsn_T_P from dot_T_P, which takes g inputs a pass over
  * a row: rowsn G at a time, each group over all the rows (the caller
  * passes as many as the cache holds); BE weights a block. */
@@ -329,6 +334,10 @@ ATTR static void rowsn_##T##_##P(const void *w, size_t rb, int64_t n, int nx, co
 			case 1: dot_##T##_##P(row, xs, 1, n / BE, yj, ldy); break; \
 			case 2: dot_##T##_##P(row, xs, 2, n / BE, yj, ldy); break; \
 			case 3: dot_##T##_##P(row, xs, 3, n / BE, yj, ldy); break; \
+			case 4: dot_##T##_##P(row, xs, 4 < G ? 4 : G, n / BE, yj, ldy); break; \
+			case 5: dot_##T##_##P(row, xs, 5 < G ? 5 : G, n / BE, yj, ldy); break; \
+			case 6: dot_##T##_##P(row, xs, 6 < G ? 6 : G, n / BE, yj, ldy); break; \
+			case 7: dot_##T##_##P(row, xs, 7 < G ? 7 : G, n / BE, yj, ldy); break; \
 			default: dot_##T##_##P(row, xs, G, n / BE, yj, ldy); break; \
 			} \
 		} \
@@ -408,7 +417,7 @@ dot_q45_k_avx2(int q5, const void *row, const void *const *xs, int g, int64_t nb
 {
 	const __m256i m4 = _mm256_set1_epi8(0xf);
 	size_t bb = q5 ? sizeof(sa_block_q5_k) : sizeof(sa_block_q4_k);
-	__m256 acc[ROWS_GROUP], accm[ROWS_GROUP];
+	__m256 acc[QUANT_GROUP], accm[QUANT_GROUP];
 
 	UNROLL for (int j = 0; j < g; j++)
 		acc[j] = accm[j] = _mm256_setzero_ps();
@@ -417,7 +426,7 @@ dot_q45_k_avx2(int q5, const void *row, const void *const *xs, int g, int64_t nb
 		const sa_block_q5_k *b5 = (const sa_block_q5_k *)b;
 		const uint8_t *qs = q5 ? b5->qs : b->qs;
 		__m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
-		__m256i mins, sum[ROWS_GROUP];
+		__m256i mins, sum[QUANT_GROUP];
 		__m128i sc8;
 		k4_scales(b->scales, &sc8, &mins);
 		__m256i sc = _mm256_broadcastsi128_si256(sc8);
@@ -485,14 +494,14 @@ dot_q6_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *
 {
 	const __m256i m4 = _mm256_set1_epi8(0xf), m2 = _mm256_set1_epi8(3);
 	const int64_t one = 0x0101010101010101;
-	__m256 acc[ROWS_GROUP];
+	__m256 acc[QUANT_GROUP];
 
 	UNROLL for (int j = 0; j < g; j++)
 		acc[j] = _mm256_setzero_ps();
 	for (int64_t i = 0; i < nb; i++) {
 		const sa_block_q6_k *b = (const sa_block_q6_k *)row + i;
 		__m128i sc8 = _mm_loadu_si128((const __m128i *)b->scales);
-		__m256i sum[ROWS_GROUP];
+		__m256i sum[QUANT_GROUP];
 		float dw = _cvtsh_ss(b->d);
 
 		prefetch_block(b, sizeof *b);
@@ -556,7 +565,7 @@ dot_q2_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *
 {
 	const __m256i m2 = _mm256_set1_epi8(3);
 	const __m128i m4 = _mm_set1_epi8(0xf);
-	__m256 acc[ROWS_GROUP], accm[ROWS_GROUP];
+	__m256 acc[QUANT_GROUP], accm[QUANT_GROUP];
 
 	UNROLL for (int j = 0; j < g; j++)
 		acc[j] = accm[j] = _mm256_setzero_ps();
@@ -565,7 +574,7 @@ dot_q2_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *
 		__m128i sm = _mm_loadu_si128((const __m128i *)b->scales);
 		__m128i sc8 = _mm_and_si128(sm, m4);
 		__m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), m4));
-		__m256i sum[ROWS_GROUP];
+		__m256i sum[QUANT_GROUP];
 		float dw = _cvtsh_ss(b->d), ndmin = -_cvtsh_ss(b->dmin);
 
 		prefetch_block(b, sizeof *b);
@@ -621,14 +630,14 @@ AVX2_INLINE void
 dot_q3_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *y, size_t ldy)
 {
 	const __m256i m2 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
-	__m256 acc[ROWS_GROUP];
+	__m256 acc[QUANT_GROUP];
 
 	UNROLL for (int j = 0; j < g; j++)
 		acc[j] = _mm256_setzero_ps();
 	for (int64_t i = 0; i < nb; i++) {
 		const sa_block_q3_k *b = (const sa_block_q3_k *)row + i;
 		__m128i sc8 = q3_scales(b->scales);
-		__m256i hm = _mm256_loadu_si256((const __m256i *)b->hmask), sum[ROWS_GROUP];
+		__m256i hm = _mm256_loadu_si256((const __m256i *)b->hmask), sum[QUANT_GROUP];
 		float dw = _cvtsh_ss(b->d);
 
 		prefetch_block(b, sizeof *b);
@@ -699,7 +708,7 @@ dot_q32_avx2(int type, const void *row, const void *const *xs, int g, int64_t nb
 	int five = type == SA_TYPE_Q5_0 || type == SA_TYPE_Q5_1;
 	int min = type == SA_TYPE_Q4_1 || type == SA_TYPE_Q5_1;
 	size_t bb = 2 + 2 * min + 4 * five + 16;
-	__m256 acc[ROWS_GROUP];
+	__m256 acc[QUANT_GROUP];
 
 	UNROLL for (int j = 0; j < g; j++)
 		acc[j] = _mm256_setzero_ps();
@@ -743,23 +752,37 @@ Q32_KERNEL(q5_1, SA_TYPE_Q5_1)
 
 /*
  * AVX-512: the same sums on 64 weights a vector, two sub-blocks of 32
- * (Q4_K, Q5_K) or four of 16 (Q6_K) side by side.  The int16 pairs of
- * maddubs times their scales go into the int32 sums through VPMADDWD and
- * an add, or with VNNI one VPDPWSSD: the same integers either way.
+ * (Q4_K, Q5_K) or four of 16 (Q6_K) side by side, two such vectors at a
+ * time: dot2 adds to the int32 sums acc the products of weights qa and qb
+ * (unsigned bytes) with inputs xa and xb, each under its sub-block's
+ * scale.  Without VNNI as maddubs' int16 pairs times the scales sca and
+ * scb (VPMADDWD); with it as sums of 4 (VPDPBUSD, below 2^15 for 6-bit
+ * weights), packed to int16 and times the scales laid out as the packing
+ * leaves them, scp (VPDPWSSD): the same integers either way.
  */
-typedef __m512i (*sacc_fn)(__m512i acc, __m512i sc, __m512i p16);
+typedef __m512i (*dot2_fn)(__m512i acc, __m512i qa, __m512i xa, __m512i qb, __m512i xb,
+    __m512i sca, __m512i scb, __m512i scp);
 
 AVX512_INLINE __m512i
-sacc_bw(__m512i acc, __m512i sc, __m512i p16)
+dot2_bw(__m512i acc, __m512i qa, __m512i xa, __m512i qb, __m512i xb, __m512i sca, __m512i scb,
+    __m512i scp)
 {
-	return _mm512_add_epi32(acc, _mm512_madd_epi16(sc, p16));
+	acc = _mm512_add_epi32(acc, _mm512_madd_epi16(sca, _mm512_maddubs_epi16(qa, xa)));
+	return _mm512_add_epi32(acc, _mm512_madd_epi16(scb, _mm512_maddubs_epi16(qb, xb)));
 }
 
 VNNI_INLINE __m512i
-sacc_vnni(__m512i acc, __m512i sc, __m512i p16)
+dot2_vnni(__m512i acc, __m512i qa, __m512i xa, __m512i qb, __m512i xb, __m512i sca, __m512i scb,
+    __m512i scp)
 {
-	return _mm512_dpwssd_epi32(acc, sc, p16);
+	__m512i z = _mm512_setzero_si512();
+	__m512i p = _mm512_packs_epi32(_mm512_dpbusd_epi32(z, qa, xa), _mm512_dpbusd_epi32(z, qb, xb));
+	return _mm512_dpwssd_epi32(acc, scp, p);
 }
+
+/* 4 int16 lanes all holding int16 lane s (of each 128 bits, for
+ * shuffle_epi8) */
+#define PICK64(s) ((int64_t)((uint16_t)PICK16(s) * 0x0001000100010001ull))
 
 /* a in the low 256 bits, b in the high */
 AVX512_INLINE __m512i
@@ -772,13 +795,13 @@ join256(__m256i a, __m256i b)
  * hold 4 sub-blocks, low nibbles [s | s+2], high [s+1 | s+3]; regrouped
  * [s | s+1] and [s+2 | s+3] they meet 64 consecutive input values. */
 AVX512_INLINE void
-dot_q45_k_512(sacc_fn sacc, int q5, const void *row, const void *const *xs, int g, int64_t nb,
+dot_q45_k_512(dot2_fn dot2, int q5, const void *row, const void *const *xs, int g, int64_t nb,
     float *y, size_t ldy)
 {
 	const __m512i m4 = _mm512_set1_epi8(0xf), sixteen = _mm512_set1_epi8(16);
 	size_t bb = q5 ? sizeof(sa_block_q5_k) : sizeof(sa_block_q4_k);
-	__m512 acc[ROWS_GROUP];
-	__m256 accm[ROWS_GROUP];
+	__m512 acc[QUANT_GROUP];
+	__m256 accm[QUANT_GROUP];
 
 	UNROLL for (int j = 0; j < g; j++) {
 		acc[j] = _mm512_setzero_ps();
@@ -793,7 +816,7 @@ dot_q45_k_512(sacc_fn sacc, int q5, const void *row, const void *const *xs, int 
 		__m256i mins;
 		__m128i sc8;
 		k4_scales(b->scales, &sc8, &mins);
-		__m512i sc = _mm512_broadcast_i32x4(sc8), sum[ROWS_GROUP];
+		__m512i sc = _mm512_broadcast_i32x4(sc8), sum[QUANT_GROUP];
 		float dw = _cvtsh_ss(b->d), ndmin = -_cvtsh_ss(b->dmin);
 
 		prefetch_block(b, bb);
@@ -804,9 +827,10 @@ dot_q45_k_512(sacc_fn sacc, int q5, const void *row, const void *const *xs, int 
 			__m512i lo = _mm512_and_si512(bits, m4);
 			__m512i hi = _mm512_and_si512(_mm512_srli_epi16(bits, 4), m4);
 			__m512i q[2] = { _mm512_shuffle_i64x2(lo, hi, 0x44), _mm512_shuffle_i64x2(lo, hi, 0xee) };
+			__m512i scv[2];
 			UNROLL for (int v = 0; v < 2; v++) {
 				int s = 4 * h + 2 * v;     /* sub-blocks s and s + 1 */
-				__m512i scv = _mm512_shuffle_epi8(sc, join256(_mm256_set1_epi16(PICK16(s)),
+				scv[v] = _mm512_shuffle_epi8(sc, join256(_mm256_set1_epi16(PICK16(s)),
 				    _mm256_set1_epi16(PICK16(s + 1))));
 				if (q5) {
 					__m512i m = join256(_mm256_set1_epi8((char)(1 << s)),
@@ -814,10 +838,16 @@ dot_q45_k_512(sacc_fn sacc, int q5, const void *row, const void *const *xs, int 
 					q[v] = _mm512_or_si512(q[v],
 					    _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(hb, m), sixteen));
 				}
-				UNROLL for (int j = 0; j < g; j++) {
-					const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 32 * s;
-					sum[j] = sacc(sum[j], scv, _mm512_maddubs_epi16(q[v], _mm512_loadu_si512(xq)));
-				}
+			}
+			/* the packing's 128-bit lanes: sub-blocks 4h and 4h+2,
+			 * twice, then 4h+1 and 4h+3 twice */
+			__m512i scp = _mm512_shuffle_epi8(sc, _mm512_set_epi64(PICK64(4 * h + 3),
+			    PICK64(4 * h + 1), PICK64(4 * h + 3), PICK64(4 * h + 1), PICK64(4 * h + 2),
+			    PICK64(4 * h), PICK64(4 * h + 2), PICK64(4 * h)));
+			UNROLL for (int j = 0; j < g; j++) {
+				const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 128 * h;
+				sum[j] = dot2(sum[j], q[0], _mm512_loadu_si512(xq), q[1],
+				    _mm512_loadu_si512(xq + 64), scv[0], scv[1], scp);
 			}
 		}
 		UNROLL for (int j = 0; j < g; j++) {
@@ -834,7 +864,7 @@ dot_q45_k_512(sacc_fn sacc, int q5, const void *row, const void *const *xs, int 
  * consecutive weights in their low nibbles and the next 64 in their high
  * ones; qh's 32 bytes, in both halves, give each its two high bits. */
 AVX512_INLINE void
-dot_q6_k_512(sacc_fn sacc, const void *row, const void *const *xs, int g, int64_t nb, float *y,
+dot_q6_k_512(dot2_fn dot2, const void *row, const void *const *xs, int g, int64_t nb, float *y,
     size_t ldy)
 {
 	const __m512i m4 = _mm512_set1_epi8(0xf);
@@ -847,14 +877,16 @@ dot_q6_k_512(sacc_fn sacc, const void *row, const void *const *xs, int g, int64_
 	/* int16 lane l: scale l/8, the sub-block of its 128 bits */
 	const int64_t r = 0x0001000100010001;
 	const __m512i quarter = _mm512_set_epi64(3 * r, 3 * r, 2 * r, 2 * r, r, r, 0, 0);
-	__m512 acc[ROWS_GROUP];
+	/* the packing's 128-bit lane k: scales k and 4 + k, 4 lanes each */
+	const __m512i packed = _mm512_set_epi64(7 * r, 3 * r, 6 * r, 2 * r, 5 * r, r, 4 * r, 0);
+	__m512 acc[QUANT_GROUP];
 
 	UNROLL for (int j = 0; j < g; j++)
 		acc[j] = _mm512_setzero_ps();
 	for (int64_t i = 0; i < nb; i++) {
 		const sa_block_q6_k *b = (const sa_block_q6_k *)row + i;
 		__m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
-		__m512i sc = _mm512_castsi256_si512(sc16), sum[ROWS_GROUP];
+		__m512i sc = _mm512_castsi256_si512(sc16), sum[QUANT_GROUP];
 		float dw = _cvtsh_ss(b->d);
 
 		prefetch_block(b, sizeof *b);
@@ -869,14 +901,16 @@ dot_q6_k_512(sacc_fn sacc, const void *row, const void *const *xs, int g, int64_
 				_mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
 				    _mm512_srlv_epi16(_mm512_and_si512(hb, mhi), shi)),
 			};
-			UNROLL for (int v = 0; v < 2; v++) {
-				int s = 8 * h + 4 * v;     /* sub-blocks s .. s + 3 */
-				__m512i scv = _mm512_permutexvar_epi16(_mm512_add_epi16(quarter,
-				    _mm512_set1_epi16((short)s)), sc);
-				UNROLL for (int j = 0; j < g; j++) {
-					const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 16 * s;
-					sum[j] = sacc(sum[j], scv, _mm512_maddubs_epi16(q[v], _mm512_loadu_si512(xq)));
-				}
+			__m512i sca = _mm512_permutexvar_epi16(_mm512_add_epi16(quarter,
+			    _mm512_set1_epi16((short)(8 * h))), sc);
+			__m512i scb = _mm512_permutexvar_epi16(_mm512_add_epi16(quarter,
+			    _mm512_set1_epi16((short)(8 * h + 4))), sc);
+			__m512i scp = _mm512_permutexvar_epi16(_mm512_add_epi16(packed,
+			    _mm512_set1_epi16((short)(8 * h))), sc);
+			UNROLL for (int j = 0; j < g; j++) {
+				const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 128 * h;
+				sum[j] = dot2(sum[j], q[0], _mm512_loadu_si512(xq), q[1],
+				    _mm512_loadu_si512(xq + 64), sca, scb, scp);
 			}
 		}
 		UNROLL for (int j = 0; j < g; j++) {
@@ -891,14 +925,14 @@ dot_q6_k_512(sacc_fn sacc, const void *row, const void *const *xs, int g, int64_
 
 #define KQUANTS_512(P, INLINE, ATTR) \
 INLINE void dot_q4_k_##P(const void *row, const void *const *xs, int g, int64_t nb, float *y, \
-    size_t ldy) { dot_q45_k_512(sacc_##P, 0, row, xs, g, nb, y, ldy); } \
+    size_t ldy) { dot_q45_k_512(dot2_##P, 0, row, xs, g, nb, y, ldy); } \
 INLINE void dot_q5_k_##P(const void *row, const void *const *xs, int g, int64_t nb, float *y, \
-    size_t ldy) { dot_q45_k_512(sacc_##P, 1, row, xs, g, nb, y, ldy); } \
+    size_t ldy) { dot_q45_k_512(dot2_##P, 1, row, xs, g, nb, y, ldy); } \
 INLINE void dot_q6_k_##P(const void *row, const void *const *xs, int g, int64_t nb, float *y, \
-    size_t ldy) { dot_q6_k_512(sacc_##P, row, xs, g, nb, y, ldy); } \
-VECTOR_ROWS(q4_k, P, ATTR, ROWS_GROUP, SA_QK_K) \
-VECTOR_ROWS(q5_k, P, ATTR, ROWS_GROUP, SA_QK_K) \
-VECTOR_ROWS(q6_k, P, ATTR, ROWS_GROUP, SA_QK_K)
+    size_t ldy) { dot_q6_k_512(dot2_##P, row, xs, g, nb, y, ldy); } \
+VECTOR_ROWS(q4_k, P, ATTR, QUANT_GROUP, SA_QK_K) \
+VECTOR_ROWS(q5_k, P, ATTR, QUANT_GROUP, SA_QK_K) \
+VECTOR_ROWS(q6_k, P, ATTR, QUANT_GROUP, SA_QK_K)
 KQUANTS_512(bw, AVX512_INLINE, AVX512)
 KQUANTS_512(vnni, VNNI_INLINE, VNNI)
 
