@@ -46,6 +46,7 @@ static struct kernels {
 	void (*blocks)(int type, const void *src, float *dst, int64_t n);
 	void (*round_f16)(const float *, float *, void *, int64_t);
 	void (*round_q8_0)(const float *, float *, void *, int64_t);
+	void (*round_q8_k)(const float *, float *, void *, int64_t);
 	float (*dot)(const float *, const float *, int64_t);
 	void (*axpy)(float, const float *, float *, int64_t);
 	float (*max)(const float *, int64_t);
@@ -161,6 +162,12 @@ static void
 round_q8_0_generic(const float *src, float *dst, void *buf, int64_t n)
 {
 	round_generic(SA_TYPE_Q8_0, src, dst, buf, n);
+}
+
+static void
+round_q8_k_generic(const float *src, float *dst, void *buf, int64_t n)
+{
+	round_generic(SA_TYPE_Q8_K, src, dst, buf, n);
 }
 
 static void
@@ -903,7 +910,7 @@ static const struct kernels kernels_generic = {
 	rows_f32_generic, rows_f16_generic, rows_bf16_generic, rows_q8_0_generic,
 	rowsn_f32_generic, rowsn_f16_generic, rowsn_bf16_generic, rowsn_q8_0_generic,
 	deq_bf16_generic, fp16_to_fp32_generic, fp32_to_fp16_generic,
-	sa_row_to_f32, round_f16_generic, round_q8_0_generic,
+	sa_row_to_f32, round_f16_generic, round_q8_0_generic, round_q8_k_generic,
 	dot_generic, axpy_generic, max_generic, exp_sum_generic, sa_quant_generic,
 };
 
@@ -912,7 +919,7 @@ static const struct kernels kernels_avx2 = {
 	rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_0_avx2,
 	rowsn_f32_avx2, rowsn_f16_avx2, rowsn_bf16_avx2, rowsn_q8_0_avx2,
 	deq_bf16_avx2, fp16_to_fp32_avx2, fp32_to_fp16_avx2,
-	blocks_avx2, round_f16_avx2, round_q8_0_avx2,
+	blocks_avx2, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
 	dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx2,
 };
 
@@ -922,7 +929,7 @@ static const struct kernels kernels_avx512 = {
 	rows_f32_avx512, rows_f16_avx512, rows_bf16_avx512, rows_q8_0_bw,
 	rowsn_f32_avx512, rowsn_f16_avx512, rowsn_bf16_avx512, rowsn_q8_0_bw,
 	deq_bf16_avx2, fp16_to_fp32_avx512, fp32_to_fp16_avx2,
-	blocks_avx512, round_f16_avx2, round_q8_0_avx2,
+	blocks_avx512, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
 	dot_avx512, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx512,
 };
 
@@ -1139,6 +1146,7 @@ sa_round_row(int type, const float *src, float *dst, void *buf, int64_t n)
 	switch (type) {
 	case SA_TYPE_F16: k->round_f16(src, dst, buf, n); break;
 	case SA_TYPE_Q8_0: k->round_q8_0(src, dst, buf, n); break;
+	case SA_TYPE_Q8_K: k->round_q8_k(src, dst, buf, n); break;
 	case SA_TYPE_F32: if (dst != src) memcpy(dst, src, (size_t)n * sizeof(float)); break;
 	default: round_generic(type, src, dst, buf, n); break;
 	}

@@ -106,6 +106,9 @@ typedef struct sa_quant_rows {
 } sa_quant_rows;
 extern const sa_quant_rows sa_quant_generic[SA_QUANT_TYPES], sa_quant_avx2[SA_QUANT_TYPES],
     sa_quant_avx512[SA_QUANT_TYPES], sa_quant_vnni[SA_QUANT_TYPES];
+/* The rounding of inputs to Q8_K (sa_round_row) on the AVX2 and AVX-512
+ * paths: the bits of types.c's. */
+void sa_round_q8_k_avx2(const float *src, float *dst, void *buf, int64_t n);
 
 /* dst [r1-r0][cols] = rows r0..r1-1 of W as F32. */
 void sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst);

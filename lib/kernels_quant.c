@@ -20,6 +20,7 @@
  * the bits rows gives them.  The vector kernels are inlined with g a
  * constant.
  */
+#include <math.h>
 #include <string.h>
 
 #include "sa.h"
@@ -543,6 +544,78 @@ dot_q6_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *
 VECTOR_ROWS(q4_k, avx2, AVX2, 3, SA_QK_K)
 VECTOR_ROWS(q5_k, avx2, AVX2, 3, SA_QK_K)
 VECTOR_ROWS(q6_k, avx2, AVX2, 3, SA_QK_K)
+
+/*
+ * src [n] -> Q8_K blocks in buf and their values d * q in dst, the bits
+ * of types.c's rounding (sa_row_from_f32 then sa_row_to_f32): per block of
+ * 256, max the first value of largest magnitude, q = nearest even of
+ * x * -127/max (at most 127), d = 1/(-127/max), and the sums of q per 16.
+ * A block with an infinity or a NaN goes through types.c.
+ */
+AVX2 void
+sa_round_q8_k_avx2(const float *src, float *dst, void *buf, int64_t n)
+{
+	const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+	const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+	sa_block_q8_k *b = buf;
+
+	for (int64_t i = 0; i < n / SA_QK_K; i++, src += SA_QK_K, dst += SA_QK_K) {
+		__m256 m = _mm256_setzero_ps(), nan = m;
+		for (int k = 0; k < SA_QK_K; k += 8) {
+			__m256 x = _mm256_loadu_ps(src + k);
+			m = _mm256_max_ps(m, _mm256_and_ps(x, absmask));
+			nan = _mm256_or_ps(nan, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+		}
+		float amax = 0, a8[8];
+		_mm256_storeu_ps(a8, m);
+		for (int l = 0; l < 8; l++)
+			if (a8[l] > amax)
+				amax = a8[l];
+		if (amax == INFINITY || _mm256_movemask_ps(nan)) {
+			sa_row_from_f32(SA_TYPE_Q8_K, src, b + i, SA_QK_K);
+			sa_row_to_f32(SA_TYPE_Q8_K, b + i, dst, SA_QK_K);
+			continue;
+		}
+		if (amax == 0) {
+			memset(&b[i], 0, sizeof b[i]);
+			memset(dst, 0, SA_QK_K * sizeof *dst);
+			continue;
+		}
+		int first = 0;
+		for (int k = 0; k < SA_QK_K; k += 8) {
+			__m256 e = _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(src + k), absmask),
+			    _mm256_set1_ps(amax), _CMP_EQ_OQ);
+			int mask = _mm256_movemask_ps(e);
+			if (mask) {
+				first = k + __builtin_ctz((unsigned)mask);
+				break;
+			}
+		}
+		float iscale = -127.f / src[first];
+		__m256 vs = _mm256_set1_ps(iscale);
+		b[i].d = 1 / iscale;
+		__m256 vd = _mm256_set1_ps(b[i].d);
+		for (int k = 0; k < SA_QK_K; k += 32) {
+			__m256i q[4];
+			for (int l = 0; l < 4; l++) {
+				q[l] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(vs,
+				    _mm256_loadu_ps(src + k + 8 * l))), _mm256_set1_epi32(127));
+				_mm256_storeu_ps(dst + k + 8 * l, _mm256_mul_ps(vd, _mm256_cvtepi32_ps(q[l])));
+			}
+			/* int32 -> int8, in order */
+			__m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+			p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+			_mm256_storeu_si256((__m256i *)(b[i].qs + k), p);
+			/* lane l of s: the sum of bytes 4l..4l+3; lanes 0 and 4 of t:
+			 * the sums of the two 16 */
+			__m256i t = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, p), ones16);
+			t = _mm256_hadd_epi32(t, t);
+			t = _mm256_hadd_epi32(t, t);
+			b[i].bsums[k / 16] = (int16_t)_mm256_extract_epi32(t, 0);
+			b[i].bsums[k / 16 + 1] = (int16_t)_mm256_extract_epi32(t, 4);
+		}
+	}
+}
 
 /* The 16 int8 scales of a Q2_K or Q3_K block, and those of sub-blocks s
  * and s + 1 as int16, 8 lanes each. */

@@ -200,6 +200,36 @@ test_convert(const struct path *p, int64_t n)
 	CHECK(!memcmp(a, b, n * sizeof *a));
 }
 
+/* The rounding to Q8_K gives types.c's values and blocks: random blocks at
+ * several scales, one of zeros, ties of largest magnitude of either sign
+ * first, values that round to 127.5, infinities and NaNs. */
+static void
+test_round_q8_k(const struct path *p)
+{
+	enum { N = 2048 };
+	static float src[N], a[N], b[N];
+	static unsigned char qa[N * 4], qb[N * 4];
+	int bad = 0;
+
+	for (int rep = 0; rep < 20; rep++) {
+		for (int i = 0; i < N; i++)
+			src[i] = frand() * (i / 256 % 3 ? 1 : 1e-3f) * (rep % 2 ? 1e4f : 1);
+		memset(src + 256, 0, 256 * sizeof *src);              /* block 1: zeros */
+		src[512 + rep] = 2, src[512 + 2 * rep + 1] = -2;      /* block 2: a tie */
+		src[768 + 100] = -5, src[768 + 7 * rep % 256] = 5;    /* block 3: the other sign first */
+		src[1024 + rep] = 127, src[1025 + rep] = 127.5f;      /* block 4: x * -127/max near .5 */
+		if (rep % 4 == 1)
+			src[1280 + rep] = rep % 8 == 1 ? INFINITY : NAN;  /* block 5 */
+		p->k->round_q8_k(src, a, qa, N);
+		kernels_generic.round_q8_k(src, b, qb, N);
+		bad += memcmp(a, b, sizeof a) != 0 ||
+		    memcmp(qa, qb, sa_type_row_size(SA_TYPE_Q8_K, N)) != 0;
+	}
+	if (bad)
+		fprintf(stderr, "%s Q8_K rounding: %d rows differ\n", p->name, bad);
+	CHECK(bad == 0);
+}
+
 /* Quantized blocks to F32 give types.c's floats: random blocks with random
  * finite scales, normal and subnormal, of either sign. */
 static void
@@ -358,6 +388,7 @@ main(void)
 		}
 		test_floats(&paths[i], MAXN);
 		test_blocks(&paths[i]);
+		test_round_q8_k(&paths[i]);
 	}
 	return t_done();
 }
