@@ -1,8 +1,10 @@
 /*
  * kernels.c - dot products over weight rows in F32, F16, BF16 and Q8_0, and
  * the conversions of rows to F32 for the sgemm path.  Rows of the other
- * block types (Q4_0 .. Q6_K) are converted a few blocks at a time on the
- * stack and go through the F32 dot product.
+ * block types (Q4_0 .. Q6_K) take the kernels of kernels_quant.c, in
+ * integers against their input quantized once; where a path has none,
+ * they are converted a few blocks at a time on the stack and go through
+ * the F32 dot product.
  *
  * Each kernel exists as a portable version and as versions for wider vector
  * extensions (AVX2 with FMA and F16C; AVX-512 F, BW and VL, with VNNI where
@@ -13,8 +15,9 @@
  *
  * The inputs of a row dot product are already rounded the way llama.cpp
  * rounds them (F16 weights see F16 activations, Q8_0 weights see Q8_0
- * activations), so the products of the fast kernels equal those of the
- * sgemm path; only the order of the sums differs.
+ * activations, K-quants Q8_K ones), so the products of the fast kernels
+ * equal those of the sgemm path; only the order of the sums differs, and
+ * for the other block types where their scales are applied.
  */
 #include <math.h>
 #include <pthread.h>

@@ -14,11 +14,13 @@
  * the scales are applied and in the order of the float sums; between
  * paths, only in the order of the float sums.
  *
- * Each kernel dot_T_P(row, xs, g, nb, y, ldy) takes g inputs (xs[0..g-1])
- * in one pass over the nb blocks of a row, every input with accumulators
- * of its own filled in the same order whatever g is: rowsn's inputs get
- * the bits rows gives them.  The vector kernels are inlined with g a
- * constant.
+ * A portable kernel dot_T_generic(row, x, nb) takes one input; rowsn runs
+ * it for each input in turn.  A vector kernel dot_T_P(row, xs, g, nb, y,
+ * ldy) takes g inputs (xs[0..g-1]) in one pass over the nb blocks of a
+ * row, unpacking each block once for all of them, every input with
+ * accumulators of its own filled in the same order whatever g is: it is
+ * inlined with g a constant, and rowsn's inputs get the bits rows gives
+ * them.
  */
 #include <math.h>
 #include <string.h>
@@ -353,18 +355,13 @@ prefetch_block(const void *p, size_t bb)
 		_mm_prefetch((const char *)p + PREFETCH_AHEAD + o, _MM_HINT_T0);
 }
 
-AVX2_INLINE float
-hsum4(__m128 s)
-{
-	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-	s = _mm_add_ss(s, _mm_movehdup_ps(s));
-	return _mm_cvtss_f32(s);
-}
-
+/* the sum of the 8 lanes, folded in halves */
 AVX2_INLINE float
 hsum8(__m256 v)
 {
-	return hsum4(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
 /* The 8 scales of a Q4_K or Q5_K block, from their 12 bytes (the packing
