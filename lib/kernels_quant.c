@@ -365,17 +365,20 @@ hsum8(__m256 v)
 }
 
 /* The 8 scales of a Q4_K or Q5_K block, from their 12 bytes (the packing
- * of sa_k4_scale_min), as int16 in each 128 bits of *sc; its 8 minimums
- * as int16 in *mins, each twice, for the two sums of 16 of a sub-block. */
+ * of sa_k4_scale_min; the 4 bytes after them, of the same block, read and
+ * dropped), as int16 in each 128 bits of *sc; its 8 minimums as int16 in
+ * *mins, each twice, for the two sums of 16 of a sub-block. */
 AVX2_INLINE void
 k4_scales(const uint8_t *s12, __m128i *sc, __m256i *mins)
 {
-	uint32_t t[3];
-
-	memcpy(t, s12, 12);
-	__m128i u = _mm_set_epi32((int)((t[2] >> 4 & 0x0f0f0f0f) | (t[1] >> 6 & 0x03030303) << 4),
-	    (int)(t[1] & 0x3f3f3f3f), (int)((t[2] & 0x0f0f0f0f) | (t[0] >> 6 & 0x03030303) << 4),
-	    (int)(t[0] & 0x3f3f3f3f));
+	__m128i v = _mm_loadu_si128((const __m128i *)s12);
+	/* bytes: scales 0-3, 4-7, minimums 0-3, 4-7: low bits, then high */
+	__m128i lo = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+	__m128i hi = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+	__m128i u = _mm_or_si128(_mm_and_si128(lo, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15,
+	    63, 63, 63, 63, 0, 0, 0, 0)), _mm_and_si128(_mm_srli_epi16(lo, 4),
+	    _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
+	u = _mm_or_si128(u, _mm_and_si128(_mm_srli_epi16(hi, 2), _mm_set1_epi8(0x30)));
 	*sc = _mm_cvtepu8_epi16(u);
 	*mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(u,
 	    _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
