@@ -46,56 +46,52 @@ h2f(uint16_t h)
 /* Each block: the int32 sum under the sub-block scales, then in float
  * dx * dw * sum - dx * dmin * (minimums . the input's sums). */
 
-/* Q4_K [nb] . Q8_K [nb]: 8 sub-blocks of 32, 6-bit scale and minimum */
+/* Q4_K or Q5_K [nb] . Q8_K [nb]: 8 sub-blocks of 32, 6-bit scale and
+ * minimum; Q5_K's fifth bit of weight l of sub-block j is bit j of qh[l] */
 static float
-dot_q4_k_generic(const sa_block_q4_k *w, const sa_block_q8_k *x, int64_t nb)
+dot_q45_k_generic(int q5, const void *row, const sa_block_q8_k *x, int64_t nb)
 {
+	size_t bb = q5 ? sizeof(sa_block_q5_k) : sizeof(sa_block_q4_k);
 	float s = 0;
 
 	for (int64_t i = 0; i < nb; i++) {
+		const sa_block_q4_k *w = (const sa_block_q4_k *)((const char *)row + i * bb);
+		const uint8_t *qh = q5 ? ((const sa_block_q5_k *)w)->qh : NULL;
+		const uint8_t *qs = q5 ? ((const sa_block_q5_k *)w)->qs : w->qs;
 		int32_t sum = 0, msum = 0;
 		for (int j = 0; j < 8; j++) {
-			const uint8_t *q = w[i].qs + j / 2 * 32;
+			const uint8_t *q = qs + j / 2 * 32;
 			const int8_t *xq = x[i].qs + j * 32;
 			int sc, m, shift = j % 2 * 4, t = 0;
-			sa_k4_scale_min(w[i].scales, j, &sc, &m);
+			sa_k4_scale_min(w->scales, j, &sc, &m);
 			for (int l = 0; l < 32; l++)
-				t += (q[l] >> shift & 0xf) * xq[l];
+				t += ((q[l] >> shift & 0xf) | (qh ? (qh[l] >> j & 1) << 4 : 0)) * xq[l];
 			sum += sc * t;
 			msum += m * (x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
 		}
-		s += x[i].d * h2f(w[i].d) * (float)sum - x[i].d * h2f(w[i].dmin) * (float)msum;
+		s += x[i].d * h2f(w->d) * (float)sum - x[i].d * h2f(w->dmin) * (float)msum;
 	}
 	return s;
 }
 
-/* Q5_K [nb] . Q8_K [nb]: Q4_K with a fifth bit, bit j of qh[l] */
 static float
-dot_q5_k_generic(const sa_block_q5_k *w, const sa_block_q8_k *x, int64_t nb)
+dot_q4_k_generic(const void *row, const void *x, int64_t nb)
 {
-	float s = 0;
+	return dot_q45_k_generic(0, row, x, nb);
+}
 
-	for (int64_t i = 0; i < nb; i++) {
-		int32_t sum = 0, msum = 0;
-		for (int j = 0; j < 8; j++) {
-			const uint8_t *q = w[i].qs + j / 2 * 32;
-			const int8_t *xq = x[i].qs + j * 32;
-			int sc, m, shift = j % 2 * 4, t = 0;
-			sa_k4_scale_min(w[i].scales, j, &sc, &m);
-			for (int l = 0; l < 32; l++)
-				t += ((q[l] >> shift & 0xf) | (w[i].qh[l] >> j & 1) << 4) * xq[l];
-			sum += sc * t;
-			msum += m * (x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
-		}
-		s += x[i].d * h2f(w[i].d) * (float)sum - x[i].d * h2f(w[i].dmin) * (float)msum;
-	}
-	return s;
+static float
+dot_q5_k_generic(const void *row, const void *x, int64_t nb)
+{
+	return dot_q45_k_generic(1, row, x, nb);
 }
 
 /* Q6_K [nb] . Q8_K [nb]: 16 sub-blocks of 16, int8 scales, q - 32 */
 static float
-dot_q6_k_generic(const sa_block_q6_k *w, const sa_block_q8_k *x, int64_t nb)
+dot_q6_k_generic(const void *row, const void *xv, int64_t nb)
 {
+	const sa_block_q6_k *w = row;
+	const sa_block_q8_k *x = xv;
 	float s = 0;
 
 	for (int64_t i = 0; i < nb; i++) {
@@ -114,156 +110,109 @@ dot_q6_k_generic(const sa_block_q6_k *w, const sa_block_q8_k *x, int64_t nb)
 	return s;
 }
 
-/* Q2_K [nb] . Q8_K [nb]: 16 sub-blocks of 16, 4-bit scale and minimum */
+/* Q2_K or Q3_K [nb] . Q8_K [nb]: 16 sub-blocks of 16 weights of 2 bits,
+ * Q2_K's with 4-bit scales and minimums, Q3_K's with a third bit (set:
+ * the weight as it is, clear: less 4) and 6-bit scales - 32 */
 static float
-dot_q2_k_generic(const sa_block_q2_k *w, const sa_block_q8_k *x, int64_t nb)
+dot_q23_k_generic(int q3, const void *row, const sa_block_q8_k *x, int64_t nb)
 {
+	size_t bb = q3 ? sizeof(sa_block_q3_k) : sizeof(sa_block_q2_k);
 	float s = 0;
 
 	for (int64_t i = 0; i < nb; i++) {
+		const char *b = (const char *)row + i * bb;
+		const sa_block_q2_k *w2 = (const sa_block_q2_k *)b;
+		const sa_block_q3_k *w3 = (const sa_block_q3_k *)b;
+		const uint8_t *qs = q3 ? w3->qs : w2->qs;
 		int32_t sum = 0, msum = 0;
 		for (int j = 0; j < 16; j++) {
-			const uint8_t *q = w[i].qs + j / 8 * 32 + j % 2 * 16;
+			const uint8_t *q = qs + j / 8 * 32 + j % 2 * 16;
 			const int8_t *xq = x[i].qs + j * 16;
 			int shift = 2 * (j / 2 % 4), t = 0;
 			for (int l = 0; l < 16; l++)
-				t += (q[l] >> shift & 3) * xq[l];
-			sum += (w[i].scales[j] & 0xf) * t;
-			msum += (w[i].scales[j] >> 4) * x[i].bsums[j];
+				t += ((q[l] >> shift & 3) -
+				    (q3 && !(w3->hmask[j % 2 * 16 + l] >> j / 2 & 1) ? 4 : 0)) * xq[l];
+			sum += (q3 ? sa_q3_k_scale(w3->scales, j) : w2->scales[j] & 0xf) * t;
+			if (!q3)
+				msum += (w2->scales[j] >> 4) * x[i].bsums[j];
 		}
-		s += x[i].d * h2f(w[i].d) * (float)sum - x[i].d * h2f(w[i].dmin) * (float)msum;
+		s += x[i].d * h2f(q3 ? w3->d : w2->d) * (float)sum -
+		    (q3 ? 0 : x[i].d * h2f(w2->dmin) * (float)msum);
 	}
 	return s;
 }
 
-/* Q3_K [nb] . Q8_K [nb]: 16 sub-blocks of 16, 6-bit scales - 32 */
 static float
-dot_q3_k_generic(const sa_block_q3_k *w, const sa_block_q8_k *x, int64_t nb)
+dot_q2_k_generic(const void *row, const void *x, int64_t nb)
 {
+	return dot_q23_k_generic(0, row, x, nb);
+}
+
+static float
+dot_q3_k_generic(const void *row, const void *x, int64_t nb)
+{
+	return dot_q23_k_generic(1, row, x, nb);
+}
+
+/* Where the fields of a block of Q4_0 .. Q5_1 are: its bytes, and the
+ * offsets of the minimum m and the fifth bits qh (0 where it has none) and
+ * of the nibbles qs (weights l and l + 16 in byte l); d at 0. */
+struct q32_layout {
+	size_t bytes, m, qh, qs;
+};
+
+static struct q32_layout
+q32_layout(int type)
+{
+	size_t m = type == SA_TYPE_Q4_1 || type == SA_TYPE_Q5_1 ? 2 : 0;
+	size_t qh = type == SA_TYPE_Q5_0 || type == SA_TYPE_Q5_1 ? 2 + m : 0;
+	size_t qs = 2 + m + (qh ? 4 : 0);
+	struct q32_layout l = { qs + 16, m, qh, qs };
+	return l;
+}
+
+/* Q4_0, Q4_1, Q5_0 or Q5_1 [nb blocks of 32] . Q8_0 [nb]: dw * dx * sum
+ * (q - 8 or 16) x, or with a minimum dw * dx * sum q x + m * dx * sum x */
+static float
+dot_q32_generic(int type, const void *row, const sa_block_q8_0 *x, int64_t nb)
+{
+	struct q32_layout lay = q32_layout(type);
+	int off = lay.m ? 0 : lay.qh ? 16 : 8;
 	float s = 0;
 
 	for (int64_t i = 0; i < nb; i++) {
-		int32_t sum = 0;
-		for (int j = 0; j < 16; j++) {
-			const uint8_t *q = w[i].qs + j / 8 * 32 + j % 2 * 16;
-			const uint8_t *hm = w[i].hmask + j % 2 * 16;
-			const int8_t *xq = x[i].qs + j * 16;
-			int shift = 2 * (j / 2 % 4), bit = j / 2, t = 0;
-			for (int l = 0; l < 16; l++)
-				t += ((q[l] >> shift & 3) - (hm[l] >> bit & 1 ? 0 : 4)) * xq[l];
-			sum += sa_q3_k_scale(w[i].scales, j) * t;
+		const uint8_t *b = (const uint8_t *)row + i * lay.bytes;
+		uint16_t d, m = 0;
+		uint32_t h = 0;
+		int32_t t = 0, xs = 0;
+		memcpy(&d, b, 2);
+		if (lay.m)
+			memcpy(&m, b + lay.m, 2);
+		if (lay.qh)
+			h = b[lay.qh] | (uint32_t)b[lay.qh + 1] << 8 | (uint32_t)b[lay.qh + 2] << 16 |
+			    (uint32_t)b[lay.qh + 3] << 24;
+		for (int l = 0; l < 32; l++) {
+			int q = (l < 16 ? b[lay.qs + l] & 0xf : b[lay.qs + l - 16] >> 4) | (h >> l & 1) << 4;
+			t += q * x[i].qs[l];
+			xs += x[i].qs[l];
 		}
-		s += x[i].d * h2f(w[i].d) * (float)sum;
-	}
-	return s;
-}
-
-/* The 32 integers of a block of Q4_0 .. Q5_1 (before the offset). */
-static void
-q4_ints(const uint8_t *qs, int *q)
-{
-	for (int l = 0; l < 16; l++) {
-		q[l] = qs[l] & 0xf;
-		q[l + 16] = qs[l] >> 4;
-	}
-}
-
-static void
-q5_ints(const uint8_t *qs, const uint8_t *qh, int *q)
-{
-	uint32_t h = qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
-
-	q4_ints(qs, q);
-	for (int l = 0; l < 32; l++)
-		q[l] |= (h >> l & 1) << 4;
-}
-
-/* sum over a block of q[l] * x[l], and of x[l] */
-static int32_t
-block_sum(const int *q, const int8_t *x, int32_t *xsum)
-{
-	int32_t t = 0, xs = 0;
-
-	for (int l = 0; l < 32; l++) {
-		t += q[l] * x[l];
-		xs += x[l];
-	}
-	*xsum = xs;
-	return t;
-}
-
-/* Q4_0 and Q5_0 [nb] . Q8_0 [nb]: dw * dx * sum (q - 8 or 16) x */
-static float
-dot_q4_0_generic(const sa_block_q4_0 *w, const sa_block_q8_0 *x, int64_t nb)
-{
-	float s = 0;
-	int q[32];
-	int32_t xs;
-
-	for (int64_t i = 0; i < nb; i++) {
-		q4_ints(w[i].qs, q);
-		int32_t t = block_sum(q, x[i].qs, &xs) - 8 * xs;
-		s += h2f(w[i].d) * h2f(x[i].d) * (float)t;
-	}
-	return s;
-}
-
-static float
-dot_q5_0_generic(const sa_block_q5_0 *w, const sa_block_q8_0 *x, int64_t nb)
-{
-	float s = 0;
-	int q[32];
-	int32_t xs;
-
-	for (int64_t i = 0; i < nb; i++) {
-		q5_ints(w[i].qs, w[i].qh, q);
-		int32_t t = block_sum(q, x[i].qs, &xs) - 16 * xs;
-		s += h2f(w[i].d) * h2f(x[i].d) * (float)t;
-	}
-	return s;
-}
-
-/* Q4_1 and Q5_1 [nb] . Q8_0 [nb]: dw * dx * sum q x + m * dx * sum x */
-static float
-dot_q4_1_generic(const sa_block_q4_1 *w, const sa_block_q8_0 *x, int64_t nb)
-{
-	float s = 0;
-	int q[32];
-	int32_t xs;
-
-	for (int64_t i = 0; i < nb; i++) {
-		q4_ints(w[i].qs, q);
-		int32_t t = block_sum(q, x[i].qs, &xs);
 		float dx = h2f(x[i].d);
-		s += h2f(w[i].d) * dx * (float)t + h2f(w[i].m) * dx * (float)xs;
-	}
-	return s;
-}
-
-static float
-dot_q5_1_generic(const sa_block_q5_1 *w, const sa_block_q8_0 *x, int64_t nb)
-{
-	float s = 0;
-	int q[32];
-	int32_t xs;
-
-	for (int64_t i = 0; i < nb; i++) {
-		q5_ints(w[i].qs, w[i].qh, q);
-		int32_t t = block_sum(q, x[i].qs, &xs);
-		float dx = h2f(x[i].d);
-		s += h2f(w[i].d) * dx * (float)t + h2f(w[i].m) * dx * (float)xs;
+		if (lay.m)
+			s += h2f(d) * dx * (float)t + h2f(m) * dx * (float)xs;
+		else
+			s += h2f(d) * dx * (float)(t - off * xs);
 	}
 	return s;
 }
 
 /* rows_T_generic and rowsn_T_generic from dot_T_generic: the inputs one
  * after the other, which gives each the same sums; BE weights a block. */
-#define GENERIC_ROWS(T, BT, XT, BE) \
+#define GENERIC_ROWS(T, BE) \
 static void rows_##T##_generic(const void *w, size_t rb, int64_t n, const float *x, \
     const void *xq, float *y, int64_t nr) \
 { \
 	for (int64_t r = 0; r < nr; r++) \
-		y[r] = dot_##T##_generic((const BT *)((const char *)w + r * rb), xq, n / BE); \
+		y[r] = dot_##T##_generic((const char *)w + r * rb, xq, n / BE); \
 } \
 static void rowsn_##T##_generic(const void *w, size_t rb, int64_t n, int nx, const float *x, \
     size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy, int64_t nr) \
@@ -271,15 +220,21 @@ static void rowsn_##T##_generic(const void *w, size_t rb, int64_t n, int nx, con
 	for (int j = 0; j < nx; j++) \
 		rows_##T##_generic(w, rb, n, NULL, (const char *)xq + j * ldxq, y + j * ldy, nr); \
 }
-GENERIC_ROWS(q4_0, sa_block_q4_0, sa_block_q8_0, SA_QK)
-GENERIC_ROWS(q4_1, sa_block_q4_1, sa_block_q8_0, SA_QK)
-GENERIC_ROWS(q5_0, sa_block_q5_0, sa_block_q8_0, SA_QK)
-GENERIC_ROWS(q5_1, sa_block_q5_1, sa_block_q8_0, SA_QK)
-GENERIC_ROWS(q2_k, sa_block_q2_k, sa_block_q8_k, SA_QK_K)
-GENERIC_ROWS(q3_k, sa_block_q3_k, sa_block_q8_k, SA_QK_K)
-GENERIC_ROWS(q4_k, sa_block_q4_k, sa_block_q8_k, SA_QK_K)
-GENERIC_ROWS(q5_k, sa_block_q5_k, sa_block_q8_k, SA_QK_K)
-GENERIC_ROWS(q6_k, sa_block_q6_k, sa_block_q8_k, SA_QK_K)
+#define Q32_GENERIC(T, TYPE) \
+static float dot_##T##_generic(const void *row, const void *x, int64_t nb) \
+{ \
+	return dot_q32_generic(TYPE, row, x, nb); \
+} \
+GENERIC_ROWS(T, SA_QK)
+Q32_GENERIC(q4_0, SA_TYPE_Q4_0)
+Q32_GENERIC(q4_1, SA_TYPE_Q4_1)
+Q32_GENERIC(q5_0, SA_TYPE_Q5_0)
+Q32_GENERIC(q5_1, SA_TYPE_Q5_1)
+GENERIC_ROWS(q2_k, SA_QK_K)
+GENERIC_ROWS(q3_k, SA_QK_K)
+GENERIC_ROWS(q4_k, SA_QK_K)
+GENERIC_ROWS(q5_k, SA_QK_K)
+GENERIC_ROWS(q6_k, SA_QK_K)
 
 const sa_quant_rows sa_quant_generic[SA_QUANT_TYPES] = {
 	[SA_TYPE_Q4_0] = { rows_q4_0_generic, rowsn_q4_0_generic },
@@ -627,57 +582,6 @@ pick_scales(__m128i sc8, int s)
 	return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_set_epi64x(one * (s + 1), one * s)));
 }
 
-/*
- * Q2_K rows [nb blocks] . g Q8_K inputs [nb], AVX2: 32 bytes of qs hold
- * 128 weights, 2 bits each at 4 shifts, each shift 32 consecutive weights
- * of two sub-blocks of 16 (one per 128 bits) weighed by their 4-bit
- * scales; the 4-bit minimums against the input's sums of 16.
- */
-AVX2_INLINE void
-dot_q2_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *y, size_t ldy)
-{
-	const __m256i m2 = _mm256_set1_epi8(3);
-	const __m128i m4 = _mm_set1_epi8(0xf);
-	__m256 acc[QUANT_GROUP], accm[QUANT_GROUP];
-
-	UNROLL for (int j = 0; j < g; j++)
-		acc[j] = accm[j] = _mm256_setzero_ps();
-	for (int64_t i = 0; i < nb; i++) {
-		const sa_block_q2_k *b = (const sa_block_q2_k *)row + i;
-		__m128i sm = _mm_loadu_si128((const __m128i *)b->scales);
-		__m128i sc8 = _mm_and_si128(sm, m4);
-		__m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), m4));
-		__m256i sum[QUANT_GROUP];
-		float dw = _cvtsh_ss(b->d), ndmin = -_cvtsh_ss(b->dmin);
-
-		prefetch_block(b, sizeof *b);
-		UNROLL for (int j = 0; j < g; j++)
-			sum[j] = _mm256_setzero_si256();
-		UNROLL for (int h = 0; h < 2; h++) {
-			__m256i bits = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
-			UNROLL for (int c = 0; c < 4; c++) {
-				int s = 8 * h + 2 * c;     /* sub-blocks s and s + 1 */
-				__m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * c), m2);
-				__m256i scv = pick_scales(sc8, s);
-				UNROLL for (int j = 0; j < g; j++) {
-					const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 16 * s;
-					__m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)xq));
-					sum[j] = _mm256_add_epi32(sum[j], _mm256_madd_epi16(scv, p));
-				}
-			}
-		}
-		UNROLL for (int j = 0; j < g; j++) {
-			const sa_block_q8_k *x = (const sa_block_q8_k *)xs[j] + i;
-			__m256i bs = _mm256_loadu_si256((const __m256i *)x->bsums);
-			accm[j] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * ndmin),
-			    _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), accm[j]);
-			acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * dw), _mm256_cvtepi32_ps(sum[j]), acc[j]);
-		}
-	}
-	UNROLL for (int j = 0; j < g; j++)
-		y[j * ldy] = hsum8(acc[j]) + hsum8(accm[j]);
-}
-
 /* Q3_K's 16 scales as int8, from their 12 bytes (sa_q3_k_scale's
  * packing): low nibbles of bytes 0..7, then their high nibbles, each
  * with 2 high bits from bytes 8..11, less 32. */
@@ -695,35 +599,50 @@ q3_scales(const uint8_t *s12)
 }
 
 /*
- * Q3_K rows [nb blocks] . g Q8_K inputs [nb], AVX2: Q2_K's layout of the
- * low 2 bits, with a third from hmask; the weight q - 4 taken as q (0..7,
- * unsigned for maddubs), less 4 * (scales . the input's sums of 16).
+ * Q2_K or Q3_K rows [nb blocks] . g Q8_K inputs [nb], AVX2: 32 bytes of qs
+ * hold 128 weights, 2 bits each at 4 shifts, each shift 32 consecutive
+ * weights of two sub-blocks of 16 (one per 128 bits) weighed by their
+ * scales.  Q2_K's 4-bit minimums meet the input's sums of 16; Q3_K's
+ * weight q - 4 (third bit clear) or q is taken as q + 4 * bit (unsigned,
+ * for maddubs), less 4 * (scales . the input's sums of 16).
  */
 AVX2_INLINE void
-dot_q3_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *y, size_t ldy)
+dot_q23_k_avx2(int q3, const void *row, const void *const *xs, int g, int64_t nb, float *y,
+    size_t ldy)
 {
 	const __m256i m2 = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
-	__m256 acc[QUANT_GROUP];
+	const __m128i m4 = _mm_set1_epi8(0xf);
+	size_t bb = q3 ? sizeof(sa_block_q3_k) : sizeof(sa_block_q2_k);
+	__m256 acc[QUANT_GROUP], accm[QUANT_GROUP];
 
 	UNROLL for (int j = 0; j < g; j++)
-		acc[j] = _mm256_setzero_ps();
+		acc[j] = accm[j] = _mm256_setzero_ps();
 	for (int64_t i = 0; i < nb; i++) {
-		const sa_block_q3_k *b = (const sa_block_q3_k *)row + i;
-		__m128i sc8 = q3_scales(b->scales);
-		__m256i hm = _mm256_loadu_si256((const __m256i *)b->hmask), sum[QUANT_GROUP];
-		float dw = _cvtsh_ss(b->d);
+		const char *blk = (const char *)row + i * bb;
+		const sa_block_q2_k *b2 = (const sa_block_q2_k *)blk;
+		const sa_block_q3_k *b3 = (const sa_block_q3_k *)blk;
+		__m128i sm = q3 ? _mm_setzero_si128() : _mm_loadu_si128((const __m128i *)b2->scales);
+		__m128i sc8 = q3 ? q3_scales(b3->scales) : _mm_and_si128(sm, m4);
+		__m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sm, 4), m4));
+		__m256i hm = q3 ? _mm256_loadu_si256((const __m256i *)b3->hmask) : _mm256_setzero_si256();
+		const uint8_t *qs = q3 ? b3->qs : b2->qs;
+		__m256i sum[QUANT_GROUP];
+		float dw = _cvtsh_ss(q3 ? b3->d : b2->d), ndmin = q3 ? 0 : -_cvtsh_ss(b2->dmin);
 
-		prefetch_block(b, sizeof *b);
+		prefetch_block(blk, bb);
 		UNROLL for (int j = 0; j < g; j++)
 			sum[j] = _mm256_setzero_si256();
 		UNROLL for (int h = 0; h < 2; h++) {
-			__m256i bits = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * h));
+			__m256i bits = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
 			UNROLL for (int c = 0; c < 4; c++) {
 				int s = 8 * h + 2 * c;     /* sub-blocks s and s + 1 */
-				__m256i hbit = _mm256_set1_epi8((char)(1 << (4 * h + c)));
-				__m256i q = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * c), m2),
-				    _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, hbit), hbit), four));
+				__m256i q = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * c), m2);
 				__m256i scv = pick_scales(sc8, s);
+				if (q3) {
+					__m256i bit = _mm256_set1_epi8((char)(1 << (4 * h + c)));
+					q = _mm256_or_si256(q, _mm256_and_si256(_mm256_cmpeq_epi8(
+					    _mm256_and_si256(hm, bit), bit), four));
+				}
 				UNROLL for (int j = 0; j < g; j++) {
 					const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 16 * s;
 					__m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)xq));
@@ -734,13 +653,29 @@ dot_q3_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *
 		UNROLL for (int j = 0; j < g; j++) {
 			const sa_block_q8_k *x = (const sa_block_q8_k *)xs[j] + i;
 			__m256i bs = _mm256_loadu_si256((const __m256i *)x->bsums);
-			__m256i off = _mm256_slli_epi32(_mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(sc8)), 2);
-			acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * dw),
-			    _mm256_cvtepi32_ps(_mm256_sub_epi32(sum[j], off)), acc[j]);
+			if (q3)
+				sum[j] = _mm256_sub_epi32(sum[j],
+				    _mm256_slli_epi32(_mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(sc8)), 2));
+			else
+				accm[j] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * ndmin),
+				    _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bs)), accm[j]);
+			acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(x->d * dw), _mm256_cvtepi32_ps(sum[j]), acc[j]);
 		}
 	}
 	UNROLL for (int j = 0; j < g; j++)
-		y[j * ldy] = hsum8(acc[j]);
+		y[j * ldy] = q3 ? hsum8(acc[j]) : hsum8(acc[j]) + hsum8(accm[j]);
+}
+
+AVX2_INLINE void
+dot_q2_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *y, size_t ldy)
+{
+	dot_q23_k_avx2(0, row, xs, g, nb, y, ldy);
+}
+
+AVX2_INLINE void
+dot_q3_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *y, size_t ldy)
+{
+	dot_q23_k_avx2(1, row, xs, g, nb, y, ldy);
 }
 
 VECTOR_ROWS(q2_k, avx2, AVX2, 3, SA_QK_K)
@@ -778,22 +713,23 @@ dot_q32_avx2(int type, const void *row, const void *const *xs, int g, int64_t nb
     size_t ldy)
 {
 	const __m256i ones = _mm256_set1_epi16(1), ones8 = _mm256_set1_epi8(1);
-	int five = type == SA_TYPE_Q5_0 || type == SA_TYPE_Q5_1;
-	int min = type == SA_TYPE_Q4_1 || type == SA_TYPE_Q5_1;
-	size_t bb = 2 + 2 * min + 4 * five + 16;
+	struct q32_layout lay = q32_layout(type);
+	int min = lay.m != 0;
 	__m256 acc[QUANT_GROUP];
 
 	UNROLL for (int j = 0; j < g; j++)
 		acc[j] = _mm256_setzero_ps();
 	for (int64_t i = 0; i < nb; i++) {
-		const uint8_t *b = (const uint8_t *)row + i * bb;
-		uint16_t d16[2];
-		memcpy(d16, b, 2 + 2 * min);
-		__m256i q = q32_bytes(b + 2 + 2 * min + 4 * five, five ? b + 2 + 2 * min : NULL);
-		float dw = _cvtsh_ss(d16[0]), mw = min ? _cvtsh_ss(d16[1]) : 0;
+		const uint8_t *b = (const uint8_t *)row + i * lay.bytes;
+		uint16_t d, m = 0;
+		memcpy(&d, b, 2);
+		if (min)
+			memcpy(&m, b + lay.m, 2);
+		__m256i q = q32_bytes(b + lay.qs, lay.qh ? b + lay.qh : NULL);
+		float dw = _cvtsh_ss(d), mw = _cvtsh_ss(m);
 
 		if (!min)
-			q = _mm256_sub_epi8(q, _mm256_set1_epi8(five ? 16 : 8));
+			q = _mm256_sub_epi8(q, _mm256_set1_epi8(lay.qh ? 16 : 8));
 		__m256i aq = _mm256_sign_epi8(q, q);
 		UNROLL for (int j = 0; j < g; j++) {
 			const sa_block_q8_0 *x = (const sa_block_q8_0 *)xs[j] + i;
