@@ -1108,7 +1108,7 @@ sa_rows_batch(int type)
 	const struct kernels *k = kernels();
 
 	return kernels_path != SA_KERNELS_GENERIC && type >= 0 && type < SA_QUANT_TYPES &&
-	    k->quant[type].rows;
+	    k->quant[type].rows && sa_type_act(type) == SA_TYPE_Q8_K;
 }
 
 void

@@ -322,7 +322,8 @@ test_choice(void)
 	CHECK(path == SA_KERNELS_AVX512 || K.quant == k->quant);
 	/* batches through the vector kernels in integers, not the portable ones */
 	CHECK(sa_rows_batch(SA_TYPE_Q4_K) == (path != SA_KERNELS_GENERIC));
-	CHECK(!sa_rows_batch(SA_TYPE_F16) && !sa_rows_batch(SA_TYPE_Q8_0));
+	CHECK(!sa_rows_batch(SA_TYPE_F16) && !sa_rows_batch(SA_TYPE_Q8_0) &&
+	    !sa_rows_batch(SA_TYPE_Q4_0));
 
 	/* the pool's start-up picked OpenBLAS's core type, or kept the user's */
 	sa_set_threads(1);
