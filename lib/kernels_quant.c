@@ -261,9 +261,9 @@ const sa_quant_rows sa_quant_generic[SA_QUANT_TYPES] = {
  * stay in registers */
 #define UNROLL _Pragma("GCC unroll 8")
 
-/* Inputs a pass of the AVX-512 kernels of the K-quants, at most 8 (the
- * cases of VECTOR_ROWS): the block's unpacking shared by more of them,
- * their accumulators still in the 32 registers. */
+/* Inputs a pass, at most: the AVX-512 kernels of the K-quants take this
+ * many (up to 8, the cases of VECTOR_ROWS), their accumulators still in
+ * the 32 registers, the AVX2 ones 3 (16 registers). */
 #define QUANT_GROUP 8
 
 /* rows_T_P and rowsn_T_P from dot_T_P, which takes g inputs a pass over
@@ -365,7 +365,7 @@ k4_mins(__m256 acc, __m256i mins, const sa_block_q8_k *x, float ndmin)
  * input, sub-blocks of 32 as 32 unsigned weights by 32 int8 (maddubs,
  * pairs of int16), weighed by their scale and summed in int32 (madd); the
  * 8 int32 lanes scaled by dx*dw into a float accumulator, the minimums'
- * part into another of 4 lanes.
+ * part into another.
  */
 AVX2_INLINE void
 dot_q45_k_avx2(int q5, const void *row, const void *const *xs, int g, int64_t nb, float *y,
@@ -431,6 +431,16 @@ dot_q5_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *
 	dot_q45_k_avx2(1, row, xs, g, nb, y, ldy);
 }
 
+/* Of the 16 int8 scales of a Q2_K, Q3_K or Q6_K block, those of sub-blocks
+ * s and s + 1 as int16, 8 lanes each. */
+AVX2_INLINE __m256i
+pick_scales(__m128i sc8, int s)
+{
+	const int64_t one = 0x0101010101010101;
+
+	return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_set_epi64x(one * (s + 1), one * s)));
+}
+
 /* The 6-bit weights q of Q6_K as unsigned bytes; q - 32 is the weight, so
  * the block's sum less 32 * (scales . the input's sums over each 16). */
 AVX2_INLINE __m256i
@@ -449,7 +459,6 @@ AVX2_INLINE void
 dot_q6_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *y, size_t ldy)
 {
 	const __m256i m4 = _mm256_set1_epi8(0xf), m2 = _mm256_set1_epi8(3);
-	const int64_t one = 0x0101010101010101;
 	__m256 acc[QUANT_GROUP];
 
 	UNROLL for (int j = 0; j < g; j++)
@@ -477,8 +486,7 @@ dot_q6_k_avx2(const void *row, const void *const *xs, int g, int64_t nb, float *
 			    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4));
 			UNROLL for (int v = 0; v < 4; v++) {
 				int s = 8 * h + 2 * v;     /* sub-blocks s and s + 1 */
-				__m256i scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8,
-				    _mm_set_epi64x(one * (s + 1), one * s)));
+				__m256i scv = pick_scales(sc8, s);
 				UNROLL for (int j = 0; j < g; j++) {
 					const int8_t *xq = ((const sa_block_q8_k *)xs[j])[i].qs + 16 * s;
 					__m256i p = _mm256_maddubs_epi16(q[v], _mm256_loadu_si256((const __m256i *)xq));
@@ -561,8 +569,8 @@ sa_round_q8_k_avx2(const float *src, float *dst, void *buf, int64_t n)
 			__m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
 			p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 			_mm256_storeu_si256((__m256i *)(b[i].qs + k), p);
-			/* lane l of s: the sum of bytes 4l..4l+3; lanes 0 and 4 of t:
-			 * the sums of the two 16 */
+			/* lane l: the sum of bytes 4l..4l+3; after two horizontal
+			 * adds, lanes 0 and 4: the sums of the two 16 */
 			__m256i t = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, p), ones16);
 			t = _mm256_hadd_epi32(t, t);
 			t = _mm256_hadd_epi32(t, t);
@@ -570,16 +578,6 @@ sa_round_q8_k_avx2(const float *src, float *dst, void *buf, int64_t n)
 			b[i].bsums[k / 16 + 1] = (int16_t)_mm256_extract_epi32(t, 4);
 		}
 	}
-}
-
-/* The 16 int8 scales of a Q2_K or Q3_K block, and those of sub-blocks s
- * and s + 1 as int16, 8 lanes each. */
-AVX2_INLINE __m256i
-pick_scales(__m128i sc8, int s)
-{
-	const int64_t one = 0x0101010101010101;
-
-	return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_set_epi64x(one * (s + 1), one * s)));
 }
 
 /* Q3_K's 16 scales as int8, from their 12 bytes (sa_q3_k_scale's
