@@ -14,8 +14,10 @@
  * of weight rows (weights other than F32 converted to F32 a block at a
  * time); fewer rows go through the pool's row kernels, which read each
  * weight once for all of them: decoding is bound by memory bandwidth.
- * Either way every sum runs whole on one thread, in an order that the
- * number of threads does not change.
+ * Block types whose row kernels compute in integers take those for more
+ * rows too, SMALL_N at a time (sa_rows_batch): they beat sgemm on the
+ * weights converted.  Either way every sum runs whole on one thread, in
+ * an order that the number of threads does not change.
  *
  * The input of every linear map is first rounded as llama.cpp rounds it
  * for the weight's type (F16 -> F16, BF16 -> BF16, Q8_0, Q4_0 .. Q5_1 ->
@@ -66,7 +68,8 @@ struct sa_kvcache {
 	size_t wt_cap;
 	int maxw;                 /* widest matrix input: max(d, qd, d_ff) */
 	float *vr[4];             /* [SMALL_N][maxw] inputs rounded to F16, BF16, Q8_0, Q8_K */
-	void *xq;                 /* [SMALL_N] rows of maxw floats' room: Q8_0 blocks of them */
+	void *xq[2];              /* [SMALL_N] rows of maxw floats' room: the Q8_0 and Q8_K
+	                           * blocks of vr[2] and vr[3], which the row kernels read */
 	float *lr;                /* [lr_cap] low-rank intermediate A x */
 	size_t lr_cap;
 	float *sc;                /* attention scores */
@@ -162,7 +165,8 @@ sa_kvcache_new(sa_kvcache **out, const sa_model *m, int n_ctx)
 	for (int i = 0; i < 4; i++)
 		if (!(s->vr[i] = sa_malloc(SMALL_N * maxw * sizeof(float))))
 			goto oom;
-	if (!(s->xq = sa_malloc(SMALL_N * maxw * sizeof(float))) ||
+	if (!(s->xq[0] = sa_malloc(SMALL_N * maxw * sizeof(float))) ||
+	    !(s->xq[1] = sa_malloc(SMALL_N * maxw * sizeof(float))) ||
 	    !(s->hrow = sa_malloc(widest * sizeof(float))))
 		goto oom;
 	*out = s;
@@ -186,7 +190,8 @@ sa_kvcache_free(sa_kvcache *s)
 	free_scratch(s);
 	for (int i = 0; i < 4; i++)
 		free(s->vr[i]);
-	free(s->xq);
+	free(s->xq[0]);
+	free(s->xq[1]);
 	free(s->hrow);
 	free(s->wt);
 	free(s->lr);
@@ -368,20 +373,21 @@ struct round_task {
 	const float *src;
 	float *dst;
 	int64_t n, cols;
-	char *buf;          /* per thread: one row in the type */
+	char *buf;          /* per thread, or per row: one row in the type */
 	size_t buf_stride;
+	int buf_per_row;
 };
 
 static void
 round_rows_task(void *arg, int ith, int chunk, int nchunks)
 {
 	struct round_task *t = arg;
-	char *buf = t->buf + (size_t)ith * t->buf_stride;
 	int64_t lo, hi;
 
 	sa_split(t->n, chunk, nchunks, &lo, &hi);
 	for (int64_t i = lo; i < hi; i++)
-		sa_round_row(t->type, t->src + i * t->cols, t->dst + i * t->cols, buf, t->cols);
+		sa_round_row(t->type, t->src + i * t->cols, t->dst + i * t->cols,
+		    t->buf + (size_t)(t->buf_per_row ? i : ith) * t->buf_stride, t->cols);
 }
 
 /* X [n][cols] rounded to type, in dst (or X itself for F32). */
@@ -389,7 +395,7 @@ static const float *
 round_rows(sa_kvcache *s, int type, const float *X, int n, int64_t cols, float *dst, int *rc)
 {
 	size_t stride = (size_t)cols * sizeof(float), need = stride * sa_get_threads();
-	struct round_task t = { type, X, dst, n, cols, NULL, stride };
+	struct round_task t = { type, X, dst, n, cols, NULL, stride, 0 };
 
 	if (type == SA_TYPE_F32)
 		return X;
@@ -504,7 +510,7 @@ struct mv_task {
 	const lin *ls;
 	int nl, nx;
 	const float *xf[SA_NMAT];   /* inputs per lin [nx][cols], rounded for its act type */
-	const void *xq;             /* Q8_0 blocks of the inputs, xq_stride bytes apart */
+	const void *xq[SA_NMAT];    /* per lin: its inputs quantized (or NULL), xq_stride bytes apart */
 	size_t x_stride, xq_stride;
 	int64_t total;
 };
@@ -530,7 +536,7 @@ mv_task(void *arg, int ith, int chunk, int nchunks)
 				blk = end - lo;
 			for (int64_t a = lo; a < end; a += blk)
 				sa_rows_dot_n(w, a - base, (a + blk < end ? a + blk : end) - base, t->nx,
-				    t->xf[j], t->x_stride, t->xq, t->xq_stride, t->ls[j].y,
+				    t->xf[j], t->x_stride, t->xq[j], t->xq_stride, t->ls[j].y,
 				    (size_t)w->rows);
 			lo = end;
 		}
@@ -548,7 +554,7 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 {
 	int64_t cols = ls[0].w->cols;
 	size_t stride = (size_t)s->maxw;
-	struct mv_task t = { ls, nl, nx, { 0 }, s->xq, (size_t)cols, stride * sizeof(float), 0 };
+	struct mv_task t = { ls, nl, nx, { 0 }, { 0 }, (size_t)cols, stride * sizeof(float), 0 };
 	int have[4] = { 0, 0, 0, 0 };
 
 	for (int j = 0; j < nl; j++) {
@@ -559,18 +565,24 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 			t.xf[j] = X;
 			continue;
 		}
-		/* a Q8_0 weight reads the Q8_0 blocks of its input from xq */
+		/* a Q8_0 weight reads the Q8_0 blocks of its input from xq, the
+		 * other block types their Q8_0 or Q8_K blocks */
 		if (ls[j].w->type == SA_TYPE_Q8_0 && a != SA_TYPE_Q8_0)
 			return sa_fail(SA_EINTERNAL, "Q8_0 weights with a %s input", sa_type_name(a));
-		if (!have[k]) {
-			/* F16, BF16 and Q8_K pass through hrow, free here */
+		if (!have[k] && k >= 2 && nx > 1) {
+			/* the blocks of each input kept, in parallel */
+			struct round_task rt = { a, X, s->vr[k], nx, cols, s->xq[k - 2], t.xq_stride, 1 };
+			sa_pool_run_chunks(round_rows_task, &rt, chunks_for(nx));
+		} else if (!have[k]) {
+			/* F16 and BF16 pass through hrow, free here */
 			for (int i = 0; i < nx; i++) {
-				void *buf = a == SA_TYPE_Q8_0 ? (char *)s->xq + i * t.xq_stride : (void *)s->hrow;
+				void *buf = k >= 2 ? (char *)s->xq[k - 2] + i * t.xq_stride : (void *)s->hrow;
 				sa_round_row(a, X + i * cols, s->vr[k] + i * cols, buf, cols);
 			}
-			have[k] = 1;
 		}
+		have[k] = 1;
 		t.xf[j] = s->vr[k];
+		t.xq[j] = k >= 2 ? s->xq[k - 2] : NULL;
 	}
 	sa_pool_run_chunks(mv_task, &t, chunks_for(t.total / 16));
 
@@ -598,6 +610,16 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 	return SA_OK;
 }
 
+/* Do batches go faster through the row kernels for all these maps? */
+static int
+rows_batch(const lin *ls, int nl)
+{
+	for (int j = 0; j < nl; j++)
+		if (!sa_rows_batch(ls[j].w->type))
+			return 0;
+	return 1;
+}
+
 /* Several maps over the same input X [n][cols]; rbuf [n][cols] scratch for
  * the rounded input.  Outputs have row stride rows (their width). */
 static int
@@ -609,6 +631,21 @@ linear(sa_kvcache *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
 
 	if (n <= SMALL_N)
 		return matvec(s, ls, nl, X, n);
+	if (rows_batch(ls, nl)) {
+		/* SMALL_N inputs at a time through the row kernels */
+		lin part[SA_NMAT];
+		for (int i = 0; i < n; i += SMALL_N) {
+			for (int j = 0; j < nl; j++) {
+				part[j] = ls[j];
+				part[j].y = ls[j].y + (size_t)i * ls[j].w->rows;
+				part[j].rows = ls[j].rows ? ls[j].rows + i : NULL;
+			}
+			if ((rc = matvec(s, part, nl, X + (size_t)i * cols,
+			    n - i < SMALL_N ? n - i : SMALL_N)) != SA_OK)
+				return rc;
+		}
+		return SA_OK;
+	}
 	/* the maps from j on that take the input rounded the same way */
 	for (int j = 0, k; j < nl; j = k) {
 		for (k = j + 1; k < nl && ls[k].act == ls[j].act; k++)

@@ -1,8 +1,10 @@
 /*
  * kernels.c - dot products over weight rows in F32, F16, BF16 and Q8_0, and
  * the conversions of rows to F32 for the sgemm path.  Rows of the other
- * block types (Q4_0 .. Q6_K) are converted a few blocks at a time on the
- * stack and go through the F32 dot product.
+ * block types (Q4_0 .. Q6_K) take the kernels of kernels_quant.c, in
+ * integers against their input quantized once; where a path has none,
+ * they are converted a few blocks at a time on the stack and go through
+ * the F32 dot product.
  *
  * Each kernel exists as a portable version and as versions for wider vector
  * extensions (AVX2 with FMA and F16C; AVX-512 F, BW and VL, with VNNI where
@@ -15,8 +17,9 @@
  *
  * The inputs of a row dot product are already rounded the way llama.cpp
  * rounds them (F16 weights see F16 activations, Q8_0 weights see Q8_0
- * activations), so the products of the fast kernels equal those of the
- * sgemm path; only the order of the sums differs.
+ * activations, K-quants Q8_K ones), so the products of the fast kernels
+ * equal those of the sgemm path; only the order of the sums differs, and
+ * for the other block types where their scales are applied.
  */
 #include <math.h>
 #include <pthread.h>
@@ -33,18 +36,8 @@
 #define HAVE_X86 1
 #endif
 
-/* y[i] = row i of w (n columns) . x, for nr rows starting at w. */
-typedef void rows_fn(const void *w, size_t row_bytes, int64_t n, const float *x,
-    const void *xq, float *y, int64_t nr);
-/* The same for nx inputs, a few at a time over all nr rows (the groups
- * after the first find the rows in the cache if they fit): input j at
- * x + j*ldx (and xq + j*ldxq bytes) into y + j*ldy, each the bits rows_fn
- * gives it. */
-typedef void rowsn_fn(const void *w, size_t row_bytes, int64_t n, int nx, const float *x,
-    size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy, int64_t nr);
-/* Inputs a vector rowsn kernel takes at a time, at most: the switch of
- * FLOAT_ROWS has a case for each; the Q8_0 kernels take this many. */
-#define ROWS_GROUP 4
+typedef sa_rows_fn rows_fn;
+typedef sa_rowsn_fn rowsn_fn;
 /* dst [nr][n] = rows as F32. */
 typedef void deq_fn(const void *w, size_t row_bytes, int64_t n, float *dst, int64_t nr);
 
@@ -59,10 +52,12 @@ static struct kernels {
 	void (*blocks)(int type, const void *src, float *dst, int64_t n);
 	void (*round_f16)(const float *, float *, void *, int64_t);
 	void (*round_q8_0)(const float *, float *, void *, int64_t);
+	void (*round_q8_k)(const float *, float *, void *, int64_t);
 	float (*dot)(const float *, const float *, int64_t);
 	void (*axpy)(float, const float *, float *, int64_t);
 	float (*max)(const float *, int64_t);
 	double (*exp_sum)(float *, const float *, int64_t, float);
+	const sa_quant_rows *quant;     /* [type] rows of Q4_0 .. Q6_K, kernels_quant.c */
 } K;
 
 /* ------------------------------------------------------------ portable */
@@ -173,6 +168,12 @@ static void
 round_q8_0_generic(const float *src, float *dst, void *buf, int64_t n)
 {
 	round_generic(SA_TYPE_Q8_0, src, dst, buf, n);
+}
+
+static void
+round_q8_k_generic(const float *src, float *dst, void *buf, int64_t n)
+{
+	round_generic(SA_TYPE_Q8_K, src, dst, buf, n);
 }
 
 static void
@@ -316,14 +317,6 @@ AVX2 static inline float ld1_f16(const void *p, int64_t i) { return _cvtsh_ss(((
 AVX2 static inline float ld1_bf16(const void *p, int64_t i) { return sa_bf16_to_fp32(((const uint16_t *)p)[i]); }
 
 #define ALWAYS_INLINE AVX2 static inline __attribute__((always_inline))
-
-/*
- * Bytes ahead of the weights being read that the row kernels ask for.  One
- * thread streaming rows one after another got a third of what it could
- * read with the hardware prefetcher alone (TinyLlama-shaped F16 decoding,
- * one thread: 1.4x with 4 KiB ahead; 512 B gave 1.1x, 2 KiB 1.3x).
- */
-#define PREFETCH_AHEAD 4096
 
 #define UNROLL _Pragma("GCC unroll 8")
 
@@ -924,8 +917,8 @@ static const struct kernels kernels_generic = {
 	rows_f32_generic, rows_f16_generic, rows_bf16_generic, rows_q8_0_generic,
 	rowsn_f32_generic, rowsn_f16_generic, rowsn_bf16_generic, rowsn_q8_0_generic,
 	deq_bf16_generic, fp16_to_fp32_generic, fp32_to_fp16_generic,
-	sa_row_to_f32, round_f16_generic, round_q8_0_generic,
-	dot_generic, axpy_generic, max_generic, exp_sum_generic,
+	sa_row_to_f32, round_f16_generic, round_q8_0_generic, round_q8_k_generic,
+	dot_generic, axpy_generic, max_generic, exp_sum_generic, sa_quant_generic,
 };
 
 #ifdef HAVE_X86
@@ -934,8 +927,8 @@ static const struct kernels kernels_avx2 = {
 	rows_f32_avx2, rows_f16_avx2, rows_bf16_avx2, rows_q8_0_avx2,
 	rowsn_f32_avx2, rowsn_f16_avx2, rowsn_bf16_avx2, rowsn_q8_0_avx2,
 	deq_bf16_avx2, fp16_to_fp32_avx2, fp32_to_fp16_avx2,
-	blocks_avx2, round_f16_avx2, round_q8_0_avx2,
-	dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2,
+	blocks_avx2, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
+	dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx2,
 };
 
 /* AVX-512 kernels where they pay, AVX2 ones for the rest; Q8_0 rows
@@ -945,8 +938,8 @@ static const struct kernels kernels_avx512 = {
 	rows_f32_avx512, rows_f16_avx512, rows_bf16_avx512, rows_q8_0_bw,
 	rowsn_f32_avx512, rowsn_f16_avx512, rowsn_bf16_avx512, rowsn_q8_0_bw,
 	deq_bf16_avx2, fp16_to_fp32_avx512, fp32_to_fp16_avx2,
-	blocks_avx512, round_f16_avx2, round_q8_0_avx2,
-	dot_avx512, axpy_avx2, max_avx2, exp_sum_avx2,
+	blocks_avx512, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
+	dot_avx512, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx512,
 };
 
 /*
@@ -1007,6 +1000,7 @@ kernels_init(void)
 		if (cpu_features & SA_CPU_VNNI) {
 			K.rows_q8_0 = rows_q8_0_vnni;
 			K.rowsn_q8_0 = rowsn_q8_0_vnni;
+			K.quant = sa_quant_vnni;
 		}
 	}
 #endif
@@ -1100,6 +1094,11 @@ sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x
 	case SA_TYPE_BF16: f = k->rows_bf16; fn = k->rowsn_bf16; break;
 	case SA_TYPE_Q8_0: f = k->rows_q8_0; fn = k->rowsn_q8_0; break;
 	default:
+		/* in integers against the input quantized, or through F32 */
+		if (xq && w->type < SA_QUANT_TYPES && (f = k->quant[w->type].rows)) {
+			fn = k->quant[w->type].rowsn;
+			break;
+		}
 		rows_blocks(k, w->type, p, rb, w->cols, r1 - r0, nx, x, ldx, y + r0, ldy);
 		return;
 	}
@@ -1107,6 +1106,15 @@ sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x
 		f(p, rb, w->cols, x, xq, y + r0, r1 - r0);
 	else
 		fn(p, rb, w->cols, nx, x, ldx, xq, ldxq, y + r0, ldy, r1 - r0);
+}
+
+int
+sa_rows_batch(int type)
+{
+	const struct kernels *k = kernels();
+
+	return kernels_path != SA_KERNELS_GENERIC && type >= 0 && type < SA_QUANT_TYPES &&
+	    k->quant[type].rows && sa_type_act(type) == SA_TYPE_Q8_K;
 }
 
 void
@@ -1147,6 +1155,7 @@ sa_round_row(int type, const float *src, float *dst, void *buf, int64_t n)
 	switch (type) {
 	case SA_TYPE_F16: k->round_f16(src, dst, buf, n); break;
 	case SA_TYPE_Q8_0: k->round_q8_0(src, dst, buf, n); break;
+	case SA_TYPE_Q8_K: k->round_q8_k(src, dst, buf, n); break;
 	case SA_TYPE_F32: if (dst != src) memcpy(dst, src, (size_t)n * sizeof(float)); break;
 	default: round_generic(type, src, dst, buf, n); break;
 	}

@@ -46,8 +46,9 @@ static inline void sa_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *h
 
 /*
  * y[r] = W[r,:] . x for rows r0 <= r < r1 of W [rows][cols].
- * x [cols] F32; for a Q8_0 W, xq holds x quantized to Q8_0 blocks
- * [cols/32] and x is not read.
+ * x [cols] F32; xq, where not NULL, holds x quantized to sa_type_act's
+ * type (for Q8_0 W it must): Q8_0 blocks [cols/32] or Q8_K blocks
+ * [cols/256], from sa_round_row's buf.
  */
 void sa_rows_dot(const sa_matrix *w, int64_t r0, int64_t r1, const float *x,
     const void *xq, float *y);
@@ -58,10 +59,58 @@ void sa_rows_dot(const sa_matrix *w, int64_t r0, int64_t r1, const float *x,
 void sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const float *x,
     size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy);
 
+/* Whether a batch of inputs goes faster through the row kernels of a
+ * matrix of this type than through sgemm on its rows converted to F32:
+ * the vector kernels of the K-quants, in integers.  Not the portable ones,
+ * nor those of Q4_0 .. Q5_1, which weigh every block of 32 in float
+ * (TinyLlama-shaped prefill, Zen 5: 0.7 times sgemm's speed for Q4_0,
+ * 1.6-2 times for Q3_K_M). */
+int sa_rows_batch(int type);
+
 /* The type llama.cpp rounds the input of a matrix of this type to (its
  * vec_dot_type): the type itself, Q8_0 for Q4_0 .. Q5_1, Q8_K for the
  * K-quants. */
 int sa_type_act(int type);
+
+/*
+ * The row kernels: y[r] = row r of w (n columns, nr rows row_bytes apart)
+ * . x, for one input x [n] (rows) or for nx of them (rowsn: input j at
+ * x + j*ldx, into y + j*ldy), each input of rowsn getting the bits rows
+ * gives it.  The kernels of the block types read their input quantized
+ * once, xq (input j at xq + j*ldxq bytes), and not x.
+ */
+typedef void sa_rows_fn(const void *w, size_t row_bytes, int64_t n, const float *x,
+    const void *xq, float *y, int64_t nr);
+typedef void sa_rowsn_fn(const void *w, size_t row_bytes, int64_t n, int nx, const float *x,
+    size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy, int64_t nr);
+/* Inputs a vector rowsn kernel takes in one pass over a row, at most: the
+ * switches of FLOAT_ROWS and VECTOR_ROWS have a case for each; the Q8_0
+ * kernels take this many. */
+#define ROWS_GROUP 4
+/*
+ * Bytes ahead of the weights being read that the row kernels ask for.  One
+ * thread streaming rows one after another got a third of what it could
+ * read with the hardware prefetcher alone (TinyLlama-shaped F16 decoding,
+ * one thread: 1.4x with 4 KiB ahead; 512 B gave 1.1x, 2 KiB 1.3x).
+ */
+#define PREFETCH_AHEAD 4096
+
+/*
+ * The kernels of rows of the block types against inputs quantized once
+ * (kernels_quant.c), by type id up to Q6_K: Q8_K inputs (sa_block_q8_k)
+ * for the K-quants, Q8_0 (sa_block_q8_0) for Q4_0 .. Q5_1.  One table per
+ * kernel path; a NULL entry is a type the path has no kernel for.
+ */
+#define SA_QUANT_TYPES (SA_TYPE_Q6_K + 1)
+typedef struct sa_quant_rows {
+	sa_rows_fn *rows;
+	sa_rowsn_fn *rowsn;
+} sa_quant_rows;
+extern const sa_quant_rows sa_quant_generic[SA_QUANT_TYPES], sa_quant_avx2[SA_QUANT_TYPES],
+    sa_quant_avx512[SA_QUANT_TYPES], sa_quant_vnni[SA_QUANT_TYPES];
+/* The rounding of inputs to Q8_K (sa_round_row) on the AVX2 and AVX-512
+ * paths: the bits of types.c's. */
+void sa_round_q8_k_avx2(const float *src, float *dst, void *buf, int64_t n);
 
 /* dst [r1-r0][cols] = rows r0..r1-1 of W as F32. */
 void sa_rows_to_f32(const sa_matrix *w, int64_t r0, int64_t r1, float *dst);

@@ -328,15 +328,6 @@ q5_1_to_f32(const sa_block_q5_1 *b, float *y, int64_t nb)
  * take a sub-block at a time, where all but e%32 is fixed, so that they
  * vectorize.
  */
-/* Q3_K's 16 6-bit scales: low 4 bits in the nibbles of bytes 0..7, high
- * 2 bits in bytes 8..11. */
-static int
-q3_k_scale(const uint8_t *s, int j)
-{
-	int lo = j < 8 ? s[j] & 0xf : s[j - 8] >> 4;
-	return (lo | (s[8 + j % 4] >> (2 * (j / 4)) & 3) << 4) - 32;
-}
-
 
 static void
 q2_k_to_f32(const sa_block_q2_k *b, float *y, int64_t nb)
@@ -362,7 +353,7 @@ q3_k_to_f32(const sa_block_q3_k *b, float *y, int64_t nb)
 			const uint8_t *q = b[i].qs + s / 8 * 32 + s % 2 * 16;
 			const uint8_t *hm = b[i].hmask + s % 2 * 16;
 			int shift = 2 * (s / 2 % 4), bit = s / 2;
-			float dl = d * q3_k_scale(b[i].scales, s);
+			float dl = d * sa_q3_k_scale(b[i].scales, s);
 			for (int l = 0; l < 16; l++)
 				y[s * 16 + l] = dl * ((q[l] >> shift & 3) - (hm[l] >> bit & 1 ? 0 : 4));
 		}
@@ -603,42 +594,43 @@ f32_to_k(int type, const float *x, uint8_t *dst, int64_t nb)
 
 /* f32 [n] <-> Q8_K blocks, the rounding of the input of K-quant matrices
  * (ggml's quantize_row_q8_K_ref): q = nearest even of x * -127/max, with
- * max the value of largest magnitude, and d = 1/(-127/max) kept as a float.
- * The per-16 sums of the format are left out: nothing here reads them. */
+ * max the value of largest magnitude, d = 1/(-127/max) kept as a float,
+ * and the sums of q per 16. */
 static void
-f32_to_q8_k(const float *x, uint8_t *dst, int64_t nb)
+f32_to_q8_k(const float *x, sa_block_q8_k *b, int64_t nb)
 {
-	for (int64_t i = 0; i < nb; i++, x += SA_QK_K, dst += 4 + SA_QK_K) {
-		int8_t *qs = (int8_t *)dst + 4;
-		float max = 0, amax = 0, d = 0;
+	for (int64_t i = 0; i < nb; i++, x += SA_QK_K) {
+		float max = 0, amax = 0;
 		for (int j = 0; j < SA_QK_K; j++)
 			if (fabsf(x[j]) > amax) {
 				amax = fabsf(x[j]);
 				max = x[j];
 			}
-		memset(qs, 0, SA_QK_K);
+		memset(b[i].qs, 0, SA_QK_K);
+		b[i].d = 0;
 		if (amax) {
 			float iscale = -127.f / max;
 			for (int j = 0; j < SA_QK_K; j++) {
 				long v = lrintf(iscale * x[j]);
-				qs[j] = (int8_t)(v < 127 ? v : 127);
+				b[i].qs[j] = (int8_t)(v < 127 ? v : 127);
 			}
-			d = 1 / iscale;
+			b[i].d = 1 / iscale;
 		}
-		memcpy(dst, &d, 4);
+		for (int s = 0; s < SA_QK_K / 16; s++) {
+			int sum = 0;
+			for (int j = 0; j < 16; j++)
+				sum += b[i].qs[s * 16 + j];
+			b[i].bsums[s] = (int16_t)sum;
+		}
 	}
 }
 
 static void
-q8_k_to_f32(const uint8_t *src, float *y, int64_t nb)
+q8_k_to_f32(const sa_block_q8_k *b, float *y, int64_t nb)
 {
-	for (int64_t i = 0; i < nb; i++, src += 4 + SA_QK_K, y += SA_QK_K) {
-		const int8_t *qs = (const int8_t *)src + 4;
-		float d;
-		memcpy(&d, src, 4);
+	for (int64_t i = 0; i < nb; i++, y += SA_QK_K)
 		for (int j = 0; j < SA_QK_K; j++)
-			y[j] = d * qs[j];
-	}
+			y[j] = b[i].d * b[i].qs[j];
 }
 
 void

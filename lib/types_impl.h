@@ -17,8 +17,8 @@ int sa_type_block(int type, int64_t *block_elems, size_t *block_bytes);
 int sa_type_scales(int type, size_t off[2]);
 
 /* Not a weight type: the blocks llama.cpp rounds the input of K-quant
- * matrices to (float d, 256 int8, 16 int16 sums); only round trips
- * through F32 (sa_row_from_f32, sa_row_to_f32) know it. */
+ * matrices to; sa_row_from_f32 writes them, the K-quant row kernels read
+ * them. */
 #define SA_TYPE_Q8_K 15
 
 /* One Q8_0 block: 32 weights sharing one fp16 scale (ggml's block_q8_0). */
@@ -45,6 +45,15 @@ typedef struct { uint16_t d, m; uint8_t qh[4], qs[16]; } sa_block_q5_1;
 typedef struct { uint8_t scales[16], qs[64]; uint16_t d, dmin; } sa_block_q2_k;
 /* 16 sub-blocks of 16: 6-bit scales - 32; q = 2 low bits | 1 high bit, - 4 */
 typedef struct { uint8_t hmask[32], qs[64], scales[12]; uint16_t d; } sa_block_q3_k;
+
+/* Q3_K's 16 6-bit scales: low 4 bits in the nibbles of bytes 0..7, high
+ * 2 bits in bytes 8..11. */
+static inline int
+sa_q3_k_scale(const uint8_t *s, int j)
+{
+	int lo = j < 8 ? s[j] & 0xf : s[j - 8] >> 4;
+	return (lo | (s[8 + j % 4] >> (2 * (j / 4)) & 3) << 4) - 32;
+}
 /* 8 sub-blocks of 32: 6-bit scales and mins packed in 12 bytes */
 typedef struct { uint16_t d, dmin; uint8_t scales[12], qs[128]; } sa_block_q4_k;
 
@@ -65,5 +74,10 @@ sa_k4_scale_min(const uint8_t *q, int j, int *sc, int *m)
 typedef struct { uint16_t d, dmin; uint8_t scales[12], qh[32], qs[128]; } sa_block_q5_k;
 /* 16 sub-blocks of 16: int8 scales; q = 4 low bits | 2 high bits, - 32 */
 typedef struct { uint8_t ql[128], qh[64]; int8_t scales[16]; uint16_t d; } sa_block_q6_k;
+
+/* One Q8_K block (ggml's block_q8_K): x = d * q over 256 values, and the
+ * sums of q over each 16 of them, for the minimums and offsets of the
+ * weights, which multiply a whole sub-block. */
+typedef struct { float d; int8_t qs[SA_QK_K]; int16_t bsums[SA_QK_K / 16]; } sa_block_q8_k;
 
 #endif

@@ -1,9 +1,11 @@
 /*
  * test_kernels - every kernel path this CPU can run against the portable
  * one: the row dot products within a tolerance of summation order (and
- * several inputs at once each the bits of one alone), the conversions bit
- * for bit, and kernels_float.c's kernels bit for bit; the path taken from
- * the CPU's feature bits and SA_KERNELS, and OpenBLAS's core type with it.
+ * several inputs at once each the bits of one alone), those of the block
+ * types in integers also against the dequantized rows and inputs, the
+ * conversions bit for bit, and kernels_float.c's kernels bit for bit; the
+ * path taken from the CPU's feature bits and SA_KERNELS, and OpenBLAS's
+ * core type with it.
  * usage: test_kernels (SA_KERNELS and OPENBLAS_CORETYPE as the library
  * reads them)
  */
@@ -58,9 +60,42 @@ magnitude(const float *wf, const float *x, int64_t n)
 	return m;
 }
 
+/* Rows of a block type other than Q8_0: random bytes, with finite fp16
+ * scales of either sign times `scale` (and so every bit pattern of the
+ * integers and sub-block scales); wf the rows as F32. */
+static void
+random_blocks(int type, unsigned char *w, size_t rb, int64_t n, float scale, float *wf)
+{
+	size_t off[2], bb;
+	int64_t be;
+	int ns = sa_type_scales(type, off);
+
+	sa_type_block(type, &be, &bb);
+	for (size_t i = 0; i < ROWS * rb; i++)
+		w[i] = (unsigned char)((frand() + 1) * 128);
+	for (size_t blk = 0; blk < ROWS * rb / bb; blk++)
+		for (int k = 0; k < ns; k++) {
+			uint16_t h = sa_fp32_to_fp16(frand() * scale);
+			memcpy(w + blk * bb + off[k], &h, 2);
+		}
+	for (int r = 0; r < ROWS; r++)
+		sa_row_to_f32(type, w + r * rb, wf + r * n, n);
+}
+
+/* row . x in double */
+static double
+dot_double(const float *w, const float *x, int64_t n)
+{
+	double s = 0;
+	for (int64_t i = 0; i < n; i++)
+		s += (double)w[i] * x[i];
+	return s;
+}
+
 /* The row dot products of one type: one input against the generic
  * kernel; within a path, 1 .. MAXX inputs at once give each input the
- * bits it gets alone. */
+ * bits it gets alone.  The generic kernels of the block types, in
+ * integers, against the dot product of the rows and inputs as F32. */
 static void
 test_rows(const struct path *p, int type, int64_t n)
 {
@@ -68,7 +103,7 @@ test_rows(const struct path *p, int type, int64_t n)
 	static unsigned char w[ROWS * MAXN * 4], xq[MAXX][MAXN * 4];
 	float y0[ROWS], y1[ROWS];
 	size_t rb = sa_type_row_size(type, n);
-	int bad = 0, badn = 0;
+	int bad = 0, badn = 0, badd = 0;
 	rows_fn *f, *g;
 	rowsn_fn *fn;
 
@@ -76,14 +111,25 @@ test_rows(const struct path *p, int type, int64_t n)
 	case SA_TYPE_F32: f = p->k->rows_f32; fn = p->k->rowsn_f32; g = kernels_generic.rows_f32; break;
 	case SA_TYPE_F16: f = p->k->rows_f16; fn = p->k->rowsn_f16; g = kernels_generic.rows_f16; break;
 	case SA_TYPE_BF16: f = p->k->rows_bf16; fn = p->k->rowsn_bf16; g = kernels_generic.rows_bf16; break;
-	default: f = p->k->rows_q8_0; fn = p->k->rowsn_q8_0; g = kernels_generic.rows_q8_0; break;
+	case SA_TYPE_Q8_0: f = p->k->rows_q8_0; fn = p->k->rowsn_q8_0; g = kernels_generic.rows_q8_0; break;
+	default:
+		f = p->k->quant[type].rows;
+		fn = p->k->quant[type].rowsn;
+		g = kernels_generic.quant[type].rows;
+		if (!f)     /* a path with no kernel of its own: through F32 */
+			return;
+		break;
 	}
 	for (int rep = 0; rep < 4; rep++) {
-		for (int64_t i = 0; i < ROWS * n; i++)
-			wf[i] = frand() * (rep == 3 ? 1e-3f : 1);
-		for (int r = 0; r < ROWS; r++) {
-			sa_row_from_f32(type, wf + r * n, w + r * rb, n);
-			sa_row_to_f32(type, w + r * rb, wf + r * n, n);
+		if (sa_type_act(type) != type) {
+			random_blocks(type, w, rb, n, rep == 3 ? 1e-3f : 1, wf);
+		} else {
+			for (int64_t i = 0; i < ROWS * n; i++)
+				wf[i] = frand() * (rep == 3 ? 1e-3f : 1);
+			for (int r = 0; r < ROWS; r++) {
+				sa_row_from_f32(type, wf + r * n, w + r * rb, n);
+				sa_row_to_f32(type, w + r * rb, wf + r * n, n);
+			}
 		}
 		for (int j = 0; j < MAXX; j++) {
 			for (int64_t i = 0; i < n; i++)
@@ -92,8 +138,11 @@ test_rows(const struct path *p, int type, int64_t n)
 			round_generic(sa_type_act(type), x, xr[j], xq[j], n);
 			g(w, rb, n, xr[j], xq[j], y0, ROWS);
 			f(w, rb, n, xr[j], xq[j], y1, ROWS);
-			for (int r = 0; r < ROWS; r++)
-				bad += !near(y0[r], y1[r], magnitude(wf + r * n, xr[j], n));
+			for (int r = 0; r < ROWS; r++) {
+				double mag = magnitude(wf + r * n, xr[j], n);
+				bad += !near(y0[r], y1[r], mag);
+				badd += !near(y0[r], (float)dot_double(wf + r * n, xr[j], n), mag);
+			}
 		}
 		for (int nx = 1; nx <= MAXX; nx++) {
 			fn(w, rb, n, nx, xr[0], MAXN, xq[0], sizeof xq[0], yn[0], ROWS, ROWS);
@@ -103,11 +152,13 @@ test_rows(const struct path *p, int type, int64_t n)
 			}
 		}
 	}
-	if (bad || badn)
-		fprintf(stderr, "%s %s n=%lld: %d sums off, %d differ between one input and several\n",
-		    p->name, sa_type_name(type), (long long)n, bad, badn);
+	if (bad || badn || badd)
+		fprintf(stderr, "%s %s n=%lld: %d sums off, %d differ between one input and several, "
+		    "%d off the dot product in double\n", p->name, sa_type_name(type), (long long)n,
+		    bad, badn, badd);
 	CHECK(bad == 0);
 	CHECK(badn == 0);
+	CHECK(badd == 0);
 }
 
 /* The conversions give the generic path's bits. */
@@ -148,6 +199,36 @@ test_convert(const struct path *p, int64_t n)
 	p->k->round_f16(src, a, h2, n);
 	kernels_generic.round_f16(src, b, h, n);
 	CHECK(!memcmp(a, b, n * sizeof *a));
+}
+
+/* The rounding to Q8_K gives types.c's values and blocks: random blocks at
+ * several scales, one of zeros, ties of largest magnitude of either sign
+ * first, values that round to 127.5, infinities and NaNs. */
+static void
+test_round_q8_k(const struct path *p)
+{
+	enum { N = 2048 };
+	static float src[N], a[N], b[N];
+	static unsigned char qa[N * 4], qb[N * 4];
+	int bad = 0;
+
+	for (int rep = 0; rep < 20; rep++) {
+		for (int i = 0; i < N; i++)
+			src[i] = frand() * (i / 256 % 3 ? 1 : 1e-3f) * (rep % 2 ? 1e4f : 1);
+		memset(src + 256, 0, 256 * sizeof *src);              /* block 1: zeros */
+		src[512 + rep] = 2, src[512 + 2 * rep + 1] = -2;      /* block 2: a tie */
+		src[768 + 100] = -5, src[768 + 7 * rep % 256] = 5;    /* block 3: the other sign first */
+		src[1024 + rep] = 127, src[1025 + rep] = 127.5f;      /* block 4: x * -127/max near .5 */
+		if (rep % 4 == 1)
+			src[1280 + rep] = rep % 8 == 1 ? INFINITY : NAN;  /* block 5 */
+		p->k->round_q8_k(src, a, qa, N);
+		kernels_generic.round_q8_k(src, b, qb, N);
+		bad += memcmp(a, b, sizeof a) != 0 ||
+		    memcmp(qa, qb, sa_type_row_size(SA_TYPE_Q8_K, N)) != 0;
+	}
+	if (bad)
+		fprintf(stderr, "%s Q8_K rounding: %d rows differ\n", p->name, bad);
+	CHECK(bad == 0);
 }
 
 /* Quantized blocks to F32 give types.c's floats: random blocks with random
@@ -343,12 +424,18 @@ test_choice(void)
 	if (path == SA_KERNELS_AVX512) {
 		k = &kernels_avx512;
 		CHECK(K.rows_q8_0 == (cpu & SA_CPU_VNNI ? rows_q8_0_vnni : rows_q8_0_bw));
+		CHECK(K.quant == (cpu & SA_CPU_VNNI ? sa_quant_vnni : sa_quant_avx512));
 	}
 #endif
 	CHECK(K.rows_f16 == k->rows_f16 && K.dot == k->dot);
 	/* kernels_float.c's kernels follow the path too */
 	CHECK(sa_kernels_float() == k->f);
 	CHECK(k->f == (path == SA_KERNELS_GENERIC ? &sa_float_kernels_generic : &sa_float_kernels_avx2));
+	CHECK(path == SA_KERNELS_AVX512 || K.quant == k->quant);
+	/* batches through the vector kernels in integers, not the portable ones */
+	CHECK(sa_rows_batch(SA_TYPE_Q4_K) == (path != SA_KERNELS_GENERIC));
+	CHECK(!sa_rows_batch(SA_TYPE_F16) && !sa_rows_batch(SA_TYPE_Q8_0) &&
+	    !sa_rows_batch(SA_TYPE_Q4_0));
 
 	/* the pool's start-up picked OpenBLAS's core type, or kept the user's */
 	sa_set_threads(1);
@@ -365,7 +452,12 @@ test_choice(void)
 int
 main(void)
 {
-	static const int types[] = { SA_TYPE_F32, SA_TYPE_F16, SA_TYPE_BF16, SA_TYPE_Q8_0 };
+	static const int types[] = { SA_TYPE_F32, SA_TYPE_F16, SA_TYPE_BF16, SA_TYPE_Q8_0,
+	    SA_TYPE_Q4_0, SA_TYPE_Q4_1, SA_TYPE_Q5_0, SA_TYPE_Q5_1 };
+	static const int ktypes[] = { SA_TYPE_Q2_K, SA_TYPE_Q3_K, SA_TYPE_Q4_K, SA_TYPE_Q5_K,
+	    SA_TYPE_Q6_K };
+	/* 1, 3, 5 and 8 blocks of 256 */
+	static const int64_t ksizes[] = { 256, 768, 1280, 2048 };
 	/* tails of every width: 16 and 64 floats, 16 Q8_0 blocks */
 	static const int64_t sizes[] = { 32, 64, 96, 544, 1056, MAXN };
 	static const int64_t odd[] = { 1, 7, 15, 17, 33, 100, 1030 };
@@ -384,6 +476,7 @@ main(void)
 		vnni = kernels_avx512;
 		vnni.rows_q8_0 = rows_q8_0_vnni;
 		vnni.rowsn_q8_0 = rowsn_q8_0_vnni;
+		vnni.quant = sa_quant_vnni;
 		paths[np++] = (struct path){ "avx512-vnni", &vnni };
 	}
 #endif
@@ -394,6 +487,9 @@ main(void)
 		for (size_t t = 0; t < sizeof types / sizeof *types; t++)
 			for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++)
 				test_rows(&paths[i], types[t], sizes[s]);
+		for (size_t t = 0; t < sizeof ktypes / sizeof *ktypes; t++)
+			for (size_t s = 0; s < sizeof ksizes / sizeof *ksizes; s++)
+				test_rows(&paths[i], ktypes[t], ksizes[s]);
 		for (size_t t = 0; t < 3; t++)
 			for (size_t s = 0; s < sizeof odd / sizeof *odd; s++)
 				test_rows(&paths[i], types[t], odd[s]);
@@ -406,6 +502,7 @@ main(void)
 		test_floats(&paths[i], MAXN);
 		test_blocks(&paths[i]);
 		test_float_kernels(&paths[i]);
+		test_round_q8_k(&paths[i]);
 	}
 	if (sa_cpu_features() & SA_CPU_AVX2)
 		test_exp_double();
