@@ -407,9 +407,22 @@ void sa_model_reset_weights(sa_model *m);
 /* KV cache and scratch for one sequence. */
 typedef struct sa_kvcache sa_kvcache;
 
-/* Called once per layer during sa_forward with the layer's keys before RoPE
- * and values for the n new tokens: k and v are [n][n_head_kv*d_head]. */
+/*
+ * Hooks on sa_forward.  The KV hook is called once per layer with the
+ * layer's keys before RoPE and values for the n new tokens: k and v are
+ * [n][n_head_kv*d_head].  The input hook sees the input of one matrix kind
+ * (SA_MAT_*) of every layer, for new tokens i0 .. i0+n-1: x [n][d_in], the
+ * normed residual (attn_q, attn_k, attn_v, ffn_gate, ffn_up), the attention
+ * output (attn_output) or the SwiGLU hidden (ffn_down), before its rounding
+ * to the weight's type; after the layer's KV hook, every row once and in
+ * order, the FFN's in blocks.  With it set the last layer runs for every
+ * row, so the last token's logits alone may round differently (all of
+ * them do not).  Both run on the thread that called sa_forward, one call at a time, and
+ * may use the pool; k, v and x are the pass's scratch, valid during the
+ * call only.  sa_forward_rows refuses caches with hooks.
+ */
 typedef void (*sa_kv_hook)(void *ctx, int layer, int n, const float *k, const float *v);
+typedef void (*sa_input_hook)(void *ctx, int layer, int i0, int n, const float *x);
 
 int sa_kvcache_new(sa_kvcache **out, const sa_model *m, int n_ctx);  /* n_ctx <= 0: model's */
 void sa_kvcache_free(sa_kvcache *s);
@@ -417,6 +430,7 @@ int sa_kvcache_pos(const sa_kvcache *s);        /* tokens in the cache */
 int sa_kvcache_ctx(const sa_kvcache *s);
 void sa_kvcache_truncate(sa_kvcache *s, int pos);   /* forget tokens at >= pos */
 void sa_kvcache_set_hook(sa_kvcache *s, sa_kv_hook hook, void *ctx);
+void sa_kvcache_set_input_hook(sa_kvcache *s, int mat, sa_input_hook hook, void *ctx);
 /* Side paths (sa_side_add) this cache's forward passes use instead of the
  * model's; NULL: the model's again.  Not copied: they must outlive their use. */
 void sa_kvcache_set_side(sa_kvcache *s, const sa_lowrank *side);
