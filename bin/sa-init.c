@@ -9,8 +9,8 @@
 static const char usage_text[] =
     "usage: sa-init [-m MODEL] [-r RANK] [-C CHUNK] [--mats LIST] [-s N]\n"
     "               [--w1-scale X] [-o OUT]\n"
-    "       sa-init --kind lsq [-m MODEL] [--d-key N] [--lambda X] [--value-offset N]\n"
-    "               [--mats LIST] [-s N] [--w1-scale X] [-o OUT]\n";
+    "       sa-init --kind lsq [-m MODEL] [--key-source SRC] [--d-key N] [--lambda X]\n"
+    "               [--value-offset N] [--mats LIST] [-s N] [--w1-scale X] [-o OUT]\n";
 
 static void
 help(void)
@@ -22,12 +22,16 @@ help(void)
 	    "                        (a least-squares memory; see sa-adapter(5))\n"
 	    "  -r, --rank N          pool: learned query slots per KV head (default 16)\n"
 	    "  -C, --chunk N         pool: tokens per chunk of the mapping (default 64)\n"
+	    "      --key-source SRC  lsq: what the memory keys on: keys (the layer's, default)\n"
+	    "                        or input (the adapted matrix's own; one matrix kind)\n"
 	    "      --d-key N         lsq: features per memory (default 64)\n"
-	    "      --lambda X        lsq: ridge of the read-out (default 1)\n"
+	    "      --lambda X        lsq: ridge of the read-out (default 1; 0.1 with\n"
+	    "                        --key-source input)\n"
 	    "      --value-offset N  lsq: bind each key to the value N tokens on (0 or 1,\n"
-	    "                        default 0)\n"
+	    "                        default 0; 1 with --key-source input)\n"
 	    "      --mats LIST       adapted matrices, comma-separated, or 'all'\n"
-	    "                        (default attn_q,attn_k,attn_v,attn_output)\n"
+	    "                        (default attn_q,attn_k,attn_v,attn_output;\n"
+	    "                        attn_output with --key-source input)\n"
 	    "  -s, --seed N          seed of the random initialisation (default 0)\n"
 	    "      --w1-scale X      random W1 of this scale instead of zero\n"
 	    "  -o, --output FILE     write the adapter here (default: stdout)\n"
@@ -41,13 +45,14 @@ main(int argc, char **argv)
 	static const struct option longopts[] = {
 		ARG("model", 'm'), ARG("rank", 'r'), ARG("chunk", 'C'), ARG("kind", 'K'),
 		ARG("d-key", 'D'), ARG("lambda", 'L'), ARG("value-offset", 'O'), ARG("mats", 'M'),
+		ARG("key-source", 'k'),
 		ARG("seed", 's'), ARG("w1-scale", 'W'), ARG("output", 'o'), OPTIONS_END,
 	};
 	const char *model_path = NULL, *out = "-";
-	int rank = 16, chunk = 64, kind = SA_MAPPING_POOL, d_key = 64, value_offset = 0, c;
-	int pool_only = 0, lsq_only = 0;
-	double lambda = 1;
-	uint32_t mats = (1u << SA_MAT_Q) | (1u << SA_MAT_K) | (1u << SA_MAT_V) | (1u << SA_MAT_O);
+	int rank = 16, chunk = 64, kind = SA_MAPPING_POOL, d_key = 64, value_offset = -1, c;
+	int pool_only = 0, lsq_only = 0, key_source = SA_KEYS_KV;
+	double lambda = 0;
+	uint32_t mats = 0;
 	uint64_t seed = 0;
 	float w1_scale = 0;
 	sa_model *model;
@@ -67,6 +72,12 @@ main(int argc, char **argv)
 			lsq_only = 1;
 			break;
 		case 'M': mats = parse_mats(optarg); break;
+		case 'k':
+			if (strcmp(optarg, "keys") && strcmp(optarg, "input"))
+				die(SA_EUSAGE, "--key-source: unknown source '%s' (keys, input)", optarg);
+			key_source = strcmp(optarg, "keys") ? SA_KEYS_INPUT : SA_KEYS_KV;
+			lsq_only = 1;
+			break;
 		case 's': seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
 		case 'W': w1_scale = (float)parse_double("--w1-scale", optarg, -1e6, 1e6); break;
 		case 'o': out = optarg; break;
@@ -79,16 +90,27 @@ main(int argc, char **argv)
 		usage_die(usage_text, "unexpected argument '%s'", argv[optind]);
 	}
 	if (kind == SA_MAPPING_LSQ && pool_only)
-		die(SA_EUSAGE, "-r and -C are for --kind pool; the memory has --d-key, --lambda and --value-offset");
+		die(SA_EUSAGE, "-r and -C are for --kind pool; the memory has --key-source, --d-key, "
+		    "--lambda and --value-offset");
 	if (kind == SA_MAPPING_POOL && lsq_only)
-		die(SA_EUSAGE, "--d-key, --lambda and --value-offset are for --kind lsq");
+		die(SA_EUSAGE, "--key-source, --d-key, --lambda and --value-offset are for --kind lsq");
+	if (key_source == SA_KEYS_INPUT && mats & (mats - 1))
+		die(SA_EUSAGE, "--key-source input adapts exactly one matrix kind (e.g. --mats attn_output)");
+	if (!mats)
+		mats = key_source == SA_KEYS_INPUT ? 1u << SA_MAT_O :
+		    (1u << SA_MAT_Q) | (1u << SA_MAT_K) | (1u << SA_MAT_V) | (1u << SA_MAT_O);
+	if (value_offset < 0)
+		value_offset = key_source == SA_KEYS_INPUT;
+	if (lambda == 0)
+		lambda = key_source == SA_KEYS_INPUT ? 0.1 : 1;
 	model_path = need_model(model_path, usage_text);
 	if (strcmp(out, "-") == 0 && isatty(1))
 		die(SA_EUSAGE, "refusing to write a binary adapter to a terminal (use -o FILE)");
 
 	TRY(sa_model_load(&model, model_path));
 	if (kind == SA_MAPPING_LSQ)
-		TRY(sa_adapter_init_lsq(&a, model, d_key, (float)lambda, value_offset, mats, seed, w1_scale));
+		TRY(sa_adapter_init_lsq(&a, model, d_key, (float)lambda, value_offset, key_source, mats,
+		    seed, w1_scale));
 	else
 		TRY(sa_adapter_init(&a, model, rank, chunk, mats, seed, w1_scale));
 	sa_outfile_install_signals();

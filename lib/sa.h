@@ -810,11 +810,13 @@ void sa_segments_free(sa_segment *segs, int n);
 
 /*
  * The second kind of context mapping (lib/memory.c, doc/design.md): per
- * layer, one memory per key/value head h, over the layer's keys x [Dkv]
- * (before RoPE) and head h's values v [dh]:
- *   P [Hk][dk][Dkv], p [Hk][dk]   features phi = normalize(f(P x + p)),
- *                                 f(u) = u + 1 (u > 0), exp(u) (u <= 0)
- *   w [Hk][Dkv], c [Hk]           write gate beta = sigmoid(<w, x> + c)
+ * layer, one memory per key/value head h, over keys x [dx] (the layer's
+ * keys before RoPE, dx = Dkv; or the adapted matrix's input, dx = d_in)
+ * and head h's values v [dh]:
+ *   P [Hk][dk][dx], p [Hk][dk]    features phi = normalize(f(P x + p)),
+ *                                 f(u) = u + 1 (u > 0), exp(u) (u <= 0);
+ *                                 linear: phi = P x (p unused, may be NULL)
+ *   w [Hk][dx], c [Hk]            write gate beta = sigmoid(<w, x> + c)
  *   G [Hk][dh][dk] += beta v' phi^T,  S [Hk][dk][dk] += beta phi phi^T
  * read out as M [Hk][dh][dk] = G (S + lambda I)^-1, where v' is the value
  * of the token offset places after the key's (0: the same token); a token
@@ -824,14 +826,16 @@ void sa_segments_free(sa_segment *segs, int n);
 typedef struct sa_memory_params {
 	const float *P, *p, *w, *c;
 	int Hk, dh, dk, offset;
+	int dx;        /* width of a key */
+	int linear;    /* 1: phi = P x (keys from the matrix's input) */
 } sa_memory_params;
 
-/* Add a segment of n tokens (K, V [n][Hk*dh]) to G and S, in double, in a
- * fixed order; or to one head's G [dh][dk] and S [dk][dk] (heads are
- * independent). */
-int sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int n,
+/* Add a segment of n tokens (X [n][dx], V [n][Hk*dh]) to G and S, in
+ * double, in a fixed order; or to one head's G [dh][dk] and S [dk][dk]
+ * (heads are independent). */
+int sa_memory_write(const sa_memory_params *mp, const float *X, const float *V, int n,
     double *G, double *S);
-int sa_memory_write_head(const sa_memory_params *mp, int h, const float *K, const float *V, int n,
+int sa_memory_write_head(const sa_memory_params *mp, int h, const float *X, const float *V, int n,
     double *G, double *S);
 /* M [dh][dk] = G [dh][dk] (S [dk][dk] + lambda I)^-1 for one head, solved in
  * double; SA_EDATA if S + lambda I is not positive definite. */
@@ -840,12 +844,12 @@ int sa_memory_read(const float *G, const float *S, int dh, int dk, double lambda
 /* Training: the same sums, as float, keeping what the backward needs:
  * u, phi [n][Hk][dk], beta [n][Hk]; G, S as above (overwritten).  The n
  * tokens are n_seg segments starting at seg [n_seg] (NULL: one). */
-int sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float *V, int n,
+int sa_memory_train_forward(const sa_memory_params *mp, const float *X, const float *V, int n,
     const int *seg, int n_seg, float *u, float *phi, float *beta, float *G, float *S);
 /* Gradients of the parameters (added into gr, shaped as the parameters)
  * from dM [Hk][dh][dk], the gradient of the read-out. */
 typedef struct sa_memory_grads { float *P, *p, *w, *c; } sa_memory_grads;
-int sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float *V, int n,
+int sa_memory_train_backward(const sa_memory_params *mp, const float *X, const float *V, int n,
     const int *seg, int n_seg, const float *u, const float *phi, const float *beta, const float *G, const float *S,
     double lambda, const float *dM, sa_memory_grads *gr);
 /* M [Hk][dh][dk] laid out as the side path's H [Hk*dk][Hk*dh] (block
@@ -880,8 +884,18 @@ typedef struct sa_adapter_mat {
  */
 enum { SA_MAPPING_POOL = 0, SA_MAPPING_LSQ = 1 };
 
+/*
+ * What the least-squares memory keys on ("key_source" in the files):
+ * SA_KEYS_KV the layer's keys before RoPE, through positive normalised
+ * features; SA_KEYS_INPUT the input of the adapted matrix (exactly one
+ * matrix kind adapted) at every context token, through linear features
+ * P x, the activation W2 reads at a query.
+ */
+enum { SA_KEYS_KV = 0, SA_KEYS_INPUT = 1 };
+
 /* One layer's memory parameters (SA_MAPPING_LSQ), shaped as in sa_memory_params:
- * P [Hk][dk][Dkv], p [Hk][dk], w [Hk][Dkv], c [Hk]. */
+ * P [Hk][dk][dx], p [Hk][dk] (NULL for SA_KEYS_INPUT), w [Hk][dx], c [Hk];
+ * dx = Dkv, or d_in of the adapted matrix for SA_KEYS_INPUT. */
 typedef struct sa_adapter_memory {
 	float *P, *p, *w, *c;
 } sa_adapter_memory;
@@ -893,6 +907,7 @@ typedef struct sa_adapter {
 	float lambda;                  /* LSQ: ridge of the read-out; 0 for POOL */
 	int value_offset;              /* LSQ: a key is bound to the value of the token
 	                                * this many places on (0 or 1); 0 for POOL */
+	int key_source;                /* LSQ: SA_KEYS_*; SA_KEYS_KV for POOL */
 	uint32_t mats;                 /* bitmask of SA_MAT_* */
 	uint64_t model_fingerprint;    /* of the base model */
 	uint64_t fingerprint;          /* of this adapter's config and data */
@@ -905,6 +920,8 @@ typedef struct sa_adapter {
 
 /* The parameters of layer l's memory as sa_memory_* take them. */
 sa_memory_params sa_adapter_memory_params(const sa_adapter *a, int layer);
+/* The matrix whose input keys the memory (SA_KEYS_INPUT), else -1. */
+int sa_adapter_key_mat(const sa_adapter *a);
 
 #define SA_ADAPTER_MAT(a, l, m) (&(a)->mat[(size_t)(l) * SA_NMAT + (m)])
 
@@ -913,11 +930,17 @@ sa_memory_params sa_adapter_memory_params(const sa_adapter *a, int layer);
 int sa_adapter_init(sa_adapter **out, const sa_model *model, int rank, int chunk,
     uint32_t mats, uint64_t seed, float w1_scale);
 /* A new least-squares memory adapter (SA_MAPPING_LSQ): d_key features per
- * memory, ridge lambda, value_offset 0 or 1; P, w random from seed, p = 0,
- * c = 0 (half of every token written), W2 random, W1 = 0 unless
- * w1_scale != 0. */
+ * memory, ridge lambda, value_offset 0 or 1, key_source SA_KEYS_*.
+ * SA_KEYS_KV: P, w random from seed, p = 0, c = 0 (half of every token
+ * written), W2 random, W1 = 0 unless w1_scale != 0.  SA_KEYS_INPUT (mats
+ * one matrix, else SA_EUSAGE): P a random projection (the identity when
+ * d_key = d_in) scaled so that a typical token's features, measured over
+ * the model's own activations, have unit norm; W2 = P; w = 0 and c = 4
+ * (every token nearly fully written); W1 the model's own map from values
+ * to the matrix's output where there is one (sa-adapter(5)), else 0,
+ * unless w1_scale != 0. */
 int sa_adapter_init_lsq(sa_adapter **out, const sa_model *model, int d_key, float lambda,
-    int value_offset, uint32_t mats, uint64_t seed, float w1_scale);
+    int value_offset, int key_source, uint32_t mats, uint64_t seed, float w1_scale);
 /* A copy of a (made for model) with rank slots, rank >= a->rank: the same
  * deltas until trained, the new slots ready to learn (SA_MAPPING_POOL only). */
 int sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, int rank,

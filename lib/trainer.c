@@ -323,7 +323,7 @@ build_adapter_model(sa_trainer *t)
 		return rc;
 	if (!o->init && o->mapping == SA_MAPPING_LSQ)
 		return sa_adapter_init_lsq(&t->adapter, t->base, o->d_key ? o->d_key : 64,
-		    o->lambda > 0 ? (float)o->lambda : 1.0f, o->value_offset, o->mats, o->seed, 0);
+		    o->lambda > 0 ? (float)o->lambda : 1.0f, o->value_offset, SA_KEYS_KV, o->mats, o->seed, 0);
 	if (!o->init) {
 		rc = sa_adapter_init(&t->adapter, t->base, o->rank ? o->rank : 16, o->chunk, o->mats,
 		    o->seed, 0);
@@ -333,6 +333,9 @@ build_adapter_model(sa_trainer *t)
 	}
 	if ((rc = sa_adapter_load(&t->adapter, o->init)) != SA_OK)
 		return rc;
+	if (t->adapter->key_source == SA_KEYS_INPUT)
+		return sa_fail(SA_EUSAGE, "%s: training a memory keyed by the matrix's input is not "
+		    "yet supported", o->init);
 	/* the shapes are still checked below; the fingerprint is set anew
 	 * from the tensors once they are copied in */
 	if (o->rebind)
@@ -867,9 +870,13 @@ static sa_memory_params
 memory_params(const sa_trainer *t, int l)
 {
 	const amem *P = &t->am[l];
+	sa_memory_params mp = sa_adapter_memory_params(t->adapter, l);
 
-	return (sa_memory_params){ P->P, P->p, P->w, P->c, t->adapter->n_head_kv,
-	    t->adapter->d_head, t->adapter->d_key, t->adapter->value_offset };
+	mp.P = P->P;
+	mp.p = P->p;
+	mp.w = P->w;
+	mp.c = P->c;
+	return mp;
 }
 
 /*
