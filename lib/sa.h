@@ -1684,6 +1684,9 @@ int sa_tmodel_backward_into(const sa_tmodel *t, sa_tact *a, const sa_tside *side
 /* Layer l's keys before RoPE and values of the last forward: [B*T][Dkv]. */
 const float *sa_tact_keys(const sa_tact *a, int layer);
 const float *sa_tact_values(const sa_tact *a, int layer);
+/* The input of matrix mat (SA_MAT_*) in layer l of the last forward:
+ * [B*T][d_in], as sa_input_hook describes it. */
+const float *sa_tact_input(const sa_tact *a, int layer, int mat);
 /* Logits of the last forward: [B*T][n_vocab]. */
 const float *sa_tact_logits(const sa_tact *a);
 
@@ -1715,19 +1718,21 @@ double sa_l2norm(const float *x, size_t n);
 
 /* The context mapping for training (forward with saved intermediates, and
  * backward to Q, g, b).  A stream is reset, then fed segment by segment with
- * the base model's keys (before RoPE) and values of every layer. */
+ * the base model's keys (before RoPE; or, for a memory keyed by a matrix's
+ * input, that input: key_width wide) and values of every layer. */
 typedef struct sa_tctx sa_tctx;
-int sa_tctx_new(sa_tctx **out, int n_layer, int n_head_kv, int d_head, int rank,
+int sa_tctx_new(sa_tctx **out, int n_layer, int n_head_kv, int d_head, int key_width, int rank,
     int chunk, uint32_t mats, int max_tokens);
 void sa_tctx_free(sa_tctx *c);
 void sa_tctx_reset(sa_tctx *c);
 int sa_tctx_n_tokens(const sa_tctx *c);
 /* The segments so far: their count, and where each starts (*start). */
 int sa_tctx_segments(const sa_tctx *c, const int **start);
-/* Layer l's keys (before RoPE) and values of the stream so far: [n_tokens][Hk*dh]. */
+/* Layer l's keys and values of the stream so far: [n_tokens][key_width],
+ * [n_tokens][Hk*dh]. */
 const float *sa_tctx_keys(const sa_tctx *c, int l);
 const float *sa_tctx_values(const sa_tctx *c, int l);
-/* K[l], V[l]: [n][Hk*dh] for every layer l. */
+/* K[l], V[l]: [n][key_width], [n][Hk*dh] for every layer l. */
 int sa_tctx_add_segment(sa_tctx *c, const float *const *K, const float *const *V, int n);
 /* State of (l, m) over the stream: Q [Hk][r][dh], g [Hk][dh], b [Hk][r]. */
 int sa_tctx_forward(sa_tctx *c, int l, int m, const float *Q, const float *g, const float *b);

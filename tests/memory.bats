@@ -306,9 +306,3 @@ averages() {
 	run -65 sa-encode -m "$M" -a "$T/other.gguf" "$D/all.tsv"
 	[ "${#lines[@]}" -eq 1 ]
 }
-
-@test "sa-train refuses to train a memory keyed by the input, for now" {
-	run -64 sa-train --adapter -m "$M" --init "$D/in.gguf" -o "$T/x.gguf" --pool "$ROOT/data/pools/dev"
-	[ "${#lines[@]}" -eq 1 ]
-	assert_output --partial "not yet supported"
-}

@@ -176,6 +176,30 @@ setup() {
 	run -64 "$OLDPWD"/bin/sa-train --adapter -m base.gguf -o x.gguf --pool "$D/pool" --kind lsq --value-offset 2
 }
 
+@test "sa-train --adapter --init of a memory keyed by the input: it learns the mapping, the write side too" {
+	cd "$BATS_TEST_TMPDIR"
+	"$OLDPWD"/tests/helpers/mkmodel --dim 64 --layers 2 --heads 4 --kv-heads 2 --ctx 64 -o base.gguf
+	"$OLDPWD"/bin/sa-init -m base.gguf --kind lsq --key-source input --d-key 16 -o init.gguf
+	"$OLDPWD"/bin/sa-train --adapter -m base.gguf --init init.gguf -o ad.gguf --pool "$D/pool" \
+	    --mix 0,0,1 --kmin 1 --kmax 1 --steps 160 --batch-tokens 512 --eval-every 160 \
+	    --lr 1e-2 --warmup 10 -t 1 -q
+	run "$OLDPWD"/bin/sa-info -j ad.gguf
+	assert_output --partial '"value_offset":1,"key_source":"input","matrices":["attn_output"],'
+	last=$(grep '"sa_acc"' ad.gguf.ckpt/log.jsonl | tail -1)
+	sa=$(echo "$last" | sed 's/.*"sa_acc":\([^,]*\).*/\1/')
+	zs=$(echo "$last" | sed 's/.*"zero_shot_acc":\([^,]*\).*/\1/')
+	echo "with delta $sa, zero-shot $zs"
+	awk -v a="$sa" -v b="$zs" 'BEGIN { exit !(a >= b + 0.5) }'
+	# the sums depend on P, w and c alone: training moved the write side
+	printf 'input\tlabel\nchair\tgreen\n' > demo.tsv
+	"$OLDPWD"/bin/sa-encode -q -m base.gguf -a init.gguf -o before.delta demo.tsv
+	"$OLDPWD"/bin/sa-encode -q -m base.gguf -a ad.gguf -o after.delta demo.tsv
+	before=$("$OLDPWD"/bin/sa-info -j before.delta | "$OLDPWD"/tests/helpers/jsonl-get s_trace)
+	after=$("$OLDPWD"/bin/sa-info -j after.delta | "$OLDPWD"/tests/helpers/jsonl-get s_trace)
+	echo "trace of S: $before before training, $after after"
+	[ "$before" != "$after" ]
+}
+
 @test "sa-train --adapter --init --rebind: an adapter of an earlier base goes on for the new one" {
 	cd "$BATS_TEST_TMPDIR"
 	shape="--dim 32 --layers 2 --heads 4 --kv-heads 2 --ctx 32"
