@@ -289,6 +289,27 @@ delta_bytes(const sa_delta *d, size_t *len)
 	return buf;
 }
 
+/* Encoding the segments again with 1, 2 and 3 threads gives d's bytes. */
+static void
+same_with_any_threads(sa_model *m, sa_adapter *a, const sa_delta *d, const int *const *segs,
+    const int *lens, int n_segs)
+{
+	size_t la, lb;
+	char *ba = delta_bytes(d, &la), *bb;
+
+	for (int nth = 1; nth <= 3; nth++) {
+		sa_delta *again;
+		sa_set_threads(nth);
+		again = encode(m, a, NULL, segs, lens, n_segs);
+		bb = delta_bytes(again, &lb);
+		CHECK(la == lb && memcmp(ba, bb, la) == 0);
+		free(bb);
+		sa_delta_free(again);
+	}
+	sa_set_threads(0);
+	free(ba);
+}
+
 static void
 test_model(const char *path)
 {
@@ -386,18 +407,10 @@ test_model(const char *path)
 	ba = delta_bytes(ab, &la);
 	bb = delta_bytes(again, &lb);
 	CHECK(la == lb && memcmp(ba, bb, la) == 0);
+	free(ba);
 	free(bb);
 	sa_delta_free(again);
-	for (int nth = 1; nth <= 3; nth++) {
-		sa_set_threads(nth);
-		again = encode(m, a, NULL, both, lens, 2);
-		bb = delta_bytes(again, &lb);
-		CHECK(la == lb && memcmp(ba, bb, la) == 0);
-		free(bb);
-		sa_delta_free(again);
-	}
-	sa_set_threads(0);
-	free(ba);
+	same_with_any_threads(m, a, ab, both, lens, 2);
 
 	sa_delta_free(t1);
 	sa_delta_free(ab);
@@ -442,14 +455,12 @@ test_input_memory(const char *path)
 {
 	sa_model *m;
 	sa_adapter *a;
-	sa_delta *d, *again;
+	sa_delta *d;
 	sa_kvcache *st;
 	capture cap;
 	inputs in;
 	int n = 37, *toks, L, Hk, dh, dk, grp, d_out, qd, bos;
 	const int *segs[1];
-	char *b1, *b2;
-	size_t l1, l2;
 
 	CHECK_OK(sa_model_load(&m, path));
 	if (!m)
@@ -522,17 +533,7 @@ test_input_memory(const char *path)
 		free(G);
 		free(S);
 	}
-	b1 = delta_bytes(d, &l1);
-	for (int nth = 1; nth <= 3; nth++) {
-		sa_set_threads(nth);
-		again = encode(m, a, NULL, segs, &n, 1);
-		b2 = delta_bytes(again, &l2);
-		CHECK(l1 == l2 && memcmp(b1, b2, l1) == 0);
-		free(b2);
-		sa_delta_free(again);
-	}
-	sa_set_threads(0);
-	free(b1);
+	same_with_any_threads(m, a, d, segs, &n, 1);
 	sa_delta_free(d);
 	sa_kvcache_free(st);
 	for (int l = 0; l < L; l++) {
