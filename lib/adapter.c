@@ -79,8 +79,8 @@ check_config(int kind, int n_layer, int n_head_kv, int d_head, int rank, int chu
 	if (mats == 0 || mats >> SA_NMAT)
 		return sa_fail(SA_EDATA, "%s: bad matrix set 0x%x", name, (unsigned)mats);
 	if (key_source == SA_KEYS_INPUT && (kind != SA_MAPPING_LSQ || mats & (mats - 1)))
-		return sa_fail(SA_EDATA, "%s: a memory keyed by the input adapts exactly one matrix "
-		    "kind (lsq; e.g. --mats attn_output)", name);
+		return sa_fail(SA_EDATA, "%s: key_source input is for a memory (lsq) over exactly one "
+		    "matrix kind", name);
 	return SA_OK;
 }
 
@@ -814,10 +814,10 @@ check_finite(const sa_adapter *a, const char *name)
 	size_t n[T_N], nm[M_N];
 
 	if (a->mapping == SA_MAPPING_LSQ) {
-		for (int l = 0; l < a->n_layer; l++)
+		for (int l = 0; l < a->n_layer; l++) {
+			memory_sizes(a, key_width(a, l), nm);
 			for (int t = 0; t < M_N; t++) {
 				const float *x = *memory_ptr(&a->mem[l], t);
-				memory_sizes(a, key_width(a, l), nm);
 				for (size_t i = 0; i < nm[t]; i++)
 					if (!isfinite(x[i])) {
 						char tn[64];
@@ -826,6 +826,7 @@ check_finite(const sa_adapter *a, const char *name)
 						    name, tn);
 					}
 			}
+		}
 	}
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {

@@ -14,6 +14,7 @@
  * defines every symbol of encode.o, so the linker never pulls that member
  * from libsa.a. */
 #include "../../lib/encode.c"
+#include "adapter_impl.h"
 #include "t.h"
 
 static uint64_t rng_state = 42;
@@ -469,6 +470,17 @@ test_input_memory(const char *path)
 	    1u << SA_MAT_O | 1u << SA_MAT_DOWN, 3, 0) == SA_EUSAGE && !a);
 	CHECK(sa_adapter_init_lsq(&a, m, m->cfg.n_head * m->cfg.d_head + 1, 0.01f, 1,
 	    SA_KEYS_INPUT, 1u << SA_MAT_O, 3, 0) == SA_EUSAGE && !a);
+	{
+		/* as a file's header would have it: the pool kind, or two kinds */
+		int dims[2 * SA_NMAT] = { 0 };
+		for (int i = 0; i < 2 * SA_NMAT; i++)
+			dims[i] = 8;
+		CHECK(sa_adapter_alloc_kind(&a, SA_MAPPING_LSQ, 2, 2, 4, 8, 0, 4, 1, SA_KEYS_INPUT,
+		    1u << SA_MAT_O | 1u << SA_MAT_V, dims, dims) == SA_EDATA && !a);
+		CHECK(strstr(sa_error(), "exactly one matrix kind") != NULL);
+		CHECK(sa_adapter_alloc_kind(&a, SA_MAPPING_POOL, 2, 2, 4, 8, 4, 0, 0, SA_KEYS_INPUT,
+		    1u << SA_MAT_O, dims, dims) == SA_EDATA && !a);
+	}
 	CHECK_OK(sa_adapter_init_lsq(&a, m, 16, 0.01f, 1, SA_KEYS_INPUT, 1u << SA_MAT_O, 3, 0));
 	if (!a)
 		return;
