@@ -10,10 +10,11 @@
  *   blk.L.M.sa_w1  {Dkv, d_out}     W1 [d_out][Dkv]
  *   blk.L.M.sa_w2  {d_in, r}        W2 [r][d_in]
  * The least-squares memory (SA_MAPPING_LSQ) has no sa_q, sa_g, sa_b; its rank
- * r is Hk * dk, and per layer l:
- *   blk.L.sa_mem_p   {Dkv, dk, Hk}  P [Hk][dk][Dkv]
- *   blk.L.sa_mem_pb  {dk, Hk}       p [Hk][dk]
- *   blk.L.sa_mem_w   {Dkv, Hk}      w [Hk][Dkv]
+ * r is Hk * dk, and per layer l, with dx the width of its keys (Dkv, or d_in
+ * of the one adapted matrix when keyed by its input):
+ *   blk.L.sa_mem_p   {dx, dk, Hk}   P [Hk][dk][dx]
+ *   blk.L.sa_mem_pb  {dk, Hk}       p [Hk][dk]   (not when keyed by the input)
+ *   blk.L.sa_mem_w   {dx, Hk}       w [Hk][dx]
  *   blk.L.sa_mem_c   {Hk}           c [Hk]
  */
 #include <math.h>
@@ -23,6 +24,7 @@
 
 #include "sa.h"
 #include "adapter_impl.h"
+#include "kernels_impl.h"    /* sa_rows_to_f32 */
 
 #define ADAPTER_VERSION 1u       /* SA_MAPPING_POOL */
 #define ADAPTER_VERSION_LSQ 2u   /* SA_MAPPING_LSQ: earlier readers refuse it */
@@ -44,10 +46,15 @@ static const char *const tensor_suffix[T_N] = { "sa_q", "sa_g", "sa_b", "sa_w1",
 enum { M_P, M_PB, M_W, M_C, M_N };
 static const char *const memory_suffix[M_N] = { "sa_mem_p", "sa_mem_pb", "sa_mem_w", "sa_mem_c" };
 static const char *const kind_name[] = { "pool", "lsq" };
+static const char *const key_source_name[] = { "keys", "input" };
+
+/* The gate bias of a memory keyed by the input: sigmoid(4) = 0.982, every
+ * token nearly fully written. */
+#define INPUT_GATE_BIAS 4.0f
 
 static int
 check_config(int kind, int n_layer, int n_head_kv, int d_head, int rank, int chunk, int d_key,
-    float lambda, uint32_t mats, const char *name)
+    float lambda, int key_source, uint32_t mats, const char *name)
 {
 	if (n_layer < 1 || n_layer > MAX_LAYER)
 		return sa_fail(SA_EDATA, "%s: n_layer %d out of range 1..%d", name, n_layer, MAX_LAYER);
@@ -71,6 +78,9 @@ check_config(int kind, int n_layer, int n_head_kv, int d_head, int rank, int chu
 		return sa_fail(SA_EDATA, "%s: chunk %d out of range 1..%d", name, chunk, MAX_CHUNK);
 	if (mats == 0 || mats >> SA_NMAT)
 		return sa_fail(SA_EDATA, "%s: bad matrix set 0x%x", name, (unsigned)mats);
+	if (key_source == SA_KEYS_INPUT && (kind != SA_MAPPING_LSQ || mats & (mats - 1)))
+		return sa_fail(SA_EDATA, "%s: key_source input is for a memory (lsq) over exactly one "
+		    "matrix kind", name);
 	return SA_OK;
 }
 
@@ -88,15 +98,33 @@ tensor_sizes(const sa_adapter *a, int d_out, int d_in, size_t n[T_N])
 	n[T_W2] = r * (size_t)d_in;
 }
 
-/* Element counts of one layer's memory tensors. */
-static void
-memory_sizes(const sa_adapter *a, size_t n[M_N])
+int
+sa_adapter_key_mat(const sa_adapter *a)
 {
-	size_t Hk = a->n_head_kv, dk = a->d_key, Dkv = Hk * a->d_head;
+	for (int m = 0; a->key_source == SA_KEYS_INPUT && m < SA_NMAT; m++)
+		if (sa_adapted(a->mats, m))
+			return m;
+	return -1;
+}
 
-	n[M_P] = Hk * dk * Dkv;
-	n[M_PB] = Hk * dk;
-	n[M_W] = Hk * Dkv;
+/* Width dx of layer l's memory keys. */
+static int
+key_width(const sa_adapter *a, int l)
+{
+	int m = sa_adapter_key_mat(a);
+
+	return m < 0 ? a->n_head_kv * a->d_head : SA_ADAPTER_MAT(a, l, m)->d_in;
+}
+
+/* Element counts of one layer's memory tensors, for keys of width dx. */
+static void
+memory_sizes(const sa_adapter *a, size_t dx, size_t n[M_N])
+{
+	size_t Hk = a->n_head_kv, dk = a->d_key;
+
+	n[M_P] = Hk * dk * dx;
+	n[M_PB] = a->key_source == SA_KEYS_INPUT ? 0 : Hk * dk;
+	n[M_W] = Hk * dx;
 	n[M_C] = Hk;
 }
 
@@ -117,7 +145,7 @@ sa_adapter_memory_params(const sa_adapter *a, int layer)
 	const sa_adapter_memory *mm = &a->mem[layer];
 
 	return (sa_memory_params){ mm->P, mm->p, mm->w, mm->c, a->n_head_kv, a->d_head, a->d_key,
-	    a->value_offset };
+	    a->value_offset, key_width(a, layer), a->key_source == SA_KEYS_INPUT };
 }
 
 static float **
@@ -149,13 +177,13 @@ sa_adapter_alloc(sa_adapter **out, int n_layer, int n_head_kv, int d_head,
     int rank, int chunk, uint32_t mats, const int *d_out, const int *d_in)
 {
 	return sa_adapter_alloc_kind(out, SA_MAPPING_POOL, n_layer, n_head_kv, d_head, rank, chunk,
-	    0, 0, mats, d_out, d_in);
+	    0, 0, SA_KEYS_KV, mats, d_out, d_in);
 }
 
 int
 sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, int d_head,
-    int rank, int chunk, int d_key, float lambda, uint32_t mats, const int *d_out,
-    const int *d_in)
+    int rank, int chunk, int d_key, float lambda, int key_source, uint32_t mats,
+    const int *d_out, const int *d_in)
 {
 	sa_adapter *a;
 	size_t total = 0, n[T_N], nm[M_N];
@@ -163,12 +191,13 @@ sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, in
 	int rc;
 
 	*out = NULL;
-	if ((rc = check_config(kind, n_layer, n_head_kv, d_head, rank, chunk, d_key, lambda, mats,
-	    "adapter")) != SA_OK)
+	if ((rc = check_config(kind, n_layer, n_head_kv, d_head, rank, chunk, d_key, lambda,
+	    key_source, mats, "adapter")) != SA_OK)
 		return rc;
 	if (!(a = sa_calloc(1, sizeof *a)))
 		return SA_EINTERNAL;
 	a->mapping = kind;
+	a->key_source = key_source;
 	a->d_key = d_key;
 	a->lambda = lambda;
 	a->n_layer = n_layer;
@@ -202,9 +231,11 @@ sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, in
 			sa_adapter_free(a);
 			return SA_EINTERNAL;
 		}
-		memory_sizes(a, nm);
-		for (int t = 0; t < M_N; t++)
-			total += n_layer * nm[t];
+		for (int l = 0; l < n_layer; l++) {
+			memory_sizes(a, key_width(a, l), nm);
+			for (int t = 0; t < M_N; t++)
+				total += nm[t];
+		}
 	}
 	/* One block for every tensor: loading and freeing stay one call each. */
 	if (!(a->arena = sa_calloc(total, sizeof(float)))) {
@@ -212,11 +243,13 @@ sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, in
 		return SA_EINTERNAL;
 	}
 	p = a->arena;
-	for (int l = 0; a->mem && l < n_layer; l++)
+	for (int l = 0; a->mem && l < n_layer; l++) {
+		memory_sizes(a, key_width(a, l), nm);
 		for (int t = 0; t < M_N; t++) {
-			*memory_ptr(&a->mem[l], t) = p;
+			*memory_ptr(&a->mem[l], t) = nm[t] ? p : NULL;
 			p += nm[t];
 		}
+	}
 	for (int l = 0; l < n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
@@ -258,6 +291,9 @@ sa_adapter_fingerprint(const sa_adapter *a)
 		/* absent from the files of offset 0, and from their hash */
 		if (a->value_offset)
 			h = hash_u64(h, (uint64_t)a->value_offset | 1ull << 32);
+		/* so is the key source of the files keyed by the layer's keys */
+		if (a->key_source == SA_KEYS_INPUT)
+			h = hash_u64(h, (uint64_t)a->key_source | 2ull << 32);
 	}
 	h = hash_u64(h, (uint64_t)a->n_layer);
 	h = hash_u64(h, (uint64_t)a->n_head_kv);
@@ -281,10 +317,12 @@ sa_adapter_fingerprint(const sa_adapter *a)
 		}
 	if (a->mapping == SA_MAPPING_LSQ) {
 		size_t nm[M_N];
-		memory_sizes(a, nm);
-		for (int l = 0; l < a->n_layer; l++)
+		for (int l = 0; l < a->n_layer; l++) {
+			memory_sizes(a, key_width(a, l), nm);
 			for (int t = 0; t < M_N; t++)
-				h = sa_hash64(h, *memory_ptr(&a->mem[l], t), nm[t] * sizeof(float));
+				if (nm[t])
+					h = sa_hash64(h, *memory_ptr(&a->mem[l], t), nm[t] * sizeof(float));
+		}
 	}
 	return h;
 }
@@ -314,24 +352,58 @@ tensor_stream(uint64_t seed, int l, int m, int t)
 	return sa_splitmix64(&s);
 }
 
+/* P [dk][dx] with rows of unit norm: the identity when dk = dx, else
+ * random directions. */
+static void
+unit_rows(float *P, int dk, int dx, uint64_t *s)
+{
+	if (dk == dx) {
+		memset(P, 0, (size_t)dk * dx * sizeof *P);
+		for (int i = 0; i < dk; i++)
+			P[(size_t)i * dx + i] = 1;
+		return;
+	}
+	fill_normal(P, (size_t)dk * dx, 1.0, s);
+	for (int i = 0; i < dk; i++) {
+		float *row = P + (size_t)i * dx;
+		double norm = 0;
+		for (int j = 0; j < dx; j++)
+			norm += (double)row[j] * row[j];
+		norm = 1 / sqrt(norm);
+		for (int j = 0; j < dx; j++)
+			row[j] = (float)(row[j] * norm);
+	}
+}
+
 /*
  * The memory's features start as random projections of the keys, of unit
  * scale for keys of unit scale, with no offset; the write gate at sigmoid(0):
  * every token half written until training makes the write selective.
+ * Keyed by the input, P's rows have unit norm (init_input_keys scales
+ * them to the model's activations) and every token is nearly fully
+ * written: an untrained read must see every pair.
  */
 static void
 randomize_memory(sa_adapter *a, uint64_t seed)
 {
-	double Dkv = (double)a->n_head_kv * a->d_head;
 	size_t n[M_N];
 
-	memory_sizes(a, n);
 	for (int l = 0; l < a->n_layer; l++) {
 		sa_adapter_memory *mm = &a->mem[l];
+		int dx = key_width(a, l);
 		uint64_t s = tensor_stream(seed, l, SA_NMAT, M_P);
-		fill_normal(mm->P, n[M_P], 1.0 / sqrt(Dkv), &s);
+		memory_sizes(a, dx, n);
+		if (a->key_source == SA_KEYS_INPUT) {
+			for (int h = 0; h < a->n_head_kv; h++)
+				unit_rows(mm->P + (size_t)h * a->d_key * dx, a->d_key, dx, &s);
+			memset(mm->w, 0, n[M_W] * sizeof(float));
+			for (int h = 0; h < a->n_head_kv; h++)
+				mm->c[h] = INPUT_GATE_BIAS;
+			continue;
+		}
+		fill_normal(mm->P, n[M_P], 1.0 / sqrt((double)dx), &s);
 		s = tensor_stream(seed, l, SA_NMAT, M_W);
-		fill_normal(mm->w, n[M_W], 1.0 / sqrt(Dkv), &s);
+		fill_normal(mm->w, n[M_W], 1.0 / sqrt((double)dx), &s);
 		memset(mm->p, 0, n[M_PB] * sizeof(float));
 		memset(mm->c, 0, n[M_C] * sizeof(float));
 	}
@@ -382,7 +454,11 @@ sa_adapter_randomize(sa_adapter *a, uint64_t seed, float w1_scale)
 						memset(am->W1, 0, n[t] * sizeof(float));
 					break;
 				case T_W2:
-					fill_normal(am->W2, n[t], 1.0 / sqrt((double)am->d_in), &s);
+					/* keyed by the input, the read is the write's map */
+					if (a->key_source == SA_KEYS_INPUT)
+						memcpy(am->W2, a->mem[l].P, n[t] * sizeof(float));
+					else
+						fill_normal(am->W2, n[t], 1.0 / sqrt((double)am->d_in), &s);
 					break;
 				}
 			}
@@ -392,7 +468,7 @@ sa_adapter_randomize(sa_adapter *a, uint64_t seed, float w1_scale)
 
 static int
 init_kind(sa_adapter **out, const sa_model *model, int kind, int rank, int chunk, int d_key,
-    float lambda, uint32_t mats, uint64_t seed, float w1_scale)
+    float lambda, int key_source, uint32_t mats, uint64_t seed, float w1_scale)
 {
 	const sa_config *c = &model->cfg;
 	int *d_out, *d_in, rc;
@@ -424,7 +500,7 @@ init_kind(sa_adapter **out, const sa_model *model, int kind, int rank, int chunk
 		}
 	}
 	rc = sa_adapter_alloc_kind(out, kind, c->n_layer, c->n_head_kv, c->d_head, rank, chunk,
-	    d_key, lambda, mats, d_out, d_in);
+	    d_key, lambda, key_source, mats, d_out, d_in);
 	/* The limits are the adapter's, but a bad rank, chunk, d_key or lambda
 	 * is the caller's. */
 	if (rc == SA_EDATA && (rank < 1 || rank > MAX_RANK ||
@@ -445,12 +521,160 @@ int
 sa_adapter_init(sa_adapter **out, const sa_model *model, int rank, int chunk,
     uint32_t mats, uint64_t seed, float w1_scale)
 {
-	return init_kind(out, model, SA_MAPPING_POOL, rank, chunk, 0, 0, mats, seed, w1_scale);
+	return init_kind(out, model, SA_MAPPING_POOL, rank, chunk, 0, 0, SA_KEYS_KV, mats, seed,
+	    w1_scale);
+}
+
+/* A text to measure activations on: prose, then demonstrations. */
+static const char probe_text[] =
+    "The river runs past the old mill, and the children watch the boats go by.\n"
+    "apple -> red\nsky -> blue\ngrass -> green\nslate -> flower\ncandle -> river\n";
+
+typedef struct probe {
+	double *sq;    /* [n_layer][n]: |x_t|^2 of every token */
+	int n, d_in;
+} probe;
+
+static void
+probe_hook(void *ctx, int layer, int i0, int n, const float *x)
+{
+	probe *p = ctx;
+
+	for (int t = 0; t < n; t++) {
+		const float *xt = x + (size_t)t * p->d_in;
+		double q = 0;
+		for (int j = 0; j < p->d_in; j++)
+			q += (double)xt[j] * xt[j];
+		p->sq[(size_t)layer * p->n + i0 + t] = q;
+	}
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * ms [n_layer]: a typical token's |x|^2 for the input x of matrix mat, the
+ * median over the tokens of probe_text after the first (where attention has
+ * nothing to mix and some models park huge activations).
+ */
+static int
+input_sizes(const sa_model *model, int mat, double *ms)
+{
+	const sa_config *c = &model->cfg;
+	probe p = { NULL, 0, 0 };
+	sa_kvcache *kv = NULL;
+	int *toks = NULL, n, d_out, rc;
+
+	if ((rc = sa_model_mat_dims(model, mat, &d_out, &p.d_in)) != SA_OK ||
+	    (rc = sa_tokenize(model->vocab, probe_text, strlen(probe_text), 1, &toks, &n)) != SA_OK)
+		return rc;
+	p.n = n = n < c->n_ctx ? n : c->n_ctx;
+	if (n < 2) {
+		rc = sa_fail(SA_EDATA, "the model's context is too short to measure its activations");
+		goto done;
+	}
+	if (!(p.sq = sa_malloc((size_t)c->n_layer * n * sizeof *p.sq)) ||
+	    (rc = sa_kvcache_new(&kv, model, n)) != SA_OK) {
+		rc = SA_EINTERNAL;
+		goto done;
+	}
+	sa_kvcache_set_input_hook(kv, mat, probe_hook, &p);
+	if ((rc = sa_forward(kv, toks, n, NULL, 0)) != SA_OK)
+		goto done;
+	for (int l = 0; l < c->n_layer; l++) {
+		double *sq = p.sq + (size_t)l * n + 1;
+		qsort(sq, (size_t)n - 1, sizeof *sq, cmp_double);
+		ms[l] = sq[(n - 1) / 2];
+	}
+done:
+	sa_kvcache_free(kv);
+	free(p.sq);
+	free(toks);
+	return rc;
+}
+
+/*
+ * W1 [d_out][Dkv] of a memory keyed by the input: what the model itself
+ * does with a head's values.  attn_output and ffn_down (outputs to the
+ * residual stream): block h is the mean of W_o's column blocks of the
+ * query heads that read KV head h, so that a recalled value enters the
+ * residual as a head of that group attending to its token would put it;
+ * attn_v: the identity (the value recalled joins the token's own); the
+ * others have no such map and keep W1 = 0.
+ */
+static int
+values_out(const sa_model *model, int l, int mat, float *W1)
+{
+	const sa_config *c = &model->cfg;
+	int Hk = c->n_head_kv, dh = c->d_head, grp = c->n_head / Hk, Dkv = Hk * dh;
+	int qd = c->n_head * dh, d_out, d_in, rc;
+	float *row;
+
+	if ((rc = sa_model_mat_dims(model, mat, &d_out, &d_in)) != SA_OK)
+		return rc;
+	memset(W1, 0, (size_t)d_out * Dkv * sizeof *W1);
+	if (mat == SA_MAT_V) {
+		for (int i = 0; i < Dkv; i++)
+			W1[(size_t)i * Dkv + i] = 1;
+		return SA_OK;
+	}
+	if (mat != SA_MAT_O && mat != SA_MAT_DOWN)
+		return SA_OK;
+	if (!(row = sa_malloc((size_t)qd * sizeof *row)))
+		return SA_EINTERNAL;
+	for (int r = 0; r < d_out; r++) {
+		sa_rows_to_f32(&model->layers[l].w[SA_MAT_O], r, r + 1, row);
+		for (int h = 0; h < Hk; h++)
+			for (int i = 0; i < dh; i++) {
+				double sum = 0;
+				for (int j = h * grp; j < (h + 1) * grp; j++)
+					sum += row[(size_t)j * dh + i];
+				W1[(size_t)r * Dkv + (size_t)h * dh + i] = (float)(sum / grp);
+			}
+	}
+	free(row);
+	return SA_OK;
+}
+
+/*
+ * A memory keyed by the input, ready to use untrained: P's rows scaled so
+ * that a typical token's features have unit norm (E|P x|^2 = dk/dx |x|^2
+ * for rows of unit norm), W2 = P again, and W1 from values_out unless
+ * w1_scale asked for a random one.
+ */
+static int
+init_input_keys(sa_adapter *a, const sa_model *model, float w1_scale)
+{
+	int mat = sa_adapter_key_mat(a), rc;
+	double *ms = sa_malloc((size_t)a->n_layer * sizeof *ms);
+
+	if (!ms)
+		return SA_EINTERNAL;
+	if ((rc = input_sizes(model, mat, ms)) != SA_OK)
+		goto done;
+	for (int l = 0; l < a->n_layer; l++) {
+		sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, mat);
+		size_t n = (size_t)a->rank * am->d_in;
+		double f = ms[l] > 0 ? sqrt(am->d_in / (a->d_key * ms[l])) : 1;
+		for (size_t i = 0; i < n; i++)
+			a->mem[l].P[i] = (float)(a->mem[l].P[i] * f);
+		memcpy(am->W2, a->mem[l].P, n * sizeof(float));
+		if (w1_scale == 0 && (rc = values_out(model, l, mat, am->W1)) != SA_OK)
+			goto done;
+	}
+done:
+	free(ms);
+	return rc;
 }
 
 int
 sa_adapter_init_lsq(sa_adapter **out, const sa_model *model, int d_key, float lambda,
-    int value_offset, uint32_t mats, uint64_t seed, float w1_scale)
+    int value_offset, int key_source, uint32_t mats, uint64_t seed, float w1_scale)
 {
 	int Hk = model->cfg.n_head_kv > 0 ? model->cfg.n_head_kv : 1;
 	int most = MAX_RANK / Hk < MAX_D_KEY ? MAX_RANK / Hk : MAX_D_KEY, rc;
@@ -461,12 +685,30 @@ sa_adapter_init_lsq(sa_adapter **out, const sa_model *model, int d_key, float la
 	if (value_offset < 0 || value_offset > MAX_VALUE_OFFSET)
 		return sa_fail(SA_EUSAGE, "value offset %d out of range 0..%d", value_offset,
 		    MAX_VALUE_OFFSET);
-	rc = init_kind(out, model, SA_MAPPING_LSQ, Hk * d_key, 0, d_key, lambda, mats, seed, w1_scale);
-	if (rc == SA_OK && value_offset) {
-		(*out)->value_offset = value_offset;
-		(*out)->fingerprint = sa_adapter_fingerprint(*out);
+	if (key_source != SA_KEYS_KV && key_source != SA_KEYS_INPUT)
+		return sa_fail(SA_EUSAGE, "unknown key source %d", key_source);
+	if (key_source == SA_KEYS_INPUT && mats & (mats - 1))
+		return sa_fail(SA_EUSAGE, "a memory keyed by the input adapts exactly one matrix "
+		    "kind (e.g. attn_output)");
+	rc = init_kind(out, model, SA_MAPPING_LSQ, Hk * d_key, 0, d_key, lambda, key_source, mats,
+	    seed, w1_scale);
+	if (rc != SA_OK)
+		return rc;
+	if (key_source == SA_KEYS_INPUT) {
+		if (d_key > key_width(*out, 0))
+			rc = sa_fail(SA_EUSAGE, "d_key %d exceeds the input's width %d: no more "
+			    "linear features are independent", d_key, key_width(*out, 0));
+		else
+			rc = init_input_keys(*out, model, w1_scale);
+		if (rc != SA_OK) {
+			sa_adapter_free(*out);
+			*out = NULL;
+			return rc;
+		}
 	}
-	return rc;
+	(*out)->value_offset = value_offset;
+	(*out)->fingerprint = sa_adapter_fingerprint(*out);
+	return SA_OK;
 }
 
 /*
@@ -535,17 +777,17 @@ memory_name(char *buf, size_t n, int l, int t)
 	snprintf(buf, n, "blk.%d.%s", l, memory_suffix[t]);
 }
 
-/* GGUF dims (innermost first) of memory tensor t. */
+/* GGUF dims (innermost first) of memory tensor t, for keys of width dx. */
 static int
-memory_dims(const sa_adapter *a, int t, int64_t ne[4])
+memory_dims(const sa_adapter *a, int64_t dx, int t, int64_t ne[4])
 {
-	int64_t Hk = a->n_head_kv, dk = a->d_key, Dkv = Hk * a->d_head;
+	int64_t Hk = a->n_head_kv, dk = a->d_key;
 
 	ne[1] = ne[2] = ne[3] = 1;
 	switch (t) {
-	case M_P: ne[0] = Dkv; ne[1] = dk; ne[2] = Hk; return 3;
+	case M_P: ne[0] = dx; ne[1] = dk; ne[2] = Hk; return 3;
 	case M_PB: ne[0] = dk; ne[1] = Hk; return 2;
-	case M_W: ne[0] = Dkv; ne[1] = Hk; return 2;
+	case M_W: ne[0] = dx; ne[1] = Hk; return 2;
 	default: ne[0] = Hk; return 1;
 	}
 }
@@ -572,8 +814,8 @@ check_finite(const sa_adapter *a, const char *name)
 	size_t n[T_N], nm[M_N];
 
 	if (a->mapping == SA_MAPPING_LSQ) {
-		memory_sizes(a, nm);
-		for (int l = 0; l < a->n_layer; l++)
+		for (int l = 0; l < a->n_layer; l++) {
+			memory_sizes(a, key_width(a, l), nm);
 			for (int t = 0; t < M_N; t++) {
 				const float *x = *memory_ptr(&a->mem[l], t);
 				for (size_t i = 0; i < nm[t]; i++)
@@ -584,6 +826,7 @@ check_finite(const sa_adapter *a, const char *name)
 						    name, tn);
 					}
 			}
+		}
 	}
 	for (int l = 0; l < a->n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
@@ -657,6 +900,9 @@ sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path)
 		if (a->value_offset)
 			SET(sa_gguf_writer_set_u32(w, "streamadapter.value_offset",
 			    (uint32_t)a->value_offset));
+		if (a->key_source == SA_KEYS_INPUT)
+			SET(sa_gguf_writer_set_str(w, "streamadapter.key_source",
+			    key_source_name[a->key_source]));
 	}
 	SET(sa_gguf_writer_set_strs(w, "streamadapter.matrices", nm, names));
 	hex64(hex, a->model_fingerprint);
@@ -684,7 +930,9 @@ sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path)
 		for (int t = 0; t < M_N && rc == SA_OK; t++) {
 			char name[64];
 			int64_t ne[4];
-			int nd = memory_dims(a, t, ne);
+			int nd = memory_dims(a, key_width(a, l), t, ne);
+			if (!*memory_ptr(&a->mem[l], t))
+				continue;
 			memory_name(name, sizeof name, l, t);
 			rc = sa_gguf_writer_add_tensor(w, name, SA_TYPE_F32, nd, ne,
 			    *memory_ptr(&a->mem[l], t));
@@ -730,11 +978,22 @@ get_hex64(const sa_gguf *g, const char *key, uint64_t *v, const char *path)
 	return SA_OK;
 }
 
+/* The index of s among names [n], or n. */
+static int
+name_index(sa_str s, const char *const *names, int n)
+{
+	int i = 0;
+
+	while (i < n && !(s.n == strlen(names[i]) && !memcmp(s.s, names[i], s.n)))
+		i++;
+	return i;
+}
+
 /* The header fields of an adapter file, checked; tensors are not touched. */
 static int
 read_config(const sa_gguf *g, const char *path, int *kind, int *n_layer, int *n_head_kv,
     int *d_head, int *rank, int *chunk, int *d_key, float *lambda, int *value_offset,
-    uint32_t *mats, uint64_t *model_fp, uint64_t *fp)
+    int *key_source, uint32_t *mats, uint64_t *model_fp, uint64_t *fp)
 {
 	sa_str s, *names = NULL;
 	uint64_t n = 0;
@@ -763,9 +1022,7 @@ read_config(const sa_gguf *g, const char *path, int *kind, int *n_layer, int *n_
 	if (version == ADAPTER_VERSION_LSQ || sa_gguf_has(g, "streamadapter.kind")) {
 		if ((rc = sa_gguf_get_str(g, "streamadapter.kind", &s)) != SA_OK)
 			return rc;
-		for (*kind = 0; *kind < 2; (*kind)++)
-			if (s.n == strlen(kind_name[*kind]) && !memcmp(s.s, kind_name[*kind], s.n))
-				break;
+		*kind = name_index(s, kind_name, 2);
 		if (*kind == 2 || (*kind == SA_MAPPING_LSQ) != (version == ADAPTER_VERSION_LSQ))
 			return sa_fail(SA_EDATA, "%s: unknown mapping kind '%.*s' for version %u", path,
 			    (int)(s.n > 32 ? 32 : s.n), s.s, version);
@@ -784,6 +1041,14 @@ read_config(const sa_gguf *g, const char *path, int *kind, int *n_layer, int *n_
 			return sa_fail(SA_EDATA, "%s: value_offset %u out of range 0..%d", path, o,
 			    MAX_VALUE_OFFSET);
 		*value_offset = (int)o;
+	}
+	*key_source = SA_KEYS_KV;
+	if (sa_gguf_has(g, "streamadapter.key_source")) {
+		if ((rc = sa_gguf_get_str(g, "streamadapter.key_source", &s)) != SA_OK)
+			return rc;
+		if ((*key_source = name_index(s, key_source_name, 2)) == 2)
+			return sa_fail(SA_EDATA, "%s: unknown key_source '%.*s' (keys, input)", path,
+			    (int)(s.n > 32 ? 32 : s.n), s.s);
 	}
 	if ((rc = get_dim(g, "streamadapter.n_layer", n_layer, path)) != SA_OK ||
 	    (rc = get_dim(g, "streamadapter.n_head_kv", n_head_kv, path)) != SA_OK ||
@@ -816,7 +1081,7 @@ read_config(const sa_gguf *g, const char *path, int *kind, int *n_layer, int *n_
 	}
 	free(names);
 	return check_config(*kind, *n_layer, *n_head_kv, *d_head, *rank, *chunk, *d_key, *lambda,
-	    *mats, path);
+	    *key_source, *mats, path);
 }
 
 /* Tensor t of (l, m), checked for type and the dims the config implies
@@ -867,7 +1132,7 @@ sa_adapter_load(sa_adapter **out, const char *path)
 	sa_gguf *g = NULL;
 	sa_adapter *a = NULL, shape;
 	int kind = 0, n_layer = 0, n_head_kv = 0, d_head = 0, rank = 0, chunk = 0, d_key = 0, rc;
-	int value_offset = 0;
+	int value_offset = 0, key_source = SA_KEYS_KV;
 	float lambda = 0;
 	int *d_out = NULL, *d_in = NULL;
 	uint32_t mats = 0;
@@ -879,7 +1144,7 @@ sa_adapter_load(sa_adapter **out, const char *path)
 		return rc;
 	path = sa_gguf_path(g);
 	if ((rc = read_config(g, path, &kind, &n_layer, &n_head_kv, &d_head, &rank, &chunk, &d_key,
-	    &lambda, &value_offset, &mats, &model_fp, &fp)) != SA_OK)
+	    &lambda, &value_offset, &key_source, &mats, &model_fp, &fp)) != SA_OK)
 		goto done;
 
 	/* W1 and W2 carry the widths of their matrix; read them first. */
@@ -896,6 +1161,8 @@ sa_adapter_load(sa_adapter **out, const char *path)
 	shape.n_head_kv = n_head_kv;
 	shape.d_head = d_head;
 	shape.rank = rank;
+	shape.key_source = key_source;
+	shape.mats = mats;
 	for (int l = 0; l < n_layer; l++)
 		for (int m = 0; m < SA_NMAT; m++) {
 			const sa_tensor_info *w1, *w2;
@@ -930,24 +1197,31 @@ sa_adapter_load(sa_adapter **out, const char *path)
 			}
 			n_expect += kind == SA_MAPPING_POOL ? T_N : 2;
 		}
-	for (int l = 0; kind == SA_MAPPING_LSQ && l < n_layer; l++)
+	for (int l = 0; kind == SA_MAPPING_LSQ && l < n_layer; l++) {
+		int km = sa_adapter_key_mat(&shape);
+		int64_t dx = km < 0 ? (int64_t)n_head_kv * d_head : d_in[(size_t)l * SA_NMAT + km];
+		size_t nm[M_N];
+		memory_sizes(&shape, (size_t)dx, nm);
 		for (int t = 0; t < M_N; t++) {
 			const sa_tensor_info *ti;
 			char name[64];
 			int64_t ne[4];
-			int nd = memory_dims(&shape, t, ne);
+			int nd = memory_dims(&shape, dx, t, ne);
+			if (!nm[t])
+				continue;
 			memory_name(name, sizeof name, l, t);
 			if ((rc = find_named(g, path, name, ne, nd, &ti)) != SA_OK)
 				goto done;
 			n_expect++;
 		}
+	}
 	if (sa_gguf_n_tensors(g) != n_expect) {
 		rc = sa_fail(SA_EDATA, "%s: %llu tensors, the configuration has %llu", path,
 		    (unsigned long long)sa_gguf_n_tensors(g), (unsigned long long)n_expect);
 		goto done;
 	}
 	if ((rc = sa_adapter_alloc_kind(&a, kind, n_layer, n_head_kv, d_head, rank, chunk, d_key,
-	    lambda, mats, d_out, d_in)) != SA_OK) {
+	    lambda, key_source, mats, d_out, d_in)) != SA_OK) {
 		if (rc == SA_EDATA)
 			rc = sa_fail(SA_EDATA, "%s: %s", path, sa_error());
 		goto done;
@@ -976,12 +1250,14 @@ sa_adapter_load(sa_adapter **out, const char *path)
 		}
 	for (int l = 0; kind == SA_MAPPING_LSQ && l < n_layer; l++) {
 		size_t nm[M_N];
-		memory_sizes(a, nm);
+		memory_sizes(a, key_width(a, l), nm);
 		for (int t = 0; t < M_N; t++) {
 			const sa_tensor_info *ti;
 			char name[64];
 			int64_t ne[4];
-			int nd = memory_dims(a, t, ne);
+			int nd = memory_dims(a, key_width(a, l), t, ne);
+			if (!nm[t])
+				continue;
 			memory_name(name, sizeof name, l, t);
 			if ((rc = find_named(g, path, name, ne, nd, &ti)) != SA_OK ||
 			    (rc = copy_tensor(ti, path, name, *memory_ptr(&a->mem[l], t), nm[t])) != SA_OK)

@@ -18,10 +18,11 @@
  */
 int sa_adapter_alloc(sa_adapter **out, int n_layer, int n_head_kv, int d_head,
     int rank, int chunk, uint32_t mats, const int *d_out, const int *d_in);
-/* The same for either kind (SA_MAPPING_LSQ: rank = n_head_kv * d_key, chunk 0). */
+/* The same for either kind (SA_MAPPING_LSQ: rank = n_head_kv * d_key, chunk 0;
+ * key_source SA_KEYS_*). */
 int sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, int d_head,
-    int rank, int chunk, int d_key, float lambda, uint32_t mats, const int *d_out,
-    const int *d_in);
+    int rank, int chunk, int d_key, float lambda, int key_source, uint32_t mats,
+    const int *d_out, const int *d_in);
 
 /* Fill every tensor from seed as sa_adapter_init documents, then set the
  * adapter's fingerprint. */

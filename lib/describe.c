@@ -251,6 +251,7 @@ describe_adapter(out *o, const sa_gguf *g, const char *path)
 		put_int(o, "d_key", a->d_key);
 		put_num(o, "lambda", a->lambda);
 		put_int(o, "value_offset", a->value_offset);
+		put_cstr(o, "key_source", a->key_source == SA_KEYS_INPUT ? "input" : "keys");
 	} else {
 		put_int(o, "chunk", a->chunk);
 	}

@@ -3,6 +3,9 @@
  * hook on its forward pass turns each layer's keys and values into the
  * adapter's context state (doc/design.md, "The context mapping"), layer by
  * layer as the pass goes, so no layer's K/V outlives its own hook call.
+ * A memory keyed by the adapted matrix's input keeps the layer's values
+ * until the input hook has handed over that input for the whole segment,
+ * then writes.
  *
  * The state is kept in double and written to the float delta on demand: the
  * recurrence runs over many chunks, and double keeps its rounding far below
@@ -34,6 +37,10 @@ struct sa_encoder {
 	                       * LSQ: G [n_layer][Hk][dh][dk], S [n_layer][Hk][dk][dk] */
 	int *pair;            /* [n_layer * SA_NMAT]: index of (l, m) in h/P, or -1 */
 	sa_kvcache *st;
+	int key_mat;          /* LSQ keyed by a matrix's input: that matrix, else -1 */
+	float *X, *V;         /* then [cap][d_in], [cap][Dkv]: the layer's input and values */
+	int cap, x_rows;      /* rows X and V hold; rows of the layer's input so far */
+	int x_layers;         /* layers written from their input in this segment */
 	int seg_n;            /* tokens of the segment being fed */
 	int rc;               /* first failure inside the hook */
 	const sa_float_kernels *kern;
@@ -153,7 +160,7 @@ typedef struct layer_job {
 	int layer, n;
 	int rc;                    /* LSQ: a failure of a head (out of memory) */
 	int mat[SA_NMAT];          /* adapted matrices of the layer */
-	const float *k, *v;
+	const float *k, *v;        /* LSQ: k the memory's keys, the layer's or the input */
 	double *scratch;           /* [threads][scratch_size] */
 } layer_job;
 
@@ -233,6 +240,12 @@ encode_hook(void *ctx, int layer, int n, const float *k, const float *v)
 		    layer, n, e->seg_n);
 		return;
 	}
+	if (e->key_mat >= 0) {
+		/* the values wait for the input, which comes later in the layer */
+		memcpy(e->V, v, (size_t)n * a->n_head_kv * a->d_head * sizeof *e->V);
+		e->x_rows = 0;
+		return;
+	}
 	if (a->mapping == SA_MAPPING_LSQ) {
 		sa_pool_run_chunks(memory_task, &job, a->n_head_kv);
 		e->rc = job.rc;
@@ -250,6 +263,31 @@ encode_hook(void *ctx, int layer, int n, const float *k, const float *v)
 	}
 	sa_pool_run_chunks(layer_task, &job, n_mats * a->n_head_kv);
 	free(job.scratch);
+}
+
+/* Rows i0.. of the key matrix's input of a layer; the memory writes once
+ * the segment's rows are all in. */
+static void
+input_hook(void *ctx, int layer, int i0, int n, const float *x)
+{
+	sa_encoder *e = ctx;
+	const sa_adapter *a = e->a;
+	size_t d_in = (size_t)SA_ADAPTER_MAT(a, layer, e->key_mat)->d_in;
+	layer_job job = { .e = e, .layer = layer, .n = e->seg_n, .k = e->X, .v = e->V };
+
+	if (e->rc != SA_OK)
+		return;
+	if (i0 != e->x_rows || i0 + n > e->seg_n) {
+		e->rc = sa_fail(SA_EINTERNAL, "encoder: layer %d input rows %d..%d, expected from %d of %d",
+		    layer, i0, i0 + n, e->x_rows, e->seg_n);
+		return;
+	}
+	memcpy(e->X + (size_t)i0 * d_in, x, (size_t)n * d_in * sizeof *e->X);
+	if ((e->x_rows += n) < e->seg_n)
+		return;
+	sa_pool_run_chunks(memory_task, &job, a->n_head_kv);
+	e->rc = job.rc;
+	e->x_layers++;
 }
 
 int
@@ -272,6 +310,7 @@ sa_encoder_new(sa_encoder **out, sa_model *model, const sa_adapter *a, const sa_
 	e->model = model;
 	e->a = a;
 	e->kern = sa_kernels_float();
+	e->key_mat = sa_adapter_key_mat(a);
 	if (!(e->pair = sa_malloc((size_t)a->n_layer * SA_NMAT * sizeof *e->pair))) {
 		rc = SA_EINTERNAL;
 		goto fail;
@@ -316,10 +355,33 @@ sa_encoder_free(sa_encoder *e)
 		return;
 	sa_kvcache_free(e->st);
 	sa_delta_free(e->delta);
+	free(e->X);
+	free(e->V);
 	free(e->h);
 	free(e->P);
 	free(e->pair);
 	free(e);
+}
+
+/* Room for n rows of a layer's input and values. */
+static int
+grow_rows(sa_encoder *e, int n)
+{
+	const sa_adapter *a = e->a;
+	size_t d_in = 0;
+
+	for (int l = 0; l < a->n_layer; l++)
+		if ((size_t)SA_ADAPTER_MAT(a, l, e->key_mat)->d_in > d_in)
+			d_in = SA_ADAPTER_MAT(a, l, e->key_mat)->d_in;
+	free(e->X);
+	free(e->V);
+	e->X = e->V = NULL;
+	e->cap = 0;
+	if (!(e->X = sa_malloc((size_t)n * d_in * sizeof *e->X)) ||
+	    !(e->V = sa_malloc((size_t)n * a->n_head_kv * a->d_head * sizeof *e->V)))
+		return SA_EINTERNAL;
+	e->cap = n;
+	return SA_OK;
 }
 
 int
@@ -337,14 +399,23 @@ sa_encoder_feed(sa_encoder *e, const int *toks, int n, int n_demos)
 		if ((rc = sa_kvcache_new(&e->st, e->model, n)) != SA_OK)
 			return rc;
 	}
+	if (e->key_mat >= 0 && e->cap < n && (rc = grow_rows(e, n)) != SA_OK)
+		return rc;
 	sa_kvcache_truncate(e->st, 0);
 	sa_kvcache_set_hook(e->st, encode_hook, e);
+	if (e->key_mat >= 0)
+		sa_kvcache_set_input_hook(e->st, e->key_mat, input_hook, e);
 	e->seg_n = n;
 	e->rc = SA_OK;
+	e->x_layers = 0;
 	rc = sa_forward(e->st, toks, n, NULL, 0);
 	sa_kvcache_set_hook(e->st, NULL, NULL);
+	sa_kvcache_set_input_hook(e->st, 0, NULL, NULL);
 	if (rc == SA_OK)
 		rc = e->rc;
+	if (rc == SA_OK && e->key_mat >= 0 && e->x_layers != e->a->n_layer)
+		rc = sa_fail(SA_EINTERNAL, "encoder: the input of %d of %d layers came", e->x_layers,
+		    e->a->n_layer);
 	if (rc != SA_OK)
 		return rc;
 	e->delta->n_tokens += (uint64_t)n;

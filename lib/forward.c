@@ -9,6 +9,7 @@
  *              x += attention(q, cache) Wo^T
  *              xn = rmsnorm(x) * ffn_norm
  *              x += (silu(xn Wgate^T) * (xn Wup^T)) Wdown^T
+ *   (the input hook sees one of these maps' inputs: xn, attention(), silu())
  *   logits = (rmsnorm(x) * out_norm) Wout^T
  * A linear map over more than SMALL_N rows goes through sgemm, in blocks
  * of weight rows (weights other than F32 converted to F32 a block at a
@@ -51,6 +52,9 @@ struct sa_kvcache {
 	void *hook_ctx;
 	sa_q_hook q_hook;
 	void *q_hook_ctx;
+	sa_input_hook in_hook;    /* with in_ctx: sees the input of matrix in_mat */
+	void *in_ctx;
+	int in_mat;
 	const sa_lowrank *side;   /* [n_layer * SA_NMAT] used instead of the model's, or NULL */
 	sa_kvcache *const *rows;  /* during sa_forward_rows: the cache of each row */
 
@@ -239,6 +243,14 @@ sa_kvcache_set_q_hook(sa_kvcache *s, sa_q_hook hook, void *ctx)
 {
 	s->q_hook = hook;
 	s->q_hook_ctx = ctx;
+}
+
+void
+sa_kvcache_set_input_hook(sa_kvcache *s, int mat, sa_input_hook hook, void *ctx)
+{
+	s->in_hook = hook;
+	s->in_ctx = ctx;
+	s->in_mat = mat;
 }
 
 size_t
@@ -776,6 +788,15 @@ attention(sa_kvcache *s, int l, int i0, int n)
 
 /* ------------------------------------------------------------ forward */
 
+/* Rows i0..i0+n-1 of x, the input of the matrices in mats of layer l, to
+ * the input hook if it wants one of them. */
+static void
+input_seen(sa_kvcache *s, int l, uint32_t mats, int i0, int n, const float *x)
+{
+	if (s->in_hook && sa_adapted(mats, s->in_mat))
+		s->in_hook(s->in_ctx, l, i0, n, x);
+}
+
 static void
 add_rows(float *x, const float *y, size_t n)
 {
@@ -799,6 +820,7 @@ ffn(sa_kvcache *s, int l, int i0, int n)
 		float *x = s->x + b0 * d, *xn = s->xn + b0 * d;
 		for (int i = 0; i < nb; i++)
 			rmsnorm(xn + i * d, x + i * d, L->ffn_norm.data, (int)d, c->norm_eps);
+		input_seen(s, l, 1u << SA_MAT_GATE | 1u << SA_MAT_UP, b0, nb, xn);
 		lin gu[2] = {
 			layer_lin(s, l, SA_MAT_GATE, NULL, s->hb),
 			layer_lin(s, l, SA_MAT_UP, NULL, s->hb2),
@@ -812,6 +834,7 @@ ffn(sa_kvcache *s, int l, int i0, int n)
 			fk->swiglu(s->hb + i * ff, s->hb + i * ff, s->hb2 + i * ff, ff);
 		if (!s->rows)
 			fk->swiglu(s->hb, s->hb, s->hb2, (size_t)nb * ff);
+		input_seen(s, l, 1u << SA_MAT_DOWN, b0, nb, s->hb);
 		lin down = layer_lin(s, l, SA_MAT_DOWN, NULL, s->tmp);
 		if ((rc = linear(s, &down, 1, s->hb, nb, s->hr)) != SA_OK)
 			return rc;
@@ -857,6 +880,7 @@ forward_tokens(sa_kvcache *s, const int *toks, int n, float *logits, int all_log
 			s->hook(s->hook_ctx, l, n, s->k, s->v);
 		if (s->q_hook)
 			s->q_hook(s->q_hook_ctx, l, n, s->q);
+		input_seen(s, l, 1u << SA_MAT_Q | 1u << SA_MAT_K | 1u << SA_MAT_V, 0, n, s->xn);
 		for (int i = 0; i < n; i++) {
 			const float *cs = s->rope + (size_t)i * c->rope_dim;
 			rope_apply(c, cs, s->q + i * qd, c->n_head);
@@ -864,8 +888,9 @@ forward_tokens(sa_kvcache *s, const int *toks, int n, float *logits, int all_log
 		}
 		kv_store(s, l, n);
 
-		/* Past the last layer's cache only the rows wanted for logits matter. */
-		if (last) {
+		/* Past the last layer's cache only the rows wanted for logits
+		 * matter, unless the input hook wants every row's. */
+		if (last && !s->in_hook) {
 			if (!logits)
 				break;
 			if (!all_logits)
@@ -873,6 +898,7 @@ forward_tokens(sa_kvcache *s, const int *toks, int n, float *logits, int all_log
 		}
 		if ((rc = attention(s, l, i0, n)) != SA_OK)
 			return rc;
+		input_seen(s, l, 1u << SA_MAT_O, i0, n - i0, s->ao + i0 * qd);
 		lin o = layer_lin(s, l, SA_MAT_O, NULL, s->tmp + i0 * d);
 		if ((rc = linear(s, &o, 1, s->ao + i0 * qd, n - i0, s->xr)) != SA_OK)
 			return rc;
@@ -886,7 +912,8 @@ forward_tokens(sa_kvcache *s, const int *toks, int n, float *logits, int all_log
 		s->pos += n;
 	if (!logits)
 		return SA_OK;
-
+	if (!all_logits)
+		i0 = n - 1;
 	for (int i = i0; i < n; i++)
 		rmsnorm(s->xn + i * d, s->x + i * d, m->out_norm.data, (int)d, c->norm_eps);
 	lin out = { &m->output, sa_type_act(m->output.type), NULL, NULL, logits, NULL, 0 };
@@ -937,7 +964,7 @@ sa_forward_rows(sa_kvcache *const *kv, const int *toks, int n, float *logits)
 		return sa_fail(SA_EUSAGE, "%d rows: one pass runs 1 to %d", n, SMALL_N);
 	for (int i = 0; i < n; i++) {
 		if (kv[i]->m != s->m || kv[i]->n_ctx != s->n_ctx || kv[i]->hook ||
-		    kv[i]->q_hook)
+		    kv[i]->q_hook || kv[i]->in_hook)
 			return sa_fail(SA_EUSAGE, "rows of one pass need caches of one model and size, "
 			    "without hooks");
 		if (kv[i]->pos >= kv[i]->n_ctx)

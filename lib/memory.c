@@ -3,12 +3,17 @@
  * (doc/design.md, "The least-squares memory").
  *
  * Per layer, one memory per key/value head h.  For each context token t the
- * memory reads the layer's keys x_t [Dkv] (all heads, before RoPE) and the
- * values v_t [dh] of head h:
+ * memory reads a key x_t [dx] and the values v_t [dh] of head h.  The key is
+ * the layer's keys (all heads, before RoPE; dx = Dkv), with features
  *
  *   u_t    = P[h] x_t + p[h]                      [dk]
  *   f_t    = u + 1 where u > 0, else exp(u)       [dk]   positive features
  *   phi_t  = f_t / |f_t|                          [dk]
+ *
+ * or the adapted matrix's input (dx = d_in), with linear features
+ * phi_t = u_t = P[h] x_t, the very map W2 = P applies to a query's input;
+ * then either way
+ *
  *   beta_t = sigmoid(<w[h], x_t> + c[h])                 how much t is written
  *   G[h]  += beta_t v_{t+o} phi_t^T               [dh][dk]
  *   S[h]  += beta_t phi_t phi_t^T                 [dk][dk]
@@ -27,8 +32,10 @@
  *
  * The solve whitens the features, so any dk linearly independent ones are
  * recalled (lambda -> 0), where a plain sum of v phi^T mixes every pair whose
- * features are not orthogonal.  The features go through a positive
- * nonlinearity so that dk may exceed Dkv.
+ * features are not orthogonal.  The keys' features go through a positive
+ * nonlinearity so that dk may exceed Dkv; the input's stay linear, so that
+ * a query's input read through W2 = P lands where the same activation
+ * was written.
  *
  * The sums run in double in a fixed order (one head after the other,
  * tokens in order), so a delta is the same bits on any thread count; the
@@ -48,28 +55,30 @@ sigmoid(double z)
 	return 1 / (1 + exp(-z));
 }
 
-/* phi [dk], beta of token x [Dkv] for memory h; u [dk] keeps the
+/* phi [dk], beta of token x [dx] for memory h; u [dk] keeps the
  * pre-activations when not NULL. */
 static double
 features(const sa_memory_params *mp, int h, const float *x, double *phi, double *u)
 {
-	int Dkv = mp->Hk * mp->dh, dk = mp->dk;
-	const float *P = mp->P + (size_t)h * dk * Dkv, *w = mp->w + (size_t)h * Dkv;
+	int dx = mp->dx, dk = mp->dk;
+	const float *P = mp->P + (size_t)h * dk * dx, *w = mp->w + (size_t)h * dx;
 	double norm = 0, z = mp->c[h];
 
 	for (int i = 0; i < dk; i++) {
-		double a = mp->p[(size_t)h * dk + i];
-		for (int j = 0; j < Dkv; j++)
-			a += (double)P[(size_t)i * Dkv + j] * x[j];
+		double a = mp->linear ? 0 : mp->p[(size_t)h * dk + i];
+		for (int j = 0; j < dx; j++)
+			a += (double)P[(size_t)i * dx + j] * x[j];
 		if (u)
 			u[i] = a;
-		phi[i] = a > 0 ? a + 1 : exp(a);
+		phi[i] = mp->linear ? a : a > 0 ? a + 1 : exp(a);
 		norm += phi[i] * phi[i];
 	}
-	norm = 1 / sqrt(norm + PHI_EPS);
-	for (int i = 0; i < dk; i++)
-		phi[i] *= norm;
-	for (int j = 0; j < Dkv; j++)
+	if (!mp->linear) {
+		norm = 1 / sqrt(norm + PHI_EPS);
+		for (int i = 0; i < dk; i++)
+			phi[i] *= norm;
+	}
+	for (int j = 0; j < dx; j++)
 		z += (double)w[j] * x[j];
 	return sigmoid(z);
 }
@@ -93,7 +102,7 @@ segment_end(const int *seg, int n_seg, int n, int t, int *next)
  * what the trainer's backward reads; zero for a token not written).
  */
 static int
-write_head(const sa_memory_params *mp, int h, const float *K, const float *V, int n,
+write_head(const sa_memory_params *mp, int h, const float *X, const float *V, int n,
     const int *seg, int n_seg, double *G, double *S, float *u, float *phi, float *beta)
 {
 	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh, next = 0;
@@ -105,7 +114,7 @@ write_head(const sa_memory_params *mp, int h, const float *K, const float *V, in
 		return sa_fail(SA_EINTERNAL, "out of memory");
 	}
 	for (int t = 0; t < n; t++) {
-		const float *x = K + (size_t)t * Dkv;
+		const float *x = X + (size_t)t * mp->dx;
 		size_t at = ((size_t)t * Hk + h) * dk;
 		if (t + mp->offset >= segment_end(seg, n_seg, n, t, &next)) {
 			if (u) {
@@ -141,20 +150,20 @@ write_head(const sa_memory_params *mp, int h, const float *K, const float *V, in
 }
 
 int
-sa_memory_write_head(const sa_memory_params *mp, int h, const float *K, const float *V, int n,
+sa_memory_write_head(const sa_memory_params *mp, int h, const float *X, const float *V, int n,
     double *G, double *S)
 {
-	return write_head(mp, h, K, V, n, NULL, 0, G, S, NULL, NULL, NULL);
+	return write_head(mp, h, X, V, n, NULL, 0, G, S, NULL, NULL, NULL);
 }
 
 int
-sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int n,
+sa_memory_write(const sa_memory_params *mp, const float *X, const float *V, int n,
     double *G, double *S)
 {
 	int dh = mp->dh, dk = mp->dk, rc = SA_OK;
 
 	for (int h = 0; h < mp->Hk && rc == SA_OK; h++)
-		rc = sa_memory_write_head(mp, h, K, V, n, G + (size_t)h * dh * dk, S + (size_t)h * dk * dk);
+		rc = sa_memory_write_head(mp, h, X, V, n, G + (size_t)h * dh * dk, S + (size_t)h * dk * dk);
 	return rc;
 }
 
@@ -244,7 +253,7 @@ done:
 /* ------------------------------------------------------------- training */
 
 int
-sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float *V, int n,
+sa_memory_train_forward(const sa_memory_params *mp, const float *X, const float *V, int n,
     const int *seg, int n_seg, float *u, float *phi, float *beta, float *G, float *S)
 {
 	size_t ng = (size_t)mp->dh * mp->dk, ns = (size_t)mp->dk * mp->dk;
@@ -255,7 +264,7 @@ sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float 
 	for (int h = 0; h < mp->Hk && rc == SA_OK; h++) {
 		memset(g, 0, ng * sizeof *g);
 		memset(sq, 0, ns * sizeof *sq);
-		rc = write_head(mp, h, K, V, n, seg, n_seg, g, sq, u, phi, beta);
+		rc = write_head(mp, h, X, V, n, seg, n_seg, g, sq, u, phi, beta);
 		for (size_t i = 0; i < ng; i++)
 			G[h * ng + i] = (float)g[i];
 		for (size_t i = 0; i < ns; i++)
@@ -273,14 +282,15 @@ sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float 
  *   dbeta_t = v_{t+o}^T dG phi_t + phi_t^T dS phi_t
  *   dphi_t  = beta_t (dG^T v_{t+o} + (dS + dS^T) phi_t)
  *   du = (dphi - phi <phi, dphi>) f'(u) / |f|,   dP += du x^T, dp += du
+ *     (linear features: du = dphi, and there is no p)
  *   dz = dbeta beta (1 - beta),  dw += dz x,  dc += dz
  */
 int
-sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float *V, int n,
+sa_memory_train_backward(const sa_memory_params *mp, const float *X, const float *V, int n,
     const int *seg, int n_seg, const float *u, const float *phi, const float *beta, const float *G, const float *S,
     double lambda, const float *dM, sa_memory_grads *gr)
 {
-	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh, rc = SA_OK;
+	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh, dx = mp->dx, rc = SA_OK;
 	size_t ndk = (size_t)dk * dk;
 	double *L = malloc(ndk * sizeof *L), *M = malloc((size_t)dh * dk * sizeof *M);
 	double *dG = malloc((size_t)dh * dk * sizeof *dG), *dS = malloc(ndk * sizeof *dS);
@@ -314,7 +324,7 @@ sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float
 		for (int t = 0, next = 0; t < n; t++) {
 			if (t + mp->offset >= segment_end(seg, n_seg, n, t, &next))
 				continue;
-			const float *x = K + (size_t)t * Dkv;
+			const float *x = X + (size_t)t * dx;
 			const float *v = V + (size_t)(t + mp->offset) * Dkv + (size_t)h * dh;
 			const float *ph = phi + ((size_t)t * Hk + h) * dk, *uh = u + ((size_t)t * Hk + h) * dk;
 			double b = beta[(size_t)t * Hk + h], db = 0, dot = 0, fnorm = 0;
@@ -333,17 +343,18 @@ sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float
 				fnorm += f * f;
 			}
 			fnorm = sqrt(fnorm + PHI_EPS);
-			float *dP = gr->P + (size_t)h * dk * Dkv;
+			float *dP = gr->P + (size_t)h * dk * dx;
 			for (int j = 0; j < dk; j++) {
 				double fp = uh[j] > 0 ? 1.0 : exp(uh[j]);
-				double du = (dphi[j] - ph[j] * dot) * fp / fnorm;
-				gr->p[(size_t)h * dk + j] += (float)du;
-				for (int k = 0; k < Dkv; k++)
-					dP[(size_t)j * Dkv + k] += (float)(du * x[k]);
+				double du = mp->linear ? dphi[j] : (dphi[j] - ph[j] * dot) * fp / fnorm;
+				if (!mp->linear)
+					gr->p[(size_t)h * dk + j] += (float)du;
+				for (int k = 0; k < dx; k++)
+					dP[(size_t)j * dx + k] += (float)(du * x[k]);
 			}
 			double dz = db * b * (1 - b);
-			for (int k = 0; k < Dkv; k++)
-				gr->w[(size_t)h * Dkv + k] += (float)(dz * x[k]);
+			for (int k = 0; k < dx; k++)
+				gr->w[(size_t)h * dx + k] += (float)(dz * x[k]);
 			gr->c[h] += (float)dz;
 		}
 	}

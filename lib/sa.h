@@ -418,13 +418,26 @@ void sa_model_reset_weights(sa_model *m);
 /* KV cache and scratch for one sequence. */
 typedef struct sa_kvcache sa_kvcache;
 
-/* Called once per layer during sa_forward with the layer's keys before RoPE
- * and values for the n new tokens: k and v are [n][n_head_kv*d_head]. */
+/*
+ * Hooks on sa_forward.  The KV hook is called once per layer with the
+ * layer's keys before RoPE and values for the n new tokens: k and v are
+ * [n][n_head_kv*d_head].  The query hook, right after it, gets the layer's
+ * queries before RoPE, q [n][n_head*d_head] (query head h reads key head
+ * h / (n_head / n_head_kv)).  The input hook sees the input of one matrix
+ * kind (SA_MAT_*) of every layer, for new tokens i0 .. i0+n-1: x [n][d_in],
+ * the normed residual (attn_q, attn_k, attn_v, ffn_gate, ffn_up), the
+ * attention output (attn_output) or the SwiGLU hidden (ffn_down), before
+ * its rounding to the weight's type; after the layer's other hooks, every
+ * row once and in order, the FFN's in blocks.  With it set the last layer
+ * runs for every row, so the last token's logits alone may round
+ * differently (all of them do not).  All run on the thread that called
+ * sa_forward, one call at a time, and may use the pool; k, v, q and x are
+ * the pass's scratch, valid during the call only.  sa_forward_rows refuses
+ * caches with hooks.
+ */
 typedef void (*sa_kv_hook)(void *ctx, int layer, int n, const float *k, const float *v);
-/* The same for the layer's queries before RoPE, q [n][n_head*d_head]: what
- * a query reads the keys with (query head h reads key head
- * h / (n_head / n_head_kv)).  Called right after the sa_kv_hook, if any. */
 typedef void (*sa_q_hook)(void *ctx, int layer, int n, const float *q);
+typedef void (*sa_input_hook)(void *ctx, int layer, int i0, int n, const float *x);
 
 int sa_kvcache_new(sa_kvcache **out, const sa_model *m, int n_ctx);  /* n_ctx <= 0: model's */
 void sa_kvcache_free(sa_kvcache *s);
@@ -435,6 +448,7 @@ void sa_kvcache_truncate(sa_kvcache *s, int pos);   /* forget tokens at >= pos *
  * takes no cache with a hook. */
 void sa_kvcache_set_hook(sa_kvcache *s, sa_kv_hook hook, void *ctx);
 void sa_kvcache_set_q_hook(sa_kvcache *s, sa_q_hook hook, void *ctx);
+void sa_kvcache_set_input_hook(sa_kvcache *s, int mat, sa_input_hook hook, void *ctx);
 /* Side paths (sa_side_add) this cache's forward passes use instead of the
  * model's; NULL: the model's again.  Not copied: they must outlive their use. */
 void sa_kvcache_set_side(sa_kvcache *s, const sa_lowrank *side);
@@ -814,11 +828,13 @@ void sa_segments_free(sa_segment *segs, int n);
 
 /*
  * The second kind of context mapping (lib/memory.c, doc/design.md): per
- * layer, one memory per key/value head h, over the layer's keys x [Dkv]
- * (before RoPE) and head h's values v [dh]:
- *   P [Hk][dk][Dkv], p [Hk][dk]   features phi = normalize(f(P x + p)),
- *                                 f(u) = u + 1 (u > 0), exp(u) (u <= 0)
- *   w [Hk][Dkv], c [Hk]           write gate beta = sigmoid(<w, x> + c)
+ * layer, one memory per key/value head h, over keys x [dx] (the layer's
+ * keys before RoPE, dx = Dkv; or the adapted matrix's input, dx = d_in)
+ * and head h's values v [dh]:
+ *   P [Hk][dk][dx], p [Hk][dk]    features phi = normalize(f(P x + p)),
+ *                                 f(u) = u + 1 (u > 0), exp(u) (u <= 0);
+ *                                 linear: phi = P x (p unused, may be NULL)
+ *   w [Hk][dx], c [Hk]            write gate beta = sigmoid(<w, x> + c)
  *   G [Hk][dh][dk] += beta v' phi^T,  S [Hk][dk][dk] += beta phi phi^T
  * read out as M [Hk][dh][dk] = G (S + lambda I)^-1, where v' is the value
  * of the token offset places after the key's (0: the same token); a token
@@ -828,14 +844,16 @@ void sa_segments_free(sa_segment *segs, int n);
 typedef struct sa_memory_params {
 	const float *P, *p, *w, *c;
 	int Hk, dh, dk, offset;
+	int dx;        /* width of a key */
+	int linear;    /* 1: phi = P x (keys from the matrix's input) */
 } sa_memory_params;
 
-/* Add a segment of n tokens (K, V [n][Hk*dh]) to G and S, in double, in a
- * fixed order; or to one head's G [dh][dk] and S [dk][dk] (heads are
- * independent). */
-int sa_memory_write(const sa_memory_params *mp, const float *K, const float *V, int n,
+/* Add a segment of n tokens (X [n][dx], V [n][Hk*dh]) to G and S, in
+ * double, in a fixed order; or to one head's G [dh][dk] and S [dk][dk]
+ * (heads are independent). */
+int sa_memory_write(const sa_memory_params *mp, const float *X, const float *V, int n,
     double *G, double *S);
-int sa_memory_write_head(const sa_memory_params *mp, int h, const float *K, const float *V, int n,
+int sa_memory_write_head(const sa_memory_params *mp, int h, const float *X, const float *V, int n,
     double *G, double *S);
 /* M [dh][dk] = G [dh][dk] (S [dk][dk] + lambda I)^-1 for one head, solved in
  * double; SA_EDATA if S + lambda I is not positive definite. */
@@ -844,12 +862,12 @@ int sa_memory_read(const float *G, const float *S, int dh, int dk, double lambda
 /* Training: the same sums, as float, keeping what the backward needs:
  * u, phi [n][Hk][dk], beta [n][Hk]; G, S as above (overwritten).  The n
  * tokens are n_seg segments starting at seg [n_seg] (NULL: one). */
-int sa_memory_train_forward(const sa_memory_params *mp, const float *K, const float *V, int n,
+int sa_memory_train_forward(const sa_memory_params *mp, const float *X, const float *V, int n,
     const int *seg, int n_seg, float *u, float *phi, float *beta, float *G, float *S);
 /* Gradients of the parameters (added into gr, shaped as the parameters)
  * from dM [Hk][dh][dk], the gradient of the read-out. */
 typedef struct sa_memory_grads { float *P, *p, *w, *c; } sa_memory_grads;
-int sa_memory_train_backward(const sa_memory_params *mp, const float *K, const float *V, int n,
+int sa_memory_train_backward(const sa_memory_params *mp, const float *X, const float *V, int n,
     const int *seg, int n_seg, const float *u, const float *phi, const float *beta, const float *G, const float *S,
     double lambda, const float *dM, sa_memory_grads *gr);
 /* M [Hk][dh][dk] laid out as the side path's H [Hk*dk][Hk*dh] (block
@@ -884,8 +902,18 @@ typedef struct sa_adapter_mat {
  */
 enum { SA_MAPPING_POOL = 0, SA_MAPPING_LSQ = 1 };
 
+/*
+ * What the least-squares memory keys on ("key_source" in the files):
+ * SA_KEYS_KV the layer's keys before RoPE, through positive normalised
+ * features; SA_KEYS_INPUT the input of the adapted matrix (exactly one
+ * matrix kind adapted) at every context token, through linear features
+ * P x, the activation W2 reads at a query.
+ */
+enum { SA_KEYS_KV = 0, SA_KEYS_INPUT = 1 };
+
 /* One layer's memory parameters (SA_MAPPING_LSQ), shaped as in sa_memory_params:
- * P [Hk][dk][Dkv], p [Hk][dk], w [Hk][Dkv], c [Hk]. */
+ * P [Hk][dk][dx], p [Hk][dk] (NULL for SA_KEYS_INPUT), w [Hk][dx], c [Hk];
+ * dx = Dkv, or d_in of the adapted matrix for SA_KEYS_INPUT. */
 typedef struct sa_adapter_memory {
 	float *P, *p, *w, *c;
 } sa_adapter_memory;
@@ -897,6 +925,7 @@ typedef struct sa_adapter {
 	float lambda;                  /* LSQ: ridge of the read-out; 0 for POOL */
 	int value_offset;              /* LSQ: a key is bound to the value of the token
 	                                * this many places on (0 or 1); 0 for POOL */
+	int key_source;                /* LSQ: SA_KEYS_*; SA_KEYS_KV for POOL */
 	uint32_t mats;                 /* bitmask of SA_MAT_* */
 	uint64_t model_fingerprint;    /* of the base model */
 	uint64_t fingerprint;          /* of this adapter's config and data */
@@ -909,6 +938,8 @@ typedef struct sa_adapter {
 
 /* The parameters of layer l's memory as sa_memory_* take them. */
 sa_memory_params sa_adapter_memory_params(const sa_adapter *a, int layer);
+/* The matrix whose input keys the memory (SA_KEYS_INPUT), else -1. */
+int sa_adapter_key_mat(const sa_adapter *a);
 
 #define SA_ADAPTER_MAT(a, l, m) (&(a)->mat[(size_t)(l) * SA_NMAT + (m)])
 
@@ -917,11 +948,17 @@ sa_memory_params sa_adapter_memory_params(const sa_adapter *a, int layer);
 int sa_adapter_init(sa_adapter **out, const sa_model *model, int rank, int chunk,
     uint32_t mats, uint64_t seed, float w1_scale);
 /* A new least-squares memory adapter (SA_MAPPING_LSQ): d_key features per
- * memory, ridge lambda, value_offset 0 or 1; P, w random from seed, p = 0,
- * c = 0 (half of every token written), W2 random, W1 = 0 unless
- * w1_scale != 0. */
+ * memory, ridge lambda, value_offset 0 or 1, key_source SA_KEYS_*.
+ * SA_KEYS_KV: P, w random from seed, p = 0, c = 0 (half of every token
+ * written), W2 random, W1 = 0 unless w1_scale != 0.  SA_KEYS_INPUT (mats
+ * one matrix, else SA_EUSAGE): P a random projection (the identity when
+ * d_key = d_in) scaled so that a typical token's features, measured over
+ * the model's own activations, have unit norm; W2 = P; w = 0 and c = 4
+ * (every token nearly fully written); W1 the model's own map from values
+ * to the matrix's output where there is one (sa-adapter(5)), else 0,
+ * unless w1_scale != 0. */
 int sa_adapter_init_lsq(sa_adapter **out, const sa_model *model, int d_key, float lambda,
-    int value_offset, uint32_t mats, uint64_t seed, float w1_scale);
+    int value_offset, int key_source, uint32_t mats, uint64_t seed, float w1_scale);
 /* A copy of a (made for model) with rank slots, rank >= a->rank: the same
  * deltas until trained, the new slots ready to learn (SA_MAPPING_POOL only). */
 int sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, int rank,
@@ -1736,6 +1773,9 @@ int sa_tmodel_backward_into(const sa_tmodel *t, sa_tact *a, const sa_tside *side
 /* Layer l's keys before RoPE and values of the last forward: [B*T][Dkv]. */
 const float *sa_tact_keys(const sa_tact *a, int layer);
 const float *sa_tact_values(const sa_tact *a, int layer);
+/* The input of matrix mat (SA_MAT_*) in layer l of the last forward:
+ * [B*T][d_in], as sa_input_hook describes it. */
+const float *sa_tact_input(const sa_tact *a, int layer, int mat);
 /* Logits of the last forward: [B*T][n_vocab]. */
 const float *sa_tact_logits(const sa_tact *a);
 
@@ -1767,19 +1807,21 @@ double sa_l2norm(const float *x, size_t n);
 
 /* The context mapping for training (forward with saved intermediates, and
  * backward to Q, g, b).  A stream is reset, then fed segment by segment with
- * the base model's keys (before RoPE) and values of every layer. */
+ * the base model's keys (before RoPE; or, for a memory keyed by a matrix's
+ * input, that input: key_width wide) and values of every layer. */
 typedef struct sa_tctx sa_tctx;
-int sa_tctx_new(sa_tctx **out, int n_layer, int n_head_kv, int d_head, int rank,
+int sa_tctx_new(sa_tctx **out, int n_layer, int n_head_kv, int d_head, int key_width, int rank,
     int chunk, uint32_t mats, int max_tokens);
 void sa_tctx_free(sa_tctx *c);
 void sa_tctx_reset(sa_tctx *c);
 int sa_tctx_n_tokens(const sa_tctx *c);
 /* The segments so far: their count, and where each starts (*start). */
 int sa_tctx_segments(const sa_tctx *c, const int **start);
-/* Layer l's keys (before RoPE) and values of the stream so far: [n_tokens][Hk*dh]. */
+/* Layer l's keys and values of the stream so far: [n_tokens][key_width],
+ * [n_tokens][Hk*dh]. */
 const float *sa_tctx_keys(const sa_tctx *c, int l);
 const float *sa_tctx_values(const sa_tctx *c, int l);
-/* K[l], V[l]: [n][Hk*dh] for every layer l. */
+/* K[l], V[l]: [n][key_width], [n][Hk*dh] for every layer l. */
 int sa_tctx_add_segment(sa_tctx *c, const float *const *K, const float *const *V, int n);
 /* State of (l, m) over the stream: Q [Hk][r][dh], g [Hk][dh], b [Hk][r]. */
 int sa_tctx_forward(sa_tctx *c, int l, int m, const float *Q, const float *g, const float *b);

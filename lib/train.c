@@ -357,6 +357,14 @@ sa_tact_free(sa_tact *a)
 
 const float *sa_tact_keys(const sa_tact *a, int l) { return a->L[l].kraw; }
 const float *sa_tact_values(const sa_tact *a, int l) { return a->L[l].v; }
+
+const float *
+sa_tact_input(const sa_tact *a, int l, int mat)
+{
+	const tlayer_act *L = &a->L[l];
+
+	return mat <= SA_MAT_V ? L->xn1 : mat == SA_MAT_O ? L->ao : mat == SA_MAT_DOWN ? L->act : L->xn2;
+}
 const float *sa_tact_logits(const sa_tact *a) { return a->logits; }
 
 /* ---------------------------------------------------------------- kernels */

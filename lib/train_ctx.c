@@ -23,12 +23,13 @@
 
 struct sa_tctx {
 	int n_layer, Hk, dh, r, C;
+	int dx;                       /* width of a token's keys */
 	uint32_t mats;
 	int max_tokens;
 	int n_tokens;                 /* in the stream so far */
 	int n_seg;
 	int *seg_start;               /* [max_tokens] (at most one segment per token) */
-	float **K, **V;               /* per layer: [max_tokens][Hk*dh] */
+	float **K, **V;               /* per layer: [max_tokens][dx], [max_tokens][Hk*dh] */
 	int n_chunks;                 /* of the whole stream */
 	int *chunk_start, *chunk_len; /* [max chunks] */
 	/* per (l, m) in use, chunk-major: */
@@ -72,18 +73,19 @@ sa_tctx_free(sa_tctx *c)
 }
 
 int
-sa_tctx_new(sa_tctx **out, int n_layer, int n_head_kv, int d_head, int rank,
+sa_tctx_new(sa_tctx **out, int n_layer, int n_head_kv, int d_head, int key_width, int rank,
     int chunk, uint32_t mats, int max_tokens)
 {
 	sa_tctx *c;
 	size_t n = (size_t)n_layer * SA_NMAT, kv = (size_t)n_head_kv * d_head;
 
 	*out = NULL;
-	if (n_layer < 1 || n_head_kv < 1 || d_head < 1 || rank < 1 || chunk < 1 || max_tokens < 1)
+	if (n_layer < 1 || n_head_kv < 1 || d_head < 1 || rank < 1 || chunk < 1 || max_tokens < 1 ||
+	    key_width < 1 || (mats && (size_t)key_width != kv))
 		return sa_fail(SA_EUSAGE, "invalid context-state shape");
 	if (!(c = sa_calloc(1, sizeof *c)))
 		return SA_EINTERNAL;
-	c->n_layer = n_layer; c->Hk = n_head_kv; c->dh = d_head;
+	c->n_layer = n_layer; c->Hk = n_head_kv; c->dh = d_head; c->dx = key_width;
 	c->r = rank; c->C = chunk; c->mats = mats; c->max_tokens = max_tokens;
 	int mc = max_chunks(c);
 	c->seg_start = sa_malloc((size_t)max_tokens * sizeof(int));
@@ -100,7 +102,7 @@ sa_tctx_new(sa_tctx **out, int n_layer, int n_head_kv, int d_head, int rank,
 	    !c->A || !c->S || !c->gate || !c->hprev || !c->hfinal)
 		goto oom;
 	for (int l = 0; l < n_layer; l++) {
-		if (!(c->K[l] = sa_malloc((size_t)max_tokens * kv * sizeof(float))) ||
+		if (!(c->K[l] = sa_malloc((size_t)max_tokens * key_width * sizeof(float))) ||
 		    !(c->V[l] = sa_malloc((size_t)max_tokens * kv * sizeof(float))))
 			goto oom;
 		for (int m = 0; m < SA_NMAT; m++) {
@@ -154,8 +156,9 @@ sa_tctx_values(const sa_tctx *c, int l)
 }
 
 /*
- * Append one segment of n tokens: K, V [layer] point to [n][Hk*dh] for each
- * layer (keys before RoPE), e.g. sa_tact_keys/values of a forward over it.
+ * Append one segment of n tokens: K [layer] points to [n][dx], V [layer] to
+ * [n][Hk*dh] for each layer, e.g. sa_tact_keys/values (keys before RoPE) or
+ * sa_tact_input of a forward over it.
  */
 int
 sa_tctx_add_segment(sa_tctx *c, const float *const *K, const float *const *V, int n)
@@ -167,7 +170,7 @@ sa_tctx_add_segment(sa_tctx *c, const float *const *K, const float *const *V, in
 	if (c->n_tokens + n > c->max_tokens)
 		return sa_fail(SA_EUSAGE, "context of %d tokens exceeds %d", c->n_tokens + n, c->max_tokens);
 	for (int l = 0; l < c->n_layer; l++) {
-		memcpy(c->K[l] + (size_t)c->n_tokens * kv, K[l], (size_t)n * kv * sizeof(float));
+		memcpy(c->K[l] + (size_t)c->n_tokens * c->dx, K[l], (size_t)n * c->dx * sizeof(float));
 		memcpy(c->V[l] + (size_t)c->n_tokens * kv, V[l], (size_t)n * kv * sizeof(float));
 	}
 	for (int s = 0; s < n; s += c->C) {

@@ -323,7 +323,7 @@ build_adapter_model(sa_trainer *t)
 		return rc;
 	if (!o->init && o->mapping == SA_MAPPING_LSQ)
 		return sa_adapter_init_lsq(&t->adapter, t->base, o->d_key ? o->d_key : 64,
-		    o->lambda > 0 ? (float)o->lambda : 1.0f, o->value_offset, o->mats, o->seed, 0);
+		    o->lambda > 0 ? (float)o->lambda : 1.0f, o->value_offset, SA_KEYS_KV, o->mats, o->seed, 0);
 	if (!o->init) {
 		rc = sa_adapter_init(&t->adapter, t->base, o->rank ? o->rank : 16, o->chunk, o->mats,
 		    o->seed, 0);
@@ -401,7 +401,8 @@ build_adapter_block(sa_trainer *t)
 		/* the memory's tensors, per layer: the write gate (w, c) learns at
 		 * gate_lr times the rate, as the pool's gates */
 		for (int l = 0; a->mapping == SA_MAPPING_LSQ && l < c->n_layer; l++) {
-			size_t dk = a->d_key, sz[4] = { Hk * dk * Dkv, Hk * dk, (size_t)Hk * Dkv, (size_t)Hk };
+			size_t dk = a->d_key, dx = sa_adapter_memory_params(a, l).dx;
+			size_t sz[4] = { Hk * dk * dx, a->mem[l].p ? Hk * dk : 0, Hk * dx, (size_t)Hk };
 			if (pass == 1) {
 				amem *P = &t->am[l];
 				float **pp[4] = { &P->P, &P->p, &P->w, &P->c };
@@ -410,8 +411,10 @@ build_adapter_block(sa_trainer *t)
 				const float *src[4] = { A->P, A->p, A->w, A->c };
 				size_t o = at;
 				for (int k = 0; k < 4 && rc == SA_OK; k++) {
-					*pp[k] = p + o;
+					*pp[k] = sz[k] ? p + o : NULL;
 					*np[k] = sz[k];
+					if (!sz[k])
+						continue;
 					memcpy(p + o, src[k], sz[k] * sizeof(float));
 					if (k >= 2 && t->o.gate_lr != 1)
 						rc = sa_optim_add_range(&t->opt, p + o, sz[k], 0, (float)t->o.gate_lr);
@@ -458,7 +461,8 @@ sync_adapter(sa_trainer *t)
 		const amem *P = &t->am[l];
 		sa_adapter_memory *A = &a->mem[l];
 		memcpy(A->P, P->P, P->nP * sizeof(float));
-		memcpy(A->p, P->p, P->np * sizeof(float));
+		if (P->np)
+			memcpy(A->p, P->p, P->np * sizeof(float));
 		memcpy(A->w, P->w, P->nw * sizeof(float));
 		memcpy(A->c, P->c, P->nc * sizeof(float));
 	}
@@ -498,8 +502,8 @@ build_adapter_worker(sa_trainer *t, worker *w)
 	/* a context of up to kmax demonstrations, several segments long */
 	int max_tokens = t->o.seq * 16;
 	if (a->mapping == SA_MAPPING_POOL)
-		return sa_tctx_new(&w->tctx, c->n_layer, c->n_head_kv, c->d_head, a->rank, a->chunk,
-		    a->mats, max_tokens);
+		return sa_tctx_new(&w->tctx, c->n_layer, c->n_head_kv, c->d_head, Dkv, a->rank,
+		    a->chunk, a->mats, max_tokens);
 	/* the memory needs the context's keys and values alone, and per layer
 	 * what its backward reads */
 	size_t Hk = c->n_head_kv, dh = c->d_head, dk = a->d_key, L = c->n_layer;
@@ -516,7 +520,8 @@ build_adapter_worker(sa_trainer *t, worker *w)
 		    !(w->S[l] = sa_malloc(Hk * dk * dk * sizeof(float))) ||
 		    !(w->M[l] = sa_malloc(Hk * dh * dk * sizeof(float))))
 			return SA_EINTERNAL;
-	return sa_tctx_new(&w->tctx, c->n_layer, c->n_head_kv, c->d_head, 1, 1, 0, max_tokens);
+	return sa_tctx_new(&w->tctx, c->n_layer, c->n_head_kv, c->d_head,
+	    sa_adapter_memory_params(a, 0).dx, 1, 1, 0, max_tokens);
 }
 
 /* Workers, each with activations for a micro-batch or an episode's queries;
@@ -867,9 +872,13 @@ static sa_memory_params
 memory_params(const sa_trainer *t, int l)
 {
 	const amem *P = &t->am[l];
+	sa_memory_params mp = sa_adapter_memory_params(t->adapter, l);
 
-	return (sa_memory_params){ P->P, P->p, P->w, P->c, t->adapter->n_head_kv,
-	    t->adapter->d_head, t->adapter->d_key, t->adapter->value_offset };
+	mp.P = P->P;
+	mp.p = P->p;
+	mp.w = P->w;
+	mp.c = P->c;
+	return mp;
 }
 
 /*
@@ -914,7 +923,7 @@ memory_backward(sa_trainer *t, worker *w, float *grads)
 	for (int l = 0; l < a->n_layer; l++) {
 		sa_memory_params mp = memory_params(t, l);
 		const amem *P = &t->am[l];
-		sa_memory_grads gr = { grad_in(t, grads, P->P), grad_in(t, grads, P->p),
+		sa_memory_grads gr = { grad_in(t, grads, P->P), P->p ? grad_in(t, grads, P->p) : NULL,
 		    grad_in(t, grads, P->w), grad_in(t, grads, P->c) };
 		memset(w->dM, 0, (size_t)Hk * dh * dk * sizeof *w->dM);
 		for (int m = 0; m < SA_NMAT; m++)
@@ -935,7 +944,7 @@ context_pass(sa_trainer *t, worker *w, const sa_episode *e)
 {
 	const sa_config *c = &t->tm->cfg;
 	const float *K[256], *V[256];
-	int rc;
+	int km = sa_adapter_key_mat(t->adapter), rc;
 
 	sa_tctx_reset(w->tctx);
 	for (int i = 0; i < e->n_seg; i++) {
@@ -943,7 +952,7 @@ context_pass(sa_trainer *t, worker *w, const sa_episode *e)
 		if ((rc = sa_tmodel_forward(t->tm, w->act, NULL, e->ctx.t + at, NULL, 1, len, NULL)) != SA_OK)
 			return rc;
 		for (int l = 0; l < c->n_layer; l++) {
-			K[l] = sa_tact_keys(w->act, l);
+			K[l] = km < 0 ? sa_tact_keys(w->act, l) : sa_tact_input(w->act, l, km);
 			V[l] = sa_tact_values(w->act, l);
 		}
 		if ((rc = sa_tctx_add_segment(w->tctx, K, V, len)) != SA_OK)

@@ -14,6 +14,9 @@ setup_file() {
 	"$ROOT/bin/sa-init" -m "$D/m.gguf" --kind lsq --d-key 16 --seed 3 --w1-scale 0.5 -o "$D/a.gguf"
 	"$ROOT/bin/sa-init" -m "$D/m.gguf" --kind lsq --d-key 16 --seed 3 -o "$D/a0.gguf"
 	"$ROOT/bin/sa-init" -m "$D/m.gguf" -r 4 -C 8 --seed 3 --w1-scale 0.5 -o "$D/pool.gguf"
+	"$ROOT/bin/sa-init" -m "$D/m.gguf" --kind lsq --key-source input --d-key 16 --seed 3 -o "$D/in.gguf"
+	"$ROOT/bin/sa-init" -m "$D/m.gguf" --kind lsq --key-source input --mats ffn_down \
+	    --d-key 16 --lambda 0.1 --seed 3 -o "$D/down.gguf"
 	{
 		printf 'input\tlabel\n'
 		for i in $(seq 30); do
@@ -87,25 +90,44 @@ setup() {
 	awk -v a="$merged" -v b="$base" 'BEGIN { d = a - b; exit !(d > 1e-3 || d < -1e-3) }'
 }
 
-@test "chain, append and shards of the memory equal one encode within 1e-5 of its scale" {
+# Chain, append and shards of adapter $1's memory equal one encode within
+# 1e-5 of its scale.
+composes() {
 	head -1 "$D/all.tsv" >"$T/header"
 	tail -n +2 "$D/all.tsv" | split -l 10 - "$T/part."
 	for p in aa ab ac; do
 		cat "$T/header" "$T/part.$p" >"$T/$p.tsv"
-		sa-encode -m "$M" -a "$A" -o "$T/$p.delta" "$T/$p.tsv"
+		sa-encode -m "$M" -a "$1" -o "$T/$p.delta" "$T/$p.tsv"
 	done
-	sa-encode -m "$M" -a "$A" -o "$T/one.delta" "$T/aa.tsv" "$T/ab.tsv" "$T/ac.tsv"
+	sa-encode -m "$M" -a "$1" -o "$T/one.delta" "$T/aa.tsv" "$T/ab.tsv" "$T/ac.tsv"
 	sa-merge --chain "$T/aa.delta" "$T/ab.delta" "$T/ac.delta" -o "$T/chained.delta"
 	run "$DIFF" -r 1e-5 "$T/one.delta" "$T/chained.delta"
 	assert_success
-	sa-encode -m "$M" -a "$A" "$T/aa.tsv" "$T/ab.tsv" |
-	    sa-encode -m "$M" -a "$A" --append - -o "$T/grown.delta" "$T/ac.tsv"
+	sa-encode -m "$M" -a "$1" "$T/aa.tsv" "$T/ab.tsv" |
+	    sa-encode -m "$M" -a "$1" --append - -o "$T/grown.delta" "$T/ac.tsv"
 	run "$DIFF" -r 1e-5 "$T/one.delta" "$T/grown.delta"
 	assert_success
 	# The sums do not depend on the order of the shards, but the states differ
 	# from an encode of one shard alone: the check can fail.
 	run "$DIFF" -r 1e-5 "$T/one.delta" "$T/aa.delta"
 	assert_failure 1
+}
+
+# The mean of adapter $1's memory is the mean of (G, S); a sum with
+# opposite weights cancels.
+averages() {
+	sa-encode -m "$M" -a "$1" -o "$T/a.delta" "$D/all.tsv"
+	sa-merge --mean "$T/a.delta" "$T/a.delta" -o "$T/mean.delta"
+	# (the counts add up, so only the state is compared)
+	run "$DIFF" "$T/a.delta" "$T/mean.delta"
+	assert_line "max difference: 0"
+	sa-merge --sum "$T/a.delta:1" "$T/a.delta:-1" -o "$T/zero.delta"
+	run sa-info -j "$T/zero.delta"
+	assert_output --partial '"g_norm":0,"s_trace":0,'
+}
+
+@test "chain, append and shards of the memory equal one encode within 1e-5 of its scale" {
+	composes "$A"
 }
 
 @test "value offset 1: in the file and sa-info; chain equals one encode; not offset 0's delta" {
@@ -147,14 +169,7 @@ setup() {
 }
 
 @test "the mean of the memory is the mean of (G, S); a sum with opposite weights cancels" {
-	sa-encode -m "$M" -a "$A" -o "$T/a.delta" "$D/all.tsv"
-	sa-merge --mean "$T/a.delta" "$T/a.delta" -o "$T/mean.delta"
-	# (the counts add up, so only the state is compared)
-	run "$DIFF" "$T/a.delta" "$T/mean.delta"
-	assert_line "max difference: 0"
-	sa-merge --sum "$T/a.delta:1" "$T/a.delta:-1" -o "$T/zero.delta"
-	run sa-info -j "$T/zero.delta"
-	assert_output --partial '"g_norm":0,"s_trace":0,'
+	averages "$A"
 }
 
 @test "the memory's update exports as a LoRA of rank n_head_kv * d_key" {
@@ -247,5 +262,103 @@ floor_pool() {
 	run -64 --separate-stderr "$FLOOR" -m "$M" --pool "$T/pool" --pairs 12 --layout text
 	[[ "$stderr" =~ ^memory-floor:\ 12\ pairs\ as\ one\ text\ take\ [0-9]+\ tokens\;\ the\ context\ has\ 64$ ]]
 	run -66 "$FLOOR" -m "$M" --pool "$T/none"
+}
+
+@test "--key-source input: in the file and sa-info, absent from the keys' files; defaults; seeded" {
+	run sa-info -j "$D/in.gguf"
+	assert_success
+	assert_output --partial '"rank":32,"d_key":16,"lambda":0.100000001,"value_offset":1,"key_source":"input","matrices":["attn_output"],'
+	# P, w, c per layer and W1, W2 per matrix: no feature offsets
+	assert_output --partial '"tensors":10,'
+	run sa-info "$D/down.gguf"
+	assert_output --partial "key source:          input"
+	assert_output --partial "matrices:            ffn_down"
+	run sa-info -j "$A"
+	assert_output --partial '"value_offset":0,"key_source":"keys",'
+	! grep -q key_source "$A"
+	sa-init -m "$M" --kind lsq --key-source input --d-key 16 --seed 3 -o "$T/again.gguf"
+	cmp "$D/in.gguf" "$T/again.gguf"
+	sa-init -m "$M" --kind lsq --key-source input --d-key 16 --seed 4 -o "$T/other.gguf"
+	! cmp -s "$D/in.gguf" "$T/other.gguf"
+	sa-init -m "$M" --kind lsq --key-source input --value-offset 0 --mats attn_v -o "$T/v0.gguf"
+	run sa-info -j "$T/v0.gguf"
+	assert_output --partial '"value_offset":0,"key_source":"input","matrices":["attn_v"],'
+}
+
+@test "--key-source input: more than one matrix kind, the pool kind, too many features exit 64" {
+	run -64 sa-init -m "$M" --kind lsq --key-source input --mats attn_q,attn_output -o "$T/x.gguf"
+	[ "${#lines[@]}" -eq 1 ]
+	assert_output --partial "exactly one matrix kind"
+	run -64 sa-init -m "$M" --kind lsq --key-source input --mats all -o "$T/x.gguf"
+	run -64 sa-init -m "$M" --key-source input -o "$T/x.gguf"
+	run -64 sa-init -m "$M" --kind lsq --key-source bogus -o "$T/x.gguf"
+	assert_output --partial "unknown source"
+	run -64 sa-init -m "$M" --kind lsq --key-source input --d-key 65 -o "$T/x.gguf"
+	[ "${#lines[@]}" -eq 1 ]
+	assert_output --partial "exceeds the input's width 64"
+	[ ! -e "$T/x.gguf" ]
+}
+
+@test "a memory keyed by the input: chain, append and shards equal one encode (attn_output, ffn_down)" {
+	composes "$D/in.gguf"
+	composes "$D/down.gguf"
+}
+
+@test "a memory keyed by the input: the mean is the mean of (G, S)" {
+	averages "$D/in.gguf"
+	averages "$D/down.gguf"
+}
+
+@test "a memory keyed by the input: the same delta with any number of threads" {
+	sa-encode -t 1 -m "$M" -a "$D/in.gguf" -o "$T/t1.delta" "$D/all.tsv"
+	sa-encode -t 3 -m "$M" -a "$D/in.gguf" -o "$T/t3.delta" "$D/all.tsv"
+	cmp "$T/t1.delta" "$T/t3.delta"
+	sa-encode -t 1 -m "$M" -a "$D/down.gguf" -o "$T/t1.delta" "$D/all.tsv"
+	sa-encode -t 3 -m "$M" -a "$D/down.gguf" -o "$T/t3.delta" "$D/all.tsv"
+	cmp "$T/t1.delta" "$T/t3.delta"
+}
+
+@test "a memory keyed by the input: W1 = 0 (ffn_gate) is an exact no-op; attn_output's W1 is not" {
+	sa-init -m "$M" --kind lsq --key-source input --mats ffn_gate --d-key 16 -o "$T/gate.gguf"
+	sa-encode -m "$M" -a "$T/gate.gguf" -o "$T/d.delta" "$D/all.tsv"
+	run sa-info -j "$T/d.delta"
+	refute_output --partial '"g_norm":0,'
+	p='review 99 good -> pos'
+	base=$(sa-run -m "$M" --score -p "$p")
+	[ "$base" = "$(sa-run -m "$M" -d "$T/d.delta" --score -p "$p")" ]
+	[ "$base" = "$(sa-run -m "$M" -d "$T/d.delta:3" --unmerged --score -p "$p")" ]
+	sa-encode -m "$M" -a "$D/in.gguf" -o "$T/in.delta" "$D/all.tsv"
+	[ "$base" != "$(sa-run -m "$M" -d "$T/in.delta" --score -p "$p")" ]
+}
+
+@test "a memory keyed by the input: merged and side paths agree within 1e-4; it exports as a LoRA" {
+	p='review 99 good -> pos'
+	for a in in down; do
+		sa-encode -m "$M" -a "$D/$a.gguf" -o "$T/$a.delta" "$D/all.tsv"
+		merged=$(sa-run -m "$M" -d "$T/$a.delta" --score -p "$p" | awk '{print $2}')
+		side=$(sa-run -m "$M" -d "$T/$a.delta" --unmerged --score -p "$p" | awk '{print $2}')
+		echo "$a: merged $merged side $side"
+		awk -v a="$merged" -v b="$side" 'BEGIN { d = a - b; exit !(d < 1e-4 && d > -1e-4) }'
+	done
+	sa-export -m "$M" -o "$T/lora.gguf" "$T/in.delta"
+	run sa-info -j "$T/lora.gguf"
+	assert_output --partial '"kind":"lora adapter"'
+}
+
+@test "bad files keyed by the input: an unknown source, tensors of the other source exit 65" {
+	off=$(grep -obUa 'streamadapter.key_source' "$D/in.gguf" | cut -d: -f1)
+	# the value's first byte: after the key (24 bytes), the type and the length
+	cp "$D/in.gguf" "$T/bad.gguf"
+	printf 'X' | dd of="$T/bad.gguf" bs=1 seek=$((off + 24 + 4 + 8)) conv=notrunc 2>/dev/null
+	run -65 sa-info "$T/bad.gguf"
+	[ "${#lines[@]}" -eq 1 ]
+	assert_output --partial "unknown key_source 'Xnput'"
+	# another key's name: the file reads as keyed by the layer's keys, whose
+	# tensors it does not have
+	cp "$D/in.gguf" "$T/other.gguf"
+	printf 'X' | dd of="$T/other.gguf" bs=1 seek=$((off + 14)) conv=notrunc 2>/dev/null
+	run -65 sa-info "$T/other.gguf"
+	[ "${#lines[@]}" -eq 1 ]
+	run -65 sa-encode -m "$M" -a "$T/other.gguf" "$D/all.tsv"
 	[ "${#lines[@]}" -eq 1 ]
 }

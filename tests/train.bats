@@ -18,11 +18,24 @@ setup_file() {
 	printf 'red\nblue\ngreen\nbig\nsmall\n' > "$D/pool/labels.txt"
 }
 
+# The last evaluation in a run's log $1: with the delta, half of all answers
+# more are right than zero-shot.
+delta_beats_zero_shot() {
+	local last sa zs
+	last=$(grep '"sa_acc"' "$1" | tail -1)
+	sa=$(echo "$last" | sed 's/.*"sa_acc":\([^,]*\).*/\1/')
+	zs=$(echo "$last" | sed 's/.*"zero_shot_acc":\([^,]*\).*/\1/')
+	echo "with delta $sa, zero-shot $zs"
+	awk -v a="$sa" -v b="$zs" 'BEGIN { exit !(a >= b + 0.5) }'
+}
+
 setup() {
 	bats_load_library bats-support
 	bats_load_library bats-assert
 	cd "$BATS_TEST_DIRNAME/.."
 	D="$BATS_FILE_TMPDIR"
+	# an adapter learns one random label a context, on a tiny random base
+	MAP="--pool $D/pool --mix 0,0,1 --kmin 1 --kmax 1 --steps 160 --batch-tokens 512 --eval-every 160 --lr 1e-2 --warmup 10 -t 1 -q"
 	TINY="--pretrain --vocab $D/vocab.gguf --text $D/text.txt --pool $D/pool --dim 32 --layers 2 --heads 4 --kv-heads 2 --ctx 32 --batch-tokens 512 --micro 4 --eval-every 0 -t 1 -q"
 }
 
@@ -117,14 +130,8 @@ setup() {
 	# share one random label, which only the delta can bring to the query.
 	cd "$BATS_TEST_TMPDIR"
 	"$OLDPWD"/tests/helpers/mkmodel --dim 64 --layers 2 --heads 4 --kv-heads 2 --ctx 64 -o base.gguf
-	"$OLDPWD"/bin/sa-train --adapter -m base.gguf -o ad.gguf --pool "$D/pool" --mix 0,0,1 \
-	    --kmin 1 --kmax 1 --rank 8 --chunk 16 --steps 160 --batch-tokens 512 --eval-every 160 \
-	    --lr 1e-2 --warmup 10 -t 1 -q
-	last=$(grep '"sa_acc"' ad.gguf.ckpt/log.jsonl | tail -1)
-	sa=$(echo "$last" | sed 's/.*"sa_acc":\([^,]*\).*/\1/')
-	zs=$(echo "$last" | sed 's/.*"zero_shot_acc":\([^,]*\).*/\1/')
-	echo "with delta $sa, zero-shot $zs"
-	awk -v a="$sa" -v b="$zs" 'BEGIN { exit !(a >= b + 0.5) }'
+	"$OLDPWD"/bin/sa-train --adapter -m base.gguf -o ad.gguf --rank 8 --chunk 16 $MAP
+	delta_beats_zero_shot ad.gguf.ckpt/log.jsonl
 	# and the tools agree: encode a demonstration, the delta picks its label
 	printf 'input\tlabel\nchair\tgreen\n' > demo.tsv
 	"$OLDPWD"/bin/sa-encode -q -m base.gguf -a ad.gguf -o d.delta demo.tsv
@@ -137,16 +144,10 @@ setup() {
 @test "sa-train --adapter --kind lsq: the memory's delta carries the context's answer, zero-shot cannot" {
 	cd "$BATS_TEST_TMPDIR"
 	"$OLDPWD"/tests/helpers/mkmodel --dim 64 --layers 2 --heads 4 --kv-heads 2 --ctx 64 -o base.gguf
-	"$OLDPWD"/bin/sa-train --adapter -m base.gguf -o ad.gguf --kind lsq --d-key 16 --pool "$D/pool" \
-	    --mix 0,0,1 --kmin 1 --kmax 1 --steps 160 --batch-tokens 512 --eval-every 160 \
-	    --lr 1e-2 --warmup 10 -t 1 -q
+	"$OLDPWD"/bin/sa-train --adapter -m base.gguf -o ad.gguf --kind lsq --d-key 16 $MAP
 	run "$OLDPWD"/bin/sa-info -j ad.gguf
 	assert_output --partial '"mapping":"lsq","rank":32,"d_key":16,'
-	last=$(grep '"sa_acc"' ad.gguf.ckpt/log.jsonl | tail -1)
-	sa=$(echo "$last" | sed 's/.*"sa_acc":\([^,]*\).*/\1/')
-	zs=$(echo "$last" | sed 's/.*"zero_shot_acc":\([^,]*\).*/\1/')
-	echo "with delta $sa, zero-shot $zs"
-	awk -v a="$sa" -v b="$zs" 'BEGIN { exit !(a >= b + 0.5) }'
+	delta_beats_zero_shot ad.gguf.ckpt/log.jsonl
 	printf 'input\tlabel\nchair\tgreen\n' > demo.tsv
 	"$OLDPWD"/bin/sa-encode -q -m base.gguf -a ad.gguf -o d.delta demo.tsv
 	with=$("$OLDPWD"/bin/sa-run -m base.gguf -d d.delta -p "chair ->" --choice " green" | awk '/^choice/ { print $4 }')
@@ -162,18 +163,30 @@ setup() {
 @test "sa-train --adapter --kind lsq --value-offset 1: a key bound to the next value learns the mapping too" {
 	cd "$BATS_TEST_TMPDIR"
 	"$OLDPWD"/tests/helpers/mkmodel --dim 64 --layers 2 --heads 4 --kv-heads 2 --ctx 64 -o base.gguf
-	"$OLDPWD"/bin/sa-train --adapter -m base.gguf -o ad.gguf --kind lsq --d-key 16 --value-offset 1 \
-	    --pool "$D/pool" --mix 0,0,1 --kmin 1 --kmax 1 --steps 160 --batch-tokens 512 \
-	    --eval-every 160 --lr 1e-2 --warmup 10 -t 1 -q
+	"$OLDPWD"/bin/sa-train --adapter -m base.gguf -o ad.gguf --kind lsq --d-key 16 --value-offset 1 $MAP
 	run "$OLDPWD"/bin/sa-info -j ad.gguf
 	assert_output --partial '"d_key":16,"lambda":1,"value_offset":1,'
-	last=$(grep '"sa_acc"' ad.gguf.ckpt/log.jsonl | tail -1)
-	sa=$(echo "$last" | sed 's/.*"sa_acc":\([^,]*\).*/\1/')
-	zs=$(echo "$last" | sed 's/.*"zero_shot_acc":\([^,]*\).*/\1/')
-	echo "with delta $sa, zero-shot $zs"
-	awk -v a="$sa" -v b="$zs" 'BEGIN { exit !(a >= b + 0.5) }'
+	delta_beats_zero_shot ad.gguf.ckpt/log.jsonl
 	run -64 "$OLDPWD"/bin/sa-train --adapter -m base.gguf -o x.gguf --pool "$D/pool" --value-offset 1
 	run -64 "$OLDPWD"/bin/sa-train --adapter -m base.gguf -o x.gguf --pool "$D/pool" --kind lsq --value-offset 2
+}
+
+@test "sa-train --adapter --init of a memory keyed by the input: it learns the mapping, the write side too" {
+	cd "$BATS_TEST_TMPDIR"
+	"$OLDPWD"/tests/helpers/mkmodel --dim 64 --layers 2 --heads 4 --kv-heads 2 --ctx 64 -o base.gguf
+	"$OLDPWD"/bin/sa-init -m base.gguf --kind lsq --key-source input --d-key 16 -o init.gguf
+	"$OLDPWD"/bin/sa-train --adapter -m base.gguf --init init.gguf -o ad.gguf $MAP
+	run "$OLDPWD"/bin/sa-info -j ad.gguf
+	assert_output --partial '"value_offset":1,"key_source":"input","matrices":["attn_output"],'
+	delta_beats_zero_shot ad.gguf.ckpt/log.jsonl
+	# the sums depend on P, w and c alone: training moved the write side
+	printf 'input\tlabel\nchair\tgreen\n' > demo.tsv
+	"$OLDPWD"/bin/sa-encode -q -m base.gguf -a init.gguf -o before.delta demo.tsv
+	"$OLDPWD"/bin/sa-encode -q -m base.gguf -a ad.gguf -o after.delta demo.tsv
+	before=$("$OLDPWD"/bin/sa-info -j before.delta | "$OLDPWD"/tests/helpers/jsonl-get s_trace)
+	after=$("$OLDPWD"/bin/sa-info -j after.delta | "$OLDPWD"/tests/helpers/jsonl-get s_trace)
+	echo "trace of S: $before before training, $after after"
+	[ "$before" != "$after" ]
 }
 
 @test "sa-train --adapter --init --rebind: an adapter of an earlier base goes on for the new one" {

@@ -1,7 +1,8 @@
 /*
  * test_encode - the context mapping against a plain reference, the encoder
  * against the reference on a real forward pass, chain composition, and
- * determinism.  Its kernels' paths against each other: test_kernels.
+ * determinism; a memory keyed by a matrix's input, its initialisation and
+ * its sums.  Its kernels' paths against each other: test_kernels.
  * usage: test_encode MODEL.gguf (a small random model).
  */
 #include <math.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "sa.h"
+#include "adapter_impl.h"
 #include "t.h"
 
 static uint64_t rng_state = 42;
@@ -201,6 +203,27 @@ delta_bytes(const sa_delta *d, size_t *len)
 	return buf;
 }
 
+/* Encoding the segments again with 1, 2 and 3 threads gives d's bytes. */
+static void
+same_with_any_threads(sa_model *m, sa_adapter *a, const sa_delta *d, const int *const *segs,
+    const int *lens, int n_segs)
+{
+	size_t la, lb;
+	char *ba = delta_bytes(d, &la), *bb;
+
+	for (int nth = 1; nth <= 3; nth++) {
+		sa_delta *again;
+		sa_set_threads(nth);
+		again = encode(m, a, NULL, segs, lens, n_segs);
+		bb = delta_bytes(again, &lb);
+		CHECK(la == lb && memcmp(ba, bb, la) == 0);
+		free(bb);
+		sa_delta_free(again);
+	}
+	sa_set_threads(0);
+	free(ba);
+}
+
 static void
 test_model(const char *path)
 {
@@ -298,18 +321,10 @@ test_model(const char *path)
 	ba = delta_bytes(ab, &la);
 	bb = delta_bytes(again, &lb);
 	CHECK(la == lb && memcmp(ba, bb, la) == 0);
+	free(ba);
 	free(bb);
 	sa_delta_free(again);
-	for (int nth = 1; nth <= 3; nth++) {
-		sa_set_threads(nth);
-		again = encode(m, a, NULL, both, lens, 2);
-		bb = delta_bytes(again, &lb);
-		CHECK(la == lb && memcmp(ba, bb, la) == 0);
-		free(bb);
-		sa_delta_free(again);
-	}
-	sa_set_threads(0);
-	free(ba);
+	same_with_any_threads(m, a, ab, both, lens, 2);
 
 	sa_delta_free(t1);
 	sa_delta_free(ab);
@@ -324,6 +339,136 @@ test_model(const char *path)
 	free(cap.v);
 	free(A);
 	free(B);
+	sa_adapter_free(a);
+	sa_model_free(m);
+}
+
+/* The input of one matrix in every layer, kept whole: x [n_layer][n][d_in]. */
+typedef struct inputs {
+	int d_in, n;
+	float *x;
+} inputs;
+
+static void
+input_capture(void *ctx, int layer, int i0, int n, const float *x)
+{
+	inputs *c = ctx;
+
+	memcpy(c->x + ((size_t)layer * c->n + i0) * c->d_in, x, (size_t)n * c->d_in * sizeof *x);
+}
+
+/*
+ * A memory keyed by attn_output's input: W2 is P, W1's block h the mean of
+ * W_o's blocks of the query heads that read KV head h; the encoder's (G, S)
+ * are sa_memory_write over the input and values of a plain forward pass;
+ * the same bytes with any number of threads.  Two matrix kinds, or more
+ * features than the input has, are refused.
+ */
+static void
+test_input_memory(const char *path)
+{
+	sa_model *m;
+	sa_adapter *a;
+	sa_delta *d;
+	sa_kvcache *st;
+	capture cap;
+	inputs in;
+	int n = 37, *toks, L, Hk, dh, dk, grp, d_out, qd, bos;
+	const int *segs[1];
+
+	CHECK_OK(sa_model_load(&m, path));
+	if (!m)
+		return;
+	CHECK(sa_adapter_init_lsq(&a, m, 16, 0.01f, 1, SA_KEYS_INPUT,
+	    1u << SA_MAT_O | 1u << SA_MAT_DOWN, 3, 0) == SA_EUSAGE && !a);
+	CHECK(sa_adapter_init_lsq(&a, m, m->cfg.n_head * m->cfg.d_head + 1, 0.01f, 1,
+	    SA_KEYS_INPUT, 1u << SA_MAT_O, 3, 0) == SA_EUSAGE && !a);
+	{
+		/* as a file's header would have it: the pool kind, or two kinds */
+		int dims[2 * SA_NMAT] = { 0 };
+		for (int i = 0; i < 2 * SA_NMAT; i++)
+			dims[i] = 8;
+		CHECK(sa_adapter_alloc_kind(&a, SA_MAPPING_LSQ, 2, 2, 4, 8, 0, 4, 1, SA_KEYS_INPUT,
+		    1u << SA_MAT_O | 1u << SA_MAT_V, dims, dims) == SA_EDATA && !a);
+		CHECK(strstr(sa_error(), "exactly one matrix kind") != NULL);
+		CHECK(sa_adapter_alloc_kind(&a, SA_MAPPING_POOL, 2, 2, 4, 8, 4, 0, 0, SA_KEYS_INPUT,
+		    1u << SA_MAT_O, dims, dims) == SA_EDATA && !a);
+	}
+	CHECK_OK(sa_adapter_init_lsq(&a, m, 16, 0.01f, 1, SA_KEYS_INPUT, 1u << SA_MAT_O, 3, 0));
+	if (!a)
+		return;
+	L = a->n_layer, Hk = a->n_head_kv, dh = a->d_head, dk = a->d_key;
+	grp = m->cfg.n_head / Hk, qd = m->cfg.n_head * dh;
+	CHECK(sa_adapter_key_mat(a) == SA_MAT_O && a->value_offset == 1 && !a->mem[0].p);
+	for (int l = 0; l < L; l++) {
+		const sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, SA_MAT_O);
+		float *row = malloc((size_t)qd * sizeof *row);
+		double worst = 0;
+		CHECK(memcmp(am->W2, a->mem[l].P, (size_t)Hk * dk * qd * sizeof(float)) == 0);
+		d_out = am->d_out;
+		for (int o = 0; o < d_out; o++) {
+			sa_rows_to_f32(&m->layers[l].w[SA_MAT_O], o, o + 1, row);
+			for (int h = 0; h < Hk; h++)
+				for (int i = 0; i < dh; i++) {
+					double mean = 0;
+					for (int j = h * grp; j < (h + 1) * grp; j++)
+						mean += row[j * dh + i] / (double)grp;
+					worst = fmax(worst, fabs(am->W1[(size_t)o * Hk * dh + h * dh + i] - mean));
+				}
+		}
+		CHECK(worst < 1e-6);
+		free(row);
+	}
+
+	bos = sa_vocab_add_bos(m->vocab) ? sa_vocab_bos(m->vocab) : -1;
+	toks = malloc((size_t)n * sizeof *toks);
+	random_tokens(toks, n, m->cfg.n_vocab, bos);
+	segs[0] = toks;
+	cap.n_layer = L;
+	cap.dkv = Hk * dh;
+	cap.k = calloc(L, sizeof *cap.k);
+	cap.v = calloc(L, sizeof *cap.v);
+	for (int l = 0; l < L; l++) {
+		cap.k[l] = malloc((size_t)n * cap.dkv * sizeof(float));
+		cap.v[l] = malloc((size_t)n * cap.dkv * sizeof(float));
+	}
+	in.d_in = qd;
+	in.n = n;
+	in.x = malloc((size_t)L * n * qd * sizeof *in.x);
+	CHECK_OK(sa_kvcache_new(&st, m, 0));
+	sa_kvcache_set_hook(st, capture_hook, &cap);
+	sa_kvcache_set_input_hook(st, SA_MAT_O, input_capture, &in);
+	CHECK_OK(sa_forward(st, toks, n, NULL, 0));
+	d = encode(m, a, NULL, segs, &n, 1);
+	for (int l = 0; d && l < L; l++) {
+		sa_memory_params mp = sa_adapter_memory_params(a, l);
+		size_t ng = (size_t)Hk * dh * dk, ns = (size_t)Hk * dk * dk;
+		double *G = calloc(ng, sizeof *G), *S = calloc(ns, sizeof *S), worst = 0, scale = 0;
+		CHECK(mp.linear && mp.dx == qd);
+		CHECK_OK(sa_memory_write(&mp, in.x + (size_t)l * n * qd, cap.v[l], n, G, S));
+		for (size_t i = 0; i < ng; i++) {
+			worst = fmax(worst, fabs(G[i] - sa_delta_G(d, l)[i]));
+			scale = fmax(scale, fabs(G[i]));
+		}
+		for (size_t i = 0; i < ns; i++) {
+			worst = fmax(worst, fabs(S[i] - sa_delta_S(d, l)[i]));
+			scale = fmax(scale, fabs(S[i]));
+		}
+		CHECK(worst <= 1e-6 * scale && scale > 1e-3);
+		free(G);
+		free(S);
+	}
+	same_with_any_threads(m, a, d, segs, &n, 1);
+	sa_delta_free(d);
+	sa_kvcache_free(st);
+	for (int l = 0; l < L; l++) {
+		free(cap.k[l]);
+		free(cap.v[l]);
+	}
+	free(cap.k);
+	free(cap.v);
+	free(in.x);
+	free(toks);
 	sa_adapter_free(a);
 	sa_model_free(m);
 }
@@ -405,6 +550,7 @@ main(int argc, char **argv)
 	if (argc > 1) {
 		test_model(argv[1]);
 		test_feed_demos(argv[1]);
+		test_input_memory(argv[1]);
 	} else
 		fprintf(stderr, "test_encode: no model given, kernel tests only\n");
 	return t_done();

@@ -1,13 +1,14 @@
 /* test_memory.c - the least-squares memory (lib/memory.c): recall of what
  * was written, exact composition, the trainer's float sums against the
  * encoder's double ones, and gradients against finite differences; with
- * each key bound to its own value and to the next token's. */
+ * each key bound to its own value and to the next token's; and with linear
+ * features of a wider input. */
 #include <string.h>
 
 #include "sa.h"
 #include "t.h"
 
-enum { HK = 2, DH = 4, DK = 12, DKV = HK * DH };
+enum { HK = 2, DH = 4, DK = 12, DKV = HK * DH, DX = 20 };
 
 static uint64_t seed = 7;
 
@@ -26,21 +27,25 @@ fill(float *x, size_t n, float scale)
 }
 
 static float P[HK * DK * DKV], p[HK * DK], w[HK * DKV], c[HK];
-static sa_memory_params mp = { P, p, w, c, HK, DH, DK, 0 };
+static sa_memory_params mp = { P, p, w, c, HK, DH, DK, 0, DKV, 0 };
+/* linear features of an input of DX */
+static float Pl[HK * DK * DX], wl[HK * DX], cl[HK];
+static sa_memory_params ml = { Pl, NULL, wl, cl, HK, DH, DK, 1, DX, 1 };
 static int split;    /* the second segment's start, 0: one segment */
 
-/* loss = sum R .* M over every head, M read from the double sums */
+/* loss = sum R .* M over every head, M read from the double sums of m */
 static double
-loss_of(const float *K, const float *V, int n, double lambda, const float *R)
+loss_of(const sa_memory_params *m, const float *K, const float *V, int n, double lambda,
+    const float *R)
 {
 	double G[HK * DH * DK] = { 0 }, S[HK * DK * DK] = { 0 }, l = 0;
 	float Gf[HK * DH * DK], Sf[HK * DK * DK], M[DH * DK];
 
 	if (split) {
-		sa_memory_write(&mp, K, V, split, G, S);
-		sa_memory_write(&mp, K + split * DKV, V + split * DKV, n - split, G, S);
+		sa_memory_write(m, K, V, split, G, S);
+		sa_memory_write(m, K + split * m->dx, V + split * DKV, n - split, G, S);
 	} else {
-		sa_memory_write(&mp, K, V, n, G, S);
+		sa_memory_write(m, K, V, n, G, S);
 	}
 	for (size_t i = 0; i < sizeof Gf / sizeof *Gf; i++)
 		Gf[i] = (float)G[i];
@@ -56,17 +61,17 @@ loss_of(const float *K, const float *V, int n, double lambda, const float *R)
 
 /* the analytic gradient of one parameter against central differences */
 static void
-check_grad(const char *name, float *param, const float *grad, int n_check, int stride,
-    const float *K, const float *V, int n, double lambda, const float *R)
+check_grad(const char *name, const sa_memory_params *m, float *param, const float *grad,
+    int n_check, int stride, const float *K, const float *V, int n, double lambda, const float *R)
 {
 	for (int k = 0; k < n_check; k++) {
 		int i = k * stride;
 		float keep = param[i];
 		double h = 1e-2, lp, lm, fd;
 		param[i] = keep + (float)h;
-		lp = loss_of(K, V, n, lambda, R);
+		lp = loss_of(m, K, V, n, lambda, R);
 		param[i] = keep - (float)h;
-		lm = loss_of(K, V, n, lambda, R);
+		lm = loss_of(m, K, V, n, lambda, R);
 		param[i] = keep;
 		fd = (lp - lm) / (2 * h);
 		if (fabs(fd - grad[i]) > 2e-3 + 2e-2 * fabs(fd))
@@ -161,10 +166,10 @@ main(void)
 		    u, phi, beta, Gf, Sf));
 		CHECK_OK(sa_memory_train_backward(&mp, K, V, n, offset ? seg : NULL, offset ? 2 : 0,
 		    u, phi, beta, Gf, Sf, lambda, R, &gr));
-		check_grad("P", P, gP, 12, 17, K, V, n, lambda, R);
-		check_grad("p", p, gp, 8, 3, K, V, n, lambda, R);
-		check_grad("w", w, gw, 8, 2, K, V, n, lambda, R);
-		check_grad("c", c, gc, HK, 1, K, V, n, lambda, R);
+		check_grad("P", &mp, P, gP, 12, 17, K, V, n, lambda, R);
+		check_grad("p", &mp, p, gp, 8, 3, K, V, n, lambda, R);
+		check_grad("w", &mp, w, gw, 8, 2, K, V, n, lambda, R);
+		check_grad("c", &mp, c, gc, HK, 1, K, V, n, lambda, R);
 	}
 	split = 0;
 
@@ -214,6 +219,51 @@ main(void)
 		CHECK(worst < 1e-2);
 	}
 	mp.offset = 0;
+
+	/* Linear features of a wider input (the matrix's own): fewer tokens
+	 * than features come back exactly, P x of the same x reads them; the
+	 * gradients over two segments, with gates near 1/2. */
+	{
+		float X[2 * N * DX], u[2 * N * HK * DK], phi[2 * N * HK * DK], beta[2 * N * HK];
+		float Gf[HK * DH * DK], Sf[HK * DK * DK], M[DH * DK], R[HK * DH * DK];
+		float gP[sizeof Pl / sizeof *Pl] = { 0 }, gw[sizeof wl / sizeof *wl] = { 0 }, gc[HK] = { 0 };
+		sa_memory_grads gr = { gP, NULL, gw, gc };
+		int seg[2] = { 0, N };
+		double worst = 0;
+		fill(Pl, sizeof Pl / sizeof *Pl, 0.3f);
+		fill(wl, sizeof wl / sizeof *wl, 0.2f);
+		fill(X, sizeof X / sizeof *X, 1.0f);
+		for (int h = 0; h < HK; h++)
+			cl[h] = 30;
+		CHECK_OK(sa_memory_train_forward(&ml, X, V, N, NULL, 0, u, phi, beta, Gf, Sf));
+		for (int h = 0; h < HK; h++) {
+			CHECK_OK(sa_memory_read(Gf + h * DH * DK, Sf + h * DK * DK, DH, DK, 1e-6, M));
+			for (int t = 0; t + 1 < N; t++)
+				for (int i = 0; i < DH; i++) {
+					double r = 0;
+					for (int j = 0; j < DK; j++) {
+						double f = 0;
+						for (int k = 0; k < DX; k++)
+							f += (double)Pl[(h * DK + j) * DX + k] * X[t * DX + k];
+						r += (double)M[i * DK + j] * f;
+					}
+					r -= V[(t + 1) * DKV + h * DH + i];
+					worst = fabs(r) > worst ? fabs(r) : worst;
+				}
+		}
+		fprintf(stderr, "linear features: recall of %d next values: worst error %.2g\n", N - 1, worst);
+		CHECK(worst < 1e-2);
+		for (int h = 0; h < HK; h++)
+			cl[h] = 0.2f * (float)h;
+		split = N;
+		fill(R, sizeof R / sizeof *R, 1.0f);
+		CHECK_OK(sa_memory_train_forward(&ml, X, V, 2 * N, seg, 2, u, phi, beta, Gf, Sf));
+		CHECK_OK(sa_memory_train_backward(&ml, X, V, 2 * N, seg, 2, u, phi, beta, Gf, Sf, 0.5, R, &gr));
+		check_grad("P (linear)", &ml, Pl, gP, 12, 19, X, V, 2 * N, 0.5, R);
+		check_grad("w (linear)", &ml, wl, gw, 8, 3, X, V, 2 * N, 0.5, R);
+		check_grad("c (linear)", &ml, cl, gc, HK, 1, X, V, 2 * N, 0.5, R);
+		split = 0;
+	}
 
 	/* The side layout: W1 H^T is W1 blockdiag(M), and dH folds back onto M
 	 * as its transpose. */

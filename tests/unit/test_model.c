@@ -146,6 +146,8 @@ typedef struct ref {
 		double *attn_norm, *ffn_norm, *bq, *bk, *bv;
 		double *w[SA_NMAT];
 	} *L;
+	int in_mat;             /* with ins: the matrix whose input ref_forward keeps */
+	double *ins;            /* [n_layer][n][its d_in], or NULL */
 } ref;
 
 /* Tensor name as F64 [rows][cols], or NULL if absent. */
@@ -183,6 +185,7 @@ build_ref(ref *r, const sa_model *m)
 	r->n_vocab = m->cfg.n_vocab;
 	r->type = sa_gguf_tensor(m->gguf, "blk.0.attn_q.weight")->type;
 	r->round = 0;
+	r->ins = NULL;
 	r->embd = tensor_f64(m->gguf, "token_embd.weight");
 	r->out_norm = tensor_f64(m->gguf, "output_norm.weight");
 	r->output = tensor_f64(m->gguf, "output.weight");
@@ -290,6 +293,14 @@ ref_rope(const sa_config *c, double *v, int nh, int pos)
 	}
 }
 
+/* Row i of matrix mat's input in layer l, kept when r->ins asks for it. */
+static void
+ref_input(const ref *r, int l, int mat, int i, int n, const double *x, int width)
+{
+	if (r->ins && r->in_mat == mat)
+		memcpy(r->ins + ((size_t)l * n + i) * width, x, (size_t)width * sizeof *x);
+}
+
 /*
  * Logits [n][V] of toks at positions 0..n-1; keys [n_layer][n][kvd],
  * values and queries [n_layer][n][qd] (before RoPE) if not NULL.
@@ -314,6 +325,8 @@ ref_forward(const ref *r, const int *toks, int n, const upd *u, int nu, double *
 	for (int l = 0; l < c->n_layer; l++) {
 		for (int i = 0; i < n; i++) {
 			ref_rmsnorm(xn, x + (size_t)i * d, r->L[l].attn_norm, d, c->norm_eps);
+			for (int m = SA_MAT_Q; m <= SA_MAT_V; m++)
+				ref_input(r, l, m, i, n, xn, d);
 			ref_linear(rt, r->L[l].w[SA_MAT_Q], r->L[l].bq, qd, d, xn, q + (size_t)i * qd, u, nu, l, SA_MAT_Q);
 			ref_linear(rt, r->L[l].w[SA_MAT_K], r->L[l].bk, kvd, d, xn, k + (size_t)i * kvd, u, nu, l, SA_MAT_K);
 			ref_linear(rt, r->L[l].w[SA_MAT_V], r->L[l].bv, kvd, d, xn, v + (size_t)i * kvd, u, nu, l, SA_MAT_V);
@@ -349,6 +362,7 @@ ref_forward(const ref *r, const int *toks, int n, const upd *u, int nu, double *
 					att[h * dh + e] = s;
 				}
 			}
+			ref_input(r, l, SA_MAT_O, i, n, att, qd);
 			ref_linear(rt, r->L[l].w[SA_MAT_O], NULL, d, qd, att, o, u, nu, l, SA_MAT_O);
 			for (int e = 0; e < d; e++)
 				x[(size_t)i * d + e] += o[e];
@@ -356,10 +370,13 @@ ref_forward(const ref *r, const int *toks, int n, const upd *u, int nu, double *
 		for (int i = 0; i < n; i++) {
 			double *xi = x + (size_t)i * d;
 			ref_rmsnorm(xn, xi, r->L[l].ffn_norm, d, c->norm_eps);
+			ref_input(r, l, SA_MAT_GATE, i, n, xn, d);
+			ref_input(r, l, SA_MAT_UP, i, n, xn, d);
 			ref_linear(rt, r->L[l].w[SA_MAT_GATE], NULL, ff, d, xn, g, u, nu, l, SA_MAT_GATE);
 			ref_linear(rt, r->L[l].w[SA_MAT_UP], NULL, ff, d, xn, up, u, nu, l, SA_MAT_UP);
 			for (int e = 0; e < ff; e++)
 				g[e] = g[e] / (1 + exp(-g[e])) * up[e];
+			ref_input(r, l, SA_MAT_DOWN, i, n, g, ff);
 			ref_linear(rt, r->L[l].w[SA_MAT_DOWN], NULL, d, ff, g, o, u, nu, l, SA_MAT_DOWN);
 			for (int e = 0; e < d; e++)
 				xi[e] += o[e];
@@ -518,6 +535,86 @@ test_against_ref(sa_model *m, ref *r, int n, const char *what)
 	free(toks); free(want); free(want_r); free(keys); free(vals); free(quers); free(pre);
 	free(dec); free(plain);
 	free(h.n); free(h.k); free(h.v); free(h.nq); free(h.q);
+}
+
+/* The input hook's rows of one matrix, in order per layer. */
+typedef struct input_log {
+	int width, cap, bad;
+	int pos;          /* of the call's first token */
+	int *n;           /* [n_layer] rows so far */
+	float *x;         /* [n_layer][cap][width] */
+} input_log;
+
+static void
+input_log_hook(void *ctx, int layer, int i0, int n, const float *x)
+{
+	input_log *h = ctx;
+
+	if (h->pos + i0 != h->n[layer] || h->pos + i0 + n > h->cap) {
+		h->bad = 1;
+		return;
+	}
+	memcpy(h->x + ((size_t)layer * h->cap + h->n[layer]) * h->width, x,
+	    (size_t)n * h->width * sizeof *x);
+	h->n[layer] += n;
+}
+
+/*
+ * The input hook sees every matrix's input as the reference computes it,
+ * every row of every layer once and in order (over N > FBLK tokens, the
+ * FFN's in blocks), the last layer's too when no logits are wanted; the
+ * logits of a pass stay the same bits with it.
+ */
+static void
+test_input_hook(sa_model *m, ref *r, int N)
+{
+	int V = m->cfg.n_vocab, L = m->cfg.n_layer, *toks = malloc((size_t)N * sizeof *toks);
+	double tol = tol_of(m->layers[0].w[SA_MAT_Q].type), worst = 0;
+	float *with = malloc((size_t)N * V * sizeof *with), *without = malloc((size_t)N * V * sizeof *without);
+	double *want = malloc((size_t)N * V * sizeof *want);
+
+	random_toks(toks, N, V);
+	CHECK_OK(run_prefill(m, toks, N, without));
+	for (int mat = 0; mat < SA_NMAT; mat++) {
+		int d_out, d_in;
+		CHECK_OK(sa_model_mat_dims(m, mat, &d_out, &d_in));
+		input_log h = { d_in, N, 0, 0, calloc((size_t)L, sizeof(int)),
+			malloc((size_t)L * N * d_in * sizeof(float)) };
+		sa_kvcache *s;
+		r->in_mat = mat;
+		r->ins = malloc((size_t)L * N * d_in * sizeof *r->ins);
+		ref_forward(r, toks, N, NULL, 0, want, NULL, NULL);
+		for (int pass = 0; pass < 2; pass++) {
+			/* all logits (sgemm), then short pieces without logits (row kernels) */
+			CHECK_OK(sa_kvcache_new(&s, m, 0));
+			sa_kvcache_set_input_hook(s, mat, input_log_hook, &h);
+			memset(h.n, 0, (size_t)L * sizeof(int));
+			if (pass == 0) {
+				CHECK_OK(sa_forward(s, toks, N, with, 1));
+				CHECK(memcmp(with, without, (size_t)N * V * sizeof *with) == 0);
+			} else {
+				for (h.pos = 0; h.pos < N; h.pos += 5)
+					CHECK_OK(sa_forward(s, toks + h.pos, 5, NULL, 0));
+			}
+			CHECK(!h.bad);
+			for (int l = 0; l < L; l++) {
+				CHECK(h.n[l] == N);
+				worst = fmax(worst, rel_err(h.x + (size_t)l * N * d_in,
+				    r->ins + (size_t)l * N * d_in, N * d_in));
+			}
+			sa_kvcache_free(s);
+		}
+		free(r->ins);
+		r->ins = NULL;
+		free(h.n);
+		free(h.x);
+	}
+	printf("input hook: every matrix's input against the reference %.1e (tol %g)\n", worst, tol);
+	CHECK(worst <= tol);
+	free(with);
+	free(without);
+	free(want);
+	free(toks);
 }
 
 /* Prefill in pieces (with a later piece at pos > 0), last logits only. */
@@ -843,6 +940,7 @@ test_model(const char *name, const char *args, int n, int heavy)
 		test_truncate(m);
 		test_lowrank(m, &r);
 	}
+	test_input_hook(m, &r, n > 40 ? n : 40);
 	free_ref(&r);
 	sa_model_free(m);
 }

@@ -274,7 +274,7 @@ test_ctx(void)
 	size_t sizes[3] = { sizeof Q / 4, sizeof g / 4, sizeof b / 4 };
 	const char *names[3] = { "Q", "g", "b" };
 
-	CHECK_OK(sa_tctx_new(&c, L, Hk, dh, r, C, 1u << SA_MAT_V, 64));
+	CHECK_OK(sa_tctx_new(&c, L, Hk, dh, Hk * dh, r, C, 1u << SA_MAT_V, 64));
 	fill(K1, sizeof K1 / 4, 1, 0); fill(V1, sizeof V1 / 4, 1, 0);
 	fill(K2, sizeof K2 / 4, 1, 0); fill(V2, sizeof V2 / 4, 1, 0);
 	fill(Q, sizeof Q / 4, 1, 0); fill(g, sizeof g / 4, 1, 0); fill(b, sizeof b / 4, 1, 1);
