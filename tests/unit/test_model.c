@@ -583,7 +583,7 @@ test_input_hook(sa_model *m, ref *r, int N)
 		sa_kvcache *s;
 		r->in_mat = mat;
 		r->ins = malloc((size_t)L * N * d_in * sizeof *r->ins);
-		ref_forward(r, toks, N, NULL, 0, want, NULL, NULL);
+		ref_forward(r, toks, N, NULL, 0, want, NULL, NULL, NULL);
 		for (int pass = 0; pass < 2; pass++) {
 			/* all logits (sgemm), then short pieces without logits (row kernels) */
 			CHECK_OK(sa_kvcache_new(&s, m, 0));
