@@ -139,11 +139,11 @@ main(int argc, char **argv)
 	if (sa_template_check(tmpl) != SA_OK)
 		die(SA_EUSAGE, "%s", sa_error());
 	if (!do_dump || chat)
-		model_path = need_model(model_path, usage_text);
+		model_path = need_input(INPUT_MODEL, model_path, usage_text);
 	if (chat)
 		tmpl = chat_tmpl = chat_template(model_path, chat_name);
 	if (!do_dump) {
-		adapter_path = need_adapter(adapter_path, usage_text);
+		adapter_path = need_input(INPUT_ADAPTER, adapter_path, usage_text);
 	}
 	if (!do_dump)
 		stdout_not_terminal(out, "delta");

@@ -216,7 +216,7 @@ main(int argc, char **argv)
 	if (modes != 1)
 		usage_die(synopsis, modes ? "--task, --text and --map are separate runs" : "nothing to evaluate: give --task, --text or --map");
 	if (!opt.adapters.n)
-		list_push(&opt.adapters, need_adapter(NULL, synopsis));
+		list_push(&opt.adapters, need_input(INPUT_ADAPTER, NULL, synopsis));
 	if (opt.texts.n)
 		opt.what = SA_EVAL_TEXT;
 	if (!map && opt.adapters.n > 1)
@@ -233,7 +233,7 @@ main(int argc, char **argv)
 		usage_die(synopsis, "at most 64 adapters");
 	if (sa_eval_opts_check(eo) != SA_OK)
 		usage_die(synopsis, "%s", sa_error());
-	model_path = need_model(model_path, synopsis);
+	model_path = need_input(INPUT_MODEL, model_path, synopsis);
 	opt.progress = opt.verbose >= 0 && isatty(2);
 	opt.report = (sa_eval_report){ .out = stdout, .what = opt.what, .many = eo->many };
 

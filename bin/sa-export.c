@@ -59,7 +59,7 @@ main(int argc, char **argv)
 
 	setprogname_(argv[0]);
 	opts_parse(argc, argv, table, usage_text, opt_call, &format);
-	model_path = need_model(model_path, usage_text);
+	model_path = need_input(INPUT_MODEL, model_path, usage_text);
 	if (optind >= argc) {
 		usage_die(usage_text, "no delta to export");
 	}
@@ -79,7 +79,7 @@ main(int argc, char **argv)
 	TRY(sa_deltas_load(&ds, in.path, in.scale, n));
 
 	TRY(sa_model_load(&model, model_path));
-	TRY(sa_deltas_bind(ds, model, adapter_arg, default_adapter()));
+	TRY(sa_deltas_bind(ds, model, adapter_arg, default_input(INPUT_ADAPTER)));
 
 	sa_outfile_install_signals();
 	if (format == LLAMA)

@@ -80,7 +80,7 @@ main(int argc, char **argv)
 		die(SA_EUSAGE, "--key-source, --d-key, --lambda and --value-offset are for --kind lsq");
 	if (o.key_source == SA_KEYS_INPUT && o.mats & (o.mats - 1))
 		die(SA_EUSAGE, "--key-source input adapts exactly one matrix kind (e.g. --mats attn_output)");
-	o.model = need_model(o.model, usage_text);
+	o.model = need_input(INPUT_MODEL, o.model, usage_text);
 	stdout_not_terminal(o.out, "adapter");
 
 	/* the defaults of what was not given */

@@ -176,7 +176,7 @@ parse_args(int argc, char **argv, args *a)
 		usage_die(synopsis, "%s", sa_error());
 	/* --demos alone: the default adapter, and a usage error without one */
 	if (o->spec.n_demos && !o->adapter && !o->spec.n)
-		o->adapter = need_adapter(NULL, synopsis);
+		o->adapter = need_input(INPUT_ADAPTER, NULL, synopsis);
 	stdin_users = o->batch ? strcmp(o->batch, "-") == 0 :
 	    !o->prompt && (!o->file || strcmp(o->file, "-") == 0);
 	prompt_in = stdin_users;
@@ -258,11 +258,11 @@ main(int argc, char **argv)
 
 	setprogname_(argv[0]);
 	parse_args(argc, argv, &a);
-	model_path = need_model(o->model, synopsis);
+	model_path = need_input(INPUT_MODEL, o->model, synopsis);
 	/* The prompt is read before the model loads, so bad input fails fast. */
 	TRY(sa_run_request_new(&r, o));
 
-	sa_deltaset_opts dso = { o->adapter, default_adapter(), o->cache_dir, o->demos_format,
+	sa_deltaset_opts dso = { o->adapter, default_input(INPUT_ADAPTER), o->cache_dir, o->demos_format,
 	    o->max_deltas > 0 ? (int)o->max_deltas : 8,
 	    o->max_delta_mem > 0 ? (size_t)o->max_delta_mem << 20 : 0 };
 	sa_set_threads((int)o->threads);

@@ -151,7 +151,7 @@ parse_args(int argc, char **argv, sa_train_opts *o, run *r)
 	if (r->verbose)   /* the later of -q and -v is not tracked: -v wins */
 		r->quiet = 0;
 	if (o->mode == SA_TRAIN_ADAPTER)
-		o->model = need_model(o->model, usage_text);
+		o->model = need_input(INPUT_MODEL, o->model, usage_text);
 	if (!r->out)
 		die(SA_EUSAGE, "no output: give -o FILE (or -o - for stdout)");
 	if (!strcmp(r->out, "-") && !o->ckpt)

@@ -32,15 +32,23 @@ setprogname_(const char *a)
 	argv0 = s ? s + 1 : a;
 }
 
+/* The one line of a message on stderr: "tool: message". */
+static void
+vwarnx_(const char *fmt, va_list ap)
+{
+	fprintf(stderr, "%s: ", argv0);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 static void __attribute__((unused))
 warnx_(const char *fmt, ...)
 {
 	va_list ap;
-	fprintf(stderr, "%s: ", argv0);
+
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vwarnx_(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 /* Exit with status after a one-line message. */
@@ -48,11 +56,10 @@ static void __attribute__((noreturn))
 die(int status, const char *fmt, ...)
 {
 	va_list ap;
-	fprintf(stderr, "%s: ", argv0);
+
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vwarnx_(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	exit(status);
 }
 
@@ -204,11 +211,9 @@ usage_die(const char *synopsis, const char *fmt, ...)
 	va_list ap;
 
 	if (fmt) {
-		fprintf(stderr, "%s: ", argv0);
 		va_start(ap, fmt);
-		vfprintf(stderr, fmt, ap);
+		vwarnx_(fmt, ap);
 		va_end(ap);
-		fputc('\n', stderr);
 	}
 	fputs(synopsis, stderr);
 	exit(SA_EUSAGE);
@@ -249,52 +254,35 @@ shipped_file(char *buf, size_t size, const char *name)
 	return readable(buf, size, "%s/%s", SA_DATADIR, name);
 }
 
-/* The file of an option not given: $ENV when set, else the shipped NAME. */
-static const char *
-default_file(char *buf, size_t size, const char *env, const char *name)
-{
-	const char *e = getenv(env);
+/* The inputs a tool finds by itself when not given: the model and the adapter. */
+enum { INPUT_MODEL, INPUT_ADAPTER, INPUT_N };
+static const struct {
+	const char *what, *option, *env, *name;
+} default_inputs[INPUT_N] = {
+	[INPUT_MODEL] = { "model", "-m MODEL", "SA_MODEL", "model.gguf" },
+	[INPUT_ADAPTER] = { "adapter", "-a ADAPTER", "SA_ADAPTER", "adapter.gguf" },
+};
 
-	return e && *e ? e : shipped_file(buf, size, name);
+/* The file of an input not given: $ENV when set, else the shipped NAME. */
+static __attribute__((unused)) const char *
+default_input(int which)
+{
+	static char buf[INPUT_N][PATH_MAX];
+	const char *e = getenv(default_inputs[which].env);
+
+	return e && *e ? e : shipped_file(buf[which], sizeof buf[which], default_inputs[which].name);
 }
 
+/* The file given (-m FILE, -a FILE), else the default; a usage error when none. */
 static __attribute__((unused)) const char *
-default_model(void)
+need_input(int which, const char *given, const char *synopsis)
 {
-	static char buf[PATH_MAX];
-
-	return default_file(buf, sizeof buf, "SA_MODEL", "model.gguf");
-}
-
-static __attribute__((unused)) const char *
-default_adapter(void)
-{
-	static char buf[PATH_MAX];
-
-	return default_file(buf, sizeof buf, "SA_ADAPTER", "adapter.gguf");
-}
-
-/* -m FILE when given, else the default model; a usage error when none. */
-static __attribute__((unused)) const char *
-need_model(const char *given, const char *synopsis)
-{
-	const char *p = given ? given : default_model();
+	const char *p = given ? given : default_input(which);
 
 	if (!p)
-		usage_die(synopsis, "no model: give -m MODEL or set SA_MODEL (there is no %s/model.gguf)",
-		    SA_DATADIR);
-	return p;
-}
-
-/* -a FILE when given, else the default adapter; a usage error when none. */
-static __attribute__((unused)) const char *
-need_adapter(const char *given, const char *synopsis)
-{
-	const char *p = given ? given : default_adapter();
-
-	if (!p)
-		usage_die(synopsis, "no adapter: give -a ADAPTER or set SA_ADAPTER (there is no %s/adapter.gguf)",
-		    SA_DATADIR);
+		usage_die(synopsis, "no %s: give %s or set %s (there is no %s/%s)",
+		    default_inputs[which].what, default_inputs[which].option,
+		    default_inputs[which].env, SA_DATADIR, default_inputs[which].name);
 	return p;
 }
 

@@ -128,14 +128,99 @@ memory_sizes(const sa_adapter *a, size_t dx, size_t n[M_N])
 	n[M_C] = Hk;
 }
 
-static float **
-memory_ptr(sa_adapter_memory *mm, int t)
+static void
+tensor_name(char *buf, size_t n, int l, int m, int t)
 {
+	snprintf(buf, n, "blk.%d.%s.%s", l, sa_mat_name(m), tensor_suffix[t]);
+}
+
+static void
+memory_name(char *buf, size_t n, int l, int t)
+{
+	snprintf(buf, n, "blk.%d.%s", l, memory_suffix[t]);
+}
+
+/* GGUF dims (innermost first) of memory tensor t, for keys of width dx. */
+static int
+memory_dims(const sa_adapter *a, int64_t dx, int t, int64_t ne[4])
+{
+	int64_t Hk = a->n_head_kv, dk = a->d_key;
+
+	ne[1] = ne[2] = ne[3] = 1;
 	switch (t) {
-	case M_P: return &mm->P;
-	case M_PB: return &mm->p;
-	case M_W: return &mm->w;
-	default: return &mm->c;
+	case M_P: ne[0] = dx; ne[1] = dk; ne[2] = Hk; return 3;
+	case M_PB: ne[0] = dk; ne[1] = Hk; return 2;
+	case M_W: ne[0] = dx; ne[1] = Hk; return 2;
+	default: ne[0] = Hk; return 1;
+	}
+}
+
+/* GGUF dims (innermost first) of tensor t of (l, m). */
+static int
+tensor_dims(const sa_adapter *a, const sa_adapter_mat *am, int t, int64_t ne[4])
+{
+	int64_t Hk = a->n_head_kv, r = a->rank, dh = a->d_head;
+
+	ne[2] = ne[3] = 1;
+	switch (t) {
+	case T_Q: ne[0] = dh; ne[1] = r; ne[2] = Hk; return 3;
+	case T_G: ne[0] = dh; ne[1] = Hk; return 2;
+	case T_B: ne[0] = r; ne[1] = Hk; return 2;
+	case T_W1: ne[0] = Hk * dh; ne[1] = am->d_out; return 2;
+	default: ne[0] = am->d_in; ne[1] = r; return 2;
+	}
+}
+
+/*
+ * One tensor of the adapter, as the file has it: its name and GGUF dims, where
+ * its data (a view into the arena) is kept and its element count, 0 for one
+ * the kind or an unadapted matrix lacks.  am is its matrix, NULL for a memory.
+ */
+typedef struct {
+	char name[64];
+	int nd;
+	int64_t ne[4];
+	float **x;
+	size_t n;
+	const sa_adapter_mat *am;
+	int t;
+} adapter_tensor;
+
+/* How many adapter_tensor_at numbers: every (l, m, t) of the matrices, then
+ * every (l, t) of the memories. */
+static size_t
+adapter_tensor_count(const sa_adapter *a)
+{
+	return (size_t)a->n_layer * (SA_NMAT * T_N + (a->mapping == SA_MAPPING_LSQ) * M_N);
+}
+
+/* Tensor i of a, in the file's order. */
+static void
+adapter_tensor_at(const sa_adapter *a, size_t i, adapter_tensor *at)
+{
+	size_t n_mat = (size_t)a->n_layer * SA_NMAT * T_N;
+
+	if (i < n_mat) {
+		int l = (int)(i / (SA_NMAT * T_N)), m = (int)(i / T_N % SA_NMAT), t = (int)(i % T_N);
+		sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
+		float **x[T_N] = { &am->Q, &am->g, &am->b, &am->W1, &am->W2 };
+		size_t n[T_N];
+
+		tensor_sizes(a, am->d_out, am->d_in, n);
+		*at = (adapter_tensor){ .x = x[t], .n = sa_adapted(a->mats, m) ? n[t] : 0, .t = t,
+		    .am = sa_adapted(a->mats, m) ? am : NULL };
+		at->nd = tensor_dims(a, am, t, at->ne);
+		tensor_name(at->name, sizeof at->name, l, m, t);
+	} else {
+		int l = (int)((i - n_mat) / M_N), t = (int)((i - n_mat) % M_N);
+		sa_adapter_memory *mm = &a->mem[l];
+		float **x[M_N] = { &mm->P, &mm->p, &mm->w, &mm->c };
+		size_t dx = (size_t)key_width(a, l), n[M_N];
+
+		memory_sizes(a, dx, n);
+		*at = (adapter_tensor){ .x = x[t], .n = n[t], .t = t };
+		at->nd = memory_dims(a, (int64_t)dx, t, at->ne);
+		memory_name(at->name, sizeof at->name, l, t);
 	}
 }
 
@@ -146,18 +231,6 @@ sa_adapter_memory_params(const sa_adapter *a, int layer)
 
 	return (sa_memory_params){ mm->P, mm->p, mm->w, mm->c, a->n_head_kv, a->d_head, a->d_key,
 	    a->value_offset, key_width(a, layer), a->key_source == SA_KEYS_INPUT };
-}
-
-static float **
-tensor_ptr(sa_adapter_mat *am, int t)
-{
-	switch (t) {
-	case T_Q: return &am->Q;
-	case T_G: return &am->g;
-	case T_B: return &am->b;
-	case T_W1: return &am->W1;
-	default: return &am->W2;
-	}
 }
 
 void
@@ -186,7 +259,8 @@ sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, in
     const int *d_out, const int *d_in)
 {
 	sa_adapter *a;
-	size_t total = 0, n[T_N], nm[M_N];
+	adapter_tensor at;
+	size_t total = 0;
 	float *p;
 	int rc;
 
@@ -222,20 +296,14 @@ sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, in
 			}
 			a->mat[i].d_out = d_out[i];
 			a->mat[i].d_in = d_in[i];
-			tensor_sizes(a, d_out[i], d_in[i], n);
-			for (int t = 0; t < T_N; t++)
-				total += n[t];
 		}
-	if (kind == SA_MAPPING_LSQ) {
-		if (!(a->mem = sa_calloc((size_t)n_layer, sizeof *a->mem))) {
-			sa_adapter_free(a);
-			return SA_EINTERNAL;
-		}
-		for (int l = 0; l < n_layer; l++) {
-			memory_sizes(a, key_width(a, l), nm);
-			for (int t = 0; t < M_N; t++)
-				total += nm[t];
-		}
+	if (kind == SA_MAPPING_LSQ && !(a->mem = sa_calloc((size_t)n_layer, sizeof *a->mem))) {
+		sa_adapter_free(a);
+		return SA_EINTERNAL;
+	}
+	for (size_t i = 0; i < adapter_tensor_count(a); i++) {
+		adapter_tensor_at(a, i, &at);
+		total += at.n;
 	}
 	/* One block for every tensor: loading and freeing stay one call each. */
 	if (!(a->arena = sa_calloc(total, sizeof(float)))) {
@@ -243,24 +311,11 @@ sa_adapter_alloc_kind(sa_adapter **out, int kind, int n_layer, int n_head_kv, in
 		return SA_EINTERNAL;
 	}
 	p = a->arena;
-	for (int l = 0; a->mem && l < n_layer; l++) {
-		memory_sizes(a, key_width(a, l), nm);
-		for (int t = 0; t < M_N; t++) {
-			*memory_ptr(&a->mem[l], t) = nm[t] ? p : NULL;
-			p += nm[t];
-		}
+	for (size_t i = 0; i < adapter_tensor_count(a); i++) {
+		adapter_tensor_at(a, i, &at);
+		*at.x = at.n ? p : NULL;
+		p += at.n;
 	}
-	for (int l = 0; l < n_layer; l++)
-		for (int m = 0; m < SA_NMAT; m++) {
-			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (!sa_adapted(mats, m))
-				continue;
-			tensor_sizes(a, am->d_out, am->d_in, n);
-			for (int t = 0; t < T_N; t++) {
-				*tensor_ptr(am, t) = n[t] ? p : NULL;
-				p += n[t];
-			}
-		}
 	*out = a;
 	return SA_OK;
 }
@@ -279,7 +334,6 @@ uint64_t
 sa_adapter_fingerprint(const sa_adapter *a)
 {
 	uint64_t h = SA_HASH64_INIT;
-	size_t n[T_N];
 
 	h = sa_hash64(h, "streamadapter", 13);
 	h = hash_u64(h, a->mapping == SA_MAPPING_LSQ ? ADAPTER_VERSION_LSQ : ADAPTER_VERSION);
@@ -302,27 +356,17 @@ sa_adapter_fingerprint(const sa_adapter *a)
 	h = hash_u64(h, (uint64_t)a->chunk);
 	h = hash_u64(h, a->mats);
 	h = hash_u64(h, a->model_fingerprint);
-	for (int l = 0; l < a->n_layer; l++)
-		for (int m = 0; m < SA_NMAT; m++) {
-			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (!sa_adapted(a->mats, m))
-				continue;
-			h = hash_u64(h, (uint64_t)am->d_out);
-			h = hash_u64(h, (uint64_t)am->d_in);
-			tensor_sizes(a, am->d_out, am->d_in, n);
-			/* Floats hash as their little-endian bytes (the file's). */
-			for (int t = 0; t < T_N; t++)
-				if (n[t])
-					h = sa_hash64(h, *tensor_ptr(am, t), n[t] * sizeof(float));
+	for (size_t i = 0; i < adapter_tensor_count(a); i++) {
+		adapter_tensor at;
+		adapter_tensor_at(a, i, &at);
+		/* each adapted matrix's shape before its tensors */
+		if (at.am && at.t == 0) {
+			h = hash_u64(h, (uint64_t)at.am->d_out);
+			h = hash_u64(h, (uint64_t)at.am->d_in);
 		}
-	if (a->mapping == SA_MAPPING_LSQ) {
-		size_t nm[M_N];
-		for (int l = 0; l < a->n_layer; l++) {
-			memory_sizes(a, key_width(a, l), nm);
-			for (int t = 0; t < M_N; t++)
-				if (nm[t])
-					h = sa_hash64(h, *memory_ptr(&a->mem[l], t), nm[t] * sizeof(float));
-		}
+		/* Floats hash as their little-endian bytes (the file's). */
+		if (at.n)
+			h = sa_hash64(h, *at.x, at.n * sizeof(float));
 	}
 	return h;
 }
@@ -765,86 +809,17 @@ sa_adapter_grow(sa_adapter **out, const sa_adapter *a, const sa_model *model, in
 
 /* ------------------------------------------------------------ the file */
 
-static void
-tensor_name(char *buf, size_t n, int l, int m, int t)
-{
-	snprintf(buf, n, "blk.%d.%s.%s", l, sa_mat_name(m), tensor_suffix[t]);
-}
-
-static void
-memory_name(char *buf, size_t n, int l, int t)
-{
-	snprintf(buf, n, "blk.%d.%s", l, memory_suffix[t]);
-}
-
-/* GGUF dims (innermost first) of memory tensor t, for keys of width dx. */
-static int
-memory_dims(const sa_adapter *a, int64_t dx, int t, int64_t ne[4])
-{
-	int64_t Hk = a->n_head_kv, dk = a->d_key;
-
-	ne[1] = ne[2] = ne[3] = 1;
-	switch (t) {
-	case M_P: ne[0] = dx; ne[1] = dk; ne[2] = Hk; return 3;
-	case M_PB: ne[0] = dk; ne[1] = Hk; return 2;
-	case M_W: ne[0] = dx; ne[1] = Hk; return 2;
-	default: ne[0] = Hk; return 1;
-	}
-}
-
-/* GGUF dims (innermost first) of tensor t of (l, m). */
-static int
-tensor_dims(const sa_adapter *a, const sa_adapter_mat *am, int t, int64_t ne[4])
-{
-	int64_t Hk = a->n_head_kv, r = a->rank, dh = a->d_head;
-
-	ne[2] = ne[3] = 1;
-	switch (t) {
-	case T_Q: ne[0] = dh; ne[1] = r; ne[2] = Hk; return 3;
-	case T_G: ne[0] = dh; ne[1] = Hk; return 2;
-	case T_B: ne[0] = r; ne[1] = Hk; return 2;
-	case T_W1: ne[0] = Hk * dh; ne[1] = am->d_out; return 2;
-	default: ne[0] = am->d_in; ne[1] = r; return 2;
-	}
-}
-
 static int
 check_finite(const sa_adapter *a, const char *name)
 {
-	size_t n[T_N], nm[M_N];
-
-	if (a->mapping == SA_MAPPING_LSQ) {
-		for (int l = 0; l < a->n_layer; l++) {
-			memory_sizes(a, key_width(a, l), nm);
-			for (int t = 0; t < M_N; t++) {
-				const float *x = *memory_ptr(&a->mem[l], t);
-				for (size_t i = 0; i < nm[t]; i++)
-					if (!isfinite(x[i])) {
-						char tn[64];
-						memory_name(tn, sizeof tn, l, t);
-						return sa_fail(SA_EDATA, "%s: tensor %s holds a non-finite value",
-						    name, tn);
-					}
-			}
-		}
+	for (size_t i = 0; i < adapter_tensor_count(a); i++) {
+		adapter_tensor at;
+		adapter_tensor_at(a, i, &at);
+		for (size_t j = 0; j < at.n; j++)
+			if (!isfinite((*at.x)[j]))
+				return sa_fail(SA_EDATA, "%s: tensor %s holds a non-finite value", name,
+				    at.name);
 	}
-	for (int l = 0; l < a->n_layer; l++)
-		for (int m = 0; m < SA_NMAT; m++) {
-			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (!sa_adapted(a->mats, m))
-				continue;
-			tensor_sizes(a, am->d_out, am->d_in, n);
-			for (int t = 0; t < T_N; t++) {
-				const float *x = *tensor_ptr(am, t);
-				for (size_t i = 0; x && i < n[t]; i++)
-					if (!isfinite(x[i])) {
-						char tn[64];
-						tensor_name(tn, sizeof tn, l, m, t);
-						return sa_fail(SA_EDATA, "%s: tensor %s holds a non-finite value",
-						    name, tn);
-					}
-			}
-		}
 	return SA_OK;
 }
 
@@ -910,33 +885,12 @@ sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path)
 	hex64(hex, a->fingerprint);
 	SET(sa_gguf_writer_set_str(w, "streamadapter.fingerprint", hex));
 	SET(sa_gguf_writer_set_str(w, "streamadapter.base_model", model->name ? model->name : ""));
-	for (int l = 0; l < a->n_layer && rc == SA_OK; l++)
-		for (int m = 0; m < SA_NMAT && rc == SA_OK; m++) {
-			const sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			if (!sa_adapted(a->mats, m))
-				continue;
-			for (int t = 0; t < T_N && rc == SA_OK; t++) {
-				char name[64];
-				int64_t ne[4];
-				int nd = tensor_dims(a, am, t, ne);
-				if (!*tensor_ptr((sa_adapter_mat *)am, t))
-					continue;
-				tensor_name(name, sizeof name, l, m, t);
-				rc = sa_gguf_writer_add_tensor(w, name, SA_TYPE_F32, nd, ne,
-				    *tensor_ptr((sa_adapter_mat *)am, t));
-			}
-		}
-	for (int l = 0; a->mapping == SA_MAPPING_LSQ && l < a->n_layer && rc == SA_OK; l++)
-		for (int t = 0; t < M_N && rc == SA_OK; t++) {
-			char name[64];
-			int64_t ne[4];
-			int nd = memory_dims(a, key_width(a, l), t, ne);
-			if (!*memory_ptr(&a->mem[l], t))
-				continue;
-			memory_name(name, sizeof name, l, t);
-			rc = sa_gguf_writer_add_tensor(w, name, SA_TYPE_F32, nd, ne,
-			    *memory_ptr(&a->mem[l], t));
-		}
+	for (size_t i = 0; i < adapter_tensor_count(a) && rc == SA_OK; i++) {
+		adapter_tensor at;
+		adapter_tensor_at(a, i, &at);
+		if (at.n)
+			rc = sa_gguf_writer_add_tensor(w, at.name, SA_TYPE_F32, at.nd, at.ne, *at.x);
+	}
 #undef SET
 	if (rc == SA_OK)
 		rc = sa_gguf_writer_save(w, path);
@@ -1228,41 +1182,13 @@ sa_adapter_load(sa_adapter **out, const char *path)
 	}
 	a->model_fingerprint = model_fp;
 	a->value_offset = value_offset;
-	for (int l = 0; l < n_layer; l++)
-		for (int m = 0; m < SA_NMAT; m++) {
-			sa_adapter_mat *am = SA_ADAPTER_MAT(a, l, m);
-			size_t sz[T_N];
-			if (!sa_adapted(mats, m))
-				continue;
-			tensor_sizes(a, am->d_out, am->d_in, sz);
-			for (int t = 0; t < T_N; t++) {
-				const sa_tensor_info *ti;
-				int64_t ne[4];
-				int nd = tensor_dims(a, am, t, ne);
-				char name[64];
-				if (!sz[t])
-					continue;
-				tensor_name(name, sizeof name, l, m, t);
-				if ((rc = find_named(g, path, name, ne, nd, &ti)) != SA_OK ||
-				    (rc = copy_tensor(ti, path, name, *tensor_ptr(am, t), sz[t])) != SA_OK)
-					goto done;
-			}
-		}
-	for (int l = 0; kind == SA_MAPPING_LSQ && l < n_layer; l++) {
-		size_t nm[M_N];
-		memory_sizes(a, key_width(a, l), nm);
-		for (int t = 0; t < M_N; t++) {
-			const sa_tensor_info *ti;
-			char name[64];
-			int64_t ne[4];
-			int nd = memory_dims(a, key_width(a, l), t, ne);
-			if (!nm[t])
-				continue;
-			memory_name(name, sizeof name, l, t);
-			if ((rc = find_named(g, path, name, ne, nd, &ti)) != SA_OK ||
-			    (rc = copy_tensor(ti, path, name, *memory_ptr(&a->mem[l], t), nm[t])) != SA_OK)
-				goto done;
-		}
+	for (size_t i = 0; i < adapter_tensor_count(a); i++) {
+		const sa_tensor_info *ti;
+		adapter_tensor at;
+		adapter_tensor_at(a, i, &at);
+		if (at.n && ((rc = find_named(g, path, at.name, at.ne, at.nd, &ti)) != SA_OK ||
+		    (rc = copy_tensor(ti, path, at.name, *at.x, at.n)) != SA_OK))
+			goto done;
 	}
 	if ((rc = check_finite(a, path)) != SA_OK)
 		goto done;

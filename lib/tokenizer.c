@@ -1142,6 +1142,26 @@ static size_t contraction(const uint32_t *cp, size_t pos, size_t end, int fold)
 	return 0;
 }
 
+/*
+ * The end of the word of white space at pos, the splitters' last case:
+ * \s+(?!\S)|\s+, or a lone code point where no space is; with newlines,
+ * \s*[\r\n]+ first.
+ */
+static size_t space_end(const uint32_t *cp, const uint16_t *cl, size_t pos, size_t end,
+    int newlines)
+{
+	size_t ns, nl = 0;
+
+	for (ns = 0; ISS(CL(pos + ns)); ns++)
+		if (newlines && (cp[pos + ns] == '\r' || cp[pos + ns] == '\n'))
+			nl = pos + ns + 1;
+	if (nl)
+		return nl;
+	if (ns > 1 && pos + ns < end)
+		return pos + ns - 1;	/* leave the last space to the next word */
+	return pos + (ns ? ns : 1);
+}
+
 /* GPT-2: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
 static size_t split_gpt2(const uint32_t *cp, const uint16_t *cl, size_t ini, size_t end, uint32_t *out)
 {
@@ -1150,7 +1170,7 @@ static size_t split_gpt2(const uint32_t *cp, const uint16_t *cl, size_t ini, siz
 	while (pos < end) {
 		uint32_t c = cp[pos];
 		unsigned f2 = c == ' ' ? CL(pos + 1) : cl[pos];
-		size_t nc = contraction(cp, pos, end, 0), ns;
+		size_t nc = contraction(cp, pos, end, 0);
 
 		if (nc) {
 			pos += nc;
@@ -1178,18 +1198,8 @@ static size_t split_gpt2(const uint32_t *cp, const uint16_t *cl, size_t ini, siz
 			WORD(pos);
 			continue;
 		}
-		for (ns = 0; ISS(CL(pos + ns)); ns++)
-			;
-		if (ns > 1 && pos + ns < end) {
-			/* \s+(?!\S): leave the last space to the next word */
-			pos += ns - 1;
-			WORD(pos);
-		} else if (ns > 0) {
-			pos += ns;
-			WORD(pos);
-		} else {
-			WORD(++pos);
-		}
+		pos = space_end(cp, cl, pos, end, 0);
+		WORD(pos);
 	}
 	return k;
 }
@@ -1208,7 +1218,7 @@ static size_t split_llama3(const uint32_t *cp, const uint16_t *cl, size_t ini, s
 	while (pos < end) {
 		uint32_t c = cp[pos];
 		unsigned f = cl[pos], f2;
-		size_t nc = contraction(cp, pos, end, 1), ns, nl;
+		size_t nc = contraction(cp, pos, end, 1);
 
 		if (nc) {
 			pos += nc;
@@ -1243,23 +1253,8 @@ static size_t split_llama3(const uint32_t *cp, const uint16_t *cl, size_t ini, s
 			WORD(pos);
 			continue;
 		}
-		nl = 0;
-		for (ns = 0; ISS(CL(pos + ns)); ns++)
-			if (cp[pos + ns] == '\r' || cp[pos + ns] == '\n')
-				nl = pos + ns + 1;
-		if (nl) {
-			/* \s*[\r\n]+ */
-			pos = nl;
-			WORD(pos);
-		} else if (ns > 1 && pos + ns < end) {
-			pos += ns - 1;
-			WORD(pos);
-		} else if (ns > 0) {
-			pos += ns;
-			WORD(pos);
-		} else {
-			WORD(++pos);
-		}
+		pos = space_end(cp, cl, pos, end, 1);
+		WORD(pos);
 	}
 	return k;
 }

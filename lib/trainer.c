@@ -867,18 +867,28 @@ grad_in(const sa_trainer *t, float *grads, const float *x)
 	return grads + (x - t->opt.p);
 }
 
-/* Layer l's memory parameters: the views into the optimiser's block. */
-static sa_memory_params
-memory_params(const sa_trainer *t, int l)
+/* Layer l's memory over the worker's context: its parameters (the views
+ * into the optimiser's block), the context's keys, values and segments. */
+typedef struct {
+	sa_memory_params mp;
+	const float *K, *V;
+	const int *seg;
+	int n, n_seg;
+} layer_memory;
+
+static layer_memory
+layer_memory_at(const sa_trainer *t, const worker *w, int l)
 {
 	const amem *P = &t->am[l];
-	sa_memory_params mp = sa_adapter_memory_params(t->adapter, l);
+	layer_memory lm = { sa_adapter_memory_params(t->adapter, l), sa_tctx_keys(w->tctx, l),
+	    sa_tctx_values(w->tctx, l), NULL, sa_tctx_n_tokens(w->tctx), 0 };
 
-	mp.P = P->P;
-	mp.p = P->p;
-	mp.w = P->w;
-	mp.c = P->c;
-	return mp;
+	lm.mp.P = P->P;
+	lm.mp.p = P->p;
+	lm.mp.w = P->w;
+	lm.mp.c = P->c;
+	lm.n_seg = sa_tctx_segments(w->tctx, &lm.seg);
+	return lm;
 }
 
 /*
@@ -890,14 +900,12 @@ static int
 memory_pass(sa_trainer *t, worker *w)
 {
 	const sa_adapter *a = t->adapter;
-	int Hk = a->n_head_kv, dh = a->d_head, dk = a->d_key, n = sa_tctx_n_tokens(w->tctx), rc;
-	const int *seg;
-	int n_seg = sa_tctx_segments(w->tctx, &seg);
+	int Hk = a->n_head_kv, dh = a->d_head, dk = a->d_key, rc;
 
 	for (int l = 0; l < a->n_layer; l++) {
-		sa_memory_params mp = memory_params(t, l);
-		rc = sa_memory_train_forward(&mp, sa_tctx_keys(w->tctx, l), sa_tctx_values(w->tctx, l), n,
-		    seg, n_seg, w->u[l], w->phi[l], w->beta[l], w->G[l], w->S[l]);
+		layer_memory lm = layer_memory_at(t, w, l);
+		rc = sa_memory_train_forward(&lm.mp, lm.K, lm.V, lm.n, lm.seg, lm.n_seg, w->u[l],
+		    w->phi[l], w->beta[l], w->G[l], w->S[l]);
 		for (int h = 0; h < Hk && rc == SA_OK; h++)
 			rc = sa_memory_read(w->G[l] + (size_t)h * dh * dk, w->S[l] + (size_t)h * dk * dk, dh,
 			    dk, a->lambda, w->M[l] + (size_t)h * dh * dk);
@@ -916,12 +924,10 @@ static int
 memory_backward(sa_trainer *t, worker *w, float *grads)
 {
 	const sa_adapter *a = t->adapter;
-	int Hk = a->n_head_kv, dh = a->d_head, dk = a->d_key, n = sa_tctx_n_tokens(w->tctx), rc;
-	const int *seg;
-	int n_seg = sa_tctx_segments(w->tctx, &seg);
+	int Hk = a->n_head_kv, dh = a->d_head, dk = a->d_key, rc;
 
 	for (int l = 0; l < a->n_layer; l++) {
-		sa_memory_params mp = memory_params(t, l);
+		layer_memory lm = layer_memory_at(t, w, l);
 		const amem *P = &t->am[l];
 		sa_memory_grads gr = { grad_in(t, grads, P->P), P->p ? grad_in(t, grads, P->p) : NULL,
 		    grad_in(t, grads, P->w), grad_in(t, grads, P->c) };
@@ -929,8 +935,8 @@ memory_backward(sa_trainer *t, worker *w, float *grads)
 		for (int m = 0; m < SA_NMAT; m++)
 			if (sa_adapted(a->mats, m))
 				sa_memory_side_backward(w->dH[l * SA_NMAT + m], Hk, dh, dk, w->dM);
-		rc = sa_memory_train_backward(&mp, sa_tctx_keys(w->tctx, l), sa_tctx_values(w->tctx, l),
-		    n, seg, n_seg, w->u[l], w->phi[l], w->beta[l], w->G[l], w->S[l], a->lambda, w->dM, &gr);
+		rc = sa_memory_train_backward(&lm.mp, lm.K, lm.V, lm.n, lm.seg, lm.n_seg, w->u[l],
+		    w->phi[l], w->beta[l], w->G[l], w->S[l], a->lambda, w->dM, &gr);
 		if (rc != SA_OK)
 			return rc;
 	}

@@ -574,7 +574,7 @@ main(int argc, char **argv)
 		usage_die(usage_text, "unexpected operand '%s'", argv[optind]);
 	if (!o.pool)
 		usage_die(usage_text, "no pool: give --pool DIR");
-	o.model = need_model(o.model, usage_text);
+	o.model = need_input(INPUT_MODEL, o.model, usage_text);
 	TRY(sa_model_load(&m, o.model));
 	TRY(sa_map_pool_read(&pool, o.pool));
 	if (o.layer >= m->cfg.n_layer)
