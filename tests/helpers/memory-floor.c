@@ -36,6 +36,7 @@
  * every head of --layer L; else the head whose attention peaks right most
  * often (the first such, by layer then head).
  */
+#define TOOL "memory-floor"
 #include "../../bin/tool.h"
 
 enum { MAX_LAMBDAS = 8, N_MEM = 4 };   /* memories: all/label x raw/unit */
@@ -44,23 +45,6 @@ static const char usage_text[] =
     "usage: memory-floor [-m MODEL] --pool DIR [--pairs LIST] [--episodes N] [--limit N]\n"
     "                    [-s SEED] [--layer L] [--lambdas LIST] [--layout records|text]\n"
     "                    [-t N]\n";
-
-static const char help_text[] =
-    "\nHow many pairs of a random mapping an untrained memory over the model's own\n"
-    "keys and values reads back with its own queries (see the source's head).\n"
-    "\n"
-    "  -m, --model FILE  the model (default: $SA_MODEL)\n"
-    "      --pool DIR    words.txt and labels.txt, as sa-eval --map takes them\n"
-    "      --pairs LIST  numbers of pairs, a row each (default 1,4,16,64)\n"
-    "      --episodes N  mappings drawn per number of pairs (default 4)\n"
-    "      --limit N     queries per episode (default 0: every pair)\n"
-    "  -s, --seed N      the draw, as sa-eval's (default 1)\n"
-    "      --layer L     every head of layer L (default: the best head of any)\n"
-    "      --lambdas LIST  the memories' lambdas (default 0.01,0.1,1,10)\n"
-    "      --layout L    the context: the encoder's records (default), or one text\n"
-    "                    as sa-eval --icl-layout text has it\n"
-    "  -t, --threads N   threads (default: every CPU)\n"
-    "  -h, --help, --version\n";
 
 /* One episode: its context's keys and values, its queries, every layer. */
 typedef struct episode {
@@ -521,55 +505,55 @@ parse_list(const char *opt, const char *s, double *out, int max, double lo, doub
 	return n;
 }
 
+enum { O_PAIRS, O_LAMBDAS, O_LAYOUT, O_THREADS };
+
+static void
+opt_call(void *ctx, const tool_opt *t, const char *arg)
+{
+	opts *o = ctx;
+
+	switch (t->val) {
+	case O_PAIRS: o->n_pairs = parse_list("--pairs", arg, o->pairs, 64, 1, 1 << 20); break;
+	case O_LAMBDAS: o->n_lambda = parse_list("--lambdas", arg, o->lambda, MAX_LAMBDAS, 1e-9, 1e9); break;
+	case O_LAYOUT:
+		if (strcmp(arg, "records") && strcmp(arg, "text"))
+			usage_die(usage_text, "--layout: records or text, not '%s'", arg);
+		o->text = !strcmp(arg, "text");
+		break;
+	default: sa_set_threads((int)parse_long("--threads", arg, 0, 1024));
+	}
+}
+
 int
 main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		ARG("model", 'm'), ARG("pool", 'P'), ARG("pairs", 'n'), ARG("episodes", 'e'),
-		ARG("limit", 'l'), ARG("seed", 's'), ARG("layer", 'L'), ARG("lambdas", 'y'),
-		ARG("layout", 'T'), ARG("threads", 't'), OPTIONS_END,
-	};
 	opts o = {
 		.pairs = { 1, 4, 16, 64 }, .n_pairs = 4, .lambda = { 0.01, 0.1, 1, 10 },
 		.n_lambda = 4, .episodes = 4, .layer = -1, .seed = 1,
+	};
+	const tool_opt table[] = {
+		TEXT("\nHow many pairs of a random mapping an untrained memory over the model's own\n"
+		    "keys and values reads back with its own queries (see the source's head).\n"),
+		{ "model", 'm', "FILE", STR(&o.model), "the model (default: $SA_MODEL)" },
+		{ "pool", 0, "DIR", STR(&o.pool), "words.txt and labels.txt, as sa-eval --map takes them" },
+		{ "pairs", 0, "LIST", CALL(O_PAIRS), "numbers of pairs, a row each (default 1,4,16,64)" },
+		{ "episodes", 0, "N", NUM(&o.episodes, 1, 1 << 20), "mappings drawn per number of pairs (default 4)" },
+		{ "limit", 0, "N", NUM(&o.limit, 0, 1 << 20), "queries per episode (default 0: every pair)" },
+		{ "seed", 's', "N", NUM(&o.seed, 0, LONG_MAX), "the draw, as sa-eval's (default 1)" },
+		{ "layer", 0, "L", NUM(&o.layer, 0, 1 << 20), "every head of layer L (default: the best head of any)" },
+		{ "lambdas", 0, "LIST", CALL(O_LAMBDAS), "the memories' lambdas (default 0.01,0.1,1,10)" },
+		{ "layout", 0, "L", CALL(O_LAYOUT), "the context: the encoder's records (default), or one\n"
+		    "text as sa-eval --icl-layout text has it" },
+		{ "threads", 't', "N", CALL(O_THREADS), "threads (default: every CPU)" },
+		OPTIONS_END,
 	};
 	sa_map_pool *pool;
 	sa_kvcache *st;
 	sa_model *m;
 	tally ty;
-	int c;
 
 	setprogname_(argv[0]);
-	while ((c = getopt_long(argc, argv, "m:s:t:h", longopts, NULL)) != -1)
-		switch (c) {
-		case 'm': o.model = optarg; break;
-		case 'P': o.pool = optarg; break;
-		case 'n': o.n_pairs = parse_list("--pairs", optarg, o.pairs, 64, 1, 1 << 20); break;
-		case 'e': o.episodes = (int)parse_long("--episodes", optarg, 1, 1 << 20); break;
-		case 'l': o.limit = (int)parse_long("--limit", optarg, 0, 1 << 20); break;
-		case 's': o.seed = (uint64_t)parse_long("--seed", optarg, 0, LONG_MAX); break;
-		case 'L': o.layer = (int)parse_long("--layer", optarg, 0, 1 << 20); break;
-		case 'y':
-			o.n_lambda = parse_list("--lambdas", optarg, o.lambda, MAX_LAMBDAS, 1e-9, 1e9);
-			break;
-		case 'T':
-			if (strcmp(optarg, "records") && strcmp(optarg, "text"))
-				usage_die(usage_text, "--layout: records or text, not '%s'", optarg);
-			o.text = !strcmp(optarg, "text");
-			break;
-		case 't': sa_set_threads((int)parse_long("--threads", optarg, 0, 1024)); break;
-		case 'h':
-			fputs(usage_text, stdout);
-			fputs(help_text, stdout);
-			close_stdout();
-			return 0;
-		case 'V':
-			printf("memory-floor %s\n", SA_VERSION);
-			close_stdout();
-			return 0;
-		default:
-			usage_die(usage_text, NULL);
-		}
+	opts_parse(argc, argv, table, usage_text, opt_call, &o);
 	if (optind != argc)
 		usage_die(usage_text, "unexpected operand '%s'", argv[optind]);
 	if (!o.pool)
