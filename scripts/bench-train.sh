@@ -17,6 +17,8 @@
 # usage: scripts/bench-train.sh [-t THREADS] [-s SETS] [-d DIR] [--dry-run]
 set -eu
 cd "$(dirname "$0")/.."
+prog=bench-train
+. "$(dirname "$0")/bench-common.sh"
 threads=0 dry=0 sets=f16,q8_0,q4_k_m dir=
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -27,6 +29,7 @@ while [ $# -gt 0 ]; do
 	*) echo "usage: scripts/bench-train.sh [-t THREADS] [-s SETS] [-d DIR] [--dry-run]" >&2; exit 64 ;;
 	esac
 done
+bench_sets "$sets" "f16 q8_0 q4_k_m"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 dir=${dir:-$out}
@@ -91,7 +94,6 @@ for s in $(echo "$sets" | tr , ' '); do
 		[ -f "$f16" ] || tests/helpers/mkmodel $tl --vocab $spm -t f16 -o "$f16" 2>/dev/null
 		[ -f "$m" ] || LD_LIBRARY_PATH=$(dirname "$quant") "$quant" "$f16" "$m" Q4_K_M \
 		    >"$out/quantize.log" 2>&1 ;;
-	*) echo "bench-train: unknown set $s" >&2; exit 64 ;;
 	esac
 	/usr/bin/time -v bin/sa-train --adapter -m "$m" --pool data/pools --text "$out/text.txt" \
 	    --mix 0,0,1 --kmin $k --kmax $k --seq $tlT --steps 3 --batch-tokens $((n * 500)) \
