@@ -1702,10 +1702,14 @@ void sa_eval_record_print(FILE *fp, const sa_eval_record *r, int what);
 /* -------------------------------------------------------------- training */
 
 /*
- * A Llama model held entirely in F32 for training: every parameter in one
- * block, in the order tok_embd, per layer (attn_norm, attn_q, attn_k, attn_v,
- * attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down), out_norm, output (absent
- * when tied).  grads mirrors params (NULL when the model is frozen).
+ * A Llama model for training.  Trained (sa_tmodel_new, sa_tmodel_from_model),
+ * it is held entirely in F32: every parameter in one block, in the order
+ * tok_embd, per layer (attn_norm, attn_q, attn_k, attn_v, attn_output,
+ * ffn_norm, ffn_gate, ffn_up, ffn_down), out_norm, output (absent when
+ * tied); grads mirrors params (NULL when the model is frozen).  A frozen
+ * view of a loaded model (sa_tmodel_view) holds only the norms in params;
+ * tok_embd, output and the layers' w are NULL, and the products read the
+ * model's matrices in their own type.
  */
 typedef struct sa_tlayer {
 	float *attn_norm;                 /* [d] */
@@ -1722,6 +1726,10 @@ typedef struct sa_tmodel {
 	sa_tlayer *layers;
 	sa_tlayer *glayers;                    /* the same views into grads */
 	float *gtok_embd, *gout_norm, *goutput;
+	/* the weights the products read: F32 views of params, or a frozen
+	 * view's model's matrices; wmat [n_layer * SA_NMAT] by layer, SA_MAT_* */
+	sa_matrix wembd, wout, *wmat;
+	int frozen;                            /* a view: no gradients of weights */
 } sa_tmodel;
 
 /* A new model with scaled random weights (std 0.02, output projections
@@ -1729,6 +1737,12 @@ typedef struct sa_tmodel {
 int sa_tmodel_new(sa_tmodel **out, const sa_config *cfg, int tied, uint64_t seed);
 /* An F32 copy of a loaded model (any supported tensor types). */
 int sa_tmodel_from_model(sa_tmodel **out, const sa_model *m);
+/* A frozen view of a loaded model for adapter training: its matrices stay
+ * in their type (converted to F32 a tile of rows at a time in the products),
+ * its norms are copied; m must outlive the view.  Products over F16, BF16 or
+ * quantized weights differ from those of sa_tmodel_from_model's copy only
+ * in the order sgemm sums them; over F32 weights not at all. */
+int sa_tmodel_view(sa_tmodel **out, const sa_model *m);
 /* Allocate (zeroed) or drop gradient buffers. */
 int sa_tmodel_want_grads(sa_tmodel *t, int on);
 void sa_tmodel_free(sa_tmodel *t);
@@ -1764,6 +1778,10 @@ void sa_tact_free(sa_tact *a);
  */
 int sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
     const int *tokens, const int *targets, int B, int T, float *loss);
+/* The keys and values of sa_tmodel_forward over one sequence of T tokens
+ * (sa_tact_keys/values), and nothing else: the layers share one set of
+ * activations, there are no logits, and no backward can follow. */
+int sa_tmodel_keys(sa_tmodel *t, sa_tact *a, const int *tokens, int T);
 /* Backward of the last forward: accumulates into t->grads (if allocated and
  * weight_grads) and into the side paths' gradient pointers. */
 int sa_tmodel_backward(sa_tmodel *t, sa_tact *a, const sa_tside *side, int weight_grads);

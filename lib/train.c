@@ -21,6 +21,9 @@
 
 /* Queries per block of the causal attention (see attention_forward). */
 #define ATT_BLOCK 64
+/* Rows of a weight not stored in F32 converted at a time for sgemm: 128
+ * rows of TinyLlama's FFN are 2.9 MB of F32 scratch. */
+#define WTILE 128
 
 /* ------------------------------------------------------------ the model */
 
@@ -88,11 +91,20 @@ tmodel_alloc(sa_tmodel **out, const sa_config *cfg, int tied)
 	t->params = sa_malloc(t->n_params * sizeof(float));
 	t->layers = sa_calloc(cfg->n_layer, sizeof *t->layers);
 	t->glayers = sa_calloc(cfg->n_layer, sizeof *t->glayers);
-	if (!t->params || !t->layers || !t->glayers) {
+	t->wmat = sa_calloc((size_t)cfg->n_layer * SA_NMAT, sizeof *t->wmat);
+	if (!t->params || !t->layers || !t->glayers || !t->wmat) {
 		sa_tmodel_free(t);
 		return SA_EINTERNAL;
 	}
 	carve(t, t->params, &t->tok_embd, &t->out_norm, &t->output, t->layers);
+	t->wembd = (sa_matrix){ SA_TYPE_F32, cfg->n_vocab, cfg->d_model, t->tok_embd };
+	t->wout = (sa_matrix){ SA_TYPE_F32, cfg->n_vocab, cfg->d_model, t->output };
+	for (int l = 0; l < cfg->n_layer; l++)
+		for (int m = 0; m < SA_NMAT; m++) {
+			int dout, din;
+			sa_tmodel_mat_dims(cfg, m, &dout, &din);
+			t->wmat[l * SA_NMAT + m] = (sa_matrix){ SA_TYPE_F32, dout, din, t->layers[l].w[m] };
+		}
 	*out = t;
 	return SA_OK;
 }
@@ -106,6 +118,7 @@ sa_tmodel_free(sa_tmodel *t)
 	free(t->grads);
 	free(t->layers);
 	free(t->glayers);
+	free(t->wmat);
 	free(t);
 }
 
@@ -117,6 +130,8 @@ sa_tmodel_want_grads(sa_tmodel *t, int on)
 		t->grads = NULL;
 		return SA_OK;
 	}
+	if (t->frozen)
+		return sa_fail(SA_EUSAGE, "a frozen model has no weight gradients");
 	if (!t->grads && !(t->grads = sa_calloc(t->n_params, sizeof(float))))
 		return SA_EINTERNAL;
 	carve(t, t->grads, &t->gtok_embd, &t->gout_norm, &t->goutput, t->glayers);
@@ -222,6 +237,47 @@ sa_tmodel_from_model(sa_tmodel **out, const sa_model *m)
 	return SA_OK;
 }
 
+int
+sa_tmodel_view(sa_tmodel **out, const sa_model *m)
+{
+	const sa_config *c = &m->cfg;
+	sa_tmodel *t;
+	float *p;
+	int rc;
+
+	*out = NULL;
+	if (c->arch != SA_ARCH_LLAMA)
+		return sa_fail(SA_EDATA, "%s: training supports the llama architecture only", m->name);
+	if ((rc = check_config(c)) != SA_OK)
+		return rc;
+	if (!(t = sa_calloc(1, sizeof *t)))
+		return SA_EINTERNAL;
+	t->cfg = *c;
+	t->tied = m->output.data == m->tok_embd.data;
+	t->frozen = 1;
+	t->n_params = (2 * (size_t)c->n_layer + 1) * c->d_model;
+	t->params = p = sa_malloc(t->n_params * sizeof(float));
+	t->layers = sa_calloc(c->n_layer, sizeof *t->layers);
+	t->wmat = sa_calloc((size_t)c->n_layer * SA_NMAT, sizeof *t->wmat);
+	if (!t->params || !t->layers || !t->wmat) {
+		sa_tmodel_free(t);
+		return SA_EINTERNAL;
+	}
+	for (int l = 0; l < c->n_layer; l++) {
+		t->layers[l].attn_norm = p; p += c->d_model;
+		t->layers[l].ffn_norm = p; p += c->d_model;
+		matrix_to_f32(&m->layers[l].attn_norm, t->layers[l].attn_norm);
+		matrix_to_f32(&m->layers[l].ffn_norm, t->layers[l].ffn_norm);
+		memcpy(t->wmat + (size_t)l * SA_NMAT, m->layers[l].w, sizeof m->layers[l].w);
+	}
+	t->out_norm = p;
+	matrix_to_f32(&m->out_norm, t->out_norm);
+	t->wembd = m->tok_embd;
+	t->wout = m->output;
+	*out = t;
+	return SA_OK;
+}
+
 /* ---------------------------------------------------------- activations */
 
 typedef struct tlayer_act {
@@ -263,6 +319,7 @@ struct sa_tact {
 	float *dres, *dx, *dxn, *dq, *dk, *dv, *dao, *datt, *dff1, *dff2, *dff3;
 	float *side_dt1, *side_dt2;    /* [N][rmax], [N][Dkv]: sized at first use */
 	int side_rmax;
+	float *wt;         /* [WTILE][widest d_in] a tile of weight rows in F32 */
 	void *block;
 };
 
@@ -277,7 +334,8 @@ sa_tact_new(sa_tact **out, const sa_config *c, int B, int T)
 	size_t total = c->n_layer * per_layer + N * (2 * d + 2 * V) + 2 * N +
 	    2 * (size_t)T * half +
 	    N * (d + d + d + hd + kv + kv + hd + 3 * (ff > hd ? ff : hd)) +
-	    (size_t)(T < ATT_BLOCK ? T : ATT_BLOCK) * T;
+	    (size_t)(T < ATT_BLOCK ? T : ATT_BLOCK) * T +
+	    (size_t)WTILE * (ff > hd ? (ff > d ? ff : d) : (hd > d ? hd : d));
 	float *p;
 
 	*out = NULL;
@@ -313,6 +371,7 @@ sa_tact_new(sa_tact **out, const sa_config *c, int B, int T)
 	TAKE(a->dq, N * hd); TAKE(a->dk, N * kv); TAKE(a->dv, N * kv);
 	TAKE(a->dao, N * hd); TAKE(a->dff1, N * big); TAKE(a->dff2, N * big);
 	TAKE(a->dff3, N * big); TAKE(a->datt, (size_t)(T < ATT_BLOCK ? T : ATT_BLOCK) * T);
+	TAKE(a->wt, (size_t)WTILE * (big > d ? big : d));
 #undef TAKE
 	/* RoPE as llama.cpp's normal mode: adjacent pairs (2i, 2i+1), angle
 	 * pos * base^(-2i/rope_dim). */
@@ -369,22 +428,43 @@ const float *sa_tact_logits(const sa_tact *a) { return a->logits; }
 
 /* ---------------------------------------------------------------- kernels */
 
-/* y [N][dout] = x [N][din] W^T, W [dout][din]. */
+/*
+ * y [N][dout] = x [N][din] W^T, W [dout][din].  A W stored in another type
+ * than F32 goes WTILE rows at a time through wt [WTILE][din], converted
+ * exactly: only sgemm's order of sums can differ from a whole F32 copy's.
+ */
 static void
-matmul_forward(float *y, const float *x, const float *W, int N, int din, int dout)
+matmul_forward(float *y, const float *x, const sa_matrix *W, float *wt, int N, int din, int dout)
 {
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, dout, din,
-	    1.0f, x, din, W, din, 0.0f, y, dout);
+	if (W->type == SA_TYPE_F32) {
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, dout, din,
+		    1.0f, x, din, W->data, din, 0.0f, y, dout);
+		return;
+	}
+	for (int r0 = 0; r0 < dout; r0 += WTILE) {
+		int nr = dout - r0 < WTILE ? dout - r0 : WTILE;
+		sa_rows_to_f32(W, r0, r0 + nr, wt);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, nr, din,
+		    1.0f, x, din, wt, din, 0.0f, y + r0, dout);
+	}
 }
 
-/* dx [N][din] (+)= dy [N][dout] W;  dW [dout][din] += dy^T x. */
+/* dx [N][din] (+)= dy [N][dout] W;  dW [dout][din] += dy^T x (W in F32).
+ * W in another type: a sum over tiles of rows, as in matmul_forward. */
 static void
 matmul_backward(float *dx, float *dW, const float *dy, const float *x,
-    const float *W, int N, int din, int dout, int accumulate_dx)
+    const sa_matrix *W, float *wt, int N, int din, int dout, int accumulate_dx)
 {
-	if (dx)
+	if (dx && W->type == SA_TYPE_F32)
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, din, dout,
-		    1.0f, dy, dout, W, din, accumulate_dx ? 1.0f : 0.0f, dx, din);
+		    1.0f, dy, dout, W->data, din, accumulate_dx ? 1.0f : 0.0f, dx, din);
+	else if (dx)
+		for (int r0 = 0; r0 < dout; r0 += WTILE) {
+			int nr = dout - r0 < WTILE ? dout - r0 : WTILE;
+			sa_rows_to_f32(W, r0, r0 + nr, wt);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, din, nr,
+			    1.0f, dy + r0, dout, wt, din, accumulate_dx || r0 ? 1.0f : 0.0f, dx, din);
+		}
 	if (dW)
 		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dout, din, N,
 		    1.0f, dy, dout, x, din, 1.0f, dW, din);
@@ -684,11 +764,11 @@ side_bufs(sa_tact *a, const sa_tside *side)
 /* y = x W^T (+ side path of (l, m)) */
 static void
 linear_forward(sa_tact *a, const sa_tside *side, int l, int m, float *y,
-    const float *x, const float *W, int N, int din, int dout)
+    const float *x, const sa_matrix *W, int N, int din, int dout)
 {
 	const sa_tside *s = side_at(side, l, m);
 
-	matmul_forward(y, x, W, N, din, dout);
+	matmul_forward(y, x, W, a->wt, N, din, dout);
 	if (s)
 		side_forward(y, a->L[l].side_t1[m], a->L[l].side_t2[m], x, s, N, din, dout,
 		    a->cfg.n_head_kv * a->cfg.d_head);
@@ -697,19 +777,24 @@ linear_forward(sa_tact *a, const sa_tside *side, int l, int m, float *y,
 /* dx (+)= dy W (+ side); dW += dy^T x when dW != NULL */
 static void
 linear_backward(sa_tact *a, const sa_tside *side, int l, int m, float *dx, float *dW,
-    const float *dy, const float *x, const float *W, int N, int din, int dout, int acc)
+    const float *dy, const float *x, const sa_matrix *W, int N, int din, int dout, int acc)
 {
 	const sa_tside *s = side_at(side, l, m);
 
-	matmul_backward(dx, dW, dy, x, W, N, din, dout, acc);
+	matmul_backward(dx, dW, dy, x, W, a->wt, N, din, dout, acc);
 	if (s)
 		side_backward(dx, a->side_dt1, a->side_dt2, dy, x, a->L[l].side_t1[m],
 		    a->L[l].side_t2[m], s, N, din, dout, a->cfg.n_head_kv * a->cfg.d_head);
 }
 
-int
-sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
-    const int *tokens, const int *targets, int B, int T, float *loss)
+/*
+ * sa_tmodel_forward, and with keep 0 sa_tmodel_keys: every layer computes
+ * in layer 0's activations but for its own keys and values, and the
+ * residual stream stays in place (no layer reads its input after mid).
+ */
+static int
+forward(sa_tmodel *t, sa_tact *a, const sa_tside *side, const int *tokens,
+    const int *targets, int B, int T, float *loss, int keep)
 {
 	const sa_config *c = &t->cfg;
 	int d = c->d_model, H = c->n_head, Hk = c->n_head_kv, dh = c->d_head;
@@ -730,33 +815,38 @@ sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
 	}
 	/* embedding */
 	for (int n = 0; n < N; n++)
-		memcpy(a->L[0].res + (size_t)n * d, t->tok_embd + (size_t)tokens[n] * d, d * sizeof(float));
+		sa_rows_to_f32(&t->wembd, tokens[n], tokens[n] + 1, a->L[0].res + (size_t)n * d);
 	for (int l = 0; l < c->n_layer; l++) {
-		tlayer_act *L = &a->L[l];
+		tlayer_act shared = a->L[0], *L = keep ? &a->L[l] : &shared;
 		const sa_tlayer *W = &t->layers[l];
-		float *res_next = l + 1 < c->n_layer ? a->L[l + 1].res : a->res_out;
+		const sa_matrix *Wm = t->wmat + (size_t)l * SA_NMAT;
+		float *res_next = !keep ? L->res : l + 1 < c->n_layer ? a->L[l + 1].res : a->res_out;
 
+		shared.kraw = a->L[l].kraw;
+		shared.v = a->L[l].v;
 		rmsnorm_forward(L->xn1, L->rstd1, L->res, W->attn_norm, N, d, c->norm_eps);
-		linear_forward(a, side, l, SA_MAT_Q, L->q, L->xn1, W->w[SA_MAT_Q], N, d, hd);
-		linear_forward(a, side, l, SA_MAT_K, L->kraw, L->xn1, W->w[SA_MAT_K], N, d, kv);
-		linear_forward(a, side, l, SA_MAT_V, L->v, L->xn1, W->w[SA_MAT_V], N, d, kv);
+		linear_forward(a, side, l, SA_MAT_Q, L->q, L->xn1, &Wm[SA_MAT_Q], N, d, hd);
+		linear_forward(a, side, l, SA_MAT_K, L->kraw, L->xn1, &Wm[SA_MAT_K], N, d, kv);
+		linear_forward(a, side, l, SA_MAT_V, L->v, L->xn1, &Wm[SA_MAT_V], N, d, kv);
 		memcpy(L->k, L->kraw, (size_t)N * kv * sizeof(float));
 		rope(L->q, a, B, T, H, dh, 1);
 		rope(L->k, a, B, T, Hk, dh, 1);
 		attention_forward(L->ao, L->att, L->q, L->k, L->v, B, T, H, Hk, dh);
-		linear_forward(a, side, l, SA_MAT_O, L->mid, L->ao, W->w[SA_MAT_O], N, hd, d);
+		linear_forward(a, side, l, SA_MAT_O, L->mid, L->ao, &Wm[SA_MAT_O], N, hd, d);
 		for (size_t i = 0; i < (size_t)N * d; i++)
 			L->mid[i] += L->res[i];
 		rmsnorm_forward(L->xn2, L->rstd2, L->mid, W->ffn_norm, N, d, c->norm_eps);
-		linear_forward(a, side, l, SA_MAT_GATE, L->gate, L->xn2, W->w[SA_MAT_GATE], N, d, ff);
-		linear_forward(a, side, l, SA_MAT_UP, L->up, L->xn2, W->w[SA_MAT_UP], N, d, ff);
+		linear_forward(a, side, l, SA_MAT_GATE, L->gate, L->xn2, &Wm[SA_MAT_GATE], N, d, ff);
+		linear_forward(a, side, l, SA_MAT_UP, L->up, L->xn2, &Wm[SA_MAT_UP], N, d, ff);
 		sa_kernels_float()->swiglu(L->act, L->gate, L->up, (size_t)N * ff);
-		linear_forward(a, side, l, SA_MAT_DOWN, res_next, L->act, W->w[SA_MAT_DOWN], N, ff, d);
+		linear_forward(a, side, l, SA_MAT_DOWN, res_next, L->act, &Wm[SA_MAT_DOWN], N, ff, d);
 		for (size_t i = 0; i < (size_t)N * d; i++)
 			res_next[i] += L->mid[i];
 	}
+	if (!keep)
+		return SA_OK;
 	rmsnorm_forward(a->xnf, a->rstdf, a->res_out, t->out_norm, N, d, c->norm_eps);
-	matmul_forward(a->logits, a->xnf, t->output, N, d, V);
+	matmul_forward(a->logits, a->xnf, &t->wout, a->wt, N, d, V);
 
 	/* mean cross-entropy over the scored positions */
 	a->n_scored = 0;
@@ -765,6 +855,19 @@ sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
 	if (loss)
 		*loss = a->n_scored ? (float)(sum / a->n_scored) : 0.0f;
 	return SA_OK;
+}
+
+int
+sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
+    const int *tokens, const int *targets, int B, int T, float *loss)
+{
+	return forward(t, a, side, tokens, targets, B, T, loss, 1);
+}
+
+int
+sa_tmodel_keys(sa_tmodel *t, sa_tact *a, const int *tokens, int T)
+{
+	return forward(t, a, NULL, tokens, NULL, 1, T, NULL, 0);
 }
 
 /* The gradient of parameter x in grads, a block laid out as t->params. */
@@ -788,11 +891,13 @@ sa_tmodel_backward_into(const sa_tmodel *t, sa_tact *a, const sa_tside *side, fl
 	int hd = H * dh, kv = Hk * dh, ff = c->d_ff, V = c->n_vocab;
 	int B = a->B, T = a->T, N = B * T;
 
+	if (grads && t->frozen)
+		return sa_fail(SA_EUSAGE, "a frozen model has no weight gradients");
 	cross_entropy_backward(a->dlogits, a->expsum, a->targets, N, V, a->n_scored);
 	/* output projection and final norm */
 	memset(a->dxn, 0, (size_t)N * d * sizeof(float));
-	matmul_backward(a->dxn, grad_of(t, grads, t->output), a->dlogits, a->xnf, t->output,
-	    N, d, V, 0);
+	matmul_backward(a->dxn, grad_of(t, grads, t->output), a->dlogits, a->xnf, &t->wout,
+	    a->wt, N, d, V, 0);
 	memset(a->dres, 0, (size_t)N * d * sizeof(float));
 	rmsnorm_backward(a->dres, grad_of(t, grads, t->out_norm), a->dxn, a->res_out, a->rstdf,
 	    t->out_norm, N, d);
@@ -800,32 +905,33 @@ sa_tmodel_backward_into(const sa_tmodel *t, sa_tact *a, const sa_tside *side, fl
 	for (int l = c->n_layer - 1; l >= 0; l--) {
 		tlayer_act *L = &a->L[l];
 		const sa_tlayer *W = &t->layers[l];
+		const sa_matrix *Wm = t->wmat + (size_t)l * SA_NMAT;
 #define GW(m) grad_of(t, grads, W->w[m])
 		/* FFN: res_next = mid + down(act); dres holds d(res_next) */
 		float *dact = a->dff1, *dgate = a->dff2, *dup = a->dff3;
 		linear_backward(a, side, l, SA_MAT_DOWN, dact, GW(SA_MAT_DOWN), a->dres, L->act,
-		    W->w[SA_MAT_DOWN], N, ff, d, 0);
+		    &Wm[SA_MAT_DOWN], N, ff, d, 0);
 		sa_kernels_float()->swiglu_back(dgate, dup, dact, L->gate, L->up, (size_t)N * ff);
 		linear_backward(a, side, l, SA_MAT_GATE, a->dxn, GW(SA_MAT_GATE), dgate, L->xn2,
-		    W->w[SA_MAT_GATE], N, d, ff, 0);
+		    &Wm[SA_MAT_GATE], N, d, ff, 0);
 		linear_backward(a, side, l, SA_MAT_UP, a->dxn, GW(SA_MAT_UP), dup, L->xn2,
-		    W->w[SA_MAT_UP], N, d, ff, 1);
+		    &Wm[SA_MAT_UP], N, d, ff, 1);
 		/* dres now becomes d(mid): the residual passes straight through */
 		rmsnorm_backward(a->dres, grad_of(t, grads, W->ffn_norm), a->dxn, L->mid, L->rstd2,
 		    W->ffn_norm, N, d);
 		/* attention: mid = res + o(ao) */
 		linear_backward(a, side, l, SA_MAT_O, a->dao, GW(SA_MAT_O), a->dres, L->ao,
-		    W->w[SA_MAT_O], N, hd, d, 0);
+		    &Wm[SA_MAT_O], N, hd, d, 0);
 		attention_backward(a->dq, a->dk, a->dv, a->datt, a->dao, L->att, L->q, L->k, L->v,
 		    B, T, H, Hk, dh);
 		rope(a->dq, a, B, T, H, dh, -1);
 		rope(a->dk, a, B, T, Hk, dh, -1);
 		linear_backward(a, side, l, SA_MAT_Q, a->dxn, GW(SA_MAT_Q), a->dq, L->xn1,
-		    W->w[SA_MAT_Q], N, d, hd, 0);
+		    &Wm[SA_MAT_Q], N, d, hd, 0);
 		linear_backward(a, side, l, SA_MAT_K, a->dxn, GW(SA_MAT_K), a->dk, L->xn1,
-		    W->w[SA_MAT_K], N, d, kv, 1);
+		    &Wm[SA_MAT_K], N, d, kv, 1);
 		linear_backward(a, side, l, SA_MAT_V, a->dxn, GW(SA_MAT_V), a->dv, L->xn1,
-		    W->w[SA_MAT_V], N, d, kv, 1);
+		    &Wm[SA_MAT_V], N, d, kv, 1);
 		rmsnorm_backward(a->dres, grad_of(t, grads, W->attn_norm), a->dxn, L->res, L->rstd1,
 		    W->attn_norm, N, d);
 #undef GW
