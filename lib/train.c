@@ -789,7 +789,8 @@ linear_backward(sa_tact *a, const sa_tside *side, int l, int m, float *dx, float
 
 /*
  * sa_tmodel_forward, and with keep 0 sa_tmodel_keys: every layer computes
- * in layer 0's activations but for its own keys and values, and the
+ * in layer 0's activations but for its own keys, values and matrix inputs
+ * (what a memory keyed by the input reads, sa_tact_input), and the
  * residual stream stays in place (no layer reads its input after mid).
  */
 static int
@@ -824,6 +825,10 @@ forward(sa_tmodel *t, sa_tact *a, const sa_tside *side, const int *tokens,
 
 		shared.kraw = a->L[l].kraw;
 		shared.v = a->L[l].v;
+		shared.xn1 = a->L[l].xn1;
+		shared.ao = a->L[l].ao;
+		shared.xn2 = a->L[l].xn2;
+		shared.act = a->L[l].act;
 		rmsnorm_forward(L->xn1, L->rstd1, L->res, W->attn_norm, N, d, c->norm_eps);
 		linear_forward(a, side, l, SA_MAT_Q, L->q, L->xn1, &Wm[SA_MAT_Q], N, d, hd);
 		linear_forward(a, side, l, SA_MAT_K, L->kraw, L->xn1, &Wm[SA_MAT_K], N, d, kv);
