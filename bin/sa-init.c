@@ -8,22 +8,23 @@
 #include "tool.h"
 
 static const char usage_text[] =
-    "usage: sa-init [-m MODEL] [-r RANK] [-C CHUNK] [--mats LIST] [-s N]\n"
+    "usage: sa-init [-m MODEL] [-r RANK] [-C CHUNK] [--mats LIST] [--records L] [-s N]\n"
     "               [--w1-scale X] [-o OUT]\n"
     "       sa-init --kind lsq [-m MODEL] [--key-source SRC] [--d-key N] [--lambda X]\n"
-    "               [--value-offset N] [--mats LIST] [-s N] [--w1-scale X] [-o OUT]\n";
+    "               [--value-offset N] [--mats LIST] [--records L] [-s N] [--w1-scale X]\n"
+    "               [-o OUT]\n";
 
-/* The options; 0 (value_offset and key_source -1) is one not given. */
+/* The options; 0 (value_offset, key_source and records -1) is one not given. */
 typedef struct opts {
 	const char *model, *out;
-	int kind, rank, chunk, d_key, value_offset, key_source;
+	int kind, rank, chunk, d_key, value_offset, key_source, records;
 	double lambda;
 	uint32_t mats;
 	uint64_t seed;
 	float w1_scale;
 } opts;
 
-enum { O_KIND, O_MATS, O_KEYS };
+enum { O_KIND, O_MATS, O_KEYS, O_RECORDS };
 
 static void
 opt_call(void *ctx, const tool_opt *t, const char *arg)
@@ -34,6 +35,10 @@ opt_call(void *ctx, const tool_opt *t, const char *arg)
 		o->kind = parse_kind(arg);
 	else if (t->val == O_MATS)
 		o->mats = parse_mats(arg);
+	else if (t->val == O_RECORDS && strcmp(arg, "packed") && strcmp(arg, "alone"))
+		die(SA_EUSAGE, "--records: unknown layout '%s' (packed, alone)", arg);
+	else if (t->val == O_RECORDS)
+		o->records = strcmp(arg, "alone") ? SA_RECORDS_PACKED : SA_RECORDS_ALONE;
 	else if (strcmp(arg, "keys") && strcmp(arg, "input"))
 		die(SA_EUSAGE, "--key-source: unknown source '%s' (keys, input)", arg);
 	else
@@ -43,7 +48,8 @@ opt_call(void *ctx, const tool_opt *t, const char *arg)
 int
 main(int argc, char **argv)
 {
-	opts o = { .out = "-", .kind = SA_MAPPING_POOL, .value_offset = -1, .key_source = -1 };
+	opts o = { .out = "-", .kind = SA_MAPPING_POOL, .value_offset = -1, .key_source = -1,
+	    .records = -1 };
 	const tool_opt table[] = {
 		TEXT(""),
 		{ "model", 'm', "FILE", STR(&o.model), "base model (default: $SA_MODEL, else the installed one)" },
@@ -60,6 +66,8 @@ main(int argc, char **argv)
 		    "lsq: bind each key to the value N tokens on (0 or 1,\ndefault 0; 1 with --key-source input)" },
 		{ "mats", 0, "LIST", CALL(O_MATS), "adapted matrices, comma-separated, or 'all'\n"
 		    "(default attn_q,attn_k,attn_v,attn_output;\nattn_output with --key-source input)" },
+		{ "records", 0, "L", CALL(O_RECORDS), "how the encoder lays out records: packed into\n"
+		    "segments, or each alone from BOS as a query runs\n(default packed; alone with --key-source input)" },
 		{ "seed", 's', "N", NUM(&o.seed, 0, LONG_MAX), "seed of the random initialisation (default 0)" },
 		{ "w1-scale", 0, "X", NUM(&o.w1_scale, -1e6, 1e6), "random W1 of this scale instead of zero" },
 		{ "output", 'o', "FILE", STR(&o.out), "write the adapter here (default: stdout)" },
@@ -94,6 +102,7 @@ main(int argc, char **argv)
 	o.d_key = o.d_key ? o.d_key : 64;
 	o.lambda = o.lambda ? o.lambda : input ? 0.1 : 1;
 	o.value_offset = o.value_offset < 0 ? input : o.value_offset;
+	o.records = o.records < 0 ? (input ? SA_RECORDS_ALONE : SA_RECORDS_PACKED) : o.records;
 
 	TRY(sa_model_load(&model, o.model));
 	if (o.kind == SA_MAPPING_LSQ)
@@ -101,6 +110,8 @@ main(int argc, char **argv)
 		    o.mats, o.seed, o.w1_scale));
 	else
 		TRY(sa_adapter_init(&a, model, o.rank, o.chunk, o.mats, o.seed, o.w1_scale));
+	a->records = o.records;
+	a->fingerprint = sa_adapter_fingerprint(a);
 	sa_outfile_install_signals();
 	TRY(sa_adapter_save(a, model, o.out));
 	sa_adapter_free(a);

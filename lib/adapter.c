@@ -47,6 +47,7 @@ enum { M_P, M_PB, M_W, M_C, M_N };
 static const char *const memory_suffix[M_N] = { "sa_mem_p", "sa_mem_pb", "sa_mem_w", "sa_mem_c" };
 static const char *const kind_name[] = { "pool", "lsq" };
 static const char *const key_source_name[] = { "keys", "input" };
+static const char *const records_name[] = { "packed", "alone" };
 
 /* The gate bias of a memory keyed by the input: sigmoid(4) = 0.982, every
  * token nearly fully written. */
@@ -349,6 +350,9 @@ sa_adapter_fingerprint(const sa_adapter *a)
 		if (a->key_source == SA_KEYS_INPUT)
 			h = hash_u64(h, (uint64_t)a->key_source | 2ull << 32);
 	}
+	/* and the layout of records of the files that pack them */
+	if (a->records != SA_RECORDS_PACKED)
+		h = hash_u64(h, (uint64_t)a->records | 3ull << 32);
 	h = hash_u64(h, (uint64_t)a->n_layer);
 	h = hash_u64(h, (uint64_t)a->n_head_kv);
 	h = hash_u64(h, (uint64_t)a->d_head);
@@ -879,6 +883,8 @@ sa_adapter_save(const sa_adapter *a, const sa_model *model, const char *path)
 			SET(sa_gguf_writer_set_str(w, "streamadapter.key_source",
 			    key_source_name[a->key_source]));
 	}
+	if (a->records != SA_RECORDS_PACKED)
+		SET(sa_gguf_writer_set_str(w, "streamadapter.records", records_name[a->records]));
 	SET(sa_gguf_writer_set_strs(w, "streamadapter.matrices", nm, names));
 	hex64(hex, a->model_fingerprint);
 	SET(sa_gguf_writer_set_str(w, "streamadapter.model_fingerprint", hex));
@@ -941,6 +947,24 @@ name_index(sa_str s, const char *const *names, int n)
 	while (i < n && !(s.n == strlen(names[i]) && !memcmp(s.s, names[i], s.n)))
 		i++;
 	return i;
+}
+
+/* streamadapter.records: absent in the files that pack them. */
+static int
+read_records(const sa_gguf *g, const char *path, int *records)
+{
+	sa_str s;
+	int rc;
+
+	*records = SA_RECORDS_PACKED;
+	if (!sa_gguf_has(g, "streamadapter.records"))
+		return SA_OK;
+	if ((rc = sa_gguf_get_str(g, "streamadapter.records", &s)) != SA_OK)
+		return rc;
+	if ((*records = name_index(s, records_name, 2)) == 2)
+		return sa_fail(SA_EDATA, "%s: unknown records '%.*s' (packed, alone)", path,
+		    (int)(s.n > 32 ? 32 : s.n), s.s);
+	return SA_OK;
 }
 
 /* The header fields of an adapter file, checked; tensors are not touched. */
@@ -1182,6 +1206,8 @@ sa_adapter_load(sa_adapter **out, const char *path)
 	}
 	a->model_fingerprint = model_fp;
 	a->value_offset = value_offset;
+	if ((rc = read_records(g, path, &a->records)) != SA_OK)
+		goto done;
 	for (size_t i = 0; i < adapter_tensor_count(a); i++) {
 		const sa_tensor_info *ti;
 		adapter_tensor at;

@@ -736,9 +736,9 @@ out:
 }
 
 /* Records: tokenized one by one (as a prompt is, without BOS) and packed
- * greedily in order; a segment never splits one. */
+ * greedily in order, or one to a segment (alone); a segment never splits one. */
 static int
-segment_records(const sa_demos *d, const sa_vocab *v, int n_ctx, int bos, seglist *l)
+segment_records(const sa_demos *d, const sa_vocab *v, int n_ctx, int bos, int alone, seglist *l)
 {
 	int *seg, m = 0, n_demos = 0, rc = SA_OK;
 	long line = 0;
@@ -757,7 +757,7 @@ segment_records(const sa_demos *d, const sa_vocab *v, int n_ctx, int bos, seglis
 			rc = sa_fail(SA_EDATA, "%s:%ld: demonstration of %d tokens%s exceeds the context of %d",
 			    d->source.name, dm->line, n + (bos >= 0), bos >= 0 ? " (with BOS)" : "", n_ctx);
 		} else {
-			if (n_demos > 0 && m + n > n_ctx) {
+			if (n_demos > 0 && (alone || m + n > n_ctx)) {
 				rc = seg_emit(l, seg, m, n_demos, line);
 				n_demos = 0;
 			}
@@ -780,7 +780,7 @@ segment_records(const sa_demos *d, const sa_vocab *v, int n_ctx, int bos, seglis
 }
 
 int
-sa_demos_segment(const sa_demos *d, const sa_vocab *v, int n_ctx,
+sa_demos_segment(const sa_demos *d, const sa_vocab *v, int n_ctx, int records,
     sa_segment **segs, int *n_segs)
 {
 	seglist l = { 0 };
@@ -790,8 +790,10 @@ sa_demos_segment(const sa_demos *d, const sa_vocab *v, int n_ctx,
 	*n_segs = 0;
 	if (n_ctx < 1 + (bos >= 0))
 		return sa_fail(SA_EUSAGE, "context of %d tokens is too small", n_ctx);
+	if (records != SA_RECORDS_PACKED && records != SA_RECORDS_ALONE)
+		return sa_fail(SA_EUSAGE, "unknown layout of records %d", records);
 	rc = d->format == SA_DEMOS_TEXT ? segment_text(d, v, n_ctx, bos, &l)
-	    : segment_records(d, v, n_ctx, bos, &l);
+	    : segment_records(d, v, n_ctx, bos, records == SA_RECORDS_ALONE, &l);
 	if (rc != SA_OK) {
 		sa_segments_free(l.s, l.n);
 		return rc;

@@ -255,6 +255,7 @@ describe_adapter(out *o, const sa_gguf *g, const char *path)
 	} else {
 		put_int(o, "chunk", a->chunk);
 	}
+	put_cstr(o, "records", a->records == SA_RECORDS_ALONE ? "alone" : "packed");
 	put_mats(o, a->mats);
 	put_tensor_types(o, g);
 	finish(o);

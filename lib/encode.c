@@ -493,7 +493,7 @@ sa_encoder_feed_demos(sa_encoder *e, const sa_demos *d, int n_ctx, sa_encode_fn 
 	sa_segment *segs;
 	int n, rc;
 
-	if ((rc = sa_demos_segment(d, e->model->vocab, n_ctx, &segs, &n)) != SA_OK)
+	if ((rc = sa_demos_segment(d, e->model->vocab, n_ctx, e->a->records, &segs, &n)) != SA_OK)
 		return rc;
 	if ((rc = sa_encoder_feed_segments(e, segs, n, d->source.name, step, ctx)) == SA_OK)
 		rc = sa_encoder_add_source(e, d->source.name, d->source.hash);

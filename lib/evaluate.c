@@ -370,10 +370,11 @@ generate_line(run *r, const int *prompt, int n_prompt, int max_new, char **text,
 	return SA_OK;
 }
 
-/* The demonstrations ex[idx[0..n)], packed as sa-encode packs them. */
+/* The demonstrations ex[idx[0..n)] in segments as sa-encode lays them out
+ * (records SA_RECORDS_*); packed, they are ICL's prompt. */
 static int
 segment_demos(run *r, const char *name, const sa_example *ex, const int *idx, int n,
-    sa_segment **segs, int *n_segs)
+    int records, sa_segment **segs, int *n_segs)
 {
 	sa_demos *d;
 	int rc;
@@ -382,7 +383,7 @@ segment_demos(run *r, const char *name, const sa_example *ex, const int *idx, in
 	*n_segs = 0;
 	if ((rc = sa_demos_from_examples(&d, name, ex, idx, n)) != SA_OK)
 		return rc;
-	rc = sa_demos_segment(d, r->m->vocab, r->n_ctx, segs, n_segs);
+	rc = sa_demos_segment(d, r->m->vocab, r->n_ctx, records, segs, n_segs);
 	sa_demos_free(d);
 	return rc;
 }
@@ -662,7 +663,8 @@ run_task(run *r, const sa_adapter *a, const sa_task *t, const plan *p, sa_eval_r
 	row->score[M_ZS] = accuracy(right, nq);
 
 	/* ICL: the k demonstrations' own tokens, as the encoder sees them */
-	if ((rc = segment_demos(r, t->name, t->train, p->demo, row->k, &segs, &n_segs)) != SA_OK)
+	if ((rc = segment_demos(r, t->name, t->train, p->demo, row->k, SA_RECORDS_PACKED, &segs,
+	    &n_segs)) != SA_OK)
 		return rc;
 	icl = n_segs == 1 && segs[0].n + p->max_need <= r->n_ctx;
 	row->score[M_ICL] = NAN;
@@ -683,7 +685,8 @@ run_task(run *r, const sa_adapter *a, const sa_task *t, const plan *p, sa_eval_r
 	for (int m = M_SA; m <= M_SAK; m++) {
 		rec.k = m == M_SA ? row->k : row->K;
 		right = 0;
-		if ((rc = segment_demos(r, t->name, t->train, p->demo, rec.k, &segs, &n_segs)) != SA_OK)
+		if ((rc = segment_demos(r, t->name, t->train, p->demo, rec.k, a->records, &segs,
+		    &n_segs)) != SA_OK)
 			return rc;
 		rc = merge_delta(r, a, segs, n_segs, &secs);
 		sa_segments_free(segs, n_segs);
@@ -1328,7 +1331,8 @@ map_episode(run *r, sa_adapter *const *a, const sa_map_pool *p, mapping *mp, int
 		if (qs[n_q].need > max_need)
 			max_need = qs[n_q].need;
 	}
-	if ((rc = segment_demos(r, name, mp->ex, mp->rec, mp->n_rec, &segs, &n_segs)) != SA_OK)
+	if ((rc = segment_demos(r, name, mp->ex, mp->rec, mp->n_rec, SA_RECORDS_PACKED, &segs,
+	    &n_segs)) != SA_OK)
 		goto done;
 	for (int s = 0; s < n_segs; s++)
 		mp->tokens += segs[s].n;
@@ -1361,7 +1365,16 @@ map_episode(run *r, sa_adapter *const *a, const sa_map_pool *p, mapping *mp, int
 			prefix = qt ? text : segs[0].toks;
 			n_prefix = qt ? n_text : segs[0].n;
 		} else if (c >= 2) {
-			if ((rc = merge_delta(r, a[c - 2], segs, n_segs, &secs)) != SA_OK)
+			const sa_adapter *ac = a[c - 2];
+			sa_segment *own = NULL;
+			int n_own = 0;
+			if (ac->records != SA_RECORDS_PACKED && (rc = segment_demos(r, name, mp->ex,
+			    mp->rec, mp->n_rec, ac->records, &own, &n_own)) != SA_OK)
+				break;
+			rc = own ? merge_delta(r, ac, own, n_own, &secs) :
+			    merge_delta(r, ac, segs, n_segs, &secs);
+			sa_segments_free(own, n_own);
+			if (rc != SA_OK)
 				break;
 			r->t->cost[c].enc_time += secs;
 			r->t->cost[c].n_enc++;

@@ -814,13 +814,23 @@ typedef struct sa_segment {
 } sa_segment;
 
 /*
+ * How records become segments ("records" in adapter files):
+ * SA_RECORDS_PACKED as many as fit, each reading those before it, as one
+ * prompt would hold them; SA_RECORDS_ALONE each in a segment of its own,
+ * from BOS, as a query runs, so that a query repeating a demonstration's
+ * beginning reproduces the model's activations there exactly.
+ */
+enum { SA_RECORDS_PACKED = 0, SA_RECORDS_ALONE = 1 };
+
+/*
  * Tokenize and pack into segments of at most n_ctx tokens, each starting
  * with BOS when the vocab adds one.  Records are tokenized one by one and
- * packed greedily in order, never split; one that alone exceeds n_ctx is
- * SA_EDATA "name:LINE: ...".  Plain text is tokenized whole and cut at the
- * last line boundary that fits (at a token boundary inside an over-long line).
+ * laid out as records (SA_RECORDS_*) says, never split; one that alone
+ * exceeds n_ctx is SA_EDATA "name:LINE: ...".  Plain text is tokenized
+ * whole and cut at the last line boundary that fits (at a token boundary
+ * inside an over-long line).
  */
-int sa_demos_segment(const sa_demos *d, const sa_vocab *v, int n_ctx,
+int sa_demos_segment(const sa_demos *d, const sa_vocab *v, int n_ctx, int records,
     sa_segment **segs, int *n_segs);
 void sa_segments_free(sa_segment *segs, int n);
 
@@ -926,6 +936,7 @@ typedef struct sa_adapter {
 	int value_offset;              /* LSQ: a key is bound to the value of the token
 	                                * this many places on (0 or 1); 0 for POOL */
 	int key_source;                /* LSQ: SA_KEYS_*; SA_KEYS_KV for POOL */
+	int records;                   /* SA_RECORDS_*: how the encoder lays out records */
 	uint32_t mats;                 /* bitmask of SA_MAT_* */
 	uint64_t model_fingerprint;    /* of the base model */
 	uint64_t fingerprint;          /* of this adapter's config and data */
@@ -1778,9 +1789,10 @@ void sa_tact_free(sa_tact *a);
  */
 int sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
     const int *tokens, const int *targets, int B, int T, float *loss);
-/* The keys and values of sa_tmodel_forward over one sequence of T tokens
- * (sa_tact_keys/values), and nothing else: the layers share one set of
- * activations, there are no logits, and no backward can follow. */
+/* The keys, values and matrix inputs of sa_tmodel_forward over one
+ * sequence of T tokens (sa_tact_keys/values/input), and nothing else: the
+ * layers share the rest of one set of activations, there are no logits,
+ * and no backward can follow. */
 int sa_tmodel_keys(sa_tmodel *t, sa_tact *a, const int *tokens, int T);
 /* Backward of the last forward: accumulates into t->grads (if allocated and
  * weight_grads) and into the side paths' gradient pointers. */

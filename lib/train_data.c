@@ -831,9 +831,33 @@ new_segment(sa_episode *e, int bos)
 	return bos >= 0 ? sa_toks_push(&e->ctx, &bos, 1) : SA_OK;
 }
 
-int
-sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, int held_out)
+/*
+ * Make room in e's context for a demonstration of n tokens: a new segment
+ * when the one it would go in is full, or, alone, holds one already.
+ * 0: it fits (len, the tokens of its segment so far, updated); 1: the
+ * context is full; else an error.
+ */
+static int
+room_for(sa_episode *e, int n, int T, int bos, int alone, int *len)
 {
+	int b = bos >= 0, rc;
+
+	if (alone ? *len == b : *len + n <= T)
+		return 0;
+	if (e->n_seg == (alone ? SA_EPISODE_SEGS : SA_EPISODE_WINDOWS) ||
+	    e->ctx.n + b + n > SA_EPISODE_WINDOWS * T)
+		return 1;
+	if ((rc = new_segment(e, bos)) != SA_OK)
+		return rc;
+	*len = b;
+	return 0;
+}
+
+int
+sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, int held_out,
+    int records)
+{
+	int alone = records == SA_RECORDS_ALONE;
 	const sa_train_opts *o = d->o;
 	int bos = sa_vocab_bos(d->vocab), Q = o->queries, rc = SA_OK;
 	double lk = log(o->kmin), hk = log(o->kmax);
@@ -844,7 +868,7 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 
 	if (k < 1)
 		k = 1;
-	/* the context must fit the context-state buffers: 16 segments */
+	/* the context must fit the context-state buffers: 16 windows */
 	e->ctx.n = 0;
 	e->seg[0] = 0;
 	e->n_seg = 1;
@@ -884,14 +908,9 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 			sa_toks dt = demo_toks(d, x, renamed ? &names[x->label] : NULL, cap);
 			if (dt.n + (bos >= 0) > o->seq)
 				continue;
-			if (len + dt.n > o->seq) {  /* a new segment */
-				if (e->n_seg == 16)
-					break;
-				if ((rc = new_segment(e, bos)) != SA_OK)
-					return rc;
-				len = bos >= 0;
-			}
-			if ((rc = sa_toks_push(&e->ctx, dt.t, dt.n)) != SA_OK)
+			if ((rc = room_for(e, dt.n, o->seq, bos, alone, &len)) == 1)
+				break;
+			if (rc != SA_OK || (rc = sa_toks_push(&e->ctx, dt.t, dt.n)) != SA_OK)
 				return rc;
 			len += dt.n;
 		}
@@ -940,13 +959,8 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 			int j = i < nk ? i : sa_unif_below(r, nk);
 			sa_toks parts[4] = { keys[j], d->sep[0], vals[j], d->sep[1] };
 			int n = parts[0].n + parts[1].n + parts[2].n + parts[3].n;
-			if (len + n > o->seq) {
-				if (e->n_seg == 16)
-					break;
-				if ((rc = new_segment(e, bos)) != SA_OK)
-					return rc;
-				len = bos >= 0;
-			}
+			if ((rc = room_for(e, n, o->seq, bos, alone, &len)) == 1)
+				break;
 			for (int p = 0; p < 4 && rc == SA_OK; p++)
 				rc = sa_toks_push(&e->ctx, parts[p].t, parts[p].n);
 			if (rc != SA_OK)

@@ -77,10 +77,13 @@ const sa_tpool *sa_tdata_copy_words(const sa_tdata *d, const sa_tpool **labels);
 void sa_tdata_copy_test(const sa_tdata *d, uint64_t *rng, int *s, int *in, int *tgt,
     int *first, int T);
 
-/* One adapter episode, drawn before it runs. */
+/* One adapter episode, drawn before it runs.  Its context holds at most
+ * SA_EPISODE_WINDOWS windows of tokens: 16 segments packed, or as many
+ * records alone as fit there. */
+enum { SA_EPISODE_WINDOWS = 16, SA_EPISODE_SEGS = 1024 };
 typedef struct sa_episode {
 	sa_toks ctx;         /* the demonstrations, segment after segment */
-	int seg[16], n_seg;  /* where each segment starts in ctx (each from position 0) */
+	int seg[SA_EPISODE_SEGS], n_seg;  /* where each segment starts in ctx (each from position 0) */
 	int *in, *tgt;       /* [Q][Tq] the queries and their targets (-1: not scored) */
 	int Q, Tq;
 	float loss;
@@ -92,10 +95,12 @@ typedef struct sa_episode {
  * or text) form the context; o->queries other examples run alone through
  * the adapted model, scored on their answer tokens only.  e->in and e->tgt
  * hold o->queries * T.  *n_tok counts the context and query tokens.  With
- * held_out, a task's queries come from its dev split.
+ * held_out, a task's queries come from its dev split.  records
+ * (SA_RECORDS_*): the demonstrations packed into segments of T tokens, or
+ * each alone in a segment, as the adapter's encoder lays them out.
  */
 int sa_tdata_episode(sa_tdata *d, uint64_t *rng, sa_episode *e, int T, long *n_tok,
-    int held_out);
+    int held_out, int records);
 
 /* ------------------------------------------------------------- optimiser */
 

@@ -500,7 +500,7 @@ build_adapter_worker(sa_trainer *t, worker *w)
 			w->side[i].dH = w->dH[i];
 		}
 	/* a context of up to kmax demonstrations, several segments long */
-	int max_tokens = t->o.seq * 16;
+	int max_tokens = t->o.seq * SA_EPISODE_WINDOWS;
 	if (a->mapping == SA_MAPPING_POOL)
 		return sa_tctx_new(&w->tctx, c->n_layer, c->n_head_kv, c->d_head, Dkv, a->rank,
 		    a->chunk, a->mats, max_tokens);
@@ -1075,7 +1075,8 @@ adapter_step(sa_trainer *t, int *n, long *n_tok)
 
 	for (*n = 0, *n_tok = 0; *n_tok < t->o.batch_tokens; (*n)++)
 		if ((rc = episodes_reserve(t, *n + 1)) != SA_OK ||
-		    (rc = sa_tdata_episode(&t->data, &t->rng, &t->eps[*n], t->o.seq, n_tok, 0)) != SA_OK)
+		    (rc = sa_tdata_episode(&t->data, &t->rng, &t->eps[*n], t->o.seq, n_tok, 0,
+		    t->adapter->records)) != SA_OK)
 			return rc;
 	return sa_tworkers_run(t->team, run_episode, t, *n, t->opt.g);
 }
@@ -1092,7 +1093,8 @@ evaluate_adapter(sa_trainer *t, sa_train_eval *ev)
 	if ((rc = episodes_reserve(t, n)) != SA_OK)
 		return rc;
 	for (int e = 0; e < n; e++)
-		if ((rc = sa_tdata_episode(&t->data, &r, &t->eps[e], t->o.seq, &n_tok, 1)) != SA_OK)
+		if ((rc = sa_tdata_episode(&t->data, &r, &t->eps[e], t->o.seq, &n_tok, 1,
+		    t->adapter->records)) != SA_OK)
 			return rc;
 	if ((rc = sa_tworkers_run(t->team, run_episode, t, n, NULL)) != SA_OK)
 		return rc;

@@ -267,14 +267,14 @@ floor_pool() {
 @test "--key-source input: in the file and sa-info, absent from the keys' files; defaults; seeded" {
 	run sa-info -j "$D/in.gguf"
 	assert_success
-	assert_output --partial '"rank":32,"d_key":16,"lambda":0.100000001,"value_offset":1,"key_source":"input","matrices":["attn_output"],'
+	assert_output --partial '"rank":32,"d_key":16,"lambda":0.100000001,"value_offset":1,"key_source":"input","records":"alone","matrices":["attn_output"],'
 	# P, w, c per layer and W1, W2 per matrix: no feature offsets
 	assert_output --partial '"tensors":10,'
 	run sa-info "$D/down.gguf"
 	assert_output --partial "key source:          input"
 	assert_output --partial "matrices:            ffn_down"
 	run sa-info -j "$A"
-	assert_output --partial '"value_offset":0,"key_source":"keys",'
+	assert_output --partial '"value_offset":0,"key_source":"keys","records":"packed",'
 	! grep -q key_source "$A"
 	sa-init -m "$M" --kind lsq --key-source input --d-key 16 --seed 3 -o "$T/again.gguf"
 	cmp "$D/in.gguf" "$T/again.gguf"
@@ -282,7 +282,64 @@ floor_pool() {
 	! cmp -s "$D/in.gguf" "$T/other.gguf"
 	sa-init -m "$M" --kind lsq --key-source input --value-offset 0 --mats attn_v -o "$T/v0.gguf"
 	run sa-info -j "$T/v0.gguf"
-	assert_output --partial '"value_offset":0,"key_source":"input","matrices":["attn_v"],'
+	assert_output --partial '"value_offset":0,"key_source":"input","records":"alone","matrices":["attn_v"],'
+}
+
+@test "records alone: in the file and sa-info; a file's delta is the chain of its records' in any order" {
+	sa-init -m "$M" --kind lsq --key-source input --d-key 16 --seed 3 --records packed -o "$T/packed.gguf"
+	run sa-info -j "$T/packed.gguf"
+	assert_output --partial '"key_source":"input","records":"packed",'
+	! grep -q streamadapter.records "$T/packed.gguf"
+	grep -q streamadapter.records "$D/in.gguf"
+	sa-init -m "$M" -r 4 -C 8 --seed 3 --w1-scale 0.5 --records alone -o "$T/pool-alone.gguf"
+	run sa-info "$T/pool-alone.gguf"
+	assert_output --partial "records:             alone"
+	head -1 "$D/all.tsv" >"$T/header"
+	for i in 2 3 4 5; do
+		{ cat "$T/header"; sed -n "${i}p" "$D/all.tsv"; } >"$T/r$i.tsv"
+		sa-encode -m "$M" -a "$D/in.gguf" -o "$T/in$i.delta" "$T/r$i.tsv"
+		sa-encode -m "$M" -a "$T/packed.gguf" -o "$T/packed$i.delta" "$T/r$i.tsv"
+	done
+	sed -n 1,5p "$D/all.tsv" >"$T/four.tsv"
+	sa-encode -m "$M" -a "$D/in.gguf" -o "$T/four.delta" "$T/four.tsv"
+	sa-merge --chain "$T/in5.delta" "$T/in3.delta" "$T/in2.delta" "$T/in4.delta" -o "$T/chained.delta"
+	# (one source against four: only the states are compared)
+	run "$DIFF" "$T/four.delta" "$T/chained.delta"
+	assert_line "sources differ: 1, 4"
+	state_within 1e-5
+	# packed, each record reads those before it: not the chain of the four
+	sa-encode -m "$M" -a "$T/packed.gguf" -o "$T/four.delta" "$T/four.tsv"
+	sa-merge --chain "$T/packed2.delta" "$T/packed3.delta" "$T/packed4.delta" "$T/packed5.delta" \
+	    -o "$T/chained.delta"
+	run "$DIFF" "$T/four.delta" "$T/chained.delta"
+	! state_within 1e-3
+}
+
+# $3: a copy of adapter $1 with the first byte of string key $2's value
+# made 'X' (it follows the key's name, its type and its length).
+spoil_value() {
+	local off
+	off=$(grep -obUa "$2" "$1" | cut -d: -f1)
+	cp "$1" "$3"
+	printf 'X' | dd of="$3" bs=1 seek=$((off + ${#2} + 4 + 8)) conv=notrunc 2>/dev/null
+}
+
+# delta-diff's output in $output: the states differ by at most $1 of the
+# largest |h|.
+state_within() {
+	awk -v r="$1" '/^max \|h\|:/ { h = $3 } /^max difference:/ { d = $3 }
+	    END { print "difference " d " of " h; exit !(h > 0 && d <= r * h) }' <<<"$output"
+}
+
+@test "records: an unknown layout exits 64 (sa-init) and 65 (a file)" {
+	run -64 sa-init -m "$M" --kind lsq --key-source input --records spaced -o "$T/x.gguf"
+	[ "${#lines[@]}" -eq 1 ]
+	assert_output --partial "unknown layout 'spaced' (packed, alone)"
+	[ ! -e "$T/x.gguf" ]
+	spoil_value "$D/in.gguf" streamadapter.records "$T/bad.gguf"
+	run -65 sa-info "$T/bad.gguf"
+	[ "${#lines[@]}" -eq 1 ]
+	assert_output --partial "unknown records 'Xlone'"
 }
 
 @test "--key-source input: more than one matrix kind, the pool kind, too many features exit 64" {
@@ -346,15 +403,13 @@ floor_pool() {
 }
 
 @test "bad files keyed by the input: an unknown source, tensors of the other source exit 65" {
-	off=$(grep -obUa 'streamadapter.key_source' "$D/in.gguf" | cut -d: -f1)
-	# the value's first byte: after the key (24 bytes), the type and the length
-	cp "$D/in.gguf" "$T/bad.gguf"
-	printf 'X' | dd of="$T/bad.gguf" bs=1 seek=$((off + 24 + 4 + 8)) conv=notrunc 2>/dev/null
+	spoil_value "$D/in.gguf" streamadapter.key_source "$T/bad.gguf"
 	run -65 sa-info "$T/bad.gguf"
 	[ "${#lines[@]}" -eq 1 ]
 	assert_output --partial "unknown key_source 'Xnput'"
 	# another key's name: the file reads as keyed by the layer's keys, whose
 	# tensors it does not have
+	off=$(grep -obUa 'streamadapter.key_source' "$D/in.gguf" | cut -d: -f1)
 	cp "$D/in.gguf" "$T/other.gguf"
 	printf 'X' | dd of="$T/other.gguf" bs=1 seek=$((off + 14)) conv=notrunc 2>/dev/null
 	run -65 sa-info "$T/other.gguf"

@@ -55,13 +55,13 @@ setup() {
 	run "$INFO" --json "$T/a.gguf"
 	assert_success
 	assert_output --partial '"kind":"adapter"'
-	assert_output --partial '"rank":5,"chunk":12,"matrices":["attn_q","ffn_down"]'
+	assert_output --partial '"rank":5,"chunk":12,"records":"packed","matrices":["attn_q","ffn_down"]'
 	fp=$("$INFO" --json "$M" | "$GET" fingerprint)
 	[ -n "$fp" ]
 	assert_output --partial "\"model_fingerprint\":\"$fp\""
 	"$INIT" -m "$M" --mats all -o "$T/all.gguf"
 	run "$INFO" --json "$T/all.gguf"
-	assert_output --partial '"rank":16,"chunk":64,"matrices":["attn_q","attn_k","attn_v","attn_output","ffn_gate","ffn_up","ffn_down"]'
+	assert_output --partial '"rank":16,"chunk":64,"records":"packed","matrices":["attn_q","attn_k","attn_v","attn_output","ffn_gate","ffn_up","ffn_down"]'
 }
 
 @test "the same seed gives the same bytes, another seed another adapter" {

@@ -177,7 +177,7 @@ setup() {
 	"$OLDPWD"/bin/sa-init -m base.gguf --kind lsq --key-source input --d-key 16 -o init.gguf
 	"$OLDPWD"/bin/sa-train --adapter -m base.gguf --init init.gguf -o ad.gguf $MAP
 	run "$OLDPWD"/bin/sa-info -j ad.gguf
-	assert_output --partial '"value_offset":1,"key_source":"input","matrices":["attn_output"],'
+	assert_output --partial '"value_offset":1,"key_source":"input","records":"alone","matrices":["attn_output"],'
 	delta_beats_zero_shot ad.gguf.ckpt/log.jsonl
 	# the sums depend on P, w and c alone: training moved the write side
 	printf 'input\tlabel\nchair\tgreen\n' > demo.tsv

@@ -19,13 +19,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	sa_segment *segs;
 	char *tmpl, *file;
 	size_t tlen, flen;
-	int format, n_ctx, n_segs, rc, trc, total;
+	int format, n_ctx, n_segs, rc, trc, total, records;
 
 	if (size < 1)
 		return 0;
 	format = data[0] % 3;
 	v = fuzz_vocab(data[0] >> 2 & 1);
 	n_ctx = ctx[data[0] >> 3 & 3];
+	records = data[0] >> 5 & 1 ? SA_RECORDS_ALONE : SA_RECORDS_PACKED;
 	data++;
 	size--;
 	nul = memchr(data, 0, size);
@@ -56,7 +57,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (int i = 0; i < d->n; i++)
 			if (d->demo[i].text[d->demo[i].len] != '\0' || d->demo[i].line < 1)
 				abort();
-		rc = sa_demos_segment(d, v, n_ctx, &segs, &n_segs);
+		rc = sa_demos_segment(d, v, n_ctx, records, &segs, &n_segs);
 		fuzz_check_status(rc, SA_EUSAGE, "sa_demos_segment");
 		if (rc == SA_OK) {
 			int bos = sa_vocab_add_bos(v) ? sa_vocab_bos(v) : -1;
@@ -69,6 +70,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				for (int k = 0; k < segs[i].n; k++)
 					if (segs[i].toks[k] < 0 || segs[i].toks[k] >= sa_vocab_size(v))
 						abort();
+				if (format != SA_DEMOS_TEXT && records == SA_RECORDS_ALONE &&
+				    segs[i].n_demos != 1)
+					abort();
 				total += segs[i].n_demos;
 			}
 			if (format != SA_DEMOS_TEXT && total != d->n)

@@ -216,7 +216,7 @@ main(int argc, char **argv)
 		for (int i = 0; i < k; i++)
 			idx[i] = i % task->n_train;
 		TRY(sa_demos_from_examples(&d, task_dir, task->train, idx, k));
-		TRY(sa_demos_segment(d, m->vocab, n_ctx, &segs, &n_segs));
+		TRY(sa_demos_segment(d, m->vocab, n_ctx, SA_RECORDS_PACKED, &segs, &n_segs));
 		for (int s = 0; s < n_segs; s++)
 			demo_tokens += segs[s].n;
 

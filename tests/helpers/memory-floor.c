@@ -206,7 +206,7 @@ episode_run(sa_kvcache *st, const sa_model *m, const sa_map_pool *p, uint64_t se
 	if (text)
 		segs = text_segment(m->vocab, d, nb, bos, sa_kvcache_ctx(st));
 	else
-		TRY(sa_demos_segment(d, m->vocab, sa_kvcache_ctx(st), &segs, &n_segs));
+		TRY(sa_demos_segment(d, m->vocab, sa_kvcache_ctx(st), SA_RECORDS_PACKED, &segs, &n_segs));
 	ep->n_tok = 0;
 	for (int s = 0; s < n_segs; s++)
 		ep->n_tok += segs[s].n;

@@ -515,7 +515,7 @@ test_feed_demos(const char *path)
 	CHECK_OK(sa_encoder_new(&e1, m, a, NULL));
 	CHECK_OK(sa_encoder_new(&e2, m, a, NULL));
 	CHECK_OK(sa_encoder_feed_demos(e1, d, 24, count_step, &c));
-	CHECK_OK(sa_demos_segment(d, m->vocab, 24, &segs, &n_segs));
+	CHECK_OK(sa_demos_segment(d, m->vocab, 24, SA_RECORDS_PACKED, &segs, &n_segs));
 	CHECK(n_segs > 1 && c.n == n_segs && c.last_i == n_segs - 1 && c.n_segs == n_segs);
 	CHECK(c.done == c.total && c.total > 0);
 	for (int s = 0; s < n_segs; s++)

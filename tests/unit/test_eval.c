@@ -206,7 +206,7 @@ test_tokens(const sa_model *m)
 	CHECK_OK(sa_demos_from_examples(&d, "x", ex, idx, 3));
 	CHECK(d->n == 3 && strcmp(d->demo[0].text, "a hill -> big red\n") == 0 && d->demo[0].line == 4);
 	CHECK(d->demo[1].len == strlen("apple -> red\n"));
-	CHECK_OK(sa_demos_segment(d, v, 1000, &segs, &n_segs));
+	CHECK_OK(sa_demos_segment(d, v, 1000, SA_RECORDS_PACKED, &segs, &n_segs));
 	CHECK(n_segs == 1 && segs[0].n_demos == 3);
 	{
 		int pos = 0, ok = 1;
