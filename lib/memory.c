@@ -39,11 +39,13 @@
  *
  * The sums run in double in a fixed order (one head after the other,
  * tokens in order), so a delta is the same bits on any thread count; the
- * trainer takes the same sums, rounded to float.
+ * trainer takes the same sums as float matrix products.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cblas.h>
 
 #include "sa.h"
 
@@ -252,27 +254,107 @@ done:
 
 /* ------------------------------------------------------------- training */
 
+/*
+ * The trainer's sums are the same as the encoder's but taken as matrix
+ * products in float (the context of an episode holds thousands of tokens,
+ * and per token the features alone cost dk * dx multiply-adds a head): per
+ * head h, over the tokens that are written (t + o inside t's segment),
+ *   U = X P^T (+ p)        [n][dk]     phi = U, or f(U) / |f(U)|
+ *   beta = sigmoid(X w + c)            [n]
+ *   G = V_o^T (beta phi)   [dh][dk]    V_o: the values o tokens on
+ *   S = phi^T (beta phi)   [dk][dk]
+ * Rows of tokens not written are zero in phi and beta, so every product
+ * runs over all n - o rows.
+ */
+
+/* Which of the n tokens are written: 1 where t + o is inside t's segment. */
+static unsigned char *
+written_mask(const sa_memory_params *mp, int n, const int *seg, int n_seg)
+{
+	unsigned char *m = malloc(n > 0 ? (size_t)n : 1);
+
+	for (int t = 0, next = 0; m && t < n; t++)
+		m[t] = t + mp->offset < segment_end(seg, n_seg, n, t, &next);
+	return m;
+}
+
+/* Head h's features and gates of every token into u, phi [n][Hk][dk] and
+ * beta [n][Hk] (zero for a token not written). */
+static void
+features_head(const sa_memory_params *mp, int h, const float *X, int n, const unsigned char *on,
+    float *u, float *phi, float *beta)
+{
+	int Hk = mp->Hk, dk = mp->dk, dx = mp->dx, ld = Hk * dk;
+	const float *P = mp->P + (size_t)h * dk * dx, *w = mp->w + (size_t)h * dx;
+	float *uh = u + (size_t)h * dk, *ph = phi + (size_t)h * dk;
+
+	/* U [n][dk] = X [n][dx] P^T */
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, dk, dx, 1.0f, X, dx, P, dx,
+	    0.0f, uh, ld);
+	/* beta [n] = X w, then the gate */
+	cblas_sgemv(CblasRowMajor, CblasNoTrans, n, dx, 1.0f, X, dx, w, 1, 0.0f, beta + h, Hk);
+	for (int t = 0; t < n; t++) {
+		float *ut = uh + (size_t)t * ld, *pt = ph + (size_t)t * ld;
+		if (!on[t]) {
+			memset(ut, 0, (size_t)dk * sizeof *ut);
+			memset(pt, 0, (size_t)dk * sizeof *pt);
+			beta[(size_t)t * Hk + h] = 0;
+			continue;
+		}
+		beta[(size_t)t * Hk + h] = (float)sigmoid((double)beta[(size_t)t * Hk + h] + mp->c[h]);
+		if (mp->linear) {
+			memcpy(pt, ut, (size_t)dk * sizeof *pt);
+			continue;
+		}
+		double norm = 0;
+		for (int i = 0; i < dk; i++) {
+			double a = (double)ut[i] + mp->p[(size_t)h * dk + i];
+			ut[i] = (float)a;
+			pt[i] = (float)(a > 0 ? a + 1 : exp(a));
+			norm += (double)pt[i] * pt[i];
+		}
+		norm = 1 / sqrt(norm + PHI_EPS);
+		for (int i = 0; i < dk; i++)
+			pt[i] = (float)(pt[i] * norm);
+	}
+}
+
 int
 sa_memory_train_forward(const sa_memory_params *mp, const float *X, const float *V, int n,
     const int *seg, int n_seg, float *u, float *phi, float *beta, float *G, float *S)
 {
-	size_t ng = (size_t)mp->dh * mp->dk, ns = (size_t)mp->dk * mp->dk;
-	double *g = malloc(ng * sizeof *g), *sq = malloc(ns * sizeof *sq);
-	int rc = g && sq ? SA_OK : sa_fail(SA_EINTERNAL, "out of memory");
+	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, ld = Hk * dk, Dkv = Hk * dh;
+	int m = n - mp->offset;     /* rows that can be written */
+	unsigned char *on = written_mask(mp, n, seg, n_seg);
+	float *B = malloc((size_t)(m > 0 ? m : 1) * dk * sizeof *B);
 
-	/* the encoder's sums, so that training sees the deltas sa-encode makes */
-	for (int h = 0; h < mp->Hk && rc == SA_OK; h++) {
-		memset(g, 0, ng * sizeof *g);
-		memset(sq, 0, ns * sizeof *sq);
-		rc = write_head(mp, h, X, V, n, seg, n_seg, g, sq, u, phi, beta);
-		for (size_t i = 0; i < ng; i++)
-			G[h * ng + i] = (float)g[i];
-		for (size_t i = 0; i < ns; i++)
-			S[h * ns + i] = (float)sq[i];
+	if (!on || !B) {
+		free(on);
+		free(B);
+		return sa_fail(SA_EINTERNAL, "out of memory");
 	}
-	free(g);
-	free(sq);
-	return rc;
+	for (int h = 0; h < Hk; h++) {
+		const float *ph = phi + (size_t)h * dk;
+		features_head(mp, h, X, n, on, u, phi, beta);
+		memset(G + (size_t)h * dh * dk, 0, (size_t)dh * dk * sizeof *G);
+		memset(S + (size_t)h * dk * dk, 0, (size_t)dk * dk * sizeof *S);
+		if (m <= 0)
+			continue;
+		/* B [m][dk] = beta phi */
+		for (int t = 0; t < m; t++) {
+			float b = beta[(size_t)t * Hk + h];
+			for (int i = 0; i < dk; i++)
+				B[(size_t)t * dk + i] = b * ph[(size_t)t * ld + i];
+		}
+		/* G [dh][dk] = V_o^T B; S [dk][dk] = phi^T B */
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dh, dk, m, 1.0f,
+		    V + (size_t)mp->offset * Dkv + (size_t)h * dh, Dkv, B, dk, 0.0f, G + (size_t)h * dh * dk, dk);
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dk, dk, m, 1.0f, ph, ld, B, dk,
+		    0.0f, S + (size_t)h * dk * dk, dk);
+	}
+	free(on);
+	free(B);
+	return SA_OK;
 }
 
 /*
@@ -284,87 +366,108 @@ sa_memory_train_forward(const sa_memory_params *mp, const float *X, const float 
  *   du = (dphi - phi <phi, dphi>) f'(u) / |f|,   dP += du x^T, dp += du
  *     (linear features: du = dphi, and there is no p)
  *   dz = dbeta beta (1 - beta),  dw += dz x,  dc += dz
+ * The per-token terms are products over all tokens at once:
+ *   GV = V_o dG [n][dk],  SP = phi (dS + dS^T) [n][dk],  dP += dU^T X.
  */
 int
 sa_memory_train_backward(const sa_memory_params *mp, const float *X, const float *V, int n,
     const int *seg, int n_seg, const float *u, const float *phi, const float *beta, const float *G, const float *S,
     double lambda, const float *dM, sa_memory_grads *gr)
 {
-	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh, dx = mp->dx, rc = SA_OK;
-	size_t ndk = (size_t)dk * dk;
-	double *L = malloc(ndk * sizeof *L), *M = malloc((size_t)dh * dk * sizeof *M);
-	double *dG = malloc((size_t)dh * dk * sizeof *dG), *dS = malloc(ndk * sizeof *dS);
-	double *dphi = malloc((size_t)dk * sizeof *dphi), *row = malloc((size_t)dk * sizeof *row);
+	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh, dx = mp->dx, ld = Hk * dk;
+	int m = n - mp->offset, rc = SA_OK;
+	size_t ndk = (size_t)dk * dk, rows = (size_t)(m > 0 ? m : 1);
+	double *L = malloc(ndk * sizeof *L), *row = malloc((size_t)dk * sizeof *row);
+	float *M = malloc((size_t)dh * dk * sizeof *M), *dG = malloc((size_t)dh * dk * sizeof *dG);
+	float *dS = malloc(ndk * sizeof *dS), *GV = malloc(rows * dk * sizeof *GV);
+	float *SP = malloc(rows * dk * sizeof *SP), *dz = malloc(rows * sizeof *dz);
+	unsigned char *on = written_mask(mp, n, seg, n_seg);
 
-	if (!L || !M || !dG || !dS || !dphi || !row) {
+	if (!L || !row || !M || !dG || !dS || !GV || !SP || !dz || !on) {
 		rc = sa_fail(SA_EINTERNAL, "out of memory");
 		goto done;
 	}
-	for (int h = 0; h < Hk; h++) {
+	for (int h = 0; h < Hk && m > 0; h++) {
 		const float *Gh = G + (size_t)h * dh * dk, *Sh = S + h * ndk, *dMh = dM + (size_t)h * dh * dk;
+		const float *ph = phi + (size_t)h * dk, *uh = u + (size_t)h * dk;
 		if ((rc = factor(Sh, dk, lambda, L)) != SA_OK)
 			goto done;
 		for (int i = 0; i < dh; i++) {
 			for (int j = 0; j < dk; j++)
 				row[j] = Gh[(size_t)i * dk + j];
 			cholesky_solve(L, dk, row);
-			memcpy(M + (size_t)i * dk, row, dk * sizeof *row);
+			for (int j = 0; j < dk; j++)
+				M[(size_t)i * dk + j] = (float)row[j];
 			for (int j = 0; j < dk; j++)
 				row[j] = dMh[(size_t)i * dk + j];
 			cholesky_solve(L, dk, row);
-			memcpy(dG + (size_t)i * dk, row, dk * sizeof *row);
+			for (int j = 0; j < dk; j++)
+				dG[(size_t)i * dk + j] = (float)row[j];
 		}
+		/* dS + dS^T = -(M^T dG + dG^T M) [dk][dk] */
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dk, dk, dh, -1.0f, M, dk, dG, dk,
+		    0.0f, dS, dk);
 		for (int a = 0; a < dk; a++)
-			for (int b = 0; b < dk; b++) {
-				double s = 0;
-				for (int i = 0; i < dh; i++)
-					s += M[(size_t)i * dk + a] * dG[(size_t)i * dk + b];
-				dS[(size_t)a * dk + b] = -s;
+			for (int b = a; b < dk; b++) {
+				float s = dS[(size_t)a * dk + b] + dS[(size_t)b * dk + a];
+				dS[(size_t)a * dk + b] = dS[(size_t)b * dk + a] = s;
 			}
-		for (int t = 0, next = 0; t < n; t++) {
-			if (t + mp->offset >= segment_end(seg, n_seg, n, t, &next))
-				continue;
-			const float *x = X + (size_t)t * dx;
-			const float *v = V + (size_t)(t + mp->offset) * Dkv + (size_t)h * dh;
-			const float *ph = phi + ((size_t)t * Hk + h) * dk, *uh = u + ((size_t)t * Hk + h) * dk;
+		/* GV [m][dk] = V_o dG; SP [m][dk] = phi (dS + dS^T) */
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, dk, dh, 1.0f,
+		    V + (size_t)mp->offset * Dkv + (size_t)h * dh, Dkv, dG, dk, 0.0f, GV, dk);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, dk, dk, 1.0f, ph, ld, dS, dk,
+		    0.0f, SP, dk);
+		/* per token: dbeta, then GV becomes du */
+		for (int t = 0; t < m; t++) {
+			const float *pt = ph + (size_t)t * ld, *ut = uh + (size_t)t * ld;
+			float *du = GV + (size_t)t * dk;
+			const float *sp = SP + (size_t)t * dk;
 			double b = beta[(size_t)t * Hk + h], db = 0, dot = 0, fnorm = 0;
-			for (int j = 0; j < dk; j++) {
-				double gv = 0, sp = 0;
-				for (int i = 0; i < dh; i++)
-					gv += dG[(size_t)i * dk + j] * v[i];
-				for (int i = 0; i < dk; i++)
-					sp += (dS[(size_t)j * dk + i] + dS[(size_t)i * dk + j]) * ph[i];
-				db += gv * ph[j] + 0.5 * sp * ph[j];
-				dphi[j] = b * (gv + sp);
-				dot += dphi[j] * ph[j];
+			if (!on[t]) {
+				memset(du, 0, (size_t)dk * sizeof *du);
+				dz[t] = 0;
+				continue;
 			}
 			for (int j = 0; j < dk; j++) {
-				double f = uh[j] > 0 ? uh[j] + 1.0 : exp(uh[j]);
+				double dphi = b * ((double)du[j] + sp[j]);
+				db += ((double)du[j] + 0.5 * sp[j]) * pt[j];
+				du[j] = (float)dphi;
+				dot += dphi * pt[j];
+			}
+			dz[t] = (float)(db * b * (1 - b));
+			if (mp->linear)
+				continue;
+			for (int j = 0; j < dk; j++) {
+				double f = ut[j] > 0 ? ut[j] + 1.0 : exp(ut[j]);
 				fnorm += f * f;
 			}
 			fnorm = sqrt(fnorm + PHI_EPS);
-			float *dP = gr->P + (size_t)h * dk * dx;
 			for (int j = 0; j < dk; j++) {
-				double fp = uh[j] > 0 ? 1.0 : exp(uh[j]);
-				double du = mp->linear ? dphi[j] : (dphi[j] - ph[j] * dot) * fp / fnorm;
-				if (!mp->linear)
-					gr->p[(size_t)h * dk + j] += (float)du;
-				for (int k = 0; k < dx; k++)
-					dP[(size_t)j * dx + k] += (float)(du * x[k]);
+				double fp = ut[j] > 0 ? 1.0 : exp(ut[j]);
+				du[j] = (float)(((double)du[j] - pt[j] * dot) * fp / fnorm);
+				gr->p[(size_t)h * dk + j] += du[j];
 			}
-			double dz = db * b * (1 - b);
-			for (int k = 0; k < dx; k++)
-				gr->w[(size_t)h * dx + k] += (float)(dz * x[k]);
-			gr->c[h] += (float)dz;
 		}
+		/* dP [dk][dx] += dU^T X;  dw [dx] += X^T dz;  dc += sum dz */
+		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dk, dx, m, 1.0f, GV, dk, X, dx,
+		    1.0f, gr->P + (size_t)h * dk * dx, dx);
+		cblas_sgemv(CblasRowMajor, CblasTrans, m, dx, 1.0f, X, dx, dz, 1, 1.0f,
+		    gr->w + (size_t)h * dx, 1);
+		double c = 0;
+		for (int t = 0; t < m; t++)
+			c += dz[t];
+		gr->c[h] += (float)c;
 	}
 done:
 	free(L);
+	free(row);
 	free(M);
 	free(dG);
 	free(dS);
-	free(dphi);
-	free(row);
+	free(GV);
+	free(SP);
+	free(dz);
+	free(on);
 	return rc;
 }
 

@@ -869,7 +869,8 @@ int sa_memory_write_head(const sa_memory_params *mp, int h, const float *X, cons
  * double; SA_EDATA if S + lambda I is not positive definite. */
 int sa_memory_read(const float *G, const float *S, int dh, int dk, double lambda, float *M);
 
-/* Training: the same sums, as float, keeping what the backward needs:
+/* Training: the same sums as float matrix products (within float rounding
+ * of the encoder's), keeping what the backward needs:
  * u, phi [n][Hk][dk], beta [n][Hk]; G, S as above (overwritten).  The n
  * tokens are n_seg segments starting at seg [n_seg] (NULL: one). */
 int sa_memory_train_forward(const sa_memory_params *mp, const float *X, const float *V, int n,
