@@ -46,6 +46,27 @@ $input ->" ;;
 	done
 	say "accuracy on 50 test queries (sa-eval)"
 	$bin/sa-eval -q -m "$model" -a "$adapter" -k 16 --limit 50 --task "$task"
+
+	# words and labels no training episode bound (data/pools/SPLIT), paired
+	# at random: only what the demonstrations say can answer
+	say "16 pairs of held-out words, each shown once: recalled from the context, and from a delta"
+	{
+		printf 'input\tlabel\n'
+		awk 'NR % 17 == 3' data/pools/test/words.txt | head -16 > "$out/words.txt"
+		awk 'NR % 6 == 1' data/pools/test/labels.txt | head -16 | sort -r > "$out/labels.txt"
+		paste "$out/words.txt" "$out/labels.txt"
+	} > "$out/pairs.tsv"
+	$bin/sa-encode -q -m "$model" -a "$adapter" -o "$out/pairs.delta" "$out/pairs.tsv"
+	sed 1d "$out/pairs.tsv" | sed 's/\t/ -> /' > "$out/pairs.txt"
+	printf '%-16s %-14s %-14s %s\n' word ICL StreamAdapter expected
+	sed 1d "$out/pairs.tsv" | while IFS="$(printf '\t')" read -r word label; do
+		icl=$($bin/sa-run -m "$model" -p "$(cat "$out/pairs.txt")
+$word ->" -n 4 --temp 0 | head -1 | sed 's/^ //')
+		sa=$($bin/sa-run -m "$model" -d "$out/pairs.delta" -p "$word ->" -n 4 --temp 0 |
+		    head -1 | sed 's/^ //')
+		printf '%-16s %-14s %-14s %s\n' "$word" "$icl" "$sa" "$label"
+	done | tee "$out/pairs.out"
+	awk '{ i += $2 == $4; s += $3 == $4 } END { printf "recalled: ICL %d of %d, StreamAdapter %d of %d\n", i, NR, s, NR }' "$out/pairs.out"
 	exit 0
 fi
 

@@ -33,6 +33,9 @@ setup() {
 	# eight answered queries, then sa-eval's row for the task
 	[ "$(sed -n '/^query /,/^$/p' <<<"$output" | grep -c .)" -eq 9 ]
 	assert_line --regexp '^\| plural \| seen \| gen \| 50 \|( [0-9.]+ \|){4} [0-9]+ \|$'
+	# then held-out pairs, answered from the context and from a delta
+	assert_line --regexp '^word +ICL +StreamAdapter +expected$'
+	assert_line --regexp '^recalled: ICL [0-9]+ of 16, StreamAdapter [0-9]+ of 16$'
 }
 
 # scripts/deps.sh against stand-ins for dpkg-query (nothing installed), id
