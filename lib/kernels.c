@@ -297,14 +297,18 @@ axpy_avx2(float a, const float *x, float *y, int64_t n)
  * floats): dot1 = row [n] . x [n].  Four independent accumulators over 4L
  * columns hide the FMA latency behind the loads; a row is read once, front
  * to back, which is what the hardware prefetcher likes.  ld converts L
- * weights from column i.
+ * weights from column i.  fold adds the columns past the last 4L (into the
+ * first accumulator, then one at a time) and sums the four.
  *
- * dotn: y[j*ldy] = row . x + j*ldx for g inputs at once, each with dot1's
- * sums: the same four accumulators, filled in the same order and folded
- * the same way, each weight vector loaded and converted once for all g.
- * g is a constant where dotn is inlined, so its arrays stay in registers:
- * 4g accumulators, 12 of AVX2's 16 registers (g up to 3) or 16 of
- * AVX-512's 32 (g up to 4).
+ * Several inputs (rowsn): every pair of a row and an input gets dot1's
+ * sums, from the same four accumulators filled in the same order and
+ * folded the same way.  tile takes nt rows and g inputs over columns
+ * c0..c1, their 4 nt g accumulators in registers (nt and g are constants
+ * where it is inlined; 24 of AVX-512's 32 registers for 2 rows and 3
+ * inputs or 16 for a row and 4, 12 of AVX2's 16 for a row and 3): each
+ * weight vector is loaded and converted once for the g inputs, each input
+ * vector loaded once for the nt rows.  Between calls the accumulators
+ * wait in acc.
  */
 typedef __m256 (*ld8_fn)(const void *, int64_t);
 typedef float (*ld1_fn)(const void *, int64_t);
@@ -329,7 +333,26 @@ prefetch_step(const void *row, int64_t i, int es, int n)
 		_mm_prefetch(p + o, _MM_HINT_T0);
 }
 
+/* rowsn's tiles, of TILE_ROWS rows (at most) and TILE_INPUTS inputs, and
+ * its blocks of BLOCK_ROWS rows taken PANEL columns at a time: the panel
+ * of 3 inputs, 24 KiB, stays in L1 (48 KiB on Zen 5, 32 KiB on others). */
+#define TILE_ROWS 2
+#define TILE_INPUTS 3
+#define BLOCK_ROWS 32
+#define PANEL 2048
+
 #define ROW_DOTS(W, INLINE, V, L, LD, LOADU, FMADD, ADD, ZERO, HSUM) \
+INLINE float \
+fold_##W(LD ld, ld1_fn ld1, const char *row, const float *x, int64_t i, int64_t n, V s0, V s1, \
+    V s2, V s3) \
+{ \
+	for (; i + L <= n; i += L) \
+		s0 = FMADD(ld(row, i), LOADU(x + i), s0); \
+	float s = HSUM(ADD(ADD(s0, s1), ADD(s2, s3))); \
+	for (; i < n; i++) \
+		s += ld1(row, i) * x[i]; \
+	return s; \
+} \
 INLINE float \
 dot1_##W(LD ld, ld1_fn ld1, int es, const void *row, const float *x, int64_t n) \
 { \
@@ -342,46 +365,107 @@ dot1_##W(LD ld, ld1_fn ld1, int es, const void *row, const float *x, int64_t n) 
 		s2 = FMADD(ld(row, i + 2 * L), LOADU(x + i + 2 * L), s2); \
 		s3 = FMADD(ld(row, i + 3 * L), LOADU(x + i + 3 * L), s3); \
 	} \
-	for (; i + L <= n; i += L) \
-		s0 = FMADD(ld(row, i), LOADU(x + i), s0); \
-	float s = HSUM(ADD(ADD(s0, s1), ADD(s2, s3))); \
-	for (; i < n; i++) \
-		s += ld1(row, i) * x[i]; \
-	return s; \
+	return fold_##W(ld, ld1, row, x, i, n, s0, s1, s2, s3); \
 } \
+/* \
+ * y[j*ldy + t] = row t [n] . input j [n] (rows rb bytes apart, inputs ldx \
+ * floats) for t < nt, j < g: columns c0..c1 (multiples of 4L up to n4) of \
+ * the sums, those before from acc [nt][g][4].  The last panel (c1 = n4) \
+ * folds them into y, the others leave them in acc.  pf: rows to prefetch \
+ * into L2 at the columns read, line p0 of every ps bytes. \
+ */ \
 INLINE void \
-dotn_##W(LD ld, ld1_fn ld1, int es, const char *row, const float *x, size_t ldx, int g, \
-    int64_t n, float *y, size_t ldy) \
+tile_##W(LD ld, ld1_fn ld1, int es, const char *row, size_t rb, int nt, const float *x, \
+    size_t ldx, int g, int64_t c0, int64_t c1, int64_t n4, int64_t n, const char *pf, int p0, \
+    int ps, V (*acc)[ROWS_GROUP][4], float *y, size_t ldy) \
 { \
-	V s[ROWS_GROUP][4]; \
-	int64_t i = 0; \
-	UNROLL for (int j = 0; j < g; j++) \
-		s[j][0] = s[j][1] = s[j][2] = s[j][3] = ZERO(); \
-	for (; i + 4 * L <= n; i += 4 * L) { \
-		prefetch_step(row, i, es, 4 * L); \
+	V s[TILE_ROWS][ROWS_GROUP][4]; \
+	UNROLL for (int t = 0; t < nt; t++) \
+		UNROLL for (int j = 0; j < g; j++) \
+			UNROLL for (int k = 0; k < 4; k++) \
+				s[t][j][k] = c0 ? acc[t][j][k] : ZERO(); \
+	for (int64_t i = c0; i < c1; i += 4 * L) { \
+		UNROLL for (int t = 0; t < nt; t++) \
+			for (int o = p0; o < 4 * L * es; o += ps) \
+				_mm_prefetch(pf + t * rb + i * es + o, _MM_HINT_T2); \
 		UNROLL for (int k = 0; k < 4; k++) { \
-			V wv = ld(row, i + k * L); \
-			UNROLL for (int j = 0; j < g; j++) \
-				s[j][k] = FMADD(wv, LOADU(x + j * ldx + i + k * L), s[j][k]); \
+			V wv[TILE_ROWS]; \
+			UNROLL for (int t = 0; t < nt; t++) \
+				wv[t] = ld(row + t * rb, i + k * L); \
+			UNROLL for (int j = 0; j < g; j++) { \
+				V xv = LOADU(x + j * ldx + i + k * L); \
+				/* in a register: the compiler would load it \
+				 * again into each row's FMA */ \
+				if (nt > 1) \
+					__asm__("" : "+v"(xv)); \
+				UNROLL for (int t = 0; t < nt; t++) \
+					s[t][j][k] = FMADD(wv[t], xv, s[t][j][k]); \
+			} \
 		} \
 	} \
-	for (; i + L <= n; i += L) { \
-		V wv = ld(row, i); \
+	UNROLL for (int t = 0; t < nt; t++) \
 		UNROLL for (int j = 0; j < g; j++) \
-			s[j][0] = FMADD(wv, LOADU(x + j * ldx + i), s[j][0]); \
+			if (c1 < n4) \
+				UNROLL for (int k = 0; k < 4; k++) \
+					acc[t][j][k] = s[t][j][k]; \
+			else \
+				y[j * ldy + t] = fold_##W(ld, ld1, row + t * rb, x + j * ldx, n4, n, \
+				    s[t][j][0], s[t][j][1], s[t][j][2], s[t][j][3]); \
+} \
+INLINE void \
+tiles_##W(LD ld, ld1_fn ld1, int es, const char *row, size_t rb, int nt, const float *x, \
+    size_t ldx, int g, int64_t c0, int64_t c1, int64_t n4, int64_t n, const char *pf, int p0, \
+    int ps, V (*acc)[ROWS_GROUP][4], float *y, size_t ldy) \
+{ \
+	switch (g) { \
+	case 1: tile_##W(ld, ld1, es, row, rb, nt, x, ldx, 1, c0, c1, n4, n, pf, p0, ps, acc, y, ldy); break; \
+	case 2: tile_##W(ld, ld1, es, row, rb, nt, x, ldx, 2, c0, c1, n4, n, pf, p0, ps, acc, y, ldy); break; \
+	case 3: tile_##W(ld, ld1, es, row, rb, nt, x, ldx, 3, c0, c1, n4, n, pf, p0, ps, acc, y, ldy); break; \
+	default: tile_##W(ld, ld1, es, row, rb, nt, x, ldx, nt == 1 ? ROWS_GROUP : 3, c0, c1, n4, n, \
+	    pf, p0, ps, acc, y, ldy); break; \
 	} \
-	UNROLL for (int j = 0; j < g; j++) { \
-		float t = HSUM(ADD(ADD(s[j][0], s[j][1]), ADD(s[j][2], s[j][3]))); \
-		for (int64_t c = i; c < n; c++) \
-			t += ld1(row, c) * x[j * ldx + c]; \
-		y[j * ldy] = t; \
+} \
+/* \
+ * y[j*ldy + r] = row r . input j for the m <= BLOCK_ROWS rows from w and \
+ * nx inputs, PANEL columns at a time, so that the inputs of a pass stay in \
+ * L1 and the rows in L2 (forward.c passes blocks of 128 KiB).  Up to G1 \
+ * inputs go in one pass, a row at a time, the rows streaming through once, \
+ * each prefetching the next.  More go in groups of up to TILE_INPUTS, as \
+ * even as they go, each group a pass over the rows in tiles of R, every \
+ * pass prefetching its share of the lines of the next block: memory \
+ * streams while the passes compute. \
+ */ \
+INLINE void \
+block_##W(LD ld, ld1_fn ld1, int es, int R, int G1, const char *w, size_t rb, int64_t n, \
+    int m, int nx, const float *x, size_t ldx, float *y, size_t ldy) \
+{ \
+	V acc[BLOCK_ROWS][ROWS_GROUP][4]; \
+	int64_t n4 = n / (4 * L) * (4 * L); \
+	int ng = nx <= G1 ? 1 : (nx + TILE_INPUTS - 1) / TILE_INPUTS, gs = (nx + ng - 1) / ng; \
+	for (int j0 = 0; j0 < nx; j0 += gs) { \
+		int g = nx - j0 < gs ? nx - j0 : gs, p0 = 64 * (j0 / gs); \
+		const float *xg = x + j0 * ldx; \
+		float *yg = y + j0 * ldy; \
+		for (int r = 0; r < m && !n4; r++) \
+			for (int j = 0; j < g; j++) \
+				yg[j * ldy + r] = fold_##W(ld, ld1, w + r * rb, xg + j * ldx, 0, n, \
+				    ZERO(), ZERO(), ZERO(), ZERO()); \
+		for (int64_t c0 = 0; c0 < n4; c0 += PANEL) { \
+			int64_t c1 = n4 - c0 < PANEL ? n4 : c0 + PANEL; \
+			int r = 0; \
+			for (; ng > 1 && r + R <= m; r += R) \
+				tiles_##W(ld, ld1, es, w + r * rb, rb, R, xg, ldx, g, c0, c1, n4, n, \
+				    w + (r + m) * rb, p0, 64 * ng, acc + r, yg + r, ldy); \
+			for (; r < m; r++) \
+				tiles_##W(ld, ld1, es, w + r * rb, rb, 1, xg, ldx, g, c0, c1, n4, n, \
+				    w + (r + (ng == 1 ? 1 : m)) * rb, p0, 64 * ng, acc + r, yg + r, ldy); \
+		} \
 	} \
 }
 
-/* rows_T_W and rowsn_T_W: the rows of type T (ES bytes an element).
- * rowsn takes the inputs G at a time, each group over all the rows: the
- * caller passes as many rows as the cache holds. */
-#define FLOAT_ROWS(W, ATTR, LD, T, ES, G) \
+/* rows_T_W and rowsn_T_W: the rows of type T (ES bytes an element);
+ * rowsn in tiles of R rows, or of one row for up to G1 inputs. */
+#define FLOAT_ROWS(W, ATTR, LD, T, ES, R, G1) \
 ATTR static void rows_##T##_##W(const void *w, size_t rb, int64_t n, const float *x, \
     const void *xq, float *y, int64_t nr) \
 { \
@@ -391,27 +475,16 @@ ATTR static void rows_##T##_##W(const void *w, size_t rb, int64_t n, const float
 ATTR static void rowsn_##T##_##W(const void *w, size_t rb, int64_t n, int nx, const float *x, \
     size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy, int64_t nr) \
 { \
-	for (int j = 0; j < nx; j += G) { \
-		int g = nx - j < G ? nx - j : G; \
-		const float *xj = x + j * ldx; \
-		for (int64_t r = 0; r < nr; r++) { \
-			const char *row = (const char *)w + r * rb; \
-			float *yj = y + j * ldy + r; \
-			switch (g) { \
-			case 1: *yj = dot1_##W(LD##_##T, ld1_##T, ES, row, xj, n); break; \
-			case 2: dotn_##W(LD##_##T, ld1_##T, ES, row, xj, ldx, 2, n, yj, ldy); break; \
-			case 3: dotn_##W(LD##_##T, ld1_##T, ES, row, xj, ldx, 3, n, yj, ldy); break; \
-			default: dotn_##W(LD##_##T, ld1_##T, ES, row, xj, ldx, G, n, yj, ldy); break; \
-			} \
-		} \
-	} \
+	for (int64_t r = 0; r < nr; r += BLOCK_ROWS) \
+		block_##W(LD##_##T, ld1_##T, ES, R, G1, (const char *)w + r * rb, rb, n, \
+		    nr - r < BLOCK_ROWS ? (int)(nr - r) : BLOCK_ROWS, nx, x, ldx, y + r, ldy); \
 }
 
 ROW_DOTS(avx2, ALWAYS_INLINE, __m256, 8, ld8_fn, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_add_ps,
     _mm256_setzero_ps, hsum8)
-FLOAT_ROWS(avx2, AVX2, ld8, f32, 4, 3)
-FLOAT_ROWS(avx2, AVX2, ld8, f16, 2, 3)
-FLOAT_ROWS(avx2, AVX2, ld8, bf16, 2, 3)
+FLOAT_ROWS(avx2, AVX2, ld8, f32, 4, 1, 3)
+FLOAT_ROWS(avx2, AVX2, ld8, f16, 2, 1, 3)
+FLOAT_ROWS(avx2, AVX2, ld8, bf16, 2, 1, 3)
 
 /*
  * Q8_0 rows against Q8_0 inputs.  A block's 32 int8 products sum exactly in
@@ -790,9 +863,9 @@ ld16_bf16(const void *p, int64_t i)
 
 ROW_DOTS(avx512, AVX512_INLINE, __m512, 16, ld16_fn, _mm512_loadu_ps, _mm512_fmadd_ps,
     _mm512_add_ps, _mm512_setzero_ps, _mm512_reduce_add_ps)
-FLOAT_ROWS(avx512, AVX512, ld16, f32, 4, 4)
-FLOAT_ROWS(avx512, AVX512, ld16, f16, 2, 4)
-FLOAT_ROWS(avx512, AVX512, ld16, bf16, 2, 4)
+FLOAT_ROWS(avx512, AVX512, ld16, f32, 4, 2, 4)
+FLOAT_ROWS(avx512, AVX512, ld16, f16, 2, 2, 4)
+FLOAT_ROWS(avx512, AVX512, ld16, bf16, 2, 2, 4)
 
 /*
  * Q8_0 rows against Q8_0 inputs, two blocks per 512-bit register: the

@@ -83,9 +83,9 @@ typedef void sa_rows_fn(const void *w, size_t row_bytes, int64_t n, const float 
     const void *xq, float *y, int64_t nr);
 typedef void sa_rowsn_fn(const void *w, size_t row_bytes, int64_t n, int nx, const float *x,
     size_t ldx, const void *xq, size_t ldxq, float *y, size_t ldy, int64_t nr);
-/* Inputs a vector rowsn kernel takes in one pass over a row, at most: the
- * switches of FLOAT_ROWS and VECTOR_ROWS have a case for each; the Q8_0
- * kernels take this many. */
+/* Inputs a vector rowsn kernel of kernels.c takes in one pass over a row,
+ * at most: the Q8_0 kernels this many, those of F32, F16 and BF16 rows 3
+ * to a tile of two rows or this many to a row alone. */
 #define ROWS_GROUP 4
 /*
  * Bytes ahead of the weights being read that the row kernels ask for.  One

@@ -161,6 +161,50 @@ test_rows(const struct path *p, int type, int64_t n)
 	CHECK(badd == 0);
 }
 
+/* rowsn over more rows than a block, rows long enough for several
+ * panels (and too short for one), 1 to 16 inputs (SMALL_N, forward.c):
+ * every input gets the bits rows gives it alone, every block, tile and
+ * panel boundary crossed. */
+static void
+test_rowsn_blocks(const struct path *p, int type, int64_t n)
+{
+	enum { NR = 2 * BLOCK_ROWS + TILE_ROWS + 1, NXMAX = 16, NMAX = 2 * PANEL + 104 };
+	static unsigned char w[NR * NMAX * 4];
+	static float x[NXMAX][NMAX], y1[NR], yn[NXMAX][NR];
+	size_t rb = sa_type_row_size(type, n);
+	rows_fn *f = type == SA_TYPE_F32 ? p->k->rows_f32 : type == SA_TYPE_F16 ? p->k->rows_f16 :
+	    p->k->rows_bf16;
+	rowsn_fn *fn = type == SA_TYPE_F32 ? p->k->rowsn_f32 : type == SA_TYPE_F16 ?
+	    p->k->rowsn_f16 : p->k->rowsn_bf16;
+	int bad = 0;
+
+	for (int r = 0; r < NR; r++) {
+		float row[NMAX];
+		for (int64_t i = 0; i < n; i++)
+			row[i] = frand();
+		sa_row_from_f32(type, row, w + r * rb, n);
+	}
+	/* the inputs rounded as the forward pass rounds them */
+	for (int j = 0; j < NXMAX; j++) {
+		float v[NMAX];
+		unsigned char buf[NMAX * 4];
+		for (int64_t i = 0; i < n; i++)
+			v[i] = frand();
+		round_generic(type, v, x[j], buf, n);
+	}
+	for (int nx = 1; nx <= NXMAX; nx++) {
+		fn(w, rb, n, nx, x[0], NMAX, NULL, 0, yn[0], NR, NR);
+		for (int j = 0; j < nx; j++) {
+			f(w, rb, n, x[j], NULL, y1, NR);
+			bad += memcmp(y1, yn[j], sizeof y1) != 0;
+		}
+	}
+	if (bad)
+		fprintf(stderr, "%s %s n=%lld: %d of 136 inputs differ between one input and "
+		    "several\n", p->name, sa_type_name(type), (long long)n, bad);
+	CHECK(bad == 0);
+}
+
 /* The conversions give the generic path's bits. */
 static void
 test_convert(const struct path *p, int64_t n)
@@ -493,6 +537,10 @@ main(void)
 		for (size_t t = 0; t < 3; t++)
 			for (size_t s = 0; s < sizeof odd / sizeof *odd; s++)
 				test_rows(&paths[i], types[t], odd[s]);
+		for (size_t t = 0; t < 3; t++) {
+			test_rowsn_blocks(&paths[i], types[t], 40);
+			test_rowsn_blocks(&paths[i], types[t], 2 * PANEL + 104);
+		}
 		for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++)
 			test_convert(&paths[i], sizes[s]);
 		for (size_t s = 0; s < sizeof odd / sizeof *odd; s++) {
