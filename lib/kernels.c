@@ -372,7 +372,7 @@ dot1_##W(LD ld, ld1_fn ld1, int es, const void *row, const float *x, int64_t n) 
  * floats) for t < nt, j < g: columns c0..c1 (multiples of 4L up to n4) of \
  * the sums, those before from acc [nt][g][4].  The last panel (c1 = n4) \
  * folds them into y, the others leave them in acc.  pf: rows to prefetch \
- * into L2 at the columns read, line p0 of every ps bytes. \
+ * at the columns read, line p0 of every ps bytes. \
  */ \
 INLINE void \
 tile_##W(LD ld, ld1_fn ld1, int es, const char *row, size_t rb, int nt, const float *x, \
