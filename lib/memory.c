@@ -57,10 +57,9 @@ sigmoid(double z)
 	return 1 / (1 + exp(-z));
 }
 
-/* phi [dk], beta of token x [dx] for memory h; u [dk] keeps the
- * pre-activations when not NULL. */
+/* phi [dk], beta of token x [dx] for memory h. */
 static double
-features(const sa_memory_params *mp, int h, const float *x, double *phi, double *u)
+features(const sa_memory_params *mp, int h, const float *x, double *phi)
 {
 	int dx = mp->dx, dk = mp->dk;
 	const float *P = mp->P + (size_t)h * dk * dx, *w = mp->w + (size_t)h * dx;
@@ -70,8 +69,6 @@ features(const sa_memory_params *mp, int h, const float *x, double *phi, double 
 		double a = mp->linear ? 0 : mp->p[(size_t)h * dk + i];
 		for (int j = 0; j < dx; j++)
 			a += (double)P[(size_t)i * dx + j] * x[j];
-		if (u)
-			u[i] = a;
 		phi[i] = mp->linear ? a : a > 0 ? a + 1 : exp(a);
 		norm += phi[i] * phi[i];
 	}
@@ -98,43 +95,21 @@ segment_end(const int *seg, int n_seg, int n, int t, int *next)
 	return *next < n_seg ? seg[*next] : n;
 }
 
-/*
- * Head h's sums over n tokens, in double and in order; with u, phi, beta
- * not NULL, each token's features are kept there too ([n][Hk][dk], [n][Hk]:
- * what the trainer's backward reads; zero for a token not written).
- */
-static int
-write_head(const sa_memory_params *mp, int h, const float *X, const float *V, int n,
-    const int *seg, int n_seg, double *G, double *S, float *u, float *phi, float *beta)
+/* Head h's sums over one segment of n tokens, in double and in order (the
+ * last o tokens have no value o tokens on, and are not written). */
+int
+sa_memory_write_head(const sa_memory_params *mp, int h, const float *X, const float *V, int n,
+    double *G, double *S)
 {
-	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh, next = 0;
-	double *ph = malloc((size_t)dk * sizeof *ph), *uh = malloc((size_t)dk * sizeof *uh);
+	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh;
+	double *ph = malloc((size_t)dk * sizeof *ph);
 
-	if (!ph || !uh) {
-		free(ph);
-		free(uh);
+	if (!ph)
 		return sa_fail(SA_EINTERNAL, "out of memory");
-	}
-	for (int t = 0; t < n; t++) {
+	for (int t = 0; t + mp->offset < n; t++) {
 		const float *x = X + (size_t)t * mp->dx;
-		size_t at = ((size_t)t * Hk + h) * dk;
-		if (t + mp->offset >= segment_end(seg, n_seg, n, t, &next)) {
-			if (u) {
-				beta[(size_t)t * Hk + h] = 0;
-				memset(u + at, 0, (size_t)dk * sizeof *u);
-				memset(phi + at, 0, (size_t)dk * sizeof *phi);
-			}
-			continue;
-		}
 		const float *v = V + (size_t)(t + mp->offset) * Dkv + (size_t)h * dh;
-		double b = features(mp, h, x, ph, u ? uh : NULL);
-		if (u) {
-			beta[(size_t)t * Hk + h] = (float)b;
-			for (int i = 0; i < dk; i++) {
-				u[at + i] = (float)uh[i];
-				phi[at + i] = (float)ph[i];
-			}
-		}
+		double b = features(mp, h, x, ph);
 		for (int i = 0; i < dh; i++) {
 			double bv = b * v[i];
 			for (int j = 0; j < dk; j++)
@@ -147,15 +122,7 @@ write_head(const sa_memory_params *mp, int h, const float *X, const float *V, in
 		}
 	}
 	free(ph);
-	free(uh);
 	return SA_OK;
-}
-
-int
-sa_memory_write_head(const sa_memory_params *mp, int h, const float *X, const float *V, int n,
-    double *G, double *S)
-{
-	return write_head(mp, h, X, V, n, NULL, 0, G, S, NULL, NULL, NULL);
 }
 
 int
