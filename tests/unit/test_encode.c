@@ -12,6 +12,7 @@
 
 #include "sa.h"
 #include "adapter_impl.h"
+#include "kernels_impl.h"   /* sa_rows_to_f32 */
 #include "t.h"
 
 static uint64_t rng_state = 42;
