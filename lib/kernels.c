@@ -63,6 +63,7 @@ static struct kernels {
 	double (*exp_sum)(float *, const float *, int64_t, float);
 	const sa_quant_rows *quant;     /* [type] rows of Q4_0 .. Q6_K, kernels_quant.c */
 	gemm_fn *gemm_f16;              /* F16 rows against packed inputs; NULL: sgemm */
+	void (*pack)(const float *, int, int64_t, float *);   /* sa_gemm_pack */
 } K;
 
 /* ------------------------------------------------------------ portable */
@@ -217,6 +218,15 @@ gemm_f16_generic(const void *w, size_t rb, int64_t n, int64_t nr, const float *x
 			y[t * ldy + r] = s;
 		}
 	}
+}
+
+static void
+pack_generic(const float *x, int nx, int64_t n, float *xp)
+{
+	for (int p = 0; p < nx; p += GEMM_LANES)
+		for (int64_t c = 0; c < n; c++, xp += GEMM_LANES)
+			for (int t = 0; t < GEMM_LANES; t++)
+				xp[t] = p + t < nx ? x[(size_t)(p + t) * n + c] : 0;
 }
 
 static void
@@ -1072,6 +1082,22 @@ gemm_panels(int R, const float *wb, const float *xp, size_t ps, int np, int64_t 
 		gemm_tile(R, 1, wb, xp + p * ps, ps, kl, c + p * GEMM_LANES, first);
 }
 
+/* a column of 16 inputs in one gather, the inputs after nx zeros */
+AVX512 static void
+pack_avx512(const float *x, int nx, int64_t n, float *xp)
+{
+	__m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5,
+	    4, 3, 2, 1, 0), _mm512_set1_epi32((int)n));
+
+	for (int p = 0; p < nx; p += GEMM_LANES) {
+		__mmask16 in = nx - p >= GEMM_LANES ? 0xffff : (__mmask16)((1u << (nx - p)) - 1);
+		const float *xr = x + (size_t)p * n;
+		for (int64_t c = 0; c < n; c++, xp += GEMM_LANES)
+			_mm512_storeu_ps(xp, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, idx,
+			    xr + c, 4));
+	}
+}
+
 AVX512 static void
 gemm_f16_avx512(const void *w, size_t rb, int64_t n, int64_t nr, const float *xp, int nx,
     float *y, size_t ldy)
@@ -1089,9 +1115,17 @@ gemm_f16_avx512(const void *w, size_t rb, int64_t n, int64_t nr, const float *xp
 				int64_t kl = n - k0 < GEMM_KB ? n - k0 : GEMM_KB;
 				for (int r = 0; r < m; ) {
 					int R = m - r < GEMM_R ? 1 : GEMM_R;
+					const char *wr = (const char *)w + (r0 + r) * rb + k0 * 2;
+					/* these rows' next columns, or the next rows' first:
+					 * from memory while the tiles compute */
+					const char *pf = k0 + GEMM_KB < n ? wr + GEMM_KB * 2 :
+					    r0 + GEMM_RB + r < nr ? wr + GEMM_RB * rb - k0 * 2 : NULL;
+					for (int i = 0; pf && i < R; i++)
+						for (int o = 0; o < GEMM_KB * 2; o += 64)
+							_mm_prefetch(pf + i * rb + o, _MM_HINT_T1);
 					for (int i = 0; i < R; i++)
-						fp16_to_fp32_avx512((const uint16_t *)((const char *)w +
-						    (r0 + r + i) * rb) + k0, wb + i * GEMM_KB, kl);
+						fp16_to_fp32_avx512((const uint16_t *)(wr + i * rb), wb + i * GEMM_KB,
+						    kl);
 					if (R == GEMM_R)
 						gemm_panels(GEMM_R, wb, xb + k0 * GEMM_LANES, ps, np, kl,
 						    c + r * GEMM_TB, !k0);
@@ -1120,7 +1154,7 @@ static const struct kernels kernels_generic = {
 	deq_bf16_generic, fp16_to_fp32_generic, fp32_to_fp16_generic,
 	sa_row_to_f32, round_f16_generic, round_q8_0_generic, round_q8_k_generic,
 	dot_generic, axpy_generic, max_generic, exp_sum_generic, sa_quant_generic,
-	gemm_f16_generic,
+	gemm_f16_generic, pack_generic,
 };
 
 #ifdef HAVE_X86
@@ -1131,7 +1165,7 @@ static const struct kernels kernels_avx2 = {
 	deq_bf16_avx2, fp16_to_fp32_avx2, fp32_to_fp16_avx2,
 	blocks_avx2, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
 	dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx2,
-	NULL,
+	NULL, pack_generic,
 };
 
 /* AVX-512 kernels where they pay, AVX2 ones for the rest; Q8_0 rows
@@ -1143,7 +1177,7 @@ static const struct kernels kernels_avx512 = {
 	deq_bf16_avx2, fp16_to_fp32_avx512, fp32_to_fp16_avx2,
 	blocks_avx512, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
 	dot_avx512, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx512,
-	gemm_f16_avx512,
+	gemm_f16_avx512, pack_avx512,
 };
 
 /*
@@ -1332,10 +1366,7 @@ sa_gemm_own(int type)
 void
 sa_gemm_pack(const float *x, int nx, int64_t n, float *xp)
 {
-	for (int p = 0; p < nx; p += GEMM_LANES)
-		for (int64_t c = 0; c < n; c++, xp += GEMM_LANES)
-			for (int t = 0; t < GEMM_LANES; t++)
-				xp[t] = p + t < nx ? x[(size_t)(p + t) * n + c] : 0;
+	kernels()->pack(x, nx, n, xp);
 }
 
 void

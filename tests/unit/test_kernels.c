@@ -442,8 +442,9 @@ test_exp_double(void)
 #endif
 }
 
-/* The products of F16 rows with packed inputs (prefill): the bits of the
- * generic kernel, every tail of rows, inputs and columns; and against the
+/* The products of F16 rows with packed inputs (prefill), and the packing:
+ * the bits of the generic kernels, every tail of rows, inputs and columns
+ * (the packed zeros after the last input too); and against the
  * sums in double, within the tolerance.  Inputs are F16 values, as the
  * forward pass rounds them; 16 of them large, so that a sum's order shows. */
 static void
@@ -453,7 +454,8 @@ test_gemm(const struct path *p)
 	static const int nxs[] = { 1, 15, 16, 17, 40, 130, 300 };
 	enum { C = 600, R = 70, X = 300 };
 	static uint16_t w[R * C];
-	static float wf[R * C], x[X * C], xp[(X + 15) / 16 * 16 * C], a[X * R], b[X * R];
+	static float wf[R * C], x[X * C], xp[(X + 15) / 16 * 16 * C], xq[(X + 15) / 16 * 16 * C];
+	static float a[X * R], b[X * R];
 
 	if (!p->k->gemm_f16)
 		return;
@@ -469,7 +471,12 @@ test_gemm(const struct path *p)
 				size_t rb = n * sizeof *w;
 				for (int64_t i = 0; i < nr * n; i++)
 					w[i] = sa_fp32_to_fp16(wf[(i / n) * C + i % n]);
-				sa_gemm_pack(x, nx, n, xp);
+				size_t np = (nx + 15) / 16 * 16 * n;
+				memset(xp, 0xff, sizeof xp);
+				memset(xq, 0xff, sizeof xq);
+				p->k->pack(x, nx, n, xp);
+				kernels_generic.pack(x, nx, n, xq);
+				bad += memcmp(xp, xq, np * sizeof *xp) != 0;
 				p->k->gemm_f16(w, rb, n, nr, xp, nx, a, R);
 				kernels_generic.gemm_f16(w, rb, n, nr, xp, nx, b, R);
 				for (int j = 0; j < nx; j++)
