@@ -13,7 +13,9 @@
  *   logits = (rmsnorm(x) * out_norm) Wout^T
  * A linear map over more than SMALL_N rows goes through sgemm, in blocks
  * of weight rows (weights other than F32 converted to F32 a block at a
- * time); fewer rows go through the pool's row kernels, which read each
+ * time), or for F16 weights on paths that have one through a kernel of
+ * their own on the weights as stored (sa_gemm_own, the inputs packed once);
+ * fewer rows go through the pool's row kernels, which read each
  * weight once for all of them: decoding is bound by memory bandwidth.
  * Block types whose row kernels compute in integers take those for more
  * rows too, SMALL_N at a time (sa_rows_batch): they beat sgemm on the
