@@ -13,7 +13,9 @@
  *   logits = (rmsnorm(x) * out_norm) Wout^T
  * A linear map over more than SMALL_N rows goes through sgemm, in blocks
  * of weight rows (weights other than F32 converted to F32 a block at a
- * time); fewer rows go through the pool's row kernels, which read each
+ * time), or for F16 weights on paths that have one through a kernel of
+ * their own on the weights as stored (sa_gemm_own, the inputs packed once);
+ * fewer rows go through the pool's row kernels, which read each
  * weight once for all of them: decoding is bound by memory bandwidth.
  * Block types whose row kernels compute in integers take those for more
  * rows too, SMALL_N at a time (sa_rows_batch): they beat sgemm on the
@@ -70,6 +72,8 @@ struct sa_kvcache {
 	float *hrow;              /* [widest row] a row in F16 or BF16 */
 	float *wt;                /* [wt_cap] per thread: weight rows converted to F32 */
 	size_t wt_cap;
+	float *xp;                /* [xp_cap] inputs packed for sa_gemm_rows */
+	size_t xp_cap;
 	int maxw;                 /* widest matrix input: max(d, qd, d_ff) */
 	float *vr[4];             /* [SMALL_N][maxw] inputs rounded to F16, BF16, Q8_0, Q8_K */
 	void *xq[2];              /* [SMALL_N] rows of maxw floats' room: the Q8_0 and Q8_K
@@ -213,6 +217,7 @@ sa_kvcache_free(sa_kvcache *s)
 	free(s->xq[1]);
 	free(s->hrow);
 	free(s->wt);
+	free(s->xp);
 	free(s->lr);
 	free(s->sc);
 	free(s->rowbuf);
@@ -464,6 +469,7 @@ struct mm_task {
 	int blk[SA_NMAT];         /* rows per block of each map */
 	int first[SA_NMAT + 1];   /* first block of each map, then the total */
 	const float *x;
+	const float *xp;          /* or x packed for sa_gemm_rows (F16 weights) */
 	float *wt;                /* per thread: the widest block's rows */
 	size_t wt_stride;
 };
@@ -482,6 +488,10 @@ mm_task(void *arg, int ith, int chunk, int nchunks)
 	w = t->ls[j].w;
 	r0 = (int64_t)(chunk - t->first[j]) * t->blk[j];
 	nr = w->rows - r0 < t->blk[j] ? w->rows - r0 : t->blk[j];
+	if (t->xp) {
+		sa_gemm_rows(w, r0, r0 + nr, t->xp, t->n, t->ls[j].y, (size_t)w->rows);
+		return;
+	}
 	wf = (const float *)w->data + r0 * w->cols;
 	if (w->type != SA_TYPE_F32) {
 		float *wt = t->wt + ith * t->wt_stride;
@@ -497,8 +507,8 @@ mm_task(void *arg, int ith, int chunk, int nchunks)
 static int
 matmul(sa_kvcache *s, const lin *ls, int nl, const float *Xr, int n)
 {
-	int cols = (int)ls[0].w->cols;
-	struct mm_task t = { ls, nl, n, { 0 }, { 0 }, Xr, NULL, 0 };
+	int cols = (int)ls[0].w->cols, own = 1;
+	struct mm_task t = { ls, nl, n, { 0 }, { 0 }, Xr, NULL, NULL, 0 };
 
 	for (int j = 0; j < nl; j++) {
 		const sa_matrix *w = ls[j].w;
@@ -506,10 +516,20 @@ matmul(sa_kvcache *s, const lin *ls, int nl, const float *Xr, int n)
 		t.first[j + 1] = t.first[j] + (int)((w->rows + t.blk[j] - 1) / t.blk[j]);
 		if (w->type != SA_TYPE_F32 && (size_t)t.blk[j] * cols > t.wt_stride)
 			t.wt_stride = (size_t)t.blk[j] * cols;
+		own &= sa_gemm_own(w->type);
 	}
-	if (grow(&s->wt, &s->wt_cap, sa_get_threads() * t.wt_stride))
-		return SA_EINTERNAL;
-	t.wt = s->wt;
+	if (own) {
+		/* the path's own kernel reads the weights as they are */
+		size_t panels = (size_t)(n + GEMM_LANES - 1) / GEMM_LANES;
+		if (grow(&s->xp, &s->xp_cap, panels * GEMM_LANES * cols))
+			return SA_EINTERNAL;
+		sa_gemm_pack(Xr, n, cols, s->xp);
+		t.xp = s->xp;
+	} else {
+		if (grow(&s->wt, &s->wt_cap, sa_get_threads() * t.wt_stride))
+			return SA_EINTERNAL;
+		t.wt = s->wt;
+	}
 	sa_pool_run_chunks(mm_task, &t, t.first[nl]);
 	for (int j = 0; j < nl; j++) {
 		const lin *L = &ls[j];

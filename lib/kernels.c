@@ -40,6 +40,10 @@ typedef sa_rows_fn rows_fn;
 typedef sa_rowsn_fn rowsn_fn;
 /* dst [nr][n] = rows as F32. */
 typedef void deq_fn(const void *w, size_t row_bytes, int64_t n, float *dst, int64_t nr);
+/* y[t*ldy + r] = row r of w (nr rows of n columns) . input t, for the nx
+ * inputs packed in xp (sa_gemm_pack); sa_gemm_rows says how. */
+typedef void gemm_fn(const void *w, size_t row_bytes, int64_t n, int64_t nr, const float *xp,
+    int nx, float *y, size_t ldy);
 
 static struct kernels {
 	const sa_float_kernels *f;   /* kernels_float.c's */
@@ -58,6 +62,8 @@ static struct kernels {
 	float (*max)(const float *, int64_t);
 	double (*exp_sum)(float *, const float *, int64_t, float);
 	const sa_quant_rows *quant;     /* [type] rows of Q4_0 .. Q6_K, kernels_quant.c */
+	gemm_fn *gemm_f16;              /* F16 rows against packed inputs; NULL: sgemm */
+	void (*pack)(const float *, int, int64_t, float *);   /* sa_gemm_pack */
 } K;
 
 /* ------------------------------------------------------------ portable */
@@ -187,6 +193,40 @@ deq_generic(int type, const void *w, size_t rb, int64_t n, float *dst, int64_t n
 {
 	for (int64_t r = 0; r < nr; r++)
 		sa_row_to_f32(type, (const char *)w + r * rb, dst + r * n, n);
+}
+
+/* Input t, column c of inputs packed by sa_gemm_pack, n columns a row. */
+static inline float
+packed(const float *xp, int64_t n, int t, int64_t c)
+{
+	return xp[((size_t)(t / GEMM_LANES) * n + c) * GEMM_LANES + t % GEMM_LANES];
+}
+
+/* Each sum in the order of the columns, as the vector kernels add them
+ * (their fused multiply-adds round as this does: the products of F16
+ * values are exact in F32). */
+static void
+gemm_f16_generic(const void *w, size_t rb, int64_t n, int64_t nr, const float *xp, int nx,
+    float *y, size_t ldy)
+{
+	for (int64_t r = 0; r < nr; r++) {
+		const uint16_t *row = (const uint16_t *)((const char *)w + r * rb);
+		for (int t = 0; t < nx; t++) {
+			float s = 0;
+			for (int64_t c = 0; c < n; c++)
+				s += sa_fp16_to_fp32(row[c]) * packed(xp, n, t, c);
+			y[t * ldy + r] = s;
+		}
+	}
+}
+
+static void
+pack_generic(const float *x, int nx, int64_t n, float *xp)
+{
+	for (int p = 0; p < nx; p += GEMM_LANES)
+		for (int64_t c = 0; c < n; c++, xp += GEMM_LANES)
+			for (int t = 0; t < GEMM_LANES; t++)
+				xp[t] = p + t < nx ? x[(size_t)(p + t) * n + c] : 0;
 }
 
 static void
@@ -979,6 +1019,128 @@ dot_avx512(const float *a, const float *b, int64_t n)
 {
 	return dot1_avx512(ld16_f32, ld1_f32, 4, a, b, n);
 }
+
+/*
+ * Products of F16 rows with many inputs (prefill), without sgemm's copies:
+ * the inputs packed once by the caller, GEMM_LANES of them to a vector for
+ * every column (sa_gemm_pack), the rows converted to F32 a few hundred
+ * columns at a time into a buffer that stays in L1.  A tile holds the sums
+ * of GEMM_R rows x GEMM_T vectors of inputs in 24 registers: per column,
+ * GEMM_T loads of inputs and GEMM_R broadcasts of weights feed 24 FMAs.
+ * Each lane is one sum, added column after column: the bits of the
+ * portable kernel.  Blocks, so that what a pass reads again stays near:
+ *   GEMM_KB columns: the inputs' share of them (GEMM_TB inputs, 128 KiB)
+ *   stays in L2 while every row group of the block goes over it;
+ *   GEMM_RB rows x GEMM_TB inputs: the sums between column blocks, in a
+ *   buffer of 32 KiB, written to y at the end.
+ */
+#define GEMM_R 8
+#define GEMM_T 3
+#define GEMM_KB 256
+#define GEMM_TB 128
+#define GEMM_RB 64
+
+/* c [R][GEMM_TB] (+)= wb [R][GEMM_KB] . xp's T vectors [kl][GEMM_LANES]
+ * (panels ps floats apart) */
+AVX512_INLINE void
+gemm_tile(int R, int T, const float *wb, const float *xp, size_t ps, int64_t kl, float *c,
+    int first)
+{
+	__m512 acc[GEMM_R][GEMM_T];
+
+	UNROLL for (int r = 0; r < R; r++)
+		UNROLL for (int t = 0; t < T; t++)
+			acc[r][t] = first ? _mm512_setzero_ps() :
+			    _mm512_loadu_ps(c + r * GEMM_TB + t * GEMM_LANES);
+	for (int64_t k = 0; k < kl; k++) {
+		__m512 xv[GEMM_T];
+		UNROLL for (int t = 0; t < T; t++)
+			xv[t] = _mm512_loadu_ps(xp + t * ps + k * GEMM_LANES);
+		UNROLL for (int r = 0; r < R; r++) {
+			__m512 wv = _mm512_set1_ps(wb[r * GEMM_KB + k]);
+			UNROLL for (int t = 0; t < T; t++)
+				acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+		}
+	}
+	UNROLL for (int r = 0; r < R; r++)
+		UNROLL for (int t = 0; t < T; t++)
+			_mm512_storeu_ps(c + r * GEMM_TB + t * GEMM_LANES, acc[r][t]);
+}
+
+/* the tiles of R rows over np panels of inputs */
+AVX512_INLINE void
+gemm_panels(int R, const float *wb, const float *xp, size_t ps, int np, int64_t kl, float *c,
+    int first)
+{
+	int p = 0;
+
+	for (; p + GEMM_T <= np; p += GEMM_T)
+		gemm_tile(R, GEMM_T, wb, xp + p * ps, ps, kl, c + p * GEMM_LANES, first);
+	if (np - p == 2)
+		gemm_tile(R, 2, wb, xp + p * ps, ps, kl, c + p * GEMM_LANES, first);
+	if (np - p == 1)
+		gemm_tile(R, 1, wb, xp + p * ps, ps, kl, c + p * GEMM_LANES, first);
+}
+
+/* a column of 16 inputs in one gather, the inputs after nx zeros */
+AVX512 static void
+pack_avx512(const float *x, int nx, int64_t n, float *xp)
+{
+	__m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5,
+	    4, 3, 2, 1, 0), _mm512_set1_epi32((int)n));
+
+	for (int p = 0; p < nx; p += GEMM_LANES) {
+		__mmask16 in = nx - p >= GEMM_LANES ? 0xffff : (__mmask16)((1u << (nx - p)) - 1);
+		const float *xr = x + (size_t)p * n;
+		for (int64_t c = 0; c < n; c++, xp += GEMM_LANES)
+			_mm512_storeu_ps(xp, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), in, idx,
+			    xr + c, 4));
+	}
+}
+
+AVX512 static void
+gemm_f16_avx512(const void *w, size_t rb, int64_t n, int64_t nr, const float *xp, int nx,
+    float *y, size_t ldy)
+{
+	_Alignas(64) float wb[GEMM_R * GEMM_KB], c[GEMM_RB * GEMM_TB];
+	size_t ps = (size_t)n * GEMM_LANES;
+
+	for (int64_t r0 = 0; r0 < nr; r0 += GEMM_RB) {
+		int m = nr - r0 < GEMM_RB ? (int)(nr - r0) : GEMM_RB;
+		for (int t0 = 0; t0 < nx; t0 += GEMM_TB) {
+			int nt = nx - t0 < GEMM_TB ? nx - t0 : GEMM_TB;
+			int np = (nt + GEMM_LANES - 1) / GEMM_LANES;
+			const float *xb = xp + (size_t)(t0 / GEMM_LANES) * ps;
+			for (int64_t k0 = 0; k0 < n; k0 += GEMM_KB) {
+				int64_t kl = n - k0 < GEMM_KB ? n - k0 : GEMM_KB;
+				for (int r = 0; r < m; ) {
+					int R = m - r < GEMM_R ? 1 : GEMM_R;
+					const char *wr = (const char *)w + (r0 + r) * rb + k0 * 2;
+					/* these rows' next columns, or the next rows' first:
+					 * from memory while the tiles compute */
+					const char *pf = k0 + GEMM_KB < n ? wr + GEMM_KB * 2 :
+					    r0 + GEMM_RB + r < nr ? wr + GEMM_RB * rb - k0 * 2 : NULL;
+					for (int i = 0; pf && i < R; i++)
+						for (int o = 0; o < GEMM_KB * 2; o += 64)
+							_mm_prefetch(pf + i * rb + o, _MM_HINT_T1);
+					for (int i = 0; i < R; i++)
+						fp16_to_fp32_avx512((const uint16_t *)(wr + i * rb), wb + i * GEMM_KB,
+						    kl);
+					if (R == GEMM_R)
+						gemm_panels(GEMM_R, wb, xb + k0 * GEMM_LANES, ps, np, kl,
+						    c + r * GEMM_TB, !k0);
+					else
+						gemm_panels(1, wb, xb + k0 * GEMM_LANES, ps, np, kl,
+						    c + r * GEMM_TB, !k0);
+					r += R;
+				}
+			}
+			for (int t = 0; t < nt; t++)
+				for (int r = 0; r < m; r++)
+					y[(t0 + t) * ldy + r0 + r] = c[r * GEMM_TB + t];
+		}
+	}
+}
 #endif /* HAVE_X86 */
 
 /* ------------------------------------------------------------ dispatch */
@@ -992,6 +1154,7 @@ static const struct kernels kernels_generic = {
 	deq_bf16_generic, fp16_to_fp32_generic, fp32_to_fp16_generic,
 	sa_row_to_f32, round_f16_generic, round_q8_0_generic, round_q8_k_generic,
 	dot_generic, axpy_generic, max_generic, exp_sum_generic, sa_quant_generic,
+	gemm_f16_generic, pack_generic,
 };
 
 #ifdef HAVE_X86
@@ -1002,6 +1165,7 @@ static const struct kernels kernels_avx2 = {
 	deq_bf16_avx2, fp16_to_fp32_avx2, fp32_to_fp16_avx2,
 	blocks_avx2, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
 	dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx2,
+	NULL, pack_generic,
 };
 
 /* AVX-512 kernels where they pay, AVX2 ones for the rest; Q8_0 rows
@@ -1013,6 +1177,7 @@ static const struct kernels kernels_avx512 = {
 	deq_bf16_avx2, fp16_to_fp32_avx512, fp32_to_fp16_avx2,
 	blocks_avx512, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
 	dot_avx512, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx512,
+	gemm_f16_avx512, pack_avx512,
 };
 
 /*
@@ -1188,6 +1353,31 @@ sa_rows_batch(int type)
 
 	return kernels_path != SA_KERNELS_GENERIC && type >= 0 && type < SA_QUANT_TYPES &&
 	    k->quant[type].rows && sa_type_act(type) == SA_TYPE_Q8_K;
+}
+
+int
+sa_gemm_own(int type)
+{
+	const struct kernels *k = kernels();
+
+	return type == SA_TYPE_F16 && kernels_path != SA_KERNELS_GENERIC && k->gemm_f16;
+}
+
+void
+sa_gemm_pack(const float *x, int nx, int64_t n, float *xp)
+{
+	kernels()->pack(x, nx, n, xp);
+}
+
+void
+sa_gemm_rows(const sa_matrix *w, int64_t r0, int64_t r1, const float *xp, int nx, float *y,
+    size_t ldy)
+{
+	size_t rb = sa_type_row_size(w->type, w->cols);
+
+	if (r1 > r0)
+		kernels()->gemm_f16((const char *)w->data + (size_t)r0 * rb, rb, w->cols, r1 - r0, xp,
+		    nx, y + r0, ldy);
 }
 
 void

@@ -67,6 +67,21 @@ void sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const flo
  * 1.6-2 times for Q3_K_M). */
 int sa_rows_batch(int type);
 
+/*
+ * Products of F16 weights with many inputs through the path's own kernel
+ * rather than sgemm on the weights converted to F32 (sa_gemm_own): the
+ * inputs, F16 values held as F32, packed once, GEMM_LANES of them to a
+ * vector for every column: xp [ceil(nx/GEMM_LANES)][cols][GEMM_LANES] =
+ * x [nx][cols], zeros after the last (sa_gemm_pack).  Then y[t*ldy + r] =
+ * row r of w . input t for rows r0 <= r < r1, each sum added column after
+ * column, the products exact: the same bits on every path.
+ */
+#define GEMM_LANES 16
+int sa_gemm_own(int type);
+void sa_gemm_pack(const float *x, int nx, int64_t cols, float *xp);
+void sa_gemm_rows(const sa_matrix *w, int64_t r0, int64_t r1, const float *xp, int nx,
+    float *y, size_t ldy);
+
 /* The type llama.cpp rounds the input of a matrix of this type to (its
  * vec_dot_type): the type itself, Q8_0 for Q4_0 .. Q5_1, Q8_K for the
  * K-quants. */

@@ -442,6 +442,57 @@ test_exp_double(void)
 #endif
 }
 
+/* The products of F16 rows with packed inputs (prefill), and the packing:
+ * the bits of the generic kernels, every tail of rows, inputs and columns
+ * (the packed zeros after the last input too); and against the
+ * sums in double, within the tolerance.  Inputs are F16 values, as the
+ * forward pass rounds them; 16 of them large, so that a sum's order shows. */
+static void
+test_gemm(const struct path *p)
+{
+	static const int64_t cols[] = { 1, 17, 256, 300, 600 }, rows[] = { 1, 8, 13, 70 };
+	static const int nxs[] = { 1, 15, 16, 17, 40, 130, 300 };
+	enum { C = 600, R = 70, X = 300 };
+	static uint16_t w[R * C];
+	static float wf[R * C], x[X * C], xp[(X + 15) / 16 * 16 * C], xq[(X + 15) / 16 * 16 * C];
+	static float a[X * R], b[X * R];
+
+	if (!p->k->gemm_f16)
+		return;
+	for (int i = 0; i < R * C; i++)
+		wf[i] = sa_fp16_to_fp32(w[i] = sa_fp32_to_fp16(frand()));
+	for (int i = 0; i < X * C; i++)
+		x[i] = sa_fp16_to_fp32(sa_fp32_to_fp16(frand() * (i % 37 ? 1 : 1000)));
+	for (size_t c = 0; c < sizeof cols / sizeof *cols; c++)
+		for (size_t r = 0; r < sizeof rows / sizeof *rows; r++)
+			for (size_t t = 0; t < sizeof nxs / sizeof *nxs; t++) {
+				int64_t n = cols[c], nr = rows[r];
+				int nx = nxs[t], bad = 0, far = 0;
+				size_t rb = n * sizeof *w;
+				for (int64_t i = 0; i < nr * n; i++)
+					w[i] = sa_fp32_to_fp16(wf[(i / n) * C + i % n]);
+				size_t np = (nx + 15) / 16 * 16 * n;
+				memset(xp, 0xff, sizeof xp);
+				memset(xq, 0xff, sizeof xq);
+				p->k->pack(x, nx, n, xp);
+				kernels_generic.pack(x, nx, n, xq);
+				bad += memcmp(xp, xq, np * sizeof *xp) != 0;
+				p->k->gemm_f16(w, rb, n, nr, xp, nx, a, R);
+				kernels_generic.gemm_f16(w, rb, n, nr, xp, nx, b, R);
+				for (int j = 0; j < nx; j++)
+					for (int64_t i = 0; i < nr; i++) {
+						const float *wi = wf + i * C, *xj = x + (size_t)j * n;
+						bad += memcmp(&a[j * R + i], &b[j * R + i], sizeof *a) != 0;
+						far += !near(a[j * R + i], (float)dot_double(wi, xj, n),
+						    magnitude(wi, xj, n));
+					}
+				if (bad || far)
+					fprintf(stderr, "%s gemm %lld x %lld, %d inputs: %d differ, %d far\n",
+					    p->name, (long long)nr, (long long)n, nx, bad, far);
+				CHECK(bad == 0 && far == 0);
+			}
+}
+
 /* The path from the feature bits and SA_KERNELS, its table, and OpenBLAS's
  * core type with it. */
 static void
@@ -480,6 +531,9 @@ test_choice(void)
 	CHECK(sa_rows_batch(SA_TYPE_Q4_K) == (path != SA_KERNELS_GENERIC));
 	CHECK(!sa_rows_batch(SA_TYPE_F16) && !sa_rows_batch(SA_TYPE_Q8_0) &&
 	    !sa_rows_batch(SA_TYPE_Q4_0));
+	/* F16 prefill through the path's own kernel where it has one */
+	CHECK(sa_gemm_own(SA_TYPE_F16) == (path == SA_KERNELS_AVX512));
+	CHECK(!sa_gemm_own(SA_TYPE_F32) && !sa_gemm_own(SA_TYPE_Q8_0));
 
 	/* the pool's start-up picked OpenBLAS's core type, or kept the user's */
 	sa_set_threads(1);
@@ -551,6 +605,7 @@ main(void)
 		test_blocks(&paths[i]);
 		test_float_kernels(&paths[i]);
 		test_round_q8_k(&paths[i]);
+		test_gemm(&paths[i]);
 	}
 	if (sa_cpu_features() & SA_CPU_AVX2)
 		test_exp_double();
