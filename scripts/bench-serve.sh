@@ -27,7 +27,8 @@
 # (default bench-out/): serve-NAME.csv per model.
 #
 # --dry-run: a tiny model, 2 tasks of 3 queries, 4 tokens: checks the
-# script in seconds.
+# script in seconds, with an adapter of the shipped one's kind (a
+# least-squares memory) where the TinyLlama shape has the paper's.
 set -eu
 
 prog=bench-serve
@@ -164,7 +165,8 @@ for s in $(echo "$sets" | tr , ' '); do
 		rm -f "$tmp/tinyllama.gguf" "$tmp/tinyllama-adapter.gguf" ;;
 	tiny)
 		$mkmodel --name tiny --dim 64 --ff 192 --ctx 128 -o "$tmp/tiny.gguf"
-		bin/sa-init -m "$tmp/tiny.gguf" --seed 1 --w1-scale 0.5 -o "$tmp/tiny-adapter.gguf"
+		bin/sa-init -m "$tmp/tiny.gguf" --kind lsq --key-source input --seed 1 \
+		    --w1-scale 0.5 -o "$tmp/tiny-adapter.gguf"
 		ctx=
 		bench tiny "$tmp/tiny.gguf" "$tmp/tiny-adapter.gguf" ;;
 	esac

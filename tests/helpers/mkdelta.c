@@ -1,7 +1,10 @@
 /*
  * mkdelta - a delta with a random state, for tests of the tools that read
  * deltas: shapes and fingerprints from an adapter file (-a) or given
- * directly, h uniform in [-1, 1) and P in [0.05, 0.95) from a seed.
+ * directly, h uniform in [-1, 1) and P in [0.05, 0.95) from a seed.  For a
+ * least-squares memory, P holds the key sums S, which the read-out solves
+ * with: each is made symmetric and diagonally dominant (positive definite),
+ * as sums of features' outer products are.
  */
 #include <getopt.h>
 #include <unistd.h>
@@ -117,6 +120,15 @@ main(int argc, char **argv)
 		d->h[i] = (float)(2 * sa_unif(&s) - 1);
 	for (size_t i = 0; i < np; i++)
 		d->P[i] = (float)(0.05 + 0.9 * sa_unif(&s));
+	if (d->mapping == SA_MAPPING_LSQ) {
+		size_t dk = (size_t)(d->rank / d->n_head_kv);
+		for (float *S = d->P; S < d->P + np; S += dk * dk)
+			for (size_t i = 0; i < dk; i++) {
+				S[i * dk + i] = 1 + S[i * dk + i];
+				for (size_t j = 0; j < i; j++)
+					S[i * dk + j] = S[j * dk + i] /= (float)(2 * dk);
+			}
+	}
 	d->n_tokens = tokens;
 	d->n_demos = demos;
 	if (params && !(d->params = strdup(params)))
