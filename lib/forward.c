@@ -44,6 +44,10 @@
 #define ATT_GEMM_MIN 32       /* queries from which attention uses sgemm */
 #define SMALL_N 16            /* tokens up to which linear maps skip sgemm */
 #define MV_BLOCK (128 << 10)   /* bytes of weight rows the row kernels reuse */
+/* Rows of such a block: a multiple of MV_ROWS, rounded up.  The FFN's down
+ * projection of TinyLlama's shape went 11 rows to a block; 16 took 5-8%
+ * off its time with 8 inputs (F16, Zen 5). */
+#define MV_ROWS 8
 
 struct sa_kvcache {
 	const sa_model *m;
@@ -581,6 +585,7 @@ mv_task(void *arg, int ith, int chunk, int nchunks)
 			 * to find the block in the cache.  Each row's sums stay
 			 * as they are: the kernels sum every row on its own. */
 			int64_t blk = MV_BLOCK / (int64_t)sa_type_row_size(w->type, w->cols);
+			blk = (blk + MV_ROWS - 1) / MV_ROWS * MV_ROWS;
 			if (t->nx == 1 || blk < 1)
 				blk = end - lo;
 			for (int64_t a = lo; a < end; a += blk)
