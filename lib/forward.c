@@ -372,7 +372,10 @@ rope_apply(const sa_config *c, const float *cs, float *v, int nh)
 static void
 rows_run(sa_chunk_fn fn, void *arg, int64_t n)
 {
-	sa_pool_run_chunks(fn, arg, n > SMALL_N ? chunks_for(n) : 1);
+	if (n > SMALL_N)
+		sa_pool_run_chunks(fn, arg, chunks_for(n));
+	else
+		fn(arg, 0, 0, 1);
 }
 
 /* x [n][d] += add (unless NULL), then xn [n][d] = rmsnorm(x) * w. */
