@@ -369,6 +369,96 @@ rope_apply(const sa_config *c, const float *cs, float *v, int nh)
 	}
 }
 
+/* The steps of a row that the rows of prefill share out: over the pool
+ * for more than SMALL_N rows, each row computed as on its own; on the
+ * calling thread for fewer (decoding), where waking the workers would cost
+ * more than the work. */
+static void
+rows_run(sa_chunk_fn fn, void *arg, int64_t n)
+{
+	if (n > SMALL_N)
+		sa_pool_run_chunks(fn, arg, chunks_for(n));
+	else
+		fn(arg, 0, 0, 1);
+}
+
+/* x [n][d] += add (unless NULL), then xn [n][d] = rmsnorm(x) * w. */
+struct norm_task {
+	const sa_config *c;
+	float *x, *xn;
+	const float *add, *w;
+	int n;
+};
+
+static void
+norm_task(void *arg, int ith, int chunk, int nchunks)
+{
+	struct norm_task *t = arg;
+	size_t d = t->c->d_model;
+	int64_t lo, hi;
+
+	sa_split(t->n, chunk, nchunks, &lo, &hi);
+	for (int64_t i = lo; i < hi; i++) {
+		if (t->add)
+			for (size_t j = 0; j < d; j++)
+				t->x[i * d + j] += t->add[i * d + j];
+		rmsnorm(t->xn + i * d, t->x + i * d, t->w, (int)d, t->c->norm_eps);
+	}
+}
+
+static void
+norm_rows(sa_kvcache *s, float *x, const float *add, const float *w, float *xn, int n)
+{
+	struct norm_task t = { &s->m->cfg, x, xn, add, w, n };
+	rows_run(norm_task, &t, n);
+}
+
+/* RoPE on the queries and keys of n tokens. */
+struct rope_task {
+	sa_kvcache *s;
+	int n;
+};
+
+static void
+rope_task(void *arg, int ith, int chunk, int nchunks)
+{
+	struct rope_task *t = arg;
+	const sa_config *c = &t->s->m->cfg;
+	size_t qd = (size_t)c->n_head * c->d_head, kvd = (size_t)c->n_head_kv * c->d_head;
+	int64_t lo, hi;
+
+	sa_split(t->n, chunk, nchunks, &lo, &hi);
+	for (int64_t i = lo; i < hi; i++) {
+		const float *cs = t->s->rope + i * c->rope_dim;
+		rope_apply(c, cs, t->s->q + i * qd, c->n_head);
+		rope_apply(c, cs, t->s->k + i * kvd, c->n_head_kv);
+	}
+}
+
+/* h [n] := silu(h) * h2, cut at multiples of SWIGLU_CUT values: the kernel
+ * goes a vector at a time from each piece's start, the values past the
+ * last whole vector on their own, so pieces cut there give one call's
+ * bits. */
+#define SWIGLU_CUT 64
+struct swiglu_task {
+	float *h;
+	const float *h2;
+	size_t n;
+};
+
+static void
+swiglu_task(void *arg, int ith, int chunk, int nchunks)
+{
+	struct swiglu_task *t = arg;
+	int64_t lo, hi;
+
+	sa_split((int64_t)((t->n + SWIGLU_CUT - 1) / SWIGLU_CUT), chunk, nchunks, &lo, &hi);
+	lo *= SWIGLU_CUT;
+	hi = (size_t)hi * SWIGLU_CUT < t->n ? hi * SWIGLU_CUT : (int64_t)t->n;
+	if (hi > lo)
+		sa_kernels_float()->swiglu(t->h + lo, t->h + lo, t->h2 + lo, (size_t)(hi - lo));
+}
+
 /* -------------------------------------------------------- linear maps */
 
 /* One linear map y [n][rows] = x [n][cols] W^T (+ bias) (+ B (A x)). */
@@ -506,6 +596,28 @@ mm_task(void *arg, int ith, int chunk, int nchunks)
 	    t->x, (int)w->cols, wf, (int)w->cols, 0.0f, t->ls[j].y + r0, (int)w->rows);
 }
 
+/* x [n][cols] packed for sa_gemm_rows, GEMM_LANES inputs (a panel) at a
+ * time. */
+struct pack_task {
+	const float *x;
+	int n;
+	int64_t cols;
+	float *xp;
+};
+
+static void
+pack_task(void *arg, int ith, int chunk, int nchunks)
+{
+	struct pack_task *t = arg;
+	int64_t lo, hi;
+
+	sa_split((t->n + GEMM_LANES - 1) / GEMM_LANES, chunk, nchunks, &lo, &hi);
+	lo *= GEMM_LANES;
+	hi = hi * GEMM_LANES < t->n ? hi * GEMM_LANES : t->n;
+	if (hi > lo)
+		sa_gemm_pack(t->x + lo * t->cols, (int)(hi - lo), t->cols, t->xp + lo * t->cols);
+}
+
 /* Y [n][rows] = Xr [n][cols] W^T (+ bias) (+ B (A Xr)) for nl maps; Xr
  * already rounded. */
 static int
@@ -524,11 +636,12 @@ matmul(sa_kvcache *s, const lin *ls, int nl, const float *Xr, int n)
 	}
 	if (own) {
 		/* the path's own kernel reads the weights as they are */
-		size_t panels = (size_t)(n + GEMM_LANES - 1) / GEMM_LANES;
-		if (grow(&s->xp, &s->xp_cap, panels * GEMM_LANES * cols))
+		int panels = (n + GEMM_LANES - 1) / GEMM_LANES;
+		struct pack_task pt = { Xr, n, cols, NULL };
+		if (grow(&s->xp, &s->xp_cap, (size_t)panels * GEMM_LANES * cols))
 			return SA_EINTERNAL;
-		sa_gemm_pack(Xr, n, cols, s->xp);
-		t.xp = s->xp;
+		t.xp = pt.xp = s->xp;
+		sa_pool_run_chunks(pack_task, &pt, chunks_for(panels));
 	} else {
 		if (grow(&s->wt, &s->wt_cap, sa_get_threads() * t.wt_stride))
 			return SA_EINTERNAL;
@@ -870,14 +983,8 @@ input_seen(sa_kvcache *s, int l, uint32_t mats, int i0, int n, const float *x)
 		s->in_hook(s->in_ctx, l, i0, n, x);
 }
 
-static void
-add_rows(float *x, const float *y, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		x[i] += y[i];
-}
-
-/* x rows i0..n-1 += ffn(rmsnorm(x)), FBLK rows at a time. */
+/* x rows i0..n-1 += tmp's (attention's output), then tmp's := ffn(rmsnorm(x)),
+ * FBLK rows at a time: the caller adds them to x. */
 static int
 ffn(sa_kvcache *s, int l, int i0, int n)
 {
@@ -890,9 +997,9 @@ ffn(sa_kvcache *s, int l, int i0, int n)
 
 	for (int b0 = i0; b0 < n; b0 += FBLK) {
 		int nb = n - b0 < FBLK ? n - b0 : FBLK;
-		float *x = s->x + b0 * d, *xn = s->xn + b0 * d;
-		for (int i = 0; i < nb; i++)
-			rmsnorm(xn + i * d, x + i * d, L->ffn_norm.data, (int)d, c->norm_eps);
+		float *xn = s->xn + b0 * d, *y = s->tmp + b0 * d;
+		struct swiglu_task st = { s->hb, s->hb2, (size_t)nb * ff };
+		norm_rows(s, s->x + b0 * d, y, L->ffn_norm.data, xn, nb);
 		input_seen(s, l, 1u << SA_MAT_GATE | 1u << SA_MAT_UP, b0, nb, xn);
 		lin gu[2] = {
 			layer_lin(s, l, SA_MAT_GATE, NULL, s->hb),
@@ -906,12 +1013,12 @@ ffn(sa_kvcache *s, int l, int i0, int n)
 		for (int i = 0; s->rows && i < nb; i++)
 			fk->swiglu(s->hb + i * ff, s->hb + i * ff, s->hb2 + i * ff, ff);
 		if (!s->rows)
-			fk->swiglu(s->hb, s->hb, s->hb2, (size_t)nb * ff);
+			rows_run(swiglu_task, &st, nb);
 		input_seen(s, l, 1u << SA_MAT_DOWN, b0, nb, s->hb);
-		lin down = layer_lin(s, l, SA_MAT_DOWN, NULL, s->tmp);
+		/* into the rows of tmp just added to x */
+		lin down = layer_lin(s, l, SA_MAT_DOWN, NULL, y);
 		if ((rc = linear(s, &down, 1, s->hb, nb, s->hr)) != SA_OK)
 			return rc;
-		add_rows(x, s->tmp, (size_t)nb * d);
 	}
 	return SA_OK;
 }
@@ -926,8 +1033,8 @@ forward_tokens(sa_kvcache *s, const int *toks, int n, float *logits, int all_log
 	const sa_model *m = s->m;
 	const sa_config *c = &m->cfg;
 	size_t d = c->d_model, qd = (size_t)c->n_head * c->d_head;
-	size_t kvd = (size_t)c->n_head_kv * c->d_head;
 	int rc, i0 = 0;
+	const float *ffn_out = NULL;   /* the layer before's, to add to x: tmp */
 
 	if ((rc = build_scratch(s, n)) != SA_OK)
 		return rc;
@@ -940,8 +1047,7 @@ forward_tokens(sa_kvcache *s, const int *toks, int n, float *logits, int all_log
 		const sa_layer *L = &m->layers[l];
 		int last = l == c->n_layer - 1;
 
-		for (int i = 0; i < n; i++)
-			rmsnorm(s->xn + i * d, s->x + i * d, L->attn_norm.data, (int)d, c->norm_eps);
+		norm_rows(s, s->x, ffn_out, L->attn_norm.data, s->xn, n);
 		lin qkv[3] = {
 			layer_lin(s, l, SA_MAT_Q, L->bq.data, s->q),
 			layer_lin(s, l, SA_MAT_K, L->bk.data, s->k),
@@ -954,11 +1060,8 @@ forward_tokens(sa_kvcache *s, const int *toks, int n, float *logits, int all_log
 		if (s->q_hook)
 			s->q_hook(s->q_hook_ctx, l, n, s->q);
 		input_seen(s, l, 1u << SA_MAT_Q | 1u << SA_MAT_K | 1u << SA_MAT_V, 0, n, s->xn);
-		for (int i = 0; i < n; i++) {
-			const float *cs = s->rope + (size_t)i * c->rope_dim;
-			rope_apply(c, cs, s->q + i * qd, c->n_head);
-			rope_apply(c, cs, s->k + i * kvd, c->n_head_kv);
-		}
+		struct rope_task rt = { s, n };
+		rows_run(rope_task, &rt, n);
 		kv_store(s, l, n);
 
 		/* Past the last layer's cache only the rows wanted for logits
@@ -975,9 +1078,9 @@ forward_tokens(sa_kvcache *s, const int *toks, int n, float *logits, int all_log
 		lin o = layer_lin(s, l, SA_MAT_O, NULL, s->tmp + i0 * d);
 		if ((rc = linear(s, &o, 1, s->ao + i0 * qd, n - i0, s->xr)) != SA_OK)
 			return rc;
-		add_rows(s->x + i0 * d, s->tmp + i0 * d, (size_t)(n - i0) * d);
 		if ((rc = ffn(s, l, i0, n)) != SA_OK)
 			return rc;
+		ffn_out = s->tmp;
 	}
 	for (int i = 0; s->rows && i < n; i++)
 		s->rows[i]->pos++;
@@ -987,8 +1090,7 @@ forward_tokens(sa_kvcache *s, const int *toks, int n, float *logits, int all_log
 		return SA_OK;
 	if (!all_logits)
 		i0 = n - 1;
-	for (int i = i0; i < n; i++)
-		rmsnorm(s->xn + i * d, s->x + i * d, m->out_norm.data, (int)d, c->norm_eps);
+	norm_rows(s, s->x + i0 * d, s->tmp + i0 * d, m->out_norm.data, s->xn + i0 * d, n - i0);
 	lin out = { &m->output, sa_type_act(m->output.type), NULL, NULL, logits, NULL, 0 };
 	return linear(s, &out, 1, s->xn + i0 * d, n - i0, s->xr);
 }

@@ -62,7 +62,7 @@ static struct kernels {
 	float (*max)(const float *, int64_t);
 	double (*exp_sum)(float *, const float *, int64_t, float);
 	const sa_quant_rows *quant;     /* [type] rows of Q4_0 .. Q6_K, kernels_quant.c */
-	gemm_fn *gemm_f16;              /* F16 rows against packed inputs; NULL: sgemm */
+	gemm_fn *gemm_f16;              /* F16 rows against packed inputs */
 	void (*pack)(const float *, int, int64_t, float *);   /* sa_gemm_pack */
 } K;
 
@@ -668,6 +668,111 @@ fp32_to_fp16_avx2(const float *src, uint16_t *dst, int64_t n)
 		dst[i] = sa_fp32_to_fp16(src[i]);
 }
 
+/*
+ * Products of F16 rows with many inputs (prefill), without sgemm's copies:
+ * the inputs packed once by the caller, GEMM_LANES of them to a vector for
+ * every column (sa_gemm_pack), the rows converted to F32 a few hundred
+ * columns at a time into a buffer that stays in L1.  Written once for each
+ * vector width W (V holding L floats, VP = GEMM_LANES / L of them to a
+ * column of a panel).  A tile holds the sums of R rows x T vectors of
+ * inputs in registers (8 x 3 in 24 of AVX-512's 32, 6 x 2 in 12 of AVX2's
+ * 16; T a multiple of VP): per column, T loads of inputs and R broadcasts
+ * of weights feed R T FMAs.  Each lane is one sum, added column after
+ * column: the bits of the portable kernel.  Blocks, so that what a pass
+ * reads again stays near:
+ *   GEMM_KB columns: the inputs' share of them (GEMM_TB inputs, 128 KiB)
+ *   stays in L2 while every row group of the block goes over it;
+ *   RB rows x GEMM_TB inputs: the sums between column blocks, in a
+ *   buffer of up to 32 KiB, written to y at the end.
+ */
+#define GEMM_KB 256
+#define GEMM_TB 128
+
+#define GEMM_F16(W, ATTR, INLINE, V, L, R_, T_, RB, LOADU, STOREU, FMADD, SET1, ZERO) \
+/* c [R][GEMM_TB] (+)= wb [R][GEMM_KB] . the T vectors of inputs [kl] from \
+ * xp (panels ps floats apart) */ \
+INLINE void \
+gemm_tile_##W(int R, int T, const float *wb, const float *xp, size_t ps, int64_t kl, \
+    float *c, int first) \
+{ \
+	enum { VP = GEMM_LANES / L }; \
+	V acc[R_][T_]; \
+	UNROLL for (int r = 0; r < R; r++) \
+		UNROLL for (int t = 0; t < T; t++) \
+			acc[r][t] = first ? ZERO() : LOADU(c + r * GEMM_TB + t * L); \
+	for (int64_t k = 0; k < kl; k++) { \
+		V xv[T_]; \
+		UNROLL for (int t = 0; t < T; t++) \
+			xv[t] = LOADU(xp + t / VP * ps + k * GEMM_LANES + t % VP * L); \
+		UNROLL for (int r = 0; r < R; r++) { \
+			V wv = SET1(wb[r * GEMM_KB + k]); \
+			UNROLL for (int t = 0; t < T; t++) \
+				acc[r][t] = FMADD(wv, xv[t], acc[r][t]); \
+		} \
+	} \
+	UNROLL for (int r = 0; r < R; r++) \
+		UNROLL for (int t = 0; t < T; t++) \
+			STOREU(c + r * GEMM_TB + t * L, acc[r][t]); \
+} \
+/* the tiles of R rows over the nv vectors of inputs of np panels */ \
+INLINE void \
+gemm_panels_##W(int R, const float *wb, const float *xp, size_t ps, int np, int64_t kl, \
+    float *c, int first) \
+{ \
+	int v = 0, nv = np * (GEMM_LANES / L); \
+	for (; v + T_ <= nv; v += T_) \
+		gemm_tile_##W(R, T_, wb, xp + v / (GEMM_LANES / L) * ps, ps, kl, c + v * L, first); \
+	if (nv - v == 2) \
+		gemm_tile_##W(R, 2, wb, xp + v / (GEMM_LANES / L) * ps, ps, kl, c + v * L, first); \
+	if (nv - v == 1) \
+		gemm_tile_##W(R, 1, wb, xp + v / (GEMM_LANES / L) * ps, ps, kl, c + v * L, first); \
+} \
+ATTR static void \
+gemm_f16_##W(const void *w, size_t rb, int64_t n, int64_t nr, const float *xp, int nx, \
+    float *y, size_t ldy) \
+{ \
+	_Alignas(64) float wb[R_ * GEMM_KB], c[RB * GEMM_TB]; \
+	size_t ps = (size_t)n * GEMM_LANES; \
+	for (int64_t r0 = 0; r0 < nr; r0 += RB) { \
+		int m = nr - r0 < RB ? (int)(nr - r0) : RB; \
+		for (int t0 = 0; t0 < nx; t0 += GEMM_TB) { \
+			int nt = nx - t0 < GEMM_TB ? nx - t0 : GEMM_TB; \
+			int np = (nt + GEMM_LANES - 1) / GEMM_LANES; \
+			const float *xb = xp + (size_t)(t0 / GEMM_LANES) * ps; \
+			for (int64_t k0 = 0; k0 < n; k0 += GEMM_KB) { \
+				int64_t kl = n - k0 < GEMM_KB ? n - k0 : GEMM_KB; \
+				for (int r = 0; r < m; ) { \
+					int R = m - r < R_ ? 1 : R_; \
+					const char *wr = (const char *)w + (r0 + r) * rb + k0 * 2; \
+					/* these rows' next columns, or the next rows' first: \
+					 * from memory while the tiles compute */ \
+					const char *pf = k0 + GEMM_KB < n ? wr + GEMM_KB * 2 : \
+					    r0 + RB + r < nr ? wr + RB * rb - k0 * 2 : NULL; \
+					for (int i = 0; pf && i < R; i++) \
+						for (int o = 0; o < GEMM_KB * 2; o += 64) \
+							_mm_prefetch(pf + i * rb + o, _MM_HINT_T1); \
+					for (int i = 0; i < R; i++) \
+						fp16_to_fp32_##W((const uint16_t *)(wr + i * rb), \
+						    wb + i * GEMM_KB, kl); \
+					if (R == R_) \
+						gemm_panels_##W(R_, wb, xb + k0 * GEMM_LANES, ps, np, kl, \
+						    c + r * GEMM_TB, !k0); \
+					else \
+						gemm_panels_##W(1, wb, xb + k0 * GEMM_LANES, ps, np, kl, \
+						    c + r * GEMM_TB, !k0); \
+					r += R; \
+				} \
+			} \
+			for (int t = 0; t < nt; t++) \
+				for (int r = 0; r < m; r++) \
+					y[(t0 + t) * ldy + r0 + r] = c[r * GEMM_TB + t]; \
+		} \
+	} \
+}
+
+GEMM_F16(avx2, AVX2, ALWAYS_INLINE, __m256, 8, 6, 2, 48, _mm256_loadu_ps, _mm256_storeu_ps,
+    _mm256_fmadd_ps, _mm256_set1_ps, _mm256_setzero_ps)
+
 AVX2 static void
 deq_bf16_avx2(const void *w, size_t rb, int64_t n, float *dst, int64_t nr)
 {
@@ -1020,68 +1125,6 @@ dot_avx512(const float *a, const float *b, int64_t n)
 	return dot1_avx512(ld16_f32, ld1_f32, 4, a, b, n);
 }
 
-/*
- * Products of F16 rows with many inputs (prefill), without sgemm's copies:
- * the inputs packed once by the caller, GEMM_LANES of them to a vector for
- * every column (sa_gemm_pack), the rows converted to F32 a few hundred
- * columns at a time into a buffer that stays in L1.  A tile holds the sums
- * of GEMM_R rows x GEMM_T vectors of inputs in 24 registers: per column,
- * GEMM_T loads of inputs and GEMM_R broadcasts of weights feed 24 FMAs.
- * Each lane is one sum, added column after column: the bits of the
- * portable kernel.  Blocks, so that what a pass reads again stays near:
- *   GEMM_KB columns: the inputs' share of them (GEMM_TB inputs, 128 KiB)
- *   stays in L2 while every row group of the block goes over it;
- *   GEMM_RB rows x GEMM_TB inputs: the sums between column blocks, in a
- *   buffer of 32 KiB, written to y at the end.
- */
-#define GEMM_R 8
-#define GEMM_T 3
-#define GEMM_KB 256
-#define GEMM_TB 128
-#define GEMM_RB 64
-
-/* c [R][GEMM_TB] (+)= wb [R][GEMM_KB] . xp's T vectors [kl][GEMM_LANES]
- * (panels ps floats apart) */
-AVX512_INLINE void
-gemm_tile(int R, int T, const float *wb, const float *xp, size_t ps, int64_t kl, float *c,
-    int first)
-{
-	__m512 acc[GEMM_R][GEMM_T];
-
-	UNROLL for (int r = 0; r < R; r++)
-		UNROLL for (int t = 0; t < T; t++)
-			acc[r][t] = first ? _mm512_setzero_ps() :
-			    _mm512_loadu_ps(c + r * GEMM_TB + t * GEMM_LANES);
-	for (int64_t k = 0; k < kl; k++) {
-		__m512 xv[GEMM_T];
-		UNROLL for (int t = 0; t < T; t++)
-			xv[t] = _mm512_loadu_ps(xp + t * ps + k * GEMM_LANES);
-		UNROLL for (int r = 0; r < R; r++) {
-			__m512 wv = _mm512_set1_ps(wb[r * GEMM_KB + k]);
-			UNROLL for (int t = 0; t < T; t++)
-				acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
-		}
-	}
-	UNROLL for (int r = 0; r < R; r++)
-		UNROLL for (int t = 0; t < T; t++)
-			_mm512_storeu_ps(c + r * GEMM_TB + t * GEMM_LANES, acc[r][t]);
-}
-
-/* the tiles of R rows over np panels of inputs */
-AVX512_INLINE void
-gemm_panels(int R, const float *wb, const float *xp, size_t ps, int np, int64_t kl, float *c,
-    int first)
-{
-	int p = 0;
-
-	for (; p + GEMM_T <= np; p += GEMM_T)
-		gemm_tile(R, GEMM_T, wb, xp + p * ps, ps, kl, c + p * GEMM_LANES, first);
-	if (np - p == 2)
-		gemm_tile(R, 2, wb, xp + p * ps, ps, kl, c + p * GEMM_LANES, first);
-	if (np - p == 1)
-		gemm_tile(R, 1, wb, xp + p * ps, ps, kl, c + p * GEMM_LANES, first);
-}
-
 /* a column of 16 inputs in one gather, the inputs after nx zeros */
 AVX512 static void
 pack_avx512(const float *x, int nx, int64_t n, float *xp)
@@ -1098,49 +1141,8 @@ pack_avx512(const float *x, int nx, int64_t n, float *xp)
 	}
 }
 
-AVX512 static void
-gemm_f16_avx512(const void *w, size_t rb, int64_t n, int64_t nr, const float *xp, int nx,
-    float *y, size_t ldy)
-{
-	_Alignas(64) float wb[GEMM_R * GEMM_KB], c[GEMM_RB * GEMM_TB];
-	size_t ps = (size_t)n * GEMM_LANES;
-
-	for (int64_t r0 = 0; r0 < nr; r0 += GEMM_RB) {
-		int m = nr - r0 < GEMM_RB ? (int)(nr - r0) : GEMM_RB;
-		for (int t0 = 0; t0 < nx; t0 += GEMM_TB) {
-			int nt = nx - t0 < GEMM_TB ? nx - t0 : GEMM_TB;
-			int np = (nt + GEMM_LANES - 1) / GEMM_LANES;
-			const float *xb = xp + (size_t)(t0 / GEMM_LANES) * ps;
-			for (int64_t k0 = 0; k0 < n; k0 += GEMM_KB) {
-				int64_t kl = n - k0 < GEMM_KB ? n - k0 : GEMM_KB;
-				for (int r = 0; r < m; ) {
-					int R = m - r < GEMM_R ? 1 : GEMM_R;
-					const char *wr = (const char *)w + (r0 + r) * rb + k0 * 2;
-					/* these rows' next columns, or the next rows' first:
-					 * from memory while the tiles compute */
-					const char *pf = k0 + GEMM_KB < n ? wr + GEMM_KB * 2 :
-					    r0 + GEMM_RB + r < nr ? wr + GEMM_RB * rb - k0 * 2 : NULL;
-					for (int i = 0; pf && i < R; i++)
-						for (int o = 0; o < GEMM_KB * 2; o += 64)
-							_mm_prefetch(pf + i * rb + o, _MM_HINT_T1);
-					for (int i = 0; i < R; i++)
-						fp16_to_fp32_avx512((const uint16_t *)(wr + i * rb), wb + i * GEMM_KB,
-						    kl);
-					if (R == GEMM_R)
-						gemm_panels(GEMM_R, wb, xb + k0 * GEMM_LANES, ps, np, kl,
-						    c + r * GEMM_TB, !k0);
-					else
-						gemm_panels(1, wb, xb + k0 * GEMM_LANES, ps, np, kl,
-						    c + r * GEMM_TB, !k0);
-					r += R;
-				}
-			}
-			for (int t = 0; t < nt; t++)
-				for (int r = 0; r < m; r++)
-					y[(t0 + t) * ldy + r0 + r] = c[r * GEMM_TB + t];
-		}
-	}
-}
+GEMM_F16(avx512, AVX512, AVX512_INLINE, __m512, 16, 8, 3, 64, _mm512_loadu_ps, _mm512_storeu_ps,
+    _mm512_fmadd_ps, _mm512_set1_ps, _mm512_setzero_ps)
 #endif /* HAVE_X86 */
 
 /* ------------------------------------------------------------ dispatch */
@@ -1165,7 +1167,7 @@ static const struct kernels kernels_avx2 = {
 	deq_bf16_avx2, fp16_to_fp32_avx2, fp32_to_fp16_avx2,
 	blocks_avx2, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
 	dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx2,
-	NULL, pack_generic,
+	gemm_f16_avx2, pack_generic,
 };
 
 /* AVX-512 kernels where they pay, AVX2 ones for the rest; Q8_0 rows
@@ -1358,9 +1360,8 @@ sa_rows_batch(int type)
 int
 sa_gemm_own(int type)
 {
-	const struct kernels *k = kernels();
-
-	return type == SA_TYPE_F16 && kernels_path != SA_KERNELS_GENERIC && k->gemm_f16;
+	/* the portable kernel is there to check the others against */
+	return type == SA_TYPE_F16 && sa_kernels_path() != SA_KERNELS_GENERIC;
 }
 
 void

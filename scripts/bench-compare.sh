@@ -23,7 +23,11 @@
 # bench, one after the other, on the same file with the same thread count:
 # prefill of P tokens (default 512, or the context less N when shorter),
 # then N tokens (default 128) decoded one at a time after them, llama-bench
-# being given -d P so that its decode runs at the same positions.  The table
+# being given -d P so that its decode runs at the same positions.  Both
+# warm up alike before timing: llama-bench by default runs the prompt once
+# before timing ppP and decodes one token before timing tgN (its
+# --no-warmup turns that off), and tests/helpers/bench does the same, so
+# neither times the first run's page faults and allocations.  The table
 # gives medians over the repetitions and the median of the per-repetition
 # ratios libsa / llama.cpp (pairs measured seconds apart share the machine's
 # load).  With -o, the samples go to DIR/compare.csv and the table to

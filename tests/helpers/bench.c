@@ -7,9 +7,11 @@
  * With no model, bench makes its own with tests/helpers/mkmodel (SA_MKMODEL)
  * in a temporary directory: a tiny one, and two of TinyLlama's shape (d 2048,
  * 22 layers, 32 heads, 4 KV heads, FFN 5632, the 32000-token Llama vocab of
- * tests/data/vocab) in F16 and Q8_0.  For each model it runs a prompt of
- * n_prompt tokens (default 512) in one call, then n_decode (default 128)
- * tokens one at a time, and prints one line:
+ * tests/data/vocab) in F16 and Q8_0.  For each model it runs the warm-up
+ * llama-bench runs (a prompt of n_prompt tokens, then one token, the cache
+ * emptied after each), then, timed, a prompt of n_prompt tokens (default
+ * 512) in one call and n_decode (default 128) tokens one at a time after
+ * it, and prints one line:
  *   prefill tokens/s, decode tokens/s, weight bytes read per decoded token
  *   times tokens/s, and that as a fraction of the copy bandwidth.
  * The copy bandwidth is measured in the same run: memcpy of a 512 MiB
@@ -136,7 +138,13 @@ bench(const char *path, int n_prompt, int n_decode, double copy_bw)
 		toks[i] = (int)(x % (uint64_t)m->cfg.n_vocab);
 	}
 
-	/* a short warm-up pages the weights in and starts the threads */
+	/* llama-bench's warm-up (on unless --no-warmup): a prefill of the
+	 * prompt's size before timing one, a decoded token before timing
+	 * decode.  It pages the weights in, starts the threads and grows the
+	 * scratch to its size, which would otherwise count in the prefill. */
+	if ((rc = sa_forward(s, toks, n_prompt, logits, 0)) != SA_OK)
+		goto fail;
+	sa_kvcache_truncate(s, 0);
 	if ((rc = sa_forward(s, toks, 1, logits, 0)) != SA_OK)
 		goto fail;
 	sa_kvcache_truncate(s, 0);

@@ -987,6 +987,8 @@ test_config(void)
 		CHECK(m2->fingerprint == m->fingerprint);
 		CHECK(m3->fingerprint != m->fingerprint);
 		CHECK(m4->fingerprint != m->fingerprint);
+		/* F16 prefill: the path's own kernel, its inputs packed over the pool */
+		test_threads(m4);
 	}
 	sa_model_free(m2);
 	sa_model_free(m3);
