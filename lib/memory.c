@@ -136,86 +136,114 @@ sa_memory_write(const sa_memory_params *mp, const float *X, const float *V, int 
 	return rc;
 }
 
-/* L L^T = A [n][n] in place (lower triangle); 0 unless positive definite. */
+/*
+ * L L^T = A [n][n] in place (lower triangle), and T [n][n] = L^T (row k of
+ * T holds column k of L below the diagonal); 0 unless positive definite.
+ * Each entry of L is the sum of the textbook order, k ascending,
+ *   L[i][j] = (A[i][j] - sum_k<j L[i][k] L[j][k]) / L[j][j],
+ * but a column's entries are summed side by side: one subtraction for all
+ * of them at each k, reading row k of T, where an entry's own chain of n
+ * dependent subtractions left the CPU waiting on each.  Same bits.
+ */
 static int
-cholesky(double *A, int n)
+cholesky(double *A, double *T, int n)
 {
 	for (int j = 0; j < n; j++) {
-		double d = A[(size_t)j * n + j];
+		double *c = T + (size_t)j * n, d = A[(size_t)j * n + j];
 		for (int k = 0; k < j; k++)
 			d -= A[(size_t)j * n + k] * A[(size_t)j * n + k];
 		if (!(d > 0))
 			return 0;
 		d = sqrt(d);
 		A[(size_t)j * n + j] = d;
-		for (int i = j + 1; i < n; i++) {
-			double s = A[(size_t)i * n + j];
-			for (int k = 0; k < j; k++)
-				s -= A[(size_t)i * n + k] * A[(size_t)j * n + k];
-			A[(size_t)i * n + j] = s / d;
+		for (int i = j + 1; i < n; i++)
+			c[i] = A[(size_t)i * n + j];
+		for (int k = 0; k < j; k++) {
+			const double *tk = T + (size_t)k * n;
+			double ljk = A[(size_t)j * n + k];
+			for (int i = j + 1; i < n; i++)
+				c[i] -= tk[i] * ljk;
 		}
+		for (int i = j + 1; i < n; i++)
+			A[(size_t)i * n + j] = c[i] /= d;
 	}
 	return 1;
 }
 
-/* x := (L L^T)^-1 x for the factor L [n][n] of cholesky. */
+/*
+ * X := (L L^T)^-1 X for the factors L, T of cholesky and X [n][m]: m
+ * right-hand sides as columns, substituted side by side, each in the
+ * textbook order (forward, then back).
+ */
 static void
-cholesky_solve(const double *L, int n, double *x)
+cholesky_solve(const double *L, const double *T, int n, double *X, int m)
 {
 	for (int i = 0; i < n; i++) {
-		double s = x[i];
-		for (int k = 0; k < i; k++)
-			s -= L[(size_t)i * n + k] * x[k];
-		x[i] = s / L[(size_t)i * n + i];
+		double *xi = X + (size_t)i * m;
+		for (int k = 0; k < i; k++) {
+			const double *xk = X + (size_t)k * m;
+			double l = L[(size_t)i * n + k];
+			for (int r = 0; r < m; r++)
+				xi[r] -= l * xk[r];
+		}
+		for (int r = 0; r < m; r++)
+			xi[r] /= L[(size_t)i * n + i];
 	}
 	for (int i = n - 1; i >= 0; i--) {
-		double s = x[i];
-		for (int k = i + 1; k < n; k++)
-			s -= L[(size_t)k * n + i] * x[k];
-		x[i] = s / L[(size_t)i * n + i];
+		double *xi = X + (size_t)i * m;
+		for (int k = i + 1; k < n; k++) {
+			const double *xk = X + (size_t)k * m;
+			double l = T[(size_t)i * n + k];
+			for (int r = 0; r < m; r++)
+				xi[r] -= l * xk[r];
+		}
+		for (int r = 0; r < m; r++)
+			xi[r] /= L[(size_t)i * n + i];
 	}
 }
 
 /*
- * L [dk][dk]: the Cholesky factor of S + lambda I.  The solve reads the
+ * L, T [dk][dk]: the Cholesky factors of S + lambda I.  The solve reads the
  * lower triangle of the mean of S and S^T, so that rounding in a file
  * cannot make S asymmetric.
  */
 static int
-factor(const float *S, int dk, double lambda, double *L)
+factor(const float *S, int dk, double lambda, double *L, double *T)
 {
 	for (int i = 0; i < dk; i++)
 		for (int j = 0; j <= i; j++)
 			L[(size_t)i * dk + j] = 0.5 * ((double)S[(size_t)i * dk + j] + S[(size_t)j * dk + i]) +
 			    (i == j ? lambda : 0);
-	if (!cholesky(L, dk))
+	if (!cholesky(L, T, dk))
 		return sa_fail(SA_EDATA, "the memory's key sums are not positive definite");
 	return SA_OK;
+}
+
+/* M [dh][dk] = G A^-1 for A = L L^T symmetric: A X = G^T, X [dk][dh] scratch. */
+static void
+solve_rows(const double *L, const double *T, int dk, const float *G, int dh, float *M, double *X)
+{
+	for (int i = 0; i < dh; i++)
+		for (int j = 0; j < dk; j++)
+			X[(size_t)j * dh + i] = G[(size_t)i * dk + j];
+	cholesky_solve(L, T, dk, X, dh);
+	for (int i = 0; i < dh; i++)
+		for (int j = 0; j < dk; j++)
+			M[(size_t)i * dk + j] = (float)X[(size_t)j * dh + i];
 }
 
 int
 sa_memory_read(const float *G, const float *S, int dh, int dk, double lambda, float *M)
 {
-	double *L = malloc((size_t)dk * dk * sizeof *L), *row = malloc((size_t)dk * sizeof *row);
-	int rc = SA_OK;
+	size_t nn = (size_t)dk * dk;
+	double *L = malloc((2 * nn + (size_t)dk * dh) * sizeof *L);
+	int rc;
 
-	if (!L || !row) {
-		rc = sa_fail(SA_EINTERNAL, "out of memory");
-		goto done;
-	}
-	if ((rc = factor(S, dk, lambda, L)) != SA_OK)
-		goto done;
-	/* M = G A^-1: each row of M solves A m = g (A symmetric) */
-	for (int i = 0; i < dh; i++) {
-		for (int j = 0; j < dk; j++)
-			row[j] = G[(size_t)i * dk + j];
-		cholesky_solve(L, dk, row);
-		for (int j = 0; j < dk; j++)
-			M[(size_t)i * dk + j] = (float)row[j];
-	}
-done:
+	if (!L)
+		return sa_fail(SA_EINTERNAL, "out of memory");
+	if ((rc = factor(S, dk, lambda, L, L + nn)) == SA_OK)
+		solve_rows(L, L + nn, dk, G, dh, M, L + 2 * nn);
 	free(L);
-	free(row);
 	return rc;
 }
 
@@ -344,33 +372,23 @@ sa_memory_train_backward(const sa_memory_params *mp, const float *X, const float
 	int Hk = mp->Hk, dh = mp->dh, dk = mp->dk, Dkv = Hk * dh, dx = mp->dx, ld = Hk * dk;
 	int m = n - mp->offset, rc = SA_OK;
 	size_t ndk = (size_t)dk * dk, rows = (size_t)(m > 0 ? m : 1);
-	double *L = malloc(ndk * sizeof *L), *row = malloc((size_t)dk * sizeof *row);
+	double *L = malloc((2 * ndk + (size_t)dk * dh) * sizeof *L);
 	float *M = malloc((size_t)dh * dk * sizeof *M), *dG = malloc((size_t)dh * dk * sizeof *dG);
 	float *dS = malloc(ndk * sizeof *dS), *GV = malloc(rows * dk * sizeof *GV);
 	float *SP = malloc(rows * dk * sizeof *SP), *dz = malloc(rows * sizeof *dz);
 	unsigned char *on = written_mask(mp, n, seg, n_seg);
 
-	if (!L || !row || !M || !dG || !dS || !GV || !SP || !dz || !on) {
+	if (!L || !M || !dG || !dS || !GV || !SP || !dz || !on) {
 		rc = sa_fail(SA_EINTERNAL, "out of memory");
 		goto done;
 	}
 	for (int h = 0; h < Hk && m > 0; h++) {
 		const float *Gh = G + (size_t)h * dh * dk, *Sh = S + h * ndk, *dMh = dM + (size_t)h * dh * dk;
 		const float *ph = phi + (size_t)h * dk, *uh = u + (size_t)h * dk;
-		if ((rc = factor(Sh, dk, lambda, L)) != SA_OK)
+		if ((rc = factor(Sh, dk, lambda, L, L + ndk)) != SA_OK)
 			goto done;
-		for (int i = 0; i < dh; i++) {
-			for (int j = 0; j < dk; j++)
-				row[j] = Gh[(size_t)i * dk + j];
-			cholesky_solve(L, dk, row);
-			for (int j = 0; j < dk; j++)
-				M[(size_t)i * dk + j] = (float)row[j];
-			for (int j = 0; j < dk; j++)
-				row[j] = dMh[(size_t)i * dk + j];
-			cholesky_solve(L, dk, row);
-			for (int j = 0; j < dk; j++)
-				dG[(size_t)i * dk + j] = (float)row[j];
-		}
+		solve_rows(L, L + ndk, dk, Gh, dh, M, L + 2 * ndk);
+		solve_rows(L, L + ndk, dk, dMh, dh, dG, L + 2 * ndk);
 		/* dS + dS^T = -(M^T dG + dG^T M) [dk][dk] */
 		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dk, dk, dh, -1.0f, M, dk, dG, dk,
 		    0.0f, dS, dk);
@@ -427,7 +445,6 @@ sa_memory_train_backward(const sa_memory_params *mp, const float *X, const float
 	}
 done:
 	free(L);
-	free(row);
 	free(M);
 	free(dG);
 	free(dS);

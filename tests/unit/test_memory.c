@@ -1,8 +1,10 @@
 /* test_memory.c - the least-squares memory (lib/memory.c): recall of what
  * was written, exact composition, the trainer's float sums against the
  * encoder's double ones, and gradients against finite differences; with
- * each key bound to its own value and to the next token's; and with linear
- * features of a wider input. */
+ * each key bound to its own value and to the next token's; with linear
+ * features of a wider input; and the read-out's bits against the textbook
+ * Cholesky order. */
+#include <math.h>
 #include <string.h>
 
 #include "sa.h"
@@ -78,6 +80,69 @@ check_grad(const char *name, const sa_memory_params *m, float *param, const floa
 			fprintf(stderr, "%s[%d]: analytic %g, finite differences %g\n", name, i, grad[i], fd);
 		CHECK(fabs(fd - grad[i]) <= 2e-3 + 2e-2 * fabs(fd));
 	}
+}
+
+/*
+ * M [dh][dk] = G (S + lambda I)^-1 the textbook way: each entry of the
+ * factor and of each substitution one chain of subtractions, k ascending.
+ * sa_memory_read sums side by side in the same order, so the same bits.
+ */
+static void
+read_textbook(const float *G, const float *S, int dh, int dk, double lambda, float *M)
+{
+	static double L[64 * 64], x[64];
+
+	for (int i = 0; i < dk; i++)
+		for (int j = 0; j <= i; j++)
+			L[i * dk + j] = 0.5 * ((double)S[i * dk + j] + S[j * dk + i]) + (i == j ? lambda : 0);
+	for (int j = 0; j < dk; j++) {
+		double d = L[j * dk + j];
+		for (int k = 0; k < j; k++)
+			d -= L[j * dk + k] * L[j * dk + k];
+		L[j * dk + j] = d = sqrt(d);
+		for (int i = j + 1; i < dk; i++) {
+			double s = L[i * dk + j];
+			for (int k = 0; k < j; k++)
+				s -= L[i * dk + k] * L[j * dk + k];
+			L[i * dk + j] = s / d;
+		}
+	}
+	for (int r = 0; r < dh; r++) {
+		for (int i = 0; i < dk; i++) {
+			double s = G[r * dk + i];
+			for (int k = 0; k < i; k++)
+				s -= L[i * dk + k] * x[k];
+			x[i] = s / L[i * dk + i];
+		}
+		for (int i = dk - 1; i >= 0; i--) {
+			double s = x[i];
+			for (int k = i + 1; k < dk; k++)
+				s -= L[k * dk + i] * x[k];
+			x[i] = s / L[i * dk + i];
+		}
+		for (int i = 0; i < dk; i++)
+			M[r * dk + i] = (float)x[i];
+	}
+}
+
+static void
+test_read_bits(void)
+{
+	enum { RH = 7, RK = 40, RN = 90 };
+	static float X[RN * RK], G[RH * RK], S[RK * RK], M[RH * RK], Mt[RH * RK];
+
+	fill(X, RN * RK, 1.0f);
+	fill(G, RH * RK, 3.0f);
+	for (int i = 0; i < RK; i++)
+		for (int j = 0; j < RK; j++) {
+			double s = 0;
+			for (int t = 0; t < RN; t++)
+				s += (double)X[t * RK + i] * X[t * RK + j];
+			S[i * RK + j] = (float)s;
+		}
+	CHECK_OK(sa_memory_read(G, S, RH, RK, 0.1, M));
+	read_textbook(G, S, RH, RK, 0.1, Mt);
+	CHECK(memcmp(M, Mt, sizeof M) == 0);
 }
 
 int
@@ -286,5 +351,6 @@ main(void)
 		for (int i = 0; i < HK * DH * DK; i++)
 			CHECK(dM[i] == M[i]);
 	}
+	test_read_bits();
 	return t_done();
 }
