@@ -44,6 +44,9 @@ typedef void deq_fn(const void *w, size_t row_bytes, int64_t n, float *dst, int6
  * inputs packed in xp (sa_gemm_pack); sa_gemm_rows says how. */
 typedef void gemm_fn(const void *w, size_t row_bytes, int64_t n, int64_t nr, const float *xp,
     int nx, float *y, size_t ldy);
+/* The same for Q8_0 rows and inputs packed by sa_gemm_pack_q8_0. */
+typedef void qgemm_fn(const void *w, size_t row_bytes, int64_t n, int64_t nr, const void *xp,
+    int nx, float *y, size_t ldy);
 
 static struct kernels {
 	const sa_float_kernels *f;   /* kernels_float.c's */
@@ -63,6 +66,7 @@ static struct kernels {
 	double (*exp_sum)(float *, const float *, int64_t, float);
 	const sa_quant_rows *quant;     /* [type] rows of Q4_0 .. Q6_K, kernels_quant.c */
 	gemm_fn *gemm_f16;              /* F16 rows against packed inputs */
+	qgemm_fn *gemm_q8_0;            /* Q8_0 rows against packed Q8_0 inputs */
 	void (*pack)(const float *, int, int64_t, float *);   /* sa_gemm_pack */
 } K;
 
@@ -227,6 +231,67 @@ pack_generic(const float *x, int nx, int64_t n, float *xp)
 		for (int64_t c = 0; c < n; c++, xp += GEMM_LANES)
 			for (int t = 0; t < GEMM_LANES; t++)
 				xp[t] = p + t < nx ? x[(size_t)(p + t) * n + c] : 0;
+}
+
+/* Input t of inputs packed by sa_gemm_pack_q8_0, nb blocks each: its
+ * int8, then the blocks' scales, then the sums of their int8. */
+static inline const int8_t *
+q8p_qs(const void *xp, int64_t nb, int t)
+{
+	return (const int8_t *)xp + (size_t)t * Q8P_BYTES(nb);
+}
+static inline const float *
+q8p_d(const void *xp, int64_t nb, int t)
+{
+	return (const float *)(q8p_qs(xp, nb, t) + nb * SA_QK8_0);
+}
+static inline const int32_t *
+q8p_sum(const void *xp, int64_t nb, int t)
+{
+	return (const int32_t *)(q8p_qs(xp, nb, t) + nb * (SA_QK8_0 + 4));
+}
+
+static void
+pack_q8_0(const void *xq, size_t ldxq, int nx, int64_t n, void *xp)
+{
+	int64_t nb = n / SA_QK8_0;
+	for (int t = 0; t < nx; t++) {
+		const sa_block_q8_0 *b = (const sa_block_q8_0 *)((const char *)xq + t * ldxq);
+		int8_t *qs = (int8_t *)q8p_qs(xp, nb, t);
+		float *d = (float *)q8p_d(xp, nb, t);
+		int32_t *sum = (int32_t *)q8p_sum(xp, nb, t);
+		for (int64_t i = 0; i < nb; i++) {
+			memcpy(qs + i * SA_QK8_0, b[i].qs, SA_QK8_0);
+			d[i] = sa_fp16_to_fp32(b[i].d);
+			sum[i] = 0;
+			for (int j = 0; j < SA_QK8_0; j++)
+				sum[i] += b[i].qs[j];
+		}
+	}
+}
+
+/* Each sum block after block, dw*dx times the block's exact integer dot
+ * added to it: the order of rows_q8_0_generic, and so its bits. */
+static void
+gemm_q8_0_generic(const void *w, size_t rb, int64_t n, int64_t nr, const void *xp, int nx,
+    float *y, size_t ldy)
+{
+	int64_t nb = n / SA_QK8_0;
+	for (int64_t r = 0; r < nr; r++) {
+		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)((const char *)w + r * rb);
+		for (int t = 0; t < nx; t++) {
+			const int8_t *qs = q8p_qs(xp, nb, t);
+			const float *xd = q8p_d(xp, nb, t);
+			float s = 0;
+			for (int64_t b = 0; b < nb; b++) {
+				int32_t is = 0;
+				for (int j = 0; j < SA_QK8_0; j++)
+					is += bw[b].qs[j] * qs[b * SA_QK8_0 + j];
+				s += sa_fp16_to_fp32(bw[b].d) * xd[b] * (float)is;
+			}
+			y[t * ldy + r] = s;
+		}
+	}
 }
 
 static void
@@ -645,6 +710,128 @@ ATTR static void rowsn_q8_0_##V(const void *w, size_t rb, int64_t n, int nx, con
 	} \
 }
 Q8_ROWS(avx2, AVX2)
+
+/*
+ * Products of Q8_0 rows with many inputs (prefill) in integers, against
+ * the inputs quantized once and packed (sa_gemm_pack_q8_0).  A panel of L
+ * rows (a vector's int32 lanes) is repacked Q8_KB blocks at a time so that
+ * lane r of vector j of a block holds int8 4j..4j+3 of row r's: a block of
+ * all L rows with one input is then 8 steps, each against 4 int8 of the
+ * input broadcast, into one int32 lane per row, no sums across lanes.
+ * The steps: VPDPBUSD (VNNI), unsigned x signed, on w + 128 (the sign bit
+ * flipped), less 128 times the sum of the input's block; else VPMADDUBSW
+ * with w's sign moved onto x and VPMADDWD.  Either way the block's exact
+ * integer dot, scaled by dw*dx and added to the lane's float sum block
+ * after block: the bits of gemm_q8_0_generic.  A tile is a panel against
+ * T_ inputs (8 on AVX-512, 4 on AVX2); between repacked chunks the sums
+ * wait in y.
+ */
+#define Q8_KB 64
+
+/* Rows r < m of a panel of L (zeros for the rest), blocks k0..k0+kl-1:
+ * wp [kl][8][L] int32 as above (each int8 ^ 0x80 with off), wd [kl][L]
+ * the blocks' scales. */
+static inline void
+q8_repack(const char *w, size_t rb, int m, int L, int64_t k0, int64_t kl, int off, int32_t *wp,
+    float *wd)
+{
+	for (int r = 0; r < L; r++) {
+		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)(w + r * rb) + k0;
+		for (int64_t b = 0; b < kl; b++) {
+			wd[b * L + r] = r < m ? sa_fp16_to_fp32(bw[b].d) : 0;
+			for (int j = 0; j < 8; j++) {
+				uint32_t v = 0;
+				if (r < m)
+					memcpy(&v, bw[b].qs + 4 * j, 4);
+				wp[(b * 8 + j) * L + r] = (int32_t)(off ? v ^ 0x80808080u : v);
+			}
+		}
+	}
+}
+
+#define GEMM_Q8(W, ATTR, INLINE, VI, VF, L, T_, STEP, OFF, SET1I, SUBI, ZEROI, CVT, LOADF, \
+    SET1F, MULF, ADDF, ZEROF, LDY, STY) \
+/* y [T][rows m of the panel] (+)= the panel's rows . inputs from xp over \
+ * kl blocks from k0 (sums from y unless first) */ \
+INLINE void \
+gemm_q8_tile_##W(int T, const VI *wp, const float *wd, const void *xp, int64_t nb, int64_t k0, \
+    int64_t kl, float *y, size_t ldy, int m, int first) \
+{ \
+	VF acc[T_]; \
+	UNROLL for (int t = 0; t < T; t++) \
+		acc[t] = first ? ZEROF() : LDY(y + t * ldy, m); \
+	for (int64_t b = 0; b < kl; b++) { \
+		VF dw = LOADF(wd + b * L); \
+		UNROLL for (int t = 0; t < T; t++) { \
+			const int8_t *q = q8p_qs(xp, nb, t) + (k0 + b) * SA_QK8_0; \
+			VI is = ZEROI(); \
+			UNROLL for (int j = 0; j < 8; j++) { \
+				int32_t x4; \
+				memcpy(&x4, q + 4 * j, 4); \
+				is = STEP(is, wp[b * 8 + j], SET1I(x4)); \
+			} \
+			if (OFF) \
+				is = SUBI(is, SET1I(128 * q8p_sum(xp, nb, t)[k0 + b])); \
+			VF d = MULF(dw, SET1F(q8p_d(xp, nb, t)[k0 + b])); \
+			acc[t] = ADDF(acc[t], MULF(d, CVT(is))); \
+		} \
+	} \
+	UNROLL for (int t = 0; t < T; t++) \
+		STY(y + t * ldy, acc[t], m); \
+} \
+ATTR static void \
+gemm_q8_0_##W(const void *w, size_t rb, int64_t n, int64_t nr, const void *xp, int nx, \
+    float *y, size_t ldy) \
+{ \
+	_Alignas(64) int32_t wp[Q8_KB * 8 * L]; \
+	_Alignas(64) float wd[Q8_KB * L]; \
+	int64_t nb = n / SA_QK8_0; \
+	size_t xs = Q8P_BYTES(nb); \
+	for (int64_t r0 = 0; r0 < nr; r0 += L) { \
+		int m = nr - r0 < L ? (int)(nr - r0) : L; \
+		for (int64_t k0 = 0; k0 < nb; k0 += Q8_KB) { \
+			int64_t kl = nb - k0 < Q8_KB ? nb - k0 : Q8_KB; \
+			int t = 0; \
+			q8_repack((const char *)w + r0 * rb, rb, m, L, k0, kl, OFF, wp, wd); \
+			for (; t + T_ <= nx; t += T_) \
+				gemm_q8_tile_##W(T_, (const VI *)wp, wd, (const char *)xp + t * xs, nb, k0, kl, \
+				    y + t * ldy + r0, ldy, m, !k0); \
+			for (; t < nx; t++) \
+				gemm_q8_tile_##W(1, (const VI *)wp, wd, (const char *)xp + t * xs, nb, k0, kl, \
+				    y + t * ldy + r0, ldy, m, !k0); \
+		} \
+	} \
+}
+
+/* one step of the AVX2 tile: 4 int8 of 8 rows . 4 of the input, each row's
+ * 4 products into its lane */
+ALWAYS_INLINE __m256i
+q8_step_avx2(__m256i acc, __m256i w, __m256i x)
+{
+	__m256i p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
+	return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+/* y [m] of 8 floats, and back */
+ALWAYS_INLINE __m256i
+mask8(int m)
+{
+	return _mm256_cmpgt_epi32(_mm256_set1_epi32(m), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+ALWAYS_INLINE __m256
+ldy8(const float *y, int m)
+{
+	return _mm256_maskload_ps(y, mask8(m));
+}
+ALWAYS_INLINE void
+sty8(float *y, __m256 v, int m)
+{
+	_mm256_maskstore_ps(y, mask8(m), v);
+}
+
+GEMM_Q8(avx2, AVX2, ALWAYS_INLINE, __m256i, __m256, 8, 4, q8_step_avx2, 0, _mm256_set1_epi32,
+    _mm256_sub_epi32, _mm256_setzero_si256, _mm256_cvtepi32_ps, _mm256_load_ps, _mm256_set1_ps,
+    _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, ldy8, sty8)
 
 /* The hardware conversions: exact to F32, to nearest even to F16. */
 AVX2 static void
@@ -1095,6 +1282,41 @@ q8_row_vnni(const sa_block_q8_0 *bw, const sa_block_q8_0 *bx, const float *xd, i
 Q8_ROWS(bw, AVX512)
 Q8_ROWS(vnni, VNNI)
 
+/* The Q8_0 GEMM's steps on 16 rows: VPMADDUBSW with w's sign moved onto x
+ * (AVX-512 BW has no VPSIGNB), or VPDPBUSD on w + 128 */
+AVX512_INLINE __m512i
+q8_step_bw(__m512i acc, __m512i w, __m512i x)
+{
+	__m512i sx = _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x);
+	__m512i p16 = _mm512_maddubs_epi16(_mm512_abs_epi8(w), sx);
+	return _mm512_add_epi32(acc, _mm512_madd_epi16(p16, _mm512_set1_epi16(1)));
+}
+
+VNNI static inline __attribute__((always_inline)) __m512i
+q8_step_vnni(__m512i acc, __m512i w, __m512i x)
+{
+	return _mm512_dpbusd_epi32(acc, w, x);
+}
+
+AVX512_INLINE __m512
+ldy16(const float *y, int m)
+{
+	return _mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1), y);
+}
+AVX512_INLINE void
+sty16(float *y, __m512 v, int m)
+{
+	_mm512_mask_storeu_ps(y, (__mmask16)((1u << m) - 1), v);
+}
+
+GEMM_Q8(bw, AVX512, AVX512_INLINE, __m512i, __m512, 16, 8, q8_step_bw, 0, _mm512_set1_epi32,
+    _mm512_sub_epi32, _mm512_setzero_si512, _mm512_cvtepi32_ps, _mm512_load_ps, _mm512_set1_ps,
+    _mm512_mul_ps, _mm512_add_ps, _mm512_setzero_ps, ldy16, sty16)
+GEMM_Q8(vnni, VNNI, VNNI static inline __attribute__((always_inline)), __m512i, __m512, 16, 8,
+    q8_step_vnni, 1, _mm512_set1_epi32, _mm512_sub_epi32, _mm512_setzero_si512,
+    _mm512_cvtepi32_ps, _mm512_load_ps, _mm512_set1_ps, _mm512_mul_ps, _mm512_add_ps,
+    _mm512_setzero_ps, ldy16, sty16)
+
 AVX512 static void
 fp16_to_fp32_avx512(const uint16_t *src, float *dst, int64_t n)
 {
@@ -1156,7 +1378,7 @@ static const struct kernels kernels_generic = {
 	deq_bf16_generic, fp16_to_fp32_generic, fp32_to_fp16_generic,
 	sa_row_to_f32, round_f16_generic, round_q8_0_generic, round_q8_k_generic,
 	dot_generic, axpy_generic, max_generic, exp_sum_generic, sa_quant_generic,
-	gemm_f16_generic, pack_generic,
+	gemm_f16_generic, gemm_q8_0_generic, pack_generic,
 };
 
 #ifdef HAVE_X86
@@ -1167,7 +1389,7 @@ static const struct kernels kernels_avx2 = {
 	deq_bf16_avx2, fp16_to_fp32_avx2, fp32_to_fp16_avx2,
 	blocks_avx2, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
 	dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx2,
-	gemm_f16_avx2, pack_generic,
+	gemm_f16_avx2, gemm_q8_0_avx2, pack_generic,
 };
 
 /* AVX-512 kernels where they pay, AVX2 ones for the rest; Q8_0 rows
@@ -1179,7 +1401,7 @@ static const struct kernels kernels_avx512 = {
 	deq_bf16_avx2, fp16_to_fp32_avx512, fp32_to_fp16_avx2,
 	blocks_avx512, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
 	dot_avx512, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx512,
-	gemm_f16_avx512, pack_avx512,
+	gemm_f16_avx512, gemm_q8_0_bw, pack_avx512,
 };
 
 /*
@@ -1241,6 +1463,7 @@ kernels_init(void)
 			K.rows_q8_0 = rows_q8_0_vnni;
 			K.rowsn_q8_0 = rowsn_q8_0_vnni;
 			K.quant = sa_quant_vnni;
+			K.gemm_q8_0 = gemm_q8_0_vnni;
 		}
 	}
 #endif
@@ -1360,8 +1583,9 @@ sa_rows_batch(int type)
 int
 sa_gemm_own(int type)
 {
-	/* the portable kernel is there to check the others against */
-	return type == SA_TYPE_F16 && sa_kernels_path() != SA_KERNELS_GENERIC;
+	/* the portable kernels are there to check the others against */
+	return (type == SA_TYPE_F16 || type == SA_TYPE_Q8_0) &&
+	    sa_kernels_path() != SA_KERNELS_GENERIC;
 }
 
 void
@@ -1371,14 +1595,25 @@ sa_gemm_pack(const float *x, int nx, int64_t n, float *xp)
 }
 
 void
-sa_gemm_rows(const sa_matrix *w, int64_t r0, int64_t r1, const float *xp, int nx, float *y,
+sa_gemm_pack_q8_0(const void *xq, size_t ldxq, int nx, int64_t n, void *xp)
+{
+	pack_q8_0(xq, ldxq, nx, n, xp);
+}
+
+void
+sa_gemm_rows(const sa_matrix *w, int64_t r0, int64_t r1, const void *xp, int nx, float *y,
     size_t ldy)
 {
+	const struct kernels *k = kernels();
 	size_t rb = sa_type_row_size(w->type, w->cols);
+	const char *p = (const char *)w->data + (size_t)r0 * rb;
 
-	if (r1 > r0)
-		kernels()->gemm_f16((const char *)w->data + (size_t)r0 * rb, rb, w->cols, r1 - r0, xp,
-		    nx, y + r0, ldy);
+	if (r1 <= r0)
+		return;
+	if (w->type == SA_TYPE_Q8_0)
+		k->gemm_q8_0(p, rb, w->cols, r1 - r0, xp, nx, y + r0, ldy);
+	else
+		k->gemm_f16(p, rb, w->cols, r1 - r0, xp, nx, y + r0, ldy);
 }
 
 void
