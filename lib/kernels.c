@@ -234,7 +234,7 @@ pack_generic(const float *x, int nx, int64_t n, float *xp)
 }
 
 /* Input t of inputs packed by sa_gemm_pack_q8_0, nb blocks each: its
- * int8, then the blocks' scales, then the sums of their int8. */
+ * int8, then the blocks' scales, then -128 times the sums of their int8. */
 static inline const int8_t *
 q8p_qs(const void *xp, int64_t nb, int t)
 {
@@ -246,7 +246,7 @@ q8p_d(const void *xp, int64_t nb, int t)
 	return (const float *)(q8p_qs(xp, nb, t) + nb * SA_QK8_0);
 }
 static inline const int32_t *
-q8p_sum(const void *xp, int64_t nb, int t)
+q8p_off(const void *xp, int64_t nb, int t)
 {
 	return (const int32_t *)(q8p_qs(xp, nb, t) + nb * (SA_QK8_0 + 4));
 }
@@ -259,13 +259,13 @@ pack_q8_0(const void *xq, size_t ldxq, int nx, int64_t n, void *xp)
 		const sa_block_q8_0 *b = (const sa_block_q8_0 *)((const char *)xq + t * ldxq);
 		int8_t *qs = (int8_t *)q8p_qs(xp, nb, t);
 		float *d = (float *)q8p_d(xp, nb, t);
-		int32_t *sum = (int32_t *)q8p_sum(xp, nb, t);
+		int32_t *off = (int32_t *)q8p_off(xp, nb, t);
 		for (int64_t i = 0; i < nb; i++) {
 			memcpy(qs + i * SA_QK8_0, b[i].qs, SA_QK8_0);
 			d[i] = sa_fp16_to_fp32(b[i].d);
-			sum[i] = 0;
+			off[i] = 0;
 			for (int j = 0; j < SA_QK8_0; j++)
-				sum[i] += b[i].qs[j];
+				off[i] -= 128 * b[i].qs[j];
 		}
 	}
 }
@@ -729,27 +729,28 @@ Q8_ROWS(avx2, AVX2)
 #define Q8_KB 64
 
 /* Rows r < m of a panel of L (zeros for the rest), blocks k0..k0+kl-1:
- * wp [kl][8][L] int32 as above (each int8 ^ 0x80 with off), wd [kl][L]
- * the blocks' scales. */
+ * wp [kl][8][L] int32 as above, row lane[l] in lane l (each int8 ^ 0x80
+ * with off), wd [kl][L] the blocks' scales alike. */
 static inline void
-q8_repack(const char *w, size_t rb, int m, int L, int64_t k0, int64_t kl, int off, int32_t *wp,
-    float *wd)
+q8_repack(const char *w, size_t rb, int m, int L, const uint8_t *lane, int64_t k0, int64_t kl,
+    int off, int32_t *wp, float *wd)
 {
-	for (int r = 0; r < L; r++) {
+	for (int l = 0; l < L; l++) {
+		int r = lane[l];
 		const sa_block_q8_0 *bw = (const sa_block_q8_0 *)(w + r * rb) + k0;
 		for (int64_t b = 0; b < kl; b++) {
-			wd[b * L + r] = r < m ? sa_fp16_to_fp32(bw[b].d) : 0;
+			wd[b * L + l] = r < m ? sa_fp16_to_fp32(bw[b].d) : 0;
 			for (int j = 0; j < 8; j++) {
 				uint32_t v = 0;
 				if (r < m)
 					memcpy(&v, bw[b].qs + 4 * j, 4);
-				wp[(b * 8 + j) * L + r] = (int32_t)(off ? v ^ 0x80808080u : v);
+				wp[(b * 8 + j) * L + l] = (int32_t)(off ? v ^ 0x80808080u : v);
 			}
 		}
 	}
 }
 
-#define GEMM_Q8(W, ATTR, INLINE, VI, VF, L, T_, STEP, OFF, SET1I, SUBI, ZEROI, CVT, LOADF, \
+#define GEMM_Q8(W, ATTR, INLINE, VI, VF, L, T_, STEP, OFF, REPACK, SET1I, ZEROI, CVT, LOADF, \
     SET1F, MULF, ADDF, ZEROF, LDY, STY) \
 /* y [T][rows m of the panel] (+)= the panel's rows . inputs from xp over \
  * kl blocks from k0 (sums from y unless first) */ \
@@ -764,14 +765,12 @@ gemm_q8_tile_##W(int T, const VI *wp, const float *wd, const void *xp, int64_t n
 		VF dw = LOADF(wd + b * L); \
 		UNROLL for (int t = 0; t < T; t++) { \
 			const int8_t *q = q8p_qs(xp, nb, t) + (k0 + b) * SA_QK8_0; \
-			VI is = ZEROI(); \
+			VI is = OFF ? SET1I(q8p_off(xp, nb, t)[k0 + b]) : ZEROI(); \
 			UNROLL for (int j = 0; j < 8; j++) { \
 				int32_t x4; \
 				memcpy(&x4, q + 4 * j, 4); \
 				is = STEP(is, wp[b * 8 + j], SET1I(x4)); \
 			} \
-			if (OFF) \
-				is = SUBI(is, SET1I(128 * q8p_sum(xp, nb, t)[k0 + b])); \
 			VF d = MULF(dw, SET1F(q8p_d(xp, nb, t)[k0 + b])); \
 			acc[t] = ADDF(acc[t], MULF(d, CVT(is))); \
 		} \
@@ -792,7 +791,7 @@ gemm_q8_0_##W(const void *w, size_t rb, int64_t n, int64_t nr, const void *xp, i
 		for (int64_t k0 = 0; k0 < nb; k0 += Q8_KB) { \
 			int64_t kl = nb - k0 < Q8_KB ? nb - k0 : Q8_KB; \
 			int t = 0; \
-			q8_repack((const char *)w + r0 * rb, rb, m, L, k0, kl, OFF, wp, wd); \
+			REPACK((const char *)w + r0 * rb, rb, m, k0, kl, OFF, wp, wd); \
 			for (; t + T_ <= nx; t += T_) \
 				gemm_q8_tile_##W(T_, (const VI *)wp, wd, (const char *)xp + t * xs, nb, k0, kl, \
 				    y + t * ldy + r0, ldy, m, !k0); \
@@ -812,6 +811,13 @@ q8_step_avx2(__m256i acc, __m256i w, __m256i x)
 	return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
+ALWAYS_INLINE void
+repack8(const char *w, size_t rb, int m, int64_t k0, int64_t kl, int off, int32_t *wp, float *wd)
+{
+	static const uint8_t lane[8] = { 0, 1, 2, 3, 4, 5, 6, 7 };
+	q8_repack(w, rb, m, 8, lane, k0, kl, off, wp, wd);
+}
+
 /* y [m] of 8 floats, and back */
 ALWAYS_INLINE __m256i
 mask8(int m)
@@ -829,8 +835,8 @@ sty8(float *y, __m256 v, int m)
 	_mm256_maskstore_ps(y, mask8(m), v);
 }
 
-GEMM_Q8(avx2, AVX2, ALWAYS_INLINE, __m256i, __m256, 8, 4, q8_step_avx2, 0, _mm256_set1_epi32,
-    _mm256_sub_epi32, _mm256_setzero_si256, _mm256_cvtepi32_ps, _mm256_load_ps, _mm256_set1_ps,
+GEMM_Q8(avx2, AVX2, ALWAYS_INLINE, __m256i, __m256, 8, 4, q8_step_avx2, 0, repack8,
+    _mm256_set1_epi32, _mm256_setzero_si256, _mm256_cvtepi32_ps, _mm256_load_ps, _mm256_set1_ps,
     _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, ldy8, sty8)
 
 /* The hardware conversions: exact to F32, to nearest even to F16. */
@@ -1298,24 +1304,81 @@ q8_step_vnni(__m512i acc, __m512i w, __m512i x)
 	return _mm512_dpbusd_epi32(acc, w, x);
 }
 
+/*
+ * A panel of 16 rows repacked by a transpose in registers: rows 2i and
+ * 2i+1 of a block in one vector, then 32-bit and 64-bit unpacks and 128-bit
+ * shuffles, which leave row lane16[l] in lane l (the sums go back to row
+ * order in ldy16 and sty16).  The last panel, with fewer rows, through
+ * q8_repack in the same order.
+ */
+static const uint8_t lane16[16] = { 0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15 };
+
+AVX512_INLINE void
+repack16(const char *w, size_t rb, int m, int64_t k0, int64_t kl, int off, int32_t *wp,
+    float *wd)
+{
+	if (m < 16) {
+		q8_repack(w, rb, m, 16, lane16, k0, kl, off, wp, wd);
+		return;
+	}
+	const __m512i flip = _mm512_set1_epi8(off ? (char)0x80 : 0);
+	for (int64_t b = 0; b < kl; b++) {
+		__m512i a[8], u[8], v[8];
+		uint16_t d[16];
+		for (int i = 0; i < 8; i++) {
+			const sa_block_q8_0 *r0 = (const sa_block_q8_0 *)(w + 2 * i * rb) + k0 + b;
+			const sa_block_q8_0 *r1 = (const sa_block_q8_0 *)(w + (2 * i + 1) * rb) + k0 + b;
+			a[i] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(
+			    (const __m256i *)r0->qs)), _mm256_loadu_si256((const __m256i *)r1->qs), 1);
+		}
+		/* u: pairs of rows 4 apart interleaved (the even 32-bit words of a
+		 * 128-bit lane, then the odd) */
+		for (int i = 0; i < 8; i += 2) {
+			u[i] = _mm512_unpacklo_epi32(a[i], a[i + 1]);
+			u[i + 1] = _mm512_unpackhi_epi32(a[i], a[i + 1]);
+		}
+		/* v: 4 rows per 128-bit lane, one 32-bit word of each: words
+		 * c, c+4 of rows 0..7 (v[0..3]) and of rows 8..15 (v[4..7]) */
+		for (int h = 0; h < 2; h++)
+			for (int i = 0; i < 2; i++) {
+				v[4 * h + 2 * i] = _mm512_unpacklo_epi64(u[4 * h + i], u[4 * h + 2 + i]);
+				v[4 * h + 2 * i + 1] = _mm512_unpackhi_epi64(u[4 * h + i], u[4 * h + 2 + i]);
+			}
+		/* the 128-bit lanes of word c of all rows together: words 0, 1,
+		 * 2, 3 from lanes 0 and 2, words 4..7 from lanes 1 and 3 */
+		for (int c = 0; c < 4; c++) {
+			__m512i lo = _mm512_shuffle_i32x4(v[c], v[4 + c], 0x88);
+			__m512i hi = _mm512_shuffle_i32x4(v[c], v[4 + c], 0xdd);
+			_mm512_store_si512(wp + (b * 8 + c) * 16, _mm512_xor_si512(lo, flip));
+			_mm512_store_si512(wp + (b * 8 + 4 + c) * 16, _mm512_xor_si512(hi, flip));
+		}
+		for (int l = 0; l < 16; l++)
+			d[l] = ((const sa_block_q8_0 *)(w + lane16[l] * rb) + k0 + b)->d;
+		_mm512_store_ps(wd + b * 16, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)d)));
+	}
+}
+
+/* y [m] of the sums of 16 rows, lane l holding row lane16[l] */
 AVX512_INLINE __m512
 ldy16(const float *y, int m)
 {
-	return _mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1), y);
+	const __m512i row = _mm512_set_epi32(15, 13, 11, 9, 14, 12, 10, 8, 7, 5, 3, 1, 6, 4, 2, 0);
+	return _mm512_permutexvar_ps(row, _mm512_maskz_loadu_ps((__mmask16)((1u << m) - 1), y));
 }
 AVX512_INLINE void
 sty16(float *y, __m512 v, int m)
 {
-	_mm512_mask_storeu_ps(y, (__mmask16)((1u << m) - 1), v);
+	const __m512i lane = _mm512_set_epi32(15, 11, 14, 10, 13, 9, 12, 8, 7, 3, 6, 2, 5, 1, 4, 0);
+	_mm512_mask_storeu_ps(y, (__mmask16)((1u << m) - 1), _mm512_permutexvar_ps(lane, v));
 }
 
-GEMM_Q8(bw, AVX512, AVX512_INLINE, __m512i, __m512, 16, 8, q8_step_bw, 0, _mm512_set1_epi32,
-    _mm512_sub_epi32, _mm512_setzero_si512, _mm512_cvtepi32_ps, _mm512_load_ps, _mm512_set1_ps,
+GEMM_Q8(bw, AVX512, AVX512_INLINE, __m512i, __m512, 16, 8, q8_step_bw, 0, repack16,
+    _mm512_set1_epi32, _mm512_setzero_si512, _mm512_cvtepi32_ps, _mm512_load_ps, _mm512_set1_ps,
     _mm512_mul_ps, _mm512_add_ps, _mm512_setzero_ps, ldy16, sty16)
 GEMM_Q8(vnni, VNNI, VNNI static inline __attribute__((always_inline)), __m512i, __m512, 16, 8,
-    q8_step_vnni, 1, _mm512_set1_epi32, _mm512_sub_epi32, _mm512_setzero_si512,
-    _mm512_cvtepi32_ps, _mm512_load_ps, _mm512_set1_ps, _mm512_mul_ps, _mm512_add_ps,
-    _mm512_setzero_ps, ldy16, sty16)
+    q8_step_vnni, 1, repack16, _mm512_set1_epi32, _mm512_setzero_si512, _mm512_cvtepi32_ps,
+    _mm512_load_ps, _mm512_set1_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_setzero_ps, ldy16,
+    sty16)
 
 AVX512 static void
 fp16_to_fp32_avx512(const uint16_t *src, float *dst, int64_t n)
