@@ -13,8 +13,9 @@
  *   logits = (rmsnorm(x) * out_norm) Wout^T
  * A linear map over more than SMALL_N rows goes through sgemm, in blocks
  * of weight rows (weights other than F32 converted to F32 a block at a
- * time), or for F16 weights on paths that have one through a kernel of
- * their own on the weights as stored (sa_gemm_own, the inputs packed once);
+ * time), or for F16 and Q8_0 weights on paths that have one through a
+ * kernel of their own on the weights as stored (sa_gemm_own, the inputs
+ * packed once; for Q8_0 their blocks, in integers);
  * fewer rows go through the pool's row kernels, which read each
  * weight once for all of them: decoding is bound by memory bandwidth.
  * Block types whose row kernels compute in integers take those for more

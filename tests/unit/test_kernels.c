@@ -493,14 +493,14 @@ test_gemm(const struct path *p)
 
 /* The products of Q8_0 rows with packed Q8_0 inputs (prefill): the bits of
  * the generic kernel, which are those of the generic row kernel, every
- * tail of rows (panels of 8 and 16), inputs (tiles of 4 and 8) and blocks
+ * tail of rows (panels of 8 and 2 x 16), inputs (tiles of 4 and 6) and blocks
  * (chunks of Q8_KB); weights with -128 in them and inputs with large
  * blocks, so that a sum's order shows. */
 static void
 test_gemm_q8_0(const struct path *p)
 {
 	static const int64_t cols[] = { 32, 96, (Q8_KB + 3) * 32 }, rows[] = { 1, 8, 13, 16, 17, 40 };
-	static const int nxs[] = { 1, 3, 4, 5, 8, 9, 17 };
+	static const int nxs[] = { 1, 3, 4, 5, 6, 8, 9, 17 };
 	enum { C = (Q8_KB + 3) * 32, NB = C / 32, R = 40, X = 17 };
 	static sa_block_q8_0 w[R * NB], xq[X * NB];
 	static float x[X * C], xr[C], a[X * R], b[X * R], c[R];
