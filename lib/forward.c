@@ -13,8 +13,9 @@
  *   logits = (rmsnorm(x) * out_norm) Wout^T
  * A linear map over more than SMALL_N rows goes through sgemm, in blocks
  * of weight rows (weights other than F32 converted to F32 a block at a
- * time), or for F16 weights on paths that have one through a kernel of
- * their own on the weights as stored (sa_gemm_own, the inputs packed once);
+ * time), or for F16 and Q8_0 weights on paths that have one through a
+ * kernel of their own on the weights as stored (sa_gemm_own, the inputs
+ * packed once; for Q8_0 their blocks, in integers);
  * fewer rows go through the pool's row kernels, which read each
  * weight once for all of them: decoding is bound by memory bandwidth.
  * Block types whose row kernels compute in integers take those for more
@@ -86,7 +87,8 @@ struct sa_kvcache {
 	size_t lr_cap;
 	float *sc;                /* attention scores */
 	size_t sc_cap;
-	char *rowbuf;             /* per thread: one row in a weight type */
+	char *rowbuf;             /* per thread: one row in a weight type; or
+	                           * per row, the Q8_0 blocks sa_gemm_rows reads */
 	size_t rowbuf_cap;
 };
 
@@ -516,15 +518,19 @@ round_rows_task(void *arg, int ith, int chunk, int nchunks)
 		    t->buf + (size_t)(t->buf_per_row ? i : ith) * t->buf_stride, t->cols);
 }
 
-/* X [n][cols] rounded to type, in dst (or X itself for F32). */
+/* X [n][cols] rounded to type, in dst (or X itself for F32); with keep,
+ * each row in the type too, in s->rowbuf, sa_type_row_size bytes apart. */
 static const float *
-round_rows(sa_kvcache *s, int type, const float *X, int n, int64_t cols, float *dst, int *rc)
+round_rows(sa_kvcache *s, int type, const float *X, int n, int64_t cols, float *dst, int keep,
+    int *rc)
 {
 	size_t stride = (size_t)cols * sizeof(float), need = stride * sa_get_threads();
-	struct round_task t = { type, X, dst, n, cols, NULL, stride, 0 };
+	struct round_task t = { type, X, dst, n, cols, NULL, stride, keep };
 
 	if (type == SA_TYPE_F32)
 		return X;
+	if (keep)
+		need = (t.buf_stride = sa_type_row_size(type, cols)) * n;
 	if (need > s->rowbuf_cap) {
 		free(s->rowbuf);
 		s->rowbuf_cap = 0;
@@ -563,7 +569,7 @@ struct mm_task {
 	int blk[SA_NMAT];         /* rows per block of each map */
 	int first[SA_NMAT + 1];   /* first block of each map, then the total */
 	const float *x;
-	const float *xp;          /* or x packed for sa_gemm_rows (F16 weights) */
+	const void *xp;           /* or x packed for sa_gemm_rows (F16, Q8_0 weights) */
 	float *wt;                /* per thread: the widest block's rows */
 	size_t wt_stride;
 };
@@ -597,12 +603,14 @@ mm_task(void *arg, int ith, int chunk, int nchunks)
 }
 
 /* x [n][cols] packed for sa_gemm_rows, GEMM_LANES inputs (a panel) at a
- * time. */
+ * time; or, for Q8_0 weights, the inputs' blocks xq. */
 struct pack_task {
 	const float *x;
 	int n;
 	int64_t cols;
 	float *xp;
+	const char *xq;
+	size_t ldxq;
 };
 
 static void
@@ -611,6 +619,13 @@ pack_task(void *arg, int ith, int chunk, int nchunks)
 	struct pack_task *t = arg;
 	int64_t lo, hi;
 
+	if (t->xq) {
+		size_t ps = Q8P_BYTES(t->cols / SA_QK8_0);
+		sa_split(t->n, chunk, nchunks, &lo, &hi);
+		sa_gemm_pack_q8_0(t->xq + lo * t->ldxq, t->ldxq, (int)(hi - lo), t->cols,
+		    (char *)t->xp + lo * ps);
+		return;
+	}
 	sa_split((t->n + GEMM_LANES - 1) / GEMM_LANES, chunk, nchunks, &lo, &hi);
 	lo *= GEMM_LANES;
 	hi = hi * GEMM_LANES < t->n ? hi * GEMM_LANES : t->n;
@@ -618,13 +633,14 @@ pack_task(void *arg, int ith, int chunk, int nchunks)
 		sa_gemm_pack(t->x + lo * t->cols, (int)(hi - lo), t->cols, t->xp + lo * t->cols);
 }
 
-/* Y [n][rows] = Xr [n][cols] W^T (+ bias) (+ B (A Xr)) for nl maps; Xr
- * already rounded. */
+/* Y [n][rows] = Xr [n][cols] W^T (+ bias) (+ B (A Xr)) for nl maps taking
+ * the same rounding of X [n][cols], Xr; rbuf [n][cols] scratch for it. */
 static int
-matmul(sa_kvcache *s, const lin *ls, int nl, const float *Xr, int n)
+matmul(sa_kvcache *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
 {
-	int cols = (int)ls[0].w->cols, own = 1;
-	struct mm_task t = { ls, nl, n, { 0 }, { 0 }, Xr, NULL, NULL, 0 };
+	int cols = (int)ls[0].w->cols, own = 1, rc = SA_OK;
+	struct mm_task t = { ls, nl, n, { 0 }, { 0 }, NULL, NULL, NULL, 0 };
+	const float *Xr;
 
 	for (int j = 0; j < nl; j++) {
 		const sa_matrix *w = ls[j].w;
@@ -632,12 +648,24 @@ matmul(sa_kvcache *s, const lin *ls, int nl, const float *Xr, int n)
 		t.first[j + 1] = t.first[j] + (int)((w->rows + t.blk[j] - 1) / t.blk[j]);
 		if (w->type != SA_TYPE_F32 && (size_t)t.blk[j] * cols > t.wt_stride)
 			t.wt_stride = (size_t)t.blk[j] * cols;
-		own &= sa_gemm_own(w->type);
+		own &= sa_gemm_own(w->type) && w->type == ls[0].w->type;
 	}
-	if (own) {
+	/* Q8_0 weights' own kernel reads the blocks of the rounded input */
+	int q8 = own && ls[0].w->type == SA_TYPE_Q8_0;
+	if (!(Xr = t.x = round_rows(s, ls[0].act, X, n, cols, rbuf, q8, &rc)))
+		return rc;
+	if (q8) {
+		struct pack_task pt = { NULL, n, cols, NULL, s->rowbuf,
+		    sa_type_row_size(SA_TYPE_Q8_0, cols) };
+		size_t bytes = (size_t)n * Q8P_BYTES(cols / SA_QK8_0);
+		if (grow(&s->xp, &s->xp_cap, (bytes + sizeof(float) - 1) / sizeof(float)))
+			return SA_EINTERNAL;
+		t.xp = pt.xp = s->xp;
+		sa_pool_run_chunks(pack_task, &pt, chunks_for(n));
+	} else if (own) {
 		/* the path's own kernel reads the weights as they are */
 		int panels = (n + GEMM_LANES - 1) / GEMM_LANES;
-		struct pack_task pt = { Xr, n, cols, NULL };
+		struct pack_task pt = { Xr, n, cols, NULL, NULL, 0 };
 		if (grow(&s->xp, &s->xp_cap, (size_t)panels * GEMM_LANES * cols))
 			return SA_EINTERNAL;
 		t.xp = pt.xp = s->xp;
@@ -824,7 +852,6 @@ static int
 linear(sa_kvcache *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
 {
 	int64_t cols = ls[0].w->cols;
-	const float *xr;
 	int rc = SA_OK;
 
 	if (n <= SMALL_N)
@@ -848,8 +875,7 @@ linear(sa_kvcache *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
 	for (int j = 0, k; j < nl; j = k) {
 		for (k = j + 1; k < nl && ls[k].act == ls[j].act; k++)
 			;
-		if (!(xr = round_rows(s, ls[j].act, X, n, cols, rbuf, &rc)) ||
-		    (rc = matmul(s, ls + j, k - j, xr, n)) != SA_OK)
+		if ((rc = matmul(s, ls + j, k - j, X, n, rbuf)) != SA_OK)
 			return rc;
 	}
 	return SA_OK;

@@ -68,18 +68,26 @@ void sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const flo
 int sa_rows_batch(int type);
 
 /*
- * Products of F16 weights with many inputs through the path's own kernel
- * rather than sgemm on the weights converted to F32 (sa_gemm_own): the
- * inputs, F16 values held as F32, packed once, GEMM_LANES of them to a
- * vector for every column: xp [ceil(nx/GEMM_LANES)][cols][GEMM_LANES] =
- * x [nx][cols], zeros after the last (sa_gemm_pack).  Then y[t*ldy + r] =
- * row r of w . input t for rows r0 <= r < r1, each sum added column after
- * column, the products exact: the same bits on every path.
+ * Products of F16 and Q8_0 weights with many inputs through the path's own
+ * kernel rather than sgemm on the weights converted to F32 (sa_gemm_own):
+ * the inputs packed once, then y[t*ldy + r] = row r of w . input t for
+ * rows r0 <= r < r1 (sa_gemm_rows), the same bits on every path.
+ *   F16: the inputs, F16 values held as F32, GEMM_LANES of them to a
+ *   vector for every column: xp [ceil(nx/GEMM_LANES)][cols][GEMM_LANES] =
+ *   x [nx][cols], zeros after the last (sa_gemm_pack); each sum added
+ *   column after column, the products exact.
+ *   Q8_0: the inputs' Q8_0 blocks (input t at xq + t*ldxq bytes, from
+ *   sa_round_row), Q8P_BYTES(cols/32) bytes each (sa_gemm_pack_q8_0): their
+ *   int8, then the blocks' scales as floats, then the sums of their int8
+ *   as int32; each sum block after block, dw*dx times the block's integer
+ *   dot added to it: the order of the portable row kernel.
  */
 #define GEMM_LANES 16
+#define Q8P_BYTES(nb) ((size_t)(nb) * (SA_QK8_0 + 8))
 int sa_gemm_own(int type);
 void sa_gemm_pack(const float *x, int nx, int64_t cols, float *xp);
-void sa_gemm_rows(const sa_matrix *w, int64_t r0, int64_t r1, const float *xp, int nx,
+void sa_gemm_pack_q8_0(const void *xq, size_t ldxq, int nx, int64_t cols, void *xp);
+void sa_gemm_rows(const sa_matrix *w, int64_t r0, int64_t r1, const void *xp, int nx,
     float *y, size_t ldy);
 
 /* The type llama.cpp rounds the input of a matrix of this type to (its

@@ -491,6 +491,54 @@ test_gemm(const struct path *p)
 			}
 }
 
+/* The products of Q8_0 rows with packed Q8_0 inputs (prefill): the bits of
+ * the generic kernel, which are those of the generic row kernel, every
+ * tail of rows (panels of 8 and 2 x 16), inputs (tiles of 4 and 6) and blocks
+ * (chunks of Q8_KB); weights with -128 in them and inputs with large
+ * blocks, so that a sum's order shows. */
+static void
+test_gemm_q8_0(const struct path *p)
+{
+	static const int64_t cols[] = { 32, 96, (Q8_KB + 3) * 32 }, rows[] = { 1, 8, 13, 16, 17, 40 };
+	static const int nxs[] = { 1, 3, 4, 5, 6, 8, 9, 17 };
+	enum { C = (Q8_KB + 3) * 32, NB = C / 32, R = 40, X = 17 };
+	static sa_block_q8_0 w[R * NB], xq[X * NB];
+	static float x[X * C], xr[C], a[X * R], b[X * R], c[R];
+	static char xp[X * Q8P_BYTES(NB)];
+
+	for (int i = 0; i < R * NB; i++) {
+		w[i].d = sa_fp32_to_fp16(frand() * 0.01f);
+		for (int j = 0; j < 32; j++)
+			w[i].qs[j] = (int8_t)(i % 5 ? (int)(frand() * 127) : -128);
+	}
+	for (int i = 0; i < X * C; i++)
+		x[i] = frand() * (i / 32 % 7 ? 1 : 1000);
+	for (size_t ci = 0; ci < sizeof cols / sizeof *cols; ci++) {
+		int64_t n = cols[ci], nb = n / 32;
+		size_t rb = nb * sizeof *w;
+		for (int t = 0; t < X; t++)
+			kernels_generic.round_q8_0(x + t * n, xr, (char *)xq + t * rb, n);
+		pack_q8_0(xq, rb, X, n, xp);
+		for (size_t r = 0; r < sizeof rows / sizeof *rows; r++)
+			for (size_t t = 0; t < sizeof nxs / sizeof *nxs; t++) {
+				int64_t nr = rows[r];
+				int nx = nxs[t], bad = 0;
+				memset(a, 0xff, sizeof a);
+				p->k->gemm_q8_0(w, rb, n, nr, xp, nx, a, R);
+				kernels_generic.gemm_q8_0(w, rb, n, nr, xp, nx, b, R);
+				for (int j = 0; j < nx; j++) {
+					rows_q8_0_generic(w, rb, n, NULL, (char *)xq + j * rb, c, nr);
+					bad += memcmp(&a[j * R], &b[j * R], nr * sizeof *a) != 0;
+					bad += memcmp(&b[j * R], c, nr * sizeof *c) != 0;
+				}
+				if (bad)
+					fprintf(stderr, "%s gemm q8_0 %lld x %lld, %d inputs: %d differ\n",
+					    p->name, (long long)nr, (long long)n, nx, bad);
+				CHECK(bad == 0);
+			}
+	}
+}
+
 /* The path from the feature bits and SA_KERNELS, its table, and OpenBLAS's
  * core type with it. */
 static void
@@ -518,6 +566,7 @@ test_choice(void)
 		k = &kernels_avx512;
 		CHECK(K.rows_q8_0 == (cpu & SA_CPU_VNNI ? rows_q8_0_vnni : rows_q8_0_bw));
 		CHECK(K.quant == (cpu & SA_CPU_VNNI ? sa_quant_vnni : sa_quant_avx512));
+		CHECK(K.gemm_q8_0 == (cpu & SA_CPU_VNNI ? gemm_q8_0_vnni : gemm_q8_0_bw));
 	}
 #endif
 	CHECK(K.rows_f16 == k->rows_f16 && K.dot == k->dot);
@@ -529,9 +578,11 @@ test_choice(void)
 	CHECK(sa_rows_batch(SA_TYPE_Q4_K) == (path != SA_KERNELS_GENERIC));
 	CHECK(!sa_rows_batch(SA_TYPE_F16) && !sa_rows_batch(SA_TYPE_Q8_0) &&
 	    !sa_rows_batch(SA_TYPE_Q4_0));
-	/* F16 prefill through the path's own kernel, except on the portable path */
+	/* F16 and Q8_0 prefill through the path's own kernels, except on the
+	 * portable path */
 	CHECK(sa_gemm_own(SA_TYPE_F16) == (path != SA_KERNELS_GENERIC));
-	CHECK(!sa_gemm_own(SA_TYPE_F32) && !sa_gemm_own(SA_TYPE_Q8_0));
+	CHECK(sa_gemm_own(SA_TYPE_Q8_0) == (path != SA_KERNELS_GENERIC));
+	CHECK(!sa_gemm_own(SA_TYPE_F32) && !sa_gemm_own(SA_TYPE_Q4_0));
 
 	/* the pool's start-up picked OpenBLAS's core type, or kept the user's */
 	sa_set_threads(1);
@@ -573,6 +624,7 @@ main(void)
 		vnni.rows_q8_0 = rows_q8_0_vnni;
 		vnni.rowsn_q8_0 = rowsn_q8_0_vnni;
 		vnni.quant = sa_quant_vnni;
+		vnni.gemm_q8_0 = gemm_q8_0_vnni;
 		paths[np++] = (struct path){ "avx512-vnni", &vnni };
 	}
 #endif
@@ -604,6 +656,7 @@ main(void)
 		test_float_kernels(&paths[i]);
 		test_round_q8_k(&paths[i]);
 		test_gemm(&paths[i]);
+		test_gemm_q8_0(&paths[i]);
 	}
 	if (sa_cpu_features() & SA_CPU_AVX2)
 		test_exp_double();
