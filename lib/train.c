@@ -17,6 +17,7 @@
 
 #include "sa.h"
 #include "kernels_impl.h"     /* sa_kernels_float, sa_softmax_f32 */
+#include "types_impl.h"       /* sa_block_q8_k */
 #include "train_impl.h"
 
 /* Queries per block of the causal attention (see attention_forward). */
@@ -320,6 +321,8 @@ struct sa_tact {
 	float *side_dt1, *side_dt2;    /* [N][rmax], [N][Dkv]: sized at first use */
 	int side_rmax;
 	float *wt;         /* [WTILE][widest d_in] a tile of weight rows in F32 */
+	void *xq;          /* [XQ_INPUTS] inputs rounded for K-quant rows: sized at first use */
+	size_t xq_cap;     /* its bytes */
 	void *block;
 };
 
@@ -409,6 +412,7 @@ sa_tact_free(sa_tact *a)
 		free_side_bufs(a);
 	free(a->L);
 	free(a->block);
+	free(a->xq);
 	free(a->tokens);
 	free(a->targets);
 	free(a);
@@ -428,24 +432,70 @@ const float *sa_tact_logits(const sa_tact *a) { return a->logits; }
 
 /* ---------------------------------------------------------------- kernels */
 
+/* Inputs and rows of a K-quant product taken together: XQ_INPUTS inputs
+ * rounded (at most 420 KB of Q8_K for TinyLlama's FFN, their values in
+ * a->wt) meet XQ_ROWS rows at a time, both held in L2 while the row
+ * kernels pass over them. */
+#define XQ_INPUTS 64
+#define XQ_ROWS 16
+
+/* Bytes of one input of din columns rounded to Q8_K blocks. */
+#define Q8K_BYTES(din) ((size_t)(din) / SA_QK_K * sizeof(sa_block_q8_k))
+
+/* Whether the rows of W meet their inputs in integers (the K-quants, whose
+ * inputs inference rounds to Q8_K), with a->xq grown to hold XQ_INPUTS
+ * rounded inputs of din columns. */
+static int
+rows_in_integers(sa_tact *a, const sa_matrix *W, int din)
+{
+	size_t need = XQ_INPUTS * Q8K_BYTES(din);
+	void *p;
+
+	if (sa_type_act(W->type) != SA_TYPE_Q8_K)
+		return 0;
+	if (need <= a->xq_cap)
+		return 1;
+	if (!(p = realloc(a->xq, need)))
+		return 0;     /* the F32 tiles need no more memory */
+	a->xq = p;
+	a->xq_cap = need;
+	return 1;
+}
+
 /*
- * y [N][dout] = x [N][din] W^T, W [dout][din].  A W stored in another type
- * than F32 goes WTILE rows at a time through wt [WTILE][din], converted
- * exactly: only sgemm's order of sums can differ from a whole F32 copy's.
+ * y [N][dout] = x [N][din] W^T, W [dout][din].  A frozen K-quant W meets
+ * its inputs rounded to Q8_K, in integers, as inference multiplies it (so
+ * the base an adapter trains against is the one it runs with, at
+ * inference's speed).  Another W not stored in F32 goes WTILE rows at a
+ * time through a->wt [WTILE][din], converted exactly: only sgemm's order of
+ * sums can differ from a whole F32 copy's.
  */
 static void
-matmul_forward(float *y, const float *x, const sa_matrix *W, float *wt, int N, int din, int dout)
+matmul_forward(sa_tact *a, float *y, const float *x, const sa_matrix *W, int N, int din, int dout)
 {
 	if (W->type == SA_TYPE_F32) {
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, dout, din,
 		    1.0f, x, din, W->data, din, 0.0f, y, dout);
 		return;
 	}
+	if (rows_in_integers(a, W, din)) {
+		size_t qb = Q8K_BYTES(din);
+		for (int i0 = 0; i0 < N; i0 += XQ_INPUTS) {
+			int ni = N - i0 < XQ_INPUTS ? N - i0 : XQ_INPUTS;
+			for (int i = 0; i < ni; i++)
+				sa_round_row(SA_TYPE_Q8_K, x + (size_t)(i0 + i) * din,
+				    a->wt + (size_t)i * din, (char *)a->xq + i * qb, din);
+			for (int r0 = 0; r0 < dout; r0 += XQ_ROWS)
+				sa_rows_dot_n(W, r0, r0 + XQ_ROWS < dout ? r0 + XQ_ROWS : dout, ni,
+				    a->wt, din, a->xq, qb, y + (size_t)i0 * dout, dout);
+		}
+		return;
+	}
 	for (int r0 = 0; r0 < dout; r0 += WTILE) {
 		int nr = dout - r0 < WTILE ? dout - r0 : WTILE;
-		sa_rows_to_f32(W, r0, r0 + nr, wt);
+		sa_rows_to_f32(W, r0, r0 + nr, a->wt);
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, nr, din,
-		    1.0f, x, din, wt, din, 0.0f, y + r0, dout);
+		    1.0f, x, din, a->wt, din, 0.0f, y + r0, dout);
 	}
 }
 
@@ -768,7 +818,7 @@ linear_forward(sa_tact *a, const sa_tside *side, int l, int m, float *y,
 {
 	const sa_tside *s = side_at(side, l, m);
 
-	matmul_forward(y, x, W, a->wt, N, din, dout);
+	matmul_forward(a, y, x, W, N, din, dout);
 	if (s)
 		side_forward(y, a->L[l].side_t1[m], a->L[l].side_t2[m], x, s, N, din, dout,
 		    a->cfg.n_head_kv * a->cfg.d_head);
@@ -851,7 +901,7 @@ forward(sa_tmodel *t, sa_tact *a, const sa_tside *side, const int *tokens,
 	if (!keep)
 		return SA_OK;
 	rmsnorm_forward(a->xnf, a->rstdf, a->res_out, t->out_norm, N, d, c->norm_eps);
-	matmul_forward(a->logits, a->xnf, &t->wout, a->wt, N, d, V);
+	matmul_forward(a, a->logits, a->xnf, &t->wout, N, d, V);
 
 	/* mean cross-entropy over the scored positions */
 	a->n_scored = 0;

@@ -217,6 +217,71 @@ view(const char *vocab_path, const char *dir, int type, int tied)
 	sa_gguf_close(vg);
 }
 
+/*
+ * A frozen base in a K-quant type: the training forward multiplies its
+ * rows as inference does (inputs rounded to Q8_K, integer dot products),
+ * so its logits are inference's up to the order of float sums.  Rounding
+ * can amplify that order now and then (a value on a rounding boundary goes
+ * one way or the other), so most tokens must agree, not all; multiplied
+ * in floats without the rounding, none does (relative differences of 1e-2).
+ */
+static void
+frozen_kquant(const char *vocab_path, const char *dir, int type)
+{
+	sa_config c = {
+		.arch = SA_ARCH_LLAMA, .n_layer = 2, .d_model = 256, .n_head = 4,
+		.n_head_kv = 2, .d_head = 64, .d_ff = 512, .n_ctx = 64,
+		.rope_dim = 64, .rope_base = 10000, .norm_eps = 1e-5f,
+	};
+	int n = 8, toks[8], agree = 0;
+	sa_gguf *vg;
+	sa_vocab *v;
+	sa_tmodel *t, *frozen;
+	sa_model *m;
+	sa_kvcache *s;
+	sa_tact *a;
+	char path[4096];
+	uint64_t r = 13;
+
+	CHECK_OK(sa_gguf_open(&vg, vocab_path));
+	CHECK_OK(sa_vocab_load(&v, vg));
+	c.n_vocab = sa_vocab_size(v);
+	CHECK_OK(sa_tmodel_new(&t, &c, 0, 4));
+	for (size_t i = 0; i < t->n_params; i++)
+		t->params[i] += 0.2f * urand(&r);
+	snprintf(path, sizeof path, "%s/frozen-%s.gguf", dir, sa_type_name(type));
+	CHECK_OK(sa_tmodel_save(t, vg, type, "t", path));
+	CHECK_OK(sa_model_load(&m, path));
+	CHECK(m->layers[0].w[SA_MAT_DOWN].type == type);
+	CHECK_OK(sa_tmodel_view(&frozen, m));
+	for (int i = 0; i < n; i++)
+		toks[i] = (i * 29 + 3) % c.n_vocab;
+	CHECK_OK(sa_tact_new(&a, &c, 1, n));
+	CHECK_OK(sa_tmodel_forward(frozen, a, NULL, toks, NULL, 1, n, NULL));
+	const float *ref = sa_tact_logits(a);
+	float *got = malloc((size_t)n * c.n_vocab * sizeof(float));
+	CHECK_OK(sa_kvcache_new(&s, m, 0));
+	CHECK_OK(sa_forward(s, toks, n, got, 1));
+	for (int i = 0; i < n; i++) {
+		double maxdiff = 0, maxref = 0;
+		for (size_t j = (size_t)i * c.n_vocab; j < (size_t)(i + 1) * c.n_vocab; j++) {
+			maxdiff = fmax(maxdiff, fabs(got[j] - ref[j]));
+			maxref = fmax(maxref, fabs(ref[j]));
+		}
+		CHECK(maxref > 0.1);
+		agree += maxdiff <= 1e-5 * maxref;
+	}
+	CHECK(agree >= n - 2);
+	free(got);
+	sa_kvcache_free(s);
+	sa_tact_free(a);
+	sa_tmodel_free(frozen);
+	sa_model_free(m);
+	sa_tmodel_free(t);
+	sa_vocab_free(v);
+	sa_gguf_close(vg);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -230,5 +295,7 @@ main(int argc, char **argv)
 	view(argv[1], argv[2], SA_TYPE_F32, 1);
 	view(argv[1], argv[2], SA_TYPE_F16, 0);
 	view(argv[1], argv[2], SA_TYPE_Q8_0, 1);
+	frozen_kquant(argv[1], argv[2], SA_TYPE_Q4_K);
+	frozen_kquant(argv[1], argv[2], SA_TYPE_Q6_K);
 	return t_done();
 }
