@@ -839,13 +839,15 @@ linear_backward(sa_tact *a, const sa_tside *side, int l, int m, float *dx, float
 
 /*
  * sa_tmodel_forward, and with keep 0 sa_tmodel_keys: every layer computes
- * in layer 0's activations but for its own keys, values and matrix inputs
- * (what a memory keyed by the input reads, sa_tact_input), and the
- * residual stream stays in place (no layer reads its input after mid).
+ * in layer 0's activations but for its own keys, values and the input of
+ * matrix keep_in (what a memory keyed by the input reads, sa_tact_input;
+ * the others would cost 550 MB a context of 512 tokens on TinyLlama's
+ * shape), and the residual stream stays in place (no layer reads its
+ * input after mid).
  */
 static int
 forward(sa_tmodel *t, sa_tact *a, const sa_tside *side, const int *tokens,
-    const int *targets, int B, int T, float *loss, int keep)
+    const int *targets, int B, int T, float *loss, int keep, int keep_in)
 {
 	const sa_config *c = &t->cfg;
 	int d = c->d_model, H = c->n_head, Hk = c->n_head_kv, dh = c->d_head;
@@ -875,10 +877,14 @@ forward(sa_tmodel *t, sa_tact *a, const sa_tside *side, const int *tokens,
 
 		shared.kraw = a->L[l].kraw;
 		shared.v = a->L[l].v;
-		shared.xn1 = a->L[l].xn1;
-		shared.ao = a->L[l].ao;
-		shared.xn2 = a->L[l].xn2;
-		shared.act = a->L[l].act;
+		if (keep_in >= 0 && keep_in <= SA_MAT_V)
+			shared.xn1 = a->L[l].xn1;
+		else if (keep_in == SA_MAT_O)
+			shared.ao = a->L[l].ao;
+		else if (keep_in == SA_MAT_GATE || keep_in == SA_MAT_UP)
+			shared.xn2 = a->L[l].xn2;
+		else if (keep_in == SA_MAT_DOWN)
+			shared.act = a->L[l].act;
 		rmsnorm_forward(L->xn1, L->rstd1, L->res, W->attn_norm, N, d, c->norm_eps);
 		linear_forward(a, side, l, SA_MAT_Q, L->q, L->xn1, &Wm[SA_MAT_Q], N, d, hd);
 		linear_forward(a, side, l, SA_MAT_K, L->kraw, L->xn1, &Wm[SA_MAT_K], N, d, kv);
@@ -916,13 +922,13 @@ int
 sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
     const int *tokens, const int *targets, int B, int T, float *loss)
 {
-	return forward(t, a, side, tokens, targets, B, T, loss, 1);
+	return forward(t, a, side, tokens, targets, B, T, loss, 1, -1);
 }
 
 int
-sa_tmodel_keys(sa_tmodel *t, sa_tact *a, const int *tokens, int T)
+sa_tmodel_keys(sa_tmodel *t, sa_tact *a, const int *tokens, int T, int mat)
 {
-	return forward(t, a, NULL, tokens, NULL, 1, T, NULL, 0);
+	return forward(t, a, NULL, tokens, NULL, 1, T, NULL, 0, mat);
 }
 
 /* The gradient of parameter x in grads, a block laid out as t->params. */

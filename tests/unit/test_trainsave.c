@@ -107,21 +107,23 @@ run(sa_tmodel *tm, sa_tact *a, float *grads, size_t per, float *loss, float *key
 	}
 	CHECK_OK(sa_tmodel_forward(tm, a, side, toks, tgt, 2, n, loss));
 	CHECK_OK(sa_tmodel_backward_into(tm, a, side, NULL));
-	CHECK_OK(sa_tmodel_keys(tm, a, toks, n));
 	/* the input of each matrix kind, every layer: what a memory keyed by
-	 * the input writes from */
+	 * the input writes from, one kind a pass */
 	const int in_mat[4] = { SA_MAT_Q, SA_MAT_O, SA_MAT_GATE, SA_MAT_DOWN };
 	size_t in_w = (size_t)n * (c->d_ff > c->d_model ? c->d_ff : c->d_model);
 	float *inputs = malloc((size_t)c->n_layer * 4 * in_w * sizeof(float));
-	for (int l = 0; l < c->n_layer; l++) {
-		memcpy(keys + (size_t)l * 2 * n * Dkv, sa_tact_keys(a, l), (size_t)n * Dkv * sizeof(float));
-		memcpy(keys + (size_t)(l * 2 + 1) * n * Dkv, sa_tact_values(a, l), (size_t)n * Dkv * sizeof(float));
-		for (int k = 0; k < 4; k++) {
+	for (int k = 0; k < 4; k++) {
+		CHECK_OK(sa_tmodel_keys(tm, a, toks, n, in_mat[k]));
+		for (int l = 0; l < c->n_layer; l++) {
 			int dout, din;
 			sa_tmodel_mat_dims(c, in_mat[k], &dout, &din);
 			memcpy(inputs + ((size_t)l * 4 + k) * in_w, sa_tact_input(a, l, in_mat[k]),
 			    (size_t)n * din * sizeof(float));
 		}
+	}
+	for (int l = 0; l < c->n_layer; l++) {
+		memcpy(keys + (size_t)l * 2 * n * Dkv, sa_tact_keys(a, l), (size_t)n * Dkv * sizeof(float));
+		memcpy(keys + (size_t)(l * 2 + 1) * n * Dkv, sa_tact_values(a, l), (size_t)n * Dkv * sizeof(float));
 	}
 	/* the keys alone are the forward's */
 	CHECK_OK(sa_tmodel_forward(tm, a, NULL, toks, NULL, 1, n, NULL));
