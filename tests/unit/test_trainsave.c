@@ -220,15 +220,16 @@ view(const char *vocab_path, const char *dir, int type, int tied)
 }
 
 /*
- * A frozen base in a K-quant type: the training forward multiplies its
- * rows as inference does (inputs rounded to Q8_K, integer dot products),
+ * A frozen base in Q8_0 or a K-quant type: the training forward multiplies
+ * its rows as inference does (inputs rounded to Q8_0 or Q8_K, integer dot
+ * products),
  * so its logits are inference's up to the order of float sums.  Rounding
  * can amplify that order now and then (a value on a rounding boundary goes
  * one way or the other), so most tokens must agree, not all; multiplied
  * in floats without the rounding, none does (relative differences of 1e-2).
  */
 static void
-frozen_kquant(const char *vocab_path, const char *dir, int type)
+frozen_rounded(const char *vocab_path, const char *dir, int type)
 {
 	sa_config c = {
 		.arch = SA_ARCH_LLAMA, .n_layer = 2, .d_model = 256, .n_head = 4,
@@ -296,8 +297,9 @@ main(int argc, char **argv)
 	compare(argv[1], argv[2], 1, 2, 150);
 	view(argv[1], argv[2], SA_TYPE_F32, 1);
 	view(argv[1], argv[2], SA_TYPE_F16, 0);
-	view(argv[1], argv[2], SA_TYPE_Q8_0, 1);
-	frozen_kquant(argv[1], argv[2], SA_TYPE_Q4_K);
-	frozen_kquant(argv[1], argv[2], SA_TYPE_Q6_K);
+	view(argv[1], argv[2], SA_TYPE_Q4_0, 1);
+	frozen_rounded(argv[1], argv[2], SA_TYPE_Q8_0);
+	frozen_rounded(argv[1], argv[2], SA_TYPE_Q4_K);
+	frozen_rounded(argv[1], argv[2], SA_TYPE_Q6_K);
 	return t_done();
 }
