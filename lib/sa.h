@@ -1790,11 +1790,12 @@ void sa_tact_free(sa_tact *a);
  */
 int sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
     const int *tokens, const int *targets, int B, int T, float *loss);
-/* The keys, values and matrix inputs of sa_tmodel_forward over one
- * sequence of T tokens (sa_tact_keys/values/input), and nothing else: the
- * layers share the rest of one set of activations, there are no logits,
- * and no backward can follow. */
-int sa_tmodel_keys(sa_tmodel *t, sa_tact *a, const int *tokens, int T);
+/* The keys and values of sa_tmodel_forward over one sequence of T tokens
+ * (sa_tact_keys/values), and the input of every layer's matrix mat
+ * (sa_tact_input; mat < 0: none), and nothing else: the layers share the
+ * rest of one set of activations, there are no logits, and no backward
+ * can follow. */
+int sa_tmodel_keys(sa_tmodel *t, sa_tact *a, const int *tokens, int T, int mat);
 /* Backward of the last forward: accumulates into t->grads (if allocated and
  * weight_grads) and into the side paths' gradient pointers. */
 int sa_tmodel_backward(sa_tmodel *t, sa_tact *a, const sa_tside *side, int weight_grads);

@@ -321,7 +321,7 @@ struct sa_tact {
 	float *side_dt1, *side_dt2;    /* [N][rmax], [N][Dkv]: sized at first use */
 	int side_rmax;
 	float *wt;         /* [WTILE][widest d_in] a tile of weight rows in F32 */
-	void *xq;          /* [XQ_INPUTS] inputs rounded for K-quant rows: sized at first use */
+	void *xq;          /* [XQ_INPUTS] inputs rounded for quantized rows: sized at first use */
 	size_t xq_cap;     /* its bytes */
 	void *block;
 };
@@ -432,62 +432,80 @@ const float *sa_tact_logits(const sa_tact *a) { return a->logits; }
 
 /* ---------------------------------------------------------------- kernels */
 
-/* Inputs and rows of a K-quant product taken together: XQ_INPUTS inputs
+/* Inputs and rows of a quantized product taken together: XQ_INPUTS inputs
  * rounded (at most 420 KB of Q8_K for TinyLlama's FFN, their values in
- * a->wt) meet XQ_ROWS rows at a time, both held in L2 while the row
- * kernels pass over them. */
+ * a->wt) meet the rows, for the row kernels XQ_ROWS at a time, both held in
+ * L2 while the kernels pass over them. */
 #define XQ_INPUTS 64
 #define XQ_ROWS 16
 
 /* Bytes of one input of din columns rounded to Q8_K blocks. */
 #define Q8K_BYTES(din) ((size_t)(din) / SA_QK_K * sizeof(sa_block_q8_k))
 
-/* Whether the rows of W meet their inputs in integers (the K-quants, whose
- * inputs inference rounds to Q8_K), with a->xq grown to hold XQ_INPUTS
- * rounded inputs of din columns. */
+/*
+ * The type the rows of a frozen W meet their inputs rounded to, in
+ * integers, as inference multiplies them: Q8_0 for Q8_0 (through the
+ * path's own GEMM where it has one), Q8_K for the K-quants; 0 for the F32
+ * tiles.  a->xq grows to hold XQ_INPUTS rounded inputs of din columns, for
+ * Q8_0 the same packed for the GEMM behind them.
+ */
 static int
-rows_in_integers(sa_tact *a, const sa_matrix *W, int din)
+rounded_type(sa_tact *a, const sa_matrix *W, int din)
 {
-	size_t need = XQ_INPUTS * Q8K_BYTES(din);
+	int act = sa_type_act(W->type);
+	size_t need;
 	void *p;
 
-	if (sa_type_act(W->type) != SA_TYPE_Q8_K)
+	if (act == SA_TYPE_Q8_K)
+		need = XQ_INPUTS * Q8K_BYTES(din);
+	else if (W->type == SA_TYPE_Q8_0)
+		need = XQ_INPUTS * (sa_type_row_size(act, din) + Q8P_BYTES(din / SA_QK8_0));
+	else
 		return 0;
 	if (need <= a->xq_cap)
-		return 1;
+		return act;
 	if (!(p = realloc(a->xq, need)))
 		return 0;     /* the F32 tiles need no more memory */
 	a->xq = p;
 	a->xq_cap = need;
-	return 1;
+	return act;
 }
 
 /*
- * y [N][dout] = x [N][din] W^T, W [dout][din].  A frozen K-quant W meets
- * its inputs rounded to Q8_K, in integers, as inference multiplies it (so
- * the base an adapter trains against is the one it runs with, at
- * inference's speed).  Another W not stored in F32 goes WTILE rows at a
- * time through a->wt [WTILE][din], converted exactly: only sgemm's order of
- * sums can differ from a whole F32 copy's.
+ * y [N][dout] = x [N][din] W^T, W [dout][din].  A frozen Q8_0 or K-quant W
+ * meets its inputs rounded, in integers, as inference multiplies it (so the
+ * base an adapter trains against is the one it runs with, at inference's
+ * speed).  Another W not stored in F32 goes WTILE rows at a time through
+ * a->wt [WTILE][din], converted exactly: only sgemm's order of sums can
+ * differ from a whole F32 copy's.
  */
 static void
 matmul_forward(sa_tact *a, float *y, const float *x, const sa_matrix *W, int N, int din, int dout)
 {
+	int act;
+
 	if (W->type == SA_TYPE_F32) {
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, dout, din,
 		    1.0f, x, din, W->data, din, 0.0f, y, dout);
 		return;
 	}
-	if (rows_in_integers(a, W, din)) {
-		size_t qb = Q8K_BYTES(din);
+	if ((act = rounded_type(a, W, din))) {
+		size_t qb = act == SA_TYPE_Q8_K ? Q8K_BYTES(din) : sa_type_row_size(act, din);
+		char *xq = a->xq, *xp = xq + XQ_INPUTS * qb;
 		for (int i0 = 0; i0 < N; i0 += XQ_INPUTS) {
 			int ni = N - i0 < XQ_INPUTS ? N - i0 : XQ_INPUTS;
+			float *yi = y + (size_t)i0 * dout;
 			for (int i = 0; i < ni; i++)
-				sa_round_row(SA_TYPE_Q8_K, x + (size_t)(i0 + i) * din,
-				    a->wt + (size_t)i * din, (char *)a->xq + i * qb, din);
+				sa_round_row(act, x + (size_t)(i0 + i) * din, a->wt + (size_t)i * din,
+				    xq + i * qb, din);
+			if (act == SA_TYPE_Q8_0 && sa_gemm_own(W->type)) {
+				sa_gemm_pack_q8_0(xq, qb, ni, din, xp);
+				sa_gemm_rows(W, 0, dout, xp, ni, yi, dout);
+				continue;
+			}
 			for (int r0 = 0; r0 < dout; r0 += XQ_ROWS)
 				sa_rows_dot_n(W, r0, r0 + XQ_ROWS < dout ? r0 + XQ_ROWS : dout, ni,
-				    a->wt, din, a->xq, qb, y + (size_t)i0 * dout, dout);
+				    a->wt, din, xq, qb, yi, dout);
 		}
 		return;
 	}
@@ -839,13 +857,15 @@ linear_backward(sa_tact *a, const sa_tside *side, int l, int m, float *dx, float
 
 /*
  * sa_tmodel_forward, and with keep 0 sa_tmodel_keys: every layer computes
- * in layer 0's activations but for its own keys, values and matrix inputs
- * (what a memory keyed by the input reads, sa_tact_input), and the
- * residual stream stays in place (no layer reads its input after mid).
+ * in layer 0's activations but for its own keys, values and the input of
+ * matrix keep_in (what a memory keyed by the input reads, sa_tact_input;
+ * the others would cost 550 MB a context of 512 tokens on TinyLlama's
+ * shape), and the residual stream stays in place (no layer reads its
+ * input after mid).
  */
 static int
 forward(sa_tmodel *t, sa_tact *a, const sa_tside *side, const int *tokens,
-    const int *targets, int B, int T, float *loss, int keep)
+    const int *targets, int B, int T, float *loss, int keep, int keep_in)
 {
 	const sa_config *c = &t->cfg;
 	int d = c->d_model, H = c->n_head, Hk = c->n_head_kv, dh = c->d_head;
@@ -875,10 +895,14 @@ forward(sa_tmodel *t, sa_tact *a, const sa_tside *side, const int *tokens,
 
 		shared.kraw = a->L[l].kraw;
 		shared.v = a->L[l].v;
-		shared.xn1 = a->L[l].xn1;
-		shared.ao = a->L[l].ao;
-		shared.xn2 = a->L[l].xn2;
-		shared.act = a->L[l].act;
+		if (keep_in >= 0 && keep_in <= SA_MAT_V)
+			shared.xn1 = a->L[l].xn1;
+		else if (keep_in == SA_MAT_O)
+			shared.ao = a->L[l].ao;
+		else if (keep_in == SA_MAT_GATE || keep_in == SA_MAT_UP)
+			shared.xn2 = a->L[l].xn2;
+		else if (keep_in == SA_MAT_DOWN)
+			shared.act = a->L[l].act;
 		rmsnorm_forward(L->xn1, L->rstd1, L->res, W->attn_norm, N, d, c->norm_eps);
 		linear_forward(a, side, l, SA_MAT_Q, L->q, L->xn1, &Wm[SA_MAT_Q], N, d, hd);
 		linear_forward(a, side, l, SA_MAT_K, L->kraw, L->xn1, &Wm[SA_MAT_K], N, d, kv);
@@ -916,13 +940,13 @@ int
 sa_tmodel_forward(sa_tmodel *t, sa_tact *a, const sa_tside *side,
     const int *tokens, const int *targets, int B, int T, float *loss)
 {
-	return forward(t, a, side, tokens, targets, B, T, loss, 1);
+	return forward(t, a, side, tokens, targets, B, T, loss, 1, -1);
 }
 
 int
-sa_tmodel_keys(sa_tmodel *t, sa_tact *a, const int *tokens, int T)
+sa_tmodel_keys(sa_tmodel *t, sa_tact *a, const int *tokens, int T, int mat)
 {
-	return forward(t, a, NULL, tokens, NULL, 1, T, NULL, 0);
+	return forward(t, a, NULL, tokens, NULL, 1, T, NULL, 0, mat);
 }
 
 /* The gradient of parameter x in grads, a block laid out as t->params. */

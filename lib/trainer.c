@@ -955,7 +955,7 @@ context_pass(sa_trainer *t, worker *w, const sa_episode *e)
 	sa_tctx_reset(w->tctx);
 	for (int i = 0; i < e->n_seg; i++) {
 		int at = e->seg[i], len = (i + 1 < e->n_seg ? e->seg[i + 1] : e->ctx.n) - at;
-		if ((rc = sa_tmodel_keys(t->tm, w->act, e->ctx.t + at, len)) != SA_OK)
+		if ((rc = sa_tmodel_keys(t->tm, w->act, e->ctx.t + at, len, km)) != SA_OK)
 			return rc;
 		for (int l = 0; l < c->n_layer; l++) {
 			K[l] = km < 0 ? sa_tact_keys(w->act, l) : sa_tact_input(w->act, l, km);

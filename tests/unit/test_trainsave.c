@@ -107,21 +107,23 @@ run(sa_tmodel *tm, sa_tact *a, float *grads, size_t per, float *loss, float *key
 	}
 	CHECK_OK(sa_tmodel_forward(tm, a, side, toks, tgt, 2, n, loss));
 	CHECK_OK(sa_tmodel_backward_into(tm, a, side, NULL));
-	CHECK_OK(sa_tmodel_keys(tm, a, toks, n));
 	/* the input of each matrix kind, every layer: what a memory keyed by
-	 * the input writes from */
+	 * the input writes from, one kind a pass */
 	const int in_mat[4] = { SA_MAT_Q, SA_MAT_O, SA_MAT_GATE, SA_MAT_DOWN };
 	size_t in_w = (size_t)n * (c->d_ff > c->d_model ? c->d_ff : c->d_model);
 	float *inputs = malloc((size_t)c->n_layer * 4 * in_w * sizeof(float));
-	for (int l = 0; l < c->n_layer; l++) {
-		memcpy(keys + (size_t)l * 2 * n * Dkv, sa_tact_keys(a, l), (size_t)n * Dkv * sizeof(float));
-		memcpy(keys + (size_t)(l * 2 + 1) * n * Dkv, sa_tact_values(a, l), (size_t)n * Dkv * sizeof(float));
-		for (int k = 0; k < 4; k++) {
+	for (int k = 0; k < 4; k++) {
+		CHECK_OK(sa_tmodel_keys(tm, a, toks, n, in_mat[k]));
+		for (int l = 0; l < c->n_layer; l++) {
 			int dout, din;
 			sa_tmodel_mat_dims(c, in_mat[k], &dout, &din);
 			memcpy(inputs + ((size_t)l * 4 + k) * in_w, sa_tact_input(a, l, in_mat[k]),
 			    (size_t)n * din * sizeof(float));
 		}
+	}
+	for (int l = 0; l < c->n_layer; l++) {
+		memcpy(keys + (size_t)l * 2 * n * Dkv, sa_tact_keys(a, l), (size_t)n * Dkv * sizeof(float));
+		memcpy(keys + (size_t)(l * 2 + 1) * n * Dkv, sa_tact_values(a, l), (size_t)n * Dkv * sizeof(float));
 	}
 	/* the keys alone are the forward's */
 	CHECK_OK(sa_tmodel_forward(tm, a, NULL, toks, NULL, 1, n, NULL));
@@ -218,15 +220,16 @@ view(const char *vocab_path, const char *dir, int type, int tied)
 }
 
 /*
- * A frozen base in a K-quant type: the training forward multiplies its
- * rows as inference does (inputs rounded to Q8_K, integer dot products),
+ * A frozen base in Q8_0 or a K-quant type: the training forward multiplies
+ * its rows as inference does (inputs rounded to Q8_0 or Q8_K, integer dot
+ * products),
  * so its logits are inference's up to the order of float sums.  Rounding
  * can amplify that order now and then (a value on a rounding boundary goes
  * one way or the other), so most tokens must agree, not all; multiplied
  * in floats without the rounding, none does (relative differences of 1e-2).
  */
 static void
-frozen_kquant(const char *vocab_path, const char *dir, int type)
+frozen_rounded(const char *vocab_path, const char *dir, int type)
 {
 	sa_config c = {
 		.arch = SA_ARCH_LLAMA, .n_layer = 2, .d_model = 256, .n_head = 4,
@@ -294,8 +297,9 @@ main(int argc, char **argv)
 	compare(argv[1], argv[2], 1, 2, 150);
 	view(argv[1], argv[2], SA_TYPE_F32, 1);
 	view(argv[1], argv[2], SA_TYPE_F16, 0);
-	view(argv[1], argv[2], SA_TYPE_Q8_0, 1);
-	frozen_kquant(argv[1], argv[2], SA_TYPE_Q4_K);
-	frozen_kquant(argv[1], argv[2], SA_TYPE_Q6_K);
+	view(argv[1], argv[2], SA_TYPE_Q4_0, 1);
+	frozen_rounded(argv[1], argv[2], SA_TYPE_Q8_0);
+	frozen_rounded(argv[1], argv[2], SA_TYPE_Q4_K);
+	frozen_rounded(argv[1], argv[2], SA_TYPE_Q6_K);
 	return t_done();
 }
