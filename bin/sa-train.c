@@ -288,7 +288,9 @@ main(int argc, char **argv)
 	}
 	if (fclose(logfp) != 0)
 		die(SA_EIO, "%s: %s", log, strerror(errno));
-	if (!strcmp(r.out, "-"))
+	/* the last step's checkpoint wrote a file; resumed at the end of the
+	 * schedule, no step ran */
+	if (!strcmp(r.out, "-") || step == first_step)
 		TRY(sa_trainer_save(t, r.out));
 	if (!r.quiet)
 		warnx_("done after %ld steps; wrote %s", step, strcmp(r.out, "-") ? r.out : "stdout");

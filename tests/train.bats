@@ -106,6 +106,15 @@ setup() {
 	! cmp -s a1.gguf a3.gguf
 }
 
+@test "sa-train --resume at the end of the schedule writes the checkpoint's weights" {
+	cd "$BATS_TEST_TMPDIR"
+	"$OLDPWD"/bin/sa-train $TINY --steps 3 -o a.gguf
+	"$OLDPWD"/bin/sa-train $TINY --steps 3 --ckpt a.gguf.ckpt -o b.gguf --resume
+	cmp a.gguf b.gguf
+	"$OLDPWD"/bin/sa-train $TINY --steps 1 --ckpt a.gguf.ckpt -o c.gguf --resume
+	cmp a.gguf c.gguf
+}
+
 @test "SIGTERM saves a checkpoint, leaves no temporary file, and the run resumes" {
 	cd "$BATS_TEST_TMPDIR"
 	"$OLDPWD"/bin/sa-train $TINY --steps 100000 --ckpt-every 100000 -o s.gguf &
