@@ -744,6 +744,28 @@ sa_model_merge_lowrank(sa_model *m, int layer, int mat, int rank,
 	return SA_OK;
 }
 
+/* Path s of matrix w held dense: D [d_out][d_in] = B A of what it held,
+ * if anything, then += B [d_out][rank] A [rank][d_in]. */
+static int
+side_dense(sa_lowrank *s, const sa_matrix *w, int rank, const float *B, const float *A)
+{
+	int rows = (int)w->rows, cols = (int)w->cols;
+
+	if (!s->D) {
+		if (!(s->D = sa_calloc((size_t)rows * cols, sizeof *s->D)))
+			return SA_EINTERNAL;
+		if (s->rank)
+			sa_sgemm(CblasNoTrans, rows, cols, s->rank, 1.0f, s->B, s->rank, s->A, cols, 0.0f,
+			    s->D, cols);
+		free(s->A);
+		free(s->B);
+		s->A = s->B = NULL;
+	}
+	sa_sgemm(CblasNoTrans, rows, cols, rank, 1.0f, B, rank, A, cols, 1.0f, s->D, cols);
+	s->rank += rank;
+	return SA_OK;
+}
+
 int
 sa_side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
     const float *B, const float *A)
@@ -762,6 +784,8 @@ sa_side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
 		return SA_EINTERNAL;
 	s = &(*side)[(size_t)layer * SA_NMAT + mat];
 	r0 = s->rank;
+	if (s->D || (int64_t)(r0 + rank) * (w->rows + w->cols) > w->rows * w->cols)
+		return side_dense(s, w, rank, B, A);
 	nA = sa_malloc((size_t)(r0 + rank) * w->cols * sizeof(float));
 	nB = sa_malloc((size_t)w->rows * (r0 + rank) * sizeof(float));
 	if (!nA || !nB) {
@@ -786,6 +810,56 @@ sa_side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
 	return SA_OK;
 }
 
+/* A copy of the n floats at p, or NULL for none. */
+static float *
+floats_dup(const float *p, size_t n, int *rc)
+{
+	float *q;
+
+	if (!p)
+		return NULL;
+	if (!(q = sa_malloc(n * sizeof *q))) {
+		*rc = SA_EINTERNAL;
+		return NULL;
+	}
+	return memcpy(q, p, n * sizeof *q);
+}
+
+int
+sa_side_copy(sa_lowrank **side, const sa_model *m, const sa_lowrank *from)
+{
+	int rc = SA_OK;
+
+	if (!from)
+		return SA_OK;
+	if (!(*side = sa_calloc((size_t)m->cfg.n_layer * SA_NMAT, sizeof **side)))
+		return SA_EINTERNAL;
+	for (size_t i = 0; i < (size_t)m->cfg.n_layer * SA_NMAT && rc == SA_OK; i++) {
+		const sa_matrix *w = &m->layers[i / SA_NMAT].w[i % SA_NMAT];
+		const sa_lowrank *f = &from[i];
+		sa_lowrank *s = &(*side)[i];
+
+		s->rank = f->rank;
+		s->A = floats_dup(f->A, (size_t)f->rank * w->cols, &rc);
+		s->B = floats_dup(f->B, (size_t)w->rows * f->rank, &rc);
+		s->D = floats_dup(f->D, (size_t)w->rows * w->cols, &rc);
+	}
+	return rc;
+}
+
+size_t
+sa_side_bytes(const sa_lowrank *side, const sa_model *m)
+{
+	size_t b = 0;
+
+	for (size_t i = 0; side && i < (size_t)m->cfg.n_layer * SA_NMAT; i++) {
+		const sa_matrix *w = &m->layers[i / SA_NMAT].w[i % SA_NMAT];
+		b += side[i].D ? (size_t)(w->rows * w->cols) * sizeof(float) :
+		    (size_t)side[i].rank * (size_t)(w->rows + w->cols) * sizeof(float);
+	}
+	return b;
+}
+
 void
 sa_side_free(sa_lowrank *side, const sa_model *m)
 {
@@ -794,6 +868,7 @@ sa_side_free(sa_lowrank *side, const sa_model *m)
 	for (size_t i = 0; i < (size_t)m->cfg.n_layer * SA_NMAT; i++) {
 		free(side[i].A);
 		free(side[i].B);
+		free(side[i].D);
 	}
 	free(side);
 }

@@ -19,6 +19,12 @@ setup_file() {
 	    --mats attn_q,attn_k,attn_v,attn_output -o "$D/other.delta"
 	printf 'input\tlabel\ngood film\tpos\ndull plot\tneg\nfine cast\tpos\n' > "$D/demos.tsv"
 	"$ROOT/bin/sa-export" -m "$D/model.gguf" -o "$D/d1.lora.gguf" "$D/d1.delta"
+	# a least-squares memory: side paths of rank 128 on 64 x 64, held dense
+	"$ROOT/bin/sa-init" -m "$D/model.gguf" --kind lsq --key-source input --seed 1 \
+	    --w1-scale 0.5 -o "$D/lsq.gguf"
+	for i in 1 2 3; do
+		"$ROOT/tests/helpers/mkdelta" -a "$D/lsq.gguf" -s "$i" -o "$D/m$i.delta"
+	done
 }
 
 setup() {
@@ -63,6 +69,27 @@ alone() {	# id options...
 	diff "$T/want" "$T/got"
 	# the deltas change the answers
 	[ "$(sed -n 1p "$T/got" | cut -d, -f2-)" != "$(sed -n 3p "$T/got" | cut -d, -f2-)" ]
+}
+
+@test "memory deltas, their side paths held dense, give what sa-run -d --unmerged gives" {
+	order="1 2 3 1 3 2"
+	for i in $order; do
+		req "m$i" ",\"deltas\":[\"m$i.delta\"]"
+	done > "$T/req.jsonl"
+	req two ',"deltas":["m1.delta",{"file":"m2.delta","scale":-0.5}]' >> "$T/req.jsonl"
+	for p in 1 4; do
+		run --separate-stderr sa-run -m model.gguf --max-deltas 2 --parallel $p \
+		    --batch "$T/req.jsonl"
+		assert_success
+		echo "$output" > "$T/got$p"
+	done
+	for i in $order; do
+		alone "m$i" -d "m$i.delta" --unmerged
+	done > "$T/want"
+	alone two -d m1.delta -d m2.delta:-0.5 --unmerged >> "$T/want"
+	diff "$T/want" "$T/got1"
+	diff <(sort "$T/want") <(sort "$T/got4")
+	[ "$(sed -n 1p "$T/got1" | cut -d, -f2-)" != "$(sed -n 3p "$T/got1" | cut -d, -f2-)" ]
 }
 
 @test "a prefix cached under other deltas is not reused" {
