@@ -750,6 +750,23 @@ pair_side(const lin *L, int i)
 	return L->rows ? side_of(L->rows[i], L->mi) : L->side;
 }
 
+/* y [rows] += M [rows][cols] x, a block of rows at a time through
+ * sa_dot_rows: the sums of sa_dot_f32, without a call a row (a side path
+ * of rank 16 is thousands of dot products of 16). */
+static void
+side_rows(const float *M, int64_t rows, int64_t cols, const float *x, float *y)
+{
+	float t[256];
+
+	for (int64_t o = 0; o < rows; o += 256) {
+		int64_t n = rows - o < 256 ? rows - o : 256;
+
+		sa_dot_rows(M + o * cols, n, cols, x, t);
+		for (int64_t r = 0; r < n; r++)
+			y[o + r] += t[r];
+	}
+}
+
 /* Y += bias, then Y += B (A x) (or D x), for each pair of a map and an input, over
  * the pool: inputs with side paths of their own (sa_forward_rows) read
  * each its own, 8 of rank 16 on q, k, v and o as many bytes as 7% of the
@@ -773,15 +790,11 @@ side_task(void *arg, int ith, int chunk, int nchunks)
 			for (int64_t r = 0; r < rows; r++)
 				y[r] += L->bias[r];
 		if (side && side->D) {
-			/* y [rows] += D [rows][cols] x */
-			for (int64_t o = 0; o < rows; o++)
-				y[o] += sa_dot_f32(side->D + (size_t)o * cols, xi, cols);
+			side_rows(side->D, rows, cols, xi, y);
 		} else if (side) {
 			/* lr [rank] = A x;  y [rows] += B lr */
-			for (int r = 0; r < side->rank; r++)
-				lr[r] = sa_dot_f32(side->A + (size_t)r * cols, xi, cols);
-			for (int64_t o = 0; o < rows; o++)
-				y[o] += sa_dot_f32(side->B + (size_t)o * side->rank, lr, side->rank);
+			sa_dot_rows(side->A, side->rank, cols, xi, lr);
+			side_rows(side->B, rows, side->rank, lr, y);
 		}
 	}
 }
