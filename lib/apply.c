@@ -208,10 +208,11 @@ sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
 }
 
 /* Every matrix of d at scale s merged into merge's weights, or, merge NULL,
- * added to the side paths *side of model m. */
+ * added to the side paths *side of model m, A the adapter's when shared
+ * (the model's own copy it: the adapter goes before the model). */
 static int
-delta_put(const sa_model *m, sa_model *merge, sa_lowrank **side, const sa_adapter *a,
-    const sa_delta *d, float s)
+delta_put(const sa_model *m, sa_model *merge, sa_lowrank **side, int shared,
+    const sa_adapter *a, const sa_delta *d, float s)
 {
 	float *M = NULL;
 	int rc;
@@ -229,6 +230,7 @@ delta_put(const sa_model *m, sa_model *merge, sa_lowrank **side, const sa_adapte
 			if ((rc = factors(a, d, M, l, mat, s, &B, &A)) != SA_OK)
 				break;
 			rc = merge ? sa_model_merge_lowrank(merge, l, mat, d->rank, B, A)
+			    : shared ? sa_side_add_shared(side, m, l, mat, d->rank, B, A)
 			    : sa_side_add(side, m, l, mat, d->rank, B, A);
 			free(B);
 		}
@@ -239,14 +241,14 @@ delta_put(const sa_model *m, sa_model *merge, sa_lowrank **side, const sa_adapte
 int
 sa_delta_apply(sa_model *m, const sa_adapter *a, const sa_delta *d, float s, int merged)
 {
-	return delta_put(m, merged ? m : NULL, &m->side, a, d, s);
+	return delta_put(m, merged ? m : NULL, &m->side, 0, a, d, s);
 }
 
 int
 sa_delta_sides(sa_lowrank **side, const sa_model *m, const sa_adapter *a, const sa_delta *d,
     float s)
 {
-	return delta_put(m, NULL, side, a, d, s);
+	return delta_put(m, NULL, side, 1, a, d, s);
 }
 
 /* ------------------------------------------------------ deltas given */

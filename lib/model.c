@@ -757,18 +757,21 @@ side_dense(sa_lowrank *s, const sa_matrix *w, int rank, const float *B, const fl
 		if (s->rank)
 			sa_sgemm(CblasNoTrans, rows, cols, s->rank, 1.0f, s->B, s->rank, s->A, cols, 0.0f,
 			    s->D, cols);
-		free(s->A);
+		if (!s->a_shared)
+			free(s->A);
 		free(s->B);
 		s->A = s->B = NULL;
+		s->a_shared = 0;
 	}
 	sa_sgemm(CblasNoTrans, rows, cols, rank, 1.0f, B, rank, A, cols, 1.0f, s->D, cols);
 	s->rank += rank;
 	return SA_OK;
 }
 
-int
-sa_side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
-    const float *B, const float *A)
+/* sa_side_add, A kept by reference where the path holds it alone if shared. */
+static int
+side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank, const float *B,
+    const float *A, int shared)
 {
 	const sa_matrix *w;
 	sa_lowrank *s;
@@ -786,28 +789,47 @@ sa_side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
 	r0 = s->rank;
 	if (s->D || (int64_t)(r0 + rank) * (w->rows + w->cols) > w->rows * w->cols)
 		return side_dense(s, w, rank, B, A);
-	nA = sa_malloc((size_t)(r0 + rank) * w->cols * sizeof(float));
+	shared = shared && !r0;
+	nA = shared ? (float *)A : sa_malloc((size_t)(r0 + rank) * w->cols * sizeof(float));
 	nB = sa_malloc((size_t)w->rows * (r0 + rank) * sizeof(float));
 	if (!nA || !nB) {
-		free(nA);
+		if (!shared)
+			free(nA);
 		free(nB);
 		return SA_EINTERNAL;
 	}
 	/* A gains rows, B gains columns. */
 	if (r0)
 		memcpy(nA, s->A, (size_t)r0 * w->cols * sizeof(float));
-	memcpy(nA + (size_t)r0 * w->cols, A, (size_t)rank * w->cols * sizeof(float));
+	if (!shared)
+		memcpy(nA + (size_t)r0 * w->cols, A, (size_t)rank * w->cols * sizeof(float));
 	for (int64_t o = 0; o < w->rows; o++) {
 		if (r0)
 			memcpy(nB + o * (r0 + rank), s->B + o * r0, (size_t)r0 * sizeof(float));
 		memcpy(nB + o * (r0 + rank) + r0, B + o * rank, (size_t)rank * sizeof(float));
 	}
-	free(s->A);
+	if (!s->a_shared)
+		free(s->A);
 	free(s->B);
 	s->A = nA;
 	s->B = nB;
+	s->a_shared = shared;
 	s->rank = r0 + rank;
 	return SA_OK;
+}
+
+int
+sa_side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
+    const float *B, const float *A)
+{
+	return side_add(side, m, layer, mat, rank, B, A, 0);
+}
+
+int
+sa_side_add_shared(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
+    const float *B, const float *A)
+{
+	return side_add(side, m, layer, mat, rank, B, A, 1);
 }
 
 /* A copy of the n floats at p, or NULL for none. */
@@ -840,7 +862,8 @@ sa_side_copy(sa_lowrank **side, const sa_model *m, const sa_lowrank *from)
 		sa_lowrank *s = &(*side)[i];
 
 		s->rank = f->rank;
-		s->A = floats_dup(f->A, (size_t)f->rank * w->cols, &rc);
+		s->a_shared = f->a_shared;
+		s->A = f->a_shared ? f->A : floats_dup(f->A, (size_t)f->rank * w->cols, &rc);
 		s->B = floats_dup(f->B, (size_t)w->rows * f->rank, &rc);
 		s->D = floats_dup(f->D, (size_t)w->rows * w->cols, &rc);
 	}
@@ -855,7 +878,8 @@ sa_side_bytes(const sa_lowrank *side, const sa_model *m)
 	for (size_t i = 0; side && i < (size_t)m->cfg.n_layer * SA_NMAT; i++) {
 		const sa_matrix *w = &m->layers[i / SA_NMAT].w[i % SA_NMAT];
 		b += side[i].D ? (size_t)(w->rows * w->cols) * sizeof(float) :
-		    (size_t)side[i].rank * (size_t)(w->rows + w->cols) * sizeof(float);
+		    (size_t)side[i].rank * (size_t)(w->rows + (side[i].a_shared ? 0 : w->cols)) *
+		    sizeof(float);
 	}
 	return b;
 }
@@ -866,7 +890,8 @@ sa_side_free(sa_lowrank *side, const sa_model *m)
 	if (!side)
 		return;
 	for (size_t i = 0; i < (size_t)m->cfg.n_layer * SA_NMAT; i++) {
-		free(side[i].A);
+		if (!side[i].a_shared)
+			free(side[i].A);
 		free(side[i].B);
 		free(side[i].D);
 	}
