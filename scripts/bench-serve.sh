@@ -1,6 +1,6 @@
 #!/bin/sh
 # bench-serve.sh - serving many deltas from one process: 16 tasks of 50
-# queries each, every task its own delta, the queries in random order.
+# queries each (-q), every task its own delta, the queries in random order.
 #
 #   scripts/bench-serve.sh [-t threads] [-n tokens] [-q queries]
 #                          [-s default,tinyllama] [--dry-run] [dir]
