@@ -7,7 +7,9 @@
  * file rewritten is read again).
  * Switching deltas is then choosing other side paths: the base weights
  * are never touched, and a request's answer is that of sa-run --unmerged
- * with the same deltas, bit for bit (the same side paths, sa_side_add).
+ * with the same deltas, bit for bit (the same side paths, sa_side_add;
+ * only their A, an adapter's W2, is the adapter's own here, which the set
+ * keeps loaded until it is freed).
  */
 #include <stdio.h>
 #include <stdlib.h>
