@@ -78,65 +78,107 @@ sa_adapter_check(const sa_adapter *a, const sa_model *model)
 /* ---------------------------------------------------------- absorption */
 
 /*
- * The memory read out, then the factors of (layer, mat):
- *   M [Hk][dh][dk] = G (S + lambda I)^-1
+ * The memory read out: M [n][Hk][dh][dk] = G (S + lambda I)^-1 for the n
+ * layers from l0, each (layer, head) a chunk of the pool, the solves
+ * independent of each other (the same bits on any thread count).
+ */
+struct readout {
+	const sa_adapter *a;
+	const sa_delta *d;
+	int l0;
+	float *M;
+	int *rc;                  /* [n * Hk] */
+};
+
+static void
+readout_head(void *arg, int ith, int chunk, int nchunks)
+{
+	struct readout *t = arg;
+	const sa_delta *d = t->d;
+	int Hk = d->n_head_kv, dh = d->d_head, dk = d->rank / Hk, l = t->l0 + chunk / Hk,
+	    h = chunk % Hk;
+
+	t->rc[chunk] = sa_memory_read(sa_delta_G(d, l) + (size_t)h * dh * dk,
+	    sa_delta_S(d, l) + (size_t)h * dk * dk, dh, dk, t->a->lambda,
+	    t->M + (size_t)chunk * dh * dk);
+}
+
+static int
+memory_readout(const sa_adapter *a, const sa_delta *d, int l0, int n, float **M)
+{
+	int Hk = d->n_head_kv, dk = d->rank / Hk, rc = SA_OK;
+	struct readout t = { a, d, l0, sa_malloc((size_t)n * Hk * d->d_head * dk * sizeof(float)),
+	    sa_calloc((size_t)n * Hk, sizeof(int)) };
+
+	if (t.M && t.rc)
+		sa_pool_run_chunks(readout_head, &t, n * Hk);
+	else
+		rc = SA_EINTERNAL;
+	/* a worker's message stays on its thread: the solve again here */
+	for (int c = 0; c < n * Hk && rc == SA_OK; c++)
+		if (t.rc[c] != SA_OK) {
+			readout_head(&t, 0, c, n * Hk);
+			rc = t.rc[c];
+		}
+	free(t.rc);
+	if (rc != SA_OK) {
+		free(t.M);
+		t.M = NULL;
+	}
+	*M = t.M;
+	return rc;
+}
+
+/*
+ * The factors of (layer, mat) from the layer's read-out Ml [Hk][dh][dk]:
  *   B [d_out][Hk*dk], B[:, h*dk + j] = s * sum_i W1[:, h*dh + i] M[h][i][j]
  *   A = W2 [Hk*dk][d_in]
  * so that Delta W = B A = s W1 blockdiag(M) W2.
  */
 static int
-memory_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat, float s,
-    float **B, const float **A)
+memory_factors(const sa_adapter *a, const sa_delta *d, const float *Ml, int layer, int mat,
+    float s, float **B, const float **A)
 {
 	const sa_adapter_mat *am = SA_ADAPTER_MAT(a, layer, mat);
-	int Hk = d->n_head_kv, dh = d->d_head, dk = d->rank / Hk, Dkv = Hk * dh, r = d->rank, rc;
-	float *M;
+	int Hk = d->n_head_kv, dh = d->d_head, dk = d->rank / Hk, Dkv = Hk * dh, r = d->rank;
 
-	if (layer < 0 || layer >= d->n_layer || mat < 0 || mat >= SA_NMAT || !sa_adapted(d->mats, mat))
-		return sa_fail(SA_EINTERNAL, "layer %d %s is not in the delta", layer,
-		    mat >= 0 && mat < SA_NMAT ? sa_mat_name(mat) : "?");
-	if (!(M = sa_malloc((size_t)dh * dk * sizeof *M)))
+	if (!(*B = sa_malloc((size_t)am->d_out * r * sizeof **B)))
 		return SA_EINTERNAL;
-	if (!(*B = sa_malloc((size_t)am->d_out * r * sizeof **B))) {
-		free(M);
-		return SA_EINTERNAL;
-	}
-	for (int h = 0; h < Hk; h++) {
-		rc = sa_memory_read(sa_delta_G(d, layer) + (size_t)h * dh * dk,
-		    sa_delta_S(d, layer) + (size_t)h * dk * dk, dh, dk, a->lambda, M);
-		if (rc != SA_OK) {
-			free(M);
-			free(*B);
-			*B = NULL;
-			return rc;
-		}
-		/* B[:, h-block] [d_out][dk] = s * W1[:, h-block] [d_out][dh] . M [dh][dk] */
-		sa_sgemm(CblasNoTrans, am->d_out, dk, dh, s, am->W1 + (size_t)h * dh, Dkv, M, dk, 0.0f,
-		    *B + (size_t)h * dk, r);
-	}
-	free(M);
+	/* B[:, h-block] [d_out][dk] = s * W1[:, h-block] [d_out][dh] . M[h] [dh][dk] */
+	for (int h = 0; h < Hk; h++)
+		sa_sgemm(CblasNoTrans, am->d_out, dk, dh, s, am->W1 + (size_t)h * dh, Dkv,
+		    Ml + (size_t)h * dh * dk, dk, 0.0f, *B + (size_t)h * dk, r);
 	*A = am->W2;
 	return SA_OK;
 }
 
-int
-sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
-    float s, float **B, const float **A)
+/* Factors of (layer, mat); of a memory, from M, the delta's read-out from
+ * layer 0 on, or, NULL, the layer's read out now. */
+static int
+factors(const sa_adapter *a, const sa_delta *d, const float *M, int layer, int mat, float s,
+    float **B, const float **A)
 {
 	const sa_adapter_mat *am;
 	const float *h;
-	float *H;
+	float *H, *Ml = NULL;
 	int Hk = d->n_head_kv, r = d->rank, dh = d->d_head, Dkv = Hk * dh, rc;
 
 	*B = NULL;
 	*A = NULL;
 	if ((rc = sa_binding_check(NULL, a, d, NULL)) != SA_OK)
 		return rc;
-	if (d->mapping == SA_MAPPING_LSQ)
-		return memory_factors(a, d, layer, mat, s, B, A);
-	if (!(h = sa_delta_h(d, layer, mat)))
+	if (layer < 0 || layer >= d->n_layer || mat < 0 || mat >= SA_NMAT || !sa_adapted(d->mats, mat))
 		return sa_fail(SA_EINTERNAL, "layer %d %s is not in the delta", layer,
 		    mat >= 0 && mat < SA_NMAT ? sa_mat_name(mat) : "?");
+	if (d->mapping == SA_MAPPING_LSQ) {
+		if (!M && (rc = memory_readout(a, d, layer, 1, &Ml)) != SA_OK)
+			return rc;
+		rc = memory_factors(a, d, M ? M + (size_t)layer * Dkv * (r / Hk) : Ml, layer, mat, s,
+		    B, A);
+		free(Ml);
+		return rc;
+	}
+	h = sa_delta_h(d, layer, mat);
 	am = SA_ADAPTER_MAT(a, layer, mat);
 
 	/* H [r][Dkv], H[i][head*dh + j] = h[head][i][j]: the heads of slot i
@@ -158,44 +200,55 @@ sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
 	return SA_OK;
 }
 
-/* Every matrix of d at scale s merged into merge's weights, or, merge NULL,
- * added to the side paths *side of model m. */
-static int
-delta_put(const sa_model *m, sa_model *merge, sa_lowrank **side, const sa_adapter *a,
-    const sa_delta *d, float s)
+int
+sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
+    float s, float **B, const float **A)
 {
+	return factors(a, d, NULL, layer, mat, s, B, A);
+}
+
+/* Every matrix of d at scale s merged into merge's weights, or, merge NULL,
+ * added to the side paths *side of model m, A the adapter's when shared
+ * (the model's own copy it: the adapter goes before the model). */
+static int
+delta_put(const sa_model *m, sa_model *merge, sa_lowrank **side, int shared,
+    const sa_adapter *a, const sa_delta *d, float s)
+{
+	float *M = NULL;
 	int rc;
 
-	if ((rc = sa_binding_check(m, a, d, NULL)) != SA_OK)
+	/* a memory read out once, all its layers' heads over the pool */
+	if ((rc = sa_binding_check(m, a, d, NULL)) != SA_OK || (d->mapping == SA_MAPPING_LSQ &&
+	    (rc = memory_readout(a, d, 0, d->n_layer, &M)) != SA_OK))
 		return rc;
-	for (int l = 0; l < d->n_layer; l++)
-		for (int mat = 0; mat < SA_NMAT; mat++) {
+	for (int l = 0; l < d->n_layer && rc == SA_OK; l++)
+		for (int mat = 0; mat < SA_NMAT && rc == SA_OK; mat++) {
 			const float *A;
 			float *B;
 			if (!sa_adapted(d->mats, mat))
 				continue;
-			if ((rc = sa_delta_factors(a, d, l, mat, s, &B, &A)) != SA_OK)
-				return rc;
+			if ((rc = factors(a, d, M, l, mat, s, &B, &A)) != SA_OK)
+				break;
 			rc = merge ? sa_model_merge_lowrank(merge, l, mat, d->rank, B, A)
+			    : shared ? sa_side_add_shared(side, m, l, mat, d->rank, B, A)
 			    : sa_side_add(side, m, l, mat, d->rank, B, A);
 			free(B);
-			if (rc != SA_OK)
-				return rc;
 		}
-	return SA_OK;
+	free(M);
+	return rc;
 }
 
 int
 sa_delta_apply(sa_model *m, const sa_adapter *a, const sa_delta *d, float s, int merged)
 {
-	return delta_put(m, merged ? m : NULL, &m->side, a, d, s);
+	return delta_put(m, merged ? m : NULL, &m->side, 0, a, d, s);
 }
 
 int
 sa_delta_sides(sa_lowrank **side, const sa_model *m, const sa_adapter *a, const sa_delta *d,
     float s)
 {
-	return delta_put(m, NULL, side, a, d, s);
+	return delta_put(m, NULL, side, 1, a, d, s);
 }
 
 /* ------------------------------------------------------ deltas given */

@@ -7,7 +7,9 @@
  * file rewritten is read again).
  * Switching deltas is then choosing other side paths: the base weights
  * are never touched, and a request's answer is that of sa-run --unmerged
- * with the same deltas, bit for bit (the same side paths, sa_side_add).
+ * with the same deltas, bit for bit (the same side paths, sa_side_add;
+ * only their A, an adapter's W2, is the adapter's own here, which the set
+ * keeps loaded until it is freed).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,10 +213,7 @@ build(sa_deltaset *ds, const sa_delta_spec *sp, sa_lowrank **side)
 	if (sp->n_demos && m->merged)
 		return sa_fail(SA_EDATA, "demonstrations in a request need the base model as it is: "
 		    "give the command line's deltas with --unmerged");
-	for (int i = 0; m->side && i < m->cfg.n_layer * SA_NMAT && rc == SA_OK; i++)
-		if (m->side[i].rank)
-			rc = sa_side_add(side, m, i / SA_NMAT, i % SA_NMAT, m->side[i].rank,
-			    m->side[i].B, m->side[i].A);
+	rc = sa_side_copy(side, m, m->side);
 	if (rc == SA_OK && sp->n) {
 		rc = sa_deltas_load(&dl, (char *const *)sp->path, sp->scale, sp->n);
 		if (rc == SA_OK)
@@ -238,18 +237,6 @@ build(sa_deltaset *ds, const sa_delta_spec *sp, sa_lowrank **side)
 	for (int i = 0; i < sp->n_lora && rc == SA_OK; i++)
 		rc = sa_lora_sides(side, m, sp->lora[i], sp->lora_scale[i]);
 	return rc;
-}
-
-static size_t
-side_bytes(const sa_model *m, const sa_lowrank *side)
-{
-	size_t b = 0;
-
-	for (int i = 0; side && i < m->cfg.n_layer * SA_NMAT; i++) {
-		const sa_matrix *w = &m->layers[i / SA_NMAT].w[i % SA_NMAT];
-		b += (size_t)side[i].rank * (size_t)(w->rows + w->cols) * sizeof(float);
-	}
-	return b;
 }
 
 /* Make room for `need` more bytes and one more entry: the least recently
@@ -296,7 +283,7 @@ sa_deltaset_get(sa_deltaset *ds, const sa_delta_spec *sp, const sa_sides **out)
 		free(key);
 		return rc;
 	}
-	evict(ds, side_bytes(ds->m, side));
+	evict(ds, sa_side_bytes(side, ds->m));
 	if (!(hh = realloc(ds->h, (size_t)(ds->n + 1) * sizeof *hh)) || !(h = sa_malloc(sizeof *h))) {
 		if (hh)
 			ds->h = hh;
@@ -306,7 +293,7 @@ sa_deltaset_get(sa_deltaset *ds, const sa_delta_spec *sp, const sa_sides **out)
 	}
 	ds->h = hh;
 	ds->h[ds->n++] = h;
-	*h = (held){ key, { side, side_bytes(ds->m, side), ++ds->serial }, 1, ++ds->tick };
+	*h = (held){ key, { side, sa_side_bytes(side, ds->m), ++ds->serial }, 1, ++ds->tick };
 	ds->bytes += h->sides.bytes;
 	*out = &h->sides;
 	return SA_OK;

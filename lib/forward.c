@@ -683,7 +683,11 @@ matmul(sa_kvcache *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
 			for (int i = 0; i < n; i++)
 				for (int r = 0; r < rows; r++)
 					L->y[(size_t)i * rows + r] += L->bias[r];
-		if (L->side) {
+		if (L->side && L->side->D) {
+			/* Y [n][rows] += Xr [n][cols] D^T */
+			sa_sgemm(CblasTrans, n, rows, cols, 1.0f, Xr, cols, L->side->D, cols, 1.0f, L->y,
+			    rows);
+		} else if (L->side) {
 			/* T [n][rank] = Xr A^T;  Y += T B^T */
 			int rank = L->side->rank;
 			if (grow(&s->lr, &s->lr_cap, (size_t)n * rank))
@@ -706,7 +710,7 @@ struct mv_task {
 	size_t x_stride, xq_stride;
 	int64_t total;
 	float *lr;                  /* [nl * nx][rank]: each pair's A x (side_task) */
-	int rank;                   /* the widest side path's */
+	int rank;                   /* the widest low-rank side path's */
 };
 
 static void
@@ -746,7 +750,24 @@ pair_side(const lin *L, int i)
 	return L->rows ? side_of(L->rows[i], L->mi) : L->side;
 }
 
-/* Y += bias, then Y += B (A x), for each pair of a map and an input, over
+/* y [rows] += M [rows][cols] x, a block of rows at a time through
+ * sa_dot_rows: the sums of sa_dot_f32, without a call a row (a side path
+ * of rank 16 is thousands of dot products of 16). */
+static void
+side_rows(const float *M, int64_t rows, int64_t cols, const float *x, float *y)
+{
+	float t[256];
+
+	for (int64_t o = 0; o < rows; o += 256) {
+		int64_t n = rows - o < 256 ? rows - o : 256;
+
+		sa_dot_rows(M + o * cols, n, cols, x, t);
+		for (int64_t r = 0; r < n; r++)
+			y[o + r] += t[r];
+	}
+}
+
+/* Y += bias, then Y += B (A x) (or D x), for each pair of a map and an input, over
  * the pool: inputs with side paths of their own (sa_forward_rows) read
  * each its own, 8 of rank 16 on q, k, v and o as many bytes as 7% of the
  * F16 base (TinyLlama's shape). */
@@ -768,11 +789,12 @@ side_task(void *arg, int ith, int chunk, int nchunks)
 		if (L->bias)
 			for (int64_t r = 0; r < rows; r++)
 				y[r] += L->bias[r];
-		if (side) {
-			for (int r = 0; r < side->rank; r++)
-				lr[r] = sa_dot_f32(side->A + (size_t)r * cols, xi, cols);
-			for (int64_t o = 0; o < rows; o++)
-				y[o] += sa_dot_f32(side->B + (size_t)o * side->rank, lr, side->rank);
+		if (side && side->D) {
+			side_rows(side->D, rows, cols, xi, y);
+		} else if (side) {
+			/* lr [rank] = A x;  y [rows] += B lr */
+			sa_dot_rows(side->A, side->rank, cols, xi, lr);
+			side_rows(side->B, rows, side->rank, lr, y);
 		}
 	}
 }
@@ -824,7 +846,7 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 		for (int i = 0; i < nx; i++) {
 			const sa_lowrank *side = pair_side(&ls[j], i);
 			after |= ls[j].bias || side;
-			if (side && side->rank > t.rank)
+			if (side && !side->D && side->rank > t.rank)
 				t.rank = side->rank;
 		}
 	if (!after)

@@ -62,6 +62,7 @@ static struct kernels {
 	void (*round_q8_0)(const float *, float *, void *, int64_t);
 	void (*round_q8_k)(const float *, float *, void *, int64_t);
 	float (*dot)(const float *, const float *, int64_t);
+	rows_fn *dots;                  /* F32 rows, each sum dot's (sa_dot_rows) */
 	void (*axpy)(float, const float *, float *, int64_t);
 	float (*max)(const float *, int64_t);
 	double (*exp_sum)(float *, const float *, int64_t, float);
@@ -385,6 +386,15 @@ dot_avx2(const float *a, const float *b, int64_t n)
 	for (; i < n; i++)
 		s += a[i] * b[i];
 	return s;
+}
+
+/* Its rows sum in another order than dot_avx2: the dots one at a time. */
+AVX2 static void
+dots_avx2(const void *w, size_t rb, int64_t n, const float *x, const void *xq, float *y,
+    int64_t nr)
+{
+	for (int64_t r = 0; r < nr; r++)
+		y[r] = dot_avx2((const float *)((const char *)w + r * rb), x, n);
 }
 
 AVX2 static void
@@ -1468,7 +1478,7 @@ static const struct kernels kernels_generic = {
 	rowsn_f32_generic, rowsn_f16_generic, rowsn_bf16_generic, rowsn_q8_0_generic,
 	deq_bf16_generic, fp16_to_fp32_generic, fp32_to_fp16_generic,
 	sa_row_to_f32, round_f16_generic, round_q8_0_generic, round_q8_k_generic,
-	dot_generic, axpy_generic, max_generic, exp_sum_generic, sa_quant_generic,
+	dot_generic, rows_f32_generic, axpy_generic, max_generic, exp_sum_generic, sa_quant_generic,
 	gemm_f16_generic, gemm_q8_0_generic, pack_generic,
 };
 
@@ -1479,7 +1489,7 @@ static const struct kernels kernels_avx2 = {
 	rowsn_f32_avx2, rowsn_f16_avx2, rowsn_bf16_avx2, rowsn_q8_0_avx2,
 	deq_bf16_avx2, fp16_to_fp32_avx2, fp32_to_fp16_avx2,
 	blocks_avx2, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
-	dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx2,
+	dot_avx2, dots_avx2, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx2,
 	gemm_f16_avx2, gemm_q8_0_avx2, pack_generic,
 };
 
@@ -1491,7 +1501,7 @@ static const struct kernels kernels_avx512 = {
 	rowsn_f32_avx512, rowsn_f16_avx512, rowsn_bf16_avx512, rowsn_q8_0_bw,
 	deq_bf16_avx2, fp16_to_fp32_avx512, fp32_to_fp16_avx2,
 	blocks_avx512, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
-	dot_avx512, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx512,
+	dot_avx512, rows_f32_avx512, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx512,
 	gemm_f16_avx512, gemm_q8_0_bw, pack_avx512,
 };
 
@@ -1773,6 +1783,12 @@ float
 sa_dot_f32(const float *a, const float *b, int64_t n)
 {
 	return kernels()->dot(a, b, n);
+}
+
+void
+sa_dot_rows(const float *M, int64_t rows, int64_t cols, const float *x, float *y)
+{
+	kernels()->dots(M, (size_t)cols * sizeof *M, cols, x, NULL, y, rows);
 }
 
 void

@@ -53,6 +53,10 @@ static inline void sa_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *h
 void sa_rows_dot(const sa_matrix *w, int64_t r0, int64_t r1, const float *x,
     const void *xq, float *y);
 
+/* y [rows] = M [rows][cols] x in F32, each y[r] what sa_dot_f32 gives for
+ * row r, in one call: the row kernel where it sums as dot does. */
+void sa_dot_rows(const float *M, int64_t rows, int64_t cols, const float *x, float *y);
+
 /* The same for nx inputs at once, each weight row read once for all:
  * input j at x + j*ldx (and xq + j*ldxq bytes), output y[j*ldy + r].  An
  * input gets the same sums as from sa_rows_dot. */

@@ -51,6 +51,15 @@
 
 #define PHI_EPS 1e-12
 
+/* The solves' loops, compiled for wider vectors too and chosen by cpuid at
+ * load: each element still one multiply and one subtraction (no fused
+ * multiply-adds, see the Makefile), so the same bits on every CPU. */
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__ELF__)
+#define WIDE __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define WIDE
+#endif
+
 static double
 sigmoid(double z)
 {
@@ -145,7 +154,7 @@ sa_memory_write(const sa_memory_params *mp, const float *X, const float *V, int 
  * of them at each k, reading row k of T, where an entry's own chain of n
  * dependent subtractions left the CPU waiting on each.  Same bits.
  */
-static int
+WIDE static int
 cholesky(double *A, double *T, int n)
 {
 	for (int j = 0; j < n; j++) {
@@ -175,7 +184,7 @@ cholesky(double *A, double *T, int n)
  * right-hand sides as columns, substituted side by side, each in the
  * textbook order (forward, then back).
  */
-static void
+WIDE static void
 cholesky_solve(const double *L, const double *T, int n, double *X, int m)
 {
 	for (int i = 0; i < n; i++) {

@@ -744,9 +744,34 @@ sa_model_merge_lowrank(sa_model *m, int layer, int mat, int rank,
 	return SA_OK;
 }
 
-int
-sa_side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
-    const float *B, const float *A)
+/* Path s of matrix w held dense: D [d_out][d_in] = B A of what it held,
+ * if anything, then += B [d_out][rank] A [rank][d_in]. */
+static int
+side_dense(sa_lowrank *s, const sa_matrix *w, int rank, const float *B, const float *A)
+{
+	int rows = (int)w->rows, cols = (int)w->cols;
+
+	if (!s->D) {
+		if (!(s->D = sa_calloc((size_t)rows * cols, sizeof *s->D)))
+			return SA_EINTERNAL;
+		if (s->rank)
+			sa_sgemm(CblasNoTrans, rows, cols, s->rank, 1.0f, s->B, s->rank, s->A, cols, 0.0f,
+			    s->D, cols);
+		if (!s->a_shared)
+			free(s->A);
+		free(s->B);
+		s->A = s->B = NULL;
+		s->a_shared = 0;
+	}
+	sa_sgemm(CblasNoTrans, rows, cols, rank, 1.0f, B, rank, A, cols, 1.0f, s->D, cols);
+	s->rank += rank;
+	return SA_OK;
+}
+
+/* sa_side_add, A kept by reference where the path holds it alone if shared. */
+static int
+side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank, const float *B,
+    const float *A, int shared)
 {
 	const sa_matrix *w;
 	sa_lowrank *s;
@@ -762,28 +787,101 @@ sa_side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
 		return SA_EINTERNAL;
 	s = &(*side)[(size_t)layer * SA_NMAT + mat];
 	r0 = s->rank;
-	nA = sa_malloc((size_t)(r0 + rank) * w->cols * sizeof(float));
+	if (s->D || (int64_t)(r0 + rank) * (w->rows + w->cols) > w->rows * w->cols)
+		return side_dense(s, w, rank, B, A);
+	shared = shared && !r0;
+	nA = shared ? (float *)A : sa_malloc((size_t)(r0 + rank) * w->cols * sizeof(float));
 	nB = sa_malloc((size_t)w->rows * (r0 + rank) * sizeof(float));
 	if (!nA || !nB) {
-		free(nA);
+		if (!shared)
+			free(nA);
 		free(nB);
 		return SA_EINTERNAL;
 	}
 	/* A gains rows, B gains columns. */
 	if (r0)
 		memcpy(nA, s->A, (size_t)r0 * w->cols * sizeof(float));
-	memcpy(nA + (size_t)r0 * w->cols, A, (size_t)rank * w->cols * sizeof(float));
+	if (!shared)
+		memcpy(nA + (size_t)r0 * w->cols, A, (size_t)rank * w->cols * sizeof(float));
 	for (int64_t o = 0; o < w->rows; o++) {
 		if (r0)
 			memcpy(nB + o * (r0 + rank), s->B + o * r0, (size_t)r0 * sizeof(float));
 		memcpy(nB + o * (r0 + rank) + r0, B + o * rank, (size_t)rank * sizeof(float));
 	}
-	free(s->A);
+	if (!s->a_shared)
+		free(s->A);
 	free(s->B);
 	s->A = nA;
 	s->B = nB;
+	s->a_shared = shared;
 	s->rank = r0 + rank;
 	return SA_OK;
+}
+
+int
+sa_side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
+    const float *B, const float *A)
+{
+	return side_add(side, m, layer, mat, rank, B, A, 0);
+}
+
+int
+sa_side_add_shared(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
+    const float *B, const float *A)
+{
+	return side_add(side, m, layer, mat, rank, B, A, 1);
+}
+
+/* A copy of the n floats at p, or NULL for none. */
+static float *
+floats_dup(const float *p, size_t n, int *rc)
+{
+	float *q;
+
+	if (!p)
+		return NULL;
+	if (!(q = sa_malloc(n * sizeof *q))) {
+		*rc = SA_EINTERNAL;
+		return NULL;
+	}
+	return memcpy(q, p, n * sizeof *q);
+}
+
+int
+sa_side_copy(sa_lowrank **side, const sa_model *m, const sa_lowrank *from)
+{
+	int rc = SA_OK;
+
+	if (!from)
+		return SA_OK;
+	if (!(*side = sa_calloc((size_t)m->cfg.n_layer * SA_NMAT, sizeof **side)))
+		return SA_EINTERNAL;
+	for (size_t i = 0; i < (size_t)m->cfg.n_layer * SA_NMAT && rc == SA_OK; i++) {
+		const sa_matrix *w = &m->layers[i / SA_NMAT].w[i % SA_NMAT];
+		const sa_lowrank *f = &from[i];
+		sa_lowrank *s = &(*side)[i];
+
+		s->rank = f->rank;
+		s->a_shared = f->a_shared;
+		s->A = f->a_shared ? f->A : floats_dup(f->A, (size_t)f->rank * w->cols, &rc);
+		s->B = floats_dup(f->B, (size_t)w->rows * f->rank, &rc);
+		s->D = floats_dup(f->D, (size_t)w->rows * w->cols, &rc);
+	}
+	return rc;
+}
+
+size_t
+sa_side_bytes(const sa_lowrank *side, const sa_model *m)
+{
+	size_t b = 0;
+
+	for (size_t i = 0; side && i < (size_t)m->cfg.n_layer * SA_NMAT; i++) {
+		const sa_matrix *w = &m->layers[i / SA_NMAT].w[i % SA_NMAT];
+		b += side[i].D ? (size_t)(w->rows * w->cols) * sizeof(float) :
+		    (size_t)side[i].rank * (size_t)(w->rows + (side[i].a_shared ? 0 : w->cols)) *
+		    sizeof(float);
+	}
+	return b;
 }
 
 void
@@ -792,8 +890,10 @@ sa_side_free(sa_lowrank *side, const sa_model *m)
 	if (!side)
 		return;
 	for (size_t i = 0; i < (size_t)m->cfg.n_layer * SA_NMAT; i++) {
-		free(side[i].A);
+		if (!side[i].a_shared)
+			free(side[i].A);
 		free(side[i].B);
+		free(side[i].D);
 	}
 	free(side);
 }

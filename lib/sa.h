@@ -352,11 +352,19 @@ typedef struct sa_layer {
 	sa_matrix ffn_norm;               /* [d_model] */
 } sa_layer;
 
-/* A low-rank side path for one matrix: y += B (A x), B [d_out][rank], A [rank][d_in], F32. */
+/*
+ * A low-rank side path for one matrix: y += B (A x), B [d_out][rank],
+ * A [rank][d_in], F32; or, once rank (d_in + d_out) exceeds d_in d_out,
+ * held dense: y += D x, D [d_out][d_in] the sum of the updates' B A (A and
+ * B NULL), fewer multiply-adds a token.  A is the path's own unless
+ * a_shared (sa_side_add_shared).
+ */
 typedef struct sa_lowrank {
 	int rank;
 	float *A;
 	float *B;
+	float *D;
+	int a_shared;
 } sa_lowrank;
 
 typedef struct sa_model {
@@ -404,11 +412,24 @@ int sa_model_add_side(sa_model *m, int layer, int mat, int rank,
 /*
  * Side paths of one's own, side [n_layer * SA_NMAT]: *side stays NULL until
  * the first update that is not zero, then is allocated (the caller's, freed
- * with sa_side_free).  Ranks concatenate; sa_model_add_side is this on
- * m->side, so the same updates give the same bits either way.
+ * with sa_side_free).  Ranks concatenate, until the path is held dense
+ * (sa_lowrank): from then on each update's B A is added to D.
+ * sa_model_add_side is this on m->side, so the same updates in the same
+ * order give the same bits either way.
  */
 int sa_side_add(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
     const float *B, const float *A);
+/* The same, but A kept where it is, not copied, while the path holds it
+ * alone (the first update, low-rank): it must outlive *side.  The deltas
+ * of an adapter share its W2 so: one copy for all the requests in flight
+ * to read. */
+int sa_side_add_shared(sa_lowrank **side, const sa_model *m, int layer, int mat, int rank,
+    const float *B, const float *A);
+/* *side (NULL) a copy of from, the same bits (a shared A shared again);
+ * from NULL: none. */
+int sa_side_copy(sa_lowrank **side, const sa_model *m, const sa_lowrank *from);
+/* The bytes side paths hold of their own. */
+size_t sa_side_bytes(const sa_lowrank *side, const sa_model *m);
 void sa_side_free(sa_lowrank *side, const sa_model *m);
 /* Drop side paths and owned copies: back to the mapped base weights. */
 void sa_model_reset_weights(sa_model *m);
@@ -1231,7 +1252,8 @@ int sa_delta_factors(const sa_adapter *a, const sa_delta *d, int layer, int mat,
     float s, float **B, const float **A);
 /* Apply to the model: merged into its weights (merged = 1) or as side paths. */
 int sa_delta_apply(sa_model *m, const sa_adapter *a, const sa_delta *d, float s, int merged);
-/* Or add to side paths *side of one's own (sa_side_add), m left as it is. */
+/* Or add to side paths *side of one's own, m left as it is: A is a's W2,
+ * shared (sa_side_add_shared), so a must outlive *side. */
 int sa_delta_sides(sa_lowrank **side, const sa_model *m, const sa_adapter *a, const sa_delta *d,
     float s);
 /*

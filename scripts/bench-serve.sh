@@ -1,9 +1,9 @@
 #!/bin/sh
 # bench-serve.sh - serving many deltas from one process: 16 tasks of 50
-# queries each, every task its own delta, the queries in random order.
+# queries each (-q), every task its own delta, the queries in random order.
 #
-#   scripts/bench-serve.sh [-t threads] [-n tokens] [-s default,tinyllama]
-#                          [--dry-run] [dir]
+#   scripts/bench-serve.sh [-t threads] [-n tokens] [-q queries]
+#                          [-s default,tinyllama] [--dry-run] [dir]
 #   make bench-serve [BENCH_ARGS='...']
 #
 # Runs, for each model:
@@ -22,7 +22,8 @@
 #   tinyllama   TinyLlama's shape (d 2048, 22 layers, 32 heads, 4 KV heads,
 #               FFN 5632, Llama vocab), random F16 weights, an adapter
 #               from sa-init with random W1, context cut to 256
-# Queries generate -n tokens (default 32) greedily.  Deltas are random
+# Queries generate -n tokens (default 32) greedily; -q queries a task
+# (default 50).  Deltas are random
 # states (tests/helpers/mkdelta) of the model's adapter.  Output in dir
 # (default bench-out/): serve-NAME.csv per model.
 #
@@ -33,16 +34,17 @@ set -eu
 
 prog=bench-serve
 . "$(dirname "$0")/bench-common.sh"
-threads= ntok=32 sets=default,tinyllama outdir=bench-out dry=0
+threads= ntok=32 nq=50 sets=default,tinyllama outdir=bench-out dry=0
 usage() {
-	echo "usage: scripts/bench-serve.sh [-t threads] [-n tokens] [-s default,tinyllama]" >&2
-	echo "                              [--dry-run] [dir]" >&2
+	echo "usage: scripts/bench-serve.sh [-t threads] [-n tokens] [-q queries]" >&2
+	echo "                              [-s default,tinyllama] [--dry-run] [dir]" >&2
 	exit 64
 }
 while [ $# -gt 0 ]; do
 	case $1 in
 	-t) threads=${2:?}; shift ;;
 	-n) ntok=${2:?}; shift ;;
+	-q) nq=${2:?}; shift ;;
 	-s) sets=${2?}; shift ;;
 	--dry-run) dry=1 ;;
 	-h|--help) bench_help ;;
@@ -51,7 +53,7 @@ while [ $# -gt 0 ]; do
 	esac
 	shift
 done
-bench_counts "$ntok" ${threads:+"$threads"}
+bench_counts "$ntok" "$nq" ${threads:+"$threads"}
 bench_sets "$sets" "default tinyllama"
 
 mkmodel=tests/helpers/mkmodel
@@ -62,7 +64,7 @@ threads=${threads:-$(nproc)}
 mkdir -p "$outdir" || exit 73
 bench_tmp
 
-ntask=16 nq=50 ctx=
+ntask=16 ctx=
 if [ $dry = 1 ]; then
 	sets=tiny ntask=2 nq=3 ntok=4
 fi

@@ -417,3 +417,15 @@ state_within() {
 	run -65 sa-encode -m "$M" -a "$T/other.gguf" "$D/all.tsv"
 	[ "${#lines[@]}" -eq 1 ]
 }
+
+@test "key sums that are not positive definite exit 65 with the reason, on any thread count" {
+	sa-encode -m "$M" -a "$A" -o "$T/a.delta" "$D/all.tsv"
+	sa-merge --sum "$T/a.delta:-1" -o "$T/neg.delta"
+	for t in 1 2 3; do
+		for m in "" --unmerged; do
+			run --separate-stderr sa-run -m "$M" -t $t -d "$T/neg.delta" $m -p x -n 1
+			[ "$status" -eq 65 ]
+			[[ "$stderr" == *"not positive definite"* ]]
+		done
+	done
+}

@@ -19,6 +19,12 @@ setup_file() {
 	    --mats attn_q,attn_k,attn_v,attn_output -o "$D/other.delta"
 	printf 'input\tlabel\ngood film\tpos\ndull plot\tneg\nfine cast\tpos\n' > "$D/demos.tsv"
 	"$ROOT/bin/sa-export" -m "$D/model.gguf" -o "$D/d1.lora.gguf" "$D/d1.delta"
+	# a least-squares memory: side paths of rank 128 on 64 x 64, held dense
+	"$ROOT/bin/sa-init" -m "$D/model.gguf" --kind lsq --key-source input --seed 1 \
+	    --w1-scale 0.5 -o "$D/lsq.gguf"
+	for i in 1 2 3; do
+		"$ROOT/tests/helpers/mkdelta" -a "$D/lsq.gguf" -s "$i" -o "$D/m$i.delta"
+	done
 }
 
 setup() {
@@ -45,24 +51,46 @@ alone() {	# id options...
 	printf '{"id":"%s-s",%s\n' "$id" "$(sa-run -m model.gguf "$@" --score -p 'the cat sat on the mat' --json | cut -c2-)"
 }
 
-@test "each request's deltas give what sa-run -d --unmerged gives, with two held of four" {
-	order="1 2 1 3 4 2 1 4 3 3"
-	for i in $order; do
-		req "d$i" ",\"deltas\":[\"d$i.delta\"]"
+# Requests of deltas PREFIXi.delta for each i given, then of PREFIX1 and
+# PREFIX2 at -0.5, into $T/req.jsonl; what sa-run gives for each with the
+# same deltas and --unmerged into $T/want.
+held() {	# prefix i...
+	local p="$1" i
+	shift
+	for i in "$@"; do
+		req "$p$i" ",\"deltas\":[\"$p$i.delta\"]"
 	done > "$T/req.jsonl"
+	req two ",\"deltas\":[\"${p}1.delta\",{\"file\":\"${p}2.delta\",\"scale\":-0.5}]" \
+	    >> "$T/req.jsonl"
+	for i in "$@"; do
+		alone "$p$i" -d "$p$i.delta" --unmerged
+	done > "$T/want"
+	alone two -d "${p}1.delta" -d "${p}2.delta:-0.5" --unmerged >> "$T/want"
+}
+
+@test "each request's deltas give what sa-run -d --unmerged gives, with two held of four" {
+	held d 1 2 1 3 4 2 1 4 3 3
 	req base "" >> "$T/req.jsonl"
-	req two ',"deltas":["d1.delta",{"file":"d2.delta","scale":-0.5}]' >> "$T/req.jsonl"
+	alone base >> "$T/want"
 	run --separate-stderr sa-run -m model.gguf --max-deltas 2 --batch "$T/req.jsonl"
 	assert_success
 	echo "$output" > "$T/got"
-	for i in $order; do
-		alone "d$i" -d "d$i.delta" --unmerged
-	done > "$T/want"
-	alone base >> "$T/want"
-	alone two -d d1.delta -d d2.delta:-0.5 --unmerged >> "$T/want"
 	diff "$T/want" "$T/got"
 	# the deltas change the answers
 	[ "$(sed -n 1p "$T/got" | cut -d, -f2-)" != "$(sed -n 3p "$T/got" | cut -d, -f2-)" ]
+}
+
+@test "memory deltas, their side paths held dense, give what sa-run -d --unmerged gives" {
+	held m 1 2 3 1 3 2
+	for p in 1 4; do
+		run --separate-stderr sa-run -m model.gguf --max-deltas 2 --parallel $p \
+		    --batch "$T/req.jsonl"
+		assert_success
+		echo "$output" > "$T/got$p"
+	done
+	diff "$T/want" "$T/got1"
+	diff <(sort "$T/want") <(sort "$T/got4")
+	[ "$(sed -n 1p "$T/got1" | cut -d, -f2-)" != "$(sed -n 3p "$T/got1" | cut -d, -f2-)" ]
 }
 
 @test "a prefix cached under other deltas is not reused" {

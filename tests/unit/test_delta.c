@@ -863,6 +863,45 @@ logits_of(const sa_model *m)
 	return lg;
 }
 
+/*
+ * Side paths of one's own (sa_delta_sides) keep the adapter's W2 as their
+ * A, shared, and sa_side_copy shares it again: the same logits as the
+ * model's own side paths (want), which copy it; a second delta on the
+ * same path copies it, the ranks concatenated.
+ */
+static void
+test_shared_w2(sa_model *m, const sa_adapter *a, const sa_delta *d, const float *want)
+{
+	const float *W2 = SA_ADAPTER_MAT(a, 0, SA_MAT_Q)->W2;
+	size_t n = (size_t)d->rank * m->cfg.d_model, one;
+	sa_lowrank *own = NULL, *cp = NULL;
+	float *got;
+
+	CHECK_OK(sa_delta_apply(m, a, d, 1.0f, 0));
+	CHECK(m->side && !m->side[SA_MAT_Q].a_shared && m->side[SA_MAT_Q].A != W2);
+	sa_model_reset_weights(m);
+	CHECK_OK(sa_delta_sides(&own, m, a, d, 1.0f));
+	if (!own)
+		return;
+	CHECK(own[SA_MAT_Q].a_shared && own[SA_MAT_Q].A == W2);
+	CHECK_OK(sa_side_copy(&cp, m, own));
+	CHECK(cp && cp[SA_MAT_Q].a_shared && cp[SA_MAT_Q].A == W2);
+	one = sa_side_bytes(own, m);
+	CHECK(sa_side_bytes(cp, m) == one);
+	m->side = cp;
+	got = logits_of(m);
+	m->side = NULL;
+	CHECK(memcmp(got, want, (size_t)m->cfg.n_vocab * sizeof *got) == 0);
+	CHECK_OK(sa_delta_sides(&own, m, a, d, 0.5f));
+	CHECK(!own[SA_MAT_Q].a_shared && own[SA_MAT_Q].rank == 2 * d->rank);
+	CHECK(!memcmp(own[SA_MAT_Q].A, W2, n * sizeof *W2) &&
+	    !memcmp(own[SA_MAT_Q].A + n, W2, n * sizeof *W2));
+	CHECK(sa_side_bytes(own, m) > 2 * one);
+	sa_side_free(own, m);
+	sa_side_free(cp, m);
+	free(got);
+}
+
 /* Find the first occurrence of n bytes in a file and overwrite them. */
 static int
 patch_file(const char *path, const void *find, const void *repl, size_t n)
@@ -1087,6 +1126,7 @@ test_with_model(const char *model_path)
 	CHECK_OK(sa_delta_apply(m, a, d, 1.0f, 0));
 	side = logits_of(m);
 	sa_model_reset_weights(m);
+	test_shared_w2(m, a, d, side);
 	d->adapter_fingerprint = a0->fingerprint;
 	CHECK_OK(sa_delta_apply(m, a0, d, 1.0f, 1));
 	zero = logits_of(m);

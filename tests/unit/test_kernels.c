@@ -310,11 +310,13 @@ test_blocks(const struct path *p)
 }
 
 /* The float helpers: dot and axpy within the tolerance, max and the sum
- * of exponentials the generic bits (their vector forms fuse nothing). */
+ * of exponentials the generic bits (their vector forms fuse nothing);
+ * dots the path's own dot, bit for bit. */
 static void
 test_floats(const struct path *p, int64_t n)
 {
-	static float x[MAXN], y[MAXN], a[MAXN], b[MAXN];
+	static float x[MAXN], y[MAXN], a[MAXN], b[MAXN], m[3 * MAXN];
+	float d[3];
 	int bad = 0;
 
 	for (int64_t i = 0; i < n; i++) {
@@ -323,6 +325,11 @@ test_floats(const struct path *p, int64_t n)
 		a[i] = b[i] = frand();
 	}
 	CHECK(near(p->k->dot(x, y, n), kernels_generic.dot(x, y, n), magnitude(x, y, n)));
+	for (int64_t i = 0; i < 3 * n; i++)
+		m[i] = frand();
+	p->k->dots(m, (size_t)n * sizeof *m, n, x, NULL, d, 3);
+	for (int r = 0; r < 3; r++)
+		CHECK(d[r] == p->k->dot(m + r * n, x, n));
 	p->k->axpy(0.3f, x, a, n);
 	kernels_generic.axpy(0.3f, x, b, n);
 	for (int64_t i = 0; i < n; i++)

@@ -698,7 +698,7 @@ test_truncate(sa_model *m)
 static void
 test_lowrank(sa_model *m, const ref *r)
 {
-	enum { N = 12, NU = 5 };
+	enum { N = 12, NU = 6 };
 	int V = m->cfg.n_vocab, toks[N];
 	int type = m->layers[0].w[SA_MAT_Q].type;
 	size_t bytes = (size_t)N * V * sizeof(float);
@@ -706,11 +706,13 @@ test_lowrank(sa_model *m, const ref *r)
 	float *side = malloc(bytes), *side_dec = malloc(bytes), *merged_dec = malloc(bytes);
 	float *again = malloc(bytes);
 	double *want = malloc((size_t)N * V * sizeof *want);
-	/* two updates of the same matrix exercise concatenated side ranks */
+	/* two updates of the same matrix exercise concatenated side ranks;
+	 * the last, of rank 0 here, gets a rank that holds V's path dense */
 	upd u[NU] = {
 		{ 0, SA_MAT_Q, 3, NULL, NULL }, { 0, SA_MAT_Q, 2, NULL, NULL },
 		{ m->cfg.n_layer - 1, SA_MAT_V, 2, NULL, NULL },
 		{ 0, SA_MAT_DOWN, 4, NULL, NULL }, { m->cfg.n_layer - 1, SA_MAT_UP, 1, NULL, NULL },
+		{ m->cfg.n_layer - 1, SA_MAT_V, 0, NULL, NULL },
 	};
 	float *zB, *zA;
 	int dout, din;
@@ -718,6 +720,8 @@ test_lowrank(sa_model *m, const ref *r)
 	random_toks(toks, N, V);
 	for (int i = 0; i < NU; i++) {
 		sa_model_mat_dims(m, u[i].mat, &dout, &din);
+		if (!u[i].rank)
+			u[i].rank = dout * din / (dout + din) - 1;
 		u[i].B = malloc((size_t)dout * u[i].rank * sizeof(float));
 		u[i].A = malloc((size_t)u[i].rank * din * sizeof(float));
 		for (int j = 0; j < dout * u[i].rank; j++)
@@ -757,7 +761,12 @@ test_lowrank(sa_model *m, const ref *r)
 	for (int i = 0; i < NU; i++)
 		CHECK_OK(sa_model_add_side(m, u[i].layer, u[i].mat, u[i].rank, u[i].B, u[i].A));
 	CHECK(m->merged == NULL && m->side != NULL);
-	CHECK(m->side[SA_MAT_Q].rank == 5);
+	CHECK(m->side[SA_MAT_Q].rank == 5 && m->side[SA_MAT_Q].A && !m->side[SA_MAT_Q].D);
+	/* 2 + r - 1 > d_in d_out / (d_in + d_out): V's side path went dense */
+	{
+		const sa_lowrank *v = &m->side[(size_t)(m->cfg.n_layer - 1) * SA_NMAT + SA_MAT_V];
+		CHECK(v->rank == 2 + u[NU - 1].rank && v->D && !v->A && !v->B);
+	}
 	CHECK_OK(run_prefill(m, toks, N, side));
 	CHECK_OK(run_decode(m, toks, N, side_dec));
 	sa_model_reset_weights(m);
