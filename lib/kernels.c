@@ -48,6 +48,9 @@ typedef void gemm_fn(const void *w, size_t row_bytes, int64_t n, int64_t nr, con
 /* The same for Q8_0 rows and inputs packed by sa_gemm_pack_q8_0. */
 typedef void qgemm_fn(const void *w, size_t row_bytes, int64_t n, int64_t nr, const void *xp,
     int nx, float *y, size_t ldy);
+/* The same for rows of a K-quant type and the inputs' Q8_K blocks. */
+typedef void kgemm_fn(int type, const void *w, size_t row_bytes, int64_t n, int64_t nr,
+    const void *xq, int nx, float *y, size_t ldy);
 
 static struct kernels {
 	const sa_float_kernels *f;   /* kernels_float.c's */
@@ -68,6 +71,7 @@ static struct kernels {
 	const sa_quant_rows *quant;     /* [type] rows of Q4_0 .. Q6_K, kernels_quant.c */
 	gemm_fn *gemm_f16;              /* F16 rows against packed inputs */
 	qgemm_fn *gemm_q8_0;            /* Q8_0 rows against packed Q8_0 inputs */
+	kgemm_fn *gemm_k;               /* Q4_K, Q5_K, Q6_K rows against Q8_K inputs */
 	void (*pack)(const float *, int, int64_t, float *);   /* sa_gemm_pack */
 } K;
 
@@ -293,6 +297,14 @@ gemm_q8_0_generic(const void *w, size_t rb, int64_t n, int64_t nr, const void *x
 			y[t * ldy + r] = s;
 		}
 	}
+}
+
+/* The portable row kernel of the type, input after input. */
+static void
+gemm_k_generic(int type, const void *w, size_t rb, int64_t n, int64_t nr, const void *xq, int nx,
+    float *y, size_t ldy)
+{
+	sa_quant_generic[type].rowsn(w, rb, n, nx, NULL, 0, xq, Q8K_BYTES(n / SA_QK_K), y, ldy, nr);
 }
 
 static void
@@ -826,11 +838,12 @@ q8_step_avx2(__m256i acc, __m256i w, __m256i x)
 	return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
+static const uint8_t lane8[8] = { 0, 1, 2, 3, 4, 5, 6, 7 };
+
 ALWAYS_INLINE void
 repack8(const char *w, size_t rb, int m, int64_t k0, int64_t kl, int off, int32_t *wp, float *wd)
 {
-	static const uint8_t lane[8] = { 0, 1, 2, 3, 4, 5, 6, 7 };
-	q8_repack(w, rb, m, 8, lane, k0, kl, off, wp, wd);
+	q8_repack(w, rb, m, 8, lane8, k0, kl, off, wp, wd);
 }
 
 /* y [m] of 8 floats, and back */
@@ -853,6 +866,209 @@ sty8(float *y, __m256 v, int m)
 GEMM_Q8(avx2, AVX2, ALWAYS_INLINE, __m256i, __m256, 8, 1, 4, q8_step_avx2, 0, repack8,
     _mm256_set1_epi32, _mm256_setzero_si256, _mm256_cvtepi32_ps, _mm256_load_ps, _mm256_set1_ps,
     _mm256_mul_ps, _mm256_add_ps, _mm256_setzero_ps, ldy8, sty8)
+
+/*
+ * Products of Q4_K, Q5_K and Q6_K rows with many inputs (prefill) in
+ * integers, against the inputs' Q8_K blocks as sa_round_row leaves them
+ * (input t at xq + t * Q8K_BYTES(n / SA_QK_K)).  A panel
+ * of L rows is repacked QK_KB blocks of 256 at a time (qk_repack), each
+ * block to QK_VECS vectors of L int32 lanes, lane l holding row lane[l]:
+ *   QK_W ..    64: its weights 4k..4k+3 as unsigned bytes (Q6_K's + 32)
+ *   QK_SC ..   16: its sub-blocks' scales (8 of 32 for Q4_K and Q5_K, 16
+ *                  of 16 for Q6_K), as int32, or for VPMADDWD as twice
+ *                  the int16
+ *   QK_MP ..    8: int16 pairs c[2k], c[2k+1] meeting the input's sums of
+ *                  16 (bsums): Q4_K's and Q5_K's minimums, Q6_K's scales
+ *                  (its weights are q - 32)
+ *   QK_D, QK_DMIN: the block's fp16 scales as floats
+ * A sub-block of L rows against one input is then 8 (Q6_K: 4) steps, each
+ * against 4 int8 of the input broadcast: VPDPBUSD into an int32 lane per
+ * row, then times the scale (VPMULLD); or VPMADDUBSW and VPMADDWD by the
+ * scale.  The block's integers are exact either way, and each lane's sum
+ * takes them block after block as dot_q4_k_generic and dot_q6_k_generic
+ * do (dx*dw*sum - dx*dmin*msum, or dx*dw*(sum - 32 msum)): their bits.
+ * A tile is P panels against T_ inputs, as for Q8_0.
+ */
+#define QK_KB 4
+enum { QK_W = 0, QK_SC = 64, QK_MP = 80, QK_D = 88, QK_DMIN = 89, QK_VECS = 90 };
+
+/* Block k0 + b, b < kl, of rows r < m of a panel of L (zeros for the
+ * rest) into wp + b * QK_VECS * L, as above; pair: the scales as int16
+ * pairs. */
+static inline __attribute__((always_inline)) void
+qk_repack(int type, const char *w, size_t rb, int m, int L, const uint8_t *lane, int64_t k0,
+    int64_t kl, int pair, int32_t *wp)
+{
+	int q6 = type == SA_TYPE_Q6_K, q5 = type == SA_TYPE_Q5_K;
+	size_t bb = sa_type_row_size(type, SA_QK_K);
+
+	for (int l = 0; l < L; l++)
+		for (int64_t b = 0; b < kl; b++) {
+			int32_t *o = wp + b * QK_VECS * L + l;
+			const char *blk = w + lane[l] * rb + (k0 + b) * bb;
+			uint8_t u[SA_QK_K] = { 0 };
+			int sc[16] = { 0 }, c[16] = { 0 };
+			float d[2] = { 0, 0 };
+			if (lane[l] < m && q6) {
+				const sa_block_q6_k *w6 = (const sa_block_q6_k *)blk;
+				for (int j = 0; j < 16; j++) {
+					const uint8_t *ql = w6->ql + j / 8 * 64 + j / 2 % 2 * 32 + j % 2 * 16;
+					const uint8_t *qh = w6->qh + j / 8 * 32 + j % 2 * 16;
+					int lo = j / 4 % 2 * 4, hi = 2 * (j / 2 % 4);
+					for (int i = 0; i < 16; i++)
+						u[16 * j + i] = (uint8_t)((ql[i] >> lo & 0xf) | (qh[i] >> hi & 3) << 4);
+					sc[j] = c[j] = w6->scales[j];
+				}
+				d[0] = sa_fp16_to_fp32(w6->d);
+			} else if (lane[l] < m) {
+				const sa_block_q4_k *w4 = (const sa_block_q4_k *)blk;
+				const uint8_t *qh = q5 ? ((const sa_block_q5_k *)blk)->qh : NULL;
+				const uint8_t *qs = q5 ? ((const sa_block_q5_k *)blk)->qs : w4->qs;
+				for (int j = 0; j < 8; j++) {
+					const uint8_t *q = qs + j / 2 * 32;
+					int shift = j % 2 * 4;
+					for (int i = 0; i < 32; i++)
+						u[32 * j + i] = (uint8_t)((q[i] >> shift & 0xf) |
+						    (qh ? (qh[i] >> j & 1) << 4 : 0));
+					sa_k4_scale_min(w4->scales, j, &sc[j], &c[2 * j]);
+					c[2 * j + 1] = c[2 * j];
+				}
+				d[0] = sa_fp16_to_fp32(w4->d);
+				d[1] = sa_fp16_to_fp32(w4->dmin);
+			}
+			for (int k = 0; k < 64; k++)
+				memcpy(o + (QK_W + k) * L, u + 4 * k, 4);
+			for (int j = 0; j < 16; j++)
+				o[(QK_SC + j) * L] = pair ? (int32_t)((uint32_t)(sc[j] & 0xffff) * 0x10001u) : sc[j];
+			for (int k = 0; k < 8; k++)
+				o[(QK_MP + k) * L] = (int32_t)((uint32_t)(c[2 * k] & 0xffff) |
+				    (uint32_t)c[2 * k + 1] << 16);
+			memcpy(o + QK_D * L, &d[0], 4);
+			memcpy(o + QK_DMIN * L, &d[1], 4);
+		}
+}
+
+#define GEMM_QK(W, ATTR, INLINE, VI, VF, L, P, T_, LANE, PAIR, STEP, SCALE, PAIRS, SET1I, ZEROI, \
+    SUBI, SLL5, CVT, LOADF, SET1F, MULF, ADDF, SUBF, ZEROF, LDY, STY) \
+/* y [T][rows m of the P panels] (+)= the panels' rows . inputs from xq \
+ * (xs bytes apart) over kl blocks from k0 (sums from y unless first); \
+ * each broadcast of an input feeds the P panels */ \
+INLINE void \
+gemm_qk_tile_##W(int q6, int T, const VI *wp, const char *xq, size_t xs, int64_t k0, int64_t kl, \
+    float *y, size_t ldy, int m, int first) \
+{ \
+	const int ns = q6 ? 16 : 8, steps = 64 / ns; \
+	VF acc[P][T_]; \
+	UNROLL for (int p = 0; p < P; p++) \
+		UNROLL for (int t = 0; t < T; t++) \
+			acc[p][t] = first ? ZEROF() : LDY(y + t * ldy + p * L, m - p * L); \
+	for (int64_t b = 0; b < kl; b++) { \
+		const VI *wb[P]; \
+		UNROLL for (int p = 0; p < P; p++) \
+			wb[p] = wp + (p * QK_KB + b) * QK_VECS; \
+		UNROLL for (int t = 0; t < T; t++) { \
+			const sa_block_q8_k *x = (const sa_block_q8_k *)(xq + t * xs) + k0 + b; \
+			VI sum[P], mp[P]; \
+			UNROLL for (int p = 0; p < P; p++) \
+				sum[p] = mp[p] = ZEROI(); \
+			for (int j = 0; j < ns; j++) { \
+				VI s[P]; \
+				UNROLL for (int p = 0; p < P; p++) \
+					s[p] = ZEROI(); \
+				UNROLL for (int k = 0; k < steps; k++) { \
+					int32_t x4; \
+					memcpy(&x4, x->qs + 4 * (j * steps + k), 4); \
+					VI xb = SET1I(x4); \
+					UNROLL for (int p = 0; p < P; p++) \
+						s[p] = STEP(s[p], wb[p][QK_W + j * steps + k], xb, wb[p][QK_SC + j]); \
+				} \
+				UNROLL for (int p = 0; p < P; p++) \
+					sum[p] = SCALE(sum[p], s[p], wb[p][QK_SC + j]); \
+			} \
+			UNROLL for (int k = 0; k < 8; k++) { \
+				int32_t b2; \
+				memcpy(&b2, x->bsums + 2 * k, 4); \
+				VI bs = SET1I(b2); \
+				UNROLL for (int p = 0; p < P; p++) \
+					mp[p] = PAIRS(mp[p], wb[p][QK_MP + k], bs); \
+			} \
+			VF dx = SET1F(x->d); \
+			UNROLL for (int p = 0; p < P; p++) { \
+				VF dw = MULF(dx, LOADF((const float *)(wb[p] + QK_D))); \
+				if (q6) \
+					acc[p][t] = ADDF(acc[p][t], MULF(dw, CVT(SUBI(sum[p], SLL5(mp[p]))))); \
+				else \
+					acc[p][t] = ADDF(acc[p][t], SUBF(MULF(dw, CVT(sum[p])), \
+					    MULF(MULF(dx, LOADF((const float *)(wb[p] + QK_DMIN))), CVT(mp[p])))); \
+			} \
+		} \
+	} \
+	UNROLL for (int p = 0; p < P; p++) \
+		UNROLL for (int t = 0; t < T; t++) \
+			STY(y + t * ldy + p * L, acc[p][t], m - p * L); \
+} \
+ATTR static void \
+gemm_k_##W(int type, const void *w, size_t rb, int64_t n, int64_t nr, const void *xq, int nx, \
+    float *y, size_t ldy) \
+{ \
+	_Alignas(64) int32_t wp[P * QK_KB * QK_VECS * L]; \
+	int64_t nb = n / SA_QK_K; \
+	size_t xs = Q8K_BYTES(nb); \
+	for (int64_t r0 = 0; r0 < nr; r0 += P * L) { \
+		int m = nr - r0 < P * L ? (int)(nr - r0) : P * L; \
+		for (int64_t k0 = 0; k0 < nb; k0 += QK_KB) { \
+			int64_t kl = nb - k0 < QK_KB ? nb - k0 : QK_KB; \
+			int t = 0; \
+			for (int p = 0; p < P; p++) { \
+				int mp = m - p * L < 0 ? 0 : m - p * L < L ? m - p * L : L; \
+				qk_repack(type, (const char *)w + (r0 + p * L) * rb, rb, mp, L, LANE, k0, kl, \
+				    PAIR, wp + p * QK_KB * QK_VECS * L); \
+			} \
+			for (; t + T_ <= nx; t += T_) \
+				if (type == SA_TYPE_Q6_K) \
+					gemm_qk_tile_##W(1, T_, (const VI *)wp, (const char *)xq + t * xs, xs, \
+					    k0, kl, y + t * ldy + r0, ldy, m, !k0); \
+				else \
+					gemm_qk_tile_##W(0, T_, (const VI *)wp, (const char *)xq + t * xs, xs, \
+					    k0, kl, y + t * ldy + r0, ldy, m, !k0); \
+			for (; t < nx; t++) \
+				if (type == SA_TYPE_Q6_K) \
+					gemm_qk_tile_##W(1, 1, (const VI *)wp, (const char *)xq + t * xs, xs, \
+					    k0, kl, y + t * ldy + r0, ldy, m, !k0); \
+				else \
+					gemm_qk_tile_##W(0, 1, (const VI *)wp, (const char *)xq + t * xs, xs, \
+					    k0, kl, y + t * ldy + r0, ldy, m, !k0); \
+		} \
+	} \
+}
+
+/* The K-quant GEMM's steps on 8 rows: VPMADDUBSW, then VPMADDWD by the
+ * scale sc (or by the pairs c) */
+ALWAYS_INLINE __m256i
+qk_step_avx2(__m256i acc, __m256i w, __m256i x, __m256i sc)
+{
+	return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), sc));
+}
+ALWAYS_INLINE __m256i
+qk_scale_avx2(__m256i sum, __m256i s, __m256i sc)
+{
+	return _mm256_add_epi32(sum, s);
+}
+ALWAYS_INLINE __m256i
+qk_pairs_avx2(__m256i acc, __m256i c, __m256i bs)
+{
+	return _mm256_add_epi32(acc, _mm256_madd_epi16(c, bs));
+}
+ALWAYS_INLINE __m256i
+qk_sll5_avx2(__m256i v)
+{
+	return _mm256_slli_epi32(v, 5);
+}
+
+GEMM_QK(avx2, AVX2, ALWAYS_INLINE, __m256i, __m256, 8, 1, 4, lane8, 1, qk_step_avx2,
+    qk_scale_avx2, qk_pairs_avx2, _mm256_set1_epi32, _mm256_setzero_si256, _mm256_sub_epi32,
+    qk_sll5_avx2, _mm256_cvtepi32_ps, _mm256_load_ps, _mm256_set1_ps, _mm256_mul_ps, _mm256_add_ps,
+    _mm256_sub_ps, _mm256_setzero_ps, ldy8, sty8)
 
 /* The hardware conversions: exact to F32, to nearest even to F16. */
 AVX2 static void
@@ -1198,6 +1414,7 @@ exp_sum_avx2(float *y, const float *x, int64_t n, float mx)
 #define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 #define AVX512_INLINE AVX512 static inline __attribute__((always_inline))
 #define VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define VNNI_INLINE VNNI static inline __attribute__((always_inline))
 
 typedef __m512 (*ld16_fn)(const void *, int64_t);
 
@@ -1408,6 +1625,54 @@ GEMM_Q8(vnni, VNNI, VNNI static inline __attribute__((always_inline)), __m512i, 
     _mm512_load_ps, _mm512_set1_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_setzero_ps, ldy16,
     sty16)
 
+/* The K-quant GEMM's steps on 16 rows: VPMADDUBSW and VPMADDWD by the
+ * scale, or VPDPBUSD then VPMULLD by it; the pairs by VPMADDWD or
+ * VPDPWSSD */
+AVX512_INLINE __m512i
+qk_step_bw(__m512i acc, __m512i w, __m512i x, __m512i sc)
+{
+	return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), sc));
+}
+AVX512_INLINE __m512i
+qk_scale_bw(__m512i sum, __m512i s, __m512i sc)
+{
+	return _mm512_add_epi32(sum, s);
+}
+AVX512_INLINE __m512i
+qk_pairs_bw(__m512i acc, __m512i c, __m512i bs)
+{
+	return _mm512_add_epi32(acc, _mm512_madd_epi16(c, bs));
+}
+AVX512_INLINE __m512i
+qk_sll5_512(__m512i v)
+{
+	return _mm512_slli_epi32(v, 5);
+}
+VNNI_INLINE __m512i
+qk_step_vnni(__m512i acc, __m512i w, __m512i x, __m512i sc)
+{
+	return _mm512_dpbusd_epi32(acc, w, x);
+}
+VNNI_INLINE __m512i
+qk_scale_vnni(__m512i sum, __m512i s, __m512i sc)
+{
+	return _mm512_add_epi32(sum, _mm512_mullo_epi32(s, sc));
+}
+VNNI_INLINE __m512i
+qk_pairs_vnni(__m512i acc, __m512i c, __m512i bs)
+{
+	return _mm512_dpwssd_epi32(acc, c, bs);
+}
+
+GEMM_QK(bw, AVX512, AVX512_INLINE, __m512i, __m512, 16, Q8_P512, Q8_T512, lane16, 1, qk_step_bw,
+    qk_scale_bw, qk_pairs_bw, _mm512_set1_epi32, _mm512_setzero_si512, _mm512_sub_epi32,
+    qk_sll5_512, _mm512_cvtepi32_ps, _mm512_load_ps, _mm512_set1_ps, _mm512_mul_ps, _mm512_add_ps,
+    _mm512_sub_ps, _mm512_setzero_ps, ldy16, sty16)
+GEMM_QK(vnni, VNNI, VNNI_INLINE, __m512i, __m512, 16, Q8_P512, Q8_T512, lane16, 0, qk_step_vnni,
+    qk_scale_vnni, qk_pairs_vnni, _mm512_set1_epi32, _mm512_setzero_si512, _mm512_sub_epi32,
+    qk_sll5_512, _mm512_cvtepi32_ps, _mm512_load_ps, _mm512_set1_ps, _mm512_mul_ps, _mm512_add_ps,
+    _mm512_sub_ps, _mm512_setzero_ps, ldy16, sty16)
+
 AVX512 static void
 fp16_to_fp32_avx512(const uint16_t *src, float *dst, int64_t n)
 {
@@ -1469,7 +1734,7 @@ static const struct kernels kernels_generic = {
 	deq_bf16_generic, fp16_to_fp32_generic, fp32_to_fp16_generic,
 	sa_row_to_f32, round_f16_generic, round_q8_0_generic, round_q8_k_generic,
 	dot_generic, axpy_generic, max_generic, exp_sum_generic, sa_quant_generic,
-	gemm_f16_generic, gemm_q8_0_generic, pack_generic,
+	gemm_f16_generic, gemm_q8_0_generic, gemm_k_generic, pack_generic,
 };
 
 #ifdef HAVE_X86
@@ -1480,7 +1745,7 @@ static const struct kernels kernels_avx2 = {
 	deq_bf16_avx2, fp16_to_fp32_avx2, fp32_to_fp16_avx2,
 	blocks_avx2, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
 	dot_avx2, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx2,
-	gemm_f16_avx2, gemm_q8_0_avx2, pack_generic,
+	gemm_f16_avx2, gemm_q8_0_avx2, gemm_k_avx2, pack_generic,
 };
 
 /* AVX-512 kernels where they pay, AVX2 ones for the rest; Q8_0 rows
@@ -1492,7 +1757,7 @@ static const struct kernels kernels_avx512 = {
 	deq_bf16_avx2, fp16_to_fp32_avx512, fp32_to_fp16_avx2,
 	blocks_avx512, round_f16_avx2, round_q8_0_avx2, sa_round_q8_k_avx2,
 	dot_avx512, axpy_avx2, max_avx2, exp_sum_avx2, sa_quant_avx512,
-	gemm_f16_avx512, gemm_q8_0_bw, pack_avx512,
+	gemm_f16_avx512, gemm_q8_0_bw, gemm_k_bw, pack_avx512,
 };
 
 /*
@@ -1555,6 +1820,7 @@ kernels_init(void)
 			K.rowsn_q8_0 = rowsn_q8_0_vnni;
 			K.quant = sa_quant_vnni;
 			K.gemm_q8_0 = gemm_q8_0_vnni;
+			K.gemm_k = gemm_k_vnni;
 		}
 	}
 #endif
@@ -1675,8 +1941,8 @@ int
 sa_gemm_own(int type)
 {
 	/* the portable kernels are there to check the others against */
-	return (type == SA_TYPE_F16 || type == SA_TYPE_Q8_0) &&
-	    sa_kernels_path() != SA_KERNELS_GENERIC;
+	return (type == SA_TYPE_F16 || type == SA_TYPE_Q8_0 || type == SA_TYPE_Q4_K ||
+	    type == SA_TYPE_Q5_K || type == SA_TYPE_Q6_K) && sa_kernels_path() != SA_KERNELS_GENERIC;
 }
 
 void
@@ -1703,6 +1969,8 @@ sa_gemm_rows(const sa_matrix *w, int64_t r0, int64_t r1, const void *xp, int nx,
 		return;
 	if (w->type == SA_TYPE_Q8_0)
 		k->gemm_q8_0(p, rb, w->cols, r1 - r0, xp, nx, y + r0, ldy);
+	else if (sa_type_act(w->type) == SA_TYPE_Q8_K)
+		k->gemm_k(w->type, p, rb, w->cols, r1 - r0, xp, nx, y + r0, ldy);
 	else
 		k->gemm_f16(p, rb, w->cols, r1 - r0, xp, nx, y + r0, ldy);
 }

@@ -84,6 +84,9 @@ int sa_rows_batch(int type);
  */
 #define GEMM_LANES 16
 #define Q8P_BYTES(nb) ((size_t)(nb) * (SA_QK8_0 + 8))
+/* Bytes of nb Q8_K blocks, which sa_type_row_size, for the types of
+ * tensors, does not give. */
+#define Q8K_BYTES(nb) ((size_t)(nb) * sizeof(sa_block_q8_k))
 int sa_gemm_own(int type);
 void sa_gemm_pack(const float *x, int nx, int64_t cols, float *xp);
 void sa_gemm_pack_q8_0(const void *xq, size_t ldxq, int nx, int64_t cols, void *xp);
