@@ -838,12 +838,11 @@ q8_step_avx2(__m256i acc, __m256i w, __m256i x)
 	return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
-static const uint8_t lane8[8] = { 0, 1, 2, 3, 4, 5, 6, 7 };
-
 ALWAYS_INLINE void
 repack8(const char *w, size_t rb, int m, int64_t k0, int64_t kl, int off, int32_t *wp, float *wd)
 {
-	q8_repack(w, rb, m, 8, lane8, k0, kl, off, wp, wd);
+	static const uint8_t lane[8] = { 0, 1, 2, 3, 4, 5, 6, 7 };
+	q8_repack(w, rb, m, 8, lane, k0, kl, off, wp, wd);
 }
 
 /* y [m] of 8 floats, and back */
@@ -870,9 +869,9 @@ GEMM_Q8(avx2, AVX2, ALWAYS_INLINE, __m256i, __m256, 8, 1, 4, q8_step_avx2, 0, re
 /*
  * Products of Q4_K, Q5_K and Q6_K rows with many inputs (prefill) in
  * integers, against the inputs' Q8_K blocks as sa_round_row leaves them
- * (input t at xq + t * Q8K_BYTES(n / SA_QK_K)).  A panel
- * of L rows is repacked QK_KB blocks of 256 at a time (qk_repack), each
- * block to QK_VECS vectors of L int32 lanes, lane l holding row lane[l]:
+ * (input t at xq + t * Q8K_BYTES(n / SA_QK_K)).  A panel of L rows is
+ * repacked QK_KB blocks of 256 at a time (qk_repack8, qk_repack16), each
+ * block to QK_VECS vectors of L int32 lanes, lane l holding row l:
  *   QK_W ..    64: its weights 4k..4k+3 as unsigned bytes (Q6_K's + 32)
  *   QK_SC ..   16: its sub-blocks' scales (8 of 32 for Q4_K and Q5_K, 16
  *                  of 16 for Q6_K), as int32, or for VPMADDWD as twice
@@ -892,49 +891,88 @@ GEMM_Q8(avx2, AVX2, ALWAYS_INLINE, __m256i, __m256, 8, 1, 4, q8_step_avx2, 0, re
 #define QK_KB 4
 enum { QK_W = 0, QK_SC = 64, QK_MP = 80, QK_D = 88, QK_DMIN = 89, QK_VECS = 90 };
 
-/* Block k0 + b, b < kl, of rows r < m of a panel of L (zeros for the
- * rest) into wp + b * QK_VECS * L, as above; pair: the scales as int16
- * pairs. */
-static inline __attribute__((always_inline)) void
-qk_repack(int type, const char *w, size_t rb, int m, int L, const uint8_t *lane, int64_t k0,
-    int64_t kl, int pair, int32_t *wp)
+/* The 256 weights of a Q4_K, Q5_K (q5) or Q6_K (q6) block as unsigned
+ * bytes in order, into u: Q4_K's and Q5_K's 32 bytes of qs give 2
+ * sub-blocks of 32 (low nibbles, then high), Q5_K's bit j of qh[l] the
+ * fifth bit of weight l of sub-block j; Q6_K's half blocks, 64 bytes of
+ * ql and 32 of qh, give 4 runs of 32: the low nibbles of ql[0..31] and
+ * of ql[32..63], then their high nibbles, under bits 2i, 2i+1 of qh. */
+ALWAYS_INLINE void
+qk_unpack(int q5, int q6, const char *blk, uint8_t *u)
 {
+	const __m256i m4 = _mm256_set1_epi8(0xf), m2 = _mm256_set1_epi8(3);
+
+	if (q6) {
+		const sa_block_q6_k *b = (const sa_block_q6_k *)blk;
+		for (int h = 0; h < 2; h++) {
+			__m256i hb = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+			for (int i = 0; i < 4; i++) {
+				__m256i l = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + i % 2 * 32));
+				__m256i lo = _mm256_and_si256(_mm256_srli_epi16(l, 4 * (i / 2)), m4);
+				__m256i hi = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * i), m2);
+				_mm256_storeu_si256((__m256i *)(u + 128 * h + 32 * i),
+				    _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)));
+			}
+		}
+		return;
+	}
+	const uint8_t *qs = q5 ? ((const sa_block_q5_k *)blk)->qs : ((const sa_block_q4_k *)blk)->qs;
+	__m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)((const sa_block_q5_k *)blk)->qh) :
+	    _mm256_setzero_si256();
+	for (int c = 0; c < 4; c++) {
+		__m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+		__m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+		if (q5) {
+			__m256i one = _mm256_set1_epi8(1);
+			lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb,
+			    2 * c), one), 4));
+			hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb,
+			    2 * c + 1), one), 4));
+		}
+		_mm256_storeu_si256((__m256i *)(u + 64 * c), lo);
+		_mm256_storeu_si256((__m256i *)(u + 64 * c + 32), hi);
+	}
+}
+
+/* Block k0 + b, b < kl, of rows r < m of a panel of 8 (zeros for the
+ * rest) into wp + b * QK_VECS * 8, as above, row l in lane l; pair: the
+ * scales as int16 pairs. */
+ALWAYS_INLINE void
+qk_repack8(int type, const char *w, size_t rb, int m, int64_t k0, int64_t kl, int pair,
+    int32_t *wp)
+{
+	enum { L = 8 };
 	int q6 = type == SA_TYPE_Q6_K, q5 = type == SA_TYPE_Q5_K;
 	size_t bb = sa_type_row_size(type, SA_QK_K);
 
 	for (int l = 0; l < L; l++)
 		for (int64_t b = 0; b < kl; b++) {
 			int32_t *o = wp + b * QK_VECS * L + l;
-			const char *blk = w + lane[l] * rb + (k0 + b) * bb;
-			uint8_t u[SA_QK_K] = { 0 };
+			const char *blk = w + l * rb + (k0 + b) * bb;
+			_Alignas(32) uint8_t u[SA_QK_K];
 			int sc[16] = { 0 }, c[16] = { 0 };
 			float d[2] = { 0, 0 };
-			if (lane[l] < m && q6) {
+			/* the same block of the next chunk: 16 or more rows are more
+			 * streams than the hardware prefetcher follows */
+			for (size_t o2 = 0; o2 < bb; o2 += 64)
+				_mm_prefetch(blk + QK_KB * bb + o2, _MM_HINT_T0);
+			if (l >= m) {
+				memset(u, 0, sizeof u);
+			} else if (q6) {
 				const sa_block_q6_k *w6 = (const sa_block_q6_k *)blk;
-				for (int j = 0; j < 16; j++) {
-					const uint8_t *ql = w6->ql + j / 8 * 64 + j / 2 % 2 * 32 + j % 2 * 16;
-					const uint8_t *qh = w6->qh + j / 8 * 32 + j % 2 * 16;
-					int lo = j / 4 % 2 * 4, hi = 2 * (j / 2 % 4);
-					for (int i = 0; i < 16; i++)
-						u[16 * j + i] = (uint8_t)((ql[i] >> lo & 0xf) | (qh[i] >> hi & 3) << 4);
+				qk_unpack(0, 1, blk, u);
+				for (int j = 0; j < 16; j++)
 					sc[j] = c[j] = w6->scales[j];
-				}
-				d[0] = sa_fp16_to_fp32(w6->d);
-			} else if (lane[l] < m) {
+				d[0] = _cvtsh_ss(w6->d);
+			} else {
 				const sa_block_q4_k *w4 = (const sa_block_q4_k *)blk;
-				const uint8_t *qh = q5 ? ((const sa_block_q5_k *)blk)->qh : NULL;
-				const uint8_t *qs = q5 ? ((const sa_block_q5_k *)blk)->qs : w4->qs;
+				qk_unpack(q5, 0, blk, u);
 				for (int j = 0; j < 8; j++) {
-					const uint8_t *q = qs + j / 2 * 32;
-					int shift = j % 2 * 4;
-					for (int i = 0; i < 32; i++)
-						u[32 * j + i] = (uint8_t)((q[i] >> shift & 0xf) |
-						    (qh ? (qh[i] >> j & 1) << 4 : 0));
 					sa_k4_scale_min(w4->scales, j, &sc[j], &c[2 * j]);
 					c[2 * j + 1] = c[2 * j];
 				}
-				d[0] = sa_fp16_to_fp32(w4->d);
-				d[1] = sa_fp16_to_fp32(w4->dmin);
+				d[0] = _cvtsh_ss(w4->d);
+				d[1] = _cvtsh_ss(w4->dmin);
 			}
 			for (int k = 0; k < 64; k++)
 				memcpy(o + (QK_W + k) * L, u + 4 * k, 4);
@@ -948,7 +986,7 @@ qk_repack(int type, const char *w, size_t rb, int m, int L, const uint8_t *lane,
 		}
 }
 
-#define GEMM_QK(W, ATTR, INLINE, VI, VF, L, P, T_, LANE, PAIR, STEP, SCALE, PAIRS, SET1I, ZEROI, \
+#define GEMM_QK(W, ATTR, INLINE, VI, VF, L, P, T_, REPACK, PAIR, STEP, SCALE, PAIRS, SET1I, ZEROI, \
     SUBI, SLL5, CVT, LOADF, SET1F, MULF, ADDF, SUBF, ZEROF, LDY, STY) \
 /* y [T][rows m of the P panels] (+)= the panels' rows . inputs from xq \
  * (xs bytes apart) over kl blocks from k0 (sums from y unless first); \
@@ -1021,8 +1059,8 @@ gemm_k_##W(int type, const void *w, size_t rb, int64_t n, int64_t nr, const void
 			int t = 0; \
 			for (int p = 0; p < P; p++) { \
 				int mp = m - p * L < 0 ? 0 : m - p * L < L ? m - p * L : L; \
-				qk_repack(type, (const char *)w + (r0 + p * L) * rb, rb, mp, L, LANE, k0, kl, \
-				    PAIR, wp + p * QK_KB * QK_VECS * L); \
+				REPACK(type, (const char *)w + (r0 + p * L) * rb, rb, mp, k0, kl, PAIR, \
+				    wp + p * QK_KB * QK_VECS * L); \
 			} \
 			for (; t + T_ <= nx; t += T_) \
 				if (type == SA_TYPE_Q6_K) \
@@ -1065,7 +1103,7 @@ qk_sll5_avx2(__m256i v)
 	return _mm256_slli_epi32(v, 5);
 }
 
-GEMM_QK(avx2, AVX2, ALWAYS_INLINE, __m256i, __m256, 8, 1, 4, lane8, 1, qk_step_avx2,
+GEMM_QK(avx2, AVX2, ALWAYS_INLINE, __m256i, __m256, 8, 1, 4, qk_repack8, 1, qk_step_avx2,
     qk_scale_avx2, qk_pairs_avx2, _mm256_set1_epi32, _mm256_setzero_si256, _mm256_sub_epi32,
     qk_sll5_avx2, _mm256_cvtepi32_ps, _mm256_load_ps, _mm256_set1_ps, _mm256_mul_ps, _mm256_add_ps,
     _mm256_sub_ps, _mm256_setzero_ps, ldy8, sty8)
@@ -1625,6 +1663,140 @@ GEMM_Q8(vnni, VNNI, VNNI static inline __attribute__((always_inline)), __m512i, 
     _mm512_load_ps, _mm512_set1_ps, _mm512_mul_ps, _mm512_add_ps, _mm512_setzero_ps, ldy16,
     sty16)
 
+/*
+ * The K-quant GEMM's repack of a panel of 16 rows, a block of all of them
+ * at a time: each 4 bytes of a block's fields gathered from the 16 rows
+ * (VPGATHERDD, row l in lane l, rows past m masked off as zeros), then
+ * unpacked in the lanes.  The nibbles of qs, the bits of qh and the bytes
+ * of the scales lie in 4 bytes as the weights they make do.
+ */
+AVX512_INLINE __m512i
+gather16(__mmask16 k, __m512i rows, const char *p)
+{
+	return _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), k, rows, p, 1);
+}
+
+/* scale or pair (x, x) as int32 lanes: the layout of the scales (pair) */
+AVX512_INLINE __m512i
+scale16(__m512i x, int pair)
+{
+	return pair ? _mm512_or_si512(_mm512_slli_epi32(x, 16), _mm512_and_si512(x,
+	    _mm512_set1_epi32(0xffff))) : x;
+}
+
+/* fp16 in the low 16 bits of each lane as floats */
+AVX512_INLINE __m512
+half16(__m512i x)
+{
+	return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(x));
+}
+
+AVX512_INLINE void
+qk_repack16(int type, const char *w, size_t rb, int m, int64_t k0, int64_t kl, int pair,
+    int32_t *wp)
+{
+	const __m512i m4 = _mm512_set1_epi32(0x0f0f0f0f), m2 = _mm512_set1_epi32(0x03030303);
+	const __m512i m6 = _mm512_set1_epi32(0x3f), one = _mm512_set1_epi32(0x01010101);
+	const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7,
+	    6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32((int)rb));
+	const __mmask16 k = mask16(m);
+	int q6 = type == SA_TYPE_Q6_K, q5 = type == SA_TYPE_Q5_K;
+	size_t bb = sa_type_row_size(type, SA_QK_K);
+
+	for (int64_t b = 0; b < kl; b++) {
+		const char *blk = w + (k0 + b) * bb;
+		__m512i *o = (__m512i *)(wp + b * QK_VECS * 16);
+		/* the same block of the next chunk: 16 or more rows are more
+		 * streams than the hardware prefetcher follows */
+		for (int r = 0; r < m; r++)
+			for (size_t c = 0; c < bb; c += 64)
+				_mm_prefetch(blk + r * rb + QK_KB * bb + c, _MM_HINT_T0);
+		if (q6) {
+			const sa_block_q6_k *b6 = (const sa_block_q6_k *)blk;
+			__m512i sc[16];
+			for (int h = 0; h < 2; h++)
+				for (int s = 0; s < 8; s++) {
+					__m512i hs = gather16(k, rows, (const char *)b6->qh + 32 * h + 4 * s);
+					__m512i lo = gather16(k, rows, (const char *)b6->ql + 64 * h + 4 * s);
+					__m512i hi = gather16(k, rows, (const char *)b6->ql + 64 * h + 32 + 4 * s);
+					for (int i = 0; i < 4; i++) {
+						__m512i l = _mm512_and_si512(_mm512_srli_epi32(i % 2 ? hi : lo,
+						    4 * (i / 2)), m4);
+						__m512i u = _mm512_and_si512(_mm512_srli_epi32(hs, 2 * i), m2);
+						o[QK_W + 32 * h + 8 * i + s] = _mm512_or_si512(l,
+						    _mm512_slli_epi32(u, 4));
+					}
+				}
+			for (int j = 0; j < 16; j += 4) {
+				__m512i g = gather16(k, rows, (const char *)b6->scales + j);
+				for (int i = 0; i < 4; i++)
+					sc[j + i] = _mm512_srai_epi32(_mm512_slli_epi32(g, 24 - 8 * i), 24);
+			}
+			for (int j = 0; j < 16; j++)
+				o[QK_SC + j] = scale16(sc[j], pair);
+			for (int j = 0; j < 8; j++)
+				o[QK_MP + j] = _mm512_or_si512(_mm512_slli_epi32(sc[2 * j + 1], 16),
+				    _mm512_and_si512(sc[2 * j], _mm512_set1_epi32(0xffff)));
+			/* d, the last 2 bytes of the block: read with the 2 before */
+			_mm512_store_ps(o + QK_D, half16(_mm512_srli_epi32(gather16(k, rows,
+			    (const char *)&b6->d - 2), 16)));
+			_mm512_store_ps(o + QK_DMIN, _mm512_setzero_ps());
+			continue;
+		}
+		const sa_block_q4_k *b4 = (const sa_block_q4_k *)blk;
+		const char *qs = (const char *)(q5 ? ((const sa_block_q5_k *)blk)->qs : b4->qs);
+		for (int c = 0; c < 4; c++)
+			for (int s = 0; s < 8; s++) {
+				__m512i v = gather16(k, rows, qs + 32 * c + 4 * s);
+				o[QK_W + 16 * c + s] = _mm512_and_si512(v, m4);
+				o[QK_W + 16 * c + 8 + s] = _mm512_and_si512(_mm512_srli_epi32(v, 4), m4);
+			}
+		if (q5)
+			for (int s = 0; s < 8; s++) {
+				__m512i h = gather16(k, rows, (const char *)((const sa_block_q5_k *)blk)->qh + 4 * s);
+				for (int j = 0; j < 8; j++)
+					o[QK_W + 8 * j + s] = _mm512_or_si512(o[QK_W + 8 * j + s],
+					    _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(h, j), one), 4));
+			}
+		/* sa_k4_scale_min on the 12 bytes of 16 rows */
+		__m512i g0 = gather16(k, rows, (const char *)b4->scales);
+		__m512i g1 = gather16(k, rows, (const char *)b4->scales + 4);
+		__m512i g2 = gather16(k, rows, (const char *)b4->scales + 8);
+		for (int j = 0; j < 4; j++) {
+			__m512i sc = _mm512_and_si512(_mm512_srli_epi32(g0, 8 * j), m6);
+			__m512i mn = _mm512_and_si512(_mm512_srli_epi32(g1, 8 * j), m6);
+			__m512i sh = _mm512_srli_epi32(g2, 8 * j);
+			__m512i sc4 = _mm512_or_si512(_mm512_and_si512(sh, _mm512_set1_epi32(0xf)),
+			    _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(g0, 8 * j + 6),
+			    _mm512_set1_epi32(3)), 4));
+			__m512i mn4 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(sh, 4),
+			    _mm512_set1_epi32(0xf)), _mm512_slli_epi32(_mm512_and_si512(
+			    _mm512_srli_epi32(g1, 8 * j + 6), _mm512_set1_epi32(3)), 4));
+			o[QK_SC + j] = scale16(sc, pair);
+			o[QK_SC + 4 + j] = scale16(sc4, pair);
+			o[QK_MP + j] = scale16(mn, 1);
+			o[QK_MP + 4 + j] = scale16(mn4, 1);
+		}
+		for (int j = 8; j < 16; j++)
+			o[QK_SC + j] = _mm512_setzero_si512();
+		__m512i dd = gather16(k, rows, blk);
+		_mm512_store_ps(o + QK_D, half16(_mm512_and_si512(dd, _mm512_set1_epi32(0xffff))));
+		_mm512_store_ps(o + QK_DMIN, half16(_mm512_srli_epi32(dd, 16)));
+	}
+}
+
+/* y [m] of the sums of 16 rows in order, and back */
+AVX512_INLINE __m512
+qk_ldy16(const float *y, int m)
+{
+	return _mm512_maskz_loadu_ps(mask16(m), y);
+}
+AVX512_INLINE void
+qk_sty16(float *y, __m512 v, int m)
+{
+	_mm512_mask_storeu_ps(y, mask16(m), v);
+}
+
 /* The K-quant GEMM's steps on 16 rows: VPMADDUBSW and VPMADDWD by the
  * scale, or VPDPBUSD then VPMULLD by it; the pairs by VPMADDWD or
  * VPDPWSSD */
@@ -1664,14 +1836,14 @@ qk_pairs_vnni(__m512i acc, __m512i c, __m512i bs)
 	return _mm512_dpwssd_epi32(acc, c, bs);
 }
 
-GEMM_QK(bw, AVX512, AVX512_INLINE, __m512i, __m512, 16, Q8_P512, Q8_T512, lane16, 1, qk_step_bw,
+GEMM_QK(bw, AVX512, AVX512_INLINE, __m512i, __m512, 16, Q8_P512, Q8_T512, qk_repack16, 1, qk_step_bw,
     qk_scale_bw, qk_pairs_bw, _mm512_set1_epi32, _mm512_setzero_si512, _mm512_sub_epi32,
     qk_sll5_512, _mm512_cvtepi32_ps, _mm512_load_ps, _mm512_set1_ps, _mm512_mul_ps, _mm512_add_ps,
-    _mm512_sub_ps, _mm512_setzero_ps, ldy16, sty16)
-GEMM_QK(vnni, VNNI, VNNI_INLINE, __m512i, __m512, 16, Q8_P512, Q8_T512, lane16, 0, qk_step_vnni,
+    _mm512_sub_ps, _mm512_setzero_ps, qk_ldy16, qk_sty16)
+GEMM_QK(vnni, VNNI, VNNI_INLINE, __m512i, __m512, 16, Q8_P512, Q8_T512, qk_repack16, 0, qk_step_vnni,
     qk_scale_vnni, qk_pairs_vnni, _mm512_set1_epi32, _mm512_setzero_si512, _mm512_sub_epi32,
     qk_sll5_512, _mm512_cvtepi32_ps, _mm512_load_ps, _mm512_set1_ps, _mm512_mul_ps, _mm512_add_ps,
-    _mm512_sub_ps, _mm512_setzero_ps, ldy16, sty16)
+    _mm512_sub_ps, _mm512_setzero_ps, qk_ldy16, qk_sty16)
 
 AVX512 static void
 fp16_to_fp32_avx512(const uint16_t *src, float *dst, int64_t n)
