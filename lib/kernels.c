@@ -1,11 +1,11 @@
 /*
  * kernels.c - dot products over weight rows in F32, F16, BF16 and Q8_0,
- * the products of F16 and Q8_0 rows with many inputs (prefill), and the
- * conversions of rows to F32 for the sgemm path.  Rows of the other
- * block types (Q4_0 .. Q6_K) take the kernels of kernels_quant.c, in
- * integers against their input quantized once; where a path has none,
- * they are converted a few blocks at a time on the stack and go through
- * the F32 dot product.
+ * the products of F16, Q8_0, Q4_K, Q5_K and Q6_K rows with many inputs
+ * (prefill), and the conversions of rows to F32 for the sgemm path.  Rows
+ * of the other block types (Q4_0 .. Q6_K) take the kernels of
+ * kernels_quant.c, in integers against their input quantized once; where
+ * a path has none, they are converted a few blocks at a time on the stack
+ * and go through the F32 dot product.
  *
  * Each kernel exists as a portable version and as versions for wider vector
  * extensions (AVX2 with FMA and F16C; AVX-512 F, BW and VL, with VNNI where
