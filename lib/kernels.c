@@ -878,14 +878,14 @@ GEMM_Q8(avx2, AVX2, ALWAYS_INLINE, __m256i, __m256, 8, 1, 4, q8_step_avx2, 0, re
  *                  the int16
  *   QK_MP ..    8: int16 pairs c[2k], c[2k+1] meeting the input's sums of
  *                  16 (bsums): Q4_K's and Q5_K's minimums, Q6_K's scales
- *                  (its weights are q - 32)
+ *                  times 32 (its weights are q - 32)
  *   QK_D, QK_DMIN: the block's fp16 scales as floats
  * A sub-block of L rows against one input is then 8 (Q6_K: 4) steps, each
  * against 4 int8 of the input broadcast: VPDPBUSD into an int32 lane per
  * row, then times the scale (VPMULLD); or VPMADDUBSW and VPMADDWD by the
  * scale.  The block's integers are exact either way, and each lane's sum
  * takes them block after block as dot_q4_k_generic and dot_q6_k_generic
- * do (dx*dw*sum - dx*dmin*msum, or dx*dw*(sum - 32 msum)): their bits.
+ * do (dx*dw*sum - dx*dmin*msum, or dx*dw*(sum - msum)): their bits.
  * A tile is P panels against T_ inputs: each vector of weights, loaded
  * once, meets the T_ inputs' broadcasts.
  */
@@ -962,8 +962,10 @@ qk_repack8(int type, const char *w, size_t rb, int m, int64_t k0, int64_t kl, in
 			} else if (q6) {
 				const sa_block_q6_k *w6 = (const sa_block_q6_k *)blk;
 				qk_unpack(0, 1, blk, u);
-				for (int j = 0; j < 16; j++)
-					sc[j] = c[j] = w6->scales[j];
+				for (int j = 0; j < 16; j++) {
+					sc[j] = w6->scales[j];
+					c[j] = 32 * sc[j];
+				}
 				d[0] = _cvtsh_ss(w6->d);
 			} else {
 				const sa_block_q4_k *w4 = (const sa_block_q4_k *)blk;
@@ -988,7 +990,7 @@ qk_repack8(int type, const char *w, size_t rb, int m, int64_t k0, int64_t kl, in
 }
 
 #define GEMM_QK(W, ATTR, INLINE, VI, VF, L, P, T_, REPACK, PAIR, STEP, SCALE, PAIRS, SET1I, ZEROI, \
-    SUBI, SLL5, CVT, LOADF, SET1F, MULF, ADDF, SUBF, ZEROF, LDY, STY) \
+    SUBI, CVT, LOADF, SET1F, MULF, ADDF, SUBF, ZEROF, LDY, STY) \
 /* y [T][rows m of the P panels] (+)= the panels' rows . inputs from xq \
  * (xs bytes apart) over kl blocks from k0 (sums from y unless first) */ \
 INLINE void \
@@ -1048,7 +1050,7 @@ gemm_qk_tile_##W(int q6, int T, const VI *wp, const char *xq, size_t xs, int64_t
 			UNROLL for (int p = 0; p < P; p++) { \
 				VF dw = MULF(dx, LOADF((const float *)(wb[p] + QK_D))); \
 				if (q6) \
-					acc[p][t] = ADDF(acc[p][t], MULF(dw, CVT(SUBI(sum[p][t], SLL5(s[p][t]))))); \
+					acc[p][t] = ADDF(acc[p][t], MULF(dw, CVT(SUBI(sum[p][t], s[p][t])))); \
 				else \
 					acc[p][t] = ADDF(acc[p][t], SUBF(MULF(dw, CVT(sum[p][t])), \
 					    MULF(MULF(dx, LOADF((const float *)(wb[p] + QK_DMIN))), CVT(s[p][t])))); \
@@ -1095,31 +1097,15 @@ gemm_k_##W(int type, const void *w, size_t rb, int64_t n, int64_t nr, const void
 }
 
 /* The K-quant GEMM's steps on 8 rows: VPMADDUBSW, then VPMADDWD by the
- * scale sc (or by the pairs c) */
-ALWAYS_INLINE __m256i
-qk_step_avx2(__m256i acc, __m256i w, __m256i x, __m256i sc)
-{
-	return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), sc));
-}
-ALWAYS_INLINE __m256i
-qk_scale_avx2(__m256i sum, __m256i s, __m256i sc)
-{
-	return _mm256_add_epi32(sum, s);
-}
-ALWAYS_INLINE __m256i
-qk_pairs_avx2(__m256i acc, __m256i c, __m256i bs)
-{
-	return _mm256_add_epi32(acc, _mm256_madd_epi16(c, bs));
-}
-ALWAYS_INLINE __m256i
-qk_sll5_avx2(__m256i v)
-{
-	return _mm256_slli_epi32(v, 5);
-}
+ * scale sc (the sub-block's sum s then only added), or by the pairs c */
+#define QK_STEP_AVX2(acc, w, x, sc) \
+	_mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), sc))
+#define QK_SCALE_AVX2(sum, s, sc) _mm256_add_epi32(sum, s)
+#define QK_PAIRS_AVX2(acc, c, bs) _mm256_add_epi32(acc, _mm256_madd_epi16(c, bs))
 
-GEMM_QK(avx2, AVX2, ALWAYS_INLINE, __m256i, __m256, 8, 1, 4, qk_repack8, 1, qk_step_avx2,
-    qk_scale_avx2, qk_pairs_avx2, _mm256_set1_epi32, _mm256_setzero_si256, _mm256_sub_epi32,
-    qk_sll5_avx2, _mm256_cvtepi32_ps, _mm256_load_ps, _mm256_set1_ps, _mm256_mul_ps, _mm256_add_ps,
+GEMM_QK(avx2, AVX2, ALWAYS_INLINE, __m256i, __m256, 8, 1, 4, qk_repack8, 1, QK_STEP_AVX2,
+    QK_SCALE_AVX2, QK_PAIRS_AVX2, _mm256_set1_epi32, _mm256_setzero_si256, _mm256_sub_epi32,
+    _mm256_cvtepi32_ps, _mm256_load_ps, _mm256_set1_ps, _mm256_mul_ps, _mm256_add_ps,
     _mm256_sub_ps, _mm256_setzero_ps, ldy8, sty8)
 
 /* The hardware conversions: exact to F32, to nearest even to F16. */
@@ -1749,8 +1735,8 @@ qk_repack16(int type, const char *w, size_t rb, int m, int64_t k0, int64_t kl, i
 			for (int j = 0; j < 16; j++)
 				o[QK_SC + j] = scale16(sc[j], pair);
 			for (int j = 0; j < 8; j++)
-				o[QK_MP + j] = _mm512_or_si512(_mm512_slli_epi32(sc[2 * j + 1], 16),
-				    _mm512_and_si512(sc[2 * j], _mm512_set1_epi32(0xffff)));
+				o[QK_MP + j] = _mm512_or_si512(_mm512_slli_epi32(sc[2 * j + 1], 21),
+				    _mm512_and_si512(_mm512_slli_epi32(sc[2 * j], 5), _mm512_set1_epi32(0xffff)));
 			/* d, the last 2 bytes of the block: read with the 2 before */
 			_mm512_store_ps(o + QK_D, half16(_mm512_srli_epi32(gather16(k, rows,
 			    (const char *)&b6->d - 2), 16)));
@@ -1811,57 +1797,29 @@ qk_sty16(float *y, __m512 v, int m)
 	_mm512_mask_storeu_ps(y, mask16(m), v);
 }
 
-/* The K-quant GEMM's steps on 16 rows: VPMADDUBSW and VPMADDWD by the
- * scale, or VPDPBUSD then VPMULLD by it; the pairs by VPMADDWD or
+/* The K-quant GEMM's steps on 16 rows: those of AVX2, or VPDPBUSD, then
+ * the sub-block's sum times the scale (VPMULLD), and the pairs by
  * VPDPWSSD */
-AVX512_INLINE __m512i
-qk_step_bw(__m512i acc, __m512i w, __m512i x, __m512i sc)
-{
-	return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), sc));
-}
-AVX512_INLINE __m512i
-qk_scale_bw(__m512i sum, __m512i s, __m512i sc)
-{
-	return _mm512_add_epi32(sum, s);
-}
-AVX512_INLINE __m512i
-qk_pairs_bw(__m512i acc, __m512i c, __m512i bs)
-{
-	return _mm512_add_epi32(acc, _mm512_madd_epi16(c, bs));
-}
-AVX512_INLINE __m512i
-qk_sll5_512(__m512i v)
-{
-	return _mm512_slli_epi32(v, 5);
-}
-VNNI_INLINE __m512i
-qk_step_vnni(__m512i acc, __m512i w, __m512i x, __m512i sc)
-{
-	return _mm512_dpbusd_epi32(acc, w, x);
-}
-VNNI_INLINE __m512i
-qk_scale_vnni(__m512i sum, __m512i s, __m512i sc)
-{
-	return _mm512_add_epi32(sum, _mm512_mullo_epi32(s, sc));
-}
-VNNI_INLINE __m512i
-qk_pairs_vnni(__m512i acc, __m512i c, __m512i bs)
-{
-	return _mm512_dpwssd_epi32(acc, c, bs);
-}
+#define QK_STEP_BW(acc, w, x, sc) \
+	_mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), sc))
+#define QK_SCALE_BW(sum, s, sc) _mm512_add_epi32(sum, s)
+#define QK_PAIRS_BW(acc, c, bs) _mm512_add_epi32(acc, _mm512_madd_epi16(c, bs))
+#define QK_STEP_VNNI(acc, w, x, sc) _mm512_dpbusd_epi32(acc, w, x)
+#define QK_SCALE_VNNI(sum, s, sc) _mm512_add_epi32(sum, _mm512_mullo_epi32(s, sc))
+#define QK_PAIRS_VNNI(acc, c, bs) _mm512_dpwssd_epi32(acc, c, bs)
 
 /* two panels (32 rows) against 4 inputs: 8 sums of a sub-block, 8 of
  * the block and 8 float sums in registers (5632 x 2048 Q4_K, 128 inputs,
  * one thread: 5.1 ms; 6.4 with a weight vector loaded for each input, 2 x 6) */
 #define QK_P512 2
 #define QK_T512 4
-GEMM_QK(bw, AVX512, AVX512_INLINE, __m512i, __m512, 16, QK_P512, QK_T512, qk_repack16, 1, qk_step_bw,
-    qk_scale_bw, qk_pairs_bw, _mm512_set1_epi32, _mm512_setzero_si512, _mm512_sub_epi32,
-    qk_sll5_512, _mm512_cvtepi32_ps, _mm512_load_ps, _mm512_set1_ps, _mm512_mul_ps, _mm512_add_ps,
+GEMM_QK(bw, AVX512, AVX512_INLINE, __m512i, __m512, 16, QK_P512, QK_T512, qk_repack16, 1, QK_STEP_BW,
+    QK_SCALE_BW, QK_PAIRS_BW, _mm512_set1_epi32, _mm512_setzero_si512, _mm512_sub_epi32,
+    _mm512_cvtepi32_ps, _mm512_load_ps, _mm512_set1_ps, _mm512_mul_ps, _mm512_add_ps,
     _mm512_sub_ps, _mm512_setzero_ps, qk_ldy16, qk_sty16)
-GEMM_QK(vnni, VNNI, VNNI_INLINE, __m512i, __m512, 16, QK_P512, QK_T512, qk_repack16, 0, qk_step_vnni,
-    qk_scale_vnni, qk_pairs_vnni, _mm512_set1_epi32, _mm512_setzero_si512, _mm512_sub_epi32,
-    qk_sll5_512, _mm512_cvtepi32_ps, _mm512_load_ps, _mm512_set1_ps, _mm512_mul_ps, _mm512_add_ps,
+GEMM_QK(vnni, VNNI, VNNI_INLINE, __m512i, __m512, 16, QK_P512, QK_T512, qk_repack16, 0, QK_STEP_VNNI,
+    QK_SCALE_VNNI, QK_PAIRS_VNNI, _mm512_set1_epi32, _mm512_setzero_si512, _mm512_sub_epi32,
+    _mm512_cvtepi32_ps, _mm512_load_ps, _mm512_set1_ps, _mm512_mul_ps, _mm512_add_ps,
     _mm512_sub_ps, _mm512_setzero_ps, qk_ldy16, qk_sty16)
 
 AVX512 static void
