@@ -649,7 +649,8 @@ matmul(sa_kvcache *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
 		t.first[j + 1] = t.first[j] + (int)((w->rows + t.blk[j] - 1) / t.blk[j]);
 		if (w->type != SA_TYPE_F32 && (size_t)t.blk[j] * cols > t.wt_stride)
 			t.wt_stride = (size_t)t.blk[j] * cols;
-		own &= sa_gemm_own(w->type) && sa_type_act(w->type) == sa_type_act(ls[0].w->type);
+		/* the maps' kernels read the input as rounded for all of them */
+		own &= sa_gemm_own(w->type) && sa_type_act(w->type) == ls[0].act;
 	}
 	/* the own kernels of Q8_0 and K-quant weights read the blocks of the
 	 * rounded input, those of the K-quants as they are */
