@@ -13,13 +13,13 @@
  *   logits = (rmsnorm(x) * out_norm) Wout^T
  * A linear map over more than SMALL_N rows goes through sgemm, in blocks
  * of weight rows (weights other than F32 converted to F32 a block at a
- * time), or for F16 and Q8_0 weights on paths that have one through a
- * kernel of their own on the weights as stored (sa_gemm_own, the inputs
- * packed once; for Q8_0 their blocks, in integers);
+ * time), or for F16, Q8_0, Q4_K, Q5_K and Q6_K weights on paths that have
+ * one through a kernel of their own on the weights as stored (sa_gemm_own,
+ * the inputs packed once; for the block types their blocks, in integers);
  * fewer rows go through the pool's row kernels, which read each
  * weight once for all of them: decoding is bound by memory bandwidth.
- * Block types whose row kernels compute in integers take those for more
- * rows too, SMALL_N at a time (sa_rows_batch): they beat sgemm on the
+ * Other block types whose row kernels compute in integers take those for
+ * more rows too, SMALL_N at a time (sa_rows_batch): they beat sgemm on the
  * weights converted.  Either way every sum runs whole on one thread, in
  * an order that the number of threads does not change.
  *
@@ -519,7 +519,7 @@ round_rows_task(void *arg, int ith, int chunk, int nchunks)
 }
 
 /* X [n][cols] rounded to type, in dst (or X itself for F32); with keep,
- * each row in the type too, in s->rowbuf, sa_type_row_size bytes apart. */
+ * each row in the type too, in s->rowbuf, its row size apart. */
 static const float *
 round_rows(sa_kvcache *s, int type, const float *X, int n, int64_t cols, float *dst, int keep,
     int *rc)
@@ -530,7 +530,8 @@ round_rows(sa_kvcache *s, int type, const float *X, int n, int64_t cols, float *
 	if (type == SA_TYPE_F32)
 		return X;
 	if (keep)
-		need = (t.buf_stride = sa_type_row_size(type, cols)) * n;
+		need = (t.buf_stride = type == SA_TYPE_Q8_K ? Q8K_BYTES(cols / SA_QK_K) :
+		    sa_type_row_size(type, cols)) * n;
 	if (need > s->rowbuf_cap) {
 		free(s->rowbuf);
 		s->rowbuf_cap = 0;
@@ -569,7 +570,7 @@ struct mm_task {
 	int blk[SA_NMAT];         /* rows per block of each map */
 	int first[SA_NMAT + 1];   /* first block of each map, then the total */
 	const float *x;
-	const void *xp;           /* or x packed for sa_gemm_rows (F16, Q8_0 weights) */
+	const void *xp;           /* or x packed for sa_gemm_rows (its own kernels) */
 	float *wt;                /* per thread: the widest block's rows */
 	size_t wt_stride;
 };
@@ -648,13 +649,18 @@ matmul(sa_kvcache *s, const lin *ls, int nl, const float *X, int n, float *rbuf)
 		t.first[j + 1] = t.first[j] + (int)((w->rows + t.blk[j] - 1) / t.blk[j]);
 		if (w->type != SA_TYPE_F32 && (size_t)t.blk[j] * cols > t.wt_stride)
 			t.wt_stride = (size_t)t.blk[j] * cols;
-		own &= sa_gemm_own(w->type) && w->type == ls[0].w->type;
+		/* the maps' kernels read the input as rounded for all of them */
+		own &= sa_gemm_own(w->type) && sa_type_act(w->type) == ls[0].act;
 	}
-	/* Q8_0 weights' own kernel reads the blocks of the rounded input */
+	/* the own kernels of Q8_0 and K-quant weights read the blocks of the
+	 * rounded input, those of the K-quants as they are */
 	int q8 = own && ls[0].w->type == SA_TYPE_Q8_0;
-	if (!(Xr = t.x = round_rows(s, ls[0].act, X, n, cols, rbuf, q8, &rc)))
+	int qk = own && sa_type_act(ls[0].w->type) == SA_TYPE_Q8_K;
+	if (!(Xr = t.x = round_rows(s, ls[0].act, X, n, cols, rbuf, q8 || qk, &rc)))
 		return rc;
-	if (q8) {
+	if (qk) {
+		t.xp = s->rowbuf;
+	} else if (q8) {
 		struct pack_task pt = { NULL, n, cols, NULL, s->rowbuf,
 		    sa_type_row_size(SA_TYPE_Q8_0, cols) };
 		size_t bytes = (size_t)n * Q8P_BYTES(cols / SA_QK8_0);
@@ -858,14 +864,19 @@ matvec(sa_kvcache *s, const lin *ls, int nl, const float *X, int nx)
 	return SA_OK;
 }
 
-/* Do batches go faster through the row kernels for all these maps? */
+/* Do batches go faster through the row kernels for all these maps than
+ * through sgemm, and do some lack a kernel of their own for many inputs? */
 static int
 rows_batch(const lin *ls, int nl)
 {
-	for (int j = 0; j < nl; j++)
+	int own = 1;
+
+	for (int j = 0; j < nl; j++) {
 		if (!sa_rows_batch(ls[j].w->type))
 			return 0;
-	return 1;
+		own &= sa_gemm_own(ls[j].w->type);
+	}
+	return !own;
 }
 
 /* Several maps over the same input X [n][cols]; rbuf [n][cols] scratch for

@@ -72,10 +72,11 @@ void sa_rows_dot_n(const sa_matrix *w, int64_t r0, int64_t r1, int nx, const flo
 int sa_rows_batch(int type);
 
 /*
- * Products of F16 and Q8_0 weights with many inputs through the path's own
- * kernel rather than sgemm on the weights converted to F32 (sa_gemm_own):
- * the inputs packed once, then y[t*ldy + r] = row r of w . input t for
- * rows r0 <= r < r1 (sa_gemm_rows), the same bits on every path.
+ * Products of F16, Q8_0, Q4_K, Q5_K and Q6_K weights with many inputs
+ * through the path's own kernel rather than sgemm on the weights converted
+ * to F32 (sa_gemm_own): the inputs packed once, then y[t*ldy + r] = row r
+ * of w . input t for rows r0 <= r < r1 (sa_gemm_rows), the same bits on
+ * every path.
  *   F16: the inputs, F16 values held as F32, GEMM_LANES of them to a
  *   vector for every column: xp [ceil(nx/GEMM_LANES)][cols][GEMM_LANES] =
  *   x [nx][cols], zeros after the last (sa_gemm_pack); each sum added
@@ -85,9 +86,15 @@ int sa_rows_batch(int type);
  *   int8, then the blocks' scales as floats, then the sums of their int8
  *   as int32; each sum block after block, dw*dx times the block's integer
  *   dot added to it: the order of the portable row kernel.
+ *   Q4_K, Q5_K, Q6_K: the inputs' Q8_K blocks as sa_round_row leaves
+ *   them, Q8K_BYTES(cols/256) bytes each; the bits of the portable row
+ *   kernel.
  */
 #define GEMM_LANES 16
 #define Q8P_BYTES(nb) ((size_t)(nb) * (SA_QK8_0 + 8))
+/* Bytes of nb Q8_K blocks, which sa_type_row_size, for the types of
+ * tensors, does not give. */
+#define Q8K_BYTES(nb) ((size_t)(nb) * sizeof(sa_block_q8_k))
 int sa_gemm_own(int type);
 void sa_gemm_pack(const float *x, int nx, int64_t cols, float *xp);
 void sa_gemm_pack_q8_0(const void *xq, size_t ldxq, int nx, int64_t cols, void *xp);

@@ -439,14 +439,11 @@ const float *sa_tact_logits(const sa_tact *a) { return a->logits; }
 #define XQ_INPUTS 64
 #define XQ_ROWS 16
 
-/* Bytes of one input of din columns rounded to Q8_K blocks. */
-#define Q8K_BYTES(din) ((size_t)(din) / SA_QK_K * sizeof(sa_block_q8_k))
-
 /*
  * The type the rows of a frozen W meet their inputs rounded to, in
- * integers, as inference multiplies them: Q8_0 for Q8_0 (through the
- * path's own GEMM where it has one), Q8_K for the K-quants; 0 for the F32
- * tiles.  a->xq grows to hold XQ_INPUTS rounded inputs of din columns, for
+ * integers, as inference multiplies them (through the path's own GEMM
+ * where it has one, else the row kernels): Q8_0 for Q8_0, Q8_K for the
+ * K-quants; 0 for the F32 tiles.  a->xq grows to hold XQ_INPUTS rounded inputs of din columns, for
  * Q8_0 the same packed for the GEMM behind them.
  */
 static int
@@ -457,7 +454,7 @@ rounded_type(sa_tact *a, const sa_matrix *W, int din)
 	void *p;
 
 	if (act == SA_TYPE_Q8_K)
-		need = XQ_INPUTS * Q8K_BYTES(din);
+		need = XQ_INPUTS * Q8K_BYTES(din / SA_QK_K);
 	else if (W->type == SA_TYPE_Q8_0)
 		need = XQ_INPUTS * (sa_type_row_size(act, din) + Q8P_BYTES(din / SA_QK8_0));
 	else
@@ -490,7 +487,7 @@ matmul_forward(sa_tact *a, float *y, const float *x, const sa_matrix *W, int N, 
 		return;
 	}
 	if ((act = rounded_type(a, W, din))) {
-		size_t qb = act == SA_TYPE_Q8_K ? Q8K_BYTES(din) : sa_type_row_size(act, din);
+		size_t qb = act == SA_TYPE_Q8_K ? Q8K_BYTES(din / SA_QK_K) : sa_type_row_size(act, din);
 		char *xq = a->xq, *xp = xq + XQ_INPUTS * qb;
 		for (int i0 = 0; i0 < N; i0 += XQ_INPUTS) {
 			int ni = N - i0 < XQ_INPUTS ? N - i0 : XQ_INPUTS;
@@ -498,9 +495,10 @@ matmul_forward(sa_tact *a, float *y, const float *x, const sa_matrix *W, int N, 
 			for (int i = 0; i < ni; i++)
 				sa_round_row(act, x + (size_t)(i0 + i) * din, a->wt + (size_t)i * din,
 				    xq + i * qb, din);
-			if (act == SA_TYPE_Q8_0 && sa_gemm_own(W->type)) {
-				sa_gemm_pack_q8_0(xq, qb, ni, din, xp);
-				sa_gemm_rows(W, 0, dout, xp, ni, yi, dout);
+			if (sa_gemm_own(W->type)) {
+				if (act == SA_TYPE_Q8_0)
+					sa_gemm_pack_q8_0(xq, qb, ni, din, xp);
+				sa_gemm_rows(W, 0, dout, act == SA_TYPE_Q8_0 ? xp : xq, ni, yi, dout);
 				continue;
 			}
 			for (int r0 = 0; r0 < dout; r0 += XQ_ROWS)

@@ -268,7 +268,7 @@ test_round_q8_k(const struct path *p)
 		p->k->round_q8_k(src, a, qa, N);
 		kernels_generic.round_q8_k(src, b, qb, N);
 		bad += memcmp(a, b, sizeof a) != 0 ||
-		    memcmp(qa, qb, sa_type_row_size(SA_TYPE_Q8_K, N)) != 0;
+		    memcmp(qa, qb, Q8K_BYTES(N / SA_QK_K)) != 0;
 	}
 	if (bad)
 		fprintf(stderr, "%s Q8_K rounding: %d rows differ\n", p->name, bad);
@@ -546,6 +546,56 @@ test_gemm_q8_0(const struct path *p)
 	}
 }
 
+/* The products of Q4_K, Q5_K and Q6_K rows with Q8_K inputs (prefill):
+ * the bits of the generic row kernel, every tail of rows (panels of 8 and
+ * 2 x 16), inputs (tiles of 4 and 6, one input) and blocks (chunks of
+ * QK_KB); scales of either sign, large and small, and inputs with large
+ * blocks, so that a sum's order shows. */
+static void
+test_gemm_k(const struct path *p, int type)
+{
+	static const int64_t cols[] = { 256, 768, (QK_KB + 1) * 256 };
+	static const int rows[] = { 1, 8, 13, 16, 17, 33, 40 }, nxs[] = { 1, 3, 4, 5, 6, 7, 13 };
+	enum { C = (QK_KB + 1) * 256, R = 40, X = 13 };
+	static unsigned char w[R * C], xq[X * C * 2];
+	static float x[C], xr[C], a[X * R], c[R];
+	size_t off[2], bb;
+	int64_t be;
+	int ns = sa_type_scales(type, off);
+
+	sa_type_block(type, &be, &bb);
+	for (int ci = 0; ci < (int)(sizeof cols / sizeof *cols); ci++) {
+		int64_t n = cols[ci];
+		size_t rb = sa_type_row_size(type, n), xs = Q8K_BYTES(n / SA_QK_K);
+		for (size_t i = 0; i < R * rb; i++)
+			w[i] = (unsigned char)((frand() + 1) * 128);
+		for (size_t blk = 0; blk < R * rb / bb; blk++)
+			for (int k = 0; k < ns; k++) {
+				uint16_t h = sa_fp32_to_fp16(frand() * (blk % 3 ? 1e-3f : 1));
+				memcpy(w + blk * bb + off[k], &h, 2);
+			}
+		for (int t = 0; t < X; t++) {
+			for (int64_t i = 0; i < n; i++)
+				x[i] = frand() * (i / 256 % 3 ? 1 : 1000);
+			kernels_generic.round_q8_k(x, xr, xq + t * xs, n);
+		}
+		for (size_t r = 0; r < sizeof rows / sizeof *rows; r++)
+			for (size_t ti = 0; ti < sizeof nxs / sizeof *nxs; ti++) {
+				int nr = rows[r], nx = nxs[ti], bad = 0;
+				memset(a, 0xff, sizeof a);
+				p->k->gemm_k(type, w, rb, n, nr, xq, nx, a, R);
+				for (int j = 0; j < nx; j++) {
+					sa_quant_generic[type].rows(w, rb, n, NULL, xq + j * xs, c, nr);
+					bad += memcmp(&a[j * R], c, nr * sizeof *c) != 0;
+				}
+				if (bad)
+					fprintf(stderr, "%s gemm %s %d x %lld, %d inputs: %d differ\n", p->name,
+					    sa_type_name(type), nr, (long long)n, nx, bad);
+				CHECK(bad == 0);
+			}
+	}
+}
+
 /* The path from the feature bits and SA_KERNELS, its table, and OpenBLAS's
  * core type with it. */
 static void
@@ -574,6 +624,7 @@ test_choice(void)
 		CHECK(K.rows_q8_0 == (cpu & SA_CPU_VNNI ? rows_q8_0_vnni : rows_q8_0_bw));
 		CHECK(K.quant == (cpu & SA_CPU_VNNI ? sa_quant_vnni : sa_quant_avx512));
 		CHECK(K.gemm_q8_0 == (cpu & SA_CPU_VNNI ? gemm_q8_0_vnni : gemm_q8_0_bw));
+		CHECK(K.gemm_k == (cpu & SA_CPU_VNNI ? gemm_k_vnni : gemm_k_bw));
 	}
 #endif
 	CHECK(K.rows_f16 == k->rows_f16 && K.dot == k->dot);
@@ -589,7 +640,10 @@ test_choice(void)
 	 * portable path */
 	CHECK(sa_gemm_own(SA_TYPE_F16) == (path != SA_KERNELS_GENERIC));
 	CHECK(sa_gemm_own(SA_TYPE_Q8_0) == (path != SA_KERNELS_GENERIC));
-	CHECK(!sa_gemm_own(SA_TYPE_F32) && !sa_gemm_own(SA_TYPE_Q4_0));
+	CHECK(sa_gemm_own(SA_TYPE_Q4_K) == (path != SA_KERNELS_GENERIC));
+	CHECK(sa_gemm_own(SA_TYPE_Q6_K) == (path != SA_KERNELS_GENERIC));
+	CHECK(!sa_gemm_own(SA_TYPE_F32) && !sa_gemm_own(SA_TYPE_Q4_0) &&
+	    !sa_gemm_own(SA_TYPE_Q3_K));
 
 	/* the pool's start-up picked OpenBLAS's core type, or kept the user's */
 	sa_set_threads(1);
@@ -632,6 +686,7 @@ main(void)
 		vnni.rowsn_q8_0 = rowsn_q8_0_vnni;
 		vnni.quant = sa_quant_vnni;
 		vnni.gemm_q8_0 = gemm_q8_0_vnni;
+		vnni.gemm_k = gemm_k_vnni;
 		paths[np++] = (struct path){ "avx512-vnni", &vnni };
 	}
 #endif
@@ -664,6 +719,9 @@ main(void)
 		test_round_q8_k(&paths[i]);
 		test_gemm(&paths[i]);
 		test_gemm_q8_0(&paths[i]);
+		test_gemm_k(&paths[i], SA_TYPE_Q4_K);
+		test_gemm_k(&paths[i], SA_TYPE_Q5_K);
+		test_gemm_k(&paths[i], SA_TYPE_Q6_K);
 	}
 	if (sa_cpu_features() & SA_CPU_AVX2)
 		test_exp_double();
