@@ -41,7 +41,15 @@
 # a libggml-cpu built the same way without AMX (build-noamx/) is used
 # instead, for every model.
 #
-# --dry-run: two tiny models, 32 + 8 tokens, one repetition, libsa only:
+# ik_llama.cpp (a fork of llama.cpp with kernels of its own): with
+# IK_LLAMA_CPP_DIR set to a tree whose build/bin holds its llama-bench
+# (doc/speed.md says how to build it), each repetition runs it too, on
+# the same file and threads, after libsa (its decode at depth P through
+# -gp P,N, as it has no -d), and the table gets its column and libsa's
+# ratio to it.  It is never built here.
+#
+# --dry-run: two tiny models, 32 + 8 tokens, one repetition, libsa (and
+# the IK_LLAMA_CPP_DIR one when set) only:
 # checks the script in seconds.
 #
 # Run it on a quiet machine, or under nice(1) beside other work; the numbers
@@ -167,6 +175,12 @@ if [ $dry = 1 ]; then
 else
 	setup_llama
 fi
+ik_bench= ik_note=
+if [ -n "${IK_LLAMA_CPP_DIR:-}" ]; then
+	ik_bench=$IK_LLAMA_CPP_DIR/build/bin/llama-bench
+	[ -x "$ik_bench" ] || { echo "$prog: no $ik_bench" >&2; exit 66; }
+	ik_note="; ik_llama.cpp: native build in $IK_LLAMA_CPP_DIR"
+fi
 
 # ---------------------------------------------------------------- models
 
@@ -240,7 +254,7 @@ median() {
 }
 
 samples=$tmp/samples.csv
-echo "model,test,threads,rep,libsa_tps,llama_tps" >"$samples"
+echo "model,test,threads,rep,libsa_tps,llama_tps,ik_llama_tps" >"$samples"
 kernels= core=
 for model in $models; do
 	[ -f "$model" ] || { echo "$prog: $model: no such file" >&2; exit 66; }
@@ -269,28 +283,49 @@ for model in $models; do
 		core=$(echo "$out" | sed -n 's/.*OpenBLAS core \([^,]*\),.*/\1/p')
 		set -- $(echo "$out" | sed -n 's/.*prefill *[0-9]*: *\([0-9.]*\) tok\/s *decode *[0-9]*: *\([0-9.]*\) tok\/s.*/\1 \2/p')
 		[ $# = 2 ] || { echo "$prog: cannot read $bench's output: $out" >&2; exit 70; }
-		echo "$name,pp$p,$threads,$r,$1,$lpp" >>"$samples"
-		echo "$name,tg$n_gen,$threads,$r,$2,$ltg" >>"$samples"
+		ipp=- itg=-
+		if [ -n "$ik_bench" ]; then
+			ipp=$(env LD_LIBRARY_PATH="$(dirname "$ik_bench")" "$ik_bench" -m "$model" \
+			    -p "$p" -n 0 -r 1 -t "$threads" -o json 2>>"$tmp/ik.err" |
+			    sed -n 's/.*"avg_ts": *\([0-9.e+-]*\).*/\1/p')
+			itg=$(env LD_LIBRARY_PATH="$(dirname "$ik_bench")" "$ik_bench" -m "$model" \
+			    -p 0 -n 0 -gp "$p,$n_gen" -r 1 -t "$threads" -o json 2>>"$tmp/ik.err" |
+			    sed -n 's/.*"avg_ts": *\([0-9.e+-]*\).*/\1/p')
+			[ -n "$ipp" ] && [ -n "$itg" ] ||
+				{ echo "$prog: ik_llama.cpp's llama-bench failed on $model:" >&2; tail -5 "$tmp/ik.err" >&2; exit 70; }
+		fi
+		echo "$name,pp$p,$threads,$r,$1,$lpp,$ipp" >>"$samples"
+		echo "$name,tg$n_gen,$threads,$r,$2,$ltg,$itg" >>"$samples"
 	done
 done
 
 # ----------------------------------------------------------------- table
 
+# "-" or the number with one decimal (fmt %.1f) or two (%.2f)
+num() { case $1 in -) echo - ;; *) printf "$2" "$1" ;; esac; }
+
 table() {
-	echo "| model | test | threads | libsa tok/s | llama.cpp tok/s | libsa / llama.cpp | goal |"
-	echo "|---|---|--:|--:|--:|--:|--:|"
+	ikh= iks=
+	[ -z "$ik_bench" ] || ikh=" ik_llama.cpp tok/s | libsa / ik_llama.cpp |" iks="--:|--:|"
+	echo "| model | test | threads | libsa tok/s | llama.cpp tok/s | libsa / llama.cpp |$ikh goal |"
+	echo "|---|---|--:|--:|--:|--:|$iks--:|"
 	tail -n +2 "$samples" | cut -d, -f1-3 | awk '!seen[$0]++' | while IFS=, read -r name test th; do
 		rows=$(awk -F, -v n="$name" -v t="$test" -v h="$th" '$1 == n && $2 == t && $3 == h' "$samples")
 		sa=$(echo "$rows" | cut -d, -f5 | median)
 		ll=$(echo "$rows" | cut -d, -f6 | grep -v '^-$' | median)
 		ratio=$(echo "$rows" | awk -F, '$6 != "-" && $6 > 0 { print $5 / $6 }' | median)
+		ik=
+		if [ -n "$ik_bench" ]; then
+			ikt=$(echo "$rows" | cut -d, -f7 | grep -v '^-$' | median)
+			ikr=$(echo "$rows" | awk -F, '$7 != "-" && $7 > 0 { print $5 / $7 }' | median)
+			ik=" $(num "$ikt" %.1f) | $(num "$ikr" %.2f) |"
+		fi
 		goal=$(awk -v n="$name" -v t="$test" '$1 == n { print ">= " (t ~ /^pp/ ? $2 : $3) }' "$tmp/goals")
-		printf '| %s | %s | %s | %.1f | %s | %s | %s |\n' "$name" "$test" "$th" "$sa" \
-		    "$(case $ll in -) echo - ;; *) printf %.1f "$ll" ;; esac)" \
-		    "$(case $ratio in -) echo - ;; *) printf %.2f "$ratio" ;; esac)" "$goal"
+		printf '| %s | %s | %s | %.1f | %s | %s |%s %s |\n' "$name" "$test" "$th" "$sa" \
+		    "$(num "$ll" %.1f)" "$(num "$ratio" %.2f)" "$ik" "$goal"
 	done
 	echo
-	echo "Medians of $reps repetitions; libsa kernels ${kernels:-?}, OpenBLAS core ${core:-?}; $llama_note."
+	echo "Medians of $reps repetitions; libsa kernels ${kernels:-?}, OpenBLAS core ${core:-?}; $llama_note$ik_note."
 }
 
 table

@@ -39,6 +39,32 @@ field() {
 	assert_output ''
 }
 
+@test "bench-compare with IK_LLAMA_CPP_DIR: its llama-bench in every repetition, its column and ratio" {
+	mkdir -p "$T/ik/build/bin"
+	# a stand-in that logs its arguments and reports 50 tok/s
+	cat >"$T/ik/build/bin/llama-bench" <<-EOF
+	#!/bin/sh
+	echo "\$*" >>"$T/ik/args"
+	printf '[\n  {\n    "avg_ts": 50.000000,\n    "stddev_ts": 0\n  }\n]\n'
+	EOF
+	chmod +x "$T/ik/build/bin/llama-bench"
+	IK_LLAMA_CPP_DIR="$T/ik" run --separate-stderr sh scripts/bench-compare.sh --dry-run -o "$T/out"
+	assert_success
+	assert_line --regexp '^\| tiny-f16 \| pp32 \| [0-9]+ \| [0-9.]+ \| - \| - \| 50.0 \| [0-9.]+ \|'
+	assert_line --regexp '^\| tiny-q8_0 \| tg8 \| [0-9]+ \| [0-9.]+ \| - \| - \| 50.0 \| [0-9.]+ \|'
+	assert_output --partial "ik_llama.cpp: native build in $T/ik"
+	# prefill of 32 tokens, and decode of 8 at depth 32, on each model
+	run grep -c -- '-p 32 -n 0 -r 1' "$T/ik/args"
+	assert_output 2
+	run grep -c -- '-p 0 -n 0 -gp 32,8 -r 1' "$T/ik/args"
+	assert_output 2
+	# the ratio is libsa's rate over 50
+	run awk -F, 'NR > 1 && ($7 != 50 || !($5 > 0)) { bad = 1 } END { exit bad }' "$T/out/compare.csv"
+	assert_success
+	IK_LLAMA_CPP_DIR="$T/none" run sh scripts/bench-compare.sh --dry-run
+	assert_failure 66
+}
+
 @test "bench-compare, bench-icl: bad options exit 64" {
 	run sh scripts/bench-compare.sh -r 0 --dry-run
 	assert_failure 64
