@@ -13,6 +13,26 @@
 #include "sa.h"
 #include "t.h"
 
+/* Logits of the training forward of t (*ref) and of the inference engine
+ * on m (*got), over the same n tokens: [n][n_vocab] each, malloc'd. */
+static void
+logits_both(sa_tmodel *t, sa_model *m, const int *toks, int n, float **ref, float **got)
+{
+	size_t nv = (size_t)n * t->cfg.n_vocab;
+	sa_tact *a;
+	sa_kvcache *s;
+
+	*ref = malloc(nv * sizeof(float));
+	*got = malloc(nv * sizeof(float));
+	CHECK_OK(sa_tact_new(&a, &t->cfg, 1, n));
+	CHECK_OK(sa_tmodel_forward(t, a, NULL, toks, NULL, 1, n, NULL));
+	memcpy(*ref, sa_tact_logits(a), nv * sizeof(float));
+	CHECK_OK(sa_kvcache_new(&s, m, 0));
+	CHECK_OK(sa_forward(s, toks, n, *got, 1));
+	sa_kvcache_free(s);
+	sa_tact_free(a);
+}
+
 static void
 compare(const char *vocab_path, const char *dir, int tied, int Hk, int n)
 {
@@ -24,9 +44,7 @@ compare(const char *vocab_path, const char *dir, int tied, int Hk, int n)
 	sa_gguf *vg;
 	sa_vocab *v;
 	sa_tmodel *t;
-	sa_tact *a;
 	sa_model *m;
-	sa_kvcache *s;
 	char path[4096];
 	int toks[160];
 	uint64_t r = 9;
@@ -45,12 +63,8 @@ compare(const char *vocab_path, const char *dir, int tied, int Hk, int n)
 	CHECK_OK(sa_model_load(&m, path));
 	for (int i = 0; i < n; i++)
 		toks[i] = (i * 37 + 5) % c.n_vocab;
-	CHECK_OK(sa_tact_new(&a, &c, 1, n));
-	CHECK_OK(sa_tmodel_forward(t, a, NULL, toks, NULL, 1, n, NULL));
-	const float *ref = sa_tact_logits(a);
-	float *got = malloc((size_t)n * c.n_vocab * sizeof(float));
-	CHECK_OK(sa_kvcache_new(&s, m, 0));
-	CHECK_OK(sa_forward(s, toks, n, got, 1));
+	float *ref, *got;
+	logits_both(t, m, toks, n, &ref, &got);
 	double maxdiff = 0, maxref = 0;
 	for (size_t i = 0; i < (size_t)n * c.n_vocab; i++) {
 		maxdiff = fmax(maxdiff, fabs(got[i] - ref[i]));
@@ -58,10 +72,9 @@ compare(const char *vocab_path, const char *dir, int tied, int Hk, int n)
 	}
 	CHECK(maxref > 0.1);
 	CHECK_NEAR(maxdiff / maxref, 0, 1e-4);
+	free(ref);
 	free(got);
-	sa_kvcache_free(s);
 	sa_model_free(m);
-	sa_tact_free(a);
 	sa_tmodel_free(t);
 	sa_vocab_free(v);
 	sa_gguf_close(vg);
@@ -241,8 +254,6 @@ frozen_rounded(const char *vocab_path, const char *dir, int type)
 	sa_vocab *v;
 	sa_tmodel *t, *frozen;
 	sa_model *m;
-	sa_kvcache *s;
-	sa_tact *a;
 	char path[4096];
 	uint64_t r = 13;
 
@@ -259,12 +270,8 @@ frozen_rounded(const char *vocab_path, const char *dir, int type)
 	CHECK_OK(sa_tmodel_view(&frozen, m));
 	for (int i = 0; i < n; i++)
 		toks[i] = (i * 29 + 3) % c.n_vocab;
-	CHECK_OK(sa_tact_new(&a, &c, 1, n));
-	CHECK_OK(sa_tmodel_forward(frozen, a, NULL, toks, NULL, 1, n, NULL));
-	const float *ref = sa_tact_logits(a);
-	float *got = malloc((size_t)n * c.n_vocab * sizeof(float));
-	CHECK_OK(sa_kvcache_new(&s, m, 0));
-	CHECK_OK(sa_forward(s, toks, n, got, 1));
+	float *ref, *got;
+	logits_both(frozen, m, toks, n, &ref, &got);
 	for (int i = 0; i < n; i++) {
 		double maxdiff = 0, maxref = 0;
 		for (size_t j = (size_t)i * c.n_vocab; j < (size_t)(i + 1) * c.n_vocab; j++) {
@@ -275,9 +282,8 @@ frozen_rounded(const char *vocab_path, const char *dir, int type)
 		agree += maxdiff <= 1e-5 * maxref;
 	}
 	CHECK(agree >= n - 2);
+	free(ref);
 	free(got);
-	sa_kvcache_free(s);
-	sa_tact_free(a);
 	sa_tmodel_free(frozen);
 	sa_model_free(m);
 	sa_tmodel_free(t);
@@ -303,3 +309,4 @@ main(int argc, char **argv)
 	frozen_rounded(argv[1], argv[2], SA_TYPE_Q6_K);
 	return t_done();
 }
+
