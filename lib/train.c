@@ -17,7 +17,6 @@
 
 #include "sa.h"
 #include "kernels_impl.h"     /* sa_kernels_float, sa_softmax_f32 */
-#include "types_impl.h"       /* sa_block_q8_k */
 #include "train_impl.h"
 
 /* Queries per block of the causal attention (see attention_forward). */
@@ -421,12 +420,17 @@ sa_tact_free(sa_tact *a)
 const float *sa_tact_keys(const sa_tact *a, int l) { return a->L[l].kraw; }
 const float *sa_tact_values(const sa_tact *a, int l) { return a->L[l].v; }
 
+/* Where layer activations L hold the input of matrix mat. */
+static float **
+input_slot(tlayer_act *L, int mat)
+{
+	return mat <= SA_MAT_V ? &L->xn1 : mat == SA_MAT_O ? &L->ao : mat == SA_MAT_DOWN ? &L->act : &L->xn2;
+}
+
 const float *
 sa_tact_input(const sa_tact *a, int l, int mat)
 {
-	const tlayer_act *L = &a->L[l];
-
-	return mat <= SA_MAT_V ? L->xn1 : mat == SA_MAT_O ? L->ao : mat == SA_MAT_DOWN ? L->act : L->xn2;
+	return *input_slot(&a->L[l], mat);
 }
 const float *sa_tact_logits(const sa_tact *a) { return a->logits; }
 
@@ -443,20 +447,21 @@ const float *sa_tact_logits(const sa_tact *a) { return a->logits; }
  * The type the rows of a frozen W meet their inputs rounded to, in
  * integers, as inference multiplies them (through the path's own GEMM
  * where it has one, else the row kernels): Q8_0 for Q8_0, Q8_K for the
- * K-quants; 0 for the F32 tiles.  a->xq grows to hold XQ_INPUTS rounded inputs of din columns, for
- * Q8_0 the same packed for the GEMM behind them.
+ * K-quants; 0 for the F32 tiles.  *qb: the bytes of one rounded input of
+ * din columns.  a->xq grows to hold XQ_INPUTS of them, for Q8_0 the same
+ * packed for the GEMM behind them.
  */
 static int
-rounded_type(sa_tact *a, const sa_matrix *W, int din)
+rounded_type(sa_tact *a, const sa_matrix *W, int din, size_t *qb)
 {
 	int act = sa_type_act(W->type);
 	size_t need;
 	void *p;
 
 	if (act == SA_TYPE_Q8_K)
-		need = XQ_INPUTS * Q8K_BYTES(din / SA_QK_K);
+		need = XQ_INPUTS * (*qb = Q8K_BYTES(din / SA_QK_K));
 	else if (W->type == SA_TYPE_Q8_0)
-		need = XQ_INPUTS * (sa_type_row_size(act, din) + Q8P_BYTES(din / SA_QK8_0));
+		need = XQ_INPUTS * ((*qb = sa_type_row_size(act, din)) + Q8P_BYTES(din / SA_QK8_0));
 	else
 		return 0;
 	if (need <= a->xq_cap)
@@ -479,6 +484,7 @@ rounded_type(sa_tact *a, const sa_matrix *W, int din)
 static void
 matmul_forward(sa_tact *a, float *y, const float *x, const sa_matrix *W, int N, int din, int dout)
 {
+	size_t qb;
 	int act;
 
 	if (W->type == SA_TYPE_F32) {
@@ -486,8 +492,7 @@ matmul_forward(sa_tact *a, float *y, const float *x, const sa_matrix *W, int N, 
 		    1.0f, x, din, W->data, din, 0.0f, y, dout);
 		return;
 	}
-	if ((act = rounded_type(a, W, din))) {
-		size_t qb = act == SA_TYPE_Q8_K ? Q8K_BYTES(din / SA_QK_K) : sa_type_row_size(act, din);
+	if ((act = rounded_type(a, W, din, &qb))) {
 		char *xq = a->xq, *xp = xq + XQ_INPUTS * qb;
 		for (int i0 = 0; i0 < N; i0 += XQ_INPUTS) {
 			int ni = N - i0 < XQ_INPUTS ? N - i0 : XQ_INPUTS;
@@ -893,14 +898,8 @@ forward(sa_tmodel *t, sa_tact *a, const sa_tside *side, const int *tokens,
 
 		shared.kraw = a->L[l].kraw;
 		shared.v = a->L[l].v;
-		if (keep_in >= 0 && keep_in <= SA_MAT_V)
-			shared.xn1 = a->L[l].xn1;
-		else if (keep_in == SA_MAT_O)
-			shared.ao = a->L[l].ao;
-		else if (keep_in == SA_MAT_GATE || keep_in == SA_MAT_UP)
-			shared.xn2 = a->L[l].xn2;
-		else if (keep_in == SA_MAT_DOWN)
-			shared.act = a->L[l].act;
+		if (keep_in >= 0)
+			*input_slot(&shared, keep_in) = *input_slot(&a->L[l], keep_in);
 		rmsnorm_forward(L->xn1, L->rstd1, L->res, W->attn_norm, N, d, c->norm_eps);
 		linear_forward(a, side, l, SA_MAT_Q, L->q, L->xn1, &Wm[SA_MAT_Q], N, d, hd);
 		linear_forward(a, side, l, SA_MAT_K, L->kraw, L->xn1, &Wm[SA_MAT_K], N, d, kv);
