@@ -253,6 +253,9 @@ median() {
 		if (NR % 2) print x[(NR + 1) / 2]; else print (x[NR / 2] + x[NR / 2 + 1]) / 2 }'
 }
 
+# The tokens a second of llama-bench's JSON (jsonl or json) on stdin.
+avg_ts() { sed -n 's/.*"avg_ts": *\([0-9.e+-]*\).*/\1/p'; }
+
 samples=$tmp/samples.csv
 echo "model,test,threads,rep,libsa_tps,llama_tps,ik_llama_tps" >"$samples"
 kernels= core=
@@ -269,11 +272,9 @@ for model in $models; do
 		if [ -n "$llama_bench" ]; then
 			# decode first: it runs P tokens (untimed) before its N
 			ltg=$(env LD_LIBRARY_PATH="$llama_libs" "$llama_bench" -m "$model" -p 0 \
-			    -n "$n_gen" -d "$p" -r 1 -t "$threads" -o jsonl 2>>"$tmp/llama.err" |
-			    sed -n 's/.*"avg_ts": *\([0-9.e+-]*\).*/\1/p')
+			    -n "$n_gen" -d "$p" -r 1 -t "$threads" -o jsonl 2>>"$tmp/llama.err" | avg_ts)
 			lpp=$(env LD_LIBRARY_PATH="$llama_libs" "$llama_bench" -m "$model" -p "$p" \
-			    -n 0 -r 1 -t "$threads" -o jsonl 2>>"$tmp/llama.err" |
-			    sed -n 's/.*"avg_ts": *\([0-9.e+-]*\).*/\1/p')
+			    -n 0 -r 1 -t "$threads" -o jsonl 2>>"$tmp/llama.err" | avg_ts)
 			[ -n "$lpp" ] && [ -n "$ltg" ] ||
 				{ echo "$prog: llama-bench failed on $model:" >&2; tail -5 "$tmp/llama.err" >&2; exit 70; }
 		fi
@@ -286,11 +287,9 @@ for model in $models; do
 		ipp=- itg=-
 		if [ -n "$ik_bench" ]; then
 			ipp=$(env LD_LIBRARY_PATH="$(dirname "$ik_bench")" "$ik_bench" -m "$model" \
-			    -p "$p" -n 0 -r 1 -t "$threads" -o json 2>>"$tmp/ik.err" |
-			    sed -n 's/.*"avg_ts": *\([0-9.e+-]*\).*/\1/p')
+			    -p "$p" -n 0 -r 1 -t "$threads" -o json 2>>"$tmp/ik.err" | avg_ts)
 			itg=$(env LD_LIBRARY_PATH="$(dirname "$ik_bench")" "$ik_bench" -m "$model" \
-			    -p 0 -n 0 -gp "$p,$n_gen" -r 1 -t "$threads" -o json 2>>"$tmp/ik.err" |
-			    sed -n 's/.*"avg_ts": *\([0-9.e+-]*\).*/\1/p')
+			    -p 0 -n 0 -gp "$p,$n_gen" -r 1 -t "$threads" -o json 2>>"$tmp/ik.err" | avg_ts)
 			[ -n "$ipp" ] && [ -n "$itg" ] ||
 				{ echo "$prog: ik_llama.cpp's llama-bench failed on $model:" >&2; tail -5 "$tmp/ik.err" >&2; exit 70; }
 		fi
