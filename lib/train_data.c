@@ -589,10 +589,14 @@ key_after_newline(const sa_tdata *d, const word *w, int *out)
 /*
  * "word -> label\n" lines of a fresh mapping of open-vocabulary words: every
  * pair once in a random order (as many as four fifths of the window hold),
- * then those pairs again at random until the window is full, so that recall of pairs seen once is trained up to as many pairs
- * as a window holds.  Labels at first sight are not scored: they cannot be
- * known, and scoring them teaches a prior over labels that keeps the model
- * from copying a word it never saw as a label.
+ * then passes over those pairs, each in a new order, until the window is
+ * full, so that recall of pairs seen once is trained up to as many pairs
+ * as a window holds.  Passes, not draws at random: drawn at random, a pair
+ * answered often is likely to be asked again, and the model learned to
+ * answer a context's most frequent label when unsure; in a pass, the pair
+ * asked is the one not yet repeated.  Labels at first sight are not
+ * scored: they cannot be known, and scoring them teaches a prior over
+ * labels that keeps the model from copying a word it never saw as a label.
  *
  * Half the episodes are laid out as records tokenized one by one (each key
  * a word-start piece, as sa-encode and sa-eval tokenize demonstrations);
@@ -635,7 +639,14 @@ episode_map_vocab(const sa_tdata *d, uint64_t *r, int *seq, unsigned char *unsco
 		 * the window for answers that can be read back */
 		if (i > 0 && i < shown && n > T * 4 / 5)
 			shown = i;
-		int k = order[i < shown ? i : sa_unif_below(r, shown)], at;
+		/* each pass after it a fresh order of the shown pairs */
+		if (i >= shown && (i - shown) % shown == 0)
+			for (int j = shown - 1; j > 0; j--) {
+				int m = sa_unif_below(r, j + 1), t = order[j];
+				order[j] = order[m];
+				order[m] = t;
+			}
+		int k = order[i < shown ? i : (i - shown) % shown], at;
 		sa_toks kt = word_toks(&keys[k]), vt = word_toks(&vals[k]);
 		if (i > 0 && n_line_key[k] > 0)
 			kt = (sa_toks){ .t = line_keys[k], .n = n_line_key[k], .cap = n_line_key[k] };

@@ -328,6 +328,16 @@ setup() {
 		n=$(printf '%s\n' "$line" | sed 's/.*"unscored":\[//' | tr -cd ',' | wc -c)
 		[ "$((n + 1))" -eq "$keys" ] || { echo "$keys keys, $((n + 1)) unscored: $line"; exit 1; }
 	done
+	# after the first pass the pairs come in passes, each key once a pass
+	# (drawn at random, a pass of 3 or more keys would repeat one)
+	head -200 map.jsonl | sed 's/"unscored".*//; s/^{"kind":"map","text":"//; s/\\n/\n/g; s/$/\n=/' |
+	    sed -n 's/^ *\([a-z]*\) -> .*/\1/p; /^=$/p' > keys
+	run awk '/^=$/ { n = 0; k = 0; split("", all); next }
+	    { line[n++] = $0; if (!($0 in all)) k++; all[$0] = 1 }
+	    { if (n > k && n % k == 0) { split("", pass)
+	        for (i = n - k; i < n; i++) { if (line[i] in pass) bad++; pass[line[i]] = 1 } } }
+	    END { print bad + 0 }' keys
+	assert_output 0
 	# the held-out pools' words of several tokens are never drawn
 	cat "$OLDPWD"/data/pools/*/words.txt "$OLDPWD"/data/pools/*-multi/labels.txt | sort -u > held
 	run comm -12 seen held
