@@ -14,7 +14,7 @@ static const char synopsis[] =
     "               [--split-file FILE] [-k N] [-K N] [--split test|dev] [--limit N]\n"
     "               [--max-labels N] [--rename swap|pool [--pool DIR]] [-s N] [--jsonl FILE]\n"
     "               [-t N] [-q | -v]\n"
-    "       sa-eval [-m MODEL] [-a ADAPTER] --text FILE... [--segment N] [--many M] [--limit N]\n"
+    "       sa-eval [-m MODEL] [-a ADAPTER] --text FILE... [--segment N] [--many M] [--skip N] [--limit N]\n"
     "       sa-eval [-m MODEL] [-a ADAPTER]... --map --pool DIR [--pairs LIST] [--repeat N]\n"
     "               [--episodes N] [--icl-layout records|text] [--limit N] [--csv FILE]\n";
 
@@ -111,6 +111,7 @@ parse_args(int argc, char **argv, const char **model_path, int *threads)
 		{ "text", 0, "FILE", LIST(&opt.texts), "held-out text, plain or gzip (repeatable)" },
 		{ "segment", 0, "N", NUM(&eo->segment, 2, 1 << 20), "tokens per segment (default 128)" },
 		{ "many", 0, "M", NUM(&eo->many, 1, 1 << 16), "segments in the large delta (default 8)" },
+		{ "skip", 0, "N", NUM(&eo->skip, 0, 1 << 24), "passages left out before the first scored (0)" },
 		TEXT("\nRandom mappings: recall of n word -> label pairs shown in the context."),
 		{ "map", 0, NULL, FLAG(&opt.what, SA_EVAL_MAP), "this mode" },
 		{ "pool", 0, "DIR", STR(&eo->pool), "DIR/words.txt and DIR/labels.txt" },

@@ -1091,16 +1091,16 @@ text_file(run *r, const sa_adapter *a, const char *path, sa_eval_row *row)
 		return rc;
 	rc = tokenize_text(r->m->vocab, data, len, &all);
 	free(data);
-	if (rc == SA_OK && all.n / N <= M)
+	if (rc == SA_OK && all.n / N <= M + r->o->skip)
 		rc = sa_fail(SA_EDATA, "%s: %d tokens: need %d segments of %d tokens", path, all.n,
-		    M + 1, N);
+		    M + r->o->skip + 1, N);
 	if (rc != SA_OK)
 		goto done;
-	n_pass = all.n / N - M;
+	n_pass = all.n / N - M - r->o->skip;
 	if (r->o->limit && r->o->limit < n_pass)
 		n_pass = r->o->limit;
 	for (int p = 0; p < n_pass; p++) {
-		int b = M + p;
+		int b = M + r->o->skip + p;
 		const int *blk = all.t + (size_t)b * N;
 		int *cand[1] = { (int *)blk + given }, n_cand[1] = { N - given };
 

@@ -1573,6 +1573,8 @@ typedef struct sa_eval_opts {
 	/* text */
 	int segment;               /* tokens per segment */
 	int many;                  /* segments in the large delta (M) */
+	int skip;                  /* passages not scored before the first one
+	                            * scored (a test part apart from a dev part) */
 	/* map */
 	const char *pool;          /* directory of words.txt and labels.txt */
 	const int *pairs;          /* numbers of pairs, a row each */

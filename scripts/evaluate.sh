@@ -16,7 +16,8 @@
 #                    --icl-layout text: a prompt as sa-run -p tokenizes it)
 #   text.md          perplexity of held-out text: the previous segment, the 8
 #                    previous ones and the segment itself, in the prompt or in
-#                    a delta, per adapter
+#                    a delta, per adapter (dev: the first 24 passages of
+#                    data/corpus/valid.txt.gz; test: 64 from the 33rd on)
 # Usage: scripts/evaluate.sh [-t threads] [-s test|dev] [ADAPTER...]
 #   (default data/adapter.gguf; -s dev reads the dev split and the dev pools,
 #   for choosing settings; the tables go to $SA_EVAL_DIR, else doc/eval for
@@ -32,8 +33,8 @@ while [ $# -gt 0 ]; do
 	esac
 done
 case $split in
-test) out=${SA_EVAL_DIR:-doc/eval} ;;
-dev) out=${SA_EVAL_DIR:-run/eval-dev} ;;
+test) out=${SA_EVAL_DIR:-doc/eval} passages="--skip 32 --limit 64" ;;
+dev) out=${SA_EVAL_DIR:-run/eval-dev} passages="--limit 24" ;;
 *) echo "evaluate.sh: -s test or dev, not '$split'" >&2; exit 64 ;;
 esac
 model=${SA_MODEL:-data/model.gguf}
@@ -51,7 +52,7 @@ gzip -9nf "$out/tasks.jsonl"
 for a in "$@"; do
 	printf '\n### %s\n\n' "$a" | tee -a "$out/rename.md" >> "$out/text.md"
 	$eval -a "$a" -k 16 -s 1 --split $split --rename swap $two >> "$out/rename.md"
-	$eval -a "$a" --text data/corpus/valid.txt.gz --limit 64 --many 8 >> "$out/text.md"
+	$eval -a "$a" --text data/corpus/valid.txt.gz $passages --many 8 >> "$out/text.md"
 done
 $eval $adapters --map --pool data/pools/$split --pairs 1,2,4,8,16,32,64,128,256 \
     --episodes 4 --csv "$out/map.csv" > "$out/map.md"

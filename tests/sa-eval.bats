@@ -228,6 +228,19 @@ first_table() {
 	ppl=$("$GET" text method logprob tokens < "$T/t.jsonl" | awk -F'\t' -v f="$T/text.txt" \
 	    '$1 == f && $2 == "none" { s += $3; n += $4 } END { printf "%.3f", exp(-s / n) }')
 	echo "${lines[2]}" | awk -F'|' -v p="$ppl" '{ exit !($5 == p) }'
+	# --skip: passages further on, scored as the run from the start scored them
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" --text "$T/text.txt" \
+	    --segment 16 --many 6 --skip 2 --limit 3 -t 1 -q --jsonl "$T/s.jsonl"
+	assert_success
+	assert_line --index 2 --regexp '^\| .*text.txt \| 3 \| 48 \| '
+	run "$GET" index < "$T/s.jsonl"
+	[ "$(printf '%s\n' "${lines[@]}" | sort -un | tr '\n' ' ')" = "8 9 10 " ]
+	grep -F "\"text\":\"$T/text.txt\"" "$T/t.jsonl" | "$GET" method index logprob | awk '$2 >= 8' > "$T/from0"
+	"$GET" method index logprob < "$T/s.jsonl" > "$T/skipped"
+	[ "$(wc -l < "$T/skipped")" -eq 18 ]
+	diff <(sort "$T/from0") <(sort "$T/skipped")
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" --text "$T/text.txt" --segment 16 --skip 1000
+	assert_failure 65
 	# two segments and BOS exceed the context: no prompt with the previous one
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" --text "$T/text.txt" --segment 64 --many 2 --limit 2 -t 1 -q
 	assert_success
