@@ -1990,7 +1990,8 @@ int sa_trainer_evaluate(sa_trainer *t, sa_train_eval *e);
 /* The next n pretraining sequences of the data stream (the first n of a new
  * trainer) as JSON Lines on fp: {"kind":"text|task|map|repeat","text":...,
  * "unscored":[the runs of tokens that are no targets]}.  An adapter
- * trainer: SA_EUSAGE. */
+ * trainer: its next n episodes, {"kind":"text|task|map","context":[each
+ * segment as the encoder runs it],"queries":[[input, scored answer]...]}. */
 int sa_trainer_show_data(sa_trainer *t, long n, FILE *fp);
 
 /* The result: the model (type save_type) or the adapter, "-" = stdout. */

@@ -787,6 +787,50 @@ sa_tdata_show(sa_tdata *d, uint64_t *r, long n, int T, FILE *fp)
 	return rc;
 }
 
+int
+sa_tdata_show_episodes(sa_tdata *d, uint64_t *r, long n, int T, int records, FILE *fp)
+{
+	static const char *kinds[] = { "text", "task", "map" };
+	int Q = d->o->queries, rc = SA_OK;
+	sa_episode e = { .in = sa_malloc((size_t)Q * T * sizeof(int)),
+	    .tgt = sa_malloc((size_t)Q * T * sizeof(int)) };
+	long n_tok = 0;
+
+	if (!e.in || !e.tgt)
+		rc = SA_EINTERNAL;
+	for (long i = 0; i < n && rc == SA_OK; i++) {
+		if ((rc = sa_tdata_episode(d, r, &e, T, &n_tok, 0, records)) != SA_OK)
+			break;
+		fprintf(fp, "{\"kind\":\"%s\",\"context\":[", kinds[e.kind]);
+		for (int s = 0; s < e.n_seg && rc == SA_OK; s++) {
+			int end = s + 1 < e.n_seg ? e.seg[s + 1] : e.ctx.n;
+			fputs(s ? "," : "", fp);
+			rc = put_text(d, e.ctx.t + e.seg[s], end - e.seg[s], fp);
+		}
+		/* a query: its input up to the first scored answer, and the answer */
+		fputs("],\"queries\":[", fp);
+		for (int q = 0; q < e.Q && rc == SA_OK; q++) {
+			const int *in = e.in + q * e.Tq, *tgt = e.tgt + q * e.Tq;
+			int a = 0, b;
+			while (a < e.Tq && tgt[a] < 0)
+				a++;
+			for (b = a; b < e.Tq && tgt[b] >= 0; b++)
+				;
+			fputs(q ? ",[" : "[", fp);
+			if ((rc = put_text(d, in, a < e.Tq ? a + 1 : e.Tq, fp)) == SA_OK) {
+				fputc(',', fp);
+				rc = put_text(d, tgt + a, b - a, fp);
+			}
+			fputc(']', fp);
+		}
+		fputs("]}\n", fp);
+	}
+	free(e.in);
+	free(e.tgt);
+	free(e.ctx.t);
+	return rc;
+}
+
 /* ------------------------------------------------------------- copy test */
 
 const sa_tpool *
@@ -910,6 +954,7 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 			tgt[i] = c->t[s + i];
 		}
 		tgt[T - 1] = -1;
+		e->kind = 0;
 	} else if (kind == 1 && d->n_tasks) {
 		int len = e->ctx.n, renamed, cap = o->seq + 8;
 		word names[16];
@@ -926,6 +971,7 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 			len += dt.n;
 		}
 		int from_dev = held_out && t->n_dev > 0;
+		e->kind = 1;
 		for (int q = 0; q < Q; q++) {
 			const sa_texample *x = from_dev ? &t->dev[sa_unif_below(r, t->n_dev)]
 			    : &t->train[sa_unif_below(r, t->n_train)];
@@ -943,8 +989,14 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 	} else {
 		/* random mapping: the answers exist only in the context */
 		/* up to 63 pairs from a pool; open-vocabulary mappings reach 255,
-		 * past what one window holds, for the memory to hold */
-		int most = o->map_vocab ? 255 : 63, nk = 1 + sa_unif_below(r, k < most ? k : most);
+		 * past what one window holds, for the memory to hold.  Half of
+		 * those show k pairs once each, as a user's demonstrations and
+		 * sa-eval --map do: shown k + nk times, nk pairs are each seen
+		 * three times on average, and the memory was seldom asked for
+		 * many pairs seen once. */
+		int most = o->map_vocab ? 255 : 63, once = o->map_vocab && sa_splitmix64(r) & 1;
+		e->kind = 2;
+		int nk = once ? (k < most ? k : most) : 1 + sa_unif_below(r, k < most ? k : most);
 		int len = e->ctx.n;
 		word wk[256], wv[256];
 		sa_toks keys[256], vals[256];
@@ -966,7 +1018,7 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 				vals[i] = d->labels.w[sa_unif_below(r, d->labels.n)];
 			}
 		}
-		for (int i = 0; i < k + nk; i++) {
+		for (int i = 0; i < (once ? nk : k + nk); i++) {
 			int j = i < nk ? i : sa_unif_below(r, nk);
 			sa_toks parts[4] = { keys[j], d->sep[0], vals[j], d->sep[1] };
 			int n = parts[0].n + parts[1].n + parts[2].n + parts[3].n;

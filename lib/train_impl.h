@@ -86,6 +86,7 @@ typedef struct sa_episode {
 	int seg[SA_EPISODE_SEGS], n_seg;  /* where each segment starts in ctx (each from position 0) */
 	int *in, *tgt;       /* [Q][Tq] the queries and their targets (-1: not scored) */
 	int Q, Tq;
+	int kind;            /* 0 text, 1 task, 2 random mapping */
 	float loss;
 	int acc[3];          /* evaluation: see the trainer's run_episode */
 } sa_episode;
@@ -101,6 +102,9 @@ typedef struct sa_episode {
  */
 int sa_tdata_episode(sa_tdata *d, uint64_t *rng, sa_episode *e, int T, long *n_tok,
     int held_out, int records);
+/* n adapter episodes as JSON Lines {"kind":..., "context":[segments],
+ * "queries":[[prompt, answer]...]} on fp. */
+int sa_tdata_show_episodes(sa_tdata *d, uint64_t *rng, long n, int T, int records, FILE *fp);
 
 /* ------------------------------------------------------------- optimiser */
 

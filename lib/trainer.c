@@ -1155,7 +1155,7 @@ int
 sa_trainer_show_data(sa_trainer *t, long n, FILE *fp)
 {
 	if (t->o.mode != SA_TRAIN_PRETRAIN)
-		return sa_fail(SA_EUSAGE, "--show-data shows pretraining sequences (--pretrain)");
+		return sa_tdata_show_episodes(&t->data, &t->rng, n, t->o.seq, t->adapter->records, fp);
 	return sa_tdata_show(&t->data, &t->rng, n, t->o.seq, fp);
 }
 

@@ -348,6 +348,33 @@ setup() {
 	assert_output --partial "give --text"
 }
 
+@test "sa-train --adapter --show-data: mapping episodes, half of them pairs shown once each, up to 255" {
+	cd "$BATS_TEST_TMPDIR"
+	zcat "$OLDPWD"/data/corpus/valid.txt.gz | head -3000 > text.txt
+	"$OLDPWD"/bin/sa-train --adapter -m "$OLDPWD"/data/model.gguf --init "$OLDPWD"/data/adapter.gguf \
+	    --map-vocab --text text.txt \
+	    --mix 0,0,1 --kmax 256 --ckpt ck -o a.gguf --show-data 200 -q > ep.jsonl
+	[ "$(grep -c '^{"kind":"map","context":\["' ep.jsonl)" -eq 200 ]
+	# per episode: records, distinct records, queries whose "key ->" and
+	# answer are not a record of the context
+	sed 's/^{"kind":"map","context":\[//; s/\],"queries":\[\[/\n/; s/\]\]}$//' ep.jsonl |
+	    awk 'NR % 2 == 1 { n = split($0, rec, "\",\""); split("", has)
+	            for (i = 1; i <= n; i++) { gsub(/^"|"$/, "", rec[i]); has[rec[i]] = 1 }
+	            d = 0; for (r in has) d++; next }
+	        { m = split($0, q, "\\],\\["); bad = 0
+	            for (i = 1; i <= m; i++) { gsub(/^"|"$/, "", q[i]); sub(/","/, " ", q[i]); if (!(q[i] in has)) bad++ }
+	            print n, d, bad }' > counts
+	[ "$(wc -l < counts)" -eq 200 ]
+	# every answer is in the context
+	[ "$(awk '{ s += $3 } END { print s }' counts)" -eq 0 ]
+	# half the episodes show each pair once; with repeats, every pair is
+	# seen about three times: without the once-shown half, none would be
+	once=$(awk '$1 == $2 && $1 > 1' counts | wc -l)
+	many=$(awk '$1 == $2 && $1 >= 100' counts | wc -l)
+	echo "$once of 200 shown once, $many of them 100 pairs or more"
+	[ "$once" -ge 70 ] && [ "$once" -le 130 ] && [ "$many" -ge 5 ]
+}
+
 @test "sa-train --rename: classification episodes with new label words" {
 	cd "$BATS_TEST_TMPDIR"
 	V="--pretrain --vocab $OLDPWD/data/tokenizer/sa4k.tsv --dim 32 --layers 1 --heads 2 --kv-heads 1 --ctx 128 -o x.gguf -q"

@@ -64,5 +64,8 @@ setup() {
 	run -0 $VG "$ROOT/bin/sa-train" --adapter -m m.gguf --text text.txt --task task --pool pool \
 	    --mix 0.3,0.4,0.3 --text-segs 2 --kmin 1 --kmax 4 --rank 2 --chunk 8 --steps 1 \
 	    --batch-tokens 64 --eval-every 1 -t 1 -q -o a.gguf
+	run -0 $VG "$ROOT/bin/sa-train" --adapter -m m.gguf --text text.txt --task task --pool pool \
+	    --mix 0.3,0.4,0.3 --text-segs 2 --kmin 1 --kmax 4 -q -o b.gguf --show-data 6
+	[ "${#lines[@]}" -eq 6 ]
 	[ "$(grep -c '"loss"' p.gguf.ckpt/log.jsonl)" -eq 2 ]
 }
