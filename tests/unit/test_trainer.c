@@ -115,8 +115,19 @@ main(int argc, char **argv)
 	CHECK_OK(sa_trainer_evaluate(a, &e));
 	CHECK(e.answers > 0 && e.sa_acc >= 0 && e.sa_acc <= 1 && isnan(e.valid_loss));
 	CHECK_OK(sa_trainer_step(a, &s));
-	/* no pretraining sequences to show */
-	CHECK(sa_trainer_show_data(a, 1, stdout) == SA_EUSAGE);
+	/* its episodes shown, one JSON object a line */
+	static const char head[] = "{\"kind\":\"map\",\"context\":[\"";
+	FILE *fp = tmpfile();
+	char line[8192];
+	int n_ep = 0;
+	CHECK(fp != NULL);
+	CHECK_OK(sa_trainer_show_data(a, 2, fp));
+	rewind(fp);
+	while (fgets(line, sizeof line, fp))
+		n_ep += strncmp(line, head, strlen(head)) == 0 &&
+		    strstr(line, "],\"queries\":[[\"") != NULL;
+	CHECK(n_ep == 2);
+	fclose(fp);
 	CHECK_OK(sa_trainer_checkpoint(a, other));
 	sa_trainer_free(a);
 
