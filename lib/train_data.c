@@ -591,10 +591,10 @@ key_after_newline(const sa_tdata *d, const word *w, int *out)
  * pair once in a random order (as many as four fifths of the window hold),
  * then passes over those pairs, each in a new order, until the window is
  * full, so that recall of pairs seen once is trained up to as many pairs
- * as a window holds.  Passes, not draws at random: drawn at random, a pair
- * answered often is likely to be asked again, and the model learned to
- * answer a context's most frequent label when unsure; in a pass, the pair
- * asked is the one not yet repeated.  Labels at first sight are not
+ * as a window holds.  Passes, not draws at random, so that how often a
+ * label was seen says nothing of whether it is the answer (drawn at
+ * random, a pair asked often was likely to be asked again).  Labels at
+ * first sight are not
  * scored: they cannot be known, and scoring them teaches a prior over
  * labels that keeps the model from copying a word it never saw as a label.
  *
@@ -991,9 +991,9 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 		/* up to 63 pairs from a pool; open-vocabulary mappings reach 255,
 		 * past what one window holds, for the memory to hold.  Half of
 		 * those show k pairs once each, as a user's demonstrations and
-		 * sa-eval --map do: shown k + nk times, nk pairs are each seen
-		 * three times on average, and the memory was seldom asked for
-		 * many pairs seen once. */
+		 * sa-eval --map do: in k + nk records, each of nk pairs is seen
+		 * twice or more, and the memory was seldom asked for many pairs
+		 * seen once. */
 		int most = o->map_vocab ? 255 : 63, once = o->map_vocab && sa_splitmix64(r) & 1;
 		e->kind = 2;
 		int nk = once ? (k < most ? k : most) : 1 + sa_unif_below(r, k < most ? k : most);
