@@ -594,9 +594,9 @@ key_after_newline(const sa_tdata *d, const word *w, int *out)
  * as a window holds.  Passes, not draws at random, so that how often a
  * label was seen says nothing of whether it is the answer (drawn at
  * random, a pair asked often was likely to be asked again).  Labels at
- * first sight are not
- * scored: they cannot be known, and scoring them teaches a prior over
- * labels that keeps the model from copying a word it never saw as a label.
+ * first sight are not scored: they cannot be known, and scoring them
+ * teaches a prior over labels that keeps the model from copying a word it
+ * never saw as a label.
  *
  * Half the episodes are laid out as records tokenized one by one (each key
  * a word-start piece, as sa-encode and sa-eval tokenize demonstrations);
