@@ -530,8 +530,7 @@ round_rows(sa_kvcache *s, int type, const float *X, int n, int64_t cols, float *
 	if (type == SA_TYPE_F32)
 		return X;
 	if (keep)
-		need = (t.buf_stride = type == SA_TYPE_Q8_K ? Q8K_BYTES(cols / SA_QK_K) :
-		    sa_type_row_size(type, cols)) * n;
+		need = (t.buf_stride = sa_act_row_size(type, cols)) * n;
 	if (need > s->rowbuf_cap) {
 		free(s->rowbuf);
 		s->rowbuf_cap = 0;

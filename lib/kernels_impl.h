@@ -95,6 +95,13 @@ int sa_rows_batch(int type);
 /* Bytes of nb Q8_K blocks, which sa_type_row_size, for the types of
  * tensors, does not give. */
 #define Q8K_BYTES(nb) ((size_t)(nb) * sizeof(sa_block_q8_k))
+/* Bytes of one input of cols columns rounded to an activation type
+ * (sa_type_act): Q8_K too. */
+static inline size_t
+sa_act_row_size(int act, int64_t cols)
+{
+	return act == SA_TYPE_Q8_K ? Q8K_BYTES(cols / SA_QK_K) : sa_type_row_size(act, cols);
+}
 int sa_gemm_own(int type);
 void sa_gemm_pack(const float *x, int nx, int64_t cols, float *xp);
 void sa_gemm_pack_q8_0(const void *xq, size_t ldxq, int nx, int64_t cols, void *xp);

@@ -458,12 +458,10 @@ rounded_type(sa_tact *a, const sa_matrix *W, int din, size_t *qb)
 	size_t need;
 	void *p;
 
-	if (act == SA_TYPE_Q8_K)
-		need = XQ_INPUTS * (*qb = Q8K_BYTES(din / SA_QK_K));
-	else if (W->type == SA_TYPE_Q8_0)
-		need = XQ_INPUTS * ((*qb = sa_type_row_size(act, din)) + Q8P_BYTES(din / SA_QK8_0));
-	else
+	if (act != SA_TYPE_Q8_K && W->type != SA_TYPE_Q8_0)
 		return 0;
+	*qb = sa_act_row_size(act, din);
+	need = XQ_INPUTS * (*qb + (W->type == SA_TYPE_Q8_0 ? Q8P_BYTES(din / SA_QK8_0) : 0));
 	if (need <= a->xq_cap)
 		return act;
 	if (!(p = realloc(a->xq, need)))
