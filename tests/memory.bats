@@ -402,6 +402,31 @@ state_within() {
 	assert_output --partial '"kind":"lora adapter"'
 }
 
+@test "adapter-scale: a layer's factor scales its update; 0 everywhere is the base, 1 the same file" {
+	S="$ROOT/tests/helpers/adapter-scale"
+	p='review 99 good -> pos'
+	"$S" -m "$M" "$D/in.gguf" "$T/one.gguf" 1,1
+	cmp "$D/in.gguf" "$T/one.gguf"
+	"$S" -m "$M" "$D/in.gguf" "$T/zero.gguf" 0,0
+	sa-encode -m "$M" -a "$T/zero.gguf" -o "$T/zero.delta" "$D/all.tsv"
+	[ "$(sa-run -m "$M" --score -p "$p")" = "$(sa-run -m "$M" -d "$T/zero.delta" --score -p "$p")" ]
+	# twice W1 at both layers is the delta at scale 2; at one layer it is not
+	sa-encode -m "$M" -a "$D/in.gguf" -o "$T/in.delta" "$D/all.tsv"
+	want=$(sa-run -m "$M" -d "$T/in.delta:2" --score -p "$p" | awk '{print $2}')
+	for f in 2,2 1,2; do
+		"$S" -m "$M" "$D/in.gguf" "$T/$f.gguf" $f
+		sa-encode -m "$M" -a "$T/$f.gguf" -o "$T/$f.delta" "$D/all.tsv"
+		got=$(sa-run -m "$M" -d "$T/$f.delta" --score -p "$p" | awk '{print $2}')
+		echo "$f: $got, scale 2: $want"
+		awk -v a="$got" -v b="$want" -v f=$f 'BEGIN { d = a - b; near = d < 1e-5 && d > -1e-5
+		    exit (f == "2,2") != near }'
+	done
+	run "$S" -m "$M" "$D/in.gguf" "$T/bad.gguf" 1,1,1
+	assert_failure 64
+	assert_output --partial 'want 2 factors'
+	[ ! -e "$T/bad.gguf" ]
+}
+
 @test "bad files keyed by the input: an unknown source, tensors of the other source exit 65" {
 	spoil_value "$D/in.gguf" streamadapter.key_source "$T/bad.gguf"
 	run -65 sa-info "$T/bad.gguf"
