@@ -1074,28 +1074,35 @@ segment_blocks(run *r, const sa_toks *all, int N, int from, int to, sa_segment *
 	return SA_OK;
 }
 
-/* One text file: its row. */
+/* The tokens of one text file, long enough for the run (all->t malloc'd). */
 static int
-text_file(run *r, const sa_adapter *a, const char *path, sa_eval_row *row)
+text_load(run *r, const char *path, sa_toks *all)
 {
-	int N = r->o->segment, M = r->o->many, nb = r->nb, n_pass, rc;
-	/* without BOS the first token of a segment is the prompt, never scored */
-	int given = nb ? 0 : 1, prev_fits = 2 * N + nb <= r->n_ctx;
-	double nll[N_TEXT] = { 0 };
-	long scored = 0;
-	sa_toks all = { 0 };
+	int N = r->o->segment, need = r->o->many + r->o->skip + 1, rc;
 	char *data;
 	size_t len;
 
 	if ((rc = sa_file_read_gz(path, &data, &len)) != SA_OK)
 		return rc;
-	rc = tokenize_text(r->m->vocab, data, len, &all);
+	rc = tokenize_text(r->m->vocab, data, len, all);
 	free(data);
-	if (rc == SA_OK && all.n / N <= M + r->o->skip)
-		rc = sa_fail(SA_EDATA, "%s: %d tokens: need %d segments of %d tokens", path, all.n,
-		    M + r->o->skip + 1, N);
-	if (rc != SA_OK)
-		goto done;
+	if (rc == SA_OK && all->n / N < need)
+		rc = sa_fail(SA_EDATA, "%s: %d tokens: need %d segments of %d tokens", path, all->n,
+		    need, N);
+	return rc;
+}
+
+/* One text file's tokens: its row. */
+static int
+text_file(run *r, const sa_adapter *a, const char *path, const sa_toks *text, sa_eval_row *row)
+{
+	int N = r->o->segment, M = r->o->many, nb = r->nb, n_pass, rc = SA_OK;
+	/* without BOS the first token of a segment is the prompt, never scored */
+	int given = nb ? 0 : 1, prev_fits = 2 * N + nb <= r->n_ctx;
+	double nll[N_TEXT] = { 0 };
+	long scored = 0;
+	const sa_toks all = *text;
+
 	n_pass = all.n / N - M - r->o->skip;
 	if (r->o->limit && r->o->limit < n_pass)
 		n_pass = r->o->limit;
@@ -1149,7 +1156,6 @@ text_file(run *r, const sa_adapter *a, const char *path, sa_eval_row *row)
 	for (int m = 0; m < N_TEXT; m++)
 		row->score[m] = (m == T_PREV || m == T_SELF) && !prev_fits ? NAN : exp(nll[m] / scored);
 done:
-	free(all.t);
 	return rc;
 }
 
@@ -1159,6 +1165,7 @@ sa_eval_text(sa_eval_table **out, sa_model *m, const sa_adapter *a, char *const 
 {
 	static const char *const keys[N_TEXT] = { "none", "prev", "delta-prev", "delta-many", "self",
 	    "delta-self" };
+	sa_toks *text = NULL;
 	run r;
 	int rc;
 
@@ -1168,14 +1175,22 @@ sa_eval_text(sa_eval_table **out, sa_model *m, const sa_adapter *a, char *const 
 	if (o->segment + r.nb > r.n_ctx)
 		return run_close(&r, sa_fail(SA_EUSAGE, "--segment %d: a segment%s must fit the context of %d",
 		    o->segment, r.nb ? " and BOS" : "", r.n_ctx), out);
-	if (r.h->start)
+	/* every file read before the table starts: a bad one prints nothing */
+	if (!(text = sa_calloc((size_t)n, sizeof *text)))
+		rc = SA_EINTERNAL;
+	for (int f = 0; f < n && rc == SA_OK; f++)
+		rc = text_load(&r, files[f], &text[f]);
+	if (rc == SA_OK && r.h->start)
 		r.h->start(r.h->ctx, r.t);
 	for (int f = 0; f < n && rc == SA_OK; f++) {
 		if (!(r.t->row[f].name = strdup(files[f])))
 			rc = sa_fail(SA_EINTERNAL, "out of memory");
-		else if ((rc = text_file(&r, a, files[f], &r.t->row[f])) == SA_OK)
+		else if ((rc = text_file(&r, a, files[f], &text[f], &r.t->row[f])) == SA_OK)
 			row_done(&r, f);
 	}
+	for (int f = 0; text && f < n; f++)
+		free(text[f].t);
+	free(text);
 	return run_close(&r, rc, out);
 }
 

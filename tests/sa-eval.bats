@@ -241,6 +241,13 @@ first_table() {
 	diff <(sort "$T/from0") <(sort "$T/skipped")
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" --text "$T/text.txt" --segment 16 --skip 1000
 	assert_failure 65
+	# a bad file among good ones: its one line, and no table begun
+	assert_equal "$output" ""
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" --text "$T/text.txt" --text "$T/none.txt" \
+	    --segment 16 --many 6 --limit 3 -t 1 -q
+	assert_failure 66
+	assert_equal "$output" ""
+	assert_equal "$stderr" "sa-eval: $T/none.txt: No such file or directory"
 	# two segments and BOS exceed the context: no prompt with the previous one
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" --text "$T/text.txt" --segment 64 --many 2 --limit 2 -t 1 -q
 	assert_success
