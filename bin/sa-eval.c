@@ -14,9 +14,11 @@ static const char synopsis[] =
     "               [--split-file FILE] [-k N] [-K N] [--split test|dev] [--limit N]\n"
     "               [--max-labels N] [--rename swap|pool [--pool DIR]] [-s N] [--jsonl FILE]\n"
     "               [-t N] [-q | -v]\n"
-    "       sa-eval [-m MODEL] [-a ADAPTER] --text FILE... [--segment N] [--many M] [--skip N] [--limit N]\n"
+    "       sa-eval [-m MODEL] [-a ADAPTER] --text FILE... [--segment N] [--many M] [--skip N]\n"
+    "               [--limit N] [--jsonl FILE]\n"
     "       sa-eval [-m MODEL] [-a ADAPTER]... --map --pool DIR [--pairs LIST] [--repeat N]\n"
-    "               [--episodes N] [--icl-layout records|text] [--limit N] [--csv FILE]\n";
+    "               [--episodes N] [--icl-layout records|text] [--limit N] [--csv FILE]\n"
+    "               [--jsonl FILE]\n";
 
 static struct {
 	sa_eval_opts eo;
