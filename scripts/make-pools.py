@@ -8,7 +8,10 @@ model never bound in training.  Each pool directory has words.txt (keys:
 corpus words of 2-3 tokens) and labels.txt: single-token labels in dev/ and
 test/ (of the same hash class; sa-train draws every single-token word, since
 a token that never answers is one the model learns never to answer), labels
-of 2-3 tokens in dev-multi/ and test-multi/.  Tokens are counted with the sa4k vocabulary's
+of 2-3 tokens in dev-multi/ and test-multi/, and in dev-pieces/ and
+test-pieces/ labels of 2-3 tokens that are no word: a word-start piece and
+one or two other pieces of the vocabulary, as most labels of several tokens
+that sa-train --map-vocab draws are.  Tokens are counted with the sa4k vocabulary's
 own merges (SentencePiece BPE: merge the best-scoring adjacent pair).
 
 usage: scripts/make-pools.py   (from the top of the tree; deterministic)
@@ -61,3 +64,20 @@ for cls, name in ((0, 'dev'), (1, 'test')):
         open('data/pools/%s/words.txt' % d, 'w').write('\n'.join(sorted(keys)) + '\n')
         open('data/pools/%s/labels.txt' % d, 'w').write('\n'.join(sorted(labs)) + '\n')
         print(d, len(keys), 'words,', len(labs), 'labels')
+
+# made-up labels: as many tokens as the multi pools' labels, no corpus word
+starts = sorted(p[1:] for p in score if re.fullmatch('\u2581[a-z]{2,5}', p))
+conts = sorted(p for p in score if re.fullmatch('[a-z]{2,4}', p))
+for cls, name in ((0, 'dev'), (1, 'test')):
+    rng = random.Random(cls + 11)
+    labs = set()
+    while len(labs) < 200:
+        w = rng.choice(starts) + ''.join(rng.choice(conts) for _ in range(rng.choice((1, 2))))
+        if fnv1a(w) % 10 == cls and w not in freq and w not in old and len(tokens(w)) in (2, 3):
+            labs.add(w)
+    d = name + '-pieces'
+    os.makedirs('data/pools/' + d, exist_ok=True)
+    keys = open('data/pools/%s/words.txt' % name).read()
+    open('data/pools/%s/words.txt' % d, 'w').write(keys)
+    open('data/pools/%s/labels.txt' % d, 'w').write('\n'.join(sorted(labs)) + '\n')
+    print(d, len(keys.split()), 'words,', len(labs), 'labels')
