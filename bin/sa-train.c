@@ -80,6 +80,8 @@ parse_args(int argc, char **argv, sa_train_opts *o, run *r)
 		{ "pool", 0, "DIR", STR(&o->pool), "words.txt and labels.txt for random-mapping episodes" },
 		{ "map-vocab", 0, NULL, FLAG(&o->map_vocab, 1), "random mappings of words drawn from the vocabulary" },
 		{ "rename", 0, "X", NUM(&o->rename, 0, 1), "share of class-task episodes with new label words (0)" },
+		{ "word-labels", 0, "X", NUM(&o->word_labels, 0, 1),
+		    "share of --map-vocab mappings whose labels are\nwords of the text (0)" },
 		{ "eval-pool", 0, "DIR", STR(&o->eval_pool), "words and labels of the copy evaluation (--pool)" },
 		{ "show-data", 0, "N", NUM(&r->show_data, 1, LONG_MAX),
 		    "print the first N sequences as JSON Lines and exit" },

@@ -1918,6 +1918,8 @@ typedef struct sa_train_opts {
 	const char *eval_pool;       /* the same for the copy evaluation (else pool) */
 	int map_vocab;               /* random mappings of open-vocabulary words */
 	double rename;               /* share of class-task episodes with new label words */
+	double word_labels;          /* share of open-vocabulary mappings whose labels are
+	                              * all whole words of the text */
 	double mix[4];               /* shares of text, task, random-mapping and repeated-span
 	                              * episodes; all 0: the mode's default */
 	/* pretrain: the model's shape (ff 0: 8*dim/3 rounded up to 64) and saved type */

@@ -275,16 +275,17 @@ word_held_out(const sa_tdata *d, const word *w)
 	return h % 10 < 2;
 }
 
-/* A word of n_tok tokens (1 to 3), not held out. */
+/* A word of n_tok tokens (1 to 3), not held out: with text_only a whole
+ * word of the corpus, else one in two times. */
 static word
-draw_word(const sa_tdata *d, uint64_t *r, int n_tok)
+draw_word(const sa_tdata *d, uint64_t *r, int n_tok, int text_only)
 {
 	const sa_toks *c = &d->corpus;
 	const signed char *kind = d->piece_kind;
 
 	for (;;) {
 		word w = { .n = 0 };
-		if (sa_splitmix64(r) & 1 && c->n > 64) {
+		if ((text_only || sa_splitmix64(r) & 1) && c->n > 64) {
 			/* the next whole word of the corpus from a random place */
 			long at = sa_unif_below(r, c->n - 64), end = at + 60;
 			while (at < end && kind[c->t[at]] != 1)
@@ -326,7 +327,7 @@ draw_words(const sa_tdata *d, uint64_t *r, word *w, int n)
 	for (int i = 0; i < n; i++) {
 		int dup;
 		do {
-			w[i] = draw_word(d, r, draw_word_len(r));
+			w[i] = draw_word(d, r, draw_word_len(r), 0);
 			dup = 0;
 			for (int j = 0; j < i && !dup; j++)
 				dup = word_eq(&w[i], &w[j]);
@@ -357,7 +358,7 @@ draw_words_alike(const sa_tdata *d, uint64_t *r, word *w, int n)
 			/* the pieces drawn may repeat and leave fewer words than
 			 * asked: then a word of any pieces */
 			if (++tries > 100)
-				w[i] = draw_word(d, r, 2 + (int)sa_unif_below(r, 2));
+				w[i] = draw_word(d, r, 2 + (int)sa_unif_below(r, 2), 0);
 			else {
 				w[i].n = 2 + (int)sa_unif_below(r, 2);
 				w[i].t[0] = start[sa_unif_below(r, ns)];
@@ -622,7 +623,7 @@ episode_map_vocab(const sa_tdata *d, uint64_t *r, int *seq, unsigned char *unsco
 		draw_words_alike(d, r, vals, n_keys);
 	else
 		for (int i = 0; i < n_keys; i++)
-			vals[i] = draw_word(d, r, draw_word_len(r));
+			vals[i] = draw_word(d, r, draw_word_len(r), 0);
 	for (int i = 0; i < n_keys; i++)
 		order[i] = i;
 	for (int i = n_keys - 1; i > 0; i--) {
@@ -1001,6 +1002,10 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 		word wk[256], wv[256];
 		sa_toks keys[256], vals[256];
 		int alike_v = o->map_vocab && sa_splitmix64(r) & 1;
+		/* real words' later tokens meet the base's own continuation of
+		 * them, which made-up labels do not */
+		int text_v = o->map_vocab && o->word_labels > 0 && sa_unif(r) < o->word_labels;
+		alike_v &= !text_v;
 		if (o->map_vocab && sa_splitmix64(r) & 1)
 			draw_words_alike(d, r, wk, nk);
 		else if (o->map_vocab)
@@ -1010,7 +1015,7 @@ sa_tdata_episode(sa_tdata *d, uint64_t *r, sa_episode *e, int T, long *n_tok, in
 		for (int i = 0; i < nk; i++) {
 			if (o->map_vocab) {
 				if (!alike_v)
-					wv[i] = draw_word(d, r, draw_word_len(r));
+					wv[i] = draw_word(d, r, draw_word_len(r), text_v);
 				keys[i] = word_toks(&wk[i]);
 				vals[i] = word_toks(&wv[i]);
 			} else {

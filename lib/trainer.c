@@ -136,6 +136,8 @@ resolve_opts(sa_train_opts *o)
 		return sa_fail(SA_EUSAGE, "--map-vocab draws words from the text: give --text");
 	if (o->kmin > o->kmax)
 		return sa_fail(SA_EUSAGE, "--kmin exceeds --kmax");
+	if (o->word_labels > 0 && (o->mode == SA_TRAIN_PRETRAIN || !o->map_vocab || !o->n_texts))
+		return sa_fail(SA_EUSAGE, "--word-labels goes with --adapter, --map-vocab and --text");
 	return SA_OK;
 }
 

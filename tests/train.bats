@@ -375,6 +375,29 @@ setup() {
 	[ "$once" -ge 70 ] && [ "$once" -le 130 ] && [ "$many" -ge 5 ]
 }
 
+@test "sa-train --adapter --word-labels: mappings whose labels are words of the text" {
+	cd "$BATS_TEST_TMPDIR"
+	zcat "$OLDPWD"/data/corpus/valid.txt.gz | head -3000 > text.txt
+	tr -c 'A-Za-z' '\n' < text.txt | sort -u > words
+	A="--adapter -m $OLDPWD/data/model.gguf --init $OLDPWD/data/adapter.gguf --map-vocab --text text.txt"
+	A="$A --mix 0,0,1 --kmax 64 --ckpt ck -o a.gguf --show-data 100 -q"
+	# the labels of the context's records, one a line, and how many of
+	# them the text does not hold as a word
+	labels() { grep -o ' -> [^"]*\\n"' "$1" | sed 's/^ -> //; s/\\n"$//' | sort -u; }
+	"$OLDPWD"/bin/sa-train $A > made.jsonl
+	"$OLDPWD"/bin/sa-train $A --word-labels 1 > words.jsonl
+	labels made.jsonl > made
+	labels words.jsonl > real
+	[ "$(wc -l < real)" -gt 200 ]
+	run comm -23 real words
+	assert_output ""
+	[ "$(comm -23 made words | wc -l)" -gt 100 ]
+	run "$OLDPWD"/bin/sa-train --adapter -m "$OLDPWD"/data/model.gguf --task "$OLDPWD"/data/tasks/gender \
+	    --word-labels 0.5 -o a.gguf --show-data 1
+	assert_failure 64
+	assert_output --partial "--word-labels goes with --adapter, --map-vocab and --text"
+}
+
 @test "sa-train --rename: classification episodes with new label words" {
 	cd "$BATS_TEST_TMPDIR"
 	V="--pretrain --vocab $OLDPWD/data/tokenizer/sa4k.tsv --dim 32 --layers 1 --heads 2 --kv-heads 1 --ctx 128 -o x.gguf -q"
