@@ -11,6 +11,8 @@
 #                    (data/pools/SPLIT: words no training episode bound)
 #   map-multi.md     the same with labels of two or three tokens
 #                    (data/pools/SPLIT-multi)
+#   map-pieces.md    the same with made-up labels of two or three tokens
+#                    (data/pools/SPLIT-pieces)
 #   map-text.md, map-multi-text.md
 #                    the same with ICL's prompt as one text (sa-eval
 #                    --icl-layout text: a prompt as sa-run -p tokenizes it)
@@ -56,8 +58,10 @@ for a in "$@"; do
 done
 $eval $adapters --map --pool data/pools/$split --pairs 1,2,4,8,16,32,64,128,256 \
     --episodes 4 --csv "$out/map.csv" > "$out/map.md"
-$eval $adapters --map --pool data/pools/$split-multi --pairs 1,4,16,64 \
-    --episodes 4 > "$out/map-multi.md"
+for p in multi pieces; do
+	$eval $adapters --map --pool data/pools/$split-$p --pairs 1,4,16,64 \
+	    --episodes 4 > "$out/map-$p.md"
+done
 for p in "" -multi; do
 	$eval -a "$1" --map --pool data/pools/$split$p --pairs 1,4,16,64 --episodes 4 \
 	    --icl-layout text > "$out/map$p-text.md"
