@@ -1094,21 +1094,20 @@ text_load(run *r, const char *path, sa_toks *all)
 
 /* One text file's tokens: its row. */
 static int
-text_file(run *r, const sa_adapter *a, const char *path, const sa_toks *text, sa_eval_row *row)
+text_file(run *r, const sa_adapter *a, const char *path, const sa_toks *all, sa_eval_row *row)
 {
 	int N = r->o->segment, M = r->o->many, nb = r->nb, n_pass, rc = SA_OK;
 	/* without BOS the first token of a segment is the prompt, never scored */
 	int given = nb ? 0 : 1, prev_fits = 2 * N + nb <= r->n_ctx;
 	double nll[N_TEXT] = { 0 };
 	long scored = 0;
-	const sa_toks all = *text;
 
-	n_pass = all.n / N - M - r->o->skip;
+	n_pass = all->n / N - M - r->o->skip;
 	if (r->o->limit && r->o->limit < n_pass)
 		n_pass = r->o->limit;
 	for (int p = 0; p < n_pass; p++) {
 		int b = M + r->o->skip + p;
-		const int *blk = all.t + (size_t)b * N;
+		const int *blk = all->t + (size_t)b * N;
 		int *cand[1] = { (int *)blk + given }, n_cand[1] = { N - given };
 
 		for (int m = 0; m < N_TEXT; m++) {
@@ -1120,13 +1119,13 @@ text_file(run *r, const sa_adapter *a, const char *path, const sa_toks *text, sa
 			if (m == T_DPREV || m == T_DMANY || m == T_DSELF) {
 				sa_segment *segs;
 				int n_segs;
-				rc = segment_blocks(r, &all, N, m == T_DPREV ? b - 1 : m == T_DMANY ? b - M : b,
+				rc = segment_blocks(r, all, N, m == T_DPREV ? b - 1 : m == T_DMANY ? b - M : b,
 				    m == T_DSELF ? b + 1 : b, &segs, &n_segs);
 				if (rc == SA_OK)
 					rc = merge_delta(r, a, segs, n_segs, &enc);
 				sa_segments_free(segs, n_segs);
 				if (rc != SA_OK)
-					goto done;
+					return rc;
 				r->t->cost[m].enc_time += enc;
 				r->t->cost[m].n_enc++;
 			}
@@ -1135,14 +1134,14 @@ text_file(run *r, const sa_adapter *a, const char *path, const sa_toks *text, sa
 			    (m == T_PREV && (rc = sa_toks_push(&r->prompt, blk - N, N)) != SA_OK) ||
 			    (m == T_SELF && (rc = sa_toks_push(&r->prompt, blk, N)) != SA_OK) ||
 			    (rc = sa_toks_push(&r->prompt, blk, given)) != SA_OK)
-				goto done;
+				return rc;
 			t0 = now();
 			rc = score_answers(r, r->prompt.t, r->prompt.n, cand, n_cand, 1,
 			    &rec.logprob);
 			rec.time = now() - t0;
 			sa_model_reset_weights(r->m);
 			if (rc != SA_OK)
-				goto done;
+				return rc;
 			nll[m] -= rec.logprob;
 			rec.kv_bytes = sa_session_kv_peak(r->s);
 			cost_add(&r->t->cost[m], rec.time, rec.kv_bytes, r->prompt.n);
@@ -1155,8 +1154,7 @@ text_file(run *r, const sa_adapter *a, const char *path, const sa_toks *text, sa
 	row->tokens = (double)scored;
 	for (int m = 0; m < N_TEXT; m++)
 		row->score[m] = (m == T_PREV || m == T_SELF) && !prev_fits ? NAN : exp(nll[m] / scored);
-done:
-	return rc;
+	return SA_OK;
 }
 
 int

@@ -241,7 +241,7 @@ first_table() {
 	diff <(sort "$T/from0") <(sort "$T/skipped")
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" --text "$T/text.txt" --segment 16 --skip 1000
 	assert_failure 65
-	# a bad file among good ones: its one line, and no table begun
+	# a bad file, alone or among good ones: its one line, and no table begun
 	assert_equal "$output" ""
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" --text "$T/text.txt" --text "$T/none.txt" \
 	    --segment 16 --many 6 --limit 3 -t 1 -q
