@@ -17,8 +17,8 @@ static const char synopsis[] =
     "       sa-eval [-m MODEL] [-a ADAPTER] --text FILE... [--segment N] [--many M] [--skip N]\n"
     "               [--limit N] [--jsonl FILE]\n"
     "       sa-eval [-m MODEL] [-a ADAPTER]... --map --pool DIR [--pairs LIST] [--repeat N]\n"
-    "               [--episodes N] [--icl-layout records|text] [--limit N] [--csv FILE]\n"
-    "               [--jsonl FILE]\n";
+    "               [--episodes N] [--queries N] [--icl-layout records|text] [--limit N]\n"
+    "               [--csv FILE] [--jsonl FILE]\n";
 
 static struct {
 	sa_eval_opts eo;
@@ -120,6 +120,8 @@ parse_args(int argc, char **argv, const char **model_path, int *threads)
 		{ "pairs", 0, "LIST", CALL(O_PAIRS), "numbers of pairs (default 1,2,4,8,16,32,64,128,256)" },
 		{ "repeat", 0, "N", NUM(&eo->repeat, 1, 64), "times each pair is shown (default 1)" },
 		{ "episodes", 0, "N", NUM(&eo->episodes, 1, 1 << 20), "mappings drawn per number of pairs (default 4)" },
+		{ "queries", 0, "N", NUM(&eo->queries, 0, 1 << 24), "at least N queries a number of pairs: more\n"
+		    "episodes where it has fewer pairs (default 0)" },
 		{ "icl-layout", 0, "L", CALL(O_LAYOUT), "ICL's prompt: the encoder's records (default), or\n"
 		    "text: records and query as one text, as sa-run -p\nhas it" },
 		{ "csv", 0, "FILE", STR(&opt.csv), "the table as CSV (for scripts/plot-map.gp)" },
@@ -176,7 +178,7 @@ record(void *ctx, const sa_eval_record *r)
 
 	if (opt.what == SA_EVAL_MAP)
 		progress("%d pairs, episode %d/%d: %s %d/%d", r->pairs, r->episode + 1,
-		    opt.eo.episodes, r->method, r->i + 1, r->n);
+		    r->episodes, r->method, r->i + 1, r->n);
 	else if (opt.what == SA_EVAL_TEXT)
 		progress("%s: passage %d/%d: %s", (base = strrchr(r->task, '/')) ? base + 1 : r->task,
 		    r->i + 1, r->n, r->method);

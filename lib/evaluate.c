@@ -1276,6 +1276,7 @@ typedef struct mapping {
 	long *right, *total;       /* per column */
 	long tokens;               /* of the contexts */
 	int icl_missed;            /* an episode where ICL did not fit */
+	int episodes;              /* drawn for this number of pairs */
 } mapping;
 
 /*
@@ -1327,7 +1328,7 @@ map_episode(run *r, sa_adapter *const *a, const sa_map_pool *p, mapping *mp, int
 	int n = mp->n, nq = r->o->limit && r->o->limit < n ? r->o->limit : n, n_q = 0;
 	int n_segs = 0, max_need = 0, fit, rc = SA_OK, *text = NULL, n_text = 0, n_qt = 0;
 	sa_task t = { .name = "map", .eval = mp->ex, .n_eval = n };
-	sa_eval_record rec = { .pairs = n, .episode = e };
+	sa_eval_record rec = { .pairs = n, .episode = e, .episodes = mp->episodes };
 	sa_segment *segs = NULL;
 	query *qs, *qt = NULL;
 	char name[64];
@@ -1410,8 +1411,14 @@ static int
 map_row(run *r, sa_adapter *const *a, const sa_map_pool *p, int i)
 {
 	int n = r->o->pairs[i], n_cols = r->t->n_methods, rc = SA_OK;
+	int asked = r->o->limit && r->o->limit < n ? r->o->limit : n;
+	/* a row of one pair an episode needs many episodes to say anything */
+	int episodes = (r->o->queries + asked - 1) / asked;
 	sa_eval_row *row = &r->t->row[i];
-	mapping mp = { .n = n, .n_rec = n * r->o->repeat };
+	mapping mp = { .n = n, .n_rec = n * r->o->repeat, .episodes = episodes };
+
+	if (episodes < r->o->episodes)
+		mp.episodes = episodes = r->o->episodes;
 
 	if (!(mp.ex = sa_calloc((size_t)n, sizeof *mp.ex)) ||
 	    !(mp.rec = sa_calloc((size_t)mp.n_rec, sizeof *mp.rec)) ||
@@ -1419,12 +1426,14 @@ map_row(run *r, sa_adapter *const *a, const sa_map_pool *p, int i)
 	    !(mp.right = sa_calloc((size_t)n_cols, sizeof *mp.right)) ||
 	    !(mp.total = sa_calloc((size_t)n_cols, sizeof *mp.total)))
 		rc = SA_EINTERNAL;
-	for (int e = 0; e < r->o->episodes && rc == SA_OK; e++)
+	for (int e = 0; e < episodes && rc == SA_OK; e++)
 		rc = map_episode(r, a, p, &mp, e);
 	if (rc == SA_OK) {
 		row->n = n;
 		row->records = mp.n_rec;
-		row->tokens = (double)mp.tokens / r->o->episodes;
+		row->episodes = episodes;
+		row->queries = episodes * asked;
+		row->tokens = (double)mp.tokens / episodes;
 		/* ICL over the episodes where it fit would favour short words */
 		if (mp.icl_missed)
 			mp.total[1] = 0;

@@ -42,13 +42,13 @@ sa_eval_report_start(sa_eval_report *r, const sa_eval_table *t)
 	}
 	for (int m = 0; m < n && text; m++)
 		snprintf(r->head[m], sizeof r->head[m], text_head[m], r->many);
-	fputs(map ? "| pairs | records | tokens |" : text ? "| text | passages | tokens |"
+	fputs(map ? "| pairs | records | tokens | queries |" : text ? "| text | passages | tokens |"
 	    : "| task | set | kind | queries |", out);
 	for (int m = 0; m < n; m++)
 		fprintf(out, " %s |", title(r, t, m, 0));
 	if (tasks)
 		fputs(r->k_same ? " K |" : " k | K |", out);
-	fputs(map ? "\n|---:|---:|---:|" : text ? "\n|---|---:|---:|" : "\n|---|---|---|---:|",
+	fputs(map ? "\n|---:|---:|---:|---:|" : text ? "\n|---|---:|---:|" : "\n|---|---|---|---:|",
 	    out);
 	for (int m = 0; m < n + (tasks ? 2 - r->k_same : 0); m++)
 		fputs("---:|", out);
@@ -56,7 +56,7 @@ sa_eval_report_start(sa_eval_report *r, const sa_eval_table *t)
 	fflush(out);
 	if (!csv)
 		return;
-	fputs("pairs,records,tokens", csv);
+	fputs("pairs,records,tokens,queries", csv);
 	for (int m = 0; m < n; m++) {
 		/* a header without commas or quotes: gnuplot reads it as a title */
 		fputc(',', csv);
@@ -74,14 +74,14 @@ sa_eval_report_row(sa_eval_report *r, const sa_eval_table *t, int i)
 	FILE *out = r->out, *csv = r->csv;
 
 	if (r->what == SA_EVAL_MAP)
-		fprintf(out, "| %d | %d | %.0f |", w->n, w->records, w->tokens);
+		fprintf(out, "| %d | %d | %.0f | %d |", w->n, w->records, w->tokens, w->queries);
 	else if (text)
 		fprintf(out, "| %s | %d | %ld |", w->name, w->n, (long)w->tokens);
 	else
 		fprintf(out, "| %s | %s | %s | %d |", w->name, w->set < 0 ? "-" : w->set ? "seen" : "unseen",
 		    w->kind == SA_KIND_CLASS ? "class" : "gen", w->n);
 	if (csv)
-		fprintf(csv, "%d,%d,%.0f", w->n, w->records, w->tokens);
+		fprintf(csv, "%d,%d,%.0f,%d", w->n, w->records, w->tokens, w->queries);
 	for (int m = 0; m < t->n_methods; m++) {
 		if (isnan(w->score[m]))
 			fputs(" n/a |", out);

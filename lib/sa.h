@@ -1581,6 +1581,9 @@ typedef struct sa_eval_opts {
 	int n_pairs;
 	int repeat;                /* times each pair is shown */
 	int episodes;              /* mappings drawn per number of pairs */
+	int queries;               /* at least this many queries a row: more
+	                            * episodes where a mapping asks fewer (0:
+	                            * episodes alone) */
 	int icl_text;              /* ICL's prompt as one text (sa-run -p's
 	                            * tokens), not the encoder's records */
 	/* all */
@@ -1603,6 +1606,7 @@ typedef struct sa_eval_record {
 	int m;
 	int k;                     /* tasks: demonstrations the method saw */
 	int pairs, episode;        /* map: the mapping */
+	int episodes;              /* map: mappings of this number of pairs */
 	int index;                 /* row of the task's split (from 0); text: the
 	                            * segment; map: the pair */
 	int i, n;                  /* i-th (from 0) of the n queries of this run */
@@ -1630,6 +1634,8 @@ typedef struct sa_eval_row {
 	int n;                     /* queries of a task, passages of a text, pairs */
 	int k, K;                  /* tasks: as used (train may hold fewer) */
 	int records;               /* map: records in the context */
+	int episodes, queries;     /* map: mappings drawn; queries each method
+	                            * was asked over them */
 	double tokens;             /* text: tokens scored; map: tokens of the
 	                            * context, mean over the episodes */
 	double *score;             /* [n_methods]: accuracy in % (tasks, map) or

@@ -57,14 +57,14 @@ for a in "$@"; do
 	$eval -a "$a" --text data/corpus/valid.txt.gz $passages --many 8 >> "$out/text.md"
 done
 $eval $adapters --map --pool data/pools/$split --pairs 1,2,4,8,16,32,64,128,256 \
-    --episodes 4 --csv "$out/map.csv" > "$out/map.md"
+    --episodes 4 --queries 128 --csv "$out/map.csv" > "$out/map.md"
 for p in multi pieces; do
 	$eval $adapters --map --pool data/pools/$split-$p --pairs 1,4,16,64 \
-	    --episodes 4 > "$out/map-$p.md"
+	    --episodes 4 --queries 128 > "$out/map-$p.md"
 done
 for p in "" -multi; do
 	$eval -a "$1" --map --pool data/pools/$split$p --pairs 1,4,16,64 --episodes 4 \
-	    --icl-layout text > "$out/map$p-text.md"
+	    --queries 128 --icl-layout text > "$out/map$p-text.md"
 done
 if command -v gnuplot >/dev/null; then
 	gnuplot -e "csv='$out/map.csv'; png='$out/map.png'" scripts/plot-map.gp

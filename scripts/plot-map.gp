@@ -4,7 +4,7 @@
 #   sa-eval -m MODEL -a A1 -a A2 --map --pool data/pools --csv map.csv
 #   gnuplot -e "csv='map.csv'; png='map.png'" scripts/plot-map.gp
 #
-# Columns: pairs, records, tokens, then one accuracy (%) per method; an
+# Columns: pairs, records, tokens, queries, then one accuracy (%) per method; an
 # empty field (ICL once the pairs no longer fit the context) is no point.
 if (!exists("csv")) csv = 'map.csv'
 if (!exists("png")) png = 'map.png'
@@ -22,4 +22,4 @@ set key outside right top
 set title 'Random mappings: in context (ICL) and absorbed into the weights (StreamAdapter)'
 
 stats csv using 1 nooutput
-plot for [i=4:STATS_columns] csv using 1:i with linespoints lw 2 pt 7 title columnheader(i)
+plot for [i=5:STATS_columns] csv using 1:i with linespoints lw 2 pt 7 title columnheader(i)

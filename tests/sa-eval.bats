@@ -263,25 +263,37 @@ first_table() {
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" -a "$D/zero.gguf" --map --pool "$T/pool" \
 	    --pairs 1,2,12 --episodes 2 -t 1 -q --csv "$T/map.csv" --jsonl "$T/map.jsonl"
 	assert_success
-	assert_line --index 0 '| pairs | records | tokens | zero-shot | ICL | rand.gguf r=4 | zero.gguf r=4 |'
-	assert_line --index 2 --regexp '^\| 1 \| 1 \| [0-9]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|$'
+	assert_line --index 0 '| pairs | records | tokens | queries | zero-shot | ICL | rand.gguf r=4 | zero.gguf r=4 |'
+	assert_line --index 2 --regexp '^\| 1 \| 1 \| [0-9]+ \| 2 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \| [0-9.]+ \|$'
 	# twelve pairs no longer fit a context of 128 tokens
-	assert_line --index 4 --regexp '^\| 12 \| 12 \| [0-9]+ \| [0-9.]+ \| n/a \| [0-9.]+ \| [0-9.]+ \|$'
+	assert_line --index 4 --regexp '^\| 12 \| 12 \| [0-9]+ \| 24 \| [0-9.]+ \| n/a \| [0-9.]+ \| [0-9.]+ \|$'
 	run cat "$T/map.csv"
-	assert_line --index 0 'pairs,records,tokens,zero-shot,ICL,rand.gguf r=4,zero.gguf r=4'
-	assert_line --index 3 --regexp '^12,12,[0-9]+,[0-9.]+,,[0-9.]+,[0-9.]+$'
+	assert_line --index 0 'pairs,records,tokens,queries,zero-shot,ICL,rand.gguf r=4,zero.gguf r=4'
+	assert_line --index 3 --regexp '^12,12,[0-9]+,24,[0-9.]+,,[0-9.]+,[0-9.]+$'
 	# the zero adapter is zero-shot
-	awk -F, 'NR > 1 && $4 != $7 { exit 1 }' "$T/map.csv"
+	awk -F, 'NR > 1 && $5 != $8 { exit 1 }' "$T/map.csv"
 	# (1 + 2 + 12) queries x 2 episodes x 3 methods, plus ICL where it fits
 	[ "$(wc -l < "$T/map.jsonl")" -eq $(( (1 + 2 + 12) * 2 * 3 + (1 + 2) * 2 )) ]
 	# ICL's prompt as one text: another ICL column, the same other columns
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" -a "$D/zero.gguf" --map --pool "$T/pool" \
 	    --pairs 1,2,12 --episodes 2 -t 1 -q --csv "$T/text.csv" --icl-layout text
 	assert_success
-	cut -d, -f1-4,6- "$T/map.csv" > "$T/a"
-	cut -d, -f1-4,6- "$T/text.csv" > "$T/b"
+	cut -d, -f1-5,7- "$T/map.csv" > "$T/a"
+	cut -d, -f1-5,7- "$T/text.csv" > "$T/b"
 	cmp "$T/a" "$T/b"
 	run -64 "$EVAL" -m "$M" -a "$D/rand.gguf" --map --pool "$T/pool" --icl-layout spaced
+	# --queries: episodes enough for 5 queries a row, never fewer than --episodes;
+	# the first two episodes are those drawn without it
+	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" --map --pool "$T/pool" \
+	    --pairs 1,2,12 --episodes 2 --queries 5 -t 1 -q --jsonl "$T/q.jsonl"
+	assert_success
+	assert_line --index 2 --regexp '^\| 1 \| 1 \| [0-9]+ \| 5 \|'
+	assert_line --index 3 --regexp '^\| 2 \| 2 \| [0-9]+ \| 6 \|'
+	assert_line --index 4 --regexp '^\| 12 \| 12 \| [0-9]+ \| 24 \|'
+	[ "$(grep -c '"pairs":1,"episode":4,' "$T/q.jsonl")" -eq 3 ]
+	grep -v zero.gguf "$T/map.jsonl" | sed 's/,"time":[^,}]*//' > "$T/a"
+	grep '"episode":[01],' "$T/q.jsonl" | sed 's/,"time":[^,}]*//' > "$T/b"
+	cmp "$T/a" "$T/b"
 	run --separate-stderr "$EVAL" -m "$M" -a "$D/rand.gguf" --map --pool "$T/pool" --pairs 13
 	assert_failure 64
 	[[ "$stderr" == *"words.txt has 12"* ]]
