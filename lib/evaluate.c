@@ -1414,11 +1414,10 @@ map_row(run *r, sa_adapter *const *a, const sa_map_pool *p, int i)
 	int asked = r->o->limit && r->o->limit < n ? r->o->limit : n;
 	/* a row of one pair an episode needs many episodes to say anything */
 	int episodes = (r->o->queries + asked - 1) / asked;
+	if (episodes < r->o->episodes)
+		episodes = r->o->episodes;
 	sa_eval_row *row = &r->t->row[i];
 	mapping mp = { .n = n, .n_rec = n * r->o->repeat, .episodes = episodes };
-
-	if (episodes < r->o->episodes)
-		mp.episodes = episodes = r->o->episodes;
 
 	if (!(mp.ex = sa_calloc((size_t)n, sizeof *mp.ex)) ||
 	    !(mp.rec = sa_calloc((size_t)mp.n_rec, sizeof *mp.rec)) ||
