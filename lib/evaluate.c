@@ -1271,6 +1271,7 @@ sa_map_draw(const sa_map_pool *p, uint64_t seed, int n, int e, int repeat, sa_ex
 /* Scratch of one number of pairs, shared by its episodes. */
 typedef struct mapping {
 	int n, n_rec;              /* pairs; records in the context */
+	int nq;                    /* pairs an episode asks (--limit) */
 	sa_example *ex;            /* the pairs */
 	int *rec, *qperm;          /* records' order; queries' */
 	long *right, *total;       /* per column */
@@ -1325,7 +1326,7 @@ prompt_of_records(run *r, const char *name, const sa_example *ex, const int *idx
 static int
 map_episode(run *r, sa_adapter *const *a, const sa_map_pool *p, mapping *mp, int e)
 {
-	int n = mp->n, nq = r->o->limit && r->o->limit < n ? r->o->limit : n, n_q = 0;
+	int n = mp->n, nq = mp->nq, n_q = 0;
 	int n_segs = 0, max_need = 0, fit, rc = SA_OK, *text = NULL, n_text = 0, n_qt = 0;
 	sa_task t = { .name = "map", .eval = mp->ex, .n_eval = n };
 	sa_eval_record rec = { .pairs = n, .episode = e, .episodes = mp->episodes };
@@ -1411,13 +1412,13 @@ static int
 map_row(run *r, sa_adapter *const *a, const sa_map_pool *p, int i)
 {
 	int n = r->o->pairs[i], n_cols = r->t->n_methods, rc = SA_OK;
-	int asked = r->o->limit && r->o->limit < n ? r->o->limit : n;
+	int nq = r->o->limit && r->o->limit < n ? r->o->limit : n;
 	/* a row of one pair an episode needs many episodes to say anything */
-	int episodes = (r->o->queries + asked - 1) / asked;
+	int episodes = (r->o->queries + nq - 1) / nq;
 	if (episodes < r->o->episodes)
 		episodes = r->o->episodes;
 	sa_eval_row *row = &r->t->row[i];
-	mapping mp = { .n = n, .n_rec = n * r->o->repeat, .episodes = episodes };
+	mapping mp = { .n = n, .n_rec = n * r->o->repeat, .nq = nq, .episodes = episodes };
 
 	if (!(mp.ex = sa_calloc((size_t)n, sizeof *mp.ex)) ||
 	    !(mp.rec = sa_calloc((size_t)mp.n_rec, sizeof *mp.rec)) ||
@@ -1430,8 +1431,7 @@ map_row(run *r, sa_adapter *const *a, const sa_map_pool *p, int i)
 	if (rc == SA_OK) {
 		row->n = n;
 		row->records = mp.n_rec;
-		row->episodes = episodes;
-		row->queries = episodes * asked;
+		row->queries = episodes * nq;
 		row->tokens = (double)mp.tokens / episodes;
 		/* ICL over the episodes where it fit would favour short words */
 		if (mp.icl_missed)

@@ -1634,8 +1634,8 @@ typedef struct sa_eval_row {
 	int n;                     /* queries of a task, passages of a text, pairs */
 	int k, K;                  /* tasks: as used (train may hold fewer) */
 	int records;               /* map: records in the context */
-	int episodes, queries;     /* map: mappings drawn; queries each method
-	                            * was asked over them */
+	int queries;               /* map: queries each method was asked over
+	                            * the episodes */
 	double tokens;             /* text: tokens scored; map: tokens of the
 	                            * context, mean over the episodes */
 	double *score;             /* [n_methods]: accuracy in % (tasks, map) or
