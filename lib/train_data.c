@@ -282,10 +282,13 @@ draw_word(const sa_tdata *d, uint64_t *r, int n_tok, int text_only)
 {
 	const sa_toks *c = &d->corpus;
 	const signed char *kind = d->piece_kind;
+	/* chosen once: chosen again after each word of the wrong length, the
+	 * corpus would lose to compounds, which never miss */
+	int from_corpus = (text_only || sa_splitmix64(r) & 1) && c->n > 64;
 
 	for (;;) {
 		word w = { .n = 0 };
-		if ((text_only || sa_splitmix64(r) & 1) && c->n > 64) {
+		if (from_corpus) {
 			/* the next whole word of the corpus from a random place */
 			long at = sa_unif_below(r, c->n - 64), end = at + 60;
 			while (at < end && kind[c->t[at]] != 1)
