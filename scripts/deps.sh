@@ -1,11 +1,11 @@
 #!/bin/sh
 # Install the Debian packages sa needs, when missing: "deps.sh build" those
 # of the build (and make demo), "deps.sh test" those the tests add (bats,
-# mandoc, pkgconf), "deps.sh" both.  As root this says in one line what it
+# mandoc, pkgconf, python3), "deps.sh" both.  As root this says in one line what it
 # installs, then runs apt-get; otherwise it prints the exact command and
 # fails.
 build="gcc make libc6-dev libopenblas-dev zlib1g-dev"
-test="bats bats-support bats-assert bats-file mandoc pkgconf"
+test="bats bats-support bats-assert bats-file mandoc pkgconf python3"
 case ${1:-all} in
 build) pkgs=$build ;;
 test) pkgs=$test ;;

@@ -62,14 +62,14 @@ fake_debian() {
 	refute_output --partial mandoc
 }
 
-@test "deps.sh test adds bats, mandoc and pkgconf; deps.sh alone (.ci/run, make check) installs both sets" {
+@test "deps.sh test adds bats, mandoc, pkgconf and python3; deps.sh alone (.ci/run, make check) installs both sets" {
 	fake_debian 0
 	run -0 sh "$ROOT/scripts/deps.sh" test
-	assert_output "deps: installing with apt-get: bats bats-support bats-assert bats-file mandoc pkgconf"
+	assert_output "deps: installing with apt-get: bats bats-support bats-assert bats-file mandoc pkgconf python3"
 	rm "$BATS_TEST_TMPDIR/apt.log"
 	run -0 sh "$ROOT/scripts/deps.sh"
 	run grep '^install' "$BATS_TEST_TMPDIR/apt.log"
-	assert_output "install -y -qq gcc make libc6-dev libopenblas-dev zlib1g-dev bats bats-support bats-assert bats-file mandoc pkgconf"
+	assert_output "install -y -qq gcc make libc6-dev libopenblas-dev zlib1g-dev bats bats-support bats-assert bats-file mandoc pkgconf python3"
 	run -64 sh "$ROOT/scripts/deps.sh" everything
 }
 

@@ -302,6 +302,28 @@ first_table() {
 	[ "$(head -c 4 "$T/map.png" | od -An -c | tr -d ' ')" = '211PNG' ]
 }
 
+@test "scripts/map-ci.py: recall with an interval over episodes, not over queries" {
+	# two episodes of 4 queries: A right in one, wrong in the other; B always right
+	for m in A B; do
+		for e in 0 1; do
+			for i in 0 1 2 3; do
+				c=true
+				[ "$m" = A ] && [ "$e" = 1 ] && c=false
+				printf '{"pairs":4,"episode":%d,"method":"%s","index":%d,"correct":%s}\n' \
+				    "$e" "$m" "$i" "$c"
+			done
+		done
+	done > "$T/ci.jsonl"
+	run --separate-stderr "$ROOT/scripts/map-ci.py" "$T/ci.jsonl"
+	assert_success
+	assert_line --index 0 '| pairs | A | B |'
+	assert_line --index 2 '| 4 | 50.0 (0.0-100.0, 2 ep.) | 100.0 (100.0-100.0, 2 ep.) |'
+	echo '{"task":"x"}' > "$T/none.jsonl"
+	run --separate-stderr "$ROOT/scripts/map-ci.py" "$T/none.jsonl"
+	assert_failure
+	[[ "$stderr" == *"no --map records"* ]]
+}
+
 @test "seen and unseen from split files: TSV, TSV with a header, Markdown with headings" {
 	printf 'color\tseen\techo\n' > /dev/null
 	printf '# split\ncolor\tseen\necho\tunseen\tgen\n' > "$T/split.tsv"
