@@ -5,7 +5,11 @@ sa-eval --map measures a fixed draw; this probe changes one thing of the
 prompt at a time, to see what the base's in-context recall depends on:
 
   --keys pool      keys drawn from POOL/words.txt (held-out words)
-  --keys common    keys drawn from --common (words of one token)
+  --keys common    keys drawn from twenty common words of one token
+  --keys compound  keys of a word-start piece and one or two other pieces
+                   of the tokenizer, as pretraining makes them up
+  --keys corpus    keys drawn from the words of --text of two or three
+                   tokens that pretraining does not hold out
   --layout text    "key -> label" lines as one text, as a user types them
   --layout records each key after a space, as the encoder tokenizes records
   --pad N          N characters of held-out text before the pairs
@@ -20,6 +24,7 @@ label.  Prints the recall of each episode and of all.
 import argparse
 import gzip
 import random
+import re
 import subprocess
 import sys
 
@@ -32,6 +37,50 @@ def lines(path):
         return [w.strip() for w in f if w.strip()]
 
 
+def held_out(word):
+    """sa-train's rule: a word's FNV-1a hash 0 or 1 mod 10."""
+    h = 0x811c9dc5
+    for c in word.encode():
+        h = ((h ^ c) * 0x01000193) & 0xffffffff
+    return h % 10 < 2
+
+
+def n_tokens(a, word):
+    """Tokens of word after a newline and a space, as a record has it."""
+    out = subprocess.run([a.run, "-m", a.model, "--tokenize", "--no-escape",
+                          "-p", "a\n " + word], capture_output=True, text=True,
+                         check=True).stdout
+    return out.count(",") - 2
+
+
+def compounds(vocab, n, rng):
+    with open(vocab) as f:
+        pieces = [l.split("\t")[1] for l in f.read().split("\n")[1:]
+                  if l.count("\t") >= 2]
+    start = [p[1:] for p in pieces if p.startswith("\u2581") and
+             p[1:].isalpha() and p[1:].islower() and len(p) > 2]
+    cont = [p for p in pieces if p.isalpha() and p.islower() and len(p) >= 2]
+    words = set()
+    while len(words) < n:
+        words.add(rng.choice(start) +
+                  "".join(rng.choice(cont) for _ in range(rng.choice((1, 2)))))
+    return sorted(words)
+
+
+def corpus_words(a, n, rng):
+    with gzip.open(a.text, "rt") as f:
+        text = f.read(400000)
+    words = sorted(set(re.findall(r"\b[a-z]{5,11}\b", text)))
+    rng.shuffle(words)
+    out = []
+    for w in words:
+        if not held_out(w) and n_tokens(a, w) in (2, 3):
+            out.append(w)
+            if len(out) == n:
+                break
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("-m", "--model", default="data/model.gguf")
@@ -41,7 +90,10 @@ def main():
                     help="held-out text for --pad")
     ap.add_argument("-n", "--pairs", type=int, default=16)
     ap.add_argument("--episodes", type=int, default=8)
-    ap.add_argument("--keys", choices=("pool", "common"), default="pool")
+    ap.add_argument("--keys", choices=("pool", "common", "compound", "corpus"),
+                    default="pool")
+    ap.add_argument("--vocab", default="data/tokenizer/sa4k.tsv",
+                    help="the tokenizer's pieces for --keys compound")
     ap.add_argument("--layout", choices=("text", "records"), default="text")
     ap.add_argument("--pad", type=int, default=0)
     ap.add_argument("-s", "--seed", type=int, default=1)
@@ -49,7 +101,9 @@ def main():
 
     words = lines(a.pool + "/words.txt")
     labels = lines(a.pool + "/labels.txt")
-    keys_from = COMMON if a.keys == "common" else words
+    keys_from = {"common": lambda: COMMON, "pool": lambda: words,
+                 "compound": lambda: compounds(a.vocab, 300, random.Random(0)),
+                 "corpus": lambda: corpus_words(a, 300, random.Random(0))}[a.keys]()
     if a.pairs > len(keys_from):
         sys.exit(f"icl-probe: {a.pairs} pairs, but only {len(keys_from)} keys")
     text = ""
