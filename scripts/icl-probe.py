@@ -16,7 +16,8 @@ prompt at a time, to see what the base's in-context recall depends on:
 
 Labels are drawn from POOL/labels.txt.  Every query is asked alone after
 the whole context, greedy, and is right when the generated line is the
-label.  Prints the recall of each episode and of all.
+label.  Prints the recall of each episode and of all.  Exit status: 64
+usage, 65 a prompt sa-run refuses, 66 a file that cannot be read.
 
   scripts/icl-probe.py -m data/model.gguf --pool data/pools/dev -n 16 \\
       --episodes 8 --layout text --pad 1200
@@ -28,8 +29,20 @@ import re
 import subprocess
 import sys
 
+from wordpieces import held_out, load_merges, tokens
+
 COMMON = ("court range fixed house water light small place young music party "
           "table field story money power black river paper night").split()
+
+
+def fail(status, msg):
+    print("icl-probe: " + msg, file=sys.stderr)
+    sys.exit(status)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        fail(64, message)
 
 
 def lines(path):
@@ -37,29 +50,10 @@ def lines(path):
         return [w.strip() for w in f if w.strip()]
 
 
-def held_out(word):
-    """sa-train's rule: a word's FNV-1a hash 0 or 1 mod 10."""
-    h = 0x811c9dc5
-    for c in word.encode():
-        h = ((h ^ c) * 0x01000193) & 0xffffffff
-    return h % 10 < 2
-
-
-def n_tokens(a, word):
-    """Tokens of word after a newline and a space, as a record has it."""
-    out = subprocess.run([a.run, "-m", a.model, "--tokenize", "--no-escape",
-                          "-p", "a\n " + word], capture_output=True, text=True,
-                         check=True).stdout
-    return out.count(",") - 2
-
-
-def compounds(vocab, n, rng):
-    with open(vocab) as f:
-        pieces = [l.split("\t")[1] for l in f.read().split("\n")[1:]
-                  if l.count("\t") >= 2]
-    start = [p[1:] for p in pieces if p.startswith("\u2581") and
+def compounds(score, n, rng):
+    start = [p[1:] for p in score if p.startswith("\u2581") and
              p[1:].isalpha() and p[1:].islower() and len(p) > 2]
-    cont = [p for p in pieces if p.isalpha() and p.islower() and len(p) >= 2]
+    cont = [p for p in score if p.isalpha() and p.islower() and len(p) >= 2]
     words = set()
     while len(words) < n:
         words.add(rng.choice(start) +
@@ -67,14 +61,14 @@ def compounds(vocab, n, rng):
     return sorted(words)
 
 
-def corpus_words(a, n, rng):
+def corpus_words(a, score, n, rng):
     with gzip.open(a.text, "rt") as f:
         text = f.read(400000)
     words = sorted(set(re.findall(r"\b[a-z]{5,11}\b", text)))
     rng.shuffle(words)
     out = []
     for w in words:
-        if not held_out(w) and n_tokens(a, w) in (2, 3):
+        if not held_out(w) and len(tokens(w, score)) in (2, 3):
             out.append(w)
             if len(out) == n:
                 break
@@ -82,34 +76,42 @@ def corpus_words(a, n, rng):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = Parser(description=__doc__.split("\n")[0])
     ap.add_argument("-m", "--model", default="data/model.gguf")
     ap.add_argument("--run", default="bin/sa-run", help="the sa-run to use")
     ap.add_argument("--pool", default="data/pools/dev")
     ap.add_argument("--text", default="data/corpus/valid.txt.gz",
-                    help="held-out text for --pad")
+                    help="held-out text (--pad, --keys corpus)")
     ap.add_argument("-n", "--pairs", type=int, default=16)
     ap.add_argument("--episodes", type=int, default=8)
     ap.add_argument("--keys", choices=("pool", "common", "compound", "corpus"),
                     default="pool")
     ap.add_argument("--vocab", default="data/tokenizer/sa4k.tsv",
-                    help="the tokenizer's pieces for --keys compound")
+                    help="the tokenizer's pieces (--keys compound, corpus)")
     ap.add_argument("--layout", choices=("text", "records"), default="text")
     ap.add_argument("--pad", type=int, default=0)
     ap.add_argument("-s", "--seed", type=int, default=1)
     a = ap.parse_args()
 
-    words = lines(a.pool + "/words.txt")
-    labels = lines(a.pool + "/labels.txt")
-    keys_from = {"common": lambda: COMMON, "pool": lambda: words,
-                 "compound": lambda: compounds(a.vocab, 300, random.Random(0)),
-                 "corpus": lambda: corpus_words(a, 300, random.Random(0))}[a.keys]()
+    try:
+        words = lines(a.pool + "/words.txt")
+        labels = lines(a.pool + "/labels.txt")
+        if a.keys == "pool":
+            keys_from = words
+        elif a.keys == "common":
+            keys_from = COMMON
+        elif a.keys == "compound":
+            keys_from = compounds(load_merges(a.vocab), 300, random.Random(0))
+        else:
+            keys_from = corpus_words(a, load_merges(a.vocab), 300, random.Random(0))
+        text = ""
+        if a.pad:
+            with gzip.open(a.text, "rt") as f:
+                text = f.read()
+    except OSError as e:
+        fail(66, f"{e.filename}: {e.strerror}")
     if a.pairs > len(keys_from):
-        sys.exit(f"icl-probe: {a.pairs} pairs, but only {len(keys_from)} keys")
-    text = ""
-    if a.pad:
-        with gzip.open(a.text, "rt") as f:
-            text = f.read()
+        fail(64, f"{a.pairs} pairs, but only {len(keys_from)} keys")
     sp = " " if a.layout == "records" else ""
     right = total = 0
     for e in range(a.episodes):
@@ -130,7 +132,7 @@ def main():
                  "--no-escape", "-p", ctx + f"{sp}{k} ->"],
                 capture_output=True, text=True)
             if p.returncode:
-                sys.exit(f"icl-probe: episode {e}: {p.stderr.strip()}")
+                fail(65, f"episode {e}: {p.stderr.strip()}")
             ok += p.stdout.split("\n")[0].strip() == l
         print(f"episode {e}: {ok}/{a.pairs}", flush=True)
         right += ok

@@ -18,26 +18,12 @@ usage: scripts/make-pools.py   (from the top of the tree; deterministic)
 """
 import collections, gzip, os, random, re
 
-def fnv1a(s):
-    h = 0x811C9DC5
-    for b in s.encode():
-        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
-    return h
+from wordpieces import fnv1a, load_merges, tokens as tokens_of
 
-rows = [l.rstrip('\n').split('\t') for l in open('data/tokenizer/sa4k.tsv', encoding='utf-8')][1:]
-score = {r[1]: float(r[2]) for r in rows if r[3] == '1'}
+score = load_merges()
 
 def tokens(word):
-    parts = list('\u2581' + word)
-    while True:
-        best = None
-        for i in range(len(parts) - 1):
-            m = parts[i] + parts[i + 1]
-            if m in score and (best is None or score[m] > score[parts[best] + parts[best + 1]]):
-                best = i
-        if best is None:
-            return parts
-        parts[best:best + 2] = [parts[best] + parts[best + 1]]
+    return tokens_of(word, score)
 
 old = set()
 for f in ('data/pools/words.txt', 'data/pools/labels.txt'):
