@@ -9,6 +9,9 @@ few episodes says how little it knows.
   sa-eval --map --pool data/pools/dev --pairs 1,4,16 --episodes 8 \\
       --queries 128 --jsonl map.jsonl > /dev/null
   scripts/map-ci.py map.jsonl
+
+Exit status as sa-eval's: 64 usage, 65 a file that is not sa-eval's
+JSON Lines, 66 a file that cannot be read.
 """
 import json
 import random
@@ -29,23 +32,34 @@ def interval(eps, draws, rng):
             100 * stats[int(0.975 * draws) - 1])
 
 
+def fail(status, msg):
+    print("map-ci: " + msg, file=sys.stderr)
+    sys.exit(status)
+
+
 def main():
     if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
-        sys.exit("usage: scripts/map-ci.py FILE.jsonl (- for stdin)")
-    f = sys.stdin if sys.argv[1] == "-" else open(sys.argv[1])
+        fail(64, "usage: scripts/map-ci.py FILE.jsonl (- for stdin)")
+    name = sys.argv[1]
     cells = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     methods = []
-    for line in f:
-        r = json.loads(line)
-        if "pairs" not in r:
-            continue
-        if r["method"] not in methods:
-            methods.append(r["method"])
-        c = cells[(r["pairs"], r["method"])][r["episode"]]
-        c[0] += bool(r["correct"])
-        c[1] += 1
+    try:
+        f = sys.stdin if name == "-" else open(name)
+        for n, line in enumerate(f, 1):
+            r = json.loads(line)
+            if "pairs" not in r:
+                continue
+            if r["method"] not in methods:
+                methods.append(r["method"])
+            c = cells[(r["pairs"], r["method"])][r["episode"]]
+            c[0] += bool(r["correct"])
+            c[1] += 1
+    except OSError as e:
+        fail(66, f"{name}: {e.strerror}")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        fail(65, f"{name}:{n}: not a record of sa-eval --map --jsonl")
     if not cells:
-        sys.exit("map-ci: no --map records in " + sys.argv[1])
+        fail(65, f"no --map records in {name}")
     rng = random.Random(1)
     print("| pairs | " + " | ".join(methods) + " |")
     print("|---:|" + "---:|" * len(methods))

@@ -320,8 +320,17 @@ first_table() {
 	assert_line --index 2 '| 4 | 50.0 (0.0-100.0, 2 ep.) | 100.0 (100.0-100.0, 2 ep.) |'
 	echo '{"task":"x"}' > "$T/none.jsonl"
 	run --separate-stderr "$ROOT/scripts/map-ci.py" "$T/none.jsonl"
-	assert_failure
+	assert_failure 65
 	[[ "$stderr" == *"no --map records"* ]]
+	printf '{"pairs":4,"episode":0}\nnot json\n' > "$T/bad.jsonl"
+	run --separate-stderr "$ROOT/scripts/map-ci.py" "$T/bad.jsonl"
+	assert_failure 65
+	[ "$stderr" = "map-ci: $T/bad.jsonl:1: not a record of sa-eval --map --jsonl" ]
+	run --separate-stderr "$ROOT/scripts/map-ci.py" "$T/missing.jsonl"
+	assert_failure 66
+	[ "$(printf '%s\n' "$stderr" | wc -l)" -eq 1 ]
+	run --separate-stderr "$ROOT/scripts/map-ci.py"
+	assert_failure 64
 }
 
 @test "seen and unseen from split files: TSV, TSV with a header, Markdown with headings" {
