@@ -264,6 +264,36 @@ floor_pool() {
 	run -66 "$FLOOR" -m "$M" --pool "$T/none"
 }
 
+# tests/helpers/delta-fill: per layer and head, the trace of S and the key
+# directions the read-out uses, df = tr(S (S + lambda I)^-1).
+@test "delta-fill: df grows with what is written, shrinks with lambda, stays below d_key" {
+	FILL="$ROOT/tests/helpers/delta-fill"
+	head -2 "$D/all.tsv" | sa-encode -m "$M" -a "$D/in.gguf" -o "$T/one.delta" -
+	sa-encode -m "$M" -a "$D/in.gguf" -o "$T/all.delta" "$D/all.tsv"
+	run --separate-stderr "$FILL" "$T/one.delta"
+	assert_success
+	[ "${#lines[@]}" -eq 2 ]
+	assert_line --index 1 --regexp '^layer 1 trace [0-9.]+ [0-9.]+ df [0-9.]+ [0-9.]+$'
+	one="$output"
+	all=$("$FILL" "$T/all.delta")
+	loose=$("$FILL" -l 10 "$T/all.delta")
+	# per layer and head: 0 < df(one) <= df(all) < 16, and df(lambda 10) < df(0.1)
+	paste -d ' ' <(echo "$one") <(echo "$all") <(echo "$loose") | awk '{
+		for (h = 0; h < 2; h++) {
+			a = $(7 + h); b = $(15 + h); c = $(23 + h)
+			if (!(a > 0 && a <= b && b < 16 && c < b)) bad++
+		}
+	} END { exit bad + (NR != 2) }'
+	run -66 "$FILL" "$T/missing.delta"
+	head -c 100 "$T/all.delta" >"$T/cut.delta"
+	run -65 "$FILL" "$T/cut.delta"
+	[ "${#lines[@]}" -eq 1 ]
+	run -64 "$FILL" -l 0 "$T/one.delta"
+	sa-encode -m "$M" -a "$D/pool.gguf" -o "$T/pool.delta" "$D/all.tsv"
+	run -65 "$FILL" "$T/pool.delta"
+	assert_output "delta-fill: $T/pool.delta: not a delta of the least-squares memory"
+}
+
 @test "--key-source input: in the file and sa-info, absent from the keys' files; defaults; seeded" {
 	run sa-info -j "$D/in.gguf"
 	assert_success
