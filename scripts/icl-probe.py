@@ -17,7 +17,8 @@ prompt at a time, to see what the base's in-context recall depends on:
 Labels are drawn from POOL/labels.txt.  Every query is asked alone after
 the whole context, greedy, and is right when the generated line is the
 label.  Prints the recall of each episode and of all.  Exit status: 64
-usage, 65 a prompt sa-run refuses, 66 a file that cannot be read.
+usage, 65 a prompt sa-run refuses or a file that is not UTF-8 text, 66 a
+file that cannot be read.
 
   scripts/icl-probe.py -m data/model.gguf --pool data/pools/dev -n 16 \\
       --episodes 8 --layout text --pad 1200
@@ -110,6 +111,8 @@ def main():
                 text = f.read()
     except OSError as e:
         fail(66, f"{e.filename}: {e.strerror}")
+    except UnicodeDecodeError:
+        fail(65, "a pool, --vocab or --text file is not UTF-8 text")
     if a.pairs > len(keys_from):
         fail(64, f"{a.pairs} pairs, but only {len(keys_from)} keys")
     sp = " " if a.layout == "records" else ""

@@ -44,7 +44,9 @@ def main():
     cells = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     methods = []
     try:
-        f = sys.stdin if name == "-" else open(name)
+        # bytes, so that a line that is not UTF-8 fails in json.loads,
+        # where its number is known, not in the file's reading
+        f = sys.stdin.buffer if name == "-" else open(name, "rb")
         for n, line in enumerate(f, 1):
             r = json.loads(line)
             if "pairs" not in r:

@@ -326,11 +326,36 @@ first_table() {
 	run --separate-stderr "$ROOT/scripts/map-ci.py" "$T/bad.jsonl"
 	assert_failure 65
 	[ "$stderr" = "map-ci: $T/bad.jsonl:1: not a record of sa-eval --map --jsonl" ]
+	printf '\377\376\n' > "$T/binary.jsonl"
+	run --separate-stderr "$ROOT/scripts/map-ci.py" "$T/binary.jsonl"
+	assert_failure 65
+	[ "$stderr" = "map-ci: $T/binary.jsonl:1: not a record of sa-eval --map --jsonl" ]
 	run --separate-stderr "$ROOT/scripts/map-ci.py" "$T/missing.jsonl"
 	assert_failure 66
 	[ "$(printf '%s\n' "$stderr" | wc -l)" -eq 1 ]
 	run --separate-stderr "$ROOT/scripts/map-ci.py"
 	assert_failure 64
+}
+
+@test "scripts/icl-probe.py: bad input is one line on stderr: 64 usage, 65 not text, 66 unreadable" {
+	PROBE="$ROOT/scripts/icl-probe.py"
+	run --separate-stderr "$PROBE" --layout spaced
+	assert_failure 64
+	[ "$(printf '%s\n' "$stderr" | wc -l)" -eq 1 ]
+	run --separate-stderr "$PROBE" --pool "$T/none"
+	assert_failure 66
+	[ "$stderr" = "icl-probe: $T/none/words.txt: No such file or directory" ]
+	mkdir "$T/pool"
+	printf '\377\376\n' > "$T/pool/words.txt"
+	cp "$T/pool/words.txt" "$T/pool/labels.txt"
+	run --separate-stderr "$PROBE" --pool "$T/pool"
+	assert_failure 65
+	[ "$stderr" = "icl-probe: a pool, --vocab or --text file is not UTF-8 text" ]
+	printf 'apple\n' > "$T/pool/words.txt"
+	printf 'a\n' > "$T/pool/labels.txt"
+	run --separate-stderr "$PROBE" --pool "$T/pool" -n 2
+	assert_failure 64
+	[ "$stderr" = "icl-probe: 2 pairs, but only 1 keys" ]
 }
 
 @test "seen and unseen from split files: TSV, TSV with a header, Markdown with headings" {
