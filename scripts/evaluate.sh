@@ -8,7 +8,8 @@
 #   map.md, map.csv, map.png
 #                    recall of new word -> single-token label pairs as their
 #                    number grows, ICL and each adapter's delta
-#                    (data/pools/SPLIT: words no training episode bound)
+#                    (data/pools/SPLIT: words no training episode bound);
+#                    map.jsonl.gz per query, for scripts/map-ci.py
 #   map-multi.md     the same with labels of two or three tokens
 #                    (data/pools/SPLIT-multi)
 #   map-pieces.md    the same with made-up labels of two or three tokens
@@ -57,7 +58,8 @@ for a in "$@"; do
 	$eval -a "$a" --text data/corpus/valid.txt.gz $passages --many 8 >> "$out/text.md"
 done
 $eval $adapters --map --pool data/pools/$split --pairs 1,2,4,8,16,32,64,128,256 \
-    --episodes 4 --queries 128 --csv "$out/map.csv" > "$out/map.md"
+    --episodes 4 --queries 128 --csv "$out/map.csv" --jsonl "$out/map.jsonl" > "$out/map.md"
+gzip -9nf "$out/map.jsonl"
 for p in multi pieces; do
 	$eval $adapters --map --pool data/pools/$split-$p --pairs 1,4,16,64 \
 	    --episodes 4 --queries 128 > "$out/map-$p.md"
