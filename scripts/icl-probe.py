@@ -17,8 +17,9 @@ prompt at a time, to see what the base's in-context recall depends on:
 Labels are drawn from POOL/labels.txt.  Every query is asked alone after
 the whole context, greedy, and is right when the generated line is the
 label.  Prints the recall of each episode and of all.  Exit status: 64
-usage, 65 a prompt sa-run refuses or a file that is not UTF-8 text, 66 a
-file that cannot be read.
+usage, 65 a prompt sa-run refuses or a file that is not what it should be
+(UTF-8 text, a whole gzip file, a vocabulary), 66 a file that cannot be
+read; the message names the file.
 
   scripts/icl-probe.py -m data/model.gguf --pool data/pools/dev -n 16 \\
       --episodes 8 --layout text --pad 1200
@@ -46,9 +47,34 @@ class Parser(argparse.ArgumentParser):
         fail(64, message)
 
 
+def read_text(path, gz=False):
+    """The whole of a text file (gzip-compressed if gz), or exit: 66 if it
+    cannot be read, 65 if it is not what it should be, naming it."""
+    try:
+        with (gzip.open(path, "rt") if gz else open(path)) as f:
+            return f.read()
+    except (gzip.BadGzipFile, EOFError):
+        fail(65, f"{path}: not a whole gzip file")
+    except OSError as e:
+        fail(66, f"{path}: {e.strerror}")
+    except UnicodeDecodeError:
+        fail(65, f"{path}: not UTF-8 text")
+
+
 def lines(path):
-    with open(path) as f:
-        return [w.strip() for w in f if w.strip()]
+    return [w.strip() for w in read_text(path).splitlines() if w.strip()]
+
+
+def vocabulary(path):
+    try:
+        score = load_merges(path)
+    except OSError as e:
+        fail(66, f"{path}: {e.strerror}")
+    except (UnicodeDecodeError, IndexError, ValueError):
+        score = None
+    if not score:
+        fail(65, f"{path}: not a vocabulary of pieces (sa4k.tsv's columns)")
+    return score
 
 
 def compounds(score, n, rng):
@@ -62,10 +88,8 @@ def compounds(score, n, rng):
     return sorted(words)
 
 
-def corpus_words(a, score, n, rng):
-    with gzip.open(a.text, "rt") as f:
-        text = f.read(400000)
-    words = sorted(set(re.findall(r"\b[a-z]{5,11}\b", text)))
+def corpus_words(text, score, n, rng):
+    words = sorted(set(re.findall(r"\b[a-z]{5,11}\b", text[:400000])))
     rng.shuffle(words)
     out = []
     for w in words:
@@ -94,25 +118,17 @@ def main():
     ap.add_argument("-s", "--seed", type=int, default=1)
     a = ap.parse_args()
 
-    try:
-        words = lines(a.pool + "/words.txt")
-        labels = lines(a.pool + "/labels.txt")
-        if a.keys == "pool":
-            keys_from = words
-        elif a.keys == "common":
-            keys_from = COMMON
-        elif a.keys == "compound":
-            keys_from = compounds(load_merges(a.vocab), 300, random.Random(0))
-        else:
-            keys_from = corpus_words(a, load_merges(a.vocab), 300, random.Random(0))
-        text = ""
-        if a.pad:
-            with gzip.open(a.text, "rt") as f:
-                text = f.read()
-    except OSError as e:
-        fail(66, f"{e.filename}: {e.strerror}")
-    except UnicodeDecodeError:
-        fail(65, "a pool, --vocab or --text file is not UTF-8 text")
+    words = lines(a.pool + "/words.txt")
+    labels = lines(a.pool + "/labels.txt")
+    text = read_text(a.text, gz=True) if a.pad or a.keys == "corpus" else ""
+    if a.keys == "pool":
+        keys_from = words
+    elif a.keys == "common":
+        keys_from = COMMON
+    elif a.keys == "compound":
+        keys_from = compounds(vocabulary(a.vocab), 300, random.Random(0))
+    else:
+        keys_from = corpus_words(text, vocabulary(a.vocab), 300, random.Random(0))
     if a.pairs > len(keys_from):
         fail(64, f"{a.pairs} pairs, but only {len(keys_from)} keys")
     sp = " " if a.layout == "records" else ""

@@ -337,7 +337,7 @@ first_table() {
 	assert_failure 64
 }
 
-@test "scripts/icl-probe.py: bad input is one line on stderr: 64 usage, 65 not text, 66 unreadable" {
+@test "scripts/icl-probe.py: bad input is one line on stderr naming the file: 64 usage, 65 not text, not gzip or not a vocabulary, 66 unreadable" {
 	PROBE="$ROOT/scripts/icl-probe.py"
 	run --separate-stderr "$PROBE" --layout spaced
 	assert_failure 64
@@ -350,9 +350,17 @@ first_table() {
 	cp "$T/pool/words.txt" "$T/pool/labels.txt"
 	run --separate-stderr "$PROBE" --pool "$T/pool"
 	assert_failure 65
-	[ "$stderr" = "icl-probe: a pool, --vocab or --text file is not UTF-8 text" ]
+	[ "$stderr" = "icl-probe: $T/pool/words.txt: not UTF-8 text" ]
 	printf 'apple\n' > "$T/pool/words.txt"
 	printf 'a\n' > "$T/pool/labels.txt"
+	printf 'plain\n' > "$T/plain.gz"
+	run --separate-stderr "$PROBE" --pool "$T/pool" -n 1 --pad 10 --text "$T/plain.gz"
+	assert_failure 65
+	[ "$stderr" = "icl-probe: $T/plain.gz: not a whole gzip file" ]
+	printf 'no tabs here\n' > "$T/vocab.tsv"
+	run --separate-stderr "$PROBE" --pool "$T/pool" -n 1 --keys compound --vocab "$T/vocab.tsv"
+	assert_failure 65
+	[ "$stderr" = "icl-probe: $T/vocab.tsv: not a vocabulary of pieces (sa4k.tsv's columns)" ]
 	run --separate-stderr "$PROBE" --pool "$T/pool" -n 2
 	assert_failure 64
 	[ "$stderr" = "icl-probe: 2 pairs, but only 1 keys" ]
